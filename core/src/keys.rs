@@ -1,0 +1,691 @@
+//! Notary key objects and signatures: key types, TUF and canonical key IDs, signature
+//! verification for every Notary method, and the software private keys the server and signer
+//! sign with. All cryptography is aws-lc-rs.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use aws_lc_rs::digest;
+use aws_lc_rs::encoding::{AsBigEndian as _, AsDer as _};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    self as lc_signature, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, ParsedPublicKey,
+    VerificationAlgorithm,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Map, Value};
+use zeroize::Zeroizing;
+
+use crate::canonical;
+use crate::x509::{self, SpkiKind};
+
+/// Length of an Ed25519 public key.
+const ED25519_PUBLIC_LEN: usize = 32;
+/// Length of an Ed25519 signature.
+const ED25519_SIGNATURE_LEN: usize = 64;
+/// Largest RSA modulus aws-lc-rs verifies, in bits.
+const MAX_RSA_BITS: usize = 8192;
+
+/// A Notary key type, the `keytype` string of a key object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum KeyType {
+    /// `ecdsa`: `public` is a DER SubjectPublicKeyInfo.
+    Ecdsa,
+    /// `ecdsa-x509`: `public` is the PEM text of a certificate chain, leaf first.
+    EcdsaX509,
+    /// `rsa`: `public` is a DER SubjectPublicKeyInfo.
+    Rsa,
+    /// `rsa-x509`: `public` is the PEM text of a certificate chain, leaf first.
+    RsaX509,
+    /// `ed25519`: `public` is the raw 32-byte key.
+    Ed25519,
+    /// Any other string. Such keys are carried along but verify nothing.
+    Other(String),
+}
+
+impl KeyType {
+    /// The `keytype` string.
+    pub fn as_str(&self) -> &str {
+        match self {
+            KeyType::Ecdsa => "ecdsa",
+            KeyType::EcdsaX509 => "ecdsa-x509",
+            KeyType::Rsa => "rsa",
+            KeyType::RsaX509 => "rsa-x509",
+            KeyType::Ed25519 => "ed25519",
+            KeyType::Other(other) => other,
+        }
+    }
+
+    /// Reads a `keytype` string; unknown strings are kept verbatim as [`KeyType::Other`].
+    pub fn parse(keytype: &str) -> KeyType {
+        match keytype {
+            "ecdsa" => KeyType::Ecdsa,
+            "ecdsa-x509" => KeyType::EcdsaX509,
+            "rsa" => KeyType::Rsa,
+            "rsa-x509" => KeyType::RsaX509,
+            "ed25519" => KeyType::Ed25519,
+            other => KeyType::Other(other.to_owned()),
+        }
+    }
+
+    /// Whether `public` holds a PEM certificate chain rather than a bare key.
+    pub fn is_x509(&self) -> bool {
+        matches!(self, KeyType::EcdsaX509 | KeyType::RsaX509)
+    }
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// A signature method, the `method` string of a signature object (spec 2.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SignatureMethod {
+    /// `ecdsa`: SHA-256, raw `r‖s`.
+    Ecdsa,
+    /// `rsapss`: PSS with SHA-256, MGF1-SHA-256 and a 32-byte salt.
+    RsaPss,
+    /// `rsapkcs1v15`: PKCS#1 v1.5 with SHA-256.
+    RsaPkcs1v15,
+    /// `pycrypto-pkcs#1 pss`: PSS as `rsapss`, for `rsa` keys whose `public` is PEM.
+    PyCryptoPss,
+    /// `eddsa`: pure Ed25519.
+    EdDsa,
+}
+
+impl SignatureMethod {
+    /// The canonical (lower-case) method string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureMethod::Ecdsa => "ecdsa",
+            SignatureMethod::RsaPss => "rsapss",
+            SignatureMethod::RsaPkcs1v15 => "rsapkcs1v15",
+            SignatureMethod::PyCryptoPss => "pycrypto-pkcs#1 pss",
+            SignatureMethod::EdDsa => "eddsa",
+        }
+    }
+
+    /// Reads a method string, ignoring ASCII case.
+    pub fn parse(method: &str) -> Option<SignatureMethod> {
+        [
+            SignatureMethod::Ecdsa,
+            SignatureMethod::RsaPss,
+            SignatureMethod::RsaPkcs1v15,
+            SignatureMethod::PyCryptoPss,
+            SignatureMethod::EdDsa,
+        ]
+        .into_iter()
+        .find(|candidate| candidate.as_str().eq_ignore_ascii_case(method))
+    }
+}
+
+impl fmt::Display for SignatureMethod {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// Why a key could not be read, used, or created.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// A required member of a key object is absent.
+    #[error("key object has no {0}")]
+    MissingField(&'static str),
+    /// A member of a key object has the wrong JSON type.
+    #[error("key object member {0} has the wrong type")]
+    WrongFieldType(&'static str),
+    /// A base64 member does not decode.
+    #[error("key object member {0} is not valid base64")]
+    InvalidBase64(&'static str),
+    /// A key object in metadata carries private key material.
+    #[error("key object carries a private key; metadata may only hold public keys")]
+    PrivateKeyPresent,
+    /// The signature method is not one Notary knows.
+    #[error("unknown signature method {0:?}")]
+    UnknownMethod(String),
+    /// The signature method cannot be used with the key's type.
+    #[error("signature method {method} cannot be used with {keytype} keys")]
+    MethodMismatch {
+        /// The method as given.
+        method: String,
+        /// The key's type.
+        keytype: String,
+    },
+    /// The public key bytes are malformed or hold the wrong kind of key.
+    #[error("invalid public key: {0}")]
+    InvalidPublicKey(&'static str),
+    /// An ECDSA key on a curve other than P-256 or P-384.
+    #[error("unsupported elliptic curve; only P-256 and P-384 are supported")]
+    UnsupportedCurve,
+    /// An RSA key too short to be safe, or too long to verify.
+    #[error("RSA key of {bits} bits is outside the accepted range of 2048 to 8192 bits")]
+    RsaKeySize {
+        /// Bit length of the modulus.
+        bits: usize,
+    },
+    /// The signature has the wrong length for the key (for example a DER-encoded ECDSA
+    /// signature).
+    #[error("signature is {actual} bytes long; expected {expected}")]
+    SignatureLength {
+        /// The length the key requires.
+        expected: usize,
+        /// The length given.
+        actual: usize,
+    },
+    /// The signature does not verify.
+    #[error("signature is not valid")]
+    BadSignature,
+    /// PEM text is malformed.
+    #[error("invalid PEM data: {0}")]
+    InvalidPem(&'static str),
+    /// PEM text holds no usable certificate.
+    #[error("no certificate found in PEM data")]
+    NoCertificate,
+    /// A certificate does not parse.
+    #[error("invalid certificate: {0}")]
+    InvalidCertificate(String),
+    /// A private key algorithm name is not `ecdsa` or `ed25519`.
+    #[error("unknown key algorithm {0:?}")]
+    UnknownAlgorithm(String),
+    /// Private key bytes were rejected.
+    #[error("invalid private key: {0}")]
+    InvalidPrivateKey(&'static str),
+    /// The crypto library failed to generate a key.
+    #[error("key generation failed")]
+    KeyGeneration,
+    /// The crypto library failed to sign.
+    #[error("signing failed")]
+    SigningFailed,
+}
+
+/// A public key as it appears in Notary metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicKey {
+    keytype: KeyType,
+    public: Vec<u8>,
+}
+
+impl PublicKey {
+    /// Builds a key from its type and its `public` bytes (already base64-decoded).
+    pub fn new(keytype: KeyType, public: Vec<u8>) -> PublicKey {
+        PublicKey { keytype, public }
+    }
+
+    /// The key type.
+    pub fn keytype(&self) -> &KeyType {
+        &self.keytype
+    }
+
+    /// The decoded `public` bytes.
+    pub fn public(&self) -> &[u8] {
+        &self.public
+    }
+
+    /// The key object, `{"keytype":…,"keyval":{"private":null,"public":<base64>}}`.
+    pub fn to_json(&self) -> Value {
+        let mut keyval = Map::new();
+        keyval.insert("private".to_owned(), Value::Null);
+        keyval.insert(
+            "public".to_owned(),
+            Value::String(STANDARD.encode(&self.public)),
+        );
+        let mut object = Map::new();
+        object.insert(
+            "keytype".to_owned(),
+            Value::String(self.keytype.as_str().to_owned()),
+        );
+        object.insert("keyval".to_owned(), Value::Object(keyval));
+        Value::Object(object)
+    }
+
+    /// Reads a key object from metadata.
+    ///
+    /// `keytype` must be a string and `keyval.public` a base64 string; `keyval.private` must be
+    /// absent or `null`. Other members are ignored (they do not take part in the key ID).
+    pub fn from_json(value: &Value) -> Result<PublicKey, KeyError> {
+        let object = value.as_object().ok_or(KeyError::WrongFieldType("key"))?;
+        let keytype = object
+            .get("keytype")
+            .ok_or(KeyError::MissingField("keytype"))?
+            .as_str()
+            .ok_or(KeyError::WrongFieldType("keytype"))?;
+        let keyval = object
+            .get("keyval")
+            .ok_or(KeyError::MissingField("keyval"))?
+            .as_object()
+            .ok_or(KeyError::WrongFieldType("keyval"))?;
+        match keyval.get("private") {
+            None | Some(Value::Null) => {}
+            Some(_) => return Err(KeyError::PrivateKeyPresent),
+        }
+        let public = keyval
+            .get("public")
+            .ok_or(KeyError::MissingField("keyval.public"))?
+            .as_str()
+            .ok_or(KeyError::WrongFieldType("keyval.public"))?;
+        let public = STANDARD
+            .decode(public)
+            .map_err(|_| KeyError::InvalidBase64("keyval.public"))?;
+        Ok(PublicKey::new(KeyType::parse(keytype), public))
+    }
+
+    /// The TUF key ID: lower-case hex SHA-256 of the canonical key object (spec 2.5).
+    pub fn key_id(&self) -> String {
+        // A key object holds only strings and null, which always have a canonical form, so the
+        // fallback is never taken.
+        let bytes = canonical::to_canonical(&self.to_json()).unwrap_or_default();
+        hex::encode(sha256(&bytes))
+    }
+
+    /// The canonical key ID used by key stores and signer look-ups (spec 2.5): for `*-x509`
+    /// keys the TUF ID of the bare key inside the first certificate, otherwise [`Self::key_id`].
+    pub fn canonical_id(&self) -> Result<String, KeyError> {
+        let bare_type = match self.keytype {
+            KeyType::EcdsaX509 => KeyType::Ecdsa,
+            KeyType::RsaX509 => KeyType::Rsa,
+            _ => return Ok(self.key_id()),
+        };
+        let certificate = x509::first_certificate(&self.public)?;
+        Ok(PublicKey::new(bare_type, certificate.spki_der).key_id())
+    }
+
+    /// Verifies `signature` over `message` (the canonical `signed` bytes) with signature
+    /// method `method` (compared ignoring case), per spec 2.6.
+    pub fn verify(&self, method: &str, message: &[u8], signature: &[u8]) -> Result<(), KeyError> {
+        let parsed =
+            SignatureMethod::parse(method).ok_or_else(|| KeyError::UnknownMethod(method.to_owned()))?;
+        let mismatch = || KeyError::MethodMismatch {
+            method: parsed.as_str().to_owned(),
+            keytype: self.keytype.as_str().to_owned(),
+        };
+        match (parsed, &self.keytype) {
+            (SignatureMethod::Ecdsa, KeyType::Ecdsa | KeyType::EcdsaX509) => {
+                verify_ecdsa(&self.spki()?, message, signature)
+            }
+            (SignatureMethod::RsaPss, KeyType::Rsa | KeyType::RsaX509) => verify_rsa(
+                &self.spki()?,
+                &lc_signature::RSA_PSS_2048_8192_SHA256,
+                message,
+                signature,
+            ),
+            (SignatureMethod::RsaPkcs1v15, KeyType::Rsa | KeyType::RsaX509) => verify_rsa(
+                &self.spki()?,
+                &lc_signature::RSA_PKCS1_2048_8192_SHA256,
+                message,
+                signature,
+            ),
+            (SignatureMethod::PyCryptoPss, KeyType::Rsa) => {
+                let block = x509::PemBlocks::new(&self.public)
+                    .next()
+                    .ok_or(KeyError::InvalidPublicKey("no PEM block in the public key"))??;
+                verify_rsa(
+                    &block.contents,
+                    &lc_signature::RSA_PSS_2048_8192_SHA256,
+                    message,
+                    signature,
+                )
+            }
+            (SignatureMethod::EdDsa, KeyType::Ed25519) => {
+                verify_ed25519(&self.public, message, signature)
+            }
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// The DER SubjectPublicKeyInfo of an `ecdsa`/`rsa` key, or of the leaf certificate of a
+    /// `*-x509` key.
+    fn spki(&self) -> Result<Cow<'_, [u8]>, KeyError> {
+        if self.keytype.is_x509() {
+            Ok(Cow::Owned(x509::first_certificate(&self.public)?.spki_der))
+        } else {
+            Ok(Cow::Borrowed(&self.public))
+        }
+    }
+}
+
+fn verify_ecdsa(spki: &[u8], message: &[u8], signature: &[u8]) -> Result<(), KeyError> {
+    // Notary hashes with SHA-256 whatever the curve, and sends r‖s, each padded to the size of
+    // the curve.
+    let (algorithm, scalar_len): (&'static dyn VerificationAlgorithm, usize) =
+        match x509::classify_spki_der(spki)? {
+            SpkiKind::EcdsaP256 => (&lc_signature::ECDSA_P256_SHA256_FIXED, 32),
+            // aws-lc-rs has no fixed-length P-384/SHA-256 verifier, only the ASN.1 one.
+            SpkiKind::EcdsaP384 => (&lc_signature::ECDSA_P384_SHA256_ASN1, 48),
+            SpkiKind::EcdsaOtherCurve => return Err(KeyError::UnsupportedCurve),
+            SpkiKind::Rsa { .. } | SpkiKind::Other => {
+                return Err(KeyError::InvalidPublicKey("not an ECDSA key"));
+            }
+        };
+    let expected = 2 * scalar_len;
+    if signature.len() != expected {
+        return Err(KeyError::SignatureLength {
+            expected,
+            actual: signature.len(),
+        });
+    }
+    let key = ParsedPublicKey::new(algorithm, spki)
+        .map_err(|_| KeyError::InvalidPublicKey("malformed ECDSA public key"))?;
+    let signature: Cow<'_, [u8]> = if scalar_len == 32 {
+        Cow::Borrowed(signature)
+    } else {
+        Cow::Owned(fixed_signature_to_der(signature, scalar_len)?)
+    };
+    key.verify_sig(message, &signature)
+        .map_err(|_| KeyError::BadSignature)
+}
+
+fn verify_rsa(
+    spki: &[u8],
+    parameters: &'static lc_signature::RsaParameters,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), KeyError> {
+    let bits = match x509::classify_spki_der(spki)? {
+        SpkiKind::Rsa { bits } => bits,
+        _ => return Err(KeyError::InvalidPublicKey("not an RSA key")),
+    };
+    if !(x509::MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
+        return Err(KeyError::RsaKeySize { bits });
+    }
+    let key = ParsedPublicKey::new(parameters, spki)
+        .map_err(|_| KeyError::InvalidPublicKey("malformed RSA public key"))?;
+    key.verify_sig(message, signature)
+        .map_err(|_| KeyError::BadSignature)
+}
+
+fn verify_ed25519(public: &[u8], message: &[u8], signature: &[u8]) -> Result<(), KeyError> {
+    if public.len() != ED25519_PUBLIC_LEN {
+        return Err(KeyError::InvalidPublicKey(
+            "an Ed25519 public key must be 32 bytes",
+        ));
+    }
+    if signature.len() != ED25519_SIGNATURE_LEN {
+        return Err(KeyError::SignatureLength {
+            expected: ED25519_SIGNATURE_LEN,
+            actual: signature.len(),
+        });
+    }
+    let key = ParsedPublicKey::new(&lc_signature::ED25519, public)
+        .map_err(|_| KeyError::InvalidPublicKey("malformed Ed25519 public key"))?;
+    key.verify_sig(message, signature)
+        .map_err(|_| KeyError::BadSignature)
+}
+
+/// Re-encodes a fixed-length `r‖s` ECDSA signature as a DER `Ecdsa-Sig-Value`.
+fn fixed_signature_to_der(signature: &[u8], scalar_len: usize) -> Result<Vec<u8>, KeyError> {
+    let (r, s) = signature
+        .split_at_checked(scalar_len)
+        .ok_or(KeyError::SignatureLength {
+            expected: 2 * scalar_len,
+            actual: signature.len(),
+        })?;
+    let mut body = Vec::with_capacity(signature.len() + 8);
+    der_unsigned_integer(r, &mut body);
+    der_unsigned_integer(s, &mut body);
+    let mut der = Vec::with_capacity(body.len() + 4);
+    der.push(0x30);
+    der_length(body.len(), &mut der);
+    der.extend_from_slice(&body);
+    Ok(der)
+}
+
+fn der_unsigned_integer(big_endian: &[u8], out: &mut Vec<u8>) {
+    let start = big_endian
+        .iter()
+        .position(|byte| *byte != 0)
+        .unwrap_or(big_endian.len());
+    let digits = big_endian.get(start..).unwrap_or_default();
+    let needs_pad = digits.first().is_none_or(|first| first & 0x80 != 0);
+    out.push(0x02);
+    der_length(digits.len() + usize::from(needs_pad), out);
+    if needs_pad {
+        out.push(0);
+    }
+    out.extend_from_slice(digits);
+}
+
+fn der_length(len: usize, out: &mut Vec<u8>) {
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let significant: Vec<u8> = bytes.iter().copied().skip_while(|byte| *byte == 0).collect();
+        out.push(0x80 | significant.len() as u8);
+        out.extend_from_slice(&significant);
+    }
+}
+
+/// The algorithm of a software private key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// ECDSA on P-256 with SHA-256.
+    Ecdsa,
+    /// Ed25519.
+    Ed25519,
+}
+
+impl Algorithm {
+    /// The algorithm name as notary-signer spells it (`ecdsa`, `ed25519`); it is also the
+    /// `keytype` of the public key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Ecdsa => "ecdsa",
+            Algorithm::Ed25519 => "ed25519",
+        }
+    }
+
+    /// Reads an algorithm name.
+    pub fn parse(name: &str) -> Result<Algorithm, KeyError> {
+        match name {
+            "ecdsa" => Ok(Algorithm::Ecdsa),
+            "ed25519" => Ok(Algorithm::Ed25519),
+            other => Err(KeyError::UnknownAlgorithm(other.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+enum KeyPair {
+    Ecdsa(EcdsaKeyPair),
+    Ed25519(Ed25519KeyPair),
+}
+
+/// A software private key. Its PKCS#8 form is zeroized on drop and it never prints key
+/// material.
+pub struct PrivateKey {
+    algorithm: Algorithm,
+    pair: KeyPair,
+    pkcs8: Zeroizing<Vec<u8>>,
+    public: PublicKey,
+    key_id: String,
+}
+
+const ECDSA_SIGNING: &lc_signature::EcdsaSigningAlgorithm =
+    &lc_signature::ECDSA_P256_SHA256_FIXED_SIGNING;
+
+impl PrivateKey {
+    /// Generates a new key.
+    pub fn generate(algorithm: Algorithm) -> Result<PrivateKey, KeyError> {
+        let pkcs8 = match algorithm {
+            Algorithm::Ecdsa => EcdsaKeyPair::generate(ECDSA_SIGNING)
+                .and_then(|pair| pair.to_pkcs8v1())
+                .map_err(|_| KeyError::KeyGeneration)?,
+            Algorithm::Ed25519 => Ed25519KeyPair::generate()
+                .and_then(|pair| pair.to_pkcs8())
+                .map_err(|_| KeyError::KeyGeneration)?,
+        };
+        PrivateKey::from_pkcs8(algorithm, pkcs8.as_ref())
+    }
+
+    /// Loads a key from an unencrypted PKCS#8 document (v1, or v2 for Ed25519).
+    pub fn from_pkcs8(algorithm: Algorithm, pkcs8: &[u8]) -> Result<PrivateKey, KeyError> {
+        let pair = match algorithm {
+            Algorithm::Ecdsa => EcdsaKeyPair::from_pkcs8(ECDSA_SIGNING, pkcs8).map(KeyPair::Ecdsa),
+            Algorithm::Ed25519 => Ed25519KeyPair::from_pkcs8(pkcs8).map(KeyPair::Ed25519),
+        }
+        .map_err(|rejected| KeyError::InvalidPrivateKey(rejected.description_()))?;
+        PrivateKey::from_pair(algorithm, pair, Zeroizing::new(pkcs8.to_vec()))
+    }
+
+    /// Loads a key from the plaintext a Go notary-signer stores (spec 4.6): for ECDSA a DER
+    /// SEC 1 `ECPrivateKey` (PKCS#8 is accepted too), for Ed25519 96 bytes: public key, seed,
+    /// public key.
+    pub fn from_notary_signer_plaintext(
+        algorithm: Algorithm,
+        plaintext: &[u8],
+    ) -> Result<PrivateKey, KeyError> {
+        let rejected = |rejected: aws_lc_rs::error::KeyRejected| {
+            KeyError::InvalidPrivateKey(rejected.description_())
+        };
+        let pkcs8 = match algorithm {
+            Algorithm::Ecdsa => EcdsaKeyPair::from_private_key_der(ECDSA_SIGNING, plaintext)
+                .map_err(rejected)?
+                .to_pkcs8v1(),
+            Algorithm::Ed25519 => {
+                let (public, rest) = plaintext
+                    .split_at_checked(ED25519_PUBLIC_LEN)
+                    .ok_or(KeyError::InvalidPrivateKey("Ed25519 key must be 96 bytes"))?;
+                let (seed, public_again) = rest
+                    .split_at_checked(32)
+                    .ok_or(KeyError::InvalidPrivateKey("Ed25519 key must be 96 bytes"))?;
+                if public_again != public {
+                    return Err(KeyError::InvalidPrivateKey(
+                        "Ed25519 key must be 96 bytes: public key, seed, public key",
+                    ));
+                }
+                Ed25519KeyPair::from_seed_and_public_key(seed, public)
+                    .map_err(rejected)?
+                    .to_pkcs8()
+            }
+        }
+        .map_err(|_| KeyError::InvalidPrivateKey("cannot encode the key as PKCS#8"))?;
+        PrivateKey::from_pkcs8(algorithm, pkcs8.as_ref())
+    }
+
+    fn from_pair(
+        algorithm: Algorithm,
+        pair: KeyPair,
+        pkcs8: Zeroizing<Vec<u8>>,
+    ) -> Result<PrivateKey, KeyError> {
+        let public = match &pair {
+            KeyPair::Ecdsa(pair) => {
+                let spki = pair
+                    .public_key()
+                    .as_der()
+                    .map_err(|_| KeyError::InvalidPrivateKey("cannot encode the public key"))?;
+                PublicKey::new(KeyType::Ecdsa, spki.as_ref().to_vec())
+            }
+            KeyPair::Ed25519(pair) => {
+                PublicKey::new(KeyType::Ed25519, pair.public_key().as_ref().to_vec())
+            }
+        };
+        let key_id = public.key_id();
+        Ok(PrivateKey {
+            algorithm,
+            pair,
+            pkcs8,
+            public,
+            key_id,
+        })
+    }
+
+    /// The PKCS#8 document, to be stored encrypted.
+    pub fn pkcs8(&self) -> Zeroizing<Vec<u8>> {
+        self.pkcs8.clone()
+    }
+
+    /// The plaintext a Go notary-signer would store for this key (see
+    /// [`Self::from_notary_signer_plaintext`]).
+    pub fn notary_signer_plaintext(&self) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        let failed = |_| KeyError::InvalidPrivateKey("cannot export the private key");
+        match &self.pair {
+            KeyPair::Ecdsa(pair) => {
+                let der = pair.private_key().as_der().map_err(failed)?;
+                Ok(Zeroizing::new(der.as_ref().to_vec()))
+            }
+            KeyPair::Ed25519(pair) => {
+                let seed = pair.seed().map_err(failed)?;
+                let seed = seed.as_be_bytes().map_err(failed)?;
+                let public = self.public.public();
+                let mut out = Zeroizing::new(Vec::with_capacity(96));
+                out.extend_from_slice(public);
+                out.extend_from_slice(seed.as_ref());
+                out.extend_from_slice(public);
+                Ok(out)
+            }
+        }
+    }
+
+    /// The key's algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The public half, as it appears in metadata.
+    pub fn public_key(&self) -> PublicKey {
+        self.public.clone()
+    }
+
+    /// The TUF key ID of the public half.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The signature method for metadata signatures made with this key.
+    pub fn method(&self) -> &'static str {
+        match self.algorithm {
+            Algorithm::Ecdsa => SignatureMethod::Ecdsa.as_str(),
+            Algorithm::Ed25519 => SignatureMethod::EdDsa.as_str(),
+        }
+    }
+
+    /// Signs `message` (the canonical `signed` bytes): ECDSA gives SHA-256 then 64-byte `r‖s`,
+    /// Ed25519 a 64-byte signature over the message itself.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let signature = match &self.pair {
+            KeyPair::Ecdsa(pair) => pair.sign(&SystemRandom::new(), message),
+            KeyPair::Ed25519(pair) => pair.try_sign(message),
+        }
+        .map_err(|_| KeyError::SigningFailed)?;
+        Ok(signature.as_ref().to_vec())
+    }
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("PrivateKey")
+            .field("algorithm", &self.algorithm.as_str())
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    copy_digest(&digest::SHA256, data, &mut out);
+    out
+}
+
+/// SHA-512 of `data`.
+pub fn sha512(data: &[u8]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    copy_digest(&digest::SHA512, data, &mut out);
+    out
+}
+
+fn copy_digest(algorithm: &'static digest::Algorithm, data: &[u8], out: &mut [u8]) {
+    let computed = digest::digest(algorithm, data);
+    for (slot, byte) in out.iter_mut().zip(computed.as_ref()) {
+        *slot = *byte;
+    }
+}

@@ -1,0 +1,11 @@
+//! The Notary v1 TUF dialect: canonical JSON, names, keys, signatures, metadata and the update
+//! verifier. This crate does no IO and knows neither the database nor HTTP.
+
+pub mod canonical;
+pub mod keys;
+pub mod x509;
+pub mod metadata;
+pub mod names;
+pub mod time;
+pub mod update;
+pub mod verify;

@@ -1,0 +1,515 @@
+//! Notary's TUF metadata: the signed envelope and typed views of root, targets, snapshot and
+//! timestamp bodies. Parsing keeps the generic JSON so that signatures are checked over the
+//! re-canonicalised body (unknown fields included), while the raw file bytes stay untouched.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::canonical::{CanonicalError, to_canonical};
+use crate::keys::{PublicKey, sha256, sha512};
+use crate::names::{BaseRole, RoleName, check_target_name};
+use crate::time;
+
+/// Why a metadata file could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetadataError {
+    /// The bytes are not a JSON object of the envelope's shape.
+    #[error("metadata is not valid JSON: {0}")]
+    Json(String),
+    /// The JSON does not have the structure this role requires.
+    #[error("{0}")]
+    Structure(String),
+    /// The body has no canonical form (for example a non-integral number).
+    #[error(transparent)]
+    Canonical(#[from] CanonicalError),
+}
+
+fn structure(message: impl Into<String>) -> MetadataError {
+    MetadataError::Structure(message.into())
+}
+
+/// One signature of the envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    /// The TUF key ID of the signing key.
+    pub keyid: String,
+    /// The signature method, lower-cased (`ecdsa`, `eddsa`, `rsapss`, ...).
+    pub method: String,
+    /// The raw signature bytes.
+    pub sig: Vec<u8>,
+}
+
+impl Signature {
+    fn to_json(&self) -> Value {
+        let mut object = Map::new();
+        object.insert("keyid".into(), Value::String(self.keyid.clone()));
+        object.insert("method".into(), Value::String(self.method.clone()));
+        object.insert("sig".into(), Value::String(B64.encode(&self.sig)));
+        Value::Object(object)
+    }
+}
+
+/// A parsed metadata envelope: the generic `signed` body, its canonical bytes and the signatures.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    body: Map<String, Value>,
+    canonical: Vec<u8>,
+    signatures: Vec<Signature>,
+}
+
+impl Signed {
+    /// Parses the envelope `{"signed":{...},"signatures":[...]}` of a metadata file.
+    pub fn parse(bytes: &[u8]) -> Result<Self, MetadataError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|error| MetadataError::Json(error.to_string()))?;
+        let Value::Object(mut envelope) = value else {
+            return Err(structure("metadata is not a JSON object"));
+        };
+        let Some(Value::Object(body)) = envelope.remove("signed") else {
+            return Err(structure("metadata has no \"signed\" object"));
+        };
+        let signatures = match envelope.remove("signatures") {
+            Some(Value::Array(items)) => items.iter().map(parse_signature).collect::<Result<Vec<_>, _>>()?,
+            Some(Value::Null) | None => Vec::new(),
+            Some(_) => return Err(structure("\"signatures\" is not a list")),
+        };
+        let canonical = to_canonical(&Value::Object(body.clone()))?;
+        Ok(Self { body, canonical, signatures })
+    }
+
+    /// The canonical bytes of the `signed` body: what signatures cover.
+    pub fn canonical(&self) -> &[u8] {
+        &self.canonical
+    }
+
+    /// The signatures, in file order.
+    pub fn signatures(&self) -> &[Signature] {
+        &self.signatures
+    }
+
+    /// The generic `signed` body.
+    pub fn body(&self) -> &Map<String, Value> {
+        &self.body
+    }
+
+    /// `signed.version`, which must be an integer.
+    pub fn version(&self) -> Result<i64, MetadataError> {
+        self.body
+            .get("version")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| structure("\"version\" is missing or not an integer"))
+    }
+
+    /// `signed._type`.
+    pub fn kind(&self) -> Option<&str> {
+        self.body.get("_type").and_then(Value::as_str)
+    }
+
+    /// `signed.expires`, parsed.
+    pub fn expires(&self) -> Result<DateTime<Utc>, MetadataError> {
+        self.body
+            .get("expires")
+            .and_then(Value::as_str)
+            .and_then(time::parse)
+            .ok_or_else(|| structure("\"expires\" is missing or not an RFC 3339 time"))
+    }
+}
+
+fn parse_signature(value: &Value) -> Result<Signature, MetadataError> {
+    let field = |name: &str| value.get(name).and_then(Value::as_str);
+    let (Some(keyid), Some(method), Some(sig)) = (field("keyid"), field("method"), field("sig")) else {
+        return Err(structure("a signature lacks \"keyid\", \"method\" or \"sig\""));
+    };
+    let sig = B64.decode(sig).map_err(|_| structure("a signature is not valid base64"))?;
+    Ok(Signature { keyid: keyid.to_owned(), method: method.to_ascii_lowercase(), sig })
+}
+
+/// Serialises an envelope: the canonical body verbatim, then the signatures (Notary's layout).
+pub fn envelope(canonical_body: &[u8], signatures: &[Signature]) -> Vec<u8> {
+    let signatures = Value::Array(signatures.iter().map(Signature::to_json).collect());
+    let mut out = Vec::with_capacity(canonical_body.len() + 256);
+    out.extend_from_slice(b"{\"signed\":");
+    out.extend_from_slice(canonical_body);
+    out.extend_from_slice(b",\"signatures\":");
+    // Serialising a tree of strings cannot fail; fall back to an empty list rather than panic.
+    out.extend_from_slice(&serde_json::to_vec(&signatures).unwrap_or_else(|_| b"[]".to_vec()));
+    out.push(b'}');
+    out
+}
+
+/// The keys and threshold of one role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleKeys {
+    /// Key IDs allowed to sign for the role.
+    pub keyids: Vec<String>,
+    /// Distinct valid signatures required.
+    pub threshold: i64,
+}
+
+/// Length and hashes of a file, as listed in snapshot, timestamp and targets metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMeta {
+    /// Length in bytes.
+    pub length: i64,
+    /// Hash algorithm name → digest bytes.
+    pub hashes: BTreeMap<String, Vec<u8>>,
+}
+
+impl FileMeta {
+    /// The meta of `bytes`, with SHA-256 and SHA-512 as Notary writes them.
+    pub fn of(bytes: &[u8]) -> Self {
+        let mut hashes = BTreeMap::new();
+        hashes.insert("sha256".to_owned(), sha256(bytes).to_vec());
+        hashes.insert("sha512".to_owned(), sha512(bytes).to_vec());
+        Self { length: i64::try_from(bytes.len()).unwrap_or(i64::MAX), hashes }
+    }
+
+    /// Whether `bytes` matches: every known algorithm present matches, at least one is present,
+    /// and the length agrees.
+    pub fn matches(&self, bytes: &[u8]) -> bool {
+        let mut known = 0;
+        for (algorithm, digest) in &self.hashes {
+            let matched = match algorithm.as_str() {
+                "sha256" => sha256(bytes).as_slice() == digest.as_slice(),
+                "sha512" => sha512(bytes).as_slice() == digest.as_slice(),
+                _ => continue,
+            };
+            if !matched {
+                return false;
+            }
+            known += 1;
+        }
+        known > 0 && usize::try_from(self.length).is_ok_and(|length| length == bytes.len())
+    }
+
+    /// The SHA-256 digest, if listed.
+    pub fn sha256(&self) -> Option<&[u8]> {
+        self.hashes.get("sha256").map(Vec::as_slice)
+    }
+
+    fn parse(value: &Value, what: &str) -> Result<Self, MetadataError> {
+        let length = value
+            .get("length")
+            .and_then(Value::as_i64)
+            .filter(|length| *length >= 0)
+            .ok_or_else(|| structure(format!("{what} has no valid length")))?;
+        let mut hashes = BTreeMap::new();
+        if let Some(Value::Object(map)) = value.get("hashes") {
+            for (algorithm, digest) in map {
+                let digest = digest
+                    .as_str()
+                    .and_then(|digest| B64.decode(digest).ok())
+                    .ok_or_else(|| structure(format!("{what} has a hash that is not base64")))?;
+                hashes.insert(algorithm.clone(), digest);
+            }
+        } else {
+            return Err(structure(format!("{what} has no hashes")));
+        }
+        let sizes_ok = hashes.get("sha256").is_none_or(|digest| digest.len() == 32)
+            && hashes.get("sha512").is_none_or(|digest| digest.len() == 64);
+        if !sizes_ok {
+            return Err(structure(format!("{what} has a hash of the wrong size")));
+        }
+        Ok(Self { length, hashes })
+    }
+
+    fn to_json(&self) -> Value {
+        let hashes: Map<String, Value> =
+            self.hashes.iter().map(|(name, digest)| (name.clone(), Value::String(B64.encode(digest)))).collect();
+        let mut object = Map::new();
+        object.insert("hashes".into(), Value::Object(hashes));
+        object.insert("length".into(), Value::from(self.length));
+        Value::Object(object)
+    }
+}
+
+fn expect_type(signed: &Signed, kind: &str) -> Result<(), MetadataError> {
+    match signed.kind() {
+        Some(found) if found == kind => Ok(()),
+        _ => Err(structure(format!("\"_type\" must be {kind}"))),
+    }
+}
+
+fn positive_version(signed: &Signed) -> Result<i64, MetadataError> {
+    let version = signed.version()?;
+    if version < 1 {
+        return Err(structure("\"version\" must be at least 1"));
+    }
+    Ok(version)
+}
+
+/// Parses a key map and checks that every map ID is the key's own TUF ID.
+fn parse_keys(value: Option<&Value>, what: &str) -> Result<BTreeMap<String, PublicKey>, MetadataError> {
+    let mut keys = BTreeMap::new();
+    let map = match value {
+        Some(Value::Object(map)) => map,
+        Some(Value::Null) | None => return Ok(keys),
+        Some(_) => return Err(structure(format!("{what} keys are not an object"))),
+    };
+    for (id, key) in map {
+        let key = PublicKey::from_json(key).map_err(|error| structure(format!("{what} key {id}: {error}")))?;
+        if key.key_id() != *id {
+            return Err(structure(format!("{what} key {id} does not match its key ID")));
+        }
+        keys.insert(id.clone(), key);
+    }
+    Ok(keys)
+}
+
+fn parse_role_keys(value: &Value, keys: &BTreeMap<String, PublicKey>, what: &str) -> Result<RoleKeys, MetadataError> {
+    let threshold = value.get("threshold").and_then(Value::as_i64).unwrap_or(0);
+    if threshold < 1 {
+        return Err(structure(format!("{what} has a threshold below 1")));
+    }
+    let keyids: Vec<String> = match value.get("keyids") {
+        Some(Value::Array(ids)) => ids
+            .iter()
+            .map(|id| id.as_str().map(str::to_owned).ok_or_else(|| structure(format!("{what} has a non-string key ID"))))
+            .collect::<Result<_, _>>()?,
+        _ => return Err(structure(format!("{what} has no key IDs"))),
+    };
+    if let Some(missing) = keyids.iter().find(|id| !keys.contains_key(*id)) {
+        return Err(structure(format!("{what} lists key {missing}, which is not among the keys")));
+    }
+    Ok(RoleKeys { keyids, threshold })
+}
+
+/// The body of `root.json`.
+#[derive(Debug, Clone)]
+pub struct Root {
+    /// Version number.
+    pub version: i64,
+    /// Expiry.
+    pub expires: DateTime<Utc>,
+    /// Keys by TUF key ID (IDs checked).
+    pub keys: BTreeMap<String, PublicKey>,
+    /// Roles by name; the four base roles are present.
+    pub roles: BTreeMap<String, RoleKeys>,
+}
+
+impl Root {
+    /// Reads and checks a root body: `_type`, version, expiry, keys, and all four base roles.
+    pub fn from_signed(signed: &Signed) -> Result<Self, MetadataError> {
+        expect_type(signed, "Root")?;
+        let version = positive_version(signed)?;
+        let expires = signed.expires()?;
+        let keys = parse_keys(signed.body().get("keys"), "root")?;
+        let Some(Value::Object(role_map)) = signed.body().get("roles") else {
+            return Err(structure("root has no roles"));
+        };
+        let mut roles = BTreeMap::new();
+        for (name, value) in role_map {
+            roles.insert(name.clone(), parse_role_keys(value, &keys, &format!("root role {name}"))?);
+        }
+        for base in [BaseRole::Root, BaseRole::Targets, BaseRole::Snapshot, BaseRole::Timestamp] {
+            if !roles.contains_key(base.as_str()) {
+                return Err(structure(format!("root does not define the {} role", base.as_str())));
+            }
+        }
+        Ok(Self { version, expires, keys, roles })
+    }
+
+    /// The keys and threshold of a base role (always present after parsing).
+    pub fn role(&self, role: BaseRole) -> Option<&RoleKeys> {
+        self.roles.get(role.as_str())
+    }
+}
+
+/// A delegation declared in a targets file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delegation {
+    /// The delegated role.
+    pub name: RoleName,
+    /// Keys and threshold.
+    pub keys: RoleKeys,
+    /// Target name prefixes the role may sign for (`""` is everything).
+    pub paths: Vec<String>,
+}
+
+impl Delegation {
+    /// Whether `target` lies within this delegation's paths.
+    pub fn allows(&self, target: &str) -> bool {
+        self.paths.iter().any(|prefix| target.starts_with(prefix.as_str()))
+    }
+
+    /// Whether every path of `child` lies within one of this delegation's paths.
+    pub fn contains_paths_of(&self, child: &Delegation) -> bool {
+        child.paths.iter().all(|path| self.allows(path))
+    }
+}
+
+/// The body of `targets.json` or of a delegated targets file.
+#[derive(Debug, Clone)]
+pub struct Targets {
+    /// Version number.
+    pub version: i64,
+    /// Expiry.
+    pub expires: DateTime<Utc>,
+    /// Target names (checked) and their meta.
+    pub targets: BTreeMap<String, FileMeta>,
+    /// Keys of the delegations (IDs checked).
+    pub delegation_keys: BTreeMap<String, PublicKey>,
+    /// Delegated roles, in file order.
+    pub delegations: Vec<Delegation>,
+}
+
+impl Targets {
+    /// Reads and checks a targets body written for `role`: delegations must be direct children
+    /// of `role`, and target names must be clean.
+    pub fn from_signed(signed: &Signed, role: &RoleName) -> Result<Self, MetadataError> {
+        expect_type(signed, "Targets")?;
+        let version = positive_version(signed)?;
+        let expires = signed.expires()?;
+        let mut targets = BTreeMap::new();
+        match signed.body().get("targets") {
+            Some(Value::Object(map)) => {
+                for (name, meta) in map {
+                    check_target_name(name).map_err(|error| structure(error.to_string()))?;
+                    targets.insert(name.clone(), FileMeta::parse(meta, &format!("target {name:?}"))?);
+                }
+            }
+            Some(Value::Null) | None => {}
+            Some(_) => return Err(structure("\"targets\" is not an object")),
+        }
+        let (delegation_keys, delegations) = match signed.body().get("delegations") {
+            Some(Value::Object(section)) => parse_delegations(section, role)?,
+            Some(Value::Null) | None => (BTreeMap::new(), Vec::new()),
+            Some(_) => return Err(structure("\"delegations\" is not an object")),
+        };
+        Ok(Self { version, expires, targets, delegation_keys, delegations })
+    }
+
+    /// The declaration of the direct child `child`, if this file declares it.
+    pub fn delegation(&self, child: &RoleName) -> Option<&Delegation> {
+        self.delegations.iter().find(|delegation| delegation.name == *child)
+    }
+}
+
+type DelegationSection = (BTreeMap<String, PublicKey>, Vec<Delegation>);
+
+fn parse_delegations(section: &Map<String, Value>, role: &RoleName) -> Result<DelegationSection, MetadataError> {
+    let keys = parse_keys(section.get("keys"), "delegation")?;
+    let mut delegations: Vec<Delegation> = Vec::new();
+    let entries = match section.get("roles") {
+        Some(Value::Array(entries)) => entries.as_slice(),
+        Some(Value::Null) | None => &[],
+        Some(_) => return Err(structure("delegation roles are not a list")),
+    };
+    for entry in entries {
+        let name = entry
+            .get("name")
+            .and_then(Value::as_str)
+            .and_then(|name| RoleName::parse(name).ok())
+            .filter(RoleName::is_delegation)
+            .ok_or_else(|| structure("a delegation has an invalid role name"))?;
+        if name.parent().as_ref() != Some(role) {
+            return Err(structure(format!("delegation {name} is not a direct child of {role}")));
+        }
+        if delegations.iter().any(|existing| existing.name == name) {
+            return Err(structure(format!("delegation {name} is declared twice")));
+        }
+        let role_keys = parse_role_keys(entry, &keys, &format!("delegation {name}"))?;
+        let paths = match entry.get("paths") {
+            Some(Value::Array(paths)) => paths
+                .iter()
+                .map(|path| path.as_str().map(str::to_owned).ok_or_else(|| structure("a delegation path is not a string")))
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(Value::Null) | None => Vec::new(),
+            Some(_) => return Err(structure("delegation paths are not a list")),
+        };
+        if entry.get("path_hash_prefixes").is_some_and(|value| !value.is_null()) {
+            return Err(structure("path_hash_prefixes are not supported"));
+        }
+        delegations.push(Delegation { name, keys: role_keys, paths });
+    }
+    Ok((keys, delegations))
+}
+
+/// The body of `snapshot.json`.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Version number.
+    pub version: i64,
+    /// Expiry.
+    pub expires: DateTime<Utc>,
+    /// Role name → meta of that role's current file (`root` and `targets` present).
+    pub meta: BTreeMap<String, FileMeta>,
+}
+
+impl Snapshot {
+    /// Reads and checks a snapshot body.
+    pub fn from_signed(signed: &Signed) -> Result<Self, MetadataError> {
+        expect_type(signed, "Snapshot")?;
+        let version = positive_version(signed)?;
+        let expires = signed.expires()?;
+        let Some(Value::Object(map)) = signed.body().get("meta") else {
+            return Err(structure("snapshot has no meta"));
+        };
+        let mut meta = BTreeMap::new();
+        for (name, value) in map {
+            meta.insert(name.clone(), FileMeta::parse(value, &format!("snapshot entry {name}"))?);
+        }
+        for required in ["root", "targets"] {
+            if meta.get(required).and_then(FileMeta::sha256).is_none() {
+                return Err(structure(format!("snapshot has no sha256 for {required}")));
+            }
+        }
+        Ok(Self { version, expires, meta })
+    }
+
+    /// The canonical body of a snapshot.
+    pub fn body(&self) -> Value {
+        let meta: Map<String, Value> = self.meta.iter().map(|(name, meta)| (name.clone(), meta.to_json())).collect();
+        let mut body = Map::new();
+        body.insert("_type".into(), Value::String("Snapshot".into()));
+        body.insert("expires".into(), Value::String(time::format(self.expires)));
+        body.insert("meta".into(), Value::Object(meta));
+        body.insert("version".into(), Value::from(self.version));
+        Value::Object(body)
+    }
+}
+
+/// The body of `timestamp.json`.
+#[derive(Debug, Clone)]
+pub struct Timestamp {
+    /// Version number.
+    pub version: i64,
+    /// Expiry.
+    pub expires: DateTime<Utc>,
+    /// Meta of the current snapshot.
+    pub snapshot: FileMeta,
+}
+
+impl Timestamp {
+    /// Reads and checks a timestamp body.
+    pub fn from_signed(signed: &Signed) -> Result<Self, MetadataError> {
+        expect_type(signed, "Timestamp")?;
+        let version = positive_version(signed)?;
+        let expires = signed.expires()?;
+        let snapshot = signed
+            .body()
+            .get("meta")
+            .and_then(|meta| meta.get("snapshot"))
+            .ok_or_else(|| structure("timestamp has no snapshot meta"))?;
+        let snapshot = FileMeta::parse(snapshot, "timestamp snapshot entry")?;
+        if snapshot.sha256().is_none() {
+            return Err(structure("timestamp has no sha256 for the snapshot"));
+        }
+        Ok(Self { version, expires, snapshot })
+    }
+
+    /// The canonical body of a timestamp.
+    pub fn body(&self) -> Value {
+        let mut meta = Map::new();
+        meta.insert("snapshot".into(), self.snapshot.to_json());
+        let mut body = Map::new();
+        body.insert("_type".into(), Value::String("Timestamp".into()));
+        body.insert("expires".into(), Value::String(time::format(self.expires)));
+        body.insert("meta".into(), Value::Object(meta));
+        body.insert("version".into(), Value::from(self.version));
+        Value::Object(body)
+    }
+}

@@ -1,0 +1,244 @@
+//! Names that arrive from clients, parsed into types that cannot hold bad values:
+//! GUNs, role names and target names.
+
+use std::fmt;
+
+/// Longest accepted GUN in bytes (the storage column of notary-server is 255 characters).
+pub const MAX_GUN_BYTES: usize = 255;
+/// Longest accepted role name in bytes (Notary requires fewer than 256).
+pub const MAX_ROLE_BYTES: usize = 255;
+/// Longest accepted target name in bytes.
+pub const MAX_TARGET_NAME_BYTES: usize = 4096;
+
+/// Why a name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// The GUN is not acceptable.
+    #[error("invalid GUN: {0}")]
+    Gun(&'static str),
+    /// The role name is not acceptable.
+    #[error("invalid role name")]
+    Role,
+    /// The target name is not acceptable.
+    #[error("invalid target name: {0}")]
+    Target(&'static str),
+}
+
+/// Checks the path-like rules shared by GUNs and target names; returns the reason on failure.
+fn path_problem(text: &str) -> Option<&'static str> {
+    if text.is_empty() {
+        return Some("it is empty");
+    }
+    if text.starts_with('/') {
+        return Some("it starts with '/'");
+    }
+    if text.chars().any(char::is_control) {
+        return Some("it contains control characters");
+    }
+    if text.split('/').any(|segment| segment == "..") {
+        return Some("it contains a '..' segment");
+    }
+    None
+}
+
+/// A Globally Unique Name: the repository a set of TUF metadata belongs to.
+///
+/// Accepted: 1 to 255 bytes of UTF-8 without control characters, whitespace or `*`; no leading or
+/// trailing `/`, no empty, `.`, `..` or `_trust` segments.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Gun(String);
+
+impl Gun {
+    /// Parses a GUN.
+    pub fn parse(text: &str) -> Result<Self, NameError> {
+        if let Some(problem) = path_problem(text) {
+            return Err(NameError::Gun(problem));
+        }
+        if text.len() > MAX_GUN_BYTES {
+            return Err(NameError::Gun("it is longer than 255 bytes"));
+        }
+        if text.chars().any(char::is_whitespace) || text.contains('*') {
+            return Err(NameError::Gun("it contains whitespace or '*'"));
+        }
+        if text.split('/').any(|segment| segment.is_empty() || segment == "." || segment == "_trust") {
+            return Err(NameError::Gun("it contains an empty, '.' or '_trust' segment"));
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    /// The GUN as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Gun {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+/// One of the four top-level roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BaseRole {
+    /// `root`
+    Root,
+    /// `targets`
+    Targets,
+    /// `snapshot`
+    Snapshot,
+    /// `timestamp`
+    Timestamp,
+}
+
+impl BaseRole {
+    /// The role's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Root => "root",
+            Self::Targets => "targets",
+            Self::Snapshot => "snapshot",
+            Self::Timestamp => "timestamp",
+        }
+    }
+}
+
+/// A valid role name: a base role or a delegation `targets/...` (spec §2.3).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RoleName(String);
+
+impl RoleName {
+    /// Parses a role name under Notary's rules: a base role, or `targets/` followed by
+    /// path-clean segments of `[-a-z0-9_]`, shorter than 256 bytes.
+    pub fn parse(text: &str) -> Result<Self, NameError> {
+        match text {
+            "root" | "targets" | "snapshot" | "timestamp" => return Ok(Self(text.to_owned())),
+            _ => {}
+        }
+        let Some(rest) = text.strip_prefix("targets/") else {
+            return Err(NameError::Role);
+        };
+        if text.len() > MAX_ROLE_BYTES || rest.is_empty() {
+            return Err(NameError::Role);
+        }
+        let charset_ok = rest
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || matches!(byte, b'-' | b'_' | b'/'));
+        if !charset_ok || rest.split('/').any(str::is_empty) {
+            return Err(NameError::Role);
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    /// The base role named `role`.
+    pub fn base(role: BaseRole) -> Self {
+        Self(role.as_str().to_owned())
+    }
+
+    /// The role name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The base role this name is, if it is one.
+    pub fn as_base(&self) -> Option<BaseRole> {
+        match self.0.as_str() {
+            "root" => Some(BaseRole::Root),
+            "targets" => Some(BaseRole::Targets),
+            "snapshot" => Some(BaseRole::Snapshot),
+            "timestamp" => Some(BaseRole::Timestamp),
+            _ => None,
+        }
+    }
+
+    /// Whether this is `targets` or a delegation below it.
+    pub fn is_targets_type(&self) -> bool {
+        self.0 == "targets" || self.is_delegation()
+    }
+
+    /// Whether this is a delegation (`targets/...`).
+    pub fn is_delegation(&self) -> bool {
+        self.0.starts_with("targets/")
+    }
+
+    /// The number of `/`-separated segments: 1 for `targets`, 2 for `targets/releases`.
+    pub fn depth(&self) -> usize {
+        self.0.split('/').count()
+    }
+
+    /// The parent of a delegation (`targets/a/b` → `targets/a`); `None` for base roles.
+    pub fn parent(&self) -> Option<RoleName> {
+        if !self.is_delegation() {
+            return None;
+        }
+        self.0.rsplit_once('/').map(|(parent, _)| Self(parent.to_owned()))
+    }
+}
+
+impl fmt::Display for RoleName {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+/// Checks a target name: no `..` segments, no leading `/`, no control characters, bounded length.
+/// (Invalid UTF-8 cannot reach here: JSON parsing refuses it.)
+pub fn check_target_name(name: &str) -> Result<(), NameError> {
+    if let Some(problem) = path_problem(name) {
+        return Err(NameError::Target(problem));
+    }
+    if name.len() > MAX_TARGET_NAME_BYTES {
+        return Err(NameError::Target("it is longer than 4096 bytes"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guns() {
+        for good in ["example.com/app", "docker.io/library/alpine", "registry.example.com:5000/team/app", "a", "é/ü"] {
+            assert!(Gun::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "", "/abs", "trailing/", "a//b", "a/../b", "..", "a/./b", "sp ace", "star*", "ctl\u{1}x", "x/_trust/y",
+            "tab\t", "del\u{7f}",
+        ] {
+            assert!(Gun::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(Gun::parse(&"a".repeat(256)).is_err());
+        assert!(Gun::parse(&"a".repeat(255)).is_ok());
+    }
+
+    #[test]
+    fn roles() {
+        for good in ["root", "targets", "snapshot", "timestamp", "targets/releases", "targets/a/b-c_d/9"] {
+            assert!(RoleName::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "", "Root", "targets/", "targets/Rel", "targets//a", "targets/a/", "targets/./a", "targets/../x", "foo",
+            "targets/a b", "timestamp/x", "targetsx",
+        ] {
+            assert_eq!(RoleName::parse(bad), Err(NameError::Role), "{bad:?}");
+        }
+        let long = format!("targets/{}", "a".repeat(248));
+        assert!(RoleName::parse(&long).is_err());
+        let role = RoleName::parse("targets/a/b").unwrap();
+        assert_eq!(role.parent().unwrap().as_str(), "targets/a");
+        assert_eq!(role.depth(), 3);
+        assert_eq!(RoleName::parse("targets/a").unwrap().parent().unwrap().as_str(), "targets");
+        assert_eq!(RoleName::parse("targets").unwrap().parent(), None);
+    }
+
+    #[test]
+    fn target_names() {
+        for good in ["v1", "dir/file.txt", "a..b", "latest", "..hidden"] {
+            assert!(check_target_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "/etc/passwd", "../x", "a/../../b", "a/..", "nl\nx", "nul\u{0}"] {
+            assert!(check_target_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! HTTP wiring: the shared state, one dispatching handler in notary-server's route order, cache
+//! headers, and request metrics.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use http_body_util::{BodyExt, Limited};
+use serde_json::json;
+use tufa_core::keys::PublicKey;
+use tufa_core::metadata::Signed;
+use tufa_core::names::{BaseRole, Gun, RoleName};
+use tufa_store::StoredFile;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::multipart;
+use crate::routes::{Route, route};
+use crate::service::Service;
+
+/// HTTP-level settings.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// `max-age` for current metadata, seconds (0 disables caching).
+    pub current_max_age: u32,
+    /// `max-age` for checksum- and version-addressed metadata, seconds (0 disables caching).
+    pub consistent_max_age: u32,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Most parts in one update.
+    pub max_parts: usize,
+    /// Accepted GUN prefixes (empty: all).
+    pub gun_prefixes: Vec<String>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self { current_max_age: 300, consistent_max_age: 2_592_000, max_body_bytes: 32 << 20, max_parts: 1000, gun_prefixes: Vec::new() }
+    }
+}
+
+/// Everything a request handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    /// The server's operations.
+    pub service: Service,
+    /// HTTP settings.
+    pub http: Arc<HttpSettings>,
+    /// Request metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The router: every request goes through [`dispatch`].
+pub fn router(state: AppState) -> Router {
+    Router::new().fallback(dispatch).with_state(state)
+}
+
+enum Caching {
+    Current,
+    Consistent,
+}
+
+async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
+    let started = Instant::now();
+    let matched = route(request.method(), request.uri().path());
+    let operation = matched.operation();
+    let response = match handle(&state, matched, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    state.metrics.observe(operation, response.status().as_u16(), started.elapsed());
+    response
+}
+
+fn gun_allowed(state: &AppState, gun: &Gun) -> bool {
+    state.http.gun_prefixes.is_empty() || state.http.gun_prefixes.iter().any(|prefix| gun.as_str().starts_with(prefix.as_str()))
+}
+
+async fn handle(state: &AppState, matched: Route, request: Request) -> Result<Response, ApiError> {
+    // notary-server's GUN prefix filter runs before everything else on GUN routes.
+    let gun = match &matched {
+        Route::Update(gun)
+        | Route::Delete(gun)
+        | Route::ByChecksum(gun, ..)
+        | Route::ByVersion(gun, ..)
+        | Route::Current(gun, _)
+        | Route::GetKey(gun, _)
+        | Route::RotateKey(gun, _)
+        | Route::GunChangefeed(gun) => Some(gun),
+        _ => None,
+    };
+    if let Some(gun) = gun {
+        if !gun_allowed(state, gun) {
+            if matches!(matched, Route::Update(_)) {
+                let prefixes = state.http.gun_prefixes.join(" ");
+                return Err(ApiError::InvalidGun(format!("Require GUNs with prefix: [{prefixes}]")));
+            }
+            return Err(ApiError::NoRoute);
+        }
+    }
+    match matched {
+        Route::Ping => Ok(json_response(StatusCode::OK, "{}".into())),
+        Route::Health => Ok(health(state).await),
+        Route::Metrics => Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()),
+        Route::Update(gun) => {
+            let uploads = read_update(state, request).await?;
+            state.service.publish(&gun, uploads).await?;
+            Ok(StatusCode::OK.into_response())
+        }
+        Route::Delete(gun) => {
+            let deleted = state.service.store.delete_gun(gun.as_str()).await?;
+            tracing::info!(gun = %gun, deleted, "deleted repository");
+            Ok(StatusCode::OK.into_response())
+        }
+        Route::ByChecksum(gun, role, checksum) => {
+            let file = state.service.store.by_checksum(gun.as_str(), role.as_str(), &checksum).await?;
+            metadata(state, file, Caching::Consistent)
+        }
+        Route::ByVersion(gun, role, version) => {
+            let file = state.service.store.by_version(gun.as_str(), role.as_str(), version).await?;
+            metadata(state, file, Caching::Consistent)
+        }
+        Route::Current(gun, role) => current(state, &gun, &role).await,
+        Route::GetKey(gun, role) => key_response(state.service.server_key(&gun, role, false).await?),
+        Route::RotateKey(gun, role) => key_response(state.service.server_key(&gun, role, true).await?),
+        Route::GunChangefeed(gun) => changefeed(state, Some(&gun), request.uri().query()).await,
+        Route::Changefeed => changefeed(state, None, request.uri().query()).await,
+        Route::BadGun(reason) => Err(ApiError::InvalidGun(reason)),
+        Route::NotFound => Err(ApiError::NoRoute),
+        Route::MethodNotAllowed => Ok(StatusCode::METHOD_NOT_ALLOWED.into_response()),
+    }
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], body).into_response()
+}
+
+async fn health(state: &AppState) -> Response {
+    let mut problems = serde_json::Map::new();
+    if let Err(error) = state.service.store.ping().await {
+        problems.insert("DB operational".into(), json!(error.to_string()));
+    }
+    if let Err(error) = state.service.signer.health().await {
+        problems.insert("Trust operational".into(), json!(error.to_string()));
+    }
+    if problems.is_empty() {
+        json_response(StatusCode::OK, "{}".into())
+    } else {
+        json_response(StatusCode::SERVICE_UNAVAILABLE, serde_json::Value::Object(problems).to_string())
+    }
+}
+
+/// Reads and checks the multipart body of an update: role names, JSON with a version.
+async fn read_update(state: &AppState, request: Request) -> Result<BTreeMap<RoleName, Vec<u8>>, ApiError> {
+    let limit = state.http.max_body_bytes;
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .ok_or_else(|| ApiError::MalformedUpload("missing content type".into()))?;
+    let boundary = multipart::boundary(content_type).map_err(|error| ApiError::MalformedUpload(error.to_string()))?;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(ApiError::TooLarge(limit));
+    }
+    let body: Bytes = Limited::new(request.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|error| {
+            if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                ApiError::TooLarge(limit)
+            } else {
+                ApiError::MalformedUpload("the request body could not be read".into())
+            }
+        })?
+        .to_bytes();
+    let parts = multipart::parse(&body, &boundary, state.http.max_parts).map_err(|error| ApiError::MalformedUpload(error.to_string()))?;
+    let mut uploads = BTreeMap::new();
+    for part in parts {
+        let name = part.filename.filter(|name| !name.is_empty()).ok_or(ApiError::NoFilename)?;
+        let name = name.strip_suffix(".json").unwrap_or(&name);
+        let role = RoleName::parse(name).map_err(|_| ApiError::InvalidRole(name.to_owned()))?;
+        Signed::parse(&part.body)
+            .and_then(|signed| signed.version())
+            .map_err(|error| ApiError::MalformedJson(format!("{role}: {error}")))?;
+        // The server always makes its own timestamp; a client's is ignored, as notary does.
+        if role.as_base() == Some(BaseRole::Timestamp) {
+            continue;
+        }
+        uploads.insert(role, part.body);
+    }
+    Ok(uploads)
+}
+
+fn http_date(time: DateTime<Utc>) -> String {
+    time.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
+fn cache_headers(headers: &mut HeaderMap, max_age: u32) {
+    if max_age == 0 {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=0, no-cache, no-store"));
+        headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    } else if let Ok(value) = HeaderValue::from_str(&format!("public, max-age={max_age}, s-maxage={max_age}")) {
+        headers.insert(header::CACHE_CONTROL, value);
+    }
+}
+
+fn metadata(state: &AppState, file: Option<StoredFile>, caching: Caching) -> Result<Response, ApiError> {
+    let file = file.ok_or(ApiError::MetadataNotFound)?;
+    Ok(metadata_response(state, file.data, file.created_at, caching))
+}
+
+fn metadata_response(state: &AppState, data: Vec<u8>, modified: DateTime<Utc>, caching: Caching) -> Response {
+    let mut response = Response::new(Body::from(data));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(value) = HeaderValue::from_str(&http_date(modified)) {
+        headers.insert(header::LAST_MODIFIED, value);
+    }
+    match caching {
+        Caching::Current if state.http.current_max_age > 0 => {
+            let age = state.http.current_max_age;
+            if let Ok(value) = HeaderValue::from_str(&format!("public, max-age={age}, s-maxage={age}, must-revalidate")) {
+                headers.insert(header::CACHE_CONTROL, value);
+            }
+        }
+        Caching::Current => cache_headers(headers, 0),
+        Caching::Consistent => cache_headers(headers, state.http.consistent_max_age),
+    }
+    response
+}
+
+/// Current metadata: one indexed lookup. For timestamp and snapshot the stored pair is served
+/// unless one has expired, in which case it is re-signed first (spec §3.6). If re-signing fails
+/// the stored files are served, so reads never depend on the signer.
+async fn current(state: &AppState, gun: &Gun, role: &RoleName) -> Result<Response, ApiError> {
+    let store = &state.service.store;
+    let Some(base @ (BaseRole::Timestamp | BaseRole::Snapshot)) = role.as_base() else {
+        let file = store.current(gun.as_str(), role.as_str()).await?;
+        return metadata(state, file, Caching::Current);
+    };
+    let now = Utc::now();
+    let mut pair = store.current_many(gun.as_str(), &["timestamp", "snapshot"]).await?;
+    let expired = pair.iter().any(|file| file.expires.is_some_and(|expires| expires < now));
+    if expired && pair.iter().any(|file| file.role == "timestamp") {
+        match state.service.refresh(gun, now).await {
+            Ok(true) => pair = store.current_many(gun.as_str(), &["timestamp", "snapshot"]).await?,
+            Ok(false) => {}
+            Err(error) => tracing::warn!(gun = %gun, error = %error, "could not re-sign an expired timestamp; serving the stored one"),
+        }
+    }
+    let wanted = base.as_str();
+    let file = pair.into_iter().find(|file| file.role == wanted);
+    // The timestamp's Last-Modified is when it was made, as notary reports its update time.
+    metadata(state, file, Caching::Current)
+}
+
+fn key_response(key: PublicKey) -> Result<Response, ApiError> {
+    use base64::Engine as _;
+    let public = base64::engine::general_purpose::STANDARD.encode(key.public());
+    // Go struct order, as notary-server writes it.
+    let body = format!(
+        "{{\"keytype\":{},\"keyval\":{{\"public\":{},\"private\":null}}}}",
+        serde_json::Value::String(key.keytype().as_str().to_owned()),
+        serde_json::Value::String(public)
+    );
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// Most records one changefeed page returns.
+pub const MAX_CHANGEFEED_RECORDS: i64 = 1000;
+
+fn query_value<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then_some(value)
+    })
+}
+
+async fn changefeed(state: &AppState, gun: Option<&Gun>, query: Option<&str>) -> Result<Response, ApiError> {
+    let records = query_value(query, "records").unwrap_or_default();
+    let records: i32 = records
+        .parse()
+        .map_err(|_| ApiError::InvalidParameters(format!("invalid records parameter: {records:?} is not a 32-bit integer")))?;
+    let change_id = match query_value(query, "change_id") {
+        None | Some("") => 0,
+        Some(text) => text
+            .parse::<i32>()
+            .map_err(|_| ApiError::InvalidParameters(format!("invalid change_id parameter: {text:?} is not a 32-bit integer")))?,
+    };
+    let records = match i64::from(records) {
+        0 => 100,
+        other => other.clamp(-MAX_CHANGEFEED_RECORDS, MAX_CHANGEFEED_RECORDS),
+    };
+    let changes = state.service.store.changefeed(gun.map(Gun::as_str), i64::from(change_id), records).await?;
+    let items: Vec<serde_json::Value> = changes
+        .iter()
+        .map(|change| {
+            json!({
+                "ID": change.id.to_string(),
+                "CreatedAt": tufa_core::time::format(change.created_at),
+                "GUN": change.gun,
+                "Version": change.version,
+                "SHA256": change.sha256,
+                "Category": change.category.as_str(),
+            })
+        })
+        .collect();
+    let records = if items.is_empty() { serde_json::Value::Null } else { serde_json::Value::Array(items) };
+    Ok(json_response(StatusCode::OK, json!({"count": changes.len(), "records": records}).to_string()))
+}

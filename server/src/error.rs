@@ -1,0 +1,178 @@
+//! The one place where errors become HTTP: notary's error codes, messages and statuses (spec
+//! §1.9). Internal error text is logged here once and never sent to clients.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tufa_core::update::UpdateError;
+use tufa_store::StoreError;
+
+use crate::signing::SignerError;
+
+/// Every error a handler can return.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Nothing stored under this name (`METADATA_NOT_FOUND`, detail `{}`).
+    #[error("metadata not found")]
+    MetadataNotFound,
+    /// No route matched (`METADATA_NOT_FOUND` without detail).
+    #[error("no such route")]
+    NoRoute,
+    /// A multipart part has no filename.
+    #[error("no filename")]
+    NoFilename,
+    /// A part names an invalid role.
+    #[error("invalid role {0:?}")]
+    InvalidRole(String),
+    /// A part is not JSON metadata.
+    #[error("malformed JSON in {0}")]
+    MalformedJson(String),
+    /// The body is not a usable multipart upload.
+    #[error("malformed upload: {0}")]
+    MalformedUpload(String),
+    /// The body exceeds the configured limit.
+    #[error("request body exceeds {0} bytes")]
+    TooLarge(usize),
+    /// The update failed validation.
+    #[error("invalid update: {0}")]
+    InvalidUpdate(UpdateError),
+    /// A newer version is already stored, or a concurrent update won.
+    #[error("old version of {0}")]
+    OldVersion(String),
+    /// The GUN is not acceptable for this server.
+    #[error("invalid GUN: {0}")]
+    InvalidGun(String),
+    /// Query parameters are invalid.
+    #[error("invalid parameters: {0}")]
+    InvalidParameters(String),
+    /// Storage failed while writing.
+    #[error("storage failure while updating: {0}")]
+    Updating(String),
+    /// The database or the signer cannot be reached right now.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::OldVersion { role } => Self::OldVersion(role),
+            StoreError::Unavailable(message) => Self::Unavailable(format!("database: {message}")),
+            StoreError::Internal(message) => Self::Internal(format!("database: {message}")),
+        }
+    }
+}
+
+impl From<SignerError> for ApiError {
+    fn from(error: SignerError) -> Self {
+        match error {
+            SignerError::Unavailable(message) => Self::Unavailable(format!("signer: {message}")),
+            other => Self::Internal(format!("signer: {other}")),
+        }
+    }
+}
+
+impl ApiError {
+    /// Status, code, message and detail of the error body.
+    fn parts(&self) -> (StatusCode, &'static str, &'static str, Option<Value>) {
+        match self {
+            Self::MetadataNotFound => (
+                StatusCode::NOT_FOUND,
+                "METADATA_NOT_FOUND",
+                "You have requested metadata that does not exist.",
+                Some(json!({})),
+            ),
+            Self::NoRoute => {
+                (StatusCode::NOT_FOUND, "METADATA_NOT_FOUND", "You have requested metadata that does not exist.", None)
+            }
+            Self::NoFilename => (StatusCode::BAD_REQUEST, "NO_FILENAME", "No file/role name provided.", None),
+            Self::InvalidRole(role) => (
+                StatusCode::BAD_REQUEST,
+                "INVALID_ROLE",
+                "The role you are attempting to operate on is invalid.",
+                Some(Value::String(role.chars().take(300).collect())),
+            ),
+            Self::MalformedJson(_) => {
+                (StatusCode::BAD_REQUEST, "MALFORMED_JSON", "JSON sent by the client could not be parsed by the server", None)
+            }
+            Self::MalformedUpload(reason) => (
+                StatusCode::BAD_REQUEST,
+                "MALFORMED_UPLOAD",
+                "The body of your request is malformed.",
+                Some(Value::String(reason.clone())),
+            ),
+            Self::TooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "MALFORMED_UPLOAD",
+                "The body of your request is malformed.",
+                Some(Value::String(format!("request body exceeds the limit of {limit} bytes"))),
+            ),
+            Self::InvalidUpdate(error) => {
+                (StatusCode::BAD_REQUEST, "INVALID_UPDATE", "Update sent by the client is invalid.", update_detail(error))
+            }
+            Self::OldVersion(_) => {
+                (StatusCode::BAD_REQUEST, "VERSION", "A newer version of metadata is already available.", Some(json!({})))
+            }
+            Self::InvalidGun(reason) => (
+                StatusCode::BAD_REQUEST,
+                "INVALID_GUN",
+                "The server does not support actions on images of this name.",
+                Some(Value::String(reason.clone())),
+            ),
+            Self::InvalidParameters(reason) => (
+                StatusCode::BAD_REQUEST,
+                "INVALID_PARAMETERS",
+                "The parameters provided are not valid.",
+                Some(Value::String(reason.clone())),
+            ),
+            Self::Updating(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "UPDATING", "An error has occurred while updating the TUF repository.", None)
+            }
+            Self::Unavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "The service is temporarily unavailable; try again later.", None)
+            }
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "unknown error", None),
+        }
+    }
+}
+
+/// The structured detail notary clients parse for `INVALID_UPDATE` (spec §1.9). Messages are
+/// bounded so the whole body stays under the 1 KiB clients read.
+fn update_detail(error: &UpdateError) -> Option<Value> {
+    let short = |message: &str| -> String { message.chars().take(600).collect() };
+    match error {
+        UpdateError::Validation(msg) => Some(json!({"Name": "ErrValidation", "Error": {"Msg": short(msg)}})),
+        UpdateError::BadHierarchy { missing, msg } => {
+            Some(json!({"Name": "ErrBadHierarchy", "Error": {"Missing": missing, "Msg": short(msg)}}))
+        }
+        UpdateError::BadRoot(msg) => Some(json!({"Name": "ErrBadRoot", "Error": {"Msg": short(msg)}})),
+        UpdateError::BadTargets(msg) => Some(json!({"Name": "ErrBadTargets", "Error": {"Msg": short(msg)}})),
+        UpdateError::BadSnapshot(msg) => Some(json!({"Name": "ErrBadSnapshot", "Error": {"Msg": short(msg)}})),
+        UpdateError::StoredState(_) => None,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message, detail) = self.parts();
+        if status.is_server_error() {
+            tracing::error!(error = %self, code, "request failed");
+        } else {
+            tracing::debug!(error = %self, code, "request rejected");
+        }
+        let mut entry = json!({"code": code, "message": message});
+        if let (Some(detail), Value::Object(map)) = (detail, &mut entry) {
+            map.insert("detail".into(), detail);
+        }
+        let mut body = json!({"errors": [entry]}).to_string();
+        body.push('\n');
+        let mut response = (status, body).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+        response
+    }
+}

@@ -1,0 +1,399 @@
+//! The accept loop: TCP connections, optional TLS, HTTP/1.1 and HTTP/2 via hyper-util, graceful drain.
+//!
+//! Each accepted connection gets its own task, so a slow or hostile TLS handshake (bounded by
+//! [`HANDSHAKE_TIMEOUT`]) never blocks the loop. Every request carries two extensions: the client's
+//! leaf certificate as [`PeerCertificate`] and the remote address as axum's `ConnectInfo<SocketAddr>`.
+//! When the shutdown future completes, the listener is closed, open connections are asked to finish
+//! their in-flight requests, and whatever remains after [`DRAIN_DEADLINE`] is aborted.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::service::TowerToHyperService;
+use rustls_pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+/// Longest time a client may take to complete the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest time open connections get to finish after shutdown begins.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+/// Pause after an accept error that is not about one connection (e.g. out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
+
+/// The leaf certificate the client presented, if any; a request extension on every request.
+///
+/// Extract it in a handler with `Extension(peer): Extension<PeerCertificate>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerCertificate(pub Option<CertificateDer<'static>>);
+
+/// Serves `app` on `listener` until `shutdown` completes, then drains open connections.
+///
+/// With `tls`, connections are TLS (ALPN chooses HTTP/2 or HTTP/1.1); without it they are plain
+/// HTTP, which is meant for in-process tests. Failed handshakes and accept errors are logged and
+/// never end the loop, so this returns `Ok(())` once the drain is over; the `io::Result` leaves
+/// room for start-up failures.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let acceptor = tls.map(TlsAcceptor::from);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A timer enables hyper's HTTP/1 header-read timeout (30 s), which bounds slow-loris clients.
+    builder.http1().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    let mut shutdown = pin!(shutdown);
+    tracing::info!(
+        address = %listener.local_addr().map_or_else(|_| "unknown".to_owned(), |address| address.to_string()),
+        tls = acceptor.is_some(),
+        "listening"
+    );
+
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            // Reap finished connection tasks so the set does not grow without bound.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => {
+                    connections.spawn(serve_connection(
+                        stream,
+                        remote,
+                        acceptor.clone(),
+                        builder.clone(),
+                        app.clone(),
+                        graceful.watcher(),
+                    ));
+                }
+                Err(error) if is_connection_error(&error) => {
+                    tracing::debug!(%error, "a connection failed before it was accepted");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed; pausing before the next attempt");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+        }
+    }
+
+    drop(listener);
+    tracing::info!(connections = connections.len(), "stopped accepting; draining open connections");
+    let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
+        graceful.shutdown().await;
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            deadline_secs = DRAIN_DEADLINE.as_secs(),
+            "connections still open at the drain deadline; closing them"
+        );
+        connections.shutdown().await;
+    }
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+/// Errors that concern a single connection, not the listener.
+fn is_connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+    )
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    acceptor: Option<TlsAcceptor>,
+    builder: auto::Builder<TokioExecutor>,
+    app: Router,
+    watcher: Watcher,
+) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%remote, %error, "cannot set TCP_NODELAY");
+    }
+    let Some(acceptor) = acceptor else {
+        serve_http(stream, remote, PeerCertificate(None), builder, app, watcher).await;
+        return;
+    };
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            tracing::debug!(%remote, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, timeout_secs = HANDSHAKE_TIMEOUT.as_secs(), "TLS handshake timed out");
+            return;
+        }
+    };
+    let peer = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| leaf.clone().into_owned());
+    serve_http(tls, remote, PeerCertificate(peer), builder, app, watcher).await;
+}
+
+async fn serve_http<S>(
+    stream: S,
+    remote: SocketAddr,
+    peer: PeerCertificate,
+    builder: auto::Builder<TokioExecutor>,
+    app: Router,
+    watcher: Watcher,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let app = app.map_request(move |mut request: axum::http::Request<Incoming>| {
+        request.extensions_mut().insert(peer.clone());
+        request.extensions_mut().insert(ConnectInfo(remote));
+        request
+    });
+    let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    if let Err(error) = watcher.watch(connection).await {
+        // Clients that hang up mid-request land here; that is routine.
+        tracing::debug!(%remote, %error, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::{GeneratedTls, client_config, ensure_generated, server_config};
+    use axum::Extension;
+    use axum::routing::get;
+    use rustls_pki_types::ServerName;
+    use std::path::Path;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::oneshot;
+    use tokio_rustls::TlsConnector;
+
+    fn app() -> Router {
+        Router::new()
+            .route("/", get(|| async { "hello" }))
+            .route(
+                "/peer",
+                get(|Extension(peer): Extension<PeerCertificate>, ConnectInfo(remote): ConnectInfo<SocketAddr>| async move {
+                    let length = peer.0.map_or(0, |cert| cert.len());
+                    format!("cert={length} ip={}", remote.ip())
+                }),
+            )
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    "slow done"
+                }),
+            )
+    }
+
+    struct Running {
+        address: SocketAddr,
+        stop: oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<io::Result<()>>,
+    }
+
+    async fn start(tls: Option<Arc<rustls::ServerConfig>>) -> Running {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, tls, app(), async move {
+            let _ = stopped.await;
+        }));
+        Running { address, stop, task }
+    }
+
+    /// Sends one HTTP/1.1 request and returns the whole response, or the error that ended the read.
+    async fn request<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, path: &str) -> io::Result<String> {
+        let text = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        stream.write_all(text.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        Ok(String::from_utf8_lossy(&response).into_owned())
+    }
+
+    /// A TLS client trusting the generated CA, offering only HTTP/1.1 so the raw requests above work.
+    fn connector(ca: &Path, identity: Option<(&Path, &Path)>) -> TlsConnector {
+        let mut config = (*client_config(ca, identity).unwrap()).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        TlsConnector::from(Arc::new(config))
+    }
+
+    async fn tls_request(
+        address: SocketAddr,
+        connector: &TlsConnector,
+        name: &str,
+        path: &str,
+    ) -> io::Result<String> {
+        let tcp = TcpStream::connect(address).await?;
+        let server_name = ServerName::try_from(name.to_owned()).unwrap();
+        let mut stream = connector.connect(server_name, tcp).await?;
+        request(&mut stream, path).await
+    }
+
+    fn generated() -> (tempfile::TempDir, GeneratedTls) {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = ensure_generated(dir.path(), &["tufa.test".into()]).unwrap();
+        (dir, tls)
+    }
+
+    #[tokio::test]
+    async fn plain_http_serves_without_a_peer_certificate() {
+        let server = start(None).await;
+        let mut stream = TcpStream::connect(server.address).await.unwrap();
+        let response = request(&mut stream, "/peer").await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+        assert!(response.ends_with("cert=0 ip=127.0.0.1"), "{response}");
+        server.stop.send(()).unwrap();
+        server.task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn generated_certificate_verifies_against_the_ca_over_tls() {
+        let (_dir, tls) = generated();
+        let server = start(Some(server_config(&tls.cert, &tls.key, None).unwrap())).await;
+        let connector = connector(&tls.ca_cert, None);
+        for name in ["localhost", "127.0.0.1", "tufa.test"] {
+            let response = tls_request(server.address, &connector, name, "/").await.unwrap();
+            assert!(response.starts_with("HTTP/1.1 200 OK"), "{name}: {response}");
+            assert!(response.ends_with("hello"), "{response}");
+        }
+        // A name the certificate does not carry fails verification.
+        assert!(tls_request(server.address, &connector, "other.test", "/").await.is_err());
+
+        // With both protocols offered, ALPN picks HTTP/2.
+        let tcp = TcpStream::connect(server.address).await.unwrap();
+        let h2 = TlsConnector::from(client_config(&tls.ca_cert, None).unwrap());
+        let stream = h2.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+        assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        drop(stream);
+
+        server.stop.send(()).unwrap();
+        server.task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn failed_handshakes_do_not_stop_the_loop() {
+        let (_dir, tls) = generated();
+        let server = start(Some(server_config(&tls.cert, &tls.key, None).unwrap())).await;
+        // Plain HTTP at a TLS port, and a connection that closes without a word.
+        let mut plain = TcpStream::connect(server.address).await.unwrap();
+        let _ = request(&mut plain, "/").await;
+        drop(TcpStream::connect(server.address).await.unwrap());
+        // A client that does not trust the server's CA.
+        let (_other_dir, other) = generated();
+        let untrusting = connector(&other.ca_cert, None);
+        assert!(tls_request(server.address, &untrusting, "localhost", "/").await.is_err());
+
+        let response = tls_request(server.address, &connector(&tls.ca_cert, None), "localhost", "/").await.unwrap();
+        assert!(response.ends_with("hello"), "{response}");
+        server.stop.send(()).unwrap();
+        server.task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn mutual_tls_rejects_clients_without_a_certificate_and_exposes_the_peer() {
+        let (_dir, tls) = generated();
+        // A client CA and a client certificate issued by it.
+        let client_dir = tempfile::tempdir().unwrap();
+        let client_ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut client_ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        client_ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let client_ca = rcgen::CertifiedIssuer::self_signed(client_ca_params, client_ca_key).unwrap();
+        let client_key = rcgen::KeyPair::generate().unwrap();
+        let mut client_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let client_cert = client_params.signed_by(&client_key, &client_ca).unwrap();
+        let client_ca_file = client_dir.path().join("client-ca.crt");
+        let client_cert_file = client_dir.path().join("client.crt");
+        let client_key_file = client_dir.path().join("client.key");
+        std::fs::write(&client_ca_file, client_ca.pem()).unwrap();
+        std::fs::write(&client_cert_file, client_cert.pem()).unwrap();
+        std::fs::write(&client_key_file, client_key.serialize_pem()).unwrap();
+
+        let config = server_config(&tls.cert, &tls.key, Some(&client_ca_file)).unwrap();
+        let server = start(Some(config)).await;
+
+        // TLS 1.3 lets the client finish its side of the handshake; the refusal shows on first use.
+        let anonymous = connector(&tls.ca_cert, None);
+        match tls_request(server.address, &anonymous, "localhost", "/peer").await {
+            Ok(response) => assert!(!response.contains("200 OK"), "served without a client cert: {response}"),
+            Err(_) => {}
+        }
+
+        let authenticated = connector(&tls.ca_cert, Some((&client_cert_file, &client_key_file)));
+        let response = tls_request(server.address, &authenticated, "localhost", "/peer").await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+        assert!(response.ends_with(&format!("cert={} ip=127.0.0.1", client_cert.der().len())), "{response}");
+
+        // A certificate from a CA the server does not trust is refused too.
+        let stranger_key = rcgen::KeyPair::generate().unwrap();
+        let stranger = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap().self_signed(&stranger_key).unwrap();
+        let stranger_cert_file = client_dir.path().join("stranger.crt");
+        let stranger_key_file = client_dir.path().join("stranger.key");
+        std::fs::write(&stranger_cert_file, stranger.pem()).unwrap();
+        std::fs::write(&stranger_key_file, stranger_key.serialize_pem()).unwrap();
+        let stranger_connector = connector(&tls.ca_cert, Some((&stranger_cert_file, &stranger_key_file)));
+        match tls_request(server.address, &stranger_connector, "localhost", "/peer").await {
+            Ok(response) => assert!(!response.contains("200 OK"), "served a stranger: {response}"),
+            Err(_) => {}
+        }
+
+        server.stop.send(()).unwrap();
+        server.task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_finishes_in_flight_requests_and_stops_accepting() {
+        let (_dir, tls) = generated();
+        let server = start(Some(server_config(&tls.cert, &tls.key, None).unwrap())).await;
+        let connector = connector(&tls.ca_cert, None);
+        let address = server.address;
+        let in_flight = tokio::spawn(async move { tls_request(address, &connector, "localhost", "/slow").await });
+        // Let the request reach the handler, then shut down while it sleeps.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        server.stop.send(()).unwrap();
+        let started = std::time::Instant::now();
+        server.task.await.unwrap().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5), "drain took {:?}", started.elapsed());
+
+        let response = in_flight.await.unwrap().unwrap();
+        assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+        assert!(response.ends_with("slow done"), "{response}");
+        assert!(TcpStream::connect(address).await.is_err(), "still accepting after shutdown");
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_idle_keep_alive_connections_promptly() {
+        let server = start(None).await;
+        let mut idle = TcpStream::connect(server.address).await.unwrap();
+        idle.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+        let mut first = [0u8; 17];
+        idle.read_exact(&mut first).await.unwrap();
+        assert_eq!(&first, b"HTTP/1.1 200 OK\r\n");
+        server.stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), server.task).await.unwrap().unwrap().unwrap();
+    }
+}

@@ -1,0 +1,229 @@
+//! Request routing in notary-server's order (spec §1.2). GUNs contain slashes and roles may too,
+//! so paths are matched here rather than by the axum router.
+
+use axum::http::Method;
+use tufa_core::names::{BaseRole, Gun, RoleName};
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /v2/`
+    Ping,
+    /// `GET /_notary_server/health`
+    Health,
+    /// `GET /metrics`
+    Metrics,
+    /// `POST /v2/<gun>/_trust/tuf/`
+    Update(Gun),
+    /// `DELETE /v2/<gun>/_trust/tuf/`
+    Delete(Gun),
+    /// `GET .../<role>.<sha256>.json`
+    ByChecksum(Gun, RoleName, String),
+    /// `GET .../<version>.<role>.json`
+    ByVersion(Gun, RoleName, i64),
+    /// `GET .../<role>.json`
+    Current(Gun, RoleName),
+    /// `GET .../{snapshot,timestamp}.key`
+    GetKey(Gun, BaseRole),
+    /// `POST .../{snapshot,timestamp}.key`
+    RotateKey(Gun, BaseRole),
+    /// `GET /v2/<gun>/_trust/changefeed`
+    GunChangefeed(Gun),
+    /// `GET /v2/_trust/changefeed`
+    Changefeed,
+    /// A route exists but the GUN is not acceptable (POST answers `INVALID_GUN`).
+    BadGun(String),
+    /// Caught by notary's catch-all: 404.
+    NotFound,
+    /// No route accepts this method: 405.
+    MethodNotAllowed,
+}
+
+impl Route {
+    /// The operation label used in metrics.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Self::Ping => "Ping",
+            Self::Health => "Health",
+            Self::Metrics => "Metrics",
+            Self::Update(_) => "UpdateTUF",
+            Self::Delete(_) => "DeleteTUF",
+            Self::ByChecksum(..) => "GetRoleByHash",
+            Self::ByVersion(..) => "GetRoleByVersion",
+            Self::Current(..) => "GetRole",
+            Self::GetKey(..) => "GetKey",
+            Self::RotateKey(..) => "RotateKey",
+            Self::GunChangefeed(_) | Self::Changefeed => "Changefeed",
+            Self::BadGun(_) | Self::NotFound | Self::MethodNotAllowed => "NotFound",
+        }
+    }
+}
+
+/// Decodes `%XX` escapes; `None` if an escape is malformed or the result is not UTF-8.
+fn percent_decode(path: &str) -> Option<String> {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while let Some(&byte) = bytes.get(index) {
+        if byte == b'%' {
+            let high = bytes.get(index + 1).and_then(|digit| (*digit as char).to_digit(16))?;
+            let low = bytes.get(index + 2).and_then(|digit| (*digit as char).to_digit(16))?;
+            out.push(u8::try_from(high * 16 + low).ok()?);
+            index += 3;
+        } else {
+            out.push(byte);
+            index += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn is_hex_checksum(text: &str) -> bool {
+    matches!(text.len(), 64 | 96 | 128) && text.bytes().all(|byte| byte.is_ascii_hexdigit())
+}
+
+fn is_version(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit())
+}
+
+/// Methods some route accepts; others get 405 like gorilla/mux answers them.
+fn known_method(method: &Method) -> bool {
+    [Method::GET, Method::POST, Method::PUT, Method::HEAD, Method::DELETE].contains(method)
+}
+
+/// Matches a request to a route.
+pub fn route(method: &Method, raw_path: &str) -> Route {
+    if !known_method(method) {
+        return Route::MethodNotAllowed;
+    }
+    let Some(path) = percent_decode(raw_path) else { return Route::NotFound };
+    let get = *method == Method::GET;
+    match path.as_str() {
+        "/v2/" if get => return Route::Ping,
+        "/_notary_server/health" if get => return Route::Health,
+        "/metrics" if get => return Route::Metrics,
+        "/v2/_trust/changefeed" if get => return Route::Changefeed,
+        _ => {}
+    }
+    let Some(rest) = path.strip_prefix("/v2/") else { return Route::NotFound };
+    if let Some(gun) = rest.strip_suffix("/_trust/changefeed") {
+        if !get {
+            return Route::NotFound;
+        }
+        return match Gun::parse(gun) {
+            Ok(gun) => Route::GunChangefeed(gun),
+            Err(_) => Route::NotFound,
+        };
+    }
+    let Some((gun, file)) = rest.split_once("/_trust/tuf/") else { return Route::NotFound };
+    let gun = match Gun::parse(gun) {
+        Ok(gun) => gun,
+        Err(error) if file.is_empty() && *method == Method::POST => return Route::BadGun(error.to_string()),
+        Err(_) => return Route::NotFound,
+    };
+    if file.is_empty() {
+        return match *method {
+            Method::POST => Route::Update(gun),
+            Method::DELETE => Route::Delete(gun),
+            _ => Route::NotFound,
+        };
+    }
+    if let Some(role) = file.strip_suffix(".key") {
+        let role = match role {
+            "snapshot" => BaseRole::Snapshot,
+            "timestamp" => BaseRole::Timestamp,
+            _ => return Route::NotFound,
+        };
+        return match *method {
+            Method::GET => Route::GetKey(gun, role),
+            Method::POST => Route::RotateKey(gun, role),
+            _ => Route::NotFound,
+        };
+    }
+    if !get {
+        return Route::NotFound;
+    }
+    let Some(stem) = file.strip_suffix(".json") else { return Route::NotFound };
+    if let Some((role, checksum)) = stem.rsplit_once('.') {
+        if is_hex_checksum(checksum) {
+            return match RoleName::parse(role) {
+                Ok(role) => Route::ByChecksum(gun, role, checksum.to_ascii_lowercase()),
+                Err(_) => Route::NotFound,
+            };
+        }
+    }
+    if let Some((version, role)) = stem.split_once('.') {
+        if is_version(version) {
+            return match (version.parse::<i64>(), RoleName::parse(role)) {
+                (Ok(version), Ok(role)) => Route::ByVersion(gun, role, version),
+                _ => Route::NotFound,
+            };
+        }
+    }
+    match RoleName::parse(stem) {
+        Ok(role) => Route::Current(gun, role),
+        Err(_) => Route::NotFound,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gun() -> Gun {
+        Gun::parse("example.com/app").unwrap()
+    }
+
+    fn role(name: &str) -> RoleName {
+        RoleName::parse(name).unwrap()
+    }
+
+    fn check(method: Method, path: &str, expected: Route) {
+        assert_eq!(route(&method, path), expected, "{method} {path}");
+    }
+
+    #[test]
+    fn routes_in_notary_order() {
+        let hex = "a".repeat(64);
+        check(Method::GET, "/v2/", Route::Ping);
+        check(Method::POST, "/v2/", Route::NotFound);
+        check(Method::GET, "/_notary_server/health", Route::Health);
+        check(Method::GET, "/metrics", Route::Metrics);
+        check(Method::GET, "/v2/_trust/changefeed", Route::Changefeed);
+        check(Method::GET, "/v2/example.com/app/_trust/changefeed", Route::GunChangefeed(gun()));
+        check(Method::POST, "/v2/example.com/app/_trust/tuf/", Route::Update(gun()));
+        check(Method::DELETE, "/v2/example.com/app/_trust/tuf/", Route::Delete(gun()));
+        check(Method::GET, "/v2/example.com/app/_trust/tuf/root.json", Route::Current(gun(), role("root")));
+        check(
+            Method::GET,
+            "/v2/example.com/app/_trust/tuf/targets/releases.json",
+            Route::Current(gun(), role("targets/releases")),
+        );
+        check(Method::GET, &format!("/v2/example.com/app/_trust/tuf/snapshot.{hex}.json"), Route::ByChecksum(gun(), role("snapshot"), hex.clone()));
+        check(
+            Method::GET,
+            &format!("/v2/example.com/app/_trust/tuf/targets/a.{}.json", "AB".repeat(32)),
+            Route::ByChecksum(gun(), role("targets/a"), "ab".repeat(32)),
+        );
+        check(Method::GET, "/v2/example.com/app/_trust/tuf/3.root.json", Route::ByVersion(gun(), role("root"), 3));
+        check(Method::GET, "/v2/example.com/app/_trust/tuf/0.root.json", Route::ByVersion(gun(), role("root"), 0));
+        check(
+            Method::GET,
+            "/v2/example.com/app/_trust/tuf/12.targets/x.json",
+            Route::ByVersion(gun(), role("targets/x"), 12),
+        );
+        check(Method::GET, "/v2/example.com/app/_trust/tuf/timestamp.key", Route::GetKey(gun(), BaseRole::Timestamp));
+        check(Method::POST, "/v2/example.com/app/_trust/tuf/snapshot.key", Route::RotateKey(gun(), BaseRole::Snapshot));
+        check(Method::GET, "/v2/example.com/app/_trust/tuf/root.key", Route::NotFound);
+        check(Method::GET, "/v2/example.com/app/_trust/tuf/targets/Rel.json", Route::NotFound);
+        check(Method::GET, "/v2/example.com/app/_trust/tuf/99999999999999999999.root.json", Route::NotFound);
+        check(Method::PATCH, "/v2/example.com/app/_trust/tuf/", Route::MethodNotAllowed);
+        check(Method::HEAD, "/v2/example.com/app/_trust/tuf/root.json", Route::NotFound);
+        check(Method::GET, "/v2/example%2Ecom/app/_trust/tuf/root.json", Route::Current(gun(), role("root")));
+        check(Method::GET, "/v2/bad%ZZ/_trust/tuf/root.json", Route::NotFound);
+        check(Method::GET, "/v2/../etc/_trust/tuf/root.json", Route::NotFound);
+        assert!(matches!(route(&Method::POST, "/v2/a/../b/_trust/tuf/"), Route::BadGun(_)));
+        assert!(matches!(route(&Method::POST, "/v2/%2Fabs/_trust/tuf/"), Route::BadGun(_)));
+        check(Method::GET, "/nothing", Route::NotFound);
+    }
+}

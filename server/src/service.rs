@@ -1,0 +1,210 @@
+//! What the server does, apart from HTTP: validate and store updates, sign snapshots and
+//! timestamps through the online signer, re-sign timestamps before they expire, hand out
+//! server-held keys.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tufa_core::keys::{Algorithm, PublicKey};
+use tufa_core::metadata::{Root, Signature, Signed};
+use tufa_core::names::{BaseRole, Gun, RoleName};
+use tufa_core::update::{self, Draft, Limits, NewFile, RepoState, UpdateError};
+use tufa_store::{CurrentEntry, Store, StoredFile, Update};
+
+use crate::error::ApiError;
+use crate::signing::OnlineSigner;
+
+/// Settings the service needs.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// Algorithm for new server-held keys.
+    pub key_algorithm: Algorithm,
+    /// Validation limits.
+    pub limits: Limits,
+}
+
+/// The server's core operations over a store and an online signer.
+#[derive(Clone)]
+pub struct Service {
+    /// Metadata storage.
+    pub store: Arc<dyn Store>,
+    /// Online signer for snapshot and timestamp keys.
+    pub signer: Arc<dyn OnlineSigner>,
+    /// Settings.
+    pub settings: ServiceSettings,
+}
+
+fn to_store_file(file: NewFile) -> tufa_store::NewFile {
+    tufa_store::NewFile {
+        sha256: file.sha256_hex(),
+        role: file.role.to_string(),
+        version: file.version,
+        expires: Some(file.expires),
+        data: file.bytes,
+    }
+}
+
+fn parse_root(bytes: &[u8]) -> Result<Root, ApiError> {
+    Signed::parse(bytes)
+        .and_then(|signed| Root::from_signed(&signed))
+        .map_err(|error| ApiError::Internal(format!("stored root is unreadable: {error}")))
+}
+
+impl Service {
+    /// Signs a draft with the keys of its role in `root` that the signer holds, up to the role's
+    /// threshold. `Ok(None)` when the signer holds none of them.
+    async fn sign_draft(&self, root: &Root, draft: Draft) -> Result<Option<NewFile>, ApiError> {
+        let Some(role_keys) = root.role(draft.role) else { return Ok(None) };
+        let threshold = usize::try_from(role_keys.threshold).unwrap_or(usize::MAX);
+        let mut signatures = Vec::new();
+        for keyid in &role_keys.keyids {
+            let Some(key) = root.keys.get(keyid) else { continue };
+            let Ok(canonical_id) = key.canonical_id() else { continue };
+            if self.signer.public_key(&canonical_id).await?.is_none() {
+                continue;
+            }
+            let signature = self.signer.sign(&canonical_id, &draft.canonical).await?;
+            // Never store a signature that does not verify, whatever the signer returned.
+            key.verify(&signature.method, &draft.canonical, &signature.bytes)
+                .map_err(|error| ApiError::Internal(format!("signer returned a bad signature for {keyid}: {error}")))?;
+            signatures.push(Signature { keyid: keyid.clone(), method: signature.method, sig: signature.bytes });
+            if signatures.len() >= threshold {
+                break;
+            }
+        }
+        if signatures.len() < threshold {
+            return Ok(None);
+        }
+        Ok(Some(draft.finish(&signatures)))
+    }
+
+    /// Validates and stores one update (spec §3.2): all files, the snapshot (uploaded or
+    /// generated) and a new timestamp, in one transaction.
+    pub async fn publish(&self, gun: &Gun, uploads: BTreeMap<RoleName, Vec<u8>>) -> Result<(), ApiError> {
+        let now = Utc::now();
+        let current = self.store.current_all(gun.as_str()).await?;
+        let expected_timestamp_version = current.iter().find(|file| file.role == "timestamp").map(|file| file.version);
+        let state = RepoState::new(current.into_iter().map(|file| (file.role, file.data)));
+        let validated = update::validate(gun, &state, uploads, now, &self.settings.limits).map_err(ApiError::InvalidUpdate)?;
+
+        let mut files = validated.files;
+        let snapshot = match files.iter().find(|file| file.role.as_base() == Some(BaseRole::Snapshot)) {
+            Some(uploaded) => uploaded.clone(),
+            None => {
+                let draft = update::draft_snapshot(state.file("snapshot"), &validated.loaded, now).map_err(ApiError::InvalidUpdate)?;
+                let generated = self.sign_draft(&validated.root, draft).await?.ok_or_else(|| {
+                    ApiError::InvalidUpdate(UpdateError::BadHierarchy {
+                        missing: "snapshot".into(),
+                        msg: "no snapshot was included in update and server does not hold current snapshot key for repository".into(),
+                    })
+                })?;
+                files.push(generated.clone());
+                generated
+            }
+        };
+        let draft = update::draft_timestamp(state.file("timestamp"), &snapshot.bytes, now).map_err(ApiError::InvalidUpdate)?;
+        let timestamp = self
+            .sign_draft(&validated.root, draft)
+            .await?
+            .ok_or_else(|| ApiError::InvalidUpdate(UpdateError::BadRoot("no  timestamp keys exist on the server".into())))?;
+        files.push(timestamp.clone());
+
+        let mut available = state.files().clone();
+        for file in &files {
+            available.insert(file.role.to_string(), file.bytes.clone());
+        }
+        let current = update::current_set(&snapshot, &timestamp, &available).map_err(ApiError::InvalidUpdate)?;
+        self.store
+            .update(Update {
+                gun: gun.as_str().to_owned(),
+                files: files.into_iter().map(to_store_file).collect(),
+                current: current.into_iter().map(|(role, sha256)| CurrentEntry { role, sha256 }).collect(),
+                expected_timestamp_version,
+            })
+            .await?;
+        tracing::info!(gun = %gun, "published update");
+        Ok(())
+    }
+
+    /// Re-signs the timestamp (and a server-signed snapshot) of `gun` if either expires before
+    /// `deadline`. Returns whether anything was written. Losing a race to another writer is fine.
+    pub async fn refresh(&self, gun: &Gun, deadline: DateTime<Utc>) -> Result<bool, ApiError> {
+        let now = Utc::now();
+        let current = self.store.current_all(gun.as_str()).await?;
+        let find = |role: &str| current.iter().find(|file| file.role == role);
+        let (Some(timestamp), Some(snapshot), Some(root)) = (find("timestamp"), find("snapshot"), find("root")) else {
+            return Ok(false);
+        };
+        let expiring = |file: &StoredFile| file.expires.is_some_and(|expires| expires < deadline);
+        if !expiring(timestamp) && !expiring(snapshot) {
+            return Ok(false);
+        }
+        let root = parse_root(&root.data)?;
+        let mut files = Vec::new();
+        let mut snapshot_bytes = snapshot.data.clone();
+        if expiring(snapshot) {
+            let draft = update::draft_snapshot(Some(&snapshot.data), &BTreeMap::new(), now).map_err(ApiError::InvalidUpdate)?;
+            match self.sign_draft(&root, draft).await? {
+                Some(file) => {
+                    snapshot_bytes = file.bytes.clone();
+                    files.push(file);
+                }
+                None => tracing::warn!(gun = %gun, "snapshot expires soon but its key is held by the publisher"),
+            }
+        }
+        if files.is_empty() && !expiring(timestamp) {
+            return Ok(false);
+        }
+        let draft = update::draft_timestamp(Some(&timestamp.data), &snapshot_bytes, now).map_err(ApiError::InvalidUpdate)?;
+        let Some(new_timestamp) = self.sign_draft(&root, draft).await? else {
+            return Err(ApiError::Internal(format!("no timestamp key for {gun} is held by the signer")));
+        };
+        let new_snapshot = files.first().cloned().unwrap_or_else(|| NewFile {
+            role: RoleName::base(BaseRole::Snapshot),
+            version: snapshot.version,
+            expires: snapshot.expires.unwrap_or(now),
+            bytes: snapshot.data.clone(),
+        });
+        let mut available: BTreeMap<String, Vec<u8>> =
+            current.iter().map(|file| (file.role.clone(), file.data.clone())).collect();
+        available.insert("snapshot".into(), new_snapshot.bytes.clone());
+        let entries = update::current_set(&new_snapshot, &new_timestamp, &available).map_err(ApiError::InvalidUpdate)?;
+        files.push(new_timestamp);
+        let result = self
+            .store
+            .update(Update {
+                gun: gun.as_str().to_owned(),
+                files: files.into_iter().map(to_store_file).collect(),
+                current: entries.into_iter().map(|(role, sha256)| CurrentEntry { role, sha256 }).collect(),
+                expected_timestamp_version: Some(timestamp.version),
+            })
+            .await;
+        match result {
+            Ok(()) => {
+                tracing::info!(gun = %gun, "re-signed timestamp");
+                Ok(true)
+            }
+            Err(tufa_store::StoreError::OldVersion { .. }) => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The server-held key for `role`: with `rotate`, always the signer's answer to a create
+    /// request; otherwise the key the current root lists that the signer holds, or a new one.
+    pub async fn server_key(&self, gun: &Gun, role: BaseRole, rotate: bool) -> Result<PublicKey, ApiError> {
+        if !rotate {
+            if let Some(root) = self.store.current(gun.as_str(), "root").await? {
+                let root = parse_root(&root.data)?;
+                for keyid in root.role(role).map(|keys| keys.keyids.as_slice()).unwrap_or_default() {
+                    let Some(key) = root.keys.get(keyid) else { continue };
+                    let Ok(canonical_id) = key.canonical_id() else { continue };
+                    if let Some(found) = self.signer.public_key(&canonical_id).await? {
+                        return Ok(found);
+                    }
+                }
+            }
+        }
+        Ok(self.signer.create_key(gun, role, self.settings.key_algorithm).await?)
+    }
+}

@@ -1,0 +1,236 @@
+//! The server's online signing contract and its in-process implementation.
+//!
+//! The server only ever asks for timestamp and snapshot signatures. [`OnlineSigner`] is the narrow
+//! contract (create a key, look a key up, sign); the embedded default is [`LocalSigner`], which
+//! keeps software keys in the server's database sealed with AES-256-GCM under a key-encryption key
+//! (KEK). A remote signer service implements the same trait.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use chrono::Utc;
+use tufa_core::keys::{Algorithm, KeyType, PrivateKey, PublicKey};
+use tufa_core::names::{BaseRole, Gun};
+use tufa_store::{Store, StoredKey};
+use zeroize::Zeroizing;
+
+/// Why a signer request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignerError {
+    /// The signer has no key with this ID.
+    #[error("key {0} not found")]
+    NotFound(String),
+    /// The signer (or its storage) cannot be reached now.
+    #[error("signer unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else.
+    #[error("signer failure: {0}")]
+    Internal(String),
+}
+
+/// A signature made by an online key.
+#[derive(Debug, Clone)]
+pub struct OnlineSignature {
+    /// Signature method (`ecdsa`, `eddsa`).
+    pub method: String,
+    /// Raw signature bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// The online-key operations the server needs.
+#[async_trait]
+pub trait OnlineSigner: Send + Sync + 'static {
+    /// Returns a key for `gun`/`role`: an existing key that has never signed, or a new one.
+    async fn create_key(&self, gun: &Gun, role: BaseRole, algorithm: Algorithm) -> Result<PublicKey, SignerError>;
+    /// The public key with canonical ID `key_id`, if the signer holds it.
+    async fn public_key(&self, key_id: &str) -> Result<Option<PublicKey>, SignerError>;
+    /// Signs `message` (the full canonical bytes, not a digest) with key `key_id`.
+    async fn sign(&self, key_id: &str, message: &[u8]) -> Result<OnlineSignature, SignerError>;
+    /// Whether the signer is usable.
+    async fn health(&self) -> Result<(), SignerError>;
+}
+
+/// A 256-bit key-encryption key with a short ID recorded next to every sealed key.
+pub struct SealingKey {
+    id: String,
+    key: LessSafeKey,
+}
+
+impl std::fmt::Debug for SealingKey {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("SealingKey").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+const SEAL_FORMAT: u8 = 1;
+
+impl SealingKey {
+    /// Wraps raw KEK bytes. The bytes are copied into aws-lc's key schedule; the caller's copy
+    /// should be zeroized by its owner.
+    pub fn new(id: String, key: &[u8; 32]) -> Result<Self, SignerError> {
+        let unbound = UnboundKey::new(&AES_256_GCM, key).map_err(|_| SignerError::Internal("invalid KEK".into()))?;
+        Ok(Self { id, key: LessSafeKey::new(unbound) })
+    }
+
+    /// The KEK's ID.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn aad(key_id: &str) -> Vec<u8> {
+        format!("tufa-online-key:{key_id}").into_bytes()
+    }
+
+    /// Seals `plaintext`, bound to `key_id`: format byte, 96-bit random nonce, ciphertext, tag.
+    pub fn seal(&self, key_id: &str, plaintext: &[u8]) -> Result<Vec<u8>, SignerError> {
+        let mut nonce = [0_u8; NONCE_LEN];
+        SystemRandom::new().fill(&mut nonce).map_err(|_| SignerError::Internal("no randomness".into()))?;
+        let mut sealed = Zeroizing::new(plaintext.to_vec());
+        self.key
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(Self::aad(key_id)), &mut *sealed)
+            .map_err(|_| SignerError::Internal("sealing failed".into()))?;
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
+        out.push(SEAL_FORMAT);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// Opens what [`SealingKey::seal`] produced for `key_id`.
+    pub fn open(&self, key_id: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, SignerError> {
+        let failure = || SignerError::Internal(format!("key {key_id} cannot be decrypted with KEK {}", self.id));
+        let (format, rest) = sealed.split_first().ok_or_else(failure)?;
+        if *format != SEAL_FORMAT || rest.len() < NONCE_LEN {
+            return Err(failure());
+        }
+        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| failure())?;
+        let mut buffer = Zeroizing::new(ciphertext.to_vec());
+        let plaintext = self.key.open_in_place(nonce, Aad::from(Self::aad(key_id)), &mut *buffer).map_err(|_| failure())?;
+        Ok(Zeroizing::new(plaintext.to_vec()))
+    }
+}
+
+/// The embedded signer: software keys stored sealed in the server's database.
+pub struct LocalSigner {
+    store: Arc<dyn Store>,
+    kek: SealingKey,
+    /// Decrypted keys by key ID; each entry also records whether `last_used` is already set.
+    cache: RwLock<HashMap<String, (Arc<PrivateKey>, bool)>>,
+}
+
+impl LocalSigner {
+    /// A signer over `store` whose keys are sealed with `kek`.
+    pub fn new(store: Arc<dyn Store>, kek: SealingKey) -> Self {
+        Self { store, kek, cache: RwLock::new(HashMap::new()) }
+    }
+
+    fn cached(&self, key_id: &str) -> Option<(Arc<PrivateKey>, bool)> {
+        self.cache.read().ok().and_then(|cache| cache.get(key_id).cloned())
+    }
+
+    fn remember(&self, key_id: &str, key: Arc<PrivateKey>, used: bool) {
+        if let Ok(mut cache) = self.cache.write() {
+            cache.insert(key_id.to_owned(), (key, used));
+        }
+    }
+}
+
+fn store_error(error: tufa_store::StoreError) -> SignerError {
+    match error {
+        tufa_store::StoreError::Unavailable(message) => SignerError::Unavailable(message),
+        other => SignerError::Internal(other.to_string()),
+    }
+}
+
+fn public_of(stored: &StoredKey) -> PublicKey {
+    let keytype = match stored.algorithm.as_str() {
+        "ed25519" => KeyType::Ed25519,
+        _ => KeyType::Ecdsa,
+    };
+    PublicKey::new(keytype, stored.public.clone())
+}
+
+#[async_trait]
+impl OnlineSigner for LocalSigner {
+    async fn create_key(&self, gun: &Gun, role: BaseRole, algorithm: Algorithm) -> Result<PublicKey, SignerError> {
+        if let Some(existing) = self.store.unused_key(gun.as_str(), role.as_str(), algorithm.as_str()).await.map_err(store_error)? {
+            return Ok(public_of(&existing));
+        }
+        let private = PrivateKey::generate(algorithm).map_err(|error| SignerError::Internal(error.to_string()))?;
+        let public = private.public_key();
+        let key_id = public.key_id();
+        let sealed = self.kek.seal(&key_id, &private.pkcs8())?;
+        let stored = StoredKey {
+            key_id: key_id.clone(),
+            gun: gun.as_str().to_owned(),
+            role: role.as_str().to_owned(),
+            algorithm: algorithm.as_str().to_owned(),
+            public: public.public().to_vec(),
+            sealed_private: sealed,
+            kek_id: self.kek.id().to_owned(),
+            created_at: Utc::now(),
+            last_used: None,
+        };
+        self.store.insert_key(&stored).await.map_err(store_error)?;
+        tracing::info!(gun = %gun, role = role.as_str(), key.id = %key_id, "created online key");
+        self.remember(&key_id, Arc::new(private), false);
+        Ok(public)
+    }
+
+    async fn public_key(&self, key_id: &str) -> Result<Option<PublicKey>, SignerError> {
+        if let Some((key, _)) = self.cached(key_id) {
+            return Ok(Some(key.public_key()));
+        }
+        Ok(self.store.key(key_id).await.map_err(store_error)?.as_ref().map(public_of))
+    }
+
+    async fn sign(&self, key_id: &str, message: &[u8]) -> Result<OnlineSignature, SignerError> {
+        let (key, used) = match self.cached(key_id) {
+            Some(entry) => entry,
+            None => {
+                let stored = self.store.key(key_id).await.map_err(store_error)?.ok_or_else(|| SignerError::NotFound(key_id.to_owned()))?;
+                let algorithm = Algorithm::parse(&stored.algorithm).map_err(|error| SignerError::Internal(format!("key {key_id}: {error}")))?;
+                let pkcs8 = self.kek.open(key_id, &stored.sealed_private)?;
+                let key = Arc::new(PrivateKey::from_pkcs8(algorithm, &pkcs8).map_err(|error| SignerError::Internal(error.to_string()))?);
+                (key, stored.last_used.is_some())
+            }
+        };
+        let bytes = key.sign(message).map_err(|error| SignerError::Internal(error.to_string()))?;
+        if !used {
+            self.store.mark_key_used(key_id).await.map_err(store_error)?;
+        }
+        let method = key.method().to_owned();
+        self.remember(key_id, key, true);
+        Ok(OnlineSignature { method, bytes })
+    }
+
+    async fn health(&self) -> Result<(), SignerError> {
+        self.store.ping().await.map_err(store_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealing_round_trips_and_binds_key_id() {
+        let kek = SealingKey::new("k1".into(), &[7; 32]).unwrap();
+        let sealed = kek.seal("abc", b"secret").unwrap();
+        assert_eq!(kek.open("abc", &sealed).unwrap().as_slice(), b"secret");
+        assert!(kek.open("abd", &sealed).is_err(), "sealed data must be bound to its key ID");
+        let other = SealingKey::new("k2".into(), &[8; 32]).unwrap();
+        assert!(other.open("abc", &sealed).is_err());
+        let mut tampered = sealed.clone();
+        if let Some(last) = tampered.last_mut() {
+            *last ^= 1;
+        }
+        assert!(kek.open("abc", &tampered).is_err());
+        assert!(kek.open("abc", &[]).is_err());
+        assert!(!format!("{kek:?}").contains('7'));
+    }
+}

@@ -1,0 +1,181 @@
+//! The store's error type and the mapping from database errors to it.
+
+use sqlx::migrate::MigrateError;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The write would not raise the version of `role`: a stored file of the same GUN and
+    /// role has the same or a higher version, the batch holds the same role and version
+    /// twice, or (for role `timestamp`) the current timestamp is not the one the caller
+    /// validated against.
+    #[error("{role}: a file with the same or a newer version is already stored")]
+    OldVersion {
+        /// The role whose version was rejected.
+        role: String,
+    },
+    /// The database could not be reached or is overloaded; retrying later may succeed.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a bug, a broken invariant or an unexpected database error.
+    #[error("storage error: {0}")]
+    Internal(String),
+}
+
+/// Maps errors that are not database-reported errors; `None` for `sqlx::Error::Database`
+/// and migration errors, which each backend classifies itself.
+fn classify_transport(error: &sqlx::Error) -> Option<StoreError> {
+    use sqlx::Error;
+    match error {
+        Error::Io(_)
+        | Error::Tls(_)
+        | Error::PoolTimedOut
+        | Error::PoolClosed
+        | Error::WorkerCrashed => Some(StoreError::Unavailable(error.to_string())),
+        Error::Database(_) | Error::Migrate(_) => None,
+        _ => Some(StoreError::Internal(error.to_string())),
+    }
+}
+
+/// Classifies a sqlx error with `is_unavailable` deciding about database-reported codes.
+fn classify_with(error: sqlx::Error, is_unavailable: fn(&str) -> bool) -> StoreError {
+    if let Some(mapped) = classify_transport(&error) {
+        return mapped;
+    }
+    match error {
+        sqlx::Error::Database(db_error) => {
+            let transient = db_error.code().is_some_and(|code| is_unavailable(&code));
+            if transient {
+                StoreError::Unavailable(db_error.to_string())
+            } else {
+                StoreError::Internal(db_error.to_string())
+            }
+        }
+        sqlx::Error::Migrate(migrate_error) => classify_migrate_with(*migrate_error, is_unavailable),
+        other => StoreError::Internal(other.to_string()),
+    }
+}
+
+fn classify_migrate_with(error: MigrateError, is_unavailable: fn(&str) -> bool) -> StoreError {
+    match error {
+        MigrateError::Execute(inner) => prefix(classify_with(inner, is_unavailable), "migrating"),
+        MigrateError::ExecuteMigration(inner, version) => prefix(
+            classify_with(inner, is_unavailable),
+            &format!("applying migration {version}"),
+        ),
+        other => StoreError::Internal(format!("migrating: {other}")),
+    }
+}
+
+fn prefix(error: StoreError, context: &str) -> StoreError {
+    match error {
+        StoreError::Unavailable(message) => StoreError::Unavailable(format!("{context}: {message}")),
+        StoreError::Internal(message) => StoreError::Internal(format!("{context}: {message}")),
+        old @ StoreError::OldVersion { .. } => old,
+    }
+}
+
+/// PostgreSQL SQLSTATEs that mean "try again later" rather than "bug".
+fn pg_code_is_unavailable(code: &str) -> bool {
+    code.starts_with("08") // connection exception
+        || code.starts_with("53") // insufficient resources: too many connections, disk full
+        || code.starts_with("57P0") // admin/crash shutdown, cannot connect now, database dropped
+        || code == "57014" // query canceled (statement_timeout)
+        || code == "55P03" // lock not available (lock_timeout)
+        || code == "40001" // serialization failure
+        || code == "40P01" // deadlock detected
+}
+
+/// SQLite result codes (extended codes, reported as decimal text) that mean "try again
+/// later": busy or locked past the busy timeout, I/O errors, a full disk, unopenable file.
+fn sqlite_code_is_unavailable(code: &str) -> bool {
+    const SQLITE_BUSY: i64 = 5;
+    const SQLITE_LOCKED: i64 = 6;
+    const SQLITE_IOERR: i64 = 10;
+    const SQLITE_FULL: i64 = 13;
+    const SQLITE_CANTOPEN: i64 = 14;
+    match code.parse::<i64>() {
+        Ok(extended) => matches!(
+            extended & 0xff,
+            SQLITE_BUSY | SQLITE_LOCKED | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN
+        ),
+        Err(_) => false,
+    }
+}
+
+/// Maps a PostgreSQL error.
+pub(crate) fn from_pg(error: sqlx::Error) -> StoreError {
+    classify_with(error, pg_code_is_unavailable)
+}
+
+/// Maps a PostgreSQL migration error.
+pub(crate) fn from_pg_migrate(error: MigrateError) -> StoreError {
+    classify_migrate_with(error, pg_code_is_unavailable)
+}
+
+/// Maps a SQLite error.
+pub(crate) fn from_sqlite(error: sqlx::Error) -> StoreError {
+    classify_with(error, sqlite_code_is_unavailable)
+}
+
+/// Maps a SQLite migration error.
+pub(crate) fn from_sqlite_migrate(error: MigrateError) -> StoreError {
+    classify_migrate_with(error, sqlite_code_is_unavailable)
+}
+
+/// Whether `error` is a unique or primary key violation.
+pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db_error) => db_error.is_unique_violation(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pg_codes() {
+        for code in ["08006", "08001", "57P01", "57P03", "53300", "53100", "40P01", "57014"] {
+            assert!(pg_code_is_unavailable(code), "{code}");
+        }
+        for code in ["23505", "42P01", "22001", "XX000"] {
+            assert!(!pg_code_is_unavailable(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn sqlite_codes() {
+        // SQLITE_BUSY, SQLITE_BUSY_SNAPSHOT (517), SQLITE_LOCKED, SQLITE_IOERR_WRITE (778).
+        for code in ["5", "517", "6", "778", "13", "14"] {
+            assert!(sqlite_code_is_unavailable(code), "{code}");
+        }
+        // SQLITE_CONSTRAINT_UNIQUE (2067), SQLITE_ERROR, garbage.
+        for code in ["2067", "1", "x"] {
+            assert!(!sqlite_code_is_unavailable(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn transport_errors_are_unavailable() {
+        let refused = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(matches!(from_pg(refused), StoreError::Unavailable(_)));
+        assert!(matches!(from_sqlite(sqlx::Error::PoolTimedOut), StoreError::Unavailable(_)));
+        assert!(matches!(from_pg(sqlx::Error::RowNotFound), StoreError::Internal(_)));
+    }
+
+    #[test]
+    fn messages() {
+        let old = StoreError::OldVersion { role: "targets".into() };
+        assert_eq!(
+            old.to_string(),
+            "targets: a file with the same or a newer version is already stored"
+        );
+        assert_eq!(
+            StoreError::Unavailable("x".into()).to_string(),
+            "database unavailable: x"
+        );
+        assert_eq!(StoreError::Internal("y".into()).to_string(), "storage error: y");
+    }
+}

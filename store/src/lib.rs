@@ -1,0 +1,329 @@
+//! Tufa's storage: TUF metadata files, the per-GUN set of current files, the changefeed and
+//! the server's online keys, behind one [`Store`] trait with SQLite and PostgreSQL backends.
+//!
+//! The store speaks in domain words and knows SQL, never HTTP or JSON: the server parses
+//! and verifies metadata, then hands the store finished rows. Bytes go in and come out
+//! verbatim.
+//!
+//! Two design points matter to callers:
+//!
+//! * Every GUN has a set of *current* pointers (role -> stored file). Reading current
+//!   metadata is one indexed query joining the pointer and the file; the server decides which
+//!   files are current and passes the complete set with each [`Update`].
+//! * [`Store::update`] is one transaction that holds a per-GUN lock and checks
+//!   [`Update::expected_timestamp_version`] against the stored current timestamp, so of two
+//!   concurrent publishes to one GUN exactly one wins and the other gets
+//!   [`StoreError::OldVersion`].
+
+mod error;
+mod postgres;
+mod sqlite;
+mod validate;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+pub use error::StoreError;
+
+/// The role name whose stored files produce changefeed records.
+pub(crate) const TIMESTAMP_ROLE: &str = "timestamp";
+
+/// A stored metadata file.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredFile {
+    /// Full role name, e.g. `root`, `targets/releases`.
+    pub role: String,
+    /// The file's `signed.version`.
+    pub version: i64,
+    /// Lowercase hex SHA-256 of `data`.
+    pub sha256: String,
+    /// The file's bytes exactly as stored.
+    pub data: Vec<u8>,
+    /// The file's `signed.expires`, if it has one.
+    pub expires: Option<DateTime<Utc>>,
+    /// When the store wrote the row.
+    pub created_at: DateTime<Utc>,
+}
+
+impl fmt::Debug for StoredFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredFile")
+            .field("role", &self.role)
+            .field("version", &self.version)
+            .field("sha256", &self.sha256)
+            .field("data_len", &self.data.len())
+            .field("expires", &self.expires)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// A metadata file to insert as part of an [`Update`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewFile {
+    /// Full role name.
+    pub role: String,
+    /// The file's `signed.version`.
+    pub version: i64,
+    /// Lowercase hex SHA-256 of `data`; the store checks it.
+    pub sha256: String,
+    /// The exact bytes to store and later serve.
+    pub data: Vec<u8>,
+    /// The file's `signed.expires`, if it has one.
+    pub expires: Option<DateTime<Utc>>,
+}
+
+impl fmt::Debug for NewFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewFile")
+            .field("role", &self.role)
+            .field("version", &self.version)
+            .field("sha256", &self.sha256)
+            .field("data_len", &self.data.len())
+            .field("expires", &self.expires)
+            .finish()
+    }
+}
+
+/// One current pointer: for `role`, serve the stored file of this GUN with this checksum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentEntry {
+    /// Full role name.
+    pub role: String,
+    /// Lowercase hex SHA-256 of the file to point at.
+    pub sha256: String,
+}
+
+/// An atomic change to one GUN: new files plus the complete new set of current pointers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update {
+    /// The GUN being updated.
+    pub gun: String,
+    /// Rows to insert. Each must have a version higher than every stored version of its role.
+    pub files: Vec<NewFile>,
+    /// The complete new set of current pointers for this GUN; it replaces the old set. Each
+    /// entry must reference a file of this GUN and role, either in `files` or already stored;
+    /// otherwise the update fails with [`StoreError::Internal`] and nothing is written.
+    pub current: Vec<CurrentEntry>,
+    /// The version of the current timestamp the server validated against, or `None` if the
+    /// GUN had no current timestamp. A mismatch fails with [`StoreError::OldVersion`] for
+    /// role `timestamp`.
+    pub expected_timestamp_version: Option<i64>,
+}
+
+/// What a changefeed record reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeCategory {
+    /// A timestamp was stored.
+    Update,
+    /// A GUN was deleted.
+    Deletion,
+}
+
+impl ChangeCategory {
+    /// The wire and database spelling: `update` or `deletion`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeCategory::Update => "update",
+            ChangeCategory::Deletion => "deletion",
+        }
+    }
+
+    /// Parses the database spelling.
+    pub(crate) fn parse(text: &str) -> Result<Self, StoreError> {
+        match text {
+            "update" => Ok(ChangeCategory::Update),
+            "deletion" => Ok(ChangeCategory::Deletion),
+            other => Err(StoreError::Internal(format!(
+                "unknown changefeed category {other:?} in the database"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for ChangeCategory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One changefeed record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Position in the feed; increases with every record.
+    pub id: i64,
+    /// When the record was written.
+    pub created_at: DateTime<Utc>,
+    /// The GUN that changed.
+    pub gun: String,
+    /// The stored timestamp's version, or 0 for a deletion.
+    pub version: i64,
+    /// The stored timestamp's lowercase hex SHA-256, or empty for a deletion.
+    pub sha256: String,
+    /// What happened.
+    pub category: ChangeCategory,
+}
+
+/// An online key held by the server. The private half arrives sealed; the store never sees
+/// plaintext key material.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// The TUF key ID.
+    pub key_id: String,
+    /// The GUN the key was generated for.
+    pub gun: String,
+    /// The role the key signs for (`timestamp` or `snapshot`).
+    pub role: String,
+    /// The key algorithm, e.g. `ecdsa`.
+    pub algorithm: String,
+    /// The public key bytes.
+    pub public: Vec<u8>,
+    /// The private key, encrypted by the server.
+    pub sealed_private: Vec<u8>,
+    /// Which key-encryption key sealed `sealed_private`.
+    pub kek_id: String,
+    /// When the key was generated.
+    pub created_at: DateTime<Utc>,
+    /// When the key was first put into use, `None` while it is unused.
+    pub last_used: Option<DateTime<Utc>>,
+}
+
+impl fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("key_id", &self.key_id)
+            .field("gun", &self.gun)
+            .field("role", &self.role)
+            .field("algorithm", &self.algorithm)
+            .field("public_len", &self.public.len())
+            .field("sealed_private", &"<sealed>")
+            .field("kek_id", &self.kek_id)
+            .field("created_at", &self.created_at)
+            .field("last_used", &self.last_used)
+            .finish()
+    }
+}
+
+/// Tufa's storage operations. Implemented for SQLite and PostgreSQL; obtain one with [`open`].
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The backend's name: `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// The current file of `role` in `gun`, in one query.
+    async fn current(&self, gun: &str, role: &str) -> Result<Option<StoredFile>, StoreError>;
+
+    /// The current files of the given roles, in one query, ordered by role. Roles without a
+    /// current file are left out.
+    async fn current_many(&self, gun: &str, roles: &[&str])
+    -> Result<Vec<StoredFile>, StoreError>;
+
+    /// All current files of `gun`, ordered by role.
+    async fn current_all(&self, gun: &str) -> Result<Vec<StoredFile>, StoreError>;
+
+    /// The stored file of `gun` and `role` whose SHA-256 is `sha256_hex` (lowercase).
+    async fn by_checksum(
+        &self,
+        gun: &str,
+        role: &str,
+        sha256_hex: &str,
+    ) -> Result<Option<StoredFile>, StoreError>;
+
+    /// The stored file of `gun` and `role` with this version.
+    async fn by_version(
+        &self,
+        gun: &str,
+        role: &str,
+        version: i64,
+    ) -> Result<Option<StoredFile>, StoreError>;
+
+    /// Applies `update` in one transaction: takes the GUN's lock, checks the expected
+    /// timestamp version and the new versions, inserts the files, replaces the current set
+    /// and writes one changefeed `update` record per inserted timestamp. All or nothing.
+    async fn update(&self, update: Update) -> Result<(), StoreError>;
+
+    /// Hard-deletes every file and current pointer of `gun`. If any file was deleted, writes
+    /// one changefeed `deletion` record and returns `true`. Server keys are kept.
+    async fn delete_gun(&self, gun: &str) -> Result<bool, StoreError>;
+
+    /// Changefeed page, optionally for one GUN, always ordered oldest to newest.
+    ///
+    /// With `records > 0` and `change_id >= 0`: up to `records` changes with id above
+    /// `change_id`. With `records < 0` or `change_id < 0`: up to `|records|` changes going
+    /// backwards, from below `change_id` when it is positive and from the newest otherwise.
+    /// `records == 0` returns nothing (the HTTP layer maps 0 to its default page size).
+    async fn changefeed(
+        &self,
+        gun: Option<&str>,
+        change_id: i64,
+        records: i64,
+    ) -> Result<Vec<Change>, StoreError>;
+
+    /// Up to `limit` distinct GUNs whose current timestamp or snapshot expires before
+    /// `before`, soonest expiry first.
+    async fn expiring(&self, before: DateTime<Utc>, limit: i64)
+    -> Result<Vec<String>, StoreError>;
+
+    /// A cheap check that the database answers and has the schema.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Stores a new server key. A key ID that already exists is an [`StoreError::Internal`].
+    async fn insert_key(&self, key: &StoredKey) -> Result<(), StoreError>;
+
+    /// The server key with this ID.
+    async fn key(&self, key_id: &str) -> Result<Option<StoredKey>, StoreError>;
+
+    /// The unused key (never marked used) for `gun`, `role` and `algorithm` with the lowest
+    /// key ID.
+    async fn unused_key(
+        &self,
+        gun: &str,
+        role: &str,
+        algorithm: &str,
+    ) -> Result<Option<StoredKey>, StoreError>;
+
+    /// Records that the key is in use now. An unknown key ID is an [`StoreError::Internal`].
+    async fn mark_key_used(&self, key_id: &str) -> Result<(), StoreError>;
+}
+
+/// Opens the database named by `database_url` and brings its schema up to date.
+///
+/// Accepted forms: `sqlite://<path>` or `sqlite:<path>` (the file is created if missing),
+/// and `postgres://…` or `postgresql://…`. Any other scheme is an [`StoreError::Internal`].
+/// An unreachable PostgreSQL server fails with [`StoreError::Unavailable`] after about three
+/// seconds. Error messages never contain the URL's password.
+pub async fn open(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if let Some(rest) = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))
+    {
+        if rest.is_empty() || rest.contains('?') || rest.starts_with(":memory:") {
+            return Err(StoreError::Internal(format!(
+                "unsupported SQLite URL {database_url:?}: use sqlite://<path to a file>, \
+                 without query parameters"
+            )));
+        }
+        return open_sqlite(Path::new(rest)).await;
+    }
+    if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+        let store = postgres::PgStore::open(database_url).await?;
+        return Ok(Arc::new(store));
+    }
+    let scheme = database_url
+        .split_once(':')
+        .map_or("(none)", |(scheme, _)| scheme);
+    Err(StoreError::Internal(format!(
+        "unsupported database URL scheme {scheme:?}: use sqlite://<path> or postgres://…"
+    )))
+}
+
+/// Opens (creating it if missing) the SQLite database file at `path` and brings its schema
+/// up to date.
+pub async fn open_sqlite(path: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    let store = sqlite::SqliteStore::open(path).await?;
+    Ok(Arc::new(store))
+}

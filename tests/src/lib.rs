@@ -1,0 +1,47 @@
+//! Black-box test harness for Tufa: real server processes on 127.0.0.1, driven by the real
+//! `notary` CLI and plain HTTPS requests.
+//!
+//! - [`server::Server`] runs a server until dropped (and prints its log if the test failed);
+//!   [`tufa::start`] starts the binary under test, [`go_notary::start`] the Go reference.
+//! - [`notary::Notary`] is one CLI client with its own trust directory.
+//! - [`flows`] holds the end-to-end scenarios; [`flow_tests!`] turns each into a `#[test]`
+//!   for one kind of server.
+
+pub mod flows;
+pub mod go_notary;
+pub mod notary;
+pub mod pki;
+pub mod postgres;
+pub mod process;
+pub mod server;
+pub mod tufa;
+
+/// Generates one `#[test]` per flow in [`flows`], each starting its own server with
+/// `$start` (an expression evaluating to a [`server::Server`]).
+///
+/// `flow_tests!(start_expr)` generates every flow; `flow_tests!(start_expr; a, b)` only the
+/// named ones.
+#[macro_export]
+macro_rules! flow_tests {
+    ($start:expr) => {
+        $crate::flow_tests!(
+            $start;
+            publish_list_remove,
+            delegation_publish_and_witness,
+            server_managed_key_rotation,
+            client_key_rotation_and_stale_reader,
+            delete_remote,
+            rejects_tampered_and_foreign_updates,
+            server_managed_snapshot_from_start,
+        );
+    };
+    ($start:expr; $($flow:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $flow() {
+                let server = $start;
+                $crate::flows::$flow(&server);
+            }
+        )+
+    };
+}

@@ -1,0 +1,302 @@
+//! The running-server handle shared by every implementation under test: start a process on
+//! a free 127.0.0.1 port, wait until its health endpoint answers, talk HTTPS to it, and
+//! kill it (printing its log when the test failed) on drop.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::Client;
+use tempfile::TempDir;
+
+use crate::postgres::PgDatabase;
+use crate::process::{POLL_INTERVAL, describe, free_port, log_tail};
+
+/// How long a server may take from spawn to a 200 on its health endpoint.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How many times start-up is retried with a new port when the port was taken meanwhile.
+const PORT_ATTEMPTS: usize = 3;
+
+/// How much of a server log is printed in failure reports.
+const LOG_TAIL_BYTES: usize = 64 * 1024;
+
+/// Everything needed to start one server process.
+pub struct Launch {
+    /// Human-readable name for messages, e.g. `tufa-server (sqlite)`.
+    pub name: String,
+    /// The test's private directory; kept alive as long as the server.
+    pub dir: TempDir,
+    /// Where the CA certificate that clients must trust is (or will be, once the server
+    /// has generated it).
+    pub ca_cert: PathBuf,
+    /// Builds the command line for a given port.
+    pub command: Box<dyn Fn(u16) -> Command>,
+    /// A PostgreSQL database dropped after the server has stopped.
+    pub database: Option<PgDatabase>,
+}
+
+/// A server process listening on `127.0.0.1:<port>` over HTTPS.
+pub struct Server {
+    name: String,
+    child: Child,
+    url: String,
+    ca_cert: PathBuf,
+    log: PathBuf,
+    http: Client,
+    // Field order matters: the database is dropped after the process is killed (in `Drop`),
+    // and the directory (holding the log and the data) last.
+    _database: Option<PgDatabase>,
+    dir: TempDir,
+}
+
+/// Status and body of an HTTP response.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// HTTP status code.
+    pub status: u16,
+    /// The raw body.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The body parsed as JSON; panics with the body text when it is not JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
+            panic!("response body is not JSON ({error}):\n{}", String::from_utf8_lossy(&self.body))
+        })
+    }
+
+    /// The `code` of the single error in a Notary error envelope
+    /// (`{"errors":[{"code":...}]}`), if the body is one.
+    pub fn error_code(&self) -> Option<String> {
+        let body: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        let errors = body.get("errors")?.as_array()?;
+        match errors.as_slice() {
+            [only] => only.get("code")?.as_str().map(str::to_owned),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for HttpResponse {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "HTTP {} {}", self.status, String::from_utf8_lossy(&self.body))
+    }
+}
+
+/// Why one start attempt failed.
+enum StartFailure {
+    /// The port was taken between choosing it and binding it: try another one.
+    PortTaken,
+    /// Anything else: give up with this description.
+    Fatal(String),
+}
+
+impl Server {
+    /// Starts the process described by `launch` and waits until it is healthy. Panics with
+    /// the server's log when it does not become healthy within [`STARTUP_TIMEOUT`].
+    pub fn start(launch: Launch) -> Server {
+        let mut last_failure = String::new();
+        for attempt in 1..=PORT_ATTEMPTS {
+            let port = free_port();
+            let log = launch.dir.path().join(format!("server-{attempt}.log"));
+            let mut command = (launch.command)(port);
+            let line = describe(&command);
+            let log_file = File::create(&log).expect("create server log file");
+            let child = command
+                .stdin(Stdio::null())
+                .stdout(log_file.try_clone().expect("clone log file handle"))
+                .stderr(log_file)
+                .spawn()
+                .unwrap_or_else(|error| panic!("cannot start {}: `{line}`: {error}", launch.name));
+            let mut starting = Starting { child: Some(child), log: &log };
+            match starting.wait_healthy(port, &launch.ca_cert) {
+                Ok(http) => {
+                    let child = starting.child.take().expect("child is present until handed over");
+                    return Server {
+                        name: launch.name,
+                        child,
+                        url: format!("https://127.0.0.1:{port}"),
+                        ca_cert: launch.ca_cert,
+                        log,
+                        http,
+                        _database: launch.database,
+                        dir: launch.dir,
+                    };
+                }
+                Err(StartFailure::PortTaken) => {
+                    last_failure = format!("port {port} was taken (attempt {attempt})");
+                }
+                Err(StartFailure::Fatal(reason)) => {
+                    panic!(
+                        "{} did not become healthy: {reason}\ncommand: {line}\n--- server log {} ---\n{}",
+                        launch.name,
+                        log.display(),
+                        log_tail(&log, LOG_TAIL_BYTES)
+                    );
+                }
+            }
+        }
+        panic!("{} could not get a free port: {last_failure}", launch.name);
+    }
+
+    /// The base URL, `https://127.0.0.1:<port>` (no trailing slash).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The CA certificate that verifies the server's TLS certificate.
+    pub fn ca_cert(&self) -> &Path {
+        &self.ca_cert
+    }
+
+    /// A directory private to this test that outlives every client of the server.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The name used in messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `GET <url><path>`.
+    pub fn get(&self, path: &str) -> HttpResponse {
+        self.send(self.http.get(format!("{}{path}", self.url)))
+    }
+
+    /// `GET /v2/<gun>/_trust/tuf/<file>`, e.g. `file` = `root.json` or `2.root.json`.
+    pub fn metadata(&self, gun: &str, file: &str) -> HttpResponse {
+        self.get(&format!("/v2/{gun}/_trust/tuf/{file}"))
+    }
+
+    /// The current `<role>.json` of `gun`, which must exist, parsed as JSON.
+    pub fn metadata_json(&self, gun: &str, role: &str) -> serde_json::Value {
+        let response = self.metadata(gun, &format!("{role}.json"));
+        assert_eq!(response.status, 200, "GET {role}.json of {gun}: {response}");
+        response.json()
+    }
+
+    /// `POST /v2/<gun>/_trust/tuf/` with one multipart part per `(role, bytes)`, exactly as
+    /// the notary client sends an update: field `files`, file name = role name.
+    pub fn post_update(&self, gun: &str, parts: &[(&str, &[u8])]) -> HttpResponse {
+        let boundary = "tufa-test-boundary-7f3a9c1e5b";
+        let mut body = Vec::new();
+        for (role, bytes) in parts {
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{role}\"\r\n\
+                     Content-Type: application/octet-stream\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            body.extend_from_slice(bytes);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        let request = self
+            .http
+            .post(format!("{}/v2/{gun}/_trust/tuf/", self.url))
+            .header("Content-Type", format!("multipart/form-data; boundary={boundary}"))
+            .body(body);
+        self.send(request)
+    }
+
+    fn send(&self, request: reqwest::blocking::RequestBuilder) -> HttpResponse {
+        let response = request
+            .send()
+            .unwrap_or_else(|error| panic!("HTTP request to {} failed: {error:?}", self.name));
+        let status = response.status().as_u16();
+        let body = response.bytes().expect("read HTTP response body").to_vec();
+        HttpResponse { status, body }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            eprintln!(
+                "--- {} log ({}) ---\n{}\n--- end of {} log ---",
+                self.name,
+                self.log.display(),
+                log_tail(&self.log, LOG_TAIL_BYTES),
+                self.name
+            );
+            if std::env::var_os("TUFA_TEST_KEEP").is_some() {
+                self.dir.disable_cleanup(true);
+                eprintln!("TUFA_TEST_KEEP is set: kept {}", self.dir.path().display());
+            }
+        }
+    }
+}
+
+/// A process that has been spawned but not yet handed over to a [`Server`]; killed on drop.
+struct Starting<'a> {
+    child: Option<Child>,
+    log: &'a Path,
+}
+
+impl Starting<'_> {
+    /// Polls the health endpoint until it answers 200, the process exits, or time runs out.
+    fn wait_healthy(&mut self, port: u16, ca_cert: &Path) -> Result<Client, StartFailure> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let health = format!("https://127.0.0.1:{port}/_notary_server/health");
+        let mut client = None;
+        let mut last_error = String::from("the CA certificate was never written");
+        while Instant::now() < deadline {
+            let child = self.child.as_mut().expect("child is present while starting");
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = log_tail(self.log, LOG_TAIL_BYTES).to_lowercase();
+                if log.contains("address already in use") || log.contains("addrinuse") {
+                    return Err(StartFailure::PortTaken);
+                }
+                return Err(StartFailure::Fatal(format!("the process exited early with {status}")));
+            }
+            if client.is_none() {
+                client = https_client(ca_cert).map_err(|error| last_error = error).ok();
+            }
+            if let Some(http) = &client {
+                match http.get(&health).timeout(Duration::from_secs(2)).send() {
+                    Ok(response) if response.status().as_u16() == 200 => return Ok(http.clone()),
+                    Ok(response) => {
+                        last_error = format!("health answered {}", response.status());
+                    }
+                    Err(error) => last_error = format!("health request failed: {error:?}"),
+                }
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+        Err(StartFailure::Fatal(format!(
+            "no 200 from {health} within {STARTUP_TIMEOUT:?}; last problem: {last_error}"
+        )))
+    }
+}
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An HTTPS client that trusts only the CA in `ca_cert`, ignores proxies and never reuses a
+/// failed start-up's state. Fails while the CA file is missing or incomplete.
+pub fn https_client(ca_cert: &Path) -> Result<Client, String> {
+    let pem = fs::read(ca_cert).map_err(|error| format!("cannot read {}: {error}", ca_cert.display()))?;
+    let certificate = reqwest::Certificate::from_pem(&pem)
+        .map_err(|error| format!("{} is not a PEM certificate: {error}", ca_cert.display()))?;
+    Client::builder()
+        .tls_certs_only([certificate])
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|error| format!("cannot build HTTPS client: {error:?}"))
+}
