@@ -295,8 +295,8 @@ impl PublicKey {
     /// Verifies `signature` over `message` (the canonical `signed` bytes) with signature
     /// method `method` (compared ignoring case), per spec 2.6.
     pub fn verify(&self, method: &str, message: &[u8], signature: &[u8]) -> Result<(), KeyError> {
-        let parsed =
-            SignatureMethod::parse(method).ok_or_else(|| KeyError::UnknownMethod(method.to_owned()))?;
+        let parsed = SignatureMethod::parse(method)
+            .ok_or_else(|| KeyError::UnknownMethod(method.to_owned()))?;
         let mismatch = || KeyError::MethodMismatch {
             method: parsed.as_str().to_owned(),
             keytype: self.keytype.as_str().to_owned(),
@@ -452,7 +452,11 @@ fn der_length(len: usize, out: &mut Vec<u8>) {
         out.push(len as u8);
     } else {
         let bytes = len.to_be_bytes();
-        let significant: Vec<u8> = bytes.iter().copied().skip_while(|byte| *byte == 0).collect();
+        let significant: Vec<u8> = bytes
+            .iter()
+            .copied()
+            .skip_while(|byte| *byte == 0)
+            .collect();
         out.push(0x80 | significant.len() as u8);
         out.extend_from_slice(&significant);
     }
@@ -687,5 +691,717 @@ fn copy_digest(algorithm: &'static digest::Algorithm, data: &[u8], out: &mut [u8
     let computed = digest::digest(algorithm, data);
     for (slot, byte) in out.iter_mut().zip(computed.as_ref()) {
         *slot = *byte;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lc_rs::rsa::KeySize;
+    use aws_lc_rs::signature::RsaKeyPair;
+    use rcgen::{
+        CertificateParams, DistinguishedName, DnType, IsCa, KeyPair as RcgenKeyPair,
+        PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256, PublicKeyData as _, RsaKeySize,
+    };
+    use serde_json::json;
+
+    const ROOT_JSON: &[u8] = include_bytes!("../tests/data/notary-0.7/root.json");
+    const TARGETS_JSON: &[u8] = include_bytes!("../tests/data/notary-0.7/targets.json");
+    const SNAPSHOT_JSON: &[u8] = include_bytes!("../tests/data/notary-0.7/snapshot.json");
+    const TIMESTAMP_JSON: &[u8] = include_bytes!("../tests/data/notary-0.7/timestamp.json");
+    const SHA1_P384_PEM: &[u8] = include_bytes!("../tests/data/sha1-ecdsa-p384.pem");
+    const RSA1024_PEM: &[u8] = include_bytes!("../tests/data/rsa1024.pem");
+
+    /// The fixture's root key (an `ecdsa-x509` key) and its canonical ID, observed as the name
+    /// of the notary client's private key file.
+    const ROOT_KEY_ID: &str = "fef8b12d427a6bbb039d8e1e9fc0613a13102bf63a07932fb50457118b691fc6";
+    const ROOT_CANONICAL_ID: &str =
+        "0cdcd2b393b808641d235400c416a865c4a39033d3dbc10a88162a92bb1978c7";
+
+    /// A P-384 key and an OpenSSL signature (SHA-256 digest, raw r‖s) of `P384_MESSAGE`; the
+    /// same key is in `sha1-ecdsa-p384.pem`.
+    const P384_SPKI: &str = "MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAEeMoCB22QYczcBPu/KAvJG5YD6hLTsUVunIlb/o3MuMIinMcjbU5REkhZn8In2Tb/ARkHMg9VE97FWlP14UbDxedbmD6xoM+hIi2OAb9zsJ+0+ZN2Vrxx02j/UJ6fJ7w0";
+    const P384_SIGNATURE: &str = "aOT8rpbZD3dBaXxP/IIbPoEOSA15pVCsHpUvpXzk2tGm+pTh7iSozSsUIBcaTkT/YJVWrBIjoFv0MlyRT1laVbTiLnSZH2vEXTsueUpe9BmsHZtJrLFx+lCsHySCa7dX";
+    const P384_MESSAGE: &[u8] = b"tufa p384 message";
+
+    fn b64(text: &str) -> Vec<u8> {
+        STANDARD.decode(text).unwrap()
+    }
+
+    fn tampered(bytes: &[u8]) -> Vec<u8> {
+        let mut copy = bytes.to_vec();
+        copy[10] ^= 0x01;
+        copy
+    }
+
+    /// Splits a metadata file into its canonical `signed` bytes and its signatures.
+    /// A signature as (key ID, method, signature bytes).
+    type RawSignature = (String, String, Vec<u8>);
+
+    fn signed_and_signatures(file: &[u8]) -> (Value, Vec<u8>, Vec<RawSignature>) {
+        let envelope: Value = serde_json::from_slice(file).unwrap();
+        let message = canonical::to_canonical(&envelope["signed"]).unwrap();
+        let signatures = envelope["signatures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|signature| {
+                (
+                    signature["keyid"].as_str().unwrap().to_owned(),
+                    signature["method"].as_str().unwrap().to_owned(),
+                    b64(signature["sig"].as_str().unwrap()),
+                )
+            })
+            .collect();
+        (envelope["signed"].clone(), message, signatures)
+    }
+
+    fn fixture_keys() -> Vec<(String, PublicKey)> {
+        let (signed, _, _) = signed_and_signatures(ROOT_JSON);
+        signed["keys"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(id, key)| (id.clone(), PublicKey::from_json(key).unwrap()))
+            .collect()
+    }
+
+    fn fixture_key(id: &str) -> PublicKey {
+        fixture_keys()
+            .into_iter()
+            .find(|(key_id, _)| key_id == id)
+            .unwrap()
+            .1
+    }
+
+    /// A Notary-style root certificate: self-signed, CN = GUN, not a CA.
+    fn root_cert(key: &RcgenKeyPair, gun: &str) -> String {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, gun);
+        params.distinguished_name = name;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.self_signed(key).unwrap().pem()
+    }
+
+    #[test]
+    fn key_types_round_trip() {
+        for name in [
+            "ecdsa",
+            "ecdsa-x509",
+            "rsa",
+            "rsa-x509",
+            "ed25519",
+            "ECDSA",
+            "x25519",
+            "",
+        ] {
+            assert_eq!(KeyType::parse(name).as_str(), name);
+        }
+        assert_eq!(KeyType::parse("ECDSA"), KeyType::Other("ECDSA".to_owned()));
+        assert!(KeyType::EcdsaX509.is_x509() && KeyType::RsaX509.is_x509());
+        assert!(!KeyType::Ecdsa.is_x509());
+    }
+
+    #[test]
+    fn signature_methods_ignore_case() {
+        let cases = [
+            ("ecdsa", Some(SignatureMethod::Ecdsa)),
+            ("ECDSA", Some(SignatureMethod::Ecdsa)),
+            ("RsaPss", Some(SignatureMethod::RsaPss)),
+            ("rsapkcs1v15", Some(SignatureMethod::RsaPkcs1v15)),
+            ("PyCrypto-PKCS#1 PSS", Some(SignatureMethod::PyCryptoPss)),
+            ("EdDSA", Some(SignatureMethod::EdDsa)),
+            ("ed25519", None),
+            ("", None),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(SignatureMethod::parse(input), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn key_id_hashes_exact_canonical_bytes() {
+        let cases = [
+            (KeyType::Ed25519, b"abc".to_vec(), "ed25519", "YWJj"),
+            (KeyType::Ecdsa, vec![0xff, 0xfe], "ecdsa", "//4="),
+            (
+                KeyType::Other("we\"ird".to_owned()),
+                vec![],
+                "we\\\"ird",
+                "",
+            ),
+        ];
+        for (keytype, public, keytype_text, public_text) in cases {
+            let expected_bytes = format!(
+                r#"{{"keytype":"{keytype_text}","keyval":{{"private":null,"public":"{public_text}"}}}}"#
+            );
+            let key = PublicKey::new(keytype, public);
+            assert_eq!(key.key_id(), hex::encode(sha256(expected_bytes.as_bytes())));
+            assert_eq!(key.canonical_id().unwrap(), key.key_id());
+        }
+    }
+
+    #[test]
+    fn real_root_key_ids() {
+        let keys = fixture_keys();
+        assert_eq!(keys.len(), 4);
+        let mut seen_types: Vec<&str> = Vec::new();
+        for (id, key) in &keys {
+            assert_eq!(&key.key_id(), id, "{}", key.keytype());
+            seen_types.push(key.keytype().as_str());
+        }
+        seen_types.sort_unstable();
+        assert_eq!(seen_types, ["ecdsa", "ecdsa", "ecdsa-x509", "ed25519"]);
+        assert_eq!(
+            fixture_key(ROOT_KEY_ID).canonical_id().unwrap(),
+            ROOT_CANONICAL_ID
+        );
+    }
+
+    #[test]
+    fn real_metadata_signatures_verify() {
+        let keys = fixture_keys();
+        let mut methods = Vec::new();
+        for file in [ROOT_JSON, TARGETS_JSON, SNAPSHOT_JSON, TIMESTAMP_JSON] {
+            let (_, message, signatures) = signed_and_signatures(file);
+            assert_eq!(signatures.len(), 1);
+            for (key_id, method, signature) in signatures {
+                let key = &keys.iter().find(|(id, _)| *id == key_id).unwrap().1;
+                key.verify(&method, &message, &signature).unwrap();
+                assert_eq!(
+                    key.verify(&method, &tampered(&message), &signature),
+                    Err(KeyError::BadSignature)
+                );
+                methods.push(method);
+            }
+        }
+        assert_eq!(methods, ["ecdsa", "ecdsa", "ecdsa", "eddsa"]);
+    }
+
+    #[test]
+    fn real_root_certificate_passes_root_rules() {
+        let root = fixture_key(ROOT_KEY_ID);
+        let chain = x509::parse_pem_chain(root.public()).unwrap();
+        let leaf = x509::leaf_certificate(&chain).unwrap();
+        assert_eq!(leaf.public_key, x509::CertKey::EcdsaP256);
+        let issued = leaf.not_before;
+        assert_eq!(
+            x509::check_root_certificate(leaf, "example.com/app", issued, true),
+            Ok(())
+        );
+        // Re-encoding the chain reproduces the PEM the Go client wrote, so the key ID holds.
+        let reencoded = PublicKey::new(
+            KeyType::EcdsaX509,
+            x509::encode_pem_chain(&chain).into_bytes(),
+        );
+        assert_eq!(reencoded.key_id(), ROOT_KEY_ID);
+    }
+
+    #[test]
+    fn x509_key_canonical_id_is_bare_spki_key_id() {
+        let key = RcgenKeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let pem = root_cert(&key, "example.com/app");
+        let cert_key = PublicKey::new(KeyType::EcdsaX509, pem.clone().into_bytes());
+        let bare = PublicKey::new(KeyType::Ecdsa, key.subject_public_key_info());
+        assert_eq!(cert_key.canonical_id().unwrap(), bare.key_id());
+        assert_ne!(cert_key.key_id(), bare.key_id());
+        // The ID does not depend on certificates after the first.
+        let other = RcgenKeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let bundle = format!("{pem}{}", root_cert(&other, "intermediate"));
+        let bundle_key = PublicKey::new(KeyType::EcdsaX509, bundle.into_bytes());
+        assert_eq!(bundle_key.canonical_id().unwrap(), bare.key_id());
+
+        let not_pem = PublicKey::new(KeyType::EcdsaX509, b"not pem".to_vec());
+        assert_eq!(not_pem.canonical_id(), Err(KeyError::NoCertificate));
+    }
+
+    #[test]
+    fn x509_key_verifies_with_leaf_key() {
+        let key = RcgenKeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let signer = PrivateKey::from_pkcs8(Algorithm::Ecdsa, key.serialized_der()).unwrap();
+        let cert_key = PublicKey::new(
+            KeyType::EcdsaX509,
+            root_cert(&key, "example.com/app").into_bytes(),
+        );
+        let message = b"{\"_type\":\"Root\"}";
+        let signature = signer.sign(message).unwrap();
+        cert_key.verify("ecdsa", message, &signature).unwrap();
+        assert_eq!(
+            cert_key.verify("ecdsa", &message[1..], &signature),
+            Err(KeyError::BadSignature)
+        );
+    }
+
+    fn check_round_trip(algorithm: Algorithm) {
+        let key = PrivateKey::generate(algorithm).unwrap();
+        let public = key.public_key();
+        assert_eq!(key.algorithm(), algorithm);
+        assert_eq!(key.key_id(), public.key_id());
+        let message = b"{\"_type\":\"Timestamp\",\"version\":1}";
+        let signature = key.sign(message).unwrap();
+        assert_eq!(signature.len(), 64);
+        public.verify(key.method(), message, &signature).unwrap();
+        public
+            .verify(&key.method().to_uppercase(), message, &signature)
+            .unwrap();
+        assert_eq!(
+            public.verify(key.method(), &tampered(message), &signature),
+            Err(KeyError::BadSignature)
+        );
+        assert_eq!(
+            public.verify(key.method(), message, &tampered(&signature)),
+            Err(KeyError::BadSignature)
+        );
+        assert_eq!(
+            public.verify(key.method(), message, &signature[..63]),
+            Err(KeyError::SignatureLength {
+                expected: 64,
+                actual: 63
+            })
+        );
+        // Reloading the PKCS#8 document gives the same key.
+        let reloaded = PrivateKey::from_pkcs8(algorithm, &key.pkcs8()).unwrap();
+        assert_eq!(reloaded.public_key(), public);
+        public
+            .verify(key.method(), message, &reloaded.sign(message).unwrap())
+            .unwrap();
+        // So does the Go notary-signer plaintext.
+        let plaintext = key.notary_signer_plaintext().unwrap();
+        let from_go = PrivateKey::from_notary_signer_plaintext(algorithm, &plaintext).unwrap();
+        assert_eq!(from_go.public_key(), public);
+    }
+
+    #[test]
+    fn ecdsa_sign_verify_round_trip() {
+        check_round_trip(Algorithm::Ecdsa);
+        let key = PrivateKey::generate(Algorithm::Ecdsa).unwrap();
+        assert_eq!(key.method(), "ecdsa");
+        assert_eq!(key.public_key().keytype(), &KeyType::Ecdsa);
+        assert_eq!(
+            x509::CertKey::from_spki(key.public_key().public()).unwrap(),
+            x509::CertKey::EcdsaP256
+        );
+    }
+
+    #[test]
+    fn ed25519_sign_verify_round_trip() {
+        check_round_trip(Algorithm::Ed25519);
+        let key = PrivateKey::generate(Algorithm::Ed25519).unwrap();
+        assert_eq!(key.method(), "eddsa");
+        assert_eq!(key.public_key().keytype(), &KeyType::Ed25519);
+        assert_eq!(key.public_key().public().len(), 32);
+    }
+
+    #[test]
+    fn der_encoded_ecdsa_signature_is_rejected() {
+        let key = PrivateKey::generate(Algorithm::Ecdsa).unwrap();
+        let asn1 =
+            EcdsaKeyPair::from_pkcs8(&lc_signature::ECDSA_P256_SHA256_ASN1_SIGNING, &key.pkcs8())
+                .unwrap();
+        let message = b"message";
+        let der = asn1.sign(&SystemRandom::new(), message).unwrap();
+        let result = key.public_key().verify("ecdsa", message, der.as_ref());
+        assert!(
+            matches!(result, Err(KeyError::SignatureLength { expected: 64, .. })),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn p384_signatures_use_sha256() {
+        let bare = PublicKey::new(KeyType::Ecdsa, b64(P384_SPKI));
+        let cert = PublicKey::new(KeyType::EcdsaX509, SHA1_P384_PEM.to_vec());
+        let signature = b64(P384_SIGNATURE);
+        for key in [&bare, &cert] {
+            key.verify("ecdsa", P384_MESSAGE, &signature).unwrap();
+            assert_eq!(
+                key.verify("ecdsa", b"other message", &signature),
+                Err(KeyError::BadSignature)
+            );
+            assert_eq!(
+                key.verify("ecdsa", P384_MESSAGE, &signature[..64]),
+                Err(KeyError::SignatureLength {
+                    expected: 96,
+                    actual: 64
+                })
+            );
+        }
+        assert_eq!(cert.canonical_id().unwrap(), bare.key_id());
+    }
+
+    #[test]
+    fn rsa_signatures() {
+        let pair = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+        let spki = pair.public_key().as_der().unwrap().as_ref().to_vec();
+        let message = b"{\"_type\":\"Targets\"}";
+        let rng = SystemRandom::new();
+        let sign = |encoding: &'static dyn lc_signature::RsaEncoding| {
+            let mut signature = vec![0u8; pair.public_modulus_len()];
+            pair.sign(encoding, &rng, message, &mut signature).unwrap();
+            signature
+        };
+        let pss = sign(&lc_signature::RSA_PSS_SHA256);
+        let pkcs1 = sign(&lc_signature::RSA_PKCS1_SHA256);
+        let key = PublicKey::new(KeyType::Rsa, spki.clone());
+        key.verify("rsapss", message, &pss).unwrap();
+        key.verify("RSAPKCS1V15", message, &pkcs1).unwrap();
+        assert_eq!(
+            key.verify("rsapss", message, &pkcs1),
+            Err(KeyError::BadSignature)
+        );
+        assert_eq!(
+            key.verify("rsapkcs1v15", message, &pss),
+            Err(KeyError::BadSignature)
+        );
+        assert_eq!(
+            key.verify("rsapss", &tampered(message), &pss),
+            Err(KeyError::BadSignature)
+        );
+
+        // The PyCrypto method takes the key as PEM.
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            STANDARD.encode(&spki)
+        );
+        let pem_key = PublicKey::new(KeyType::Rsa, pem.into_bytes());
+        pem_key
+            .verify("pycrypto-pkcs#1 pss", message, &pss)
+            .unwrap();
+        assert_eq!(
+            key.verify("pycrypto-pkcs#1 pss", message, &pss),
+            Err(KeyError::InvalidPublicKey("no PEM block in the public key"))
+        );
+    }
+
+    #[test]
+    fn rsa_x509_signatures() {
+        let key = RcgenKeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048).unwrap();
+        let pair = RsaKeyPair::from_pkcs8(key.serialized_der()).unwrap();
+        let cert_key = PublicKey::new(
+            KeyType::RsaX509,
+            root_cert(&key, "example.com/app").into_bytes(),
+        );
+        let message = b"{\"_type\":\"Root\"}";
+        let mut signature = vec![0u8; pair.public_modulus_len()];
+        pair.sign(
+            &lc_signature::RSA_PSS_SHA256,
+            &SystemRandom::new(),
+            message,
+            &mut signature,
+        )
+        .unwrap();
+        cert_key.verify("rsapss", message, &signature).unwrap();
+        let bare = PublicKey::new(KeyType::Rsa, key.subject_public_key_info());
+        assert_eq!(cert_key.canonical_id().unwrap(), bare.key_id());
+    }
+
+    #[test]
+    fn verification_errors() {
+        let ecdsa = PrivateKey::generate(Algorithm::Ecdsa).unwrap().public_key();
+        let ed25519 = PrivateKey::generate(Algorithm::Ed25519)
+            .unwrap()
+            .public_key();
+        let rsa_spki = x509::parse_pem_chain(RSA1024_PEM).unwrap()[0]
+            .spki_der
+            .clone();
+        let mismatch = |method: &str, keytype: &str| KeyError::MethodMismatch {
+            method: method.to_owned(),
+            keytype: keytype.to_owned(),
+        };
+        let sig64 = [1u8; 64];
+        let cases: Vec<(&str, PublicKey, &str, KeyError)> = vec![
+            (
+                "unknown method",
+                ecdsa.clone(),
+                "hmac",
+                KeyError::UnknownMethod("hmac".to_owned()),
+            ),
+            (
+                "eddsa on ecdsa",
+                ecdsa.clone(),
+                "eddsa",
+                mismatch("eddsa", "ecdsa"),
+            ),
+            (
+                "rsapss on ecdsa",
+                ecdsa.clone(),
+                "rsapss",
+                mismatch("rsapss", "ecdsa"),
+            ),
+            (
+                "ecdsa on ed25519",
+                ed25519.clone(),
+                "ecdsa",
+                mismatch("ecdsa", "ed25519"),
+            ),
+            (
+                "ed25519 method name",
+                ed25519.clone(),
+                "ed25519",
+                KeyError::UnknownMethod("ed25519".to_owned()),
+            ),
+            (
+                "unknown key type",
+                PublicKey::new(KeyType::Other("x".to_owned()), vec![0; 32]),
+                "eddsa",
+                mismatch("eddsa", "x"),
+            ),
+            (
+                "pycrypto on rsa-x509",
+                PublicKey::new(KeyType::RsaX509, RSA1024_PEM.to_vec()),
+                "pycrypto-pkcs#1 pss",
+                mismatch("pycrypto-pkcs#1 pss", "rsa-x509"),
+            ),
+            (
+                "ecdsa key holding RSA",
+                PublicKey::new(KeyType::Ecdsa, rsa_spki.clone()),
+                "ecdsa",
+                KeyError::InvalidPublicKey("not an ECDSA key"),
+            ),
+            (
+                "rsa key holding ECDSA",
+                PublicKey::new(KeyType::Rsa, ecdsa.public().to_vec()),
+                "rsapss",
+                KeyError::InvalidPublicKey("not an RSA key"),
+            ),
+            (
+                "short RSA key",
+                PublicKey::new(KeyType::Rsa, rsa_spki),
+                "rsapss",
+                KeyError::RsaKeySize { bits: 1024 },
+            ),
+            (
+                "short RSA certificate",
+                PublicKey::new(KeyType::RsaX509, RSA1024_PEM.to_vec()),
+                "rsapkcs1v15",
+                KeyError::RsaKeySize { bits: 1024 },
+            ),
+            (
+                "garbage ecdsa key",
+                PublicKey::new(KeyType::Ecdsa, b"garbage".to_vec()),
+                "ecdsa",
+                KeyError::InvalidPublicKey("not a DER SubjectPublicKeyInfo"),
+            ),
+            (
+                "ecdsa-x509 without PEM",
+                PublicKey::new(KeyType::EcdsaX509, ecdsa.public().to_vec()),
+                "ecdsa",
+                KeyError::NoCertificate,
+            ),
+            (
+                "short ed25519 key",
+                PublicKey::new(KeyType::Ed25519, vec![0; 31]),
+                "eddsa",
+                KeyError::InvalidPublicKey("an Ed25519 public key must be 32 bytes"),
+            ),
+        ];
+        for (name, key, method, expected) in cases {
+            assert_eq!(
+                key.verify(method, b"message", &sig64),
+                Err(expected),
+                "case {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn unsupported_curve_is_rejected() {
+        // A P-521 key (curve OID 1.3.132.0.35) with a dummy point.
+        let mut spki = vec![
+            0x30, 0x1a, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
+            0x05, 0x2b, 0x81, 0x04, 0x00, 0x23, 0x03, 0x06, 0x00,
+        ];
+        spki.extend_from_slice(&[4, 1, 2, 3, 4]);
+        let key = PublicKey::new(KeyType::Ecdsa, spki);
+        assert_eq!(
+            key.verify("ecdsa", b"message", &[0; 132]),
+            Err(KeyError::UnsupportedCurve)
+        );
+    }
+
+    fn check_from_json(name: &str, value: Value, expected: Result<PublicKey, KeyError>) {
+        assert_eq!(PublicKey::from_json(&value), expected, "case {name}");
+    }
+
+    #[test]
+    fn key_objects_from_json() {
+        let good = PublicKey::new(KeyType::Ed25519, b"abc".to_vec());
+        check_from_json(
+            "canonical",
+            json!({"keytype": "ed25519", "keyval": {"private": null, "public": "YWJj"}}),
+            Ok(good.clone()),
+        );
+        check_from_json(
+            "no private, extra members",
+            json!({"keytype": "ed25519", "keyval": {"public": "YWJj"}, "scheme": "x"}),
+            Ok(good.clone()),
+        );
+        check_from_json(
+            "unknown type kept",
+            json!({"keytype": "x25519", "keyval": {"public": ""}}),
+            Ok(PublicKey::new(KeyType::Other("x25519".to_owned()), vec![])),
+        );
+        let errors = [
+            (
+                "not an object",
+                json!("key"),
+                KeyError::WrongFieldType("key"),
+            ),
+            (
+                "no keytype",
+                json!({"keyval": {"public": "YWJj"}}),
+                KeyError::MissingField("keytype"),
+            ),
+            (
+                "numeric keytype",
+                json!({"keytype": 1, "keyval": {"public": "YWJj"}}),
+                KeyError::WrongFieldType("keytype"),
+            ),
+            (
+                "no keyval",
+                json!({"keytype": "ecdsa"}),
+                KeyError::MissingField("keyval"),
+            ),
+            (
+                "keyval not an object",
+                json!({"keytype": "ecdsa", "keyval": "YWJj"}),
+                KeyError::WrongFieldType("keyval"),
+            ),
+            (
+                "no public",
+                json!({"keytype": "ecdsa", "keyval": {"private": null}}),
+                KeyError::MissingField("keyval.public"),
+            ),
+            (
+                "public not a string",
+                json!({"keytype": "ecdsa", "keyval": {"public": null}}),
+                KeyError::WrongFieldType("keyval.public"),
+            ),
+            (
+                "public not base64",
+                json!({"keytype": "ecdsa", "keyval": {"public": "YWJj!"}}),
+                KeyError::InvalidBase64("keyval.public"),
+            ),
+            (
+                "public without padding",
+                json!({"keytype": "ecdsa", "keyval": {"public": "YWI"}}),
+                KeyError::InvalidBase64("keyval.public"),
+            ),
+            (
+                "private key present",
+                json!({"keytype": "ecdsa", "keyval": {"private": "YWJj", "public": "YWJj"}}),
+                KeyError::PrivateKeyPresent,
+            ),
+            (
+                "empty private string",
+                json!({"keytype": "ecdsa", "keyval": {"private": "", "public": "YWJj"}}),
+                KeyError::PrivateKeyPresent,
+            ),
+        ];
+        for (name, value, expected) in errors {
+            check_from_json(name, value, Err(expected));
+        }
+    }
+
+    #[test]
+    fn key_object_json_round_trip() {
+        for key in fixture_keys().into_iter().map(|(_, key)| key) {
+            let json = key.to_json();
+            assert_eq!(json["keyval"]["private"], Value::Null);
+            assert_eq!(PublicKey::from_json(&json).unwrap(), key);
+        }
+    }
+
+    #[test]
+    fn private_key_errors() {
+        let ecdsa = PrivateKey::generate(Algorithm::Ecdsa).unwrap();
+        let ed25519 = PrivateKey::generate(Algorithm::Ed25519).unwrap();
+        assert!(matches!(
+            PrivateKey::from_pkcs8(Algorithm::Ed25519, &ecdsa.pkcs8()),
+            Err(KeyError::InvalidPrivateKey(_))
+        ));
+        assert!(matches!(
+            PrivateKey::from_pkcs8(Algorithm::Ecdsa, &ed25519.pkcs8()),
+            Err(KeyError::InvalidPrivateKey(_))
+        ));
+        assert!(matches!(
+            PrivateKey::from_pkcs8(Algorithm::Ecdsa, b"junk"),
+            Err(KeyError::InvalidPrivateKey(_))
+        ));
+        let mut plaintext = ed25519.notary_signer_plaintext().unwrap().to_vec();
+        plaintext[95] ^= 1;
+        assert_eq!(
+            PrivateKey::from_notary_signer_plaintext(Algorithm::Ed25519, &plaintext).unwrap_err(),
+            KeyError::InvalidPrivateKey(
+                "Ed25519 key must be 96 bytes: public key, seed, public key"
+            )
+        );
+        assert_eq!(
+            PrivateKey::from_notary_signer_plaintext(Algorithm::Ed25519, &plaintext[..50])
+                .unwrap_err(),
+            KeyError::InvalidPrivateKey("Ed25519 key must be 96 bytes")
+        );
+    }
+
+    #[test]
+    fn private_key_debug_hides_material() {
+        for algorithm in [Algorithm::Ecdsa, Algorithm::Ed25519] {
+            let key = PrivateKey::generate(algorithm).unwrap();
+            let printed = format!("{key:?}");
+            assert_eq!(
+                printed,
+                format!(
+                    "PrivateKey {{ algorithm: {:?}, key_id: {:?}, .. }}",
+                    algorithm.as_str(),
+                    key.key_id()
+                )
+            );
+            let pkcs8 = key.pkcs8();
+            assert!(!printed.contains(&hex::encode(&pkcs8[pkcs8.len() - 8..])));
+        }
+    }
+
+    #[test]
+    fn algorithm_names() {
+        for algorithm in [Algorithm::Ecdsa, Algorithm::Ed25519] {
+            assert_eq!(Algorithm::parse(algorithm.as_str()), Ok(algorithm));
+        }
+        assert_eq!(
+            Algorithm::parse("rsa"),
+            Err(KeyError::UnknownAlgorithm("rsa".to_owned()))
+        );
+    }
+
+    #[test]
+    fn digests() {
+        assert_eq!(
+            hex::encode(sha256(b"abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            hex::encode(sha512(b"abc")),
+            "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a\
+             2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f"
+        );
+    }
+
+    #[test]
+    fn fixed_signatures_to_der() {
+        let cases: [(&[u8], usize, &[u8]); 3] = [
+            (&[0, 1, 0, 2], 2, &[0x30, 6, 2, 1, 1, 2, 1, 2]),
+            (&[0x80, 0, 0, 0], 2, &[0x30, 8, 2, 3, 0, 0x80, 0, 2, 1, 0]),
+            (
+                &[0, 0, 0x7f, 0xff],
+                2,
+                &[0x30, 7, 2, 1, 0, 2, 2, 0x7f, 0xff],
+            ),
+        ];
+        for (fixed, scalar_len, der) in cases {
+            assert_eq!(fixed_signature_to_der(fixed, scalar_len).unwrap(), der);
+        }
+        let mut long = Vec::new();
+        der_length(300, &mut long);
+        assert_eq!(long, [0x82, 0x01, 0x2c]);
     }
 }

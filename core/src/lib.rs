@@ -3,9 +3,9 @@
 
 pub mod canonical;
 pub mod keys;
-pub mod x509;
 pub mod metadata;
 pub mod names;
 pub mod time;
 pub mod update;
 pub mod verify;
+pub mod x509;

@@ -195,8 +195,10 @@ impl Certificate {
         let mut pem = String::with_capacity(body.len() + body.len() / 64 + 60);
         pem.push_str("-----BEGIN CERTIFICATE-----\n");
         let mut rest = body.as_str();
-        while !rest.is_empty() {
-            let (line, tail) = rest.split_at(rest.len().min(64));
+        // Base64 text is ASCII, so every split point is a character boundary.
+        while let Some((line, tail)) = rest.split_at_checked(rest.len().min(64))
+            && !line.is_empty()
+        {
             pem.push_str(line);
             pem.push('\n');
             rest = tail;
@@ -207,9 +209,8 @@ impl Certificate {
 }
 
 fn timestamp(seconds: i64) -> Result<DateTime<Utc>, KeyError> {
-    DateTime::from_timestamp(seconds, 0).ok_or_else(|| {
-        KeyError::InvalidCertificate("validity time is out of range".to_owned())
-    })
+    DateTime::from_timestamp(seconds, 0)
+        .ok_or_else(|| KeyError::InvalidCertificate("validity time is out of range".to_owned()))
 }
 
 /// Parses a PEM bundle of one or more `CERTIFICATE` blocks, in order.
@@ -467,7 +468,10 @@ mod tests {
         assert!(!cert.is_ca);
         assert!(!cert.signature_uses_sha1);
         assert_eq!(cert.public_key, CertKey::EcdsaP256);
-        assert_eq!(CertKey::from_spki(&cert.spki_der).unwrap(), CertKey::EcdsaP256);
+        assert_eq!(
+            CertKey::from_spki(&cert.spki_der).unwrap(),
+            CertKey::EcdsaP256
+        );
         // Re-encoding gives back the same PEM text rcgen wrote.
         assert_eq!(cert.to_pem(), pem.replace("\r\n", "\n"));
     }
@@ -621,7 +625,13 @@ mod tests {
         }
     }
 
-    fn check(cert: &Certificate, gun: &str, now: DateTime<Utc>, validity: bool, expected: Result<(), &str>) {
+    fn check(
+        cert: &Certificate,
+        gun: &str,
+        now: DateTime<Utc>,
+        validity: bool,
+        expected: Result<(), &str>,
+    ) {
         assert_eq!(
             check_root_certificate(cert, gun, now, validity),
             expected.map_err(str::to_owned),
@@ -639,13 +649,21 @@ mod tests {
             "example.com/other",
             now,
             true,
-            Err("root certificate common name \"example.com/app\" does not match \"example.com/other\""),
+            Err(
+                "root certificate common name \"example.com/app\" does not match \"example.com/other\"",
+            ),
         );
         check(&leaf("example.com/*"), "example.com/app", now, true, Ok(()));
 
         let mut no_name = good.clone();
         no_name.common_name = None;
-        check(&no_name, "example.com/app", now, false, Err("root certificate has no common name"));
+        check(
+            &no_name,
+            "example.com/app",
+            now,
+            false,
+            Err("root certificate has no common name"),
+        );
 
         let mut ca = good.clone();
         ca.is_ca = true;
@@ -734,8 +752,14 @@ mod tests {
     #[test]
     fn classify_rejects_bad_spki() {
         let cases: &[(&[u8], KeyError)] = &[
-            (b"", KeyError::InvalidPublicKey("not a DER SubjectPublicKeyInfo")),
-            (b"\x30\x00", KeyError::InvalidPublicKey("not a DER SubjectPublicKeyInfo")),
+            (
+                b"",
+                KeyError::InvalidPublicKey("not a DER SubjectPublicKeyInfo"),
+            ),
+            (
+                b"\x30\x00",
+                KeyError::InvalidPublicKey("not a DER SubjectPublicKeyInfo"),
+            ),
         ];
         for (input, expected) in cases {
             assert_eq!(CertKey::from_spki(input).unwrap_err(), *expected);

@@ -1,5 +1,6 @@
 //! Adversarial cases for the update verifier: each builds a small repository the way the notary
 //! client does (certificate root key, ECDSA role keys) and asserts the exact verdict.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,10 @@ use tufa_core::canonical::to_canonical;
 use tufa_core::keys::{Algorithm, KeyType, PrivateKey, PublicKey, sha256};
 use tufa_core::metadata::{FileMeta, Signature, envelope};
 use tufa_core::names::{Gun, RoleName};
-use tufa_core::update::{Limits, RepoState, UpdateError, Validated, current_set, draft_snapshot, draft_timestamp, validate};
+use tufa_core::update::{
+    Limits, RepoState, UpdateError, Validated, current_set, draft_snapshot, draft_timestamp,
+    validate,
+};
 
 const GUN: &str = "example.com/app";
 
@@ -31,7 +35,9 @@ impl Key {
         let pkcs8 = private.pkcs8();
         let key_pair = rcgen::KeyPair::try_from(pkcs8.as_slice()).unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
         let cert = params.self_signed(&key_pair).unwrap();
         let public = PublicKey::new(KeyType::EcdsaX509, cert.pem().into_bytes());
         Self { private, public }
@@ -50,7 +56,11 @@ fn sign(body: &Value, keys: &[&Key]) -> Vec<u8> {
     let canonical = to_canonical(body).unwrap();
     let signatures: Vec<Signature> = keys
         .iter()
-        .map(|key| Signature { keyid: key.id(), method: key.private.method().into(), sig: key.private.sign(&canonical).unwrap() })
+        .map(|key| Signature {
+            keyid: key.id(),
+            method: key.private.method().into(),
+            sig: key.private.sign(&canonical).unwrap(),
+        })
         .collect();
     envelope(&canonical, &signatures)
 }
@@ -61,7 +71,12 @@ fn meta(bytes: &[u8]) -> Value {
     let hashes: serde_json::Map<String, Value> = file
         .hashes
         .iter()
-        .map(|(name, digest)| (name.clone(), Value::String(base64::engine::general_purpose::STANDARD.encode(digest))))
+        .map(|(name, digest)| {
+            (
+                name.clone(),
+                Value::String(base64::engine::general_purpose::STANDARD.encode(digest)),
+            )
+        })
         .collect();
     json!({"hashes": hashes, "length": file.length})
 }
@@ -75,14 +90,24 @@ struct Repo {
 
 impl Repo {
     fn new() -> Self {
-        Self { root_key: Key::root(GUN), targets: Key::ecdsa(), snapshot: Key::ecdsa(), timestamp: Key::ecdsa() }
+        Self {
+            root_key: Key::root(GUN),
+            targets: Key::ecdsa(),
+            snapshot: Key::ecdsa(),
+            timestamp: Key::ecdsa(),
+        }
     }
 
     fn root_body(&self, version: i64) -> Value {
-        let keys: serde_json::Map<String, Value> = [&self.root_key, &self.targets, &self.snapshot, &self.timestamp]
-            .iter()
-            .map(|key| (key.id(), key.public.to_json()))
-            .collect();
+        let keys: serde_json::Map<String, Value> = [
+            &self.root_key,
+            &self.targets,
+            &self.snapshot,
+            &self.timestamp,
+        ]
+        .iter()
+        .map(|key| (key.id(), key.public.to_json()))
+        .collect();
         json!({
             "_type": "Root", "consistent_snapshot": false, "expires": expires(3650), "keys": keys, "version": version,
             "roles": {
@@ -106,8 +131,14 @@ impl Repo {
     }
 
     fn snapshot(&self, version: i64, files: &[(&str, &[u8])]) -> Vec<u8> {
-        let meta: serde_json::Map<String, Value> = files.iter().map(|(role, bytes)| ((*role).to_owned(), meta(bytes))).collect();
-        sign(&json!({"_type": "Snapshot", "expires": expires(1095), "meta": meta, "version": version}), &[&self.snapshot])
+        let meta: serde_json::Map<String, Value> = files
+            .iter()
+            .map(|(role, bytes)| ((*role).to_owned(), meta(bytes)))
+            .collect();
+        sign(
+            &json!({"_type": "Snapshot", "expires": expires(1095), "meta": meta, "version": version}),
+            &[&self.snapshot],
+        )
     }
 }
 
@@ -120,11 +151,20 @@ fn no_delegations() -> Value {
 }
 
 fn uploads(files: &[(&str, &[u8])]) -> BTreeMap<RoleName, Vec<u8>> {
-    files.iter().map(|(role, bytes)| (RoleName::parse(role).unwrap(), bytes.to_vec())).collect()
+    files
+        .iter()
+        .map(|(role, bytes)| (RoleName::parse(role).unwrap(), bytes.to_vec()))
+        .collect()
 }
 
 fn run(state: &RepoState, files: &[(&str, &[u8])]) -> Result<Validated, UpdateError> {
-    validate(&Gun::parse(GUN).unwrap(), state, uploads(files), Utc::now(), &Limits::default())
+    validate(
+        &Gun::parse(GUN).unwrap(),
+        state,
+        uploads(files),
+        Utc::now(),
+        &Limits::default(),
+    )
 }
 
 /// A repository as stored after a first publish of root, targets and snapshot (plus a timestamp).
@@ -156,7 +196,15 @@ fn first_publish_with_client_snapshot_is_accepted() {
     let root = repo.root(1);
     let targets = repo.targets(2, json!({"v1": target(b"hello")}), no_delegations());
     let snapshot = repo.snapshot(2, &[("root", &root), ("targets", &targets)]);
-    let validated = run(&RepoState::default(), &[("root", &root), ("targets", &targets), ("snapshot", &snapshot)]).unwrap();
+    let validated = run(
+        &RepoState::default(),
+        &[
+            ("root", &root),
+            ("targets", &targets),
+            ("snapshot", &snapshot),
+        ],
+    )
+    .unwrap();
     assert!(validated.snapshot_uploaded);
     assert_eq!(validated.files.len(), 3);
 }
@@ -166,12 +214,18 @@ fn first_publish_without_snapshot_needs_a_generated_one_listing_exact_bytes() {
     let repo = Repo::new();
     let root = repo.root(1);
     let targets = repo.targets(2, json!({}), no_delegations());
-    let validated = run(&RepoState::default(), &[("root", &root), ("targets", &targets)]).unwrap();
+    let validated = run(
+        &RepoState::default(),
+        &[("root", &root), ("targets", &targets)],
+    )
+    .unwrap();
     assert!(!validated.snapshot_uploaded);
     let draft = draft_snapshot(None, &validated.loaded, Utc::now()).unwrap();
     assert_eq!(draft.version, 1);
     let snapshot = draft.finish(&[]);
-    let timestamp = draft_timestamp(None, &snapshot.bytes, Utc::now()).unwrap().finish(&[]);
+    let timestamp = draft_timestamp(None, &snapshot.bytes, Utc::now())
+        .unwrap()
+        .finish(&[]);
     let available: BTreeMap<String, Vec<u8>> = validated.loaded.clone();
     let set = current_set(&snapshot, &timestamp, &available).unwrap();
     let targets_entry = set.iter().find(|(role, _)| role == "targets").unwrap();
@@ -183,7 +237,10 @@ fn first_publish_without_snapshot_needs_a_generated_one_listing_exact_bytes() {
 fn missing_root_is_refused() {
     let repo = Repo::new();
     let targets = repo.targets(2, json!({}), no_delegations());
-    expect_err(run(&RepoState::default(), &[("targets", &targets)]), |error| matches!(error, UpdateError::Validation(_)));
+    expect_err(
+        run(&RepoState::default(), &[("targets", &targets)]),
+        |error| matches!(error, UpdateError::Validation(_)),
+    );
 }
 
 #[test]
@@ -192,25 +249,45 @@ fn root_problems_are_bad_root() {
     let targets = repo.targets(2, json!({}), no_delegations());
     // Version jump on a new repository.
     let root = repo.root(3);
-    expect_err(run(&RepoState::default(), &[("root", &root), ("targets", &targets)]), |error| {
-        matches!(error, UpdateError::BadRoot(message) if message.contains("increment"))
-    });
+    expect_err(
+        run(
+            &RepoState::default(),
+            &[("root", &root), ("targets", &targets)],
+        ),
+        |error| matches!(error, UpdateError::BadRoot(message) if message.contains("increment")),
+    );
     // Certificate for another GUN.
     let mut other = Repo::new();
     other.root_key = Key::root("other.example.com/app");
     let root = other.root(1);
-    expect_err(run(&RepoState::default(), &[("root", &root), ("targets", &targets)]), |error| matches!(error, UpdateError::BadRoot(_)));
+    expect_err(
+        run(
+            &RepoState::default(),
+            &[("root", &root), ("targets", &targets)],
+        ),
+        |error| matches!(error, UpdateError::BadRoot(_)),
+    );
     // A key map entry under a wrong ID.
     let mut body = repo.root_body(1);
     let fake = "0".repeat(64);
     body["keys"][&fake] = repo.targets.public.to_json();
     let root = sign(&body, &[&repo.root_key]);
-    expect_err(run(&RepoState::default(), &[("root", &root), ("targets", &targets)]), |error| {
-        matches!(error, UpdateError::BadRoot(message) if message.contains("does not match"))
-    });
+    expect_err(
+        run(
+            &RepoState::default(),
+            &[("root", &root), ("targets", &targets)],
+        ),
+        |error| matches!(error, UpdateError::BadRoot(message) if message.contains("does not match")),
+    );
     // Signed by a key outside the root role.
     let root = sign(&repo.root_body(1), &[&repo.targets]);
-    expect_err(run(&RepoState::default(), &[("root", &root), ("targets", &targets)]), |error| matches!(error, UpdateError::BadRoot(_)));
+    expect_err(
+        run(
+            &RepoState::default(),
+            &[("root", &root), ("targets", &targets)],
+        ),
+        |error| matches!(error, UpdateError::BadRoot(_)),
+    );
 }
 
 #[test]
@@ -221,9 +298,10 @@ fn root_rotation_needs_the_previous_root_key() {
     rotated.targets = Key::ecdsa();
     // New root signed only by the new root key: refused.
     let root = rotated.root(2);
-    expect_err(run(&state, &[("root", &root)]), |error| {
-        matches!(error, UpdateError::BadRoot(message) if message.contains("previous root"))
-    });
+    expect_err(
+        run(&state, &[("root", &root)]),
+        |error| matches!(error, UpdateError::BadRoot(message) if message.contains("previous root")),
+    );
     // Signed by both old and new root keys: accepted.
     let both = sign(&rotated.root_body(2), &[&repo.root_key, &rotated.root_key]);
     assert!(run(&state, &[("root", &both)]).is_ok());
@@ -235,32 +313,45 @@ fn targets_problems_are_bad_targets() {
     let state = published(&repo, &repo.targets(2, json!({}), no_delegations()));
     // Tampered after signing.
     let good = repo.targets(3, json!({"v1": target(b"x")}), no_delegations());
-    let tampered = String::from_utf8(good).unwrap().replacen("\"length\":1", "\"length\":2", 1).into_bytes();
-    expect_err(run(&state, &[("targets", &tampered)]), |error| matches!(error, UpdateError::BadTargets(_)));
+    let tampered = String::from_utf8(good)
+        .unwrap()
+        .replacen("\"length\":1", "\"length\":2", 1)
+        .into_bytes();
+    expect_err(run(&state, &[("targets", &tampered)]), |error| {
+        matches!(error, UpdateError::BadTargets(_))
+    });
     // Signed by the wrong key.
     let wrong = sign(
         &json!({"_type": "Targets", "delegations": no_delegations(), "expires": expires(10), "targets": {}, "version": 3}),
         &[&repo.snapshot],
     );
-    expect_err(run(&state, &[("targets", &wrong)]), |error| {
-        matches!(error, UpdateError::BadTargets(message) if message.contains("threshold"))
-    });
+    expect_err(
+        run(&state, &[("targets", &wrong)]),
+        |error| matches!(error, UpdateError::BadTargets(message) if message.contains("threshold")),
+    );
     // Expired.
     let expired = sign(
         &json!({"_type": "Targets", "delegations": no_delegations(), "expires": expires(-1), "targets": {}, "version": 3}),
         &[&repo.targets],
     );
-    expect_err(run(&state, &[("targets", &expired)]), |error| {
-        matches!(error, UpdateError::BadTargets(message) if message.contains("expired"))
-    });
+    expect_err(
+        run(&state, &[("targets", &expired)]),
+        |error| matches!(error, UpdateError::BadTargets(message) if message.contains("expired")),
+    );
     // Target names that escape.
     for name in ["../etc/passwd", "/abs", "a/../../b", "ctl\u{1}"] {
         let bad = repo.targets(3, json!({ name: target(b"x") }), no_delegations());
-        expect_err(run(&state, &[("targets", &bad)]), |error| matches!(error, UpdateError::BadTargets(_)));
+        expect_err(run(&state, &[("targets", &bad)]), |error| {
+            matches!(error, UpdateError::BadTargets(_))
+        });
     }
     // Non-integral number: no canonical form, cannot verify.
-    let bad = String::from_utf8(repo.targets(3, json!({}), no_delegations())).unwrap().replacen("\"version\":3", "\"version\":3.5", 1);
-    expect_err(run(&state, &[("targets", bad.as_bytes())]), |error| matches!(error, UpdateError::BadTargets(_)));
+    let bad = String::from_utf8(repo.targets(3, json!({}), no_delegations()))
+        .unwrap()
+        .replacen("\"version\":3", "\"version\":3.5", 1);
+    expect_err(run(&state, &[("targets", bad.as_bytes())]), |error| {
+        matches!(error, UpdateError::BadTargets(_))
+    });
 }
 
 #[test]
@@ -269,12 +360,19 @@ fn one_key_signing_twice_counts_once() {
     let mut body = repo.root_body(1);
     body["roles"]["targets"]["threshold"] = json!(2);
     let root = sign(&body, &[&repo.root_key]);
-    repo.targets = Key { private: PrivateKey::from_pkcs8(Algorithm::Ecdsa, &repo.targets.private.pkcs8()).unwrap(), public: repo.targets.public.clone() };
+    repo.targets = Key {
+        private: PrivateKey::from_pkcs8(Algorithm::Ecdsa, &repo.targets.private.pkcs8()).unwrap(),
+        public: repo.targets.public.clone(),
+    };
     let targets_body = json!({"_type": "Targets", "delegations": no_delegations(), "expires": expires(10), "targets": {}, "version": 2});
     let targets = sign(&targets_body, &[&repo.targets, &repo.targets]);
-    expect_err(run(&RepoState::default(), &[("root", &root), ("targets", &targets)]), |error| {
-        matches!(error, UpdateError::BadTargets(message) if message.contains("threshold"))
-    });
+    expect_err(
+        run(
+            &RepoState::default(),
+            &[("root", &root), ("targets", &targets)],
+        ),
+        |error| matches!(error, UpdateError::BadTargets(message) if message.contains("threshold")),
+    );
 }
 
 #[test]
@@ -295,31 +393,48 @@ fn delegations_are_held_to_their_paths() {
     let inside = delegated(json!({"release/v1": target(b"a")}), no_delegations());
     assert!(run(&state, &[("targets/releases", &inside)]).is_ok());
     let outside = delegated(json!({"other/v1": target(b"a")}), no_delegations());
-    expect_err(run(&state, &[("targets/releases", &outside)]), |error| {
-        matches!(error, UpdateError::BadTargets(message) if message.contains("outside the paths"))
-    });
+    expect_err(
+        run(&state, &[("targets/releases", &outside)]),
+        |error| matches!(error, UpdateError::BadTargets(message) if message.contains("outside the paths")),
+    );
     let wide_child = delegated(
         json!({}),
         json!({"keys": {delegate.id(): delegate.public.to_json()},
                "roles": [{"keyids": [delegate.id()], "name": "targets/releases/x", "paths": [""], "threshold": 1}]}),
     );
-    expect_err(run(&state, &[("targets/releases", &wide_child)]), |error| {
-        matches!(error, UpdateError::BadTargets(message) if message.contains("paths outside"))
-    });
+    expect_err(
+        run(&state, &[("targets/releases", &wide_child)]),
+        |error| matches!(error, UpdateError::BadTargets(message) if message.contains("paths outside")),
+    );
     let undeclared = delegated(json!({}), no_delegations());
-    expect_err(run(&state, &[("targets/other", &undeclared)]), |error| {
-        matches!(error, UpdateError::BadTargets(message) if message.contains("not a delegation"))
-    });
+    expect_err(
+        run(&state, &[("targets/other", &undeclared)]),
+        |error| matches!(error, UpdateError::BadTargets(message) if message.contains("not a delegation")),
+    );
     // A delegation signed by the top-level targets key instead of the delegate's.
     let wrong = sign(
         &json!({"_type": "Targets", "delegations": no_delegations(), "expires": expires(10), "targets": {}, "version": 1}),
         &[&repo.targets],
     );
-    expect_err(run(&state, &[("targets/releases", &wrong)]), |error| matches!(error, UpdateError::BadTargets(_)));
+    expect_err(run(&state, &[("targets/releases", &wrong)]), |error| {
+        matches!(error, UpdateError::BadTargets(_))
+    });
     // Too deep.
-    let limits = Limits { max_delegation_depth: 1, ..Limits::default() };
-    let deep = validate(&Gun::parse(GUN).unwrap(), &state, uploads(&[("targets/releases/a", &inside)]), Utc::now(), &limits);
-    expect_err(deep, |error| matches!(error, UpdateError::BadTargets(message) if message.contains("deeper")));
+    let limits = Limits {
+        max_delegation_depth: 1,
+        ..Limits::default()
+    };
+    let deep = validate(
+        &Gun::parse(GUN).unwrap(),
+        &state,
+        uploads(&[("targets/releases/a", &inside)]),
+        Utc::now(),
+        &limits,
+    );
+    expect_err(
+        deep,
+        |error| matches!(error, UpdateError::BadTargets(message) if message.contains("deeper")),
+    );
 }
 
 #[test]
@@ -331,13 +446,22 @@ fn snapshot_must_match_exact_bytes() {
     let mut reformatted = targets.clone();
     reformatted.push(b'\n');
     let snapshot = repo.snapshot(3, &[("root", &root), ("targets", &reformatted)]);
-    expect_err(run(&state, &[("targets", &targets), ("snapshot", &snapshot)]), |error| {
-        matches!(error, UpdateError::BadSnapshot(message) if message.contains("does not match"))
-    });
-    let snapshot = repo.snapshot(3, &[("root", &root), ("targets", &targets), ("targets/ghost", b"{}")]);
-    expect_err(run(&state, &[("targets", &targets), ("snapshot", &snapshot)]), |error| {
-        matches!(error, UpdateError::BadSnapshot(message) if message.contains("does not have"))
-    });
+    expect_err(
+        run(&state, &[("targets", &targets), ("snapshot", &snapshot)]),
+        |error| matches!(error, UpdateError::BadSnapshot(message) if message.contains("does not match")),
+    );
+    let snapshot = repo.snapshot(
+        3,
+        &[
+            ("root", &root),
+            ("targets", &targets),
+            ("targets/ghost", b"{}"),
+        ],
+    );
+    expect_err(
+        run(&state, &[("targets", &targets), ("snapshot", &snapshot)]),
+        |error| matches!(error, UpdateError::BadSnapshot(message) if message.contains("does not have")),
+    );
     let snapshot = repo.snapshot(3, &[("root", &root), ("targets", &targets)]);
     assert!(run(&state, &[("targets", &targets), ("snapshot", &snapshot)]).is_ok());
 }

@@ -50,9 +50,9 @@ Config file (TOML) keys without a flag:
   max_delegation_depth / max_parts, [timestamp] refresh_interval_secs / refresh_before_secs.
   See tufa-server.example.toml.";
 
-/// Command-line flags. Every field is optional so that an absent flag falls through to the lower layers.
-///
-/// This type deliberately does not implement `Debug`: it can hold the database URL with its password.
+// Command-line flags. Every field is optional so that an absent flag falls through to the lower layers.
+// (Plain comments, not doc comments: clap would print doc comments as the long help's description.)
+// This type deliberately does not implement `Debug`: it can hold the database URL with its password.
 #[derive(Parser)]
 #[command(
     name = "tufa-server",
@@ -198,10 +198,7 @@ impl DatabaseUrl {
                 return Err("sqlite:// needs a file path, e.g. sqlite:///var/lib/tufa/tufa.db".into());
             }
             DatabaseBackend::Sqlite
-        } else if let Some(rest) = url
-            .strip_prefix("postgres://")
-            .or_else(|| url.strip_prefix("postgresql://"))
-        {
+        } else if let Some(rest) = url.strip_prefix("postgres://").or_else(|| url.strip_prefix("postgresql://")) {
             if rest.is_empty() {
                 return Err("postgres:// needs a host, e.g. postgres://tufa@db.example/tufa".into());
             }
@@ -277,8 +274,7 @@ fn redact_url(url: &str) -> String {
             .split('&')
             .map(|pair| match pair.split_once('=') {
                 Some((name, _))
-                    if name.eq_ignore_ascii_case("password")
-                        || name.eq_ignore_ascii_case("sslpassword") =>
+                    if name.eq_ignore_ascii_case("password") || name.eq_ignore_ascii_case("sslpassword") =>
                 {
                     format!("{name}=***")
                 }
@@ -305,10 +301,7 @@ pub struct CacheConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        Self {
-            current_max_age: 300,
-            consistent_max_age: 2_592_000,
-        }
+        Self { current_max_age: 300, consistent_max_age: 2_592_000 }
     }
 }
 
@@ -325,11 +318,7 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self {
-            max_body_bytes: 32 << 20,
-            max_delegation_depth: 16,
-            max_parts: 1000,
-        }
+        Self { max_body_bytes: 32 << 20, max_delegation_depth: 16, max_parts: 1000 }
     }
 }
 
@@ -356,10 +345,7 @@ impl TimestampConfig {
 
 impl Default for TimestampConfig {
     fn default() -> Self {
-        Self {
-            refresh_interval_secs: 300,
-            refresh_before_secs: 86_400,
-        }
+        Self { refresh_interval_secs: 300, refresh_before_secs: 86_400 }
     }
 }
 
@@ -490,16 +476,13 @@ struct Setting {
 
 const LISTEN: Setting = Setting { flag: "--listen", env: "TUFA_LISTEN", key: "listen" };
 const DATA_DIR: Setting = Setting { flag: "--data-dir", env: "TUFA_DATA_DIR", key: "data_dir" };
-const DATABASE_URL: Setting =
-    Setting { flag: "--database-url", env: "TUFA_DATABASE_URL", key: "database_url" };
+const DATABASE_URL: Setting = Setting { flag: "--database-url", env: "TUFA_DATABASE_URL", key: "database_url" };
 const TLS_CERT: Setting = Setting { flag: "--tls-cert", env: "TUFA_TLS_CERT", key: "tls_cert" };
 const TLS_KEY: Setting = Setting { flag: "--tls-key", env: "TUFA_TLS_KEY", key: "tls_key" };
-const TLS_CLIENT_CA: Setting =
-    Setting { flag: "--tls-client-ca", env: "TUFA_TLS_CLIENT_CA", key: "tls_client_ca" };
+const TLS_CLIENT_CA: Setting = Setting { flag: "--tls-client-ca", env: "TUFA_TLS_CLIENT_CA", key: "tls_client_ca" };
 const TLS_NAMES: Setting = Setting { flag: "--tls-name", env: "TUFA_TLS_NAMES", key: "tls_names" };
 const KEK_FILE: Setting = Setting { flag: "--kek-file", env: "TUFA_KEK_FILE", key: "kek_file" };
-const KEY_ALGORITHM: Setting =
-    Setting { flag: "--key-algorithm", env: "TUFA_KEY_ALGORITHM", key: "key_algorithm" };
+const KEY_ALGORITHM: Setting = Setting { flag: "--key-algorithm", env: "TUFA_KEY_ALGORITHM", key: "key_algorithm" };
 const LOG_LEVEL: Setting = Setting { flag: "--log-level", env: "TUFA_LOG", key: "log_level" };
 const LOG_FORMAT: Setting = Setting { flag: "--log-format", env: "TUFA_LOG_FORMAT", key: "log_format" };
 /// Only in the environment.
@@ -544,10 +527,7 @@ struct Sourced<T> {
 
 impl<T> Sourced<T> {
     fn invalid(&self, setting: Setting, reason: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            setting: self.origin.describe(setting),
-            reason: reason.into(),
-        }
+        ConfigError::Invalid { setting: self.origin.describe(setting), reason: reason.into() }
     }
 }
 
@@ -652,23 +632,11 @@ where
     };
     let flags = flag_layer(cli);
     let environment = env_layer(&lookup)?;
-    let base_dir = config_file
-        .as_deref()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let base_dir = config_file.as_deref().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
     let (file_layer, file_rest) = file_layer(file, &base_dir);
     let file_origin = config_file.clone().map(Origin::File).unwrap_or(Origin::Default);
 
-    resolve(ResolveInput {
-        flags,
-        environment,
-        file: file_layer,
-        file_rest,
-        file_origin,
-        config_file,
-        kek_from_env,
-    })
+    resolve(ResolveInput { flags, environment, file: file_layer, file_rest, file_origin, config_file, kek_from_env })
 }
 
 /// Parses the flags with clap's own environment reading switched off (see the module docs).
@@ -720,11 +688,9 @@ fn env_layer(lookup: &dyn Fn(&str) -> Option<OsString>) -> Result<Layer, ConfigE
             .transpose()
     };
     let key_algorithm = match text(KEY_ALGORITHM)? {
-        Some(value) => Some(KeyAlgorithm::from_str(&value, false).map_err(|_| {
-            ConfigError::Invalid {
-                setting: KEY_ALGORITHM.env.to_owned(),
-                reason: format!("unknown algorithm {value:?}; use ecdsa or ed25519"),
-            }
+        Some(value) => Some(KeyAlgorithm::from_str(&value, false).map_err(|_| ConfigError::Invalid {
+            setting: KEY_ALGORITHM.env.to_owned(),
+            reason: format!("unknown algorithm {value:?}; use ecdsa or ed25519"),
         })?),
         None => None,
     };
@@ -742,13 +708,8 @@ fn env_layer(lookup: &dyn Fn(&str) -> Option<OsString>) -> Result<Layer, ConfigE
         tls_cert: lookup(TLS_CERT.env).map(PathBuf::from),
         tls_key: lookup(TLS_KEY.env).map(PathBuf::from),
         tls_client_ca: lookup(TLS_CLIENT_CA.env).map(PathBuf::from),
-        tls_names: text(TLS_NAMES)?.map(|list| {
-            list.split(',')
-                .map(str::trim)
-                .filter(|name| !name.is_empty())
-                .map(str::to_owned)
-                .collect()
-        }),
+        tls_names: text(TLS_NAMES)?
+            .map(|list| list.split(',').map(str::trim).filter(|name| !name.is_empty()).map(str::to_owned).collect()),
         kek_file: lookup(KEK_FILE.env).map(PathBuf::from),
         key_algorithm,
         log_level: text(LOG_LEVEL)?,
@@ -757,10 +718,9 @@ fn env_layer(lookup: &dyn Fn(&str) -> Option<OsString>) -> Result<Layer, ConfigE
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = Zeroizing::new(fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
-        path: path.to_path_buf(),
-        source,
-    })?);
+    let text = Zeroizing::new(
+        fs::read_to_string(path).map_err(|source| ConfigError::ReadFile { path: path.to_path_buf(), source })?,
+    );
     toml::from_str(&text).map_err(|error| {
         let position = match error.span() {
             Some(span) => {
@@ -771,10 +731,7 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
             }
             None => String::new(),
         };
-        ConfigError::ParseFile {
-            path: path.to_path_buf(),
-            reason: format!("{position}{}", error.message().trim_end()),
-        }
+        ConfigError::ParseFile { path: path.to_path_buf(), reason: format!("{position}{}", error.message().trim_end()) }
     })
 }
 
@@ -789,7 +746,9 @@ struct FileRest {
 
 /// Splits the file into the layered settings (with relative paths anchored at `base_dir`) and the rest.
 fn file_layer(file: FileConfig, base_dir: &Path) -> (Layer, FileRest) {
-    let anchor = |path: Option<PathBuf>| path.map(|path| base_dir.join(path));
+    // An empty path stays empty so that validation reports it instead of silently meaning `base_dir`.
+    let anchor =
+        |path: Option<PathBuf>| path.map(|path| if path.as_os_str().is_empty() { path } else { base_dir.join(path) });
     let layer = Layer {
         listen: file.listen,
         data_dir: anchor(file.data_dir),
@@ -830,32 +789,18 @@ fn pick<T>(flag: Option<T>, env: Option<T>, file: Option<T>, file_origin: &Origi
     if let Some(value) = env {
         return Some(Sourced { value, origin: Origin::Env });
     }
-    file.map(|value| Sourced {
-        value,
-        origin: file_origin.clone(),
-    })
+    file.map(|value| Sourced { value, origin: file_origin.clone() })
 }
 
 fn resolve(input: ResolveInput) -> Result<Config, ConfigError> {
-    let ResolveInput {
-        flags,
-        environment,
-        file,
-        file_rest,
-        file_origin,
-        config_file,
-        kek_from_env,
-    } = input;
+    let ResolveInput { flags, environment, file, file_rest, file_origin, config_file, kek_from_env } = input;
     let origin = &file_origin;
 
     let listen = match pick(flags.listen, environment.listen, file.listen, origin) {
         Some(listen) => listen.value.trim().parse::<SocketAddr>().map_err(|_| {
             listen.invalid(
                 LISTEN,
-                format!(
-                    "{:?} is not ADDR:PORT; use e.g. 127.0.0.1:4443, 0.0.0.0:4443 or [::]:4443",
-                    listen.value
-                ),
+                format!("{:?} is not ADDR:PORT; use e.g. 127.0.0.1:4443, 0.0.0.0:4443 or [::]:4443", listen.value),
             )
         })?,
         None => SocketAddr::from(([127, 0, 0, 1], 4443)),
@@ -872,10 +817,7 @@ fn resolve(input: ResolveInput) -> Result<Config, ConfigError> {
     let database_url = match pick(flags.database_url, environment.database_url, file.database_url, origin) {
         Some(url) => {
             let describe = url.origin.describe(DATABASE_URL);
-            DatabaseUrl::parse(url.value).map_err(|reason| ConfigError::Invalid {
-                setting: describe,
-                reason,
-            })?
+            DatabaseUrl::parse(url.value).map_err(|reason| ConfigError::Invalid { setting: describe, reason })?
         }
         None => default_database_url(&data_dir)?,
     };
@@ -893,10 +835,7 @@ fn resolve(input: ResolveInput) -> Result<Config, ConfigError> {
                     key.origin.describe(TLS_KEY),
                 )));
             }
-            TlsSource::Files {
-                cert: cert.value,
-                key: key.value,
-            }
+            TlsSource::Files { cert: cert.value, key: key.value }
         }
         (Some(cert), None) => {
             return Err(ConfigError::Conflict(format!(
@@ -925,8 +864,8 @@ fn resolve(input: ResolveInput) -> Result<Config, ConfigError> {
             TlsSource::Generated { extra_names }
         }
     };
-    let tls_client_ca = pick(flags.tls_client_ca, environment.tls_client_ca, file.tls_client_ca, origin)
-        .map(|ca| ca.value);
+    let tls_client_ca =
+        pick(flags.tls_client_ca, environment.tls_client_ca, file.tls_client_ca, origin).map(|ca| ca.value);
 
     let kek_file = match pick(flags.kek_file, environment.kek_file, file.kek_file, origin) {
         Some(kek_file) if kek_from_env.is_some() => {
@@ -954,12 +893,7 @@ fn resolve(input: ResolveInput) -> Result<Config, ConfigError> {
         None => "info".to_owned(),
     };
 
-    let FileRest {
-        gun_prefixes,
-        cache,
-        limits,
-        timestamp,
-    } = file_rest;
+    let FileRest { gun_prefixes, cache, limits, timestamp } = file_rest;
     let in_file = |key: &str| match &file_origin {
         Origin::File(path) => format!("`{key}` in {}", path.display()),
         _ => format!("default {key}"),
@@ -968,10 +902,7 @@ fn resolve(input: ResolveInput) -> Result<Config, ConfigError> {
         if (min..=max).contains(&value) {
             Ok(())
         } else {
-            Err(ConfigError::Invalid {
-                setting: in_file(key),
-                reason: format!("{value} is outside {min}..={max}"),
-            })
+            Err(ConfigError::Invalid { setting: in_file(key), reason: format!("{value} is outside {min}..={max}") })
         }
     };
 
@@ -996,12 +927,8 @@ fn resolve(input: ResolveInput) -> Result<Config, ConfigError> {
 
     let timestamp_defaults = TimestampConfig::default();
     let timestamp = TimestampConfig {
-        refresh_interval_secs: timestamp
-            .refresh_interval_secs
-            .unwrap_or(timestamp_defaults.refresh_interval_secs),
-        refresh_before_secs: timestamp
-            .refresh_before_secs
-            .unwrap_or(timestamp_defaults.refresh_before_secs),
+        refresh_interval_secs: timestamp.refresh_interval_secs.unwrap_or(timestamp_defaults.refresh_interval_secs),
+        refresh_before_secs: timestamp.refresh_before_secs.unwrap_or(timestamp_defaults.refresh_before_secs),
     };
     check("timestamp.refresh_interval_secs", timestamp.refresh_interval_secs, 1, 86_400)?;
     check("timestamp.refresh_before_secs", timestamp.refresh_before_secs, 60, TIMESTAMP_LIFETIME_SECS - 1)?;
@@ -1144,10 +1071,7 @@ impl Kek {
 
 impl fmt::Debug for Kek {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Kek")
-            .field("id", &self.id)
-            .field("key", &"[redacted]")
-            .finish()
+        f.debug_struct("Kek").field("id", &self.id).field("key", &"[redacted]").finish()
     }
 }
 
@@ -1186,11 +1110,7 @@ pub fn load_or_create_kek(config: &Config) -> Result<Kek, ConfigError> {
 }
 
 fn read_kek_file(path: &Path) -> Result<KekMaterial, ConfigError> {
-    let io_error = |source| ConfigError::KekFile {
-        path: path.to_path_buf(),
-        action: "read",
-        source,
-    };
+    let io_error = |source| ConfigError::KekFile { path: path.to_path_buf(), action: "read", source };
     let file = fs::File::open(path).map_err(io_error)?;
     let metadata = file.metadata().map_err(io_error)?;
     if !metadata.is_file() {
@@ -1198,9 +1118,7 @@ fn read_kek_file(path: &Path) -> Result<KekMaterial, ConfigError> {
     }
     check_private_mode(path, &metadata)?;
     let mut text = Zeroizing::new(String::new());
-    file.take(MAX_KEK_FILE_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(io_error)?;
+    file.take(MAX_KEK_FILE_BYTES + 1).read_to_string(&mut text).map_err(io_error)?;
     if u64::try_from(text.len()).unwrap_or(u64::MAX) > MAX_KEK_FILE_BYTES {
         return Err(ConfigError::KekFormat {
             origin: path.display().to_string(),
@@ -1215,10 +1133,7 @@ fn check_private_mode(path: &Path, metadata: &fs::Metadata) -> Result<(), Config
     use std::os::unix::fs::PermissionsExt;
     let mode = metadata.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(ConfigError::KekPermissions {
-            path: path.to_path_buf(),
-            mode,
-        });
+        return Err(ConfigError::KekPermissions { path: path.to_path_buf(), mode });
     }
     Ok(())
 }
@@ -1236,11 +1151,7 @@ fn create_kek_file(path: &Path) -> Result<KekMaterial, ConfigError> {
             source,
         })?;
     }
-    let io_error = |source| ConfigError::KekFile {
-        path: path.to_path_buf(),
-        action: "create",
-        source,
-    };
+    let io_error = |source| ConfigError::KekFile { path: path.to_path_buf(), action: "create", source };
     let material = KekMaterial::generate().map_err(io_error)?;
     let mut text = Zeroizing::new(hex::encode(material.0.as_slice()));
     text.push('\n');
@@ -1280,10 +1191,8 @@ mod tests {
 
     /// Loads with the given flags (program name added) and environment pairs.
     fn load_with(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env: HashMap<String, OsString> = env
-            .iter()
-            .map(|(name, value)| ((*name).to_owned(), OsString::from(value)))
-            .collect();
+        let env: HashMap<String, OsString> =
+            env.iter().map(|(name, value)| ((*name).to_owned(), OsString::from(value))).collect();
         let argv = std::iter::once("tufa-server").chain(args.iter().copied());
         load_from(argv, |name| env.get(name).cloned())
     }
@@ -1338,11 +1247,9 @@ mod tests {
         assert_eq!(from_file.log_format, LogFormat::Json);
         assert_eq!(from_file.config_file.as_deref(), Some(file.as_path()));
 
-        let from_env = load_with(
-            &["--config", file_arg],
-            &[("TUFA_LISTEN", "127.0.0.1:1002"), ("TUFA_KEY_ALGORITHM", "ecdsa")],
-        )
-        .unwrap();
+        let from_env =
+            load_with(&["--config", file_arg], &[("TUFA_LISTEN", "127.0.0.1:1002"), ("TUFA_KEY_ALGORITHM", "ecdsa")])
+                .unwrap();
         assert_eq!(from_env.listen.port(), 1002);
         assert_eq!(from_env.key_algorithm, KeyAlgorithm::Ecdsa);
         assert_eq!(from_env.log_level, "warn", "unset variables fall through to the file");
@@ -1360,11 +1267,7 @@ mod tests {
     fn config_file_can_come_from_the_environment_and_empty_variables_are_unset() {
         let dir = tempfile::tempdir().unwrap();
         let file = write_config(dir.path(), "listen = \"[::1]:2000\"\n");
-        let config = load_with(
-            &[],
-            &[("TUFA_CONFIG", file.to_str().unwrap()), ("TUFA_LISTEN", "")],
-        )
-        .unwrap();
+        let config = load_with(&[], &[("TUFA_CONFIG", file.to_str().unwrap()), ("TUFA_LISTEN", "")]).unwrap();
         assert_eq!(config.listen, "[::1]:2000".parse().unwrap());
     }
 
@@ -1379,10 +1282,7 @@ mod tests {
         assert_eq!(config.data_dir, dir.path().join("state"));
         assert_eq!(
             config.tls,
-            TlsSource::Files {
-                cert: dir.path().join("certs/server.crt"),
-                key: PathBuf::from("/abs/server.key"),
-            }
+            TlsSource::Files { cert: dir.path().join("certs/server.crt"), key: PathBuf::from("/abs/server.key") }
         );
         let expected_db = format!("sqlite://{}", dir.path().join("state/tufa.db").display());
         assert_eq!(config.database_url.expose(), expected_db);
@@ -1391,6 +1291,26 @@ mod tests {
         // The same relative path from a flag stays relative to the working directory.
         let flagged = load_with(&["--config", file.to_str().unwrap(), "--data-dir", "state"], &[]).unwrap();
         assert_eq!(flagged.data_dir, PathBuf::from("state"));
+    }
+
+    #[test]
+    fn example_config_parses_to_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write_config(dir.path(), include_str!("../../tufa-server.example.toml"));
+        let example = load_with(&["--config", file.to_str().unwrap()], &[]).unwrap();
+        let defaults = load_with(&[], &[]).unwrap();
+        // The example's relative data_dir is anchored at the file's directory; all else matches.
+        assert_eq!(example.data_dir, dir.path().join("./tufa-data"));
+        assert_eq!(example.listen, defaults.listen);
+        assert_eq!(example.tls, defaults.tls);
+        assert_eq!(example.tls_client_ca, defaults.tls_client_ca);
+        assert_eq!(example.key_algorithm, defaults.key_algorithm);
+        assert_eq!(example.log_level, defaults.log_level);
+        assert_eq!(example.log_format, defaults.log_format);
+        assert_eq!(example.cache, defaults.cache);
+        assert_eq!(example.limits, defaults.limits);
+        assert_eq!(example.timestamp, defaults.timestamp);
+        assert_eq!(example.gun_prefixes, defaults.gun_prefixes);
     }
 
     #[test]
@@ -1466,7 +1386,8 @@ mod tests {
 
     #[test]
     fn bad_flag_and_env_values_name_their_source() {
-        let cases: [(&[&str], &[(&str, &str)], &str); 7] = [
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+        let cases: [Case<'_>; 7] = [
             (&["--listen", "4443"], &[], "invalid --listen"),
             (&[], &[("TUFA_LISTEN", "nope")], "invalid TUFA_LISTEN"),
             (&[], &[("TUFA_KEY_ALGORITHM", "rsa")], "invalid TUFA_KEY_ALGORITHM"),
@@ -1510,7 +1431,10 @@ mod tests {
             ("postgres://tufa:hunter2@db:5432/tufa", "postgres://tufa:***@db:5432/tufa"),
             ("postgres://tufa@db/tufa", "postgres://tufa@db/tufa"),
             ("postgres://tufa:p@ss@db/tufa", "postgres://tufa:***@db/tufa"),
-            ("postgres://db/tufa?user=u&password=hunter2&sslmode=require", "postgres://db/tufa?user=u&password=***&sslmode=require"),
+            (
+                "postgres://db/tufa?user=u&password=hunter2&sslmode=require",
+                "postgres://db/tufa?user=u&password=***&sslmode=require",
+            ),
             ("postgres://db?sslpassword=hunter2#frag", "postgres://db?sslpassword=***#frag"),
             ("sqlite:///data/tufa.db", "sqlite:///data/tufa.db"),
         ];
@@ -1522,11 +1446,8 @@ mod tests {
     #[test]
     fn debug_output_never_shows_secrets() {
         let key = "ab".repeat(32);
-        let config = load_with(
-            &["--database-url", "postgres://tufa:hunter2@db/tufa"],
-            &[("TUFA_KEK", key.as_str())],
-        )
-        .unwrap();
+        let config =
+            load_with(&["--database-url", "postgres://tufa:hunter2@db/tufa"], &[("TUFA_KEK", key.as_str())]).unwrap();
         let debug = format!("{config:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(!debug.contains(&key), "{debug}");
@@ -1548,10 +1469,7 @@ mod tests {
         assert!(message.starts_with("TUFA_TLS_KEY is set but no TLS certificate is"), "{message}");
 
         let config = load_with(&["--tls-cert", "c.pem"], &[("TUFA_TLS_KEY", "k.pem")]).unwrap();
-        assert_eq!(
-            config.tls,
-            TlsSource::Files { cert: PathBuf::from("c.pem"), key: PathBuf::from("k.pem") }
-        );
+        assert_eq!(config.tls, TlsSource::Files { cert: PathBuf::from("c.pem"), key: PathBuf::from("k.pem") });
     }
 
     #[test]
@@ -1562,18 +1480,13 @@ mod tests {
             TlsSource::Generated { extra_names: vec!["tufa.example".into(), "10.0.0.7".into(), "fe80::1".into()] }
         );
         let config = load_with(&[], &[("TUFA_TLS_NAMES", "a.example, b.example,")]).unwrap();
-        assert_eq!(
-            config.tls,
-            TlsSource::Generated { extra_names: vec!["a.example".into(), "b.example".into()] }
-        );
+        assert_eq!(config.tls, TlsSource::Generated { extra_names: vec!["a.example".into(), "b.example".into()] });
         // A flag list replaces the variable's list.
         let config = load_with(&["--tls-name", "c.example"], &[("TUFA_TLS_NAMES", "a.example")]).unwrap();
         assert_eq!(config.tls, TlsSource::Generated { extra_names: vec!["c.example".into()] });
 
-        let message = error_text(load_with(
-            &["--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-name", "x.example"],
-            &[],
-        ));
+        let message =
+            error_text(load_with(&["--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-name", "x.example"], &[]));
         assert!(message.starts_with("--tls-name only applies to the generated certificate"), "{message}");
     }
 
@@ -1581,8 +1494,18 @@ mod tests {
     fn help_documents_every_flag_and_variable() {
         let help = Cli::command().render_long_help().to_string();
         for flag in [
-            "--config", "--listen", "--data-dir", "--database-url", "--tls-cert", "--tls-key",
-            "--tls-client-ca", "--tls-name", "--kek-file", "--key-algorithm", "--log-level", "--log-format",
+            "--config",
+            "--listen",
+            "--data-dir",
+            "--database-url",
+            "--tls-cert",
+            "--tls-key",
+            "--tls-client-ca",
+            "--tls-name",
+            "--kek-file",
+            "--key-algorithm",
+            "--log-level",
+            "--log-format",
         ] {
             assert!(help.contains(flag), "help lacks {flag}");
         }
@@ -1622,10 +1545,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/env-data"));
-        assert_eq!(
-            config.tls,
-            TlsSource::Files { cert: PathBuf::from("/env-cert"), key: PathBuf::from("/env-key") }
-        );
+        assert_eq!(config.tls, TlsSource::Files { cert: PathBuf::from("/env-cert"), key: PathBuf::from("/env-key") });
         assert_eq!(config.tls_client_ca, Some(PathBuf::from("/env-ca")));
         assert_eq!(config.kek_file, PathBuf::from("/env-kek"));
         assert_eq!(config.log_level, "debug");

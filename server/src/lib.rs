@@ -1,9 +1,13 @@
 //! tufa-server: a Notary-v1-compatible TUF trust server. Only this crate knows HTTP.
 
 pub mod app;
+pub mod config;
 pub mod error;
+pub mod listener;
 pub mod metrics;
 pub mod multipart;
 pub mod routes;
+pub mod run;
 pub mod service;
 pub mod signing;
+pub mod tls;

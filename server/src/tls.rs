@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::string::Ia5String;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType, SerialNumber,
 };
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
@@ -45,8 +45,7 @@ const DEFAULT_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 /// ALPN protocols offered by both configs, preferred first.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 /// TLS 1.3 and 1.2 only.
-static PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] =
-    &[&rustls::version::TLS13, &rustls::version::TLS12];
+static PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 /// Paths of the generated TLS files the server uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,11 +141,7 @@ pub fn ensure_generated(data_dir: &Path, extra_names: &[String]) -> Result<Gener
     let names = SubjectNames::new(extra_names)?;
     let dir = data_dir.join("tls");
     create_private_dir(&dir)?;
-    let paths = GeneratedTls {
-        ca_cert: dir.join("ca.crt"),
-        cert: dir.join("server.crt"),
-        key: dir.join("server.key"),
-    };
+    let paths = GeneratedTls { ca_cert: dir.join("ca.crt"), cert: dir.join("server.crt"), key: dir.join("server.key") };
     let now = unix_now(&dir)?;
     let ca = load_or_create_ca(&dir, &paths.ca_cert, &dir.join("ca.key"), now)?;
     match reason_to_reissue(&paths, &names, &ca, now)? {
@@ -170,43 +165,33 @@ pub fn server_config(
     let key = read_private_key(key_file)?;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(PROTOCOL_VERSIONS)
-        .map_err(|source| TlsError::Rustls {
-            context: "cannot select TLS versions".to_owned(),
-            source,
-        })?;
+        .map_err(|source| TlsError::Rustls { context: "cannot select TLS versions".to_owned(), source })?;
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(ca_file) => {
             let roots = read_roots(ca_file)?;
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                .build()
-                .map_err(|error| TlsError::BadCertificateFile {
-                    path: ca_file.to_path_buf(),
-                    reason: format!("cannot verify clients with it: {error}"),
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).build().map_err(|error| {
+                    TlsError::BadCertificateFile {
+                        path: ca_file.to_path_buf(),
+                        reason: format!("cannot verify clients with it: {error}"),
+                    }
                 })?;
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .map_err(|source| pair_error(cert_file, key_file, source))?;
+    let mut config = builder.with_single_cert(chain, key).map_err(|source| pair_error(cert_file, key_file, source))?;
     config.alpn_protocols = ALPN.iter().map(|protocol| protocol.to_vec()).collect();
     Ok(Arc::new(config))
 }
 
 /// Builds a client configuration that trusts only the CAs in `ca` and, if given, authenticates
 /// with a certificate chain and key (mutual TLS to the signer). ALPN offers `h2` then `http/1.1`.
-pub fn client_config(
-    ca: &Path,
-    client_cert_and_key: Option<(&Path, &Path)>,
-) -> Result<Arc<ClientConfig>, TlsError> {
+pub fn client_config(ca: &Path, client_cert_and_key: Option<(&Path, &Path)>) -> Result<Arc<ClientConfig>, TlsError> {
     let roots = read_roots(ca)?;
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(PROTOCOL_VERSIONS)
-        .map_err(|source| TlsError::Rustls {
-            context: "cannot select TLS versions".to_owned(),
-            source,
-        })?
+        .map_err(|source| TlsError::Rustls { context: "cannot select TLS versions".to_owned(), source })?
         .with_root_certificates(roots);
     let mut config = match client_cert_and_key {
         None => builder.with_no_client_auth(),
@@ -224,10 +209,9 @@ fn provider() -> Arc<CryptoProvider> {
 
 fn pair_error(cert: &Path, key: &Path, source: rustls::Error) -> TlsError {
     match source {
-        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => TlsError::KeyMismatch {
-            cert: cert.to_path_buf(),
-            key: key.to_path_buf(),
-        },
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+            TlsError::KeyMismatch { cert: cert.to_path_buf(), key: key.to_path_buf() }
+        }
         source => TlsError::Rustls {
             context: format!("cannot use certificate {} with key {}", cert.display(), key.display()),
             source,
@@ -238,20 +222,11 @@ fn pair_error(cert: &Path, key: &Path, source: rustls::Error) -> TlsError {
 /// Reads every certificate in a PEM file, refusing a file without any.
 fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bad_pem = |error: pem::Error| match error {
-        pem::Error::Io(source) => TlsError::Io {
-            path: path.to_path_buf(),
-            action: "read",
-            source,
-        },
-        other => TlsError::BadCertificateFile {
-            path: path.to_path_buf(),
-            reason: other.to_string(),
-        },
+        pem::Error::Io(source) => TlsError::Io { path: path.to_path_buf(), action: "read", source },
+        other => TlsError::BadCertificateFile { path: path.to_path_buf(), reason: other.to_string() },
     };
-    let certificates = CertificateDer::pem_file_iter(path)
-        .map_err(bad_pem)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(bad_pem)?;
+    let certificates =
+        CertificateDer::pem_file_iter(path).map_err(bad_pem)?.collect::<Result<Vec<_>, _>>().map_err(bad_pem)?;
     if certificates.is_empty() {
         return Err(TlsError::BadCertificateFile {
             path: path.to_path_buf(),
@@ -264,19 +239,11 @@ fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErr
 /// Reads the first private key in a PEM file. Parse errors are summarised, never quoted.
 fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(path).map_err(|error| match error {
-        pem::Error::Io(source) => TlsError::Io {
-            path: path.to_path_buf(),
-            action: "read",
-            source,
-        },
-        pem::Error::NoItemsFound => TlsError::BadKeyFile {
-            path: path.to_path_buf(),
-            reason: "no private key section found",
-        },
-        _ => TlsError::BadKeyFile {
-            path: path.to_path_buf(),
-            reason: "malformed PEM",
-        },
+        pem::Error::Io(source) => TlsError::Io { path: path.to_path_buf(), action: "read", source },
+        pem::Error::NoItemsFound => {
+            TlsError::BadKeyFile { path: path.to_path_buf(), reason: "no private key section found" }
+        }
+        _ => TlsError::BadKeyFile { path: path.to_path_buf(), reason: "malformed PEM" },
     })
 }
 
@@ -351,27 +318,20 @@ struct LocalCa {
 }
 
 fn load_or_create_ca(dir: &Path, cert_path: &Path, key_path: &Path, now: u64) -> Result<LocalCa, TlsError> {
-    let generate_error = |reason: String| TlsError::Generate {
-        dir: dir.to_path_buf(),
-        reason,
-    };
+    let generate_error = |reason: String| TlsError::Generate { dir: dir.to_path_buf(), reason };
     match (cert_path.exists(), key_path.exists()) {
         (false, false) => {
             let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
                 .map_err(|error| generate_error(format!("cannot generate the CA key: {error}")))?;
             let not_after = now.saturating_add(CA_LIFETIME_SECS);
-            let params = ca_params(now.saturating_sub(BACKDATE_SECS), not_after)?;
+            let params = ca_params(dir, now.saturating_sub(BACKDATE_SECS), not_after)?;
             let cert = params
                 .self_signed(&key)
                 .map_err(|error| generate_error(format!("cannot sign the CA certificate: {error}")))?;
             write_file(key_path, Zeroizing::new(key.serialize_pem()).as_bytes(), 0o600)?;
             write_file(cert_path, cert.pem().as_bytes(), 0o644)?;
             tracing::info!(path = %cert_path.display(), "created a local CA; clients must trust this certificate");
-            Ok(LocalCa {
-                cert: cert.der().clone(),
-                issuer: Issuer::new(params, key),
-                not_after,
-            })
+            Ok(LocalCa { cert: cert.der().clone(), issuer: Issuer::new(params, key), not_after })
         }
         (true, true) => {
             check_private_mode(key_path)?;
@@ -380,13 +340,10 @@ fn load_or_create_ca(dir: &Path, cert_path: &Path, key_path: &Path, now: u64) ->
                 .into_iter()
                 .next()
                 .ok_or_else(|| generate_error(format!("{} is empty", cert_path.display())))?;
-            let parsed = ParsedCert::parse(&cert).map_err(|reason| {
-                generate_error(format!("cannot parse {}: {reason}", cert_path.display()))
-            })?;
-            let start_over = format!(
-                "to start over, delete {} (clients must then trust the new ca.crt)",
-                dir.display()
-            );
+            let parsed = ParsedCert::parse(&cert)
+                .map_err(|reason| generate_error(format!("cannot parse {}: {reason}", cert_path.display())))?;
+            let start_over =
+                format!("to start over, delete {} (clients must then trust the new ca.crt)", dir.display());
             if parsed.subject != format!("CN={CA_COMMON_NAME}") {
                 return Err(generate_error(format!(
                     "{} is not a Tufa local CA (subject {}); {start_over}",
@@ -409,12 +366,8 @@ fn load_or_create_ca(dir: &Path, cert_path: &Path, key_path: &Path, now: u64) ->
             }
             // Re-deriving the CA's parameters reproduces its subject name and key identifier, which
             // is all an `Issuer` needs; the chain check after issuing confirms the result.
-            let params = ca_params(parsed.not_before, parsed.not_after)?;
-            Ok(LocalCa {
-                cert,
-                issuer: Issuer::new(params, key),
-                not_after: parsed.not_after,
-            })
+            let params = ca_params(dir, parsed.not_before, parsed.not_after)?;
+            Ok(LocalCa { cert, issuer: Issuer::new(params, key), not_after: parsed.not_after })
         }
         (has_cert, _) => {
             let (present, missing) = if has_cert { (cert_path, key_path) } else { (key_path, cert_path) };
@@ -429,20 +382,16 @@ fn load_or_create_ca(dir: &Path, cert_path: &Path, key_path: &Path, now: u64) ->
     }
 }
 
-fn ca_params(not_before: u64, not_after: u64) -> Result<CertificateParams, TlsError> {
+fn ca_params(dir: &Path, not_before: u64, not_after: u64) -> Result<CertificateParams, TlsError> {
     let mut params = CertificateParams::default();
     let mut subject = DistinguishedName::new();
     subject.push(DnType::CommonName, CA_COMMON_NAME);
     params.distinguished_name = subject;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     params.not_before = rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(not_before);
     params.not_after = rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(not_after);
-    params.serial_number = Some(random_serial()?);
+    params.serial_number = Some(random_serial(dir)?);
     Ok(params)
 }
 
@@ -502,24 +451,20 @@ fn issue_server_cert(
     now: u64,
     lifetime_secs: u64,
 ) -> Result<(), TlsError> {
-    let generate_error = |reason: String| TlsError::Generate {
-        dir: dir.to_path_buf(),
-        reason,
-    };
+    let generate_error = |reason: String| TlsError::Generate { dir: dir.to_path_buf(), reason };
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
         .map_err(|error| generate_error(format!("cannot generate the server key: {error}")))?;
     let mut params = CertificateParams::default();
     let mut subject = DistinguishedName::new();
     subject.push(DnType::CommonName, SERVER_COMMON_NAME);
     params.distinguished_name = subject;
-    params.subject_alt_names = names
-        .to_sans()
-        .map_err(|error| generate_error(format!("invalid certificate name: {error}")))?;
+    params.subject_alt_names =
+        names.to_sans().map_err(|error| generate_error(format!("invalid certificate name: {error}")))?;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
-    params.serial_number = Some(random_serial()?);
+    params.serial_number = Some(random_serial(dir)?);
     params.not_before = rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(now.saturating_sub(BACKDATE_SECS));
     // Never outlive the CA: such a certificate would fail verification before its own expiry.
     let not_after = now.saturating_add(lifetime_secs).min(ca.not_after);
@@ -604,16 +549,14 @@ fn read_generated_key(path: &Path) -> Result<KeyPair, TlsError> {
         action: "read",
         source,
     })?);
-    KeyPair::from_pem(&text).map_err(|_| TlsError::BadKeyFile {
-        path: path.to_path_buf(),
-        reason: "not a PKCS#8 key generated by Tufa",
-    })
+    KeyPair::from_pem(&text)
+        .map_err(|_| TlsError::BadKeyFile { path: path.to_path_buf(), reason: "not a PKCS#8 key generated by Tufa" })
 }
 
-fn random_serial() -> Result<SerialNumber, TlsError> {
+fn random_serial(dir: &Path) -> Result<SerialNumber, TlsError> {
     let mut bytes = vec![0u8; 16];
     aws_lc_rs::rand::fill(&mut bytes).map_err(|_| TlsError::Generate {
-        dir: PathBuf::new(),
+        dir: dir.to_path_buf(),
         reason: "the system random number generator failed".to_owned(),
     })?;
     // Keep the serial positive and exactly 16 bytes long once DER-encoded.
@@ -624,13 +567,10 @@ fn random_serial() -> Result<SerialNumber, TlsError> {
 }
 
 fn unix_now(dir: &Path) -> Result<u64, TlsError> {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .map_err(|_| TlsError::Generate {
-            dir: dir.to_path_buf(),
-            reason: "the system clock is set before 1970".to_owned(),
-        })
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).map_err(|_| TlsError::Generate {
+        dir: dir.to_path_buf(),
+        reason: "the system clock is set before 1970".to_owned(),
+    })
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), TlsError> {
@@ -641,27 +581,17 @@ fn create_private_dir(dir: &Path) -> Result<(), TlsError> {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(0o700);
     }
-    builder.create(dir).map_err(|source| TlsError::Io {
-        path: dir.to_path_buf(),
-        action: "create directory",
-        source,
-    })
+    builder.create(dir).map_err(|source| TlsError::Io { path: dir.to_path_buf(), action: "create directory", source })
 }
 
 #[cfg(unix)]
 fn check_private_mode(path: &Path) -> Result<(), TlsError> {
     use std::os::unix::fs::PermissionsExt;
-    let metadata = fs::metadata(path).map_err(|source| TlsError::Io {
-        path: path.to_path_buf(),
-        action: "inspect",
-        source,
-    })?;
+    let metadata =
+        fs::metadata(path).map_err(|source| TlsError::Io { path: path.to_path_buf(), action: "inspect", source })?;
     let mode = metadata.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(TlsError::Permissions {
-            path: path.to_path_buf(),
-            mode,
-        });
+        return Err(TlsError::Permissions { path: path.to_path_buf(), mode });
     }
     Ok(())
 }
@@ -678,11 +608,7 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
     let temporary = PathBuf::from(temporary);
     let io_error = |action: &'static str, target: &Path| {
         let target = target.to_path_buf();
-        move |source| TlsError::Io {
-            path: target,
-            action,
-            source,
-        }
+        move |source| TlsError::Io { path: target, action, source }
     };
     match fs::remove_file(&temporary) {
         Ok(()) => {}
@@ -699,9 +625,7 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
     #[cfg(not(unix))]
     let _ = mode;
     let mut file = options.open(&temporary).map_err(io_error("create", &temporary))?;
-    file.write_all(contents)
-        .and_then(|()| file.sync_all())
-        .map_err(io_error("write", &temporary))?;
+    file.write_all(contents).and_then(|()| file.sync_all()).map_err(io_error("write", &temporary))?;
     drop(file);
     fs::rename(&temporary, path).map_err(io_error("replace", path))
 }
@@ -897,7 +821,10 @@ mod tests {
         let garbage = dir.path().join("garbage.pem");
         fs::write(&garbage, "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n").unwrap();
         let message = server_config(&garbage, &tls.key, None).unwrap_err().to_string();
-        assert!(message.starts_with(&format!("{} is not a usable PEM certificate file", garbage.display())), "{message}");
+        assert!(
+            message.starts_with(&format!("{} is not a usable PEM certificate file", garbage.display())),
+            "{message}"
+        );
 
         // The CA's key with the server's certificate.
         let error = server_config(&tls.cert, &dir.path().join("tls/ca.key"), None).unwrap_err();

@@ -30,7 +30,7 @@ pub fn publish_list_remove(server: &Server) {
     owner.ok(&["add", gun, "v1", path_arg(&file)]);
     owner.ok(&["publish", gun]);
     let expected = vec![listed("v1", &file, "targets")];
-    assert_eq!(owner.list(gun, None), expected);
+    assert_eq!(owner.list(gun, None), sorted(&expected));
 
     // What the owner cached is exactly what the server serves.
     for role in ["root", "targets", "snapshot", "timestamp"] {
@@ -41,7 +41,7 @@ pub fn publish_list_remove(server: &Server) {
     }
 
     let reader = Notary::new(server, "reader");
-    assert_eq!(reader.list(gun, None), expected, "a client with no cache sees the same targets");
+    assert_eq!(reader.list(gun, None), sorted(&expected), "a client with no cache sees the same targets");
 
     owner.ok(&["remove", gun, "v1"]);
     owner.ok(&["publish", gun]);
@@ -65,8 +65,8 @@ pub fn delegation_publish_and_witness(server: &Server) {
     assert_eq!(delegations[0]["name"], RELEASES, "targets.json declares the delegation: {delegations}");
 
     let expected = vec![publish_delegated(&delegate, gun, "v2", b"delegated release\n", RELEASES)];
-    assert_eq!(owner.list(gun, None), expected, "the owner sees the delegate's target");
-    assert_eq!(owner.list(gun, Some(RELEASES)), expected);
+    assert_eq!(owner.list(gun, None), sorted(&expected), "the owner sees the delegate's target");
+    assert_eq!(owner.list(gun, Some(RELEASES)), sorted(&expected));
     assert_signed_by_delegation(server, gun, RELEASES);
 
     let version_before = version(&server.metadata_json(gun, RELEASES));
@@ -75,8 +75,8 @@ pub fn delegation_publish_and_witness(server: &Server) {
     assert_eq!(version_after, version_before + 1, "witness re-signs the delegation with a new version");
     let fetched = server.metadata(gun, &format!("{version_after}.{RELEASES}.json"));
     assert_eq!(fetched.status, 200, "GET {version_after}.{RELEASES}.json: {fetched}");
-    assert_eq!(owner.list(gun, None), expected, "witnessing keeps the targets");
-    assert_eq!(Notary::new(server, "reader").list(gun, None), expected);
+    assert_eq!(owner.list(gun, None), sorted(&expected), "witnessing keeps the targets");
+    assert_eq!(Notary::new(server, "reader").list(gun, None), sorted(&expected));
 }
 
 /// Flow 3: rotate the snapshot key and then the timestamp key to new server-held keys.
@@ -95,10 +95,10 @@ pub fn server_managed_key_rotation(server: &Server) {
 
         let name = format!("after-{role}");
         expected.push(publish_target(&owner, gun, &name, name.as_bytes()));
-        assert_eq!(owner.list(gun, None), expected);
+        assert_eq!(owner.list(gun, None), sorted(&expected));
         assert_signed_by_root_role(server, gun, role);
     }
-    assert_eq!(Notary::new(server, "reader").list(gun, None), expected);
+    assert_eq!(Notary::new(server, "reader").list(gun, None), sorted(&expected));
 }
 
 /// Flow 4: rotate the client-held targets key and, twice, the root key; a reader whose
@@ -109,7 +109,7 @@ pub fn client_key_rotation_and_stale_reader(server: &Server) {
     owner.ok(&["init", "-p", gun]);
     let mut expected = vec![publish_target(&owner, gun, "v1", b"one\n")];
     let stale = Notary::new(server, "stale-reader");
-    assert_eq!(stale.list(gun, None), expected);
+    assert_eq!(stale.list(gun, None), sorted(&expected));
     let stale_root = version(&read_json(&stale.cached_metadata(gun, "root")));
 
     let root_before = server.metadata_json(gun, "root");
@@ -117,7 +117,7 @@ pub fn client_key_rotation_and_stale_reader(server: &Server) {
     let root_after = server.metadata_json(gun, "root");
     assert_ne!(role_key_ids(&root_after, "targets"), role_key_ids(&root_before, "targets"));
     expected.push(publish_target(&owner, gun, "v2", b"two\n"));
-    assert_eq!(owner.list(gun, None), expected);
+    assert_eq!(owner.list(gun, None), sorted(&expected));
     assert_signed_by_root_role(server, gun, "targets");
 
     for rotation in 1..=2 {
@@ -129,12 +129,12 @@ pub fn client_key_rotation_and_stale_reader(server: &Server) {
         assert_ne!(role_key_ids(&root_after, "root"), role_key_ids(&root_before, "root"));
         let name = format!("after-root-{rotation}");
         expected.push(publish_target(&owner, gun, &name, name.as_bytes()));
-        assert_eq!(owner.list(gun, None), expected);
+        assert_eq!(owner.list(gun, None), sorted(&expected));
     }
 
     let current_root = version(&server.metadata_json(gun, "root"));
     assert!(current_root >= stale_root + 3, "the reader's root (v{stale_root}) is stale (now v{current_root})");
-    assert_eq!(stale.list(gun, None), expected, "the stale reader catches up through the root chain");
+    assert_eq!(stale.list(gun, None), sorted(&expected), "the stale reader catches up through the root chain");
     let caught_up = version(&read_json(&stale.cached_metadata(gun, "root")));
     assert_eq!(caught_up, current_root, "the stale reader now trusts the newest root");
 }
@@ -186,6 +186,9 @@ pub fn rejects_tampered_and_foreign_updates(server: &Server) {
     let other_gun_targets = owner.list(other_gun, None);
     assert_eq!(other_gun_targets.len(), 3);
 
+    // After a publish with a server-held snapshot key the CLI does not refresh its cache;
+    // a `list` does.
+    owner.list(gun, None);
     let served_before = server.metadata(gun, "targets.json");
     assert_eq!(served_before.status, 200, "{served_before}");
     let cached = fs::read(owner.cached_metadata(gun, "targets")).expect("read cached targets.json");
@@ -200,20 +203,20 @@ pub fn rejects_tampered_and_foreign_updates(server: &Server) {
     tampered["signed"]["targets"]["v1"]["length"] = Value::from(length + 1);
     let body = serde_json::to_vec(&tampered).expect("serialise tampered targets");
     let response = server.post_update(gun, &[("targets", &body)]);
-    assert_invalid_update(&response, "a tampered targets.json");
+    assert_bad_targets(&response, "a tampered targets.json");
 
     // (b) A genuine, newer targets.json of another repository, signed with its key.
     let foreign = fs::read(owner.cached_metadata(other_gun, "targets")).expect("read other targets.json");
     let foreign_version = version(&serde_json::from_slice(&foreign).expect("JSON"));
     assert!(foreign_version > genuine_version, "the foreign file must not lose on its version alone");
     let response = server.post_update(gun, &[("targets", &foreign)]);
-    assert_invalid_update(&response, "another repository's targets.json");
+    assert_bad_targets(&response, "another repository's targets.json");
 
     let served_after = server.metadata(gun, "targets.json");
     assert_eq!(served_after.status, 200, "{served_after}");
     assert!(served_after.body == served_before.body, "targets.json changed after rejected updates");
-    assert_eq!(owner.list(gun, None), expected);
-    assert_eq!(Notary::new(server, "reader").list(gun, None), expected);
+    assert_eq!(owner.list(gun, None), sorted(&expected));
+    assert_eq!(Notary::new(server, "reader").list(gun, None), sorted(&expected));
     assert_eq!(owner.list(other_gun, None), other_gun_targets, "the other repository is untouched");
 }
 
@@ -227,13 +230,10 @@ pub fn server_managed_snapshot_from_start(server: &Server) {
     assert_eq!(first.status, 200, "the server generated snapshot version 1: {first}");
     assert_signed_by_root_role(server, gun, "snapshot");
 
-    let expected = vec![
-        publish_target(&owner, gun, "v1", b"one\n"),
-        publish_target(&owner, gun, "v2", b"two\n"),
-    ];
-    assert_eq!(owner.list(gun, None), expected);
+    let expected = vec![publish_target(&owner, gun, "v1", b"one\n"), publish_target(&owner, gun, "v2", b"two\n")];
+    assert_eq!(owner.list(gun, None), sorted(&expected));
     assert_signed_by_root_role(server, gun, "snapshot");
-    assert_eq!(Notary::new(server, "reader").list(gun, None), expected);
+    assert_eq!(Notary::new(server, "reader").list(gun, None), sorted(&expected));
 }
 
 /// `notary init <gun>` without publishing, then `notary key rotate <gun> snapshot -r`:
@@ -282,6 +282,13 @@ fn listed(name: &str, file: &Path, role: &str) -> ListedTarget {
 fn sha256_hex(file: &Path) -> String {
     let output = run_tool(Command::new("sha256sum").arg(file));
     output.stdout.split_whitespace().next().unwrap_or_default().to_owned()
+}
+
+/// `rows` in the order [`Notary::list`] returns them.
+fn sorted(rows: &[ListedTarget]) -> Vec<ListedTarget> {
+    let mut rows = rows.to_vec();
+    rows.sort_by(|left, right| left.name.cmp(&right.name).then_with(|| left.role.cmp(&right.role)));
+    rows
 }
 
 /// A path as a command-line argument (test paths are always UTF-8).
@@ -346,9 +353,13 @@ fn assert_signed_by_delegation(server: &Server, gun: &str, role: &str) {
     );
 }
 
-/// A 400 with the single error code `INVALID_UPDATE`.
+/// A 400 with the single error code `INVALID_UPDATE` whose detail names the targets role
+/// as the culprit (`{"Name":"ErrBadTargets","Error":{"Msg":...}}`, which the CLI prints).
 #[track_caller]
-fn assert_invalid_update(response: &crate::server::HttpResponse, what: &str) {
+fn assert_bad_targets(response: &crate::server::HttpResponse, what: &str) {
     assert_eq!(response.status, 400, "uploading {what}: {response}");
     assert_eq!(response.error_code().as_deref(), Some("INVALID_UPDATE"), "uploading {what}: {response}");
+    let detail = &response.json()["errors"][0]["detail"];
+    assert_eq!(detail["Name"], "ErrBadTargets", "uploading {what}: {response}");
+    assert!(detail["Error"]["Msg"].is_string(), "uploading {what}: {response}");
 }

@@ -115,9 +115,7 @@ impl GoServerConfig {
 
 /// The notary-server binary: `NOTARY_SERVER_BIN` if set, else `notary-server` from `PATH`.
 fn binary() -> PathBuf {
-    std::env::var_os("NOTARY_SERVER_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("notary-server"))
+    std::env::var_os("NOTARY_SERVER_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("notary-server"))
 }
 
 /// Starts Go notary-server with a fresh CA and a server certificate for `127.0.0.1` and

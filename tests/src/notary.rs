@@ -138,7 +138,8 @@ impl Notary {
         output
     }
 
-    /// `notary list <gun> [--roles <role>]`, parsed.
+    /// `notary list <gun> [--roles <role>]`, parsed, rows sorted by name
+    /// (then role), so comparisons do not depend on the CLI's order.
     #[track_caller]
     pub fn list(&self, gun: &str, role: Option<&str>) -> Vec<ListedTarget> {
         let mut args = vec!["list", gun];
@@ -146,7 +147,10 @@ impl Notary {
             args.extend(["--roles", role]);
         }
         let output = self.ok(&args);
-        parse_list(&output.stdout).unwrap_or_else(|| panic!("unexpected `notary list` output:\n{output}"))
+        let mut rows =
+            parse_list(&output.stdout).unwrap_or_else(|| panic!("unexpected `notary list` output:\n{output}"));
+        rows.sort_by(|left, right| left.name.cmp(&right.name).then_with(|| left.role.cmp(&right.role)));
+        rows
     }
 }
 

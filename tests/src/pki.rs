@@ -67,10 +67,8 @@ impl Pki {
     /// Issues a certificate named `name` (also the file stem) for the given DNS names and IP
     /// addresses, e.g. `&["localhost", "127.0.0.1"]`.
     pub fn issue(&self, name: &str, hosts: &[&str], usage: Usage) -> CertifiedKey {
-        let issued = CertifiedKey {
-            cert: self.dir.join(format!("{name}.crt")),
-            key: self.dir.join(format!("{name}.key")),
-        };
+        let issued =
+            CertifiedKey { cert: self.dir.join(format!("{name}.crt")), key: self.dir.join(format!("{name}.key")) };
         generate_p256_key(&issued.key);
         let csr = self.dir.join(format!("{name}.csr"));
         run_tool(
@@ -82,16 +80,13 @@ impl Pki {
                 .arg("-out")
                 .arg(&csr),
         );
-        let alt_names: Vec<String> = hosts
-            .iter()
-            .map(|host| {
-                if host.parse::<std::net::IpAddr>().is_ok() {
-                    format!("IP:{host}")
-                } else {
-                    format!("DNS:{host}")
-                }
-            })
-            .collect();
+        let alt_names: Vec<String> =
+            hosts
+                .iter()
+                .map(|host| {
+                    if host.parse::<std::net::IpAddr>().is_ok() { format!("IP:{host}") } else { format!("DNS:{host}") }
+                })
+                .collect();
         let extended_usage = match usage {
             Usage::Server => "serverAuth",
             Usage::Client => "clientAuth",
@@ -129,10 +124,7 @@ impl Pki {
 /// `dir` (`<stem>.key`, `<stem>.crt`): the form `notary delegation add` and
 /// `docker trust signer add` accept for a delegation key.
 pub fn self_signed(dir: &Path, stem: &str, common_name: &str) -> CertifiedKey {
-    let pair = CertifiedKey {
-        cert: dir.join(format!("{stem}.crt")),
-        key: dir.join(format!("{stem}.key")),
-    };
+    let pair = CertifiedKey { cert: dir.join(format!("{stem}.crt")), key: dir.join(format!("{stem}.key")) };
     generate_p256_key(&pair.key);
     run_tool(
         Command::new("openssl")

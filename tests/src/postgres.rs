@@ -34,11 +34,8 @@ impl PgDatabase {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|elapsed| elapsed.subsec_nanos())
             .unwrap_or_default();
-        let name = format!(
-            "tufa_test_{}_{}_{nanos}",
-            std::process::id(),
-            NEXT_DATABASE.fetch_add(1, Ordering::Relaxed)
-        );
+        let name =
+            format!("tufa_test_{}_{}_{nanos}", std::process::id(), NEXT_DATABASE.fetch_add(1, Ordering::Relaxed));
         let url = with_database(&admin_url, &name);
         psql(&admin_url, &format!("CREATE DATABASE {name}"));
         PgDatabase { admin_url, name, url }

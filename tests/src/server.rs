@@ -113,7 +113,7 @@ impl Server {
                 .stderr(log_file)
                 .spawn()
                 .unwrap_or_else(|error| panic!("cannot start {}: `{line}`: {error}", launch.name));
-            let mut starting = Starting { child: Some(child), log: &log };
+            let mut starting = Starting { child: Some(child), log: log.clone() };
             match starting.wait_healthy(port, &launch.ca_cert) {
                 Ok(http) => {
                     let child = starting.child.take().expect("child is present until handed over");
@@ -207,9 +207,7 @@ impl Server {
     }
 
     fn send(&self, request: reqwest::blocking::RequestBuilder) -> HttpResponse {
-        let response = request
-            .send()
-            .unwrap_or_else(|error| panic!("HTTP request to {} failed: {error:?}", self.name));
+        let response = request.send().unwrap_or_else(|error| panic!("HTTP request to {} failed: {error:?}", self.name));
         let status = response.status().as_u16();
         let body = response.bytes().expect("read HTTP response body").to_vec();
         HttpResponse { status, body }
@@ -237,12 +235,12 @@ impl Drop for Server {
 }
 
 /// A process that has been spawned but not yet handed over to a [`Server`]; killed on drop.
-struct Starting<'a> {
+struct Starting {
     child: Option<Child>,
-    log: &'a Path,
+    log: PathBuf,
 }
 
-impl Starting<'_> {
+impl Starting {
     /// Polls the health endpoint until it answers 200, the process exits, or time runs out.
     fn wait_healthy(&mut self, port: u16, ca_cert: &Path) -> Result<Client, StartFailure> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
@@ -252,7 +250,7 @@ impl Starting<'_> {
         while Instant::now() < deadline {
             let child = self.child.as_mut().expect("child is present while starting");
             if let Ok(Some(status)) = child.try_wait() {
-                let log = log_tail(self.log, LOG_TAIL_BYTES).to_lowercase();
+                let log = log_tail(&self.log, LOG_TAIL_BYTES).to_lowercase();
                 if log.contains("address already in use") || log.contains("addrinuse") {
                     return Err(StartFailure::PortTaken);
                 }
@@ -272,13 +270,11 @@ impl Starting<'_> {
             }
             thread::sleep(POLL_INTERVAL);
         }
-        Err(StartFailure::Fatal(format!(
-            "no 200 from {health} within {STARTUP_TIMEOUT:?}; last problem: {last_error}"
-        )))
+        Err(StartFailure::Fatal(format!("no 200 from {health} within {STARTUP_TIMEOUT:?}; last problem: {last_error}")))
     }
 }
 
-impl Drop for Starting<'_> {
+impl Drop for Starting {
     fn drop(&mut self) {
         if let Some(child) = self.child.as_mut() {
             let _ = child.kill();

@@ -51,7 +51,10 @@ pub fn binary() -> PathBuf {
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
-    candidates.push(target_dir.join("debug").join("tufa-server"));
+    let fallback = target_dir.join("debug").join("tufa-server");
+    if !candidates.contains(&fallback) {
+        candidates.push(fallback);
+    }
     if let Some(found) = candidates.iter().find(|path| path.is_file()) {
         return found.clone();
     }

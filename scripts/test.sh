@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# The project's test command (see README): formatting, lints, a build, and every test of the
+# workspace, including the black-box flows against tufa-server on SQLite and on a throwaway
+# PostgreSQL cluster, and the same flows against Debian's Go notary-server as a reference.
+#
+# Usage: scripts/test.sh
+# Env:   DATABASE_URL   use this (superuser) PostgreSQL instead of starting a throwaway one
+#        TUFA_TEST_TIMEOUT  limit for the test step in seconds (default 3000)
+# Exit status: 0 when every step passed, else the exit status of the first failing step.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+started=$SECONDS
+
+die() {
+  echo "scripts/test.sh: $*" >&2
+  exit 1
+}
+
+# --- System tools -------------------------------------------------------------------------
+# notary/notary-server drive and serve the black-box flows, softhsm2 backs the HSM tests,
+# openssl makes test certificates, PostgreSQL runs the throwaway cluster.
+command -v cargo >/dev/null 2>&1 || die "cargo is not installed (install Rust 1.95, e.g. with rustup)"
+
+missing_packages=()
+need() { # need <command> <debian package>
+  command -v "$1" >/dev/null 2>&1 || missing_packages+=("$2")
+}
+need notary notary
+need notary-server notary
+need softhsm2-util softhsm2
+need openssl openssl
+need psql postgresql-client
+if [ -z "${DATABASE_URL:-}" ] && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  missing_packages+=(postgresql)
+fi
+if [ "${#missing_packages[@]}" -gt 0 ]; then
+  # The same package may be listed twice (notary, notary-server); apt does not mind.
+  if [ "$(id -u)" -ne 0 ]; then
+    die "missing system packages: ${missing_packages[*]}. Install them as root: apt-get install -y ${missing_packages[*]}"
+  fi
+  echo "==> installing missing packages: ${missing_packages[*]}"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing_packages[@]}"
+fi
+
+# --- Throwaway PostgreSQL -----------------------------------------------------------------
+pg_started=no
+cleanup() {
+  if [ "$pg_started" = yes ]; then
+    pg_throwaway_stop
+    pg_started=no
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if [ -n "${DATABASE_URL:-}" ]; then
+  database_note="DATABASE_URL from the environment"
+else
+  # shellcheck source=scripts/pg-throwaway.sh
+  source "$repo_root/scripts/pg-throwaway.sh"
+  pg_throwaway_start
+  pg_started=yes
+  database_note="throwaway PostgreSQL on port $PGPORT"
+fi
+
+# --- Steps --------------------------------------------------------------------------------
+summary=()
+status=0
+
+# run_step <name> <command...>: runs the command, records the outcome, keeps going.
+run_step() {
+  local name="$1"
+  shift
+  local step_started=$SECONDS step_status=0
+  echo "==> $name: $*"
+  "$@" || step_status=$?
+  local took=$((SECONDS - step_started))
+  if [ "$step_status" -eq 0 ]; then
+    summary+=("ok      ${took}s  $name")
+  else
+    summary+=("FAILED  ${took}s  $name (exit $step_status)")
+    if [ "$status" -eq 0 ]; then
+      status=$step_status
+    fi
+  fi
+  return "$step_status"
+}
+
+skip_step() {
+  summary+=("skipped      $1 ($2)")
+}
+
+run_step "format" cargo fmt --all -- --check || true
+run_step "clippy" cargo clippy --workspace --all-targets -- -D warnings || true
+test_timeout="${TUFA_TEST_TIMEOUT:-3000}"
+# The black-box tests start target/debug/tufa-server, so build the whole workspace first.
+if run_step "build" cargo build --workspace; then
+  if cargo nextest --version >/dev/null 2>&1; then
+    run_step "tests (nextest)" timeout --kill-after=30 "$test_timeout" \
+      cargo nextest run --workspace --no-fail-fast || true
+  else
+    echo "cargo-nextest is not installed; falling back to cargo test"
+    run_step "tests (cargo test)" timeout --kill-after=30 "$test_timeout" \
+      cargo test --workspace --no-fail-fast || true
+  fi
+else
+  skip_step "tests" "the build failed"
+fi
+
+# --- Summary ------------------------------------------------------------------------------
+echo
+echo "==> summary (${database_note}; $((SECONDS - started))s in total)"
+for line in "${summary[@]}"; do
+  echo "    $line"
+done
+if [ "$status" -eq 0 ]; then
+  echo "==> all steps passed"
+else
+  echo "==> FAILED (exit $status)"
+fi
+exit "$status"

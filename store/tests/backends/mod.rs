@@ -1,0 +1,200 @@
+//! Checks that belong to one backend: URL handling, reopening, and how an unreachable or
+//! locked database surfaces as [`StoreError::Unavailable`].
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection, Executor, SqliteConnection};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+use tufa_store::StoreError;
+
+use crate::support::{PgDb, Repo};
+
+const GUN: &str = "example.com/app";
+
+fn expect_unavailable<T: std::fmt::Debug>(result: Result<T, StoreError>) -> String {
+    match result {
+        Err(StoreError::Unavailable(message)) => message,
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+fn expect_internal<T: std::fmt::Debug>(result: Result<T, StoreError>) -> String {
+    match result {
+        Err(StoreError::Internal(message)) => message,
+        other => panic!("expected Internal, got {other:?}"),
+    }
+}
+
+mod sqlite {
+    use super::*;
+
+    #[tokio::test]
+    async fn url_forms_and_reopening() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("nested name.sqlite");
+        let store = tufa_store::open(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("open sqlite://");
+        assert_eq!(store.backend(), "sqlite");
+        assert!(path.exists(), "the file is created");
+        store
+            .update(Repo::new(1, "v1").first_publish(GUN))
+            .await
+            .expect("publish");
+        drop(store);
+
+        // Reopening runs the migrations again (a no-op) and finds the data.
+        let store = tufa_store::open(&format!("sqlite:{}", path.display()))
+            .await
+            .expect("open sqlite:");
+        store.ping().await.expect("ping");
+        assert_eq!(store.current_all(GUN).await.expect("read").len(), 4);
+    }
+
+    #[tokio::test]
+    async fn unsupported_urls() {
+        for url in ["mysql://u:p@host/db", "nonsense", "sqlite::memory:", "sqlite:", "sqlite://x?mode=ro"] {
+            let message = expect_internal(tufa_store::open(url).await);
+            assert!(message.contains("unsupported"), "{url}: {message}");
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_directory_fails() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("no such dir").join("tufa.sqlite");
+        let result = tufa_store::open_sqlite(&path).await;
+        let message = expect_unavailable(result);
+        assert!(message.contains("no such dir"), "{message}");
+    }
+
+    /// Another process holding SQLite's write lock past the busy timeout makes writes
+    /// Unavailable; reads carry on (WAL), and writes work again once the lock is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn locked_database_is_unavailable() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("tufa.sqlite");
+        let store = tufa_store::open_sqlite(&path).await.expect("open");
+
+        let mut other = SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(&path))
+            .await
+            .expect("second connection");
+        other.execute("BEGIN IMMEDIATE").await.expect("take the write lock");
+
+        let started = Instant::now();
+        let result = store.update(Repo::new(1, "v1").first_publish(GUN)).await;
+        let message = expect_unavailable(result);
+        assert!(started.elapsed() >= Duration::from_secs(4), "waited {:?}", started.elapsed());
+        assert!(message.contains("locked") || message.contains("busy"), "{message}");
+        assert_eq!(store.current(GUN, "root").await.expect("read while locked"), None);
+
+        other.execute("ROLLBACK").await.expect("release the lock");
+        store
+            .update(Repo::new(1, "v1").first_publish(GUN))
+            .await
+            .expect("publish after unlock");
+    }
+}
+
+mod postgres {
+    use super::*;
+
+    /// A local port where nothing listens.
+    async fn dead_port() -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        listener.local_addr().expect("addr").port()
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_is_unavailable_fast() {
+        let port = dead_port().await;
+        let url = format!("postgres://tufa:hunter2@127.0.0.1:{port}/notary");
+        let started = Instant::now();
+        let message = expect_unavailable(tufa_store::open(&url).await);
+        let elapsed = started.elapsed();
+        assert!(elapsed < Duration::from_secs(6), "took {elapsed:?}");
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(message.contains("tufa:***@127.0.0.1"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn invalid_url_is_internal_without_password() {
+        let url = "postgresql://tufa:hunter2@127.0.0.1:notaport/notary";
+        let message = expect_internal(tufa_store::open(url).await);
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(message.contains("invalid PostgreSQL URL"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_data() {
+        let db = PgDb::create().await;
+        let store = db.open().await;
+        assert_eq!(store.backend(), "postgres");
+        store
+            .update(Repo::new(1, "v1").first_publish(GUN))
+            .await
+            .expect("publish");
+        drop(store);
+        let store = db.open().await;
+        store.ping().await.expect("ping");
+        assert_eq!(store.current_all(GUN).await.expect("read").len(), 4);
+    }
+
+    /// Forwards every connection accepted on `listener` to `target` until aborted; aborting
+    /// it drops every forwarded connection too.
+    fn proxy(listener: TcpListener, target: String) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        })
+    }
+
+    /// The server going away mid-life gives Unavailable within the acquire timeout, and the
+    /// pool reconnects by itself once the server is back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lost_server_is_unavailable_then_recovers() {
+        let db = PgDb::create().await;
+        let options = PgConnectOptions::from_str(&db.url).expect("parse");
+        let target = format!("{}:{}", options.get_host(), options.get_port());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let url = options
+            .host("127.0.0.1")
+            .port(port)
+            .to_url_lossy()
+            .to_string();
+
+        let running = proxy(listener, target.clone());
+        let store = tufa_store::open(&url).await.expect("open through proxy");
+        store
+            .update(Repo::new(1, "v1").first_publish(GUN))
+            .await
+            .expect("publish");
+
+        running.abort();
+        let _ = running.await;
+        let started = Instant::now();
+        expect_unavailable(store.current(GUN, "root").await);
+        expect_unavailable(store.ping().await);
+        let elapsed = started.elapsed();
+        assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("rebind");
+        let running = proxy(listener, target);
+        let root = store.current(GUN, "root").await.expect("read after recovery");
+        assert_eq!(root.map(|file| file.version), Some(1));
+        drop(store);
+        running.abort();
+    }
+}

@@ -1,0 +1,49 @@
+//! Runs the storage conformance suite against SQLite (a temp file per test) and PostgreSQL
+//! (a fresh database per test inside the cluster named by `DATABASE_URL`), plus the checks
+//! that only make sense for one backend.
+
+mod backends;
+mod suite;
+mod support;
+
+/// Generates one test per suite check and backend: `sqlite::<check>` and `postgres::<check>`.
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let db = crate::support::SqliteDb::create().await;
+                    crate::suite::$check(db.store.clone()).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let db = crate::support::PgDb::create().await;
+                    let store = db.open().await;
+                    crate::suite::$check(store).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    verbatim_bytes,
+    current_reads,
+    current_pointer_moves,
+    by_checksum_and_version,
+    old_version_rejected,
+    expected_timestamp_checked,
+    dangling_pointer_rejected,
+    malformed_updates,
+    changefeed_records,
+    delete_gun,
+    expiring,
+    keys,
+    concurrent_publishes,
+);

@@ -1,0 +1,212 @@
+//! Test databases (a SQLite file in a temp dir, a fresh PostgreSQL database per test) and
+//! fixture builders shared by the conformance suite.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, SubsecRound, Utc};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, PgConnection};
+use tufa_store::{CurrentEntry, NewFile, Store, Update};
+
+/// The message a PostgreSQL test fails with when there is no server to test against.
+const NO_DATABASE_URL: &str =
+    "set DATABASE_URL; the README test command starts a throwaway cluster";
+
+/// A SQLite store in its own temp dir, removed on drop.
+pub struct SqliteDb {
+    pub store: Arc<dyn Store>,
+    pub dir: tempfile::TempDir,
+}
+
+impl SqliteDb {
+    pub async fn create() -> SqliteDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = tufa_store::open_sqlite(&dir.path().join("tufa.sqlite"))
+            .await
+            .expect("open SQLite store");
+        SqliteDb { store, dir }
+    }
+}
+
+/// A PostgreSQL database created for one test inside the `DATABASE_URL` cluster and dropped
+/// (with its connections) on drop.
+pub struct PgDb {
+    pub name: String,
+    /// URL of this test's database.
+    pub url: String,
+    admin_url: String,
+}
+
+/// The admin URL of the test cluster; fails the test when it is not set.
+pub fn admin_url() -> String {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!("{NO_DATABASE_URL}"),
+    }
+}
+
+impl PgDb {
+    pub async fn create() -> PgDb {
+        let admin_url = admin_url();
+        let name = unique_name();
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|error| panic!("connect to DATABASE_URL: {error}"));
+        admin
+            .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .expect("create test database");
+        admin.close().await.expect("close admin connection");
+        let url = PgConnectOptions::from_str(&admin_url)
+            .expect("parse DATABASE_URL")
+            .database(&name)
+            .to_url_lossy()
+            .to_string();
+        PgDb {
+            name,
+            url,
+            admin_url,
+        }
+    }
+
+    /// Opens a store on this database.
+    pub async fn open(&self) -> Arc<dyn Store> {
+        tufa_store::open(&self.url).await.expect("open PostgreSQL store")
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime, which cannot be blocked on; use a thread.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let mut admin = PgConnection::connect(&admin_url).await?;
+                admin
+                    .execute(AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .await?;
+                admin.close().await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}", self.name);
+        }
+    }
+}
+
+/// A database name no other test (or test run) uses.
+fn unique_name() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "tufa_store_{}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Lowercase hex SHA-256.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data))
+}
+
+/// A file whose bytes name its role, version and `tag`, so different publishers' files differ.
+pub fn file(role: &str, version: i64, tag: &str) -> NewFile {
+    let data = format!(r#"{{"signed":{{"_type":"{role}","version":{version}}},"tag":"{tag}"}}"#)
+        .into_bytes();
+    NewFile {
+        role: role.into(),
+        version,
+        sha256: sha256_hex(&data),
+        data,
+        expires: None,
+    }
+}
+
+/// Sets a file's expiry.
+pub fn expiring_at(mut file: NewFile, expires: DateTime<Utc>) -> NewFile {
+    file.expires = Some(expires);
+    file
+}
+
+/// A current pointer at `file`.
+pub fn pointer(file: &NewFile) -> CurrentEntry {
+    CurrentEntry {
+        role: file.role.clone(),
+        sha256: file.sha256.clone(),
+    }
+}
+
+/// An update that inserts `files` and makes exactly `current` current.
+pub fn update(
+    gun: &str,
+    files: &[&NewFile],
+    current: &[&NewFile],
+    expected_timestamp_version: Option<i64>,
+) -> Update {
+    Update {
+        gun: gun.into(),
+        files: files.iter().map(|file| (*file).clone()).collect(),
+        current: current.iter().map(|file| pointer(file)).collect(),
+        expected_timestamp_version,
+    }
+}
+
+/// The four files of a whole repository version: root v1 and targets, snapshot and
+/// timestamp at `version`.
+pub struct Repo {
+    pub root: NewFile,
+    pub targets: NewFile,
+    pub snapshot: NewFile,
+    pub timestamp: NewFile,
+}
+
+impl Repo {
+    pub fn new(version: i64, tag: &str) -> Repo {
+        Repo {
+            root: file("root", 1, "root"),
+            targets: file("targets", version, tag),
+            snapshot: file("snapshot", version, tag),
+            timestamp: file("timestamp", version, tag),
+        }
+    }
+
+    pub fn all(&self) -> [&NewFile; 4] {
+        [&self.root, &self.targets, &self.snapshot, &self.timestamp]
+    }
+
+    /// The first publish: all four files, nothing current before.
+    pub fn first_publish(&self, gun: &str) -> Update {
+        update(gun, &self.all(), &self.all(), None)
+    }
+
+    /// A later publish on top of timestamp `previous`: new targets, snapshot and timestamp.
+    pub fn next_publish(&self, gun: &str, previous: i64) -> Update {
+        update(
+            gun,
+            &[&self.targets, &self.snapshot, &self.timestamp],
+            &self.all(),
+            Some(previous),
+        )
+    }
+}
+
+/// Now, at the microsecond precision the store keeps.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
