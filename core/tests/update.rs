@@ -2,153 +2,20 @@
 //! client does (certificate root key, ECDSA role keys) and asserts the exact verdict.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/repo.rs"]
+mod repo;
+
 use std::collections::BTreeMap;
 
-use chrono::{Duration, Utc};
+use chrono::Utc;
+use repo::{GUN, Key, Repo, expires, no_delegations, published, sign, target};
 use serde_json::{Value, json};
-use tufa_core::canonical::to_canonical;
-use tufa_core::keys::{Algorithm, KeyType, PrivateKey, PublicKey, sha256};
-use tufa_core::metadata::{FileMeta, Signature, envelope};
+use tufa_core::keys::{Algorithm, PrivateKey, sha256};
 use tufa_core::names::{Gun, RoleName};
 use tufa_core::update::{
     Limits, RepoState, UpdateError, Validated, current_set, draft_snapshot, draft_timestamp,
     validate,
 };
-
-const GUN: &str = "example.com/app";
-
-struct Key {
-    private: PrivateKey,
-    public: PublicKey,
-}
-
-impl Key {
-    fn ecdsa() -> Self {
-        let private = PrivateKey::generate(Algorithm::Ecdsa).unwrap();
-        let public = private.public_key();
-        Self { private, public }
-    }
-
-    /// A root key: a self-signed certificate with CN = `common_name`, as the notary client makes.
-    fn root(common_name: &str) -> Self {
-        let private = PrivateKey::generate(Algorithm::Ecdsa).unwrap();
-        let pkcs8 = private.pkcs8();
-        let key_pair = rcgen::KeyPair::try_from(pkcs8.as_slice()).unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, common_name);
-        let cert = params.self_signed(&key_pair).unwrap();
-        let public = PublicKey::new(KeyType::EcdsaX509, cert.pem().into_bytes());
-        Self { private, public }
-    }
-
-    fn id(&self) -> String {
-        self.public.key_id()
-    }
-}
-
-fn expires(days: i64) -> String {
-    tufa_core::time::format(Utc::now() + Duration::days(days))
-}
-
-fn sign(body: &Value, keys: &[&Key]) -> Vec<u8> {
-    let canonical = to_canonical(body).unwrap();
-    let signatures: Vec<Signature> = keys
-        .iter()
-        .map(|key| Signature {
-            keyid: key.id(),
-            method: key.private.method().into(),
-            sig: key.private.sign(&canonical).unwrap(),
-        })
-        .collect();
-    envelope(&canonical, &signatures)
-}
-
-fn meta(bytes: &[u8]) -> Value {
-    let file = FileMeta::of(bytes);
-    use base64::Engine as _;
-    let hashes: serde_json::Map<String, Value> = file
-        .hashes
-        .iter()
-        .map(|(name, digest)| {
-            (
-                name.clone(),
-                Value::String(base64::engine::general_purpose::STANDARD.encode(digest)),
-            )
-        })
-        .collect();
-    json!({"hashes": hashes, "length": file.length})
-}
-
-struct Repo {
-    root_key: Key,
-    targets: Key,
-    snapshot: Key,
-    timestamp: Key,
-}
-
-impl Repo {
-    fn new() -> Self {
-        Self {
-            root_key: Key::root(GUN),
-            targets: Key::ecdsa(),
-            snapshot: Key::ecdsa(),
-            timestamp: Key::ecdsa(),
-        }
-    }
-
-    fn root_body(&self, version: i64) -> Value {
-        let keys: serde_json::Map<String, Value> = [
-            &self.root_key,
-            &self.targets,
-            &self.snapshot,
-            &self.timestamp,
-        ]
-        .iter()
-        .map(|key| (key.id(), key.public.to_json()))
-        .collect();
-        json!({
-            "_type": "Root", "consistent_snapshot": false, "expires": expires(3650), "keys": keys, "version": version,
-            "roles": {
-                "root": {"keyids": [self.root_key.id()], "threshold": 1},
-                "targets": {"keyids": [self.targets.id()], "threshold": 1},
-                "snapshot": {"keyids": [self.snapshot.id()], "threshold": 1},
-                "timestamp": {"keyids": [self.timestamp.id()], "threshold": 1},
-            }
-        })
-    }
-
-    fn root(&self, version: i64) -> Vec<u8> {
-        sign(&self.root_body(version), &[&self.root_key])
-    }
-
-    fn targets(&self, version: i64, targets: Value, delegations: Value) -> Vec<u8> {
-        sign(
-            &json!({"_type": "Targets", "delegations": delegations, "expires": expires(1095), "targets": targets, "version": version}),
-            &[&self.targets],
-        )
-    }
-
-    fn snapshot(&self, version: i64, files: &[(&str, &[u8])]) -> Vec<u8> {
-        let meta: serde_json::Map<String, Value> = files
-            .iter()
-            .map(|(role, bytes)| ((*role).to_owned(), meta(bytes)))
-            .collect();
-        sign(
-            &json!({"_type": "Snapshot", "expires": expires(1095), "meta": meta, "version": version}),
-            &[&self.snapshot],
-        )
-    }
-}
-
-fn target(content: &[u8]) -> Value {
-    meta(content)
-}
-
-fn no_delegations() -> Value {
-    json!({"keys": {}, "roles": []})
-}
 
 fn uploads(files: &[(&str, &[u8])]) -> BTreeMap<RoleName, Vec<u8>> {
     files
@@ -165,22 +32,6 @@ fn run(state: &RepoState, files: &[(&str, &[u8])]) -> Result<Validated, UpdateEr
         Utc::now(),
         &Limits::default(),
     )
-}
-
-/// A repository as stored after a first publish of root, targets and snapshot (plus a timestamp).
-fn published(repo: &Repo, targets: &[u8]) -> RepoState {
-    let root = repo.root(1);
-    let snapshot = repo.snapshot(2, &[("root", &root), ("targets", targets)]);
-    let timestamp = sign(
-        &json!({"_type": "Timestamp", "expires": expires(14), "meta": {"snapshot": meta(&snapshot)}, "version": 1}),
-        &[&repo.timestamp],
-    );
-    RepoState::new([
-        ("root".to_owned(), root),
-        ("targets".to_owned(), targets.to_vec()),
-        ("snapshot".to_owned(), snapshot),
-        ("timestamp".to_owned(), timestamp),
-    ])
 }
 
 fn expect_err(result: Result<Validated, UpdateError>, check: impl Fn(&UpdateError) -> bool) {

@@ -27,11 +27,9 @@ pub enum StoreError {
 fn classify_transport(error: &sqlx::Error) -> Option<StoreError> {
     use sqlx::Error;
     match error {
-        Error::Io(_)
-        | Error::Tls(_)
-        | Error::PoolTimedOut
-        | Error::PoolClosed
-        | Error::WorkerCrashed => Some(StoreError::Unavailable(error.to_string())),
+        Error::Io(_) | Error::Tls(_) | Error::PoolTimedOut | Error::PoolClosed | Error::WorkerCrashed => {
+            Some(StoreError::Unavailable(error.to_string()))
+        }
         Error::Database(_) | Error::Migrate(_) => None,
         _ => Some(StoreError::Internal(error.to_string())),
     }
@@ -59,10 +57,9 @@ fn classify_with(error: sqlx::Error, is_unavailable: fn(&str) -> bool) -> StoreE
 fn classify_migrate_with(error: MigrateError, is_unavailable: fn(&str) -> bool) -> StoreError {
     match error {
         MigrateError::Execute(inner) => prefix(classify_with(inner, is_unavailable), "migrating"),
-        MigrateError::ExecuteMigration(inner, version) => prefix(
-            classify_with(inner, is_unavailable),
-            &format!("applying migration {version}"),
-        ),
+        MigrateError::ExecuteMigration(inner, version) => {
+            prefix(classify_with(inner, is_unavailable), &format!("applying migration {version}"))
+        }
         other => StoreError::Internal(format!("migrating: {other}")),
     }
 }
@@ -95,10 +92,9 @@ fn sqlite_code_is_unavailable(code: &str) -> bool {
     const SQLITE_FULL: i64 = 13;
     const SQLITE_CANTOPEN: i64 = 14;
     match code.parse::<i64>() {
-        Ok(extended) => matches!(
-            extended & 0xff,
-            SQLITE_BUSY | SQLITE_LOCKED | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN
-        ),
+        Ok(extended) => {
+            matches!(extended & 0xff, SQLITE_BUSY | SQLITE_LOCKED | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN)
+        }
         Err(_) => false,
     }
 }
@@ -168,14 +164,8 @@ mod tests {
     #[test]
     fn messages() {
         let old = StoreError::OldVersion { role: "targets".into() };
-        assert_eq!(
-            old.to_string(),
-            "targets: a file with the same or a newer version is already stored"
-        );
-        assert_eq!(
-            StoreError::Unavailable("x".into()).to_string(),
-            "database unavailable: x"
-        );
+        assert_eq!(old.to_string(), "targets: a file with the same or a newer version is already stored");
+        assert_eq!(StoreError::Unavailable("x".into()).to_string(), "database unavailable: x");
         assert_eq!(StoreError::Internal("y".into()).to_string(), "storage error: y");
     }
 }

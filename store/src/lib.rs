@@ -138,9 +138,7 @@ impl ChangeCategory {
         match text {
             "update" => Ok(ChangeCategory::Update),
             "deletion" => Ok(ChangeCategory::Deletion),
-            other => Err(StoreError::Internal(format!(
-                "unknown changefeed category {other:?} in the database"
-            ))),
+            other => Err(StoreError::Internal(format!("unknown changefeed category {other:?} in the database"))),
         }
     }
 }
@@ -219,27 +217,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// The current files of the given roles, in one query, ordered by role. Roles without a
     /// current file are left out.
-    async fn current_many(&self, gun: &str, roles: &[&str])
-    -> Result<Vec<StoredFile>, StoreError>;
+    async fn current_many(&self, gun: &str, roles: &[&str]) -> Result<Vec<StoredFile>, StoreError>;
 
     /// All current files of `gun`, ordered by role.
     async fn current_all(&self, gun: &str) -> Result<Vec<StoredFile>, StoreError>;
 
     /// The stored file of `gun` and `role` whose SHA-256 is `sha256_hex` (lowercase).
-    async fn by_checksum(
-        &self,
-        gun: &str,
-        role: &str,
-        sha256_hex: &str,
-    ) -> Result<Option<StoredFile>, StoreError>;
+    async fn by_checksum(&self, gun: &str, role: &str, sha256_hex: &str) -> Result<Option<StoredFile>, StoreError>;
 
     /// The stored file of `gun` and `role` with this version.
-    async fn by_version(
-        &self,
-        gun: &str,
-        role: &str,
-        version: i64,
-    ) -> Result<Option<StoredFile>, StoreError>;
+    async fn by_version(&self, gun: &str, role: &str, version: i64) -> Result<Option<StoredFile>, StoreError>;
 
     /// Applies `update` in one transaction: takes the GUN's lock, checks the expected
     /// timestamp version and the new versions, inserts the files, replaces the current set
@@ -256,17 +243,11 @@ pub trait Store: Send + Sync + 'static {
     /// `change_id`. With `records < 0` or `change_id < 0`: up to `|records|` changes going
     /// backwards, from below `change_id` when it is positive and from the newest otherwise.
     /// `records == 0` returns nothing (the HTTP layer maps 0 to its default page size).
-    async fn changefeed(
-        &self,
-        gun: Option<&str>,
-        change_id: i64,
-        records: i64,
-    ) -> Result<Vec<Change>, StoreError>;
+    async fn changefeed(&self, gun: Option<&str>, change_id: i64, records: i64) -> Result<Vec<Change>, StoreError>;
 
     /// Up to `limit` distinct GUNs whose current timestamp or snapshot expires before
     /// `before`, soonest expiry first.
-    async fn expiring(&self, before: DateTime<Utc>, limit: i64)
-    -> Result<Vec<String>, StoreError>;
+    async fn expiring(&self, before: DateTime<Utc>, limit: i64) -> Result<Vec<String>, StoreError>;
 
     /// A cheap check that the database answers and has the schema.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -279,12 +260,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// The unused key (never marked used) for `gun`, `role` and `algorithm` with the lowest
     /// key ID.
-    async fn unused_key(
-        &self,
-        gun: &str,
-        role: &str,
-        algorithm: &str,
-    ) -> Result<Option<StoredKey>, StoreError>;
+    async fn unused_key(&self, gun: &str, role: &str, algorithm: &str) -> Result<Option<StoredKey>, StoreError>;
 
     /// Records that the key is in use now. An unknown key ID is an [`StoreError::Internal`].
     async fn mark_key_used(&self, key_id: &str) -> Result<(), StoreError>;
@@ -297,10 +273,7 @@ pub trait Store: Send + Sync + 'static {
 /// An unreachable PostgreSQL server fails with [`StoreError::Unavailable`] after about three
 /// seconds. Error messages never contain the URL's password.
 pub async fn open(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    if let Some(rest) = database_url
-        .strip_prefix("sqlite://")
-        .or_else(|| database_url.strip_prefix("sqlite:"))
-    {
+    if let Some(rest) = database_url.strip_prefix("sqlite://").or_else(|| database_url.strip_prefix("sqlite:")) {
         if rest.is_empty() || rest.contains('?') || rest.starts_with(":memory:") {
             return Err(StoreError::Internal(format!(
                 "unsupported SQLite URL {database_url:?}: use sqlite://<path to a file>, \
@@ -313,9 +286,7 @@ pub async fn open(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
         let store = postgres::PgStore::open(database_url).await?;
         return Ok(Arc::new(store));
     }
-    let scheme = database_url
-        .split_once(':')
-        .map_or("(none)", |(scheme, _)| scheme);
+    let scheme = database_url.split_once(':').map_or("(none)", |(scheme, _)| scheme);
     Err(StoreError::Internal(format!(
         "unsupported database URL scheme {scheme:?}: use sqlite://<path> or postgres://…"
     )))

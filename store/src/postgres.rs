@@ -17,9 +17,7 @@ use sqlx::{Postgres, Row, Transaction};
 
 use crate::error::{from_pg, from_pg_migrate, is_unique_violation};
 use crate::validate::{check_update, dangling_pointer, inserted_timestamps, now, to_micros};
-use crate::{
-    Change, ChangeCategory, Store, StoreError, StoredFile, StoredKey, TIMESTAMP_ROLE, Update,
-};
+use crate::{Change, ChangeCategory, Store, StoreError, StoredFile, StoredKey, TIMESTAMP_ROLE, Update};
 
 /// How long a caller waits for a pooled connection (or for a new one to be opened) before
 /// the store reports [`StoreError::Unavailable`].
@@ -82,10 +80,7 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(|error| with_context(from_pg(error), &redacted, url))?;
-        migrator()
-            .run(&pool)
-            .await
-            .map_err(|error| with_context(from_pg_migrate(error), &redacted, url))?;
+        migrator().run(&pool).await.map_err(|error| with_context(from_pg_migrate(error), &redacted, url))?;
         tracing::info!(backend = "postgres", database = %redacted, "store opened, schema up to date");
         Ok(PgStore { pool })
     }
@@ -138,25 +133,16 @@ impl Store for PgStore {
     }
 
     async fn current(&self, gun: &str, role: &str) -> Result<Option<StoredFile>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            file_columns!(),
-            current_join!(),
-            "WHERE c.gun = $1 AND c.role = $2"
-        ))
-        .bind(gun)
-        .bind(role)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(from_pg)?;
+        let row = sqlx::query(concat!("SELECT ", file_columns!(), current_join!(), "WHERE c.gun = $1 AND c.role = $2"))
+            .bind(gun)
+            .bind(role)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(from_pg)?;
         row.as_ref().map(file_from_row).transpose()
     }
 
-    async fn current_many(
-        &self,
-        gun: &str,
-        roles: &[&str],
-    ) -> Result<Vec<StoredFile>, StoreError> {
+    async fn current_many(&self, gun: &str, roles: &[&str]) -> Result<Vec<StoredFile>, StoreError> {
         if roles.is_empty() {
             return Ok(Vec::new());
         }
@@ -175,25 +161,16 @@ impl Store for PgStore {
     }
 
     async fn current_all(&self, gun: &str) -> Result<Vec<StoredFile>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            file_columns!(),
-            current_join!(),
-            "WHERE c.gun = $1 ORDER BY c.role"
-        ))
-        .bind(gun)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(from_pg)?;
+        let rows =
+            sqlx::query(concat!("SELECT ", file_columns!(), current_join!(), "WHERE c.gun = $1 ORDER BY c.role"))
+                .bind(gun)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(from_pg)?;
         rows.iter().map(file_from_row).collect()
     }
 
-    async fn by_checksum(
-        &self,
-        gun: &str,
-        role: &str,
-        sha256_hex: &str,
-    ) -> Result<Option<StoredFile>, StoreError> {
+    async fn by_checksum(&self, gun: &str, role: &str, sha256_hex: &str) -> Result<Option<StoredFile>, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",
             file_columns!(),
@@ -209,12 +186,7 @@ impl Store for PgStore {
         row.as_ref().map(file_from_row).transpose()
     }
 
-    async fn by_version(
-        &self,
-        gun: &str,
-        role: &str,
-        version: i64,
-    ) -> Result<Option<StoredFile>, StoreError> {
+    async fn by_version(&self, gun: &str, role: &str, version: i64) -> Result<Option<StoredFile>, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",
             file_columns!(),
@@ -244,9 +216,7 @@ impl Store for PgStore {
                 .await
                 .map_err(from_pg)?;
         if stored_timestamp != update.expected_timestamp_version {
-            return Err(StoreError::OldVersion {
-                role: TIMESTAMP_ROLE.into(),
-            });
+            return Err(StoreError::OldVersion { role: TIMESTAMP_ROLE.into() });
         }
 
         if !update.files.is_empty() {
@@ -261,13 +231,9 @@ impl Store for PgStore {
             .await
             .map_err(from_pg)?;
             for file in &update.files {
-                let too_old = newest
-                    .iter()
-                    .any(|(role, version)| *role == file.role && *version >= file.version);
+                let too_old = newest.iter().any(|(role, version)| *role == file.role && *version >= file.version);
                 if too_old {
-                    return Err(StoreError::OldVersion {
-                        role: file.role.clone(),
-                    });
+                    return Err(StoreError::OldVersion { role: file.role.clone() });
                 }
             }
         }
@@ -289,26 +255,16 @@ impl Store for PgStore {
             match inserted {
                 Ok(_) => {}
                 Err(error) if is_unique_violation(&error) => {
-                    return Err(StoreError::OldVersion {
-                        role: file.role.clone(),
-                    });
+                    return Err(StoreError::OldVersion { role: file.role.clone() });
                 }
                 Err(error) => return Err(from_pg(error)),
             }
         }
 
-        sqlx::query("DELETE FROM current_files WHERE gun = $1")
-            .bind(gun)
-            .execute(&mut *tx)
-            .await
-            .map_err(from_pg)?;
+        sqlx::query("DELETE FROM current_files WHERE gun = $1").bind(gun).execute(&mut *tx).await.map_err(from_pg)?;
         if !update.current.is_empty() {
             let roles: Vec<&str> = update.current.iter().map(|entry| entry.role.as_str()).collect();
-            let checksums: Vec<&str> = update
-                .current
-                .iter()
-                .map(|entry| entry.sha256.as_str())
-                .collect();
+            let checksums: Vec<&str> = update.current.iter().map(|entry| entry.sha256.as_str()).collect();
             let inserted = sqlx::query(
                 "INSERT INTO current_files (gun, role, version, expires) \
                  SELECT f.gun, f.role, f.version, f.expires \
@@ -348,15 +304,7 @@ impl Store for PgStore {
         }
 
         for timestamp in inserted_timestamps(&update) {
-            Self::append_change(
-                &mut tx,
-                gun,
-                timestamp.version,
-                &timestamp.sha256,
-                ChangeCategory::Update,
-                at,
-            )
-            .await?;
+            Self::append_change(&mut tx, gun, timestamp.version, &timestamp.sha256, ChangeCategory::Update, at).await?;
         }
         tx.commit().await.map_err(from_pg)
     }
@@ -364,11 +312,7 @@ impl Store for PgStore {
     async fn delete_gun(&self, gun: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await.map_err(from_pg)?;
         Self::lock_gun(&mut tx, gun).await?;
-        sqlx::query("DELETE FROM current_files WHERE gun = $1")
-            .bind(gun)
-            .execute(&mut *tx)
-            .await
-            .map_err(from_pg)?;
+        sqlx::query("DELETE FROM current_files WHERE gun = $1").bind(gun).execute(&mut *tx).await.map_err(from_pg)?;
         let deleted = sqlx::query("DELETE FROM tuf_files WHERE gun = $1")
             .bind(gun)
             .execute(&mut *tx)
@@ -382,12 +326,7 @@ impl Store for PgStore {
         Ok(deleted > 0)
     }
 
-    async fn changefeed(
-        &self,
-        gun: Option<&str>,
-        change_id: i64,
-        records: i64,
-    ) -> Result<Vec<Change>, StoreError> {
+    async fn changefeed(&self, gun: Option<&str>, change_id: i64, records: i64) -> Result<Vec<Change>, StoreError> {
         let limit = i64::try_from(records.unsigned_abs()).unwrap_or(i64::MAX);
         if limit == 0 {
             return Ok(Vec::new());
@@ -412,31 +351,20 @@ impl Store for PgStore {
             ),
         };
         // Going backwards from a non-positive id means "from the newest".
-        let bound = if backwards && change_id <= 0 {
-            i64::MAX
-        } else {
-            change_id
-        };
+        let bound = if backwards && change_id <= 0 { i64::MAX } else { change_id };
         let mut query = sqlx::query(sql).bind(bound).bind(limit);
         if let Some(gun) = gun {
             query = query.bind(gun);
         }
         let rows = query.fetch_all(&self.pool).await.map_err(from_pg)?;
-        let mut changes = rows
-            .iter()
-            .map(change_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut changes = rows.iter().map(change_from_row).collect::<Result<Vec<_>, _>>()?;
         if backwards {
             changes.reverse();
         }
         Ok(changes)
     }
 
-    async fn expiring(
-        &self,
-        before: DateTime<Utc>,
-        limit: i64,
-    ) -> Result<Vec<String>, StoreError> {
+    async fn expiring(&self, before: DateTime<Utc>, limit: i64) -> Result<Vec<String>, StoreError> {
         if limit <= 0 {
             return Ok(Vec::new());
         }
@@ -479,33 +407,23 @@ impl Store for PgStore {
         .await;
         match inserted {
             Ok(_) => Ok(()),
-            Err(error) if is_unique_violation(&error) => Err(StoreError::Internal(format!(
-                "server key {} already exists",
-                key.key_id
-            ))),
+            Err(error) if is_unique_violation(&error) => {
+                Err(StoreError::Internal(format!("server key {} already exists", key.key_id)))
+            }
             Err(error) => Err(from_pg(error)),
         }
     }
 
     async fn key(&self, key_id: &str) -> Result<Option<StoredKey>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            key_columns!(),
-            " FROM server_keys WHERE key_id = $1"
-        ))
-        .bind(key_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(from_pg)?;
+        let row = sqlx::query(concat!("SELECT ", key_columns!(), " FROM server_keys WHERE key_id = $1"))
+            .bind(key_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(from_pg)?;
         row.as_ref().map(key_from_row).transpose()
     }
 
-    async fn unused_key(
-        &self,
-        gun: &str,
-        role: &str,
-        algorithm: &str,
-    ) -> Result<Option<StoredKey>, StoreError> {
+    async fn unused_key(&self, gun: &str, role: &str, algorithm: &str) -> Result<Option<StoredKey>, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",
             key_columns!(),
@@ -577,14 +495,12 @@ fn key_from_row(row: &PgRow) -> Result<StoredKey, StoreError> {
 /// Adds "while opening <url>" to an error, with the password removed from the message.
 fn with_context(error: StoreError, redacted: &str, url: &str) -> StoreError {
     match error {
-        StoreError::Unavailable(message) => StoreError::Unavailable(format!(
-            "PostgreSQL at {redacted}: {}",
-            scrub_password(&message, url)
-        )),
-        StoreError::Internal(message) => StoreError::Internal(format!(
-            "PostgreSQL at {redacted}: {}",
-            scrub_password(&message, url)
-        )),
+        StoreError::Unavailable(message) => {
+            StoreError::Unavailable(format!("PostgreSQL at {redacted}: {}", scrub_password(&message, url)))
+        }
+        StoreError::Internal(message) => {
+            StoreError::Internal(format!("PostgreSQL at {redacted}: {}", scrub_password(&message, url)))
+        }
         old @ StoreError::OldVersion { .. } => old,
     }
 }
@@ -603,9 +519,7 @@ fn redact_url(url: &str) -> String {
         },
         None => (String::new(), rest),
     };
-    let host_and_path = host_and_path
-        .split_once('?')
-        .map_or(host_and_path, |(before, _query)| before);
+    let host_and_path = host_and_path.split_once('?').map_or(host_and_path, |(before, _query)| before);
     format!("{scheme}://{user}{host_and_path}")
 }
 
@@ -634,19 +548,13 @@ mod tests {
                 "postgres://tufa:s3cr/e?t@db.example:5432/notary?sslmode=require&password=x",
                 "postgres://tufa:***@db.example:5432/notary",
             ),
-            (
-                "postgresql://tufa@localhost/notary",
-                "postgresql://tufa@localhost/notary",
-            ),
+            ("postgresql://tufa@localhost/notary", "postgresql://tufa@localhost/notary"),
             ("postgres://localhost", "postgres://localhost"),
             ("nonsense", "<unparseable URL>"),
         ];
         for (url, expected) in cases {
             assert_eq!(redact_url(url), expected, "{url}");
         }
-        assert_eq!(
-            scrub_password("bad s3cr/e?t here", "postgres://u:s3cr/e?t@h/d"),
-            "bad *** here"
-        );
+        assert_eq!(scrub_password("bad s3cr/e?t here", "postgres://u:s3cr/e?t@h/d"), "bad *** here");
     }
 }

@@ -13,16 +13,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use crate::error::{from_sqlite, from_sqlite_migrate, is_unique_violation};
 use crate::validate::{check_update, dangling_pointer, inserted_timestamps, now};
-use crate::{
-    Change, ChangeCategory, Store, StoreError, StoredFile, StoredKey, TIMESTAMP_ROLE, Update,
-};
+use crate::{Change, ChangeCategory, Store, StoreError, StoredFile, StoredKey, TIMESTAMP_ROLE, Update};
 
 /// How long SQLite waits for another process's write lock before reporting busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -86,10 +82,7 @@ impl SqliteStore {
             .connect_with(options.clone().create_if_missing(true))
             .await
             .map_err(|error| context(from_sqlite(error), &shown))?;
-        migrator()
-            .run(&writer)
-            .await
-            .map_err(|error| context(from_sqlite_migrate(error), &shown))?;
+        migrator().run(&writer).await.map_err(|error| context(from_sqlite_migrate(error), &shown))?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
             .acquire_timeout(READ_ACQUIRE_TIMEOUT)
@@ -102,10 +95,7 @@ impl SqliteStore {
 
     /// Starts a write transaction holding SQLite's write lock.
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        self.writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(from_sqlite)
+        self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(from_sqlite)
     }
 
     async fn append_change(
@@ -139,69 +129,43 @@ impl Store for SqliteStore {
     }
 
     async fn current(&self, gun: &str, role: &str) -> Result<Option<StoredFile>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            file_columns!(),
-            current_join!(),
-            "WHERE c.gun = $1 AND c.role = $2"
-        ))
-        .bind(gun)
-        .bind(role)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(from_sqlite)?;
+        let row = sqlx::query(concat!("SELECT ", file_columns!(), current_join!(), "WHERE c.gun = $1 AND c.role = $2"))
+            .bind(gun)
+            .bind(role)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(from_sqlite)?;
         row.as_ref().map(file_from_row).transpose()
     }
 
-    async fn current_many(
-        &self,
-        gun: &str,
-        roles: &[&str],
-    ) -> Result<Vec<StoredFile>, StoreError> {
+    async fn current_many(&self, gun: &str, roles: &[&str]) -> Result<Vec<StoredFile>, StoreError> {
         if roles.is_empty() {
             return Ok(Vec::new());
         }
         // SQLite has no array parameters: one placeholder per role.
-        let mut query = QueryBuilder::<Sqlite>::new(concat!(
-            "SELECT ",
-            file_columns!(),
-            current_join!(),
-            "WHERE c.gun = "
-        ));
+        let mut query =
+            QueryBuilder::<Sqlite>::new(concat!("SELECT ", file_columns!(), current_join!(), "WHERE c.gun = "));
         query.push_bind(gun).push(" AND c.role IN (");
         let mut list = query.separated(", ");
         for role in roles {
             list.push_bind(*role);
         }
         query.push(") ORDER BY c.role");
-        let rows = query
-            .build()
-            .fetch_all(&self.reader)
-            .await
-            .map_err(from_sqlite)?;
+        let rows = query.build().fetch_all(&self.reader).await.map_err(from_sqlite)?;
         rows.iter().map(file_from_row).collect()
     }
 
     async fn current_all(&self, gun: &str) -> Result<Vec<StoredFile>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            file_columns!(),
-            current_join!(),
-            "WHERE c.gun = $1 ORDER BY c.role"
-        ))
-        .bind(gun)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(from_sqlite)?;
+        let rows =
+            sqlx::query(concat!("SELECT ", file_columns!(), current_join!(), "WHERE c.gun = $1 ORDER BY c.role"))
+                .bind(gun)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(from_sqlite)?;
         rows.iter().map(file_from_row).collect()
     }
 
-    async fn by_checksum(
-        &self,
-        gun: &str,
-        role: &str,
-        sha256_hex: &str,
-    ) -> Result<Option<StoredFile>, StoreError> {
+    async fn by_checksum(&self, gun: &str, role: &str, sha256_hex: &str) -> Result<Option<StoredFile>, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",
             file_columns!(),
@@ -217,12 +181,7 @@ impl Store for SqliteStore {
         row.as_ref().map(file_from_row).transpose()
     }
 
-    async fn by_version(
-        &self,
-        gun: &str,
-        role: &str,
-        version: i64,
-    ) -> Result<Option<StoredFile>, StoreError> {
+    async fn by_version(&self, gun: &str, role: &str, version: i64) -> Result<Option<StoredFile>, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",
             file_columns!(),
@@ -251,9 +210,7 @@ impl Store for SqliteStore {
                 .await
                 .map_err(from_sqlite)?;
         if stored_timestamp != update.expected_timestamp_version {
-            return Err(StoreError::OldVersion {
-                role: TIMESTAMP_ROLE.into(),
-            });
+            return Err(StoreError::OldVersion { role: TIMESTAMP_ROLE.into() });
         }
 
         for file in &update.files {
@@ -265,9 +222,7 @@ impl Store for SqliteStore {
                     .await
                     .map_err(from_sqlite)?;
             if newest.is_some_and(|newest| newest >= file.version) {
-                return Err(StoreError::OldVersion {
-                    role: file.role.clone(),
-                });
+                return Err(StoreError::OldVersion { role: file.role.clone() });
             }
         }
 
@@ -288,9 +243,7 @@ impl Store for SqliteStore {
             match inserted {
                 Ok(_) => {}
                 Err(error) if is_unique_violation(&error) => {
-                    return Err(StoreError::OldVersion {
-                        role: file.role.clone(),
-                    });
+                    return Err(StoreError::OldVersion { role: file.role.clone() });
                 }
                 Err(error) => return Err(from_sqlite(error)),
             }
@@ -321,15 +274,7 @@ impl Store for SqliteStore {
         }
 
         for timestamp in inserted_timestamps(&update) {
-            Self::append_change(
-                &mut tx,
-                gun,
-                timestamp.version,
-                &timestamp.sha256,
-                ChangeCategory::Update,
-                at,
-            )
-            .await?;
+            Self::append_change(&mut tx, gun, timestamp.version, &timestamp.sha256, ChangeCategory::Update, at).await?;
         }
         tx.commit().await.map_err(from_sqlite)
     }
@@ -354,12 +299,7 @@ impl Store for SqliteStore {
         Ok(deleted > 0)
     }
 
-    async fn changefeed(
-        &self,
-        gun: Option<&str>,
-        change_id: i64,
-        records: i64,
-    ) -> Result<Vec<Change>, StoreError> {
+    async fn changefeed(&self, gun: Option<&str>, change_id: i64, records: i64) -> Result<Vec<Change>, StoreError> {
         let limit = i64::try_from(records.unsigned_abs()).unwrap_or(i64::MAX);
         if limit == 0 {
             return Ok(Vec::new());
@@ -384,31 +324,20 @@ impl Store for SqliteStore {
             ),
         };
         // Going backwards from a non-positive id means "from the newest".
-        let bound = if backwards && change_id <= 0 {
-            i64::MAX
-        } else {
-            change_id
-        };
+        let bound = if backwards && change_id <= 0 { i64::MAX } else { change_id };
         let mut query = sqlx::query(sql).bind(bound).bind(limit);
         if let Some(gun) = gun {
             query = query.bind(gun);
         }
         let rows = query.fetch_all(&self.reader).await.map_err(from_sqlite)?;
-        let mut changes = rows
-            .iter()
-            .map(change_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut changes = rows.iter().map(change_from_row).collect::<Result<Vec<_>, _>>()?;
         if backwards {
             changes.reverse();
         }
         Ok(changes)
     }
 
-    async fn expiring(
-        &self,
-        before: DateTime<Utc>,
-        limit: i64,
-    ) -> Result<Vec<String>, StoreError> {
+    async fn expiring(&self, before: DateTime<Utc>, limit: i64) -> Result<Vec<String>, StoreError> {
         if limit <= 0 {
             return Ok(Vec::new());
         }
@@ -451,33 +380,23 @@ impl Store for SqliteStore {
         .await;
         match inserted {
             Ok(_) => Ok(()),
-            Err(error) if is_unique_violation(&error) => Err(StoreError::Internal(format!(
-                "server key {} already exists",
-                key.key_id
-            ))),
+            Err(error) if is_unique_violation(&error) => {
+                Err(StoreError::Internal(format!("server key {} already exists", key.key_id)))
+            }
             Err(error) => Err(from_sqlite(error)),
         }
     }
 
     async fn key(&self, key_id: &str) -> Result<Option<StoredKey>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            key_columns!(),
-            " FROM server_keys WHERE key_id = $1"
-        ))
-        .bind(key_id)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(from_sqlite)?;
+        let row = sqlx::query(concat!("SELECT ", key_columns!(), " FROM server_keys WHERE key_id = $1"))
+            .bind(key_id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(from_sqlite)?;
         row.as_ref().map(key_from_row).transpose()
     }
 
-    async fn unused_key(
-        &self,
-        gun: &str,
-        role: &str,
-        algorithm: &str,
-    ) -> Result<Option<StoredKey>, StoreError> {
+    async fn unused_key(&self, gun: &str, role: &str, algorithm: &str) -> Result<Option<StoredKey>, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",
             key_columns!(),
@@ -514,9 +433,8 @@ fn micros(time: DateTime<Utc>) -> i64 {
 }
 
 fn from_micros(value: i64, column: &str) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_micros(value).ok_or_else(|| {
-        StoreError::Internal(format!("column {column} holds an out-of-range time {value}"))
-    })
+    DateTime::from_timestamp_micros(value)
+        .ok_or_else(|| StoreError::Internal(format!("column {column} holds an out-of-range time {value}")))
 }
 
 fn time(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>, StoreError> {
@@ -569,12 +487,8 @@ fn key_from_row(row: &SqliteRow) -> Result<StoredKey, StoreError> {
 /// Names the database file in an error.
 fn context(error: StoreError, path: &impl std::fmt::Display) -> StoreError {
     match error {
-        StoreError::Unavailable(message) => {
-            StoreError::Unavailable(format!("SQLite database {path}: {message}"))
-        }
-        StoreError::Internal(message) => {
-            StoreError::Internal(format!("SQLite database {path}: {message}"))
-        }
+        StoreError::Unavailable(message) => StoreError::Unavailable(format!("SQLite database {path}: {message}")),
+        StoreError::Internal(message) => StoreError::Internal(format!("SQLite database {path}: {message}")),
         old @ StoreError::OldVersion { .. } => old,
     }
 }

@@ -35,9 +35,7 @@ pub(crate) fn check_update(update: &Update) -> Result<(), StoreError> {
             )));
         }
         if !seen_versions.insert((file.role.as_str(), file.version)) {
-            return Err(StoreError::OldVersion {
-                role: file.role.clone(),
-            });
+            return Err(StoreError::OldVersion { role: file.role.clone() });
         }
     }
     let mut seen_roles = HashSet::new();
@@ -52,10 +50,7 @@ pub(crate) fn check_update(update: &Update) -> Result<(), StoreError> {
             )));
         }
         if !seen_roles.insert(entry.role.as_str()) {
-            return Err(StoreError::Internal(format!(
-                "current set names role {} twice",
-                entry.role
-            )));
+            return Err(StoreError::Internal(format!("current set names role {} twice", entry.role)));
         }
     }
     Ok(())
@@ -64,27 +59,18 @@ pub(crate) fn check_update(update: &Update) -> Result<(), StoreError> {
 /// The inserted timestamp files of an update, lowest version first: each gets a changefeed
 /// record.
 pub(crate) fn inserted_timestamps(update: &Update) -> Vec<&NewFile> {
-    let mut timestamps: Vec<&NewFile> = update
-        .files
-        .iter()
-        .filter(|file| file.role == TIMESTAMP_ROLE)
-        .collect();
+    let mut timestamps: Vec<&NewFile> = update.files.iter().filter(|file| file.role == TIMESTAMP_ROLE).collect();
     timestamps.sort_by_key(|file| file.version);
     timestamps
 }
 
 /// The error for a current pointer that names no stored file.
 pub(crate) fn dangling_pointer(gun: &str, role: &str, sha256: &str) -> StoreError {
-    StoreError::Internal(format!(
-        "current pointer for {gun} {role} names checksum {sha256}, which is not stored"
-    ))
+    StoreError::Internal(format!("current pointer for {gun} {role} names checksum {sha256}, which is not stored"))
 }
 
 fn is_sha256_hex(text: &str) -> bool {
-    text.len() == 64
-        && text
-            .bytes()
-            .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+    text.len() == 64 && text.bytes().all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
 }
 
 /// Lowercase hex SHA-256 of `data`.
@@ -108,22 +94,11 @@ mod tests {
     use crate::CurrentEntry;
 
     fn file(role: &str, version: i64, data: &[u8]) -> NewFile {
-        NewFile {
-            role: role.into(),
-            version,
-            sha256: sha256_hex(data),
-            data: data.to_vec(),
-            expires: None,
-        }
+        NewFile { role: role.into(), version, sha256: sha256_hex(data), data: data.to_vec(), expires: None }
     }
 
     fn update(files: Vec<NewFile>, current: Vec<CurrentEntry>) -> Update {
-        Update {
-            gun: "example.com/app".into(),
-            files,
-            current,
-            expected_timestamp_version: None,
-        }
+        Update { gun: "example.com/app".into(), files, current, expected_timestamp_version: None }
     }
 
     fn check(update: &Update) -> String {
@@ -137,19 +112,13 @@ mod tests {
 
     #[test]
     fn sha256_is_lowercase_hex() {
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     #[test]
     fn cases() {
         let good = file("root", 1, b"{}");
-        let current = vec![CurrentEntry {
-            role: "root".into(),
-            sha256: good.sha256.clone(),
-        }];
+        let current = vec![CurrentEntry { role: "root".into(), sha256: good.sha256.clone() }];
         assert_eq!(check(&update(vec![good.clone()], current.clone())), "ok");
 
         let mut empty_gun = update(vec![], vec![]);
@@ -168,24 +137,14 @@ mod tests {
         assert!(check(&update(vec![wrong], vec![])).contains("does not match its data"));
 
         let twice = vec![current[0].clone(), current[0].clone()];
-        assert_eq!(
-            check(&update(vec![good], twice)),
-            "internal current set names role root twice"
-        );
+        assert_eq!(check(&update(vec![good], twice)), "internal current set names role root twice");
     }
 
     #[test]
     fn timestamps_sorted() {
-        let files = vec![
-            file("timestamp", 3, b"3"),
-            file("snapshot", 2, b"s"),
-            file("timestamp", 2, b"2"),
-        ];
+        let files = vec![file("timestamp", 3, b"3"), file("snapshot", 2, b"s"), file("timestamp", 2, b"2")];
         let update = update(files, vec![]);
-        let versions: Vec<i64> = inserted_timestamps(&update)
-            .iter()
-            .map(|file| file.version)
-            .collect();
+        let versions: Vec<i64> = inserted_timestamps(&update).iter().map(|file| file.version).collect();
         assert_eq!(versions, [2, 3]);
     }
 }

@@ -86,7 +86,14 @@ pub fn start(backend: Backend) -> Server {
         if let Some(url) = &database_url {
             command.arg("--database-url").arg(url);
         }
-        command.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()));
+        // Only the command line configures the server: no TUFA_* settings leak in from the
+        // developer's environment (except the log filter, which helps debugging).
+        for (key, _) in std::env::vars_os() {
+            let key_text = key.to_string_lossy();
+            if key_text.starts_with("TUFA_") && key_text != "TUFA_LOG" {
+                command.env_remove(&key);
+            }
+        }
         command
     };
     Server::start(Launch {

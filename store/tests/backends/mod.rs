@@ -15,17 +15,19 @@ use crate::support::{PgDb, Repo};
 
 const GUN: &str = "example.com/app";
 
-fn expect_unavailable<T: std::fmt::Debug>(result: Result<T, StoreError>) -> String {
+fn expect_unavailable<T>(result: Result<T, StoreError>) -> String {
     match result {
         Err(StoreError::Unavailable(message)) => message,
-        other => panic!("expected Unavailable, got {other:?}"),
+        Err(other) => panic!("expected Unavailable, got {other:?}"),
+        Ok(_) => panic!("expected Unavailable, got Ok"),
     }
 }
 
-fn expect_internal<T: std::fmt::Debug>(result: Result<T, StoreError>) -> String {
+fn expect_internal<T>(result: Result<T, StoreError>) -> String {
     match result {
         Err(StoreError::Internal(message)) => message,
-        other => panic!("expected Internal, got {other:?}"),
+        Err(other) => panic!("expected Internal, got {other:?}"),
+        Ok(_) => panic!("expected Internal, got Ok"),
     }
 }
 
@@ -36,21 +38,14 @@ mod sqlite {
     async fn url_forms_and_reopening() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("nested name.sqlite");
-        let store = tufa_store::open(&format!("sqlite://{}", path.display()))
-            .await
-            .expect("open sqlite://");
+        let store = tufa_store::open(&format!("sqlite://{}", path.display())).await.expect("open sqlite://");
         assert_eq!(store.backend(), "sqlite");
         assert!(path.exists(), "the file is created");
-        store
-            .update(Repo::new(1, "v1").first_publish(GUN))
-            .await
-            .expect("publish");
+        store.update(Repo::new(1, "v1").first_publish(GUN)).await.expect("publish");
         drop(store);
 
         // Reopening runs the migrations again (a no-op) and finds the data.
-        let store = tufa_store::open(&format!("sqlite:{}", path.display()))
-            .await
-            .expect("open sqlite:");
+        let store = tufa_store::open(&format!("sqlite:{}", path.display())).await.expect("open sqlite:");
         store.ping().await.expect("ping");
         assert_eq!(store.current_all(GUN).await.expect("read").len(), 4);
     }
@@ -70,6 +65,40 @@ mod sqlite {
         let result = tufa_store::open_sqlite(&path).await;
         let message = expect_unavailable(result);
         assert!(message.contains("no such dir"), "{message}");
+    }
+
+    /// Two stores on one file (as two server processes would be) race to publish different
+    /// versions on top of version 1: `BEGIN IMMEDIATE` plus the busy timeout serialise them
+    /// and exactly one wins.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_stores_on_one_file_race() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("tufa.sqlite");
+        let stores = [
+            tufa_store::open_sqlite(&path).await.expect("open first"),
+            tufa_store::open_sqlite(&path).await.expect("open second"),
+        ];
+        stores[0].update(Repo::new(1, "v1").first_publish(GUN)).await.expect("publish v1");
+
+        let mut racers = Vec::new();
+        for racer in 0..8_i64 {
+            let store = stores[usize::from(racer % 2 == 1)].clone();
+            let update = Repo::new(2 + racer, &format!("racer {racer}")).next_publish(GUN, 1);
+            racers.push(tokio::spawn(async move { store.update(update).await }));
+        }
+        let mut winners = 0;
+        for racer in racers {
+            match racer.await.expect("racer task") {
+                Ok(()) => winners += 1,
+                Err(StoreError::OldVersion { .. }) => {}
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(winners, 1);
+        let current = stores[1].current_all(GUN).await.expect("read");
+        assert_eq!(current.len(), 4);
+        let feed = stores[1].changefeed(Some(GUN), 0, 100).await.expect("feed");
+        assert_eq!(feed.len(), 2);
     }
 
     /// Another process holding SQLite's write lock past the busy timeout makes writes
@@ -93,10 +122,7 @@ mod sqlite {
         assert_eq!(store.current(GUN, "root").await.expect("read while locked"), None);
 
         other.execute("ROLLBACK").await.expect("release the lock");
-        store
-            .update(Repo::new(1, "v1").first_publish(GUN))
-            .await
-            .expect("publish after unlock");
+        store.update(Repo::new(1, "v1").first_publish(GUN)).await.expect("publish after unlock");
     }
 }
 
@@ -134,10 +160,7 @@ mod postgres {
         let db = PgDb::create().await;
         let store = db.open().await;
         assert_eq!(store.backend(), "postgres");
-        store
-            .update(Repo::new(1, "v1").first_publish(GUN))
-            .await
-            .expect("publish");
+        store.update(Repo::new(1, "v1").first_publish(GUN)).await.expect("publish");
         drop(store);
         let store = db.open().await;
         store.ping().await.expect("ping");
@@ -169,24 +192,16 @@ mod postgres {
         let target = format!("{}:{}", options.get_host(), options.get_port());
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let url = options
-            .host("127.0.0.1")
-            .port(port)
-            .to_url_lossy()
-            .to_string();
+        let url = options.host("127.0.0.1").port(port).to_url_lossy().to_string();
 
         let running = proxy(listener, target.clone());
         let store = tufa_store::open(&url).await.expect("open through proxy");
-        store
-            .update(Repo::new(1, "v1").first_publish(GUN))
-            .await
-            .expect("publish");
+        store.update(Repo::new(1, "v1").first_publish(GUN)).await.expect("publish");
 
         running.abort();
         let _ = running.await;
         let started = Instant::now();
         expect_unavailable(store.current(GUN, "root").await);
-        expect_unavailable(store.ping().await);
         let elapsed = started.elapsed();
         assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
 

@@ -12,22 +12,20 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, PgConnection};
 use tufa_store::{CurrentEntry, NewFile, Store, Update};
 
 /// The message a PostgreSQL test fails with when there is no server to test against.
-const NO_DATABASE_URL: &str =
-    "set DATABASE_URL; the README test command starts a throwaway cluster";
+const NO_DATABASE_URL: &str = "set DATABASE_URL; the README test command starts a throwaway cluster";
 
 /// A SQLite store in its own temp dir, removed on drop.
 pub struct SqliteDb {
     pub store: Arc<dyn Store>,
-    pub dir: tempfile::TempDir,
+    /// Keeps the directory alive as long as the store.
+    _dir: tempfile::TempDir,
 }
 
 impl SqliteDb {
     pub async fn create() -> SqliteDb {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = tufa_store::open_sqlite(&dir.path().join("tufa.sqlite"))
-            .await
-            .expect("open SQLite store");
-        SqliteDb { store, dir }
+        let store = tufa_store::open_sqlite(&dir.path().join("tufa.sqlite")).await.expect("open SQLite store");
+        SqliteDb { store, _dir: dir }
     }
 }
 
@@ -52,24 +50,16 @@ impl PgDb {
     pub async fn create() -> PgDb {
         let admin_url = admin_url();
         let name = unique_name();
-        let mut admin = PgConnection::connect(&admin_url)
-            .await
-            .unwrap_or_else(|error| panic!("connect to DATABASE_URL: {error}"));
-        admin
-            .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .await
-            .expect("create test database");
+        let mut admin =
+            PgConnection::connect(&admin_url).await.unwrap_or_else(|error| panic!("connect to DATABASE_URL: {error}"));
+        admin.execute(AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.expect("create test database");
         admin.close().await.expect("close admin connection");
         let url = PgConnectOptions::from_str(&admin_url)
             .expect("parse DATABASE_URL")
             .database(&name)
             .to_url_lossy()
             .to_string();
-        PgDb {
-            name,
-            url,
-            admin_url,
-        }
+        PgDb { name, url, admin_url }
     }
 
     /// Opens a store on this database.
@@ -84,17 +74,10 @@ impl Drop for PgDb {
         let name = self.name.clone();
         // Drop runs inside the test's runtime, which cannot be blocked on; use a thread.
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             runtime.block_on(async {
                 let mut admin = PgConnection::connect(&admin_url).await?;
-                admin
-                    .execute(AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .await?;
+                admin.execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).await?;
                 admin.close().await
             })
         })
@@ -108,10 +91,7 @@ impl Drop for PgDb {
 /// A database name no other test (or test run) uses.
 fn unique_name() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_nanos())
-        .unwrap_or_default();
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_nanos()).unwrap_or_default();
     format!(
         "tufa_store_{}_{}_{}",
         std::process::id(),
@@ -127,15 +107,8 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// A file whose bytes name its role, version and `tag`, so different publishers' files differ.
 pub fn file(role: &str, version: i64, tag: &str) -> NewFile {
-    let data = format!(r#"{{"signed":{{"_type":"{role}","version":{version}}},"tag":"{tag}"}}"#)
-        .into_bytes();
-    NewFile {
-        role: role.into(),
-        version,
-        sha256: sha256_hex(&data),
-        data,
-        expires: None,
-    }
+    let data = format!(r#"{{"signed":{{"_type":"{role}","version":{version}}},"tag":"{tag}"}}"#).into_bytes();
+    NewFile { role: role.into(), version, sha256: sha256_hex(&data), data, expires: None }
 }
 
 /// Sets a file's expiry.
@@ -146,19 +119,11 @@ pub fn expiring_at(mut file: NewFile, expires: DateTime<Utc>) -> NewFile {
 
 /// A current pointer at `file`.
 pub fn pointer(file: &NewFile) -> CurrentEntry {
-    CurrentEntry {
-        role: file.role.clone(),
-        sha256: file.sha256.clone(),
-    }
+    CurrentEntry { role: file.role.clone(), sha256: file.sha256.clone() }
 }
 
 /// An update that inserts `files` and makes exactly `current` current.
-pub fn update(
-    gun: &str,
-    files: &[&NewFile],
-    current: &[&NewFile],
-    expected_timestamp_version: Option<i64>,
-) -> Update {
+pub fn update(gun: &str, files: &[&NewFile], current: &[&NewFile], expected_timestamp_version: Option<i64>) -> Update {
     Update {
         gun: gun.into(),
         files: files.iter().map(|file| (*file).clone()).collect(),
@@ -197,12 +162,7 @@ impl Repo {
 
     /// A later publish on top of timestamp `previous`: new targets, snapshot and timestamp.
     pub fn next_publish(&self, gun: &str, previous: i64) -> Update {
-        update(
-            gun,
-            &[&self.targets, &self.snapshot, &self.timestamp],
-            &self.all(),
-            Some(previous),
-        )
+        update(gun, &[&self.targets, &self.snapshot, &self.timestamp], &self.all(), Some(previous))
     }
 }
 

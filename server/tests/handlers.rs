@@ -1,0 +1,348 @@
+//! In-process handler tests: the real router over a real SQLite store and the in-process signer,
+//! driven with `oneshot`. Each bad request must get notary's code and a 4xx and change nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../core/tests/support/repo.rs"]
+mod repo;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::http::{Method, Request, StatusCode};
+use chrono::{Duration, Utc};
+use repo::{GUN, Repo, expires, no_delegations, sign, target};
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+use tufa_core::keys::{Algorithm, PublicKey, sha256};
+use tufa_core::metadata::{Signature, Signed, Snapshot, Timestamp};
+use tufa_core::update::{Limits, draft_timestamp};
+use tufa_server::app::{AppState, HttpSettings, router};
+use tufa_server::metrics::Metrics;
+use tufa_server::service::{Service, ServiceSettings};
+use tufa_server::signing::{LocalSigner, OnlineSigner, SealingKey};
+use tufa_store::{CurrentEntry, Store, Update};
+
+struct Harness {
+    app: Router,
+    store: Arc<dyn Store>,
+    signer: Arc<LocalSigner>,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let store = tufa_store::open_sqlite(&dir.path().join("tufa.db")).await.unwrap();
+    let signer = Arc::new(LocalSigner::new(store.clone(), SealingKey::new("test".into(), &[9; 32]).unwrap()));
+    let state = AppState {
+        service: Service {
+            store: store.clone(),
+            signer: signer.clone(),
+            settings: ServiceSettings { key_algorithm: Algorithm::Ecdsa, limits: Limits::default() },
+        },
+        http: Arc::new(HttpSettings { max_body_bytes: 256 * 1024, ..HttpSettings::default() }),
+        metrics: Arc::new(Metrics::default()),
+    };
+    Harness { app: router(state), store, signer, _dir: dir }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    fn code(&self) -> String {
+        self.json()["errors"][0]["code"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+impl Harness {
+    async fn call(&self, method: Method, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Reply {
+        let mut builder = Request::builder().method(method).uri(path);
+        if let Some(content_type) = content_type {
+            builder = builder.header("content-type", content_type);
+        }
+        let response = self.app.clone().oneshot(builder.body(Body::from(body)).unwrap()).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = to_bytes(response.into_body(), usize::MAX).await.unwrap().to_vec();
+        Reply { status, headers, body }
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, None, Vec::new()).await
+    }
+
+    async fn post_files(&self, files: &[(&str, &[u8])]) -> Reply {
+        let (content_type, body) = multipart(files);
+        self.call(Method::POST, &format!("/v2/{GUN}/_trust/tuf/"), Some(&content_type), body).await
+    }
+
+    async fn server_key(&self, role: &str) -> PublicKey {
+        let reply = self.get(&format!("/v2/{GUN}/_trust/tuf/{role}.key")).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        PublicKey::from_json(&reply.json()).unwrap()
+    }
+}
+
+fn multipart(files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "tufa-test-boundary";
+    let mut body = Vec::new();
+    for (name, content) in files {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n")
+                .as_bytes(),
+        );
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// A root whose timestamp key (and optionally snapshot key) is held by the server.
+async fn root_with_server_keys(harness: &Harness, repo: &Repo, server_snapshot: bool) -> Vec<u8> {
+    let timestamp = harness.server_key("timestamp").await;
+    let mut body = repo.root_body(1);
+    body["keys"][timestamp.key_id()] = timestamp.to_json();
+    body["roles"]["timestamp"] = json!({"keyids": [timestamp.key_id()], "threshold": 1});
+    if server_snapshot {
+        let snapshot = harness.server_key("snapshot").await;
+        body["keys"][snapshot.key_id()] = snapshot.to_json();
+        body["roles"]["snapshot"] = json!({"keyids": [snapshot.key_id()], "threshold": 1});
+    }
+    sign(&body, &[&repo.root_key])
+}
+
+/// Publishes root v1, targets v2 and a client snapshot v2; returns (root, targets, snapshot).
+async fn first_publish(harness: &Harness, repo: &Repo) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let root = root_with_server_keys(harness, repo, false).await;
+    let targets = repo.targets(2, json!({"v1": target(b"hello")}), no_delegations());
+    let snapshot = repo.snapshot(2, &[("root", &root), ("targets", &targets)]);
+    let reply = harness.post_files(&[("targets", &targets), ("root", &root), ("snapshot", &snapshot)]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    (root, targets, snapshot)
+}
+
+fn parse_timestamp(bytes: &[u8]) -> (Signed, Timestamp) {
+    let signed = Signed::parse(bytes).unwrap();
+    let timestamp = Timestamp::from_signed(&signed).unwrap();
+    (signed, timestamp)
+}
+
+#[tokio::test]
+async fn ping_health_and_unknown_routes() {
+    let harness = harness().await;
+    let reply = harness.get("/v2/").await;
+    assert_eq!((reply.status, reply.body.as_slice()), (StatusCode::OK, b"{}".as_slice()));
+    assert_eq!(harness.get("/_notary_server/health").await.status, StatusCode::OK);
+    let reply = harness.get("/nothing/here").await;
+    assert_eq!((reply.status, reply.code()), (StatusCode::NOT_FOUND, "METADATA_NOT_FOUND".into()));
+    assert!(reply.json()["errors"][0].get("detail").is_none());
+    let reply = harness.call(Method::PATCH, "/v2/", None, Vec::new()).await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    let reply = harness.get(&format!("/v2/{GUN}/_trust/tuf/root.json")).await;
+    assert_eq!((reply.status, reply.json()["errors"][0]["detail"].clone()), (StatusCode::NOT_FOUND, json!({})));
+    assert_eq!(reply.headers["content-type"], "application/json; charset=utf-8");
+    let metrics = harness.get("/metrics").await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(text.contains("tufa_http_requests_total{operation=\"GetRole\",code=\"404\"} 1"), "{text}");
+}
+
+#[tokio::test]
+async fn publish_serves_exact_bytes_and_a_server_signed_timestamp() {
+    let harness = harness().await;
+    let repo = Repo::new();
+    let (root, targets, snapshot) = first_publish(&harness, &repo).await;
+    let base = format!("/v2/{GUN}/_trust/tuf");
+    assert_eq!(harness.get(&format!("{base}/root.json")).await.body, root);
+    assert_eq!(harness.get(&format!("{base}/targets.json")).await.body, targets);
+    assert_eq!(harness.get(&format!("{base}/1.root.json")).await.body, root);
+    assert_eq!(harness.get(&format!("{base}/2.targets.json")).await.body, targets);
+    let by_hash = harness.get(&format!("{base}/snapshot.{}.json", hex::encode(sha256(&snapshot)))).await;
+    assert_eq!(by_hash.body, snapshot);
+    assert_eq!(by_hash.headers["cache-control"], "public, max-age=2592000, s-maxage=2592000");
+    let current = harness.get(&format!("{base}/timestamp.json")).await;
+    assert_eq!(current.headers["cache-control"], "public, max-age=300, s-maxage=300, must-revalidate");
+    let (signed, timestamp) = parse_timestamp(&current.body);
+    assert_eq!(timestamp.version, 1);
+    assert!(timestamp.snapshot.matches(&snapshot), "timestamp must hash the exact snapshot bytes");
+    let key = harness.server_key("timestamp").await;
+    let signature = &signed.signatures()[0];
+    assert_eq!(signature.keyid, key.key_id());
+    key.verify(&signature.method, signed.canonical(), &signature.sig).unwrap();
+    // After publishing, the key GET returns the key the root lists, not a new one.
+    assert_eq!(harness.server_key("timestamp").await, key);
+    let feed = harness.get("/v2/_trust/changefeed?records=10").await.json();
+    assert_eq!(feed["count"], 1);
+    assert_eq!(feed["records"][0]["Category"], "update");
+    assert_eq!(feed["records"][0]["SHA256"], hex::encode(sha256(&current.body)));
+}
+
+#[tokio::test]
+async fn server_generates_the_snapshot_when_it_holds_the_key() {
+    let harness = harness().await;
+    let repo = Repo::new();
+    let root = root_with_server_keys(&harness, &repo, true).await;
+    let targets = repo.targets(2, json!({}), no_delegations());
+    let reply = harness.post_files(&[("root", &root), ("targets", &targets)]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    let snapshot = harness.get(&format!("/v2/{GUN}/_trust/tuf/snapshot.json")).await.body;
+    let parsed = Snapshot::from_signed(&Signed::parse(&snapshot).unwrap()).unwrap();
+    assert!(parsed.meta["targets"].matches(&targets));
+    assert!(parsed.meta["root"].matches(&root));
+    // An empty update bumps snapshot and timestamp.
+    let reply = harness.post_files(&[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let again = harness.get(&format!("/v2/{GUN}/_trust/tuf/snapshot.json")).await.body;
+    assert_eq!(Snapshot::from_signed(&Signed::parse(&again).unwrap()).unwrap().version, parsed.version + 1);
+}
+
+#[tokio::test]
+async fn without_the_snapshot_key_a_snapshot_is_required() {
+    let harness = harness().await;
+    let repo = Repo::new();
+    let root = root_with_server_keys(&harness, &repo, false).await;
+    let targets = repo.targets(2, json!({}), no_delegations());
+    let reply = harness.post_files(&[("root", &root), ("targets", &targets)]).await;
+    assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "INVALID_UPDATE".into()));
+    assert_eq!(reply.json()["errors"][0]["detail"]["Name"], "ErrBadHierarchy");
+    assert_eq!(harness.get(&format!("/v2/{GUN}/_trust/tuf/root.json")).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn bad_requests_get_notary_codes_and_change_nothing() {
+    let harness = harness().await;
+    let repo = Repo::new();
+    let (root, targets, _) = first_publish(&harness, &repo).await;
+    let same_version_snapshot = repo.snapshot(2, &[("root", &root), ("targets", &targets)]);
+    let timestamp_path = format!("/v2/{GUN}/_trust/tuf/timestamp.json");
+    let before = harness.get(&timestamp_path).await.body;
+    let update_path = format!("/v2/{GUN}/_trust/tuf/");
+    let tampered = String::from_utf8(repo.targets(3, json!({"v": target(b"x")}), no_delegations()))
+        .unwrap()
+        .replacen("\"length\":1", "\"length\":7", 1)
+        .into_bytes();
+    let wrong_key = sign(
+        &json!({"_type": "Targets", "delegations": no_delegations(), "expires": expires(30), "targets": {}, "version": 3}),
+        &[&repo.snapshot],
+    );
+    let multipart_type = Some("multipart/form-data; boundary=x");
+    let cases: Vec<(&str, Option<&str>, Vec<u8>, StatusCode)> = vec![
+        ("not multipart", Some("application/json"), b"{}".to_vec(), StatusCode::BAD_REQUEST),
+        ("no content type", None, b"{}".to_vec(), StatusCode::BAD_REQUEST),
+        ("bad framing", multipart_type, b"garbage".to_vec(), StatusCode::BAD_REQUEST),
+        ("too large", multipart_type, vec![b'a'; 300 * 1024], StatusCode::PAYLOAD_TOO_LARGE),
+    ];
+    for (what, content_type, body, status) in cases {
+        let reply = harness.call(Method::POST, &update_path, content_type, body).await;
+        assert_eq!((reply.status, reply.code()), (status, "MALFORMED_UPLOAD".to_owned()), "{what}");
+    }
+    let no_name = b"--b\r\nContent-Disposition: form-data; name=\"files\"\r\n\r\n{}\r\n--b--\r\n".to_vec();
+    let reply = harness.call(Method::POST, &update_path, Some("multipart/form-data; boundary=b"), no_name).await;
+    assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "NO_FILENAME".into()));
+    let file_cases: Vec<(&str, &str, Vec<u8>, &str, Option<&str>)> = vec![
+        ("upper-case role", "targets/Rel", targets.clone(), "INVALID_ROLE", None),
+        ("unknown role", "foo", targets.clone(), "INVALID_ROLE", None),
+        ("not JSON", "targets", b"not json".to_vec(), "MALFORMED_JSON", None),
+        ("tampered", "targets", tampered, "INVALID_UPDATE", Some("ErrBadTargets")),
+        ("wrong key", "targets", wrong_key, "INVALID_UPDATE", Some("ErrBadTargets")),
+        ("same version again", "snapshot", same_version_snapshot, "VERSION", None),
+    ];
+    for (what, role, content, code, detail) in file_cases {
+        let reply = harness.post_files(&[(role, &content)]).await;
+        assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, code.to_owned()), "{what}");
+        if let Some(name) = detail {
+            assert_eq!(reply.json()["errors"][0]["detail"]["Name"], name, "{what}");
+        }
+        assert!(reply.body.len() <= 1024, "{what}: error bodies must fit the 1 KiB clients read");
+    }
+    let (content_type, body) = multipart(&[("targets", &targets)]);
+    let reply = harness.call(Method::POST, "/v2/a/../b/_trust/tuf/", Some(&content_type), body).await;
+    assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "INVALID_GUN".into()));
+    for query in ["", "?records=", "?records=abc", "?records=1&change_id=x", "?records=99999999999"] {
+        let reply = harness.get(&format!("/v2/_trust/changefeed{query}")).await;
+        assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "INVALID_PARAMETERS".into()), "{query}");
+    }
+    assert_eq!(harness.get(&timestamp_path).await.body, before, "nothing may change");
+    assert_eq!(harness.get(&format!("/v2/{GUN}/_trust/tuf/targets.json")).await.body, targets);
+}
+
+#[tokio::test]
+async fn concurrent_publishes_have_exactly_one_winner() {
+    let harness = Arc::new(harness().await);
+    let repo = Arc::new(Repo::new());
+    let (root, _, _) = first_publish(&harness, &repo).await;
+    let mut tasks = Vec::new();
+    for index in 0..6_u8 {
+        let (harness, repo, root) = (harness.clone(), repo.clone(), root.clone());
+        tasks.push(tokio::spawn(async move {
+            let targets = repo.targets(3, json!({ format!("t{index}"): target(&[index]) }), no_delegations());
+            let snapshot = repo.snapshot(3, &[("root", &root), ("targets", &targets)]);
+            let reply = harness.post_files(&[("targets", &targets), ("snapshot", &snapshot)]).await;
+            (reply.status, reply.code(), targets)
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (status, code, targets) = task.await.unwrap();
+        match status {
+            StatusCode::OK => winners.push(targets),
+            StatusCode::BAD_REQUEST => assert_eq!(code, "VERSION"),
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(winners.len(), 1);
+    assert_eq!(harness.get(&format!("/v2/{GUN}/_trust/tuf/targets.json")).await.body, winners[0]);
+    let (_, timestamp) = parse_timestamp(&harness.get(&format!("/v2/{GUN}/_trust/tuf/timestamp.json")).await.body);
+    assert_eq!(timestamp.version, 2);
+}
+
+#[tokio::test]
+async fn an_expired_timestamp_is_re_signed_on_read() {
+    let harness = harness().await;
+    let repo = Repo::new();
+    let (_, _, snapshot) = first_publish(&harness, &repo).await;
+    // Store a timestamp that expired yesterday, signed by the server's key.
+    let current = harness.store.current_all(GUN).await.unwrap();
+    let stored = current.iter().find(|file| file.role == "timestamp").unwrap();
+    let key = harness.server_key("timestamp").await;
+    let draft = draft_timestamp(Some(&stored.data), &snapshot, Utc::now() - Duration::days(15)).unwrap();
+    let signature = harness.signer.sign(&key.key_id(), &draft.canonical).await.unwrap();
+    let expired = draft.finish(&[Signature { keyid: key.key_id(), method: signature.method, sig: signature.bytes }]);
+    let entries = current
+        .iter()
+        .filter(|file| file.role != "timestamp")
+        .map(|file| CurrentEntry { role: file.role.clone(), sha256: file.sha256.clone() })
+        .chain([CurrentEntry { role: "timestamp".into(), sha256: expired.sha256_hex() }])
+        .collect();
+    harness
+        .store
+        .update(Update {
+            gun: GUN.into(),
+            files: vec![tufa_store::NewFile {
+                role: "timestamp".into(),
+                version: expired.version,
+                sha256: expired.sha256_hex(),
+                data: expired.bytes.clone(),
+                expires: Some(expired.expires),
+            }],
+            current: entries,
+            expected_timestamp_version: Some(stored.version),
+        })
+        .await
+        .unwrap();
+    let served = harness.get(&format!("/v2/{GUN}/_trust/tuf/timestamp.json")).await.body;
+    let (_, timestamp) = parse_timestamp(&served);
+    assert_eq!(timestamp.version, expired.version + 1);
+    assert!(timestamp.expires > Utc::now() + Duration::days(13));
+    assert!(timestamp.snapshot.matches(&snapshot));
+    // A second read serves the same stored bytes: reads do not write when nothing expired.
+    assert_eq!(harness.get(&format!("/v2/{GUN}/_trust/tuf/timestamp.json")).await.body, served);
+}
