@@ -2,6 +2,10 @@
 //! (a fresh database per test inside the cluster named by `DATABASE_URL`), plus the checks
 //! that only make sense for one backend.
 
+// Helpers outside `#[test]` functions are test code too; clippy's in-tests allowances do not
+// reach them in an integration test crate.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod backends;
 mod suite;
 mod support;

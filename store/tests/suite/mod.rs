@@ -485,9 +485,11 @@ pub async fn keys(store: Arc<dyn Store>) {
 /// has exactly one winner, and the stored state is exactly the winner's publish.
 pub async fn concurrent_publishes(store: Arc<dyn Store>) {
     const RACERS: i64 = 8;
-    let rounds: [(Option<i64>, fn(i64) -> i64); 3] = [(None, |_| 1), (Some(1), |_| 2), (Some(2), |racer| 10 + racer)];
+    // (expected timestamp, base version, whether each racer adds its number to the version)
+    let rounds = [(None, 1, false), (Some(1), 2, false), (Some(2), 10, true)];
     let mut feed_versions = Vec::new();
-    for (round, (expected, version_of)) in rounds.into_iter().enumerate() {
+    for (round, (expected, base, spread)) in rounds.into_iter().enumerate() {
+        let version_of = move |racer: i64| if spread { base + racer } else { base };
         let tag = move |racer: i64| format!("round {round} racer {racer}");
         let mut racers = Vec::new();
         for racer in 0..RACERS {
