@@ -121,6 +121,25 @@ struct Cli {
     /// Log output format [default: text].
     #[arg(long, value_name = "FORMAT", env = "TUFA_LOG_FORMAT", hide_env_values = true)]
     log_format: Option<LogFormat>,
+
+    /// URL of a separate signing service (tufa-signer or notary-signer), e.g.
+    /// https://signer.internal:7899. With it the server holds no private key and signs every
+    /// timestamp and snapshot through that service over mutual TLS; without it the in-process
+    /// signer is used.
+    #[arg(long, value_name = "URL", env = "TUFA_SIGNER_URL", hide_env_values = true)]
+    signer_url: Option<String>,
+
+    /// PEM bundle of the CA that issued the signer's certificate (required with --signer-url).
+    #[arg(long, value_name = "FILE", env = "TUFA_SIGNER_CA", hide_env_values = true)]
+    signer_ca: Option<PathBuf>,
+
+    /// PEM client certificate this server presents to the signer (give with --signer-key).
+    #[arg(long, value_name = "FILE", env = "TUFA_SIGNER_CERT", hide_env_values = true)]
+    signer_cert: Option<PathBuf>,
+
+    /// PEM private key of --signer-cert.
+    #[arg(long, value_name = "FILE", env = "TUFA_SIGNER_KEY", hide_env_values = true)]
+    signer_key: Option<PathBuf>,
 }
 
 /// Algorithm of the keys the server generates for the timestamp and snapshot roles.
@@ -169,6 +188,19 @@ pub enum TlsSource {
         /// DNS names and IP addresses added to `localhost`, `127.0.0.1` and `::1`.
         extra_names: Vec<String>,
     },
+}
+
+/// How to reach a separate signing service over mutual TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignerConfig {
+    /// `https://HOST:PORT`.
+    pub url: String,
+    /// The host part of the URL: the name the signer's certificate must carry.
+    pub host: String,
+    /// CA bundle that issued the signer's certificate.
+    pub ca: PathBuf,
+    /// Client certificate and key presented to the signer.
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 /// The database backend a [`DatabaseUrl`] selects.
@@ -368,6 +400,8 @@ pub struct Config {
     pub kek_file: PathBuf,
     /// The key-encryption key given directly in `TUFA_KEK`.
     kek_from_env: Option<KekMaterial>,
+    /// The separate signing service, if one is configured.
+    pub signer: Option<SignerConfig>,
     /// Algorithm for server-created timestamp and snapshot keys.
     pub key_algorithm: KeyAlgorithm,
     /// `tracing` filter directives.
@@ -485,6 +519,10 @@ const KEK_FILE: Setting = Setting { flag: "--kek-file", env: "TUFA_KEK_FILE", ke
 const KEY_ALGORITHM: Setting = Setting { flag: "--key-algorithm", env: "TUFA_KEY_ALGORITHM", key: "key_algorithm" };
 const LOG_LEVEL: Setting = Setting { flag: "--log-level", env: "TUFA_LOG", key: "log_level" };
 const LOG_FORMAT: Setting = Setting { flag: "--log-format", env: "TUFA_LOG_FORMAT", key: "log_format" };
+const SIGNER_URL: Setting = Setting { flag: "--signer-url", env: "TUFA_SIGNER_URL", key: "signer_url" };
+const SIGNER_CA: Setting = Setting { flag: "--signer-ca", env: "TUFA_SIGNER_CA", key: "signer_ca" };
+const SIGNER_CERT: Setting = Setting { flag: "--signer-cert", env: "TUFA_SIGNER_CERT", key: "signer_cert" };
+const SIGNER_KEY: Setting = Setting { flag: "--signer-key", env: "TUFA_SIGNER_KEY", key: "signer_key" };
 /// Only in the environment.
 const ENV_CONFIG: &str = "TUFA_CONFIG";
 /// Only in the environment.
@@ -492,7 +530,7 @@ const ENV_KEK: &str = "TUFA_KEK";
 
 /// Every variable [`env_layer`] reads; the tests compare it with the clap attributes.
 #[cfg(test)]
-const ENV_VARIABLES: [&str; 13] = [
+const ENV_VARIABLES: [&str; 17] = [
     ENV_CONFIG,
     LISTEN.env,
     DATA_DIR.env,
@@ -506,6 +544,10 @@ const ENV_VARIABLES: [&str; 13] = [
     KEY_ALGORITHM.env,
     LOG_LEVEL.env,
     LOG_FORMAT.env,
+    SIGNER_URL.env,
+    SIGNER_CA.env,
+    SIGNER_CERT.env,
+    SIGNER_KEY.env,
 ];
 
 impl Origin {
@@ -545,6 +587,10 @@ struct Layer {
     key_algorithm: Option<KeyAlgorithm>,
     log_level: Option<String>,
     log_format: Option<LogFormat>,
+    signer_url: Option<String>,
+    signer_ca: Option<PathBuf>,
+    signer_cert: Option<PathBuf>,
+    signer_key: Option<PathBuf>,
 }
 
 /// The TOML file, as written. Unknown keys are errors so that typos do not pass silently.
@@ -562,6 +608,10 @@ struct FileConfig {
     key_algorithm: Option<KeyAlgorithm>,
     log_level: Option<String>,
     log_format: Option<LogFormat>,
+    signer_url: Option<String>,
+    signer_ca: Option<PathBuf>,
+    signer_cert: Option<PathBuf>,
+    signer_key: Option<PathBuf>,
     gun_prefixes: Option<Vec<String>>,
     cache: Option<FileCache>,
     limits: Option<FileLimits>,
@@ -672,6 +722,10 @@ fn flag_layer(cli: Cli) -> Layer {
         key_algorithm: cli.key_algorithm,
         log_level: cli.log_level,
         log_format: cli.log_format,
+        signer_url: cli.signer_url,
+        signer_ca: cli.signer_ca,
+        signer_cert: cli.signer_cert,
+        signer_key: cli.signer_key,
     }
 }
 
@@ -714,6 +768,10 @@ fn env_layer(lookup: &dyn Fn(&str) -> Option<OsString>) -> Result<Layer, ConfigE
         key_algorithm,
         log_level: text(LOG_LEVEL)?,
         log_format,
+        signer_url: text(SIGNER_URL)?,
+        signer_ca: lookup(SIGNER_CA.env).map(PathBuf::from),
+        signer_cert: lookup(SIGNER_CERT.env).map(PathBuf::from),
+        signer_key: lookup(SIGNER_KEY.env).map(PathBuf::from),
     })
 }
 
@@ -761,6 +819,10 @@ fn file_layer(file: FileConfig, base_dir: &Path) -> (Layer, FileRest) {
         key_algorithm: file.key_algorithm,
         log_level: file.log_level,
         log_format: file.log_format,
+        signer_url: file.signer_url,
+        signer_ca: anchor(file.signer_ca),
+        signer_cert: anchor(file.signer_cert),
+        signer_key: anchor(file.signer_key),
     };
     let rest = FileRest {
         gun_prefixes: file.gun_prefixes,
@@ -893,6 +955,13 @@ fn resolve(input: ResolveInput) -> Result<Config, ConfigError> {
         None => "info".to_owned(),
     };
 
+    let signer = resolve_signer(
+        pick(flags.signer_url, environment.signer_url, file.signer_url, origin),
+        pick(flags.signer_ca, environment.signer_ca, file.signer_ca, origin),
+        pick(flags.signer_cert, environment.signer_cert, file.signer_cert, origin),
+        pick(flags.signer_key, environment.signer_key, file.signer_key, origin),
+    )?;
+
     let FileRest { gun_prefixes, cache, limits, timestamp } = file_rest;
     let in_file = |key: &str| match &file_origin {
         Origin::File(path) => format!("`{key}` in {}", path.display()),
@@ -967,7 +1036,54 @@ fn resolve(input: ResolveInput) -> Result<Config, ConfigError> {
         limits,
         timestamp,
         gun_prefixes,
+        signer,
     })
+}
+
+/// Checks the remote-signer settings: a URL `https://HOST:PORT` with a CA, and a client
+/// certificate and key given together.
+fn resolve_signer(
+    url: Option<Sourced<String>>,
+    ca: Option<Sourced<PathBuf>>,
+    cert: Option<Sourced<PathBuf>>,
+    key: Option<Sourced<PathBuf>>,
+) -> Result<Option<SignerConfig>, ConfigError> {
+    let Some(url) = url else {
+        if let Some(extra) = ca.as_ref().map(|ca| ca.origin.describe(SIGNER_CA)).or_else(|| {
+            cert.as_ref().map(|cert| cert.origin.describe(SIGNER_CERT))
+        }) {
+            return Err(ConfigError::Conflict(format!("{extra} is set but --signer-url is not")));
+        }
+        return Ok(None);
+    };
+    let text = url.value.trim().to_owned();
+    let Some(authority) = text.strip_prefix("https://") else {
+        return Err(url.invalid(SIGNER_URL, format!("{text:?} must start with https:// (the signer is only reached over TLS)")));
+    };
+    let authority = authority.trim_end_matches('/');
+    let Some((host, port)) = authority.rsplit_once(':') else {
+        return Err(url.invalid(SIGNER_URL, format!("{text:?} needs a port, e.g. https://signer:7899")));
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || authority.contains('/') || port.parse::<u16>().is_err() {
+        return Err(url.invalid(SIGNER_URL, format!("{text:?} is not https://HOST:PORT")));
+    }
+    let Some(ca) = ca else {
+        return Err(ConfigError::Conflict(
+            "--signer-url is set but --signer-ca is not: give the CA that issued the signer's certificate".into(),
+        ));
+    };
+    let client = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert.value, key.value)),
+        (None, None) => None,
+        (Some(cert), None) => {
+            return Err(ConfigError::Conflict(format!("{} is set but --signer-key is not", cert.origin.describe(SIGNER_CERT))));
+        }
+        (None, Some(key)) => {
+            return Err(ConfigError::Conflict(format!("{} is set but --signer-cert is not", key.origin.describe(SIGNER_KEY))));
+        }
+    };
+    Ok(Some(SignerConfig { url: text, host: host.to_owned(), ca: ca.value, client }))
 }
 
 /// `sqlite://<data_dir>/tufa.db`, refused for directory names that would be misread inside a URL.
@@ -1506,6 +1622,10 @@ mod tests {
             "--key-algorithm",
             "--log-level",
             "--log-format",
+            "--signer-url",
+            "--signer-ca",
+            "--signer-cert",
+            "--signer-key",
         ] {
             assert!(help.contains(flag), "help lacks {flag}");
         }
@@ -1549,6 +1669,50 @@ mod tests {
         assert_eq!(config.tls_client_ca, Some(PathBuf::from("/env-ca")));
         assert_eq!(config.kek_file, PathBuf::from("/env-kek"));
         assert_eq!(config.log_level, "debug");
+    }
+
+    #[test]
+    fn signer_settings() {
+        let full = [
+            "--signer-url",
+            "https://signer.internal:7899",
+            "--signer-ca",
+            "/ca.crt",
+            "--signer-cert",
+            "/client.crt",
+            "--signer-key",
+            "/client.key",
+        ];
+        let config = load_with(&full, &[]).unwrap();
+        assert_eq!(
+            config.signer,
+            Some(SignerConfig {
+                url: "https://signer.internal:7899".into(),
+                host: "signer.internal".into(),
+                ca: PathBuf::from("/ca.crt"),
+                client: Some((PathBuf::from("/client.crt"), PathBuf::from("/client.key"))),
+            })
+        );
+        assert_eq!(load_with(&[], &[]).unwrap().signer, None);
+        let from_env = load_with(
+            &[],
+            &[("TUFA_SIGNER_URL", "https://[::1]:7899"), ("TUFA_SIGNER_CA", "/env-ca.crt")],
+        )
+        .unwrap();
+        let signer = from_env.signer.unwrap();
+        assert_eq!((signer.host.as_str(), signer.client), ("::1", None));
+        for (args, expected) in [
+            (&["--signer-url", "http://signer:7899", "--signer-ca", "/ca"][..], "must start with https://"),
+            (&["--signer-url", "https://signer", "--signer-ca", "/ca"][..], "needs a port"),
+            (&["--signer-url", "https://signer:99999", "--signer-ca", "/ca"][..], "is not https://HOST:PORT"),
+            (&["--signer-url", "https://signer:7899/x", "--signer-ca", "/ca"][..], "is not https://HOST:PORT"),
+            (&["--signer-url", "https://signer:7899"][..], "--signer-ca is not"),
+            (&["--signer-ca", "/ca"][..], "--signer-url is not"),
+            (&["--signer-url", "https://s:1", "--signer-ca", "/ca", "--signer-cert", "/c"][..], "--signer-key is not"),
+        ] {
+            let message = error_text(load_with(args, &[]));
+            assert!(message.contains(expected), "{args:?}: {message}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod error;
 pub mod listener;
 pub mod metrics;
 pub mod multipart;
+pub mod remote_signer;
 pub mod routes;
 pub mod run;
 pub mod service;

@@ -14,6 +14,7 @@ use crate::app::{AppState, HttpSettings, router};
 use crate::config::{Config, KeyAlgorithm, LogFormat, TlsSource, load_or_create_kek};
 use crate::metrics::Metrics;
 use crate::service::{Service, ServiceSettings};
+use crate::remote_signer::RemoteSigner;
 use crate::signing::{LocalSigner, SealingKey};
 use crate::{listener, tls};
 
@@ -124,10 +125,19 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         StartError(format!("cannot open the database {}: {error}", config.redacted_database_url()))
     })?;
     tracing::info!(database = %config.redacted_database_url(), backend = store.backend(), "database ready");
-    let kek = load_or_create_kek(&config).map_err(|error| fail("key-encryption key")(&error))?;
-    let sealing = SealingKey::new(kek.id.clone(), kek.key()).map_err(|error| fail("key-encryption key")(&error))?;
-    drop(kek);
-    let signer = Arc::new(LocalSigner::new(store.clone(), sealing));
+    // With a remote signer this process never loads a KEK or any private key.
+    let signer: Arc<dyn crate::signing::OnlineSigner> = match &config.signer {
+        Some(remote) => {
+            tracing::info!(signer = %remote.url, "signing through a remote signer");
+            Arc::new(RemoteSigner::connect(remote).map_err(|error| fail("signer")(&error))?)
+        }
+        None => {
+            let kek = load_or_create_kek(&config).map_err(|error| fail("key-encryption key")(&error))?;
+            let sealing = SealingKey::new(kek.id.clone(), kek.key()).map_err(|error| fail("key-encryption key")(&error))?;
+            drop(kek);
+            Arc::new(LocalSigner::new(store.clone(), sealing))
+        }
+    };
     let tls_config = match &config.tls {
         TlsSource::Files { cert, key } => tls::server_config(cert, key, config.tls_client_ca.as_deref()),
         TlsSource::Generated { extra_names } => {

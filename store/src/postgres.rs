@@ -12,8 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, Connection, Postgres, Row, Transaction};
 
 use crate::error::{from_pg, from_pg_migrate, is_unique_violation};
 use crate::validate::{check_update, dangling_pointer, inserted_timestamps, now, to_micros};
@@ -22,6 +22,9 @@ use crate::{Change, ChangeCategory, Store, StoreError, StoredFile, StoredKey, TI
 /// How long a caller waits for a pooled connection (or for a new one to be opened) before
 /// the store reports [`StoreError::Unavailable`].
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long `open` spends finding out why the server could not be reached.
+const DIAGNOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Upper bound on pooled connections.
 const MAX_CONNECTIONS: u32 = 16;
@@ -74,12 +77,32 @@ impl PgStore {
                 scrub_password(&error.to_string(), url)
             ))
         })?;
-        let pool = PgPoolOptions::new()
+        let connected = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
-            .await
-            .map_err(|error| with_context(from_pg(error), &redacted, url))?;
+            .connect_with(options.clone())
+            .await;
+        let pool = match connected {
+            Ok(pool) => pool,
+            Err(sqlx::Error::PoolTimedOut) => {
+                // The pool retries refused connections until its deadline and then only says
+                // "timed out"; one direct attempt tells the operator why.
+                let cause = match tokio::time::timeout(DIAGNOSE_TIMEOUT, PgConnection::connect_with(&options)).await {
+                    Ok(Err(error)) => error.to_string(),
+                    Ok(Ok(connection)) => {
+                        let _ = connection.close().await;
+                        "the server answers now; it did not before".into()
+                    }
+                    Err(_) => "no answer".into(),
+                };
+                return Err(with_context(
+                    StoreError::Unavailable(format!("no connection within {} s: {cause}", ACQUIRE_TIMEOUT.as_secs())),
+                    &redacted,
+                    url,
+                ));
+            }
+            Err(error) => return Err(with_context(from_pg(error), &redacted, url)),
+        };
         migrator().run(&pool).await.map_err(|error| with_context(from_pg_migrate(error), &redacted, url))?;
         tracing::info!(backend = "postgres", database = %redacted, "store opened, schema up to date");
         Ok(PgStore { pool })

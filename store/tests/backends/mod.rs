@@ -145,6 +145,7 @@ mod postgres {
         assert!(elapsed < Duration::from_secs(6), "took {elapsed:?}");
         assert!(!message.contains("hunter2"), "{message}");
         assert!(message.contains("tufa:***@127.0.0.1"), "{message}");
+        assert!(message.contains("refused"), "{message}");
     }
 
     #[tokio::test]
