@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{ConnectOptions, Connection, Postgres, Row, Transaction};
+use sqlx::{Connection, Postgres, Row, Transaction};
 
 use crate::error::{from_pg, from_pg_migrate, is_unique_violation};
 use crate::validate::{check_update, dangling_pointer, inserted_timestamps, now, to_micros};
@@ -515,7 +515,7 @@ fn key_from_row(row: &PgRow) -> Result<StoredKey, StoreError> {
     })
 }
 
-/// Adds "while opening <url>" to an error, with the password removed from the message.
+/// Prefixes an error with the (redacted) server URL and removes the password from it.
 fn with_context(error: StoreError, redacted: &str, url: &str) -> StoreError {
     match error {
         StoreError::Unavailable(message) => {
