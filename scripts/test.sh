@@ -98,8 +98,9 @@ skip_step() {
 run_step "format" cargo fmt --all -- --check || true
 run_step "clippy" cargo clippy --workspace --all-targets -- -D warnings || true
 test_timeout="${TUFA_TEST_TIMEOUT:-3000}"
-# The black-box tests start target/debug/tufa-server, so build the whole workspace first.
-if run_step "build" cargo build --workspace; then
+# The black-box tests start target/debug/tufa-server, so build the whole workspace first;
+# --all-targets builds with the same feature set as the test run, so nothing is built twice.
+if run_step "build" cargo build --workspace --all-targets; then
   if cargo nextest --version >/dev/null 2>&1; then
     run_step "tests (nextest)" timeout --kill-after=30 "$test_timeout" \
       cargo nextest run --workspace --no-fail-fast || true

@@ -6,6 +6,15 @@
 //! - [`notary::Notary`] is one CLI client with its own trust directory.
 //! - [`flows`] holds the end-to-end scenarios; [`flow_tests!`] turns each into a `#[test]`
 //!   for one kind of server.
+//!
+//! Environment:
+//! - `TUFA_SERVER_BIN`: the tufa-server binary (default: `<target>/debug/tufa-server`, built by
+//!   `cargo build --workspace`).
+//! - `DATABASE_URL`: superuser URL of a PostgreSQL cluster; each PostgreSQL test creates and
+//!   drops its own database in it. Without it the PostgreSQL variants fail.
+//! - `NOTARY_BIN`, `NOTARY_SERVER_BIN`: the Go binaries (default: `notary`, `notary-server`
+//!   from `PATH`); `PG_BINDIR`: where `psql` is (default: `PATH`).
+//! - `TUFA_TEST_KEEP`: keep each server's temporary directory (data, TLS files, log).
 
 pub mod flows;
 pub mod go_notary;

@@ -226,10 +226,10 @@ impl Drop for Server {
                 log_tail(&self.log, LOG_TAIL_BYTES),
                 self.name
             );
-            if std::env::var_os("TUFA_TEST_KEEP").is_some() {
-                self.dir.disable_cleanup(true);
-                eprintln!("TUFA_TEST_KEEP is set: kept {}", self.dir.path().display());
-            }
+        }
+        if std::env::var_os("TUFA_TEST_KEEP").is_some() {
+            self.dir.disable_cleanup(true);
+            eprintln!("TUFA_TEST_KEEP is set: kept {}", self.dir.path().display());
         }
     }
 }
