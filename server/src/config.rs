@@ -1083,7 +1083,8 @@ fn resolve_signer(
             return Err(ConfigError::Conflict(format!("{} is set but --signer-cert is not", key.origin.describe(SIGNER_KEY))));
         }
     };
-    Ok(Some(SignerConfig { url: text, host: host.to_owned(), ca: ca.value, client }))
+    let host = host.to_owned();
+    Ok(Some(SignerConfig { url: text, host, ca: ca.value, client }))
 }
 
 /// `sqlite://<data_dir>/tufa.db`, refused for directory names that would be misread inside a URL.

@@ -22,6 +22,7 @@ pub mod notary;
 pub mod pki;
 pub mod postgres;
 pub mod process;
+pub mod proxy;
 pub mod server;
 pub mod tufa;
 

@@ -75,17 +75,36 @@ pub fn start(backend: Backend) -> Server {
         Backend::Sqlite => None,
         Backend::Postgres => Some(PgDatabase::create()),
     };
+    let database_url = database.as_ref().map(|database| database.url().to_owned());
+    start_with(Options { name: format!("tufa-server ({})", backend.name()), database_url, database, extra_args: Vec::new() })
+}
+
+/// What [`start_with`] runs.
+pub struct Options {
+    /// Name for messages.
+    pub name: String,
+    /// `--database-url`, if any (else SQLite in the data directory).
+    pub database_url: Option<String>,
+    /// A database to drop after the server has stopped.
+    pub database: Option<PgDatabase>,
+    /// More command-line arguments.
+    pub extra_args: Vec<String>,
+}
+
+/// Starts tufa-server with explicit options on a free port and a fresh data directory.
+pub fn start_with(options: Options) -> Server {
+    let Options { name, database_url, database, extra_args } = options;
     let binary = binary();
     let dir = tempfile::Builder::new().prefix("tufa-server-").tempdir().expect("create temp dir");
     let data_dir = dir.path().join("data");
     let ca_cert = data_dir.join("tls").join("ca.crt");
-    let database_url = database.as_ref().map(|database| database.url().to_owned());
     let command = move |port: u16| {
         let mut command = Command::new(&binary);
         command.arg("--listen").arg(format!("127.0.0.1:{port}")).arg("--data-dir").arg(&data_dir);
         if let Some(url) = &database_url {
             command.arg("--database-url").arg(url);
         }
+        command.args(&extra_args);
         // Only the command line configures the server: no TUFA_* settings leak in from the
         // developer's environment (except the log filter, which helps debugging).
         for (key, _) in std::env::vars_os() {
@@ -96,11 +115,5 @@ pub fn start(backend: Backend) -> Server {
         }
         command
     };
-    Server::start(Launch {
-        name: format!("tufa-server ({})", backend.name()),
-        dir,
-        ca_cert,
-        command: Box::new(command),
-        database,
-    })
+    Server::start(Launch { name, dir, ca_cert, command: Box::new(command), database })
 }

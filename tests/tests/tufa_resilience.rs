@@ -1,0 +1,105 @@
+//! tufa-server under failure and scale-out, on PostgreSQL: the database goes away and comes
+//! back; two server processes share one database.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use tufa_tests::notary::Notary;
+use tufa_tests::postgres::PgDatabase;
+use tufa_tests::proxy::TcpProxy;
+use tufa_tests::tufa::{Options, start_with};
+
+/// Splits `postgres://user@host:port/db` into the `host:port` part and the rest.
+fn authority(url: &str) -> (String, String, String) {
+    let (scheme, rest) = url.split_once("://").expect("URL with a scheme");
+    let (credentials, rest) = rest.split_once('@').map_or(("", rest), |(credentials, rest)| (credentials, rest));
+    let (host_port, path) = rest.split_once('/').map_or((rest, ""), |(host_port, path)| (host_port, path));
+    let prefix = if credentials.is_empty() { format!("{scheme}://") } else { format!("{scheme}://{credentials}@") };
+    (prefix, host_port.to_owned(), format!("/{path}"))
+}
+
+fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < limit, "{what} did not happen within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn database_outage_is_a_503_and_the_server_recovers() {
+    let database = PgDatabase::create();
+    let (prefix, host_port, path) = authority(database.url());
+    let upstream: SocketAddr = host_port.to_socket_addrs().expect("resolve PostgreSQL").next().expect("an address");
+    let proxy = TcpProxy::start(upstream);
+    let proxied_url = format!("{prefix}{}{path}", proxy.address());
+    let server = start_with(Options {
+        name: "tufa-server (postgres behind a proxy)".into(),
+        database_url: Some(proxied_url),
+        database: Some(database),
+        extra_args: Vec::new(),
+    });
+    let gun = "tufa.test/outage";
+    let owner = Notary::new(&server, "owner");
+    owner.ok(&["init", "-p", gun]);
+    let file = owner.write_file("v1.bin", b"before the outage\n");
+    owner.ok(&["add", "-p", gun, "v1", file.to_str().expect("UTF-8 path")]);
+    let targets_before = server.metadata(gun, "targets.json");
+    assert_eq!(targets_before.status, 200);
+
+    proxy.cut();
+    let started = Instant::now();
+    let during = server.metadata(gun, "targets.json");
+    assert_eq!(during.status, 503, "a read without a database: {during}");
+    assert!(started.elapsed() < Duration::from_secs(10), "the failure must be fast, took {:?}", started.elapsed());
+    assert_eq!(during.error_code().as_deref(), Some("UNAVAILABLE"));
+    assert_eq!(server.get("/_notary_server/health").status, 503);
+    let publish = server.post_update(gun, &[("targets", &targets_before.body)]);
+    assert_eq!(publish.status, 503, "a publish without a database: {publish}");
+
+    proxy.restore();
+    wait_for("recovery after the database came back", Duration::from_secs(30), || {
+        server.metadata(gun, "targets.json").status == 200
+    });
+    assert_eq!(server.metadata(gun, "targets.json").body, targets_before.body, "nothing changed during the outage");
+    assert_eq!(server.get("/_notary_server/health").status, 200);
+    let file = owner.write_file("v2.bin", b"after the outage\n");
+    owner.ok(&["add", "-p", gun, "v2", file.to_str().expect("UTF-8 path")]);
+    let names: Vec<String> = owner.list(gun, None).into_iter().map(|target| target.name).collect();
+    assert_eq!(names, vec!["v1".to_owned(), "v2".to_owned()]);
+}
+
+#[test]
+fn two_servers_on_one_database_never_serve_stale_metadata() {
+    let database = PgDatabase::create();
+    let url = database.url().to_owned();
+    let first = start_with(Options {
+        name: "tufa-server A".into(),
+        database_url: Some(url.clone()),
+        database: Some(database),
+        extra_args: Vec::new(),
+    });
+    // Both processes must share the key-encryption key that seals the online keys.
+    let kek = first.dir().join("data").join("kek.key");
+    let second = start_with(Options {
+        name: "tufa-server B".into(),
+        database_url: Some(url),
+        database: None,
+        extra_args: vec!["--kek-file".into(), kek.to_str().expect("UTF-8 path").into()],
+    });
+    let gun = "tufa.test/scale-out";
+    let owner_a = Notary::new(&first, "owner");
+    owner_a.ok(&["init", "-p", gun]);
+    let reader_b = Notary::new(&second, "reader");
+    for round in 1..=3 {
+        let name = format!("a{round}");
+        let file = owner_a.write_file(&format!("{name}.bin"), name.as_bytes());
+        owner_a.ok(&["add", "-p", gun, &name, file.to_str().expect("UTF-8 path")]);
+        // Acknowledged by A: B must serve it at once.
+        let names: Vec<String> = reader_b.list(gun, None).into_iter().map(|target| target.name).collect();
+        assert!(names.contains(&name), "B serves stale metadata after round {round}: {names:?}");
+        for file in ["timestamp.json", "snapshot.json", "targets.json", "root.json"] {
+            assert_eq!(first.metadata(gun, file).body, second.metadata(gun, file).body, "{file} differs");
+        }
+    }
+}
