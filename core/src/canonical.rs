@@ -66,11 +66,7 @@ fn write_number(number: &serde_json::Number, out: &mut Vec<u8>) -> Result<(), Ca
     // Go decodes every number into a float64 and encodes integral floats as integers, so
     // `1.0` and `1e3` have canonical forms; `1.5` has none.
     match number.as_f64() {
-        Some(float)
-            if float.is_finite()
-                && float.fract() == 0.0
-                && float.abs() < 9.007_199_254_740_992e15 =>
-        {
+        Some(float) if float.is_finite() && float.fract() == 0.0 && float.abs() < 9.007_199_254_740_992e15 => {
             // The bound keeps the cast exact (|float| < 2^53).
             #[allow(clippy::cast_possible_truncation)]
             let int = float as i64;
@@ -105,31 +101,19 @@ mod tests {
 
     #[test]
     fn sorts_keys_bytewise_and_drops_whitespace() {
-        check(
-            r#"{ "b": 1, "_type": "x", "a": [true, false, null] }"#,
-            r#"{"_type":"x","a":[true,false,null],"b":1}"#,
-        );
+        check(r#"{ "b": 1, "_type": "x", "a": [true, false, null] }"#, r#"{"_type":"x","a":[true,false,null],"b":1}"#);
         check(r#"{"Z":1,"a":2,"_":3}"#, r#"{"Z":1,"_":3,"a":2}"#);
     }
 
     #[test]
     fn escapes_only_quote_and_backslash() {
-        check(
-            r#"{"k":"a\"b\\c<>&\u2028\n\u0001é"}"#,
-            "{\"k\":\"a\\\"b\\\\c<>&\u{2028}\n\u{1}é\"}",
-        );
+        check(r#"{"k":"a\"b\\c<>&\u2028\n\u0001é"}"#, "{\"k\":\"a\\\"b\\\\c<>&\u{2028}\n\u{1}é\"}");
     }
 
     #[test]
     fn numbers_must_be_integral() {
-        check(
-            r#"[1, -2, 18446744073709551615, 1.0, 1e3]"#,
-            "[1,-2,18446744073709551615,1,1000]",
-        );
+        check(r#"[1, -2, 18446744073709551615, 1.0, 1e3]"#, "[1,-2,18446744073709551615,1,1000]");
         let value: Value = serde_json::from_str("[1.5]").unwrap_or(Value::Null);
-        assert_eq!(
-            to_canonical(&value),
-            Err(CanonicalError::NonIntegralNumber("1.5".into()))
-        );
+        assert_eq!(to_canonical(&value), Err(CanonicalError::NonIntegralNumber("1.5".into())));
     }
 }

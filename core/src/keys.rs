@@ -9,8 +9,7 @@ use aws_lc_rs::digest;
 use aws_lc_rs::encoding::{AsBigEndian as _, AsDer as _};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
-    self as lc_signature, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, ParsedPublicKey,
-    VerificationAlgorithm,
+    self as lc_signature, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, ParsedPublicKey, VerificationAlgorithm,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -228,15 +227,9 @@ impl PublicKey {
     pub fn to_json(&self) -> Value {
         let mut keyval = Map::new();
         keyval.insert("private".to_owned(), Value::Null);
-        keyval.insert(
-            "public".to_owned(),
-            Value::String(STANDARD.encode(&self.public)),
-        );
+        keyval.insert("public".to_owned(), Value::String(STANDARD.encode(&self.public)));
         let mut object = Map::new();
-        object.insert(
-            "keytype".to_owned(),
-            Value::String(self.keytype.as_str().to_owned()),
-        );
+        object.insert("keytype".to_owned(), Value::String(self.keytype.as_str().to_owned()));
         object.insert("keyval".to_owned(), Value::Object(keyval));
         Value::Object(object)
     }
@@ -266,9 +259,7 @@ impl PublicKey {
             .ok_or(KeyError::MissingField("keyval.public"))?
             .as_str()
             .ok_or(KeyError::WrongFieldType("keyval.public"))?;
-        let public = STANDARD
-            .decode(public)
-            .map_err(|_| KeyError::InvalidBase64("keyval.public"))?;
+        let public = STANDARD.decode(public).map_err(|_| KeyError::InvalidBase64("keyval.public"))?;
         Ok(PublicKey::new(KeyType::parse(keytype), public))
     }
 
@@ -295,8 +286,7 @@ impl PublicKey {
     /// Verifies `signature` over `message` (the canonical `signed` bytes) with signature
     /// method `method` (compared ignoring case), per spec 2.6.
     pub fn verify(&self, method: &str, message: &[u8], signature: &[u8]) -> Result<(), KeyError> {
-        let parsed = SignatureMethod::parse(method)
-            .ok_or_else(|| KeyError::UnknownMethod(method.to_owned()))?;
+        let parsed = SignatureMethod::parse(method).ok_or_else(|| KeyError::UnknownMethod(method.to_owned()))?;
         let mismatch = || KeyError::MethodMismatch {
             method: parsed.as_str().to_owned(),
             keytype: self.keytype.as_str().to_owned(),
@@ -305,32 +295,19 @@ impl PublicKey {
             (SignatureMethod::Ecdsa, KeyType::Ecdsa | KeyType::EcdsaX509) => {
                 verify_ecdsa(&self.spki()?, message, signature)
             }
-            (SignatureMethod::RsaPss, KeyType::Rsa | KeyType::RsaX509) => verify_rsa(
-                &self.spki()?,
-                &lc_signature::RSA_PSS_2048_8192_SHA256,
-                message,
-                signature,
-            ),
-            (SignatureMethod::RsaPkcs1v15, KeyType::Rsa | KeyType::RsaX509) => verify_rsa(
-                &self.spki()?,
-                &lc_signature::RSA_PKCS1_2048_8192_SHA256,
-                message,
-                signature,
-            ),
+            (SignatureMethod::RsaPss, KeyType::Rsa | KeyType::RsaX509) => {
+                verify_rsa(&self.spki()?, &lc_signature::RSA_PSS_2048_8192_SHA256, message, signature)
+            }
+            (SignatureMethod::RsaPkcs1v15, KeyType::Rsa | KeyType::RsaX509) => {
+                verify_rsa(&self.spki()?, &lc_signature::RSA_PKCS1_2048_8192_SHA256, message, signature)
+            }
             (SignatureMethod::PyCryptoPss, KeyType::Rsa) => {
                 let block = x509::PemBlocks::new(&self.public)
                     .next()
                     .ok_or(KeyError::InvalidPublicKey("no PEM block in the public key"))??;
-                verify_rsa(
-                    &block.contents,
-                    &lc_signature::RSA_PSS_2048_8192_SHA256,
-                    message,
-                    signature,
-                )
+                verify_rsa(&block.contents, &lc_signature::RSA_PSS_2048_8192_SHA256, message, signature)
             }
-            (SignatureMethod::EdDsa, KeyType::Ed25519) => {
-                verify_ed25519(&self.public, message, signature)
-            }
+            (SignatureMethod::EdDsa, KeyType::Ed25519) => verify_ed25519(&self.public, message, signature),
             _ => Err(mismatch()),
         }
     }
@@ -349,32 +326,27 @@ impl PublicKey {
 fn verify_ecdsa(spki: &[u8], message: &[u8], signature: &[u8]) -> Result<(), KeyError> {
     // Notary hashes with SHA-256 whatever the curve, and sends r‖s, each padded to the size of
     // the curve.
-    let (algorithm, scalar_len): (&'static dyn VerificationAlgorithm, usize) =
-        match x509::classify_spki_der(spki)? {
-            SpkiKind::EcdsaP256 => (&lc_signature::ECDSA_P256_SHA256_FIXED, 32),
-            // aws-lc-rs has no fixed-length P-384/SHA-256 verifier, only the ASN.1 one.
-            SpkiKind::EcdsaP384 => (&lc_signature::ECDSA_P384_SHA256_ASN1, 48),
-            SpkiKind::EcdsaOtherCurve => return Err(KeyError::UnsupportedCurve),
-            SpkiKind::Rsa { .. } | SpkiKind::Other => {
-                return Err(KeyError::InvalidPublicKey("not an ECDSA key"));
-            }
-        };
+    let (algorithm, scalar_len): (&'static dyn VerificationAlgorithm, usize) = match x509::classify_spki_der(spki)? {
+        SpkiKind::EcdsaP256 => (&lc_signature::ECDSA_P256_SHA256_FIXED, 32),
+        // aws-lc-rs has no fixed-length P-384/SHA-256 verifier, only the ASN.1 one.
+        SpkiKind::EcdsaP384 => (&lc_signature::ECDSA_P384_SHA256_ASN1, 48),
+        SpkiKind::EcdsaOtherCurve => return Err(KeyError::UnsupportedCurve),
+        SpkiKind::Rsa { .. } | SpkiKind::Other => {
+            return Err(KeyError::InvalidPublicKey("not an ECDSA key"));
+        }
+    };
     let expected = 2 * scalar_len;
     if signature.len() != expected {
-        return Err(KeyError::SignatureLength {
-            expected,
-            actual: signature.len(),
-        });
+        return Err(KeyError::SignatureLength { expected, actual: signature.len() });
     }
-    let key = ParsedPublicKey::new(algorithm, spki)
-        .map_err(|_| KeyError::InvalidPublicKey("malformed ECDSA public key"))?;
+    let key =
+        ParsedPublicKey::new(algorithm, spki).map_err(|_| KeyError::InvalidPublicKey("malformed ECDSA public key"))?;
     let signature: Cow<'_, [u8]> = if scalar_len == 32 {
         Cow::Borrowed(signature)
     } else {
         Cow::Owned(fixed_signature_to_der(signature, scalar_len)?)
     };
-    key.verify_sig(message, &signature)
-        .map_err(|_| KeyError::BadSignature)
+    key.verify_sig(message, &signature).map_err(|_| KeyError::BadSignature)
 }
 
 fn verify_rsa(
@@ -390,38 +362,28 @@ fn verify_rsa(
     if !(x509::MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
         return Err(KeyError::RsaKeySize { bits });
     }
-    let key = ParsedPublicKey::new(parameters, spki)
-        .map_err(|_| KeyError::InvalidPublicKey("malformed RSA public key"))?;
-    key.verify_sig(message, signature)
-        .map_err(|_| KeyError::BadSignature)
+    let key =
+        ParsedPublicKey::new(parameters, spki).map_err(|_| KeyError::InvalidPublicKey("malformed RSA public key"))?;
+    key.verify_sig(message, signature).map_err(|_| KeyError::BadSignature)
 }
 
 fn verify_ed25519(public: &[u8], message: &[u8], signature: &[u8]) -> Result<(), KeyError> {
     if public.len() != ED25519_PUBLIC_LEN {
-        return Err(KeyError::InvalidPublicKey(
-            "an Ed25519 public key must be 32 bytes",
-        ));
+        return Err(KeyError::InvalidPublicKey("an Ed25519 public key must be 32 bytes"));
     }
     if signature.len() != ED25519_SIGNATURE_LEN {
-        return Err(KeyError::SignatureLength {
-            expected: ED25519_SIGNATURE_LEN,
-            actual: signature.len(),
-        });
+        return Err(KeyError::SignatureLength { expected: ED25519_SIGNATURE_LEN, actual: signature.len() });
     }
     let key = ParsedPublicKey::new(&lc_signature::ED25519, public)
         .map_err(|_| KeyError::InvalidPublicKey("malformed Ed25519 public key"))?;
-    key.verify_sig(message, signature)
-        .map_err(|_| KeyError::BadSignature)
+    key.verify_sig(message, signature).map_err(|_| KeyError::BadSignature)
 }
 
 /// Re-encodes a fixed-length `r‖s` ECDSA signature as a DER `Ecdsa-Sig-Value`.
 fn fixed_signature_to_der(signature: &[u8], scalar_len: usize) -> Result<Vec<u8>, KeyError> {
     let (r, s) = signature
         .split_at_checked(scalar_len)
-        .ok_or(KeyError::SignatureLength {
-            expected: 2 * scalar_len,
-            actual: signature.len(),
-        })?;
+        .ok_or(KeyError::SignatureLength { expected: 2 * scalar_len, actual: signature.len() })?;
     let mut body = Vec::with_capacity(signature.len() + 8);
     der_unsigned_integer(r, &mut body);
     der_unsigned_integer(s, &mut body);
@@ -433,10 +395,7 @@ fn fixed_signature_to_der(signature: &[u8], scalar_len: usize) -> Result<Vec<u8>
 }
 
 fn der_unsigned_integer(big_endian: &[u8], out: &mut Vec<u8>) {
-    let start = big_endian
-        .iter()
-        .position(|byte| *byte != 0)
-        .unwrap_or(big_endian.len());
+    let start = big_endian.iter().position(|byte| *byte != 0).unwrap_or(big_endian.len());
     let digits = big_endian.get(start..).unwrap_or_default();
     let needs_pad = digits.first().is_none_or(|first| first & 0x80 != 0);
     out.push(0x02);
@@ -452,11 +411,7 @@ fn der_length(len: usize, out: &mut Vec<u8>) {
         out.push(len as u8);
     } else {
         let bytes = len.to_be_bytes();
-        let significant: Vec<u8> = bytes
-            .iter()
-            .copied()
-            .skip_while(|byte| *byte == 0)
-            .collect();
+        let significant: Vec<u8> = bytes.iter().copied().skip_while(|byte| *byte == 0).collect();
         out.push(0x80 | significant.len() as u8);
         out.extend_from_slice(&significant);
     }
@@ -512,8 +467,7 @@ pub struct PrivateKey {
     key_id: String,
 }
 
-const ECDSA_SIGNING: &lc_signature::EcdsaSigningAlgorithm =
-    &lc_signature::ECDSA_P256_SHA256_FIXED_SIGNING;
+const ECDSA_SIGNING: &lc_signature::EcdsaSigningAlgorithm = &lc_signature::ECDSA_P256_SHA256_FIXED_SIGNING;
 
 impl PrivateKey {
     /// Generates a new key.
@@ -522,9 +476,9 @@ impl PrivateKey {
             Algorithm::Ecdsa => EcdsaKeyPair::generate(ECDSA_SIGNING)
                 .and_then(|pair| pair.to_pkcs8v1())
                 .map_err(|_| KeyError::KeyGeneration)?,
-            Algorithm::Ed25519 => Ed25519KeyPair::generate()
-                .and_then(|pair| pair.to_pkcs8())
-                .map_err(|_| KeyError::KeyGeneration)?,
+            Algorithm::Ed25519 => {
+                Ed25519KeyPair::generate().and_then(|pair| pair.to_pkcs8()).map_err(|_| KeyError::KeyGeneration)?
+            }
         };
         PrivateKey::from_pkcs8(algorithm, pkcs8.as_ref())
     }
@@ -542,43 +496,31 @@ impl PrivateKey {
     /// Loads a key from the plaintext a Go notary-signer stores (spec 4.6): for ECDSA a DER
     /// SEC 1 `ECPrivateKey` (PKCS#8 is accepted too), for Ed25519 96 bytes: public key, seed,
     /// public key.
-    pub fn from_notary_signer_plaintext(
-        algorithm: Algorithm,
-        plaintext: &[u8],
-    ) -> Result<PrivateKey, KeyError> {
-        let rejected = |rejected: aws_lc_rs::error::KeyRejected| {
-            KeyError::InvalidPrivateKey(rejected.description_())
-        };
+    pub fn from_notary_signer_plaintext(algorithm: Algorithm, plaintext: &[u8]) -> Result<PrivateKey, KeyError> {
+        let rejected = |rejected: aws_lc_rs::error::KeyRejected| KeyError::InvalidPrivateKey(rejected.description_());
         let pkcs8 = match algorithm {
-            Algorithm::Ecdsa => EcdsaKeyPair::from_private_key_der(ECDSA_SIGNING, plaintext)
-                .map_err(rejected)?
-                .to_pkcs8v1(),
+            Algorithm::Ecdsa => {
+                EcdsaKeyPair::from_private_key_der(ECDSA_SIGNING, plaintext).map_err(rejected)?.to_pkcs8v1()
+            }
             Algorithm::Ed25519 => {
                 let (public, rest) = plaintext
                     .split_at_checked(ED25519_PUBLIC_LEN)
                     .ok_or(KeyError::InvalidPrivateKey("Ed25519 key must be 96 bytes"))?;
-                let (seed, public_again) = rest
-                    .split_at_checked(32)
-                    .ok_or(KeyError::InvalidPrivateKey("Ed25519 key must be 96 bytes"))?;
+                let (seed, public_again) =
+                    rest.split_at_checked(32).ok_or(KeyError::InvalidPrivateKey("Ed25519 key must be 96 bytes"))?;
                 if public_again != public {
                     return Err(KeyError::InvalidPrivateKey(
                         "Ed25519 key must be 96 bytes: public key, seed, public key",
                     ));
                 }
-                Ed25519KeyPair::from_seed_and_public_key(seed, public)
-                    .map_err(rejected)?
-                    .to_pkcs8()
+                Ed25519KeyPair::from_seed_and_public_key(seed, public).map_err(rejected)?.to_pkcs8()
             }
         }
         .map_err(|_| KeyError::InvalidPrivateKey("cannot encode the key as PKCS#8"))?;
         PrivateKey::from_pkcs8(algorithm, pkcs8.as_ref())
     }
 
-    fn from_pair(
-        algorithm: Algorithm,
-        pair: KeyPair,
-        pkcs8: Zeroizing<Vec<u8>>,
-    ) -> Result<PrivateKey, KeyError> {
+    fn from_pair(algorithm: Algorithm, pair: KeyPair, pkcs8: Zeroizing<Vec<u8>>) -> Result<PrivateKey, KeyError> {
         let public = match &pair {
             KeyPair::Ecdsa(pair) => {
                 let spki = pair
@@ -587,18 +529,10 @@ impl PrivateKey {
                     .map_err(|_| KeyError::InvalidPrivateKey("cannot encode the public key"))?;
                 PublicKey::new(KeyType::Ecdsa, spki.as_ref().to_vec())
             }
-            KeyPair::Ed25519(pair) => {
-                PublicKey::new(KeyType::Ed25519, pair.public_key().as_ref().to_vec())
-            }
+            KeyPair::Ed25519(pair) => PublicKey::new(KeyType::Ed25519, pair.public_key().as_ref().to_vec()),
         };
         let key_id = public.key_id();
-        Ok(PrivateKey {
-            algorithm,
-            pair,
-            pkcs8,
-            public,
-            key_id,
-        })
+        Ok(PrivateKey { algorithm, pair, pkcs8, public, key_id })
     }
 
     /// The PKCS#8 document, to be stored encrypted.
@@ -700,8 +634,8 @@ mod tests {
     use aws_lc_rs::rsa::KeySize;
     use aws_lc_rs::signature::RsaKeyPair;
     use rcgen::{
-        CertificateParams, DistinguishedName, DnType, IsCa, KeyPair as RcgenKeyPair,
-        PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256, PublicKeyData as _, RsaKeySize,
+        CertificateParams, DistinguishedName, DnType, IsCa, KeyPair as RcgenKeyPair, PKCS_ECDSA_P256_SHA256,
+        PKCS_RSA_SHA256, PublicKeyData as _, RsaKeySize,
     };
     use serde_json::json;
 
@@ -715,8 +649,7 @@ mod tests {
     /// The fixture's root key (an `ecdsa-x509` key) and its canonical ID, observed as the name
     /// of the notary client's private key file.
     const ROOT_KEY_ID: &str = "fef8b12d427a6bbb039d8e1e9fc0613a13102bf63a07932fb50457118b691fc6";
-    const ROOT_CANONICAL_ID: &str =
-        "0cdcd2b393b808641d235400c416a865c4a39033d3dbc10a88162a92bb1978c7";
+    const ROOT_CANONICAL_ID: &str = "0cdcd2b393b808641d235400c416a865c4a39033d3dbc10a88162a92bb1978c7";
 
     /// A P-384 key and an OpenSSL signature (SHA-256 digest, raw r‖s) of `P384_MESSAGE`; the
     /// same key is in `sha1-ecdsa-p384.pem`.
@@ -767,11 +700,7 @@ mod tests {
     }
 
     fn fixture_key(id: &str) -> PublicKey {
-        fixture_keys()
-            .into_iter()
-            .find(|(key_id, _)| key_id == id)
-            .unwrap()
-            .1
+        fixture_keys().into_iter().find(|(key_id, _)| key_id == id).unwrap().1
     }
 
     /// A Notary-style root certificate: self-signed, CN = GUN, not a CA.
@@ -786,16 +715,7 @@ mod tests {
 
     #[test]
     fn key_types_round_trip() {
-        for name in [
-            "ecdsa",
-            "ecdsa-x509",
-            "rsa",
-            "rsa-x509",
-            "ed25519",
-            "ECDSA",
-            "x25519",
-            "",
-        ] {
+        for name in ["ecdsa", "ecdsa-x509", "rsa", "rsa-x509", "ed25519", "ECDSA", "x25519", ""] {
             assert_eq!(KeyType::parse(name).as_str(), name);
         }
         assert_eq!(KeyType::parse("ECDSA"), KeyType::Other("ECDSA".to_owned()));
@@ -825,17 +745,11 @@ mod tests {
         let cases = [
             (KeyType::Ed25519, b"abc".to_vec(), "ed25519", "YWJj"),
             (KeyType::Ecdsa, vec![0xff, 0xfe], "ecdsa", "//4="),
-            (
-                KeyType::Other("we\"ird".to_owned()),
-                vec![],
-                "we\\\"ird",
-                "",
-            ),
+            (KeyType::Other("we\"ird".to_owned()), vec![], "we\\\"ird", ""),
         ];
         for (keytype, public, keytype_text, public_text) in cases {
-            let expected_bytes = format!(
-                r#"{{"keytype":"{keytype_text}","keyval":{{"private":null,"public":"{public_text}"}}}}"#
-            );
+            let expected_bytes =
+                format!(r#"{{"keytype":"{keytype_text}","keyval":{{"private":null,"public":"{public_text}"}}}}"#);
             let key = PublicKey::new(keytype, public);
             assert_eq!(key.key_id(), hex::encode(sha256(expected_bytes.as_bytes())));
             assert_eq!(key.canonical_id().unwrap(), key.key_id());
@@ -853,10 +767,7 @@ mod tests {
         }
         seen_types.sort_unstable();
         assert_eq!(seen_types, ["ecdsa", "ecdsa", "ecdsa-x509", "ed25519"]);
-        assert_eq!(
-            fixture_key(ROOT_KEY_ID).canonical_id().unwrap(),
-            ROOT_CANONICAL_ID
-        );
+        assert_eq!(fixture_key(ROOT_KEY_ID).canonical_id().unwrap(), ROOT_CANONICAL_ID);
     }
 
     #[test]
@@ -869,10 +780,7 @@ mod tests {
             for (key_id, method, signature) in signatures {
                 let key = &keys.iter().find(|(id, _)| *id == key_id).unwrap().1;
                 key.verify(&method, &message, &signature).unwrap();
-                assert_eq!(
-                    key.verify(&method, &tampered(&message), &signature),
-                    Err(KeyError::BadSignature)
-                );
+                assert_eq!(key.verify(&method, &tampered(&message), &signature), Err(KeyError::BadSignature));
                 methods.push(method);
             }
         }
@@ -886,15 +794,9 @@ mod tests {
         let leaf = x509::leaf_certificate(&chain).unwrap();
         assert_eq!(leaf.public_key, x509::CertKey::EcdsaP256);
         let issued = leaf.not_before;
-        assert_eq!(
-            x509::check_root_certificate(leaf, "example.com/app", issued, true),
-            Ok(())
-        );
+        assert_eq!(x509::check_root_certificate(leaf, "example.com/app", issued, true), Ok(()));
         // Re-encoding the chain reproduces the PEM the Go client wrote, so the key ID holds.
-        let reencoded = PublicKey::new(
-            KeyType::EcdsaX509,
-            x509::encode_pem_chain(&chain).into_bytes(),
-        );
+        let reencoded = PublicKey::new(KeyType::EcdsaX509, x509::encode_pem_chain(&chain).into_bytes());
         assert_eq!(reencoded.key_id(), ROOT_KEY_ID);
     }
 
@@ -920,17 +822,11 @@ mod tests {
     fn x509_key_verifies_with_leaf_key() {
         let key = RcgenKeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let signer = PrivateKey::from_pkcs8(Algorithm::Ecdsa, key.serialized_der()).unwrap();
-        let cert_key = PublicKey::new(
-            KeyType::EcdsaX509,
-            root_cert(&key, "example.com/app").into_bytes(),
-        );
+        let cert_key = PublicKey::new(KeyType::EcdsaX509, root_cert(&key, "example.com/app").into_bytes());
         let message = b"{\"_type\":\"Root\"}";
         let signature = signer.sign(message).unwrap();
         cert_key.verify("ecdsa", message, &signature).unwrap();
-        assert_eq!(
-            cert_key.verify("ecdsa", &message[1..], &signature),
-            Err(KeyError::BadSignature)
-        );
+        assert_eq!(cert_key.verify("ecdsa", &message[1..], &signature), Err(KeyError::BadSignature));
     }
 
     fn check_round_trip(algorithm: Algorithm) {
@@ -942,30 +838,17 @@ mod tests {
         let signature = key.sign(message).unwrap();
         assert_eq!(signature.len(), 64);
         public.verify(key.method(), message, &signature).unwrap();
-        public
-            .verify(&key.method().to_uppercase(), message, &signature)
-            .unwrap();
-        assert_eq!(
-            public.verify(key.method(), &tampered(message), &signature),
-            Err(KeyError::BadSignature)
-        );
-        assert_eq!(
-            public.verify(key.method(), message, &tampered(&signature)),
-            Err(KeyError::BadSignature)
-        );
+        public.verify(&key.method().to_uppercase(), message, &signature).unwrap();
+        assert_eq!(public.verify(key.method(), &tampered(message), &signature), Err(KeyError::BadSignature));
+        assert_eq!(public.verify(key.method(), message, &tampered(&signature)), Err(KeyError::BadSignature));
         assert_eq!(
             public.verify(key.method(), message, &signature[..63]),
-            Err(KeyError::SignatureLength {
-                expected: 64,
-                actual: 63
-            })
+            Err(KeyError::SignatureLength { expected: 64, actual: 63 })
         );
         // Reloading the PKCS#8 document gives the same key.
         let reloaded = PrivateKey::from_pkcs8(algorithm, &key.pkcs8()).unwrap();
         assert_eq!(reloaded.public_key(), public);
-        public
-            .verify(key.method(), message, &reloaded.sign(message).unwrap())
-            .unwrap();
+        public.verify(key.method(), message, &reloaded.sign(message).unwrap()).unwrap();
         // So does the Go notary-signer plaintext.
         let plaintext = key.notary_signer_plaintext().unwrap();
         let from_go = PrivateKey::from_notary_signer_plaintext(algorithm, &plaintext).unwrap();
@@ -978,10 +861,7 @@ mod tests {
         let key = PrivateKey::generate(Algorithm::Ecdsa).unwrap();
         assert_eq!(key.method(), "ecdsa");
         assert_eq!(key.public_key().keytype(), &KeyType::Ecdsa);
-        assert_eq!(
-            x509::CertKey::from_spki(key.public_key().public()).unwrap(),
-            x509::CertKey::EcdsaP256
-        );
+        assert_eq!(x509::CertKey::from_spki(key.public_key().public()).unwrap(), x509::CertKey::EcdsaP256);
     }
 
     #[test]
@@ -996,16 +876,11 @@ mod tests {
     #[test]
     fn der_encoded_ecdsa_signature_is_rejected() {
         let key = PrivateKey::generate(Algorithm::Ecdsa).unwrap();
-        let asn1 =
-            EcdsaKeyPair::from_pkcs8(&lc_signature::ECDSA_P256_SHA256_ASN1_SIGNING, &key.pkcs8())
-                .unwrap();
+        let asn1 = EcdsaKeyPair::from_pkcs8(&lc_signature::ECDSA_P256_SHA256_ASN1_SIGNING, &key.pkcs8()).unwrap();
         let message = b"message";
         let der = asn1.sign(&SystemRandom::new(), message).unwrap();
         let result = key.public_key().verify("ecdsa", message, der.as_ref());
-        assert!(
-            matches!(result, Err(KeyError::SignatureLength { expected: 64, .. })),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(KeyError::SignatureLength { expected: 64, .. })), "{result:?}");
     }
 
     #[test]
@@ -1015,16 +890,10 @@ mod tests {
         let signature = b64(P384_SIGNATURE);
         for key in [&bare, &cert] {
             key.verify("ecdsa", P384_MESSAGE, &signature).unwrap();
-            assert_eq!(
-                key.verify("ecdsa", b"other message", &signature),
-                Err(KeyError::BadSignature)
-            );
+            assert_eq!(key.verify("ecdsa", b"other message", &signature), Err(KeyError::BadSignature));
             assert_eq!(
                 key.verify("ecdsa", P384_MESSAGE, &signature[..64]),
-                Err(KeyError::SignatureLength {
-                    expected: 96,
-                    actual: 64
-                })
+                Err(KeyError::SignatureLength { expected: 96, actual: 64 })
             );
         }
         assert_eq!(cert.canonical_id().unwrap(), bare.key_id());
@@ -1046,28 +915,14 @@ mod tests {
         let key = PublicKey::new(KeyType::Rsa, spki.clone());
         key.verify("rsapss", message, &pss).unwrap();
         key.verify("RSAPKCS1V15", message, &pkcs1).unwrap();
-        assert_eq!(
-            key.verify("rsapss", message, &pkcs1),
-            Err(KeyError::BadSignature)
-        );
-        assert_eq!(
-            key.verify("rsapkcs1v15", message, &pss),
-            Err(KeyError::BadSignature)
-        );
-        assert_eq!(
-            key.verify("rsapss", &tampered(message), &pss),
-            Err(KeyError::BadSignature)
-        );
+        assert_eq!(key.verify("rsapss", message, &pkcs1), Err(KeyError::BadSignature));
+        assert_eq!(key.verify("rsapkcs1v15", message, &pss), Err(KeyError::BadSignature));
+        assert_eq!(key.verify("rsapss", &tampered(message), &pss), Err(KeyError::BadSignature));
 
         // The PyCrypto method takes the key as PEM.
-        let pem = format!(
-            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-            STANDARD.encode(&spki)
-        );
+        let pem = format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", STANDARD.encode(&spki));
         let pem_key = PublicKey::new(KeyType::Rsa, pem.into_bytes());
-        pem_key
-            .verify("pycrypto-pkcs#1 pss", message, &pss)
-            .unwrap();
+        pem_key.verify("pycrypto-pkcs#1 pss", message, &pss).unwrap();
         assert_eq!(
             key.verify("pycrypto-pkcs#1 pss", message, &pss),
             Err(KeyError::InvalidPublicKey("no PEM block in the public key"))
@@ -1078,19 +933,10 @@ mod tests {
     fn rsa_x509_signatures() {
         let key = RcgenKeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048).unwrap();
         let pair = RsaKeyPair::from_pkcs8(key.serialized_der()).unwrap();
-        let cert_key = PublicKey::new(
-            KeyType::RsaX509,
-            root_cert(&key, "example.com/app").into_bytes(),
-        );
+        let cert_key = PublicKey::new(KeyType::RsaX509, root_cert(&key, "example.com/app").into_bytes());
         let message = b"{\"_type\":\"Root\"}";
         let mut signature = vec![0u8; pair.public_modulus_len()];
-        pair.sign(
-            &lc_signature::RSA_PSS_SHA256,
-            &SystemRandom::new(),
-            message,
-            &mut signature,
-        )
-        .unwrap();
+        pair.sign(&lc_signature::RSA_PSS_SHA256, &SystemRandom::new(), message, &mut signature).unwrap();
         cert_key.verify("rsapss", message, &signature).unwrap();
         let bare = PublicKey::new(KeyType::Rsa, key.subject_public_key_info());
         assert_eq!(cert_key.canonical_id().unwrap(), bare.key_id());
@@ -1099,48 +945,19 @@ mod tests {
     #[test]
     fn verification_errors() {
         let ecdsa = PrivateKey::generate(Algorithm::Ecdsa).unwrap().public_key();
-        let ed25519 = PrivateKey::generate(Algorithm::Ed25519)
-            .unwrap()
-            .public_key();
-        let rsa_spki = x509::parse_pem_chain(RSA1024_PEM).unwrap()[0]
-            .spki_der
-            .clone();
+        let ed25519 = PrivateKey::generate(Algorithm::Ed25519).unwrap().public_key();
+        let rsa_spki = x509::parse_pem_chain(RSA1024_PEM).unwrap()[0].spki_der.clone();
         let mismatch = |method: &str, keytype: &str| KeyError::MethodMismatch {
             method: method.to_owned(),
             keytype: keytype.to_owned(),
         };
         let sig64 = [1u8; 64];
         let cases: Vec<(&str, PublicKey, &str, KeyError)> = vec![
-            (
-                "unknown method",
-                ecdsa.clone(),
-                "hmac",
-                KeyError::UnknownMethod("hmac".to_owned()),
-            ),
-            (
-                "eddsa on ecdsa",
-                ecdsa.clone(),
-                "eddsa",
-                mismatch("eddsa", "ecdsa"),
-            ),
-            (
-                "rsapss on ecdsa",
-                ecdsa.clone(),
-                "rsapss",
-                mismatch("rsapss", "ecdsa"),
-            ),
-            (
-                "ecdsa on ed25519",
-                ed25519.clone(),
-                "ecdsa",
-                mismatch("ecdsa", "ed25519"),
-            ),
-            (
-                "ed25519 method name",
-                ed25519.clone(),
-                "ed25519",
-                KeyError::UnknownMethod("ed25519".to_owned()),
-            ),
+            ("unknown method", ecdsa.clone(), "hmac", KeyError::UnknownMethod("hmac".to_owned())),
+            ("eddsa on ecdsa", ecdsa.clone(), "eddsa", mismatch("eddsa", "ecdsa")),
+            ("rsapss on ecdsa", ecdsa.clone(), "rsapss", mismatch("rsapss", "ecdsa")),
+            ("ecdsa on ed25519", ed25519.clone(), "ecdsa", mismatch("ecdsa", "ed25519")),
+            ("ed25519 method name", ed25519.clone(), "ed25519", KeyError::UnknownMethod("ed25519".to_owned())),
             (
                 "unknown key type",
                 PublicKey::new(KeyType::Other("x".to_owned()), vec![0; 32]),
@@ -1165,12 +982,7 @@ mod tests {
                 "rsapss",
                 KeyError::InvalidPublicKey("not an RSA key"),
             ),
-            (
-                "short RSA key",
-                PublicKey::new(KeyType::Rsa, rsa_spki),
-                "rsapss",
-                KeyError::RsaKeySize { bits: 1024 },
-            ),
+            ("short RSA key", PublicKey::new(KeyType::Rsa, rsa_spki), "rsapss", KeyError::RsaKeySize { bits: 1024 }),
             (
                 "short RSA certificate",
                 PublicKey::new(KeyType::RsaX509, RSA1024_PEM.to_vec()),
@@ -1197,11 +1009,7 @@ mod tests {
             ),
         ];
         for (name, key, method, expected) in cases {
-            assert_eq!(
-                key.verify(method, b"message", &sig64),
-                Err(expected),
-                "case {name}"
-            );
+            assert_eq!(key.verify(method, b"message", &sig64), Err(expected), "case {name}");
         }
     }
 
@@ -1209,15 +1017,12 @@ mod tests {
     fn unsupported_curve_is_rejected() {
         // A P-521 key (curve OID 1.3.132.0.35) with a dummy point.
         let mut spki = vec![
-            0x30, 0x1a, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
-            0x05, 0x2b, 0x81, 0x04, 0x00, 0x23, 0x03, 0x06, 0x00,
+            0x30, 0x1a, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05, 0x2b, 0x81, 0x04,
+            0x00, 0x23, 0x03, 0x06, 0x00,
         ];
         spki.extend_from_slice(&[4, 1, 2, 3, 4]);
         let key = PublicKey::new(KeyType::Ecdsa, spki);
-        assert_eq!(
-            key.verify("ecdsa", b"message", &[0; 132]),
-            Err(KeyError::UnsupportedCurve)
-        );
+        assert_eq!(key.verify("ecdsa", b"message", &[0; 132]), Err(KeyError::UnsupportedCurve));
     }
 
     fn check_from_json(name: &str, value: Value, expected: Result<PublicKey, KeyError>) {
@@ -1243,31 +1048,15 @@ mod tests {
             Ok(PublicKey::new(KeyType::Other("x25519".to_owned()), vec![])),
         );
         let errors = [
-            (
-                "not an object",
-                json!("key"),
-                KeyError::WrongFieldType("key"),
-            ),
-            (
-                "no keytype",
-                json!({"keyval": {"public": "YWJj"}}),
-                KeyError::MissingField("keytype"),
-            ),
+            ("not an object", json!("key"), KeyError::WrongFieldType("key")),
+            ("no keytype", json!({"keyval": {"public": "YWJj"}}), KeyError::MissingField("keytype")),
             (
                 "numeric keytype",
                 json!({"keytype": 1, "keyval": {"public": "YWJj"}}),
                 KeyError::WrongFieldType("keytype"),
             ),
-            (
-                "no keyval",
-                json!({"keytype": "ecdsa"}),
-                KeyError::MissingField("keyval"),
-            ),
-            (
-                "keyval not an object",
-                json!({"keytype": "ecdsa", "keyval": "YWJj"}),
-                KeyError::WrongFieldType("keyval"),
-            ),
+            ("no keyval", json!({"keytype": "ecdsa"}), KeyError::MissingField("keyval")),
+            ("keyval not an object", json!({"keytype": "ecdsa", "keyval": "YWJj"}), KeyError::WrongFieldType("keyval")),
             (
                 "no public",
                 json!({"keytype": "ecdsa", "keyval": {"private": null}}),
@@ -1325,21 +1114,15 @@ mod tests {
             PrivateKey::from_pkcs8(Algorithm::Ecdsa, &ed25519.pkcs8()),
             Err(KeyError::InvalidPrivateKey(_))
         ));
-        assert!(matches!(
-            PrivateKey::from_pkcs8(Algorithm::Ecdsa, b"junk"),
-            Err(KeyError::InvalidPrivateKey(_))
-        ));
+        assert!(matches!(PrivateKey::from_pkcs8(Algorithm::Ecdsa, b"junk"), Err(KeyError::InvalidPrivateKey(_))));
         let mut plaintext = ed25519.notary_signer_plaintext().unwrap().to_vec();
         plaintext[95] ^= 1;
         assert_eq!(
             PrivateKey::from_notary_signer_plaintext(Algorithm::Ed25519, &plaintext).unwrap_err(),
-            KeyError::InvalidPrivateKey(
-                "Ed25519 key must be 96 bytes: public key, seed, public key"
-            )
+            KeyError::InvalidPrivateKey("Ed25519 key must be 96 bytes: public key, seed, public key")
         );
         assert_eq!(
-            PrivateKey::from_notary_signer_plaintext(Algorithm::Ed25519, &plaintext[..50])
-                .unwrap_err(),
+            PrivateKey::from_notary_signer_plaintext(Algorithm::Ed25519, &plaintext[..50]).unwrap_err(),
             KeyError::InvalidPrivateKey("Ed25519 key must be 96 bytes")
         );
     }
@@ -1351,11 +1134,7 @@ mod tests {
             let printed = format!("{key:?}");
             assert_eq!(
                 printed,
-                format!(
-                    "PrivateKey {{ algorithm: {:?}, key_id: {:?}, .. }}",
-                    algorithm.as_str(),
-                    key.key_id()
-                )
+                format!("PrivateKey {{ algorithm: {:?}, key_id: {:?}, .. }}", algorithm.as_str(), key.key_id())
             );
             let pkcs8 = key.pkcs8();
             assert!(!printed.contains(&hex::encode(&pkcs8[pkcs8.len() - 8..])));
@@ -1367,18 +1146,12 @@ mod tests {
         for algorithm in [Algorithm::Ecdsa, Algorithm::Ed25519] {
             assert_eq!(Algorithm::parse(algorithm.as_str()), Ok(algorithm));
         }
-        assert_eq!(
-            Algorithm::parse("rsa"),
-            Err(KeyError::UnknownAlgorithm("rsa".to_owned()))
-        );
+        assert_eq!(Algorithm::parse("rsa"), Err(KeyError::UnknownAlgorithm("rsa".to_owned())));
     }
 
     #[test]
     fn digests() {
-        assert_eq!(
-            hex::encode(sha256(b"abc")),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(hex::encode(sha256(b"abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert_eq!(
             hex::encode(sha512(b"abc")),
             "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a\
@@ -1391,11 +1164,7 @@ mod tests {
         let cases: [(&[u8], usize, &[u8]); 3] = [
             (&[0, 1, 0, 2], 2, &[0x30, 6, 2, 1, 1, 2, 1, 2]),
             (&[0x80, 0, 0, 0], 2, &[0x30, 8, 2, 3, 0, 0x80, 0, 2, 1, 0]),
-            (
-                &[0, 0, 0x7f, 0xff],
-                2,
-                &[0x30, 7, 2, 1, 0, 2, 2, 0x7f, 0xff],
-            ),
+            (&[0, 0, 0x7f, 0xff], 2, &[0x30, 7, 2, 1, 0, 2, 2, 0x7f, 0xff]),
         ];
         for (fixed, scalar_len, der) in cases {
             assert_eq!(fixed_signature_to_der(fixed, scalar_len).unwrap(), der);

@@ -64,8 +64,7 @@ pub struct Signed {
 impl Signed {
     /// Parses the envelope `{"signed":{...},"signatures":[...]}` of a metadata file.
     pub fn parse(bytes: &[u8]) -> Result<Self, MetadataError> {
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|error| MetadataError::Json(error.to_string()))?;
+        let value: Value = serde_json::from_slice(bytes).map_err(|error| MetadataError::Json(error.to_string()))?;
         let Value::Object(mut envelope) = value else {
             return Err(structure("metadata is not a JSON object"));
         };
@@ -73,19 +72,12 @@ impl Signed {
             return Err(structure("metadata has no \"signed\" object"));
         };
         let signatures = match envelope.remove("signatures") {
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(parse_signature)
-                .collect::<Result<Vec<_>, _>>()?,
+            Some(Value::Array(items)) => items.iter().map(parse_signature).collect::<Result<Vec<_>, _>>()?,
             Some(Value::Null) | None => Vec::new(),
             Some(_) => return Err(structure("\"signatures\" is not a list")),
         };
         let canonical = to_canonical(&Value::Object(body.clone()))?;
-        Ok(Self {
-            body,
-            canonical,
-            signatures,
-        })
+        Ok(Self { body, canonical, signatures })
     }
 
     /// The canonical bytes of the `signed` body: what signatures cover.
@@ -128,20 +120,11 @@ impl Signed {
 
 fn parse_signature(value: &Value) -> Result<Signature, MetadataError> {
     let field = |name: &str| value.get(name).and_then(Value::as_str);
-    let (Some(keyid), Some(method), Some(sig)) = (field("keyid"), field("method"), field("sig"))
-    else {
-        return Err(structure(
-            "a signature lacks \"keyid\", \"method\" or \"sig\"",
-        ));
+    let (Some(keyid), Some(method), Some(sig)) = (field("keyid"), field("method"), field("sig")) else {
+        return Err(structure("a signature lacks \"keyid\", \"method\" or \"sig\""));
     };
-    let sig = B64
-        .decode(sig)
-        .map_err(|_| structure("a signature is not valid base64"))?;
-    Ok(Signature {
-        keyid: keyid.to_owned(),
-        method: method.to_ascii_lowercase(),
-        sig,
-    })
+    let sig = B64.decode(sig).map_err(|_| structure("a signature is not valid base64"))?;
+    Ok(Signature { keyid: keyid.to_owned(), method: method.to_ascii_lowercase(), sig })
 }
 
 /// Serialises an envelope: the canonical body verbatim, then the signatures (Notary's layout).
@@ -181,10 +164,7 @@ impl FileMeta {
         let mut hashes = BTreeMap::new();
         hashes.insert("sha256".to_owned(), sha256(bytes).to_vec());
         hashes.insert("sha512".to_owned(), sha512(bytes).to_vec());
-        Self {
-            length: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
-            hashes,
-        }
+        Self { length: i64::try_from(bytes.len()).unwrap_or(i64::MAX), hashes }
     }
 
     /// Whether `bytes` matches: every known algorithm present matches, at least one is present,
@@ -237,11 +217,8 @@ impl FileMeta {
     }
 
     fn to_json(&self) -> Value {
-        let hashes: Map<String, Value> = self
-            .hashes
-            .iter()
-            .map(|(name, digest)| (name.clone(), Value::String(B64.encode(digest))))
-            .collect();
+        let hashes: Map<String, Value> =
+            self.hashes.iter().map(|(name, digest)| (name.clone(), Value::String(B64.encode(digest)))).collect();
         let mut object = Map::new();
         object.insert("hashes".into(), Value::Object(hashes));
         object.insert("length".into(), Value::from(self.length));
@@ -265,10 +242,7 @@ fn positive_version(signed: &Signed) -> Result<i64, MetadataError> {
 }
 
 /// Parses a key map and checks that every map ID is the key's own TUF ID.
-fn parse_keys(
-    value: Option<&Value>,
-    what: &str,
-) -> Result<BTreeMap<String, PublicKey>, MetadataError> {
+fn parse_keys(value: Option<&Value>, what: &str) -> Result<BTreeMap<String, PublicKey>, MetadataError> {
     let mut keys = BTreeMap::new();
     let map = match value {
         Some(Value::Object(map)) => map,
@@ -276,23 +250,16 @@ fn parse_keys(
         Some(_) => return Err(structure(format!("{what} keys are not an object"))),
     };
     for (id, key) in map {
-        let key = PublicKey::from_json(key)
-            .map_err(|error| structure(format!("{what} key {id}: {error}")))?;
+        let key = PublicKey::from_json(key).map_err(|error| structure(format!("{what} key {id}: {error}")))?;
         if key.key_id() != *id {
-            return Err(structure(format!(
-                "{what} key {id} does not match its key ID"
-            )));
+            return Err(structure(format!("{what} key {id} does not match its key ID")));
         }
         keys.insert(id.clone(), key);
     }
     Ok(keys)
 }
 
-fn parse_role_keys(
-    value: &Value,
-    keys: &BTreeMap<String, PublicKey>,
-    what: &str,
-) -> Result<RoleKeys, MetadataError> {
+fn parse_role_keys(value: &Value, keys: &BTreeMap<String, PublicKey>, what: &str) -> Result<RoleKeys, MetadataError> {
     let threshold = value.get("threshold").and_then(Value::as_i64).unwrap_or(0);
     if threshold < 1 {
         return Err(structure(format!("{what} has a threshold below 1")));
@@ -301,17 +268,13 @@ fn parse_role_keys(
         Some(Value::Array(ids)) => ids
             .iter()
             .map(|id| {
-                id.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| structure(format!("{what} has a non-string key ID")))
+                id.as_str().map(str::to_owned).ok_or_else(|| structure(format!("{what} has a non-string key ID")))
             })
             .collect::<Result<_, _>>()?,
         _ => return Err(structure(format!("{what} has no key IDs"))),
     };
     if let Some(missing) = keyids.iter().find(|id| !keys.contains_key(*id)) {
-        return Err(structure(format!(
-            "{what} lists key {missing}, which is not among the keys"
-        )));
+        return Err(structure(format!("{what} lists key {missing}, which is not among the keys")));
     }
     Ok(RoleKeys { keyids, threshold })
 }
@@ -341,30 +304,14 @@ impl Root {
         };
         let mut roles = BTreeMap::new();
         for (name, value) in role_map {
-            roles.insert(
-                name.clone(),
-                parse_role_keys(value, &keys, &format!("root role {name}"))?,
-            );
+            roles.insert(name.clone(), parse_role_keys(value, &keys, &format!("root role {name}"))?);
         }
-        for base in [
-            BaseRole::Root,
-            BaseRole::Targets,
-            BaseRole::Snapshot,
-            BaseRole::Timestamp,
-        ] {
+        for base in [BaseRole::Root, BaseRole::Targets, BaseRole::Snapshot, BaseRole::Timestamp] {
             if !roles.contains_key(base.as_str()) {
-                return Err(structure(format!(
-                    "root does not define the {} role",
-                    base.as_str()
-                )));
+                return Err(structure(format!("root does not define the {} role", base.as_str())));
             }
         }
-        Ok(Self {
-            version,
-            expires,
-            keys,
-            roles,
-        })
+        Ok(Self { version, expires, keys, roles })
     }
 
     /// The keys and threshold of a base role (always present after parsing).
@@ -387,9 +334,7 @@ pub struct Delegation {
 impl Delegation {
     /// Whether `target` lies within this delegation's paths.
     pub fn allows(&self, target: &str) -> bool {
-        self.paths
-            .iter()
-            .any(|prefix| target.starts_with(prefix.as_str()))
+        self.paths.iter().any(|prefix| target.starts_with(prefix.as_str()))
     }
 
     /// Whether every path of `child` lies within one of this delegation's paths.
@@ -425,10 +370,7 @@ impl Targets {
             Some(Value::Object(map)) => {
                 for (name, meta) in map {
                     check_target_name(name).map_err(|error| structure(error.to_string()))?;
-                    targets.insert(
-                        name.clone(),
-                        FileMeta::parse(meta, &format!("target {name:?}"))?,
-                    );
+                    targets.insert(name.clone(), FileMeta::parse(meta, &format!("target {name:?}"))?);
                 }
             }
             Some(Value::Null) | None => {}
@@ -439,29 +381,18 @@ impl Targets {
             Some(Value::Null) | None => (BTreeMap::new(), Vec::new()),
             Some(_) => return Err(structure("\"delegations\" is not an object")),
         };
-        Ok(Self {
-            version,
-            expires,
-            targets,
-            delegation_keys,
-            delegations,
-        })
+        Ok(Self { version, expires, targets, delegation_keys, delegations })
     }
 
     /// The declaration of the direct child `child`, if this file declares it.
     pub fn delegation(&self, child: &RoleName) -> Option<&Delegation> {
-        self.delegations
-            .iter()
-            .find(|delegation| delegation.name == *child)
+        self.delegations.iter().find(|delegation| delegation.name == *child)
     }
 }
 
 type DelegationSection = (BTreeMap<String, PublicKey>, Vec<Delegation>);
 
-fn parse_delegations(
-    section: &Map<String, Value>,
-    role: &RoleName,
-) -> Result<DelegationSection, MetadataError> {
+fn parse_delegations(section: &Map<String, Value>, role: &RoleName) -> Result<DelegationSection, MetadataError> {
     let keys = parse_keys(section.get("keys"), "delegation")?;
     let mut delegations: Vec<Delegation> = Vec::new();
     let entries = match section.get("roles") {
@@ -477,9 +408,7 @@ fn parse_delegations(
             .filter(RoleName::is_delegation)
             .ok_or_else(|| structure("a delegation has an invalid role name"))?;
         if name.parent().as_ref() != Some(role) {
-            return Err(structure(format!(
-                "delegation {name} is not a direct child of {role}"
-            )));
+            return Err(structure(format!("delegation {name} is not a direct child of {role}")));
         }
         if delegations.iter().any(|existing| existing.name == name) {
             return Err(structure(format!("delegation {name} is declared twice")));
@@ -489,25 +418,16 @@ fn parse_delegations(
             Some(Value::Array(paths)) => paths
                 .iter()
                 .map(|path| {
-                    path.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| structure("a delegation path is not a string"))
+                    path.as_str().map(str::to_owned).ok_or_else(|| structure("a delegation path is not a string"))
                 })
                 .collect::<Result<Vec<_>, _>>()?,
             Some(Value::Null) | None => Vec::new(),
             Some(_) => return Err(structure("delegation paths are not a list")),
         };
-        if entry
-            .get("path_hash_prefixes")
-            .is_some_and(|value| !value.is_null())
-        {
+        if entry.get("path_hash_prefixes").is_some_and(|value| !value.is_null()) {
             return Err(structure("path_hash_prefixes are not supported"));
         }
-        delegations.push(Delegation {
-            name,
-            keys: role_keys,
-            paths,
-        });
+        delegations.push(Delegation { name, keys: role_keys, paths });
     }
     Ok((keys, delegations))
 }
@@ -534,30 +454,19 @@ impl Snapshot {
         };
         let mut meta = BTreeMap::new();
         for (name, value) in map {
-            meta.insert(
-                name.clone(),
-                FileMeta::parse(value, &format!("snapshot entry {name}"))?,
-            );
+            meta.insert(name.clone(), FileMeta::parse(value, &format!("snapshot entry {name}"))?);
         }
         for required in ["root", "targets"] {
             if meta.get(required).and_then(FileMeta::sha256).is_none() {
                 return Err(structure(format!("snapshot has no sha256 for {required}")));
             }
         }
-        Ok(Self {
-            version,
-            expires,
-            meta,
-        })
+        Ok(Self { version, expires, meta })
     }
 
     /// The canonical body of a snapshot.
     pub fn body(&self) -> Value {
-        let meta: Map<String, Value> = self
-            .meta
-            .iter()
-            .map(|(name, meta)| (name.clone(), meta.to_json()))
-            .collect();
+        let meta: Map<String, Value> = self.meta.iter().map(|(name, meta)| (name.clone(), meta.to_json())).collect();
         let mut body = Map::new();
         body.insert("_type".into(), Value::String("Snapshot".into()));
         body.insert("expires".into(), Value::String(time::format(self.expires)));
@@ -593,11 +502,7 @@ impl Timestamp {
         if snapshot.sha256().is_none() {
             return Err(structure("timestamp has no sha256 for the snapshot"));
         }
-        Ok(Self {
-            version,
-            expires,
-            snapshot,
-        })
+        Ok(Self { version, expires, snapshot })
     }
 
     /// The canonical body of a timestamp.

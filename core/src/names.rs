@@ -60,13 +60,8 @@ impl Gun {
         if text.chars().any(char::is_whitespace) || text.contains('*') {
             return Err(NameError::Gun("it contains whitespace or '*'"));
         }
-        if text
-            .split('/')
-            .any(|segment| segment.is_empty() || segment == "." || segment == "_trust")
-        {
-            return Err(NameError::Gun(
-                "it contains an empty, '.' or '_trust' segment",
-            ));
+        if text.split('/').any(|segment| segment.is_empty() || segment == "." || segment == "_trust") {
+            return Err(NameError::Gun("it contains an empty, '.' or '_trust' segment"));
         }
         Ok(Self(text.to_owned()))
     }
@@ -126,9 +121,9 @@ impl RoleName {
         if text.len() > MAX_ROLE_BYTES || rest.is_empty() {
             return Err(NameError::Role);
         }
-        let charset_ok = rest.bytes().all(|byte| {
-            byte.is_ascii_lowercase() || byte.is_ascii_digit() || matches!(byte, b'-' | b'_' | b'/')
-        });
+        let charset_ok = rest
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || matches!(byte, b'-' | b'_' | b'/'));
         if !charset_ok || rest.split('/').any(str::is_empty) {
             return Err(NameError::Role);
         }
@@ -176,9 +171,7 @@ impl RoleName {
         if !self.is_delegation() {
             return None;
         }
-        self.0
-            .rsplit_once('/')
-            .map(|(parent, _)| Self(parent.to_owned()))
+        self.0.rsplit_once('/').map(|(parent, _)| Self(parent.to_owned()))
     }
 }
 
@@ -206,13 +199,8 @@ mod tests {
 
     #[test]
     fn guns() {
-        for good in [
-            "example.com/app",
-            "docker.io/library/alpine",
-            "registry.example.com:5000/team/app",
-            "a",
-            "é/ü",
-        ] {
+        for good in ["example.com/app", "docker.io/library/alpine", "registry.example.com:5000/team/app", "a", "é/ü"]
+        {
             assert!(Gun::parse(good).is_ok(), "{good}");
         }
         for bad in [
@@ -238,14 +226,7 @@ mod tests {
 
     #[test]
     fn roles() {
-        for good in [
-            "root",
-            "targets",
-            "snapshot",
-            "timestamp",
-            "targets/releases",
-            "targets/a/b-c_d/9",
-        ] {
+        for good in ["root", "targets", "snapshot", "timestamp", "targets/releases", "targets/a/b-c_d/9"] {
             assert!(RoleName::parse(good).is_ok(), "{good}");
         }
         for bad in [
@@ -269,14 +250,7 @@ mod tests {
         let role = RoleName::parse("targets/a/b").unwrap();
         assert_eq!(role.parent().unwrap().as_str(), "targets/a");
         assert_eq!(role.depth(), 3);
-        assert_eq!(
-            RoleName::parse("targets/a")
-                .unwrap()
-                .parent()
-                .unwrap()
-                .as_str(),
-            "targets"
-        );
+        assert_eq!(RoleName::parse("targets/a").unwrap().parent().unwrap().as_str(), "targets");
         assert_eq!(RoleName::parse("targets").unwrap().parent(), None);
     }
 
@@ -285,15 +259,7 @@ mod tests {
         for good in ["v1", "dir/file.txt", "a..b", "latest", "..hidden"] {
             assert!(check_target_name(good).is_ok(), "{good}");
         }
-        for bad in [
-            "",
-            "/etc/passwd",
-            "../x",
-            "a/../../b",
-            "a/..",
-            "nl\nx",
-            "nul\u{0}",
-        ] {
+        for bad in ["", "/etc/passwd", "../x", "a/../../b", "a/..", "nl\nx", "nul\u{0}"] {
             assert!(check_target_name(bad).is_err(), "{bad:?}");
         }
     }

@@ -4,9 +4,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 
 /// Parses any RFC 3339 time (fractional seconds and offsets allowed) into UTC.
 pub fn parse(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|time| time.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(text).ok().map(|time| time.with_timezone(&Utc))
 }
 
 /// Formats a UTC time the way Go's `time.RFC3339Nano` does: `2026-11-22T06:05:59.48740678Z`.
@@ -37,11 +35,7 @@ mod tests {
 
     #[test]
     fn round_trips_go_nano_form() {
-        for text in [
-            "2029-11-21T06:05:59.48740678Z",
-            "2026-12-06T06:05:59Z",
-            "2026-12-06T06:05:59.1Z",
-        ] {
+        for text in ["2029-11-21T06:05:59.48740678Z", "2026-12-06T06:05:59Z", "2026-12-06T06:05:59.1Z"] {
             assert_eq!(format(parse(text).unwrap()), text);
         }
         let offset = parse("2116-07-03T17:56:36.027379879-05:00").unwrap();

@@ -13,8 +13,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::keys::{PublicKey, sha256};
 use crate::metadata::{
-    Delegation, FileMeta, MetadataError, RoleKeys, Root, Signature, Signed, Snapshot, Targets,
-    Timestamp, envelope,
+    Delegation, FileMeta, MetadataError, RoleKeys, Root, Signature, Signed, Snapshot, Targets, Timestamp, envelope,
 };
 use crate::names::{BaseRole, Gun, RoleName};
 use crate::verify::check_threshold;
@@ -36,10 +35,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_delegation_depth: 16,
-            max_signatures: 64,
-        }
+        Self { max_delegation_depth: 16, max_signatures: 64 }
     }
 }
 
@@ -80,9 +76,7 @@ pub struct RepoState {
 impl RepoState {
     /// Builds the state from the current files (role name → exact bytes).
     pub fn new(files: impl IntoIterator<Item = (String, Vec<u8>)>) -> Self {
-        Self {
-            files: files.into_iter().collect(),
-        }
+        Self { files: files.into_iter().collect() }
     }
 
     /// Every current file, by role.
@@ -152,10 +146,7 @@ fn not_expired(role: &str, expires: DateTime<Utc>, now: DateTime<Utc>) -> Result
 
 fn signature_count(role: &str, signed: &Signed, limits: &Limits) -> Result<(), String> {
     if signed.signatures().len() > limits.max_signatures {
-        return Err(format!(
-            "{role} carries more than {} signatures",
-            limits.max_signatures
-        ));
+        return Err(format!("{role} carries more than {} signatures", limits.max_signatures));
     }
     Ok(())
 }
@@ -177,12 +168,10 @@ fn valid_root_keys(
         let Some(key) = root.keys.get(id) else {
             continue;
         };
-        let verdict = x509::parse_pem_chain(key.public())
-            .map_err(|error| error.to_string())
-            .and_then(|chain| {
-                let leaf = x509::leaf_certificate(&chain)?;
-                x509::check_root_certificate(leaf, gun.as_str(), now, check_validity)
-            });
+        let verdict = x509::parse_pem_chain(key.public()).map_err(|error| error.to_string()).and_then(|chain| {
+            let leaf = x509::leaf_certificate(&chain)?;
+            x509::check_root_certificate(leaf, gun.as_str(), now, check_validity)
+        });
         match verdict {
             Ok(()) => {
                 valid.insert(id.clone(), key.clone());
@@ -195,31 +184,19 @@ fn valid_root_keys(
 
 /// Loads and checks the stored root: structure, certificates for the GUN (expiry not checked so
 /// that an expired certificate can be rotated out), and signed by its own threshold.
-fn load_stored_root(
-    gun: &Gun,
-    state: &RepoState,
-    now: DateTime<Utc>,
-) -> Result<Option<(Root, Vec<u8>)>, UpdateError> {
+fn load_stored_root(gun: &Gun, state: &RepoState, now: DateTime<Utc>) -> Result<Option<(Root, Vec<u8>)>, UpdateError> {
     let Some(bytes) = state.file("root") else {
         return Ok(None);
     };
-    let signed =
-        Signed::parse(bytes).map_err(|error| UpdateError::StoredState(error.to_string()))?;
-    let root =
-        Root::from_signed(&signed).map_err(|error| UpdateError::StoredState(error.to_string()))?;
+    let signed = Signed::parse(bytes).map_err(|error| UpdateError::StoredState(error.to_string()))?;
+    let root = Root::from_signed(&signed).map_err(|error| UpdateError::StoredState(error.to_string()))?;
     let (valid, problem) = valid_root_keys(&root, gun, now, false);
     if valid.is_empty() {
-        return Err(UpdateError::StoredState(
-            problem.unwrap_or_else(|| "no valid root certificates".into()),
-        ));
+        return Err(UpdateError::StoredState(problem.unwrap_or_else(|| "no valid root certificates".into())));
     }
     let threshold = root.role(BaseRole::Root).map_or(1, |role| role.threshold);
-    let own = RoleKeys {
-        keyids: valid.keys().cloned().collect(),
-        threshold,
-    };
-    check_threshold("root", &signed, &valid, &own)
-        .map_err(|error| UpdateError::StoredState(error.to_string()))?;
+    let own = RoleKeys { keyids: valid.keys().cloned().collect(), threshold };
+    check_threshold("root", &signed, &valid, &own).map_err(|error| UpdateError::StoredState(error.to_string()))?;
     Ok(Some((root, bytes.to_vec())))
 }
 
@@ -236,34 +213,21 @@ fn validate_new_root(
     let root = Root::from_signed(&signed).map_err(|error| error.to_string())?;
     let current = previous.map_or(1, |root| root.version);
     if root.version != current && root.version != current.saturating_add(1) {
-        return Err(format!(
-            "Root modifications must increment the version. Current {current}, new {}",
-            root.version
-        ));
+        return Err(format!("Root modifications must increment the version. Current {current}, new {}", root.version));
     }
     let (valid, problem) = valid_root_keys(&root, gun, now, true);
     if valid.is_empty() {
-        return Err(
-            problem.unwrap_or_else(|| "no valid root certificates for this repository".into())
-        );
+        return Err(problem.unwrap_or_else(|| "no valid root certificates for this repository".into()));
     }
     if let Some(previous) = previous {
         let (previous_keys, _) = valid_root_keys(previous, gun, now, false);
-        let threshold = previous
-            .role(BaseRole::Root)
-            .map_or(1, |role| role.threshold);
-        let previous_role = RoleKeys {
-            keyids: previous_keys.keys().cloned().collect(),
-            threshold,
-        };
+        let threshold = previous.role(BaseRole::Root).map_or(1, |role| role.threshold);
+        let previous_role = RoleKeys { keyids: previous_keys.keys().cloned().collect(), threshold };
         check_threshold("root", &signed, &previous_keys, &previous_role)
             .map_err(|_| "new root is not signed by the previous root's keys".to_owned())?;
     }
     let threshold = root.role(BaseRole::Root).map_or(1, |role| role.threshold);
-    let own = RoleKeys {
-        keyids: valid.keys().cloned().collect(),
-        threshold,
-    };
+    let own = RoleKeys { keyids: valid.keys().cloned().collect(), threshold };
     check_threshold("root", &signed, &valid, &own).map_err(|error| error.to_string())?;
     not_expired("root", root.expires, now)?;
     let file = NewFile {
@@ -291,25 +255,21 @@ pub fn validate(
     let (root, root_bytes) = match (uploads.get(&RoleName::base(BaseRole::Root)), stored_root) {
         (Some(bytes), previous) => {
             let previous = previous.map(|(root, _)| root);
-            let (root, file) = validate_new_root(gun, bytes, previous.as_ref(), now, limits)
-                .map_err(UpdateError::BadRoot)?;
+            let (root, file) =
+                validate_new_root(gun, bytes, previous.as_ref(), now, limits).map_err(UpdateError::BadRoot)?;
             files.push(file);
             (root, bytes.clone())
         }
         (None, Some((root, bytes))) => (root, bytes),
         (None, None) => {
-            return Err(UpdateError::Validation(
-                "no pre-existing root and no root provided in update.".into(),
-            ));
+            return Err(UpdateError::Validation("no pre-existing root and no root provided in update.".into()));
         }
     };
     loaded.insert("root".into(), root_bytes);
 
     // Targets and delegations, shallowest first.
-    let mut targets_uploads: Vec<(&RoleName, &Vec<u8>)> = uploads
-        .iter()
-        .filter(|(role, _)| role.is_targets_type())
-        .collect();
+    let mut targets_uploads: Vec<(&RoleName, &Vec<u8>)> =
+        uploads.iter().filter(|(role, _)| role.is_targets_type()).collect();
     targets_uploads.sort_by(|(a, _), (b, _)| a.depth().cmp(&b.depth()).then_with(|| a.cmp(b)));
     let mut targets_files: BTreeMap<RoleName, LoadedTargets> = BTreeMap::new();
     for (role, bytes) in targets_uploads {
@@ -322,8 +282,8 @@ pub fn validate(
         if let Some(parent) = role.parent() {
             load_ancestors(&parent, state, &root, &mut targets_files, now)?;
         }
-        let loaded_file = load_targets(role, bytes, &root, &targets_files, now, Some(limits))
-            .map_err(UpdateError::BadTargets)?;
+        let loaded_file =
+            load_targets(role, bytes, &root, &targets_files, now, Some(limits)).map_err(UpdateError::BadTargets)?;
         files.push(NewFile {
             role: role.clone(),
             version: loaded_file.body.version,
@@ -340,8 +300,8 @@ pub fn validate(
     let snapshot_role = RoleName::base(BaseRole::Snapshot);
     let snapshot_uploaded = match uploads.get(&snapshot_role) {
         Some(bytes) => {
-            let file = validate_snapshot(bytes, &root, &loaded, state, now, limits)
-                .map_err(UpdateError::BadSnapshot)?;
+            let file =
+                validate_snapshot(bytes, &root, &loaded, state, now, limits).map_err(UpdateError::BadSnapshot)?;
             files.push(file);
             true
         }
@@ -355,12 +315,7 @@ pub fn validate(
             false
         }
     };
-    Ok(Validated {
-        root,
-        files,
-        loaded,
-        snapshot_uploaded,
-    })
+    Ok(Validated { root, files, loaded, snapshot_uploaded })
 }
 
 /// Loads `role` and its ancestors from storage into `loaded` (expiry ignored, signatures checked).
@@ -378,13 +333,10 @@ fn load_ancestors(
         load_ancestors(&parent, state, root, loaded, now)?;
     }
     let Some(bytes) = state.file(role.as_str()) else {
-        return Err(UpdateError::BadTargets(format!(
-            "parent role {role} does not exist on the server"
-        )));
+        return Err(UpdateError::BadTargets(format!("parent role {role} does not exist on the server")));
     };
-    let file = load_targets(role, bytes, root, loaded, now, None).map_err(|problem| {
-        UpdateError::BadTargets(format!("stored {role} is no longer valid: {problem}"))
-    })?;
+    let file = load_targets(role, bytes, root, loaded, now, None)
+        .map_err(|problem| UpdateError::BadTargets(format!("stored {role} is no longer valid: {problem}")))?;
     loaded.insert(role.clone(), file);
     Ok(())
 }
@@ -406,42 +358,25 @@ fn load_targets(
     let body = Targets::from_signed(&signed, role).map_err(|error| format!("{role}: {error}"))?;
     let chain = match role.parent() {
         None => {
-            let role_keys = root
-                .role(BaseRole::Targets)
-                .ok_or("root has no targets role")?;
-            check_threshold(role.as_str(), &signed, &root.keys, role_keys)
-                .map_err(|error| error.to_string())?;
+            let role_keys = root.role(BaseRole::Targets).ok_or("root has no targets role")?;
+            check_threshold(role.as_str(), &signed, &root.keys, role_keys).map_err(|error| error.to_string())?;
             Vec::new()
         }
         Some(parent_role) => {
-            let parent = loaded
-                .get(&parent_role)
-                .ok_or_else(|| format!("parent role {parent_role} is not available"))?;
-            let declaration = parent
-                .body
-                .delegation(role)
-                .ok_or_else(|| format!("{role} is not a delegation of {parent_role}"))?;
-            check_threshold(
-                role.as_str(),
-                &signed,
-                &parent.body.delegation_keys,
-                &declaration.keys,
-            )
-            .map_err(|error| error.to_string())?;
+            let parent =
+                loaded.get(&parent_role).ok_or_else(|| format!("parent role {parent_role} is not available"))?;
+            let declaration =
+                parent.body.delegation(role).ok_or_else(|| format!("{role} is not a delegation of {parent_role}"))?;
+            check_threshold(role.as_str(), &signed, &parent.body.delegation_keys, &declaration.keys)
+                .map_err(|error| error.to_string())?;
             let mut chain = parent.chain.clone();
             chain.push(declaration.clone());
             chain
         }
     };
     // Strict: every target must lie within the paths of this role and of every role above it.
-    if let Some(name) = body
-        .targets
-        .keys()
-        .find(|name| !chain.iter().all(|level| level.allows(name)))
-    {
-        return Err(format!(
-            "target {name:?} is outside the paths delegated to {role}"
-        ));
+    if let Some(name) = body.targets.keys().find(|name| !chain.iter().all(|level| level.allows(name))) {
+        return Err(format!("target {name:?} is outside the paths delegated to {role}"));
     }
     // Strict: sub-delegations must stay within this role's own paths.
     if let Some(own) = chain.last()
@@ -452,11 +387,7 @@ fn load_targets(
     if limits.is_some() {
         not_expired(role.as_str(), body.expires, now)?;
     }
-    Ok(LoadedTargets {
-        body,
-        bytes: bytes.to_vec(),
-        chain,
-    })
+    Ok(LoadedTargets { body, bytes: bytes.to_vec(), chain })
 }
 
 fn validate_snapshot(
@@ -469,17 +400,11 @@ fn validate_snapshot(
 ) -> Result<NewFile, String> {
     let signed = parse_signed(bytes, "snapshot")?;
     signature_count("snapshot", &signed, limits)?;
-    let role_keys = root
-        .role(BaseRole::Snapshot)
-        .ok_or("root has no snapshot role")?;
-    check_threshold("snapshot", &signed, &root.keys, role_keys)
-        .map_err(|error| error.to_string())?;
+    let role_keys = root.role(BaseRole::Snapshot).ok_or("root has no snapshot role")?;
+    check_threshold("snapshot", &signed, &root.keys, role_keys).map_err(|error| error.to_string())?;
     let snapshot = Snapshot::from_signed(&signed).map_err(|error| error.to_string())?;
     for (role, file) in loaded {
-        let entry = snapshot
-            .meta
-            .get(role)
-            .ok_or_else(|| format!("snapshot is missing metadata for {role}"))?;
+        let entry = snapshot.meta.get(role).ok_or_else(|| format!("snapshot is missing metadata for {role}"))?;
         if !entry.matches(file) {
             return Err(format!("snapshot does not match the {role} metadata"));
         }
@@ -489,13 +414,8 @@ fn validate_snapshot(
         if loaded.contains_key(role) {
             continue;
         }
-        if !state
-            .file(role)
-            .is_some_and(|current| entry.matches(current))
-        {
-            return Err(format!(
-                "snapshot lists {role} metadata that the server does not have"
-            ));
+        if !state.file(role).is_some_and(|current| entry.matches(current)) {
+            return Err(format!("snapshot lists {role} metadata that the server does not have"));
         }
     }
     not_expired("snapshot", snapshot.expires, now)?;
@@ -532,20 +452,9 @@ impl Draft {
     }
 }
 
-fn draft(
-    role: BaseRole,
-    version: i64,
-    expires: DateTime<Utc>,
-    body: &serde_json::Value,
-) -> Result<Draft, UpdateError> {
-    let canonical = crate::canonical::to_canonical(body)
-        .map_err(|error| UpdateError::Validation(error.to_string()))?;
-    Ok(Draft {
-        role,
-        version,
-        expires,
-        canonical,
-    })
+fn draft(role: BaseRole, version: i64, expires: DateTime<Utc>, body: &serde_json::Value) -> Result<Draft, UpdateError> {
+    let canonical = crate::canonical::to_canonical(body).map_err(|error| UpdateError::Validation(error.to_string()))?;
+    Ok(Draft { role, version, expires, canonical })
 }
 
 /// Drafts the next snapshot: the previous one's entries (if any), with every file in `loaded`
@@ -559,9 +468,7 @@ pub fn draft_snapshot(
         Some(bytes) => {
             let snapshot = Signed::parse(bytes)
                 .and_then(|signed| Snapshot::from_signed(&signed))
-                .map_err(|error: MetadataError| {
-                    UpdateError::StoredState(format!("stored snapshot: {error}"))
-                })?;
+                .map_err(|error: MetadataError| UpdateError::StoredState(format!("stored snapshot: {error}")))?;
             (snapshot.meta, snapshot.version)
         }
         None => (BTreeMap::new(), 0),
@@ -569,25 +476,12 @@ pub fn draft_snapshot(
     for (role, bytes) in loaded {
         meta.insert(role.clone(), FileMeta::of(bytes));
     }
-    let snapshot = Snapshot {
-        version: version.saturating_add(1),
-        expires: now + SNAPSHOT_LIFETIME,
-        meta,
-    };
-    draft(
-        BaseRole::Snapshot,
-        snapshot.version,
-        snapshot.expires,
-        &snapshot.body(),
-    )
+    let snapshot = Snapshot { version: version.saturating_add(1), expires: now + SNAPSHOT_LIFETIME, meta };
+    draft(BaseRole::Snapshot, snapshot.version, snapshot.expires, &snapshot.body())
 }
 
 /// Drafts the next timestamp for `snapshot`: version previous + 1, expiry now + 14 days.
-pub fn draft_timestamp(
-    previous: Option<&[u8]>,
-    snapshot: &[u8],
-    now: DateTime<Utc>,
-) -> Result<Draft, UpdateError> {
+pub fn draft_timestamp(previous: Option<&[u8]>, snapshot: &[u8], now: DateTime<Utc>) -> Result<Draft, UpdateError> {
     let version = match previous {
         Some(bytes) => {
             Signed::parse(bytes)
@@ -602,12 +496,7 @@ pub fn draft_timestamp(
         expires: now + TIMESTAMP_LIFETIME,
         snapshot: FileMeta::of(snapshot),
     };
-    draft(
-        BaseRole::Timestamp,
-        timestamp.version,
-        timestamp.expires,
-        &timestamp.body(),
-    )
+    draft(BaseRole::Timestamp, timestamp.version, timestamp.expires, &timestamp.body())
 }
 
 /// The roles a snapshot makes current, with the lower-case hex SHA-256 of each file, limited to
@@ -624,9 +513,7 @@ pub fn current_set(
         .meta
         .iter()
         .filter_map(|(role, entry)| {
-            let bytes = available
-                .get(role.as_str())
-                .filter(|bytes| entry.matches(bytes))?;
+            let bytes = available.get(role.as_str()).filter(|bytes| entry.matches(bytes))?;
             Some((role.clone(), hex::encode(sha256(bytes))))
         })
         .collect();

@@ -42,9 +42,7 @@ pub fn check_threshold(
     }
     let mut valid: BTreeSet<&str> = BTreeSet::new();
     for signature in signed.signatures() {
-        if valid.contains(signature.keyid.as_str())
-            || !role_keys.keyids.contains(&signature.keyid)
-        {
+        if valid.contains(signature.keyid.as_str()) || !role_keys.keyids.contains(&signature.keyid) {
             continue;
         }
         let Some(key) = keys.get(&signature.keyid) else {
@@ -53,10 +51,7 @@ pub fn check_threshold(
         if key.key_id() != signature.keyid {
             return Err(VerifyError::KeyIdMismatch(signature.keyid.clone()));
         }
-        if key
-            .verify(&signature.method, signed.canonical(), &signature.sig)
-            .is_ok()
-        {
+        if key.verify(&signature.method, signed.canonical(), &signature.sig).is_ok() {
             valid.insert(signature.keyid.as_str());
         }
     }

@@ -22,12 +22,8 @@ const OID_CURVE_P384: &str = "1.3.132.0.34";
 const OID_RSA_ENCRYPTION: &str = "1.2.840.113549.1.1.1";
 /// Signature algorithm OIDs that use SHA-1, the set Go's `ValidateCertificate` rejects:
 /// sha1WithRSAEncryption, its old OIW alias, dsa-with-sha1 and ecdsa-with-SHA1.
-const SHA1_SIGNATURE_OIDS: [&str; 4] = [
-    "1.2.840.113549.1.1.5",
-    "1.3.14.3.2.29",
-    "1.2.840.10040.4.3",
-    "1.2.840.10045.4.1",
-];
+const SHA1_SIGNATURE_OIDS: [&str; 4] =
+    ["1.2.840.113549.1.1.5", "1.3.14.3.2.29", "1.2.840.10040.4.3", "1.2.840.10045.4.1"];
 
 /// Smallest RSA modulus Notary accepts, in bits.
 pub const MIN_RSA_BITS: usize = 2048;
@@ -83,9 +79,7 @@ pub(crate) fn classify_spki_der(spki_der: &[u8]) -> Result<SpkiKind, KeyError> {
     let (rest, spki) = SubjectPublicKeyInfo::from_der(spki_der)
         .map_err(|_| KeyError::InvalidPublicKey("not a DER SubjectPublicKeyInfo"))?;
     if !rest.is_empty() {
-        return Err(KeyError::InvalidPublicKey(
-            "trailing data after the SubjectPublicKeyInfo",
-        ));
+        return Err(KeyError::InvalidPublicKey("trailing data after the SubjectPublicKeyInfo"));
     }
     classify_spki(&spki)
 }
@@ -107,9 +101,7 @@ fn classify_spki(spki: &SubjectPublicKeyInfo<'_>) -> Result<SpkiKind, KeyError> 
     }
     if algorithm == OID_RSA_ENCRYPTION {
         return match spki.parsed() {
-            Ok(SpkiPublicKey::RSA(rsa)) => Ok(SpkiKind::Rsa {
-                bits: bit_length(rsa.modulus),
-            }),
+            Ok(SpkiPublicKey::RSA(rsa)) => Ok(SpkiKind::Rsa { bits: bit_length(rsa.modulus) }),
             _ => Err(KeyError::InvalidPublicKey("malformed RSA public key")),
         };
     }
@@ -152,19 +144,13 @@ pub struct Certificate {
 impl Certificate {
     /// Parses one DER-encoded certificate (with nothing after it).
     pub fn from_der(der: &[u8]) -> Result<Certificate, KeyError> {
-        let (rest, cert) = X509Certificate::from_der(der)
-            .map_err(|error| KeyError::InvalidCertificate(error.to_string()))?;
+        let (rest, cert) =
+            X509Certificate::from_der(der).map_err(|error| KeyError::InvalidCertificate(error.to_string()))?;
         if !rest.is_empty() {
-            return Err(KeyError::InvalidCertificate(
-                "trailing data after the certificate".to_owned(),
-            ));
+            return Err(KeyError::InvalidCertificate("trailing data after the certificate".to_owned()));
         }
-        let common_name = cert
-            .subject()
-            .iter_common_name()
-            .filter_map(|attribute| attribute.as_str().ok())
-            .last()
-            .map(str::to_owned);
+        let common_name =
+            cert.subject().iter_common_name().filter_map(|attribute| attribute.as_str().ok()).last().map(str::to_owned);
         let validity = cert.validity();
         let not_before = timestamp(validity.not_before.timestamp())?;
         let not_after = timestamp(validity.not_after.timestamp())?;
@@ -255,9 +241,7 @@ pub fn leaf_certificate(chain: &[Certificate]) -> Result<&Certificate, String> {
     match (leaves.next(), leaves.next()) {
         (Some(leaf), None) => Ok(leaf),
         (None, _) => Err("the certificate bundle holds no leaf (non-CA) certificate".to_owned()),
-        (Some(_), Some(_)) => {
-            Err("the certificate bundle holds more than one leaf (non-CA) certificate".to_owned())
-        }
+        (Some(_), Some(_)) => Err("the certificate bundle holds more than one leaf (non-CA) certificate".to_owned()),
     }
 }
 
@@ -285,9 +269,7 @@ pub fn check_root_certificate(
     match cert.common_name.as_deref() {
         None => return Err("root certificate has no common name".to_owned()),
         Some(common_name) if !common_name_matches_gun(common_name, gun) => {
-            return Err(format!(
-                "root certificate common name {common_name:?} does not match {gun:?}"
-            ));
+            return Err(format!("root certificate common name {common_name:?} does not match {gun:?}"));
         }
         Some(_) => {}
     }
@@ -303,23 +285,15 @@ pub fn check_root_certificate(
     if let CertKey::Rsa { bits } = cert.public_key
         && bits < MIN_RSA_BITS
     {
-        return Err(format!(
-            "root certificate RSA key has {bits} bits, fewer than {MIN_RSA_BITS}"
-        ));
+        return Err(format!("root certificate RSA key has {bits} bits, fewer than {MIN_RSA_BITS}"));
     }
     if check_validity {
         let tomorrow = now.checked_add_signed(Duration::days(1)).unwrap_or(now);
         if cert.not_before > tomorrow {
-            return Err(format!(
-                "root certificate is not valid before {}",
-                cert.not_before.to_rfc3339()
-            ));
+            return Err(format!("root certificate is not valid before {}", cert.not_before.to_rfc3339()));
         }
         if cert.not_after < now {
-            return Err(format!(
-                "root certificate expired at {}",
-                cert.not_after.to_rfc3339()
-            ));
+            return Err(format!("root certificate expired at {}", cert.not_after.to_rfc3339()));
         }
     }
     Ok(())
@@ -349,9 +323,7 @@ impl<'a> PemBlocks<'a> {
         fn is_newline(byte: &u8) -> bool {
             *byte == b'\n'
         }
-        PemBlocks {
-            lines: input.split(is_newline as fn(&u8) -> bool),
-        }
+        PemBlocks { lines: input.split(is_newline as fn(&u8) -> bool) }
     }
 }
 
@@ -361,10 +333,7 @@ impl Iterator for PemBlocks<'_> {
     fn next(&mut self) -> Option<Self::Item> {
         let label = loop {
             let line = self.lines.next()?.trim_ascii_end();
-            if let Some(label) = line
-                .strip_prefix(b"-----BEGIN ")
-                .and_then(|rest| rest.strip_suffix(b"-----"))
-            {
+            if let Some(label) = line.strip_prefix(b"-----BEGIN ").and_then(|rest| rest.strip_suffix(b"-----")) {
                 break label;
             }
         };
@@ -373,10 +342,7 @@ impl Iterator for PemBlocks<'_> {
         let mut malformed = false;
         for line in self.lines.by_ref() {
             let line = line.trim_ascii();
-            if let Some(end_label) = line
-                .strip_prefix(b"-----END ")
-                .and_then(|rest| rest.strip_suffix(b"-----"))
-            {
+            if let Some(end_label) = line.strip_prefix(b"-----END ").and_then(|rest| rest.strip_suffix(b"-----")) {
                 if end_label != label {
                     return Some(Err(KeyError::InvalidPem("END line does not match BEGIN")));
                 }
@@ -386,17 +352,9 @@ impl Iterator for PemBlocks<'_> {
                 let Ok(label) = std::str::from_utf8(label) else {
                     return Some(Err(KeyError::InvalidPem("block type is not UTF-8")));
                 };
-                let compact: Vec<u8> = body
-                    .iter()
-                    .copied()
-                    .filter(|byte: &u8| !byte.is_ascii_whitespace())
-                    .collect();
+                let compact: Vec<u8> = body.iter().copied().filter(|byte: &u8| !byte.is_ascii_whitespace()).collect();
                 return Some(match STANDARD.decode(compact) {
-                    Ok(contents) => Ok(PemBlock {
-                        label: label.to_owned(),
-                        contents,
-                        has_headers,
-                    }),
+                    Ok(contents) => Ok(PemBlock { label: label.to_owned(), contents, has_headers }),
                     Err(_) => Err(KeyError::InvalidPem("block body is not valid base64")),
                 });
             }
@@ -422,10 +380,7 @@ impl Iterator for PemBlocks<'_> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use rcgen::{
-        CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, PKCS_ECDSA_P256_SHA256,
-        date_time_ymd,
-    };
+    use rcgen::{CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, PKCS_ECDSA_P256_SHA256, date_time_ymd};
 
     const SHA1_P384_PEM: &[u8] = include_bytes!("../tests/data/sha1-ecdsa-p384.pem");
     const RSA1024_PEM: &[u8] = include_bytes!("../tests/data/rsa1024.pem");
@@ -441,11 +396,7 @@ mod tests {
         let mut name = DistinguishedName::new();
         name.push(DnType::CommonName, common_name);
         params.distinguished_name = name;
-        params.is_ca = if is_ca {
-            IsCa::Ca(rcgen::BasicConstraints::Unconstrained)
-        } else {
-            IsCa::ExplicitNoCa
-        };
+        params.is_ca = if is_ca { IsCa::Ca(rcgen::BasicConstraints::Unconstrained) } else { IsCa::ExplicitNoCa };
         params.not_before = date_time_ymd(from.0, from.1, from.2);
         params.not_after = date_time_ymd(to.0, to.1, to.2);
         params.self_signed(&key).unwrap().pem()
@@ -468,10 +419,7 @@ mod tests {
         assert!(!cert.is_ca);
         assert!(!cert.signature_uses_sha1);
         assert_eq!(cert.public_key, CertKey::EcdsaP256);
-        assert_eq!(
-            CertKey::from_spki(&cert.spki_der).unwrap(),
-            CertKey::EcdsaP256
-        );
+        assert_eq!(CertKey::from_spki(&cert.spki_der).unwrap(), CertKey::EcdsaP256);
         // Re-encoding gives back the same PEM text rcgen wrote.
         assert_eq!(cert.to_pem(), pem.replace("\r\n", "\n"));
     }
@@ -499,10 +447,7 @@ mod tests {
         assert!(chain[1].is_ca);
         assert_eq!(encode_pem_chain(&chain), format!("{first}{second}"));
         assert_eq!(leaf_certificate(&chain).unwrap(), &chain[0]);
-        assert_eq!(
-            first_certificate(bundle.as_bytes()).unwrap(),
-            chain[0].clone()
-        );
+        assert_eq!(first_certificate(bundle.as_bytes()).unwrap(), chain[0].clone());
     }
 
     #[test]
@@ -516,38 +461,15 @@ mod tests {
         let cases: &[(&str, &[u8], KeyError)] = &[
             ("empty", b"", KeyError::NoCertificate),
             ("no block", b"just some text\n", KeyError::NoCertificate),
-            (
-                "truncated",
-                truncated.as_bytes(),
-                KeyError::InvalidPem("block has no END line"),
-            ),
-            (
-                "wrong type",
-                wrong_type.as_bytes(),
-                KeyError::InvalidPem("a block is not a CERTIFICATE"),
-            ),
-            (
-                "bad base64",
-                bad_base64.as_bytes(),
-                KeyError::InvalidPem("block body is not valid base64"),
-            ),
-            (
-                "mismatched end",
-                mismatched_end.as_bytes(),
-                KeyError::InvalidPem("END line does not match BEGIN"),
-            ),
+            ("truncated", truncated.as_bytes(), KeyError::InvalidPem("block has no END line")),
+            ("wrong type", wrong_type.as_bytes(), KeyError::InvalidPem("a block is not a CERTIFICATE")),
+            ("bad base64", bad_base64.as_bytes(), KeyError::InvalidPem("block body is not valid base64")),
+            ("mismatched end", mismatched_end.as_bytes(), KeyError::InvalidPem("END line does not match BEGIN")),
         ];
         for (name, input, expected) in cases {
-            assert_eq!(
-                parse_pem_chain(input).unwrap_err(),
-                *expected,
-                "case {name}"
-            );
+            assert_eq!(parse_pem_chain(input).unwrap_err(), *expected, "case {name}");
         }
-        assert!(matches!(
-            parse_pem_chain(garbage_der.as_bytes()).unwrap_err(),
-            KeyError::InvalidCertificate(_)
-        ));
+        assert!(matches!(parse_pem_chain(garbage_der.as_bytes()).unwrap_err(), KeyError::InvalidCertificate(_)));
     }
 
     #[test]
@@ -559,28 +481,19 @@ mod tests {
         );
         let cert = first_certificate(input.as_bytes()).unwrap();
         assert_eq!(cert.common_name.as_deref(), Some("example.com/app"));
-        assert_eq!(
-            first_certificate(b"nothing here").unwrap_err(),
-            KeyError::NoCertificate
-        );
+        assert_eq!(first_certificate(b"nothing here").unwrap_err(), KeyError::NoCertificate);
     }
 
     #[test]
     fn pem_headers_are_recorded() {
         let good = make_cert("example.com/app", false, (2025, 1, 1), (2035, 1, 1));
-        let with_header = good.replacen(
-            "-----BEGIN CERTIFICATE-----\n",
-            "-----BEGIN CERTIFICATE-----\nrole: root\n\n",
-            1,
-        );
+        let with_header =
+            good.replacen("-----BEGIN CERTIFICATE-----\n", "-----BEGIN CERTIFICATE-----\nrole: root\n\n", 1);
         let blocks: Vec<_> = PemBlocks::new(with_header.as_bytes()).collect();
         assert_eq!(blocks.len(), 1);
         assert!(blocks[0].as_ref().unwrap().has_headers);
         // Go's LoadCertFromPEM skips blocks with headers.
-        assert_eq!(
-            first_certificate(with_header.as_bytes()).unwrap_err(),
-            KeyError::NoCertificate
-        );
+        assert_eq!(first_certificate(with_header.as_bytes()).unwrap_err(), KeyError::NoCertificate);
     }
 
     #[test]
@@ -589,10 +502,7 @@ mod tests {
         let leaf_b = leaf("b");
         let mut ca = leaf("ca");
         ca.is_ca = true;
-        assert_eq!(
-            leaf_certificate(&[ca.clone(), leaf_a.clone()]).unwrap(),
-            &leaf_a
-        );
+        assert_eq!(leaf_certificate(&[ca.clone(), leaf_a.clone()]).unwrap(), &leaf_a);
         assert_eq!(
             leaf_certificate(std::slice::from_ref(&ca)).unwrap_err(),
             "the certificate bundle holds no leaf (non-CA) certificate"
@@ -617,21 +527,11 @@ mod tests {
             ("*example.com", "example.com", false),
         ];
         for (common_name, gun, expected) in cases {
-            assert_eq!(
-                common_name_matches_gun(common_name, gun),
-                expected,
-                "{common_name} vs {gun}"
-            );
+            assert_eq!(common_name_matches_gun(common_name, gun), expected, "{common_name} vs {gun}");
         }
     }
 
-    fn check(
-        cert: &Certificate,
-        gun: &str,
-        now: DateTime<Utc>,
-        validity: bool,
-        expected: Result<(), &str>,
-    ) {
+    fn check(cert: &Certificate, gun: &str, now: DateTime<Utc>, validity: bool, expected: Result<(), &str>) {
         assert_eq!(
             check_root_certificate(cert, gun, now, validity),
             expected.map_err(str::to_owned),
@@ -649,50 +549,24 @@ mod tests {
             "example.com/other",
             now,
             true,
-            Err(
-                "root certificate common name \"example.com/app\" does not match \"example.com/other\"",
-            ),
+            Err("root certificate common name \"example.com/app\" does not match \"example.com/other\""),
         );
         check(&leaf("example.com/*"), "example.com/app", now, true, Ok(()));
 
         let mut no_name = good.clone();
         no_name.common_name = None;
-        check(
-            &no_name,
-            "example.com/app",
-            now,
-            false,
-            Err("root certificate has no common name"),
-        );
+        check(&no_name, "example.com/app", now, false, Err("root certificate has no common name"));
 
         let mut ca = good.clone();
         ca.is_ca = true;
-        check(
-            &ca,
-            "example.com/app",
-            now,
-            false,
-            Err("root certificate is a CA certificate, not a leaf"),
-        );
+        check(&ca, "example.com/app", now, false, Err("root certificate is a CA certificate, not a leaf"));
 
         let mut window = good.clone();
         window.not_before = at(2036, 1, 1);
-        check(
-            &window,
-            "example.com/app",
-            now,
-            false,
-            Err("root certificate validity window is invalid"),
-        );
+        check(&window, "example.com/app", now, false, Err("root certificate validity window is invalid"));
 
         let sha1 = parse_pem_chain(SHA1_P384_PEM).unwrap().remove(0);
-        check(
-            &sha1,
-            "example.com/app",
-            now,
-            false,
-            Err("root certificate uses a SHA-1 signature algorithm"),
-        );
+        check(&sha1, "example.com/app", now, false, Err("root certificate uses a SHA-1 signature algorithm"));
 
         let rsa_short = parse_pem_chain(RSA1024_PEM).unwrap().remove(0);
         check(
@@ -711,13 +585,7 @@ mod tests {
     fn root_certificate_validity() {
         let cert = leaf("example.com/app"); // 2025-01-01 .. 2035-01-01
         let expired = at(2035, 1, 2);
-        check(
-            &cert,
-            "example.com/app",
-            expired,
-            true,
-            Err("root certificate expired at 2035-01-01T00:00:00+00:00"),
-        );
+        check(&cert, "example.com/app", expired, true, Err("root certificate expired at 2035-01-01T00:00:00+00:00"));
         check(&cert, "example.com/app", expired, false, Ok(()));
         // The last instant of the window is still valid.
         check(&cert, "example.com/app", at(2035, 1, 1), true, Ok(()));
@@ -736,14 +604,8 @@ mod tests {
 
     #[test]
     fn bit_lengths() {
-        let cases: [(&[u8], usize); 6] = [
-            (&[], 0),
-            (&[0, 0], 0),
-            (&[1], 1),
-            (&[0, 0x80, 0], 16),
-            (&[0x7f, 0xff], 15),
-            (&[0x01, 0, 0], 17),
-        ];
+        let cases: [(&[u8], usize); 6] =
+            [(&[], 0), (&[0, 0], 0), (&[1], 1), (&[0, 0x80, 0], 16), (&[0x7f, 0xff], 15), (&[0x01, 0, 0], 17)];
         for (input, expected) in cases {
             assert_eq!(bit_length(input), expected, "{input:?}");
         }
@@ -752,14 +614,8 @@ mod tests {
     #[test]
     fn classify_rejects_bad_spki() {
         let cases: &[(&[u8], KeyError)] = &[
-            (
-                b"",
-                KeyError::InvalidPublicKey("not a DER SubjectPublicKeyInfo"),
-            ),
-            (
-                b"\x30\x00",
-                KeyError::InvalidPublicKey("not a DER SubjectPublicKeyInfo"),
-            ),
+            (b"", KeyError::InvalidPublicKey("not a DER SubjectPublicKeyInfo")),
+            (b"\x30\x00", KeyError::InvalidPublicKey("not a DER SubjectPublicKeyInfo")),
         ];
         for (input, expected) in cases {
             assert_eq!(CertKey::from_spki(input).unwrap_err(), *expected);

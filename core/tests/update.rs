@@ -13,25 +13,15 @@ use serde_json::{Value, json};
 use tufa_core::keys::{Algorithm, PrivateKey, sha256};
 use tufa_core::names::{Gun, RoleName};
 use tufa_core::update::{
-    Limits, RepoState, UpdateError, Validated, current_set, draft_snapshot, draft_timestamp,
-    validate,
+    Limits, RepoState, UpdateError, Validated, current_set, draft_snapshot, draft_timestamp, validate,
 };
 
 fn uploads(files: &[(&str, &[u8])]) -> BTreeMap<RoleName, Vec<u8>> {
-    files
-        .iter()
-        .map(|(role, bytes)| (RoleName::parse(role).unwrap(), bytes.to_vec()))
-        .collect()
+    files.iter().map(|(role, bytes)| (RoleName::parse(role).unwrap(), bytes.to_vec())).collect()
 }
 
 fn run(state: &RepoState, files: &[(&str, &[u8])]) -> Result<Validated, UpdateError> {
-    validate(
-        &Gun::parse(GUN).unwrap(),
-        state,
-        uploads(files),
-        Utc::now(),
-        &Limits::default(),
-    )
+    validate(&Gun::parse(GUN).unwrap(), state, uploads(files), Utc::now(), &Limits::default())
 }
 
 fn expect_err(result: Result<Validated, UpdateError>, check: impl Fn(&UpdateError) -> bool) {
@@ -47,15 +37,8 @@ fn first_publish_with_client_snapshot_is_accepted() {
     let root = repo.root(1);
     let targets = repo.targets(2, json!({"v1": target(b"hello")}), no_delegations());
     let snapshot = repo.snapshot(2, &[("root", &root), ("targets", &targets)]);
-    let validated = run(
-        &RepoState::default(),
-        &[
-            ("root", &root),
-            ("targets", &targets),
-            ("snapshot", &snapshot),
-        ],
-    )
-    .unwrap();
+    let validated =
+        run(&RepoState::default(), &[("root", &root), ("targets", &targets), ("snapshot", &snapshot)]).unwrap();
     assert!(validated.snapshot_uploaded);
     assert_eq!(validated.files.len(), 3);
 }
@@ -65,18 +48,12 @@ fn first_publish_without_snapshot_needs_a_generated_one_listing_exact_bytes() {
     let repo = Repo::new();
     let root = repo.root(1);
     let targets = repo.targets(2, json!({}), no_delegations());
-    let validated = run(
-        &RepoState::default(),
-        &[("root", &root), ("targets", &targets)],
-    )
-    .unwrap();
+    let validated = run(&RepoState::default(), &[("root", &root), ("targets", &targets)]).unwrap();
     assert!(!validated.snapshot_uploaded);
     let draft = draft_snapshot(None, &validated.loaded, Utc::now()).unwrap();
     assert_eq!(draft.version, 1);
     let snapshot = draft.finish(&[]);
-    let timestamp = draft_timestamp(None, &snapshot.bytes, Utc::now())
-        .unwrap()
-        .finish(&[]);
+    let timestamp = draft_timestamp(None, &snapshot.bytes, Utc::now()).unwrap().finish(&[]);
     let available: BTreeMap<String, Vec<u8>> = validated.loaded.clone();
     let set = current_set(&snapshot, &timestamp, &available).unwrap();
     let targets_entry = set.iter().find(|(role, _)| role == "targets").unwrap();
@@ -88,10 +65,9 @@ fn first_publish_without_snapshot_needs_a_generated_one_listing_exact_bytes() {
 fn missing_root_is_refused() {
     let repo = Repo::new();
     let targets = repo.targets(2, json!({}), no_delegations());
-    expect_err(
-        run(&RepoState::default(), &[("targets", &targets)]),
-        |error| matches!(error, UpdateError::Validation(_)),
-    );
+    expect_err(run(&RepoState::default(), &[("targets", &targets)]), |error| {
+        matches!(error, UpdateError::Validation(_))
+    });
 }
 
 #[test]
@@ -101,44 +77,30 @@ fn root_problems_are_bad_root() {
     // Version jump on a new repository.
     let root = repo.root(3);
     expect_err(
-        run(
-            &RepoState::default(),
-            &[("root", &root), ("targets", &targets)],
-        ),
+        run(&RepoState::default(), &[("root", &root), ("targets", &targets)]),
         |error| matches!(error, UpdateError::BadRoot(message) if message.contains("increment")),
     );
     // Certificate for another GUN.
     let mut other = Repo::new();
     other.root_key = Key::root("other.example.com/app");
     let root = other.root(1);
-    expect_err(
-        run(
-            &RepoState::default(),
-            &[("root", &root), ("targets", &targets)],
-        ),
-        |error| matches!(error, UpdateError::BadRoot(_)),
-    );
+    expect_err(run(&RepoState::default(), &[("root", &root), ("targets", &targets)]), |error| {
+        matches!(error, UpdateError::BadRoot(_))
+    });
     // A key map entry under a wrong ID.
     let mut body = repo.root_body(1);
     let fake = "0".repeat(64);
     body["keys"][&fake] = repo.targets.public.to_json();
     let root = sign(&body, &[&repo.root_key]);
     expect_err(
-        run(
-            &RepoState::default(),
-            &[("root", &root), ("targets", &targets)],
-        ),
+        run(&RepoState::default(), &[("root", &root), ("targets", &targets)]),
         |error| matches!(error, UpdateError::BadRoot(message) if message.contains("does not match")),
     );
     // Signed by a key outside the root role.
     let root = sign(&repo.root_body(1), &[&repo.targets]);
-    expect_err(
-        run(
-            &RepoState::default(),
-            &[("root", &root), ("targets", &targets)],
-        ),
-        |error| matches!(error, UpdateError::BadRoot(_)),
-    );
+    expect_err(run(&RepoState::default(), &[("root", &root), ("targets", &targets)]), |error| {
+        matches!(error, UpdateError::BadRoot(_))
+    });
 }
 
 #[test]
@@ -164,13 +126,8 @@ fn targets_problems_are_bad_targets() {
     let state = published(&repo, &repo.targets(2, json!({}), no_delegations()));
     // Tampered after signing.
     let good = repo.targets(3, json!({"v1": target(b"x")}), no_delegations());
-    let tampered = String::from_utf8(good)
-        .unwrap()
-        .replacen("\"length\":1", "\"length\":2", 1)
-        .into_bytes();
-    expect_err(run(&state, &[("targets", &tampered)]), |error| {
-        matches!(error, UpdateError::BadTargets(_))
-    });
+    let tampered = String::from_utf8(good).unwrap().replacen("\"length\":1", "\"length\":2", 1).into_bytes();
+    expect_err(run(&state, &[("targets", &tampered)]), |error| matches!(error, UpdateError::BadTargets(_)));
     // Signed by the wrong key.
     let wrong = sign(
         &json!({"_type": "Targets", "delegations": no_delegations(), "expires": expires(10), "targets": {}, "version": 3}),
@@ -192,17 +149,15 @@ fn targets_problems_are_bad_targets() {
     // Target names that escape.
     for name in ["../etc/passwd", "/abs", "a/../../b", "ctl\u{1}"] {
         let bad = repo.targets(3, json!({ name: target(b"x") }), no_delegations());
-        expect_err(run(&state, &[("targets", &bad)]), |error| {
-            matches!(error, UpdateError::BadTargets(_))
-        });
+        expect_err(run(&state, &[("targets", &bad)]), |error| matches!(error, UpdateError::BadTargets(_)));
     }
     // Non-integral number: no canonical form, cannot verify.
-    let bad = String::from_utf8(repo.targets(3, json!({}), no_delegations()))
-        .unwrap()
-        .replacen("\"version\":3", "\"version\":3.5", 1);
-    expect_err(run(&state, &[("targets", bad.as_bytes())]), |error| {
-        matches!(error, UpdateError::BadTargets(_))
-    });
+    let bad = String::from_utf8(repo.targets(3, json!({}), no_delegations())).unwrap().replacen(
+        "\"version\":3",
+        "\"version\":3.5",
+        1,
+    );
+    expect_err(run(&state, &[("targets", bad.as_bytes())]), |error| matches!(error, UpdateError::BadTargets(_)));
 }
 
 #[test]
@@ -218,10 +173,7 @@ fn one_key_signing_twice_counts_once() {
     let targets_body = json!({"_type": "Targets", "delegations": no_delegations(), "expires": expires(10), "targets": {}, "version": 2});
     let targets = sign(&targets_body, &[&repo.targets, &repo.targets]);
     expect_err(
-        run(
-            &RepoState::default(),
-            &[("root", &root), ("targets", &targets)],
-        ),
+        run(&RepoState::default(), &[("root", &root), ("targets", &targets)]),
         |error| matches!(error, UpdateError::BadTargets(message) if message.contains("threshold")),
     );
 }
@@ -267,25 +219,12 @@ fn delegations_are_held_to_their_paths() {
         &json!({"_type": "Targets", "delegations": no_delegations(), "expires": expires(10), "targets": {}, "version": 1}),
         &[&repo.targets],
     );
-    expect_err(run(&state, &[("targets/releases", &wrong)]), |error| {
-        matches!(error, UpdateError::BadTargets(_))
-    });
+    expect_err(run(&state, &[("targets/releases", &wrong)]), |error| matches!(error, UpdateError::BadTargets(_)));
     // Too deep.
-    let limits = Limits {
-        max_delegation_depth: 1,
-        ..Limits::default()
-    };
-    let deep = validate(
-        &Gun::parse(GUN).unwrap(),
-        &state,
-        uploads(&[("targets/releases/a", &inside)]),
-        Utc::now(),
-        &limits,
-    );
-    expect_err(
-        deep,
-        |error| matches!(error, UpdateError::BadTargets(message) if message.contains("deeper")),
-    );
+    let limits = Limits { max_delegation_depth: 1, ..Limits::default() };
+    let deep =
+        validate(&Gun::parse(GUN).unwrap(), &state, uploads(&[("targets/releases/a", &inside)]), Utc::now(), &limits);
+    expect_err(deep, |error| matches!(error, UpdateError::BadTargets(message) if message.contains("deeper")));
 }
 
 #[test]
@@ -301,14 +240,7 @@ fn snapshot_must_match_exact_bytes() {
         run(&state, &[("targets", &targets), ("snapshot", &snapshot)]),
         |error| matches!(error, UpdateError::BadSnapshot(message) if message.contains("does not match")),
     );
-    let snapshot = repo.snapshot(
-        3,
-        &[
-            ("root", &root),
-            ("targets", &targets),
-            ("targets/ghost", b"{}"),
-        ],
-    );
+    let snapshot = repo.snapshot(3, &[("root", &root), ("targets", &targets), ("targets/ghost", b"{}")]);
     expect_err(
         run(&state, &[("targets", &targets), ("snapshot", &snapshot)]),
         |error| matches!(error, UpdateError::BadSnapshot(message) if message.contains("does not have")),

@@ -41,7 +41,13 @@ pub struct HttpSettings {
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        Self { current_max_age: 300, consistent_max_age: 2_592_000, max_body_bytes: 32 << 20, max_parts: 1000, gun_prefixes: Vec::new() }
+        Self {
+            current_max_age: 300,
+            consistent_max_age: 2_592_000,
+            max_body_bytes: 32 << 20,
+            max_parts: 1000,
+            gun_prefixes: Vec::new(),
+        }
     }
 }
 
@@ -79,7 +85,8 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
 }
 
 fn gun_allowed(state: &AppState, gun: &Gun) -> bool {
-    state.http.gun_prefixes.is_empty() || state.http.gun_prefixes.iter().any(|prefix| gun.as_str().starts_with(prefix.as_str()))
+    state.http.gun_prefixes.is_empty()
+        || state.http.gun_prefixes.iter().any(|prefix| gun.as_str().starts_with(prefix.as_str()))
 }
 
 async fn handle(state: &AppState, matched: Route, request: Request) -> Result<Response, ApiError> {
@@ -95,19 +102,21 @@ async fn handle(state: &AppState, matched: Route, request: Request) -> Result<Re
         | Route::GunChangefeed(gun) => Some(gun),
         _ => None,
     };
-    if let Some(gun) = gun {
-        if !gun_allowed(state, gun) {
-            if matches!(matched, Route::Update(_)) {
-                let prefixes = state.http.gun_prefixes.join(" ");
-                return Err(ApiError::InvalidGun(format!("Require GUNs with prefix: [{prefixes}]")));
-            }
-            return Err(ApiError::NoRoute);
+    if let Some(gun) = gun
+        && !gun_allowed(state, gun)
+    {
+        if matches!(matched, Route::Update(_)) {
+            let prefixes = state.http.gun_prefixes.join(" ");
+            return Err(ApiError::InvalidGun(format!("Require GUNs with prefix: [{prefixes}]")));
         }
+        return Err(ApiError::NoRoute);
     }
     match matched {
         Route::Ping => Ok(json_response(StatusCode::OK, "{}".into())),
         Route::Health => Ok(health(state).await),
-        Route::Metrics => Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()),
+        Route::Metrics => {
+            Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response())
+        }
         Route::Update(gun) => {
             let uploads = read_update(state, request).await?;
             state.service.publish(&gun, uploads).await?;
@@ -184,7 +193,8 @@ async fn read_update(state: &AppState, request: Request) -> Result<BTreeMap<Role
             }
         })?
         .to_bytes();
-    let parts = multipart::parse(&body, &boundary, state.http.max_parts).map_err(|error| ApiError::MalformedUpload(error.to_string()))?;
+    let parts = multipart::parse(&body, &boundary, state.http.max_parts)
+        .map_err(|error| ApiError::MalformedUpload(error.to_string()))?;
     let mut uploads = BTreeMap::new();
     for part in parts {
         let name = part.filename.filter(|name| !name.is_empty()).ok_or(ApiError::NoFilename)?;
@@ -230,7 +240,8 @@ fn metadata_response(state: &AppState, data: Vec<u8>, modified: DateTime<Utc>, c
     match caching {
         Caching::Current if state.http.current_max_age > 0 => {
             let age = state.http.current_max_age;
-            if let Ok(value) = HeaderValue::from_str(&format!("public, max-age={age}, s-maxage={age}, must-revalidate")) {
+            if let Ok(value) = HeaderValue::from_str(&format!("public, max-age={age}, s-maxage={age}, must-revalidate"))
+            {
                 headers.insert(header::CACHE_CONTROL, value);
             }
         }
@@ -256,7 +267,9 @@ async fn current(state: &AppState, gun: &Gun, role: &RoleName) -> Result<Respons
         match state.service.refresh(gun, now).await {
             Ok(true) => pair = store.current_many(gun.as_str(), &["timestamp", "snapshot"]).await?,
             Ok(false) => {}
-            Err(error) => tracing::warn!(gun = %gun, error = %error, "could not re-sign an expired timestamp; serving the stored one"),
+            Err(error) => {
+                tracing::warn!(gun = %gun, error = %error, "could not re-sign an expired timestamp; serving the stored one")
+            }
         }
     }
     let wanted = base.as_str();
@@ -289,14 +302,14 @@ fn query_value<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
 
 async fn changefeed(state: &AppState, gun: Option<&Gun>, query: Option<&str>) -> Result<Response, ApiError> {
     let records = query_value(query, "records").unwrap_or_default();
-    let records: i32 = records
-        .parse()
-        .map_err(|_| ApiError::InvalidParameters(format!("invalid records parameter: {records:?} is not a 32-bit integer")))?;
+    let records: i32 = records.parse().map_err(|_| {
+        ApiError::InvalidParameters(format!("invalid records parameter: {records:?} is not a 32-bit integer"))
+    })?;
     let change_id = match query_value(query, "change_id") {
         None | Some("") => 0,
-        Some(text) => text
-            .parse::<i32>()
-            .map_err(|_| ApiError::InvalidParameters(format!("invalid change_id parameter: {text:?} is not a 32-bit integer")))?,
+        Some(text) => text.parse::<i32>().map_err(|_| {
+            ApiError::InvalidParameters(format!("invalid change_id parameter: {text:?} is not a 32-bit integer"))
+        })?,
     };
     let records = match i64::from(records) {
         0 => 100,

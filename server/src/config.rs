@@ -1049,16 +1049,20 @@ fn resolve_signer(
     key: Option<Sourced<PathBuf>>,
 ) -> Result<Option<SignerConfig>, ConfigError> {
     let Some(url) = url else {
-        if let Some(extra) = ca.as_ref().map(|ca| ca.origin.describe(SIGNER_CA)).or_else(|| {
-            cert.as_ref().map(|cert| cert.origin.describe(SIGNER_CERT))
-        }) {
+        if let Some(extra) = ca
+            .as_ref()
+            .map(|ca| ca.origin.describe(SIGNER_CA))
+            .or_else(|| cert.as_ref().map(|cert| cert.origin.describe(SIGNER_CERT)))
+        {
             return Err(ConfigError::Conflict(format!("{extra} is set but --signer-url is not")));
         }
         return Ok(None);
     };
     let text = url.value.trim().to_owned();
     let Some(authority) = text.strip_prefix("https://") else {
-        return Err(url.invalid(SIGNER_URL, format!("{text:?} must start with https:// (the signer is only reached over TLS)")));
+        return Err(
+            url.invalid(SIGNER_URL, format!("{text:?} must start with https:// (the signer is only reached over TLS)"))
+        );
     };
     let authority = authority.trim_end_matches('/');
     let Some((host, port)) = authority.rsplit_once(':') else {
@@ -1077,10 +1081,16 @@ fn resolve_signer(
         (Some(cert), Some(key)) => Some((cert.value, key.value)),
         (None, None) => None,
         (Some(cert), None) => {
-            return Err(ConfigError::Conflict(format!("{} is set but --signer-key is not", cert.origin.describe(SIGNER_CERT))));
+            return Err(ConfigError::Conflict(format!(
+                "{} is set but --signer-key is not",
+                cert.origin.describe(SIGNER_CERT)
+            )));
         }
         (None, Some(key)) => {
-            return Err(ConfigError::Conflict(format!("{} is set but --signer-cert is not", key.origin.describe(SIGNER_KEY))));
+            return Err(ConfigError::Conflict(format!(
+                "{} is set but --signer-cert is not",
+                key.origin.describe(SIGNER_KEY)
+            )));
         }
     };
     let host = host.to_owned();
@@ -1695,11 +1705,8 @@ mod tests {
             })
         );
         assert_eq!(load_with(&[], &[]).unwrap().signer, None);
-        let from_env = load_with(
-            &[],
-            &[("TUFA_SIGNER_URL", "https://[::1]:7899"), ("TUFA_SIGNER_CA", "/env-ca.crt")],
-        )
-        .unwrap();
+        let from_env =
+            load_with(&[], &[("TUFA_SIGNER_URL", "https://[::1]:7899"), ("TUFA_SIGNER_CA", "/env-ca.crt")]).unwrap();
         let signer = from_env.signer.unwrap();
         assert_eq!((signer.host.as_str(), signer.client), ("::1", None));
         for (args, expected) in [

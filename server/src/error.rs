@@ -95,9 +95,12 @@ impl ApiError {
                 "The role you are attempting to operate on is invalid.",
                 Some(Value::String(role.chars().take(300).collect())),
             ),
-            Self::MalformedJson(_) => {
-                (StatusCode::BAD_REQUEST, "MALFORMED_JSON", "JSON sent by the client could not be parsed by the server", None)
-            }
+            Self::MalformedJson(_) => (
+                StatusCode::BAD_REQUEST,
+                "MALFORMED_JSON",
+                "JSON sent by the client could not be parsed by the server",
+                None,
+            ),
             Self::MalformedUpload(reason) => (
                 StatusCode::BAD_REQUEST,
                 "MALFORMED_UPLOAD",
@@ -110,12 +113,18 @@ impl ApiError {
                 "The body of your request is malformed.",
                 Some(Value::String(format!("request body exceeds the limit of {limit} bytes"))),
             ),
-            Self::InvalidUpdate(error) => {
-                (StatusCode::BAD_REQUEST, "INVALID_UPDATE", "Update sent by the client is invalid.", update_detail(error))
-            }
-            Self::OldVersion(_) => {
-                (StatusCode::BAD_REQUEST, "VERSION", "A newer version of metadata is already available.", Some(json!({})))
-            }
+            Self::InvalidUpdate(error) => (
+                StatusCode::BAD_REQUEST,
+                "INVALID_UPDATE",
+                "Update sent by the client is invalid.",
+                update_detail(error),
+            ),
+            Self::OldVersion(_) => (
+                StatusCode::BAD_REQUEST,
+                "VERSION",
+                "A newer version of metadata is already available.",
+                Some(json!({})),
+            ),
             Self::InvalidGun(reason) => (
                 StatusCode::BAD_REQUEST,
                 "INVALID_GUN",
@@ -128,12 +137,18 @@ impl ApiError {
                 "The parameters provided are not valid.",
                 Some(Value::String(reason.clone())),
             ),
-            Self::Updating(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "UPDATING", "An error has occurred while updating the TUF repository.", None)
-            }
-            Self::Unavailable(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "The service is temporarily unavailable; try again later.", None)
-            }
+            Self::Updating(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "UPDATING",
+                "An error has occurred while updating the TUF repository.",
+                None,
+            ),
+            Self::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "The service is temporarily unavailable; try again later.",
+                None,
+            ),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "unknown error", None),
         }
     }

@@ -45,7 +45,8 @@ impl Metrics {
         out.push_str("# HELP tufa_http_requests_total HTTP requests by operation and status code.\n");
         out.push_str("# TYPE tufa_http_requests_total counter\n");
         for ((operation, code), series) in &snapshot {
-            let _ = writeln!(out, "tufa_http_requests_total{{operation=\"{operation}\",code=\"{code}\"}} {}", series.count);
+            let _ =
+                writeln!(out, "tufa_http_requests_total{{operation=\"{operation}\",code=\"{code}\"}} {}", series.count);
         }
         out.push_str("# HELP tufa_http_request_duration_seconds HTTP request latency by operation.\n");
         out.push_str("# TYPE tufa_http_request_duration_seconds histogram\n");

@@ -32,12 +32,12 @@ pub fn boundary(content_type: &str) -> Result<String, MultipartError> {
         return Err(MultipartError::NotMultipart);
     }
     for piece in pieces {
-        if let Some((name, value)) = piece.split_once('=') {
-            if name.trim().eq_ignore_ascii_case("boundary") {
-                let value = value.trim().trim_matches('"');
-                if !value.is_empty() && value.len() <= 200 {
-                    return Ok(value.to_owned());
-                }
+        if let Some((name, value)) = piece.split_once('=')
+            && name.trim().eq_ignore_ascii_case("boundary")
+        {
+            let value = value.trim().trim_matches('"');
+            if !value.is_empty() && value.len() <= 200 {
+                return Ok(value.to_owned());
             }
         }
     }
@@ -98,7 +98,8 @@ pub fn parse(body: &[u8], boundary: &str, max_parts: usize) -> Result<Vec<Part>,
             return Ok(parts);
         }
         // Transport padding after the boundary is allowed, then CRLF.
-        let line_end = find(body, b"\r\n", position).ok_or(MultipartError::Malformed("boundary line not terminated"))?;
+        let line_end =
+            find(body, b"\r\n", position).ok_or(MultipartError::Malformed("boundary line not terminated"))?;
         let padding = body.get(position..line_end).unwrap_or_default();
         if !padding.iter().all(|byte| *byte == b' ' || *byte == b'\t') {
             return Err(MultipartError::Malformed("garbage after boundary"));
@@ -117,13 +118,14 @@ pub fn parse(body: &[u8], boundary: &str, max_parts: usize) -> Result<Vec<Part>,
             .map_err(|_| MultipartError::Malformed("part headers are not UTF-8"))?;
         let mut name = None;
         for line in headers.split("\r\n") {
-            if let Some((header, value)) = line.split_once(':') {
-                if header.trim().eq_ignore_ascii_case("content-disposition") {
-                    name = filename(value);
-                }
+            if let Some((header, value)) = line.split_once(':')
+                && header.trim().eq_ignore_ascii_case("content-disposition")
+            {
+                name = filename(value);
             }
         }
-        let content_end = find(body, &next_delimiter, content_start).ok_or(MultipartError::Malformed("part not terminated"))?;
+        let content_end =
+            find(body, &next_delimiter, content_start).ok_or(MultipartError::Malformed("part not terminated"))?;
         if parts.len() >= max_parts {
             return Err(MultipartError::TooManyParts(max_parts));
         }

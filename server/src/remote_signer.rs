@@ -11,9 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 use tufa_core::keys::{Algorithm, KeyType, PublicKey};
 use tufa_core::names::{BaseRole, Gun};
 use tufa_signer_api::proto::key_management_client::KeyManagementClient;
@@ -39,7 +39,8 @@ pub struct RemoteSigner {
 }
 
 fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, SignerError> {
-    std::fs::read(path).map_err(|error| SignerError::Internal(format!("cannot read the signer {what} {}: {error}", path.display())))
+    std::fs::read(path)
+        .map_err(|error| SignerError::Internal(format!("cannot read the signer {what} {}: {error}", path.display())))
 }
 
 fn status_error(status: &tonic::Status) -> SignerError {
@@ -60,7 +61,9 @@ fn public_key(info: Option<KeyInfo>, public: Vec<u8>, expected_id: Option<&str>)
     let key = PublicKey::new(KeyType::parse(&algorithm), public);
     let actual = key.key_id();
     if actual != claimed || expected_id.is_some_and(|expected| expected != actual) {
-        return Err(SignerError::Internal(format!("signer returned a public key whose ID {actual} does not match {claimed}")));
+        return Err(SignerError::Internal(format!(
+            "signer returned a public key whose ID {actual} does not match {claimed}"
+        )));
     }
     Ok(key)
 }
@@ -125,7 +128,8 @@ impl OnlineSigner for RemoteSigner {
     async fn sign(&self, key_id: &str, message: &[u8]) -> Result<OnlineSignature, SignerError> {
         let request = SignatureRequest { key_id: Some(KeyId { id: key_id.to_owned() }), content: message.to_vec() };
         let reply = self.signer.clone().sign(request).await.map_err(|status| status_error(&status))?.into_inner();
-        let keytype = reply.key_info.and_then(|info| info.algorithm).map(|algorithm| algorithm.algorithm).unwrap_or_default();
+        let keytype =
+            reply.key_info.and_then(|info| info.algorithm).map(|algorithm| algorithm.algorithm).unwrap_or_default();
         Ok(OnlineSignature { method: method_for(&keytype).to_owned(), bytes: reply.content })
     }
 

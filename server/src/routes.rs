@@ -144,21 +144,21 @@ pub fn route(method: &Method, raw_path: &str) -> Route {
         return Route::NotFound;
     }
     let Some(stem) = file.strip_suffix(".json") else { return Route::NotFound };
-    if let Some((role, checksum)) = stem.rsplit_once('.') {
-        if is_hex_checksum(checksum) {
-            return match RoleName::parse(role) {
-                Ok(role) => Route::ByChecksum(gun, role, checksum.to_ascii_lowercase()),
-                Err(_) => Route::NotFound,
-            };
-        }
+    if let Some((role, checksum)) = stem.rsplit_once('.')
+        && is_hex_checksum(checksum)
+    {
+        return match RoleName::parse(role) {
+            Ok(role) => Route::ByChecksum(gun, role, checksum.to_ascii_lowercase()),
+            Err(_) => Route::NotFound,
+        };
     }
-    if let Some((version, role)) = stem.split_once('.') {
-        if is_version(version) {
-            return match (version.parse::<i64>(), RoleName::parse(role)) {
-                (Ok(version), Ok(role)) => Route::ByVersion(gun, role, version),
-                _ => Route::NotFound,
-            };
-        }
+    if let Some((version, role)) = stem.split_once('.')
+        && is_version(version)
+    {
+        return match (version.parse::<i64>(), RoleName::parse(role)) {
+            (Ok(version), Ok(role)) => Route::ByVersion(gun, role, version),
+            _ => Route::NotFound,
+        };
     }
     match RoleName::parse(stem) {
         Ok(role) => Route::Current(gun, role),
@@ -199,7 +199,11 @@ mod tests {
             "/v2/example.com/app/_trust/tuf/targets/releases.json",
             Route::Current(gun(), role("targets/releases")),
         );
-        check(Method::GET, &format!("/v2/example.com/app/_trust/tuf/snapshot.{hex}.json"), Route::ByChecksum(gun(), role("snapshot"), hex.clone()));
+        check(
+            Method::GET,
+            &format!("/v2/example.com/app/_trust/tuf/snapshot.{hex}.json"),
+            Route::ByChecksum(gun(), role("snapshot"), hex.clone()),
+        );
         check(
             Method::GET,
             &format!("/v2/example.com/app/_trust/tuf/targets/a.{}.json", "AB".repeat(32)),

@@ -13,8 +13,8 @@ use tufa_core::update::Limits;
 use crate::app::{AppState, HttpSettings, router};
 use crate::config::{Config, KeyAlgorithm, LogFormat, TlsSource, load_or_create_kek};
 use crate::metrics::Metrics;
-use crate::service::{Service, ServiceSettings};
 use crate::remote_signer::RemoteSigner;
+use crate::service::{Service, ServiceSettings};
 use crate::signing::{LocalSigner, SealingKey};
 use crate::{listener, tls};
 
@@ -43,7 +43,11 @@ pub fn init_logging(config: &Config) {
 }
 
 /// Builds the application state over an opened store and the in-process signer.
-pub fn state(config: &Config, store: Arc<dyn tufa_store::Store>, signer: Arc<dyn crate::signing::OnlineSigner>) -> AppState {
+pub fn state(
+    config: &Config,
+    store: Arc<dyn tufa_store::Store>,
+    signer: Arc<dyn crate::signing::OnlineSigner>,
+) -> AppState {
     let key_algorithm = match config.key_algorithm {
         KeyAlgorithm::Ecdsa => Algorithm::Ecdsa,
         KeyAlgorithm::Ed25519 => Algorithm::Ed25519,
@@ -121,9 +125,9 @@ fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), StartError> {
     create_private_dir(&config.data_dir).map_err(|error| fail("cannot create the data directory")(&error))?;
-    let store = tufa_store::open(config.database_url.expose()).await.map_err(|error| {
-        StartError(format!("cannot open the database {}: {error}", config.redacted_database_url()))
-    })?;
+    let store = tufa_store::open(config.database_url.expose())
+        .await
+        .map_err(|error| StartError(format!("cannot open the database {}: {error}", config.redacted_database_url())))?;
     tracing::info!(database = %config.redacted_database_url(), backend = store.backend(), "database ready");
     // With a remote signer this process never loads a KEK or any private key.
     let signer: Arc<dyn crate::signing::OnlineSigner> = match &config.signer {
@@ -133,7 +137,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         }
         None => {
             let kek = load_or_create_kek(&config).map_err(|error| fail("key-encryption key")(&error))?;
-            let sealing = SealingKey::new(kek.id.clone(), kek.key()).map_err(|error| fail("key-encryption key")(&error))?;
+            let sealing =
+                SealingKey::new(kek.id.clone(), kek.key()).map_err(|error| fail("key-encryption key")(&error))?;
             drop(kek);
             Arc::new(LocalSigner::new(store.clone(), sealing))
         }
@@ -141,7 +146,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let tls_config = match &config.tls {
         TlsSource::Files { cert, key } => tls::server_config(cert, key, config.tls_client_ca.as_deref()),
         TlsSource::Generated { extra_names } => {
-            let generated = tls::ensure_generated(&config.data_dir, extra_names).map_err(|error| fail("TLS")(&error))?;
+            let generated =
+                tls::ensure_generated(&config.data_dir, extra_names).map_err(|error| fail("TLS")(&error))?;
             println!("tufa-server: clients must trust the generated CA certificate {}", generated.ca_cert.display());
             tls::server_config(&generated.cert, &generated.key, config.tls_client_ca.as_deref())
         }

@@ -86,13 +86,15 @@ impl Service {
         let current = self.store.current_all(gun.as_str()).await?;
         let expected_timestamp_version = current.iter().find(|file| file.role == "timestamp").map(|file| file.version);
         let state = RepoState::new(current.into_iter().map(|file| (file.role, file.data)));
-        let validated = update::validate(gun, &state, uploads, now, &self.settings.limits).map_err(ApiError::InvalidUpdate)?;
+        let validated =
+            update::validate(gun, &state, uploads, now, &self.settings.limits).map_err(ApiError::InvalidUpdate)?;
 
         let mut files = validated.files;
         let snapshot = match files.iter().find(|file| file.role.as_base() == Some(BaseRole::Snapshot)) {
             Some(uploaded) => uploaded.clone(),
             None => {
-                let draft = update::draft_snapshot(state.file("snapshot"), &validated.loaded, now).map_err(ApiError::InvalidUpdate)?;
+                let draft = update::draft_snapshot(state.file("snapshot"), &validated.loaded, now)
+                    .map_err(ApiError::InvalidUpdate)?;
                 let generated = self.sign_draft(&validated.root, draft).await?.ok_or_else(|| {
                     ApiError::InvalidUpdate(UpdateError::BadHierarchy {
                         missing: "snapshot".into(),
@@ -103,11 +105,11 @@ impl Service {
                 generated
             }
         };
-        let draft = update::draft_timestamp(state.file("timestamp"), &snapshot.bytes, now).map_err(ApiError::InvalidUpdate)?;
-        let timestamp = self
-            .sign_draft(&validated.root, draft)
-            .await?
-            .ok_or_else(|| ApiError::InvalidUpdate(UpdateError::BadRoot("no  timestamp keys exist on the server".into())))?;
+        let draft =
+            update::draft_timestamp(state.file("timestamp"), &snapshot.bytes, now).map_err(ApiError::InvalidUpdate)?;
+        let timestamp = self.sign_draft(&validated.root, draft).await?.ok_or_else(|| {
+            ApiError::InvalidUpdate(UpdateError::BadRoot("no  timestamp keys exist on the server".into()))
+        })?;
         files.push(timestamp.clone());
 
         let mut available = state.files().clone();
@@ -144,7 +146,8 @@ impl Service {
         let mut files = Vec::new();
         let mut snapshot_bytes = snapshot.data.clone();
         if expiring(snapshot) {
-            let draft = update::draft_snapshot(Some(&snapshot.data), &BTreeMap::new(), now).map_err(ApiError::InvalidUpdate)?;
+            let draft =
+                update::draft_snapshot(Some(&snapshot.data), &BTreeMap::new(), now).map_err(ApiError::InvalidUpdate)?;
             match self.sign_draft(&root, draft).await? {
                 Some(file) => {
                     snapshot_bytes = file.bytes.clone();
@@ -156,7 +159,8 @@ impl Service {
         if files.is_empty() && !expiring(timestamp) {
             return Ok(false);
         }
-        let draft = update::draft_timestamp(Some(&timestamp.data), &snapshot_bytes, now).map_err(ApiError::InvalidUpdate)?;
+        let draft =
+            update::draft_timestamp(Some(&timestamp.data), &snapshot_bytes, now).map_err(ApiError::InvalidUpdate)?;
         let Some(new_timestamp) = self.sign_draft(&root, draft).await? else {
             return Err(ApiError::Internal(format!("no timestamp key for {gun} is held by the signer")));
         };
@@ -169,7 +173,8 @@ impl Service {
         let mut available: BTreeMap<String, Vec<u8>> =
             current.iter().map(|file| (file.role.clone(), file.data.clone())).collect();
         available.insert("snapshot".into(), new_snapshot.bytes.clone());
-        let entries = update::current_set(&new_snapshot, &new_timestamp, &available).map_err(ApiError::InvalidUpdate)?;
+        let entries =
+            update::current_set(&new_snapshot, &new_timestamp, &available).map_err(ApiError::InvalidUpdate)?;
         files.push(new_timestamp);
         let result = self
             .store
@@ -193,15 +198,13 @@ impl Service {
     /// The server-held key for `role`: with `rotate`, always the signer's answer to a create
     /// request; otherwise the key the current root lists that the signer holds, or a new one.
     pub async fn server_key(&self, gun: &Gun, role: BaseRole, rotate: bool) -> Result<PublicKey, ApiError> {
-        if !rotate {
-            if let Some(root) = self.store.current(gun.as_str(), "root").await? {
-                let root = parse_root(&root.data)?;
-                for keyid in root.role(role).map(|keys| keys.keyids.as_slice()).unwrap_or_default() {
-                    let Some(key) = root.keys.get(keyid) else { continue };
-                    let Ok(canonical_id) = key.canonical_id() else { continue };
-                    if let Some(found) = self.signer.public_key(&canonical_id).await? {
-                        return Ok(found);
-                    }
+        if !rotate && let Some(root) = self.store.current(gun.as_str(), "root").await? {
+            let root = parse_root(&root.data)?;
+            for keyid in root.role(role).map(|keys| keys.keyids.as_slice()).unwrap_or_default() {
+                let Some(key) = root.keys.get(keyid) else { continue };
+                let Ok(canonical_id) = key.canonical_id() else { continue };
+                if let Some(found) = self.signer.public_key(&canonical_id).await? {
+                    return Ok(found);
                 }
             }
         }

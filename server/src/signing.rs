@@ -109,7 +109,8 @@ impl SealingKey {
         let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| failure())?;
         let mut buffer = Zeroizing::new(ciphertext.to_vec());
-        let plaintext = self.key.open_in_place(nonce, Aad::from(Self::aad(key_id)), &mut *buffer).map_err(|_| failure())?;
+        let plaintext =
+            self.key.open_in_place(nonce, Aad::from(Self::aad(key_id)), &mut buffer).map_err(|_| failure())?;
         Ok(Zeroizing::new(plaintext.to_vec()))
     }
 }
@@ -157,7 +158,9 @@ fn public_of(stored: &StoredKey) -> PublicKey {
 #[async_trait]
 impl OnlineSigner for LocalSigner {
     async fn create_key(&self, gun: &Gun, role: BaseRole, algorithm: Algorithm) -> Result<PublicKey, SignerError> {
-        if let Some(existing) = self.store.unused_key(gun.as_str(), role.as_str(), algorithm.as_str()).await.map_err(store_error)? {
+        if let Some(existing) =
+            self.store.unused_key(gun.as_str(), role.as_str(), algorithm.as_str()).await.map_err(store_error)?
+        {
             return Ok(public_of(&existing));
         }
         let private = PrivateKey::generate(algorithm).map_err(|error| SignerError::Internal(error.to_string()))?;
@@ -192,10 +195,19 @@ impl OnlineSigner for LocalSigner {
         let (key, used) = match self.cached(key_id) {
             Some(entry) => entry,
             None => {
-                let stored = self.store.key(key_id).await.map_err(store_error)?.ok_or_else(|| SignerError::NotFound(key_id.to_owned()))?;
-                let algorithm = Algorithm::parse(&stored.algorithm).map_err(|error| SignerError::Internal(format!("key {key_id}: {error}")))?;
+                let stored = self
+                    .store
+                    .key(key_id)
+                    .await
+                    .map_err(store_error)?
+                    .ok_or_else(|| SignerError::NotFound(key_id.to_owned()))?;
+                let algorithm = Algorithm::parse(&stored.algorithm)
+                    .map_err(|error| SignerError::Internal(format!("key {key_id}: {error}")))?;
                 let pkcs8 = self.kek.open(key_id, &stored.sealed_private)?;
-                let key = Arc::new(PrivateKey::from_pkcs8(algorithm, &pkcs8).map_err(|error| SignerError::Internal(error.to_string()))?);
+                let key = Arc::new(
+                    PrivateKey::from_pkcs8(algorithm, &pkcs8)
+                        .map_err(|error| SignerError::Internal(error.to_string()))?,
+                );
                 (key, stored.last_used.is_some())
             }
         };

@@ -247,7 +247,9 @@ async fn bad_requests_get_notary_codes_and_change_nothing() {
     let no_name = b"--b\r\nContent-Disposition: form-data; name=\"files\"\r\n\r\n{}\r\n--b--\r\n".to_vec();
     let reply = harness.call(Method::POST, &update_path, Some("multipart/form-data; boundary=b"), no_name).await;
     assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "NO_FILENAME".into()));
-    let file_cases: Vec<(&str, &str, Vec<u8>, &str, Option<&str>)> = vec![
+    // (what, role, content, expected code, expected detail name)
+    type Case<'a> = (&'a str, &'a str, Vec<u8>, &'a str, Option<&'a str>);
+    let file_cases: Vec<Case> = vec![
         ("upper-case role", "targets/Rel", targets.clone(), "INVALID_ROLE", None),
         ("unknown role", "foo", targets.clone(), "INVALID_ROLE", None),
         ("not JSON", "targets", b"not json".to_vec(), "MALFORMED_JSON", None),

@@ -54,11 +54,11 @@ fn serve(listener: TcpListener, upstream: SocketAddr) -> Running {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 };
-                if let (Ok(client_copy), Ok(server_copy)) = (client.try_clone(), server.try_clone()) {
-                    if let Ok(mut list) = connections.lock() {
-                        list.push(client_copy);
-                        list.push(server_copy);
-                    }
+                if let (Ok(client_copy), Ok(server_copy)) = (client.try_clone(), server.try_clone())
+                    && let Ok(mut list) = connections.lock()
+                {
+                    list.push(client_copy);
+                    list.push(server_copy);
                 }
                 let (client_read, server_read) = (client.try_clone(), server.try_clone());
                 if let (Ok(client_read), Ok(server_read)) = (client_read, server_read) {

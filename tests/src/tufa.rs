@@ -76,7 +76,12 @@ pub fn start(backend: Backend) -> Server {
         Backend::Postgres => Some(PgDatabase::create()),
     };
     let database_url = database.as_ref().map(|database| database.url().to_owned());
-    start_with(Options { name: format!("tufa-server ({})", backend.name()), database_url, database, extra_args: Vec::new() })
+    start_with(Options {
+        name: format!("tufa-server ({})", backend.name()),
+        database_url,
+        database,
+        extra_args: Vec::new(),
+    })
 }
 
 /// What [`start_with`] runs.

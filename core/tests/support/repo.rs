@@ -29,9 +29,7 @@ impl Key {
         let pkcs8 = private.pkcs8();
         let key_pair = rcgen::KeyPair::try_from(pkcs8.as_slice()).unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, common_name);
+        params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
         let cert = params.self_signed(&key_pair).unwrap();
         let public = PublicKey::new(KeyType::EcdsaX509, cert.pem().into_bytes());
         Self { private, public }
@@ -65,12 +63,7 @@ pub fn meta(bytes: &[u8]) -> Value {
     let hashes: serde_json::Map<String, Value> = file
         .hashes
         .iter()
-        .map(|(name, digest)| {
-            (
-                name.clone(),
-                Value::String(base64::engine::general_purpose::STANDARD.encode(digest)),
-            )
-        })
+        .map(|(name, digest)| (name.clone(), Value::String(base64::engine::general_purpose::STANDARD.encode(digest))))
         .collect();
     json!({"hashes": hashes, "length": file.length})
 }
@@ -84,24 +77,14 @@ pub struct Repo {
 
 impl Repo {
     pub fn new() -> Self {
-        Self {
-            root_key: Key::root(GUN),
-            targets: Key::ecdsa(),
-            snapshot: Key::ecdsa(),
-            timestamp: Key::ecdsa(),
-        }
+        Self { root_key: Key::root(GUN), targets: Key::ecdsa(), snapshot: Key::ecdsa(), timestamp: Key::ecdsa() }
     }
 
     pub fn root_body(&self, version: i64) -> Value {
-        let keys: serde_json::Map<String, Value> = [
-            &self.root_key,
-            &self.targets,
-            &self.snapshot,
-            &self.timestamp,
-        ]
-        .iter()
-        .map(|key| (key.id(), key.public.to_json()))
-        .collect();
+        let keys: serde_json::Map<String, Value> = [&self.root_key, &self.targets, &self.snapshot, &self.timestamp]
+            .iter()
+            .map(|key| (key.id(), key.public.to_json()))
+            .collect();
         json!({
             "_type": "Root", "consistent_snapshot": false, "expires": expires(3650), "keys": keys, "version": version,
             "roles": {
@@ -125,10 +108,8 @@ impl Repo {
     }
 
     pub fn snapshot(&self, version: i64, files: &[(&str, &[u8])]) -> Vec<u8> {
-        let meta: serde_json::Map<String, Value> = files
-            .iter()
-            .map(|(role, bytes)| ((*role).to_owned(), meta(bytes)))
-            .collect();
+        let meta: serde_json::Map<String, Value> =
+            files.iter().map(|(role, bytes)| ((*role).to_owned(), meta(bytes))).collect();
         sign(
             &json!({"_type": "Snapshot", "expires": expires(1095), "meta": meta, "version": version}),
             &[&self.snapshot],
@@ -143,7 +124,6 @@ pub fn target(content: &[u8]) -> Value {
 pub fn no_delegations() -> Value {
     json!({"keys": {}, "roles": []})
 }
-
 
 /// A repository as stored after a first publish of root, targets and snapshot (plus a timestamp).
 pub fn published(repo: &Repo, targets: &[u8]) -> RepoState {
@@ -160,4 +140,3 @@ pub fn published(repo: &Repo, targets: &[u8]) -> RepoState {
         ("timestamp".to_owned(), timestamp),
     ])
 }
-
