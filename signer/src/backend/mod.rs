@@ -1,6 +1,9 @@
 //! Key backends: where the signer's private keys live. Each backend implements [`KeyBackend`];
 //! the signer service above them owns key metadata (GUN, role, last use) and the audit trail.
 
+pub mod pkcs11;
+pub mod software;
+
 use async_trait::async_trait;
 use tufa_core::keys::{Algorithm, PublicKey};
 
@@ -46,7 +49,13 @@ pub trait KeyBackend: Send + Sync + 'static {
     /// Signs `message` (the full canonical bytes, not a digest) with the key `key_id` whose stored
     /// handle is `handle`: ECDSA P-256 signs SHA-256(message) and returns raw r||s (64 bytes);
     /// Ed25519 returns the 64-byte signature of the message.
-    async fn sign(&self, key_id: &str, algorithm: Algorithm, handle: &[u8], message: &[u8]) -> Result<Vec<u8>, BackendError>;
+    async fn sign(
+        &self,
+        key_id: &str,
+        algorithm: Algorithm,
+        handle: &[u8],
+        message: &[u8],
+    ) -> Result<Vec<u8>, BackendError>;
     /// Destroys the private key, if the backend holds it outside the service's table.
     async fn destroy(&self, key_id: &str, handle: &[u8]) -> Result<(), BackendError>;
     /// Whether the backend is usable (token present and logged in, KEKs loaded).

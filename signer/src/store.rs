@@ -1,0 +1,682 @@
+//! The signer's own database: key metadata (GUN, role, algorithm, public key, the backend's
+//! handle, last use) and the audit trail of signatures. SQLite (a file in the data directory, the
+//! default) or PostgreSQL, with forward-only migrations embedded from `migrations/signer/`.
+//!
+//! Queries are runtime-checked (`sqlx::query`), written once per dialect.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::{Row as _, Transaction};
+
+/// Name of the migrations bookkeeping table, distinct from sqlx's default so that the signer's
+/// schema can share a database with another application (tufa-server uses the default).
+pub const MIGRATIONS_TABLE: &str = "_tufa_signer_migrations";
+
+/// Largest page [`Store::sign_events`] returns.
+pub const MAX_EVENT_PAGE: u32 = 10_000;
+
+const POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The SQLite migrations.
+pub fn sqlite_migrator() -> Migrator {
+    let mut migrator = sqlx::migrate!("../migrations/signer/sqlite");
+    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+    migrator
+}
+
+/// The PostgreSQL migrations.
+pub fn postgres_migrator() -> Migrator {
+    let mut migrator = sqlx::migrate!("../migrations/signer/postgres");
+    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+    migrator
+}
+
+/// Why a database operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached now (connection refused, pool exhausted, locked); a retry
+    /// later may work.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else (constraint violations, malformed rows, bad URLs).
+    #[error("database error: {0}")]
+    Internal(String),
+}
+
+fn map_error(error: sqlx::Error) -> StoreError {
+    let unavailable = match &error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            // PostgreSQL: class 08 (connection exception), 57P0x (shutdown, cannot connect now),
+            // 53300 (too many connections). SQLite: 5 (busy), 6 (locked).
+            code.starts_with("08") || code.starts_with("57P0") || code == "53300" || code == "5" || code == "6"
+        }),
+        _ => false,
+    };
+    if unavailable { StoreError::Unavailable(error.to_string()) } else { StoreError::Internal(error.to_string()) }
+}
+
+/// One key as the signer records it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// TUF key ID (lower-case hex SHA-256 of the key object).
+    pub key_id: String,
+    /// The GUN the key was created for.
+    pub gun: String,
+    /// The role the key was created for.
+    pub role: String,
+    /// `ecdsa` or `ed25519`.
+    pub algorithm: String,
+    /// Raw public key bytes (ECDSA: DER SubjectPublicKeyInfo; Ed25519: 32 bytes).
+    pub public: Vec<u8>,
+    /// The backend holding the private key (`software`, `pkcs11`).
+    pub backend: String,
+    /// What the backend needs to use the key (sealed PKCS#8, token object ID). Never plaintext.
+    pub handle: Vec<u8>,
+    /// The KEK that sealed `handle` (software) or the backend's label.
+    pub sealed_with: String,
+    /// When the key was created.
+    pub created_at: DateTime<Utc>,
+    /// When the key last signed; `None` if it never has.
+    pub last_used: Option<DateTime<Utc>>,
+}
+
+impl fmt::Debug for KeyRecord {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("KeyRecord")
+            .field("key_id", &self.key_id)
+            .field("gun", &self.gun)
+            .field("role", &self.role)
+            .field("algorithm", &self.algorithm)
+            .field("backend", &self.backend)
+            .field("handle_len", &self.handle.len())
+            .field("sealed_with", &self.sealed_with)
+            .field("created_at", &self.created_at)
+            .field("last_used", &self.last_used)
+            .finish()
+    }
+}
+
+/// A signature about to be recorded in the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSignEvent {
+    /// The key that signed.
+    pub key_id: String,
+    /// The key's GUN.
+    pub gun: String,
+    /// The key's role.
+    pub role: String,
+    /// Subject DN of the client certificate that asked for the signature.
+    pub client_subject: String,
+    /// Lower-case hex SHA-256 of the signed payload.
+    pub payload_sha256: String,
+}
+
+/// One recorded signature.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SignEvent {
+    /// Position in the trail (increasing).
+    pub id: i64,
+    /// The key that signed.
+    pub key_id: String,
+    /// The key's GUN.
+    pub gun: String,
+    /// The key's role.
+    pub role: String,
+    /// Subject DN of the requesting client certificate.
+    pub client_subject: String,
+    /// Lower-case hex SHA-256 of the signed payload.
+    pub payload_sha256: String,
+    /// When the signature was made.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Which audit events to list: all filters combine; results are ordered by `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only events of this key.
+    pub key_id: Option<String>,
+    /// Only events at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only events before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Only events with a larger `id` (the paging cursor: the last `id` of the previous page).
+    pub after_id: Option<i64>,
+    /// Page size, at most [`MAX_EVENT_PAGE`].
+    pub limit: u32,
+}
+
+impl Default for EventFilter {
+    fn default() -> Self {
+        EventFilter { key_id: None, since: None, until: None, after_id: None, limit: 100 }
+    }
+}
+
+/// The database dialect behind a [`Store`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+#[derive(Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The signer's database.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.debug_struct("Store").field("dialect", &self.dialect()).finish()
+    }
+}
+
+/// SQLite timestamps: fixed-width UTC text, so that text order is time order.
+fn sqlite_time(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_sqlite_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|time| time.with_timezone(&Utc))
+        .map_err(|_| StoreError::Internal(format!("malformed timestamp {text:?} in the database")))
+}
+
+/// Now, truncated to microseconds (the precision both dialects keep).
+fn now() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
+/// The `signer_keys` columns every key query selects, in [`KeyRecord`] order.
+macro_rules! key_columns {
+    () => {
+        "key_id, gun, role, algorithm, public, backend, handle, sealed_with, created_at, last_used"
+    };
+}
+
+impl Store {
+    /// Connects to `url`: `postgres://…`/`postgresql://…` or `sqlite:…`. SQLite files are
+    /// created when missing.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)
+                .map_err(|error| StoreError::Internal(format!("invalid PostgreSQL URL: {error}")))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(POOL_ACQUIRE_TIMEOUT)
+                .connect_with(options)
+                .await
+                .map_err(map_error)?;
+            Ok(Store { pool: Pool::Postgres(pool) })
+        } else if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|error| StoreError::Internal(format!("invalid SQLite URL: {error}")))?;
+            Store::open_sqlite(options).await
+        } else {
+            Err(StoreError::Internal(
+                "unsupported database URL: use postgres://… or sqlite:… (or omit it for the data directory's SQLite file)"
+                    .to_owned(),
+            ))
+        }
+    }
+
+    /// Opens (creating when missing) the SQLite database file at `path`.
+    pub async fn open_sqlite_file(path: &Path) -> Result<Store, StoreError> {
+        Store::open_sqlite(SqliteConnectOptions::new().filename(path)).await
+    }
+
+    async fn open_sqlite(options: SqliteConnectOptions) -> Result<Store, StoreError> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(SQLITE_BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(POOL_ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(map_error)?;
+        Ok(Store { pool: Pool::Sqlite(pool) })
+    }
+
+    /// Wraps an existing SQLite pool (tests).
+    pub fn from_sqlite_pool(pool: SqlitePool) -> Store {
+        Store { pool: Pool::Sqlite(pool) }
+    }
+
+    /// Wraps an existing PostgreSQL pool (tests).
+    pub fn from_postgres_pool(pool: PgPool) -> Store {
+        Store { pool: Pool::Postgres(pool) }
+    }
+
+    /// The dialect.
+    pub fn dialect(&self) -> Dialect {
+        match self.pool {
+            Pool::Sqlite(_) => Dialect::Sqlite,
+            Pool::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let result = match &self.pool {
+            Pool::Sqlite(pool) => sqlite_migrator().run(pool).await,
+            Pool::Postgres(pool) => postgres_migrator().run(pool).await,
+        };
+        result.map_err(|error| match error {
+            sqlx::migrate::MigrateError::Execute(inner) => map_error(inner),
+            other => StoreError::Internal(format!("migration failed: {other}")),
+        })
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match &self.pool {
+            Pool::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            Pool::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+        }
+        .map_err(map_error)
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// Records a new key. `last_used` is ignored (a new key has never signed).
+    pub async fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO signer_keys \
+             (key_id, gun, role, algorithm, public, backend, handle, sealed_with, created_at, last_used) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)";
+        match &self.pool {
+            Pool::Sqlite(pool) => sqlx::query(SQL)
+                .bind(&key.key_id)
+                .bind(&key.gun)
+                .bind(&key.role)
+                .bind(&key.algorithm)
+                .bind(&key.public)
+                .bind(&key.backend)
+                .bind(&key.handle)
+                .bind(&key.sealed_with)
+                .bind(sqlite_time(key.created_at))
+                .execute(pool)
+                .await
+                .map(drop),
+            Pool::Postgres(pool) => sqlx::query(SQL)
+                .bind(&key.key_id)
+                .bind(&key.gun)
+                .bind(&key.role)
+                .bind(&key.algorithm)
+                .bind(&key.public)
+                .bind(&key.backend)
+                .bind(&key.handle)
+                .bind(&key.sealed_with)
+                .bind(key.created_at)
+                .execute(pool)
+                .await
+                .map(drop),
+        }
+        .map_err(map_error)
+    }
+
+    /// The key with ID `key_id`.
+    pub async fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        const SQL: &str = concat!("SELECT ", key_columns!(), " FROM signer_keys WHERE key_id = $1");
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                let row = sqlx::query(SQL).bind(key_id).fetch_optional(pool).await.map_err(map_error)?;
+                row.as_ref().map(sqlite_key).transpose()
+            }
+            Pool::Postgres(pool) => {
+                let row = sqlx::query(SQL).bind(key_id).fetch_optional(pool).await.map_err(map_error)?;
+                row.as_ref().map(postgres_key).transpose()
+            }
+        }
+    }
+
+    /// The never-used key with the lowest ID for this GUN, role, algorithm and backend.
+    pub async fn unused_key(
+        &self,
+        gun: &str,
+        role: &str,
+        algorithm: &str,
+        backend: &str,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM signer_keys \
+             WHERE gun = $1 AND role = $2 AND algorithm = $3 AND backend = $4 AND last_used IS NULL \
+             ORDER BY key_id LIMIT 1"
+        );
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                let row = sqlx::query(SQL)
+                    .bind(gun)
+                    .bind(role)
+                    .bind(algorithm)
+                    .bind(backend)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(map_error)?;
+                row.as_ref().map(sqlite_key).transpose()
+            }
+            Pool::Postgres(pool) => {
+                let row = sqlx::query(SQL)
+                    .bind(gun)
+                    .bind(role)
+                    .bind(algorithm)
+                    .bind(backend)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(map_error)?;
+                row.as_ref().map(postgres_key).transpose()
+            }
+        }
+    }
+
+    /// Sets the key's `last_used` to `at`. Returns whether the key exists.
+    pub async fn mark_used(&self, key_id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE signer_keys SET last_used = $2 WHERE key_id = $1";
+        let rows = match &self.pool {
+            Pool::Sqlite(pool) => {
+                sqlx::query(SQL).bind(key_id).bind(sqlite_time(at)).execute(pool).await.map(|done| done.rows_affected())
+            }
+            Pool::Postgres(pool) => {
+                sqlx::query(SQL).bind(key_id).bind(at).execute(pool).await.map(|done| done.rows_affected())
+            }
+        }
+        .map_err(map_error)?;
+        Ok(rows > 0)
+    }
+
+    /// Records a signature: appends the audit event and sets the key's `last_used`, in one
+    /// transaction. Returns the event as stored.
+    pub async fn record_signature(&self, event: &NewSignEvent) -> Result<SignEvent, StoreError> {
+        const MARK: &str = "UPDATE signer_keys SET last_used = $2 WHERE key_id = $1";
+        const INSERT: &str = "INSERT INTO signer_sign_events \
+             (key_id, gun, role, client_subject, payload_sha256, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
+        let at = now();
+        let id: i64 = match &self.pool {
+            Pool::Sqlite(pool) => {
+                let mut transaction: Transaction<'_, sqlx::Sqlite> = pool.begin().await.map_err(map_error)?;
+                let stamp = sqlite_time(at);
+                sqlx::query(MARK)
+                    .bind(&event.key_id)
+                    .bind(&stamp)
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                let row = sqlx::query(INSERT)
+                    .bind(&event.key_id)
+                    .bind(&event.gun)
+                    .bind(&event.role)
+                    .bind(&event.client_subject)
+                    .bind(&event.payload_sha256)
+                    .bind(&stamp)
+                    .fetch_one(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                let id = row.try_get("id").map_err(map_error)?;
+                transaction.commit().await.map_err(map_error)?;
+                id
+            }
+            Pool::Postgres(pool) => {
+                let mut transaction: Transaction<'_, sqlx::Postgres> = pool.begin().await.map_err(map_error)?;
+                sqlx::query(MARK).bind(&event.key_id).bind(at).execute(&mut *transaction).await.map_err(map_error)?;
+                let row = sqlx::query(INSERT)
+                    .bind(&event.key_id)
+                    .bind(&event.gun)
+                    .bind(&event.role)
+                    .bind(&event.client_subject)
+                    .bind(&event.payload_sha256)
+                    .bind(at)
+                    .fetch_one(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                let id = row.try_get("id").map_err(map_error)?;
+                transaction.commit().await.map_err(map_error)?;
+                id
+            }
+        };
+        Ok(SignEvent {
+            id,
+            key_id: event.key_id.clone(),
+            gun: event.gun.clone(),
+            role: event.role.clone(),
+            client_subject: event.client_subject.clone(),
+            payload_sha256: event.payload_sha256.clone(),
+            created_at: at,
+        })
+    }
+
+    /// Deletes a key. Returns whether it existed.
+    pub async fn delete_key(&self, key_id: &str) -> Result<bool, StoreError> {
+        const SQL: &str = "DELETE FROM signer_keys WHERE key_id = $1";
+        let rows = match &self.pool {
+            Pool::Sqlite(pool) => sqlx::query(SQL).bind(key_id).execute(pool).await.map(|done| done.rows_affected()),
+            Pool::Postgres(pool) => sqlx::query(SQL).bind(key_id).execute(pool).await.map(|done| done.rows_affected()),
+        }
+        .map_err(map_error)?;
+        Ok(rows > 0)
+    }
+
+    /// Audit events matching `filter`, in `id` order.
+    pub async fn sign_events(&self, filter: &EventFilter) -> Result<Vec<SignEvent>, StoreError> {
+        const SQL: &str = "SELECT id, key_id, gun, role, client_subject, payload_sha256, created_at \
+             FROM signer_sign_events \
+             WHERE ($1 IS NULL OR key_id = $1) \
+               AND ($2 IS NULL OR created_at >= $2) \
+               AND ($3 IS NULL OR created_at < $3) \
+               AND id > $4 \
+             ORDER BY id LIMIT $5";
+        let limit = i64::from(filter.limit.min(MAX_EVENT_PAGE));
+        let after = filter.after_id.unwrap_or(0);
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                let rows = sqlx::query(SQL)
+                    .bind(filter.key_id.as_deref())
+                    .bind(filter.since.map(sqlite_time))
+                    .bind(filter.until.map(sqlite_time))
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(map_error)?;
+                rows.iter().map(sqlite_event).collect()
+            }
+            Pool::Postgres(pool) => {
+                let rows = sqlx::query(SQL)
+                    .bind(filter.key_id.as_deref())
+                    .bind(filter.since)
+                    .bind(filter.until)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(map_error)?;
+                rows.iter().map(postgres_event).collect()
+            }
+        }
+    }
+
+    /// Up to `limit` keys of `backend` sealed with a KEK other than `active`, in key ID order
+    /// after `after_key_id` (for re-sealing in batches).
+    pub async fn keys_sealed_with_other(
+        &self,
+        backend: &str,
+        active: &str,
+        after_key_id: &str,
+        limit: u32,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM signer_keys WHERE backend = $1 AND sealed_with <> $2 AND key_id > $3 \
+             ORDER BY key_id LIMIT $4"
+        );
+        let limit = i64::from(limit);
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                let rows = sqlx::query(SQL)
+                    .bind(backend)
+                    .bind(active)
+                    .bind(after_key_id)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(map_error)?;
+                rows.iter().map(sqlite_key).collect()
+            }
+            Pool::Postgres(pool) => {
+                let rows = sqlx::query(SQL)
+                    .bind(backend)
+                    .bind(active)
+                    .bind(after_key_id)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(map_error)?;
+                rows.iter().map(postgres_key).collect()
+            }
+        }
+    }
+
+    /// Replaces a key's handle, but only if it still is `old_handle` (so a concurrent change is
+    /// never overwritten). Returns whether the row changed.
+    pub async fn replace_handle(
+        &self,
+        key_id: &str,
+        old_handle: &[u8],
+        new_handle: &[u8],
+        sealed_with: &str,
+    ) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE signer_keys SET handle = $3, sealed_with = $4 WHERE key_id = $1 AND handle = $2";
+        let rows = match &self.pool {
+            Pool::Sqlite(pool) => sqlx::query(SQL)
+                .bind(key_id)
+                .bind(old_handle)
+                .bind(new_handle)
+                .bind(sealed_with)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected()),
+            Pool::Postgres(pool) => sqlx::query(SQL)
+                .bind(key_id)
+                .bind(old_handle)
+                .bind(new_handle)
+                .bind(sealed_with)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected()),
+        }
+        .map_err(map_error)?;
+        Ok(rows > 0)
+    }
+}
+
+fn sqlite_key(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
+    let created_at: String = row.try_get("created_at").map_err(map_error)?;
+    let last_used: Option<String> = row.try_get("last_used").map_err(map_error)?;
+    Ok(KeyRecord {
+        key_id: row.try_get("key_id").map_err(map_error)?,
+        gun: row.try_get("gun").map_err(map_error)?,
+        role: row.try_get("role").map_err(map_error)?,
+        algorithm: row.try_get("algorithm").map_err(map_error)?,
+        public: row.try_get("public").map_err(map_error)?,
+        backend: row.try_get("backend").map_err(map_error)?,
+        handle: row.try_get("handle").map_err(map_error)?,
+        sealed_with: row.try_get("sealed_with").map_err(map_error)?,
+        created_at: parse_sqlite_time(&created_at)?,
+        last_used: last_used.as_deref().map(parse_sqlite_time).transpose()?,
+    })
+}
+
+fn postgres_key(row: &PgRow) -> Result<KeyRecord, StoreError> {
+    Ok(KeyRecord {
+        key_id: row.try_get("key_id").map_err(map_error)?,
+        gun: row.try_get("gun").map_err(map_error)?,
+        role: row.try_get("role").map_err(map_error)?,
+        algorithm: row.try_get("algorithm").map_err(map_error)?,
+        public: row.try_get("public").map_err(map_error)?,
+        backend: row.try_get("backend").map_err(map_error)?,
+        handle: row.try_get("handle").map_err(map_error)?,
+        sealed_with: row.try_get("sealed_with").map_err(map_error)?,
+        created_at: row.try_get("created_at").map_err(map_error)?,
+        last_used: row.try_get("last_used").map_err(map_error)?,
+    })
+}
+
+fn sqlite_event(row: &SqliteRow) -> Result<SignEvent, StoreError> {
+    let created_at: String = row.try_get("created_at").map_err(map_error)?;
+    Ok(SignEvent {
+        id: row.try_get("id").map_err(map_error)?,
+        key_id: row.try_get("key_id").map_err(map_error)?,
+        gun: row.try_get("gun").map_err(map_error)?,
+        role: row.try_get("role").map_err(map_error)?,
+        client_subject: row.try_get("client_subject").map_err(map_error)?,
+        payload_sha256: row.try_get("payload_sha256").map_err(map_error)?,
+        created_at: parse_sqlite_time(&created_at)?,
+    })
+}
+
+fn postgres_event(row: &PgRow) -> Result<SignEvent, StoreError> {
+    Ok(SignEvent {
+        id: row.try_get("id").map_err(map_error)?,
+        key_id: row.try_get("key_id").map_err(map_error)?,
+        gun: row.try_get("gun").map_err(map_error)?,
+        role: row.try_get("role").map_err(map_error)?,
+        client_subject: row.try_get("client_subject").map_err(map_error)?,
+        payload_sha256: row.try_get("payload_sha256").map_err(map_error)?,
+        created_at: row.try_get("created_at").map_err(map_error)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_times_are_fixed_width_and_round_trip() {
+        let whole = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let fractional = DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap();
+        assert_eq!(sqlite_time(whole), "2023-11-14T22:13:20.000000Z");
+        assert_eq!(sqlite_time(fractional), "2023-11-14T22:13:20.123456Z");
+        assert!(sqlite_time(whole) < sqlite_time(fractional));
+        assert_eq!(parse_sqlite_time(&sqlite_time(fractional)).unwrap(), fractional);
+        assert!(parse_sqlite_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn connection_failures_are_unavailable() {
+        assert!(matches!(map_error(sqlx::Error::PoolTimedOut), StoreError::Unavailable(_)));
+        assert!(matches!(map_error(sqlx::Error::RowNotFound), StoreError::Internal(_)));
+    }
+}
