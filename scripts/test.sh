@@ -6,6 +6,7 @@
 # Usage: scripts/test.sh
 # Env:   DATABASE_URL   use this (superuser) PostgreSQL instead of starting a throwaway one
 #        TUFA_TEST_TIMEOUT  limit for the test step in seconds (default 3000)
+#        SOFTHSM2_CONF  ignored: the tests always get a throwaway SoftHSM config and token directory
 # Exit status: 0 when every step passed, else the exit status of the first failing step.
 set -euo pipefail
 
@@ -46,18 +47,38 @@ if [ "${#missing_packages[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing_packages[@]}"
 fi
 
-# --- Throwaway PostgreSQL -----------------------------------------------------------------
+# --- Clean-up of everything started below ------------------------------------------------
 pg_started=no
+softhsm_dir=""
 cleanup() {
   if [ "$pg_started" = yes ]; then
     pg_throwaway_stop
     pg_started=no
+  fi
+  if [ -n "$softhsm_dir" ]; then
+    rm -rf -- "$softhsm_dir"
+    softhsm_dir=""
   fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# --- Throwaway SoftHSM token directory ----------------------------------------------------
+# The PKCS#11 tests (signer/tests/pkcs11.rs and the SoftHSM variants in tests/tests/signer_*.rs)
+# create their tokens in the directory SOFTHSM2_CONF names, never in the system's token
+# directory. Always a fresh, empty one: an inherited SOFTHSM2_CONF is ignored.
+softhsm_dir="$(mktemp -d "${TMPDIR:-/tmp}/tufa-softhsm.XXXXXX")"
+mkdir "$softhsm_dir/tokens"
+cat >"$softhsm_dir/softhsm2.conf" <<EOF
+directories.tokendir = $softhsm_dir/tokens
+objectstore.backend = file
+log.level = ERROR
+slots.removable = false
+EOF
+export SOFTHSM2_CONF="$softhsm_dir/softhsm2.conf"
+
+# --- Throwaway PostgreSQL -----------------------------------------------------------------
 if [ -n "${DATABASE_URL:-}" ]; then
   database_note="DATABASE_URL from the environment"
 else

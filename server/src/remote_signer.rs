@@ -43,11 +43,28 @@ fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, SignerError> {
         .map_err(|error| SignerError::Internal(format!("cannot read the signer {what} {}: {error}", path.display())))
 }
 
+/// Whether the call failed in the connection to the signer (TLS refused, reset, closed) rather
+/// than in the signer: tonic then reports `Code::Unknown` with the channel's transport error as
+/// the status's source.
+fn is_transport_failure(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<tonic::transport::Error>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
 fn status_error(status: &tonic::Status) -> SignerError {
     match status.code() {
         Code::NotFound => SignerError::NotFound(status.message().to_owned()),
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
             SignerError::Unavailable(format!("{:?}: {}", status.code(), status.message()))
+        }
+        _ if is_transport_failure(status) => {
+            SignerError::Unavailable(format!("connection to the signer failed: {}", status.message()))
         }
         other => SignerError::Internal(format!("{other:?}: {}", status.message())),
     }

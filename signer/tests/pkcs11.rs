@@ -114,11 +114,17 @@ fn raw_context() -> Pkcs11 {
     static CONTEXT: OnceLock<Pkcs11> = OnceLock::new();
     CONTEXT
         .get_or_init(|| {
-            if std::env::var_os("SOFTHSM2_CONF").is_none() {
-                panic!(
+            match std::env::var_os("SOFTHSM2_CONF") {
+                None => panic!(
                     "SOFTHSM2_CONF is not set. Run the tests via scripts/test.sh, which creates a throwaway \
                      SoftHSM token dir and exports SOFTHSM2_CONF (the PKCS#11 tests never use the system token dir)"
-                );
+                ),
+                Some(config) if PathBuf::from(&config).starts_with("/etc") => panic!(
+                    "SOFTHSM2_CONF points at the system configuration {}; the PKCS#11 tests need a throwaway \
+                     one (run them via scripts/test.sh)",
+                    PathBuf::from(&config).display()
+                ),
+                Some(_) => {}
             }
             // SoftHSM's C_Initialize must not run concurrently with the backend's (or any other call).
             let _setup = TOKEN_SETUP.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

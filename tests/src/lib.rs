@@ -14,6 +14,7 @@
 //!   drops its own database in it. Without it the PostgreSQL variants fail.
 //! - `NOTARY_BIN`, `NOTARY_SERVER_BIN`: the Go binaries (default: `notary`, `notary-server`
 //!   from `PATH`); `PG_BINDIR`: where `psql` is (default: `PATH`).
+//! - `TUFA_SIGNER_BIN`, `NOTARY_SIGNER_BIN`, `SOFTHSM2_CONF`: the signers (see [`signer`]).
 //! - `TUFA_TEST_KEEP`: keep each server's temporary directory (data, TLS files, log).
 
 pub mod flows;
@@ -24,18 +25,27 @@ pub mod postgres;
 pub mod process;
 pub mod proxy;
 pub mod server;
+pub mod signer;
 pub mod tufa;
 
 /// Generates one `#[test]` per flow in [`flows`], each starting its own server with
-/// `$start` (an expression evaluating to a [`server::Server`]).
+/// `$start` (an expression evaluating to a [`server::Server`], or to something that
+/// dereferences to one, such as a [`signer::Stack`]).
 ///
 /// `flow_tests!(start_expr)` generates every flow; `flow_tests!(start_expr; a, b)` only the
-/// named ones.
+/// named ones. `flow_tests!(start_expr, then check)` and `flow_tests!(start_expr, then check;
+/// a, b)` also call `check(&server)` after each flow (e.g. [`signer::Stack::check_after_flow`]).
 #[macro_export]
 macro_rules! flow_tests {
     ($start:expr) => {
+        $crate::flow_tests!($start, then |_| {});
+    };
+    ($start:expr; $($flow:ident),+ $(,)?) => {
+        $crate::flow_tests!($start, then |_| {}; $($flow),+);
+    };
+    ($start:expr, then $check:expr) => {
         $crate::flow_tests!(
-            $start;
+            $start, then $check;
             publish_list_remove,
             delegation_publish_and_witness,
             server_managed_key_rotation,
@@ -45,12 +55,14 @@ macro_rules! flow_tests {
             server_managed_snapshot_from_start,
         );
     };
-    ($start:expr; $($flow:ident),+ $(,)?) => {
+    ($start:expr, then $check:expr; $($flow:ident),+ $(,)?) => {
         $(
             #[test]
             fn $flow() {
                 let server = $start;
                 $crate::flows::$flow(&server);
+                let check = $check;
+                check(&server);
             }
         )+
     };

@@ -31,14 +31,20 @@ impl Backend {
     }
 }
 
-/// Locates the tufa-server binary: `TUFA_SERVER_BIN` if set; else next to the running test
-/// binary's profile directory (`<target>/<profile>/tufa-server`, which follows
-/// `CARGO_TARGET_DIR`); else `<CARGO_TARGET_DIR or workspace/target>/debug/tufa-server`.
+/// Locates the tufa-server binary: `TUFA_SERVER_BIN` if set, else as [`workspace_binary`] finds it.
 /// Panics with a build hint when none exists.
 pub fn binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("TUFA_SERVER_BIN") {
+    workspace_binary("tufa-server", "TUFA_SERVER_BIN")
+}
+
+/// Locates a binary of this workspace called `name`: the file named by the environment variable
+/// `env_var` if set; else next to the running test binary's profile directory
+/// (`<target>/<profile>/<name>`, which follows `CARGO_TARGET_DIR`); else
+/// `<CARGO_TARGET_DIR or workspace/target>/debug/<name>`. Panics with a build hint when none exists.
+pub fn workspace_binary(name: &str, env_var: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_var) {
         let path = PathBuf::from(path);
-        assert!(path.is_file(), "TUFA_SERVER_BIN points at {}, which is not a file", path.display());
+        assert!(path.is_file(), "{env_var} points at {}, which is not a file", path.display());
         return path;
     }
     let mut candidates = Vec::new();
@@ -46,12 +52,12 @@ pub fn binary() -> PathBuf {
     if let Ok(exe) = std::env::current_exe()
         && let Some(profile_dir) = exe.parent().and_then(Path::parent)
     {
-        candidates.push(profile_dir.join("tufa-server"));
+        candidates.push(profile_dir.join(name));
     }
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
-    let fallback = target_dir.join("debug").join("tufa-server");
+    let fallback = target_dir.join("debug").join(name);
     if !candidates.contains(&fallback) {
         candidates.push(fallback);
     }
@@ -60,8 +66,8 @@ pub fn binary() -> PathBuf {
     }
     let looked: Vec<String> = candidates.iter().map(|path| path.display().to_string()).collect();
     panic!(
-        "tufa-server binary not found (looked at: {}). Build it first with `cargo build --workspace` \
-         (scripts/test.sh does), or point TUFA_SERVER_BIN at it.",
+        "{name} binary not found (looked at: {}). Build it first with `cargo build --workspace` \
+         (scripts/test.sh does), or point {env_var} at it.",
         looked.join(", ")
     );
 }

@@ -1,8 +1,8 @@
-//! The PKCS#11 key backend: private keys are generated inside a token (an HSM, a YubiKey, SoftHSM)
-//! and never leave it; signing runs on a pool of logged-in sessions through cryptoki.
+//! The PKCS#11 key backend: private keys are generated inside a token (an HSM such as a YubiHSM 2,
+//! or SoftHSM) and never leave it; signing runs on a pool of logged-in sessions through cryptoki.
 //!
 //! Shape of the backend:
-//! * one `Pkcs11` context per module and process (`C_Initialize` runs once, see [`context_for`]);
+//! * one `Pkcs11` context per module and process (`C_Initialize` runs once, see `context_for`);
 //! * a fixed number of pool tickets, each holding at most one R/W session and a small cache of
 //!   object handles. A ticket has exactly one owner at a time (the blocking task that took it), so a
 //!   session is never used from two threads at once, and concurrent signs use different sessions;
@@ -15,6 +15,10 @@
 //! `CKM_ECDSA`, which every token has (SoftHSM 2.6 lacks `CKM_ECDSA_SHA256`); the result is the raw
 //! `r‖s` Notary expects. Ed25519 is offered only when the token advertises
 //! `CKM_EC_EDWARDS_KEY_PAIR_GEN` and `CKM_EDDSA`.
+//!
+//! Keys are named by a random 16-byte `CKA_ID` (the handle the service stores). Tokens that only
+//! take their own IDs cannot generate keys here: ykcs11 (YubiKey PIV) accepts only 1-byte PIV
+//! slot numbers and generates only when logged in as SO; those requests fail as `Unsupported`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -582,7 +586,7 @@ struct KeyCache<'a> {
 impl KeyCache<'_> {
     /// Finds the private key with `CKA_ID` = `id`, from the cache or the token.
     ///
-    /// A cached handle older than [`REVALIDATE_AFTER`] is first checked with one
+    /// A cached handle older than `REVALIDATE_AFTER` is first checked with one
     /// `C_GetAttributeValue`: a key destroyed by another process could otherwise leave a handle that
     /// the token later reuses for a different object. (Destroys through this backend clear every
     /// session's cache at once; see `Shared::destroy_epoch`.)
@@ -648,7 +652,7 @@ impl KeyCache<'_> {
     }
 }
 
-/// Generates a key pair with `CKA_ID` = `id` and builds the [`NewKey`] for it.
+/// Generates a key pair with `CKA_ID` = `id` and builds the `NewKey` for it.
 fn generate_key_pair(session: &Session, algorithm: Algorithm, id: Vec<u8>) -> Result<NewKey, OpError> {
     let (mechanism, key_type, params) = match algorithm {
         Algorithm::Ecdsa => (Mechanism::EccKeyPairGen, CkKeyType::EC, P256_OID_DER.to_vec()),
