@@ -290,7 +290,8 @@ impl SignerService {
             payload_sha256: hex::encode(sha256(content)),
         };
         let stored = self.store.record_signature(&event).await.map_err(|error| store_failure("signing", error))?;
-        tracing::info!(
+        // Per signature: debug only, the audit table is the record (`tufa-signer audit`).
+        tracing::debug!(
             key.id = %key_id,
             gun = %record.gun,
             role = %record.role,
