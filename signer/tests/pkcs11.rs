@@ -66,7 +66,7 @@ impl TestToken {
             .get_slots_with_token()
             .unwrap()
             .into_iter()
-            .find(|slot| !context.get_token_info(*slot).unwrap().token_initialized())
+            .find(|slot| context.get_token_info(*slot).is_ok_and(|info| !info.token_initialized()))
             .expect("SoftHSM always offers a slot with an uninitialised token");
         context.init_token(free, &so_pin, &label).unwrap();
         // SoftHSM gives the new token another slot ID: look it up by label.
@@ -144,7 +144,7 @@ fn find_slot(context: &Pkcs11, label: &str) -> cryptoki::slot::Slot {
         .get_slots_with_token()
         .unwrap()
         .into_iter()
-        .find(|slot| context.get_token_info(*slot).unwrap().label().trim_end() == label)
+        .find(|slot| context.get_token_info(*slot).is_ok_and(|info| info.label().trim_end() == label))
         .expect("the test token is present")
 }
 
