@@ -7,6 +7,7 @@
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr as _;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -14,6 +15,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{Row as _, Transaction};
+use tokio::sync::{mpsc, oneshot};
 
 /// Name of the migrations bookkeeping table, distinct from sqlx's default so that the signer's
 /// schema can share a database with another application (tufa-server uses the default).
@@ -184,6 +186,121 @@ enum Pool {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// The group-commit writer for sign events, started on first use.
+    audit: Arc<OnceLock<mpsc::Sender<AuditJob>>>,
+}
+
+/// Most sign events one audit transaction holds.
+const AUDIT_BATCH: usize = 256;
+
+/// One sign event waiting for the audit writer, and where to send its outcome.
+struct AuditJob {
+    event: NewSignEvent,
+    reply: oneshot::Sender<Result<SignEvent, StoreError>>,
+}
+
+/// Writes queued sign events in batches: each batch is one transaction, and every caller is
+/// answered only after its event has committed. A failed batch is retried event by event, so one
+/// bad event cannot fail the others.
+async fn audit_writer(pool: Pool, mut jobs: mpsc::Receiver<AuditJob>) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < AUDIT_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let events: Vec<&NewSignEvent> = batch.iter().map(|job| &job.event).collect();
+        match write_sign_events(&pool, &events).await {
+            Ok(stored) => {
+                for (job, event) in batch.into_iter().zip(stored) {
+                    let _ = job.reply.send(Ok(event));
+                }
+            }
+            Err(error) if batch.len() == 1 => {
+                if let Some(job) = batch.pop() {
+                    let _ = job.reply.send(Err(error));
+                }
+            }
+            Err(_) => {
+                for job in batch {
+                    let result = write_sign_events(&pool, &[&job.event]).await.and_then(|mut stored| {
+                        stored.pop().ok_or_else(|| StoreError::Internal("the audit write returned no event".into()))
+                    });
+                    let _ = job.reply.send(result);
+                }
+            }
+        }
+    }
+}
+
+/// Appends sign events and sets their keys' `last_used`, all in one transaction.
+async fn write_sign_events(pool: &Pool, events: &[&NewSignEvent]) -> Result<Vec<SignEvent>, StoreError> {
+    const MARK: &str = "UPDATE signer_keys SET last_used = $2 WHERE key_id = $1";
+    const INSERT: &str = "INSERT INTO signer_sign_events \
+         (key_id, gun, role, client_subject, payload_sha256, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
+    let mut stored = Vec::with_capacity(events.len());
+    match pool {
+        Pool::Sqlite(pool) => {
+            let mut transaction: Transaction<'_, sqlx::Sqlite> = pool.begin().await.map_err(map_error)?;
+            for event in events {
+                let at = now();
+                let stamp = sqlite_time(at);
+                sqlx::query(MARK)
+                    .bind(&event.key_id)
+                    .bind(&stamp)
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                let row = sqlx::query(INSERT)
+                    .bind(&event.key_id)
+                    .bind(&event.gun)
+                    .bind(&event.role)
+                    .bind(&event.client_subject)
+                    .bind(&event.payload_sha256)
+                    .bind(&stamp)
+                    .fetch_one(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                stored.push(stored_event(event, row.try_get("id").map_err(map_error)?, at));
+            }
+            transaction.commit().await.map_err(map_error)?;
+        }
+        Pool::Postgres(pool) => {
+            let mut transaction: Transaction<'_, sqlx::Postgres> = pool.begin().await.map_err(map_error)?;
+            for event in events {
+                let at = now();
+                sqlx::query(MARK).bind(&event.key_id).bind(at).execute(&mut *transaction).await.map_err(map_error)?;
+                let row = sqlx::query(INSERT)
+                    .bind(&event.key_id)
+                    .bind(&event.gun)
+                    .bind(&event.role)
+                    .bind(&event.client_subject)
+                    .bind(&event.payload_sha256)
+                    .bind(at)
+                    .fetch_one(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                stored.push(stored_event(event, row.try_get("id").map_err(map_error)?, at));
+            }
+            transaction.commit().await.map_err(map_error)?;
+        }
+    }
+    Ok(stored)
+}
+
+fn stored_event(event: &NewSignEvent, id: i64, at: DateTime<Utc>) -> SignEvent {
+    SignEvent {
+        id,
+        key_id: event.key_id.clone(),
+        gun: event.gun.clone(),
+        role: event.role.clone(),
+        client_subject: event.client_subject.clone(),
+        payload_sha256: event.payload_sha256.clone(),
+        created_at: at,
+    }
 }
 
 impl fmt::Debug for Store {
@@ -229,7 +346,7 @@ impl Store {
                 .connect_with(options)
                 .await
                 .map_err(map_error)?;
-            Ok(Store { pool: Pool::Postgres(pool) })
+            Ok(Store { pool: Pool::Postgres(pool), audit: Arc::default() })
         } else if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(|error| StoreError::Internal(format!("invalid SQLite URL: {error}")))?;
@@ -259,17 +376,17 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(map_error)?;
-        Ok(Store { pool: Pool::Sqlite(pool) })
+        Ok(Store { pool: Pool::Sqlite(pool), audit: Arc::default() })
     }
 
     /// Wraps an existing SQLite pool (tests).
     pub fn from_sqlite_pool(pool: SqlitePool) -> Store {
-        Store { pool: Pool::Sqlite(pool) }
+        Store { pool: Pool::Sqlite(pool), audit: Arc::default() }
     }
 
     /// Wraps an existing PostgreSQL pool (tests).
     pub fn from_postgres_pool(pool: PgPool) -> Store {
-        Store { pool: Pool::Postgres(pool) }
+        Store { pool: Pool::Postgres(pool), audit: Arc::default() }
     }
 
     /// The dialect.
@@ -416,65 +533,18 @@ impl Store {
         Ok(rows > 0)
     }
 
-    /// Records a signature: appends the audit event and sets the key's `last_used`, in one
-    /// transaction. Returns the event as stored.
+    /// Records a signature: appends the audit event and sets the key's `last_used`. Concurrent
+    /// calls share one transaction (group commit); each returns only once its event has committed.
     pub async fn record_signature(&self, event: &NewSignEvent) -> Result<SignEvent, StoreError> {
-        const MARK: &str = "UPDATE signer_keys SET last_used = $2 WHERE key_id = $1";
-        const INSERT: &str = "INSERT INTO signer_sign_events \
-             (key_id, gun, role, client_subject, payload_sha256, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
-        let at = now();
-        let id: i64 = match &self.pool {
-            Pool::Sqlite(pool) => {
-                let mut transaction: Transaction<'_, sqlx::Sqlite> = pool.begin().await.map_err(map_error)?;
-                let stamp = sqlite_time(at);
-                sqlx::query(MARK)
-                    .bind(&event.key_id)
-                    .bind(&stamp)
-                    .execute(&mut *transaction)
-                    .await
-                    .map_err(map_error)?;
-                let row = sqlx::query(INSERT)
-                    .bind(&event.key_id)
-                    .bind(&event.gun)
-                    .bind(&event.role)
-                    .bind(&event.client_subject)
-                    .bind(&event.payload_sha256)
-                    .bind(&stamp)
-                    .fetch_one(&mut *transaction)
-                    .await
-                    .map_err(map_error)?;
-                let id = row.try_get("id").map_err(map_error)?;
-                transaction.commit().await.map_err(map_error)?;
-                id
-            }
-            Pool::Postgres(pool) => {
-                let mut transaction: Transaction<'_, sqlx::Postgres> = pool.begin().await.map_err(map_error)?;
-                sqlx::query(MARK).bind(&event.key_id).bind(at).execute(&mut *transaction).await.map_err(map_error)?;
-                let row = sqlx::query(INSERT)
-                    .bind(&event.key_id)
-                    .bind(&event.gun)
-                    .bind(&event.role)
-                    .bind(&event.client_subject)
-                    .bind(&event.payload_sha256)
-                    .bind(at)
-                    .fetch_one(&mut *transaction)
-                    .await
-                    .map_err(map_error)?;
-                let id = row.try_get("id").map_err(map_error)?;
-                transaction.commit().await.map_err(map_error)?;
-                id
-            }
-        };
-        Ok(SignEvent {
-            id,
-            key_id: event.key_id.clone(),
-            gun: event.gun.clone(),
-            role: event.role.clone(),
-            client_subject: event.client_subject.clone(),
-            payload_sha256: event.payload_sha256.clone(),
-            created_at: at,
-        })
+        let sender = self.audit.get_or_init(|| {
+            let (sender, receiver) = mpsc::channel(4 * AUDIT_BATCH);
+            tokio::spawn(audit_writer(self.pool.clone(), receiver));
+            sender
+        });
+        let (reply, outcome) = oneshot::channel();
+        let stopped = || StoreError::Unavailable("the audit writer has stopped".to_owned());
+        sender.send(AuditJob { event: event.clone(), reply }).await.map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
 
     /// Deletes a key. Returns whether it existed.
@@ -672,6 +742,39 @@ mod tests {
         assert!(sqlite_time(whole) < sqlite_time(fractional));
         assert_eq!(parse_sqlite_time(&sqlite_time(fractional)).unwrap(), fractional);
         assert!(parse_sqlite_time("yesterday").is_err());
+    }
+
+    /// Concurrent signs share audit transactions, yet each caller gets its own committed event.
+    #[tokio::test]
+    async fn concurrent_sign_events_are_group_committed_and_all_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite_file(&dir.path().join("signer.db")).await.unwrap();
+        store.migrate().await.unwrap();
+        let mut tasks = Vec::new();
+        for index in 0..64_u32 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let event = NewSignEvent {
+                    key_id: format!("{index:064x}"),
+                    gun: "example.com/app".into(),
+                    role: "timestamp".into(),
+                    client_subject: "CN=tufa-server".into(),
+                    payload_sha256: format!("{:064x}", index + 1000),
+                };
+                let stored = store.record_signature(&event).await.unwrap();
+                assert_eq!((stored.key_id, stored.payload_sha256), (event.key_id, event.payload_sha256));
+                stored.id
+            }));
+        }
+        let mut ids = Vec::new();
+        for task in tasks {
+            ids.push(task.await.unwrap());
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 64, "every caller got its own event");
+        let recorded = store.sign_events(&EventFilter { limit: 1000, ..EventFilter::default() }).await.unwrap();
+        assert_eq!(recorded.len(), 64, "every event committed");
     }
 
     #[test]
