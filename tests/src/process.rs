@@ -148,3 +148,25 @@ pub fn log_tail(path: &Path, limit: usize) -> String {
         Err(error) => format!("(no log at {}: {error})", path.display()),
     }
 }
+
+/// How much of a process log is printed in failure reports.
+pub const LOG_TAIL_BYTES: usize = 64 * 1024;
+
+/// Stops a test's child process and, when the test is failing, prints the end of its log;
+/// with `TUFA_TEST_KEEP` set, keeps its temporary directory for inspection.
+pub fn stop_and_report(child: &mut std::process::Child, name: &str, log: &Path, dir: &mut tempfile::TempDir) {
+    // SIGKILL also ends a paused process.
+    let _ = child.kill();
+    let _ = child.wait();
+    if std::thread::panicking() {
+        eprintln!(
+            "--- {name} log ({}) ---\n{}\n--- end of {name} log ---",
+            log.display(),
+            log_tail(log, LOG_TAIL_BYTES)
+        );
+    }
+    if std::env::var_os("TUFA_TEST_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("TUFA_TEST_KEEP is set: kept {}", dir.path().display());
+    }
+}

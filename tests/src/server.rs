@@ -13,16 +13,13 @@ use reqwest::blocking::Client;
 use tempfile::TempDir;
 
 use crate::postgres::PgDatabase;
-use crate::process::{POLL_INTERVAL, describe, free_port, log_tail};
+use crate::process::{LOG_TAIL_BYTES, POLL_INTERVAL, describe, free_port, log_tail, stop_and_report};
 
 /// How long a server may take from spawn to a 200 on its health endpoint.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How many times start-up is retried with a new port when the port was taken meanwhile.
 const PORT_ATTEMPTS: usize = 3;
-
-/// How much of a server log is printed in failure reports.
-const LOG_TAIL_BYTES: usize = 64 * 1024;
 
 /// Everything needed to start one server process.
 pub struct Launch {
@@ -216,21 +213,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if thread::panicking() {
-            eprintln!(
-                "--- {} log ({}) ---\n{}\n--- end of {} log ---",
-                self.name,
-                self.log.display(),
-                log_tail(&self.log, LOG_TAIL_BYTES),
-                self.name
-            );
-        }
-        if std::env::var_os("TUFA_TEST_KEEP").is_some() {
-            self.dir.disable_cleanup(true);
-            eprintln!("TUFA_TEST_KEEP is set: kept {}", self.dir.path().display());
-        }
+        stop_and_report(&mut self.child, &self.name, &self.log, &mut self.dir);
     }
 }
 

@@ -40,7 +40,9 @@ use tempfile::TempDir;
 use crate::go_notary::{self, GoServerConfig, RemoteTrustService};
 use crate::pki::{CertifiedKey, Pki, Usage};
 use crate::postgres::PgDatabase;
-use crate::process::{POLL_INTERVAL, describe, free_port, log_tail, run_tool, run_with_timeout};
+use crate::process::{
+    LOG_TAIL_BYTES, POLL_INTERVAL, describe, free_port, log_tail, run_tool, run_with_timeout, stop_and_report,
+};
 use crate::proxy::TcpProxy;
 use crate::server::Server;
 use crate::tufa;
@@ -53,9 +55,6 @@ pub const HEALTH_SERVICES: [&str; 2] = ["grpc.health.v1.Health.KeyManagement", "
 
 /// How many times start-up is retried with a new port when the port was taken meanwhile.
 const PORT_ATTEMPTS: usize = 3;
-
-/// How much of a signer log is printed in failure reports.
-const LOG_TAIL_BYTES: usize = 64 * 1024;
 
 /// The user PIN of every test token.
 const TOKEN_PIN: &str = "1234";
@@ -483,22 +482,7 @@ impl Signer {
 
 impl Drop for Signer {
     fn drop(&mut self) {
-        // SIGKILL also ends a paused process.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if thread::panicking() {
-            eprintln!(
-                "--- {} log ({}) ---\n{}\n--- end of {} log ---",
-                self.name,
-                self.log.display(),
-                log_tail(&self.log, LOG_TAIL_BYTES),
-                self.name
-            );
-        }
-        if std::env::var_os("TUFA_TEST_KEEP").is_some() {
-            self.dir.disable_cleanup(true);
-            eprintln!("TUFA_TEST_KEEP is set: kept {}", self.dir.path().display());
-        }
+        stop_and_report(&mut self.child, &self.name, &self.log, &mut self.dir);
     }
 }
 
