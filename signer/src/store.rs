@@ -11,10 +11,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::Row as _;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
-use sqlx::{Row as _, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 /// Name of the migrations bookkeeping table, distinct from sqlx's default so that the signer's
@@ -182,6 +182,29 @@ enum Pool {
     Postgres(PgPool),
 }
 
+/// PostgreSQL binds times natively (SQLite's counterpart is [`sqlite_time`]).
+fn postgres_time(time: DateTime<Utc>) -> DateTime<Utc> {
+    time
+}
+
+/// Runs one query body against whichever pool is open. sqlx's pools are different types, so the
+/// body is written once and instantiated per dialect, with `$time` bound to that dialect's time
+/// encoder and `$key`/`$event` to its row decoders.
+macro_rules! per_dialect {
+    ($pool:expr, |$conn:ident, $time:pat_param, $key:pat_param, $event:pat_param| $body:expr) => {
+        match $pool {
+            Pool::Sqlite($conn) => {
+                let ($time, $key, $event) = (sqlite_time, sqlite_key, sqlite_event);
+                $body
+            }
+            Pool::Postgres($conn) => {
+                let ($time, $key, $event) = (postgres_time, postgres_key, postgres_event);
+                $body
+            }
+        }
+    };
+}
+
 /// The signer's database.
 #[derive(Clone)]
 pub struct Store {
@@ -242,52 +265,25 @@ async fn write_sign_events(pool: &Pool, events: &[&NewSignEvent]) -> Result<Vec<
          (key_id, gun, role, client_subject, payload_sha256, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
     let mut stored = Vec::with_capacity(events.len());
-    match pool {
-        Pool::Sqlite(pool) => {
-            let mut transaction: Transaction<'_, sqlx::Sqlite> = pool.begin().await.map_err(map_error)?;
-            for event in events {
-                let at = now();
-                let stamp = sqlite_time(at);
-                sqlx::query(MARK)
-                    .bind(&event.key_id)
-                    .bind(&stamp)
-                    .execute(&mut *transaction)
-                    .await
-                    .map_err(map_error)?;
-                let row = sqlx::query(INSERT)
-                    .bind(&event.key_id)
-                    .bind(&event.gun)
-                    .bind(&event.role)
-                    .bind(&event.client_subject)
-                    .bind(&event.payload_sha256)
-                    .bind(&stamp)
-                    .fetch_one(&mut *transaction)
-                    .await
-                    .map_err(map_error)?;
-                stored.push(stored_event(event, row.try_get("id").map_err(map_error)?, at));
-            }
-            transaction.commit().await.map_err(map_error)?;
+    per_dialect!(pool, |pool, time, _, _| {
+        let mut transaction = pool.begin().await.map_err(map_error)?;
+        for event in events {
+            let at = now();
+            sqlx::query(MARK).bind(&event.key_id).bind(time(at)).execute(&mut *transaction).await.map_err(map_error)?;
+            let row = sqlx::query(INSERT)
+                .bind(&event.key_id)
+                .bind(&event.gun)
+                .bind(&event.role)
+                .bind(&event.client_subject)
+                .bind(&event.payload_sha256)
+                .bind(time(at))
+                .fetch_one(&mut *transaction)
+                .await
+                .map_err(map_error)?;
+            stored.push(stored_event(event, row.try_get("id").map_err(map_error)?, at));
         }
-        Pool::Postgres(pool) => {
-            let mut transaction: Transaction<'_, sqlx::Postgres> = pool.begin().await.map_err(map_error)?;
-            for event in events {
-                let at = now();
-                sqlx::query(MARK).bind(&event.key_id).bind(at).execute(&mut *transaction).await.map_err(map_error)?;
-                let row = sqlx::query(INSERT)
-                    .bind(&event.key_id)
-                    .bind(&event.gun)
-                    .bind(&event.role)
-                    .bind(&event.client_subject)
-                    .bind(&event.payload_sha256)
-                    .bind(at)
-                    .fetch_one(&mut *transaction)
-                    .await
-                    .map_err(map_error)?;
-                stored.push(stored_event(event, row.try_get("id").map_err(map_error)?, at));
-            }
-            transaction.commit().await.map_err(map_error)?;
-        }
-    }
+        transaction.commit().await.map_err(map_error)?;
+    });
     Ok(stored)
 }
 
@@ -465,16 +461,10 @@ impl Store {
     /// The key with ID `key_id`.
     pub async fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
         const SQL: &str = concat!("SELECT ", key_columns!(), " FROM signer_keys WHERE key_id = $1");
-        match &self.pool {
-            Pool::Sqlite(pool) => {
-                let row = sqlx::query(SQL).bind(key_id).fetch_optional(pool).await.map_err(map_error)?;
-                row.as_ref().map(sqlite_key).transpose()
-            }
-            Pool::Postgres(pool) => {
-                let row = sqlx::query(SQL).bind(key_id).fetch_optional(pool).await.map_err(map_error)?;
-                row.as_ref().map(postgres_key).transpose()
-            }
-        }
+        per_dialect!(&self.pool, |pool, _, key, _| {
+            let row = sqlx::query(SQL).bind(key_id).fetch_optional(pool).await.map_err(map_error)?;
+            row.as_ref().map(key).transpose()
+        })
     }
 
     /// The never-used key with the lowest ID for this GUN, role, algorithm and backend.
@@ -492,43 +482,25 @@ impl Store {
              WHERE gun = $1 AND role = $2 AND algorithm = $3 AND backend = $4 AND last_used IS NULL \
              ORDER BY key_id LIMIT 1"
         );
-        match &self.pool {
-            Pool::Sqlite(pool) => {
-                let row = sqlx::query(SQL)
-                    .bind(gun)
-                    .bind(role)
-                    .bind(algorithm)
-                    .bind(backend)
-                    .fetch_optional(pool)
-                    .await
-                    .map_err(map_error)?;
-                row.as_ref().map(sqlite_key).transpose()
-            }
-            Pool::Postgres(pool) => {
-                let row = sqlx::query(SQL)
-                    .bind(gun)
-                    .bind(role)
-                    .bind(algorithm)
-                    .bind(backend)
-                    .fetch_optional(pool)
-                    .await
-                    .map_err(map_error)?;
-                row.as_ref().map(postgres_key).transpose()
-            }
-        }
+        per_dialect!(&self.pool, |pool, _, key, _| {
+            let row = sqlx::query(SQL)
+                .bind(gun)
+                .bind(role)
+                .bind(algorithm)
+                .bind(backend)
+                .fetch_optional(pool)
+                .await
+                .map_err(map_error)?;
+            row.as_ref().map(key).transpose()
+        })
     }
 
     /// Sets the key's `last_used` to `at`. Returns whether the key exists.
     pub async fn mark_used(&self, key_id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE signer_keys SET last_used = $2 WHERE key_id = $1";
-        let rows = match &self.pool {
-            Pool::Sqlite(pool) => {
-                sqlx::query(SQL).bind(key_id).bind(sqlite_time(at)).execute(pool).await.map(|done| done.rows_affected())
-            }
-            Pool::Postgres(pool) => {
-                sqlx::query(SQL).bind(key_id).bind(at).execute(pool).await.map(|done| done.rows_affected())
-            }
-        }
+        let rows = per_dialect!(&self.pool, |pool, time, _, _| {
+            sqlx::query(SQL).bind(key_id).bind(time(at)).execute(pool).await.map(|done| done.rows_affected())
+        })
         .map_err(map_error)?;
         Ok(rows > 0)
     }
@@ -550,10 +522,9 @@ impl Store {
     /// Deletes a key. Returns whether it existed.
     pub async fn delete_key(&self, key_id: &str) -> Result<bool, StoreError> {
         const SQL: &str = "DELETE FROM signer_keys WHERE key_id = $1";
-        let rows = match &self.pool {
-            Pool::Sqlite(pool) => sqlx::query(SQL).bind(key_id).execute(pool).await.map(|done| done.rows_affected()),
-            Pool::Postgres(pool) => sqlx::query(SQL).bind(key_id).execute(pool).await.map(|done| done.rows_affected()),
-        }
+        let rows = per_dialect!(&self.pool, |pool, _, _, _| {
+            sqlx::query(SQL).bind(key_id).execute(pool).await.map(|done| done.rows_affected())
+        })
         .map_err(map_error)?;
         Ok(rows > 0)
     }
@@ -569,32 +540,18 @@ impl Store {
              ORDER BY id LIMIT $5";
         let limit = i64::from(filter.limit.min(MAX_EVENT_PAGE));
         let after = filter.after_id.unwrap_or(0);
-        match &self.pool {
-            Pool::Sqlite(pool) => {
-                let rows = sqlx::query(SQL)
-                    .bind(filter.key_id.as_deref())
-                    .bind(filter.since.map(sqlite_time))
-                    .bind(filter.until.map(sqlite_time))
-                    .bind(after)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(map_error)?;
-                rows.iter().map(sqlite_event).collect()
-            }
-            Pool::Postgres(pool) => {
-                let rows = sqlx::query(SQL)
-                    .bind(filter.key_id.as_deref())
-                    .bind(filter.since)
-                    .bind(filter.until)
-                    .bind(after)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(map_error)?;
-                rows.iter().map(postgres_event).collect()
-            }
-        }
+        per_dialect!(&self.pool, |pool, time, _, event| {
+            let rows = sqlx::query(SQL)
+                .bind(filter.key_id.as_deref())
+                .bind(filter.since.map(time))
+                .bind(filter.until.map(time))
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+                .map_err(map_error)?;
+            rows.iter().map(event).collect()
+        })
     }
 
     /// Up to `limit` keys of `backend` sealed with a KEK other than `active`, in key ID order
@@ -613,30 +570,17 @@ impl Store {
              ORDER BY key_id LIMIT $4"
         );
         let limit = i64::from(limit);
-        match &self.pool {
-            Pool::Sqlite(pool) => {
-                let rows = sqlx::query(SQL)
-                    .bind(backend)
-                    .bind(active)
-                    .bind(after_key_id)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(map_error)?;
-                rows.iter().map(sqlite_key).collect()
-            }
-            Pool::Postgres(pool) => {
-                let rows = sqlx::query(SQL)
-                    .bind(backend)
-                    .bind(active)
-                    .bind(after_key_id)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(map_error)?;
-                rows.iter().map(postgres_key).collect()
-            }
-        }
+        per_dialect!(&self.pool, |pool, _, key, _| {
+            let rows = sqlx::query(SQL)
+                .bind(backend)
+                .bind(active)
+                .bind(after_key_id)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+                .map_err(map_error)?;
+            rows.iter().map(key).collect()
+        })
     }
 
     /// Replaces a key's handle, but only if it still is `old_handle` (so a concurrent change is
