@@ -496,20 +496,19 @@ fn spawn_ready(
     ca_cert: &Path,
     client: &CertifiedKey,
 ) -> Result<Child, StartFailure> {
-    let line = describe(&command);
-    let log_file = fs::File::create(log).expect("create signer log file");
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().expect("clone log file handle"))
-        .stderr(log_file)
-        .spawn()
-        .unwrap_or_else(|error| {
-            panic!(
-                "cannot start {name}: `{line}`: {error} (install Debian's notary package for notary-signer; \
-                 build the workspace for tufa-signer; scripts/test.sh does both)"
-            )
-        });
-    match wait_ready(&mut child, port, log, ca_cert, client) {
+    let mut child = spawn_logged(&mut command, log).unwrap_or_else(|error| {
+        panic!(
+            "cannot start {name}: {error} (install Debian's notary package for notary-signer; \
+             build the workspace for tufa-signer; scripts/test.sh does both)"
+        )
+    });
+    let ready = grpc_client(ca_cert, client).map_err(StartFailure::Fatal).and_then(|http| {
+        wait_ready(&mut child, log, STARTUP_TIMEOUT, || check_health(&http, port)).map_err(|failure| match failure {
+            WaitError::Exited { port_taken: true, .. } => StartFailure::PortTaken,
+            other => StartFailure::Fatal(other.to_string()),
+        })
+    });
+    match ready {
         Ok(()) => Ok(child),
         Err(failure) => {
             let _ = child.kill();
@@ -517,33 +516,6 @@ fn spawn_ready(
             Err(failure)
         }
     }
-}
-
-fn wait_ready(
-    child: &mut Child,
-    port: u16,
-    log: &Path,
-    ca_cert: &Path,
-    client: &CertifiedKey,
-) -> Result<(), StartFailure> {
-    let http = grpc_client(ca_cert, client).map_err(StartFailure::Fatal)?;
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    let mut last_error = String::from("not asked yet");
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            let text = log_tail(log, LOG_TAIL_BYTES).to_lowercase();
-            if text.contains("address already in use") || text.contains("addrinuse") {
-                return Err(StartFailure::PortTaken);
-            }
-            return Err(StartFailure::Fatal(format!("the process exited early with {status}")));
-        }
-        match check_health(&http, port) {
-            Ok(()) => return Ok(()),
-            Err(error) => last_error = error,
-        }
-        thread::sleep(POLL_INTERVAL);
-    }
-    Err(StartFailure::Fatal(format!("not SERVING within {STARTUP_TIMEOUT:?}; last problem: {last_error}")))
 }
 
 /// An HTTP/2 client that trusts only `ca_cert` and presents `client`.
