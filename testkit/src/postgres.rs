@@ -5,7 +5,7 @@
 //! tests and async tokio tests alike (it never needs a runtime, so it can be created and dropped
 //! inside one). Dropping runs during unwinding too, so a failing test leaves nothing behind;
 //! databases of test processes that were killed outright (no unwinding) are removed by the next
-//! [`PgDatabase::create`] in the same cluster.
+//! [`PgDatabase::create`] on the same machine in the same cluster.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use crate::process::{run_tool, run_with_timeout};
 
-/// Every database this helper creates has a name starting with this prefix, followed by the
-/// creating process's id.
+/// Every database this helper creates has a name starting with this prefix, followed by a tag of
+/// the creating machine ([`host_tag`]) and the creating process's id.
 pub const NAME_PREFIX: &str = "tufa_test_";
 
 /// The message a PostgreSQL test fails with when there is no cluster to test against.
@@ -79,8 +79,12 @@ impl PgDatabase {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|elapsed| elapsed.subsec_nanos())
             .unwrap_or_default();
-        let name =
-            format!("{NAME_PREFIX}{}_{}_{nanos}", std::process::id(), NEXT_DATABASE.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "{NAME_PREFIX}{}_{}_{}_{nanos}",
+            host_tag(),
+            std::process::id(),
+            NEXT_DATABASE.fetch_add(1, Ordering::Relaxed)
+        );
         psql(admin_url, &format!("CREATE DATABASE {name}"))?;
         Ok(PgDatabase { admin_url: admin_url.to_owned(), url: with_database(admin_url, &name), name })
     }
@@ -117,19 +121,30 @@ fn drop_database(admin_url: &str, name: &str) -> Result<(), String> {
     if output.success() { Ok(()) } else { Err(output.to_string()) }
 }
 
-/// Drops this helper's databases whose creating process no longer runs: a test process killed
-/// by a timeout never unwinds, so its databases would otherwise stay. Best effort and silent.
+/// Drops this helper's databases that were made on this machine by a process that no longer
+/// runs: a test process killed by a timeout never unwinds, so its databases would otherwise stay.
+/// Databases made on other machines (a shared cluster) are left alone. Best effort and silent.
 fn drop_orphans(admin_url: &str) {
-    let query = format!("SELECT datname FROM pg_database WHERE datname LIKE '{NAME_PREFIX}%'");
+    let own = format!("{NAME_PREFIX}{}_", host_tag());
+    let query = format!("SELECT datname FROM pg_database WHERE datname LIKE '{own}%'");
     let Ok(output) = run_tool(psql_command(admin_url, &query).args(["-t", "-A"])) else { return };
     for name in output.stdout.lines().map(str::trim) {
-        let creator = name.strip_prefix(NAME_PREFIX).and_then(|rest| rest.split('_').next());
+        let creator = name.strip_prefix(&own).and_then(|rest| rest.split('_').next());
         let alive = creator.is_none_or(|pid| PathBuf::from(format!("/proc/{pid}")).exists());
         let valid = name.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
         if !alive && valid {
             let _ = drop_database(admin_url, name);
         }
     }
+}
+
+/// Eight hex digits derived (FNV-1a) from this machine's host name, so that process ids in
+/// database names are only compared with processes of the same machine.
+pub fn host_tag() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let hash =
+        host.trim().bytes().fold(0x811c_9dc5_u32, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193));
+    format!("{hash:08x}")
 }
 
 /// Replaces the database name in a `postgres://user@host:port/db?params` URL.
@@ -190,7 +205,7 @@ mod tests {
 
         let database = PgDatabase::create_in(&admin_url).unwrap();
         let name = database.name().to_owned();
-        assert!(name.starts_with(&format!("{NAME_PREFIX}{}_", std::process::id())), "{name}");
+        assert!(name.starts_with(&format!("{NAME_PREFIX}{}_{}_", host_tag(), std::process::id())), "{name}");
         assert_eq!(database_count(&admin_url, &name), Ok(1));
         let answer = run_tool(psql_command(database.url(), "SELECT current_database()").args(["-t", "-A"])).unwrap();
         assert_eq!(answer.stdout.trim(), name, "the URL names the new database");
@@ -212,12 +227,17 @@ mod tests {
     #[test]
     fn databases_of_dead_processes_are_dropped() {
         let admin_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| panic!("{NO_DATABASE_URL}"));
-        // A pid above the kernel's maximum (4194304) never runs.
-        let orphan = format!("{NAME_PREFIX}4999999_0_1");
+        // A pid above the kernel's maximum (4194304) never runs. (Another test process may sweep
+        // the orphan first; either way it must be gone once a database has been created.)
+        let orphan = format!("{NAME_PREFIX}{}_4999999_0_1", host_tag());
         psql(&admin_url, &format!("CREATE DATABASE {orphan}")).unwrap();
-        assert_eq!(database_count(&admin_url, &orphan), Ok(1));
+        // Made on another machine: never swept, whatever its pid.
+        let foreign = format!("{NAME_PREFIX}zzzzzzzz_4999999_0_{}", std::process::id());
+        psql(&admin_url, &format!("CREATE DATABASE {foreign}")).unwrap();
         let fresh = PgDatabase::create_in(&admin_url).unwrap();
         assert_eq!(database_count(&admin_url, &orphan), Ok(0));
+        assert_eq!(database_count(&admin_url, &foreign), Ok(1));
         assert_eq!(database_count(&admin_url, fresh.name()), Ok(1));
+        drop_database(&admin_url, &foreign).unwrap();
     }
 }

@@ -142,8 +142,8 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<String>
 /// A TCP port on 127.0.0.1 that was free a moment ago. Another process may still take it before
 /// the server binds it, so start-up should retry when [`WaitError::Exited`] says `port_taken`.
 pub fn free_port() -> Result<u16, String> {
-    let listener =
-        TcpListener::bind(("127.0.0.1", 0)).map_err(|error| format!("cannot bind 127.0.0.1:0 for a free port: {error}"))?;
+    let listener = TcpListener::bind(("127.0.0.1", 0))
+        .map_err(|error| format!("cannot bind 127.0.0.1:0 for a free port: {error}"))?;
     let address = listener.local_addr().map_err(|error| format!("cannot read the free port's address: {error}"))?;
     Ok(address.port())
 }
@@ -292,7 +292,12 @@ mod tests {
     #[test]
     fn a_failing_tool_reports_its_output() {
         let error = run_tool(Command::new("sh").args(["-c", "echo out; echo err >&2; exit 1"])).unwrap_err();
-        assert!(error.starts_with("helper command failed:\n$ sh -c echo out; echo err >&2; exit 1\nstatus: exit status: 1 after "), "{error}");
+        assert!(
+            error.starts_with(
+                "helper command failed:\n$ sh -c echo out; echo err >&2; exit 1\nstatus: exit status: 1 after "
+            ),
+            "{error}"
+        );
         assert!(error.ends_with("--- stdout ---\nout\n--- stderr ---\nerr"), "{error}");
     }
 
