@@ -6,7 +6,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
-pub use tufa_testkit::process::{free_port, run_tool};
+pub(crate) use tufa_testkit::process::{free_port, run_tool};
 use tufa_testkit::process::{log_tail, spawn_logged};
 
 /// Prefixes of environment variables that configure the signers; children never inherit them, so
@@ -17,7 +17,7 @@ const CONFIG_ENV_PREFIXES: [&str; 3] = ["TUFA_SIGNER_", "NOTARY_SIGNER_", "SOFTH
 const LOG_TAIL_BYTES: usize = 4 * 1024;
 
 /// `command` with the signer-configuring environment variables removed.
-pub fn clean_command(program: impl AsRef<OsStr>) -> Command {
+pub(crate) fn clean_command(program: impl AsRef<OsStr>) -> Command {
     let mut command = Command::new(program);
     for (name, _) in std::env::vars_os() {
         let text = name.to_string_lossy();
@@ -30,7 +30,7 @@ pub fn clean_command(program: impl AsRef<OsStr>) -> Command {
 
 /// A running server process, killed and reaped on drop. Its output goes to a log file.
 #[derive(Debug)]
-pub struct Server {
+pub(crate) struct Server {
     name: String,
     child: Child,
     log: PathBuf,
@@ -38,13 +38,13 @@ pub struct Server {
 
 impl Server {
     /// Starts `command` with standard output and error written to `log`.
-    pub fn start(name: &str, mut command: Command, log: &Path) -> Result<Server, String> {
+    pub(crate) fn start(name: &str, mut command: Command, log: &Path) -> Result<Server, String> {
         let child = spawn_logged(&mut command, log).map_err(|error| format!("cannot start {name}: {error}"))?;
         Ok(Server { name: name.to_owned(), child, log: log.to_owned() })
     }
 
     /// `Err` with the end of the log when the process has exited.
-    pub fn check_running(&mut self) -> Result<(), String> {
+    pub(crate) fn check_running(&mut self) -> Result<(), String> {
         match self.child.try_wait() {
             Ok(None) => Ok(()),
             Ok(Some(status)) => {
@@ -55,12 +55,12 @@ impl Server {
     }
 
     /// The end of the process's log.
-    pub fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         log_tail(&self.log, LOG_TAIL_BYTES)
     }
 
     /// Bytes the process has written to its log so far.
-    pub fn log_bytes(&self) -> u64 {
+    pub(crate) fn log_bytes(&self) -> u64 {
         std::fs::metadata(&self.log).map(|metadata| metadata.len()).unwrap_or(0)
     }
 }

@@ -12,7 +12,9 @@ use reqwest::blocking::Client;
 use tempfile::TempDir;
 
 use crate::postgres::PgDatabase;
-use crate::process::{LOG_TAIL_BYTES, WaitError, describe, free_port, log_tail, spawn_logged, stop_and_report, wait_ready};
+use crate::process::{
+    LOG_TAIL_BYTES, WaitError, describe, free_port, log_tail, spawn_logged, stop_and_report, wait_ready,
+};
 
 /// How long a server may take from spawn to a 200 on its health endpoint.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);

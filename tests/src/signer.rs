@@ -28,10 +28,9 @@ use std::fs;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
@@ -41,7 +40,8 @@ use crate::go_notary::{self, GoServerConfig, RemoteTrustService};
 use crate::pki::{CertifiedKey, Pki, Usage};
 use crate::postgres::PgDatabase;
 use crate::process::{
-    LOG_TAIL_BYTES, POLL_INTERVAL, describe, free_port, log_tail, run_tool, run_with_timeout, stop_and_report,
+    LOG_TAIL_BYTES, WaitError, describe, free_port, log_tail, run_tool, run_with_timeout, spawn_logged,
+    stop_and_report, wait_ready,
 };
 use crate::proxy::TcpProxy;
 use crate::server::Server;
