@@ -38,7 +38,12 @@ fn checker(public: &PublicKey, message: &Arc<Vec<u8>>) -> impl Fn(&[u8]) -> Resu
 }
 
 /// Times `subject` at `concurrency`.
-pub(crate) async fn run(subject: &Subject, concurrency: usize, plan: Plan, message: &Arc<Vec<u8>>) -> Result<Stats, String> {
+pub(crate) async fn run(
+    subject: &Subject,
+    concurrency: usize,
+    plan: Plan,
+    message: &Arc<Vec<u8>>,
+) -> Result<Stats, String> {
     let check = checker(&subject.public, message);
     run_cell(&subject.sign, concurrency, plan, &check).await
 }
@@ -56,7 +61,10 @@ pub(crate) fn raw_key(message: &Arc<Vec<u8>>) -> Result<Subject, String> {
 }
 
 /// The software backend (KEK-sealed key, unsealed once and cached), without store or gRPC.
-pub(crate) async fn software_backend(kek: &Path, message: &Arc<Vec<u8>>) -> Result<(Subject, Arc<SoftwareBackend>), String> {
+pub(crate) async fn software_backend(
+    kek: &Path,
+    message: &Arc<Vec<u8>>,
+) -> Result<(Subject, Arc<SoftwareBackend>), String> {
     let kek = Kek::from_file("bench", kek).map_err(|error| error.to_string())?;
     let ring = KeyRing::new(vec![kek], Some("bench")).map_err(|error| error.to_string())?;
     let backend = Arc::new(SoftwareBackend::new(ring));
@@ -152,7 +160,12 @@ fn stats_from_json(value: &serde_json::Value) -> Option<(usize, Result<Stats, St
 }
 
 /// The child's side: opens the backend and prints one JSON line per concurrency level.
-pub(crate) async fn child_main(module: PathBuf, levels: &[usize], plan: Plan, message: Arc<Vec<u8>>) -> Result<(), String> {
+pub(crate) async fn child_main(
+    module: PathBuf,
+    levels: &[usize],
+    plan: Plan,
+    message: Arc<Vec<u8>>,
+) -> Result<(), String> {
     let subject = pkcs11_backend(module, &message).await?;
     for &concurrency in levels {
         let outcome = run(&subject, concurrency, plan, &message).await;

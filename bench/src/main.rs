@@ -72,7 +72,9 @@ fn message() -> Vec<u8> {
         let mut out = String::with_capacity(chars);
         for _ in 0..chars - padding {
             state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            out.push(char::from(ALPHABET[(state >> 58) as usize]));
+            // The top six bits always index the 64-letter alphabet; `get` keeps that unchecked-free.
+            let letter = ALPHABET.get((state >> 58) as usize).copied().unwrap_or(b'A');
+            out.push(char::from(letter));
         }
         out.push_str(&"=".repeat(padding));
         out

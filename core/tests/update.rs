@@ -1,6 +1,6 @@
 //! Adversarial cases for the update verifier: each builds a small repository the way the notary
 //! client does (certificate root key, ECDSA role keys) and asserts the exact verdict.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![expect(clippy::unwrap_used, clippy::panic, reason = "test helpers outside #[test] functions fail by panicking")]
 
 #[path = "support/repo.rs"]
 mod repo;

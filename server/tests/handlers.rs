@@ -1,6 +1,10 @@
 //! In-process handler tests: the real router over a real SQLite store and the in-process signer,
 //! driven with `oneshot`. Each bad request must get notary's code and a 4xx and change nothing.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "test helpers outside #[test] functions fail by panicking"
+)]
 
 #[path = "../../core/tests/support/repo.rs"]
 mod repo;

@@ -5,7 +5,12 @@
 //! (a temporary, empty token directory) and exports it. Each test makes its own token there with
 //! `C_InitToken`, so tests do not share keys or login state.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions fail by panicking"
+)]
 
 use std::collections::HashSet;
 use std::path::PathBuf;
