@@ -21,7 +21,7 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
-use tufa_core::keys::{Algorithm, KeyType, PublicKey};
+use tufa_core::keys::{Algorithm, KeyError, KeyType, PublicKey};
 use tufa_signer::backend::pkcs11::Pkcs11Backend;
 use tufa_signer::backend::{BackendError, KeyBackend, NewKey};
 use tufa_signer::config::Pkcs11Settings;
@@ -200,17 +200,17 @@ async fn generated_key_signs_and_verifies() {
     key.public.verify("ecdsa", message, &signature).unwrap();
     let mut tampered = message.to_vec();
     tampered[10] ^= 1;
-    assert!(key.public.verify("ecdsa", &tampered, &signature).is_err());
+    assert_eq!(key.public.verify("ecdsa", &tampered, &signature), Err(KeyError::BadSignature));
     let mut bad_signature = signature.clone();
     bad_signature[5] ^= 1;
-    assert!(key.public.verify("ecdsa", message, &bad_signature).is_err());
+    assert_eq!(key.public.verify("ecdsa", message, &bad_signature), Err(KeyError::BadSignature));
 
     // A second key gets its own ID and handle.
     let other = generate_ecdsa(&backend).await;
     assert_ne!(other.key_id, key.key_id);
     assert_ne!(other.handle, key.handle);
     let other_signature = backend.sign(&other.key_id, Algorithm::Ecdsa, &other.handle, message).await.unwrap();
-    assert!(key.public.verify("ecdsa", message, &other_signature).is_err());
+    assert_eq!(key.public.verify("ecdsa", message, &other_signature), Err(KeyError::BadSignature));
     other.public.verify("ecdsa", message, &other_signature).unwrap();
 }
 
@@ -410,11 +410,16 @@ async fn ed25519_works_only_where_the_token_has_it() {
         let signature = backend.sign(&key.key_id, Algorithm::Ed25519, &key.handle, message).await.unwrap();
         assert_eq!(signature.len(), 64);
         key.public.verify("eddsa", message, &signature).unwrap();
-        assert!(key.public.verify("eddsa", b"another message", &signature).is_err());
+        assert_eq!(key.public.verify("eddsa", b"another message", &signature), Err(KeyError::BadSignature));
         let protection = backend.inspect(&key.handle).await.unwrap();
         assert_eq!((protection.sensitive, protection.extractable), (Some(true), Some(false)));
         // The algorithm must match the key.
-        assert!(backend.sign(&key.key_id, Algorithm::Ecdsa, &key.handle, message).await.is_err());
+        match backend.sign(&key.key_id, Algorithm::Ecdsa, &key.handle, message).await {
+            Err(BackendError::Internal(text)) => {
+                assert_eq!(text, format!("key {} in the token is not an ecdsa key", key.key_id));
+            }
+            other => panic!("expected a key-type mismatch, got {other:?}"),
+        }
     } else {
         match backend.generate(Algorithm::Ed25519).await {
             Err(BackendError::Unsupported(text)) => assert!(text.contains("Ed25519"), "{text}"),
@@ -422,7 +427,12 @@ async fn ed25519_works_only_where_the_token_has_it() {
         }
     }
     let ecdsa = generate_ecdsa(&backend).await;
-    assert!(backend.sign(&ecdsa.key_id, Algorithm::Ed25519, &ecdsa.handle, b"x").await.is_err());
+    match backend.sign(&ecdsa.key_id, Algorithm::Ed25519, &ecdsa.handle, b"x").await {
+        Err(BackendError::Internal(text)) => {
+            assert_eq!(text, format!("key {} in the token is not an ed25519 key", ecdsa.key_id));
+        }
+        other => panic!("expected a key-type mismatch, got {other:?}"),
+    }
 }
 
 #[tokio::test]
