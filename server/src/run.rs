@@ -125,7 +125,9 @@ fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), StartError> {
     create_private_dir(&config.data_dir).map_err(|error| fail("cannot create the data directory")(&error))?;
-    let store = tufa_store::open(config.database_url.expose())
+    let database_url = tufa_store::DatabaseUrl::parse(config.database_url.expose())
+        .map_err(|error| StartError(format!("cannot open the database: {error}")))?;
+    let store = tufa_store::open(&database_url)
         .await
         .map_err(|error| StartError(format!("cannot open the database {}: {error}", config.redacted_database_url())))?;
     tracing::info!(database = %config.redacted_database_url(), backend = store.backend(), "database ready");

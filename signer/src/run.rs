@@ -72,7 +72,7 @@ fn create_private_dir(dir: &Path) -> Result<(), RunError> {
 /// Opens and migrates the database.
 pub async fn open_store(config: &Config) -> Result<Store, RunError> {
     let store = match &config.database {
-        Database::Url(url) => Store::connect(url).await?,
+        Database::Url(url) => Store::connect(&tufa_store::DatabaseUrl::parse(url).map_err(StoreError::from)?).await?,
         Database::SqliteFile(path) => {
             if let Some(parent) = path.parent() {
                 create_private_dir(parent)?;

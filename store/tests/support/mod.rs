@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use tufa_store::{CurrentEntry, NewFile, Store, Update};
+use tufa_store::{CurrentEntry, DatabaseUrl, NewFile, Store, Update};
 use tufa_testkit::postgres::PgDatabase;
 
 /// A SQLite store in its own temp dir, removed on drop.
@@ -38,8 +38,13 @@ impl PgDb {
 
     /// Opens a store on this database.
     pub async fn open(&self) -> Arc<dyn Store> {
-        tufa_store::open(&self.url).await.expect("open PostgreSQL store")
+        tufa_store::open(&url(&self.url)).await.expect("open PostgreSQL store")
     }
+}
+
+/// Parses a database URL the test wrote itself.
+pub fn url(text: &str) -> DatabaseUrl {
+    DatabaseUrl::parse(text).unwrap_or_else(|error| panic!("{text}: {error}"))
 }
 
 /// Lowercase hex SHA-256.
