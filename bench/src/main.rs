@@ -29,7 +29,6 @@ const DEFAULT_SECONDS: f64 = 3.0;
 /// Default warm-up calls per cell.
 const DEFAULT_WARMUP: usize = 200;
 const DEFAULT_NOTARY_SIGNER: &str = "/usr/bin/notary-signer";
-const DEFAULT_PKCS11_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
 const USAGE: &str = "\
 usage: signer-bench [--seconds S] [--warmup N]
@@ -306,7 +305,7 @@ async fn bench(plan: Plan) -> ExitCode {
     }
 
     // The PKCS#11 backend on a throwaway SoftHSM token, in process (child) and over gRPC.
-    let module = std::env::var_os("PKCS11_MODULE").map_or_else(|| PathBuf::from(DEFAULT_PKCS11_MODULE), PathBuf::from);
+    let module = tufa_testkit::softhsm::module_path();
     let mut softhsm_version = None;
     match (program_on_path("softhsm2-util"), module.is_file()) {
         (Some(util), true) => {

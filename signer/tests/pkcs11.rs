@@ -36,17 +36,9 @@ const SO_PIN: &str = "5678";
 /// free slot or a token that is still being set up.
 static TOKEN_SETUP: Mutex<()> = Mutex::new(());
 
-/// The SoftHSM module: `PKCS11_MODULE` if set, else Debian's path.
+/// The SoftHSM module: `PKCS11_MODULE` if set, else Debian's path; fails the test when missing.
 fn module() -> PathBuf {
-    let module = std::env::var_os("PKCS11_MODULE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"));
-    assert!(
-        module.exists(),
-        "the SoftHSM2 module {} does not exist: install the softhsm2 package (or set PKCS11_MODULE)",
-        module.display()
-    );
-    module
+    tufa_testkit::softhsm::module().unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// A fresh SoftHSM token and a PIN file for it.

@@ -1,5 +1,6 @@
 //! Test support written once for every test crate and the benchmark: throwaway PostgreSQL
-//! databases ([`postgres`]) and child processes with deadlines and logs ([`process`]).
+//! databases ([`postgres`]), child processes with deadlines and logs ([`process`]), and where
+//! the SoftHSM2 module and the scratch token directory are ([`softhsm`]).
 //!
 //! The functions return errors instead of panicking, so the benchmark (which reports failures)
 //! and the tests (which turn them into panics) share them. The one exception is
@@ -8,3 +9,4 @@
 
 pub mod postgres;
 pub mod process;
+pub mod softhsm;

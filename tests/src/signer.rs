@@ -603,47 +603,15 @@ fn write_private_file(path: &Path, contents: &[u8]) {
     fs::set_permissions(path, fs::Permissions::from_mode(0o600)).expect("chmod 600");
 }
 
-/// The SoftHSM PKCS#11 module: `PKCS11_MODULE` if set, else Debian's path.
+/// The SoftHSM PKCS#11 module; panics with instructions when it is missing.
 fn softhsm_module() -> PathBuf {
-    let module = std::env::var_os("PKCS11_MODULE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"));
-    assert!(
-        module.is_file(),
-        "the SoftHSM2 module {} does not exist: install the softhsm2 package (scripts/test.sh does) \
-         or set PKCS11_MODULE",
-        module.display()
-    );
-    module
+    tufa_testkit::softhsm::module().unwrap_or_else(|error| panic!("{error}"))
 }
 
-/// `SOFTHSM2_CONF`, checked: the file exists and names an existing token directory. Panics
-/// with instructions otherwise: the SoftHSM variants must never pass without SoftHSM, and must
-/// never touch the system's token directory.
+/// `SOFTHSM2_CONF`, checked; panics with instructions otherwise: the SoftHSM variants must never
+/// pass without SoftHSM, and must never touch the system's token directory.
 fn softhsm_conf() -> PathBuf {
-    let conf = match std::env::var_os("SOFTHSM2_CONF") {
-        Some(conf) if !conf.is_empty() => PathBuf::from(conf),
-        _ => panic!(
-            "SOFTHSM2_CONF is not set, so this SoftHSM test cannot run. Run the suite via scripts/test.sh \
-             (it creates a throwaway SoftHSM token directory and exports SOFTHSM2_CONF), or export \
-             SOFTHSM2_CONF pointing at a config whose directories.tokendir is a scratch directory."
-        ),
-    };
-    let text = fs::read_to_string(&conf)
-        .unwrap_or_else(|error| panic!("SOFTHSM2_CONF={}: cannot read it: {error}", conf.display()));
-    let token_dir = text
-        .lines()
-        .filter_map(|line| line.split_once('='))
-        .find(|(key, _)| key.trim() == "directories.tokendir")
-        .map(|(_, value)| PathBuf::from(value.trim()))
-        .unwrap_or_else(|| panic!("SOFTHSM2_CONF={} sets no directories.tokendir", conf.display()));
-    assert!(
-        token_dir.is_dir(),
-        "the SoftHSM token directory {} (from SOFTHSM2_CONF={}) does not exist",
-        token_dir.display(),
-        conf.display()
-    );
-    conf
+    tufa_testkit::softhsm::conf().unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// A SoftHSM token created for one signer and deleted on drop.
