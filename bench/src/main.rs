@@ -397,6 +397,14 @@ async fn bench(plan: Plan) -> ExitCode {
     }
 }
 
+/// A multi-threaded tokio runtime, or exit status 2 after saying why there is none.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|error| {
+        eprintln!("cannot start the async runtime: {error}");
+        ExitCode::from(2)
+    })
+}
+
 fn child(args: &[String]) -> ExitCode {
     // __pkcs11-child MODULE DURATION_MS WARMUP LEVEL...
     let parsed = (|| {
@@ -410,12 +418,9 @@ fn child(args: &[String]) -> ExitCode {
         eprintln!("signer-bench {}: bad arguments", inproc::PKCS11_CHILD);
         return ExitCode::from(2);
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cannot start the async runtime: {error}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(inproc::child_main(module, &levels, plan, Arc::new(message()))) {
         Ok(()) => ExitCode::SUCCESS,
@@ -442,12 +447,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cannot start the async runtime: {error}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         tokio::select! {
