@@ -183,7 +183,8 @@ pub fn replace_file(path: &Path, contents: &[u8], access: Access) -> Result<(), 
     fs::rename(&temporary, path).map_err(|source| FileError::io("replace", path, source))
 }
 
-#[cfg(all(test, unix))]
+#[cfg(test)]
+#[cfg(unix)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;

@@ -99,8 +99,7 @@ mod tests {
 
     #[test]
     fn levels_and_directives_are_accepted() {
-        for filter in ["info", "WARN", "off", "info,tufa_server=debug", "tufa_signer::store=trace", " debug , h2=warn "]
-        {
+        for filter in ["info", "WARN", "off", "info,tufa_server=debug", "tufa_signer::store=trace", "debug,h2=warn"] {
             assert_eq!(check_filter(filter), Ok(()), "{filter}");
         }
     }
@@ -109,15 +108,15 @@ mod tests {
     fn words_that_are_not_levels_are_refused() {
         let expected = "use a level (trace, debug, info, warn, error, off) or directives such as \
                         \"info,tufa_server=debug\"";
-        assert_eq!(
-            check_filter("verbose"),
-            Err(format!("\"verbose\" is not a log level or TARGET=LEVEL; {expected}"))
-        );
+        assert_eq!(check_filter("verbose"), Err(format!("\"verbose\" is not a log level or TARGET=LEVEL; {expected}")));
         assert_eq!(
             check_filter("info,tufa_server=loud"),
             Err(format!("\"tufa_server=loud\" is not a log level or TARGET=LEVEL; {expected}"))
         );
-        assert_eq!(check_filter("tufa_server"), Err(format!("\"tufa_server\" is not a log level or TARGET=LEVEL; {expected}")));
+        assert_eq!(
+            check_filter("tufa_server"),
+            Err(format!("\"tufa_server\" is not a log level or TARGET=LEVEL; {expected}"))
+        );
         assert_eq!(check_filter("=info"), Err(format!("\"=info\" is not a log level or TARGET=LEVEL; {expected}")));
         assert_eq!(check_filter(" "), Err(format!("the log filter is empty; {expected}")));
     }

@@ -33,11 +33,11 @@ pub fn data_dir(value: Option<Sourced<PathBuf>>, default: &str) -> Result<PathBu
     }
 }
 
+/// A certificate file and its key file, each with its origin.
+pub type TlsPair = (Sourced<PathBuf>, Sourced<PathBuf>);
+
 /// A certificate and its key, which must be given together; `None` when neither is.
-pub fn tls_pair(
-    cert: Option<Sourced<PathBuf>>,
-    key: Option<Sourced<PathBuf>>,
-) -> Result<Option<(Sourced<PathBuf>, Sourced<PathBuf>)>, ConfigError> {
+pub fn tls_pair(cert: Option<Sourced<PathBuf>>, key: Option<Sourced<PathBuf>>) -> Result<Option<TlsPair>, ConfigError> {
     match (cert, key) {
         (Some(cert), Some(key)) => Ok(Some((cert, key))),
         (None, None) => Ok(None),
@@ -91,7 +91,10 @@ mod tests {
     fn data_dirs() {
         assert_eq!(data_dir(None, "./d").unwrap(), PathBuf::from("./d"));
         assert_eq!(data_dir(from_env("D", PathBuf::from("/x")), "./d").unwrap(), PathBuf::from("/x"));
-        assert_eq!(data_dir(from_env("D", PathBuf::new()), "./d").unwrap_err().to_string(), "invalid D: must not be empty");
+        assert_eq!(
+            data_dir(from_env("D", PathBuf::new()), "./d").unwrap_err().to_string(),
+            "invalid D: must not be empty"
+        );
     }
 
     #[test]

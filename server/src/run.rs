@@ -120,9 +120,13 @@ fn announce(config: &Config, message: &str) {
 /// key file or database behind.
 pub async fn run(config: Config) -> Result<(), StartError> {
     let listener = TcpListener::bind(config.listen).await.map_err(|error| {
-        StartError(format!("cannot listen on {}: {error}; stop the process using it or choose another --listen", config.listen))
+        StartError(format!(
+            "cannot listen on {}: {error}; stop the process using it or choose another --listen",
+            config.listen
+        ))
     })?;
-    let address = listener.local_addr().map_err(|error| StartError(format!("cannot listen on {}: {error}", config.listen)))?;
+    let address =
+        listener.local_addr().map_err(|error| StartError(format!("cannot listen on {}: {error}", config.listen)))?;
     files::create_private_dir(&config.data_dir)
         .map_err(|error| StartError(error.with_hint(DATA_DIR_HINT).to_string()))?;
     let store = tufa_store::open(config.database_url.expose())

@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -567,8 +567,9 @@ fn unix_now(dir: &Path) -> Result<u64, TlsError> {
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), TlsError> {
-    files::create_private_dir(dir)
-        .map_err(|error| TlsError::File(error.with_hint("choose a writable --data-dir or fix the owner of its directory")))
+    files::create_private_dir(dir).map_err(|error| {
+        TlsError::File(error.with_hint("choose a writable --data-dir or fix the owner of its directory"))
+    })
 }
 
 fn check_private_mode(path: &Path) -> Result<(), TlsError> {

@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::Deserialize;
-use tufa_common::layer::{self, Environment, FileOrigin, Setting, first};
 pub use tufa_common::layer::ConfigError;
+use tufa_common::layer::{self, Environment, FileOrigin, Setting, first};
 use tufa_common::logging::{LogFormat, LogSettings};
 use tufa_common::settings;
 
@@ -361,8 +361,19 @@ const TLS_CLIENT_CA: Setting = Setting::new("--tls-client-ca", "TUFA_SIGNER_TLS_
 
 /// Every variable [`load_from`] reads for a flag; the tests compare it with the clap attributes.
 #[cfg(test)]
-const SETTINGS: [Setting; 11] =
-    [CONFIG, LISTEN, DATA_DIR, DATABASE_URL, BACKEND, ACTIVE_KEK, LOG_LEVEL, LOG_FORMAT, TLS_CERT, TLS_KEY, TLS_CLIENT_CA];
+const SETTINGS: [Setting; 11] = [
+    CONFIG,
+    LISTEN,
+    DATA_DIR,
+    DATABASE_URL,
+    BACKEND,
+    ACTIVE_KEK,
+    LOG_LEVEL,
+    LOG_FORMAT,
+    TLS_CERT,
+    TLS_KEY,
+    TLS_CLIENT_CA,
+];
 
 /// The TOML file as written. The TLS files may also be given as flat `tls_cert`, `tls_key` and
 /// `tls_client_ca` keys, as in tufa-server's file; `log` is the older name of `log_level`. One
@@ -419,13 +430,15 @@ struct FileKek {
 /// by [`load_from`] with their origin). Help is rendered from the full command so that it lists
 /// each flag's variable.
 pub fn parse_cli(args: &[OsString]) -> Result<Cli, ConfigError> {
-    let command = Cli::command().mut_args(|arg| arg.env(None)).mut_subcommands(|sub| sub.mut_args(|arg| arg.env(None)));
+    let command = Cli::command().mut_args(|arg| arg.env(None));
     match command.try_get_matches_from(args) {
         Ok(matches) => Ok(Cli::from_arg_matches(&matches)?),
         Err(error)
             if matches!(
                 error.kind(),
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
             ) =>
         {
             Err(Cli::command().try_get_matches_from(args).err().unwrap_or(error).into())
@@ -545,7 +558,9 @@ fn build_config(
                 return Err(ConfigError::Conflict("pkcs11 needs token_label or slot".to_owned()));
             }
             if settings.pin_file.is_none() && settings.pin_env.is_none() {
-                return Err(ConfigError::Conflict("pkcs11 needs pin_file or pin_env (the PIN is never a flag)".to_owned()));
+                return Err(ConfigError::Conflict(
+                    "pkcs11 needs pin_file or pin_env (the PIN is never a flag)".to_owned(),
+                ));
             }
             settings.module = origin.anchor(settings.module);
             settings.pin_file = settings.pin_file.map(|path| origin.anchor(path));
@@ -611,7 +626,10 @@ mod tests {
         assert_eq!(config.backend, BackendSettings::Software(SoftwareSettings::default()));
         assert_eq!(config.log, LogSettings { filter: DEFAULT_LOG.to_owned(), format: LogFormat::Text });
         let error = config.tls_paths().unwrap_err().to_string();
-        assert!(error.starts_with("missing --tls-cert, --tls-key, --tls-client-ca: the signer only serves over mutual TLS"), "{error}");
+        assert!(
+            error.starts_with("missing --tls-cert, --tls-key, --tls-client-ca: the signer only serves over mutual TLS"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -658,11 +676,17 @@ mod tests {
     #[test]
     fn flag_beats_env_beats_file() {
         let file = "listen = \"127.0.0.1:1001\"\nlog_level = \"warn\"\n";
-        let from_env = config_env(&[], &[("TUFA_SIGNER_LISTEN", "127.0.0.1:1002"), ("TUFA_SIGNER_LOG_FORMAT", "json")], file).unwrap();
+        let from_env =
+            config_env(&[], &[("TUFA_SIGNER_LISTEN", "127.0.0.1:1002"), ("TUFA_SIGNER_LOG_FORMAT", "json")], file)
+                .unwrap();
         assert_eq!(from_env.listen.port(), 1002);
         assert_eq!(from_env.log, LogSettings { filter: "warn".into(), format: LogFormat::Json });
-        let from_flag =
-            config_env(&["--listen", "127.0.0.1:1003", "--log-format", "text"], &[("TUFA_SIGNER_LISTEN", "127.0.0.1:1002")], file).unwrap();
+        let from_flag = config_env(
+            &["--listen", "127.0.0.1:1003", "--log-format", "text"],
+            &[("TUFA_SIGNER_LISTEN", "127.0.0.1:1002")],
+            file,
+        )
+        .unwrap();
         assert_eq!((from_flag.listen.port(), from_flag.log.format), (1003, LogFormat::Text));
         assert_eq!(config(&[], file).unwrap().listen.port(), 1001);
     }
@@ -696,7 +720,10 @@ mod tests {
              `log_level`, keep only `log_level`"
         );
         let error = config(&[], "tls_client_ca = \"a\"\n[tls]\nclient_ca = \"b\"\n").unwrap_err().to_string();
-        assert!(error.starts_with("config file /etc/tufa/signer.toml: both `tls.client_ca` and `tls_client_ca` are set"), "{error}");
+        assert!(
+            error.starts_with("config file /etc/tufa/signer.toml: both `tls.client_ca` and `tls_client_ca` are set"),
+            "{error}"
+        );
         let error = config_env(&[], &[("TUFA_SIGNER_CLIENT_CA", "/a"), ("TUFA_SIGNER_TLS_CLIENT_CA", "/b")], "")
             .unwrap_err()
             .to_string();
@@ -707,7 +734,8 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_origin() {
-        let cases: [(&[&str], &[(&str, &str)], &str, &str); 6] = [
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: [Case<'_>; 6] = [
             (&["--listen", "nope"], &[], "", "invalid --listen: \"nope\" is not ADDR:PORT"),
             (&[], &[("TUFA_SIGNER_LISTEN", "nope")], "", "invalid TUFA_SIGNER_LISTEN: \"nope\" is not ADDR:PORT"),
             (&[], &[], "listen = \"nope\"", "invalid key `listen` in config file /etc/tufa/signer.toml: \"nope\""),
@@ -769,7 +797,12 @@ mod tests {
     #[test]
     fn bad_files_are_refused() {
         let error = config(&[], "unknown_key = 1").unwrap_err().to_string();
-        assert!(error.starts_with("invalid config file /etc/tufa/signer.toml: line 1, column 1: unknown field `unknown_key`"), "{error}");
+        assert!(
+            error.starts_with(
+                "invalid config file /etc/tufa/signer.toml: line 1, column 1: unknown field `unknown_key`"
+            ),
+            "{error}"
+        );
         let error = config(&[], "[software]\nkek = [{ name = \"a\", secret = \"00\" }]").unwrap_err().to_string();
         assert!(error.contains("unknown field `secret`"), "{error}");
         let error = config(&[], "[backend]\ntype = \"hsm\"").unwrap_err().to_string();

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use tufa_common::logging::{self, LogFormat};
-use tufa_signer::config::{self, BackendSettings, Cli, Command, Config, ConfigError};
+use tufa_signer::config::{self, BackendSettings, Cli, Command, CommonArgs, Config, ConfigError, ServeArgs};
 use tufa_signer::run::{self, RunError};
 use tufa_signer::store::EventFilter;
 use tufa_signer::{pki, service};
@@ -34,9 +34,9 @@ async fn main() -> ExitCode {
 }
 
 /// Loads the configuration and starts logging as it says; `format` learns the log format.
-fn configure(cli: &Cli, format: &mut LogFormat) -> Result<Config, RunError> {
-    let config = config::load(&cli.common, &cli.serve)?;
-    logging::init(&config.log).map_err(|reason| RunError::Other(reason))?;
+fn configure(common: &CommonArgs, serve: &ServeArgs, format: &mut LogFormat) -> Result<Config, RunError> {
+    let config = config::load(common, serve)?;
+    logging::init(&config.log).map_err(RunError::Other)?;
     *format = config.log.format;
     Ok(config)
 }
@@ -59,7 +59,7 @@ async fn execute(cli: Cli, format: &mut LogFormat) -> Result<(), RunError> {
             Ok(())
         }
         Some(Command::Audit { key_id, since, until, after_id, limit }) => {
-            let config = configure(&cli, format)?;
+            let config = configure(&cli.common, &cli.serve, format)?;
             if let Some(key_id) = &key_id {
                 service::check_key_id(key_id).map_err(|error| RunError::Other(error.to_string()))?;
             }
@@ -77,7 +77,7 @@ async fn execute(cli: Cli, format: &mut LogFormat) -> Result<(), RunError> {
             Ok(())
         }
         Some(Command::RotateKek) => {
-            let config = configure(&cli, format)?;
+            let config = configure(&cli.common, &cli.serve, format)?;
             let BackendSettings::Software(settings) = &config.backend else {
                 return Err(RunError::Other("rotate-kek applies to the software backend only".to_owned()));
             };
@@ -96,7 +96,7 @@ async fn execute(cli: Cli, format: &mut LogFormat) -> Result<(), RunError> {
             }
         }
         None => {
-            let config = configure(&cli, format)?;
+            let config = configure(&cli.common, &cli.serve, format)?;
             run::serve(&config).await
         }
     }

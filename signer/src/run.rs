@@ -46,7 +46,8 @@ pub enum RunError {
 }
 
 /// What to change when the data directory cannot be created.
-const DATA_DIR_HINT: &str = "choose a writable --data-dir (or set --database-url) or fix the owner of its parent directory";
+const DATA_DIR_HINT: &str =
+    "choose a writable --data-dir (or set --database-url) or fix the owner of its parent directory";
 
 impl RunError {
     /// The process exit status: 2 for an unusable configuration (as clap uses for usage errors),

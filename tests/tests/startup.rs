@@ -60,7 +60,8 @@ fn server_refuses_an_unknown_log_level_with_status_2() {
          debug, info, warn, error, off) or directives such as \"info,tufa_server=debug\""
     );
     assert!(!data.exists(), "{output}");
-    let output = run(server().args(["--listen", "127.0.0.1:0"]).env("TUFA_LOG", "tufa_server").arg("--data-dir").arg(&data));
+    let output =
+        run(server().args(["--listen", "127.0.0.1:0"]).env("TUFA_LOG", "tufa_server").arg("--data-dir").arg(&data));
     assert_eq!(exit_code(&output), Some(2), "{output}");
     assert!(output.stderr.starts_with("tufa-server: invalid TUFA_LOG: \"tufa_server\" is not a log level"), "{output}");
 }

@@ -141,4 +141,3 @@ pub(super) fn default_database_url(data_dir: &Path) -> Result<DatabaseUrl, Confi
     }
     DatabaseUrl::parse(Zeroizing::new(format!("sqlite://{text}"))).map_err(|reason| invalid(&reason))
 }
-

@@ -173,7 +173,8 @@ pub(super) fn resolve(cli: Cli, lookup: &dyn Fn(&str) -> Option<OsString>) -> Re
     };
     let kek_from_env = match environment.var(ENV_KEK) {
         Some(value) => {
-            let invalid = |reason: &str| ConfigError::Invalid { setting: ENV_KEK.to_owned(), reason: reason.to_owned() };
+            let invalid =
+                |reason: &str| ConfigError::Invalid { setting: ENV_KEK.to_owned(), reason: reason.to_owned() };
             let text = Zeroizing::new(value.into_string().map_err(|_| invalid("not valid UTF-8"))?);
             Some(KekMaterial::from_hex(&text).map_err(|reason| invalid(&reason))?)
         }
@@ -218,7 +219,8 @@ fn env_layer(env: &Environment<'_>) -> Result<Layer, ConfigError> {
         tls_names: env.list(TLS_NAMES)?,
         kek_file: env.path(KEK_FILE)?,
         key_algorithm: env.parsed(KEY_ALGORITHM, |value| {
-            KeyAlgorithm::from_str(value, false).map_err(|_| format!("unknown algorithm {value:?}; use ecdsa or ed25519"))
+            KeyAlgorithm::from_str(value, false)
+                .map_err(|_| format!("unknown algorithm {value:?}; use ecdsa or ed25519"))
         })?,
         log_level: env.text(LOG_LEVEL)?,
         log_format: env.parsed(LOG_FORMAT, LogFormat::parse)?,
@@ -269,7 +271,8 @@ fn merge(
     config_file: Option<PathBuf>,
     kek_from_env: Option<KekMaterial>,
 ) -> Result<Config, ConfigError> {
-    let listen = settings::listen(first([flags.listen, env.listen, file.listen]), SocketAddr::from(([127, 0, 0, 1], 4443)))?;
+    let listen =
+        settings::listen(first([flags.listen, env.listen, file.listen]), SocketAddr::from(([127, 0, 0, 1], 4443)))?;
     let data_dir = settings::data_dir(first([flags.data_dir, env.data_dir, file.data_dir]), DEFAULT_DATA_DIR)?;
 
     let database_url = match first([flags.database_url, env.database_url, file.database_url]) {
@@ -421,10 +424,8 @@ fn resolve_signer(
     key: Option<Sourced<PathBuf>>,
 ) -> Result<Option<SignerConfig>, ConfigError> {
     let Some(url) = url else {
-        if let Some(extra) = ca
-            .as_ref()
-            .map(|ca| ca.origin.describe())
-            .or_else(|| cert.as_ref().map(|cert| cert.origin.describe()))
+        if let Some(extra) =
+            ca.as_ref().map(|ca| ca.origin.describe()).or_else(|| cert.as_ref().map(|cert| cert.origin.describe()))
         {
             return Err(ConfigError::Conflict(format!("{extra} is set but --signer-url is not")));
         }
@@ -432,9 +433,7 @@ fn resolve_signer(
     };
     let text = url.value.trim().to_owned();
     let Some(authority) = text.strip_prefix("https://") else {
-        return Err(
-            url.invalid(format!("{text:?} must start with https:// (the signer is only reached over TLS)"))
-        );
+        return Err(url.invalid(format!("{text:?} must start with https:// (the signer is only reached over TLS)")));
     };
     let authority = authority.trim_end_matches('/');
     let Some((host, port)) = authority.rsplit_once(':') else {
@@ -453,16 +452,10 @@ fn resolve_signer(
         (Some(cert), Some(key)) => Some((cert.value, key.value)),
         (None, None) => None,
         (Some(cert), None) => {
-            return Err(ConfigError::Conflict(format!(
-                "{} is set but --signer-key is not",
-                cert.origin
-            )));
+            return Err(ConfigError::Conflict(format!("{} is set but --signer-key is not", cert.origin)));
         }
         (None, Some(key)) => {
-            return Err(ConfigError::Conflict(format!(
-                "{} is set but --signer-cert is not",
-                key.origin
-            )));
+            return Err(ConfigError::Conflict(format!("{} is set but --signer-cert is not", key.origin)));
         }
     };
     let host = host.to_owned();
@@ -493,4 +486,3 @@ fn check_gun_prefix(prefix: &str) -> Result<(), &'static str> {
     }
     Ok(())
 }
-

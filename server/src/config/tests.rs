@@ -16,7 +16,6 @@ use super::resolve::ENV_VARIABLES;
 use super::*;
 use crate::kek::load_or_create_kek;
 
-
 /// Loads with the given flags (program name added) and environment pairs.
 fn load_with(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let env: HashMap<String, OsString> =
@@ -124,7 +123,7 @@ fn relative_paths_in_the_file_are_anchored_at_its_directory() {
 #[test]
 fn example_config_parses_to_the_defaults() {
     let dir = tempfile::tempdir().unwrap();
-    let file = write_config(dir.path(), include_str!("../../tufa-server.example.toml"));
+    let file = write_config(dir.path(), include_str!("../../../tufa-server.example.toml"));
     let example = load_with(&["--config", file.to_str().unwrap()], &[]).unwrap();
     let defaults = load_with(&[], &[]).unwrap();
     // The example's relative data_dir is anchored at the file's directory; all else matches.
@@ -312,8 +311,7 @@ fn tls_names_are_repeatable_comma_separated_and_only_for_generated_certificates(
     let config = load_with(&["--tls-name", "c.example"], &[("TUFA_TLS_NAMES", "a.example")]).unwrap();
     assert_eq!(config.tls, TlsSource::Generated { extra_names: vec!["c.example".into()] });
 
-    let message =
-        error_text(load_with(&["--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-name", "x.example"], &[]));
+    let message = error_text(load_with(&["--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-name", "x.example"], &[]));
     assert!(message.starts_with("--tls-name only applies to the generated certificate"), "{message}");
 }
 
@@ -546,7 +544,10 @@ fn tls_table_and_the_older_flat_keys_are_the_same_settings() {
     );
     let half = write_config(dir.path(), "[tls]\ncert = \"c.pem\"\n");
     let message = error_text(load_with(&["--config", half.to_str().unwrap()], &[]));
-    assert!(message.starts_with(&format!("key `tls.cert` in config file {} is set but no TLS key is", half.display())), "{message}");
+    assert!(
+        message.starts_with(&format!("key `tls.cert` in config file {} is set but no TLS key is", half.display())),
+        "{message}"
+    );
 }
 
 #[test]
