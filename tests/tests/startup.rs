@@ -12,16 +12,22 @@ use tufa_tests::tufa;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The server, with no log filter inherited from the test's environment.
 fn server() -> Command {
-    Command::new(tufa::binary())
+    let mut command = Command::new(tufa::binary());
+    command.env_remove("TUFA_LOG").env_remove("TUFA_LOG_FORMAT");
+    command
 }
 
+/// The signer, with no log filter inherited from the test's environment.
 fn signer() -> Command {
-    Command::new(tufa::workspace_binary("tufa-signer", "TUFA_SIGNER_BIN"))
+    let mut command = Command::new(tufa::workspace_binary("tufa-signer", "TUFA_SIGNER_BIN"));
+    command.env_remove("TUFA_SIGNER_LOG").env_remove("TUFA_SIGNER_LOG_FORMAT");
+    command
 }
 
 fn run(command: &mut Command) -> CommandOutput {
-    run_with_timeout(command.env_remove("TUFA_LOG").env_remove("TUFA_SIGNER_LOG"), b"", TIMEOUT)
+    run_with_timeout(command, b"", TIMEOUT)
 }
 
 fn exit_code(output: &CommandOutput) -> Option<i32> {
