@@ -80,7 +80,13 @@ CONFIGURATION FILE (--config FILE, TOML; every key optional; flags and environme
 KEY-ENCRYPTION KEYS (software backend): 32 random bytes as 64 hex digits, from a [[software.kek]] file or from
 TUFA_SIGNER_KEK_<NAME> (every such variable adds a KEK named <name> in lower case). Never from the command line.
 With a single KEK it is the active one. Rotate: add a new KEK, make it active, restart, run `tufa-signer rotate-kek`,
-then retire the old one.";
+then retire the old one.
+
+OLDER NAMES (still read): --client-ca and TUFA_SIGNER_CLIENT_CA for --tls-client-ca, --log and the file key `log` for
+--log-level, flat file keys tls_cert / tls_key / tls_client_ca for the [tls] table. One setting given both ways in
+the same place is an error.
+
+EXIT STATUS: 0 on success, 2 for a bad configuration or command line, 1 for any other failure.";
 
 /// The command line.
 #[derive(Debug, Parser)]

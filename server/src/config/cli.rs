@@ -18,10 +18,16 @@ Environment:
   TUFA_KEK  the key-encryption key itself, 64 hex characters; there is deliberately no flag for it.
             When set, the --kek-file is neither read nor created.
 
-Config file (TOML) keys without a flag:
-  gun_prefixes, [cache] current_max_age / consistent_max_age, [limits] max_body_bytes /
-  max_delegation_depth / max_parts, [timestamp] refresh_interval_secs / refresh_before_secs.
-  See tufa-server.example.toml.";
+Config file (TOML):
+  The flags' keys are listen, data_dir, database_url, kek_file, key_algorithm, log_level, log_format,
+  signer_url, signer_ca, signer_cert, signer_key, and a [tls] table with cert, key, client_ca and
+  names (the older flat keys tls_cert, tls_key, tls_client_ca and tls_names still work; one setting
+  written both ways is an error). Keys without a flag: gun_prefixes, [cache] current_max_age /
+  consistent_max_age, [limits] max_body_bytes / max_delegation_depth / max_parts, [timestamp]
+  refresh_interval_secs / refresh_before_secs. See tufa-server.example.toml.
+
+Exit status: 0 after a clean shutdown, 2 for a bad configuration or command line, 1 for any other
+start-up or runtime failure.";
 
 // Command-line flags. Every field is optional so that an absent flag falls through to the lower layers.
 // (Plain comments, not doc comments: clap would print doc comments as the long help's description.)
