@@ -129,7 +129,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         listener.local_addr().map_err(|error| StartError(format!("cannot listen on {}: {error}", config.listen)))?;
     files::create_private_dir(&config.data_dir)
         .map_err(|error| StartError(error.with_hint(DATA_DIR_HINT).to_string()))?;
-    let store = tufa_store::open(config.database_url.expose())
+    let store = tufa_store::open(&config.database_url)
         .await
         .map_err(|error| StartError(format!("cannot open the database {}: {error}", config.redacted_database_url())))?;
     let backend = store.backend();

@@ -22,6 +22,8 @@ use tufa_common::layer::{self, Environment, FileOrigin, Setting, first};
 use tufa_common::logging::{LogFormat, LogSettings};
 use tufa_common::settings;
 
+use tufa_store::DatabaseUrl;
+
 use crate::backend::software::KekSpec;
 
 /// Default listen address (notary-signer's conventional port).
@@ -247,54 +249,6 @@ pub enum BackendSettings {
     Pkcs11(Pkcs11Settings),
 }
 
-/// Where the database is.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Database {
-    /// A database URL (`postgres://…`, `sqlite:…`).
-    Url(String),
-    /// The default SQLite file.
-    SqliteFile(PathBuf),
-}
-
-impl Database {
-    /// A description for logs: the URL without its password, or the file path.
-    pub fn describe(&self) -> String {
-        match self {
-            Database::Url(url) => redact_url(url),
-            Database::SqliteFile(path) => format!("sqlite file {}", path.display()),
-        }
-    }
-}
-
-impl std::fmt::Debug for Database {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(&self.describe())
-    }
-}
-
-/// `url` with any password replaced by `***`.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-    .chars()
-    .filter(|character| !character.is_control())
-    .collect::<String>()
-    .split('?')
-    .next()
-    .unwrap_or_default()
-    .to_owned()
-}
-
 /// The resolved configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -302,8 +256,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Data directory.
     pub data_dir: PathBuf,
-    /// Database location.
-    pub database: Database,
+    /// The database: `--database-url`, or the data directory's SQLite file. Parsed by
+    /// `tufa_store::DatabaseUrl`, the parser tufa-server uses too; `Debug` hides the password.
+    pub database: DatabaseUrl,
     /// Log filter and format.
     pub log: LogSettings,
     /// TLS certificate file, if configured.
@@ -502,9 +457,8 @@ fn build_config(
         env.text(DATABASE_URL)?,
         origin.value(DATABASE_URL, file.database_url),
     ]) {
-        Some(url) if url.value.trim().is_empty() => return Err(url.invalid("the database URL is empty")),
-        Some(url) => Database::Url(url.value),
-        None => Database::SqliteFile(data_dir.join(SQLITE_FILE_NAME)),
+        Some(url) => DatabaseUrl::parse(&url.value).map_err(|error| url.invalid(error.to_string()))?,
+        None => DatabaseUrl::sqlite_file(&data_dir.join(SQLITE_FILE_NAME)),
     };
     let file_tls = file.tls.unwrap_or_default();
     let anchor = |path: Option<PathBuf>| path.map(|path| origin.anchor(path));
@@ -628,7 +582,7 @@ mod tests {
         let config = config(&[], "").unwrap();
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
-        assert_eq!(config.database, Database::SqliteFile(PathBuf::from(DEFAULT_DATA_DIR).join(SQLITE_FILE_NAME)));
+        assert_eq!(config.database, DatabaseUrl::sqlite_file(&PathBuf::from(DEFAULT_DATA_DIR).join(SQLITE_FILE_NAME)));
         assert_eq!(config.backend, BackendSettings::Software(SoftwareSettings::default()));
         assert_eq!(config.log, LogSettings { filter: DEFAULT_LOG.to_owned(), format: LogFormat::Text });
         let error = config.tls_paths().unwrap_err().to_string();
@@ -818,16 +772,27 @@ mod tests {
              software or pkcs11"
         );
         let error = config(&[], "database_url = \" \"").unwrap_err().to_string();
-        assert_eq!(error, "invalid key `database_url` in config file /etc/tufa/signer.toml: the database URL is empty");
+        assert_eq!(
+            error,
+            format!("invalid key `database_url` in config file /etc/tufa/signer.toml: {}", tufa_store::UrlError::Empty)
+        );
     }
 
     #[test]
-    fn database_urls_are_redacted() {
-        assert_eq!(redact_url("postgres://user:secret@db:5432/signer"), "postgres://user:***@db:5432/signer");
-        assert_eq!(redact_url("postgres://user@db/signer"), "postgres://user@db/signer");
-        assert_eq!(redact_url("postgres://u:p@db/s?password=x"), "postgres://u:***@db/s");
+    fn database_urls_use_the_store_parser_and_never_show_the_password() {
         let config = config(&["--database-url", "postgres://u:hunter2@h/d"], "").unwrap();
-        assert!(!format!("{config:?}").contains("hunter2"));
+        assert_eq!(config.database.backend(), tufa_store::Backend::Postgres);
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("postgres://u:***@h/d"), "{debug}");
+        let config = config_env(&[], &[("TUFA_SIGNER_DATABASE_URL", "sqlite::memory:")], "").unwrap();
+        assert_eq!(config.database.sqlite_location(), Some(&tufa_store::SqliteLocation::Memory));
+        let error = config_env(&[], &[("TUFA_SIGNER_DATABASE_URL", "mysql://u:hunter2@db/x")], "").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("invalid TUFA_SIGNER_DATABASE_URL: {}", DatabaseUrl::parse("mysql://u:hunter2@db/x").unwrap_err())
+        );
+        assert!(!error.to_string().contains("hunter2"));
     }
 
     /// Guards against a variable documented in `--help` that [`load_from`] does not read.

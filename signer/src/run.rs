@@ -12,7 +12,9 @@ use tufa_core::keys::Algorithm;
 use crate::backend::pkcs11::Pkcs11Backend;
 use crate::backend::software::{KekError, KeyRing, SoftwareBackend};
 use crate::backend::{BackendError, KeyBackend};
-use crate::config::{BackendSettings, Config, ConfigError, Database, Pkcs11Settings, SoftwareSettings};
+use tufa_store::SqliteLocation;
+
+use crate::config::{BackendSettings, Config, ConfigError, Pkcs11Settings, SoftwareSettings};
 use crate::grpc::{self, ServeError, TlsMaterial};
 use crate::service::SignerService;
 use crate::store::{EventFilter, MAX_EVENT_PAGE, Store, StoreError};
@@ -62,16 +64,13 @@ impl RunError {
 
 /// Opens and migrates the database.
 pub async fn open_store(config: &Config) -> Result<Store, RunError> {
-    let store = match &config.database {
-        Database::Url(url) => Store::connect(url).await?,
-        Database::SqliteFile(path) => {
-            if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-                files::create_private_dir(parent)
-                    .map_err(|error| RunError::Other(error.with_hint(DATA_DIR_HINT).to_string()))?;
-            }
-            Store::open_sqlite_file(path).await?
-        }
-    };
+    if let Some(SqliteLocation::File(path)) = config.database.sqlite_location()
+        && let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty())
+    {
+        files::create_private_dir(parent)
+            .map_err(|error| RunError::Other(error.with_hint(DATA_DIR_HINT).to_string()))?;
+    }
+    let store = Store::connect(&config.database).await?;
     store.migrate().await?;
     Ok(store)
 }
@@ -158,11 +157,11 @@ pub async fn serve(config: &Config) -> Result<(), RunError> {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         backend = backend_name,
-        database = %config.database.describe(),
+        database = %config.database,
         listen = %address,
         "tufa-signer {}: backend {backend_name}, store {}, listening on {address} (mutual TLS)",
         env!("CARGO_PKG_VERSION"),
-        config.database.describe(),
+        config.database,
     );
 
     let (stop_sender, stop) = tokio::sync::watch::channel(false);

@@ -16,6 +16,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
 use tokio::sync::{mpsc, oneshot};
+use tufa_store::{DatabaseUrl, SqliteLocation, UrlError};
 
 /// Name of the migrations bookkeeping table, distinct from sqlx's default so that the signer's
 /// schema can share a database with another application (tufa-server uses the default).
@@ -51,6 +52,12 @@ pub enum StoreError {
     /// Anything else (constraint violations, malformed rows, bad URLs).
     #[error("database error: {0}")]
     Internal(String),
+}
+
+impl From<UrlError> for StoreError {
+    fn from(error: UrlError) -> Self {
+        StoreError::Internal(error.to_string())
+    }
 }
 
 fn map_error(error: sqlx::Error) -> StoreError {
@@ -330,38 +337,51 @@ macro_rules! key_columns {
 }
 
 impl Store {
-    /// Connects to `url`: `postgres://…`/`postgresql://…` or `sqlite:…`. SQLite files are
-    /// created when missing.
-    pub async fn connect(url: &str) -> Result<Store, StoreError> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options = PgConnectOptions::from_str(url)
-                .map_err(|error| StoreError::Internal(format!("invalid PostgreSQL URL: {error}")))?;
-            let pool = PgPoolOptions::new()
-                .max_connections(16)
-                .acquire_timeout(POOL_ACQUIRE_TIMEOUT)
-                .connect_with(options)
-                .await
-                .map_err(map_error)?;
-            Ok(Store { pool: Pool::Postgres(pool), audit: Arc::default() })
-        } else if url.starts_with("sqlite:") {
-            let options = SqliteConnectOptions::from_str(url)
-                .map_err(|error| StoreError::Internal(format!("invalid SQLite URL: {error}")))?;
-            Store::open_sqlite(options).await
-        } else {
-            Err(StoreError::Internal(
-                "unsupported database URL: use postgres://… or sqlite:… (or omit it for the data directory's SQLite file)"
-                    .to_owned(),
-            ))
+    /// Connects to `url` (see [`DatabaseUrl::parse`] for the forms). SQLite files are created
+    /// when missing; `sqlite::memory:` is one in-memory database that lives as long as the store.
+    pub async fn connect(url: &DatabaseUrl) -> Result<Store, StoreError> {
+        match url.sqlite_location() {
+            Some(SqliteLocation::File(path)) => Store::open_sqlite_file(path).await,
+            Some(SqliteLocation::Memory) => {
+                // A private in-memory database exists only on its one connection, which the pool
+                // must therefore never close.
+                let pool = SqlitePoolOptions::new()
+                    .min_connections(1)
+                    .max_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .acquire_timeout(POOL_ACQUIRE_TIMEOUT)
+                    .connect_with(SqliteConnectOptions::new().in_memory(true).foreign_keys(true))
+                    .await
+                    .map_err(map_error)?;
+                Ok(Store { pool: Pool::Sqlite(pool), audit: Arc::default() })
+            }
+            None => {
+                let options = PgConnectOptions::from_str(url.expose()).map_err(|error| {
+                    StoreError::Internal(format!("invalid PostgreSQL URL {url}: {}", url.scrub(&error.to_string())))
+                })?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(POOL_ACQUIRE_TIMEOUT)
+                    .connect_with(options)
+                    .await
+                    .map_err(|error| match map_error(error) {
+                        StoreError::Unavailable(message) => {
+                            StoreError::Unavailable(format!("PostgreSQL at {url}: {}", url.scrub(&message)))
+                        }
+                        StoreError::Internal(message) => {
+                            StoreError::Internal(format!("PostgreSQL at {url}: {}", url.scrub(&message)))
+                        }
+                    })?;
+                Ok(Store { pool: Pool::Postgres(pool), audit: Arc::default() })
+            }
         }
     }
 
     /// Opens (creating when missing) the SQLite database file at `path`.
     pub async fn open_sqlite_file(path: &Path) -> Result<Store, StoreError> {
-        Store::open_sqlite(SqliteConnectOptions::new().filename(path)).await
-    }
-
-    async fn open_sqlite(options: SqliteConnectOptions) -> Result<Store, StoreError> {
-        let options = options
+        let options = SqliteConnectOptions::new()
+            .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(SQLITE_BUSY_TIMEOUT)

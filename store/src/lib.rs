@@ -18,6 +18,7 @@
 mod error;
 mod postgres;
 mod sqlite;
+mod url;
 mod validate;
 
 use std::fmt;
@@ -28,6 +29,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use error::StoreError;
+pub use url::{Backend, DatabaseUrl, SqliteLocation, UrlError, redact_url};
 
 /// The role name whose stored files produce changefeed records.
 pub(crate) const TIMESTAMP_ROLE: &str = "timestamp";
@@ -266,30 +268,18 @@ pub trait Store: Send + Sync + 'static {
     async fn mark_key_used(&self, key_id: &str) -> Result<(), StoreError>;
 }
 
-/// Opens the database named by `database_url` and brings its schema up to date.
+/// Opens the database named by `url` and brings its schema up to date.
 ///
-/// Accepted forms: `sqlite://<path>` or `sqlite:<path>` (the file is created if missing),
-/// and `postgres://…` or `postgresql://…`. Any other scheme is an [`StoreError::Internal`].
-/// An unreachable PostgreSQL server fails with [`StoreError::Unavailable`] after about three
-/// seconds. Error messages never contain the URL's password.
-pub async fn open(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    if let Some(rest) = database_url.strip_prefix("sqlite://").or_else(|| database_url.strip_prefix("sqlite:")) {
-        if rest.is_empty() || rest.contains('?') || rest.starts_with(":memory:") {
-            return Err(StoreError::Internal(format!(
-                "unsupported SQLite URL {database_url:?}: use sqlite://<path to a file>, \
-                 without query parameters"
-            )));
-        }
-        return open_sqlite(Path::new(rest)).await;
+/// A SQLite file is created if missing; `sqlite::memory:` opens one in-memory database that
+/// lives as long as the returned store. An unreachable PostgreSQL server fails with
+/// [`StoreError::Unavailable`] after about three seconds. Error messages never contain the
+/// URL's password.
+pub async fn open(url: &DatabaseUrl) -> Result<Arc<dyn Store>, StoreError> {
+    match url.sqlite_location() {
+        Some(SqliteLocation::File(path)) => open_sqlite(path).await,
+        Some(SqliteLocation::Memory) => Ok(Arc::new(sqlite::SqliteStore::open_memory().await?)),
+        None => Ok(Arc::new(postgres::PgStore::open(url).await?)),
     }
-    if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-        let store = postgres::PgStore::open(database_url).await?;
-        return Ok(Arc::new(store));
-    }
-    let scheme = database_url.split_once(':').map_or("(none)", |(scheme, _)| scheme);
-    Err(StoreError::Internal(format!(
-        "unsupported database URL scheme {scheme:?}: use sqlite://<path> or postgres://…"
-    )))
 }
 
 /// Opens (creating it if missing) the SQLite database file at `path` and brings its schema

@@ -17,7 +17,7 @@ use sqlx::{Connection, Postgres, Row, Transaction};
 
 use crate::error::{from_pg, from_pg_migrate, is_unique_violation};
 use crate::validate::{check_update, dangling_pointer, inserted_timestamps, now, to_micros};
-use crate::{Change, ChangeCategory, Store, StoreError, StoredFile, StoredKey, TIMESTAMP_ROLE, Update};
+use crate::{Change, ChangeCategory, DatabaseUrl, Store, StoreError, StoredFile, StoredKey, TIMESTAMP_ROLE, Update};
 
 /// How long a caller waits for a pooled connection (or for a new one to be opened) before
 /// the store reports [`StoreError::Unavailable`].
@@ -69,13 +69,9 @@ pub(crate) struct PgStore {
 
 impl PgStore {
     /// Connects, runs the embedded migrations and returns the store.
-    pub(crate) async fn open(url: &str) -> Result<Self, StoreError> {
-        let redacted = redact_url(url);
-        let options = PgConnectOptions::from_str(url).map_err(|error| {
-            StoreError::Internal(format!(
-                "invalid PostgreSQL URL {redacted}: {}",
-                scrub_password(&error.to_string(), url)
-            ))
+    pub(crate) async fn open(url: &DatabaseUrl) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url.expose()).map_err(|error| {
+            StoreError::Internal(format!("invalid PostgreSQL URL {url}: {}", url.scrub(&error.to_string())))
         })?;
         let connected = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
@@ -97,14 +93,13 @@ impl PgStore {
                 };
                 return Err(with_context(
                     StoreError::Unavailable(format!("no connection within {} s: {cause}", ACQUIRE_TIMEOUT.as_secs())),
-                    &redacted,
                     url,
                 ));
             }
-            Err(error) => return Err(with_context(from_pg(error), &redacted, url)),
+            Err(error) => return Err(with_context(from_pg(error), url)),
         };
-        migrator().run(&pool).await.map_err(|error| with_context(from_pg_migrate(error), &redacted, url))?;
-        tracing::info!(backend = "postgres", database = %redacted, "store opened, schema up to date");
+        migrator().run(&pool).await.map_err(|error| with_context(from_pg_migrate(error), url))?;
+        tracing::info!(backend = "postgres", database = %url, "store opened, schema up to date");
         Ok(PgStore { pool })
     }
 
@@ -516,68 +511,12 @@ fn key_from_row(row: &PgRow) -> Result<StoredKey, StoreError> {
 }
 
 /// Prefixes an error with the (redacted) server URL and removes the password from it.
-fn with_context(error: StoreError, redacted: &str, url: &str) -> StoreError {
+fn with_context(error: StoreError, url: &DatabaseUrl) -> StoreError {
     match error {
         StoreError::Unavailable(message) => {
-            StoreError::Unavailable(format!("PostgreSQL at {redacted}: {}", scrub_password(&message, url)))
+            StoreError::Unavailable(format!("PostgreSQL at {url}: {}", url.scrub(&message)))
         }
-        StoreError::Internal(message) => {
-            StoreError::Internal(format!("PostgreSQL at {redacted}: {}", scrub_password(&message, url)))
-        }
+        StoreError::Internal(message) => StoreError::Internal(format!("PostgreSQL at {url}: {}", url.scrub(&message))),
         old @ StoreError::OldVersion { .. } => old,
-    }
-}
-
-/// The URL with its password replaced by `***` and its query string (which may also carry
-/// a password) removed.
-fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "<unparseable URL>".into();
-    };
-    // The user information ends at the last '@'; a password may contain '/', '?' or ':'.
-    let (user, host_and_path) = match rest.rsplit_once('@') {
-        Some((userinfo, host_and_path)) => match userinfo.split_once(':') {
-            Some((user, _password)) => (format!("{user}:***@"), host_and_path),
-            None => (format!("{userinfo}@"), host_and_path),
-        },
-        None => (String::new(), rest),
-    };
-    let host_and_path = host_and_path.split_once('?').map_or(host_and_path, |(before, _query)| before);
-    format!("{scheme}://{user}{host_and_path}")
-}
-
-/// Removes any occurrence of the URL's password from `message`.
-fn scrub_password(message: &str, url: &str) -> String {
-    let password = url
-        .split_once("://")
-        .and_then(|(_, rest)| rest.rsplit_once('@'))
-        .and_then(|(userinfo, _)| userinfo.split_once(':'))
-        .map(|(_, password)| password)
-        .filter(|password| !password.is_empty());
-    match password {
-        Some(password) => message.replace(password, "***"),
-        None => message.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redaction() {
-        let cases = [
-            (
-                "postgres://tufa:s3cr/e?t@db.example:5432/notary?sslmode=require&password=x",
-                "postgres://tufa:***@db.example:5432/notary",
-            ),
-            ("postgresql://tufa@localhost/notary", "postgresql://tufa@localhost/notary"),
-            ("postgres://localhost", "postgres://localhost"),
-            ("nonsense", "<unparseable URL>"),
-        ];
-        for (url, expected) in cases {
-            assert_eq!(redact_url(url), expected, "{url}");
-        }
-        assert_eq!(scrub_password("bad s3cr/e?t here", "postgres://u:s3cr/e?t@h/d"), "bad *** here");
     }
 }

@@ -93,6 +93,26 @@ impl SqliteStore {
         Ok(SqliteStore { reader, writer })
     }
 
+    /// Opens a new in-memory database (`sqlite::memory:`), runs the migrations and returns the
+    /// store. A private in-memory database exists only on its one connection, so reads and writes
+    /// share a single connection that the pool never closes; the data lives as long as the store.
+    pub(crate) async fn open_memory() -> Result<Self, StoreError> {
+        const SHOWN: &str = "sqlite::memory:";
+        let options = SqliteConnectOptions::new().in_memory(true).foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .min_connections(1)
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(WRITE_ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|error| context(from_sqlite(error), &SHOWN))?;
+        migrator().run(&pool).await.map_err(|error| context(from_sqlite_migrate(error), &SHOWN))?;
+        tracing::info!(backend = "sqlite", path = SHOWN, "in-memory store opened, schema up to date");
+        Ok(SqliteStore { reader: pool.clone(), writer: pool })
+    }
+
     /// Starts a write transaction holding SQLite's write lock.
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(from_sqlite)

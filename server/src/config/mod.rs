@@ -9,13 +9,13 @@
 //! does; relative paths from flags or variables are left relative to the working directory.
 //!
 //! The jobs are split: [`cli`] is the clap command line, [`resolve`] merges the layers and checks every
-//! value, [`database_url`] is the database URL, and the key-encryption key file is `crate::kek`.
+//! value, the database URL is parsed by `tufa_store::DatabaseUrl` (the one parser both binaries use), and
+//! the key-encryption key file is `crate::kek`.
 //!
 //! Secrets (the database password, the key-encryption key) live in types whose `Debug` redacts them and
 //! whose memory is zeroized on drop.
 
 mod cli;
-mod database_url;
 mod resolve;
 #[cfg(test)]
 mod tests;
@@ -29,9 +29,9 @@ use std::time::Duration;
 use clap::ValueEnum;
 use serde::Deserialize;
 
-pub use database_url::{DatabaseBackend, DatabaseUrl};
 pub use tufa_common::layer::ConfigError;
 pub use tufa_common::logging::{LogFormat, LogSettings};
+pub use tufa_store::{Backend as DatabaseBackend, DatabaseUrl};
 
 use crate::kek::KekMaterial;
 

@@ -13,8 +13,7 @@ use tufa_common::settings;
 use zeroize::Zeroizing;
 
 use super::cli::Cli;
-use super::database_url::{DatabaseUrl, default_database_url};
-use super::{CacheConfig, Config, KeyAlgorithm, LimitsConfig, SignerConfig, TimestampConfig, TlsSource};
+use super::{CacheConfig, Config, DatabaseUrl, KeyAlgorithm, LimitsConfig, SignerConfig, TimestampConfig, TlsSource};
 use crate::kek::KekMaterial;
 
 /// Seconds in a year: the upper bound of both cache lifetimes (Notary's limit).
@@ -276,11 +275,8 @@ fn merge(
     let data_dir = settings::data_dir(first([flags.data_dir, env.data_dir, file.data_dir]), DEFAULT_DATA_DIR)?;
 
     let database_url = match first([flags.database_url, env.database_url, file.database_url]) {
-        Some(url) => {
-            let setting = url.origin.describe();
-            DatabaseUrl::parse(url.value).map_err(|reason| ConfigError::Invalid { setting, reason })?
-        }
-        None => default_database_url(&data_dir)?,
+        Some(url) => DatabaseUrl::parse(&url.value).map_err(|error| url.invalid(error.to_string()))?,
+        None => DatabaseUrl::sqlite_file(&data_dir.join("tufa.db")),
     };
 
     let tls_names = first([flags.tls_names, env.tls_names, file.tls_names]);

@@ -306,6 +306,8 @@ async fn sqlite_store_survives_reopening() {
 #[tokio::test]
 async fn postgres_connection_failure_is_unavailable() {
     // A port nothing listens on: connection refused maps to Unavailable.
-    let error = Store::connect("postgres://nobody@127.0.0.1:1/none").await.unwrap_err();
+    let error = Store::connect(&tufa_store::DatabaseUrl::parse("postgres://nobody@127.0.0.1:1/none").unwrap())
+        .await
+        .unwrap_err();
     assert!(matches!(error, tufa_signer::store::StoreError::Unavailable(_)), "{error:?}");
 }

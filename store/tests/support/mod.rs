@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, PgConnection};
-use tufa_store::{CurrentEntry, NewFile, Store, Update};
+use tufa_store::{CurrentEntry, DatabaseUrl, NewFile, Store, Update};
 
 /// The message a PostgreSQL test fails with when there is no server to test against.
 const NO_DATABASE_URL: &str = "set DATABASE_URL; the README test command starts a throwaway cluster";
@@ -64,7 +64,7 @@ impl PgDb {
 
     /// Opens a store on this database.
     pub async fn open(&self) -> Arc<dyn Store> {
-        tufa_store::open(&self.url).await.expect("open PostgreSQL store")
+        tufa_store::open(&url(&self.url)).await.expect("open PostgreSQL store")
     }
 }
 
@@ -98,6 +98,11 @@ fn unique_name() -> String {
         nanos % 1_000_000_000_000,
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// Parses a database URL the test wrote itself.
+pub fn url(text: &str) -> DatabaseUrl {
+    DatabaseUrl::parse(text).unwrap_or_else(|error| panic!("{text}: {error}"))
 }
 
 /// Lowercase hex SHA-256.
