@@ -115,7 +115,8 @@ pub struct CommonArgs {
     /// [default: ./tufa-signer-data].
     #[arg(long, env = "TUFA_SIGNER_DATA_DIR", global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Database URL: postgres://user@host/db or sqlite:/path/file.db [default: the data directory's SQLite file].
+    /// Database URL: postgres://user@host/db (also postgresql://), sqlite:/path/file.db (also
+    /// sqlite:///abs/path, sqlite://rel/path) or sqlite::memory: [default: the data directory's SQLite file].
     #[arg(long, env = "TUFA_SIGNER_DATABASE_URL", global = true, hide_env_values = true, value_name = "URL")]
     pub database_url: Option<String>,
     /// Key backend: software (keys sealed in the database) or pkcs11 (an HSM) [default: software].

@@ -53,8 +53,9 @@ pub(super) struct Cli {
     #[arg(long, value_name = "DIR", env = "TUFA_DATA_DIR", hide_env_values = true)]
     pub(super) data_dir: Option<PathBuf>,
 
-    /// Database URL: sqlite://PATH, sqlite::memory: or postgres://USER:PASSWORD@HOST/DB
-    /// [default: sqlite://<data-dir>/tufa.db]. The password is never logged.
+    /// Database URL: sqlite:PATH (also sqlite:///ABS/PATH, sqlite://REL/PATH), sqlite::memory:,
+    /// or postgres://USER:PASSWORD@HOST/DB (also postgresql://) [default: <data-dir>/tufa.db].
+    /// The password is never logged. The same forms as tufa-signer's --database-url.
     #[arg(long, value_name = "URL", env = "TUFA_DATABASE_URL", hide_env_values = true)]
     pub(super) database_url: Option<String>,
 

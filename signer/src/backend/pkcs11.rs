@@ -38,7 +38,7 @@ use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use tokio::sync::Semaphore;
-use tufa_common::files;
+use tufa_common::files::{self, FileError};
 use tufa_core::keys::{Algorithm, KeyType, PublicKey};
 use zeroize::Zeroizing;
 
@@ -931,7 +931,10 @@ fn read_pin_file(path: &Path) -> Result<Zeroizing<String>, BackendError> {
     let unreadable =
         |error: std::io::Error| config_error(&format!("cannot read the PIN file {}: {error}", path.display()));
     // A PIN file others may read is refused, like a key-encryption key file.
-    let file = files::open_owner_only(PIN_FILE, path).map_err(|error| config_error(&error.to_string()))?;
+    let file = files::open_owner_only(PIN_FILE, path).map_err(|error| match error {
+        FileError::Io { source, .. } => unreadable(source),
+        too_open @ FileError::TooOpen { .. } => config_error(&too_open.to_string()),
+    })?;
     // Reserve the whole buffer up front so that reading never reallocates (which would leave an
     // unzeroized copy of the PIN behind).
     let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_PIN_FILE_LEN as usize + 1));
