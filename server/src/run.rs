@@ -119,6 +119,20 @@ fn announce(config: &Config, message: &str) {
 /// before anything is created on disk, so a busy port or a bad setting leaves no data directory,
 /// key file or database behind.
 pub async fn run(config: Config) -> Result<(), StartError> {
+    // Files the operator supplied are only read, so they are checked before anything is written.
+    let supplied_tls = match &config.tls {
+        TlsSource::Files { cert, key } => {
+            Some(tls::server_config(cert, key, config.tls_client_ca.as_deref()).map_err(|error| fail("TLS")(&error))?)
+        }
+        TlsSource::Generated { .. } => None,
+    };
+    let remote = match &config.signer {
+        Some(remote) => {
+            let signer = RemoteSigner::connect(remote).map_err(|error| fail("signer")(&error))?;
+            Some((signer, format!("remote {}", remote.url)))
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen).await.map_err(|error| {
         StartError(format!(
             "cannot listen on {}: {error}; stop the process using it or choose another --listen",
@@ -127,6 +141,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     })?;
     let address =
         listener.local_addr().map_err(|error| StartError(format!("cannot listen on {}: {error}", config.listen)))?;
+    // From here on files may be created: the data directory, the database, the KEK, generated TLS.
     files::create_private_dir(&config.data_dir)
         .map_err(|error| StartError(error.with_hint(DATA_DIR_HINT).to_string()))?;
     let store = tufa_store::open(&config.database_url)
@@ -134,11 +149,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         .map_err(|error| StartError(format!("cannot open the database {}: {error}", config.redacted_database_url())))?;
     let backend = store.backend();
     // With a remote signer this process never loads a KEK or any private key.
-    let (signer, signer_summary): (Arc<dyn crate::signing::OnlineSigner>, String) = match &config.signer {
-        Some(remote) => {
-            let signer = RemoteSigner::connect(remote).map_err(|error| fail("signer")(&error))?;
-            (Arc::new(signer), format!("remote {}", remote.url))
-        }
+    let (signer, signer_summary): (Arc<dyn crate::signing::OnlineSigner>, String) = match remote {
+        Some((signer, summary)) => (Arc::new(signer), summary),
         None => {
             let kek = load_or_create_kek(&config).map_err(|error| fail("key-encryption key")(&error))?;
             let summary = format!("in-process (KEK {})", kek.id);
@@ -148,9 +160,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             (Arc::new(LocalSigner::new(store.clone(), sealing)), summary)
         }
     };
-    let tls_config = match &config.tls {
-        TlsSource::Files { cert, key } => tls::server_config(cert, key, config.tls_client_ca.as_deref()),
-        TlsSource::Generated { extra_names } => {
+    let tls_config = match (supplied_tls, &config.tls) {
+        (Some(tls_config), _) => tls_config,
+        (None, TlsSource::Generated { extra_names }) => {
             let generated =
                 tls::ensure_generated(&config.data_dir, extra_names).map_err(|error| fail("TLS")(&error))?;
             announce(
@@ -158,9 +170,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
                 &format!("clients must trust the generated CA certificate {}", generated.ca_cert.display()),
             );
             tls::server_config(&generated.cert, &generated.key, config.tls_client_ca.as_deref())
+                .map_err(|error| fail("TLS")(&error))?
         }
-    }
-    .map_err(|error| fail("TLS")(&error))?;
+        (None, TlsSource::Files { cert, key }) => {
+            tls::server_config(cert, key, config.tls_client_ca.as_deref()).map_err(|error| fail("TLS")(&error))?
+        }
+    };
     let state = state(&config, store, signer);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
