@@ -3,6 +3,7 @@
 pub mod app;
 pub mod config;
 pub mod error;
+pub mod kek;
 pub mod listener;
 pub mod metrics;
 pub mod multipart;

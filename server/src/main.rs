@@ -2,6 +2,9 @@
 
 use std::process::ExitCode;
 
+use tufa_common::EXIT_CONFIG;
+use tufa_common::logging;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // One process-wide crypto provider: aws-lc-rs (ring is not in the dependency tree).
@@ -12,15 +15,18 @@ async fn main() -> ExitCode {
         Err(tufa_server::config::ConfigError::Cli(error)) => error.exit(),
         Err(error) => {
             eprintln!("tufa-server: {error}");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
-    tufa_server::run::init_logging(&config);
+    if let Err(error) = logging::init(&config.log) {
+        eprintln!("tufa-server: {error}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let format = config.log.format;
     match tufa_server::run::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = %error, "tufa-server stopped");
-            eprintln!("tufa-server: {error}");
+            logging::report_fatal("tufa-server", format, &error);
             ExitCode::FAILURE
         }
     }

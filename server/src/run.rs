@@ -11,7 +11,10 @@ use tufa_core::names::Gun;
 use tufa_core::update::Limits;
 
 use crate::app::{AppState, HttpSettings, router};
-use crate::config::{Config, KeyAlgorithm, LogFormat, TlsSource, load_or_create_kek};
+use tufa_common::files;
+
+use crate::config::{Config, KeyAlgorithm, LogFormat, TlsSource};
+use crate::kek::load_or_create_kek;
 use crate::metrics::Metrics;
 use crate::remote_signer::RemoteSigner;
 use crate::service::{Service, ServiceSettings};
@@ -25,21 +28,6 @@ pub struct StartError(String);
 
 fn fail(context: &str) -> impl Fn(&dyn std::fmt::Display) -> StartError + '_ {
     move |error| StartError(format!("{context}: {error}"))
-}
-
-/// Sets up logging from the configuration.
-pub fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    let result = match config.log_format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-    if result.is_err() {
-        eprintln!("tufa-server: logging was already initialised");
-    }
 }
 
 /// Builds the application state over an opened store and the in-process signer.
@@ -113,52 +101,97 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: no new connections, draining open ones");
 }
 
-/// Creates `dir` (and parents) readable only by the owner, if it does not exist yet.
-fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
+/// What to change when the data directory cannot be created.
+const DATA_DIR_HINT: &str = "choose a writable --data-dir or fix the owner of its parent directory";
+
+/// Prints a start-up line meant for people and scripts on stdout in text format; in JSON format
+/// it becomes a log event instead, so that every line the server writes is JSON.
+fn announce(config: &Config, message: &str) {
+    match config.log.format {
+        LogFormat::Text => println!("tufa-server: {message}"),
+        LogFormat::Json => tracing::info!("{message}"),
+    }
 }
 
 /// Runs the server until SIGTERM or SIGINT.
+///
+/// Order matters: the configuration was validated before this is called, and the listener is bound
+/// before anything is created on disk, so a busy port or a bad setting leaves no data directory,
+/// key file or database behind.
 pub async fn run(config: Config) -> Result<(), StartError> {
-    create_private_dir(&config.data_dir).map_err(|error| fail("cannot create the data directory")(&error))?;
-    let database_url = tufa_store::DatabaseUrl::parse(config.database_url.expose())
-        .map_err(|error| StartError(format!("cannot open the database: {error}")))?;
-    let store = tufa_store::open(&database_url)
+    // Files the operator supplied are only read, so they are checked before anything is written.
+    let supplied_tls = match &config.tls {
+        TlsSource::Files { cert, key } => {
+            Some(tls::server_config(cert, key, config.tls_client_ca.as_deref()).map_err(|error| fail("TLS")(&error))?)
+        }
+        TlsSource::Generated { .. } => None,
+    };
+    let remote = match &config.signer {
+        Some(remote) => {
+            let signer = RemoteSigner::connect(remote).map_err(|error| fail("signer")(&error))?;
+            Some((signer, format!("remote {}", remote.url)))
+        }
+        None => None,
+    };
+    let listener = TcpListener::bind(config.listen).await.map_err(|error| {
+        StartError(format!(
+            "cannot listen on {}: {error}; stop the process using it or choose another --listen",
+            config.listen
+        ))
+    })?;
+    let address =
+        listener.local_addr().map_err(|error| StartError(format!("cannot listen on {}: {error}", config.listen)))?;
+    // From here on files may be created: the data directory, the database, the KEK, generated TLS.
+    files::create_private_dir(&config.data_dir)
+        .map_err(|error| StartError(error.with_hint(DATA_DIR_HINT).to_string()))?;
+    let store = tufa_store::open(&config.database_url)
         .await
         .map_err(|error| StartError(format!("cannot open the database {}: {error}", config.redacted_database_url())))?;
-    tracing::info!(database = %config.redacted_database_url(), backend = store.backend(), "database ready");
+    let backend = store.backend();
     // With a remote signer this process never loads a KEK or any private key.
-    let signer: Arc<dyn crate::signing::OnlineSigner> = match &config.signer {
-        Some(remote) => {
-            tracing::info!(signer = %remote.url, "signing through a remote signer");
-            Arc::new(RemoteSigner::connect(remote).map_err(|error| fail("signer")(&error))?)
-        }
+    let (signer, signer_summary): (Arc<dyn crate::signing::OnlineSigner>, String) = match remote {
+        Some((signer, summary)) => (Arc::new(signer), summary),
         None => {
             let kek = load_or_create_kek(&config).map_err(|error| fail("key-encryption key")(&error))?;
+            let summary = format!("in-process (KEK {})", kek.id);
             let sealing =
                 SealingKey::new(kek.id.clone(), kek.key()).map_err(|error| fail("key-encryption key")(&error))?;
             drop(kek);
-            Arc::new(LocalSigner::new(store.clone(), sealing))
+            (Arc::new(LocalSigner::new(store.clone(), sealing)), summary)
         }
     };
-    let tls_config = match &config.tls {
-        TlsSource::Files { cert, key } => tls::server_config(cert, key, config.tls_client_ca.as_deref()),
-        TlsSource::Generated { extra_names } => {
+    let tls_config = match (supplied_tls, &config.tls) {
+        (Some(tls_config), _) => tls_config,
+        (None, TlsSource::Generated { extra_names }) => {
             let generated =
                 tls::ensure_generated(&config.data_dir, extra_names).map_err(|error| fail("TLS")(&error))?;
-            println!("tufa-server: clients must trust the generated CA certificate {}", generated.ca_cert.display());
+            announce(
+                &config,
+                &format!("clients must trust the generated CA certificate {}", generated.ca_cert.display()),
+            );
             tls::server_config(&generated.cert, &generated.key, config.tls_client_ca.as_deref())
+                .map_err(|error| fail("TLS")(&error))?
         }
-    }
-    .map_err(|error| fail("TLS")(&error))?;
+        (None, TlsSource::Files { cert, key }) => {
+            tls::server_config(cert, key, config.tls_client_ca.as_deref()).map_err(|error| fail("TLS")(&error))?
+        }
+    };
     let state = state(&config, store, signer);
-    let listener = TcpListener::bind(config.listen).await.map_err(|error| fail("cannot listen")(&error))?;
-    let address = listener.local_addr().map_err(|error| fail("cannot listen")(&error))?;
-    println!("tufa-server: listening on https://{address}");
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        store = backend,
+        database = %config.redacted_database_url(),
+        signer = %signer_summary,
+        key_algorithm = %config.key_algorithm,
+        auth = "none",
+        client_certificates = config.tls_client_ca.is_some(),
+        listen = %address,
+        "tufa-server {}: store {backend} {}, signer {signer_summary}, keys {}, auth none, listening on https://{address}",
+        env!("CARGO_PKG_VERSION"),
+        config.redacted_database_url(),
+        config.key_algorithm,
+    );
+    announce(&config, &format!("listening on https://{address}"));
     let refresher = tokio::spawn(refresh_loop(
         state.service.clone(),
         config.timestamp.refresh_interval(),

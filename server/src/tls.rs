@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,6 +29,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tufa_common::files::{self, Access, FileError};
 use zeroize::Zeroizing;
 
 const CA_COMMON_NAME: &str = "Tufa local CA";
@@ -106,17 +107,9 @@ pub enum TlsError {
         /// The rustls error.
         source: rustls::Error,
     },
-    /// A generated private key is readable by group or others.
-    #[error(
-        "{path} is readable by group or others (mode {mode:03o}); restrict it with `chmod 600 {path}`",
-        path = path.display()
-    )]
-    Permissions {
-        /// The key file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
+    /// A generated file could not be written, or a generated private key is readable by group or others.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// A configured certificate name is neither an IP address nor a DNS name.
     #[error("{name:?} is neither an IP address nor a valid DNS name")]
     InvalidName {
@@ -328,8 +321,8 @@ fn load_or_create_ca(dir: &Path, cert_path: &Path, key_path: &Path, now: u64) ->
             let cert = params
                 .self_signed(&key)
                 .map_err(|error| generate_error(format!("cannot sign the CA certificate: {error}")))?;
-            write_file(key_path, Zeroizing::new(key.serialize_pem()).as_bytes(), 0o600)?;
-            write_file(cert_path, cert.pem().as_bytes(), 0o644)?;
+            write_file(key_path, Zeroizing::new(key.serialize_pem()).as_bytes(), Access::Private)?;
+            write_file(cert_path, cert.pem().as_bytes(), Access::Public)?;
             tracing::info!(path = %cert_path.display(), "created a local CA; clients must trust this certificate");
             Ok(LocalCa { cert: cert.der().clone(), issuer: Issuer::new(params, key), not_after })
         }
@@ -479,8 +472,8 @@ fn issue_server_cert(
             dir.display()
         ))
     })?;
-    write_file(&paths.key, Zeroizing::new(key.serialize_pem()).as_bytes(), 0o600)?;
-    write_file(&paths.cert, cert.pem().as_bytes(), 0o644)?;
+    write_file(&paths.key, Zeroizing::new(key.serialize_pem()).as_bytes(), Access::Private)?;
+    write_file(&paths.cert, cert.pem().as_bytes(), Access::Public)?;
     Ok(())
 }
 
@@ -574,60 +567,20 @@ fn unix_now(dir: &Path) -> Result<u64, TlsError> {
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), TlsError> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir).map_err(|source| TlsError::Io { path: dir.to_path_buf(), action: "create directory", source })
+    files::create_private_dir(dir).map_err(|error| {
+        TlsError::File(error.with_hint("choose a writable --data-dir or fix the owner of its directory"))
+    })
 }
 
-#[cfg(unix)]
 fn check_private_mode(path: &Path) -> Result<(), TlsError> {
-    use std::os::unix::fs::PermissionsExt;
     let metadata =
         fs::metadata(path).map_err(|source| TlsError::Io { path: path.to_path_buf(), action: "inspect", source })?;
-    let mode = metadata.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(TlsError::Permissions { path: path.to_path_buf(), mode });
-    }
-    Ok(())
+    Ok(files::check_owner_only("generated TLS private key", path, &metadata)?)
 }
 
-#[cfg(not(unix))]
-fn check_private_mode(_path: &Path) -> Result<(), TlsError> {
-    Ok(())
-}
-
-/// Writes `contents` to `path` atomically: a fresh temporary file with `mode`, synced, then renamed.
-fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(".tmp");
-    let temporary = PathBuf::from(temporary);
-    let io_error = |action: &'static str, target: &Path| {
-        let target = target.to_path_buf();
-        move |source| TlsError::Io { path: target, action, source }
-    };
-    match fs::remove_file(&temporary) {
-        Ok(()) => {}
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-        Err(error) => return Err(io_error("remove", &temporary)(error)),
-    }
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(mode);
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut file = options.open(&temporary).map_err(io_error("create", &temporary))?;
-    file.write_all(contents).and_then(|()| file.sync_all()).map_err(io_error("write", &temporary))?;
-    drop(file);
-    fs::rename(&temporary, path).map_err(io_error("replace", path))
+/// Writes `contents` to `path` atomically (see [`files::replace_file`]).
+fn write_file(path: &Path, contents: &[u8], access: Access) -> Result<(), TlsError> {
+    Ok(files::replace_file(path, contents, access)?)
 }
 
 #[cfg(test)]
@@ -734,7 +687,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tls = ensure_generated(dir.path(), &[]).unwrap();
         // A key that does not belong to the certificate.
-        write_file(&tls.key, KeyPair::generate().unwrap().serialize_pem().as_bytes(), 0o600).unwrap();
+        write_file(&tls.key, KeyPair::generate().unwrap().serialize_pem().as_bytes(), Access::Private).unwrap();
         let cert = fs::read(&tls.cert).unwrap();
         ensure_generated(dir.path(), &[]).unwrap();
         assert_ne!(fs::read(&tls.cert).unwrap(), cert);
@@ -767,12 +720,12 @@ mod tests {
         assert!(message.contains("found") && message.contains("but not") && message.contains("ca.key"), "{message}");
 
         // A CA key that does not match ca.crt.
-        write_file(&ca_key, KeyPair::generate().unwrap().serialize_pem().as_bytes(), 0o600).unwrap();
+        write_file(&ca_key, KeyPair::generate().unwrap().serialize_pem().as_bytes(), Access::Private).unwrap();
         let message = ensure_generated(dir.path(), &[]).unwrap_err().to_string();
         assert!(message.contains("do not belong together"), "{message}");
 
         // A foreign CA certificate.
-        write_file(&ca_key, &saved, 0o600).unwrap();
+        write_file(&ca_key, &saved, Access::Private).unwrap();
         let other = tempfile::tempdir().unwrap();
         let foreign = ensure_generated(other.path(), &[]).unwrap();
         fs::copy(&foreign.cert, &tls.ca_cert).unwrap();

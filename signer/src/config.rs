@@ -1,13 +1,28 @@
 //! The tufa-signer command line and configuration: flags (each also a `TUFA_SIGNER_*` environment
 //! variable), an optional TOML file (`--config`), and the typed, validated settings built from
-//! them. Precedence: flag, then environment, then file, then default. Relative paths in the file
-//! are resolved against the file's directory. Key-encryption keys and PINs are never flags.
+//! them. Precedence: flag, then environment, then file, then default, with the origin of a bad
+//! value in its error (the layering is `tufa_common::layer`, shared with tufa-server). Relative
+//! paths in the file are resolved against the file's directory. Key-encryption keys and PINs are
+//! never flags.
+//!
+//! The names match tufa-server's for the same things (`--tls-client-ca`, `--log-level`,
+//! `--log-format`, a `[tls]` table); the older `--client-ca`, `--log`, `TUFA_SIGNER_CLIENT_CA` and
+//! file key `log` still work. Environment variables are read through a lookup function (see
+//! [`load_from`]), not by clap, so tests never touch the process environment.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::Deserialize;
+pub use tufa_common::layer::ConfigError;
+use tufa_common::layer::{self, Environment, FileOrigin, Setting, first};
+use tufa_common::logging::{LogFormat, LogSettings};
+use tufa_common::settings;
+
+use tufa_store::DatabaseUrl;
 
 use crate::backend::software::KekSpec;
 
@@ -30,20 +45,21 @@ const ABOUT: &str = "Tufa signer: a drop-in for notary-signer (gRPC over mutual 
 
 const LONG_ABOUT: &str = "\
 Tufa signer: a drop-in for notary-signer. Serves notary-signer's gRPC protocol (proto.KeyManagement, proto.Signer and
-grpc.health.v1.Health) over mutual TLS: clients must present a certificate issued by --client-ca. Every signature is
+grpc.health.v1.Health) over mutual TLS: clients must present a certificate issued by --tls-client-ca. Every signature is
 recorded (key ID, client certificate subject, SHA-256 of the payload, time); `tufa-signer audit` prints the trail.
 
 Without a subcommand, the signer serves. Getting started:
   tufa-signer gen-certs --out pki                 # CA, signer (server) and client certificates
   tufa-signer gen-kek --out kek-1                  # a key-encryption key for the software backend
-  TUFA_SIGNER_KEK_K1=$(cat kek-1) tufa-signer --tls-cert pki/signer.crt --tls-key pki/signer.key --client-ca pki/ca.crt";
+  TUFA_SIGNER_KEK_K1=$(cat kek-1) tufa-signer --tls-cert pki/signer.crt --tls-key pki/signer.key --tls-client-ca pki/ca.crt";
 
 const CONFIG_HELP: &str = "\
 CONFIGURATION FILE (--config FILE, TOML; every key optional; flags and environment variables win):
   listen = \"127.0.0.1:7899\"
   data_dir = \"/var/lib/tufa-signer\"           # holds tufa-signer.db unless database_url is set
   database_url = \"postgres://signer@db/signer\" # or sqlite:/path/file.db
-  log = \"info\"                                 # tracing filter, e.g. \"info,tufa_signer=debug\"
+  log_level = \"info\"                           # tracing filter, e.g. \"info,tufa_signer=debug\" (old name: log)
+  log_format = \"text\"                          # or \"json\": one JSON object per log line
   [tls]
   cert = \"signer.crt\"                          # PEM chain, leaf first
   key = \"signer.key\"                           # PEM private key
@@ -66,7 +82,13 @@ CONFIGURATION FILE (--config FILE, TOML; every key optional; flags and environme
 KEY-ENCRYPTION KEYS (software backend): 32 random bytes as 64 hex digits, from a [[software.kek]] file or from
 TUFA_SIGNER_KEK_<NAME> (every such variable adds a KEK named <name> in lower case). Never from the command line.
 With a single KEK it is the active one. Rotate: add a new KEK, make it active, restart, run `tufa-signer rotate-kek`,
-then retire the old one.";
+then retire the old one.
+
+OLDER NAMES (still read): --client-ca and TUFA_SIGNER_CLIENT_CA for --tls-client-ca, --log and the file key `log` for
+--log-level, flat file keys tls_cert / tls_key / tls_client_ca for the [tls] table. One setting given both ways in
+the same place is an error.
+
+EXIT STATUS: 0 on success, 2 for a bad configuration or command line, 1 for any other failure.";
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -83,7 +105,7 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
-/// Flags shared by all subcommands.
+/// Flags shared by all subcommands. Every variable named here is read by [`load_from`], not by clap.
 #[derive(Debug, Args, Default)]
 pub struct CommonArgs {
     /// TOML configuration file (see the end of --help).
@@ -93,7 +115,8 @@ pub struct CommonArgs {
     /// [default: ./tufa-signer-data].
     #[arg(long, env = "TUFA_SIGNER_DATA_DIR", global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Database URL: postgres://user@host/db or sqlite:/path/file.db [default: the data directory's SQLite file].
+    /// Database URL: postgres://user@host/db (also postgresql://), sqlite:/path/file.db (also
+    /// sqlite:///abs/path, sqlite://rel/path) or sqlite::memory: [default: the data directory's SQLite file].
     #[arg(long, env = "TUFA_SIGNER_DATABASE_URL", global = true, hide_env_values = true, value_name = "URL")]
     pub database_url: Option<String>,
     /// Key backend: software (keys sealed in the database) or pkcs11 (an HSM) [default: software].
@@ -103,9 +126,14 @@ pub struct CommonArgs {
     /// files or TUFA_SIGNER_KEK_<NAME>).
     #[arg(long, env = "TUFA_SIGNER_ACTIVE_KEK", global = true, value_name = "NAME")]
     pub active_kek: Option<String>,
-    /// Log filter (tracing syntax), e.g. info or info,tufa_signer=debug [default: info,cryptoki::mechanism=off].
-    #[arg(long, env = "TUFA_SIGNER_LOG", global = true, value_name = "FILTER")]
-    pub log: Option<String>,
+    /// Log filter: a level (trace, debug, info, warn, error, off) or directives such as
+    /// info,tufa_signer=debug; anything else is refused [default: info,cryptoki::mechanism=off].
+    /// (--log is the older name.)
+    #[arg(long, alias = "log", env = "TUFA_SIGNER_LOG", global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Log output format: text, or json for one JSON object per log line [default: text].
+    #[arg(long, env = "TUFA_SIGNER_LOG_FORMAT", global = true, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
 }
 
 /// Flags of the gRPC listener.
@@ -113,7 +141,7 @@ pub struct CommonArgs {
 pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:7899].
     #[arg(long, env = "TUFA_SIGNER_LISTEN", value_name = "ADDR:PORT")]
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<String>,
     /// The signer's TLS certificate (PEM chain, leaf first). Required.
     #[arg(long, env = "TUFA_SIGNER_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
@@ -121,9 +149,10 @@ pub struct ServeArgs {
     #[arg(long, env = "TUFA_SIGNER_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
     /// CA certificate(s) (PEM) that client certificates must chain to. Required: clients
-    /// without such a certificate are refused.
-    #[arg(long, env = "TUFA_SIGNER_CLIENT_CA", value_name = "FILE")]
-    pub client_ca: Option<PathBuf>,
+    /// without such a certificate are refused. (--client-ca and TUFA_SIGNER_CLIENT_CA are the
+    /// older names.)
+    #[arg(long, alias = "client-ca", env = "TUFA_SIGNER_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// Subcommands.
@@ -175,30 +204,6 @@ pub enum Command {
     RotateKek,
 }
 
-/// Why the configuration is unusable.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The config file cannot be read.
-    #[error("cannot read config file {path}: {reason}", path = path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// The config file is not valid TOML for this program.
-    #[error("invalid config file {path}: {reason}", path = path.display())]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// A value is invalid.
-    #[error("{0}")]
-    Invalid(String),
-}
-
 /// PKCS#11 backend settings (`[pkcs11]`). The PIN is read from `pin_file` or the environment
 /// variable `pin_env`, never from the file itself.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -245,54 +250,6 @@ pub enum BackendSettings {
     Pkcs11(Pkcs11Settings),
 }
 
-/// Where the database is.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Database {
-    /// A database URL (`postgres://…`, `sqlite:…`).
-    Url(String),
-    /// The default SQLite file.
-    SqliteFile(PathBuf),
-}
-
-impl Database {
-    /// A description for logs: the URL without its password, or the file path.
-    pub fn describe(&self) -> String {
-        match self {
-            Database::Url(url) => redact_url(url),
-            Database::SqliteFile(path) => format!("sqlite file {}", path.display()),
-        }
-    }
-}
-
-impl std::fmt::Debug for Database {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(&self.describe())
-    }
-}
-
-/// `url` with any password replaced by `***`.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-    .chars()
-    .filter(|character| !character.is_control())
-    .collect::<String>()
-    .split('?')
-    .next()
-    .unwrap_or_default()
-    .to_owned()
-}
-
 /// The resolved configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -300,16 +257,17 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Data directory.
     pub data_dir: PathBuf,
-    /// Database location.
-    pub database: Database,
-    /// Log filter.
-    pub log: String,
+    /// The database: `--database-url`, or the data directory's SQLite file. Parsed by
+    /// `tufa_store::DatabaseUrl`, the parser tufa-server uses too; `Debug` hides the password.
+    pub database: DatabaseUrl,
+    /// Log filter and format.
+    pub log: LogSettings,
     /// TLS certificate file, if configured.
     pub tls_cert: Option<PathBuf>,
     /// TLS key file, if configured.
     pub tls_key: Option<PathBuf>,
     /// Client CA file, if configured.
-    pub client_ca: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
     /// The key backend.
     pub backend: BackendSettings,
 }
@@ -329,18 +287,18 @@ impl Config {
     /// The TLS files, all three required: the signer never serves without mutual TLS.
     pub fn tls_paths(&self) -> Result<TlsPaths, ConfigError> {
         let missing: Vec<&str> = [
-            (self.tls_cert.is_none(), "--tls-cert"),
-            (self.tls_key.is_none(), "--tls-key"),
-            (self.client_ca.is_none(), "--client-ca"),
+            (self.tls_cert.is_none(), TLS_CERT.flag),
+            (self.tls_key.is_none(), TLS_KEY.flag),
+            (self.tls_client_ca.is_none(), TLS_CLIENT_CA.flag),
         ]
         .into_iter()
         .filter_map(|(absent, flag)| absent.then_some(flag))
         .collect();
-        match (&self.tls_cert, &self.tls_key, &self.client_ca) {
+        match (&self.tls_cert, &self.tls_key, &self.tls_client_ca) {
             (Some(cert), Some(key), Some(client_ca)) => {
                 Ok(TlsPaths { cert: cert.clone(), key: key.clone(), client_ca: client_ca.clone() })
             }
-            _ => Err(ConfigError::Invalid(format!(
+            _ => Err(ConfigError::Conflict(format!(
                 "missing {}: the signer only serves over mutual TLS and refuses to start without a server certificate, \
                  its key and a client CA (flags, TUFA_SIGNER_* variables or [tls] in the config file); \
                  `tufa-signer gen-certs --out DIR` writes a test PKI",
@@ -350,14 +308,51 @@ impl Config {
     }
 }
 
+const CONFIG: Setting = Setting::new("--config", "TUFA_SIGNER_CONFIG", "");
+const LISTEN: Setting = Setting::new("--listen", "TUFA_SIGNER_LISTEN", "listen");
+const DATA_DIR: Setting = Setting::new("--data-dir", "TUFA_SIGNER_DATA_DIR", "data_dir");
+const DATABASE_URL: Setting = Setting::new("--database-url", "TUFA_SIGNER_DATABASE_URL", "database_url");
+const BACKEND: Setting = Setting::new("--backend", "TUFA_SIGNER_BACKEND", "backend.type");
+const ACTIVE_KEK: Setting = Setting::new("--active-kek", "TUFA_SIGNER_ACTIVE_KEK", "software.active_kek");
+const LOG_LEVEL: Setting = Setting::new("--log-level", "TUFA_SIGNER_LOG", "log_level");
+const LOG_FORMAT: Setting = Setting::new("--log-format", "TUFA_SIGNER_LOG_FORMAT", "log_format");
+const TLS_CERT: Setting = Setting::new("--tls-cert", "TUFA_SIGNER_TLS_CERT", "tls.cert");
+const TLS_KEY: Setting = Setting::new("--tls-key", "TUFA_SIGNER_TLS_KEY", "tls.key");
+const TLS_CLIENT_CA: Setting = Setting::new("--tls-client-ca", "TUFA_SIGNER_TLS_CLIENT_CA", "tls.client_ca")
+    .with_env_aliases(&["TUFA_SIGNER_CLIENT_CA"]);
+
+/// Every variable [`load_from`] reads for a flag; the tests compare it with the clap attributes.
+#[cfg(test)]
+const SETTINGS: [Setting; 11] = [
+    CONFIG,
+    LISTEN,
+    DATA_DIR,
+    DATABASE_URL,
+    BACKEND,
+    ACTIVE_KEK,
+    LOG_LEVEL,
+    LOG_FORMAT,
+    TLS_CERT,
+    TLS_KEY,
+    TLS_CLIENT_CA,
+];
+
+/// The TOML file as written. The TLS files may also be given as flat `tls_cert`, `tls_key` and
+/// `tls_client_ca` keys, as in tufa-server's file; `log` is the older name of `log_level`. One
+/// setting written both ways is an error.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
+    log_level: Option<String>,
     log: Option<String>,
+    log_format: Option<LogFormat>,
     tls: Option<FileTls>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
     backend: Option<FileBackend>,
     software: Option<FileSoftware>,
     pkcs11: Option<Pkcs11Settings>,
@@ -393,130 +388,194 @@ struct FileKek {
     file: Option<PathBuf>,
 }
 
-fn resolve(base: Option<&Path>, path: PathBuf) -> PathBuf {
-    match base {
-        Some(base) if path.is_relative() => base.join(path),
-        _ => path,
-    }
-}
-
-fn read_file_config(path: &Path) -> Result<FileConfig, ConfigError> {
-    let read_error = |reason: String| ConfigError::Read { path: path.to_owned(), reason };
-    let metadata = std::fs::metadata(path).map_err(|error| read_error(error.to_string()))?;
-    if metadata.len() > MAX_CONFIG_BYTES {
-        return Err(read_error(format!("larger than {MAX_CONFIG_BYTES} bytes")));
-    }
-    let text = std::fs::read_to_string(path).map_err(|error| read_error(error.to_string()))?;
-    parse_file_config(&text).map_err(|reason| ConfigError::Parse { path: path.to_owned(), reason })
-}
-
-fn parse_file_config(text: &str) -> Result<FileConfig, String> {
-    toml::from_str(text).map_err(|error| error.to_string())
-}
-
-/// Builds the configuration from parsed flags (which already include the environment) and the
-/// config file they name.
-pub fn resolve_config(common: &CommonArgs, serve: &ServeArgs) -> Result<Config, ConfigError> {
-    let (file, base) = match &common.config {
-        Some(path) => {
-            let file = read_file_config(path)?;
-            let base = path.parent().map(|parent| if parent.as_os_str().is_empty() { Path::new(".") } else { parent });
-            (file, base.map(Path::to_path_buf))
+/// Parses the command line with clap's own environment reading switched off (variables are read
+/// by [`load_from`] with their origin). Help is rendered from the full command so that it lists
+/// each flag's variable.
+pub fn parse_cli(args: &[OsString]) -> Result<Cli, ConfigError> {
+    let command = Cli::command().mut_args(|arg| arg.env(None));
+    match command.try_get_matches_from(args) {
+        Ok(matches) => Ok(Cli::from_arg_matches(&matches)?),
+        Err(error)
+            if matches!(
+                error.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            Err(Cli::command().try_get_matches_from(args).err().unwrap_or(error).into())
         }
-        None => (FileConfig::default(), None),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Builds the configuration from parsed flags, the environment as seen through `env` (empty
+/// variables count as unset) and the config file named by `--config` or `TUFA_SIGNER_CONFIG`.
+pub fn load_from(
+    common: &CommonArgs,
+    serve: &ServeArgs,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<Config, ConfigError> {
+    let environment = Environment::new(env);
+    let path = match &common.config {
+        Some(path) => Some(path.clone()),
+        None => environment.path(CONFIG)?.map(|path| path.value),
     };
-    build_config(common, serve, file, base.as_deref())
+    let file = match &path {
+        Some(path) => layer::read_toml(path, MAX_CONFIG_BYTES)?,
+        None => FileConfig::default(),
+    };
+    build_config(common, serve, &environment, file, &FileOrigin::new(path))
+}
+
+/// [`load_from`] over the process environment.
+pub fn load(common: &CommonArgs, serve: &ServeArgs) -> Result<Config, ConfigError> {
+    load_from(common, serve, &|name| std::env::var_os(name))
 }
 
 fn build_config(
     common: &CommonArgs,
     serve: &ServeArgs,
+    env: &Environment<'_>,
     file: FileConfig,
-    base: Option<&Path>,
+    origin: &FileOrigin,
 ) -> Result<Config, ConfigError> {
-    let listen = match (serve.listen, &file.listen) {
-        (Some(listen), _) => listen,
-        (None, Some(text)) => text
-            .parse()
-            .map_err(|_| ConfigError::Invalid(format!("invalid listen address {text:?}: expected ADDR:PORT")))?,
-        (None, None) => {
-            DEFAULT_LISTEN.parse().map_err(|_| ConfigError::Invalid("invalid default listen address".to_owned()))?
-        }
-    };
-    let data_dir = common
-        .data_dir
-        .clone()
-        .or_else(|| file.data_dir.map(|path| resolve(base, path)))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-    let database = match common.database_url.clone().or(file.database_url) {
-        Some(url) if url.trim().is_empty() => return Err(ConfigError::Invalid("the database URL is empty".to_owned())),
-        Some(url) => Database::Url(url),
-        None => Database::SqliteFile(data_dir.join(SQLITE_FILE_NAME)),
+    let default_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 7899));
+    let listen = settings::listen(
+        first([LISTEN.from_flag(serve.listen.clone()), env.text(LISTEN)?, origin.value(LISTEN, file.listen)]),
+        default_listen,
+    )?;
+    let data_dir = settings::data_dir(
+        first([
+            DATA_DIR.from_flag(common.data_dir.clone()),
+            env.path(DATA_DIR)?,
+            origin.path_value(DATA_DIR, file.data_dir),
+        ]),
+        DEFAULT_DATA_DIR,
+    )?;
+    let database = match first([
+        DATABASE_URL.from_flag(common.database_url.clone()),
+        env.text(DATABASE_URL)?,
+        origin.value(DATABASE_URL, file.database_url),
+    ]) {
+        Some(url) => DatabaseUrl::parse(&url.value).map_err(|error| url.invalid(error.to_string()))?,
+        None => DatabaseUrl::sqlite_file(&data_dir.join(SQLITE_FILE_NAME)),
     };
     let file_tls = file.tls.unwrap_or_default();
-    let pick = |flag: &Option<PathBuf>, from_file: Option<PathBuf>| {
-        flag.clone().or_else(|| from_file.map(|path| resolve(base, path)))
-    };
-    let tls_cert = pick(&serve.tls_cert, file_tls.cert);
-    let tls_key = pick(&serve.tls_key, file_tls.key);
-    let client_ca = pick(&serve.client_ca, file_tls.client_ca);
+    let anchor = |path: Option<PathBuf>| path.map(|path| origin.anchor(path));
+    let tls_cert = first([
+        TLS_CERT.from_flag(serve.tls_cert.clone()),
+        env.path(TLS_CERT)?,
+        origin.aliased(("tls.cert", anchor(file_tls.cert)), ("tls_cert", anchor(file.tls_cert)))?,
+    ])
+    .map(|cert| cert.value);
+    let tls_key = first([
+        TLS_KEY.from_flag(serve.tls_key.clone()),
+        env.path(TLS_KEY)?,
+        origin.aliased(("tls.key", anchor(file_tls.key)), ("tls_key", anchor(file.tls_key)))?,
+    ])
+    .map(|key| key.value);
+    let tls_client_ca = first([
+        TLS_CLIENT_CA.from_flag(serve.tls_client_ca.clone()),
+        env.path(TLS_CLIENT_CA)?,
+        origin.aliased(("tls.client_ca", anchor(file_tls.client_ca)), ("tls_client_ca", anchor(file.tls_client_ca)))?,
+    ])
+    .map(|ca| ca.value);
 
-    let kind =
-        common.backend.clone().or(file.backend.map(|backend| backend.kind)).unwrap_or_else(|| "software".to_owned());
-    let backend = match kind.as_str() {
+    let kind = first([
+        BACKEND.from_flag(common.backend.clone()),
+        env.text(BACKEND)?,
+        origin.value(BACKEND, file.backend.map(|backend| backend.kind)),
+    ]);
+    let backend = match kind.as_ref().map(|kind| kind.value.as_str()).unwrap_or("software") {
         "software" => {
             let software = file.software.unwrap_or_default();
             let keks = software
                 .kek
                 .into_iter()
-                .map(|kek| KekSpec { name: kek.name, file: kek.file.map(|path| resolve(base, path)) })
+                .map(|kek| KekSpec { name: kek.name, file: kek.file.map(|path| origin.anchor(path)) })
                 .collect();
-            BackendSettings::Software(SoftwareSettings {
-                active_kek: common.active_kek.clone().or(software.active_kek),
-                keks,
-            })
+            let active_kek = first([
+                ACTIVE_KEK.from_flag(common.active_kek.clone()),
+                env.text(ACTIVE_KEK)?,
+                origin.value(ACTIVE_KEK, software.active_kek),
+            ]);
+            BackendSettings::Software(SoftwareSettings { active_kek: active_kek.map(|name| name.value), keks })
         }
         "pkcs11" => {
-            let mut settings = file.pkcs11.ok_or_else(|| {
-                ConfigError::Invalid(
+            let invalid = |key: &'static str, reason: &str| ConfigError::Invalid {
+                setting: origin.origin(key).describe(),
+                reason: reason.to_owned(),
+            };
+            let Some(mut settings) = file.pkcs11 else {
+                return Err(ConfigError::Conflict(
                     "backend pkcs11 needs a [pkcs11] section with at least `module` in the config file".to_owned(),
-                )
-            })?;
+                ));
+            };
             if settings.sessions == 0 {
-                return Err(ConfigError::Invalid("pkcs11.sessions must be at least 1".to_owned()));
+                return Err(invalid("pkcs11.sessions", "must be at least 1"));
             }
             if settings.token_label.is_none() && settings.slot.is_none() {
-                return Err(ConfigError::Invalid("pkcs11 needs token_label or slot".to_owned()));
+                return Err(ConfigError::Conflict("pkcs11 needs token_label or slot".to_owned()));
             }
             if settings.pin_file.is_none() && settings.pin_env.is_none() {
-                return Err(ConfigError::Invalid(
+                return Err(ConfigError::Conflict(
                     "pkcs11 needs pin_file or pin_env (the PIN is never a flag)".to_owned(),
                 ));
             }
-            settings.module = resolve(base, settings.module);
-            settings.pin_file = settings.pin_file.map(|path| resolve(base, path));
+            settings.module = origin.anchor(settings.module);
+            settings.pin_file = settings.pin_file.map(|path| origin.anchor(path));
             BackendSettings::Pkcs11(settings)
         }
         other => {
-            return Err(ConfigError::Invalid(format!("unknown backend type {other:?}: expected software or pkcs11")));
+            let reason = format!("unknown backend type {other:?}: expected software or pkcs11");
+            return Err(match &kind {
+                Some(kind) => kind.invalid(reason),
+                None => ConfigError::Conflict(reason),
+            });
         }
     };
-    let log = common.log.clone().or(file.log).unwrap_or_else(|| DEFAULT_LOG.to_owned());
-    Ok(Config { listen, data_dir, database, log, tls_cert, tls_key, client_ca, backend })
+    let log = settings::log(
+        first([
+            LOG_LEVEL.from_flag(common.log_level.clone()),
+            env.text(LOG_LEVEL)?,
+            origin.aliased(("log_level", file.log_level), ("log", file.log))?,
+        ]),
+        first([
+            LOG_FORMAT.from_flag(common.log_format),
+            env.parsed(LOG_FORMAT, LogFormat::parse)?,
+            origin.value(LOG_FORMAT, file.log_format),
+        ]),
+        DEFAULT_LOG,
+    )?;
+    Ok(Config { listen, data_dir, database, log, tls_cert, tls_key, tls_client_ca, backend })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn parse(arguments: &[&str]) -> Cli {
-        Cli::try_parse_from(std::iter::once("tufa-signer").chain(arguments.iter().copied())).unwrap()
+        let args: Vec<OsString> =
+            std::iter::once("tufa-signer").chain(arguments.iter().copied()).map(OsString::from).collect();
+        parse_cli(&args).unwrap()
+    }
+
+    /// Builds a configuration from flags, environment pairs and the text of a file that lives in /etc/tufa.
+    fn config_env(arguments: &[&str], env: &[(&str, &str)], file: &str) -> Result<Config, ConfigError> {
+        let cli = parse(arguments);
+        let env: HashMap<String, OsString> =
+            env.iter().map(|(name, value)| ((*name).to_owned(), OsString::from(value))).collect();
+        let lookup = move |name: &str| env.get(name).cloned();
+        let file = layer::parse_toml(file)
+            .map_err(|reason| ConfigError::ParseFile { path: PathBuf::from("/etc/tufa/signer.toml"), reason })?;
+        let origin = FileOrigin::new(Some(PathBuf::from("/etc/tufa/signer.toml")));
+        build_config(&cli.common, &cli.serve, &Environment::new(&lookup), file, &origin)
     }
 
     fn config(arguments: &[&str], file: &str) -> Result<Config, ConfigError> {
-        let cli = parse(arguments);
-        let file = parse_file_config(file).map_err(ConfigError::Invalid)?;
-        build_config(&cli.common, &cli.serve, file, Some(Path::new("/etc/tufa")))
+        config_env(arguments, &[], file)
     }
 
     #[test]
@@ -524,11 +583,14 @@ mod tests {
         let config = config(&[], "").unwrap();
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
-        assert_eq!(config.database, Database::SqliteFile(PathBuf::from(DEFAULT_DATA_DIR).join(SQLITE_FILE_NAME)));
+        assert_eq!(config.database, DatabaseUrl::sqlite_file(&PathBuf::from(DEFAULT_DATA_DIR).join(SQLITE_FILE_NAME)));
         assert_eq!(config.backend, BackendSettings::Software(SoftwareSettings::default()));
+        assert_eq!(config.log, LogSettings { filter: DEFAULT_LOG.to_owned(), format: LogFormat::Text });
         let error = config.tls_paths().unwrap_err().to_string();
-        assert!(error.contains("--tls-cert, --tls-key, --client-ca"), "{error}");
-        assert!(error.contains("mutual TLS"), "{error}");
+        assert!(
+            error.starts_with("missing --tls-cert, --tls-key, --tls-client-ca: the signer only serves over mutual TLS"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -554,6 +616,7 @@ mod tests {
         let tls = from_file.tls_paths().unwrap();
         assert_eq!(tls.cert, PathBuf::from("/etc/tufa/signer.crt"));
         assert_eq!(tls.key, PathBuf::from("/abs/signer.key"));
+        assert_eq!(tls.client_ca, PathBuf::from("/etc/tufa/ca.crt"));
         let BackendSettings::Software(software) = &from_file.backend else { panic!("not software") };
         assert_eq!(software.active_kek.as_deref(), Some("k2"));
         assert_eq!(software.keks[0], KekSpec { name: "k2".into(), file: Some(PathBuf::from("/etc/tufa/kek-k2")) });
@@ -569,6 +632,86 @@ mod tests {
         assert_eq!(flags.tls_paths().unwrap().cert, PathBuf::from("c.pem"));
         let BackendSettings::Software(software) = &flags.backend else { panic!("not software") };
         assert_eq!(software.active_kek.as_deref(), Some("k1"));
+    }
+
+    #[test]
+    fn flag_beats_env_beats_file() {
+        let file = "listen = \"127.0.0.1:1001\"\nlog_level = \"warn\"\n";
+        let from_env =
+            config_env(&[], &[("TUFA_SIGNER_LISTEN", "127.0.0.1:1002"), ("TUFA_SIGNER_LOG_FORMAT", "json")], file)
+                .unwrap();
+        assert_eq!(from_env.listen.port(), 1002);
+        assert_eq!(from_env.log, LogSettings { filter: "warn".into(), format: LogFormat::Json });
+        let from_flag = config_env(
+            &["--listen", "127.0.0.1:1003", "--log-format", "text"],
+            &[("TUFA_SIGNER_LISTEN", "127.0.0.1:1002")],
+            file,
+        )
+        .unwrap();
+        assert_eq!((from_flag.listen.port(), from_flag.log.format), (1003, LogFormat::Text));
+        assert_eq!(config(&[], file).unwrap().listen.port(), 1001);
+    }
+
+    #[test]
+    fn old_names_still_work() {
+        let config = config_env(&["--client-ca", "/flag-ca", "--log", "debug"], &[], "").unwrap();
+        assert_eq!((config.tls_client_ca, config.log.filter), (Some(PathBuf::from("/flag-ca")), "debug".to_owned()));
+        let config = config_env(&[], &[("TUFA_SIGNER_CLIENT_CA", "/env-ca")], "").unwrap();
+        assert_eq!(config.tls_client_ca, Some(PathBuf::from("/env-ca")));
+        let config = config_env(&["--tls-client-ca", "/new"], &[], "log = \"warn\"\n").unwrap();
+        assert_eq!((config.tls_client_ca, config.log.filter), (Some(PathBuf::from("/new")), "warn".to_owned()));
+        let flat = "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\ntls_client_ca = \"ca.pem\"\n";
+        let tls = super::tests::config(&[], flat).unwrap().tls_paths().unwrap();
+        assert_eq!(
+            tls,
+            TlsPaths {
+                cert: PathBuf::from("/etc/tufa/c.pem"),
+                key: PathBuf::from("/etc/tufa/k.pem"),
+                client_ca: PathBuf::from("/etc/tufa/ca.pem")
+            }
+        );
+    }
+
+    #[test]
+    fn a_setting_given_under_both_names_is_refused() {
+        let error = config(&[], "log = \"info\"\nlog_level = \"info\"\n").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "config file /etc/tufa/signer.toml: both `log_level` and `log` are set; `log` is an older name for \
+             `log_level`, keep only `log_level`"
+        );
+        let error = config(&[], "tls_client_ca = \"a\"\n[tls]\nclient_ca = \"b\"\n").unwrap_err().to_string();
+        assert!(
+            error.starts_with("config file /etc/tufa/signer.toml: both `tls.client_ca` and `tls_client_ca` are set"),
+            "{error}"
+        );
+        let error = config_env(&[], &[("TUFA_SIGNER_CLIENT_CA", "/a"), ("TUFA_SIGNER_TLS_CLIENT_CA", "/b")], "")
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("both TUFA_SIGNER_TLS_CLIENT_CA and TUFA_SIGNER_CLIENT_CA are set"), "{error}");
+        let error = Cli::try_parse_from(["tufa-signer", "--client-ca", "a", "--tls-client-ca", "b"]).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn bad_values_name_their_origin() {
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: [Case<'_>; 6] = [
+            (&["--listen", "nope"], &[], "", "invalid --listen: \"nope\" is not ADDR:PORT"),
+            (&[], &[("TUFA_SIGNER_LISTEN", "nope")], "", "invalid TUFA_SIGNER_LISTEN: \"nope\" is not ADDR:PORT"),
+            (&[], &[], "listen = \"nope\"", "invalid key `listen` in config file /etc/tufa/signer.toml: \"nope\""),
+            (&["--log-level", "verbose"], &[], "", "invalid --log-level: \"verbose\" is not a log level"),
+            (&[], &[("TUFA_SIGNER_LOG", "loud")], "", "invalid TUFA_SIGNER_LOG: \"loud\" is not a log level"),
+            (&[], &[], "log = \"verbose\"", "invalid key `log` in config file /etc/tufa/signer.toml: \"verbose\""),
+        ];
+        for (args, env, file, expected) in cases {
+            let error = config_env(args, env, file).unwrap_err().to_string();
+            assert!(error.starts_with(expected), "{args:?} {env:?} {file:?}: {error}");
+        }
+        let error = config_env(&[], &[("TUFA_SIGNER_LOG_FORMAT", "xml")], "").unwrap_err().to_string();
+        assert_eq!(error, "invalid TUFA_SIGNER_LOG_FORMAT: unknown format \"xml\"; use text or json");
+        let error = config_env(&[], &[("TUFA_SIGNER_BACKEND", "hsm")], "").unwrap_err().to_string();
+        assert_eq!(error, "invalid TUFA_SIGNER_BACKEND: unknown backend type \"hsm\": expected software or pkcs11");
     }
 
     #[test]
@@ -593,36 +736,96 @@ mod tests {
                 sessions: DEFAULT_PKCS11_SESSIONS,
             })
         );
-        assert!(super::tests::config(&[], "[backend]\ntype = \"pkcs11\"\n").is_err());
+        assert_eq!(
+            super::tests::config(&[], "[backend]\ntype = \"pkcs11\"\n").unwrap_err().to_string(),
+            "backend pkcs11 needs a [pkcs11] section with at least `module` in the config file"
+        );
         let no_pin = "[backend]\ntype = \"pkcs11\"\n[pkcs11]\nmodule = \"m.so\"\nslot = 1\n";
-        assert!(super::tests::config(&[], no_pin).unwrap_err().to_string().contains("pin_file or pin_env"));
+        assert_eq!(
+            super::tests::config(&[], no_pin).unwrap_err().to_string(),
+            "pkcs11 needs pin_file or pin_env (the PIN is never a flag)"
+        );
     }
 
     #[test]
     fn example_config_is_valid() {
-        let file = parse_file_config(include_str!("../tufa-signer.example.toml")).unwrap();
-        let config =
-            build_config(&CommonArgs::default(), &ServeArgs::default(), file, Some(Path::new("/etc/tufa"))).unwrap();
+        let config = config(&[], include_str!("../tufa-signer.example.toml")).unwrap();
         assert_eq!(config.tls_paths().unwrap().client_ca, PathBuf::from("/etc/tufa/pki/ca.crt"));
         assert!(matches!(config.backend, BackendSettings::Software(_)));
+        assert_eq!(config.log, LogSettings { filter: "info".into(), format: LogFormat::Text });
     }
 
     #[test]
     fn bad_files_are_refused() {
-        assert!(parse_file_config("unknown_key = 1").is_err());
-        assert!(parse_file_config("[software]\nkek = [{ name = \"a\", secret = \"00\" }]").is_err());
-        assert!(config(&[], "listen = \"nope\"").is_err());
-        assert!(config(&[], "[backend]\ntype = \"hsm\"").is_err());
-        assert!(config(&[], "database_url = \" \"").is_err());
+        let error = config(&[], "unknown_key = 1").unwrap_err().to_string();
+        assert!(
+            error.starts_with(
+                "invalid config file /etc/tufa/signer.toml: line 1, column 1: unknown field `unknown_key`"
+            ),
+            "{error}"
+        );
+        let error = config(&[], "[software]\nkek = [{ name = \"a\", secret = \"00\" }]").unwrap_err().to_string();
+        assert!(error.contains("unknown field `secret`"), "{error}");
+        let error = config(&[], "[backend]\ntype = \"hsm\"").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "invalid key `backend.type` in config file /etc/tufa/signer.toml: unknown backend type \"hsm\": expected \
+             software or pkcs11"
+        );
+        let error = config(&[], "database_url = \" \"").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!("invalid key `database_url` in config file /etc/tufa/signer.toml: {}", tufa_store::UrlError::Empty)
+        );
     }
 
     #[test]
-    fn database_urls_are_redacted() {
-        assert_eq!(redact_url("postgres://user:secret@db:5432/signer"), "postgres://user:***@db:5432/signer");
-        assert_eq!(redact_url("postgres://user@db/signer"), "postgres://user@db/signer");
-        assert_eq!(redact_url("postgres://u:p@db/s?password=x"), "postgres://u:***@db/s");
+    fn database_urls_use_the_store_parser_and_never_show_the_password() {
         let config = config(&["--database-url", "postgres://u:hunter2@h/d"], "").unwrap();
-        assert!(!format!("{config:?}").contains("hunter2"));
+        assert_eq!(config.database.backend(), tufa_store::Backend::Postgres);
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("postgres://u:***@h/d"), "{debug}");
+        let config = config_env(&[], &[("TUFA_SIGNER_DATABASE_URL", "sqlite::memory:")], "").unwrap();
+        assert_eq!(config.database.sqlite_location(), Some(&tufa_store::SqliteLocation::Memory));
+        let error = config_env(&[], &[("TUFA_SIGNER_DATABASE_URL", "mysql://u:hunter2@db/x")], "").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("invalid TUFA_SIGNER_DATABASE_URL: {}", DatabaseUrl::parse("mysql://u:hunter2@db/x").unwrap_err())
+        );
+        assert!(!error.to_string().contains("hunter2"));
+    }
+
+    /// Guards against a variable documented in `--help` that [`load_from`] does not read.
+    #[test]
+    fn every_documented_variable_is_read() {
+        let command = Cli::command();
+        let mut documented: Vec<String> = command
+            .get_arguments()
+            .filter_map(|arg| arg.get_env())
+            .map(|name| name.to_string_lossy().into_owned())
+            .collect();
+        documented.sort();
+        let mut read: Vec<String> = SETTINGS.iter().map(|setting| setting.env.to_owned()).collect();
+        read.sort();
+        assert_eq!(documented, read);
+        let help = command.clone().render_long_help().to_string();
+        for setting in SETTINGS {
+            assert!(help.contains(setting.flag), "help lacks {}", setting.flag);
+            assert!(help.contains(setting.env), "help lacks {}", setting.env);
+        }
+    }
+
+    #[test]
+    fn help_and_version_are_not_errors() {
+        for flag in ["--help", "--version"] {
+            let error = parse_cli(&[OsString::from("tufa-signer"), OsString::from(flag)]).unwrap_err();
+            let ConfigError::Cli(error) = error else { panic!("{flag} should be a clap error") };
+            assert_eq!(error.exit_code(), 0, "{flag}");
+        }
+        let error = parse_cli(&[OsString::from("tufa-signer"), OsString::from("--nope")]).unwrap_err();
+        let ConfigError::Cli(error) = error else { panic!("a usage error should be a clap error") };
+        assert_eq!(error.exit_code(), 2);
     }
 
     #[test]
@@ -635,6 +838,7 @@ mod tests {
             parse(&["gen-certs", "--out", "pki", "--signer-name", "signer.internal", "--signer-name", "10.0.0.5"]);
         let Some(Command::GenCerts { signer_names, .. }) = cli.command else { panic!("not gen-certs") };
         assert_eq!(signer_names, ["signer.internal", "10.0.0.5"]);
-        assert!(Cli::try_parse_from(["tufa-signer", "--kek", "00"]).is_err());
+        let error = Cli::try_parse_from(["tufa-signer", "--kek", "00"]).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::UnknownArgument);
     }
 }

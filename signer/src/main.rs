@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-use tufa_signer::config::{self, BackendSettings, Cli, Command};
+use tufa_common::logging::{self, LogFormat};
+use tufa_signer::config::{self, BackendSettings, Cli, Command, CommonArgs, Config, ConfigError, ServeArgs};
 use tufa_signer::run::{self, RunError};
 use tufa_signer::store::EventFilter;
 use tufa_signer::{pki, service};
@@ -12,17 +12,36 @@ use tufa_signer::{pki, service};
 async fn main() -> ExitCode {
     // One process-wide crypto provider: aws-lc-rs (ring is not in the dependency tree).
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let cli = Cli::parse();
-    match execute(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match config::parse_cli(&args) {
+        Ok(cli) => cli,
+        // --help and --version arrive here too; clap prints them and picks the exit code.
+        Err(ConfigError::Cli(error)) => error.exit(),
         Err(error) => {
             eprintln!("tufa-signer: {error}");
-            ExitCode::FAILURE
+            return ExitCode::from(tufa_common::EXIT_CONFIG);
+        }
+    };
+    // Until the configuration (and with it the log format) is known, errors are plain lines.
+    let mut format = LogFormat::Text;
+    match execute(cli, &mut format).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            logging::report_fatal("tufa-signer", format, &error);
+            ExitCode::from(error.exit_code())
         }
     }
 }
 
-async fn execute(cli: Cli) -> Result<(), RunError> {
+/// Loads the configuration and starts logging as it says; `format` learns the log format.
+fn configure(common: &CommonArgs, serve: &ServeArgs, format: &mut LogFormat) -> Result<Config, RunError> {
+    let config = config::load(common, serve)?;
+    logging::init(&config.log).map_err(RunError::Other)?;
+    *format = config.log.format;
+    Ok(config)
+}
+
+async fn execute(cli: Cli, format: &mut LogFormat) -> Result<(), RunError> {
     match cli.command {
         Some(Command::GenCerts { out, signer_names, client_name, force }) => {
             let generated =
@@ -40,8 +59,7 @@ async fn execute(cli: Cli) -> Result<(), RunError> {
             Ok(())
         }
         Some(Command::Audit { key_id, since, until, after_id, limit }) => {
-            let config = config::resolve_config(&cli.common, &cli.serve)?;
-            run::init_logging(&config.log);
+            let config = configure(&cli.common, &cli.serve, format)?;
             if let Some(key_id) = &key_id {
                 service::check_key_id(key_id).map_err(|error| RunError::Other(error.to_string()))?;
             }
@@ -59,8 +77,7 @@ async fn execute(cli: Cli) -> Result<(), RunError> {
             Ok(())
         }
         Some(Command::RotateKek) => {
-            let config = config::resolve_config(&cli.common, &cli.serve)?;
-            run::init_logging(&config.log);
+            let config = configure(&cli.common, &cli.serve, format)?;
             let BackendSettings::Software(settings) = &config.backend else {
                 return Err(RunError::Other("rotate-kek applies to the software backend only".to_owned()));
             };
@@ -79,8 +96,7 @@ async fn execute(cli: Cli) -> Result<(), RunError> {
             }
         }
         None => {
-            let config = config::resolve_config(&cli.common, &cli.serve)?;
-            run::init_logging(&config.log);
+            let config = configure(&cli.common, &cli.serve, format)?;
             run::serve(&config).await
         }
     }

@@ -2,7 +2,6 @@
 //! (`tufa-signer gen-certs`) and key-encryption keys (`tufa-signer gen-kek`). Private keys are
 //! written with mode 0600 and never overwrite an existing file unless asked to.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
@@ -11,6 +10,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
+use tufa_common::files::{self, Access, FileError};
 use zeroize::Zeroizing;
 
 use crate::backend::software::KEK_LEN;
@@ -43,6 +43,9 @@ pub enum PkiError {
         /// Why.
         reason: String,
     },
+    /// A file could not be created or written.
+    #[error(transparent)]
+    File(#[from] FileError),
 }
 
 /// A certificate and its private key, both PEM.
@@ -144,37 +147,16 @@ pub fn generate_pki(signer_names: &[String], client_name: &str) -> Result<Pki, P
     })
 }
 
-/// Writes `contents` to `path` with permission bits `mode`; refuses to replace an existing file
+/// Writes `contents` to `path`, readable as `access` says; refuses to replace an existing file
 /// unless `overwrite`.
-pub fn write_file(path: &Path, contents: &[u8], mode: u32, overwrite: bool) -> Result<(), PkiError> {
-    let failed = |reason: String| PkiError::Write { path: path.to_owned(), reason };
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true);
-    if overwrite {
-        options.create(true).truncate(true);
-    } else {
-        options.create_new(true);
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(mode);
-    }
-    let mut file = options.open(path).map_err(|error| {
-        if error.kind() == std::io::ErrorKind::AlreadyExists {
-            failed("the file exists (use --force to overwrite)".to_owned())
+pub fn write_file(path: &Path, contents: &[u8], access: Access, overwrite: bool) -> Result<(), PkiError> {
+    files::write_new_file(path, contents, access, overwrite).map_err(|error| {
+        if error.io_kind() == Some(std::io::ErrorKind::AlreadyExists) {
+            PkiError::Write { path: path.to_owned(), reason: "the file exists (use --force to overwrite)".to_owned() }
         } else {
-            failed(error.to_string())
+            PkiError::File(error)
         }
-    })?;
-    // An overwritten file keeps its old mode; set it explicitly.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|error| failed(error.to_string()))?;
-    }
-    file.write_all(contents).map_err(|error| failed(error.to_string()))?;
-    file.sync_all().map_err(|error| failed(error.to_string()))
+    })
 }
 
 /// Writes the PKI into `dir` (created if missing): `ca.crt`, `ca.key`, `signer.crt`,
@@ -182,26 +164,26 @@ pub fn write_file(path: &Path, contents: &[u8], mode: u32, overwrite: bool) -> R
 pub fn write_pki(dir: &Path, pki: &Pki, overwrite: bool) -> Result<Vec<PathBuf>, PkiError> {
     std::fs::create_dir_all(dir)
         .map_err(|error| PkiError::Write { path: dir.to_owned(), reason: error.to_string() })?;
-    let files: [(&str, &[u8], u32); 6] = [
-        ("ca.crt", pki.ca.cert_pem.as_bytes(), 0o644),
-        ("ca.key", pki.ca.key_pem.as_bytes(), 0o600),
-        ("signer.crt", pki.signer.cert_pem.as_bytes(), 0o644),
-        ("signer.key", pki.signer.key_pem.as_bytes(), 0o600),
-        ("client.crt", pki.client.cert_pem.as_bytes(), 0o644),
-        ("client.key", pki.client.key_pem.as_bytes(), 0o600),
+    let outputs: [(&str, &[u8], Access); 6] = [
+        ("ca.crt", pki.ca.cert_pem.as_bytes(), Access::Public),
+        ("ca.key", pki.ca.key_pem.as_bytes(), Access::Private),
+        ("signer.crt", pki.signer.cert_pem.as_bytes(), Access::Public),
+        ("signer.key", pki.signer.key_pem.as_bytes(), Access::Private),
+        ("client.crt", pki.client.cert_pem.as_bytes(), Access::Public),
+        ("client.key", pki.client.key_pem.as_bytes(), Access::Private),
     ];
     if !overwrite {
-        for (name, _, _) in &files {
+        for (name, _, _) in &outputs {
             let path = dir.join(name);
             if path.exists() {
                 return Err(PkiError::Write { path, reason: "the file exists (use --force to overwrite)".to_owned() });
             }
         }
     }
-    let mut written = Vec::with_capacity(files.len());
-    for (name, contents, mode) in files {
+    let mut written = Vec::with_capacity(outputs.len());
+    for (name, contents, access) in outputs {
         let path = dir.join(name);
-        write_file(&path, contents, mode, overwrite)?;
+        write_file(&path, contents, access, overwrite)?;
         written.push(path);
     }
     Ok(written)
@@ -216,7 +198,7 @@ pub fn write_new_kek(path: &Path) -> Result<(), PkiError> {
         .map_err(|_| PkiError::Generate("the system random generator failed".to_owned()))?;
     let mut text = Zeroizing::new(hex::encode(bytes.as_slice()));
     text.push('\n');
-    write_file(path, text.as_bytes(), 0o600, false)
+    write_file(path, text.as_bytes(), Access::Private, false)
 }
 
 #[cfg(test)]

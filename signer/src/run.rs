@@ -1,18 +1,20 @@
 //! What the binary does with a resolved [`Config`]: open the store and backend, serve gRPC until
 //! SIGTERM/SIGINT, print the audit trail, re-seal keys under the active KEK.
 
-use std::io::IsTerminal as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tufa_common::files;
 use tufa_core::keys::Algorithm;
 
 use crate::backend::pkcs11::Pkcs11Backend;
 use crate::backend::software::{KekError, KeyRing, SoftwareBackend};
 use crate::backend::{BackendError, KeyBackend};
-use crate::config::{BackendSettings, Config, ConfigError, Database, Pkcs11Settings, SoftwareSettings};
+use tufa_store::SqliteLocation;
+
+use crate::config::{BackendSettings, Config, ConfigError, Pkcs11Settings, SoftwareSettings};
 use crate::grpc::{self, ServeError, TlsMaterial};
 use crate::service::SignerService;
 use crate::store::{EventFilter, MAX_EVENT_PAGE, Store, StoreError};
@@ -45,41 +47,30 @@ pub enum RunError {
     Other(String),
 }
 
-/// Installs the log subscriber (stderr; `config.log` is a tracing filter).
-pub fn init_logging(filter: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
-}
+/// What to change when the data directory cannot be created.
+const DATA_DIR_HINT: &str =
+    "choose a writable --data-dir (or set --database-url) or fix the owner of its parent directory";
 
-fn create_private_dir(dir: &Path) -> Result<(), RunError> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        builder.mode(0o700);
+impl RunError {
+    /// The process exit status: 2 for an unusable configuration (as clap uses for usage errors),
+    /// 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) => tufa_common::EXIT_CONFIG,
+            _ => 1,
+        }
     }
-    builder
-        .create(dir)
-        .map_err(|error| RunError::Other(format!("cannot create the data directory {}: {error}", dir.display())))
 }
 
 /// Opens and migrates the database.
 pub async fn open_store(config: &Config) -> Result<Store, RunError> {
-    let store = match &config.database {
-        Database::Url(url) => Store::connect(&tufa_store::DatabaseUrl::parse(url).map_err(StoreError::from)?).await?,
-        Database::SqliteFile(path) => {
-            if let Some(parent) = path.parent() {
-                create_private_dir(parent)?;
-            }
-            Store::open_sqlite_file(path).await?
-        }
-    };
+    if let Some(SqliteLocation::File(path)) = config.database.sqlite_location()
+        && let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty())
+    {
+        files::create_private_dir(parent)
+            .map_err(|error| RunError::Other(error.with_hint(DATA_DIR_HINT).to_string()))?;
+    }
+    let store = Store::connect(&config.database).await?;
     store.migrate().await?;
     Ok(store)
 }
@@ -143,21 +134,35 @@ async fn shutdown_signal() {
 }
 
 /// Serves until SIGTERM or SIGINT.
+///
+/// The configuration was validated before this is called; the TLS files and the backend's keys
+/// are read (nothing is written), then the listener is bound, and only then is the database
+/// opened, so a busy port or a bad setting leaves no data directory or database file behind.
 pub async fn serve(config: &Config) -> Result<(), RunError> {
     let tls_paths = config.tls_paths()?;
     let tls = TlsMaterial::load(&tls_paths.cert, &tls_paths.key, &tls_paths.client_ca)?;
     warn_if_readable(&tls_paths.key);
     let backend = open_backend(config).await?;
     backend.health().await?;
-    let store = open_store(config).await?;
-    tracing::info!(database = %config.database.describe(), "database ready");
-    let service = SignerService::new(store.clone(), backend);
-
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|error| RunError::Other(format!("cannot listen on {}: {error}", config.listen)))?;
+    let listener = TcpListener::bind(config.listen).await.map_err(|error| {
+        RunError::Other(format!(
+            "cannot listen on {}: {error}; stop the process using it or choose another --listen",
+            config.listen
+        ))
+    })?;
     let address = listener.local_addr().map_err(|error| RunError::Other(error.to_string()))?;
-    tracing::info!(address = %address, backend = service.backend().name(), "tufa-signer listening (mutual TLS)");
+    let store = open_store(config).await?;
+    let service = SignerService::new(store.clone(), backend);
+    let backend_name = service.backend().name();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        backend = backend_name,
+        database = %config.database,
+        listen = %address,
+        "tufa-signer {}: backend {backend_name}, store {}, listening on {address} (mutual TLS)",
+        env!("CARGO_PKG_VERSION"),
+        config.database,
+    );
 
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -186,14 +191,10 @@ pub async fn serve(config: &Config) -> Result<(), RunError> {
 }
 
 fn warn_if_readable(path: &Path) {
-    #[cfg(unix)]
+    if let Ok(metadata) = std::fs::metadata(path)
+        && let Err(error) = files::check_owner_only("TLS private key file", path, &metadata)
     {
-        use std::os::unix::fs::PermissionsExt as _;
-        if let Ok(metadata) = std::fs::metadata(path)
-            && metadata.permissions().mode() & 0o077 != 0
-        {
-            tracing::warn!(file = %path.display(), "the TLS key file is readable by group or others; chmod 600 it");
-        }
+        tracing::warn!(file = %path.display(), "{error}");
     }
 }
 

@@ -77,8 +77,8 @@ impl TestToken {
 
         let pin_dir = tempfile::tempdir().unwrap();
         // A trailing CRLF must be trimmed by the backend.
-        std::fs::write(pin_dir.path().join("pin"), format!("{USER_PIN}\r\n")).unwrap();
-        std::fs::write(pin_dir.path().join("wrong-pin"), format!("{WRONG_PIN}\n")).unwrap();
+        write_pin_file(&pin_dir.path().join("pin"), &format!("{USER_PIN}\r\n"));
+        write_pin_file(&pin_dir.path().join("wrong-pin"), &format!("{WRONG_PIN}\n"));
         TestToken { label, pin_dir }
     }
 
@@ -523,7 +523,7 @@ async fn missing_token_and_bad_settings_are_reported() {
     );
 
     let empty = token.pin_dir.path().join("empty-pin");
-    std::fs::write(&empty, "\n").unwrap();
+    write_pin_file(&empty, "\n");
     check(
         with(&|settings| {
             settings.pin_file = Some(empty.clone());
@@ -536,6 +536,22 @@ async fn missing_token_and_bad_settings_are_reported() {
             settings.pin_file = Some(token.pin_dir.path().join("absent"));
         }),
         "cannot read the PIN file",
+    );
+
+    let readable_pin = token.pin_dir.path().join("group-readable-pin");
+    write_pin_file(&readable_pin, "1234\n");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&readable_pin, std::fs::Permissions::from_mode(0o640)).unwrap();
+    }
+    check(
+        with(&|settings| {
+            settings.pin_file = Some(readable_pin.clone());
+        }),
+        &format!(
+            "PKCS#11 PIN file {0} is readable by group or others (mode 640); restrict it with `chmod 600 {0}`",
+            readable_pin.display()
+        ),
     );
 
     check(
@@ -560,4 +576,11 @@ async fn missing_token_and_bad_settings_are_reported() {
     key.public.verify("ecdsa", b"shared", &signature).unwrap();
     let handles: HashSet<Vec<u8>> = [key.handle.clone(), generate_ecdsa(&second).await.handle].into();
     assert_eq!(handles.len(), 2);
+}
+
+/// Writes a PIN file readable only by its owner, as the backend requires.
+fn write_pin_file(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }

@@ -38,6 +38,7 @@ use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use tokio::sync::Semaphore;
+use tufa_common::files::{self, FileError};
 use tufa_core::keys::{Algorithm, KeyType, PublicKey};
 use zeroize::Zeroizing;
 
@@ -923,19 +924,17 @@ fn read_pin(settings: &Pkcs11Settings) -> Result<AuthPin, BackendError> {
     Ok(AuthPin::from(pin))
 }
 
+/// What error messages call the PIN file.
+const PIN_FILE: &str = "PKCS#11 PIN file";
+
 fn read_pin_file(path: &Path) -> Result<Zeroizing<String>, BackendError> {
     let unreadable =
         |error: std::io::Error| config_error(&format!("cannot read the PIN file {}: {error}", path.display()));
-    let file = std::fs::File::open(path).map_err(unreadable)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        if let Ok(metadata) = file.metadata()
-            && metadata.permissions().mode() & 0o077 != 0
-        {
-            tracing::warn!(path = %path.display(), "the PKCS#11 PIN file is readable by group or others; chmod 600 it");
-        }
-    }
+    // A PIN file others may read is refused, like a key-encryption key file.
+    let file = files::open_owner_only(PIN_FILE, path).map_err(|error| match error {
+        FileError::Io { source, .. } => unreadable(source),
+        too_open @ FileError::TooOpen { .. } => config_error(&too_open.to_string()),
+    })?;
     // Reserve the whole buffer up front so that reading never reallocates (which would leave an
     // unzeroized copy of the PIN behind).
     let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_PIN_FILE_LEN as usize + 1));
@@ -1148,6 +1147,29 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_group_readable_pin_file_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pin");
+        std::fs::write(&path, "1234\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let error = read_pin_file(&path).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!(
+                "{}",
+                config_error(&format!(
+                    "PKCS#11 PIN file {0} is readable by group or others (mode 640); restrict it with `chmod 600 {0}`",
+                    path.display()
+                ))
+            )
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_pin_file(&path).unwrap().as_str(), "1234\n");
+    }
 
     /// A P-256 public point (the generator G), uncompressed.
     fn generator_point() -> Vec<u8> {

@@ -24,6 +24,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use async_trait::async_trait;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
+use tufa_common::files::{self, FileError};
 use tufa_core::keys::{Algorithm, PrivateKey};
 use zeroize::Zeroizing;
 
@@ -64,16 +65,8 @@ pub enum KekError {
         source_description: String,
     },
     /// A KEK file can be read by its group or by others.
-    #[error(
-        "KEK file {path} has mode {mode:04o}; it must not be readable by group or others (chmod 600 {path})",
-        path = path.display()
-    )]
-    InsecureFile {
-        /// The file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
+    #[error(transparent)]
+    InsecureFile(#[from] FileError),
     /// A KEK file could not be read.
     #[error("cannot read KEK file {path}: {reason}", path = path.display())]
     Unreadable {
@@ -159,7 +152,7 @@ impl Kek {
         if !metadata.is_file() {
             return Err(unreadable("not a regular file".to_owned()));
         }
-        check_owner_only(path, &metadata)?;
+        files::check_owner_only("KEK file", path, &metadata)?;
         if metadata.len() > MAX_KEK_FILE_LEN {
             return Err(unreadable(format!("larger than {MAX_KEK_FILE_LEN} bytes")));
         }
@@ -171,21 +164,6 @@ impl Kek {
     pub fn name(&self) -> &str {
         &self.name
     }
-}
-
-#[cfg(unix)]
-fn check_owner_only(path: &Path, metadata: &std::fs::Metadata) -> Result<(), KekError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let mode = metadata.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(KekError::InsecureFile { path: path.to_owned(), mode });
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_owner_only(_path: &Path, _metadata: &std::fs::Metadata) -> Result<(), KekError> {
-    Ok(())
 }
 
 /// Where one configured KEK comes from.
@@ -631,8 +609,14 @@ mod tests {
         for mode in [0o644, 0o640, 0o604, 0o660, 0o606] {
             let path = write_kek_file(dir.path(), "kek", HEX_A, mode);
             let error = Kek::from_file("one", &path).unwrap_err();
-            assert!(matches!(error, KekError::InsecureFile { .. }), "mode {mode:o}: {error}");
-            assert!(error.to_string().contains("chmod 600"), "{error}");
+            assert!(matches!(error, KekError::InsecureFile(FileError::TooOpen { .. })), "mode {mode:o}: {error}");
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "KEK file {0} is readable by group or others (mode {mode:03o}); restrict it with `chmod 600 {0}`",
+                    path.display()
+                )
+            );
         }
         for mode in [0o600, 0o400] {
             let path = write_kek_file(dir.path(), "kek", HEX_A, mode);

@@ -1,0 +1,210 @@
+//! The typed start-up configuration of the `tufa-server` binary: flags, `TUFA_*` variables and a TOML file, merged and validated once.
+//!
+//! Precedence, highest first: command-line flag, `TUFA_*` environment variable, the TOML file named by
+//! `--config` (or `TUFA_CONFIG`), built-in default. A list (`--tls-name`, `tls_names`) from a higher layer
+//! replaces the whole list of a lower one; lists are never merged. The layering machinery (origins in
+//! error messages, variable and key aliases) is `tufa_common::layer`, shared with tufa-signer.
+//!
+//! Relative paths written in the TOML file are resolved against the directory holding that file, as Notary
+//! does; relative paths from flags or variables are left relative to the working directory.
+//!
+//! The jobs are split: [`cli`] is the clap command line, [`resolve`] merges the layers and checks every
+//! value, the database URL is parsed by `tufa_store::DatabaseUrl` (the one parser both binaries use), and
+//! the key-encryption key file is `crate::kek`.
+//!
+//! Secrets (the database password, the key-encryption key) live in types whose `Debug` redacts them and
+//! whose memory is zeroized on drop.
+
+mod cli;
+mod resolve;
+#[cfg(test)]
+mod tests;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::ValueEnum;
+use serde::Deserialize;
+
+pub use tufa_common::layer::ConfigError;
+pub use tufa_common::logging::{LogFormat, LogSettings};
+pub use tufa_store::{Backend as DatabaseBackend, DatabaseUrl};
+
+use crate::kek::KekMaterial;
+
+/// Algorithm of the keys the server generates for the timestamp and snapshot roles.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyAlgorithm {
+    /// ECDSA on P-256 with SHA-256, Notary's usual choice.
+    #[default]
+    Ecdsa,
+    /// Ed25519.
+    Ed25519,
+}
+
+impl fmt::Display for KeyAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Ecdsa => "ecdsa",
+            Self::Ed25519 => "ed25519",
+        })
+    }
+}
+
+/// Where the server's TLS certificate comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsSource {
+    /// Operator-supplied PEM files.
+    Files {
+        /// Certificate chain, leaf first.
+        cert: PathBuf,
+        /// Private key of the leaf.
+        key: PathBuf,
+    },
+    /// A local CA and server certificate kept in `<data_dir>/tls` (see `tls::ensure_generated`).
+    Generated {
+        /// DNS names and IP addresses added to `localhost`, `127.0.0.1` and `::1`.
+        extra_names: Vec<String>,
+    },
+}
+
+/// How to reach a separate signing service over mutual TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignerConfig {
+    /// `https://HOST:PORT`.
+    pub url: String,
+    /// The host part of the URL: the name the signer's certificate must carry.
+    pub host: String,
+    /// CA bundle that issued the signer's certificate.
+    pub ca: PathBuf,
+    /// Client certificate and key presented to the signer.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+/// `Cache-Control: max-age` lifetimes, in seconds (`[cache]` in the TOML file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// For "current" metadata (`<role>.json`); 0 means `no-cache`. Default 300.
+    pub current_max_age: u64,
+    /// For content-addressed metadata (`<role>.<checksum>.json`, `<n>.root.json`). Default 2592000 (30 days).
+    pub consistent_max_age: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self { current_max_age: 300, consistent_max_age: 2_592_000 }
+    }
+}
+
+/// Bounds on untrusted input (`[limits]` in the TOML file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Largest accepted request body in bytes. Default 32 MiB, at most 1 GiB.
+    pub max_body_bytes: usize,
+    /// Deepest accepted delegation (`targets/a/b` has depth 2). Default 16.
+    pub max_delegation_depth: usize,
+    /// Most parts accepted in one multipart update. Default 1000.
+    pub max_parts: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { max_body_bytes: 32 << 20, max_delegation_depth: 16, max_parts: 1000 }
+    }
+}
+
+/// Background re-signing of timestamps that are about to expire (`[timestamp]` in the TOML file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimestampConfig {
+    /// How often the background task looks for timestamps to refresh, in seconds. Default 300.
+    pub refresh_interval_secs: u64,
+    /// Re-sign a timestamp when it expires within this many seconds. Default 86400 (one day).
+    pub refresh_before_secs: u64,
+}
+
+impl TimestampConfig {
+    /// [`Self::refresh_interval_secs`] as a `Duration`.
+    pub fn refresh_interval(&self) -> Duration {
+        Duration::from_secs(self.refresh_interval_secs)
+    }
+
+    /// [`Self::refresh_before_secs`] as a `Duration`.
+    pub fn refresh_before(&self) -> Duration {
+        Duration::from_secs(self.refresh_before_secs)
+    }
+}
+
+impl Default for TimestampConfig {
+    fn default() -> Self {
+        Self { refresh_interval_secs: 300, refresh_before_secs: 86_400 }
+    }
+}
+
+/// The validated configuration of one `tufa-server` process. `Debug` never shows secrets.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The TOML file that was read, if any.
+    pub config_file: Option<PathBuf>,
+    /// Listening address.
+    pub listen: SocketAddr,
+    /// Directory for local state (SQLite database, generated TLS files, key-encryption key).
+    pub data_dir: PathBuf,
+    /// Database to use.
+    pub database_url: DatabaseUrl,
+    /// Server certificate source.
+    pub tls: TlsSource,
+    /// CA bundle for client certificates; `Some` means mutual TLS is required.
+    pub tls_client_ca: Option<PathBuf>,
+    /// File holding the key-encryption key; unused when `TUFA_KEK` is set.
+    pub kek_file: PathBuf,
+    /// The key-encryption key given directly in `TUFA_KEK`.
+    pub(crate) kek_from_env: Option<KekMaterial>,
+    /// The separate signing service, if one is configured.
+    pub signer: Option<SignerConfig>,
+    /// Algorithm for server-created timestamp and snapshot keys.
+    pub key_algorithm: KeyAlgorithm,
+    /// Log filter and format.
+    pub log: LogSettings,
+    /// Cache lifetimes.
+    pub cache: CacheConfig,
+    /// Input bounds.
+    pub limits: LimitsConfig,
+    /// Timestamp re-signing.
+    pub timestamp: TimestampConfig,
+    /// If non-empty, only GUNs starting with one of these prefixes are served.
+    pub gun_prefixes: Vec<String>,
+}
+
+impl Config {
+    /// The database URL with its password replaced by `***`, for logs and start-up banners.
+    pub fn redacted_database_url(&self) -> String {
+        self.database_url.redacted()
+    }
+}
+
+/// Loads the configuration from the process's arguments and environment.
+///
+/// On `Err(ConfigError::Cli(error))` the caller should call `error.exit()`, which prints help,
+/// the version or a usage error with clap's exit code.
+pub fn load() -> Result<Config, ConfigError> {
+    load_from(std::env::args_os(), |name| std::env::var_os(name))
+}
+
+/// Loads the configuration from `args` (including the program name, as in `std::env::args_os`)
+/// and from the environment as seen through `env`, which maps a variable name to its value.
+///
+/// Tests pass a closure over a map; the process environment is never consulted by this function.
+/// Empty variables count as unset, as in clap.
+pub fn load_from<I, T>(args: I, env: impl Fn(&str) -> Option<OsString>) -> Result<Config, ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let cli = cli::parse(&args)?;
+    resolve::resolve(cli, &env)
+}
