@@ -447,8 +447,8 @@ impl Store {
         const SQL: &str = "INSERT INTO signer_keys \
              (key_id, gun, role, algorithm, public, backend, handle, sealed_with, created_at, last_used) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)";
-        match &self.pool {
-            Pool::Sqlite(pool) => sqlx::query(SQL)
+        per_dialect!(&self.pool, |pool, time, _, _| {
+            sqlx::query(SQL)
                 .bind(&key.key_id)
                 .bind(&key.gun)
                 .bind(&key.role)
@@ -457,24 +457,11 @@ impl Store {
                 .bind(&key.backend)
                 .bind(&key.handle)
                 .bind(&key.sealed_with)
-                .bind(sqlite_time(key.created_at))
+                .bind(time(key.created_at))
                 .execute(pool)
                 .await
-                .map(drop),
-            Pool::Postgres(pool) => sqlx::query(SQL)
-                .bind(&key.key_id)
-                .bind(&key.gun)
-                .bind(&key.role)
-                .bind(&key.algorithm)
-                .bind(&key.public)
-                .bind(&key.backend)
-                .bind(&key.handle)
-                .bind(&key.sealed_with)
-                .bind(key.created_at)
-                .execute(pool)
-                .await
-                .map(drop),
-        }
+                .map(drop)
+        })
         .map_err(map_error)
     }
 
@@ -613,24 +600,16 @@ impl Store {
         sealed_with: &str,
     ) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE signer_keys SET handle = $3, sealed_with = $4 WHERE key_id = $1 AND handle = $2";
-        let rows = match &self.pool {
-            Pool::Sqlite(pool) => sqlx::query(SQL)
+        let rows = per_dialect!(&self.pool, |pool, _, _, _| {
+            sqlx::query(SQL)
                 .bind(key_id)
                 .bind(old_handle)
                 .bind(new_handle)
                 .bind(sealed_with)
                 .execute(pool)
                 .await
-                .map(|done| done.rows_affected()),
-            Pool::Postgres(pool) => sqlx::query(SQL)
-                .bind(key_id)
-                .bind(old_handle)
-                .bind(new_handle)
-                .bind(sealed_with)
-                .execute(pool)
-                .await
-                .map(|done| done.rows_affected()),
-        }
+                .map(|done| done.rows_affected())
+        })
         .map_err(map_error)?;
         Ok(rows > 0)
     }

@@ -22,6 +22,23 @@ pub enum StoreError {
     Internal(String),
 }
 
+impl StoreError {
+    /// The same error with its message rewritten by `rewrite`; [`StoreError::OldVersion`]
+    /// carries no message and is returned as it is.
+    pub(crate) fn map_message(self, rewrite: impl FnOnce(String) -> String) -> StoreError {
+        match self {
+            StoreError::Unavailable(message) => StoreError::Unavailable(rewrite(message)),
+            StoreError::Internal(message) => StoreError::Internal(rewrite(message)),
+            old @ StoreError::OldVersion { .. } => old,
+        }
+    }
+
+    /// The same error with `context: ` before its message.
+    pub(crate) fn context(self, context: &str) -> StoreError {
+        self.map_message(|message| format!("{context}: {message}"))
+    }
+}
+
 /// Maps errors that are not database-reported errors; `None` for `sqlx::Error::Database`
 /// and migration errors, which each backend classifies itself.
 fn classify_transport(error: &sqlx::Error) -> Option<StoreError> {
@@ -56,19 +73,11 @@ fn classify_with(error: sqlx::Error, is_unavailable: fn(&str) -> bool) -> StoreE
 
 fn classify_migrate_with(error: MigrateError, is_unavailable: fn(&str) -> bool) -> StoreError {
     match error {
-        MigrateError::Execute(inner) => prefix(classify_with(inner, is_unavailable), "migrating"),
+        MigrateError::Execute(inner) => classify_with(inner, is_unavailable).context("migrating"),
         MigrateError::ExecuteMigration(inner, version) => {
-            prefix(classify_with(inner, is_unavailable), &format!("applying migration {version}"))
+            classify_with(inner, is_unavailable).context(&format!("applying migration {version}"))
         }
         other => StoreError::Internal(format!("migrating: {other}")),
-    }
-}
-
-fn prefix(error: StoreError, context: &str) -> StoreError {
-    match error {
-        StoreError::Unavailable(message) => StoreError::Unavailable(format!("{context}: {message}")),
-        StoreError::Internal(message) => StoreError::Internal(format!("{context}: {message}")),
-        old @ StoreError::OldVersion { .. } => old,
     }
 }
 

@@ -17,6 +17,7 @@
 
 mod error;
 mod postgres;
+mod sql;
 mod sqlite;
 mod url;
 mod validate;
@@ -275,16 +276,16 @@ pub trait Store: Send + Sync + 'static {
 /// [`StoreError::Unavailable`] after about three seconds. Error messages never contain the
 /// URL's password.
 pub async fn open(url: &DatabaseUrl) -> Result<Arc<dyn Store>, StoreError> {
-    match url.sqlite_location() {
-        Some(SqliteLocation::File(path)) => open_sqlite(path).await,
-        Some(SqliteLocation::Memory) => Ok(Arc::new(sqlite::SqliteStore::open_memory().await?)),
-        None => Ok(Arc::new(postgres::PgStore::open(url).await?)),
-    }
+    let pools = match url.sqlite_location() {
+        Some(SqliteLocation::File(path)) => sqlite::open(path).await?,
+        Some(SqliteLocation::Memory) => sqlite::open_memory().await?,
+        None => postgres::open(url).await?,
+    };
+    Ok(Arc::new(sql::SqlStore::new(pools)))
 }
 
 /// Opens (creating it if missing) the SQLite database file at `path` and brings its schema
 /// up to date.
 pub async fn open_sqlite(path: &Path) -> Result<Arc<dyn Store>, StoreError> {
-    let store = sqlite::SqliteStore::open(path).await?;
-    Ok(Arc::new(store))
+    Ok(Arc::new(sql::SqlStore::new(sqlite::open(path).await?)))
 }
