@@ -16,7 +16,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
 use tokio::sync::{mpsc, oneshot};
-use tufa_store::{DatabaseUrl, SqliteLocation, UrlError};
+use tufa_store::{DatabaseUrl, SqliteLocation, UrlError, create_sqlite_file, is_transient};
 
 /// Name of the migrations bookkeeping table, distinct from sqlx's default so that the signer's
 /// schema can share a database with another application (tufa-server uses the default).
@@ -60,21 +60,13 @@ impl From<UrlError> for StoreError {
     }
 }
 
+/// Maps a database error with the store's one classification ([`tufa_store::is_transient`]).
 fn map_error(error: sqlx::Error) -> StoreError {
-    let unavailable = match &error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
-            // PostgreSQL: class 08 (connection exception), 57P0x (shutdown, cannot connect now),
-            // 53300 (too many connections). SQLite: 5 (busy), 6 (locked).
-            code.starts_with("08") || code.starts_with("57P0") || code == "53300" || code == "5" || code == "6"
-        }),
-        _ => false,
-    };
-    if unavailable { StoreError::Unavailable(error.to_string()) } else { StoreError::Internal(error.to_string()) }
+    if is_transient(&error) {
+        StoreError::Unavailable(error.to_string())
+    } else {
+        StoreError::Internal(error.to_string())
+    }
 }
 
 /// One key as the signer records it.
@@ -378,11 +370,13 @@ impl Store {
         }
     }
 
-    /// Opens (creating when missing) the SQLite database file at `path`.
+    /// Opens the SQLite database file at `path`, creating it owner-only (0600) when missing.
     pub async fn open_sqlite_file(path: &Path) -> Result<Store, StoreError> {
+        create_sqlite_file(path).map_err(|error| {
+            StoreError::Unavailable(format!("cannot create the SQLite database {}: {error}", path.display()))
+        })?;
         let options = SqliteConnectOptions::new()
             .filename(path)
-            .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(SQLITE_BUSY_TIMEOUT)
             .foreign_keys(true);
@@ -718,6 +712,46 @@ mod tests {
         assert_eq!(ids.len(), 64, "every caller got its own event");
         let recorded = store.sign_events(&EventFilter { limit: 1000, ..EventFilter::default() }).await.unwrap();
         assert_eq!(recorded.len(), 64, "every event committed");
+    }
+
+    /// The signer's database file and SQLite's `-wal`/`-shm` files are owner-only.
+    #[tokio::test]
+    async fn sqlite_files_are_created_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite_file(&dir.path().join("tufa-signer.db")).await.unwrap();
+        store.migrate().await.unwrap();
+        assert!(!store.mark_used(&"0".repeat(64), now()).await.unwrap(), "no such key");
+        for name in ["tufa-signer.db", "tufa-signer.db-wal", "tufa-signer.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{name}");
+        }
+        store.close().await;
+    }
+
+    /// A real SQLite busy error is transient (the old copy of the classification missed the
+    /// extended codes); a constraint violation is not.
+    #[tokio::test]
+    async fn sqlite_busy_is_unavailable() {
+        use sqlx::{Connection as _, Executor as _};
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("busy.db"))
+            .create_if_missing(true)
+            .busy_timeout(Duration::ZERO);
+        let mut first = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+        first.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)").await.unwrap();
+        first.execute("INSERT INTO t VALUES (1)").await.unwrap();
+        let duplicate = first.execute("INSERT INTO t VALUES (1)").await.unwrap_err();
+        assert!(matches!(map_error(duplicate), StoreError::Internal(_)));
+        first.execute("BEGIN IMMEDIATE").await.unwrap();
+        let mut second = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+        let busy = second.execute("BEGIN IMMEDIATE").await.unwrap_err();
+        let message = busy.to_string();
+        match map_error(busy) {
+            StoreError::Unavailable(text) => assert_eq!(text, message),
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Pool};
 
-use crate::error::{from_pg, from_pg_migrate};
+use crate::error::{from_migrate, from_sqlx};
 use crate::sql::{Dialect, FileRow, Pools, Tx, current_join, file_columns};
 use crate::validate::{dangling_pointer, to_micros};
 use crate::{CurrentEntry, DatabaseUrl, NewFile, StoreError};
@@ -74,9 +74,9 @@ pub(crate) async fn open(url: &DatabaseUrl) -> Result<Pools, StoreError> {
             let seconds = ACQUIRE_TIMEOUT.as_secs();
             return Err(context(StoreError::Unavailable(format!("no connection within {seconds} s: {cause}"))));
         }
-        Err(error) => return Err(context(from_pg(error))),
+        Err(error) => return Err(context(from_sqlx(error))),
     };
-    migrator().run(&pool).await.map_err(|error| context(from_pg_migrate(error)))?;
+    migrator().run(&pool).await.map_err(|error| context(from_migrate(error)))?;
     tracing::info!(backend = "postgres", database = %url, "store opened, schema up to date");
     Ok(Pools::Postgres(pool))
 }
@@ -86,10 +86,6 @@ impl Dialect for Postgres {
     type Db = sqlx::Postgres;
     type Pools = PgPool;
     type Time = DateTime<Utc>;
-
-    fn map_err(error: sqlx::Error) -> StoreError {
-        from_pg(error)
-    }
 
     /// `timestamptz` keeps microseconds; truncating here makes what is written what is read.
     fn time(time: DateTime<Utc>) -> DateTime<Utc> {
@@ -110,12 +106,12 @@ impl Dialect for Postgres {
 
     /// Takes the GUN's advisory lock for the rest of the transaction.
     async fn begin_for_gun(pool: &PgPool, gun: &str) -> Result<Tx<Postgres>, StoreError> {
-        let mut tx = pool.begin().await.map_err(from_pg)?;
+        let mut tx = pool.begin().await.map_err(from_sqlx)?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(gun)
             .execute(&mut *tx)
             .await
-            .map_err(from_pg)?;
+            .map_err(from_sqlx)?;
         Ok(tx)
     }
 
@@ -125,7 +121,7 @@ impl Dialect for Postgres {
             .bind(CHANGEFEED_LOCK.1)
             .execute(&mut **tx)
             .await
-            .map_err(from_pg)?;
+            .map_err(from_sqlx)?;
         Ok(())
     }
 
@@ -140,7 +136,7 @@ impl Dialect for Postgres {
         .bind(roles)
         .fetch_all(pool)
         .await
-        .map_err(from_pg)
+        .map_err(from_sqlx)
     }
 
     /// One query for all roles of the batch.
@@ -157,7 +153,7 @@ impl Dialect for Postgres {
         .bind(&roles)
         .fetch_all(&mut **tx)
         .await
-        .map_err(from_pg)?;
+        .map_err(from_sqlx)?;
         for file in files {
             let too_old = newest.iter().any(|(role, version)| *role == file.role && *version >= file.version);
             if too_old {
@@ -193,7 +189,7 @@ impl Dialect for Postgres {
         .bind(&checksums)
         .fetch_optional(&mut **tx)
         .await
-        .map_err(from_pg)?;
+        .map_err(from_sqlx)?;
         match missing {
             Some((role, sha256)) => Err(dangling_pointer(gun, &role, &sha256)),
             None => Ok(()),

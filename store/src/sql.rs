@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{Pool, Transaction};
 
-use crate::error::is_unique_violation;
+use crate::error::{from_sqlx, is_unique_violation};
 use crate::postgres::Postgres;
 use crate::sqlite::{Sqlite, SqlitePools};
 use crate::validate::{check_update, inserted_timestamps, now};
@@ -28,8 +28,6 @@ pub(crate) trait Dialect: Sized + 'static {
     /// How a time is stored: INTEGER microseconds in SQLite, `timestamptz` in PostgreSQL.
     type Time: Send;
 
-    /// Classifies a database error.
-    fn map_err(error: sqlx::Error) -> StoreError;
     /// A time in storage form (whole microseconds).
     fn time(time: DateTime<Utc>) -> Self::Time;
     /// A stored time read back from `column`.
@@ -98,7 +96,7 @@ macro_rules! append_change {
         .bind($category.as_str())
         .execute(&mut **$tx)
         .await
-        .map_err(<$d>::map_err)?;
+        .map_err(from_sqlx)?;
     }};
 }
 
@@ -242,7 +240,7 @@ impl Store for SqlStore {
                 .bind(role)
                 .fetch_optional(D::reader(pools))
                 .await
-                .map_err(D::map_err)?;
+                .map_err(from_sqlx)?;
             row.map(FileRow::into_file).transpose()
         })
     }
@@ -258,7 +256,7 @@ impl Store for SqlStore {
         const SQL: &str = concat!("SELECT ", file_columns!(), current_join!(), "WHERE c.gun = $1 ORDER BY c.role");
         per_dialect!(&self.pools, |pools, D| {
             let rows =
-                sqlx::query_as::<_, FileRow<D>>(SQL).bind(gun).fetch_all(D::reader(pools)).await.map_err(D::map_err)?;
+                sqlx::query_as::<_, FileRow<D>>(SQL).bind(gun).fetch_all(D::reader(pools)).await.map_err(from_sqlx)?;
             convert(rows, FileRow::into_file)
         })
     }
@@ -277,7 +275,7 @@ impl Store for SqlStore {
                 .bind(sha256_hex)
                 .fetch_optional(D::reader(pools))
                 .await
-                .map_err(D::map_err)?;
+                .map_err(from_sqlx)?;
             row.map(FileRow::into_file).transpose()
         })
     }
@@ -295,7 +293,7 @@ impl Store for SqlStore {
                 .bind(version)
                 .fetch_optional(D::reader(pools))
                 .await
-                .map_err(D::map_err)?;
+                .map_err(from_sqlx)?;
             row.map(FileRow::into_file).transpose()
         })
     }
@@ -314,7 +312,7 @@ impl Store for SqlStore {
                 .bind(TIMESTAMP_ROLE)
                 .fetch_optional(&mut *tx)
                 .await
-                .map_err(D::map_err)?;
+                .map_err(from_sqlx)?;
             if stored_timestamp != update.expected_timestamp_version {
                 return Err(StoreError::OldVersion { role: TIMESTAMP_ROLE.into() });
             }
@@ -335,19 +333,19 @@ impl Store for SqlStore {
                     Err(error) if is_unique_violation(&error) => {
                         return Err(StoreError::OldVersion { role: file.role.clone() });
                     }
-                    Err(error) => return Err(D::map_err(error)),
+                    Err(error) => return Err(from_sqlx(error)),
                 }
             }
             sqlx::query("DELETE FROM current_files WHERE gun = $1")
                 .bind(gun)
                 .execute(&mut *tx)
                 .await
-                .map_err(D::map_err)?;
+                .map_err(from_sqlx)?;
             D::set_current(&mut tx, gun, &update.current).await?;
             for timestamp in inserted_timestamps(&update) {
                 append_change!(D, &mut tx, gun, timestamp.version, &timestamp.sha256, ChangeCategory::Update, at);
             }
-            tx.commit().await.map_err(D::map_err)
+            tx.commit().await.map_err(from_sqlx)
         })
     }
 
@@ -358,17 +356,17 @@ impl Store for SqlStore {
                 .bind(gun)
                 .execute(&mut *tx)
                 .await
-                .map_err(D::map_err)?;
+                .map_err(from_sqlx)?;
             let deleted = sqlx::query("DELETE FROM tuf_files WHERE gun = $1")
                 .bind(gun)
                 .execute(&mut *tx)
                 .await
-                .map_err(D::map_err)?
+                .map_err(from_sqlx)?
                 .rows_affected();
             if deleted > 0 {
                 append_change!(D, &mut tx, gun, 0_i64, "", ChangeCategory::Deletion, now());
             }
-            tx.commit().await.map_err(D::map_err)?;
+            tx.commit().await.map_err(from_sqlx)?;
             Ok(deleted > 0)
         })
     }
@@ -392,7 +390,7 @@ impl Store for SqlStore {
             if let Some(gun) = gun {
                 query = query.bind(gun);
             }
-            convert(query.fetch_all(D::reader(pools)).await.map_err(D::map_err)?, ChangeRow::into_change)
+            convert(query.fetch_all(D::reader(pools)).await.map_err(from_sqlx)?, ChangeRow::into_change)
         })?;
         if backwards {
             changes.reverse();
@@ -413,14 +411,14 @@ impl Store for SqlStore {
                 .bind(limit)
                 .fetch_all(D::reader(pools))
                 .await
-                .map_err(D::map_err)
+                .map_err(from_sqlx)
         })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         const SQL: &str = "SELECT 1 FROM tuf_files, current_files, changefeed, server_keys LIMIT 0";
         per_dialect!(&self.pools, |pools, D| {
-            sqlx::query(SQL).execute(D::reader(pools)).await.map(drop).map_err(D::map_err)
+            sqlx::query(SQL).execute(D::reader(pools)).await.map(drop).map_err(from_sqlx)
         })
     }
 
@@ -445,7 +443,7 @@ impl Store for SqlStore {
                 Err(error) if is_unique_violation(&error) => {
                     Err(StoreError::Internal(format!("server key {} already exists", key.key_id)))
                 }
-                Err(error) => Err(D::map_err(error)),
+                Err(error) => Err(from_sqlx(error)),
             }
         })
     }
@@ -457,7 +455,7 @@ impl Store for SqlStore {
                 .bind(key_id)
                 .fetch_optional(D::reader(pools))
                 .await
-                .map_err(D::map_err)?;
+                .map_err(from_sqlx)?;
             row.map(KeyRow::into_key).transpose()
         })
     }
@@ -476,7 +474,7 @@ impl Store for SqlStore {
                 .bind(algorithm)
                 .fetch_optional(D::reader(pools))
                 .await
-                .map_err(D::map_err)?;
+                .map_err(from_sqlx)?;
             row.map(KeyRow::into_key).transpose()
         })
     }
@@ -489,7 +487,7 @@ impl Store for SqlStore {
                 .bind(D::time(now()))
                 .execute(D::writer(pools))
                 .await
-                .map_err(D::map_err)?
+                .map_err(from_sqlx)?
                 .rows_affected()
         });
         if updated == 0 {

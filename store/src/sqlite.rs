@@ -16,7 +16,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Pool, QueryBuilder};
 
-use crate::error::{from_sqlite, from_sqlite_migrate};
+use crate::error::{from_migrate, from_sqlx};
 use crate::sql::{Dialect, FileRow, Pools, Tx, current_join, file_columns};
 use crate::validate::dangling_pointer;
 use crate::{CurrentEntry, NewFile, StoreError};
@@ -49,9 +49,31 @@ pub(crate) struct SqlitePools {
     writer: SqlitePool,
 }
 
-/// Opens (creating if missing) the file and runs the embedded migrations.
+/// Creates an empty SQLite database file at `path`, readable and writable by its owner only
+/// (mode 0600 whatever the umask), unless something already exists there, which is left as it
+/// is. SQLite gives the `-wal` and `-shm` files it creates later the database file's mode, so
+/// they are owner-only too. Both binaries call this before opening a database file.
+pub fn create_sqlite_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        // The mode given to open(2) is reduced by the umask; set it exactly.
+        #[cfg(unix)]
+        Ok(file) => file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600)),
+        #[cfg(not(unix))]
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// Opens (creating it owner-only if missing) the file and runs the embedded migrations.
 pub(crate) async fn open(path: &Path) -> Result<Pools, StoreError> {
     let context = |error: StoreError| error.context(&format!("SQLite database {}", path.display()));
+    create_sqlite_file(path)
+        .map_err(|error| context(StoreError::Unavailable(format!("cannot create the file: {error}"))))?;
     let options = SqliteConnectOptions::new()
         .filename(path)
         .journal_mode(SqliteJournalMode::Wal)
@@ -60,16 +82,16 @@ pub(crate) async fn open(path: &Path) -> Result<Pools, StoreError> {
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
         .acquire_timeout(WRITE_ACQUIRE_TIMEOUT)
-        .connect_with(options.clone().create_if_missing(true))
+        .connect_with(options.clone())
         .await
-        .map_err(|error| context(from_sqlite(error)))?;
-    migrator().run(&writer).await.map_err(|error| context(from_sqlite_migrate(error)))?;
+        .map_err(|error| context(from_sqlx(error)))?;
+    migrator().run(&writer).await.map_err(|error| context(from_migrate(error)))?;
     let reader = SqlitePoolOptions::new()
         .max_connections(READERS)
         .acquire_timeout(READ_ACQUIRE_TIMEOUT)
         .connect_with(options)
         .await
-        .map_err(|error| context(from_sqlite(error)))?;
+        .map_err(|error| context(from_sqlx(error)))?;
     tracing::info!(backend = "sqlite", path = %path.display(), "store opened, schema up to date");
     Ok(Pools::Sqlite(SqlitePools { reader, writer }))
 }
@@ -88,8 +110,8 @@ pub(crate) async fn open_memory() -> Result<Pools, StoreError> {
         .acquire_timeout(WRITE_ACQUIRE_TIMEOUT)
         .connect_with(options)
         .await
-        .map_err(|error| context(from_sqlite(error)))?;
-    migrator().run(&pool).await.map_err(|error| context(from_sqlite_migrate(error)))?;
+        .map_err(|error| context(from_sqlx(error)))?;
+    migrator().run(&pool).await.map_err(|error| context(from_migrate(error)))?;
     tracing::info!(backend = "sqlite", path = "sqlite::memory:", "in-memory store opened, schema up to date");
     Ok(Pools::Sqlite(SqlitePools { reader: pool.clone(), writer: pool }))
 }
@@ -99,10 +121,6 @@ impl Dialect for Sqlite {
     type Db = sqlx::Sqlite;
     type Pools = SqlitePools;
     type Time = i64;
-
-    fn map_err(error: sqlx::Error) -> StoreError {
-        from_sqlite(error)
-    }
 
     /// Whole microseconds since the Unix epoch.
     fn time(time: DateTime<Utc>) -> i64 {
@@ -124,7 +142,7 @@ impl Dialect for Sqlite {
 
     /// `BEGIN IMMEDIATE` takes the database's one write lock, which covers every GUN.
     async fn begin_for_gun(pools: &SqlitePools, _gun: &str) -> Result<Tx<Sqlite>, StoreError> {
-        pools.writer.begin_with("BEGIN IMMEDIATE").await.map_err(from_sqlite)
+        pools.writer.begin_with("BEGIN IMMEDIATE").await.map_err(from_sqlx)
     }
 
     /// The write lock taken by `BEGIN IMMEDIATE` already serialises changefeed inserts.
@@ -142,7 +160,7 @@ impl Dialect for Sqlite {
             list.push_bind(*role);
         }
         query.push(") ORDER BY c.role");
-        query.build_query_as().fetch_all(&pools.reader).await.map_err(from_sqlite)
+        query.build_query_as().fetch_all(&pools.reader).await.map_err(from_sqlx)
     }
 
     /// One indexed lookup per file: cheap in-process, and SQLite has no array parameters.
@@ -154,7 +172,7 @@ impl Dialect for Sqlite {
                     .bind(&file.role)
                     .fetch_one(&mut **tx)
                     .await
-                    .map_err(from_sqlite)?;
+                    .map_err(from_sqlx)?;
             if newest.is_some_and(|newest| newest >= file.version) {
                 return Err(StoreError::OldVersion { role: file.role.clone() });
             }
@@ -176,7 +194,7 @@ impl Dialect for Sqlite {
             .bind(&entry.sha256)
             .execute(&mut **tx)
             .await
-            .map_err(from_sqlite)?
+            .map_err(from_sqlx)?
             .rows_affected();
             if inserted != 1 {
                 return Err(dangling_pointer(gun, &entry.role, &entry.sha256));
