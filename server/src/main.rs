@@ -21,7 +21,7 @@ async fn main() -> ExitCode {
         Err(error) => {
             tracing::error!(error = %error, "tufa-server stopped");
             eprintln!("tufa-server: {error}");
-            ExitCode::FAILURE
+            ExitCode::from(error.exit_code())
         }
     }
 }

@@ -11,20 +11,34 @@ use tufa_core::names::Gun;
 use tufa_core::update::Limits;
 
 use crate::app::{AppState, HttpSettings, router};
-use crate::config::{Config, KeyAlgorithm, LogFormat, TlsSource, load_or_create_kek};
+use crate::config::{Config, KeyAlgorithm, LogFormat, TlsSource};
 use crate::metrics::Metrics;
 use crate::remote_signer::RemoteSigner;
 use crate::service::{Service, ServiceSettings};
-use crate::signing::{LocalSigner, SealingKey};
+use crate::signing::LocalSigner;
 use crate::{listener, tls};
 
 /// A start-up failure, reported on stderr with a non-zero exit.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StartError(String);
+#[error("{message}")]
+pub struct StartError {
+    message: String,
+    exit_code: u8,
+}
+
+impl StartError {
+    fn new(message: String) -> StartError {
+        StartError { message, exit_code: 1 }
+    }
+
+    /// The process exit status: 2 for a configuration the server refuses, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        self.exit_code
+    }
+}
 
 fn fail(context: &str) -> impl Fn(&dyn std::fmt::Display) -> StartError + '_ {
-    move |error| StartError(format!("{context}: {error}"))
+    move |error| StartError::new(format!("{context}: {error}"))
 }
 
 /// Sets up logging from the configuration.
@@ -126,10 +140,10 @@ fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
 pub async fn run(config: Config) -> Result<(), StartError> {
     create_private_dir(&config.data_dir).map_err(|error| fail("cannot create the data directory")(&error))?;
     let database_url = tufa_store::DatabaseUrl::parse(config.database_url.expose())
-        .map_err(|error| StartError(format!("cannot open the database: {error}")))?;
-    let store = tufa_store::open(&database_url)
-        .await
-        .map_err(|error| StartError(format!("cannot open the database {}: {error}", config.redacted_database_url())))?;
+        .map_err(|error| StartError::new(format!("cannot open the database: {error}")))?;
+    let store = tufa_store::open(&database_url).await.map_err(|error| {
+        StartError::new(format!("cannot open the database {}: {error}", config.redacted_database_url()))
+    })?;
     tracing::info!(database = %config.redacted_database_url(), backend = store.backend(), "database ready");
     // With a remote signer this process never loads a KEK or any private key.
     let signer: Arc<dyn crate::signing::OnlineSigner> = match &config.signer {
@@ -138,10 +152,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             Arc::new(RemoteSigner::connect(remote).map_err(|error| fail("signer")(&error))?)
         }
         None => {
-            let kek = load_or_create_kek(&config).map_err(|error| fail("key-encryption key")(&error))?;
-            let sealing =
-                SealingKey::new(kek.id.clone(), kek.key()).map_err(|error| fail("key-encryption key")(&error))?;
-            drop(kek);
+            let sealing = crate::signing::load_checked_kek(store.as_ref(), &config)
+                .await
+                .map_err(|error| StartError { exit_code: error.exit_code(), message: error.to_string() })?;
             Arc::new(LocalSigner::new(store.clone(), sealing))
         }
     };

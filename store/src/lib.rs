@@ -268,6 +268,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records that the key is in use now. An unknown key ID is an [`StoreError::Internal`].
     async fn mark_key_used(&self, key_id: &str) -> Result<(), StoreError>;
+
+    /// The distinct [`StoredKey::kek_id`]s of the stored server keys, in ascending order: which
+    /// key-encryption keys this database's keys need.
+    async fn kek_ids(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The server key with the lowest key ID among those sealed by `kek_id`, if any.
+    async fn key_sealed_with(&self, kek_id: &str) -> Result<Option<StoredKey>, StoreError>;
 }
 
 /// Opens the database named by `url` and brings its schema up to date.

@@ -495,4 +495,24 @@ impl Store for SqlStore {
         }
         Ok(())
     }
+
+    async fn kek_ids(&self) -> Result<Vec<String>, StoreError> {
+        const SQL: &str = "SELECT DISTINCT kek_id FROM server_keys ORDER BY kek_id";
+        per_dialect!(&self.pools, |pools, D| {
+            sqlx::query_scalar(SQL).fetch_all(D::reader(pools)).await.map_err(from_sqlx)
+        })
+    }
+
+    async fn key_sealed_with(&self, kek_id: &str) -> Result<Option<StoredKey>, StoreError> {
+        const SQL: &str =
+            concat!("SELECT ", key_columns!(), " FROM server_keys WHERE kek_id = $1 ORDER BY key_id LIMIT 1");
+        per_dialect!(&self.pools, |pools, D| {
+            let row = sqlx::query_as::<_, KeyRow<D>>(SQL)
+                .bind(kek_id)
+                .fetch_optional(D::reader(pools))
+                .await
+                .map_err(from_sqlx)?;
+            row.map(KeyRow::into_key).transpose()
+        })
+    }
 }
