@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tufa_core::keys::Algorithm;
 
 use crate::backend::pkcs11::Pkcs11Backend;
-use crate::backend::software::{KekError, KeyRing, SoftwareBackend};
+use crate::backend::software::{KekError, KeyRing, SoftwareBackend, kek_env_var};
 use crate::backend::{BackendError, KeyBackend};
 use crate::config::{BackendSettings, Config, ConfigError, Database, Pkcs11Settings, SoftwareSettings};
 use crate::grpc::{self, ServeError, TlsMaterial};
@@ -40,9 +40,53 @@ pub enum RunError {
     /// The listener failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// The database holds software keys that the configured KEKs cannot open.
+    #[error("{0}")]
+    KekMismatch(String),
     /// Anything else (I/O on the data directory, stdout).
     #[error("{0}")]
     Other(String),
+}
+
+impl RunError {
+    /// The process exit status: 2 for configured KEKs that do not fit the database (a
+    /// configuration error), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::KekMismatch(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Refuses `ring` unless every KEK that sealed a software key in `store` is configured and
+/// opens one of those keys. Without this check a signer with the wrong KEK would start, report
+/// healthy, and fail every signature with those keys.
+pub async fn check_sealed_keys(store: &Store, ring: &KeyRing) -> Result<(), RunError> {
+    let configured: Vec<&str> = ring.names().collect();
+    for name in store.sealed_with_names(SoftwareBackend::NAME).await? {
+        let Some(sample) = store.key_sealed_with(SoftwareBackend::NAME, &name).await? else { continue };
+        if !configured.contains(&name.as_str()) {
+            return Err(RunError::KekMismatch(format!(
+                "the database holds software keys sealed with KEK {name:?} (for example key {}), which is not \
+                 configured (configured: {}); add it as a [[software.kek]] entry or set {}",
+                sample.key_id,
+                configured.join(", "),
+                kek_env_var(&name)
+            )));
+        }
+        let opened = Algorithm::parse(&sample.algorithm).map_err(|error| error.to_string()).and_then(|algorithm| {
+            ring.open(&sample.key_id, algorithm, &sample.handle).map_err(|error| error.to_string())
+        });
+        if let Err(reason) = opened {
+            return Err(RunError::KekMismatch(format!(
+                "the configured KEK {name:?} cannot open key {}, which the database records as sealed with it \
+                 ({reason}): it is not the KEK that sealed the keys; configure the right one",
+                sample.key_id
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Installs the log subscriber (stderr; `config.log` is a tracing filter).
@@ -118,6 +162,24 @@ pub async fn open_backend(config: &Config) -> Result<Arc<dyn KeyBackend>, RunErr
     }
 }
 
+/// Opens the configured backend, then the database; a software backend's KEKs are checked
+/// against the keys in the database ([`check_sealed_keys`]). The KEKs are read before the
+/// database is opened, so a KEK configuration error leaves nothing on disk.
+pub async fn open_backend_and_store(config: &Config) -> Result<(Arc<dyn KeyBackend>, Store), RunError> {
+    match &config.backend {
+        BackendSettings::Software(settings) => {
+            let backend = open_software_backend(settings)?;
+            let store = open_store(config).await?;
+            check_sealed_keys(&store, backend.ring()).await?;
+            Ok((Arc::new(backend), store))
+        }
+        BackendSettings::Pkcs11(settings) => {
+            let backend = open_pkcs11_backend(settings).await?;
+            Ok((backend, open_store(config).await?))
+        }
+    }
+}
+
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
@@ -147,10 +209,9 @@ pub async fn serve(config: &Config) -> Result<(), RunError> {
     let tls_paths = config.tls_paths()?;
     let tls = TlsMaterial::load(&tls_paths.cert, &tls_paths.key, &tls_paths.client_ca)?;
     warn_if_readable(&tls_paths.key);
-    let backend = open_backend(config).await?;
-    backend.health().await?;
-    let store = open_store(config).await?;
+    let (backend, store) = open_backend_and_store(config).await?;
     tracing::info!(database = %config.database.describe(), "database ready");
+    backend.health().await?;
     let service = SignerService::new(store.clone(), backend);
 
     let listener = TcpListener::bind(config.listen)

@@ -584,6 +584,27 @@ impl Store {
         })
     }
 
+    /// The distinct KEK names (`sealed_with`) of the keys of `backend`, in ascending order.
+    pub async fn sealed_with_names(&self, backend: &str) -> Result<Vec<String>, StoreError> {
+        const SQL: &str = "SELECT DISTINCT sealed_with FROM signer_keys WHERE backend = $1 ORDER BY sealed_with";
+        per_dialect!(&self.pool, |pool, _, _, _| {
+            sqlx::query_scalar(SQL).bind(backend).fetch_all(pool).await.map_err(map_error)
+        })
+    }
+
+    /// The key of `backend` with the lowest ID among those sealed with KEK `name`, if any.
+    pub async fn key_sealed_with(&self, backend: &str, name: &str) -> Result<Option<KeyRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM signer_keys WHERE backend = $1 AND sealed_with = $2 ORDER BY key_id LIMIT 1"
+        );
+        per_dialect!(&self.pool, |pool, _, key, _| {
+            let row = sqlx::query(SQL).bind(backend).bind(name).fetch_optional(pool).await.map_err(map_error)?;
+            row.as_ref().map(key).transpose()
+        })
+    }
+
     /// Replaces a key's handle, but only if it still is `old_handle` (so a concurrent change is
     /// never overwritten). Returns whether the row changed.
     pub async fn replace_handle(
