@@ -11,10 +11,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use sqlx::Row as _;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::{FromRow as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 use tufa_store::{DatabaseUrl, SqliteLocation, UrlError, create_sqlite_file, is_transient};
 
@@ -630,61 +630,95 @@ impl Store {
     }
 }
 
+/// How a dialect stores a time: SQLite as fixed-width RFC 3339 text, PostgreSQL as `timestamptz`.
+trait StoredTime {
+    fn into_time(self) -> Result<DateTime<Utc>, StoreError>;
+}
+
+impl StoredTime for String {
+    fn into_time(self) -> Result<DateTime<Utc>, StoreError> {
+        parse_sqlite_time(&self)
+    }
+}
+
+impl StoredTime for DateTime<Utc> {
+    fn into_time(self) -> Result<DateTime<Utc>, StoreError> {
+        Ok(self)
+    }
+}
+
+/// A `signer_keys` row, with times in the dialect's storage type `T`.
+#[derive(sqlx::FromRow)]
+struct KeyRow<T> {
+    key_id: String,
+    gun: String,
+    role: String,
+    algorithm: String,
+    public: Vec<u8>,
+    backend: String,
+    handle: Vec<u8>,
+    sealed_with: String,
+    created_at: T,
+    last_used: Option<T>,
+}
+
+impl<T: StoredTime> KeyRow<T> {
+    fn into_record(self) -> Result<KeyRecord, StoreError> {
+        Ok(KeyRecord {
+            key_id: self.key_id,
+            gun: self.gun,
+            role: self.role,
+            algorithm: self.algorithm,
+            public: self.public,
+            backend: self.backend,
+            handle: self.handle,
+            sealed_with: self.sealed_with,
+            created_at: self.created_at.into_time()?,
+            last_used: self.last_used.map(StoredTime::into_time).transpose()?,
+        })
+    }
+}
+
+/// A `signer_sign_events` row, with its time in the dialect's storage type `T`.
+#[derive(sqlx::FromRow)]
+struct EventRow<T> {
+    id: i64,
+    key_id: String,
+    gun: String,
+    role: String,
+    client_subject: String,
+    payload_sha256: String,
+    created_at: T,
+}
+
+impl<T: StoredTime> EventRow<T> {
+    fn into_event(self) -> Result<SignEvent, StoreError> {
+        Ok(SignEvent {
+            id: self.id,
+            key_id: self.key_id,
+            gun: self.gun,
+            role: self.role,
+            client_subject: self.client_subject,
+            payload_sha256: self.payload_sha256,
+            created_at: self.created_at.into_time()?,
+        })
+    }
+}
+
 fn sqlite_key(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
-    let created_at: String = row.try_get("created_at").map_err(map_error)?;
-    let last_used: Option<String> = row.try_get("last_used").map_err(map_error)?;
-    Ok(KeyRecord {
-        key_id: row.try_get("key_id").map_err(map_error)?,
-        gun: row.try_get("gun").map_err(map_error)?,
-        role: row.try_get("role").map_err(map_error)?,
-        algorithm: row.try_get("algorithm").map_err(map_error)?,
-        public: row.try_get("public").map_err(map_error)?,
-        backend: row.try_get("backend").map_err(map_error)?,
-        handle: row.try_get("handle").map_err(map_error)?,
-        sealed_with: row.try_get("sealed_with").map_err(map_error)?,
-        created_at: parse_sqlite_time(&created_at)?,
-        last_used: last_used.as_deref().map(parse_sqlite_time).transpose()?,
-    })
+    KeyRow::<String>::from_row(row).map_err(map_error)?.into_record()
 }
 
 fn postgres_key(row: &PgRow) -> Result<KeyRecord, StoreError> {
-    Ok(KeyRecord {
-        key_id: row.try_get("key_id").map_err(map_error)?,
-        gun: row.try_get("gun").map_err(map_error)?,
-        role: row.try_get("role").map_err(map_error)?,
-        algorithm: row.try_get("algorithm").map_err(map_error)?,
-        public: row.try_get("public").map_err(map_error)?,
-        backend: row.try_get("backend").map_err(map_error)?,
-        handle: row.try_get("handle").map_err(map_error)?,
-        sealed_with: row.try_get("sealed_with").map_err(map_error)?,
-        created_at: row.try_get("created_at").map_err(map_error)?,
-        last_used: row.try_get("last_used").map_err(map_error)?,
-    })
+    KeyRow::<DateTime<Utc>>::from_row(row).map_err(map_error)?.into_record()
 }
 
 fn sqlite_event(row: &SqliteRow) -> Result<SignEvent, StoreError> {
-    let created_at: String = row.try_get("created_at").map_err(map_error)?;
-    Ok(SignEvent {
-        id: row.try_get("id").map_err(map_error)?,
-        key_id: row.try_get("key_id").map_err(map_error)?,
-        gun: row.try_get("gun").map_err(map_error)?,
-        role: row.try_get("role").map_err(map_error)?,
-        client_subject: row.try_get("client_subject").map_err(map_error)?,
-        payload_sha256: row.try_get("payload_sha256").map_err(map_error)?,
-        created_at: parse_sqlite_time(&created_at)?,
-    })
+    EventRow::<String>::from_row(row).map_err(map_error)?.into_event()
 }
 
 fn postgres_event(row: &PgRow) -> Result<SignEvent, StoreError> {
-    Ok(SignEvent {
-        id: row.try_get("id").map_err(map_error)?,
-        key_id: row.try_get("key_id").map_err(map_error)?,
-        gun: row.try_get("gun").map_err(map_error)?,
-        role: row.try_get("role").map_err(map_error)?,
-        client_subject: row.try_get("client_subject").map_err(map_error)?,
-        payload_sha256: row.try_get("payload_sha256").map_err(map_error)?,
-        created_at: row.try_get("created_at").map_err(map_error)?,
-    })
+    EventRow::<DateTime<Utc>>::from_row(row).map_err(map_error)?.into_event()
 }
 
 #[cfg(test)]
