@@ -49,5 +49,6 @@ conformance!(
     delete_gun,
     expiring,
     keys,
+    keys_by_kek,
     concurrent_publishes,
 );
