@@ -27,7 +27,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             logging::report_fatal("tufa-server", format, &error);
-            ExitCode::FAILURE
+            ExitCode::from(error.exit_code())
         }
     }
 }

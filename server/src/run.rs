@@ -14,20 +14,33 @@ use crate::app::{AppState, HttpSettings, router};
 use tufa_common::files;
 
 use crate::config::{Config, KeyAlgorithm, LogFormat, TlsSource};
-use crate::kek::load_or_create_kek;
 use crate::metrics::Metrics;
 use crate::remote_signer::RemoteSigner;
 use crate::service::{Service, ServiceSettings};
-use crate::signing::{LocalSigner, SealingKey};
+use crate::signing::LocalSigner;
 use crate::{listener, tls};
 
 /// A start-up failure, reported on stderr with a non-zero exit.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StartError(String);
+#[error("{message}")]
+pub struct StartError {
+    message: String,
+    exit_code: u8,
+}
+
+impl StartError {
+    fn new(message: String) -> StartError {
+        StartError { message, exit_code: 1 }
+    }
+
+    /// The process exit status: 2 for a configuration the server refuses, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        self.exit_code
+    }
+}
 
 fn fail(context: &str) -> impl Fn(&dyn std::fmt::Display) -> StartError + '_ {
-    move |error| StartError(format!("{context}: {error}"))
+    move |error| StartError::new(format!("{context}: {error}"))
 }
 
 /// Builds the application state over an opened store and the in-process signer.
@@ -134,29 +147,29 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         None => None,
     };
     let listener = TcpListener::bind(config.listen).await.map_err(|error| {
-        StartError(format!(
+        StartError::new(format!(
             "cannot listen on {}: {error}; stop the process using it or choose another --listen",
             config.listen
         ))
     })?;
-    let address =
-        listener.local_addr().map_err(|error| StartError(format!("cannot listen on {}: {error}", config.listen)))?;
+    let address = listener
+        .local_addr()
+        .map_err(|error| StartError::new(format!("cannot listen on {}: {error}", config.listen)))?;
     // From here on files may be created: the data directory, the database, the KEK, generated TLS.
     files::create_private_dir(&config.data_dir)
-        .map_err(|error| StartError(error.with_hint(DATA_DIR_HINT).to_string()))?;
-    let store = tufa_store::open(&config.database_url)
-        .await
-        .map_err(|error| StartError(format!("cannot open the database {}: {error}", config.redacted_database_url())))?;
+        .map_err(|error| StartError::new(error.with_hint(DATA_DIR_HINT).to_string()))?;
+    let store = tufa_store::open(&config.database_url).await.map_err(|error| {
+        StartError::new(format!("cannot open the database {}: {error}", config.redacted_database_url()))
+    })?;
     let backend = store.backend();
     // With a remote signer this process never loads a KEK or any private key.
     let (signer, signer_summary): (Arc<dyn crate::signing::OnlineSigner>, String) = match remote {
         Some((signer, summary)) => (Arc::new(signer), summary),
         None => {
-            let kek = load_or_create_kek(&config).map_err(|error| fail("key-encryption key")(&error))?;
-            let summary = format!("in-process (KEK {})", kek.id);
-            let sealing =
-                SealingKey::new(kek.id.clone(), kek.key()).map_err(|error| fail("key-encryption key")(&error))?;
-            drop(kek);
+            let sealing = crate::signing::load_checked_kek(store.as_ref(), &config)
+                .await
+                .map_err(|error| StartError { exit_code: error.exit_code(), message: error.to_string() })?;
+            let summary = format!("in-process (KEK {})", sealing.id());
             (Arc::new(LocalSigner::new(store.clone(), sealing)), summary)
         }
     };

@@ -115,6 +115,116 @@ impl SealingKey {
     }
 }
 
+/// Why the server refuses its key-encryption key at start-up: the database holds online keys it
+/// cannot open. Without this check the server would report healthy and answer every publish
+/// that needs a server-held key with 500.
+#[derive(Debug, thiserror::Error)]
+pub enum KekCheckError {
+    /// There is no KEK yet, but the database already holds keys sealed by other KEKs; a new KEK
+    /// (which would be generated and written now) could open none of them.
+    #[error(
+        "the database holds online keys sealed by key-encryption key {held}, but {origin} does not exist; \
+         a new KEK could decrypt none of them, so none was generated: give this server the KEK of the \
+         server that created those keys (copy its kek.key, or set --kek-file or TUFA_KEK), or use another database"
+    )]
+    Missing {
+        /// Where the KEK was expected (`TUFA_KEK` or the KEK file).
+        origin: String,
+        /// The KEK ids the database's keys need, comma-separated.
+        held: String,
+    },
+    /// The database holds keys sealed by a KEK other than this one.
+    #[error(
+        "the key-encryption key from {origin} (id {id}) does not match the database: its online keys are \
+         sealed by key-encryption key {held}; give this server the KEK of the server that created those keys \
+         (--kek-file or TUFA_KEK), or use another database"
+    )]
+    Mismatch {
+        /// Where the KEK came from.
+        origin: String,
+        /// The KEK's id.
+        id: String,
+        /// The KEK ids the database's keys need, comma-separated.
+        held: String,
+    },
+    /// A key the database records as sealed by this KEK does not open with it.
+    #[error(
+        "the key-encryption key from {origin} (id {id}) cannot decrypt online key {key_id}, which the database \
+         records as sealed by it: the key or its sealed copy is damaged"
+    )]
+    Unopenable {
+        /// Where the KEK came from.
+        origin: String,
+        /// The KEK's id.
+        id: String,
+        /// The key that did not open.
+        key_id: String,
+    },
+    /// The KEK could not be read or created.
+    #[error("key-encryption key: {0}")]
+    Load(String),
+    /// The database could not be asked.
+    #[error("cannot check the key-encryption key against the database: {0}")]
+    Store(tufa_store::StoreError),
+}
+
+impl KekCheckError {
+    /// The process exit status for this error: 1 when the database could not be asked (it may
+    /// work on a retry), 2 for a key-encryption key that does not fit (a configuration error).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            KekCheckError::Store(_) => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// Loads the configured key-encryption key and checks it against the keys in `store` (see
+/// [`check_kek`]). A new KEK file is generated only when the database holds no keys at all, so a
+/// server pointed at another server's database never writes a KEK that cannot open its keys.
+pub async fn load_checked_kek(store: &dyn Store, config: &crate::config::Config) -> Result<SealingKey, KekCheckError> {
+    let source = config.kek_source();
+    let held = store.kek_ids().await.map_err(KekCheckError::Store)?;
+    if !held.is_empty() && !config.kek_exists() {
+        return Err(KekCheckError::Missing { origin: source, held: held.join(", ") });
+    }
+    let kek = crate::kek::load_or_create_kek(config).map_err(|error| KekCheckError::Load(error.to_string()))?;
+    let sealing = SealingKey::new(kek.id.clone(), kek.key()).map_err(|error| KekCheckError::Load(error.to_string()))?;
+    drop(kek);
+    check_kek(store, &sealing, &source, &held).await?;
+    Ok(sealing)
+}
+
+/// Refuses `kek` (from `source`, for messages) unless every stored key was sealed by it
+/// (`held` is what [`Store::kek_ids`] returned), and proves it by opening one of them. A
+/// database without keys accepts any KEK.
+pub async fn check_kek(
+    store: &dyn Store,
+    kek: &SealingKey,
+    source: &str,
+    held: &[String],
+) -> Result<(), KekCheckError> {
+    if held.is_empty() {
+        return Ok(());
+    }
+    if held.iter().any(|id| id != kek.id()) {
+        return Err(KekCheckError::Mismatch {
+            origin: source.to_owned(),
+            id: kek.id().to_owned(),
+            held: held.join(", "),
+        });
+    }
+    // The keys may have been deleted since `held` was read; then there is nothing to open.
+    if let Some(sample) = store.key_sealed_with(kek.id()).await.map_err(KekCheckError::Store)? {
+        kek.open(&sample.key_id, &sample.sealed_private).map_err(|_| KekCheckError::Unopenable {
+            origin: source.to_owned(),
+            id: kek.id().to_owned(),
+            key_id: sample.key_id.clone(),
+        })?;
+    }
+    Ok(())
+}
+
 /// The embedded signer: software keys stored sealed in the server's database.
 pub struct LocalSigner {
     store: Arc<dyn Store>,
@@ -228,6 +338,74 @@ impl OnlineSigner for LocalSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn memory_store() -> Arc<dyn Store> {
+        tufa_store::open(&tufa_store::DatabaseUrl::parse("sqlite::memory:").unwrap()).await.unwrap()
+    }
+
+    /// Creates one key through a signer holding `kek`, as a running server would.
+    async fn key_sealed_by(store: &Arc<dyn Store>, kek: SealingKey, gun: &str) -> PublicKey {
+        let signer = LocalSigner::new(store.clone(), kek);
+        signer.create_key(&Gun::parse(gun).unwrap(), BaseRole::Timestamp, Algorithm::Ecdsa).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_empty_database_accepts_any_kek() {
+        let store = memory_store().await;
+        let kek = SealingKey::new("aaaa".into(), &[1; 32]).unwrap();
+        let held = store.kek_ids().await.unwrap();
+        assert_eq!(held, Vec::<String>::new());
+        check_kek(store.as_ref(), &kek, "TUFA_KEK", &held).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_kek_that_sealed_the_keys_is_accepted_and_another_is_refused() {
+        let store = memory_store().await;
+        key_sealed_by(&store, SealingKey::new("aaaa".into(), &[1; 32]).unwrap(), "example.com/one").await;
+        let held = store.kek_ids().await.unwrap();
+        assert_eq!(held, ["aaaa"]);
+        let same = SealingKey::new("aaaa".into(), &[1; 32]).unwrap();
+        check_kek(store.as_ref(), &same, "TUFA_KEK", &held).await.unwrap();
+
+        let other = SealingKey::new("bbbb".into(), &[2; 32]).unwrap();
+        let error = check_kek(store.as_ref(), &other, "the KEK file /data/kek.key", &held).await.unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert_eq!(
+            error.to_string(),
+            "the key-encryption key from the KEK file /data/kek.key (id bbbb) does not match the database: its \
+             online keys are sealed by key-encryption key aaaa; give this server the KEK of the server that \
+             created those keys (--kek-file or TUFA_KEK), or use another database"
+        );
+
+        // Keys under two KEKs: neither KEK alone can serve them all.
+        key_sealed_by(&store, SealingKey::new("bbbb".into(), &[2; 32]).unwrap(), "example.com/two").await;
+        let held = store.kek_ids().await.unwrap();
+        assert_eq!(held, ["aaaa", "bbbb"]);
+        let error = check_kek(store.as_ref(), &same, "TUFA_KEK", &held).await.unwrap_err();
+        assert!(
+            matches!(&error, KekCheckError::Mismatch { id, held, .. } if id == "aaaa" && held == "aaaa, bbbb"),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_kek_with_the_right_id_must_also_open_the_keys() {
+        let store = memory_store().await;
+        let public = key_sealed_by(&store, SealingKey::new("aaaa".into(), &[1; 32]).unwrap(), "example.com/one").await;
+        // Same id, different bytes: what a damaged key file or a forged id would look like.
+        let impostor = SealingKey::new("aaaa".into(), &[9; 32]).unwrap();
+        let held = store.kek_ids().await.unwrap();
+        let error = check_kek(store.as_ref(), &impostor, "TUFA_KEK", &held).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "the key-encryption key from TUFA_KEK (id aaaa) cannot decrypt online key {}, which the database \
+                 records as sealed by it: the key or its sealed copy is damaged",
+                public.key_id()
+            )
+        );
+        assert_eq!(error.exit_code(), 2);
+    }
 
     #[test]
     fn sealing_round_trips_and_binds_key_id() {

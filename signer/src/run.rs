@@ -10,7 +10,7 @@ use tufa_common::files;
 use tufa_core::keys::Algorithm;
 
 use crate::backend::pkcs11::Pkcs11Backend;
-use crate::backend::software::{KekError, KeyRing, SoftwareBackend};
+use crate::backend::software::{KekError, KeyRing, SoftwareBackend, kek_env_var};
 use crate::backend::{BackendError, KeyBackend};
 use tufa_store::SqliteLocation;
 
@@ -42,6 +42,9 @@ pub enum RunError {
     /// The listener failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// The database holds software keys that the configured KEKs cannot open.
+    #[error("{0}")]
+    KekMismatch(String),
     /// Anything else (I/O on the data directory, stdout).
     #[error("{0}")]
     Other(String),
@@ -51,12 +54,42 @@ pub enum RunError {
 const DATA_DIR_HINT: &str =
     "choose a writable --data-dir (or set --database-url) or fix the owner of its parent directory";
 
+/// Refuses `ring` unless every KEK that sealed a software key in `store` is configured and
+/// opens one of those keys. Without this check a signer with the wrong KEK would start, report
+/// healthy, and fail every signature with those keys.
+pub async fn check_sealed_keys(store: &Store, ring: &KeyRing) -> Result<(), RunError> {
+    let configured: Vec<&str> = ring.names().collect();
+    for name in store.sealed_with_names(SoftwareBackend::NAME).await? {
+        let Some(sample) = store.key_sealed_with(SoftwareBackend::NAME, &name).await? else { continue };
+        if !configured.contains(&name.as_str()) {
+            return Err(RunError::KekMismatch(format!(
+                "the database holds software keys sealed with KEK {name:?} (for example key {}), which is not \
+                 configured (configured: {}); add it as a [[software.kek]] entry or set {}",
+                sample.key_id,
+                configured.join(", "),
+                kek_env_var(&name)
+            )));
+        }
+        let opened = Algorithm::parse(&sample.algorithm).map_err(|error| error.to_string()).and_then(|algorithm| {
+            ring.open(&sample.key_id, algorithm, &sample.handle).map_err(|error| error.to_string())
+        });
+        if let Err(reason) = opened {
+            return Err(RunError::KekMismatch(format!(
+                "the configured KEK {name:?} cannot open key {}, which the database records as sealed with it \
+                 ({reason}): it is not the KEK that sealed the keys; configure the right one",
+                sample.key_id
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl RunError {
     /// The process exit status: 2 for an unusable configuration (as clap uses for usage errors),
     /// 1 for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Config(_) => tufa_common::EXIT_CONFIG,
+            Self::Config(_) | Self::KekMismatch(_) => tufa_common::EXIT_CONFIG,
             _ => 1,
         }
     }
@@ -101,14 +134,6 @@ pub async fn open_pkcs11_backend(settings: &Pkcs11Settings) -> Result<Arc<dyn Ke
     Ok(Arc::new(backend))
 }
 
-/// Opens the configured backend.
-pub async fn open_backend(config: &Config) -> Result<Arc<dyn KeyBackend>, RunError> {
-    match &config.backend {
-        BackendSettings::Software(settings) => Ok(Arc::new(open_software_backend(settings)?)),
-        BackendSettings::Pkcs11(settings) => open_pkcs11_backend(settings).await,
-    }
-}
-
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
@@ -142,7 +167,13 @@ pub async fn serve(config: &Config) -> Result<(), RunError> {
     let tls_paths = config.tls_paths()?;
     let tls = TlsMaterial::load(&tls_paths.cert, &tls_paths.key, &tls_paths.client_ca)?;
     warn_if_readable(&tls_paths.key);
-    let backend = open_backend(config).await?;
+    let (backend, software): (Arc<dyn KeyBackend>, Option<Arc<SoftwareBackend>>) = match &config.backend {
+        BackendSettings::Software(settings) => {
+            let software = Arc::new(open_software_backend(settings)?);
+            (software.clone(), Some(software))
+        }
+        BackendSettings::Pkcs11(settings) => (open_pkcs11_backend(settings).await?, None),
+    };
     backend.health().await?;
     let listener = TcpListener::bind(config.listen).await.map_err(|error| {
         RunError::Other(format!(
@@ -152,6 +183,9 @@ pub async fn serve(config: &Config) -> Result<(), RunError> {
     })?;
     let address = listener.local_addr().map_err(|error| RunError::Other(error.to_string()))?;
     let store = open_store(config).await?;
+    if let Some(software) = &software {
+        check_sealed_keys(&store, software.ring()).await?;
+    }
     let service = SignerService::new(store.clone(), backend);
     let backend_name = service.backend().name();
     tracing::info!(

@@ -11,12 +11,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use sqlx::Row as _;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::{FromRow as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
-use tufa_store::{DatabaseUrl, SqliteLocation, UrlError};
+use tufa_store::{DatabaseUrl, SqliteLocation, UrlError, create_sqlite_file, is_transient};
 
 /// Name of the migrations bookkeeping table, distinct from sqlx's default so that the signer's
 /// schema can share a database with another application (tufa-server uses the default).
@@ -60,21 +60,13 @@ impl From<UrlError> for StoreError {
     }
 }
 
+/// Maps a database error with the store's one classification ([`tufa_store::is_transient`]).
 fn map_error(error: sqlx::Error) -> StoreError {
-    let unavailable = match &error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
-            // PostgreSQL: class 08 (connection exception), 57P0x (shutdown, cannot connect now),
-            // 53300 (too many connections). SQLite: 5 (busy), 6 (locked).
-            code.starts_with("08") || code.starts_with("57P0") || code == "53300" || code == "5" || code == "6"
-        }),
-        _ => false,
-    };
-    if unavailable { StoreError::Unavailable(error.to_string()) } else { StoreError::Internal(error.to_string()) }
+    if is_transient(&error) {
+        StoreError::Unavailable(error.to_string())
+    } else {
+        StoreError::Internal(error.to_string())
+    }
 }
 
 /// One key as the signer records it.
@@ -378,11 +370,13 @@ impl Store {
         }
     }
 
-    /// Opens (creating when missing) the SQLite database file at `path`.
+    /// Opens the SQLite database file at `path`, creating it owner-only (0600) when missing.
     pub async fn open_sqlite_file(path: &Path) -> Result<Store, StoreError> {
+        create_sqlite_file(path).map_err(|error| {
+            StoreError::Unavailable(format!("cannot create the SQLite database {}: {error}", path.display()))
+        })?;
         let options = SqliteConnectOptions::new()
             .filename(path)
-            .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(SQLITE_BUSY_TIMEOUT)
             .foreign_keys(true);
@@ -447,8 +441,8 @@ impl Store {
         const SQL: &str = "INSERT INTO signer_keys \
              (key_id, gun, role, algorithm, public, backend, handle, sealed_with, created_at, last_used) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)";
-        match &self.pool {
-            Pool::Sqlite(pool) => sqlx::query(SQL)
+        per_dialect!(&self.pool, |pool, time, _, _| {
+            sqlx::query(SQL)
                 .bind(&key.key_id)
                 .bind(&key.gun)
                 .bind(&key.role)
@@ -457,24 +451,11 @@ impl Store {
                 .bind(&key.backend)
                 .bind(&key.handle)
                 .bind(&key.sealed_with)
-                .bind(sqlite_time(key.created_at))
+                .bind(time(key.created_at))
                 .execute(pool)
                 .await
-                .map(drop),
-            Pool::Postgres(pool) => sqlx::query(SQL)
-                .bind(&key.key_id)
-                .bind(&key.gun)
-                .bind(&key.role)
-                .bind(&key.algorithm)
-                .bind(&key.public)
-                .bind(&key.backend)
-                .bind(&key.handle)
-                .bind(&key.sealed_with)
-                .bind(key.created_at)
-                .execute(pool)
-                .await
-                .map(drop),
-        }
+                .map(drop)
+        })
         .map_err(map_error)
     }
 
@@ -603,6 +584,27 @@ impl Store {
         })
     }
 
+    /// The distinct KEK names (`sealed_with`) of the keys of `backend`, in ascending order.
+    pub async fn sealed_with_names(&self, backend: &str) -> Result<Vec<String>, StoreError> {
+        const SQL: &str = "SELECT DISTINCT sealed_with FROM signer_keys WHERE backend = $1 ORDER BY sealed_with";
+        per_dialect!(&self.pool, |pool, _, _, _| {
+            sqlx::query_scalar(SQL).bind(backend).fetch_all(pool).await.map_err(map_error)
+        })
+    }
+
+    /// The key of `backend` with the lowest ID among those sealed with KEK `name`, if any.
+    pub async fn key_sealed_with(&self, backend: &str, name: &str) -> Result<Option<KeyRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM signer_keys WHERE backend = $1 AND sealed_with = $2 ORDER BY key_id LIMIT 1"
+        );
+        per_dialect!(&self.pool, |pool, _, key, _| {
+            let row = sqlx::query(SQL).bind(backend).bind(name).fetch_optional(pool).await.map_err(map_error)?;
+            row.as_ref().map(key).transpose()
+        })
+    }
+
     /// Replaces a key's handle, but only if it still is `old_handle` (so a concurrent change is
     /// never overwritten). Returns whether the row changed.
     pub async fn replace_handle(
@@ -613,84 +615,110 @@ impl Store {
         sealed_with: &str,
     ) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE signer_keys SET handle = $3, sealed_with = $4 WHERE key_id = $1 AND handle = $2";
-        let rows = match &self.pool {
-            Pool::Sqlite(pool) => sqlx::query(SQL)
+        let rows = per_dialect!(&self.pool, |pool, _, _, _| {
+            sqlx::query(SQL)
                 .bind(key_id)
                 .bind(old_handle)
                 .bind(new_handle)
                 .bind(sealed_with)
                 .execute(pool)
                 .await
-                .map(|done| done.rows_affected()),
-            Pool::Postgres(pool) => sqlx::query(SQL)
-                .bind(key_id)
-                .bind(old_handle)
-                .bind(new_handle)
-                .bind(sealed_with)
-                .execute(pool)
-                .await
-                .map(|done| done.rows_affected()),
-        }
+                .map(|done| done.rows_affected())
+        })
         .map_err(map_error)?;
         Ok(rows > 0)
     }
 }
 
+/// How a dialect stores a time: SQLite as fixed-width RFC 3339 text, PostgreSQL as `timestamptz`.
+trait StoredTime {
+    fn into_time(self) -> Result<DateTime<Utc>, StoreError>;
+}
+
+impl StoredTime for String {
+    fn into_time(self) -> Result<DateTime<Utc>, StoreError> {
+        parse_sqlite_time(&self)
+    }
+}
+
+impl StoredTime for DateTime<Utc> {
+    fn into_time(self) -> Result<DateTime<Utc>, StoreError> {
+        Ok(self)
+    }
+}
+
+/// A `signer_keys` row, with times in the dialect's storage type `T`.
+#[derive(sqlx::FromRow)]
+struct KeyRow<T> {
+    key_id: String,
+    gun: String,
+    role: String,
+    algorithm: String,
+    public: Vec<u8>,
+    backend: String,
+    handle: Vec<u8>,
+    sealed_with: String,
+    created_at: T,
+    last_used: Option<T>,
+}
+
+impl<T: StoredTime> KeyRow<T> {
+    fn into_record(self) -> Result<KeyRecord, StoreError> {
+        Ok(KeyRecord {
+            key_id: self.key_id,
+            gun: self.gun,
+            role: self.role,
+            algorithm: self.algorithm,
+            public: self.public,
+            backend: self.backend,
+            handle: self.handle,
+            sealed_with: self.sealed_with,
+            created_at: self.created_at.into_time()?,
+            last_used: self.last_used.map(StoredTime::into_time).transpose()?,
+        })
+    }
+}
+
+/// A `signer_sign_events` row, with its time in the dialect's storage type `T`.
+#[derive(sqlx::FromRow)]
+struct EventRow<T> {
+    id: i64,
+    key_id: String,
+    gun: String,
+    role: String,
+    client_subject: String,
+    payload_sha256: String,
+    created_at: T,
+}
+
+impl<T: StoredTime> EventRow<T> {
+    fn into_event(self) -> Result<SignEvent, StoreError> {
+        Ok(SignEvent {
+            id: self.id,
+            key_id: self.key_id,
+            gun: self.gun,
+            role: self.role,
+            client_subject: self.client_subject,
+            payload_sha256: self.payload_sha256,
+            created_at: self.created_at.into_time()?,
+        })
+    }
+}
+
 fn sqlite_key(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
-    let created_at: String = row.try_get("created_at").map_err(map_error)?;
-    let last_used: Option<String> = row.try_get("last_used").map_err(map_error)?;
-    Ok(KeyRecord {
-        key_id: row.try_get("key_id").map_err(map_error)?,
-        gun: row.try_get("gun").map_err(map_error)?,
-        role: row.try_get("role").map_err(map_error)?,
-        algorithm: row.try_get("algorithm").map_err(map_error)?,
-        public: row.try_get("public").map_err(map_error)?,
-        backend: row.try_get("backend").map_err(map_error)?,
-        handle: row.try_get("handle").map_err(map_error)?,
-        sealed_with: row.try_get("sealed_with").map_err(map_error)?,
-        created_at: parse_sqlite_time(&created_at)?,
-        last_used: last_used.as_deref().map(parse_sqlite_time).transpose()?,
-    })
+    KeyRow::<String>::from_row(row).map_err(map_error)?.into_record()
 }
 
 fn postgres_key(row: &PgRow) -> Result<KeyRecord, StoreError> {
-    Ok(KeyRecord {
-        key_id: row.try_get("key_id").map_err(map_error)?,
-        gun: row.try_get("gun").map_err(map_error)?,
-        role: row.try_get("role").map_err(map_error)?,
-        algorithm: row.try_get("algorithm").map_err(map_error)?,
-        public: row.try_get("public").map_err(map_error)?,
-        backend: row.try_get("backend").map_err(map_error)?,
-        handle: row.try_get("handle").map_err(map_error)?,
-        sealed_with: row.try_get("sealed_with").map_err(map_error)?,
-        created_at: row.try_get("created_at").map_err(map_error)?,
-        last_used: row.try_get("last_used").map_err(map_error)?,
-    })
+    KeyRow::<DateTime<Utc>>::from_row(row).map_err(map_error)?.into_record()
 }
 
 fn sqlite_event(row: &SqliteRow) -> Result<SignEvent, StoreError> {
-    let created_at: String = row.try_get("created_at").map_err(map_error)?;
-    Ok(SignEvent {
-        id: row.try_get("id").map_err(map_error)?,
-        key_id: row.try_get("key_id").map_err(map_error)?,
-        gun: row.try_get("gun").map_err(map_error)?,
-        role: row.try_get("role").map_err(map_error)?,
-        client_subject: row.try_get("client_subject").map_err(map_error)?,
-        payload_sha256: row.try_get("payload_sha256").map_err(map_error)?,
-        created_at: parse_sqlite_time(&created_at)?,
-    })
+    EventRow::<String>::from_row(row).map_err(map_error)?.into_event()
 }
 
 fn postgres_event(row: &PgRow) -> Result<SignEvent, StoreError> {
-    Ok(SignEvent {
-        id: row.try_get("id").map_err(map_error)?,
-        key_id: row.try_get("key_id").map_err(map_error)?,
-        gun: row.try_get("gun").map_err(map_error)?,
-        role: row.try_get("role").map_err(map_error)?,
-        client_subject: row.try_get("client_subject").map_err(map_error)?,
-        payload_sha256: row.try_get("payload_sha256").map_err(map_error)?,
-        created_at: row.try_get("created_at").map_err(map_error)?,
-    })
+    EventRow::<DateTime<Utc>>::from_row(row).map_err(map_error)?.into_event()
 }
 
 #[cfg(test)]
@@ -742,6 +770,46 @@ mod tests {
         assert_eq!(ids.len(), 64, "every caller got its own event");
         let recorded = store.sign_events(&EventFilter { limit: 1000, ..EventFilter::default() }).await.unwrap();
         assert_eq!(recorded.len(), 64, "every event committed");
+    }
+
+    /// The signer's database file and SQLite's `-wal`/`-shm` files are owner-only.
+    #[tokio::test]
+    async fn sqlite_files_are_created_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite_file(&dir.path().join("tufa-signer.db")).await.unwrap();
+        store.migrate().await.unwrap();
+        assert!(!store.mark_used(&"0".repeat(64), now()).await.unwrap(), "no such key");
+        for name in ["tufa-signer.db", "tufa-signer.db-wal", "tufa-signer.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{name}");
+        }
+        store.close().await;
+    }
+
+    /// A real SQLite busy error is transient (the old copy of the classification missed the
+    /// extended codes); a constraint violation is not.
+    #[tokio::test]
+    async fn sqlite_busy_is_unavailable() {
+        use sqlx::{Connection as _, Executor as _};
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("busy.db"))
+            .create_if_missing(true)
+            .busy_timeout(Duration::ZERO);
+        let mut first = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+        first.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)").await.unwrap();
+        first.execute("INSERT INTO t VALUES (1)").await.unwrap();
+        let duplicate = first.execute("INSERT INTO t VALUES (1)").await.unwrap_err();
+        assert!(matches!(map_error(duplicate), StoreError::Internal(_)));
+        first.execute("BEGIN IMMEDIATE").await.unwrap();
+        let mut second = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+        let busy = second.execute("BEGIN IMMEDIATE").await.unwrap_err();
+        let message = busy.to_string();
+        match map_error(busy) {
+            StoreError::Unavailable(text) => assert_eq!(text, message),
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
     }
 
     #[test]

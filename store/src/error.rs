@@ -22,58 +22,81 @@ pub enum StoreError {
     Internal(String),
 }
 
-/// Maps errors that are not database-reported errors; `None` for `sqlx::Error::Database`
-/// and migration errors, which each backend classifies itself.
-fn classify_transport(error: &sqlx::Error) -> Option<StoreError> {
+impl StoreError {
+    /// The same error with its message rewritten by `rewrite`; [`StoreError::OldVersion`]
+    /// carries no message and is returned as it is.
+    pub(crate) fn map_message(self, rewrite: impl FnOnce(String) -> String) -> StoreError {
+        match self {
+            StoreError::Unavailable(message) => StoreError::Unavailable(rewrite(message)),
+            StoreError::Internal(message) => StoreError::Internal(rewrite(message)),
+            old @ StoreError::OldVersion { .. } => old,
+        }
+    }
+
+    /// The same error with `context: ` before its message.
+    pub(crate) fn context(self, context: &str) -> StoreError {
+        self.map_message(|message| format!("{context}: {message}"))
+    }
+}
+
+/// Whether `error` is transient: the database cannot be reached, is overloaded, busy or
+/// locked, cancelled the statement or lost a serialisation race, so that the same request may
+/// succeed later. Anything else (a constraint violation, a missing table, a malformed row, a bad
+/// URL) is not. This is the one classification of database errors, used by both binaries' stores.
+///
+/// Database-reported codes are read per dialect: PostgreSQL SQLSTATEs (class 08, class 53,
+/// 57P0x, 57014, 55P03, 40001, 40P01) and SQLite extended result codes (BUSY, LOCKED, IOERR,
+/// FULL, CANTOPEN and their extended variants). A migration error is classified by the database
+/// error inside it.
+pub fn is_transient(error: &sqlx::Error) -> bool {
     use sqlx::Error;
     match error {
-        Error::Io(_) | Error::Tls(_) | Error::PoolTimedOut | Error::PoolClosed | Error::WorkerCrashed => {
-            Some(StoreError::Unavailable(error.to_string()))
-        }
-        Error::Database(_) | Error::Migrate(_) => None,
-        _ => Some(StoreError::Internal(error.to_string())),
-    }
-}
-
-/// Classifies a sqlx error with `is_unavailable` deciding about database-reported codes.
-fn classify_with(error: sqlx::Error, is_unavailable: fn(&str) -> bool) -> StoreError {
-    if let Some(mapped) = classify_transport(&error) {
-        return mapped;
-    }
-    match error {
-        sqlx::Error::Database(db_error) => {
-            let transient = db_error.code().is_some_and(|code| is_unavailable(&code));
-            if transient {
-                StoreError::Unavailable(db_error.to_string())
+        Error::Io(_) | Error::Tls(_) | Error::PoolTimedOut | Error::PoolClosed | Error::WorkerCrashed => true,
+        Error::Database(database) => {
+            let Some(code) = database.code() else {
+                return false;
+            };
+            if database.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                sqlite_code_is_transient(&code)
+            } else if database.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() {
+                pg_code_is_transient(&code)
             } else {
-                StoreError::Internal(db_error.to_string())
+                false
             }
         }
-        sqlx::Error::Migrate(migrate_error) => classify_migrate_with(*migrate_error, is_unavailable),
-        other => StoreError::Internal(other.to_string()),
+        Error::Migrate(migrate) => match &**migrate {
+            MigrateError::Execute(inner) | MigrateError::ExecuteMigration(inner, _) => is_transient(inner),
+            _ => false,
+        },
+        _ => false,
     }
 }
 
-fn classify_migrate_with(error: MigrateError, is_unavailable: fn(&str) -> bool) -> StoreError {
+/// Maps a database error: [`StoreError::Unavailable`] when [`is_transient`], else
+/// [`StoreError::Internal`].
+pub(crate) fn from_sqlx(error: sqlx::Error) -> StoreError {
+    let transient = is_transient(&error);
+    let message = match error {
+        sqlx::Error::Migrate(migrate) => return from_migrate(*migrate),
+        sqlx::Error::Database(database) => database.to_string(),
+        other => other.to_string(),
+    };
+    if transient { StoreError::Unavailable(message) } else { StoreError::Internal(message) }
+}
+
+/// Maps a migration error, naming the migration that failed.
+pub(crate) fn from_migrate(error: MigrateError) -> StoreError {
     match error {
-        MigrateError::Execute(inner) => prefix(classify_with(inner, is_unavailable), "migrating"),
+        MigrateError::Execute(inner) => from_sqlx(inner).context("migrating"),
         MigrateError::ExecuteMigration(inner, version) => {
-            prefix(classify_with(inner, is_unavailable), &format!("applying migration {version}"))
+            from_sqlx(inner).context(&format!("applying migration {version}"))
         }
         other => StoreError::Internal(format!("migrating: {other}")),
     }
 }
 
-fn prefix(error: StoreError, context: &str) -> StoreError {
-    match error {
-        StoreError::Unavailable(message) => StoreError::Unavailable(format!("{context}: {message}")),
-        StoreError::Internal(message) => StoreError::Internal(format!("{context}: {message}")),
-        old @ StoreError::OldVersion { .. } => old,
-    }
-}
-
 /// PostgreSQL SQLSTATEs that mean "try again later" rather than "bug".
-fn pg_code_is_unavailable(code: &str) -> bool {
+fn pg_code_is_transient(code: &str) -> bool {
     code.starts_with("08") // connection exception
         || code.starts_with("53") // insufficient resources: too many connections, disk full
         || code.starts_with("57P0") // admin/crash shutdown, cannot connect now, database dropped
@@ -85,7 +108,7 @@ fn pg_code_is_unavailable(code: &str) -> bool {
 
 /// SQLite result codes (extended codes, reported as decimal text) that mean "try again
 /// later": busy or locked past the busy timeout, I/O errors, a full disk, unopenable file.
-fn sqlite_code_is_unavailable(code: &str) -> bool {
+fn sqlite_code_is_transient(code: &str) -> bool {
     const SQLITE_BUSY: i64 = 5;
     const SQLITE_LOCKED: i64 = 6;
     const SQLITE_IOERR: i64 = 10;
@@ -97,26 +120,6 @@ fn sqlite_code_is_unavailable(code: &str) -> bool {
         }
         Err(_) => false,
     }
-}
-
-/// Maps a PostgreSQL error.
-pub(crate) fn from_pg(error: sqlx::Error) -> StoreError {
-    classify_with(error, pg_code_is_unavailable)
-}
-
-/// Maps a PostgreSQL migration error.
-pub(crate) fn from_pg_migrate(error: MigrateError) -> StoreError {
-    classify_migrate_with(error, pg_code_is_unavailable)
-}
-
-/// Maps a SQLite error.
-pub(crate) fn from_sqlite(error: sqlx::Error) -> StoreError {
-    classify_with(error, sqlite_code_is_unavailable)
-}
-
-/// Maps a SQLite migration error.
-pub(crate) fn from_sqlite_migrate(error: MigrateError) -> StoreError {
-    classify_migrate_with(error, sqlite_code_is_unavailable)
 }
 
 /// Whether `error` is a unique or primary key violation.
@@ -134,10 +137,10 @@ mod tests {
     #[test]
     fn pg_codes() {
         for code in ["08006", "08001", "57P01", "57P03", "53300", "53100", "40P01", "57014"] {
-            assert!(pg_code_is_unavailable(code), "{code}");
+            assert!(pg_code_is_transient(code), "{code}");
         }
         for code in ["23505", "42P01", "22001", "XX000"] {
-            assert!(!pg_code_is_unavailable(code), "{code}");
+            assert!(!pg_code_is_transient(code), "{code}");
         }
     }
 
@@ -145,20 +148,24 @@ mod tests {
     fn sqlite_codes() {
         // SQLITE_BUSY, SQLITE_BUSY_SNAPSHOT (517), SQLITE_LOCKED, SQLITE_IOERR_WRITE (778).
         for code in ["5", "517", "6", "778", "13", "14"] {
-            assert!(sqlite_code_is_unavailable(code), "{code}");
+            assert!(sqlite_code_is_transient(code), "{code}");
         }
         // SQLITE_CONSTRAINT_UNIQUE (2067), SQLITE_ERROR, garbage.
         for code in ["2067", "1", "x"] {
-            assert!(!sqlite_code_is_unavailable(code), "{code}");
+            assert!(!sqlite_code_is_transient(code), "{code}");
         }
     }
 
     #[test]
     fn transport_errors_are_unavailable() {
         let refused = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        assert!(matches!(from_pg(refused), StoreError::Unavailable(_)));
-        assert!(matches!(from_sqlite(sqlx::Error::PoolTimedOut), StoreError::Unavailable(_)));
-        assert!(matches!(from_pg(sqlx::Error::RowNotFound), StoreError::Internal(_)));
+        let message = refused.to_string();
+        assert!(matches!(from_sqlx(refused), StoreError::Unavailable(ref text) if *text == message));
+        assert!(matches!(from_sqlx(sqlx::Error::PoolTimedOut), StoreError::Unavailable(_)));
+        assert!(matches!(from_sqlx(sqlx::Error::PoolClosed), StoreError::Unavailable(_)));
+        assert!(matches!(from_sqlx(sqlx::Error::RowNotFound), StoreError::Internal(_)));
+        assert!(!is_transient(&sqlx::Error::RowNotFound));
+        assert!(is_transient(&sqlx::Error::WorkerCrashed));
     }
 
     #[test]

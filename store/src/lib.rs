@@ -17,6 +17,7 @@
 
 mod error;
 mod postgres;
+mod sql;
 mod sqlite;
 mod url;
 mod validate;
@@ -28,7 +29,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-pub use error::StoreError;
+pub use error::{StoreError, is_transient};
+pub use sqlite::create_sqlite_file;
 pub use url::{Backend, DatabaseUrl, SqliteLocation, UrlError, redact_url};
 
 /// The role name whose stored files produce changefeed records.
@@ -266,6 +268,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records that the key is in use now. An unknown key ID is an [`StoreError::Internal`].
     async fn mark_key_used(&self, key_id: &str) -> Result<(), StoreError>;
+
+    /// The distinct [`StoredKey::kek_id`]s of the stored server keys, in ascending order: which
+    /// key-encryption keys this database's keys need.
+    async fn kek_ids(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The server key with the lowest key ID among those sealed by `kek_id`, if any.
+    async fn key_sealed_with(&self, kek_id: &str) -> Result<Option<StoredKey>, StoreError>;
 }
 
 /// Opens the database named by `url` and brings its schema up to date.
@@ -275,16 +284,16 @@ pub trait Store: Send + Sync + 'static {
 /// [`StoreError::Unavailable`] after about three seconds. Error messages never contain the
 /// URL's password.
 pub async fn open(url: &DatabaseUrl) -> Result<Arc<dyn Store>, StoreError> {
-    match url.sqlite_location() {
-        Some(SqliteLocation::File(path)) => open_sqlite(path).await,
-        Some(SqliteLocation::Memory) => Ok(Arc::new(sqlite::SqliteStore::open_memory().await?)),
-        None => Ok(Arc::new(postgres::PgStore::open(url).await?)),
-    }
+    let pools = match url.sqlite_location() {
+        Some(SqliteLocation::File(path)) => sqlite::open(path).await?,
+        Some(SqliteLocation::Memory) => sqlite::open_memory().await?,
+        None => postgres::open(url).await?,
+    };
+    Ok(Arc::new(sql::SqlStore::new(pools)))
 }
 
 /// Opens (creating it if missing) the SQLite database file at `path` and brings its schema
 /// up to date.
 pub async fn open_sqlite(path: &Path) -> Result<Arc<dyn Store>, StoreError> {
-    let store = sqlite::SqliteStore::open(path).await?;
-    Ok(Arc::new(store))
+    Ok(Arc::new(sql::SqlStore::new(sqlite::open(path).await?)))
 }

@@ -54,5 +54,6 @@ conformance!(
     delete_gun,
     expiring,
     keys,
+    keys_by_kek,
     concurrent_publishes,
 );

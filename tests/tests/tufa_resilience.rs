@@ -107,3 +107,85 @@ fn two_servers_on_one_database_never_serve_stale_metadata() {
         }
     }
 }
+
+/// Writes a key-encryption key file (64 hex characters, owner-only) holding `byte` 32 times.
+fn write_kek(path: &std::path::Path, byte: u8) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, format!("{}\n", format!("{byte:02x}").repeat(32))).expect("write KEK file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod KEK file");
+}
+
+/// Runs tufa-server against `url` with a fresh data directory and `extra_args`, expecting it to
+/// refuse to start; returns its output and its data directory.
+fn refused_start(url: &str, extra_args: &[&str]) -> (tufa_tests::process::CommandOutput, tempfile::TempDir) {
+    let dir = tempfile::Builder::new().prefix("tufa-server-refused-").tempdir().expect("temp dir");
+    let mut command = std::process::Command::new(tufa_tests::tufa::binary());
+    command
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", tufa_tests::process::free_port()))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--database-url")
+        .arg(url)
+        .args(extra_args);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TUFA_") {
+            command.env_remove(&key);
+        }
+    }
+    let output = tufa_tests::process::run_with_timeout(&mut command, b"", Duration::from_secs(60));
+    (output, dir)
+}
+
+/// A second server on the same PostgreSQL with a key-encryption key of its own (or none, which
+/// it would generate) cannot open the online keys there: it must refuse to start with exit
+/// status 2 and a message naming the KEKs, and must not write a new KEK file.
+#[test]
+fn a_server_whose_kek_does_not_match_the_database_refuses_to_start() {
+    // The ids are the first 16 hex digits of SHA-256 over the 32 key bytes.
+    const KEK_A_ID: &str = "02d449a31fbb267c";
+    const KEK_B_ID: &str = "9f72ea0cf49536e3";
+    let keys = tempfile::tempdir().expect("temp dir");
+    let (kek_a, kek_b) = (keys.path().join("kek-a.key"), keys.path().join("kek-b.key"));
+    write_kek(&kek_a, 0x11);
+    write_kek(&kek_b, 0x22);
+    let database = PgDatabase::create();
+    let url = database.url().to_owned();
+    let first = start_with(Options {
+        name: "tufa-server A".into(),
+        database_url: Some(url.clone()),
+        database: Some(database),
+        extra_args: vec!["--kek-file".into(), kek_a.to_str().expect("UTF-8 path").into()],
+    });
+    // Asking for a GUN's timestamp key makes A create one, sealed with KEK A.
+    let key = first.get("/v2/tufa.test/kek/_trust/tuf/timestamp.key");
+    assert_eq!(key.status, 200, "{key}");
+
+    // No KEK at all: the default kek.key would be generated, so nothing may be written.
+    let (output, dir) = refused_start(&url, &[]);
+    let kek_file = dir.path().join("data").join("kek.key");
+    let expected = format!(
+        "tufa-server: the database holds online keys sealed by key-encryption key {KEK_A_ID}, but the KEK file {} \
+         does not exist; a new KEK could decrypt none of them, so none was generated: give this server the KEK of \
+         the server that created those keys (copy its kek.key, or set --kek-file or TUFA_KEK), or use another \
+         database",
+        kek_file.display()
+    );
+    assert_eq!(output.status.and_then(|status| status.code()), Some(2), "{output}");
+    assert!(output.stderr.lines().any(|line| line == expected), "expected {expected:?} in\n{output}");
+    assert!(!kek_file.exists(), "a KEK file was written");
+
+    // A KEK of its own.
+    let (output, _dir) = refused_start(&url, &["--kek-file", kek_b.to_str().expect("UTF-8 path")]);
+    let expected = format!(
+        "tufa-server: the key-encryption key from the KEK file {} (id {KEK_B_ID}) does not match the database: its \
+         online keys are sealed by key-encryption key {KEK_A_ID}; give this server the KEK of the server that \
+         created those keys (--kek-file or TUFA_KEK), or use another database",
+        kek_b.display()
+    );
+    assert_eq!(output.status.and_then(|status| status.code()), Some(2), "{output}");
+    assert!(output.stderr.lines().any(|line| line == expected), "expected {expected:?} in\n{output}");
+
+    // A still serves: the refused servers changed nothing.
+    assert_eq!(first.get("/v2/tufa.test/kek/_trust/tuf/timestamp.key").body, key.body);
+}

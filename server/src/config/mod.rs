@@ -184,6 +184,20 @@ impl Config {
     pub fn redacted_database_url(&self) -> String {
         self.database_url.redacted()
     }
+
+    /// Where the key-encryption key comes from, for messages: `TUFA_KEK` or the KEK file.
+    pub fn kek_source(&self) -> String {
+        match self.kek_from_env {
+            Some(_) => "TUFA_KEK".to_owned(),
+            None => format!("the KEK file {}", self.kek_file.display()),
+        }
+    }
+
+    /// Whether the key-encryption key exists already (`TUFA_KEK` is set or the KEK file exists),
+    /// so that loading it will not generate a new one.
+    pub fn kek_exists(&self) -> bool {
+        self.kek_from_env.is_some() || self.kek_file.exists()
+    }
 }
 
 /// Loads the configuration from the process's arguments and environment.

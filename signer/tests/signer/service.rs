@@ -2,11 +2,11 @@
 
 use chrono::{Duration, Utc};
 use tufa_core::keys::sha256;
-use tufa_signer::run::{RotationReport, print_audit, rotate_kek};
+use tufa_signer::run::{RotationReport, RunError, check_sealed_keys, print_audit, rotate_kek};
 use tufa_signer::service::{MAX_CONTENT_BYTES, ServiceError, SignerService};
 use tufa_signer::store::{EventFilter, KeyRecord, Store};
 
-use crate::support::{KEK_A, KEK_B, service, software, sqlite_store};
+use crate::support::{KEK_A, KEK_B, ring, service, software, sqlite_store};
 
 const GUN: &str = "docker.io/library/alpine";
 const CLIENT: &str = "CN=tufa-server";
@@ -46,6 +46,7 @@ on_both_databases!(
     keys_of_another_backend_are_refused,
     kek_rotation_reseals_keys,
     migrations_are_idempotent,
+    start_up_refuses_keks_that_cannot_open_the_stored_keys,
 );
 
 fn signer(store: Store) -> SignerService {
@@ -310,4 +311,39 @@ async fn postgres_connection_failure_is_unavailable() {
         .await
         .unwrap_err();
     assert!(matches!(error, tufa_signer::store::StoreError::Unavailable(_)), "{error:?}");
+}
+
+/// At start-up every KEK that sealed a stored software key must be configured and must open it.
+async fn start_up_refuses_keks_that_cannot_open_the_stored_keys(store: Store) {
+    // No keys yet: any KEK will do.
+    check_sealed_keys(&store, &ring(&[("b", KEK_B)], "b")).await.unwrap();
+    let key = signer(store.clone()).create_key("ecdsa", GUN, "timestamp").await.unwrap();
+    // The sealing KEK, also beside another (active) one, passes.
+    check_sealed_keys(&store, &ring(&[("a", KEK_A)], "a")).await.unwrap();
+    check_sealed_keys(&store, &ring(&[("a", KEK_A), ("b", KEK_B)], "b")).await.unwrap();
+
+    let missing = check_sealed_keys(&store, &ring(&[("b", KEK_B), ("c", KEK_A)], "b")).await.unwrap_err();
+    assert_eq!(missing.exit_code(), 2);
+    assert_eq!(
+        missing.to_string(),
+        format!(
+            "the database holds software keys sealed with KEK \"a\" (for example key {}), which is not configured \
+             (configured: b, c); add it as a [[software.kek]] entry or set TUFA_SIGNER_KEK_A",
+            key.key_id
+        )
+    );
+
+    // A KEK named "a" with other bytes: configured, but not the one that sealed the keys.
+    let wrong = check_sealed_keys(&store, &ring(&[("a", KEK_B)], "a")).await.unwrap_err();
+    assert!(matches!(wrong, RunError::KekMismatch(_)), "{wrong:?}");
+    assert_eq!(wrong.exit_code(), 2);
+    assert_eq!(
+        wrong.to_string(),
+        format!(
+            "the configured KEK \"a\" cannot open key {0}, which the database records as sealed with it (backend \
+             failure: sealed key {0} does not open with KEK \"a\" (wrong KEK or tampered data)): it is not the KEK \
+             that sealed the keys; configure the right one",
+            key.key_id
+        )
+    );
 }

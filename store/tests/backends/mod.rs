@@ -75,7 +75,63 @@ mod sqlite {
         let path = dir.path().join("no such dir").join("tufa.sqlite");
         let result = tufa_store::open_sqlite(&path).await;
         let message = expect_unavailable(result);
-        assert!(message.contains("no such dir"), "{message}");
+        assert_eq!(
+            message,
+            format!(
+                "SQLite database {}: cannot create the file: No such file or directory (os error 2)",
+                path.display()
+            )
+        );
+    }
+
+    fn mode(path: &std::path::Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(path).unwrap_or_else(|error| panic!("{}: {error}", path.display())).permissions().mode()
+            & 0o777
+    }
+
+    /// The database file and the `-wal` and `-shm` files SQLite makes beside it are created
+    /// owner-only, whatever the umask; an existing file's mode is left as it is.
+    #[tokio::test]
+    async fn database_files_are_created_owner_only() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("tufa.sqlite");
+        let store = tufa_store::open_sqlite(&path).await.expect("open");
+        store.update(Repo::new(1, "v1").first_publish(GUN)).await.expect("publish");
+        assert_eq!(store.current_all(GUN).await.expect("read").len(), 4);
+        for suffix in ["", "-wal", "-shm"] {
+            let file = dir.path().join(format!("tufa.sqlite{suffix}"));
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+
+        let existing = dir.path().join("existing.sqlite");
+        std::fs::write(&existing, b"").expect("create");
+        std::fs::set_permissions(&existing, std::os::unix::fs::PermissionsExt::from_mode(0o640)).expect("chmod");
+        tufa_store::create_sqlite_file(&existing).expect("existing file");
+        assert_eq!(mode(&existing), 0o640);
+    }
+
+    /// Real SQLite errors: busy is transient, a constraint violation is not.
+    #[tokio::test]
+    async fn sqlite_errors_are_classified() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("plain.sqlite"))
+            .create_if_missing(true)
+            .busy_timeout(Duration::ZERO);
+        let mut first = SqliteConnection::connect_with(&options).await.expect("first connection");
+        first.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)").await.expect("create table");
+        first.execute("INSERT INTO t VALUES (1)").await.expect("insert");
+        let duplicate = first.execute("INSERT INTO t VALUES (1)").await.expect_err("duplicate key");
+        assert_eq!(duplicate.as_database_error().and_then(|error| error.code()).as_deref(), Some("1555"));
+        assert!(!tufa_store::is_transient(&duplicate), "{duplicate}");
+
+        first.execute("BEGIN IMMEDIATE").await.expect("take the write lock");
+        let mut second = SqliteConnection::connect_with(&options).await.expect("second connection");
+        let busy = second.execute("BEGIN IMMEDIATE").await.expect_err("busy");
+        assert_eq!(busy.as_database_error().and_then(|error| error.code()).as_deref(), Some("5"));
+        assert!(tufa_store::is_transient(&busy), "{busy}");
+        first.execute("ROLLBACK").await.expect("release");
     }
 
     /// Two stores on one file (as two server processes would be) race to publish different
@@ -157,6 +213,42 @@ mod postgres {
         assert!(!message.contains("hunter2"), "{message}");
         assert!(message.contains("tufa:***@127.0.0.1"), "{message}");
         assert!(message.contains("refused"), "{message}");
+    }
+
+    /// Real PostgreSQL errors with each SQLSTATE (raised with `RAISE … USING ERRCODE`): the
+    /// transient ones are exactly the retryable classes.
+    #[tokio::test]
+    async fn postgres_errors_are_classified() {
+        let db = PgDb::create().await;
+        let mut connection = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+        let cases = [
+            ("40001", true),  // serialization_failure
+            ("40P01", true),  // deadlock_detected
+            ("55P03", true),  // lock_not_available
+            ("57014", true),  // query_canceled (statement_timeout)
+            ("57P01", true),  // admin_shutdown
+            ("57P03", true),  // cannot_connect_now
+            ("53300", true),  // too_many_connections
+            ("53100", true),  // disk_full
+            ("08006", true),  // connection_failure
+            ("23505", false), // unique_violation
+            ("42P01", false), // undefined_table
+            ("22001", false), // string_data_right_truncation
+            ("P0001", false), // raise_exception
+            ("XX000", false), // internal_error
+        ];
+        for (code, transient) in cases {
+            let sql = format!("DO $$ BEGIN RAISE EXCEPTION 'test' USING ERRCODE = '{code}'; END $$");
+            let error = connection.execute(sqlx::AssertSqlSafe(sql)).await.expect_err(code);
+            assert_eq!(error.as_database_error().and_then(|error| error.code()).as_deref(), Some(code));
+            assert_eq!(tufa_store::is_transient(&error), transient, "{code}");
+        }
+        // A real statement timeout, not only its code.
+        connection.execute("SET statement_timeout = 50").await.expect("set timeout");
+        let timeout = connection.execute("SELECT pg_sleep(2)").await.expect_err("timeout");
+        assert_eq!(timeout.as_database_error().and_then(|error| error.code()).as_deref(), Some("57014"));
+        assert!(tufa_store::is_transient(&timeout));
+        connection.close().await.expect("close");
     }
 
     #[tokio::test]

@@ -480,6 +480,26 @@ pub async fn keys(store: Arc<dyn Store>) {
     assert_internal(store.mark_key_used("missing").await, "no server key");
 }
 
+/// Which key-encryption keys sealed the stored keys, and one key per KEK.
+pub async fn keys_by_kek(store: Arc<dyn Store>) {
+    assert_eq!(store.kek_ids().await.expect("kek ids"), Vec::<String>::new());
+    assert_eq!(store.key_sealed_with("kek-2026").await.expect("by kek"), None);
+    for (id, kek) in [("k3", "kek-b"), ("k2", "kek-a"), ("k1", "kek-b"), ("k4", "kek-a")] {
+        let mut sealed = key(id, GUN, "timestamp");
+        sealed.kek_id = kek.into();
+        store.insert_key(&sealed).await.expect("insert");
+    }
+    assert_eq!(store.kek_ids().await.expect("kek ids"), ["kek-a", "kek-b"]);
+    let first_a = store.key_sealed_with("kek-a").await.expect("by kek").expect("a key");
+    assert_eq!((first_a.key_id.as_str(), first_a.kek_id.as_str()), ("k2", "kek-a"));
+    let mut expected = key("k2", GUN, "timestamp");
+    expected.kek_id = "kek-a".into();
+    assert_eq!(first_a, expected);
+    let first_b = store.key_sealed_with("kek-b").await.expect("by kek").expect("a key");
+    assert_eq!((first_b.key_id.as_str(), first_b.kek_id.as_str()), ("k1", "kek-b"));
+    assert_eq!(store.key_sealed_with("kek-c").await.expect("by kek"), None);
+}
+
 /// Eight publishers race three times on one GUN: to publish version 1, to publish version
 /// 2 on top of it, and to publish eight different versions on top of version 2. Each race
 /// has exactly one winner, and the stored state is exactly the winner's publish.

@@ -1,0 +1,518 @@
+//! The store's queries, each written once for SQLite and PostgreSQL.
+//!
+//! sqlx's pools, transactions and rows are different types per database, so each method body is
+//! written once inside [`per_dialect!`], which compiles it once per dialect with `D` naming that
+//! dialect. Where the SQL truly differs (locking, how times are stored, batch statements), the
+//! body calls a [`Dialect`] function; `sqlite.rs` and `postgres.rs` implement them.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{Pool, Transaction};
+
+use crate::error::{from_sqlx, is_unique_violation};
+use crate::postgres::Postgres;
+use crate::sqlite::{Sqlite, SqlitePools};
+use crate::validate::{check_update, inserted_timestamps, now};
+use crate::{
+    Change, ChangeCategory, CurrentEntry, NewFile, Store, StoreError, StoredFile, StoredKey, TIMESTAMP_ROLE, Update,
+};
+
+/// What differs between the two SQL dialects; everything else is written once in this file.
+pub(crate) trait Dialect: Sized + 'static {
+    /// The backend's name, as [`Store::backend`] reports it.
+    const NAME: &'static str;
+    /// The sqlx database.
+    type Db: sqlx::Database;
+    /// The connection pools the dialect keeps.
+    type Pools: Send + Sync;
+    /// How a time is stored: INTEGER microseconds in SQLite, `timestamptz` in PostgreSQL.
+    type Time: Send;
+
+    /// A time in storage form (whole microseconds).
+    fn time(time: DateTime<Utc>) -> Self::Time;
+    /// A stored time read back from `column`.
+    fn read_time(value: Self::Time, column: &str) -> Result<DateTime<Utc>, StoreError>;
+    /// The pool for reads.
+    fn reader(pools: &Self::Pools) -> &Pool<Self::Db>;
+    /// The pool for writes outside a transaction.
+    fn writer(pools: &Self::Pools) -> &Pool<Self::Db>;
+
+    /// Starts a write transaction that holds `gun`'s lock until it ends.
+    async fn begin_for_gun(pools: &Self::Pools, gun: &str) -> Result<Tx<Self>, StoreError>;
+    /// Serialises changefeed inserts until the transaction ends, so that ids become visible in
+    /// order.
+    async fn lock_changefeed(tx: &mut Tx<Self>) -> Result<(), StoreError>;
+    /// The current files of `roles` (not empty) in `gun`, ordered by role.
+    async fn current_many(pools: &Self::Pools, gun: &str, roles: &[&str]) -> Result<Vec<FileRow<Self>>, StoreError>;
+    /// Fails with [`StoreError::OldVersion`] unless every file's version is above every stored
+    /// version of its role.
+    async fn check_versions(tx: &mut Tx<Self>, gun: &str, files: &[NewFile]) -> Result<(), StoreError>;
+    /// Inserts the current pointers (the old ones are already deleted); a pointer naming no
+    /// stored file is an error.
+    async fn set_current(tx: &mut Tx<Self>, gun: &str, current: &[CurrentEntry]) -> Result<(), StoreError>;
+}
+
+/// A write transaction of dialect `D`.
+pub(crate) type Tx<D> = Transaction<'static, <D as Dialect>::Db>;
+
+/// The open connection pools, one variant per dialect.
+pub(crate) enum Pools {
+    /// A SQLite file (or in-memory database).
+    Sqlite(SqlitePools),
+    /// A PostgreSQL pool.
+    Postgres(sqlx::PgPool),
+}
+
+/// Runs a body written once against whichever dialect `$pools` holds: `$p` is bound to that
+/// dialect's pools and `$d` names its [`Dialect`] type.
+macro_rules! per_dialect {
+    ($pools:expr, |$p:ident, $d:ident| $body:expr) => {
+        match $pools {
+            Pools::Sqlite($p) => {
+                type $d = Sqlite;
+                $body
+            }
+            Pools::Postgres($p) => {
+                type $d = Postgres;
+                $body
+            }
+        }
+    };
+}
+
+/// Appends one changefeed record in the transaction `$tx` of dialect `$d`, holding the
+/// dialect's changefeed lock until the transaction ends.
+macro_rules! append_change {
+    ($d:ty, $tx:expr, $gun:expr, $version:expr, $sha256:expr, $category:expr, $at:expr) => {{
+        <$d>::lock_changefeed($tx).await?;
+        sqlx::query(
+            "INSERT INTO changefeed (created_at, gun, version, sha256, category) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(<$d>::time($at))
+        .bind($gun)
+        .bind($version)
+        .bind($sha256)
+        .bind($category.as_str())
+        .execute(&mut **$tx)
+        .await
+        .map_err(from_sqlx)?;
+    }};
+}
+
+/// Columns of `tuf_files f` that make up a [`FileRow`].
+macro_rules! file_columns {
+    () => {
+        "f.role, f.version, f.sha256, f.data, f.expires, f.created_at"
+    };
+}
+pub(crate) use file_columns;
+
+/// The current-file join: pointer row `c` to file row `f`.
+macro_rules! current_join {
+    () => {
+        " FROM current_files c JOIN tuf_files f \
+          ON f.gun = c.gun AND f.role = c.role AND f.version = c.version "
+    };
+}
+pub(crate) use current_join;
+
+/// Columns of `server_keys` that make up a [`KeyRow`].
+macro_rules! key_columns {
+    () => {
+        "key_id, gun, role, algorithm, public, sealed_private, kek_id, created_at, last_used"
+    };
+}
+
+/// Columns of `changefeed` that make up a [`ChangeRow`].
+macro_rules! change_columns {
+    () => {
+        "SELECT id, created_at, gun, version, sha256, category FROM changefeed "
+    };
+}
+
+/// A `tuf_files` row as the dialect stores it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct FileRow<D: Dialect> {
+    role: String,
+    version: i64,
+    sha256: String,
+    data: Vec<u8>,
+    expires: Option<D::Time>,
+    created_at: D::Time,
+}
+
+impl<D: Dialect> FileRow<D> {
+    fn into_file(self) -> Result<StoredFile, StoreError> {
+        Ok(StoredFile {
+            role: self.role,
+            version: self.version,
+            sha256: self.sha256,
+            data: self.data,
+            expires: self.expires.map(|value| D::read_time(value, "expires")).transpose()?,
+            created_at: D::read_time(self.created_at, "created_at")?,
+        })
+    }
+}
+
+/// A `changefeed` row as the dialect stores it.
+#[derive(sqlx::FromRow)]
+struct ChangeRow<D: Dialect> {
+    id: i64,
+    created_at: D::Time,
+    gun: String,
+    version: i64,
+    sha256: String,
+    category: String,
+}
+
+impl<D: Dialect> ChangeRow<D> {
+    fn into_change(self) -> Result<Change, StoreError> {
+        Ok(Change {
+            id: self.id,
+            created_at: D::read_time(self.created_at, "created_at")?,
+            gun: self.gun,
+            version: self.version,
+            sha256: self.sha256,
+            category: ChangeCategory::parse(&self.category)?,
+        })
+    }
+}
+
+/// A `server_keys` row as the dialect stores it.
+#[derive(sqlx::FromRow)]
+struct KeyRow<D: Dialect> {
+    key_id: String,
+    gun: String,
+    role: String,
+    algorithm: String,
+    public: Vec<u8>,
+    sealed_private: Vec<u8>,
+    kek_id: String,
+    created_at: D::Time,
+    last_used: Option<D::Time>,
+}
+
+impl<D: Dialect> KeyRow<D> {
+    fn into_key(self) -> Result<StoredKey, StoreError> {
+        Ok(StoredKey {
+            key_id: self.key_id,
+            gun: self.gun,
+            role: self.role,
+            algorithm: self.algorithm,
+            public: self.public,
+            sealed_private: self.sealed_private,
+            kek_id: self.kek_id,
+            created_at: D::read_time(self.created_at, "created_at")?,
+            last_used: self.last_used.map(|value| D::read_time(value, "last_used")).transpose()?,
+        })
+    }
+}
+
+/// Converts the rows of a query into domain values.
+fn convert<R, T>(rows: Vec<R>, into: fn(R) -> Result<T, StoreError>) -> Result<Vec<T>, StoreError> {
+    rows.into_iter().map(into).collect()
+}
+
+/// [`Store`] on a SQL database.
+pub(crate) struct SqlStore {
+    pools: Pools,
+}
+
+impl SqlStore {
+    /// A store over open, migrated pools.
+    pub(crate) fn new(pools: Pools) -> SqlStore {
+        SqlStore { pools }
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> &'static str {
+        per_dialect!(&self.pools, |_pools, D| D::NAME)
+    }
+
+    async fn current(&self, gun: &str, role: &str) -> Result<Option<StoredFile>, StoreError> {
+        const SQL: &str = concat!("SELECT ", file_columns!(), current_join!(), "WHERE c.gun = $1 AND c.role = $2");
+        per_dialect!(&self.pools, |pools, D| {
+            let row = sqlx::query_as::<_, FileRow<D>>(SQL)
+                .bind(gun)
+                .bind(role)
+                .fetch_optional(D::reader(pools))
+                .await
+                .map_err(from_sqlx)?;
+            row.map(FileRow::into_file).transpose()
+        })
+    }
+
+    async fn current_many(&self, gun: &str, roles: &[&str]) -> Result<Vec<StoredFile>, StoreError> {
+        if roles.is_empty() {
+            return Ok(Vec::new());
+        }
+        per_dialect!(&self.pools, |pools, D| convert(D::current_many(pools, gun, roles).await?, FileRow::into_file))
+    }
+
+    async fn current_all(&self, gun: &str) -> Result<Vec<StoredFile>, StoreError> {
+        const SQL: &str = concat!("SELECT ", file_columns!(), current_join!(), "WHERE c.gun = $1 ORDER BY c.role");
+        per_dialect!(&self.pools, |pools, D| {
+            let rows =
+                sqlx::query_as::<_, FileRow<D>>(SQL).bind(gun).fetch_all(D::reader(pools)).await.map_err(from_sqlx)?;
+            convert(rows, FileRow::into_file)
+        })
+    }
+
+    async fn by_checksum(&self, gun: &str, role: &str, sha256_hex: &str) -> Result<Option<StoredFile>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            file_columns!(),
+            " FROM tuf_files f WHERE f.gun = $1 AND f.role = $2 AND f.sha256 = $3 \
+              ORDER BY f.version DESC LIMIT 1"
+        );
+        per_dialect!(&self.pools, |pools, D| {
+            let row = sqlx::query_as::<_, FileRow<D>>(SQL)
+                .bind(gun)
+                .bind(role)
+                .bind(sha256_hex)
+                .fetch_optional(D::reader(pools))
+                .await
+                .map_err(from_sqlx)?;
+            row.map(FileRow::into_file).transpose()
+        })
+    }
+
+    async fn by_version(&self, gun: &str, role: &str, version: i64) -> Result<Option<StoredFile>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            file_columns!(),
+            " FROM tuf_files f WHERE f.gun = $1 AND f.role = $2 AND f.version = $3"
+        );
+        per_dialect!(&self.pools, |pools, D| {
+            let row = sqlx::query_as::<_, FileRow<D>>(SQL)
+                .bind(gun)
+                .bind(role)
+                .bind(version)
+                .fetch_optional(D::reader(pools))
+                .await
+                .map_err(from_sqlx)?;
+            row.map(FileRow::into_file).transpose()
+        })
+    }
+
+    async fn update(&self, update: Update) -> Result<(), StoreError> {
+        const STORED_TIMESTAMP: &str = "SELECT version FROM current_files WHERE gun = $1 AND role = $2";
+        const INSERT_FILE: &str = "INSERT INTO tuf_files (gun, role, version, sha256, data, expires, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)";
+        check_update(&update)?;
+        let gun = update.gun.as_str();
+        let at = now();
+        per_dialect!(&self.pools, |pools, D| {
+            let mut tx = D::begin_for_gun(pools, gun).await?;
+            let stored_timestamp: Option<i64> = sqlx::query_scalar(STORED_TIMESTAMP)
+                .bind(gun)
+                .bind(TIMESTAMP_ROLE)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            if stored_timestamp != update.expected_timestamp_version {
+                return Err(StoreError::OldVersion { role: TIMESTAMP_ROLE.into() });
+            }
+            D::check_versions(&mut tx, gun, &update.files).await?;
+            for file in &update.files {
+                let inserted = sqlx::query(INSERT_FILE)
+                    .bind(gun)
+                    .bind(&file.role)
+                    .bind(file.version)
+                    .bind(&file.sha256)
+                    .bind(&file.data)
+                    .bind(file.expires.map(D::time))
+                    .bind(D::time(at))
+                    .execute(&mut *tx)
+                    .await;
+                match inserted {
+                    Ok(_) => {}
+                    Err(error) if is_unique_violation(&error) => {
+                        return Err(StoreError::OldVersion { role: file.role.clone() });
+                    }
+                    Err(error) => return Err(from_sqlx(error)),
+                }
+            }
+            sqlx::query("DELETE FROM current_files WHERE gun = $1")
+                .bind(gun)
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            D::set_current(&mut tx, gun, &update.current).await?;
+            for timestamp in inserted_timestamps(&update) {
+                append_change!(D, &mut tx, gun, timestamp.version, &timestamp.sha256, ChangeCategory::Update, at);
+            }
+            tx.commit().await.map_err(from_sqlx)
+        })
+    }
+
+    async fn delete_gun(&self, gun: &str) -> Result<bool, StoreError> {
+        per_dialect!(&self.pools, |pools, D| {
+            let mut tx = D::begin_for_gun(pools, gun).await?;
+            sqlx::query("DELETE FROM current_files WHERE gun = $1")
+                .bind(gun)
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            let deleted = sqlx::query("DELETE FROM tuf_files WHERE gun = $1")
+                .bind(gun)
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?
+                .rows_affected();
+            if deleted > 0 {
+                append_change!(D, &mut tx, gun, 0_i64, "", ChangeCategory::Deletion, now());
+            }
+            tx.commit().await.map_err(from_sqlx)?;
+            Ok(deleted > 0)
+        })
+    }
+
+    async fn changefeed(&self, gun: Option<&str>, change_id: i64, records: i64) -> Result<Vec<Change>, StoreError> {
+        let limit = i64::try_from(records.unsigned_abs()).unwrap_or(i64::MAX);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let backwards = records < 0 || change_id < 0;
+        let sql = match (backwards, gun.is_some()) {
+            (false, false) => concat!(change_columns!(), "WHERE id > $1 ORDER BY id ASC LIMIT $2"),
+            (false, true) => concat!(change_columns!(), "WHERE id > $1 AND gun = $3 ORDER BY id ASC LIMIT $2"),
+            (true, false) => concat!(change_columns!(), "WHERE id < $1 ORDER BY id DESC LIMIT $2"),
+            (true, true) => concat!(change_columns!(), "WHERE id < $1 AND gun = $3 ORDER BY id DESC LIMIT $2"),
+        };
+        // Going backwards from a non-positive id means "from the newest".
+        let bound = if backwards && change_id <= 0 { i64::MAX } else { change_id };
+        let mut changes = per_dialect!(&self.pools, |pools, D| {
+            let mut query = sqlx::query_as::<_, ChangeRow<D>>(sql).bind(bound).bind(limit);
+            if let Some(gun) = gun {
+                query = query.bind(gun);
+            }
+            convert(query.fetch_all(D::reader(pools)).await.map_err(from_sqlx)?, ChangeRow::into_change)
+        })?;
+        if backwards {
+            changes.reverse();
+        }
+        Ok(changes)
+    }
+
+    async fn expiring(&self, before: DateTime<Utc>, limit: i64) -> Result<Vec<String>, StoreError> {
+        const SQL: &str = "SELECT gun FROM current_files \
+             WHERE role IN ('timestamp', 'snapshot') AND expires < $1 \
+             GROUP BY gun ORDER BY MIN(expires), gun LIMIT $2";
+        if limit <= 0 {
+            return Ok(Vec::new());
+        }
+        per_dialect!(&self.pools, |pools, D| {
+            sqlx::query_scalar(SQL)
+                .bind(D::time(before))
+                .bind(limit)
+                .fetch_all(D::reader(pools))
+                .await
+                .map_err(from_sqlx)
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        const SQL: &str = "SELECT 1 FROM tuf_files, current_files, changefeed, server_keys LIMIT 0";
+        per_dialect!(&self.pools, |pools, D| {
+            sqlx::query(SQL).execute(D::reader(pools)).await.map(drop).map_err(from_sqlx)
+        })
+    }
+
+    async fn insert_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        const SQL: &str =
+            concat!("INSERT INTO server_keys (", key_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
+        per_dialect!(&self.pools, |pools, D| {
+            let inserted = sqlx::query(SQL)
+                .bind(&key.key_id)
+                .bind(&key.gun)
+                .bind(&key.role)
+                .bind(&key.algorithm)
+                .bind(&key.public)
+                .bind(&key.sealed_private)
+                .bind(&key.kek_id)
+                .bind(D::time(key.created_at))
+                .bind(key.last_used.map(D::time))
+                .execute(D::writer(pools))
+                .await;
+            match inserted {
+                Ok(_) => Ok(()),
+                Err(error) if is_unique_violation(&error) => {
+                    Err(StoreError::Internal(format!("server key {} already exists", key.key_id)))
+                }
+                Err(error) => Err(from_sqlx(error)),
+            }
+        })
+    }
+
+    async fn key(&self, key_id: &str) -> Result<Option<StoredKey>, StoreError> {
+        const SQL: &str = concat!("SELECT ", key_columns!(), " FROM server_keys WHERE key_id = $1");
+        per_dialect!(&self.pools, |pools, D| {
+            let row = sqlx::query_as::<_, KeyRow<D>>(SQL)
+                .bind(key_id)
+                .fetch_optional(D::reader(pools))
+                .await
+                .map_err(from_sqlx)?;
+            row.map(KeyRow::into_key).transpose()
+        })
+    }
+
+    async fn unused_key(&self, gun: &str, role: &str, algorithm: &str) -> Result<Option<StoredKey>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM server_keys WHERE gun = $1 AND role = $2 AND algorithm = $3 \
+              AND last_used IS NULL ORDER BY key_id LIMIT 1"
+        );
+        per_dialect!(&self.pools, |pools, D| {
+            let row = sqlx::query_as::<_, KeyRow<D>>(SQL)
+                .bind(gun)
+                .bind(role)
+                .bind(algorithm)
+                .fetch_optional(D::reader(pools))
+                .await
+                .map_err(from_sqlx)?;
+            row.map(KeyRow::into_key).transpose()
+        })
+    }
+
+    async fn mark_key_used(&self, key_id: &str) -> Result<(), StoreError> {
+        const SQL: &str = "UPDATE server_keys SET last_used = $2 WHERE key_id = $1";
+        let updated = per_dialect!(&self.pools, |pools, D| {
+            sqlx::query(SQL)
+                .bind(key_id)
+                .bind(D::time(now()))
+                .execute(D::writer(pools))
+                .await
+                .map_err(from_sqlx)?
+                .rows_affected()
+        });
+        if updated == 0 {
+            return Err(StoreError::Internal(format!("no server key {key_id}")));
+        }
+        Ok(())
+    }
+
+    async fn kek_ids(&self) -> Result<Vec<String>, StoreError> {
+        const SQL: &str = "SELECT DISTINCT kek_id FROM server_keys ORDER BY kek_id";
+        per_dialect!(&self.pools, |pools, D| {
+            sqlx::query_scalar(SQL).fetch_all(D::reader(pools)).await.map_err(from_sqlx)
+        })
+    }
+
+    async fn key_sealed_with(&self, kek_id: &str) -> Result<Option<StoredKey>, StoreError> {
+        const SQL: &str =
+            concat!("SELECT ", key_columns!(), " FROM server_keys WHERE kek_id = $1 ORDER BY key_id LIMIT 1");
+        per_dialect!(&self.pools, |pools, D| {
+            let row = sqlx::query_as::<_, KeyRow<D>>(SQL)
+                .bind(kek_id)
+                .fetch_optional(D::reader(pools))
+                .await
+                .map_err(from_sqlx)?;
+            row.map(KeyRow::into_key).transpose()
+        })
+    }
+}
