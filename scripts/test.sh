@@ -117,18 +117,18 @@ skip_step() {
 }
 
 run_step "format" cargo fmt --all -- --check || true
-run_step "clippy" cargo clippy --workspace --all-targets -- -D warnings || true
+run_step "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings || true
 test_timeout="${TUFA_TEST_TIMEOUT:-3000}"
 # The black-box tests start target/debug/tufa-server, so build the whole workspace first;
 # --all-targets builds with the same feature set as the test run, so nothing is built twice.
-if run_step "build" cargo build --workspace --all-targets; then
+if run_step "build" cargo build --workspace --all-targets --locked; then
   if cargo nextest --version >/dev/null 2>&1; then
     run_step "tests (nextest)" timeout --kill-after=30 "$test_timeout" \
-      cargo nextest run --workspace --no-fail-fast || true
+      cargo nextest run --workspace --locked --no-fail-fast || true
   else
     echo "cargo-nextest is not installed; falling back to cargo test"
     run_step "tests (cargo test)" timeout --kill-after=30 "$test_timeout" \
-      cargo test --workspace --no-fail-fast || true
+      cargo test --workspace --locked --no-fail-fast || true
   fi
 else
   skip_step "tests" "the build failed"

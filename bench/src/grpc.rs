@@ -19,21 +19,21 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Deadline of one RPC.
 const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 /// GUN and role of the benchmark key.
-pub const GUN: &str = "bench.example/app";
+pub(crate) const GUN: &str = "bench.example/app";
 /// Role of the benchmark key.
-pub const ROLE: &str = "timestamp";
+pub(crate) const ROLE: &str = "timestamp";
 /// PIN of the throwaway SoftHSM token.
-pub const TOKEN_PIN: &str = "1234";
+pub(crate) const TOKEN_PIN: &str = "1234";
 /// Label of the throwaway SoftHSM token.
-pub const TOKEN_LABEL: &str = "bench";
+pub(crate) const TOKEN_LABEL: &str = "bench";
 /// Environment variable that carries the token PIN to tufa-signer.
-pub const PIN_ENV: &str = "TUFA_BENCH_PKCS11_PIN";
+pub(crate) const PIN_ENV: &str = "TUFA_BENCH_PKCS11_PIN";
 /// PKCS#11 sessions of the tufa-signer PKCS#11 backend.
-pub const PKCS11_SESSIONS: usize = 4;
+pub(crate) const PKCS11_SESSIONS: usize = 4;
 
 /// The mutual-TLS files written by `tufa-signer gen-certs`.
 #[derive(Debug, Clone)]
-pub struct Pki {
+pub(crate) struct Pki {
     /// The CA that issued both leaves.
     pub ca: PathBuf,
     /// The signer's server certificate (valid for localhost and 127.0.0.1).
@@ -48,7 +48,7 @@ pub struct Pki {
 
 impl Pki {
     /// Generates the PKI into `dir` with `tufa-signer gen-certs`.
-    pub fn generate(tufa_signer: &Path, dir: &Path) -> Result<Pki, String> {
+    pub(crate) fn generate(tufa_signer: &Path, dir: &Path) -> Result<Pki, String> {
         run_tool(clean_command(tufa_signer).arg("gen-certs").arg("--out").arg(dir))?;
         Ok(Pki {
             ca: dir.join("ca.crt"),
@@ -89,7 +89,7 @@ fn tls_toml(pki: &Pki) -> String {
 
 /// A signer process and the port it listens on.
 #[derive(Debug)]
-pub struct Running {
+pub(crate) struct Running {
     /// The process.
     pub server: Server,
     /// Its gRPC port on 127.0.0.1.
@@ -98,7 +98,7 @@ pub struct Running {
 
 /// Starts tufa-signer with the software backend (KEK file from `tufa-signer gen-kek`, SQLite in
 /// `dir`).
-pub fn start_tufa_software(tufa_signer: &Path, pki: &Pki, dir: &Path, kek: &Path) -> Result<Running, String> {
+pub(crate) fn start_tufa_software(tufa_signer: &Path, pki: &Pki, dir: &Path, kek: &Path) -> Result<Running, String> {
     let port = free_port()?;
     let config = dir.join("tufa-signer-software.toml");
     write(
@@ -119,7 +119,7 @@ pub fn start_tufa_software(tufa_signer: &Path, pki: &Pki, dir: &Path, kek: &Path
 
 /// A throwaway SoftHSM token: its config file, token directory and module.
 #[derive(Debug, Clone)]
-pub struct SoftHsm {
+pub(crate) struct SoftHsm {
     /// The SOFTHSM2_CONF file.
     pub config: PathBuf,
     /// The PKCS#11 module.
@@ -128,7 +128,7 @@ pub struct SoftHsm {
 
 impl SoftHsm {
     /// Writes a SoftHSM config under `dir` and initialises a token labelled [`TOKEN_LABEL`].
-    pub fn create(dir: &Path, module: &Path) -> Result<SoftHsm, String> {
+    pub(crate) fn create(dir: &Path, module: &Path) -> Result<SoftHsm, String> {
         let tokens = dir.join("tokens");
         std::fs::create_dir_all(&tokens).map_err(|error| format!("cannot create {}: {error}", tokens.display()))?;
         let config = dir.join("softhsm2.conf");
@@ -154,7 +154,7 @@ impl SoftHsm {
 }
 
 /// Starts tufa-signer with the PKCS#11 backend on the SoftHSM token.
-pub fn start_tufa_pkcs11(tufa_signer: &Path, pki: &Pki, dir: &Path, hsm: &SoftHsm) -> Result<Running, String> {
+pub(crate) fn start_tufa_pkcs11(tufa_signer: &Path, pki: &Pki, dir: &Path, hsm: &SoftHsm) -> Result<Running, String> {
     let port = free_port()?;
     let config = dir.join("tufa-signer-pkcs11.toml");
     write(
@@ -174,7 +174,7 @@ pub fn start_tufa_pkcs11(tufa_signer: &Path, pki: &Pki, dir: &Path, hsm: &SoftHs
 }
 
 /// Starts Go notary-signer with the in-memory key store.
-pub fn start_notary_signer(notary_signer: &Path, pki: &Pki, dir: &Path) -> Result<Running, String> {
+pub(crate) fn start_notary_signer(notary_signer: &Path, pki: &Pki, dir: &Path) -> Result<Running, String> {
     let port = free_port()?;
     let config = dir.join("notary-signer.json");
     let path = |path: &Path| path.to_string_lossy().into_owned();
@@ -195,7 +195,7 @@ pub fn start_notary_signer(notary_signer: &Path, pki: &Pki, dir: &Path) -> Resul
 }
 
 /// Opens one HTTP/2 connection to the signer on `port`.
-pub async fn connect(pki: &Pki, port: u16) -> Result<Channel, String> {
+pub(crate) async fn connect(pki: &Pki, port: u16) -> Result<Channel, String> {
     Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
         .map_err(|error| error.to_string())?
         .tls_config(pki.client_tls()?)
@@ -209,7 +209,7 @@ pub async fn connect(pki: &Pki, port: u16) -> Result<Channel, String> {
 }
 
 /// Waits until `running` accepts a connection (or exits), then returns that connection.
-pub async fn wait_ready(running: &mut Running, pki: &Pki) -> Result<Channel, String> {
+pub(crate) async fn wait_ready(running: &mut Running, pki: &Pki) -> Result<Channel, String> {
     let started = Instant::now();
     loop {
         running.server.check_running()?;
@@ -225,7 +225,7 @@ pub async fn wait_ready(running: &mut Running, pki: &Pki) -> Result<Channel, Str
 
 /// The key the benchmark signs with.
 #[derive(Debug, Clone)]
-pub struct BenchKey {
+pub(crate) struct BenchKey {
     /// Its ID as the signer reported it.
     pub key_id: String,
     /// The public key.
@@ -233,7 +233,7 @@ pub struct BenchKey {
 }
 
 /// `CreateKey{ecdsa, GUN, ROLE}` and a check that the reported ID is the public key's TUF ID.
-pub async fn create_key(channel: &Channel) -> Result<BenchKey, String> {
+pub(crate) async fn create_key(channel: &Channel) -> Result<BenchKey, String> {
     let request = CreateKeyRequest { algorithm: "ecdsa".to_owned(), gun: GUN.to_owned(), role: ROLE.to_owned() };
     let response = KeyManagementClient::new(channel.clone())
         .create_key(request)
@@ -250,7 +250,7 @@ pub async fn create_key(channel: &Channel) -> Result<BenchKey, String> {
 }
 
 /// One Sign RPC with every field of the answer checked: key ID, method and signature.
-pub async fn sign_checked(channel: &Channel, key: &BenchKey, message: &[u8]) -> Result<(), String> {
+pub(crate) async fn sign_checked(channel: &Channel, key: &BenchKey, message: &[u8]) -> Result<(), String> {
     let request = SignatureRequest { key_id: Some(KeyId { id: key.key_id.clone() }), content: message.to_vec() };
     let response = SignerClient::new(channel.clone())
         .sign(request)
@@ -271,7 +271,7 @@ pub async fn sign_checked(channel: &Channel, key: &BenchKey, message: &[u8]) -> 
 }
 
 /// A [`SignFn`] that sends Sign RPCs; worker `i` uses `channels[i % channels.len()]`.
-pub fn sign_fn(channels: Vec<Channel>, key_id: &str, message: Arc<Vec<u8>>) -> SignFn {
+pub(crate) fn sign_fn(channels: Vec<Channel>, key_id: &str, message: Arc<Vec<u8>>) -> SignFn {
     let clients: Vec<SignerClient<Channel>> = channels.into_iter().map(SignerClient::new).collect();
     let key_id = key_id.to_owned();
     Arc::new(move |worker: usize| -> SignFuture {

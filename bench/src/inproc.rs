@@ -19,12 +19,12 @@ use crate::grpc::{GUN, PIN_ENV, PKCS11_SESSIONS, ROLE, SoftHsm, TOKEN_LABEL, TOK
 use crate::measure::{Plan, SignFn, SignFuture, Stats, run_cell};
 
 /// Name of the hidden subcommand that runs the PKCS#11 rows in a child process.
-pub const PKCS11_CHILD: &str = "__pkcs11-child";
+pub(crate) const PKCS11_CHILD: &str = "__pkcs11-child";
 /// Client subject recorded in the audit trail by the in-process service row.
 const SUBJECT: &str = "CN=signer-bench";
 
 /// A signing operation ready to be timed, with the public key that checks its output.
-pub struct Subject {
+pub(crate) struct Subject {
     /// Starts one signature.
     pub sign: SignFn,
     /// Verifies the signatures.
@@ -38,13 +38,18 @@ fn checker(public: &PublicKey, message: &Arc<Vec<u8>>) -> impl Fn(&[u8]) -> Resu
 }
 
 /// Times `subject` at `concurrency`.
-pub async fn run(subject: &Subject, concurrency: usize, plan: Plan, message: &Arc<Vec<u8>>) -> Result<Stats, String> {
+pub(crate) async fn run(
+    subject: &Subject,
+    concurrency: usize,
+    plan: Plan,
+    message: &Arc<Vec<u8>>,
+) -> Result<Stats, String> {
     let check = checker(&subject.public, message);
     run_cell(&subject.sign, concurrency, plan, &check).await
 }
 
 /// `PrivateKey::sign` (aws-lc-rs ECDSA P-256): the ceiling for every software path.
-pub fn raw_key(message: &Arc<Vec<u8>>) -> Result<Subject, String> {
+pub(crate) fn raw_key(message: &Arc<Vec<u8>>) -> Result<Subject, String> {
     let key = Arc::new(PrivateKey::generate(Algorithm::Ecdsa).map_err(|error| error.to_string())?);
     let public = key.public_key();
     let message = message.clone();
@@ -56,7 +61,10 @@ pub fn raw_key(message: &Arc<Vec<u8>>) -> Result<Subject, String> {
 }
 
 /// The software backend (KEK-sealed key, unsealed once and cached), without store or gRPC.
-pub async fn software_backend(kek: &Path, message: &Arc<Vec<u8>>) -> Result<(Subject, Arc<SoftwareBackend>), String> {
+pub(crate) async fn software_backend(
+    kek: &Path,
+    message: &Arc<Vec<u8>>,
+) -> Result<(Subject, Arc<SoftwareBackend>), String> {
     let kek = Kek::from_file("bench", kek).map_err(|error| error.to_string())?;
     let ring = KeyRing::new(vec![kek], Some("bench")).map_err(|error| error.to_string())?;
     let backend = Arc::new(SoftwareBackend::new(ring));
@@ -75,7 +83,7 @@ pub async fn software_backend(kek: &Path, message: &Arc<Vec<u8>>) -> Result<(Sub
 
 /// The signer service over the software backend and a SQLite store in `dir`: key look-up, signing
 /// and the audit row per signature, as tufa-signer does behind gRPC (without its log output).
-pub async fn software_service(
+pub(crate) async fn software_service(
     backend: Arc<SoftwareBackend>,
     dir: &Path,
     message: &Arc<Vec<u8>>,
@@ -152,7 +160,12 @@ fn stats_from_json(value: &serde_json::Value) -> Option<(usize, Result<Stats, St
 }
 
 /// The child's side: opens the backend and prints one JSON line per concurrency level.
-pub async fn child_main(module: PathBuf, levels: &[usize], plan: Plan, message: Arc<Vec<u8>>) -> Result<(), String> {
+pub(crate) async fn child_main(
+    module: PathBuf,
+    levels: &[usize],
+    plan: Plan,
+    message: Arc<Vec<u8>>,
+) -> Result<(), String> {
     let subject = pkcs11_backend(module, &message).await?;
     for &concurrency in levels {
         let outcome = run(&subject, concurrency, plan, &message).await;
@@ -163,7 +176,7 @@ pub async fn child_main(module: PathBuf, levels: &[usize], plan: Plan, message: 
 
 /// The parent's side: runs this binary as the PKCS#11 child with the token's configuration and
 /// returns the result per concurrency level.
-pub async fn pkcs11_in_child(
+pub(crate) async fn pkcs11_in_child(
     hsm: &SoftHsm,
     levels: &[usize],
     plan: Plan,

@@ -29,7 +29,6 @@ const DEFAULT_SECONDS: f64 = 3.0;
 /// Default warm-up calls per cell.
 const DEFAULT_WARMUP: usize = 200;
 const DEFAULT_NOTARY_SIGNER: &str = "/usr/bin/notary-signer";
-const DEFAULT_PKCS11_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
 const USAGE: &str = "\
 usage: signer-bench [--seconds S] [--warmup N]
@@ -72,7 +71,9 @@ fn message() -> Vec<u8> {
         let mut out = String::with_capacity(chars);
         for _ in 0..chars - padding {
             state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            out.push(char::from(ALPHABET[(state >> 58) as usize]));
+            // The top six bits always index the 64-letter alphabet; `get` keeps that unchecked-free.
+            let letter = ALPHABET.get((state >> 58) as usize).copied().unwrap_or(b'A');
+            out.push(char::from(letter));
         }
         out.push_str(&"=".repeat(padding));
         out
@@ -304,7 +305,7 @@ async fn bench(plan: Plan) -> ExitCode {
     }
 
     // The PKCS#11 backend on a throwaway SoftHSM token, in process (child) and over gRPC.
-    let module = std::env::var_os("PKCS11_MODULE").map_or_else(|| PathBuf::from(DEFAULT_PKCS11_MODULE), PathBuf::from);
+    let module = tufa_testkit::softhsm::module_path();
     let mut softhsm_version = None;
     match (program_on_path("softhsm2-util"), module.is_file()) {
         (Some(util), true) => {
@@ -396,6 +397,14 @@ async fn bench(plan: Plan) -> ExitCode {
     }
 }
 
+/// A multi-threaded tokio runtime, or exit status 2 after saying why there is none.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|error| {
+        eprintln!("cannot start the async runtime: {error}");
+        ExitCode::from(2)
+    })
+}
+
 fn child(args: &[String]) -> ExitCode {
     // __pkcs11-child MODULE DURATION_MS WARMUP LEVEL...
     let parsed = (|| {
@@ -409,12 +418,9 @@ fn child(args: &[String]) -> ExitCode {
         eprintln!("signer-bench {}: bad arguments", inproc::PKCS11_CHILD);
         return ExitCode::from(2);
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cannot start the async runtime: {error}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(inproc::child_main(module, &levels, plan, Arc::new(message()))) {
         Ok(()) => ExitCode::SUCCESS,
@@ -441,12 +447,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cannot start the async runtime: {error}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         tokio::select! {

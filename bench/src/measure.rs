@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 /// One signature in flight: resolves to the signature bytes or a description of the failure.
-pub type SignFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>;
+pub(crate) type SignFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>;
 
 /// Starts one signing call for worker `index` (workers may use different connections).
-pub type SignFn = Arc<dyn Fn(usize) -> SignFuture + Send + Sync>;
+pub(crate) type SignFn = Arc<dyn Fn(usize) -> SignFuture + Send + Sync>;
 
 /// How long and how hard each cell runs.
 #[derive(Debug, Clone, Copy)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Calls made (spread over the workers) before timing starts.
     pub warmup: usize,
     /// How long each cell is timed.
@@ -26,7 +26,7 @@ pub struct Plan {
 
 /// The result of one timed cell.
 #[derive(Debug, Clone, Copy)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Completed calls.
     pub ops: u64,
     /// From the start until the last worker stopped.
@@ -39,7 +39,7 @@ pub struct Stats {
 
 impl Stats {
     /// Completed calls per second.
-    pub fn per_second(&self) -> f64 {
+    pub(crate) fn per_second(&self) -> f64 {
         let seconds = self.elapsed.as_secs_f64();
         if seconds > 0.0 { self.ops as f64 / seconds } else { 0.0 }
     }
@@ -77,7 +77,7 @@ async fn collect(mut workers: JoinSet<Result<Vec<Duration>, String>>) -> Result<
 
 /// Runs one cell: one checked call, the warm-up, then `concurrency` workers for `plan.duration`.
 /// `check` is applied to the first signature, so that a cell only counts real signatures.
-pub async fn run_cell(
+pub(crate) async fn run_cell(
     sign: &SignFn,
     concurrency: usize,
     plan: Plan,

@@ -6,7 +6,7 @@ use crate::measure::Stats;
 
 /// One line of the table.
 #[derive(Debug)]
-pub struct Row {
+pub(crate) struct Row {
     /// What signs (`tufa-signer software`, `notary-signer memory`, ...).
     pub target: String,
     /// `gRPC` or `in-process`.
@@ -47,7 +47,7 @@ fn go_reference(rows: &[Row], row: &Row) -> Option<f64> {
 }
 
 /// Renders the table as Markdown-compatible text.
-pub fn table(rows: &[Row]) -> String {
+pub(crate) fn table(rows: &[Row]) -> String {
     let headers = ["target", "via", "concurrency", "conns", "signs/s", "p50 ms", "p99 ms", "vs Go"];
     let mut cells: Vec<[String; 8]> = Vec::with_capacity(rows.len());
     for row in rows {

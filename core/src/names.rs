@@ -201,33 +201,34 @@ mod tests {
     fn guns() {
         for good in ["example.com/app", "docker.io/library/alpine", "registry.example.com:5000/team/app", "a", "é/ü"]
         {
-            assert!(Gun::parse(good).is_ok(), "{good}");
+            assert_eq!(Gun::parse(good).as_ref().map(Gun::as_str), Ok(good), "{good}");
         }
-        for bad in [
-            "",
-            "/abs",
-            "trailing/",
-            "a//b",
-            "a/../b",
-            "..",
-            "a/./b",
-            "sp ace",
-            "star*",
-            "ctl\u{1}x",
-            "x/_trust/y",
-            "tab\t",
-            "del\u{7f}",
+        let empty_segment = "it contains an empty, '.' or '_trust' segment";
+        for (bad, problem) in [
+            ("", "it is empty"),
+            ("/abs", "it starts with '/'"),
+            ("trailing/", empty_segment),
+            ("a//b", empty_segment),
+            ("a/../b", "it contains a '..' segment"),
+            ("..", "it contains a '..' segment"),
+            ("a/./b", empty_segment),
+            ("sp ace", "it contains whitespace or '*'"),
+            ("star*", "it contains whitespace or '*'"),
+            ("ctl\u{1}x", "it contains control characters"),
+            ("x/_trust/y", empty_segment),
+            ("tab\t", "it contains control characters"),
+            ("del\u{7f}", "it contains control characters"),
         ] {
-            assert!(Gun::parse(bad).is_err(), "{bad:?}");
+            assert_eq!(Gun::parse(bad), Err(NameError::Gun(problem)), "{bad:?}");
         }
-        assert!(Gun::parse(&"a".repeat(256)).is_err());
-        assert!(Gun::parse(&"a".repeat(255)).is_ok());
+        assert_eq!(Gun::parse(&"a".repeat(256)), Err(NameError::Gun("it is longer than 255 bytes")));
+        assert_eq!(Gun::parse(&"a".repeat(255)).map(|gun| gun.as_str().len()), Ok(255));
     }
 
     #[test]
     fn roles() {
         for good in ["root", "targets", "snapshot", "timestamp", "targets/releases", "targets/a/b-c_d/9"] {
-            assert!(RoleName::parse(good).is_ok(), "{good}");
+            assert_eq!(RoleName::parse(good).as_ref().map(RoleName::as_str), Ok(good), "{good}");
         }
         for bad in [
             "",
@@ -246,7 +247,7 @@ mod tests {
             assert_eq!(RoleName::parse(bad), Err(NameError::Role), "{bad:?}");
         }
         let long = format!("targets/{}", "a".repeat(248));
-        assert!(RoleName::parse(&long).is_err());
+        assert_eq!(RoleName::parse(&long), Err(NameError::Role));
         let role = RoleName::parse("targets/a/b").unwrap();
         assert_eq!(role.parent().unwrap().as_str(), "targets/a");
         assert_eq!(role.depth(), 3);
@@ -257,10 +258,21 @@ mod tests {
     #[test]
     fn target_names() {
         for good in ["v1", "dir/file.txt", "a..b", "latest", "..hidden"] {
-            assert!(check_target_name(good).is_ok(), "{good}");
+            assert_eq!(check_target_name(good), Ok(()), "{good}");
         }
-        for bad in ["", "/etc/passwd", "../x", "a/../../b", "a/..", "nl\nx", "nul\u{0}"] {
-            assert!(check_target_name(bad).is_err(), "{bad:?}");
+        let dot_dot = "it contains a '..' segment";
+        for (bad, problem) in [
+            ("", "it is empty"),
+            ("/etc/passwd", "it starts with '/'"),
+            ("../x", dot_dot),
+            ("a/../../b", dot_dot),
+            ("a/..", dot_dot),
+            ("nl\nx", "it contains control characters"),
+            ("nul\u{0}", "it contains control characters"),
+        ] {
+            assert_eq!(check_target_name(bad), Err(NameError::Target(problem)), "{bad:?}");
         }
+        assert_eq!(check_target_name(&"a".repeat(4097)), Err(NameError::Target("it is longer than 4096 bytes")));
+        assert_eq!(check_target_name(&"a".repeat(4096)), Ok(()));
     }
 }

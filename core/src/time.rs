@@ -40,7 +40,7 @@ mod tests {
         }
         let offset = parse("2116-07-03T17:56:36.027379879-05:00").unwrap();
         assert_eq!(format(offset), "2116-07-03T22:56:36.027379879Z");
-        assert!(parse("2026-12-06 06:05:59").is_none());
-        assert!(parse("yesterday").is_none());
+        assert_eq!(parse("2026-12-06 06:05:59"), None);
+        assert_eq!(parse("yesterday"), None);
     }
 }

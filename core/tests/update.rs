@@ -1,6 +1,6 @@
 //! Adversarial cases for the update verifier: each builds a small repository the way the notary
 //! client does (certificate root key, ECDSA role keys) and asserts the exact verdict.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![expect(clippy::unwrap_used, clippy::panic, reason = "test helpers outside #[test] functions fail by panicking")]
 
 #[path = "support/repo.rs"]
 mod repo;
@@ -22,6 +22,15 @@ fn uploads(files: &[(&str, &[u8])]) -> BTreeMap<RoleName, Vec<u8>> {
 
 fn run(state: &RepoState, files: &[(&str, &[u8])]) -> Result<Validated, UpdateError> {
     validate(&Gun::parse(GUN).unwrap(), state, uploads(files), Utc::now(), &Limits::default())
+}
+
+/// The role and version of every file an accepted update stores, in upload order; panics with
+/// the error when the update was refused.
+fn stored(result: Result<Validated, UpdateError>) -> Vec<(String, i64)> {
+    match result {
+        Ok(validated) => validated.files.iter().map(|file| (file.role.as_str().to_owned(), file.version)).collect(),
+        Err(error) => panic!("update was refused: {error:?}"),
+    }
 }
 
 fn expect_err(result: Result<Validated, UpdateError>, check: impl Fn(&UpdateError) -> bool) {
@@ -117,7 +126,7 @@ fn root_rotation_needs_the_previous_root_key() {
     );
     // Signed by both old and new root keys: accepted.
     let both = sign(&rotated.root_body(2), &[&repo.root_key, &rotated.root_key]);
-    assert!(run(&state, &[("root", &both)]).is_ok());
+    assert_eq!(stored(run(&state, &[("root", &both)])), [("root".to_owned(), 2)]);
 }
 
 #[test]
@@ -194,7 +203,7 @@ fn delegations_are_held_to_their_paths() {
         )
     };
     let inside = delegated(json!({"release/v1": target(b"a")}), no_delegations());
-    assert!(run(&state, &[("targets/releases", &inside)]).is_ok());
+    assert_eq!(stored(run(&state, &[("targets/releases", &inside)])), [("targets/releases".to_owned(), 1)]);
     let outside = delegated(json!({"other/v1": target(b"a")}), no_delegations());
     expect_err(
         run(&state, &[("targets/releases", &outside)]),
@@ -246,5 +255,8 @@ fn snapshot_must_match_exact_bytes() {
         |error| matches!(error, UpdateError::BadSnapshot(message) if message.contains("does not have")),
     );
     let snapshot = repo.snapshot(3, &[("root", &root), ("targets", &targets)]);
-    assert!(run(&state, &[("targets", &targets), ("snapshot", &snapshot)]).is_ok());
+    assert_eq!(
+        stored(run(&state, &[("targets", &targets), ("snapshot", &snapshot)])),
+        [("targets".to_owned(), 3), ("snapshot".to_owned(), 3)]
+    );
 }

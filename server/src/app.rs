@@ -150,13 +150,21 @@ fn json_response(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], body).into_response()
 }
 
+/// The value a failing check has in the health body. Like every other response, the body never
+/// carries internal error text (notary clients only read the status); the detail is logged.
+pub const HEALTH_PROBLEM: &str = "unavailable";
+
+/// `GET /_notary_server/health`: `200 {}` when the database and the signer answer, else `503`
+/// with one fixed entry per failing check (notary-server's check names).
 async fn health(state: &AppState) -> Response {
     let mut problems = serde_json::Map::new();
     if let Err(error) = state.service.store.ping().await {
-        problems.insert("DB operational".into(), json!(error.to_string()));
+        tracing::warn!(error = %error, "health check: the database is not operational");
+        problems.insert("DB operational".into(), json!(HEALTH_PROBLEM));
     }
     if let Err(error) = state.service.signer.health().await {
-        problems.insert("Trust operational".into(), json!(error.to_string()));
+        tracing::warn!(error = %error, "health check: the signer is not operational");
+        problems.insert("Trust operational".into(), json!(HEALTH_PROBLEM));
     }
     if problems.is_empty() {
         json_response(StatusCode::OK, "{}".into())

@@ -244,6 +244,15 @@ mod tests {
         request(&mut stream, path).await
     }
 
+    /// The certificate error inside a failed TLS request (tokio-rustls wraps it in an I/O error).
+    fn certificate_error(result: io::Result<String>) -> rustls::CertificateError {
+        let error = result.expect_err("the TLS request succeeded");
+        match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+            Some(rustls::Error::InvalidCertificate(certificate)) => certificate.clone(),
+            _ => panic!("expected a certificate error, got {error:?}"),
+        }
+    }
+
     fn generated() -> (tempfile::TempDir, GeneratedTls) {
         let dir = tempfile::tempdir().unwrap();
         let tls = ensure_generated(dir.path(), &["tufa.test".into()]).unwrap();
@@ -272,7 +281,12 @@ mod tests {
             assert!(response.ends_with("hello"), "{response}");
         }
         // A name the certificate does not carry fails verification.
-        assert!(tls_request(server.address, &connector, "other.test", "/").await.is_err());
+        match certificate_error(tls_request(server.address, &connector, "other.test", "/").await) {
+            rustls::CertificateError::NotValidForNameContext { expected, .. } => {
+                assert_eq!(expected, ServerName::try_from("other.test").unwrap());
+            }
+            other => panic!("expected a name mismatch, got {other:?}"),
+        }
 
         // With both protocols offered, ALPN picks HTTP/2.
         let tcp = TcpStream::connect(server.address).await.unwrap();
@@ -296,7 +310,12 @@ mod tests {
         // A client that does not trust the server's CA.
         let (_other_dir, other) = generated();
         let untrusting = connector(&other.ca_cert, None);
-        assert!(tls_request(server.address, &untrusting, "localhost", "/").await.is_err());
+        // Both CAs are named "Tufa local CA", so the client finds an issuer by name whose key
+        // did not sign the server's certificate.
+        assert_eq!(
+            certificate_error(tls_request(server.address, &untrusting, "localhost", "/").await),
+            rustls::CertificateError::BadSignature
+        );
 
         let response = tls_request(server.address, &connector(&tls.ca_cert, None), "localhost", "/").await.unwrap();
         assert!(response.ends_with("hello"), "{response}");
@@ -371,7 +390,8 @@ mod tests {
         let response = in_flight.await.unwrap().unwrap();
         assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
         assert!(response.ends_with("slow done"), "{response}");
-        assert!(TcpStream::connect(address).await.is_err(), "still accepting after shutdown");
+        let refused = TcpStream::connect(address).await.expect_err("still accepting after shutdown");
+        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused, "{refused:?}");
     }
 
     #[tokio::test]

@@ -176,7 +176,10 @@ mod tests {
     #[test]
     fn rejects_bad_framing_and_limits() {
         assert_eq!(parse(b"hello", "XyZ", 10), Err(MultipartError::Malformed("no opening boundary")));
-        assert!(parse(b"--XyZ\r\nContent-Disposition: form-data\r\n\r\nno end", "XyZ", 10).is_err());
+        assert_eq!(
+            parse(b"--XyZ\r\nContent-Disposition: form-data\r\n\r\nno end", "XyZ", 10),
+            Err(MultipartError::Malformed("part not terminated"))
+        );
         let data = body(&[("form-data; filename=a", "1"), ("form-data; filename=b", "2")]);
         assert_eq!(parse(&data, "XyZ", 1), Err(MultipartError::TooManyParts(1)));
         assert_eq!(parse(b"--XyZ--\r\n", "XyZ", 1), Ok(vec![]));

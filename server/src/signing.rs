@@ -412,15 +412,21 @@ mod tests {
         let kek = SealingKey::new("k1".into(), &[7; 32]).unwrap();
         let sealed = kek.seal("abc", b"secret").unwrap();
         assert_eq!(kek.open("abc", &sealed).unwrap().as_slice(), b"secret");
-        assert!(kek.open("abd", &sealed).is_err(), "sealed data must be bound to its key ID");
+        let refused = |kek: &SealingKey, key_id: &str, sealed: &[u8]| match kek.open(key_id, sealed) {
+            Err(SignerError::Internal(text)) => text,
+            Err(other) => panic!("expected an internal error, got {other:?}"),
+            Ok(_) => panic!("{key_id} opened"),
+        };
+        // Bound to its key ID, to the KEK, and to every byte.
+        assert_eq!(refused(&kek, "abd", &sealed), "key abd cannot be decrypted with KEK k1");
         let other = SealingKey::new("k2".into(), &[8; 32]).unwrap();
-        assert!(other.open("abc", &sealed).is_err());
+        assert_eq!(refused(&other, "abc", &sealed), "key abc cannot be decrypted with KEK k2");
         let mut tampered = sealed.clone();
         if let Some(last) = tampered.last_mut() {
             *last ^= 1;
         }
-        assert!(kek.open("abc", &tampered).is_err());
-        assert!(kek.open("abc", &[]).is_err());
+        assert_eq!(refused(&kek, "abc", &tampered), "key abc cannot be decrypted with KEK k1");
+        assert_eq!(refused(&kek, "abc", &[]), "key abc cannot be decrypted with KEK k1");
         assert!(!format!("{kek:?}").contains('7'));
     }
 }

@@ -1,6 +1,10 @@
 //! In-process handler tests: the real router over a real SQLite store and the in-process signer,
 //! driven with `oneshot`. Each bad request must get notary's code and a 4xx and change nothing.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "test helpers outside #[test] functions fail by panicking"
+)]
 
 #[path = "../../core/tests/support/repo.rs"]
 mod repo;
@@ -20,7 +24,7 @@ use tufa_core::update::{Limits, draft_timestamp};
 use tufa_server::app::{AppState, HttpSettings, router};
 use tufa_server::metrics::Metrics;
 use tufa_server::service::{Service, ServiceSettings};
-use tufa_server::signing::{LocalSigner, OnlineSigner, SealingKey};
+use tufa_server::signing::{LocalSigner, OnlineSignature, OnlineSigner, SealingKey, SignerError};
 use tufa_store::{CurrentEntry, Store, Update};
 
 struct Harness {
@@ -31,13 +35,18 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
+    harness_with(None).await
+}
+
+/// The harness, with `signer` instead of the in-process signer for the service when given.
+async fn harness_with(signer_override: Option<Arc<dyn OnlineSigner>>) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = tufa_store::open_sqlite(&dir.path().join("tufa.db")).await.unwrap();
     let signer = Arc::new(LocalSigner::new(store.clone(), SealingKey::new("test".into(), &[9; 32]).unwrap()));
     let state = AppState {
         service: Service {
             store: store.clone(),
-            signer: signer.clone(),
+            signer: signer_override.unwrap_or_else(|| signer.clone()),
             settings: ServiceSettings { key_algorithm: Algorithm::Ecdsa, limits: Limits::default() },
         },
         http: Arc::new(HttpSettings { max_body_bytes: 256 * 1024, ..HttpSettings::default() }),
@@ -144,7 +153,10 @@ async fn ping_health_and_unknown_routes() {
     assert_eq!(harness.get("/_notary_server/health").await.status, StatusCode::OK);
     let reply = harness.get("/nothing/here").await;
     assert_eq!((reply.status, reply.code()), (StatusCode::NOT_FOUND, "METADATA_NOT_FOUND".into()));
-    assert!(reply.json()["errors"][0].get("detail").is_none());
+    assert_eq!(
+        reply.json(),
+        json!({"errors": [{"code": "METADATA_NOT_FOUND", "message": "You have requested metadata that does not exist."}]})
+    );
     let reply = harness.call(Method::PATCH, "/v2/", None, Vec::new()).await;
     assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
     let reply = harness.get(&format!("/v2/{GUN}/_trust/tuf/root.json")).await;
@@ -153,6 +165,44 @@ async fn ping_health_and_unknown_routes() {
     let metrics = harness.get("/metrics").await;
     let text = String::from_utf8_lossy(&metrics.body);
     assert!(text.contains("tufa_http_requests_total{operation=\"GetRole\",code=\"404\"} 1"), "{text}");
+}
+
+/// A signer that is down: every call fails with internal detail a client must never see.
+struct DownSigner;
+
+const DOWN_DETAIL: &str = "tcp connect to 10.1.2.3:7899 refused (internal detail)";
+
+#[async_trait::async_trait]
+impl OnlineSigner for DownSigner {
+    async fn create_key(
+        &self,
+        _gun: &tufa_core::names::Gun,
+        _role: tufa_core::names::BaseRole,
+        _algorithm: Algorithm,
+    ) -> Result<PublicKey, SignerError> {
+        Err(SignerError::Unavailable(DOWN_DETAIL.into()))
+    }
+
+    async fn public_key(&self, _key_id: &str) -> Result<Option<PublicKey>, SignerError> {
+        Err(SignerError::Unavailable(DOWN_DETAIL.into()))
+    }
+
+    async fn sign(&self, _key_id: &str, _message: &[u8]) -> Result<OnlineSignature, SignerError> {
+        Err(SignerError::Unavailable(DOWN_DETAIL.into()))
+    }
+
+    async fn health(&self) -> Result<(), SignerError> {
+        Err(SignerError::Unavailable(DOWN_DETAIL.into()))
+    }
+}
+
+#[tokio::test]
+async fn health_names_the_failing_check_without_its_error_text() {
+    let harness = harness_with(Some(Arc::new(DownSigner))).await;
+    let reply = harness.get("/_notary_server/health").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.body, br#"{"Trust operational":"unavailable"}"#);
+    assert_eq!(reply.headers["content-type"], "application/json; charset=utf-8");
 }
 
 #[tokio::test]

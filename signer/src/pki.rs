@@ -244,7 +244,13 @@ mod tests {
         write_new_kek(&path).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         Kek::from_file("k", &path).unwrap();
-        assert!(write_new_kek(&path).is_err());
+        // An existing KEK is never overwritten.
+        let existing = std::fs::read(&path).unwrap();
+        assert_eq!(
+            write_new_kek(&path).unwrap_err().to_string(),
+            format!("cannot write {}: the file exists (use --force to overwrite)", path.display())
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), existing);
     }
 
     #[test]

@@ -733,7 +733,10 @@ mod tests {
         assert_eq!(sqlite_time(fractional), "2023-11-14T22:13:20.123456Z");
         assert!(sqlite_time(whole) < sqlite_time(fractional));
         assert_eq!(parse_sqlite_time(&sqlite_time(fractional)).unwrap(), fractional);
-        assert!(parse_sqlite_time("yesterday").is_err());
+        assert_eq!(
+            parse_sqlite_time("yesterday").unwrap_err().to_string(),
+            StoreError::Internal(r#"malformed timestamp "yesterday" in the database"#.to_owned()).to_string()
+        );
     }
 
     /// Concurrent signs share audit transactions, yet each caller gets its own committed event.

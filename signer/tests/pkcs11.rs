@@ -5,7 +5,12 @@
 //! (a temporary, empty token directory) and exports it. Each test makes its own token there with
 //! `C_InitToken`, so tests do not share keys or login state.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions fail by panicking"
+)]
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -16,7 +21,7 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
-use tufa_core::keys::{Algorithm, KeyType, PublicKey};
+use tufa_core::keys::{Algorithm, KeyError, KeyType, PublicKey};
 use tufa_signer::backend::pkcs11::Pkcs11Backend;
 use tufa_signer::backend::{BackendError, KeyBackend, NewKey};
 use tufa_signer::config::Pkcs11Settings;
@@ -31,17 +36,9 @@ const SO_PIN: &str = "5678";
 /// free slot or a token that is still being set up.
 static TOKEN_SETUP: Mutex<()> = Mutex::new(());
 
-/// The SoftHSM module: `PKCS11_MODULE` if set, else Debian's path.
+/// The SoftHSM module: `PKCS11_MODULE` if set, else Debian's path; fails the test when missing.
 fn module() -> PathBuf {
-    let module = std::env::var_os("PKCS11_MODULE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"));
-    assert!(
-        module.exists(),
-        "the SoftHSM2 module {} does not exist: install the softhsm2 package (or set PKCS11_MODULE)",
-        module.display()
-    );
-    module
+    tufa_testkit::softhsm::module().unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// A fresh SoftHSM token and a PIN file for it.
@@ -195,17 +192,17 @@ async fn generated_key_signs_and_verifies() {
     key.public.verify("ecdsa", message, &signature).unwrap();
     let mut tampered = message.to_vec();
     tampered[10] ^= 1;
-    assert!(key.public.verify("ecdsa", &tampered, &signature).is_err());
+    assert_eq!(key.public.verify("ecdsa", &tampered, &signature), Err(KeyError::BadSignature));
     let mut bad_signature = signature.clone();
     bad_signature[5] ^= 1;
-    assert!(key.public.verify("ecdsa", message, &bad_signature).is_err());
+    assert_eq!(key.public.verify("ecdsa", message, &bad_signature), Err(KeyError::BadSignature));
 
     // A second key gets its own ID and handle.
     let other = generate_ecdsa(&backend).await;
     assert_ne!(other.key_id, key.key_id);
     assert_ne!(other.handle, key.handle);
     let other_signature = backend.sign(&other.key_id, Algorithm::Ecdsa, &other.handle, message).await.unwrap();
-    assert!(key.public.verify("ecdsa", message, &other_signature).is_err());
+    assert_eq!(key.public.verify("ecdsa", message, &other_signature), Err(KeyError::BadSignature));
     other.public.verify("ecdsa", message, &other_signature).unwrap();
 }
 
@@ -405,11 +402,16 @@ async fn ed25519_works_only_where_the_token_has_it() {
         let signature = backend.sign(&key.key_id, Algorithm::Ed25519, &key.handle, message).await.unwrap();
         assert_eq!(signature.len(), 64);
         key.public.verify("eddsa", message, &signature).unwrap();
-        assert!(key.public.verify("eddsa", b"another message", &signature).is_err());
+        assert_eq!(key.public.verify("eddsa", b"another message", &signature), Err(KeyError::BadSignature));
         let protection = backend.inspect(&key.handle).await.unwrap();
         assert_eq!((protection.sensitive, protection.extractable), (Some(true), Some(false)));
         // The algorithm must match the key.
-        assert!(backend.sign(&key.key_id, Algorithm::Ecdsa, &key.handle, message).await.is_err());
+        match backend.sign(&key.key_id, Algorithm::Ecdsa, &key.handle, message).await {
+            Err(BackendError::Internal(text)) => {
+                assert_eq!(text, format!("key {} in the token is not an ecdsa key", key.key_id));
+            }
+            other => panic!("expected a key-type mismatch, got {other:?}"),
+        }
     } else {
         match backend.generate(Algorithm::Ed25519).await {
             Err(BackendError::Unsupported(text)) => assert!(text.contains("Ed25519"), "{text}"),
@@ -417,7 +419,12 @@ async fn ed25519_works_only_where_the_token_has_it() {
         }
     }
     let ecdsa = generate_ecdsa(&backend).await;
-    assert!(backend.sign(&ecdsa.key_id, Algorithm::Ed25519, &ecdsa.handle, b"x").await.is_err());
+    match backend.sign(&ecdsa.key_id, Algorithm::Ed25519, &ecdsa.handle, b"x").await {
+        Err(BackendError::Internal(text)) => {
+            assert_eq!(text, format!("key {} in the token is not an ed25519 key", ecdsa.key_id));
+        }
+        other => panic!("expected a key-type mismatch, got {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -4,7 +4,12 @@
 
 // Helpers outside `#[test]` functions are test code too; clippy's in-tests allowances do not
 // reach them in an integration test crate.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![expect(
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test helpers outside #[test] functions fail by panicking"
+)]
 
 mod backends;
 mod suite;

@@ -21,7 +21,7 @@ pub mod flows;
 pub mod go_notary;
 pub mod notary;
 pub mod pki;
-pub mod postgres;
+pub use tufa_testkit::postgres;
 pub mod process;
 pub mod proxy;
 pub mod server;

@@ -3,17 +3,18 @@
 //! kill it (printing its log when the test failed) on drop.
 
 use std::fmt;
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 use reqwest::blocking::Client;
 use tempfile::TempDir;
 
 use crate::postgres::PgDatabase;
-use crate::process::{LOG_TAIL_BYTES, POLL_INTERVAL, describe, free_port, log_tail, stop_and_report};
+use crate::process::{
+    LOG_TAIL_BYTES, WaitError, describe, free_port, log_tail, spawn_logged, stop_and_report, wait_ready,
+};
 
 /// How long a server may take from spawn to a 200 on its health endpoint.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -103,13 +104,8 @@ impl Server {
             let log = launch.dir.path().join(format!("server-{attempt}.log"));
             let mut command = (launch.command)(port);
             let line = describe(&command);
-            let log_file = File::create(&log).expect("create server log file");
-            let child = command
-                .stdin(Stdio::null())
-                .stdout(log_file.try_clone().expect("clone log file handle"))
-                .stderr(log_file)
-                .spawn()
-                .unwrap_or_else(|error| panic!("cannot start {}: `{line}`: {error}", launch.name));
+            let child = spawn_logged(&mut command, &log)
+                .unwrap_or_else(|error| panic!("cannot start {}: {error}", launch.name));
             let mut starting = Starting { child: Some(child), log: log.clone() };
             match starting.wait_healthy(port, &launch.ca_cert) {
                 Ok(http) => {
@@ -226,34 +222,25 @@ struct Starting {
 impl Starting {
     /// Polls the health endpoint until it answers 200, the process exits, or time runs out.
     fn wait_healthy(&mut self, port: u16, ca_cert: &Path) -> Result<Client, StartFailure> {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
         let health = format!("https://127.0.0.1:{port}/_notary_server/health");
-        let mut client = None;
-        let mut last_error = String::from("the CA certificate was never written");
-        while Instant::now() < deadline {
-            let child = self.child.as_mut().expect("child is present while starting");
-            if let Ok(Some(status)) = child.try_wait() {
-                let log = log_tail(&self.log, LOG_TAIL_BYTES).to_lowercase();
-                if log.contains("address already in use") || log.contains("addrinuse") {
-                    return Err(StartFailure::PortTaken);
-                }
-                return Err(StartFailure::Fatal(format!("the process exited early with {status}")));
+        let child = self.child.as_mut().expect("child is present while starting");
+        let mut client: Option<Client> = None;
+        let probe = || {
+            // The server writes its CA certificate during start-up: build the client once it is there.
+            let http = match &client {
+                Some(http) => http.clone(),
+                None => client.insert(https_client(ca_cert)?).clone(),
+            };
+            match http.get(&health).timeout(Duration::from_secs(2)).send() {
+                Ok(response) if response.status().as_u16() == 200 => Ok(http),
+                Ok(response) => Err(format!("health answered {}", response.status())),
+                Err(error) => Err(format!("health request failed: {error:?}")),
             }
-            if client.is_none() {
-                client = https_client(ca_cert).map_err(|error| last_error = error).ok();
-            }
-            if let Some(http) = &client {
-                match http.get(&health).timeout(Duration::from_secs(2)).send() {
-                    Ok(response) if response.status().as_u16() == 200 => return Ok(http.clone()),
-                    Ok(response) => {
-                        last_error = format!("health answered {}", response.status());
-                    }
-                    Err(error) => last_error = format!("health request failed: {error:?}"),
-                }
-            }
-            thread::sleep(POLL_INTERVAL);
-        }
-        Err(StartFailure::Fatal(format!("no 200 from {health} within {STARTUP_TIMEOUT:?}; last problem: {last_error}")))
+        };
+        wait_ready(child, &self.log, STARTUP_TIMEOUT, probe).map_err(|failure| match failure {
+            WaitError::Exited { port_taken: true, .. } => StartFailure::PortTaken,
+            other => StartFailure::Fatal(format!("{other} (waiting for a 200 from {health})")),
+        })
     }
 }
 

@@ -28,10 +28,9 @@ use std::fs;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
@@ -41,7 +40,8 @@ use crate::go_notary::{self, GoServerConfig, RemoteTrustService};
 use crate::pki::{CertifiedKey, Pki, Usage};
 use crate::postgres::PgDatabase;
 use crate::process::{
-    LOG_TAIL_BYTES, POLL_INTERVAL, describe, free_port, log_tail, run_tool, run_with_timeout, stop_and_report,
+    LOG_TAIL_BYTES, WaitError, describe, free_port, log_tail, run_tool, run_with_timeout, spawn_logged,
+    stop_and_report, wait_ready,
 };
 use crate::proxy::TcpProxy;
 use crate::server::Server;
@@ -496,20 +496,19 @@ fn spawn_ready(
     ca_cert: &Path,
     client: &CertifiedKey,
 ) -> Result<Child, StartFailure> {
-    let line = describe(&command);
-    let log_file = fs::File::create(log).expect("create signer log file");
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().expect("clone log file handle"))
-        .stderr(log_file)
-        .spawn()
-        .unwrap_or_else(|error| {
-            panic!(
-                "cannot start {name}: `{line}`: {error} (install Debian's notary package for notary-signer; \
-                 build the workspace for tufa-signer; scripts/test.sh does both)"
-            )
-        });
-    match wait_ready(&mut child, port, log, ca_cert, client) {
+    let mut child = spawn_logged(&mut command, log).unwrap_or_else(|error| {
+        panic!(
+            "cannot start {name}: {error} (install Debian's notary package for notary-signer; \
+             build the workspace for tufa-signer; scripts/test.sh does both)"
+        )
+    });
+    let ready = grpc_client(ca_cert, client).map_err(StartFailure::Fatal).and_then(|http| {
+        wait_ready(&mut child, log, STARTUP_TIMEOUT, || check_health(&http, port)).map_err(|failure| match failure {
+            WaitError::Exited { port_taken: true, .. } => StartFailure::PortTaken,
+            other => StartFailure::Fatal(other.to_string()),
+        })
+    });
+    match ready {
         Ok(()) => Ok(child),
         Err(failure) => {
             let _ = child.kill();
@@ -517,33 +516,6 @@ fn spawn_ready(
             Err(failure)
         }
     }
-}
-
-fn wait_ready(
-    child: &mut Child,
-    port: u16,
-    log: &Path,
-    ca_cert: &Path,
-    client: &CertifiedKey,
-) -> Result<(), StartFailure> {
-    let http = grpc_client(ca_cert, client).map_err(StartFailure::Fatal)?;
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    let mut last_error = String::from("not asked yet");
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            let text = log_tail(log, LOG_TAIL_BYTES).to_lowercase();
-            if text.contains("address already in use") || text.contains("addrinuse") {
-                return Err(StartFailure::PortTaken);
-            }
-            return Err(StartFailure::Fatal(format!("the process exited early with {status}")));
-        }
-        match check_health(&http, port) {
-            Ok(()) => return Ok(()),
-            Err(error) => last_error = error,
-        }
-        thread::sleep(POLL_INTERVAL);
-    }
-    Err(StartFailure::Fatal(format!("not SERVING within {STARTUP_TIMEOUT:?}; last problem: {last_error}")))
 }
 
 /// An HTTP/2 client that trusts only `ca_cert` and presents `client`.
@@ -631,47 +603,15 @@ fn write_private_file(path: &Path, contents: &[u8]) {
     fs::set_permissions(path, fs::Permissions::from_mode(0o600)).expect("chmod 600");
 }
 
-/// The SoftHSM PKCS#11 module: `PKCS11_MODULE` if set, else Debian's path.
+/// The SoftHSM PKCS#11 module; panics with instructions when it is missing.
 fn softhsm_module() -> PathBuf {
-    let module = std::env::var_os("PKCS11_MODULE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"));
-    assert!(
-        module.is_file(),
-        "the SoftHSM2 module {} does not exist: install the softhsm2 package (scripts/test.sh does) \
-         or set PKCS11_MODULE",
-        module.display()
-    );
-    module
+    tufa_testkit::softhsm::module().unwrap_or_else(|error| panic!("{error}"))
 }
 
-/// `SOFTHSM2_CONF`, checked: the file exists and names an existing token directory. Panics
-/// with instructions otherwise: the SoftHSM variants must never pass without SoftHSM, and must
-/// never touch the system's token directory.
+/// `SOFTHSM2_CONF`, checked; panics with instructions otherwise: the SoftHSM variants must never
+/// pass without SoftHSM, and must never touch the system's token directory.
 fn softhsm_conf() -> PathBuf {
-    let conf = match std::env::var_os("SOFTHSM2_CONF") {
-        Some(conf) if !conf.is_empty() => PathBuf::from(conf),
-        _ => panic!(
-            "SOFTHSM2_CONF is not set, so this SoftHSM test cannot run. Run the suite via scripts/test.sh \
-             (it creates a throwaway SoftHSM token directory and exports SOFTHSM2_CONF), or export \
-             SOFTHSM2_CONF pointing at a config whose directories.tokendir is a scratch directory."
-        ),
-    };
-    let text = fs::read_to_string(&conf)
-        .unwrap_or_else(|error| panic!("SOFTHSM2_CONF={}: cannot read it: {error}", conf.display()));
-    let token_dir = text
-        .lines()
-        .filter_map(|line| line.split_once('='))
-        .find(|(key, _)| key.trim() == "directories.tokendir")
-        .map(|(_, value)| PathBuf::from(value.trim()))
-        .unwrap_or_else(|| panic!("SOFTHSM2_CONF={} sets no directories.tokendir", conf.display()));
-    assert!(
-        token_dir.is_dir(),
-        "the SoftHSM token directory {} (from SOFTHSM2_CONF={}) does not exist",
-        token_dir.display(),
-        conf.display()
-    );
-    conf
+    tufa_testkit::softhsm::conf().unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// A SoftHSM token created for one signer and deleted on drop.

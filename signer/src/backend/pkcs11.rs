@@ -1198,27 +1198,35 @@ mod tests {
         assert_eq!(spki.subject_public_key.data.as_ref(), point.as_slice());
     }
 
+    /// The text of an `Internal` error, failing the test on anything else.
+    fn internal<T: std::fmt::Debug>(result: Result<T, BackendError>) -> String {
+        match result {
+            Err(BackendError::Internal(text)) => text,
+            other => panic!("expected an internal error, got {other:?}"),
+        }
+    }
+
     #[test]
     fn spki_rejects_bad_points() {
         let point = generator_point();
         // Long-form length, trailing byte, wrong tag, compressed point, point off the curve.
         let mut long_form = vec![0x04, 0x81, 0x41];
         long_form.extend_from_slice(&point);
-        assert!(p256_spki(&long_form).is_err());
+        assert_eq!(internal(p256_spki(&long_form)), "the token returned a malformed 68-byte CKA_EC_POINT");
         let mut trailing = vec![0x04, 0x41];
         trailing.extend_from_slice(&point);
         trailing.push(0);
-        assert!(p256_spki(&trailing).is_err());
+        assert_eq!(internal(p256_spki(&trailing)), "the token returned a malformed 68-byte CKA_EC_POINT");
         let mut wrong_tag = vec![0x03, 0x41];
         wrong_tag.extend_from_slice(&point);
-        assert!(p256_spki(&wrong_tag).is_err());
+        assert_eq!(internal(p256_spki(&wrong_tag)), "the token returned a malformed 67-byte CKA_EC_POINT");
         let mut compressed = point.clone();
         compressed[0] = 0x02;
-        assert!(p256_spki(&compressed).is_err());
+        assert_eq!(internal(p256_spki(&compressed)), "the token returned a malformed 65-byte CKA_EC_POINT");
         let mut off_curve = point;
         off_curve[64] ^= 1;
-        assert!(p256_spki(&off_curve).is_err());
-        assert!(p256_spki(&[]).is_err());
+        assert_eq!(internal(p256_spki(&off_curve)), "the token returned a P-256 point that is not on the curve");
+        assert_eq!(internal(p256_spki(&[])), "the token returned a malformed 0-byte CKA_EC_POINT");
     }
 
     #[test]
@@ -1228,7 +1236,7 @@ mod tests {
         let mut wrapped = vec![0x04, 0x20];
         wrapped.extend_from_slice(&key);
         assert_eq!(ed25519_public(&wrapped).unwrap(), key);
-        assert!(ed25519_public(&wrapped[..33]).is_err());
+        assert_eq!(internal(ed25519_public(&wrapped[..33])), "the token returned a malformed 33-byte CKA_EC_POINT");
     }
 
     #[test]
@@ -1252,7 +1260,10 @@ mod tests {
 
     #[test]
     fn malformed_der_signatures_are_rejected() {
-        let check = |der: &[u8]| assert!(ecdsa_raw_signature(der).is_err(), "{der:02x?}");
+        let check = |der: &[u8]| {
+            let expected = format!("the token returned a malformed {}-byte ECDSA signature", der.len());
+            assert_eq!(internal(ecdsa_raw_signature(der)), expected, "{der:02x?}");
+        };
         check(&[]);
         check(&[0x30]);
         check(&[0x30, 0x03, 0x02, 0x01, 0x01]); // one integer only
@@ -1289,9 +1300,13 @@ mod tests {
 
     #[test]
     fn empty_and_oversized_handles_are_not_found() {
-        assert!(matches!(check_handle(&[]), Err(BackendError::NotFound(_))));
-        assert!(matches!(check_handle(&[0; 256]), Err(BackendError::NotFound(_))));
-        assert!(check_handle(&[1; 16]).is_ok());
+        let not_found = |result: Result<(), BackendError>| match result {
+            Err(BackendError::NotFound(text)) => text,
+            other => panic!("expected not found, got {other:?}"),
+        };
+        assert_eq!(not_found(check_handle(&[])), "a PKCS#11 key with a 0-byte CKA_ID");
+        assert_eq!(not_found(check_handle(&[0; 256])), "a PKCS#11 key with a 256-byte CKA_ID");
+        assert_eq!(check_handle(&[1; 16]).map_err(|error| error.to_string()), Ok(()));
     }
 
     #[test]

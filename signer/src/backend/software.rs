@@ -547,13 +547,29 @@ mod tests {
         let mut flipped = sealed.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
-        assert!(ring.open("abc", Algorithm::Ecdsa, &flipped).is_err());
+        let tampered = r#"sealed key abc does not open with KEK "one" (wrong KEK or tampered data)"#;
+        let internal = |result: Result<Zeroizing<Vec<u8>>, BackendError>| match result {
+            Err(BackendError::Internal(text)) => text,
+            other => panic!("expected an internal error, got {other:?}"),
+        };
+        assert_eq!(internal(ring.open("abc", Algorithm::Ecdsa, &flipped)), tampered);
         for cut in 0..sealed.len() {
-            assert!(ring.open("abc", Algorithm::Ecdsa, &sealed[..cut]).is_err(), "cut at {cut}");
+            // Depending on where the cut falls: the framing breaks, the KEK name loses letters, or
+            // the ciphertext is short.
+            match ring.open("abc", Algorithm::Ecdsa, &sealed[..cut]) {
+                Err(BackendError::Internal(text)) => {
+                    assert!(text == "sealed key is malformed" || text == tampered, "cut at {cut}: {text}");
+                }
+                Err(BackendError::Unavailable(text)) => {
+                    assert!(text.starts_with("key abc is sealed with KEK \"o"), "cut at {cut}: {text}");
+                    assert!(text.ends_with("\", which is not configured"), "cut at {cut}: {text}");
+                }
+                other => panic!("cut at {cut}: expected a refusal, got {other:?}"),
+            }
         }
         let mut other_format = sealed;
         other_format[0] = 2;
-        assert!(ring.open("abc", Algorithm::Ecdsa, &other_format).is_err());
+        assert_eq!(internal(ring.open("abc", Algorithm::Ecdsa, &other_format)), "sealed key has unknown format 2");
     }
 
     #[test]
@@ -683,6 +699,12 @@ mod tests {
         let first = backend.generate(Algorithm::Ecdsa).await.unwrap();
         let second = backend.generate(Algorithm::Ecdsa).await.unwrap();
         let fresh = SoftwareBackend::new(ring(vec![kek("one", HEX_A)], "one"));
-        assert!(fresh.sign(&first.key_id, Algorithm::Ecdsa, &second.handle, b"m").await.is_err());
+        match fresh.sign(&first.key_id, Algorithm::Ecdsa, &second.handle, b"m").await {
+            Err(BackendError::Internal(text)) => assert_eq!(
+                text,
+                format!(r#"sealed key {} does not open with KEK "one" (wrong KEK or tampered data)"#, first.key_id)
+            ),
+            other => panic!("expected the handle to be refused, got {other:?}"),
+        }
     }
 }

@@ -1,6 +1,12 @@
 //! Black-box tests of tufa-signer: the service semantics on SQLite and PostgreSQL, KEK rotation,
 //! and the gRPC protocol end to end over mutual TLS.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test helpers outside #[test] functions fail by panicking"
+)]
 
 mod grpc;
 mod service;

@@ -27,7 +27,7 @@ macro_rules! on_both_databases {
             $(
                 #[tokio::test]
                 async fn $suite() {
-                    let store = crate::support::postgres_store().await;
+                    let (store, _database) = crate::support::postgres_store().await;
                     super::$suite(store).await;
                 }
             )*

@@ -3,13 +3,12 @@
 
 use std::str::FromStr as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions as _, Connection as _};
 use tufa_signer::backend::software::{Kek, KeyRing, SoftwareBackend};
 use tufa_signer::service::SignerService;
 use tufa_signer::store::Store;
+use tufa_testkit::postgres::PgDatabase;
 
 pub const KEK_A: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 pub const KEK_B: &str = "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff000102030405060708090a0b0c0d0e0f";
@@ -32,29 +31,15 @@ pub async fn sqlite_store() -> (Store, tempfile::TempDir) {
     (store, dir)
 }
 
-/// A migrated store on a fresh database of the PostgreSQL cluster at `DATABASE_URL`.
-pub async fn postgres_store() -> Store {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
-        panic!(
-            "DATABASE_URL is not set: the PostgreSQL tests need a throwaway cluster with a superuser \
-             (e.g. `source pg_throwaway.sh && pg_throwaway_start`, see notes/stack.md section 4)"
-        )
-    });
-    let admin_options = PgConnectOptions::from_str(&url).expect("DATABASE_URL is not a PostgreSQL URL");
-    let name = format!(
-        "tufa_signer_test_{}_{}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-        chrono::Utc::now().timestamp_micros()
-    );
-    let mut admin = admin_options.connect().await.expect("cannot connect to DATABASE_URL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
-    admin.close().await.unwrap();
-    let pool = PgPoolOptions::new().max_connections(4).connect_with(admin_options.database(&name)).await.unwrap();
+/// A migrated store on a fresh database of the PostgreSQL cluster at `DATABASE_URL`; the
+/// database is dropped when the returned guard is (also when the test fails).
+pub async fn postgres_store() -> (Store, PgDatabase) {
+    let database = PgDatabase::create();
+    let options = PgConnectOptions::from_str(database.url()).expect("the test database URL parses");
+    let pool = PgPoolOptions::new().max_connections(4).connect_with(options).await.unwrap();
     let store = Store::from_postgres_pool(pool);
     store.migrate().await.unwrap();
-    store
+    (store, database)
 }
 
 pub fn service(store: Store, backend: Arc<SoftwareBackend>) -> SignerService {

@@ -1,18 +1,11 @@
 //! Test databases (a SQLite file in a temp dir, a fresh PostgreSQL database per test) and
 //! fixture builders shared by the conformance suite.
 
-use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, SubsecRound, Utc};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, PgConnection};
 use tufa_store::{CurrentEntry, DatabaseUrl, NewFile, Store, Update};
-
-/// The message a PostgreSQL test fails with when there is no server to test against.
-const NO_DATABASE_URL: &str = "set DATABASE_URL; the README test command starts a throwaway cluster";
+use tufa_testkit::postgres::PgDatabase;
 
 /// A SQLite store in its own temp dir, removed on drop.
 pub struct SqliteDb {
@@ -30,74 +23,23 @@ impl SqliteDb {
 }
 
 /// A PostgreSQL database created for one test inside the `DATABASE_URL` cluster and dropped
-/// (with its connections) on drop.
+/// (with its connections) on drop, also when the test fails; see `tufa_testkit::postgres`.
 pub struct PgDb {
-    pub name: String,
     /// URL of this test's database.
     pub url: String,
-    admin_url: String,
-}
-
-/// The admin URL of the test cluster; fails the test when it is not set.
-pub fn admin_url() -> String {
-    match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => panic!("{NO_DATABASE_URL}"),
-    }
+    _database: PgDatabase,
 }
 
 impl PgDb {
     pub async fn create() -> PgDb {
-        let admin_url = admin_url();
-        let name = unique_name();
-        let mut admin =
-            PgConnection::connect(&admin_url).await.unwrap_or_else(|error| panic!("connect to DATABASE_URL: {error}"));
-        admin.execute(AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.expect("create test database");
-        admin.close().await.expect("close admin connection");
-        let url = PgConnectOptions::from_str(&admin_url)
-            .expect("parse DATABASE_URL")
-            .database(&name)
-            .to_url_lossy()
-            .to_string();
-        PgDb { name, url, admin_url }
+        let database = PgDatabase::create();
+        PgDb { url: database.url().to_owned(), _database: database }
     }
 
     /// Opens a store on this database.
     pub async fn open(&self) -> Arc<dyn Store> {
         tufa_store::open(&url(&self.url)).await.expect("open PostgreSQL store")
     }
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        let admin_url = self.admin_url.clone();
-        let name = self.name.clone();
-        // Drop runs inside the test's runtime, which cannot be blocked on; use a thread.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            runtime.block_on(async {
-                let mut admin = PgConnection::connect(&admin_url).await?;
-                admin.execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).await?;
-                admin.close().await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test database {}", self.name);
-        }
-    }
-}
-
-/// A database name no other test (or test run) uses.
-fn unique_name() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_nanos()).unwrap_or_default();
-    format!(
-        "tufa_store_{}_{}_{}",
-        std::process::id(),
-        nanos % 1_000_000_000_000,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// Parses a database URL the test wrote itself.
