@@ -10,21 +10,21 @@ use tufa_signer::service::SignerService;
 use tufa_signer::store::Store;
 use tufa_testkit::postgres::PgDatabase;
 
-pub const KEK_A: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
-pub const KEK_B: &str = "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff000102030405060708090a0b0c0d0e0f";
+pub(crate) const KEK_A: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+pub(crate) const KEK_B: &str = "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff000102030405060708090a0b0c0d0e0f";
 
 /// A ring of `(name, hex)` KEKs with `active` sealing.
-pub fn ring(keks: &[(&str, &str)], active: &str) -> KeyRing {
+pub(crate) fn ring(keks: &[(&str, &str)], active: &str) -> KeyRing {
     let keks = keks.iter().map(|(name, hex)| Kek::from_hex(name, hex, "test").unwrap()).collect();
     KeyRing::new(keks, Some(active)).unwrap()
 }
 
-pub fn software(keks: &[(&str, &str)], active: &str) -> Arc<SoftwareBackend> {
+pub(crate) fn software(keks: &[(&str, &str)], active: &str) -> Arc<SoftwareBackend> {
     Arc::new(SoftwareBackend::new(ring(keks, active)))
 }
 
 /// A migrated SQLite store in a temporary directory (kept alive by the returned guard).
-pub async fn sqlite_store() -> (Store, tempfile::TempDir) {
+pub(crate) async fn sqlite_store() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_sqlite_file(&dir.path().join("tufa-signer.db")).await.unwrap();
     store.migrate().await.unwrap();
@@ -33,7 +33,7 @@ pub async fn sqlite_store() -> (Store, tempfile::TempDir) {
 
 /// A migrated store on a fresh database of the PostgreSQL cluster at `DATABASE_URL`; the
 /// database is dropped when the returned guard is (also when the test fails).
-pub async fn postgres_store() -> (Store, PgDatabase) {
+pub(crate) async fn postgres_store() -> (Store, PgDatabase) {
     let database = PgDatabase::create();
     let options = PgConnectOptions::from_str(database.url()).expect("the test database URL parses");
     let pool = PgPoolOptions::new().max_connections(4).connect_with(options).await.unwrap();
@@ -42,6 +42,6 @@ pub async fn postgres_store() -> (Store, PgDatabase) {
     (store, database)
 }
 
-pub fn service(store: Store, backend: Arc<SoftwareBackend>) -> SignerService {
+pub(crate) fn service(store: Store, backend: Arc<SoftwareBackend>) -> SignerService {
     SignerService::new(store, backend)
 }

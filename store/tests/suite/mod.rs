@@ -40,7 +40,7 @@ async fn change_count(store: &Arc<dyn Store>) -> usize {
     store.changefeed(None, 0, 1000).await.expect("changefeed").len()
 }
 
-pub async fn verbatim_bytes(store: Arc<dyn Store>) {
+pub(crate) async fn verbatim_bytes(store: Arc<dyn Store>) {
     assert!(matches!(store.backend(), "sqlite" | "postgres"));
     store.ping().await.expect("ping");
 
@@ -83,7 +83,7 @@ pub async fn verbatim_bytes(store: Arc<dyn Store>) {
     assert_eq!(stored.expires, Some(expires));
 }
 
-pub async fn current_reads(store: Arc<dyn Store>) {
+pub(crate) async fn current_reads(store: Arc<dyn Store>) {
     assert_eq!(store.current(GUN, "root").await.expect("read"), None);
     assert!(store.current_all(GUN).await.expect("read").is_empty());
 
@@ -127,7 +127,7 @@ pub async fn current_reads(store: Arc<dyn Store>) {
     );
 }
 
-pub async fn current_pointer_moves(store: Arc<dyn Store>) {
+pub(crate) async fn current_pointer_moves(store: Arc<dyn Store>) {
     let v1 = Repo::new(1, "v1");
     let delegation = file("targets/releases", 1, "v1");
     let mut first: Vec<&_> = v1.all().to_vec();
@@ -157,7 +157,7 @@ pub async fn current_pointer_moves(store: Arc<dyn Store>) {
     assert_eq!(current_version(&store, GUN, "targets").await, Some(1));
 }
 
-pub async fn by_checksum_and_version(store: Arc<dyn Store>) {
+pub(crate) async fn by_checksum_and_version(store: Arc<dyn Store>) {
     let repo = Repo::new(3, "same");
     store.update(repo.first_publish(GUN)).await.expect("publish");
     // The same bytes under another GUN are a separate row.
@@ -186,7 +186,7 @@ pub async fn by_checksum_and_version(store: Arc<dyn Store>) {
     }
 }
 
-pub async fn old_version_rejected(store: Arc<dyn Store>) {
+pub(crate) async fn old_version_rejected(store: Arc<dyn Store>) {
     store.update(Repo::new(2, "v2").first_publish(GUN)).await.expect("publish");
     let changes = change_count(&store).await;
 
@@ -220,7 +220,7 @@ pub async fn old_version_rejected(store: Arc<dyn Store>) {
     assert_eq!(current_version(&store, GUN, "targets").await, Some(10));
 }
 
-pub async fn expected_timestamp_checked(store: Arc<dyn Store>) {
+pub(crate) async fn expected_timestamp_checked(store: Arc<dyn Store>) {
     let v1 = Repo::new(1, "v1");
     // The GUN has no timestamp yet, so expecting one fails.
     let mut wrong = v1.first_publish(GUN);
@@ -246,7 +246,7 @@ pub async fn expected_timestamp_checked(store: Arc<dyn Store>) {
     assert_eq!(current_version(&store, GUN, "timestamp").await, Some(2));
 }
 
-pub async fn dangling_pointer_rejected(store: Arc<dyn Store>) {
+pub(crate) async fn dangling_pointer_rejected(store: Arc<dyn Store>) {
     let v1 = Repo::new(1, "v1");
     store.update(v1.first_publish(GUN)).await.expect("publish v1");
     let other = Repo::new(1, "other");
@@ -283,7 +283,7 @@ pub async fn dangling_pointer_rejected(store: Arc<dyn Store>) {
     assert_eq!(change_count(&store).await, changes);
 }
 
-pub async fn malformed_updates(store: Arc<dyn Store>) {
+pub(crate) async fn malformed_updates(store: Arc<dyn Store>) {
     let v1 = Repo::new(1, "v1");
     let mut wrong_sum = v1.first_publish(GUN);
     wrong_sum.files[1].data.push(b' ');
@@ -305,7 +305,7 @@ pub async fn malformed_updates(store: Arc<dyn Store>) {
     assert_eq!(change_count(&store).await, 0);
 }
 
-pub async fn changefeed_records(store: Arc<dyn Store>) {
+pub(crate) async fn changefeed_records(store: Arc<dyn Store>) {
     assert!(store.changefeed(None, 0, 100).await.expect("feed").is_empty());
 
     let a1 = Repo::new(1, "a1");
@@ -365,7 +365,7 @@ pub async fn changefeed_records(store: Arc<dyn Store>) {
     assert!(store.changefeed(Some("nobody"), 0, 10).await.expect("feed").is_empty());
 }
 
-pub async fn delete_gun(store: Arc<dyn Store>) {
+pub(crate) async fn delete_gun(store: Arc<dyn Store>) {
     assert!(!store.delete_gun(GUN).await.expect("delete nothing"));
     assert_eq!(change_count(&store).await, 0);
 
@@ -397,7 +397,7 @@ pub async fn delete_gun(store: Arc<dyn Store>) {
     assert_eq!(current_version(&store, GUN, "timestamp").await, Some(1));
 }
 
-pub async fn expiring(store: Arc<dyn Store>) {
+pub(crate) async fn expiring(store: Arc<dyn Store>) {
     let now = now();
     let soon = |hours: i64| now + Duration::hours(hours);
     let publish = |gun: &'static str, version: i64, timestamp_expiry, snapshot_expiry| {
@@ -443,7 +443,7 @@ fn key(key_id: &str, gun: &str, role: &str) -> StoredKey {
     }
 }
 
-pub async fn keys(store: Arc<dyn Store>) {
+pub(crate) async fn keys(store: Arc<dyn Store>) {
     for id in ["k3", "k1", "k2"] {
         store.insert_key(&key(id, GUN, "timestamp")).await.expect("insert");
     }
@@ -481,7 +481,7 @@ pub async fn keys(store: Arc<dyn Store>) {
 }
 
 /// Which key-encryption keys sealed the stored keys, and one key per KEK.
-pub async fn keys_by_kek(store: Arc<dyn Store>) {
+pub(crate) async fn keys_by_kek(store: Arc<dyn Store>) {
     assert_eq!(store.kek_ids().await.expect("kek ids"), Vec::<String>::new());
     assert_eq!(store.key_sealed_with("kek-2026").await.expect("by kek"), None);
     for (id, kek) in [("k3", "kek-b"), ("k2", "kek-a"), ("k1", "kek-b"), ("k4", "kek-a")] {
@@ -503,7 +503,7 @@ pub async fn keys_by_kek(store: Arc<dyn Store>) {
 /// Eight publishers race three times on one GUN: to publish version 1, to publish version
 /// 2 on top of it, and to publish eight different versions on top of version 2. Each race
 /// has exactly one winner, and the stored state is exactly the winner's publish.
-pub async fn concurrent_publishes(store: Arc<dyn Store>) {
+pub(crate) async fn concurrent_publishes(store: Arc<dyn Store>) {
     const RACERS: i64 = 8;
     // (expected timestamp, base version, whether each racer adds its number to the version)
     let rounds = [(None, 1, false), (Some(1), 2, false), (Some(2), 10, true)];

@@ -8,14 +8,14 @@ use tufa_store::{CurrentEntry, DatabaseUrl, NewFile, Store, Update};
 use tufa_testkit::postgres::PgDatabase;
 
 /// A SQLite store in its own temp dir, removed on drop.
-pub struct SqliteDb {
+pub(crate) struct SqliteDb {
     pub store: Arc<dyn Store>,
     /// Keeps the directory alive as long as the store.
     _dir: tempfile::TempDir,
 }
 
 impl SqliteDb {
-    pub async fn create() -> SqliteDb {
+    pub(crate) async fn create() -> SqliteDb {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = tufa_store::open_sqlite(&dir.path().join("tufa.sqlite")).await.expect("open SQLite store");
         SqliteDb { store, _dir: dir }
@@ -24,53 +24,58 @@ impl SqliteDb {
 
 /// A PostgreSQL database created for one test inside the `DATABASE_URL` cluster and dropped
 /// (with its connections) on drop, also when the test fails; see `tufa_testkit::postgres`.
-pub struct PgDb {
+pub(crate) struct PgDb {
     /// URL of this test's database.
     pub url: String,
     _database: PgDatabase,
 }
 
 impl PgDb {
-    pub async fn create() -> PgDb {
+    pub(crate) async fn create() -> PgDb {
         let database = PgDatabase::create();
         PgDb { url: database.url().to_owned(), _database: database }
     }
 
     /// Opens a store on this database.
-    pub async fn open(&self) -> Arc<dyn Store> {
+    pub(crate) async fn open(&self) -> Arc<dyn Store> {
         tufa_store::open(&url(&self.url)).await.expect("open PostgreSQL store")
     }
 }
 
 /// Parses a database URL the test wrote itself.
-pub fn url(text: &str) -> DatabaseUrl {
+pub(crate) fn url(text: &str) -> DatabaseUrl {
     DatabaseUrl::parse(text).unwrap_or_else(|error| panic!("{text}: {error}"))
 }
 
 /// Lowercase hex SHA-256.
-pub fn sha256_hex(data: &[u8]) -> String {
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
     hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data))
 }
 
 /// A file whose bytes name its role, version and `tag`, so different publishers' files differ.
-pub fn file(role: &str, version: i64, tag: &str) -> NewFile {
+pub(crate) fn file(role: &str, version: i64, tag: &str) -> NewFile {
     let data = format!(r#"{{"signed":{{"_type":"{role}","version":{version}}},"tag":"{tag}"}}"#).into_bytes();
     NewFile { role: role.into(), version, sha256: sha256_hex(&data), data, expires: None }
 }
 
 /// Sets a file's expiry.
-pub fn expiring_at(mut file: NewFile, expires: DateTime<Utc>) -> NewFile {
+pub(crate) fn expiring_at(mut file: NewFile, expires: DateTime<Utc>) -> NewFile {
     file.expires = Some(expires);
     file
 }
 
 /// A current pointer at `file`.
-pub fn pointer(file: &NewFile) -> CurrentEntry {
+pub(crate) fn pointer(file: &NewFile) -> CurrentEntry {
     CurrentEntry { role: file.role.clone(), sha256: file.sha256.clone() }
 }
 
 /// An update that inserts `files` and makes exactly `current` current.
-pub fn update(gun: &str, files: &[&NewFile], current: &[&NewFile], expected_timestamp_version: Option<i64>) -> Update {
+pub(crate) fn update(
+    gun: &str,
+    files: &[&NewFile],
+    current: &[&NewFile],
+    expected_timestamp_version: Option<i64>,
+) -> Update {
     Update {
         gun: gun.into(),
         files: files.iter().map(|file| (*file).clone()).collect(),
@@ -81,7 +86,7 @@ pub fn update(gun: &str, files: &[&NewFile], current: &[&NewFile], expected_time
 
 /// The four files of a whole repository version: root v1 and targets, snapshot and
 /// timestamp at `version`.
-pub struct Repo {
+pub(crate) struct Repo {
     pub root: NewFile,
     pub targets: NewFile,
     pub snapshot: NewFile,
@@ -89,7 +94,7 @@ pub struct Repo {
 }
 
 impl Repo {
-    pub fn new(version: i64, tag: &str) -> Repo {
+    pub(crate) fn new(version: i64, tag: &str) -> Repo {
         Repo {
             root: file("root", 1, "root"),
             targets: file("targets", version, tag),
@@ -98,22 +103,22 @@ impl Repo {
         }
     }
 
-    pub fn all(&self) -> [&NewFile; 4] {
+    pub(crate) fn all(&self) -> [&NewFile; 4] {
         [&self.root, &self.targets, &self.snapshot, &self.timestamp]
     }
 
     /// The first publish: all four files, nothing current before.
-    pub fn first_publish(&self, gun: &str) -> Update {
+    pub(crate) fn first_publish(&self, gun: &str) -> Update {
         update(gun, &self.all(), &self.all(), None)
     }
 
     /// A later publish on top of timestamp `previous`: new targets, snapshot and timestamp.
-    pub fn next_publish(&self, gun: &str, previous: i64) -> Update {
+    pub(crate) fn next_publish(&self, gun: &str, previous: i64) -> Update {
         update(gun, &[&self.targets, &self.snapshot, &self.timestamp], &self.all(), Some(previous))
     }
 }
 
 /// Now, at the microsecond precision the store keeps.
-pub fn now() -> DateTime<Utc> {
+pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
