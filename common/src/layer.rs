@@ -335,6 +335,29 @@ pub fn parse_toml<T: DeserializeOwned>(text: &str) -> Result<T, String> {
     })
 }
 
+/// Parses `args` into the binary's clap type `C` with clap's own environment reading switched
+/// off: the `env` attributes only document each flag's variable in `--help`, and the variables
+/// are read by the layering (with their origin), never by clap. Help and version are rendered
+/// from the full command, so that they list each flag's variable.
+pub fn parse_flags<C: clap::Parser>(args: &[std::ffi::OsString]) -> Result<C, clap::Error> {
+    use clap::error::ErrorKind;
+    let command = C::command().mut_args(|arg| arg.env(None));
+    match command.try_get_matches_from(args) {
+        Ok(matches) => C::from_arg_matches(&matches),
+        Err(error)
+            if matches!(
+                error.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            Err(C::command().try_get_matches_from(args).err().unwrap_or(error))
+        }
+        Err(error) => Err(error),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

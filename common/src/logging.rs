@@ -54,7 +54,7 @@ const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
 /// level name here.
 pub fn check_filter(filter: &str) -> Result<(), String> {
     let expected = "use a level (trace, debug, info, warn, error, off) or directives such as \
-                    \"info,tufa_server=debug\"";
+                    \"info,tufa_store=debug\"";
     if filter.trim().is_empty() {
         return Err(format!("the log filter is empty; {expected}"));
     }
@@ -107,7 +107,7 @@ mod tests {
     #[test]
     fn words_that_are_not_levels_are_refused() {
         let expected = "use a level (trace, debug, info, warn, error, off) or directives such as \
-                        \"info,tufa_server=debug\"";
+                        \"info,tufa_store=debug\"";
         assert_eq!(check_filter("verbose"), Err(format!("\"verbose\" is not a log level or TARGET=LEVEL; {expected}")));
         assert_eq!(
             check_filter("info,tufa_server=loud"),

@@ -14,8 +14,7 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::error::ErrorKind;
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 pub use tufa_common::layer::ConfigError;
 use tufa_common::layer::{self, Environment, FileOrigin, Setting, first};
@@ -392,21 +391,7 @@ struct FileKek {
 /// by [`load_from`] with their origin). Help is rendered from the full command so that it lists
 /// each flag's variable.
 pub fn parse_cli(args: &[OsString]) -> Result<Cli, ConfigError> {
-    let command = Cli::command().mut_args(|arg| arg.env(None));
-    match command.try_get_matches_from(args) {
-        Ok(matches) => Ok(Cli::from_arg_matches(&matches)?),
-        Err(error)
-            if matches!(
-                error.kind(),
-                ErrorKind::DisplayHelp
-                    | ErrorKind::DisplayVersion
-                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            ) =>
-        {
-            Err(Cli::command().try_get_matches_from(args).err().unwrap_or(error).into())
-        }
-        Err(error) => Err(error.into()),
-    }
+    Ok(tufa_common::layer::parse_flags(args)?)
 }
 
 /// Builds the configuration from parsed flags, the environment as seen through `env` (empty
@@ -554,6 +539,8 @@ fn build_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory as _;
+    use clap::error::ErrorKind;
     use std::collections::HashMap;
 
     fn parse(arguments: &[&str]) -> Cli {

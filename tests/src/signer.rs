@@ -40,7 +40,7 @@ use crate::go_notary::{self, GoServerConfig, RemoteTrustService};
 use crate::pki::{CertifiedKey, Pki, Usage};
 use crate::postgres::PgDatabase;
 use crate::process::{
-    LOG_TAIL_BYTES, WaitError, describe, free_port, log_tail, run_tool, run_with_timeout, spawn_logged,
+    CommandOutput, LOG_TAIL_BYTES, WaitError, describe, free_port, log_tail, run_tool, run_with_timeout, spawn_logged,
     stop_and_report, wait_ready,
 };
 use crate::proxy::TcpProxy;
@@ -394,6 +394,14 @@ impl Signer {
     /// A directory private to this signer (its PKI, config and data live below it).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Runs the signer's serve command once more, beside the running process, on a new port, and
+    /// waits up to `timeout` for it to exit: for configurations it must refuse at start-up. A
+    /// signer that starts serving instead is killed at the deadline (its status is then `None`).
+    pub fn run_again_until_exit(&self, timeout: Duration) -> CommandOutput {
+        let mut command = (self.command)(free_port(), &self.tls.client_ca);
+        run_with_timeout(&mut command, b"", timeout)
     }
 
     /// Asks the gRPC health service, presenting `client`, whether both of notary's services

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tufa_tests::notary::Notary;
 use tufa_tests::pki::{Pki, Usage};
-use tufa_tests::process::run_with_timeout;
+use tufa_tests::process::{run_tool, run_with_timeout};
 use tufa_tests::server::{HttpResponse, Server};
 use tufa_tests::signer::{KeyBackend, Signer, Stack};
 
@@ -210,4 +210,25 @@ fn client_certificate_from_another_ca_is_refused() {
     let client = stack.signer().tls().client.clone();
     stack.signer_mut().restart_trusting(&client_ca, &client);
     assert_recovered(&stack, &owner, gun);
+}
+
+/// A tufa-signer whose KEK file was replaced by another KEK refuses to start, with status 2 and
+/// a message naming the KEK, instead of serving and failing every signature with the keys the
+/// old KEK sealed.
+#[test]
+fn signer_with_a_kek_that_does_not_open_its_keys_refuses_to_start() {
+    let stack = Stack::tufa_server(Signer::tufa(KeyBackend::Software));
+    let owner = Notary::new(stack.server(), "owner");
+    repository_with_server_snapshot(&owner, "example.com/kek");
+
+    // The running signer keeps its KEK in memory; the file on disk now holds another KEK.
+    let kek_file = stack.signer().dir().join("kek-test");
+    std::fs::remove_file(&kek_file).expect("remove the KEK file");
+    let binary = tufa_tests::tufa::workspace_binary("tufa-signer", "TUFA_SIGNER_BIN");
+    run_tool(Command::new(binary).arg("gen-kek").arg("--out").arg(&kek_file));
+
+    let output = stack.signer().run_again_until_exit(Duration::from_secs(60));
+    assert_eq!(output.status.and_then(|status| status.code()), Some(2), "{output}");
+    assert!(output.stderr.contains("the configured KEK \"test\" cannot open key "), "{output}");
+    assert!(output.stderr.contains("it is not the KEK that sealed the keys; configure the right one"), "{output}");
 }

@@ -63,7 +63,7 @@ fn server_refuses_an_unknown_log_level_with_status_2() {
     assert_eq!(
         output.stderr.trim_end(),
         "tufa-server: invalid --log-level: \"verbose\" is not a log level or TARGET=LEVEL; use a level (trace, \
-         debug, info, warn, error, off) or directives such as \"info,tufa_server=debug\""
+         debug, info, warn, error, off) or directives such as \"info,tufa_store=debug\""
     );
     assert!(!data.exists(), "{output}");
     let output =

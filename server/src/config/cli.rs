@@ -5,8 +5,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::error::ErrorKind;
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::Parser;
 use tufa_common::logging::LogFormat;
 
 use super::KeyAlgorithm;
@@ -125,20 +124,5 @@ pub(super) struct Cli {
 
 /// Parses the flags with clap's own environment reading switched off (see the module docs).
 pub(super) fn parse(args: &[OsString]) -> Result<Cli, clap::Error> {
-    let command = Cli::command().mut_args(|arg| arg.env(None));
-    match command.try_get_matches_from(args) {
-        Ok(matches) => Cli::from_arg_matches(&matches),
-        Err(error)
-            if matches!(
-                error.kind(),
-                ErrorKind::DisplayHelp
-                    | ErrorKind::DisplayVersion
-                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            ) =>
-        {
-            // Render help again from the full command so that it lists each flag's variable.
-            Err(Cli::command().try_get_matches_from(args).err().unwrap_or(error))
-        }
-        Err(error) => Err(error),
-    }
+    tufa_common::layer::parse_flags(args)
 }

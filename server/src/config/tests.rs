@@ -544,7 +544,7 @@ fn tls_table_and_the_older_flat_keys_are_the_same_settings() {
 #[test]
 fn log_filters_must_name_levels_wherever_they_come_from() {
     let expected = "is not a log level or TARGET=LEVEL; use a level (trace, debug, info, warn, error, off) or \
-                    directives such as \"info,tufa_server=debug\"";
+                    directives such as \"info,tufa_store=debug\"";
     let message = error_text(load_with(&["--log-level", "verbose"], &[]));
     assert_eq!(message, format!("invalid --log-level: \"verbose\" {expected}"));
     let message = error_text(load_with(&[], &[("TUFA_LOG", "info,tufa_server")]));
