@@ -146,6 +146,14 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         }
         None => None,
     };
+    // An existing KEK (file or TUFA_KEK) is read and its file mode checked now, before anything is
+    // written; a missing KEK file is only created later, once the database says that is safe.
+    if config.signer.is_none() && config.kek_exists() {
+        crate::kek::load_or_create_kek(&config).map_err(|error| StartError {
+            exit_code: tufa_common::EXIT_CONFIG,
+            message: format!("key-encryption key: {error}"),
+        })?;
+    }
     let listener = TcpListener::bind(config.listen).await.map_err(|error| {
         StartError::new(format!(
             "cannot listen on {}: {error}; stop the process using it or choose another --listen",

@@ -54,6 +54,29 @@ fn server_on_a_busy_port_names_it_and_creates_nothing() {
     assert!(!data.exists(), "the data directory was created before the listener was bound:\n{output}");
 }
 
+/// A KEK file that group or others may read is refused with status 2 and the `chmod` that fixes it,
+/// before the data directory or the database is created.
+#[test]
+fn server_refuses_a_group_readable_kek_file_and_creates_nothing() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let kek = dir.path().join("kek.key");
+    std::fs::write(&kek, "ab".repeat(32)).unwrap();
+    std::fs::set_permissions(&kek, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let output = run(server().args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(&data).arg("--kek-file").arg(&kek));
+    assert_eq!(exit_code(&output), Some(2), "{output}");
+    let shown = kek.display();
+    assert_eq!(
+        output.stderr.trim_end(),
+        format!(
+            "tufa-server: key-encryption key: key-encryption key file {shown} is readable by group or others \
+             (mode 640); restrict it with `chmod 600 {shown}`"
+        )
+    );
+    assert!(!data.exists(), "the data directory was created before the KEK file was checked:\n{output}");
+}
+
 #[test]
 fn server_refuses_an_unknown_log_level_with_status_2() {
     let dir = tempfile::tempdir().unwrap();
