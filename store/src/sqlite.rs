@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Pool, QueryBuilder};
+use tufa_common::files::FileError;
 
 use crate::error::{from_migrate, from_sqlx};
 use crate::sql::{Dialect, FileRow, Pools, Tx, current_join, file_columns};
@@ -53,18 +54,10 @@ pub(crate) struct SqlitePools {
 /// (mode 0600 whatever the umask), unless something already exists there, which is left as it
 /// is. SQLite gives the `-wal` and `-shm` files it creates later the database file's mode, so
 /// they are owner-only too. Both binaries call this before opening a database file.
-pub fn create_sqlite_file(path: &Path) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        // The mode given to open(2) is reduced by the umask; set it exactly.
-        #[cfg(unix)]
-        Ok(file) => file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600)),
-        #[cfg(not(unix))]
+pub fn create_sqlite_file(path: &Path) -> Result<(), FileError> {
+    match tufa_common::files::create_private_file(path) {
         Ok(_) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) if error.io_kind() == Some(std::io::ErrorKind::AlreadyExists) => Ok(()),
         Err(error) => Err(error),
     }
 }
