@@ -372,9 +372,7 @@ impl Store {
 
     /// Opens the SQLite database file at `path`, creating it owner-only (0600) when missing.
     pub async fn open_sqlite_file(path: &Path) -> Result<Store, StoreError> {
-        create_sqlite_file(path).map_err(|error| {
-            StoreError::Unavailable(format!("cannot create the SQLite database {}: {error}", path.display()))
-        })?;
+        create_sqlite_file(path).map_err(|error| StoreError::Unavailable(format!("SQLite database: {error}")))?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .journal_mode(SqliteJournalMode::Wal)

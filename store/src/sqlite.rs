@@ -65,8 +65,7 @@ pub fn create_sqlite_file(path: &Path) -> Result<(), FileError> {
 /// Opens (creating it owner-only if missing) the file and runs the embedded migrations.
 pub(crate) async fn open(path: &Path) -> Result<Pools, StoreError> {
     let context = |error: StoreError| error.context(&format!("SQLite database {}", path.display()));
-    create_sqlite_file(path)
-        .map_err(|error| context(StoreError::Unavailable(format!("cannot create the file: {error}"))))?;
+    create_sqlite_file(path).map_err(|error| StoreError::Unavailable(format!("SQLite database: {error}")))?;
     let options = SqliteConnectOptions::new()
         .filename(path)
         .journal_mode(SqliteJournalMode::Wal)

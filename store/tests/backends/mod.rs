@@ -77,10 +77,7 @@ mod sqlite {
         let message = expect_unavailable(result);
         assert_eq!(
             message,
-            format!(
-                "SQLite database {}: cannot create the file: No such file or directory (os error 2)",
-                path.display()
-            )
+            format!("SQLite database: cannot create {}: No such file or directory (os error 2)", path.display())
         );
     }
 
