@@ -6,6 +6,8 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use zeroize::Zeroizing;
+
 /// What went wrong with a file or directory.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
@@ -33,6 +35,16 @@ pub enum FileError {
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
+    },
+    /// A file larger than the limit for what it holds (or a device or pipe that never ends).
+    #[error("{what} {path} is larger than {max_bytes} bytes", path = path.display())]
+    TooLarge {
+        /// What the file holds, e.g. "config file".
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The limit.
+        max_bytes: u64,
     },
 }
 
@@ -64,7 +76,7 @@ impl FileError {
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
         match self {
             Self::Io { source, .. } => Some(source.kind()),
-            Self::TooOpen { .. } => None,
+            Self::TooOpen { .. } | Self::TooLarge { .. } => None,
         }
     }
 }
@@ -98,6 +110,45 @@ pub fn create_private_dir(dir: &Path) -> Result<(), FileError> {
         builder.mode(0o700);
     }
     builder.create(dir).map_err(|source| FileError::io("create directory", dir, source))
+}
+
+/// Reads the whole of `path`, at most `max_bytes` of it: the limit is enforced on the bytes read,
+/// not on what the metadata says, so a device, a pipe or a growing file cannot make the read
+/// unbounded. The bytes are zeroized when dropped (the file may hold a key or a password).
+pub fn read_limited(what: &'static str, path: &Path, max_bytes: u64) -> Result<Zeroizing<Vec<u8>>, FileError> {
+    let file = fs::File::open(path).map_err(|source| FileError::io("read", path, source))?;
+    read_limited_from(what, path, file, max_bytes)
+}
+
+/// [`read_limited`] for a file that is already open (e.g. by [`open_owner_only`]).
+pub fn read_limited_from(
+    what: &'static str,
+    path: &Path,
+    file: fs::File,
+    max_bytes: u64,
+) -> Result<Zeroizing<Vec<u8>>, FileError> {
+    use std::io::Read as _;
+    // Reserve what the file says it holds (plus one byte to detect more), so that reading a
+    // secret never reallocates and leaves an unzeroized copy behind.
+    let announced = file.metadata().map(|metadata| metadata.len()).unwrap_or(0);
+    let capacity = usize::try_from(announced.min(max_bytes).saturating_add(1)).unwrap_or(0);
+    let mut bytes = Zeroizing::new(Vec::with_capacity(capacity));
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|source| FileError::io("read", path, source))?;
+    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > max_bytes {
+        return Err(FileError::TooLarge { what, path: path.to_path_buf(), max_bytes });
+    }
+    Ok(bytes)
+}
+
+/// [`read_limited`] for a text file: the bytes must be UTF-8.
+pub fn read_limited_text(what: &'static str, path: &Path, max_bytes: u64) -> Result<Zeroizing<String>, FileError> {
+    let bytes = read_limited(what, path, max_bytes)?;
+    match std::str::from_utf8(&bytes) {
+        Ok(text) => Ok(Zeroizing::new(text.to_owned())),
+        Err(_) => Err(FileError::io("read", path, io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))),
+    }
 }
 
 /// Refuses a secret file that group or others may read (any of the 0o077 bits).
@@ -191,6 +242,34 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn reads_are_bounded_by_the_bytes_read_not_the_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let exact = dir.path().join("exact");
+        fs::write(&exact, b"0123456789").unwrap();
+        assert_eq!(read_limited("test file", &exact, 10).unwrap().as_slice(), b"0123456789");
+        assert_eq!(
+            read_limited("test file", &exact, 9).unwrap_err().to_string(),
+            format!("test file {} is larger than 9 bytes", exact.display())
+        );
+        // A device reports length 0 and never ends: the limit still holds.
+        assert_eq!(
+            read_limited("config file", Path::new("/dev/zero"), 4096).unwrap_err().to_string(),
+            "config file /dev/zero is larger than 4096 bytes"
+        );
+        let binary = dir.path().join("binary");
+        fs::write(&binary, [0xff, 0xfe]).unwrap();
+        assert_eq!(
+            read_limited_text("test file", &binary, 10).unwrap_err().to_string(),
+            format!("cannot read {}: not UTF-8 text", binary.display())
+        );
+        let missing = dir.path().join("missing");
+        assert_eq!(
+            read_limited("test file", &missing, 10).unwrap_err().to_string(),
+            format!("cannot read {}: No such file or directory (os error 2)", missing.display())
+        );
     }
 
     #[test]

@@ -311,11 +311,13 @@ impl FileOrigin {
 /// column and the parser's message but never quote the line (it might hold a password).
 pub fn read_toml<T: DeserializeOwned>(path: &Path, max_bytes: u64) -> Result<T, ConfigError> {
     let read_error = |reason: String| ConfigError::ReadFile { path: path.to_path_buf(), reason };
-    let metadata = std::fs::metadata(path).map_err(|error| read_error(error.to_string()))?;
-    if metadata.len() > max_bytes {
-        return Err(read_error(format!("larger than {max_bytes} bytes")));
-    }
-    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|error| read_error(error.to_string()))?);
+    let text = crate::files::read_limited_text("config file", path, max_bytes).map_err(|error| {
+        read_error(match error {
+            crate::files::FileError::TooLarge { max_bytes, .. } => format!("larger than {max_bytes} bytes"),
+            crate::files::FileError::Io { source, .. } => source.to_string(),
+            other => other.to_string(),
+        })
+    })?;
     parse_toml(&text).map_err(|reason| ConfigError::ParseFile { path: path.to_path_buf(), reason })
 }
 

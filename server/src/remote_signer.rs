@@ -38,9 +38,13 @@ pub struct RemoteSigner {
     health: HealthClient<Channel>,
 }
 
-fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, SignerError> {
-    std::fs::read(path)
-        .map_err(|error| SignerError::Internal(format!("cannot read the signer {what} {}: {error}", path.display())))
+/// Largest certificate or key file read for the connection to the signer.
+const MAX_PEM_FILE_BYTES: u64 = 1024 * 1024;
+
+fn read(path: &std::path::Path, what: &'static str) -> Result<Vec<u8>, SignerError> {
+    tufa_common::files::read_limited(what, path, MAX_PEM_FILE_BYTES)
+        .map(|bytes| bytes.to_vec())
+        .map_err(|error| SignerError::Internal(format!("signer connection: {error}")))
 }
 
 /// Whether the call failed in the connection to the signer (TLS refused, reset, closed) rather

@@ -60,13 +60,10 @@ impl std::fmt::Debug for TlsMaterial {
     }
 }
 
-fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, ServeError> {
-    let failed = |reason: String| ServeError::Tls(format!("cannot read the {what} {}: {reason}", path.display()));
-    let metadata = std::fs::metadata(path).map_err(|error| failed(error.to_string()))?;
-    if metadata.len() > MAX_PEM_BYTES {
-        return Err(failed(format!("larger than {MAX_PEM_BYTES} bytes")));
-    }
-    std::fs::read(path).map_err(|error| failed(error.to_string()))
+fn read_pem(path: &Path, what: &'static str) -> Result<Vec<u8>, ServeError> {
+    tufa_common::files::read_limited(what, path, MAX_PEM_BYTES)
+        .map(|bytes| bytes.to_vec())
+        .map_err(|error| ServeError::Tls(error.to_string()))
 }
 
 impl TlsMaterial {

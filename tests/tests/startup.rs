@@ -174,3 +174,14 @@ fn signer_refuses_bad_configuration_with_status_2() {
     assert!(output.stderr.starts_with("tufa-signer: missing --tls-cert, --tls-key, --tls-client-ca"), "{output}");
     assert!(!data.exists(), "{output}");
 }
+
+/// A config file that never ends (a device) is refused at its size limit, not read forever.
+#[test]
+fn endless_config_files_are_refused_with_status_2() {
+    let output = run(server().args(["--config", "/dev/zero"]));
+    assert_eq!(exit_code(&output), Some(2), "{output}");
+    assert_eq!(output.stderr.trim_end(), "tufa-server: cannot read config file /dev/zero: larger than 1048576 bytes");
+    let output = run(signer().args(["--config", "/dev/zero"]));
+    assert_eq!(exit_code(&output), Some(2), "{output}");
+    assert_eq!(output.stderr.trim_end(), "tufa-signer: cannot read config file /dev/zero: larger than 1048576 bytes");
+}

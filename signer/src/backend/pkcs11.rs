@@ -933,7 +933,7 @@ fn read_pin_file(path: &Path) -> Result<Zeroizing<String>, BackendError> {
     // A PIN file others may read is refused, like a key-encryption key file.
     let file = files::open_owner_only(PIN_FILE, path).map_err(|error| match error {
         FileError::Io { source, .. } => unreadable(source),
-        too_open @ FileError::TooOpen { .. } => config_error(&too_open.to_string()),
+        other => config_error(&other.to_string()),
     })?;
     // Reserve the whole buffer up front so that reading never reallocates (which would leave an
     // unzeroized copy of the PIN behind).

@@ -153,10 +153,11 @@ impl Kek {
             return Err(unreadable("not a regular file".to_owned()));
         }
         files::check_owner_only("KEK file", path, &metadata)?;
-        if metadata.len() > MAX_KEK_FILE_LEN {
-            return Err(unreadable(format!("larger than {MAX_KEK_FILE_LEN} bytes")));
-        }
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|error| unreadable(error.to_string()))?);
+        let text = files::read_limited_text("KEK file", path, MAX_KEK_FILE_LEN).map_err(|error| match error {
+            files::FileError::TooLarge { max_bytes, .. } => unreadable(format!("larger than {max_bytes} bytes")),
+            files::FileError::Io { source, .. } => unreadable(source.to_string()),
+            other => unreadable(other.to_string()),
+        })?;
         Kek::from_hex(name, &text, &path.display().to_string())
     }
 
