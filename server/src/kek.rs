@@ -3,7 +3,7 @@
 //! private keys (see [`crate::signing::SealingKey`]); losing it makes them unreadable.
 
 use std::fmt;
-use std::io::{self, Read};
+use std::io;
 use std::path::Path;
 
 use tufa_common::files::{self, Access, FileError};
@@ -129,21 +129,13 @@ pub fn load_or_create_kek(config: &Config) -> Result<Kek, KekError> {
 
 fn read_kek_file(path: &Path) -> Result<KekMaterial, KekError> {
     let file = files::open_owner_only(WHAT, path)?;
-    let mut text = Zeroizing::new(String::new());
-    file.take(MAX_KEK_FILE_BYTES + 1).read_to_string(&mut text).map_err(|error| {
-        if error.kind() == io::ErrorKind::InvalidData {
-            KekError::Format { origin: path.display().to_string(), reason: "the file is not UTF-8 text".to_owned() }
-        } else {
-            KekError::File(FileError::io("read", path, error))
-        }
+    let format = |reason: String| KekError::Format { origin: path.display().to_string(), reason };
+    let bytes = files::read_limited_from(WHAT, path, file, MAX_KEK_FILE_BYTES).map_err(|error| match error {
+        FileError::TooLarge { max_bytes, .. } => format(format!("file is larger than {max_bytes} bytes")),
+        other => KekError::File(other),
     })?;
-    if u64::try_from(text.len()).unwrap_or(u64::MAX) > MAX_KEK_FILE_BYTES {
-        return Err(KekError::Format {
-            origin: path.display().to_string(),
-            reason: format!("file is larger than {MAX_KEK_FILE_BYTES} bytes"),
-        });
-    }
-    KekMaterial::from_hex(&text).map_err(|reason| KekError::Format { origin: path.display().to_string(), reason })
+    let text = std::str::from_utf8(&bytes).map_err(|_| format("the file is not UTF-8 text".to_owned()))?;
+    KekMaterial::from_hex(text).map_err(format)
 }
 
 fn create_kek_file(path: &Path) -> Result<KekMaterial, KekError> {

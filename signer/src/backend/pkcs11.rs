@@ -22,7 +22,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -935,13 +934,13 @@ fn read_pin_file(path: &Path) -> Result<Zeroizing<String>, BackendError> {
         FileError::Io { source, .. } => unreadable(source),
         other => config_error(&other.to_string()),
     })?;
-    // Reserve the whole buffer up front so that reading never reallocates (which would leave an
-    // unzeroized copy of the PIN behind).
-    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_PIN_FILE_LEN as usize + 1));
-    file.take(MAX_PIN_FILE_LEN + 1).read_to_end(&mut bytes).map_err(unreadable)?;
-    if bytes.len() as u64 > MAX_PIN_FILE_LEN {
-        return Err(config_error(&format!("the PIN file {} is longer than {MAX_PIN_FILE_LEN} bytes", path.display())));
-    }
+    let bytes = files::read_limited_from(PIN_FILE, path, file, MAX_PIN_FILE_LEN).map_err(|error| match error {
+        FileError::Io { source, .. } => unreadable(source),
+        FileError::TooLarge { .. } => {
+            config_error(&format!("the PIN file {} is longer than {MAX_PIN_FILE_LEN} bytes", path.display()))
+        }
+        other => config_error(&other.to_string()),
+    })?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| config_error(&format!("the PIN file {} is not UTF-8 text", path.display())))?;
     Ok(Zeroizing::new(text.to_owned()))
