@@ -13,10 +13,10 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{FromRow as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
-use tufa_store::{DatabaseUrl, SqliteLocation, UrlError, create_sqlite_file, is_transient};
+use tufa_store::{DatabaseUrl, SqliteLocation, UrlError, is_transient, sqlite_file_options};
 
 /// Name of the migrations bookkeeping table, distinct from sqlx's default so that the signer's
 /// schema can share a database with another application (tufa-server uses the default).
@@ -26,7 +26,6 @@ pub const MIGRATIONS_TABLE: &str = "_tufa_signer_migrations";
 pub const MAX_EVENT_PAGE: u32 = 10_000;
 
 const POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The SQLite migrations.
 pub fn sqlite_migrator() -> Migrator {
@@ -372,12 +371,8 @@ impl Store {
 
     /// Opens the SQLite database file at `path`, creating it owner-only (0600) when missing.
     pub async fn open_sqlite_file(path: &Path) -> Result<Store, StoreError> {
-        create_sqlite_file(path).map_err(|error| StoreError::Unavailable(format!("SQLite database: {error}")))?;
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(SQLITE_BUSY_TIMEOUT)
-            .foreign_keys(true);
+        let options =
+            sqlite_file_options(path).map_err(|error| StoreError::Unavailable(format!("SQLite database: {error}")))?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(POOL_ACQUIRE_TIMEOUT)

@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use error::{StoreError, is_transient};
-pub use sqlite::create_sqlite_file;
+pub use sqlite::{create_sqlite_file, sqlite_file_options};
 pub use url::{Backend, DatabaseUrl, SqliteLocation, UrlError, redact_url};
 
 /// The role name whose stored files produce changefeed records.

@@ -62,15 +62,23 @@ pub fn create_sqlite_file(path: &Path) -> Result<(), FileError> {
     }
 }
 
-/// Opens (creating it owner-only if missing) the file and runs the embedded migrations.
-pub(crate) async fn open(path: &Path) -> Result<Pools, StoreError> {
-    let context = |error: StoreError| error.context(&format!("SQLite database {}", path.display()));
-    create_sqlite_file(path).map_err(|error| StoreError::Unavailable(format!("SQLite database: {error}")))?;
-    let options = SqliteConnectOptions::new()
+/// Creates the database file owner-only when it is missing ([`create_sqlite_file`]) and returns the
+/// connection options both binaries open their SQLite files with: WAL journal, foreign keys on,
+/// and a busy timeout for another process's write lock.
+pub fn sqlite_file_options(path: &Path) -> Result<SqliteConnectOptions, FileError> {
+    create_sqlite_file(path)?;
+    Ok(SqliteConnectOptions::new()
         .filename(path)
         .journal_mode(SqliteJournalMode::Wal)
         .foreign_keys(true)
-        .busy_timeout(BUSY_TIMEOUT);
+        .busy_timeout(BUSY_TIMEOUT))
+}
+
+/// Opens (creating it owner-only if missing) the file and runs the embedded migrations.
+pub(crate) async fn open(path: &Path) -> Result<Pools, StoreError> {
+    let context = |error: StoreError| error.context(&format!("SQLite database {}", path.display()));
+    let options =
+        sqlite_file_options(path).map_err(|error| StoreError::Unavailable(format!("SQLite database: {error}")))?;
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
         .acquire_timeout(WRITE_ACQUIRE_TIMEOUT)
