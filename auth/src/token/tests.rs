@@ -1,0 +1,418 @@
+//! Token verification tests with real keys (aws-lc-rs) and certificates (rcgen).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self, EcdsaKeyPair, RsaKeyPair};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, PKCS_ECDSA_P256_SHA256,
+    PKCS_ECDSA_P384_SHA384, PKCS_RSA_SHA256, PublicKeyData as _, SignatureAlgorithm,
+};
+use serde_json::{Value, json};
+
+use super::*;
+
+const ISSUER: &str = "auth.example.com";
+const SERVICE: &str = "notary.example.com";
+const NOW: i64 = 1_800_000_000;
+
+fn now() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(NOW as u64)
+}
+
+/// A private key that signs JWS payloads the way a token service does.
+enum Signer {
+    Ec(EcdsaKeyPair),
+    Rsa(RsaKeyPair, &'static dyn signature::RsaEncoding),
+}
+
+impl Signer {
+    fn from_rcgen(key: &KeyPair, jws_alg: &str) -> Self {
+        let der = key.serialize_der();
+        match jws_alg {
+            "ES256" => Self::Ec(EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &der).unwrap()),
+            "ES384" => Self::Ec(EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P384_SHA384_FIXED_SIGNING, &der).unwrap()),
+            "RS256" => Self::Rsa(RsaKeyPair::from_pkcs8(&der).unwrap(), &signature::RSA_PKCS1_SHA256),
+            other => panic!("no test signer for {other}"),
+        }
+    }
+
+    fn sign(&self, message: &[u8]) -> Vec<u8> {
+        let rng = SystemRandom::new();
+        match self {
+            Self::Ec(key) => key.sign(&rng, message).unwrap().as_ref().to_vec(),
+            Self::Rsa(key, encoding) => {
+                let mut out = vec![0; key.public_modulus_len()];
+                key.sign(*encoding, &rng, message, &mut out).unwrap();
+                out
+            }
+        }
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Builds a compact JWS from a header and claims, signed by `signer`.
+fn token(header: &Value, claims: &Value, signer: &Signer) -> String {
+    let signed = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let signature = signer.sign(signed.as_bytes());
+    format!("{signed}.{}", b64(&signature))
+}
+
+fn claims() -> Value {
+    json!({
+        "iss": ISSUER,
+        "sub": "alice",
+        "aud": SERVICE,
+        "exp": NOW + 300,
+        "nbf": NOW - 10,
+        "iat": NOW - 10,
+        "jti": "token-1",
+        "access": [{"type": "repository", "name": "example.com/app", "actions": ["push", "pull"]}],
+    })
+}
+
+fn expected_claims() -> Claims {
+    Claims {
+        issuer: ISSUER.to_owned(),
+        subject: "alice".to_owned(),
+        audience: vec![SERVICE.to_owned()],
+        expires_at: NOW + 300,
+        not_before: Some(NOW - 10),
+        issued_at: Some(NOW - 10),
+        id: Some("token-1".to_owned()),
+        access: vec![Access::new("repository", "example.com/app", &["pull", "push"])],
+    }
+}
+
+fn ca(alg: &'static SignatureAlgorithm, name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    CertifiedIssuer::self_signed(params, KeyPair::generate_for(alg).unwrap()).unwrap()
+}
+
+fn leaf(alg: &'static SignatureAlgorithm, issuer: &CertifiedIssuer<'static, KeyPair>) -> (Vec<u8>, KeyPair) {
+    let mut params = CertificateParams::new(vec!["token-signer.example.com".to_owned()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "token signer");
+    let key = KeyPair::generate_for(alg).unwrap();
+    let certificate = params.signed_by(&key, issuer).unwrap();
+    (certificate.der().to_vec(), key)
+}
+
+fn verifier(roots: &[&CertifiedIssuer<'static, KeyPair>]) -> TokenVerifier {
+    let bundle: String = roots.iter().map(|root| root.pem()).collect();
+    TokenVerifier::new(TokenSettings {
+        issuer: ISSUER.to_owned(),
+        service: SERVICE.to_owned(),
+        root_certificates: bundle.into_bytes(),
+    })
+    .unwrap()
+}
+
+/// A root in the bundle and a leaf it certifies, both of one key type.
+struct Fixture {
+    root: CertifiedIssuer<'static, KeyPair>,
+    verifier: TokenVerifier,
+    leaf_der: Vec<u8>,
+    leaf_signer: Signer,
+    jws_alg: &'static str,
+}
+
+fn fixture(alg: &'static SignatureAlgorithm, jws_alg: &'static str) -> Fixture {
+    let root = ca(alg, "Test Root");
+    let verifier = verifier(&[&root]);
+    let (leaf_der, leaf_key) = leaf(alg, &root);
+    let leaf_signer = Signer::from_rcgen(&leaf_key, jws_alg);
+    Fixture { root, verifier, leaf_der, leaf_signer, jws_alg }
+}
+
+impl Fixture {
+    fn x5c_header(&self) -> Value {
+        json!({"typ": "JWT", "alg": self.jws_alg, "x5c": [STANDARD.encode(&self.leaf_der)]})
+    }
+
+    fn x5c_token(&self, claims: &Value) -> String {
+        token(&self.x5c_header(), claims, &self.leaf_signer)
+    }
+
+    fn check(&self, token: &str, expected: Result<Claims, TokenError>) {
+        assert_eq!(self.verifier.verify(token, now()), expected);
+    }
+}
+
+#[test]
+fn es256_via_x5c_is_accepted() {
+    let fixture = fixture(&PKCS_ECDSA_P256_SHA256, "ES256");
+    fixture.check(&fixture.x5c_token(&claims()), Ok(expected_claims()));
+}
+
+#[test]
+fn es384_via_x5c_is_accepted() {
+    let fixture = fixture(&PKCS_ECDSA_P384_SHA384, "ES384");
+    fixture.check(&fixture.x5c_token(&claims()), Ok(expected_claims()));
+}
+
+#[test]
+fn rs256_via_x5c_is_accepted() {
+    let fixture = fixture(&PKCS_RSA_SHA256, "RS256");
+    fixture.check(&fixture.x5c_token(&claims()), Ok(expected_claims()));
+}
+
+#[test]
+fn x5c_through_an_intermediate_is_accepted() {
+    let root = ca(&PKCS_ECDSA_P256_SHA256, "Test Root");
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "Test Intermediate");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let intermediate =
+        CertifiedIssuer::signed_by(params, KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap(), &root).unwrap();
+    let (leaf_der, leaf_key) = leaf(&PKCS_ECDSA_P256_SHA256, &intermediate);
+    let header = json!({"alg": "ES256", "x5c": [STANDARD.encode(&leaf_der), STANDARD.encode(intermediate.der())]});
+    let token = token(&header, &claims(), &Signer::from_rcgen(&leaf_key, "ES256"));
+    assert_eq!(verifier(&[&root]).verify(&token, now()), Ok(expected_claims()));
+}
+
+#[test]
+fn x5c_leaf_that_is_a_bundle_ca_certificate_is_accepted() {
+    // A self-signed CA certificate listed in the bundle and sent as the whole chain, as
+    // `openssl req -x509` set-ups do.
+    let root = ca(&PKCS_ECDSA_P256_SHA256, "Token Signer");
+    let header = json!({"alg": "ES256", "x5c": [STANDARD.encode(root.der())]});
+    let token = token(&header, &claims(), &Signer::from_rcgen(root.key(), "ES256"));
+    assert_eq!(verifier(&[&root]).verify(&token, now()), Ok(expected_claims()));
+}
+
+#[test]
+fn x5c_chain_to_an_untrusted_root_is_refused() {
+    let fixture = fixture(&PKCS_ECDSA_P256_SHA256, "ES256");
+    let chain_token = |stranger: &CertifiedIssuer<'static, KeyPair>| {
+        let (leaf_der, leaf_key) = leaf(&PKCS_ECDSA_P256_SHA256, stranger);
+        let header = json!({"alg": "ES256", "x5c": [STANDARD.encode(&leaf_der), STANDARD.encode(stranger.der())]});
+        token(&header, &claims(), &Signer::from_rcgen(&leaf_key, "ES256"))
+    };
+    // A root with another name, sent along in the chain, is still not a bundle root.
+    let other_name = ca(&PKCS_ECDSA_P256_SHA256, "Other Root");
+    fixture.check(&chain_token(&other_name), Err(TokenError::UntrustedChain("UnknownIssuer".to_owned())));
+    // A root that copies the trusted root's name but not its key.
+    let same_name = ca(&PKCS_ECDSA_P256_SHA256, "Test Root");
+    fixture.check(&chain_token(&same_name), Err(TokenError::UntrustedChain("InvalidSignatureForPublicKey".to_owned())));
+}
+
+#[test]
+fn x5c_problems_are_refused() {
+    let fixture = fixture(&PKCS_ECDSA_P256_SHA256, "ES256");
+    let empty = token(&json!({"alg": "ES256", "x5c": []}), &claims(), &fixture.leaf_signer);
+    fixture.check(&empty, Err(TokenError::BadChainLength));
+    let garbage = token(&json!({"alg": "ES256", "x5c": ["%%%"]}), &claims(), &fixture.leaf_signer);
+    fixture.check(&garbage, Err(TokenError::BadCertificate { index: 0 }));
+    let not_der = token(&json!({"alg": "ES256", "x5c": [STANDARD.encode(b"nope")]}), &claims(), &fixture.leaf_signer);
+    fixture.check(&not_der, Err(TokenError::BadCertificate { index: 0 }));
+}
+
+#[test]
+fn kid_of_a_bundle_key_is_accepted_and_unknown_kid_refused() {
+    let fixture = fixture(&PKCS_ECDSA_P256_SHA256, "ES256");
+    let kid = libtrust_key_id(&fixture.root.key().subject_public_key_info());
+    assert_eq!(fixture.verifier.trusted_key_ids().collect::<Vec<_>>(), vec![kid.as_str()]);
+    let root_signer = Signer::from_rcgen(fixture.root.key(), "ES256");
+    fixture.check(&token(&json!({"alg": "ES256", "kid": kid}), &claims(), &root_signer), Ok(expected_claims()));
+
+    let unknown = "AAAA:AAAA:AAAA:AAAA:AAAA:AAAA:AAAA:AAAA:AAAA:AAAA:AAAA:AAAA";
+    fixture.check(
+        &token(&json!({"alg": "ES256", "kid": unknown}), &claims(), &root_signer),
+        Err(TokenError::UnknownKeyId),
+    );
+}
+
+#[test]
+fn rs256_via_kid_is_accepted() {
+    let fixture = fixture(&PKCS_RSA_SHA256, "RS256");
+    let kid = libtrust_key_id(&fixture.root.key().subject_public_key_info());
+    let root_signer = Signer::from_rcgen(fixture.root.key(), "RS256");
+    fixture.check(&token(&json!({"alg": "RS256", "kid": kid}), &claims(), &root_signer), Ok(expected_claims()));
+}
+
+fn ec_jwk(key: &KeyPair) -> Value {
+    let point = key.public_key_raw();
+    let half = (point.len() - 1) / 2;
+    json!({"kty": "EC", "crv": "P-256", "x": b64(&point[1..=half]), "y": b64(&point[half + 1..])})
+}
+
+#[test]
+fn jwk_of_a_bundle_key_is_accepted_and_other_jwk_refused() {
+    let fixture = fixture(&PKCS_ECDSA_P256_SHA256, "ES256");
+    let root_signer = Signer::from_rcgen(fixture.root.key(), "ES256");
+    let header = json!({"alg": "ES256", "jwk": ec_jwk(fixture.root.key())});
+    fixture.check(&token(&header, &claims(), &root_signer), Ok(expected_claims()));
+
+    let stranger = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let header = json!({"alg": "ES256", "jwk": ec_jwk(&stranger)});
+    let token = token(&header, &claims(), &Signer::from_rcgen(&stranger, "ES256"));
+    fixture.check(&token, Err(TokenError::UntrustedJwk));
+}
+
+#[test]
+fn header_without_key_is_refused() {
+    let fixture = fixture(&PKCS_ECDSA_P256_SHA256, "ES256");
+    fixture.check(&token(&json!({"alg": "ES256"}), &claims(), &fixture.leaf_signer), Err(TokenError::NoKey));
+}
+
+#[test]
+fn algorithms_none_and_hmac_are_refused() {
+    let fixture = fixture(&PKCS_ECDSA_P256_SHA256, "ES256");
+    let x5c = fixture.x5c_header()["x5c"].clone();
+    let claims_part = b64(claims().to_string().as_bytes());
+    let none = format!("{}.{claims_part}.", b64(json!({"alg": "none", "x5c": x5c}).to_string().as_bytes()));
+    fixture.check(&none, Err(TokenError::UnsupportedAlgorithm));
+    let hmac = format!("{}.{claims_part}.c2ln", b64(json!({"alg": "HS256", "x5c": x5c}).to_string().as_bytes()));
+    fixture.check(&hmac, Err(TokenError::UnsupportedAlgorithm));
+}
+
+#[test]
+fn critical_header_is_refused() {
+    let fixture = fixture(&PKCS_ECDSA_P256_SHA256, "ES256");
+    let mut header = fixture.x5c_header();
+    header["crit"] = json!(["exp"]);
+    fixture.check(&token(&header, &claims(), &fixture.leaf_signer), Err(TokenError::CriticalHeader));
+}
+
+#[test]
+fn bad_signature_is_refused() {
+    let fixture = fixture(&PKCS_ECDSA_P256_SHA256, "ES256");
+    let other = Signer::from_rcgen(&KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap(), "ES256");
+    fixture.check(&token(&fixture.x5c_header(), &claims(), &other), Err(TokenError::BadSignature));
+
+    // Claims changed after signing.
+    let good = fixture.x5c_token(&claims());
+    let parts: Vec<&str> = good.split('.').collect();
+    let mut changed = claims();
+    changed["sub"] = json!("mallory");
+    let tampered = format!("{}.{}.{}", parts[0], b64(changed.to_string().as_bytes()), parts[2]);
+    fixture.check(&tampered, Err(TokenError::BadSignature));
+}
+
+#[test]
+fn key_that_does_not_fit_the_algorithm_is_refused() {
+    let fixture = fixture(&PKCS_ECDSA_P256_SHA256, "ES256");
+    let mut header = fixture.x5c_header();
+    header["alg"] = json!("RS256");
+    fixture.check(&token(&header, &claims(), &fixture.leaf_signer), Err(TokenError::KeyDoesNotFitAlgorithm));
+    header["alg"] = json!("ES384");
+    fixture.check(&token(&header, &claims(), &fixture.leaf_signer), Err(TokenError::KeyDoesNotFitAlgorithm));
+}
+
+#[test]
+fn claim_checks() {
+    let fixture = fixture(&PKCS_ECDSA_P256_SHA256, "ES256");
+    let with = |field: &str, value: Value| {
+        let mut changed = claims();
+        changed[field] = value;
+        fixture.x5c_token(&changed)
+    };
+    let without = |field: &str| {
+        let mut changed = claims();
+        changed.as_object_mut().unwrap().remove(field);
+        fixture.x5c_token(&changed)
+    };
+
+    fixture.check(&with("iss", json!("evil.example.com")), Err(TokenError::WrongIssuer));
+    fixture.check(&without("iss"), Err(TokenError::WrongIssuer));
+    fixture.check(&with("aud", json!("registry.example.com")), Err(TokenError::WrongAudience));
+    fixture.check(&with("aud", json!(["registry.example.com"])), Err(TokenError::WrongAudience));
+    fixture.check(&without("aud"), Err(TokenError::WrongAudience));
+    let mut both = expected_claims();
+    both.audience = vec!["registry.example.com".to_owned(), SERVICE.to_owned()];
+    fixture.check(&with("aud", json!(["registry.example.com", SERVICE])), Ok(both));
+
+    fixture.check(&without("exp"), Err(TokenError::MissingExpiry));
+    fixture.check(&with("exp", json!(NOW - 61)), Err(TokenError::Expired));
+    let mut edge = expected_claims();
+    edge.expires_at = NOW - 60;
+    fixture.check(&with("exp", json!(NOW - 60)), Ok(edge));
+
+    fixture.check(&with("nbf", json!(NOW + 61)), Err(TokenError::NotYetValid));
+    let mut early = expected_claims();
+    early.not_before = Some(NOW + 60);
+    fixture.check(&with("nbf", json!(NOW + 60)), Ok(early));
+
+    let mut anonymous = expected_claims();
+    anonymous.subject = String::new();
+    anonymous.access = Vec::new();
+    let mut changed = claims();
+    changed.as_object_mut().unwrap().remove("sub");
+    changed.as_object_mut().unwrap().remove("access");
+    fixture.check(&fixture.x5c_token(&changed), Ok(anonymous));
+}
+
+#[test]
+fn malformed_tokens_are_refused() {
+    let fixture = fixture(&PKCS_ECDSA_P256_SHA256, "ES256");
+    let header = b64(fixture.x5c_header().to_string().as_bytes());
+    let claims_part = b64(claims().to_string().as_bytes());
+
+    fixture.check("", Err(TokenError::NotCompact));
+    fixture.check("a.b", Err(TokenError::NotCompact));
+    fixture.check("a.b.c.d", Err(TokenError::NotCompact));
+    fixture.check(&format!("!!.{claims_part}.c2ln"), Err(TokenError::BadBase64(TokenPart::Header)));
+    fixture.check(&format!("{}.{claims_part}.c2ln", b64(b"not json")), Err(TokenError::BadJson(TokenPart::Header)));
+    fixture.check(&format!("{}.{claims_part}.c2ln", b64(b"{}")), Err(TokenError::BadJson(TokenPart::Header)));
+    fixture.check(&format!("{header}.a=b.c2ln"), Err(TokenError::BadBase64(TokenPart::Claims)));
+    fixture.check(&format!("{header}.{claims_part}.c2ln="), Err(TokenError::BadBase64(TokenPart::Signature)));
+
+    // Claims that are signed but not a claim set.
+    let signed = format!("{header}.{}", b64(b"[1,2]"));
+    let signature = fixture.leaf_signer.sign(signed.as_bytes());
+    fixture.check(&format!("{signed}.{}", b64(&signature)), Err(TokenError::BadJson(TokenPart::Claims)));
+    let mut float_expiry = claims();
+    float_expiry["exp"] = json!(1.5);
+    fixture.check(&fixture.x5c_token(&float_expiry), Err(TokenError::BadJson(TokenPart::Claims)));
+}
+
+#[test]
+fn oversized_token_is_refused_before_parsing() {
+    let fixture = fixture(&PKCS_ECDSA_P256_SHA256, "ES256");
+    let huge = "a".repeat(MAX_TOKEN_LEN + 1);
+    fixture.check(&huge, Err(TokenError::TooLong { len: MAX_TOKEN_LEN + 1, max: MAX_TOKEN_LEN }));
+    assert_eq!(
+        TokenError::TooLong { len: MAX_TOKEN_LEN + 1, max: MAX_TOKEN_LEN }.to_string(),
+        "token is 65537 bytes long, more than the 65536 accepted"
+    );
+}
+
+#[test]
+fn error_messages_never_repeat_the_token() {
+    let fixture = fixture(&PKCS_ECDSA_P256_SHA256, "ES256");
+    let marker = "SECRETMARKER";
+    let mut changed = claims();
+    changed["iss"] = json!(marker);
+    let error = fixture.verifier.verify(&fixture.x5c_token(&changed), now()).unwrap_err();
+    assert_eq!(error.to_string(), "token issuer is not the trusted issuer");
+    let header = format!("{{\"alg\":\"{marker}\"}}");
+    let error = fixture.verifier.verify(&format!("{}.e30.c2ln", b64(header.as_bytes())), now()).unwrap_err();
+    assert_eq!(error.to_string(), "token algorithm is not one of ES256, ES384, ES512, RS256, RS384, RS512");
+}
+
+#[test]
+fn bad_bundles_are_refused() {
+    let settings = |bundle: &[u8]| TokenSettings {
+        issuer: ISSUER.to_owned(),
+        service: SERVICE.to_owned(),
+        root_certificates: bundle.to_vec(),
+    };
+    assert_eq!(TokenVerifier::new(settings(b"")).unwrap_err(), SettingsError::NoCertificates);
+    assert_eq!(TokenVerifier::new(settings(b"just text\n")).unwrap_err(), SettingsError::NoCertificates);
+    assert_eq!(
+        TokenVerifier::new(settings(b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n")).unwrap_err(),
+        SettingsError::BadPem
+    );
+    let not_der = format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", STANDARD.encode(b"nope"));
+    assert_eq!(
+        TokenVerifier::new(settings(not_der.as_bytes())).unwrap_err(),
+        SettingsError::BadCertificate { index: 0, reason: "not a valid X.509 certificate" }
+    );
+}
