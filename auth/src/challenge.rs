@@ -45,13 +45,17 @@ pub fn challenge(realm: &str, service: &str, required: &[Access], error: Option<
     header
 }
 
-/// The JSON body of a 401 answer: distribution's `UNAUTHORIZED` error with one detail entry
-/// `{"Type","Name","Action"}` per required action.
+/// The JSON body of a 401 answer: distribution's `UNAUTHORIZED` error with one detail entry per required
+/// action. Each entry is the Go `auth.Access` notary-server serialises (distribution v2.7.1, the version
+/// notary builds with): `{"Type","Class","Name","Action"}`, where `Class` is always empty.
 pub fn unauthorized_body(required: &[Access]) -> Value {
     let detail: Vec<Value> = required
         .iter()
         .flat_map(|access| {
-            access.actions.iter().map(|action| json!({"Type": access.type_, "Name": access.name, "Action": action}))
+            access
+                .actions
+                .iter()
+                .map(|action| json!({"Type": access.type_, "Class": "", "Name": access.name, "Action": action}))
         })
         .collect();
     json!({
@@ -158,8 +162,8 @@ mod tests {
         assert_eq!(
             unauthorized_body(&required),
             json!({"errors": [{"code": "UNAUTHORIZED", "message": "authentication required", "detail": [
-                {"Type": "repository", "Name": "example.com/app", "Action": "pull"},
-                {"Type": "repository", "Name": "example.com/app", "Action": "push"},
+                {"Type": "repository", "Class": "", "Name": "example.com/app", "Action": "pull"},
+                {"Type": "repository", "Class": "", "Name": "example.com/app", "Action": "push"},
             ]}]})
         );
         assert_eq!(

@@ -156,6 +156,16 @@ pub(crate) struct Jwk {
     /// The RSA public exponent, base64url.
     #[serde(default)]
     e: Option<String>,
+    /// A certificate chain for the key, as in a JWS `x5c` header.
+    #[serde(default)]
+    x5c: Option<Vec<String>>,
+}
+
+impl Jwk {
+    /// The certificate chain the key carries, if any.
+    pub(crate) fn chain(&self) -> Option<&[String]> {
+        self.x5c.as_deref()
+    }
 }
 
 /// The libtrust key ID of a DER SubjectPublicKeyInfo: the first 240 bits of its SHA-256, in base32

@@ -120,6 +120,9 @@ pub enum TokenError {
     /// The `jwk` header is not a key of the bundle.
     #[error("token jwk is not a trusted key")]
     UntrustedJwk,
+    /// The `jwk` header carries a certificate chain whose leaf holds another key.
+    #[error("token jwk is not the key of its certificate chain")]
+    JwkChainMismatch,
     /// The `kid` header names no key of the bundle.
     #[error("token kid names no trusted key")]
     UnknownKeyId,
@@ -291,11 +294,19 @@ impl TokenVerifier {
     }
 
     /// Finds the key that must have signed the token: `x5c`, else `jwk`, else `kid`.
+    ///
+    /// A `jwk` is trusted when it is exactly a key of the bundle (distribution compares libtrust key IDs,
+    /// which name the same keys), or when it carries an `x5c` chain to the bundle whose leaf holds it.
     fn signing_key(&self, header: &Header, now_seconds: u64) -> Result<PublicKey, TokenError> {
-        if let Some(chain) = &header.x5c {
+        // As in distribution, an empty `x5c` list counts as absent.
+        if let Some(chain) = header.x5c.as_ref().filter(|chain| !chain.is_empty()) {
             return self.chain_key(chain, now_seconds);
         }
         if let Some(jwk) = &header.jwk {
+            if let Some(chain) = jwk.chain() {
+                let key = self.chain_key(chain, now_seconds)?;
+                return if key.matches_jwk(jwk) { Ok(key) } else { Err(TokenError::JwkChainMismatch) };
+            }
             return self
                 .keys
                 .iter()

@@ -12,6 +12,8 @@ use rcgen::{
 };
 use serde_json::{Value, json};
 
+use rustls_pki_types::pem::PemObject as _;
+
 use super::*;
 
 const ISSUER: &str = "auth.example.com";
@@ -120,6 +122,7 @@ struct Fixture {
     verifier: TokenVerifier,
     leaf_der: Vec<u8>,
     leaf_signer: Signer,
+    leaf_key: KeyPair,
     jws_alg: &'static str,
 }
 
@@ -128,7 +131,7 @@ fn fixture(alg: &'static SignatureAlgorithm, jws_alg: &'static str) -> Fixture {
     let verifier = verifier(&[&root]);
     let (leaf_der, leaf_key) = leaf(alg, &root);
     let leaf_signer = Signer::from_rcgen(&leaf_key, jws_alg);
-    Fixture { root, verifier, leaf_der, leaf_signer, jws_alg }
+    Fixture { root, verifier, leaf_der, leaf_signer, leaf_key, jws_alg }
 }
 
 impl Fixture {
@@ -207,7 +210,10 @@ fn x5c_chain_to_an_untrusted_root_is_refused() {
 fn x5c_problems_are_refused() {
     let fixture = fixture(&PKCS_ECDSA_P256_SHA256, "ES256");
     let empty = token(&json!({"alg": "ES256", "x5c": []}), &claims(), &fixture.leaf_signer);
-    fixture.check(&empty, Err(TokenError::BadChainLength));
+    fixture.check(&empty, Err(TokenError::NoKey));
+    let leaf = STANDARD.encode(&fixture.leaf_der);
+    let long = token(&json!({"alg": "ES256", "x5c": vec![leaf; 9]}), &claims(), &fixture.leaf_signer);
+    fixture.check(&long, Err(TokenError::BadChainLength));
     let garbage = token(&json!({"alg": "ES256", "x5c": ["%%%"]}), &claims(), &fixture.leaf_signer);
     fixture.check(&garbage, Err(TokenError::BadCertificate { index: 0 }));
     let not_der = token(&json!({"alg": "ES256", "x5c": [STANDARD.encode(b"nope")]}), &claims(), &fixture.leaf_signer);
@@ -254,6 +260,20 @@ fn jwk_of_a_bundle_key_is_accepted_and_other_jwk_refused() {
     let header = json!({"alg": "ES256", "jwk": ec_jwk(&stranger)});
     let token = token(&header, &claims(), &Signer::from_rcgen(&stranger, "ES256"));
     fixture.check(&token, Err(TokenError::UntrustedJwk));
+}
+
+#[test]
+fn jwk_with_a_chain_to_the_bundle_is_accepted_when_it_is_the_leaf_key() {
+    let fixture = fixture(&PKCS_ECDSA_P256_SHA256, "ES256");
+    let mut jwk = ec_jwk(&fixture.leaf_key);
+    jwk["x5c"] = json!([STANDARD.encode(&fixture.leaf_der)]);
+    fixture.check(&token(&json!({"alg": "ES256", "jwk": jwk}), &claims(), &fixture.leaf_signer), Ok(expected_claims()));
+
+    let stranger = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut jwk = ec_jwk(&stranger);
+    jwk["x5c"] = json!([STANDARD.encode(&fixture.leaf_der)]);
+    let token = token(&json!({"alg": "ES256", "jwk": jwk}), &claims(), &Signer::from_rcgen(&stranger, "ES256"));
+    fixture.check(&token, Err(TokenError::JwkChainMismatch));
 }
 
 #[test]
@@ -414,5 +434,82 @@ fn bad_bundles_are_refused() {
     assert_eq!(
         TokenVerifier::new(settings(not_der.as_bytes())).unwrap_err(),
         SettingsError::BadCertificate { index: 0, reason: "not a valid X.509 certificate" }
+    );
+}
+
+/// Certificates and keys made by `openssl req -x509` (so CA certificates), with libtrust key IDs computed
+/// independently from `openssl pkey -pubin -outform DER` and Python's hashlib and base64.
+const OPENSSL_EC_CERT: &str = include_str!("testdata/openssl-token-signer.crt");
+const OPENSSL_EC_KEY: &str = include_str!("testdata/openssl-token-signer.key");
+const OPENSSL_EC_KID: &str = "NZKV:V2U2:MTUR:CMFE:KHG2:GKH2:4BVN:WXRH:FIVZ:EO3L:BWC6:R2GG";
+const OPENSSL_RSA_CERT: &str = include_str!("testdata/openssl-rsa-signer.crt");
+const OPENSSL_RSA_KEY: &str = include_str!("testdata/openssl-rsa-signer.key");
+const OPENSSL_RSA_KID: &str = "CUXH:Q3EV:XBLD:ESXC:UKMD:5VBB:IJMU:M4KM:2CQD:GRDQ:22VF:KSYJ";
+
+fn openssl_verifier(pem: &str) -> TokenVerifier {
+    TokenVerifier::new(TokenSettings {
+        issuer: ISSUER.to_owned(),
+        service: SERVICE.to_owned(),
+        root_certificates: pem.as_bytes().to_vec(),
+    })
+    .unwrap()
+}
+
+#[test]
+fn libtrust_key_ids_match_an_independent_computation() {
+    assert_eq!(openssl_verifier(OPENSSL_EC_CERT).trusted_key_ids().collect::<Vec<_>>(), vec![OPENSSL_EC_KID]);
+    assert_eq!(openssl_verifier(OPENSSL_RSA_CERT).trusted_key_ids().collect::<Vec<_>>(), vec![OPENSSL_RSA_KID]);
+    let both = format!("{OPENSSL_EC_CERT}{OPENSSL_RSA_CERT}");
+    assert_eq!(openssl_verifier(&both).trusted_key_ids().collect::<Vec<_>>(), vec![OPENSSL_EC_KID, OPENSSL_RSA_KID]);
+}
+
+#[test]
+fn openssl_ca_certificate_signs_via_x5c_and_kid() {
+    let verifier = openssl_verifier(OPENSSL_EC_CERT);
+    let signer = Signer::from_rcgen(&KeyPair::from_pem(OPENSSL_EC_KEY).unwrap(), "ES256");
+    let der = CertificateDer::from_pem_slice(OPENSSL_EC_CERT.as_bytes()).unwrap();
+    let x5c = json!({"alg": "ES256", "x5c": [STANDARD.encode(&der)]});
+    assert_eq!(verifier.verify(&token(&x5c, &claims(), &signer), now()), Ok(expected_claims()));
+    let kid = json!({"alg": "ES256", "kid": OPENSSL_EC_KID});
+    assert_eq!(verifier.verify(&token(&kid, &claims(), &signer), now()), Ok(expected_claims()));
+
+    let verifier = openssl_verifier(OPENSSL_RSA_CERT);
+    let key = KeyPair::from_pkcs8_pem_and_sign_algo(OPENSSL_RSA_KEY, &PKCS_RSA_SHA256).unwrap();
+    let signer = Signer::from_rcgen(&key, "RS256");
+    let kid = json!({"alg": "RS256", "kid": OPENSSL_RSA_KID});
+    assert_eq!(verifier.verify(&token(&kid, &claims(), &signer), now()), Ok(expected_claims()));
+}
+
+#[test]
+fn bundle_certificate_used_as_leaf_must_be_within_its_validity() {
+    // The openssl certificates are valid from 2026-11-29 on.
+    let verifier = openssl_verifier(OPENSSL_EC_CERT);
+    let signer = Signer::from_rcgen(&KeyPair::from_pem(OPENSSL_EC_KEY).unwrap(), "ES256");
+    let der = CertificateDer::from_pem_slice(OPENSSL_EC_CERT.as_bytes()).unwrap();
+    let before = 1_700_000_000;
+    let mut early = claims();
+    early["exp"] = json!(before + 300);
+    early["nbf"] = json!(before);
+    let token = token(&json!({"alg": "ES256", "x5c": [STANDARD.encode(&der)]}), &early, &signer);
+    assert_eq!(
+        verifier.verify(&token, UNIX_EPOCH + Duration::from_secs(before as u64)),
+        Err(TokenError::UntrustedChain("the certificate is expired or not yet valid".to_owned()))
+    );
+}
+
+#[test]
+fn expired_leaf_certificate_is_refused() {
+    let root = ca(&PKCS_ECDSA_P256_SHA256, "Test Root");
+    let mut params = CertificateParams::new(vec!["token-signer.example.com".to_owned()]).unwrap();
+    params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let leaf_der = params.signed_by(&key, &root).unwrap().der().to_vec();
+    let header = json!({"alg": "ES256", "x5c": [STANDARD.encode(&leaf_der)]});
+    let token = token(&header, &claims(), &Signer::from_rcgen(&key, "ES256"));
+    assert_eq!(
+        verifier(&[&root]).verify(&token, now()),
+        Err(TokenError::UntrustedChain(
+            "CertExpired { time: UnixTime(1800000000), not_after: UnixTime(1577836800) }".to_owned()
+        ))
     );
 }
