@@ -87,8 +87,8 @@ fn scope_param(required: &[Access]) -> String {
         .join(" ")
 }
 
-/// Quotes a value as Go's `%q` does for printable text: backslash and double quote are escaped, and
-/// control characters are written as escapes so a header can never be split.
+/// Quotes a value as Go's `%q` does: backslash and double quote escaped, control characters written as
+/// Go's escapes (`\n`, `\x01`, `\u0085`, …), so a header can never be split.
 fn quote(value: &str) -> String {
     let mut quoted = String::with_capacity(value.len() + 2);
     quoted.push('"');
@@ -96,9 +96,16 @@ fn quote(value: &str) -> String {
         match character {
             '"' => quoted.push_str("\\\""),
             '\\' => quoted.push_str("\\\\"),
+            '\u{7}' => quoted.push_str("\\a"),
+            '\u{8}' => quoted.push_str("\\b"),
+            '\u{c}' => quoted.push_str("\\f"),
             '\n' => quoted.push_str("\\n"),
             '\r' => quoted.push_str("\\r"),
             '\t' => quoted.push_str("\\t"),
+            '\u{b}' => quoted.push_str("\\v"),
+            control if control.is_ascii_control() => {
+                let _ = write!(quoted, "\\x{:02x}", u32::from(control));
+            }
             control if control.is_control() => {
                 let _ = write!(quoted, "\\u{:04x}", u32::from(control));
             }
@@ -153,7 +160,10 @@ mod tests {
 
     #[test]
     fn challenge_without_requirements_has_no_scope_and_quotes_values() {
-        assert_eq!(challenge("a\"b\\c\r\nd", "s\u{1}", &[], None), r#"Bearer realm="a\"b\\c\r\nd",service="s\u0001""#);
+        assert_eq!(
+            challenge("a\"b\\c\r\nd\u{7f}\u{e9}", "s\u{1}\u{85}", &[], None),
+            "Bearer realm=\"a\\\"b\\\\c\\r\\nd\\x7f\u{e9}\",service=\"s\\x01\\u0085\""
+        );
     }
 
     #[test]

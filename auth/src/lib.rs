@@ -9,4 +9,6 @@ pub mod token;
 
 pub use access::{Access, grants};
 pub use challenge::{ChallengeError, challenge, unauthorized_body};
-pub use token::{Claims, SettingsError, TokenError, TokenSettings, TokenVerifier};
+pub use token::{
+    Claims, LEEWAY_SECONDS, MAX_TOKEN_LEN, SettingsError, TokenError, TokenPart, TokenSettings, TokenVerifier,
+};

@@ -8,7 +8,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, PKCS_ECDSA_P256_SHA256,
-    PKCS_ECDSA_P384_SHA384, PKCS_RSA_SHA256, PublicKeyData as _, SignatureAlgorithm,
+    PKCS_ECDSA_P384_SHA384, PKCS_ECDSA_P521_SHA512, PKCS_RSA_SHA256, PKCS_RSA_SHA384, PKCS_RSA_SHA512,
+    PublicKeyData as _, SignatureAlgorithm,
 };
 use serde_json::{Value, json};
 
@@ -36,7 +37,10 @@ impl Signer {
         match jws_alg {
             "ES256" => Self::Ec(EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &der).unwrap()),
             "ES384" => Self::Ec(EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P384_SHA384_FIXED_SIGNING, &der).unwrap()),
+            "ES512" => Self::Ec(EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P521_SHA512_FIXED_SIGNING, &der).unwrap()),
             "RS256" => Self::Rsa(RsaKeyPair::from_pkcs8(&der).unwrap(), &signature::RSA_PKCS1_SHA256),
+            "RS384" => Self::Rsa(RsaKeyPair::from_pkcs8(&der).unwrap(), &signature::RSA_PKCS1_SHA384),
+            "RS512" => Self::Rsa(RsaKeyPair::from_pkcs8(&der).unwrap(), &signature::RSA_PKCS1_SHA512),
             other => panic!("no test signer for {other}"),
         }
     }
@@ -164,6 +168,32 @@ fn es384_via_x5c_is_accepted() {
 fn rs256_via_x5c_is_accepted() {
     let fixture = fixture(&PKCS_RSA_SHA256, "RS256");
     fixture.check(&fixture.x5c_token(&claims()), Ok(expected_claims()));
+}
+
+#[test]
+fn every_algorithm_is_accepted_via_x5c_and_kid() {
+    for (alg, jws_alg) in [
+        (&PKCS_ECDSA_P256_SHA256, "ES256"),
+        (&PKCS_ECDSA_P384_SHA384, "ES384"),
+        (&PKCS_ECDSA_P521_SHA512, "ES512"),
+        (&PKCS_RSA_SHA256, "RS256"),
+        (&PKCS_RSA_SHA384, "RS384"),
+        (&PKCS_RSA_SHA512, "RS512"),
+    ] {
+        let fixture = fixture(alg, jws_alg);
+        fixture.check(&fixture.x5c_token(&claims()), Ok(expected_claims()));
+        let kid = libtrust_key_id(&fixture.root.key().subject_public_key_info());
+        let root_signer = Signer::from_rcgen(fixture.root.key(), jws_alg);
+        fixture.check(&token(&json!({"alg": jws_alg, "kid": kid}), &claims(), &root_signer), Ok(expected_claims()));
+    }
+}
+
+#[test]
+fn rsa_signature_with_another_hash_is_refused() {
+    let fixture = fixture(&PKCS_RSA_SHA256, "RS256");
+    let mut header = fixture.x5c_header();
+    header["alg"] = json!("RS512");
+    fixture.check(&token(&header, &claims(), &fixture.leaf_signer), Err(TokenError::BadSignature));
 }
 
 #[test]
