@@ -278,7 +278,8 @@ impl TokenVerifier {
         }
         let claims_bytes = decode_base64url(claims_text, TokenPart::Claims)?;
         let signature = decode_base64url(signature_text, TokenPart::Signature)?;
-        let now_seconds = now.duration_since(UNIX_EPOCH).map(|since| since.as_secs()).unwrap_or_default();
+        let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now_seconds = since_epoch.as_secs();
 
         let key = self.signing_key(&header, now_seconds)?;
         let signed_len = header_text.len() + 1 + claims_text.len();
@@ -290,7 +291,7 @@ impl TokenVerifier {
 
         let raw: RawClaims =
             serde_json::from_slice(&claims_bytes).map_err(|_| TokenError::BadJson(TokenPart::Claims))?;
-        self.check_claims(raw, i64::try_from(now_seconds).unwrap_or(i64::MAX))
+        self.check_claims(raw, i128::try_from(since_epoch.as_nanos()).unwrap_or(i128::MAX))
     }
 
     /// Finds the key that must have signed the token: `x5c`, else `jwk`, else `kid`.
@@ -372,8 +373,10 @@ impl TokenVerifier {
         PublicKey::from_spki(leaf.public_key()).ok_or(TokenError::KeyDoesNotFitAlgorithm)
     }
 
-    /// Checks issuer, audience and times, and returns the claims.
-    fn check_claims(&self, raw: RawClaims, now: i64) -> Result<Claims, TokenError> {
+    /// Checks issuer, audience and times (`now_nanos` since the epoch, compared exactly as Go compares
+    /// times), and returns the claims.
+    fn check_claims(&self, raw: RawClaims, now_nanos: i128) -> Result<Claims, TokenError> {
+        const NANOS: i128 = 1_000_000_000;
         let issuer = raw.iss.unwrap_or_default();
         if issuer != self.issuer {
             return Err(TokenError::WrongIssuer);
@@ -387,11 +390,11 @@ impl TokenVerifier {
             return Err(TokenError::WrongAudience);
         }
         let expires_at = raw.exp.ok_or(TokenError::MissingExpiry)?;
-        if now > expires_at.saturating_add(LEEWAY_SECONDS) {
+        if now_nanos > (i128::from(expires_at) + i128::from(LEEWAY_SECONDS)) * NANOS {
             return Err(TokenError::Expired);
         }
         if let Some(not_before) = raw.nbf
-            && now < not_before.saturating_sub(LEEWAY_SECONDS)
+            && now_nanos < (i128::from(not_before) - i128::from(LEEWAY_SECONDS)) * NANOS
         {
             return Err(TokenError::NotYetValid);
         }

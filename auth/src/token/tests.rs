@@ -384,6 +384,11 @@ fn claim_checks() {
     let mut edge = expected_claims();
     edge.expires_at = NOW - 60;
     fixture.check(&with("exp", json!(NOW - 60)), Ok(edge));
+    // Past the leeway by a fraction of a second is expired, as Go compares times with nanoseconds.
+    assert_eq!(
+        fixture.verifier.verify(&with("exp", json!(NOW - 60)), now() + Duration::from_millis(1)),
+        Err(TokenError::Expired)
+    );
 
     fixture.check(&with("nbf", json!(NOW + 61)), Err(TokenError::NotYetValid));
     let mut early = expected_claims();
