@@ -1,0 +1,14 @@
+//! Registry token auth as pure functions: access grants, verification of Docker-distribution-compatible
+//! bearer tokens, and the challenge and body of a refused request. This crate does no IO and knows neither
+//! HTTP frameworks nor SQL: every decision is a function of (token text, settings, now).
+
+pub mod access;
+pub mod challenge;
+mod keys;
+pub mod token;
+
+pub use access::{Access, grants};
+pub use challenge::{ChallengeError, challenge, unauthorized_body};
+pub use token::{
+    Claims, LEEWAY_SECONDS, MAX_TOKEN_LEN, SettingsError, TokenError, TokenPart, TokenSettings, TokenVerifier,
+};
