@@ -2,6 +2,8 @@
 //! so paths are matched here rather than by the axum router.
 
 use axum::http::Method;
+use tufa_auth::Access;
+use tufa_auth::access::ALL_ACTIONS;
 use tufa_core::names::{BaseRole, Gun, RoleName};
 
 /// What a request asks for.
@@ -55,6 +57,24 @@ impl Route {
             Self::RotateKey(..) => "RotateKey",
             Self::GunChangefeed(_) | Self::Changefeed => "Changefeed",
             Self::BadGun(_) | Self::NotFound | Self::MethodNotAllowed => "NotFound",
+        }
+    }
+
+    /// What a registry token must grant for this request, as notary-server asks for it: the catalog
+    /// for `GET /v2/` and the global changefeed, `pull` for reading a repository's metadata or
+    /// changefeed, `pull,push` for an update and for reading (hence possibly creating) an online key,
+    /// and `*` for deleting a repository or rotating its online keys. Probes, metrics and requests
+    /// that match no route need nothing, so they never reveal whether a repository exists.
+    pub fn required_access(&self) -> Vec<Access> {
+        let repository = |gun: &Gun, actions: &[&str]| vec![Access::new("repository", gun.as_str(), actions)];
+        match self {
+            Self::Ping | Self::Changefeed => vec![Access::new("registry", "catalog", &[ALL_ACTIONS])],
+            Self::ByChecksum(gun, ..) | Self::ByVersion(gun, ..) | Self::Current(gun, _) | Self::GunChangefeed(gun) => {
+                repository(gun, &["pull"])
+            }
+            Self::Update(gun) | Self::GetKey(gun, _) => repository(gun, &["pull", "push"]),
+            Self::Delete(gun) | Self::RotateKey(gun, _) => repository(gun, &[ALL_ACTIONS]),
+            Self::Health | Self::Metrics | Self::BadGun(_) | Self::NotFound | Self::MethodNotAllowed => Vec::new(),
         }
     }
 }
@@ -176,6 +196,45 @@ mod tests {
 
     fn role(name: &str) -> RoleName {
         RoleName::parse(name).unwrap()
+    }
+
+    /// Each route's required access, through the real router, as notary-server's table has it.
+    #[test]
+    fn required_access_per_route() {
+        let cases: [(Method, &str, &str); 14] = [
+            (Method::GET, "/v2/", "registry:catalog:*"),
+            (Method::GET, "/v2/_trust/changefeed", "registry:catalog:*"),
+            (Method::GET, "/v2/example.com/app/_trust/changefeed", "repository:example.com/app:pull"),
+            (Method::GET, "/v2/example.com/app/_trust/tuf/root.json", "repository:example.com/app:pull"),
+            (Method::GET, "/v2/example.com/app/_trust/tuf/targets/releases.json", "repository:example.com/app:pull"),
+            (Method::GET, "/v2/example.com/app/_trust/tuf/2.root.json", "repository:example.com/app:pull"),
+            (
+                Method::GET,
+                "/v2/example.com/app/_trust/tuf/snapshot.0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.json",
+                "repository:example.com/app:pull",
+            ),
+            (Method::POST, "/v2/example.com/app/_trust/tuf/", "repository:example.com/app:pull,push"),
+            (Method::GET, "/v2/example.com/app/_trust/tuf/timestamp.key", "repository:example.com/app:pull,push"),
+            (Method::GET, "/v2/example.com/app/_trust/tuf/snapshot.key", "repository:example.com/app:pull,push"),
+            (Method::POST, "/v2/example.com/app/_trust/tuf/timestamp.key", "repository:example.com/app:*"),
+            (Method::DELETE, "/v2/example.com/app/_trust/tuf/", "repository:example.com/app:*"),
+            (Method::GET, "/_notary_server/health", ""),
+            (Method::GET, "/metrics", ""),
+        ];
+        for (method, path, expected) in cases {
+            let scopes: Vec<String> = route(&method, path)
+                .required_access()
+                .iter()
+                .map(|access| {
+                    let actions: Vec<&str> = access.actions.iter().map(String::as_str).collect();
+                    format!("{}:{}:{}", access.type_, access.name, actions.join(","))
+                })
+                .collect();
+            assert_eq!(scopes.join(" "), expected, "{method} {path}");
+        }
+        for path in ["/v2/example.com/app/_trust/tuf/nope.txt", "/nowhere", "/v2/..%2F/_trust/tuf/root.json"] {
+            assert_eq!(route(&Method::GET, path).required_access(), Vec::new(), "{path}");
+        }
     }
 
     fn check(method: Method, path: &str, expected: Route) {
