@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::layer::{ConfigError, Sourced};
+use crate::layer::{ConfigError, FileOrigin, Sourced};
 use crate::logging::{LogFormat, LogSettings, check_filter};
 
 /// The listen address from the highest layer that sets it, else `default`.
@@ -31,6 +31,34 @@ pub fn data_dir(value: Option<Sourced<PathBuf>>, default: &str) -> Result<PathBu
         Some(dir) => Ok(dir.value),
         None => Ok(PathBuf::from(default)),
     }
+}
+
+/// The TLS file paths a config file gives, each with its origin and anchored at the file's directory.
+#[derive(Debug, Default)]
+pub struct FileTlsPaths {
+    /// `[tls] cert`, or the older `tls_cert`.
+    pub cert: Option<Sourced<PathBuf>>,
+    /// `[tls] key`, or the older `tls_key`.
+    pub key: Option<Sourced<PathBuf>>,
+    /// `[tls] client_ca`, or the older `tls_client_ca`.
+    pub client_ca: Option<Sourced<PathBuf>>,
+}
+
+/// Reads the TLS paths of a config file from its `[tls]` table (`table`: cert, key, client CA) or
+/// from their older flat names (`flat`, same order); one path given under both names is an error.
+pub fn file_tls_paths(
+    origin: &FileOrigin,
+    table: [Option<PathBuf>; 3],
+    flat: [Option<PathBuf>; 3],
+) -> Result<FileTlsPaths, ConfigError> {
+    let anchor = |path: Option<PathBuf>| path.map(|path| origin.anchor(path));
+    let [cert, key, client_ca] = table;
+    let [flat_cert, flat_key, flat_client_ca] = flat;
+    Ok(FileTlsPaths {
+        cert: origin.aliased(("tls.cert", anchor(cert)), ("tls_cert", anchor(flat_cert)))?,
+        key: origin.aliased(("tls.key", anchor(key)), ("tls_key", anchor(flat_key)))?,
+        client_ca: origin.aliased(("tls.client_ca", anchor(client_ca)), ("tls_client_ca", anchor(flat_client_ca)))?,
+    })
 }
 
 /// A certificate file and its key file, each with its origin.

@@ -447,25 +447,18 @@ fn build_config(
         None => DatabaseUrl::sqlite_file(&data_dir.join(SQLITE_FILE_NAME)),
     };
     let file_tls = file.tls.unwrap_or_default();
-    let anchor = |path: Option<PathBuf>| path.map(|path| origin.anchor(path));
-    let tls_cert = first([
-        TLS_CERT.from_flag(serve.tls_cert.clone()),
-        env.path(TLS_CERT)?,
-        origin.aliased(("tls.cert", anchor(file_tls.cert)), ("tls_cert", anchor(file.tls_cert)))?,
-    ])
-    .map(|cert| cert.value);
-    let tls_key = first([
-        TLS_KEY.from_flag(serve.tls_key.clone()),
-        env.path(TLS_KEY)?,
-        origin.aliased(("tls.key", anchor(file_tls.key)), ("tls_key", anchor(file.tls_key)))?,
-    ])
-    .map(|key| key.value);
-    let tls_client_ca = first([
-        TLS_CLIENT_CA.from_flag(serve.tls_client_ca.clone()),
-        env.path(TLS_CLIENT_CA)?,
-        origin.aliased(("tls.client_ca", anchor(file_tls.client_ca)), ("tls_client_ca", anchor(file.tls_client_ca)))?,
-    ])
-    .map(|ca| ca.value);
+    let file_tls = tufa_common::settings::file_tls_paths(
+        origin,
+        [file_tls.cert, file_tls.key, file_tls.client_ca],
+        [file.tls_cert, file.tls_key, file.tls_client_ca],
+    )?;
+    let tls_cert =
+        first([TLS_CERT.from_flag(serve.tls_cert.clone()), env.path(TLS_CERT)?, file_tls.cert]).map(|cert| cert.value);
+    let tls_key =
+        first([TLS_KEY.from_flag(serve.tls_key.clone()), env.path(TLS_KEY)?, file_tls.key]).map(|key| key.value);
+    let tls_client_ca =
+        first([TLS_CLIENT_CA.from_flag(serve.tls_client_ca.clone()), env.path(TLS_CLIENT_CA)?, file_tls.client_ca])
+            .map(|ca| ca.value);
 
     let kind = first([
         BACKEND.from_flag(common.backend.clone()),

@@ -233,15 +233,18 @@ fn env_layer(env: &Environment<'_>) -> Result<Layer, ConfigError> {
 /// Splits the file into the layered settings (relative paths anchored at its directory) and the rest.
 fn file_layer(file: FileConfig, origin: &FileOrigin) -> Result<(Layer, FileRest), ConfigError> {
     let tls = file.tls.unwrap_or_default();
-    let anchor = |path: Option<PathBuf>| path.map(|path| origin.anchor(path));
+    let tls_paths = tufa_common::settings::file_tls_paths(
+        origin,
+        [tls.cert, tls.key, tls.client_ca],
+        [file.tls_cert, file.tls_key, file.tls_client_ca],
+    )?;
     let layer = Layer {
         listen: origin.value(LISTEN, file.listen),
         data_dir: origin.path_value(DATA_DIR, file.data_dir),
         database_url: origin.value(DATABASE_URL, file.database_url.map(Zeroizing::new)),
-        tls_cert: origin.aliased(("tls.cert", anchor(tls.cert)), ("tls_cert", anchor(file.tls_cert)))?,
-        tls_key: origin.aliased(("tls.key", anchor(tls.key)), ("tls_key", anchor(file.tls_key)))?,
-        tls_client_ca: origin
-            .aliased(("tls.client_ca", anchor(tls.client_ca)), ("tls_client_ca", anchor(file.tls_client_ca)))?,
+        tls_cert: tls_paths.cert,
+        tls_key: tls_paths.key,
+        tls_client_ca: tls_paths.client_ca,
         tls_names: origin.aliased(("tls.names", tls.names), ("tls_names", file.tls_names))?,
         kek_file: origin.path_value(KEK_FILE, file.kek_file),
         key_algorithm: origin.value(KEY_ALGORITHM, file.key_algorithm),
