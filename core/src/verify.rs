@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::keys::PublicKey;
-use crate::metadata::{RoleKeys, Signed};
+use crate::metadata::{Root, RoleKeys, Signed};
+use crate::names::BaseRole;
 
 /// Why a file's signatures do not satisfy its role.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,3 +62,51 @@ pub fn check_threshold(
     }
     Ok(())
 }
+
+/// Whether `new_root` (a root file's bytes) is signed by a threshold of the root keys of
+/// `previous_root`, the last root of a deleted repository, with keys compared by their public key
+/// (their canonical ID) rather than by key ID: the notary client re-issues a root key's
+/// certificate when it re-creates a repository, which changes the key ID but not the key.
+///
+/// Each previous key counts once; the threshold is the previous root role's.
+pub fn signed_by_previous_root(previous_root: &[u8], new_root: &[u8]) -> Result<(), String> {
+    let previous_signed = Signed::parse(previous_root).map_err(|error| format!("the previous root: {error}"))?;
+    let previous = Root::from_signed(&previous_signed).map_err(|error| format!("the previous root: {error}"))?;
+    let signed = Signed::parse(new_root).map_err(|error| format!("the new root: {error}"))?;
+    let new = Root::from_signed(&signed).map_err(|error| format!("the new root: {error}"))?;
+    let Some(previous_role) = previous.role(BaseRole::Root) else {
+        return Err("the previous root has no root role".into());
+    };
+    let mut trusted: BTreeMap<String, &PublicKey> = BTreeMap::new();
+    for keyid in &previous_role.keyids {
+        if let Some(key) = previous.keys.get(keyid)
+            && let Ok(canonical) = key.canonical_id()
+        {
+            trusted.insert(canonical, key);
+        }
+    }
+    let mut counted: BTreeSet<String> = BTreeSet::new();
+    for signature in signed.signatures() {
+        let Some(named) = new.keys.get(&signature.keyid).or_else(|| previous.keys.get(&signature.keyid)) else {
+            continue;
+        };
+        let Ok(canonical) = named.canonical_id() else { continue };
+        if counted.contains(&canonical) {
+            continue;
+        }
+        let Some(key) = trusted.get(&canonical) else { continue };
+        if key.verify(&signature.method, signed.canonical(), &signature.sig).is_ok() {
+            counted.insert(canonical);
+        }
+    }
+    let needed = usize::try_from(previous_role.threshold.max(1)).unwrap_or(usize::MAX);
+    if counted.len() >= needed {
+        Ok(())
+    } else {
+        Err(format!(
+            "the new root is signed by {} of the {needed} required keys of the deleted repository's last root",
+            counted.len()
+        ))
+    }
+}
+

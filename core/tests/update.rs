@@ -260,3 +260,36 @@ fn snapshot_must_match_exact_bytes() {
         [("targets".to_owned(), 3), ("snapshot".to_owned(), 3)]
     );
 }
+
+#[test]
+fn a_deleted_root_is_continued_only_by_its_keys_compared_by_public_key() {
+    use tufa_core::verify::signed_by_previous_root;
+    let old = Repo::new();
+    let previous = old.root(1);
+    // Re-created by the same root key under a re-issued certificate: accepted, though the key ID differs.
+    let mut same_owner = Repo::new();
+    same_owner.root_key = old.root_key.reissued(GUN);
+    assert_ne!(same_owner.root_key.id(), old.root_key.id());
+    assert_eq!(signed_by_previous_root(&previous, &same_owner.root(1)), Ok(()));
+    // Unchanged root key: accepted.
+    assert_eq!(signed_by_previous_root(&previous, &old.root(1)), Ok(()));
+    // Another owner's root: refused.
+    let stranger = Repo::new();
+    assert_eq!(
+        signed_by_previous_root(&previous, &stranger.root(1)),
+        Err("the new root is signed by 0 of the 1 required keys of the deleted repository's last root".to_owned())
+    );
+    // The stranger's root listing the old key's ID but signed by the stranger: refused.
+    let mut body = stranger.root_body(1);
+    body["keys"][old.root_key.id()] = old.root_key.public.to_json();
+    let forged = sign(&body, &[&stranger.root_key]);
+    assert_eq!(
+        signed_by_previous_root(&previous, &forged),
+        Err("the new root is signed by 0 of the 1 required keys of the deleted repository's last root".to_owned())
+    );
+    // Garbage as the new root: a clear error.
+    assert_eq!(
+        signed_by_previous_root(&previous, b"{").map_err(|error| error.starts_with("the new root:")),
+        Err(true)
+    );
+}

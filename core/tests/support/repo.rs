@@ -33,7 +33,17 @@ impl Key {
 
     /// A root key: a self-signed certificate with CN = `common_name`, as the notary client makes.
     pub(crate) fn root(common_name: &str) -> Self {
-        let private = PrivateKey::generate(Algorithm::Ecdsa).unwrap();
+        Self::root_with(PrivateKey::generate(Algorithm::Ecdsa).unwrap(), common_name)
+    }
+
+    /// A new certificate for this key's private key, as the notary client issues when it
+    /// re-creates a repository: another key ID, the same public key.
+    pub(crate) fn reissued(&self, common_name: &str) -> Self {
+        let private = PrivateKey::from_pkcs8(Algorithm::Ecdsa, &self.private.pkcs8()).unwrap();
+        Self::root_with(private, common_name)
+    }
+
+    fn root_with(private: PrivateKey, common_name: &str) -> Self {
         let pkcs8 = private.pkcs8();
         let key_pair = rcgen::KeyPair::try_from(pkcs8.as_slice()).unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
