@@ -2,12 +2,13 @@
 //! headers, and request metrics.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -18,11 +19,12 @@ use tufa_core::metadata::Signed;
 use tufa_core::names::{BaseRole, Gun, RoleName};
 use tufa_store::StoredFile;
 
+use crate::auth::{Authenticator, Caller};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::multipart;
 use crate::routes::{Route, route};
-use crate::service::Service;
+use crate::service::{Recreation, Service};
 
 /// HTTP-level settings.
 #[derive(Debug, Clone)]
@@ -60,6 +62,8 @@ pub struct AppState {
     pub http: Arc<HttpSettings>,
     /// Request metrics.
     pub metrics: Arc<Metrics>,
+    /// Who may do what.
+    pub auth: Arc<Authenticator>,
 }
 
 /// The router: every request goes through [`dispatch`].
@@ -90,6 +94,18 @@ fn gun_allowed(state: &AppState, gun: &Gun) -> bool {
 }
 
 async fn handle(state: &AppState, matched: Route, request: Request) -> Result<Response, ApiError> {
+    let remote = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
+    if matches!(matched, Route::Token | Route::TokenCerts) {
+        let Authenticator::Builtin(builtin) = state.auth.as_ref() else { return Err(ApiError::NoRoute) };
+        if matched == Route::TokenCerts {
+            return Ok(crate::auth::endpoint::certs(builtin));
+        }
+        let (parts, body) = request.into_parts();
+        let body = (parts.method == axum::http::Method::POST).then_some(body);
+        return Ok(crate::auth::endpoint::token(builtin, &parts.headers, parts.uri.query(), body, remote).await);
+    }
+    // Credentials are checked first, so a refusal is the same whether or not the repository exists.
+    let caller = state.auth.authorize(request.headers(), &matched.required_access(), remote).await?;
     // notary-server's GUN prefix filter runs before everything else on GUN routes.
     let gun = match &matched {
         Route::Update(gun)
@@ -119,12 +135,13 @@ async fn handle(state: &AppState, matched: Route, request: Request) -> Result<Re
         }
         Route::Update(gun) => {
             let uploads = read_update(state, request).await?;
-            state.service.publish(&gun, uploads).await?;
+            let recreation = recreation(state, &caller, &gun).await?;
+            state.service.publish(&gun, uploads, &recreation).await?;
             Ok(StatusCode::OK.into_response())
         }
         Route::Delete(gun) => {
             let deleted = state.service.store.delete_gun(gun.as_str()).await?;
-            tracing::info!(gun = %gun, deleted, "deleted repository");
+            tracing::info!(gun = %gun, deleted, principal = caller.name(), "deleted repository");
             Ok(StatusCode::OK.into_response())
         }
         Route::ByChecksum(gun, role, checksum) => {
@@ -138,8 +155,9 @@ async fn handle(state: &AppState, matched: Route, request: Request) -> Result<Re
         Route::Current(gun, role) => current(state, &gun, &role).await,
         Route::GetKey(gun, role) => key_response(state.service.server_key(&gun, role, false).await?),
         Route::RotateKey(gun, role) => key_response(state.service.server_key(&gun, role, true).await?),
-        Route::GunChangefeed(gun) => changefeed(state, Some(&gun), request.uri().query()).await,
-        Route::Changefeed => changefeed(state, None, request.uri().query()).await,
+        Route::GunChangefeed(gun) => changefeed(state, &caller, Some(&gun), request.uri().query()).await,
+        Route::Changefeed => changefeed(state, &caller, None, request.uri().query()).await,
+        Route::Token | Route::TokenCerts => Err(ApiError::NoRoute),
         Route::BadGun(reason) => Err(ApiError::InvalidGun(reason)),
         Route::NotFound => Err(ApiError::NoRoute),
         Route::MethodNotAllowed => Ok(StatusCode::METHOD_NOT_ALLOWED.into_response()),
@@ -308,7 +326,28 @@ fn query_value<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
     })
 }
 
-async fn changefeed(state: &AppState, gun: Option<&Gun>, query: Option<&str>) -> Result<Response, ApiError> {
+/// What decides whether an update may re-create a deleted repository: its tombstone (if any) and
+/// whether the caller is an admin of the repository.
+async fn recreation(state: &AppState, caller: &Caller, gun: &Gun) -> Result<Recreation, ApiError> {
+    let Some(tombstone) = state.service.store.tombstone(gun.as_str()).await? else {
+        return Ok(Recreation { tombstone: None, admin: false, principal: caller.name().to_owned() });
+    };
+    let admin = match state.auth.as_ref() {
+        // Without authentication every caller counts as an admin.
+        Authenticator::None => true,
+        // Registry tokens never carry `*` for an init, so an admin command clears the tombstone instead.
+        Authenticator::Token(_) => false,
+        Authenticator::Builtin(builtin) => builtin.is_admin(caller, gun.as_str()).await?,
+    };
+    Ok(Recreation { tombstone: Some(tombstone), admin, principal: caller.name().to_owned() })
+}
+
+async fn changefeed(
+    state: &AppState,
+    caller: &Caller,
+    gun: Option<&Gun>,
+    query: Option<&str>,
+) -> Result<Response, ApiError> {
     let records = query_value(query, "records").unwrap_or_default();
     let records: i32 = records.parse().map_err(|_| {
         ApiError::InvalidParameters(format!("invalid records parameter: {records:?} is not a 32-bit integer"))
@@ -323,7 +362,14 @@ async fn changefeed(state: &AppState, gun: Option<&Gun>, query: Option<&str>) ->
         0 => 100,
         other => other.clamp(-MAX_CHANGEFEED_RECORDS, MAX_CHANGEFEED_RECORDS),
     };
-    let changes = state.service.store.changefeed(gun.map(Gun::as_str), i64::from(change_id), records).await?;
+    let mut changes = state.service.store.changefeed(gun.map(Gun::as_str), i64::from(change_id), records).await?;
+    // The global feed shows a builtin caller only the repositories it may read.
+    if gun.is_none()
+        && let Authenticator::Builtin(builtin) = state.auth.as_ref()
+    {
+        let bindings = builtin.bindings_for(caller.principal.as_deref()).await?;
+        changes.retain(|change| builtin.may_read(&bindings, caller, &change.gun));
+    }
     let items: Vec<serde_json::Value> = changes
         .iter()
         .map(|change| {

@@ -51,6 +51,18 @@ pub enum ApiError {
     /// The database or the signer cannot be reached right now.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The request's credentials are missing, invalid or do not grant what it needs: 401 with a
+    /// bearer challenge and distribution's `UNAUTHORIZED` body.
+    #[error("unauthorized")]
+    Unauthorized {
+        /// The `WWW-Authenticate` value.
+        challenge: String,
+        /// What the request needed.
+        required: Vec<tufa_auth::Access>,
+    },
+    /// The caller is known but the request is refused for a reason a token cannot change (`DENIED`).
+    #[error("denied: {0}")]
+    Denied(String),
     /// Anything else.
     #[error("internal error: {0}")]
     Internal(String),
@@ -149,6 +161,15 @@ impl ApiError {
                 "The service is temporarily unavailable; try again later.",
                 None,
             ),
+            Self::Unauthorized { .. } => {
+                (StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "authentication required", None)
+            }
+            Self::Denied(reason) => (
+                StatusCode::FORBIDDEN,
+                "DENIED",
+                "requested access to the resource is denied",
+                Some(Value::String(reason.clone())),
+            ),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "unknown error", None),
         }
     }
@@ -172,6 +193,17 @@ fn update_detail(error: &UpdateError) -> Option<Value> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Self::Unauthorized { challenge, required } = &self {
+            let mut body = tufa_auth::unauthorized_body(required).to_string();
+            body.push('\n');
+            let mut response = (StatusCode::UNAUTHORIZED, body).into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+            if let Ok(value) = HeaderValue::from_str(challenge) {
+                headers.insert(header::WWW_AUTHENTICATE, value);
+            }
+            return response;
+        }
         let (status, code, message, detail) = self.parts();
         if status.is_server_error() {
             tracing::error!(error = %self, code, "request failed");

@@ -1,6 +1,8 @@
 //! tufa-server: a Notary-v1-compatible TUF trust server. Only this crate knows HTTP.
 
+pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod kek;

@@ -23,6 +23,18 @@ async fn main() -> ExitCode {
         return ExitCode::from(EXIT_CONFIG);
     }
     let format = config.log.format;
+    if let Some(tufa_server::admin::AdminCommand::Admin(admin)) = &config.command {
+        let stdin = std::io::stdin();
+        let mut input = stdin.lock();
+        let mut output = std::io::stdout();
+        return match tufa_server::admin::run(&config, &admin.action, &mut input, &mut output).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                logging::report_fatal("tufa-server admin", format, &error);
+                ExitCode::from(error.exit_code())
+            }
+        };
+    }
     match tufa_server::run::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

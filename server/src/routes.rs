@@ -33,6 +33,10 @@ pub enum Route {
     GunChangefeed(Gun),
     /// `GET /v2/_trust/changefeed`
     Changefeed,
+    /// `GET` or `POST /auth/token`: the builtin token service (404 in other modes).
+    Token,
+    /// `GET /auth/certs`: the builtin token service's CA bundle (404 in other modes).
+    TokenCerts,
     /// A route exists but the GUN is not acceptable (POST answers `INVALID_GUN`).
     BadGun(String),
     /// Caught by notary's catch-all: 404.
@@ -56,6 +60,7 @@ impl Route {
             Self::GetKey(..) => "GetKey",
             Self::RotateKey(..) => "RotateKey",
             Self::GunChangefeed(_) | Self::Changefeed => "Changefeed",
+            Self::Token | Self::TokenCerts => "Token",
             Self::BadGun(_) | Self::NotFound | Self::MethodNotAllowed => "NotFound",
         }
     }
@@ -64,7 +69,8 @@ impl Route {
     /// for `GET /v2/` and the global changefeed, `pull` for reading a repository's metadata or
     /// changefeed, `pull,push` for an update and for reading (hence possibly creating) an online key,
     /// and `*` for deleting a repository or rotating its online keys. Probes, metrics and requests
-    /// that match no route need nothing, so they never reveal whether a repository exists.
+    /// that match no route need nothing, so they never reveal whether a repository exists; the token
+    /// service checks its own credentials.
     pub fn required_access(&self) -> Vec<Access> {
         let repository = |gun: &Gun, actions: &[&str]| vec![Access::new("repository", gun.as_str(), actions)];
         match self {
@@ -74,7 +80,13 @@ impl Route {
             }
             Self::Update(gun) | Self::GetKey(gun, _) => repository(gun, &["pull", "push"]),
             Self::Delete(gun) | Self::RotateKey(gun, _) => repository(gun, &[ALL_ACTIONS]),
-            Self::Health | Self::Metrics | Self::BadGun(_) | Self::NotFound | Self::MethodNotAllowed => Vec::new(),
+            Self::Health
+            | Self::Metrics
+            | Self::Token
+            | Self::TokenCerts
+            | Self::BadGun(_)
+            | Self::NotFound
+            | Self::MethodNotAllowed => Vec::new(),
         }
     }
 }
@@ -123,6 +135,8 @@ pub fn route(method: &Method, raw_path: &str) -> Route {
         "/_notary_server/health" if get => return Route::Health,
         "/metrics" if get => return Route::Metrics,
         "/v2/_trust/changefeed" if get => return Route::Changefeed,
+        "/auth/token" if get || *method == Method::POST => return Route::Token,
+        "/auth/certs" if get => return Route::TokenCerts,
         _ => {}
     }
     let Some(rest) = path.strip_prefix("/v2/") else { return Route::NotFound };

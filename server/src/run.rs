@@ -13,7 +13,10 @@ use tufa_core::update::Limits;
 use crate::app::{AppState, HttpSettings, router};
 use tufa_common::files;
 
-use crate::config::{Config, KeyAlgorithm, LogFormat, TlsSource};
+use crate::auth::login::LoginGuard;
+use crate::auth::{Authenticator, Builtin, TokenMode};
+use crate::config::{AuthConfig, Config, KeyAlgorithm, LogFormat, TlsSource};
+use tufa_auth::{TokenSettings, TokenVerifier};
 use crate::metrics::Metrics;
 use crate::remote_signer::RemoteSigner;
 use crate::service::{Service, ServiceSettings};
@@ -48,6 +51,7 @@ pub fn state(
     config: &Config,
     store: Arc<dyn tufa_store::Store>,
     signer: Arc<dyn crate::signing::OnlineSigner>,
+    auth: Arc<Authenticator>,
 ) -> AppState {
     let key_algorithm = match config.key_algorithm {
         KeyAlgorithm::Ecdsa => Algorithm::Ecdsa,
@@ -65,8 +69,85 @@ pub fn state(
         service: Service { store, signer, settings: ServiceSettings { key_algorithm, limits } },
         http: Arc::new(http),
         metrics: Arc::new(Metrics::default()),
+        auth,
     }
 }
+
+/// How often the warning about running without authentication on a non-loopback address repeats.
+const INSECURE_WARNING_INTERVAL: Duration = Duration::from_secs(3600);
+
+fn warn_insecure(listen: std::net::SocketAddr) {
+    tracing::warn!(
+        listen = %listen,
+        "running WITHOUT AUTHENTICATION on a non-loopback address (--insecure-no-auth): anyone who reaches \
+         this port can delete and re-create every repository"
+    );
+}
+
+/// Builds the authenticator for the configured mode: reads the token-mode bundle, or makes sure
+/// the builtin token service has its keys (sealed under the KEK) and loads them.
+async fn authenticator(
+    config: &Config,
+    store: &Arc<dyn tufa_store::Store>,
+) -> Result<Authenticator, StartError> {
+    let config_error = |message: String| StartError { exit_code: tufa_common::EXIT_CONFIG, message };
+    match &config.auth {
+        AuthConfig::None { insecure } => {
+            if *insecure {
+                let listen = config.listen;
+                warn_insecure(listen);
+                tokio::spawn(async move {
+                    let mut ticker = tokio::time::interval(INSECURE_WARNING_INTERVAL);
+                    ticker.tick().await;
+                    loop {
+                        ticker.tick().await;
+                        warn_insecure(listen);
+                    }
+                });
+            }
+            Ok(Authenticator::None)
+        }
+        AuthConfig::Token(token) => {
+            let bundle = tufa_common::files::read_limited("token root certificate bundle", &token.root_cert_bundle, MAX_BUNDLE_BYTES)
+                .map_err(|error| config_error(format!("--auth-token-rootcertbundle: {error}")))?;
+            let verifier = TokenVerifier::new(TokenSettings {
+                issuer: token.issuer.clone(),
+                service: token.service.clone(),
+                root_certificates: bundle.to_vec(),
+            })
+            .map_err(|error| {
+                config_error(format!("--auth-token-rootcertbundle {}: {error}", token.root_cert_bundle.display()))
+            })?;
+            Ok(Authenticator::Token(Box::new(TokenMode { verifier, config: token.clone() })))
+        }
+        AuthConfig::Builtin(builtin) => {
+            let kek = crate::signing::load_checked_kek(store.as_ref(), config)
+                .await
+                .map_err(|error| StartError { exit_code: error.exit_code(), message: error.to_string() })?;
+            crate::auth::keys::ensure(store.as_ref(), &kek).await.map_err(|error| fail("auth")(&error))?;
+            let keys = crate::auth::keys::TokenKeys::load(store.clone(), kek, builtin.issuer.clone())
+                .await
+                .map_err(|error| fail("auth")(&error))?;
+            let verifier = TokenVerifier::new(TokenSettings {
+                issuer: builtin.issuer.clone(),
+                service: builtin.service.clone(),
+                root_certificates: keys.ca_pem.clone().into_bytes(),
+            })
+            .map_err(|error| fail("auth: the token CA")(&error))?;
+            let logins = LoginGuard::new().map_err(|error| fail("auth")(&error))?;
+            Ok(Authenticator::Builtin(Arc::new(Builtin {
+                config: builtin.clone(),
+                store: store.clone(),
+                verifier,
+                keys,
+                logins,
+            })))
+        }
+    }
+}
+
+/// The largest token-mode root bundle read.
+const MAX_BUNDLE_BYTES: u64 = 1024 * 1024;
 
 /// Re-signs timestamps (and server-signed snapshots) that expire within `before`, every `interval`.
 pub async fn refresh_loop(service: Service, interval: Duration, before: Duration) {
@@ -197,17 +278,19 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             tls::server_config(cert, key, config.tls_client_ca.as_deref()).map_err(|error| fail("TLS")(&error))?
         }
     };
-    let state = state(&config, store, signer);
+    let auth = Arc::new(authenticator(&config, &store).await?);
+    let auth_mode = auth.mode();
+    let state = state(&config, store, signer, auth);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         store = backend,
         database = %config.redacted_database_url(),
         signer = %signer_summary,
         key_algorithm = %config.key_algorithm,
-        auth = "none",
+        auth = auth_mode,
         client_certificates = config.tls_client_ca.is_some(),
         listen = %address,
-        "tufa-server {}: store {backend} {}, signer {signer_summary}, keys {}, auth none, listening on https://{address}",
+        "tufa-server {}: store {backend} {}, signer {signer_summary}, keys {}, auth {auth_mode}, listening on https://{address}",
         env!("CARGO_PKG_VERSION"),
         config.redacted_database_url(),
         config.key_algorithm,

@@ -35,6 +35,25 @@ pub struct Service {
     pub settings: ServiceSettings,
 }
 
+/// Whether an update may re-create a deleted repository: the repository's tombstone, if it has
+/// one, and whether the caller is an admin of it (with `--auth none` every caller is).
+#[derive(Debug, Clone)]
+pub struct Recreation {
+    /// The tombstone left by the last delete.
+    pub tombstone: Option<tufa_store::Tombstone>,
+    /// Whether the caller may re-create the repository with any root.
+    pub admin: bool,
+    /// The caller, for the log line.
+    pub principal: String,
+}
+
+impl Recreation {
+    /// No tombstone: nothing to decide.
+    pub fn none() -> Self {
+        Self { tombstone: None, admin: false, principal: String::new() }
+    }
+}
+
 fn to_store_file(file: NewFile) -> tufa_store::NewFile {
     tufa_store::NewFile {
         sha256: file.sha256_hex(),
@@ -81,13 +100,27 @@ impl Service {
 
     /// Validates and stores one update (spec §3.2): all files, the snapshot (uploaded or
     /// generated) and a new timestamp, in one transaction.
-    pub async fn publish(&self, gun: &Gun, uploads: BTreeMap<RoleName, Vec<u8>>) -> Result<(), ApiError> {
+    ///
+    /// A repository that was deleted keeps a tombstone of its last root; a new root for it is
+    /// accepted only when signed by that root's keys or when the caller is an admin, so deleting
+    /// a repository never lets someone else take its name over.
+    pub async fn publish(
+        &self,
+        gun: &Gun,
+        uploads: BTreeMap<RoleName, Vec<u8>>,
+        recreation: &Recreation,
+    ) -> Result<(), ApiError> {
         let now = Utc::now();
         let current = self.store.current_all(gun.as_str()).await?;
+        let had_root = current.iter().any(|file| file.role == "root");
         let expected_timestamp_version = current.iter().find(|file| file.role == "timestamp").map(|file| file.version);
         let state = RepoState::new(current.into_iter().map(|file| (file.role, file.data)));
         let validated =
             update::validate(gun, &state, uploads, now, &self.settings.limits).map_err(ApiError::InvalidUpdate)?;
+        let recreated = match (&recreation.tombstone, had_root) {
+            (Some(tombstone), false) => Some(self.check_recreation(gun, tombstone, &validated.files, recreation)?),
+            _ => None,
+        };
 
         let mut files = validated.files;
         let snapshot = match files.iter().find(|file| file.role.as_base() == Some(BaseRole::Snapshot)) {
@@ -125,8 +158,43 @@ impl Service {
                 expected_timestamp_version,
             })
             .await?;
-        tracing::info!(gun = %gun, "published update");
+        match recreated {
+            Some(reason) => tracing::warn!(
+                gun = %gun,
+                principal = %recreation.principal,
+                reason,
+                "re-created a deleted repository"
+            ),
+            None => tracing::info!(gun = %gun, "published update"),
+        }
         Ok(())
+    }
+
+    /// Decides whether the new root may replace a deleted repository's last root; returns why.
+    fn check_recreation(
+        &self,
+        gun: &Gun,
+        tombstone: &tufa_store::Tombstone,
+        files: &[NewFile],
+        recreation: &Recreation,
+    ) -> Result<&'static str, ApiError> {
+        let Some(root) = files.iter().find(|file| file.role.as_base() == Some(BaseRole::Root)) else {
+            // The validator requires a root for a repository without one; this is a safeguard.
+            return Err(ApiError::Denied(format!("{gun} was deleted; re-creating it needs a new root")));
+        };
+        match tufa_core::verify::signed_by_previous_root(&tombstone.root, &root.bytes) {
+            Ok(()) => Ok("signed by the deleted repository's root keys"),
+            Err(_) if recreation.admin => Ok("by an admin"),
+            Err(reason) => {
+                tracing::warn!(gun = %gun, principal = %recreation.principal, %reason, "refused to re-create a deleted repository");
+                Err(ApiError::Denied(format!(
+                    "{gun} was deleted on {}; a new root for it must be signed by the deleted root's keys, or be \
+                     published by an admin of the repository (or clear the tombstone: tufa-server admin tombstone \
+                     clear {gun}): {reason}",
+                    tombstone.deleted_at.format("%Y-%m-%d %H:%M:%S UTC")
+                )))
+            }
+        }
     }
 
     /// Re-signs the timestamp (and a server-signed snapshot) of `gun` if either expires before

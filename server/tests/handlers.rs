@@ -51,6 +51,7 @@ async fn harness_with(signer_override: Option<Arc<dyn OnlineSigner>>) -> Harness
         },
         http: Arc::new(HttpSettings { max_body_bytes: 256 * 1024, ..HttpSettings::default() }),
         metrics: Arc::new(Metrics::default()),
+        auth: Arc::new(tufa_server::auth::Authenticator::None),
     };
     Harness { app: router(state), store, signer, _dir: dir }
 }

@@ -9,6 +9,8 @@ use clap::Parser;
 use tufa_common::logging::LogFormat;
 
 use super::KeyAlgorithm;
+use super::auth::AuthFlags;
+use crate::admin::AdminCommand;
 
 const ENV_HELP: &str = "\
 Environment:
@@ -19,11 +21,16 @@ Environment:
 
 Config file (TOML):
   The flags' keys are listen, data_dir, database_url, kek_file, key_algorithm, log_level, log_format,
-  signer_url, signer_ca, signer_cert, signer_key, and a [tls] table with cert, key, client_ca and
-  names (the older flat keys tls_cert, tls_key, tls_client_ca and tls_names still work; one setting
-  written both ways is an error). Keys without a flag: gun_prefixes, [cache] current_max_age /
+  signer_url, signer_ca, signer_cert, signer_key, public_url, a [tls] table with cert, key, client_ca
+  and names (the older flat keys tls_cert, tls_key, tls_client_ca and tls_names still work; one
+  setting written both ways is an error), and an [auth] table: type, insecure_no_auth,
+  [auth.token] realm / service / issuer / rootcertbundle, [auth.builtin] service / issuer /
+  token_ttl and [[auth.builtin.registries]] service / host. Keys without a flag: gun_prefixes, [cache] current_max_age /
   consistent_max_age, [limits] max_body_bytes / max_delegation_depth / max_parts, [timestamp]
   refresh_interval_secs / refresh_before_secs. See tufa-server.example.toml.
+
+Administration (users, API tokens, roles, tombstones; works while the server runs):
+  tufa-server admin --help
 
 Exit status: 0 after a clean shutdown, 2 for a bad configuration or command line, 1 for any other
 start-up or runtime failure.";
@@ -40,7 +47,7 @@ start-up or runtime failure.";
 )]
 pub(super) struct Cli {
     /// TOML configuration file. Flags and TUFA_* variables override the settings in it.
-    #[arg(long, value_name = "FILE", env = "TUFA_CONFIG", hide_env_values = true)]
+    #[arg(long, value_name = "FILE", env = "TUFA_CONFIG", hide_env_values = true, global = true)]
     pub(super) config: Option<PathBuf>,
 
     /// Address and port to listen on, e.g. 0.0.0.0:4443 [default: 127.0.0.1:4443].
@@ -49,13 +56,13 @@ pub(super) struct Cli {
 
     /// Directory for the SQLite database, the generated TLS files and the key-encryption key
     /// [default: ./tufa-data].
-    #[arg(long, value_name = "DIR", env = "TUFA_DATA_DIR", hide_env_values = true)]
+    #[arg(long, value_name = "DIR", env = "TUFA_DATA_DIR", hide_env_values = true, global = true)]
     pub(super) data_dir: Option<PathBuf>,
 
     /// Database URL: sqlite:PATH (also sqlite:///ABS/PATH, sqlite://REL/PATH), sqlite::memory:,
     /// or postgres://USER:PASSWORD@HOST/DB (also postgresql://) [default: <data-dir>/tufa.db].
     /// The password is never logged. The same forms as tufa-signer's --database-url.
-    #[arg(long, value_name = "URL", env = "TUFA_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, value_name = "URL", env = "TUFA_DATABASE_URL", hide_env_values = true, global = true)]
     pub(super) database_url: Option<String>,
 
     /// PEM certificate chain to serve, leaf first. Needs --tls-key. Without both, a local CA and a
@@ -86,7 +93,7 @@ pub(super) struct Cli {
     /// File holding the key-encryption key that seals the signing keys at rest: 32 random bytes
     /// written as 64 hex characters. Created with mode 0600 if absent; refused if readable by
     /// group or others [default: <data-dir>/kek.key].
-    #[arg(long, value_name = "FILE", env = "TUFA_KEK_FILE", hide_env_values = true)]
+    #[arg(long, value_name = "FILE", env = "TUFA_KEK_FILE", hide_env_values = true, global = true)]
     pub(super) kek_file: Option<PathBuf>,
 
     /// Algorithm of the timestamp and snapshot keys the server creates [default: ecdsa].
@@ -120,6 +127,12 @@ pub(super) struct Cli {
     /// PEM private key of --signer-cert.
     #[arg(long, value_name = "FILE", env = "TUFA_SIGNER_KEY", hide_env_values = true)]
     pub(super) signer_key: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub(super) auth: AuthFlags,
+
+    #[command(subcommand)]
+    pub(super) command: Option<AdminCommand>,
 }
 
 /// Parses the flags with clap's own environment reading switched off (see the module docs).

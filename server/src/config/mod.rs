@@ -15,6 +15,7 @@
 //! Secrets (the database password, the key-encryption key) live in types whose `Debug` redacts them and
 //! whose memory is zeroized on drop.
 
+mod auth;
 mod cli;
 mod resolve;
 #[cfg(test)]
@@ -33,6 +34,12 @@ pub use tufa_common::layer::ConfigError;
 pub use tufa_common::logging::{LogFormat, LogSettings};
 pub use tufa_store::{Backend as DatabaseBackend, DatabaseUrl};
 
+pub use auth::{
+    AuthConfig, AuthMode, BuiltinAuthConfig, DEFAULT_BUILTIN_ISSUER, DEFAULT_BUILTIN_SERVICE, DEFAULT_TOKEN_TTL,
+    RegistryService, TokenAuthConfig,
+};
+
+use crate::admin::AdminCommand;
 use crate::kek::KekMaterial;
 
 /// Algorithm of the keys the server generates for the timestamp and snapshot roles.
@@ -177,6 +184,10 @@ pub struct Config {
     pub timestamp: TimestampConfig,
     /// If non-empty, only GUNs starting with one of these prefixes are served.
     pub gun_prefixes: Vec<String>,
+    /// Authentication.
+    pub auth: AuthConfig,
+    /// The administration command to run instead of the server, if one was given.
+    pub command: Option<AdminCommand>,
 }
 
 impl Config {

@@ -12,6 +12,7 @@ use tufa_common::logging::LogFormat;
 use tufa_common::settings;
 use zeroize::Zeroizing;
 
+use super::auth::{self as auth_settings, AuthLayer, FileAuth};
 use super::cli::Cli;
 use super::{CacheConfig, Config, DatabaseUrl, KeyAlgorithm, LimitsConfig, SignerConfig, TimestampConfig, TlsSource};
 use crate::kek::KekMaterial;
@@ -114,6 +115,8 @@ struct FileConfig {
     signer_cert: Option<PathBuf>,
     signer_key: Option<PathBuf>,
     gun_prefixes: Option<Vec<String>>,
+    public_url: Option<String>,
+    auth: Option<FileAuth>,
     cache: Option<FileCache>,
     limits: Option<FileLimits>,
     timestamp: Option<FileTimestamp>,
@@ -153,6 +156,7 @@ struct FileTimestamp {
 /// The file's settings that have no flag or variable.
 #[derive(Default)]
 struct FileRest {
+    auth: AuthLayer,
     gun_prefixes: Option<Vec<String>>,
     cache: FileCache,
     limits: FileLimits,
@@ -160,7 +164,9 @@ struct FileRest {
 }
 
 /// Reads the config file and the environment, and merges them under the flags.
-pub(super) fn resolve(cli: Cli, lookup: &dyn Fn(&str) -> Option<OsString>) -> Result<Config, ConfigError> {
+pub(super) fn resolve(mut cli: Cli, lookup: &dyn Fn(&str) -> Option<OsString>) -> Result<Config, ConfigError> {
+    let auth_flags = auth_settings::flag_layer(&mut cli)?;
+    let command = cli.command.take();
     let environment = Environment::new(lookup);
     let config_file = match cli.config.clone() {
         Some(path) => Some(path),
@@ -182,8 +188,11 @@ pub(super) fn resolve(cli: Cli, lookup: &dyn Fn(&str) -> Option<OsString>) -> Re
     let origin = FileOrigin::new(config_file.clone());
     let flags = flag_layer(cli);
     let env = env_layer(&environment)?;
+    let auth_env = auth_settings::env_layer(&environment)?;
     let (from_file, file_rest) = file_layer(file, &origin)?;
-    merge(flags, env, from_file, file_rest, origin, config_file, kek_from_env)
+    let mut config = merge(flags, env, from_file, file_rest, origin, config_file, kek_from_env, [auth_flags, auth_env])?;
+    config.command = command;
+    Ok(config)
 }
 
 fn flag_layer(cli: Cli) -> Layer {
@@ -256,6 +265,7 @@ fn file_layer(file: FileConfig, origin: &FileOrigin) -> Result<(Layer, FileRest)
         signer_key: origin.path_value(SIGNER_KEY, file.signer_key),
     };
     let rest = FileRest {
+        auth: auth_settings::file_layer(file.auth, file.public_url, origin),
         gun_prefixes: file.gun_prefixes,
         cache: file.cache.unwrap_or_default(),
         limits: file.limits.unwrap_or_default(),
@@ -272,6 +282,7 @@ fn merge(
     file_origin: FileOrigin,
     config_file: Option<PathBuf>,
     kek_from_env: Option<KekMaterial>,
+    [auth_flags, auth_env]: [AuthLayer; 2],
 ) -> Result<Config, ConfigError> {
     let listen =
         settings::listen(first([flags.listen, env.listen, file.listen]), SocketAddr::from(([127, 0, 0, 1], 4443)))?;
@@ -338,7 +349,8 @@ fn merge(
         first([flags.signer_key, env.signer_key, file.signer_key]),
     )?;
 
-    let FileRest { gun_prefixes, cache, limits, timestamp } = file_rest;
+    let FileRest { auth: auth_file, gun_prefixes, cache, limits, timestamp } = file_rest;
+    let auth = auth_settings::merge(auth_flags, auth_env, auth_file, listen)?;
     let check = |key: &'static str, value: u64, min: u64, max: u64| -> Result<(), ConfigError> {
         if (min..=max).contains(&value) {
             Ok(())
@@ -411,6 +423,8 @@ fn merge(
         timestamp,
         gun_prefixes,
         signer,
+        auth,
+        command: None,
     })
 }
 

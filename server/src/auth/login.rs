@@ -1,0 +1,121 @@
+//! Password logins without a CPU or guessing hole: memory-hard hashes run on the blocking pool, at
+//! most one per core at a time, and failed logins are counted per user name and per client address
+//! within a window; past the limit further attempts are refused without hashing until it ends.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+/// The window failures are counted in.
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(300);
+/// Failed logins for one user name within the window before it is locked until the window ends.
+pub const MAX_FAILURES_PER_USER: u32 = 10;
+/// Failed logins from one client address within the window before it is refused.
+pub const MAX_FAILURES_PER_ADDRESS: u32 = 50;
+/// Longest wait for a hashing slot before the login is answered "busy".
+pub const HASH_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most distinct names and addresses tracked; beyond it, expired entries are dropped first and
+/// then the oldest.
+const MAX_TRACKED: usize = 100_000;
+
+/// Why a login was not even tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Too many failures: retry after this long.
+    Limited(Duration),
+    /// Every hashing slot stayed busy.
+    Busy,
+}
+
+#[derive(Clone, Copy)]
+struct Failures {
+    count: u32,
+    since: Instant,
+}
+
+/// Hashing slots and failure counters, shared by every request of one process.
+pub struct LoginGuard {
+    hashing: Semaphore,
+    failures: Mutex<HashMap<String, Failures>>,
+    /// A real hash of a random password, checked when the user does not exist, so that a wrong
+    /// user name costs the same time as a wrong password.
+    decoy: String,
+}
+
+impl LoginGuard {
+    /// A guard with one hashing slot per core. Computes one decoy hash.
+    pub fn new() -> Result<Self, String> {
+        let slots = std::thread::available_parallelism().map_or(1, usize::from);
+        let mut seed = [0_u8; 16];
+        aws_lc_rs::rand::fill(&mut seed).map_err(|_| "no randomness".to_owned())?;
+        let decoy = tufa_auth::password::hash_password(&hex::encode(seed)).map_err(|error| error.to_string())?;
+        Ok(Self { hashing: Semaphore::new(slots), failures: Mutex::new(HashMap::new()), decoy })
+    }
+
+    fn keys(user: &str, address: Option<IpAddr>) -> [Option<String>; 2] {
+        [Some(format!("user:{user}")), address.map(|address| format!("address:{address}"))]
+    }
+
+    /// Refuses when the user name or the address is over its limit.
+    pub fn check(&self, user: &str, address: Option<IpAddr>) -> Result<(), Refusal> {
+        let Ok(failures) = self.failures.lock() else { return Ok(()) };
+        let limits = [MAX_FAILURES_PER_USER, MAX_FAILURES_PER_ADDRESS];
+        for (key, limit) in Self::keys(user, address).into_iter().zip(limits) {
+            let Some(key) = key else { continue };
+            if let Some(entry) = failures.get(&key) {
+                let elapsed = entry.since.elapsed();
+                if elapsed < FAILURE_WINDOW && entry.count >= limit {
+                    return Err(Refusal::Limited(FAILURE_WINDOW - elapsed));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a failed login.
+    pub fn failed(&self, user: &str, address: Option<IpAddr>) {
+        let Ok(mut failures) = self.failures.lock() else { return };
+        if failures.len() >= MAX_TRACKED {
+            failures.retain(|_, entry| entry.since.elapsed() < FAILURE_WINDOW);
+            if failures.len() >= MAX_TRACKED
+                && let Some(oldest) = failures.iter().min_by_key(|(_, entry)| entry.since).map(|(key, _)| key.clone())
+            {
+                failures.remove(&oldest);
+            }
+        }
+        for key in Self::keys(user, address).into_iter().flatten() {
+            let entry = failures.entry(key).or_insert(Failures { count: 0, since: Instant::now() });
+            if entry.since.elapsed() >= FAILURE_WINDOW {
+                *entry = Failures { count: 0, since: Instant::now() };
+            }
+            entry.count = entry.count.saturating_add(1);
+        }
+    }
+
+    /// Forgets the failures of a user name after a successful login.
+    pub fn succeeded(&self, user: &str) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(&format!("user:{user}"));
+        }
+    }
+
+    /// Checks `password` against `hash` (the decoy when the user has none) on the blocking pool,
+    /// waiting at most [`HASH_QUEUE_TIMEOUT`] for a slot.
+    pub async fn verify(&self, password: Zeroizing<String>, hash: Option<String>) -> Result<bool, Refusal> {
+        let permit = tokio::time::timeout(HASH_QUEUE_TIMEOUT, self.hashing.acquire())
+            .await
+            .map_err(|_| Refusal::Busy)?
+            .map_err(|_| Refusal::Busy)?;
+        let real = hash.is_some();
+        let hash = hash.unwrap_or_else(|| self.decoy.clone());
+        let matched = tokio::task::spawn_blocking(move || tufa_auth::password::verify_password(&password, &hash))
+            .await
+            .unwrap_or(false);
+        drop(permit);
+        Ok(real && matched)
+    }
+}
