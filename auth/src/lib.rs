@@ -7,12 +7,14 @@ pub mod challenge;
 pub mod duration;
 mod keys;
 pub mod roles;
+pub mod scope;
 pub mod token;
 
 pub use access::{Access, grants};
 pub use challenge::{ChallengeError, challenge, unauthorized_body};
 pub use duration::{DurationError, MAX_DURATION, parse_duration};
 pub use roles::{ANONYMOUS, Binding, Pattern, Role, RoleError, effective_role, grant, role_for};
+pub use scope::{ScopeError, parse_scope, parse_scopes};
 pub use token::{
     Claims, LEEWAY_SECONDS, MAX_TOKEN_LEN, SettingsError, TokenError, TokenPart, TokenSettings, TokenVerifier,
 };
