@@ -3,6 +3,7 @@
 //! HTTP frameworks nor SQL: every decision is a function of (token text, settings, now).
 
 pub mod access;
+pub mod apitoken;
 pub mod challenge;
 pub mod duration;
 mod keys;
@@ -11,6 +12,7 @@ pub mod scope;
 pub mod token;
 
 pub use access::{Access, grants};
+pub use apitoken::{API_TOKEN_PREFIX, ApiTokenSecret, RandomError};
 pub use challenge::{ChallengeError, challenge, unauthorized_body};
 pub use duration::{DurationError, MAX_DURATION, parse_duration};
 pub use roles::{ANONYMOUS, Binding, Pattern, Role, RoleError, effective_role, grant, role_for};
