@@ -1,14 +1,13 @@
 //! Password hashing with Argon2id (RustCrypto's `argon2`), stored as PHC strings.
 //!
 //! Parameters are OWASP's first recommendation for Argon2id: 19 MiB of memory (m=19456 KiB), 2 passes
-//! (t=2), one lane (p=1), a 16-byte random salt and a 32-byte output. The PHC string records them, so a later change of parameters still verifies
-//! old hashes. Verification reads the parameters from the stored hash but refuses any above
-//! [`MAX_VERIFY_MEMORY_KIB`], [`MAX_VERIFY_PASSES`] and [`MAX_VERIFY_LANES`], so a tampered hash cannot make
-//! a login take minutes. Passwords longer than [`MAX_PASSWORD_LEN`] are refused before hashing. Callers
-//! keep passwords in `zeroize::Zeroizing` buffers and lend them here as `&str`; nothing here copies them,
-//! and argon2's working memory is wiped after each hash. Bounding how many hashes run at once is the
-//! caller's job (each takes 19 MiB and a core).
-
+//! (t=2), one lane (p=1), with a 16-byte random salt and a 32-byte output. The PHC string records them, so
+//! a later change of parameters still verifies old hashes. Verification reads the parameters from the
+//! stored hash but refuses any above [`MAX_VERIFY_MEMORY_KIB`], [`MAX_VERIFY_PASSES`] and
+//! [`MAX_VERIFY_LANES`], so a tampered hash cannot make a login take minutes. Passwords longer than
+//! [`MAX_PASSWORD_LEN`] are refused before hashing. Callers keep passwords in `zeroize::Zeroizing` buffers
+//! and lend them here as `&str`; nothing here copies them, and argon2's working memory is wiped after each
+//! hash. Bounding how many hashes run at once is the caller's job (each takes 19 MiB and a core).
 use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher as _, PasswordVerifier as _, Version};
 use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
 
