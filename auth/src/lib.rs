@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod apitoken;
+pub mod certs;
 pub mod challenge;
 pub mod duration;
 mod keys;
@@ -14,6 +15,7 @@ pub mod token;
 
 pub use access::{Access, grants};
 pub use apitoken::{API_TOKEN_PREFIX, ApiTokenSecret, RandomError};
+pub use certs::{CertError, KeyAndCertificate, generate_ca, generate_signing, pem};
 pub use challenge::{ChallengeError, challenge, unauthorized_body};
 pub use duration::{DurationError, MAX_DURATION, parse_duration};
 pub use password::{MAX_PASSWORD_LEN, PasswordError, hash_password, verify_password, verify_without_hash};
