@@ -3,12 +3,24 @@
 //! HTTP frameworks nor SQL: every decision is a function of (token text, settings, now).
 
 pub mod access;
+pub mod apitoken;
+pub mod certs;
 pub mod challenge;
+pub mod duration;
 mod keys;
+pub mod password;
+pub mod roles;
+pub mod scope;
 pub mod token;
 
 pub use access::{Access, grants};
+pub use apitoken::{API_TOKEN_PREFIX, ApiTokenSecret, RandomError};
+pub use certs::{CertError, KeyAndCertificate, generate_ca, generate_signing, pem};
 pub use challenge::{ChallengeError, challenge, unauthorized_body};
+pub use duration::{DurationError, MAX_DURATION, parse_duration};
+pub use password::{MAX_PASSWORD_LEN, PasswordError, hash_password, verify_password, verify_without_hash};
+pub use roles::{ANONYMOUS, Binding, Pattern, Role, RoleError, effective_role, grant, role_for};
+pub use scope::{ScopeError, parse_scope, parse_scopes};
 pub use token::{
     Claims, LEEWAY_SECONDS, MAX_TOKEN_LEN, SettingsError, TokenError, TokenPart, TokenSettings, TokenVerifier,
 };

@@ -73,7 +73,9 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::OldVersion { role } => Self::OldVersion(role),
             StoreError::Unavailable(message) => Self::Unavailable(format!("database: {message}")),
-            StoreError::Internal(message) => Self::Internal(format!("database: {message}")),
+            StoreError::Internal(message) | StoreError::Conflict(message) | StoreError::NotFound(message) => {
+                Self::Internal(format!("database: {message}"))
+            }
         }
     }
 }

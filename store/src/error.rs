@@ -14,6 +14,14 @@ pub enum StoreError {
         /// The role whose version was rejected.
         role: String,
     },
+    /// What the caller asked to create exists already (a principal's name, a token's id). The
+    /// message says what, e.g. `principal "alice" already exists`.
+    #[error("{0}")]
+    Conflict(String),
+    /// Something the request refers to does not exist (the principal of a new API token). The
+    /// message says what, e.g. `no principal "bob"`.
+    #[error("{0}")]
+    NotFound(String),
     /// The database could not be reached or is overloaded; retrying later may succeed.
     #[error("database unavailable: {0}")]
     Unavailable(String),
@@ -27,6 +35,8 @@ impl StoreError {
     /// carries no message and is returned as it is.
     pub(crate) fn map_message(self, rewrite: impl FnOnce(String) -> String) -> StoreError {
         match self {
+            StoreError::Conflict(message) => StoreError::Conflict(rewrite(message)),
+            StoreError::NotFound(message) => StoreError::NotFound(rewrite(message)),
             StoreError::Unavailable(message) => StoreError::Unavailable(rewrite(message)),
             StoreError::Internal(message) => StoreError::Internal(rewrite(message)),
             old @ StoreError::OldVersion { .. } => old,
@@ -130,6 +140,14 @@ pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether `error` is a foreign key violation.
+pub(crate) fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db_error) => db_error.is_foreign_key_violation(),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +192,10 @@ mod tests {
         assert_eq!(old.to_string(), "targets: a file with the same or a newer version is already stored");
         assert_eq!(StoreError::Unavailable("x".into()).to_string(), "database unavailable: x");
         assert_eq!(StoreError::Internal("y".into()).to_string(), "storage error: y");
+        let conflict = StoreError::Conflict("principal \"alice\" already exists".into());
+        assert_eq!(conflict.to_string(), "principal \"alice\" already exists");
+        assert_eq!(StoreError::NotFound("no principal \"bob\"".into()).to_string(), "no principal \"bob\"");
+        let context = StoreError::Conflict("x".into()).context("adding");
+        assert!(matches!(context, StoreError::Conflict(ref text) if text == "adding: x"), "{context:?}");
     }
 }

@@ -1,5 +1,7 @@
-//! Tufa's storage: TUF metadata files, the per-GUN set of current files, the changefeed and
-//! the server's online keys, behind one [`Store`] trait with SQLite and PostgreSQL backends.
+//! Tufa's storage: TUF metadata files, the per-GUN set of current files, the changefeed, the
+//! server's online keys and the auth tables (principals, API tokens, role bindings, tombstones
+//! of deleted GUNs, token-signing keys), behind one [`Store`] trait with SQLite and PostgreSQL
+//! backends.
 //!
 //! The store speaks in domain words and knows SQL, never HTTP or JSON: the server parses
 //! and verifies metadata, then hands the store finished rows. Bytes go in and come out
@@ -15,6 +17,7 @@
 //!   concurrent publishes to one GUN exactly one wins and the other gets
 //!   [`StoreError::OldVersion`].
 
+mod auth;
 mod error;
 mod postgres;
 mod sql;
@@ -29,12 +32,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use auth::{ApiToken, Principal, PrincipalKind, RoleBinding, TokenKey, TokenKeyKind, Tombstone};
 pub use error::{StoreError, is_transient};
 pub use sqlite::{create_sqlite_file, sqlite_file_options};
 pub use url::{Backend, DatabaseUrl, SqliteLocation, UrlError, redact_url};
 
 /// The role name whose stored files produce changefeed records.
 pub(crate) const TIMESTAMP_ROLE: &str = "timestamp";
+
+/// The role name whose current file a GUN's tombstone keeps.
+pub(crate) const ROOT_ROLE: &str = "root";
 
 /// A stored metadata file.
 #[derive(Clone, PartialEq, Eq)]
@@ -234,11 +241,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies `update` in one transaction: takes the GUN's lock, checks the expected
     /// timestamp version and the new versions, inserts the files, replaces the current set
-    /// and writes one changefeed `update` record per inserted timestamp. All or nothing.
+    /// and writes one changefeed `update` record per inserted timestamp. When the update
+    /// inserts a file of role `root`, it also deletes the GUN's [`Tombstone`]; an update
+    /// without a root leaves the tombstone alone. All or nothing.
     async fn update(&self, update: Update) -> Result<(), StoreError>;
 
-    /// Hard-deletes every file and current pointer of `gun`. If any file was deleted, writes
-    /// one changefeed `deletion` record and returns `true`. Server keys are kept.
+    /// Hard-deletes every file and current pointer of `gun`. If the GUN had a current root,
+    /// first writes (or replaces) its [`Tombstone`] with that root's bytes. If any file was
+    /// deleted, writes one changefeed `deletion` record and returns `true`. Server keys are
+    /// kept. All in one transaction.
     async fn delete_gun(&self, gun: &str) -> Result<bool, StoreError>;
 
     /// Changefeed page, optionally for one GUN, always ordered oldest to newest.
@@ -269,12 +280,83 @@ pub trait Store: Send + Sync + 'static {
     /// Records that the key is in use now. An unknown key ID is an [`StoreError::Internal`].
     async fn mark_key_used(&self, key_id: &str) -> Result<(), StoreError>;
 
-    /// The distinct [`StoredKey::kek_id`]s of the stored server keys, in ascending order: which
+    /// The distinct key-encryption key ids of the stored server keys ([`StoredKey::kek_id`])
+    /// and token keys ([`TokenKey::kek_id`], retired ones included), in ascending order: which
     /// key-encryption keys this database's keys need.
     async fn kek_ids(&self) -> Result<Vec<String>, StoreError>;
 
-    /// The server key with the lowest key ID among those sealed by `kek_id`, if any.
+    /// The server key with the lowest key ID among those sealed by `kek_id`, if any. Token keys
+    /// are not considered.
     async fn key_sealed_with(&self, kek_id: &str) -> Result<Option<StoredKey>, StoreError>;
+
+    /// Adds a principal. A name that exists already is [`StoreError::Conflict`].
+    async fn add_principal(&self, principal: &Principal) -> Result<(), StoreError>;
+
+    /// Sets (or with `None` removes) the principal's password hash. `false`: no such principal.
+    async fn set_password_hash(&self, name: &str, hash: Option<&str>) -> Result<bool, StoreError>;
+
+    /// The principal with this name.
+    async fn principal(&self, name: &str) -> Result<Option<Principal>, StoreError>;
+
+    /// All principals, ordered by name.
+    async fn principals(&self) -> Result<Vec<Principal>, StoreError>;
+
+    /// Removes the principal with its API tokens and role bindings, in one transaction.
+    /// `false`: no such principal, and nothing was changed (bindings of a name that is not a
+    /// principal, such as `anonymous`, are kept).
+    async fn remove_principal(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Stores an API token. A principal that does not exist is [`StoreError::NotFound`]; a token
+    /// id that exists already is [`StoreError::Conflict`].
+    async fn insert_api_token(&self, token: &ApiToken) -> Result<(), StoreError>;
+
+    /// The API token with this id, revoked or expired ones included.
+    async fn api_token(&self, id: &str) -> Result<Option<ApiToken>, StoreError>;
+
+    /// All API tokens, ordered by principal, then id.
+    async fn api_tokens(&self) -> Result<Vec<ApiToken>, StoreError>;
+
+    /// Marks the token revoked at `at`. `false`: no such token, or it was revoked already (the
+    /// first revocation time is kept).
+    async fn revoke_api_token(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// Binds `role` on `pattern` to `principal`, created now. `false`: that exact binding
+    /// existed already (it is left as it was). The principal need not be stored.
+    async fn add_binding(&self, principal: &str, role: &str, pattern: &str) -> Result<bool, StoreError>;
+
+    /// Removes that exact binding. `false`: there was none.
+    async fn remove_binding(&self, principal: &str, role: &str, pattern: &str) -> Result<bool, StoreError>;
+
+    /// All role bindings, ordered by principal, pattern, then role.
+    async fn bindings(&self) -> Result<Vec<RoleBinding>, StoreError>;
+
+    /// The role bindings of these principals only, in one query, ordered like
+    /// [`Store::bindings`]. Names that are not bound contribute nothing.
+    async fn bindings_for(&self, principals: &[&str]) -> Result<Vec<RoleBinding>, StoreError>;
+
+    /// The tombstone of `gun`, if it was deleted and not re-created with a new root since.
+    async fn tombstone(&self, gun: &str) -> Result<Option<Tombstone>, StoreError>;
+
+    /// All tombstones, ordered by GUN.
+    async fn tombstones(&self) -> Result<Vec<Tombstone>, StoreError>;
+
+    /// Deletes the tombstone of `gun`. `false`: there was none.
+    async fn clear_tombstone(&self, gun: &str) -> Result<bool, StoreError>;
+
+    /// Stores a token key. `false`: `key` is active (not retired) and an active key of its
+    /// kind exists already; nothing is written, and the caller should re-read the active key.
+    /// At most one key per kind is active, also across processes sharing one database. A key
+    /// id that exists already is [`StoreError::Conflict`].
+    async fn insert_token_key(&self, key: &TokenKey) -> Result<bool, StoreError>;
+
+    /// In one transaction, retires the active key of `new.kind` (if any) at `at` and stores
+    /// `new` as the active key of its kind. `new` must not be retired
+    /// ([`StoreError::Internal`]); a key id that exists already is [`StoreError::Conflict`].
+    /// Concurrent rotations are serialised: each retires the key the one before it stored.
+    async fn rotate_token_key(&self, new: &TokenKey, at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// All token keys, retired ones included, ordered by creation time, then id.
+    async fn token_keys(&self) -> Result<Vec<TokenKey>, StoreError>;
 }
 
 /// Opens the database named by `url` and brings its schema up to date.

@@ -35,6 +35,9 @@ const MAX_CONNECTIONS: u32 = 16;
 /// live in a different key space from the one-key per-GUN locks.
 const CHANGEFEED_LOCK: (i32, i32) = (0x7475_6661, 1);
 
+/// The two-key advisory lock that serialises writes to `token_keys` ("tufa", 2).
+const TOKEN_KEYS_LOCK: (i32, i32) = (0x7475_6661, 2);
+
 fn migrator() -> Migrator {
     let mut migrator = sqlx::migrate!("../migrations/server/postgres");
     // A binary from the previous release must keep running on a schema migrated by the next.
@@ -113,6 +116,21 @@ impl Dialect for Postgres {
             .await
             .map_err(from_sqlx)?;
         Ok(tx)
+    }
+
+    /// A plain transaction; row locks and constraints do the rest.
+    async fn begin_write(pool: &PgPool) -> Result<Tx<Postgres>, StoreError> {
+        pool.begin().await.map_err(from_sqlx)
+    }
+
+    async fn lock_token_keys(tx: &mut Tx<Postgres>) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(TOKEN_KEYS_LOCK.0)
+            .bind(TOKEN_KEYS_LOCK.1)
+            .execute(&mut **tx)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(())
     }
 
     async fn lock_changefeed(tx: &mut Tx<Postgres>) -> Result<(), StoreError> {

@@ -7,14 +7,15 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{Pool, Transaction};
+use sqlx::{Pool, QueryBuilder, Transaction};
 
-use crate::error::{from_sqlx, is_unique_violation};
+use crate::error::{from_sqlx, is_foreign_key_violation, is_unique_violation};
 use crate::postgres::Postgres;
 use crate::sqlite::{Sqlite, SqlitePools};
 use crate::validate::{check_update, inserted_timestamps, now};
 use crate::{
-    Change, ChangeCategory, CurrentEntry, NewFile, Store, StoreError, StoredFile, StoredKey, TIMESTAMP_ROLE, Update,
+    ApiToken, Change, ChangeCategory, CurrentEntry, NewFile, Principal, PrincipalKind, ROOT_ROLE, RoleBinding, Store,
+    StoreError, StoredFile, StoredKey, TIMESTAMP_ROLE, TokenKey, TokenKeyKind, Tombstone, Update,
 };
 
 /// What differs between the two SQL dialects; everything else is written once in this file.
@@ -39,6 +40,12 @@ pub(crate) trait Dialect: Sized + 'static {
 
     /// Starts a write transaction that holds `gun`'s lock until it ends.
     async fn begin_for_gun(pools: &Self::Pools, gun: &str) -> Result<Tx<Self>, StoreError>;
+    /// Starts a write transaction that takes no lock of its own (beyond what the dialect's
+    /// writes always take).
+    async fn begin_write(pools: &Self::Pools) -> Result<Tx<Self>, StoreError>;
+    /// Serialises writes to the token keys until the transaction ends, so that checking for an
+    /// active key and inserting one cannot interleave with another process doing the same.
+    async fn lock_token_keys(tx: &mut Tx<Self>) -> Result<(), StoreError>;
     /// Serialises changefeed inserts until the transaction ends, so that ids become visible in
     /// order.
     async fn lock_changefeed(tx: &mut Tx<Self>) -> Result<(), StoreError>;
@@ -131,6 +138,41 @@ macro_rules! change_columns {
     };
 }
 
+/// Columns of `principals` that make up a [`PrincipalRow`].
+macro_rules! principal_columns {
+    () => {
+        "name, kind, password_hash, created_at"
+    };
+}
+
+/// Columns of `api_tokens` that make up an [`ApiTokenRow`].
+macro_rules! api_token_columns {
+    () => {
+        "id, principal, secret_hash, created_at, expires_at, revoked_at"
+    };
+}
+
+/// Columns of `role_bindings` that make up a [`BindingRow`].
+macro_rules! binding_columns {
+    () => {
+        "principal, role, pattern, created_at"
+    };
+}
+
+/// Columns of `tombstones` that make up a [`TombstoneRow`].
+macro_rules! tombstone_columns {
+    () => {
+        "gun, root, deleted_at"
+    };
+}
+
+/// Columns of `token_keys` that make up a [`TokenKeyRow`].
+macro_rules! token_key_columns {
+    () => {
+        "id, kind, algorithm, certificate, sealed_private, kek_id, created_at, retired_at"
+    };
+}
+
 /// A `tuf_files` row as the dialect stores it.
 #[derive(sqlx::FromRow)]
 pub(crate) struct FileRow<D: Dialect> {
@@ -207,6 +249,151 @@ impl<D: Dialect> KeyRow<D> {
             last_used: self.last_used.map(|value| D::read_time(value, "last_used")).transpose()?,
         })
     }
+}
+
+/// A `principals` row as the dialect stores it.
+#[derive(sqlx::FromRow)]
+struct PrincipalRow<D: Dialect> {
+    name: String,
+    kind: String,
+    password_hash: Option<String>,
+    created_at: D::Time,
+}
+
+impl<D: Dialect> PrincipalRow<D> {
+    fn into_principal(self) -> Result<Principal, StoreError> {
+        let kind = PrincipalKind::parse(&self.kind).ok_or_else(|| {
+            StoreError::Internal(format!(
+                "principal {:?} has an unknown kind {:?} in the database",
+                self.name, self.kind
+            ))
+        })?;
+        Ok(Principal {
+            name: self.name,
+            kind,
+            password_hash: self.password_hash,
+            created_at: D::read_time(self.created_at, "created_at")?,
+        })
+    }
+}
+
+/// An `api_tokens` row as the dialect stores it.
+#[derive(sqlx::FromRow)]
+struct ApiTokenRow<D: Dialect> {
+    id: String,
+    principal: String,
+    secret_hash: String,
+    created_at: D::Time,
+    expires_at: Option<D::Time>,
+    revoked_at: Option<D::Time>,
+}
+
+impl<D: Dialect> ApiTokenRow<D> {
+    fn into_token(self) -> Result<ApiToken, StoreError> {
+        Ok(ApiToken {
+            id: self.id,
+            principal: self.principal,
+            secret_hash: self.secret_hash,
+            created_at: D::read_time(self.created_at, "created_at")?,
+            expires_at: self.expires_at.map(|value| D::read_time(value, "expires_at")).transpose()?,
+            revoked_at: self.revoked_at.map(|value| D::read_time(value, "revoked_at")).transpose()?,
+        })
+    }
+}
+
+/// A `role_bindings` row as the dialect stores it.
+#[derive(sqlx::FromRow)]
+struct BindingRow<D: Dialect> {
+    principal: String,
+    role: String,
+    pattern: String,
+    created_at: D::Time,
+}
+
+impl<D: Dialect> BindingRow<D> {
+    fn into_binding(self) -> Result<RoleBinding, StoreError> {
+        Ok(RoleBinding {
+            principal: self.principal,
+            role: self.role,
+            pattern: self.pattern,
+            created_at: D::read_time(self.created_at, "created_at")?,
+        })
+    }
+}
+
+/// A `tombstones` row as the dialect stores it.
+#[derive(sqlx::FromRow)]
+struct TombstoneRow<D: Dialect> {
+    gun: String,
+    root: Vec<u8>,
+    deleted_at: D::Time,
+}
+
+impl<D: Dialect> TombstoneRow<D> {
+    fn into_tombstone(self) -> Result<Tombstone, StoreError> {
+        Ok(Tombstone { gun: self.gun, root: self.root, deleted_at: D::read_time(self.deleted_at, "deleted_at")? })
+    }
+}
+
+/// A `token_keys` row as the dialect stores it.
+#[derive(sqlx::FromRow)]
+struct TokenKeyRow<D: Dialect> {
+    id: String,
+    kind: String,
+    algorithm: String,
+    certificate: Vec<u8>,
+    sealed_private: Vec<u8>,
+    kek_id: String,
+    created_at: D::Time,
+    retired_at: Option<D::Time>,
+}
+
+impl<D: Dialect> TokenKeyRow<D> {
+    fn into_key(self) -> Result<TokenKey, StoreError> {
+        let kind = TokenKeyKind::parse(&self.kind).ok_or_else(|| {
+            StoreError::Internal(format!("token key {:?} has an unknown kind {:?} in the database", self.id, self.kind))
+        })?;
+        Ok(TokenKey {
+            id: self.id,
+            kind,
+            algorithm: self.algorithm,
+            certificate: self.certificate,
+            sealed_private: self.sealed_private,
+            kek_id: self.kek_id,
+            created_at: D::read_time(self.created_at, "created_at")?,
+            retired_at: self.retired_at.map(|value| D::read_time(value, "retired_at")).transpose()?,
+        })
+    }
+}
+
+/// Inserts `key` into `token_keys` in the transaction `$tx` of dialect `$d`. A key id that
+/// exists already is [`StoreError::Conflict`].
+macro_rules! insert_token_key {
+    ($d:ty, $tx:expr, $key:expr) => {{
+        let key: &TokenKey = $key;
+        let inserted = sqlx::query(concat!(
+            "INSERT INTO token_keys (",
+            token_key_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        ))
+        .bind(&key.id)
+        .bind(key.kind.as_str())
+        .bind(&key.algorithm)
+        .bind(&key.certificate)
+        .bind(&key.sealed_private)
+        .bind(&key.kek_id)
+        .bind(<$d>::time(key.created_at))
+        .bind(key.retired_at.map(<$d>::time))
+        .execute(&mut **$tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(error) if is_unique_violation(&error) => {
+                return Err(StoreError::Conflict(format!("token key {:?} already exists", key.id)));
+            }
+            Err(error) => return Err(from_sqlx(error)),
+        }
+    }};
 }
 
 /// Converts the rows of a query into domain values.
@@ -336,6 +523,13 @@ impl Store for SqlStore {
                     Err(error) => return Err(from_sqlx(error)),
                 }
             }
+            if update.files.iter().any(|file| file.role == ROOT_ROLE) {
+                sqlx::query("DELETE FROM tombstones WHERE gun = $1")
+                    .bind(gun)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?;
+            }
             sqlx::query("DELETE FROM current_files WHERE gun = $1")
                 .bind(gun)
                 .execute(&mut *tx)
@@ -350,8 +544,27 @@ impl Store for SqlStore {
     }
 
     async fn delete_gun(&self, gun: &str) -> Result<bool, StoreError> {
+        const CURRENT_ROOT: &str = concat!("SELECT f.data", current_join!(), "WHERE c.gun = $1 AND c.role = $2");
+        const UPSERT_TOMBSTONE: &str = "INSERT INTO tombstones (gun, root, deleted_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (gun) DO UPDATE SET root = excluded.root, deleted_at = excluded.deleted_at";
+        let at = now();
         per_dialect!(&self.pools, |pools, D| {
             let mut tx = D::begin_for_gun(pools, gun).await?;
+            let root: Option<Vec<u8>> = sqlx::query_scalar(CURRENT_ROOT)
+                .bind(gun)
+                .bind(ROOT_ROLE)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            if let Some(root) = root {
+                sqlx::query(UPSERT_TOMBSTONE)
+                    .bind(gun)
+                    .bind(root)
+                    .bind(D::time(at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?;
+            }
             sqlx::query("DELETE FROM current_files WHERE gun = $1")
                 .bind(gun)
                 .execute(&mut *tx)
@@ -364,7 +577,7 @@ impl Store for SqlStore {
                 .map_err(from_sqlx)?
                 .rows_affected();
             if deleted > 0 {
-                append_change!(D, &mut tx, gun, 0_i64, "", ChangeCategory::Deletion, now());
+                append_change!(D, &mut tx, gun, 0_i64, "", ChangeCategory::Deletion, at);
             }
             tx.commit().await.map_err(from_sqlx)?;
             Ok(deleted > 0)
@@ -416,7 +629,8 @@ impl Store for SqlStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        const SQL: &str = "SELECT 1 FROM tuf_files, current_files, changefeed, server_keys LIMIT 0";
+        const SQL: &str = "SELECT 1 FROM tuf_files, current_files, changefeed, server_keys, \
+             principals, api_tokens, role_bindings, tombstones, token_keys LIMIT 0";
         per_dialect!(&self.pools, |pools, D| {
             sqlx::query(SQL).execute(D::reader(pools)).await.map(drop).map_err(from_sqlx)
         })
@@ -497,7 +711,8 @@ impl Store for SqlStore {
     }
 
     async fn kek_ids(&self) -> Result<Vec<String>, StoreError> {
-        const SQL: &str = "SELECT DISTINCT kek_id FROM server_keys ORDER BY kek_id";
+        // UNION (not UNION ALL) also makes the ids distinct.
+        const SQL: &str = "SELECT kek_id FROM server_keys UNION SELECT kek_id FROM token_keys ORDER BY kek_id";
         per_dialect!(&self.pools, |pools, D| {
             sqlx::query_scalar(SQL).fetch_all(D::reader(pools)).await.map_err(from_sqlx)
         })
@@ -513,6 +728,280 @@ impl Store for SqlStore {
                 .await
                 .map_err(from_sqlx)?;
             row.map(KeyRow::into_key).transpose()
+        })
+    }
+
+    async fn add_principal(&self, principal: &Principal) -> Result<(), StoreError> {
+        const SQL: &str = concat!("INSERT INTO principals (", principal_columns!(), ") VALUES ($1, $2, $3, $4)");
+        per_dialect!(&self.pools, |pools, D| {
+            let inserted = sqlx::query(SQL)
+                .bind(&principal.name)
+                .bind(principal.kind.as_str())
+                .bind(principal.password_hash.as_deref())
+                .bind(D::time(principal.created_at))
+                .execute(D::writer(pools))
+                .await;
+            match inserted {
+                Ok(_) => Ok(()),
+                Err(error) if is_unique_violation(&error) => {
+                    Err(StoreError::Conflict(format!("principal {:?} already exists", principal.name)))
+                }
+                Err(error) => Err(from_sqlx(error)),
+            }
+        })
+    }
+
+    async fn set_password_hash(&self, name: &str, hash: Option<&str>) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE principals SET password_hash = $2 WHERE name = $1";
+        let updated = per_dialect!(&self.pools, |pools, D| {
+            sqlx::query(SQL).bind(name).bind(hash).execute(D::writer(pools)).await.map_err(from_sqlx)?.rows_affected()
+        });
+        Ok(updated > 0)
+    }
+
+    async fn principal(&self, name: &str) -> Result<Option<Principal>, StoreError> {
+        const SQL: &str = concat!("SELECT ", principal_columns!(), " FROM principals WHERE name = $1");
+        per_dialect!(&self.pools, |pools, D| {
+            let row = sqlx::query_as::<_, PrincipalRow<D>>(SQL)
+                .bind(name)
+                .fetch_optional(D::reader(pools))
+                .await
+                .map_err(from_sqlx)?;
+            row.map(PrincipalRow::into_principal).transpose()
+        })
+    }
+
+    async fn principals(&self) -> Result<Vec<Principal>, StoreError> {
+        const SQL: &str = concat!("SELECT ", principal_columns!(), " FROM principals ORDER BY name");
+        per_dialect!(&self.pools, |pools, D| {
+            let rows =
+                sqlx::query_as::<_, PrincipalRow<D>>(SQL).fetch_all(D::reader(pools)).await.map_err(from_sqlx)?;
+            convert(rows, PrincipalRow::into_principal)
+        })
+    }
+
+    async fn remove_principal(&self, name: &str) -> Result<bool, StoreError> {
+        per_dialect!(&self.pools, |pools, D| {
+            let mut tx = D::begin_write(pools).await?;
+            // Tokens first: they reference the principal.
+            for sql in ["DELETE FROM api_tokens WHERE principal = $1", "DELETE FROM role_bindings WHERE principal = $1"]
+            {
+                sqlx::query(sql).bind(name).execute(&mut *tx).await.map_err(from_sqlx)?;
+            }
+            let removed = sqlx::query("DELETE FROM principals WHERE name = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?
+                .rows_affected();
+            if removed == 0 {
+                // Not a principal: dropping the transaction rolls back the deletes above.
+                return Ok(false);
+            }
+            tx.commit().await.map_err(from_sqlx)?;
+            Ok(true)
+        })
+    }
+
+    async fn insert_api_token(&self, token: &ApiToken) -> Result<(), StoreError> {
+        const SQL: &str =
+            concat!("INSERT INTO api_tokens (", api_token_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6)");
+        per_dialect!(&self.pools, |pools, D| {
+            let inserted = sqlx::query(SQL)
+                .bind(&token.id)
+                .bind(&token.principal)
+                .bind(&token.secret_hash)
+                .bind(D::time(token.created_at))
+                .bind(token.expires_at.map(D::time))
+                .bind(token.revoked_at.map(D::time))
+                .execute(D::writer(pools))
+                .await;
+            match inserted {
+                Ok(_) => Ok(()),
+                Err(error) if is_foreign_key_violation(&error) => {
+                    Err(StoreError::NotFound(format!("no principal {:?}", token.principal)))
+                }
+                Err(error) if is_unique_violation(&error) => {
+                    Err(StoreError::Conflict(format!("API token {:?} already exists", token.id)))
+                }
+                Err(error) => Err(from_sqlx(error)),
+            }
+        })
+    }
+
+    async fn api_token(&self, id: &str) -> Result<Option<ApiToken>, StoreError> {
+        const SQL: &str = concat!("SELECT ", api_token_columns!(), " FROM api_tokens WHERE id = $1");
+        per_dialect!(&self.pools, |pools, D| {
+            let row = sqlx::query_as::<_, ApiTokenRow<D>>(SQL)
+                .bind(id)
+                .fetch_optional(D::reader(pools))
+                .await
+                .map_err(from_sqlx)?;
+            row.map(ApiTokenRow::into_token).transpose()
+        })
+    }
+
+    async fn api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        const SQL: &str = concat!("SELECT ", api_token_columns!(), " FROM api_tokens ORDER BY principal, id");
+        per_dialect!(&self.pools, |pools, D| {
+            let rows = sqlx::query_as::<_, ApiTokenRow<D>>(SQL).fetch_all(D::reader(pools)).await.map_err(from_sqlx)?;
+            convert(rows, ApiTokenRow::into_token)
+        })
+    }
+
+    async fn revoke_api_token(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
+        let updated = per_dialect!(&self.pools, |pools, D| {
+            sqlx::query(SQL)
+                .bind(id)
+                .bind(D::time(at))
+                .execute(D::writer(pools))
+                .await
+                .map_err(from_sqlx)?
+                .rows_affected()
+        });
+        Ok(updated > 0)
+    }
+
+    async fn add_binding(&self, principal: &str, role: &str, pattern: &str) -> Result<bool, StoreError> {
+        const SQL: &str = concat!(
+            "INSERT INTO role_bindings (",
+            binding_columns!(),
+            ") VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
+        );
+        let inserted = per_dialect!(&self.pools, |pools, D| {
+            sqlx::query(SQL)
+                .bind(principal)
+                .bind(role)
+                .bind(pattern)
+                .bind(D::time(now()))
+                .execute(D::writer(pools))
+                .await
+                .map_err(from_sqlx)?
+                .rows_affected()
+        });
+        Ok(inserted > 0)
+    }
+
+    async fn remove_binding(&self, principal: &str, role: &str, pattern: &str) -> Result<bool, StoreError> {
+        const SQL: &str = "DELETE FROM role_bindings WHERE principal = $1 AND role = $2 AND pattern = $3";
+        let removed = per_dialect!(&self.pools, |pools, D| {
+            sqlx::query(SQL)
+                .bind(principal)
+                .bind(role)
+                .bind(pattern)
+                .execute(D::writer(pools))
+                .await
+                .map_err(from_sqlx)?
+                .rows_affected()
+        });
+        Ok(removed > 0)
+    }
+
+    async fn bindings(&self) -> Result<Vec<RoleBinding>, StoreError> {
+        const SQL: &str =
+            concat!("SELECT ", binding_columns!(), " FROM role_bindings ORDER BY principal, pattern, role");
+        per_dialect!(&self.pools, |pools, D| {
+            let rows = sqlx::query_as::<_, BindingRow<D>>(SQL).fetch_all(D::reader(pools)).await.map_err(from_sqlx)?;
+            convert(rows, BindingRow::into_binding)
+        })
+    }
+
+    async fn bindings_for(&self, principals: &[&str]) -> Result<Vec<RoleBinding>, StoreError> {
+        if principals.is_empty() {
+            return Ok(Vec::new());
+        }
+        per_dialect!(&self.pools, |pools, D| {
+            // One placeholder per name: valid SQL in both dialects, and callers ask for a few
+            // names (a principal and `anonymous`).
+            let mut query = QueryBuilder::<<D as Dialect>::Db>::new(concat!(
+                "SELECT ",
+                binding_columns!(),
+                " FROM role_bindings WHERE principal IN ("
+            ));
+            let mut list = query.separated(", ");
+            for principal in principals {
+                list.push_bind(*principal);
+            }
+            query.push(") ORDER BY principal, pattern, role");
+            let rows: Vec<BindingRow<D>> =
+                query.build_query_as().fetch_all(D::reader(pools)).await.map_err(from_sqlx)?;
+            convert(rows, BindingRow::into_binding)
+        })
+    }
+
+    async fn tombstone(&self, gun: &str) -> Result<Option<Tombstone>, StoreError> {
+        const SQL: &str = concat!("SELECT ", tombstone_columns!(), " FROM tombstones WHERE gun = $1");
+        per_dialect!(&self.pools, |pools, D| {
+            let row = sqlx::query_as::<_, TombstoneRow<D>>(SQL)
+                .bind(gun)
+                .fetch_optional(D::reader(pools))
+                .await
+                .map_err(from_sqlx)?;
+            row.map(TombstoneRow::into_tombstone).transpose()
+        })
+    }
+
+    async fn tombstones(&self) -> Result<Vec<Tombstone>, StoreError> {
+        const SQL: &str = concat!("SELECT ", tombstone_columns!(), " FROM tombstones ORDER BY gun");
+        per_dialect!(&self.pools, |pools, D| {
+            let rows =
+                sqlx::query_as::<_, TombstoneRow<D>>(SQL).fetch_all(D::reader(pools)).await.map_err(from_sqlx)?;
+            convert(rows, TombstoneRow::into_tombstone)
+        })
+    }
+
+    async fn clear_tombstone(&self, gun: &str) -> Result<bool, StoreError> {
+        const SQL: &str = "DELETE FROM tombstones WHERE gun = $1";
+        let removed = per_dialect!(&self.pools, |pools, D| {
+            sqlx::query(SQL).bind(gun).execute(D::writer(pools)).await.map_err(from_sqlx)?.rows_affected()
+        });
+        Ok(removed > 0)
+    }
+
+    async fn insert_token_key(&self, key: &TokenKey) -> Result<bool, StoreError> {
+        const ACTIVE: &str = "SELECT id FROM token_keys WHERE kind = $1 AND retired_at IS NULL";
+        per_dialect!(&self.pools, |pools, D| {
+            let mut tx = D::begin_write(pools).await?;
+            D::lock_token_keys(&mut tx).await?;
+            if key.retired_at.is_none() {
+                let active: Option<String> = sqlx::query_scalar(ACTIVE)
+                    .bind(key.kind.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?;
+                if active.is_some() {
+                    return Ok(false);
+                }
+            }
+            insert_token_key!(D, &mut tx, key);
+            tx.commit().await.map_err(from_sqlx)?;
+            Ok(true)
+        })
+    }
+
+    async fn rotate_token_key(&self, new: &TokenKey, at: DateTime<Utc>) -> Result<(), StoreError> {
+        const RETIRE: &str = "UPDATE token_keys SET retired_at = $2 WHERE kind = $1 AND retired_at IS NULL";
+        if new.retired_at.is_some() {
+            return Err(StoreError::Internal(format!(
+                "token key {:?} is retired, so it cannot become the active {} key",
+                new.id, new.kind
+            )));
+        }
+        per_dialect!(&self.pools, |pools, D| {
+            let mut tx = D::begin_write(pools).await?;
+            D::lock_token_keys(&mut tx).await?;
+            sqlx::query(RETIRE).bind(new.kind.as_str()).bind(D::time(at)).execute(&mut *tx).await.map_err(from_sqlx)?;
+            insert_token_key!(D, &mut tx, new);
+            tx.commit().await.map_err(from_sqlx)
+        })
+    }
+
+    async fn token_keys(&self) -> Result<Vec<TokenKey>, StoreError> {
+        const SQL: &str = concat!("SELECT ", token_key_columns!(), " FROM token_keys ORDER BY created_at, id");
+        per_dialect!(&self.pools, |pools, D| {
+            let rows = sqlx::query_as::<_, TokenKeyRow<D>>(SQL).fetch_all(D::reader(pools)).await.map_err(from_sqlx)?;
+            convert(rows, TokenKeyRow::into_key)
         })
     }
 }

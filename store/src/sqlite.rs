@@ -145,6 +145,16 @@ impl Dialect for Sqlite {
         pools.writer.begin_with("BEGIN IMMEDIATE").await.map_err(from_sqlx)
     }
 
+    /// `BEGIN IMMEDIATE`: the one write lock, taken up front.
+    async fn begin_write(pools: &SqlitePools) -> Result<Tx<Sqlite>, StoreError> {
+        pools.writer.begin_with("BEGIN IMMEDIATE").await.map_err(from_sqlx)
+    }
+
+    /// The write lock taken by `BEGIN IMMEDIATE` already serialises token-key writes.
+    async fn lock_token_keys(_tx: &mut Tx<Sqlite>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// The write lock taken by `BEGIN IMMEDIATE` already serialises changefeed inserts.
     async fn lock_changefeed(_tx: &mut Tx<Sqlite>) -> Result<(), StoreError> {
         Ok(())

@@ -107,6 +107,8 @@ mod tests {
             Err(StoreError::OldVersion { role }) => format!("old {role}"),
             Err(StoreError::Internal(message)) => format!("internal {message}"),
             Err(StoreError::Unavailable(message)) => format!("unavailable {message}"),
+            Err(StoreError::Conflict(message)) => format!("conflict {message}"),
+            Err(StoreError::NotFound(message)) => format!("not found {message}"),
         }
     }
 

@@ -1,0 +1,68 @@
+-- Tufa notary-server schema for PostgreSQL, version 2: who may do what, and deleted repositories.
+-- Forward-only: once this file has landed it is never edited; later changes go in new files.
+-- Timestamps are TIMESTAMPTZ in UTC with microsecond precision, as in version 1.
+-- The store keeps these rows as strings and hashes; it never hashes a password or a token and
+-- never interprets a role or a GUN pattern (that is tufa-auth's and the server's business).
+
+-- Users and service accounts of the built-in token service. `password_hash` is a PHC string
+-- (Argon2id); NULL means the principal cannot log in with a password (service accounts).
+CREATE TABLE principals (
+    name          TEXT        NOT NULL CHECK (name <> ''),
+    kind          TEXT        NOT NULL CHECK (kind IN ('user', 'service')),
+    password_hash TEXT        NULL,
+    created_at    TIMESTAMPTZ NOT NULL,
+    CONSTRAINT principals_pkey PRIMARY KEY (name)
+);
+
+-- API tokens: `id` is the token's public id; `secret_hash` is the hex SHA-256 of its secret,
+-- never the secret. Removing a principal deletes its tokens in the same transaction.
+CREATE TABLE api_tokens (
+    id          TEXT        NOT NULL CHECK (id <> ''),
+    principal   TEXT        NOT NULL,
+    secret_hash TEXT        NOT NULL CHECK (secret_hash <> ''),
+    created_at  TIMESTAMPTZ NOT NULL,
+    expires_at  TIMESTAMPTZ NULL,
+    revoked_at  TIMESTAMPTZ NULL,
+    CONSTRAINT api_tokens_pkey PRIMARY KEY (id),
+    CONSTRAINT api_tokens_principal_fkey FOREIGN KEY (principal) REFERENCES principals (name)
+);
+
+-- Listing tokens by principal, and deleting a principal's tokens.
+CREATE INDEX api_tokens_principal_idx ON api_tokens (principal, id);
+
+-- Role bindings: `principal` has `role` on every GUN matching `pattern`. No foreign key:
+-- the principal `anonymous` stands for unauthenticated callers and is not in `principals`.
+-- The key's column order is the listing order.
+CREATE TABLE role_bindings (
+    principal  TEXT        NOT NULL CHECK (principal <> ''),
+    role       TEXT        NOT NULL CHECK (role <> ''),
+    pattern    TEXT        NOT NULL CHECK (pattern <> ''),
+    created_at TIMESTAMPTZ NOT NULL,
+    CONSTRAINT role_bindings_pkey PRIMARY KEY (principal, pattern, role)
+);
+
+-- The last current root.json of each deleted GUN, byte for byte, so that a deletion is not a
+-- takeover. Written by the GUN's deletion, removed by the next update that stores a root.
+CREATE TABLE tombstones (
+    gun        TEXT        NOT NULL,
+    root       BYTEA       NOT NULL,
+    deleted_at TIMESTAMPTZ NOT NULL,
+    CONSTRAINT tombstones_pkey PRIMARY KEY (gun)
+);
+
+-- The built-in token service's CA and signing keys. `certificate` is DER; `sealed_private`
+-- is encrypted by the server under the key-encryption key `kek_id`, as server_keys are.
+CREATE TABLE token_keys (
+    id             TEXT        NOT NULL CHECK (id <> ''),
+    kind           TEXT        NOT NULL CHECK (kind IN ('ca', 'signing')),
+    algorithm      TEXT        NOT NULL,
+    certificate    BYTEA       NOT NULL,
+    sealed_private BYTEA       NOT NULL,
+    kek_id         TEXT        NOT NULL,
+    created_at     TIMESTAMPTZ NOT NULL,
+    retired_at     TIMESTAMPTZ NULL,
+    CONSTRAINT token_keys_pkey PRIMARY KEY (id)
+);
+
+-- At most one active (un-retired) key per kind, whatever number of servers share the database.
+CREATE UNIQUE INDEX token_keys_one_active_idx ON token_keys (kind) WHERE retired_at IS NULL;
