@@ -190,8 +190,7 @@ pub fn check_name(name: &str) -> Result<(), AdminError> {
 fn read_password(input: &mut dyn BufRead) -> Result<Zeroizing<String>, AdminError> {
     let mut line = Zeroizing::new(String::new());
     let limit = u64::try_from(tufa_auth::password::MAX_PASSWORD_LEN + 2).unwrap_or(u64::MAX);
-    input
-        .take(limit)
+    std::io::Read::take(input, limit)
         .read_line(&mut line)
         .map_err(|error| AdminError::Usage(format!("cannot read the password from standard input: {error}")))?;
     let password = Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_owned());
@@ -292,12 +291,12 @@ pub async fn run(
                 ),
                 None => None,
             };
-            let generated = tufa_auth::apitoken::ApiTokenSecret::generate()
+            let (id, text, secret_hash) = tufa_auth::ApiTokenSecret::generate()
                 .map_err(|error| AdminError::Failed(format!("cannot make a token: {error}")))?;
             let token = ApiToken {
-                id: generated.id.clone(),
+                id,
                 principal: name.clone(),
-                secret_hash: generated.secret_hash.clone(),
+                secret_hash,
                 created_at: now,
                 expires_at,
                 revoked_at: None,
@@ -306,7 +305,7 @@ pub async fn run(
             tracing::info!(principal = %name, id = %token.id, "admin: created an API token");
             let until = expires_at.map_or_else(|| "never expires".to_owned(), |at| format!("expires {}", at.to_rfc3339()));
             written(writeln!(out, "created token {} for {name} ({until}); it is shown only once:", token.id))?;
-            written(writeln!(out, "{}", generated.text.as_str()))
+            written(writeln!(out, "{}", text.as_str()))
         }
         AdminAction::Token(TokenAction::Revoke { id }) => {
             if !store.revoke_api_token(id, Utc::now()).await? {
@@ -328,7 +327,7 @@ pub async fn run(
             written(writeln!(out, "{note}: {principal} {} {}", role.as_str(), pattern.as_str()))
         }
         AdminAction::Revoke { principal, role, pattern } => {
-            let role = Role::parse(role).map_err(|error| AdminError::Usage(error.to_string()))?;
+            let role = role.parse::<Role>().map_err(|error| AdminError::Usage(error.to_string()))?;
             if !store.remove_binding(principal, role.as_str(), pattern).await? {
                 return Err(AdminError::Failed(format!("{principal} has no role {} on {pattern:?}", role.as_str())));
             }
@@ -366,7 +365,7 @@ pub async fn run(
 
 /// Checks a grant's parts; the principal must exist unless it is `anonymous`.
 async fn binding(store: &dyn Store, principal: &str, role: &str, pattern: &str) -> Result<(Role, Pattern), AdminError> {
-    let role = Role::parse(role).map_err(|error| AdminError::Usage(error.to_string()))?;
+    let role = role.parse::<Role>().map_err(|error| AdminError::Usage(error.to_string()))?;
     let pattern = Pattern::parse(pattern).map_err(|error| AdminError::Usage(error.to_string()))?;
     if principal != ANONYMOUS && store.principal(principal).await?.is_none() {
         return Err(AdminError::Failed(format!(

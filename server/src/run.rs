@@ -134,7 +134,7 @@ async fn authenticator(
                 root_certificates: keys.ca_pem.clone().into_bytes(),
             })
             .map_err(|error| fail("auth: the token CA")(&error))?;
-            let logins = LoginGuard::new().map_err(|error| fail("auth")(&error))?;
+            let logins = LoginGuard::new();
             Ok(Authenticator::Builtin(Arc::new(Builtin {
                 config: builtin.clone(),
                 store: store.clone(),

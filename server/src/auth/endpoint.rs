@@ -145,7 +145,7 @@ async fn authenticate(
             if let Err(refusal) = builtin.logins.check(&user, address) {
                 return Err(refused(refusal, &user, remote));
             }
-            if tufa_auth::apitoken::parse(&password).is_some() {
+            if tufa_auth::ApiTokenSecret::parse(&password).is_some() {
                 return match builtin.api_token_principal(&password, Some(&user)).await {
                     Ok(Some(principal)) => Ok(Some(principal)),
                     Ok(None) => {

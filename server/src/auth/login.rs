@@ -41,19 +41,13 @@ struct Failures {
 pub struct LoginGuard {
     hashing: Semaphore,
     failures: Mutex<HashMap<String, Failures>>,
-    /// A real hash of a random password, checked when the user does not exist, so that a wrong
-    /// user name costs the same time as a wrong password.
-    decoy: String,
 }
 
 impl LoginGuard {
-    /// A guard with one hashing slot per core. Computes one decoy hash.
-    pub fn new() -> Result<Self, String> {
+    /// A guard with one hashing slot per core.
+    pub fn new() -> Self {
         let slots = std::thread::available_parallelism().map_or(1, usize::from);
-        let mut seed = [0_u8; 16];
-        aws_lc_rs::rand::fill(&mut seed).map_err(|_| "no randomness".to_owned())?;
-        let decoy = tufa_auth::password::hash_password(&hex::encode(seed)).map_err(|error| error.to_string())?;
-        Ok(Self { hashing: Semaphore::new(slots), failures: Mutex::new(HashMap::new()), decoy })
+        Self { hashing: Semaphore::new(slots), failures: Mutex::new(HashMap::new()) }
     }
 
     fn keys(user: &str, address: Option<IpAddr>) -> [Option<String>; 2] {
@@ -103,19 +97,27 @@ impl LoginGuard {
         }
     }
 
-    /// Checks `password` against `hash` (the decoy when the user has none) on the blocking pool,
-    /// waiting at most [`HASH_QUEUE_TIMEOUT`] for a slot.
+    /// Checks `password` against `hash` on the blocking pool, waiting at most
+    /// [`HASH_QUEUE_TIMEOUT`] for a slot. Without a hash (no such user, or no password) the same
+    /// work is done and the answer is false, so timing does not tell which names exist.
     pub async fn verify(&self, password: Zeroizing<String>, hash: Option<String>) -> Result<bool, Refusal> {
         let permit = tokio::time::timeout(HASH_QUEUE_TIMEOUT, self.hashing.acquire())
             .await
             .map_err(|_| Refusal::Busy)?
             .map_err(|_| Refusal::Busy)?;
-        let real = hash.is_some();
-        let hash = hash.unwrap_or_else(|| self.decoy.clone());
-        let matched = tokio::task::spawn_blocking(move || tufa_auth::password::verify_password(&password, &hash))
-            .await
-            .unwrap_or(false);
+        let matched = tokio::task::spawn_blocking(move || match hash {
+            Some(hash) => tufa_auth::password::verify_password(&password, &hash),
+            None => tufa_auth::password::verify_without_hash(&password),
+        })
+        .await
+        .unwrap_or(false);
         drop(permit);
-        Ok(real && matched)
+        Ok(matched)
+    }
+}
+
+impl Default for LoginGuard {
+    fn default() -> Self {
+        Self::new()
     }
 }

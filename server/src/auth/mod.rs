@@ -23,7 +23,7 @@ use std::time::SystemTime;
 use axum::http::{HeaderMap, header};
 use base64::Engine as _;
 use tufa_auth::roles::{ANONYMOUS, Binding, Pattern, Role, effective_role};
-use tufa_auth::{Access, ChallengeError, TokenVerifier, grants};
+use tufa_auth::{Access, ApiTokenSecret, ChallengeError, TokenVerifier, grants};
 use tufa_store::Store;
 use zeroize::Zeroizing;
 
@@ -182,7 +182,7 @@ impl Builtin {
         let invalid = || outer.refuse(required, Some(ChallengeError::InvalidToken));
         let (caller, presented_token) = match presented(headers) {
             Presented::Nothing => (Caller { principal: None, via: "anonymous" }, false),
-            Presented::Bearer(token) if tufa_auth::apitoken::parse(&token).is_some() => {
+            Presented::Bearer(token) if ApiTokenSecret::parse(&token).is_some() => {
                 let principal = self.api_token_principal(&token, None).await?.ok_or_else(invalid)?;
                 (Caller { principal: Some(principal), via: "api-token" }, true)
             }
@@ -222,9 +222,9 @@ impl Builtin {
     /// not revoked, not expired, principal still present). With `user`, the token must belong to
     /// that principal.
     pub(crate) async fn api_token_principal(&self, text: &str, user: Option<&str>) -> Result<Option<String>, ApiError> {
-        let Some((id, secret)) = tufa_auth::apitoken::parse(text) else { return Ok(None) };
+        let Some((id, secret)) = ApiTokenSecret::parse(text) else { return Ok(None) };
         let Some(token) = self.store.api_token(&id).await? else { return Ok(None) };
-        if !tufa_auth::apitoken::hash_matches(&token.secret_hash, &secret) {
+        if !ApiTokenSecret::hash_matches(&token.secret_hash, &secret) {
             return Ok(None);
         }
         let now = chrono::Utc::now();
@@ -251,7 +251,7 @@ impl Builtin {
         Ok(stored
             .into_iter()
             .filter_map(|binding| {
-                let parsed = Role::parse(&binding.role).ok().zip(Pattern::parse(&binding.pattern).ok());
+                let parsed = binding.role.parse::<Role>().ok().zip(Pattern::parse(&binding.pattern).ok());
                 if parsed.is_none() {
                     tracing::warn!(principal = %binding.principal, role = %binding.role, "skipping an unreadable role binding");
                 }
@@ -284,7 +284,7 @@ impl Builtin {
             ("registry", Some(_)) if requested.name == "catalog" => {
                 let everything = bindings.iter().any(|binding| {
                     binding.role == Role::Admin
-                        && binding.pattern.is_everything()
+                        && binding.pattern.as_str() == "*"
                         && principal.is_some_and(|principal| binding.principal == principal)
                 });
                 everything.then(|| requested.clone())
