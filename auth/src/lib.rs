@@ -1,7 +1,9 @@
-//! Registry token auth as pure functions: access grants, verification of Docker-distribution-compatible
-//! bearer tokens, and the challenge and body of a refused request. This crate does no IO and knows neither
-//! HTTP frameworks nor SQL: every decision is a function of (token text, settings, now).
-
+//! Registry token auth and the built-in token service as pure functions: access grants, verification of
+//! Docker-distribution-compatible bearer tokens, the challenge and body of a refused request, roles by GUN
+//! pattern, token-request scopes, password and API-token hashing, the token service's certificates, and
+//! issuing tokens. This crate does no IO and knows neither HTTP frameworks nor SQL: every decision is a
+//! function of its inputs and the time it is given (only key, salt and token-id generation read the
+//! system random generator).
 pub mod access;
 pub mod apitoken;
 pub mod certs;
