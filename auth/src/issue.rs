@@ -379,6 +379,13 @@ mod tests {
     }
 
     #[test]
+    fn issuer_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<TokenIssuer>();
+        shareable::<IssuedToken>();
+    }
+
+    #[test]
     fn issue_errors() {
         let pki = pki();
         let issuer = issuer(&pki);
