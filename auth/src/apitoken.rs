@@ -35,8 +35,9 @@ const SECRET_LEN: usize = 43;
 #[error("the system random generator failed")]
 pub struct RandomError;
 
-/// The secret part of an API token. It is wiped from memory when dropped and never printed.
-#[derive(Clone, PartialEq, Eq)]
+/// The secret part of an API token. It is wiped from memory when dropped and never printed; it has no `==`
+/// (compare hashes with [`ApiTokenSecret::hash_matches`], which takes constant time).
+#[derive(Clone)]
 pub struct ApiTokenSecret(Zeroizing<String>);
 
 impl fmt::Debug for ApiTokenSecret {

@@ -6,6 +6,7 @@
 //! one: `alice admin team/*` with `alice reader team/app` leaves alice a reader on `team/app`. Grants to
 //! the principal [`ANONYMOUS`] apply to every caller, signed in or not.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -204,8 +205,7 @@ pub fn effective_role(bindings: &[Binding], principal: Option<&str>, gun: &str) 
 /// the resource.
 pub fn grant(role: Option<Role>, requested: &Access) -> Option<Access> {
     let role = role?;
-    let actions: std::collections::BTreeSet<String> =
-        requested.actions.iter().filter(|action| role.allows(action)).cloned().collect();
+    let actions: BTreeSet<String> = requested.actions.iter().filter(|action| role.allows(action)).cloned().collect();
     if actions.is_empty() {
         return None;
     }

@@ -56,4 +56,12 @@ conformance!(
     keys,
     keys_by_kek,
     concurrent_publishes,
+    principals,
+    api_tokens,
+    principal_removal_cascades,
+    role_bindings,
+    tombstones,
+    token_keys,
+    kek_ids_include_token_keys,
+    token_key_race_in_one_store,
 );

@@ -3,11 +3,13 @@
 -- Timestamps are TIMESTAMPTZ in UTC with microsecond precision, as in version 1.
 -- The store keeps these rows as strings and hashes; it never hashes a password or a token and
 -- never interprets a role or a GUN pattern (that is tufa-auth's and the server's business).
+-- Names, ids, roles, patterns and GUNs use the "C" collation, so that they compare and sort
+-- byte by byte whatever the database's locale, as in SQLite.
 
 -- Users and service accounts of the built-in token service. `password_hash` is a PHC string
 -- (Argon2id); NULL means the principal cannot log in with a password (service accounts).
 CREATE TABLE principals (
-    name          TEXT        NOT NULL CHECK (name <> ''),
+    name          TEXT        COLLATE "C" NOT NULL CHECK (name <> ''),
     kind          TEXT        NOT NULL CHECK (kind IN ('user', 'service')),
     password_hash TEXT        NULL,
     created_at    TIMESTAMPTZ NOT NULL,
@@ -17,8 +19,8 @@ CREATE TABLE principals (
 -- API tokens: `id` is the token's public id; `secret_hash` is the hex SHA-256 of its secret,
 -- never the secret. Removing a principal deletes its tokens in the same transaction.
 CREATE TABLE api_tokens (
-    id          TEXT        NOT NULL CHECK (id <> ''),
-    principal   TEXT        NOT NULL,
+    id          TEXT        COLLATE "C" NOT NULL CHECK (id <> ''),
+    principal   TEXT        COLLATE "C" NOT NULL,
     secret_hash TEXT        NOT NULL CHECK (secret_hash <> ''),
     created_at  TIMESTAMPTZ NOT NULL,
     expires_at  TIMESTAMPTZ NULL,
@@ -34,9 +36,9 @@ CREATE INDEX api_tokens_principal_idx ON api_tokens (principal, id);
 -- the principal `anonymous` stands for unauthenticated callers and is not in `principals`.
 -- The key's column order is the listing order.
 CREATE TABLE role_bindings (
-    principal  TEXT        NOT NULL CHECK (principal <> ''),
-    role       TEXT        NOT NULL CHECK (role <> ''),
-    pattern    TEXT        NOT NULL CHECK (pattern <> ''),
+    principal  TEXT        COLLATE "C" NOT NULL CHECK (principal <> ''),
+    role       TEXT        COLLATE "C" NOT NULL CHECK (role <> ''),
+    pattern    TEXT        COLLATE "C" NOT NULL CHECK (pattern <> ''),
     created_at TIMESTAMPTZ NOT NULL,
     CONSTRAINT role_bindings_pkey PRIMARY KEY (principal, pattern, role)
 );
@@ -44,7 +46,7 @@ CREATE TABLE role_bindings (
 -- The last current root.json of each deleted GUN, byte for byte, so that a deletion is not a
 -- takeover. Written by the GUN's deletion, removed by the next update that stores a root.
 CREATE TABLE tombstones (
-    gun        TEXT        NOT NULL,
+    gun        TEXT        COLLATE "C" NOT NULL,
     root       BYTEA       NOT NULL,
     deleted_at TIMESTAMPTZ NOT NULL,
     CONSTRAINT tombstones_pkey PRIMARY KEY (gun)
@@ -53,7 +55,7 @@ CREATE TABLE tombstones (
 -- The built-in token service's CA and signing keys. `certificate` is DER; `sealed_private`
 -- is encrypted by the server under the key-encryption key `kek_id`, as server_keys are.
 CREATE TABLE token_keys (
-    id             TEXT        NOT NULL CHECK (id <> ''),
+    id             TEXT        COLLATE "C" NOT NULL CHECK (id <> ''),
     kind           TEXT        NOT NULL CHECK (kind IN ('ca', 'signing')),
     algorithm      TEXT        NOT NULL,
     certificate    BYTEA       NOT NULL,

@@ -165,6 +165,19 @@ mod sqlite {
         assert_eq!(feed.len(), 2);
     }
 
+    /// Two stores on one file, as two server processes, race to create the first token CA key
+    /// and then to rotate it: one creation wins, and rotations are serialised.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_stores_on_one_file_share_token_keys() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("tufa.sqlite");
+        let stores = [
+            tufa_store::open_sqlite(&path).await.expect("open first"),
+            tufa_store::open_sqlite(&path).await.expect("open second"),
+        ];
+        crate::suite::token_key_race(&stores).await;
+    }
+
     /// Another process holding SQLite's write lock past the busy timeout makes writes
     /// Unavailable; reads carry on (WAL), and writes work again once the lock is gone.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,6 +259,15 @@ mod postgres {
         assert_eq!(timeout.as_database_error().and_then(|error| error.code()).as_deref(), Some("57014"));
         assert!(tufa_store::is_transient(&timeout));
         connection.close().await.expect("close");
+    }
+
+    /// Two stores on one database, as two server processes, race to create the first token CA
+    /// key and then to rotate it: one creation wins, and rotations are serialised.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_stores_on_one_database_share_token_keys() {
+        let db = PgDb::create().await;
+        let stores = [db.open().await, db.open().await];
+        crate::suite::token_key_race(&stores).await;
     }
 
     #[tokio::test]
