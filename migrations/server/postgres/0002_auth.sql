@@ -17,7 +17,8 @@ CREATE TABLE principals (
 );
 
 -- API tokens: `id` is the token's public id; `secret_hash` is the hex SHA-256 of its secret,
--- never the secret. Removing a principal deletes its tokens in the same transaction.
+-- never the secret. Removing a principal deletes its tokens in the same transaction; the
+-- cascade also catches a token inserted while the principal is being removed.
 CREATE TABLE api_tokens (
     id          TEXT        COLLATE "C" NOT NULL CHECK (id <> ''),
     principal   TEXT        COLLATE "C" NOT NULL,
@@ -27,6 +28,7 @@ CREATE TABLE api_tokens (
     revoked_at  TIMESTAMPTZ NULL,
     CONSTRAINT api_tokens_pkey PRIMARY KEY (id),
     CONSTRAINT api_tokens_principal_fkey FOREIGN KEY (principal) REFERENCES principals (name)
+        ON DELETE CASCADE
 );
 
 -- Listing tokens by principal, and deleting a principal's tokens.

@@ -14,10 +14,11 @@ CREATE TABLE principals (
 ) STRICT;
 
 -- API tokens: `id` is the token's public id; `secret_hash` is the hex SHA-256 of its secret,
--- never the secret. Removing a principal deletes its tokens in the same transaction.
+-- never the secret. Removing a principal deletes its tokens in the same transaction; the
+-- cascade also catches a token inserted while the principal is being removed.
 CREATE TABLE api_tokens (
     id          TEXT    NOT NULL PRIMARY KEY CHECK (id <> ''),
-    principal   TEXT    NOT NULL REFERENCES principals (name),
+    principal   TEXT    NOT NULL REFERENCES principals (name) ON DELETE CASCADE,
     secret_hash TEXT    NOT NULL CHECK (secret_hash <> ''),
     created_at  INTEGER NOT NULL,
     expires_at  INTEGER NULL,
