@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::keys::PublicKey;
-use crate::metadata::{Root, RoleKeys, Signed};
+use crate::metadata::{RoleKeys, Root, Signed};
 use crate::names::BaseRole;
 
 /// Why a file's signatures do not satisfy its role.
@@ -109,4 +109,3 @@ pub fn signed_by_previous_root(previous_root: &[u8], new_root: &[u8]) -> Result<
         ))
     }
 }
-

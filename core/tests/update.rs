@@ -288,8 +288,5 @@ fn a_deleted_root_is_continued_only_by_its_keys_compared_by_public_key() {
         Err("the new root is signed by 0 of the 1 required keys of the deleted repository's last root".to_owned())
     );
     // Garbage as the new root: a clear error.
-    assert_eq!(
-        signed_by_previous_root(&previous, b"{").map_err(|error| error.starts_with("the new root:")),
-        Err(true)
-    );
+    assert_eq!(signed_by_previous_root(&previous, b"{").map_err(|error| error.starts_with("the new root:")), Err(true));
 }

@@ -245,10 +245,8 @@ pub async fn run(
             written(writeln!(out, "added {} {name}", kind.as_str()))
         }
         AdminAction::User(UserAction::Password { name, .. }) => {
-            let principal = store
-                .principal(name)
-                .await?
-                .ok_or_else(|| AdminError::Failed(format!("there is no user {name:?}")))?;
+            let principal =
+                store.principal(name).await?.ok_or_else(|| AdminError::Failed(format!("there is no user {name:?}")))?;
             if principal.kind == PrincipalKind::Service {
                 return Err(AdminError::Usage(format!(
                     "{name:?} is a service account, which signs in with API tokens only"
@@ -293,17 +291,12 @@ pub async fn run(
             };
             let (id, text, secret_hash) = tufa_auth::ApiTokenSecret::generate()
                 .map_err(|error| AdminError::Failed(format!("cannot make a token: {error}")))?;
-            let token = ApiToken {
-                id,
-                principal: name.clone(),
-                secret_hash,
-                created_at: now,
-                expires_at,
-                revoked_at: None,
-            };
+            let token =
+                ApiToken { id, principal: name.clone(), secret_hash, created_at: now, expires_at, revoked_at: None };
             store.insert_api_token(&token).await?;
             tracing::info!(principal = %name, id = %token.id, "admin: created an API token");
-            let until = expires_at.map_or_else(|| "never expires".to_owned(), |at| format!("expires {}", at.to_rfc3339()));
+            let until =
+                expires_at.map_or_else(|| "never expires".to_owned(), |at| format!("expires {}", at.to_rfc3339()));
             written(writeln!(out, "created token {} for {name} ({until}); it is shown only once:", token.id))?;
             written(writeln!(out, "{}", text.as_str()))
         }
@@ -396,7 +389,14 @@ async fn list(store: Arc<dyn Store>, out: &mut dyn Write) -> Result<(), AdminErr
             (None, Some(expires)) if expires <= now => "expired",
             _ => "active",
         };
-        text.push_str(&format!("  {} {} {} {} {}\n", token.id, token.principal, time(token.created_at), expires, state));
+        text.push_str(&format!(
+            "  {} {} {} {} {}\n",
+            token.id,
+            token.principal,
+            time(token.created_at),
+            expires,
+            state
+        ));
     }
     text.push_str("BINDINGS (principal role pattern)\n");
     for binding in &bindings {

@@ -163,9 +163,7 @@ impl ApiError {
                 "The service is temporarily unavailable; try again later.",
                 None,
             ),
-            Self::Unauthorized { .. } => {
-                (StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "authentication required", None)
-            }
+            Self::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "authentication required", None),
             Self::Denied(reason) => (
                 StatusCode::FORBIDDEN,
                 "DENIED",

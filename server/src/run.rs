@@ -16,12 +16,12 @@ use tufa_common::files;
 use crate::auth::login::LoginGuard;
 use crate::auth::{Authenticator, Builtin, TokenMode};
 use crate::config::{AuthConfig, Config, KeyAlgorithm, LogFormat, TlsSource};
-use tufa_auth::{TokenSettings, TokenVerifier};
 use crate::metrics::Metrics;
 use crate::remote_signer::RemoteSigner;
 use crate::service::{Service, ServiceSettings};
 use crate::signing::LocalSigner;
 use crate::{listener, tls};
+use tufa_auth::{TokenSettings, TokenVerifier};
 
 /// A start-up failure, reported on stderr with a non-zero exit.
 #[derive(Debug, thiserror::Error)]
@@ -86,10 +86,7 @@ fn warn_insecure(listen: std::net::SocketAddr) {
 
 /// Builds the authenticator for the configured mode: reads the token-mode bundle, or makes sure
 /// the builtin token service has its keys (sealed under the KEK) and loads them.
-async fn authenticator(
-    config: &Config,
-    store: &Arc<dyn tufa_store::Store>,
-) -> Result<Authenticator, StartError> {
+async fn authenticator(config: &Config, store: &Arc<dyn tufa_store::Store>) -> Result<Authenticator, StartError> {
     let config_error = |message: String| StartError { exit_code: tufa_common::EXIT_CONFIG, message };
     match &config.auth {
         AuthConfig::None { insecure } => {
@@ -108,8 +105,12 @@ async fn authenticator(
             Ok(Authenticator::None)
         }
         AuthConfig::Token(token) => {
-            let bundle = tufa_common::files::read_limited("token root certificate bundle", &token.root_cert_bundle, MAX_BUNDLE_BYTES)
-                .map_err(|error| config_error(format!("--auth-token-rootcertbundle: {error}")))?;
+            let bundle = tufa_common::files::read_limited(
+                "token root certificate bundle",
+                &token.root_cert_bundle,
+                MAX_BUNDLE_BYTES,
+            )
+            .map_err(|error| config_error(format!("--auth-token-rootcertbundle: {error}")))?;
             let verifier = TokenVerifier::new(TokenSettings {
                 issuer: token.issuer.clone(),
                 service: token.service.clone(),

@@ -84,7 +84,10 @@ struct TokenRequest {
     oauth: bool,
 }
 
-fn read_request(pairs: Vec<(String, String)>, oauth: bool) -> Result<TokenRequest, Response> {
+/// A refused token request: status, code, message.
+type Refused = (StatusCode, &'static str, String);
+
+fn read_request(pairs: Vec<(String, String)>, oauth: bool) -> Result<TokenRequest, Refused> {
     let mut request = TokenRequest { service: None, scopes: Vec::new(), form_credentials: None, oauth };
     let mut username = None;
     let mut password = None;
@@ -93,17 +96,17 @@ fn read_request(pairs: Vec<(String, String)>, oauth: bool) -> Result<TokenReques
             "service" => request.service = Some(value),
             "scope" if !value.trim().is_empty() => {
                 let parsed = parse_scope(&value)
-                    .map_err(|reason| error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", &reason.to_string()))?;
+                    .map_err(|reason| (StatusCode::BAD_REQUEST, "INVALID_REQUEST", reason.to_string()))?;
                 request.scopes.extend(parsed);
                 if request.scopes.len() > tufa_auth::scope::MAX_SCOPES {
-                    return Err(error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "too many scopes in one request"));
+                    return Err((StatusCode::BAD_REQUEST, "INVALID_REQUEST", "too many scopes in one request".into()));
                 }
             }
             "grant_type" if oauth && value != "password" => {
-                return Err(error(
+                return Err((
                     StatusCode::BAD_REQUEST,
                     "UNSUPPORTED",
-                    "only grant_type=password is supported; refresh tokens are not issued",
+                    "only grant_type=password is supported; refresh tokens are not issued".into(),
                 ));
             }
             "username" if oauth => username = Some(value),
@@ -185,11 +188,8 @@ fn refused(refusal: Refusal, user: &str, remote: Option<SocketAddr>) -> Response
     match refusal {
         Refusal::Limited(wait) => {
             tracing::warn!(user = %user, remote = ?remote, "login refused: too many failed logins");
-            let mut response = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TOOMANYREQUESTS",
-                "too many failed logins; try again later",
-            );
+            let mut response =
+                error(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", "too many failed logins; try again later");
             if let Ok(value) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
@@ -226,7 +226,7 @@ pub async fn token(
     };
     let request = match read_request(pairs, oauth) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err((status, code, message)) => return error(status, code, &message),
     };
     let config = &builtin.config;
     let service = request.service.clone().unwrap_or_else(|| config.service.clone());
@@ -270,7 +270,8 @@ pub async fn token(
         granted = granted.len(),
         "issued a token"
     );
-    let issued_at = chrono::DateTime::<chrono::Utc>::from(issued.issued_at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let issued_at =
+        chrono::DateTime::<chrono::Utc>::from(issued.issued_at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let body = if request.oauth {
         json!({"access_token": issued.token, "token_type": "Bearer", "expires_in": issued.expires_in, "issued_at": issued_at})
     } else {

@@ -52,7 +52,8 @@ fn not_after(certificate: &[u8]) -> Option<DateTime<Utc>> {
 
 /// Makes a new signing key under the CA and seals it.
 fn new_signing_key(ca: &TokenKey, kek: &SealingKey, now: DateTime<Utc>) -> Result<TokenKey, KeysError> {
-    let ca_private = kek.open(&sealing_label(&ca.id), &ca.sealed_private).map_err(|error| KeysError::Crypto(error.to_string()))?;
+    let ca_private =
+        kek.open(&sealing_label(&ca.id), &ca.sealed_private).map_err(|error| KeysError::Crypto(error.to_string()))?;
     let (private, certificate) = certs::generate_signing(&ca_private, &ca.certificate, SystemTime::from(now))
         .map_err(|error| KeysError::Crypto(error.to_string()))?;
     let id = random_id()?;
@@ -165,8 +166,8 @@ impl TokenKeys {
         }
         let keys = self.store.token_keys().await?;
         let ca = active(&keys, TokenKeyKind::Ca).ok_or_else(|| KeysError::Crypto("no active token CA".into()))?;
-        let signing =
-            active(&keys, TokenKeyKind::Signing).ok_or_else(|| KeysError::Crypto("no active token-signing key".into()))?;
+        let signing = active(&keys, TokenKeyKind::Signing)
+            .ok_or_else(|| KeysError::Crypto("no active token-signing key".into()))?;
         if let Some(current) = loaded.as_mut()
             && current.signing_id == signing.id
         {

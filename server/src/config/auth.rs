@@ -54,9 +54,9 @@ pub const DEFAULT_BUILTIN_ISSUER: &str = "tufa";
 /// How long builtin tokens live unless configured: removing a user takes effect within this.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(300);
 /// The shortest accepted token lifetime.
-pub const MIN_TOKEN_TTL: Duration = Duration::from_secs(10);
+pub(super) const MIN_TOKEN_TTL: Duration = Duration::from_secs(60);
 /// The longest accepted token lifetime.
-pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(3600);
+pub(super) const MAX_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
 /// How requests are authenticated.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
@@ -216,7 +216,7 @@ pub(super) struct AuthFlags {
     #[arg(long = "auth-builtin-issuer", value_name = "NAME", env = "TUFA_AUTH_BUILTIN_ISSUER", hide_env_values = true)]
     pub(super) builtin_issuer: Option<String>,
 
-    /// Builtin mode: lifetime of issued tokens, e.g. 5m (10s to 1h) [default: 5m].
+    /// Builtin mode: lifetime of issued tokens, e.g. 5m (1m to 1h; Docker clients treat shorter as 1m) [default: 5m].
     #[arg(
         long = "auth-builtin-token-ttl",
         value_name = "DURATION",
@@ -385,7 +385,9 @@ fn check_name(name: &Sourced<String>) -> Result<String, ConfigError> {
         return Err(name.invalid("must be 1 to 255 characters"));
     }
     if !text.bytes().all(|byte| byte.is_ascii_graphic() && byte != b'"' && byte != b'\\') {
-        return Err(name.invalid(format!("{text:?} may hold only printable ASCII without spaces, quotes or backslashes")));
+        return Err(
+            name.invalid(format!("{text:?} may hold only printable ASCII without spaces, quotes or backslashes"))
+        );
     }
     Ok(text.to_owned())
 }
@@ -399,9 +401,7 @@ fn check_url(url: &Sourced<String>) -> Result<String, ConfigError> {
         return Err(url.invalid(format!("{text:?} must start with https:// or http://")));
     };
     let host = rest.split('/').next().unwrap_or_default();
-    if host.is_empty()
-        || text.contains(['?', '#', '"', '\\', ' '])
-        || !text.bytes().all(|byte| byte.is_ascii_graphic())
+    if host.is_empty() || text.contains(['?', '#', '"', '\\', ' ']) || !text.bytes().all(|byte| byte.is_ascii_graphic())
     {
         return Err(url.invalid(format!("{text:?} is not a URL with a host and without a query or fragment")));
     }
@@ -465,7 +465,10 @@ pub(super) fn merge(
     let mode_origin = mode.as_ref().map_or_else(|| "the default --auth none".to_owned(), |mode| mode.origin.describe());
 
     let misplaced = |setting: Option<String>, needs: &str| match setting {
-        Some(origin) => Err(ConfigError::Conflict(format!("{origin} only applies to --auth {needs}, but {mode_origin} is {}", mode_value.as_str()))),
+        Some(origin) => Err(ConfigError::Conflict(format!(
+            "{origin} only applies to --auth {needs}, but {mode_origin} is {}",
+            mode_value.as_str()
+        ))),
         None => Ok(()),
     };
     if mode_value != AuthMode::Token {
@@ -513,7 +516,8 @@ pub(super) fn merge(
         }
         AuthMode::Builtin => {
             let [service, issuer, ttl] = builtin_names;
-            let service = service.as_ref().map(check_name).transpose()?.unwrap_or_else(|| DEFAULT_BUILTIN_SERVICE.into());
+            let service =
+                service.as_ref().map(check_name).transpose()?.unwrap_or_else(|| DEFAULT_BUILTIN_SERVICE.into());
             let issuer = issuer.as_ref().map(check_name).transpose()?.unwrap_or_else(|| DEFAULT_BUILTIN_ISSUER.into());
             let token_ttl = ttl.as_ref().map(check_ttl).transpose()?.unwrap_or(DEFAULT_TOKEN_TTL);
             let public_url = match &public_url {

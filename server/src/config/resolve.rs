@@ -90,6 +90,7 @@ struct Layer {
     signer_ca: Option<Sourced<PathBuf>>,
     signer_cert: Option<Sourced<PathBuf>>,
     signer_key: Option<Sourced<PathBuf>>,
+    auth: AuthLayer,
 }
 
 /// The TOML file, as written. Unknown keys are errors so that typos do not pass silently. The TLS
@@ -156,7 +157,6 @@ struct FileTimestamp {
 /// The file's settings that have no flag or variable.
 #[derive(Default)]
 struct FileRest {
-    auth: AuthLayer,
     gun_prefixes: Option<Vec<String>>,
     cache: FileCache,
     limits: FileLimits,
@@ -186,11 +186,11 @@ pub(super) fn resolve(mut cli: Cli, lookup: &dyn Fn(&str) -> Option<OsString>) -
         None => None,
     };
     let origin = FileOrigin::new(config_file.clone());
-    let flags = flag_layer(cli);
+    let mut flags = flag_layer(cli);
+    flags.auth = auth_flags;
     let env = env_layer(&environment)?;
-    let auth_env = auth_settings::env_layer(&environment)?;
     let (from_file, file_rest) = file_layer(file, &origin)?;
-    let mut config = merge(flags, env, from_file, file_rest, origin, config_file, kek_from_env, [auth_flags, auth_env])?;
+    let mut config = merge(flags, env, from_file, file_rest, origin, config_file, kek_from_env)?;
     config.command = command;
     Ok(config)
 }
@@ -212,6 +212,7 @@ fn flag_layer(cli: Cli) -> Layer {
         signer_ca: SIGNER_CA.from_flag(cli.signer_ca),
         signer_cert: SIGNER_CERT.from_flag(cli.signer_cert),
         signer_key: SIGNER_KEY.from_flag(cli.signer_key),
+        auth: AuthLayer::default(),
     }
 }
 
@@ -236,6 +237,7 @@ fn env_layer(env: &Environment<'_>) -> Result<Layer, ConfigError> {
         signer_ca: env.path(SIGNER_CA)?,
         signer_cert: env.path(SIGNER_CERT)?,
         signer_key: env.path(SIGNER_KEY)?,
+        auth: auth_settings::env_layer(env)?,
     })
 }
 
@@ -263,9 +265,9 @@ fn file_layer(file: FileConfig, origin: &FileOrigin) -> Result<(Layer, FileRest)
         signer_ca: origin.path_value(SIGNER_CA, file.signer_ca),
         signer_cert: origin.path_value(SIGNER_CERT, file.signer_cert),
         signer_key: origin.path_value(SIGNER_KEY, file.signer_key),
+        auth: auth_settings::file_layer(file.auth, file.public_url, origin),
     };
     let rest = FileRest {
-        auth: auth_settings::file_layer(file.auth, file.public_url, origin),
         gun_prefixes: file.gun_prefixes,
         cache: file.cache.unwrap_or_default(),
         limits: file.limits.unwrap_or_default(),
@@ -282,7 +284,6 @@ fn merge(
     file_origin: FileOrigin,
     config_file: Option<PathBuf>,
     kek_from_env: Option<KekMaterial>,
-    [auth_flags, auth_env]: [AuthLayer; 2],
 ) -> Result<Config, ConfigError> {
     let listen =
         settings::listen(first([flags.listen, env.listen, file.listen]), SocketAddr::from(([127, 0, 0, 1], 4443)))?;
@@ -349,8 +350,8 @@ fn merge(
         first([flags.signer_key, env.signer_key, file.signer_key]),
     )?;
 
-    let FileRest { auth: auth_file, gun_prefixes, cache, limits, timestamp } = file_rest;
-    let auth = auth_settings::merge(auth_flags, auth_env, auth_file, listen)?;
+    let FileRest { gun_prefixes, cache, limits, timestamp } = file_rest;
+    let auth = auth_settings::merge(flags.auth, env.auth, file.auth, listen)?;
     let check = |key: &'static str, value: u64, min: u64, max: u64| -> Result<(), ConfigError> {
         if (min..=max).contains(&value) {
             Ok(())
