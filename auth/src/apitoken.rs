@@ -36,7 +36,7 @@ const SECRET_LEN: usize = 43;
 pub struct RandomError;
 
 /// The secret part of an API token. It is wiped from memory when dropped and never printed; it has no `==`
-/// (compare hashes with [`hash_matches`], which takes constant time).
+/// (compare hashes with [`ApiTokenSecret::hash_matches`], which takes constant time).
 #[derive(Clone)]
 pub struct ApiTokenSecret(Zeroizing<String>);
 
@@ -54,31 +54,10 @@ impl Deref for ApiTokenSecret {
     }
 }
 
-/// A newly made API token. Its `text` is shown to the user once and never stored or logged; Debug hides it.
-#[derive(Clone)]
-pub struct GeneratedApiToken {
-    /// The public id, under which the token is stored.
-    pub id: String,
-    /// The whole token, `tufa_<id>_<secret>`.
-    pub text: Zeroizing<String>,
-    /// The hash of the secret, to store ([`secret_hash`]).
-    pub secret_hash: String,
-}
-
-impl fmt::Debug for GeneratedApiToken {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter
-            .debug_struct("GeneratedApiToken")
-            .field("id", &self.id)
-            .field("text", &"<redacted>")
-            .field("secret_hash", &self.secret_hash)
-            .finish()
-    }
-}
-
 impl ApiTokenSecret {
-    /// Makes a new token with a random id and secret.
-    pub fn generate() -> Result<GeneratedApiToken, RandomError> {
+    /// Makes a new token: returns its id, its full text (to show once, never to store or log) and the
+    /// hash of its secret (to store).
+    pub fn generate() -> Result<(String, Zeroizing<String>, String), RandomError> {
         let rng = SystemRandom::new();
         let mut id_bytes = [0_u8; ID_LEN / 2];
         rng.fill(&mut id_bytes).map_err(|_| RandomError)?;
@@ -86,46 +65,47 @@ impl ApiTokenSecret {
         rng.fill(secret_bytes.as_mut()).map_err(|_| RandomError)?;
         let id = to_hex(&id_bytes);
         let secret = Zeroizing::new(URL_SAFE_NO_PAD.encode(secret_bytes.as_ref()));
-        let secret_hash = secret_hash(&secret);
+        let hash = Self::secret_hash(&secret);
         let mut text = Zeroizing::new(String::with_capacity(API_TOKEN_PREFIX.len() + ID_LEN + 1 + SECRET_LEN));
         text.push_str(API_TOKEN_PREFIX);
         text.push_str(&id);
         text.push('_');
         text.push_str(&secret);
-        Ok(GeneratedApiToken { id, text, secret_hash })
+        Ok((id, text, hash))
     }
-}
 
-/// Splits a token's text into its id and secret, or `None` unless it has exactly the shape
-/// [`ApiTokenSecret::generate`] makes (prefix, 12 lowercase hex characters, `_`, 43 characters of canonical
-/// base64url for 32 bytes). Cheap, so it also tells an API token from a JWT before any lookup.
-pub fn parse(text: &str) -> Option<(String, ApiTokenSecret)> {
-    let rest = text.strip_prefix(API_TOKEN_PREFIX)?;
-    let (id, secret) = rest.split_at_checked(ID_LEN)?;
-    let secret = secret.strip_prefix('_')?;
-    if !id.bytes().all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte)) {
-        return None;
+    /// Splits a token's text into its id and secret, or `None` unless it has exactly the shape
+    /// [`ApiTokenSecret::generate`] makes (prefix, 12 lowercase hex characters, `_`, 43 characters of
+    /// canonical base64url for 32 bytes).
+    pub fn parse(text: &str) -> Option<(String, ApiTokenSecret)> {
+        let rest = text.strip_prefix(API_TOKEN_PREFIX)?;
+        let (id, secret) = rest.split_at_checked(ID_LEN)?;
+        let secret = secret.strip_prefix('_')?;
+        if !id.bytes().all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte)) {
+            return None;
+        }
+        if secret.len() != SECRET_LEN {
+            return None;
+        }
+        // The decoder refuses padding, other alphabets and non-zero trailing bits, so the text is canonical.
+        let decoded = Zeroizing::new(URL_SAFE_NO_PAD.decode(secret).ok()?);
+        if decoded.len() != SECRET_BYTES {
+            return None;
+        }
+        Some((id.to_owned(), ApiTokenSecret(Zeroizing::new(secret.to_owned()))))
     }
-    if secret.len() != SECRET_LEN {
-        return None;
-    }
-    // The decoder refuses padding, other alphabets and non-zero trailing bits, so the text is canonical.
-    let decoded = Zeroizing::new(URL_SAFE_NO_PAD.decode(secret).ok()?);
-    if decoded.len() != SECRET_BYTES {
-        return None;
-    }
-    Some((id.to_owned(), ApiTokenSecret(Zeroizing::new(secret.to_owned()))))
-}
 
-/// The value stored for a secret: the lowercase hex SHA-256 of its text.
-pub fn secret_hash(secret: &str) -> String {
-    to_hex(digest(&SHA256, secret.as_bytes()).as_ref())
-}
+    /// The value stored for a secret: the lowercase hex SHA-256 of its text.
+    pub fn secret_hash(secret: &str) -> String {
+        to_hex(digest(&SHA256, secret.as_bytes()).as_ref())
+    }
 
-/// Whether `secret` hashes to `stored_hex` (as [`secret_hash`] writes it), compared in constant time.
-pub fn hash_matches(stored_hex: &str, secret: &str) -> bool {
-    let computed = secret_hash(secret);
-    aws_lc_rs::constant_time::verify_slices_are_equal(computed.as_bytes(), stored_hex.as_bytes()).is_ok()
+    /// Whether `secret` hashes to `stored_hex` (as [`ApiTokenSecret::secret_hash`] writes it), compared in
+    /// constant time.
+    pub fn hash_matches(stored_hex: &str, secret: &str) -> bool {
+        let computed = Self::secret_hash(secret);
+        aws_lc_rs::constant_time::verify_slices_are_equal(computed.as_bytes(), stored_hex.as_bytes()).is_ok()
+    }
 }
 
 /// Lowercase hex of `bytes`.
@@ -145,31 +125,33 @@ mod tests {
 
     #[test]
     fn generated_tokens_parse_and_match_their_hash() {
-        let GeneratedApiToken { id, text, secret_hash: hash } = ApiTokenSecret::generate().unwrap();
+        let (id, text, hash) = ApiTokenSecret::generate().unwrap();
         assert_eq!(id.len(), 12);
         assert!(id.bytes().all(|byte| byte.is_ascii_hexdigit() && !byte.is_ascii_uppercase()), "{id}");
         assert_eq!(text.len(), 5 + 12 + 1 + 43);
         assert!(text.starts_with(&format!("tufa_{id}_")));
-        let (parsed_id, secret) = parse(&text).unwrap();
+        let (parsed_id, secret) = ApiTokenSecret::parse(&text).unwrap();
         assert_eq!(parsed_id, id);
-        assert_eq!(hash, secret_hash(&secret));
-        assert!(hash_matches(&hash, &secret));
-        let other = ApiTokenSecret::generate().unwrap();
-        assert_ne!((other.id.as_str(), other.text.as_str()), (id.as_str(), text.as_str()));
-        let other_hash = other.secret_hash;
-        assert!(!hash_matches(&other_hash, &secret));
+        assert_eq!(hash, ApiTokenSecret::secret_hash(&secret));
+        assert!(ApiTokenSecret::hash_matches(&hash, &secret));
+        let (other_id, other_text, other_hash) = ApiTokenSecret::generate().unwrap();
+        assert_ne!((other_id, other_text.as_str()), (id, text.as_str()));
+        assert!(!ApiTokenSecret::hash_matches(&other_hash, &secret));
     }
 
     #[test]
     fn secret_hash_is_sha256_hex_of_the_text() {
         // echo -n AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8 | sha256sum
-        assert_eq!(secret_hash(SECRET), "ea866a757e4c38babfa8127cbe9a409d3e1f93a00ff1488ff735fcf917afffd0");
+        assert_eq!(
+            ApiTokenSecret::secret_hash(SECRET),
+            "ea866a757e4c38babfa8127cbe9a409d3e1f93a00ff1488ff735fcf917afffd0"
+        );
         assert_eq!(to_hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
     }
 
     #[test]
     fn hash_matches_table() {
-        let hash = secret_hash(SECRET);
+        let hash = ApiTokenSecret::secret_hash(SECRET);
         let wrong_secret = SECRET.replace('A', "B");
         for (stored, secret, expected) in [
             (hash.as_str(), SECRET, true),
@@ -179,7 +161,7 @@ mod tests {
             ("", SECRET, false),
             ("", "", false),
         ] {
-            assert_eq!(hash_matches(stored, secret), expected, "{stored:?} {secret:?}");
+            assert_eq!(ApiTokenSecret::hash_matches(stored, secret), expected, "{stored:?} {secret:?}");
         }
     }
 
@@ -187,7 +169,7 @@ mod tests {
     fn parse_is_strict() {
         let good = format!("tufa_0123456789ab_{SECRET}");
         assert_eq!(
-            parse(&good).map(|(id, secret)| (id, secret.to_string())),
+            ApiTokenSecret::parse(&good).map(|(id, secret)| (id, secret.to_string())),
             Some(("0123456789ab".to_owned(), SECRET.to_owned()))
         );
         // The last character of 32 bytes in base64 carries 2 padding bits, which must be zero.
@@ -211,21 +193,13 @@ mod tests {
             format!("tufa_é123456789ab_{SECRET}"),
             noncanonical,
         ] {
-            assert_eq!(parse(&bad).map(|(id, _)| id), None, "{bad:?}");
+            assert_eq!(ApiTokenSecret::parse(&bad).map(|(id, _)| id), None, "{bad:?}");
         }
     }
 
     #[test]
     fn debug_never_prints_the_secret() {
-        let (_, secret) = parse(&format!("tufa_0123456789ab_{SECRET}")).unwrap();
+        let (_, secret) = ApiTokenSecret::parse(&format!("tufa_0123456789ab_{SECRET}")).unwrap();
         assert_eq!(format!("{secret:?}"), "ApiTokenSecret(<redacted>)");
-        let generated = ApiTokenSecret::generate().unwrap();
-        assert_eq!(
-            format!("{generated:?}"),
-            format!(
-                "GeneratedApiToken {{ id: {:?}, text: \"<redacted>\", secret_hash: {:?} }}",
-                generated.id, generated.secret_hash
-            )
-        );
     }
 }

@@ -17,7 +17,7 @@ pub mod scope;
 pub mod token;
 
 pub use access::{Access, grants};
-pub use apitoken::{API_TOKEN_PREFIX, ApiTokenSecret, GeneratedApiToken, RandomError};
+pub use apitoken::{API_TOKEN_PREFIX, ApiTokenSecret, RandomError};
 pub use certs::{CertError, KeyAndCertificate, generate_ca, generate_signing, pem};
 pub use challenge::{ChallengeError, challenge, unauthorized_body};
 pub use duration::{DurationError, MAX_DURATION, parse_duration};
