@@ -33,6 +33,11 @@ impl Role {
     /// Every role, from least to most powerful.
     pub const ALL: [Role; 3] = [Role::Reader, Role::Publisher, Role::Admin];
 
+    /// Parses a role name: `reader`, `publisher` or `admin`, exactly.
+    pub fn parse(text: &str) -> Result<Self, RoleError> {
+        Self::ALL.into_iter().find(|role| role.as_str() == text).ok_or_else(|| RoleError::UnknownRole(text.to_owned()))
+    }
+
     /// The role's name as written in bindings and commands.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -67,7 +72,7 @@ impl FromStr for Role {
     type Err = RoleError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|role| role.as_str() == text).ok_or_else(|| RoleError::UnknownRole(text.to_owned()))
+        Self::parse(text)
     }
 }
 
@@ -123,6 +128,11 @@ impl Pattern {
     /// The pattern as written.
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// Whether the pattern is `*` alone, which matches every GUN.
+    pub fn is_everything(&self) -> bool {
+        self.text == "*"
     }
 
     /// The prefix of a wildcard pattern (empty for `*`), or `None` for an exact GUN.
@@ -224,6 +234,7 @@ mod tests {
             ("admin", Role::Admin, &["*"][..]),
         ] {
             assert_eq!(text.parse::<Role>(), Ok(role));
+            assert_eq!(Role::parse(text), Ok(role));
             assert_eq!(role.as_str(), text);
             assert_eq!(role.to_string(), text);
             assert_eq!(role.actions(), actions);
@@ -267,6 +278,13 @@ mod tests {
             Pattern::parse("*/app").unwrap_err().to_string(),
             "the pattern has a `*` before its end: `*` may only be the last character"
         );
+    }
+
+    #[test]
+    fn only_a_lone_star_is_everything() {
+        for (text, expected) in [("*", true), ("a*", false), ("a/b", false)] {
+            assert_eq!(Pattern::parse(text).unwrap().is_everything(), expected, "{text}");
+        }
     }
 
     #[test]
