@@ -206,8 +206,12 @@ impl Builtin {
             Presented::Malformed => return Err(invalid()),
         };
         let bindings = self.bindings_for(caller.principal.as_deref()).await?;
+        // A request without credentials never gets the catalog (`GET /v2/`): the notary CLI and
+        // docker learn from that ping's challenge where to get tokens, and only retry with one
+        // after a 401 there. Once they hold a token (even an anonymous one) the catalog is theirs.
         let granted: Vec<Access> = required
             .iter()
+            .filter(|access| presented_token || access.type_ != "registry")
             .filter_map(|access| self.grant(&bindings, caller.principal.as_deref(), access, None))
             .collect();
         if required.iter().all(|access| grants(&granted, access)) {
