@@ -562,3 +562,145 @@ fn log_filters_must_name_levels_wherever_they_come_from() {
     let config = load_with(&["--log-level", "warn,tufa_server=trace"], &[]).unwrap();
     assert_eq!(config.log.filter, "warn,tufa_server=trace");
 }
+
+#[test]
+fn auth_defaults_to_none_on_loopback_and_is_refused_elsewhere_without_the_insecure_flag() {
+    let config = load_with(&[], &[]).unwrap();
+    assert_eq!(config.auth, AuthConfig::None { insecure: false });
+    assert_eq!(config.command, None);
+    let message = error_text(load_with(&["--listen", "0.0.0.0:4443"], &[]));
+    assert!(
+        message.starts_with(
+            "0.0.0.0:4443 is not a loopback address and no authentication is configured (the default --auth none)"
+        ),
+        "{message}"
+    );
+    let config = load_with(&["--listen", "0.0.0.0:4443", "--insecure-no-auth"], &[]).unwrap();
+    assert_eq!(config.auth, AuthConfig::None { insecure: true });
+    let config = load_with(&["--listen", "10.1.2.3:4443"], &[("TUFA_INSECURE_NO_AUTH", "true")]).unwrap();
+    assert_eq!(config.auth, AuthConfig::None { insecure: true });
+    let message = error_text(load_with(&["--auth", "builtin", "--insecure-no-auth"], &[]));
+    assert_eq!(message, "--insecure-no-auth only applies to --auth none, but --auth is builtin");
+    let message = error_text(load_with(&[], &[("TUFA_AUTH", "ldap")]));
+    assert_eq!(message, "invalid TUFA_AUTH: unknown mode \"ldap\"; use none, token or builtin");
+}
+
+#[test]
+fn token_mode_needs_all_four_settings_named_as_in_notary() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        dir.path(),
+        "listen = \"0.0.0.0:4443\"\n[auth]\ntype = \"token\"\n[auth.token]\nrealm = \"https://auth.example.com/token\"\n\
+         service = \"notary\"\nissuer = \"auth.example.com\"\nrootcertbundle = \"bundle.pem\"\n",
+    );
+    let config = load_with(&["--config", file.to_str().unwrap()], &[]).unwrap();
+    assert_eq!(
+        config.auth,
+        AuthConfig::Token(TokenAuthConfig {
+            realm: "https://auth.example.com/token".into(),
+            service: "notary".into(),
+            issuer: "auth.example.com".into(),
+            root_cert_bundle: dir.path().join("bundle.pem"),
+        })
+    );
+    // The environment overrides the file, per setting.
+    let config = load_with(&["--config", file.to_str().unwrap()], &[("TUFA_AUTH_TOKEN_SERVICE", "other")]).unwrap();
+    let AuthConfig::Token(token) = config.auth else { panic!("token mode expected") };
+    assert_eq!(token.service, "other");
+    let message = error_text(load_with(&["--auth", "token", "--auth-token-realm", "https://a/token"], &[]));
+    assert_eq!(
+        message,
+        "--auth is token, which needs --auth-token-service (or TUFA_AUTH_TOKEN_SERVICE, or `auth.token.service` in \
+         the config file)"
+    );
+    let message = error_text(load_with(
+        &["--auth", "token", "--auth-token-realm", "ftp://a", "--auth-token-service", "s", "--auth-token-issuer", "i"],
+        &[("TUFA_AUTH_TOKEN_ROOTCERTBUNDLE", "/b.pem")],
+    ));
+    assert_eq!(message, "invalid --auth-token-realm: \"ftp://a\" must start with https:// or http://");
+    let message = error_text(load_with(&["--auth-token-service", "s"], &[]));
+    assert_eq!(message, "--auth-token-service only applies to --auth token, but the default --auth none is none");
+    let message = error_text(load_with(
+        &["--auth", "token", "--auth-token-realm", "https://a/t", "--auth-token-service", "bad name"],
+        &[("TUFA_AUTH_TOKEN_ISSUER", "i"), ("TUFA_AUTH_TOKEN_ROOTCERTBUNDLE", "/b.pem")],
+    ));
+    assert_eq!(
+        message,
+        "invalid --auth-token-service: \"bad name\" may hold only printable ASCII without spaces, quotes or backslashes"
+    );
+}
+
+#[test]
+fn builtin_mode_has_defaults_a_realm_and_checked_registries() {
+    let config = load_with(&["--auth", "builtin"], &[]).unwrap();
+    assert_eq!(
+        config.auth,
+        AuthConfig::Builtin(BuiltinAuthConfig {
+            service: "tufa".into(),
+            issuer: "tufa".into(),
+            public_url: "https://127.0.0.1:4443".into(),
+            realm: "https://127.0.0.1:4443/auth/token".into(),
+            token_ttl: Duration::from_secs(300),
+            registries: vec![],
+        })
+    );
+    let config = load_with(
+        &[
+            "--auth",
+            "builtin",
+            "--listen",
+            "0.0.0.0:443",
+            "--public-url",
+            "https://tufa.example.com/",
+            "--auth-builtin-registry",
+            "registry=registry.example.com",
+            "--auth-builtin-registry",
+            "lab=10.0.0.5:5000",
+        ],
+        &[("TUFA_AUTH_BUILTIN_TOKEN_TTL", "15m")],
+    )
+    .unwrap();
+    let AuthConfig::Builtin(builtin) = config.auth else { panic!("builtin mode expected") };
+    assert_eq!(builtin.realm, "https://tufa.example.com/auth/token");
+    assert_eq!(builtin.token_ttl, Duration::from_secs(900));
+    assert_eq!(
+        builtin.registries,
+        vec![
+            RegistryService { service: "registry".into(), host: "registry.example.com".into() },
+            RegistryService { service: "lab".into(), host: "10.0.0.5:5000".into() },
+        ]
+    );
+    let message = error_text(load_with(&["--auth", "builtin", "--listen", "0.0.0.0:443"], &[]));
+    assert!(message.starts_with("0.0.0.0:443 is not an address clients can reach"), "{message}");
+    let message = error_text(load_with(&["--auth", "builtin", "--auth-builtin-token-ttl", "5s"], &[]));
+    assert_eq!(message, "invalid --auth-builtin-token-ttl: \"5s\" is outside 60s..=3600s");
+    let message = error_text(load_with(&["--auth", "builtin", "--auth-builtin-registry", "tufa=r.example.com"], &[]));
+    assert!(message.contains("the service name \"tufa\" is used twice"), "{message}");
+    let message = error_text(load_with(&["--auth", "builtin", "--auth-builtin-registry", "registry"], &[]));
+    assert_eq!(message, "invalid --auth-builtin-registry: \"registry\" is not SERVICE=HOST");
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        dir.path(),
+        "[auth]\ntype = \"builtin\"\n[auth.builtin]\nservice = \"trust\"\n[[auth.builtin.registries]]\n\
+         service = \"registry\"\nhost = \"registry.example.com:5000\"\n",
+    );
+    let config = load_with(&["--config", file.to_str().unwrap()], &[]).unwrap();
+    let AuthConfig::Builtin(builtin) = config.auth else { panic!("builtin mode expected") };
+    assert_eq!(builtin.service, "trust");
+    assert_eq!(builtin.registry("registry").map(|registry| registry.host.as_str()), Some("registry.example.com:5000"));
+}
+
+#[test]
+fn admin_subcommands_take_the_server_settings_before_or_after_them() {
+    use crate::admin::{AdminAction, AdminArgs, AdminCommand, UserAction};
+    let config = load_with(&["--data-dir", "/srv/a", "admin", "user", "remove", "bob"], &[]).unwrap();
+    assert_eq!(config.data_dir, PathBuf::from("/srv/a"));
+    assert_eq!(
+        config.command,
+        Some(AdminCommand::Admin(AdminArgs { action: AdminAction::User(UserAction::Remove { name: "bob".into() }) }))
+    );
+    let config = load_with(&["admin", "list", "--data-dir", "/srv/b", "--database-url", "sqlite::memory:"], &[]).unwrap();
+    assert_eq!(config.data_dir, PathBuf::from("/srv/b"));
+    assert_eq!(config.database_url.expose(), "sqlite::memory:");
+    assert_eq!(config.command, Some(AdminCommand::Admin(AdminArgs { action: AdminAction::List })));
+}
