@@ -13,7 +13,6 @@ use tufa_core::update::Limits;
 use crate::app::{AppState, HttpSettings, router};
 use tufa_common::files;
 
-use crate::auth::login::LoginGuard;
 use crate::auth::{Authenticator, Builtin, TokenMode};
 use crate::config::{AuthConfig, Config, KeyAlgorithm, LogFormat, TlsSource};
 use crate::metrics::Metrics;
@@ -125,24 +124,9 @@ async fn authenticator(config: &Config, store: &Arc<dyn tufa_store::Store>) -> R
             let kek = crate::signing::load_checked_kek(store.as_ref(), config)
                 .await
                 .map_err(|error| StartError { exit_code: error.exit_code(), message: error.to_string() })?;
-            crate::auth::keys::ensure(store.as_ref(), &kek).await.map_err(|error| fail("auth")(&error))?;
-            let keys = crate::auth::keys::TokenKeys::load(store.clone(), kek, builtin.issuer.clone())
-                .await
-                .map_err(|error| fail("auth")(&error))?;
-            let verifier = TokenVerifier::new(TokenSettings {
-                issuer: builtin.issuer.clone(),
-                service: builtin.service.clone(),
-                root_certificates: keys.ca_pem.clone().into_bytes(),
-            })
-            .map_err(|error| fail("auth: the token CA")(&error))?;
-            let logins = LoginGuard::new();
-            Ok(Authenticator::Builtin(Arc::new(Builtin {
-                config: builtin.clone(),
-                store: store.clone(),
-                verifier,
-                keys,
-                logins,
-            })))
+            let builtin =
+                Builtin::start(builtin.clone(), store.clone(), kek).await.map_err(|error| fail("auth")(&error))?;
+            Ok(Authenticator::Builtin(Arc::new(builtin)))
         }
     }
 }

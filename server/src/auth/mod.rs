@@ -172,6 +172,24 @@ impl Authenticator {
 }
 
 impl Builtin {
+    /// Makes sure the database holds the token CA and signing key (sealed under `kek`), loads
+    /// them, and builds the verifier for this server's own tokens.
+    pub async fn start(
+        config: BuiltinAuthConfig,
+        store: Arc<dyn Store>,
+        kek: crate::signing::SealingKey,
+    ) -> Result<Self, keys::KeysError> {
+        keys::ensure(store.as_ref(), &kek).await?;
+        let keys = keys::TokenKeys::load(store.clone(), kek, config.issuer.clone()).await?;
+        let verifier = TokenVerifier::new(tufa_auth::TokenSettings {
+            issuer: config.issuer.clone(),
+            service: config.service.clone(),
+            root_certificates: keys.ca_pem.clone().into_bytes(),
+        })
+        .map_err(|error| keys::KeysError::Crypto(format!("the token CA: {error}")))?;
+        Ok(Self { config, store, verifier, keys, logins: login::LoginGuard::new() })
+    }
+
     async fn authorize(
         &self,
         outer: &Authenticator,

@@ -699,7 +699,8 @@ fn admin_subcommands_take_the_server_settings_before_or_after_them() {
         config.command,
         Some(AdminCommand::Admin(AdminArgs { action: AdminAction::User(UserAction::Remove { name: "bob".into() }) }))
     );
-    let config = load_with(&["admin", "list", "--data-dir", "/srv/b", "--database-url", "sqlite::memory:"], &[]).unwrap();
+    let config =
+        load_with(&["admin", "list", "--data-dir", "/srv/b", "--database-url", "sqlite::memory:"], &[]).unwrap();
     assert_eq!(config.data_dir, PathBuf::from("/srv/b"));
     assert_eq!(config.database_url.expose(), "sqlite::memory:");
     assert_eq!(config.command, Some(AdminCommand::Admin(AdminArgs { action: AdminAction::List })));
