@@ -18,7 +18,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Err(error) = logging::init(&config.log) {
+    // Admin commands report on stdout; their log keeps to warnings unless a more detailed level was asked for.
+    let mut log = config.log.clone();
+    if config.command.is_some() && log.filter == "info" {
+        log.filter = "warn".into();
+    }
+    if let Err(error) = logging::init(&log) {
         eprintln!("tufa-server: {error}");
         return ExitCode::from(EXIT_CONFIG);
     }
