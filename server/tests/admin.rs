@@ -1,6 +1,6 @@
 //! The admin commands as the binary runs them (`config::load_from` then `admin::run`), against a
 //! real SQLite database: what they print, what they store, and what they refuse.
-#![expect(clippy::unwrap_used, reason = "test helpers outside #[test] functions fail by panicking")]
+#![expect(clippy::unwrap_used, clippy::panic, reason = "test helpers outside #[test] functions fail by panicking")]
 
 use std::path::Path;
 
