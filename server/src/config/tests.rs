@@ -136,6 +136,7 @@ fn example_config_parses_to_the_defaults() {
     assert_eq!(example.tls, defaults.tls);
     assert_eq!(example.tls_client_ca, defaults.tls_client_ca);
     assert_eq!(example.key_algorithm, defaults.key_algorithm);
+    assert_eq!(example.auth, defaults.auth);
     assert_eq!(example.log, defaults.log);
     assert_eq!(example.cache, defaults.cache);
     assert_eq!(example.limits, defaults.limits);
