@@ -75,14 +75,16 @@ pub enum AdminAction {
 /// `admin user …`.
 #[derive(Subcommand, Clone, Debug, PartialEq, Eq)]
 pub enum UserAction {
-    /// Add a user (with --password-stdin) or a service account (with --service; API tokens only).
+    /// Add a user with a password (--password-stdin), or without one a service account that signs
+    /// in with API tokens only.
     Add {
         /// The user name: letters, digits, `.`, `_`, `-`, `@`; at most 64 characters.
         name: String,
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
-        /// A service account: signs in with API tokens only, never with a password.
+        /// A service account: signs in with API tokens only, never with a password (the default
+        /// without --password-stdin).
         #[arg(long, conflicts_with = "password_stdin")]
         service: bool,
     },
@@ -227,14 +229,8 @@ pub async fn run(
             check_name(name)?;
             let (kind, password_hash) = match (password_stdin, service) {
                 (true, _) => (PrincipalKind::User, Some(hash(&read_password(input)?)?)),
-                (false, true) => (PrincipalKind::Service, None),
-                (false, false) => {
-                    return Err(AdminError::Usage(
-                        "give --password-stdin (the password on standard input) for a user, or --service for a \
-                         service account that signs in with API tokens only"
-                            .into(),
-                    ));
-                }
+                // Without a password the principal signs in with API tokens only: a service account.
+                (false, _) => (PrincipalKind::Service, None),
             };
             let principal = Principal { name: name.clone(), kind, password_hash, created_at: Utc::now() };
             store.add_principal(&principal).await.map_err(|error| match error {
@@ -242,7 +238,11 @@ pub async fn run(
                 other => other.into(),
             })?;
             tracing::info!(principal = %name, kind = kind.as_str(), "admin: added a principal");
-            written(writeln!(out, "added {} {name}", kind.as_str()))
+            let note = match kind {
+                PrincipalKind::User => "",
+                PrincipalKind::Service => " (no password: it signs in with API tokens, see `admin token create`)",
+            };
+            written(writeln!(out, "added {} {name}{note}", kind.as_str()))
         }
         AdminAction::User(UserAction::Password { name, .. }) => {
             let principal =

@@ -34,7 +34,7 @@ async fn users_tokens_and_grants_are_stored_as_hashes_and_listed_without_secrets
     let out = run(path, &["admin", "user", "add", "alice", "--password-stdin"], "s3cret-pass\n").await.unwrap();
     assert_eq!(out, "added user alice\n");
     let out = run(path, &["admin", "user", "add", "ci-bot", "--service"], "").await.unwrap();
-    assert_eq!(out, "added service ci-bot\n");
+    assert_eq!(out, "added service ci-bot (no password: it signs in with API tokens, see `admin token create`)\n");
     let stored = store(path).await.principal("alice").await.unwrap().unwrap();
     let hash = stored.password_hash.unwrap();
     assert!(hash.starts_with("$argon2id$"), "{hash}");
@@ -87,9 +87,8 @@ async fn bad_admin_input_is_refused_with_a_clear_message_and_changes_nothing() {
     let path = dir.path();
     let message = |result: Result<String, AdminError>| result.unwrap_err().to_string();
     assert_eq!(
-        message(run(path, &["admin", "user", "add", "alice"], "").await),
-        "give --password-stdin (the password on standard input) for a user, or --service for a service account that \
-         signs in with API tokens only"
+        run(path, &["admin", "user", "add", "robot"], "").await.unwrap(),
+        "added service robot (no password: it signs in with API tokens, see `admin token create`)\n"
     );
     assert_eq!(
         message(run(path, &["admin", "user", "add", "alice", "--password-stdin"], "\n").await),
@@ -146,7 +145,7 @@ async fn bad_admin_input_is_refused_with_a_clear_message_and_changes_nothing() {
             .filter(|line| line.starts_with("  "))
             .map(|line| line.split(' ').nth(2).unwrap())
             .collect::<Vec<_>>(),
-        vec!["alice"]
+        vec!["alice", "robot"]
     );
 }
 

@@ -169,24 +169,42 @@ pub(super) struct AuthFlags {
     /// Authentication: none (only on a loopback address unless --insecure-no-auth), token
     /// (registry bearer tokens from an existing token service, as notary-server's token auth), or
     /// builtin (Tufa is its own token service, with users, API tokens and roles) [default: none].
-    #[arg(long = "auth", value_name = "MODE", env = "TUFA_AUTH", hide_env_values = true)]
+    #[arg(long = "auth", value_name = "MODE", env = "TUFA_AUTH", hide_env_values = true, global = true)]
     pub(super) auth: Option<AuthMode>,
 
     /// Allow --auth none on an address other than loopback: anyone who reaches the port may then
     /// delete and re-create every repository. Logged as a warning at start-up and every hour.
-    #[arg(long = "insecure-no-auth", env = "TUFA_INSECURE_NO_AUTH", hide_env_values = true)]
+    #[arg(long = "insecure-no-auth", env = "TUFA_INSECURE_NO_AUTH", hide_env_values = true, global = true)]
     pub(super) insecure_no_auth: bool,
 
     /// Token mode: where clients get tokens (the challenge's realm), e.g. https://auth.example.com/token.
-    #[arg(long = "auth-token-realm", value_name = "URL", env = "TUFA_AUTH_TOKEN_REALM", hide_env_values = true)]
+    #[arg(
+        long = "auth-token-realm",
+        value_name = "URL",
+        env = "TUFA_AUTH_TOKEN_REALM",
+        hide_env_values = true,
+        global = true
+    )]
     pub(super) token_realm: Option<String>,
 
     /// Token mode: this server's service name; every token's audience must hold it.
-    #[arg(long = "auth-token-service", value_name = "NAME", env = "TUFA_AUTH_TOKEN_SERVICE", hide_env_values = true)]
+    #[arg(
+        long = "auth-token-service",
+        value_name = "NAME",
+        env = "TUFA_AUTH_TOKEN_SERVICE",
+        hide_env_values = true,
+        global = true
+    )]
     pub(super) token_service: Option<String>,
 
     /// Token mode: the issuer every token must name.
-    #[arg(long = "auth-token-issuer", value_name = "NAME", env = "TUFA_AUTH_TOKEN_ISSUER", hide_env_values = true)]
+    #[arg(
+        long = "auth-token-issuer",
+        value_name = "NAME",
+        env = "TUFA_AUTH_TOKEN_ISSUER",
+        hide_env_values = true,
+        global = true
+    )]
     pub(super) token_issuer: Option<String>,
 
     /// Token mode: PEM bundle of the certificates that sign tokens or root their x5c chains.
@@ -194,13 +212,14 @@ pub(super) struct AuthFlags {
         long = "auth-token-rootcertbundle",
         value_name = "FILE",
         env = "TUFA_AUTH_TOKEN_ROOTCERTBUNDLE",
-        hide_env_values = true
+        hide_env_values = true,
+        global = true
     )]
     pub(super) token_rootcertbundle: Option<PathBuf>,
 
     /// The URL clients reach this server at (behind a proxy); the builtin realm is <URL>/auth/token
     /// [default: https://<listen address>].
-    #[arg(long = "public-url", value_name = "URL", env = "TUFA_PUBLIC_URL", hide_env_values = true)]
+    #[arg(long = "public-url", value_name = "URL", env = "TUFA_PUBLIC_URL", hide_env_values = true, global = true)]
     pub(super) public_url: Option<String>,
 
     /// Builtin mode: this trust server's service name [default: tufa].
@@ -208,12 +227,19 @@ pub(super) struct AuthFlags {
         long = "auth-builtin-service",
         value_name = "NAME",
         env = "TUFA_AUTH_BUILTIN_SERVICE",
-        hide_env_values = true
+        hide_env_values = true,
+        global = true
     )]
     pub(super) builtin_service: Option<String>,
 
     /// Builtin mode: the issuer named in issued tokens [default: tufa].
-    #[arg(long = "auth-builtin-issuer", value_name = "NAME", env = "TUFA_AUTH_BUILTIN_ISSUER", hide_env_values = true)]
+    #[arg(
+        long = "auth-builtin-issuer",
+        value_name = "NAME",
+        env = "TUFA_AUTH_BUILTIN_ISSUER",
+        hide_env_values = true,
+        global = true
+    )]
     pub(super) builtin_issuer: Option<String>,
 
     /// Builtin mode: lifetime of issued tokens, e.g. 5m (1m to 1h; Docker clients treat shorter as 1m) [default: 5m].
@@ -221,7 +247,8 @@ pub(super) struct AuthFlags {
         long = "auth-builtin-token-ttl",
         value_name = "DURATION",
         env = "TUFA_AUTH_BUILTIN_TOKEN_TTL",
-        hide_env_values = true
+        hide_env_values = true,
+        global = true
     )]
     pub(super) builtin_token_ttl: Option<String>,
 
@@ -233,6 +260,7 @@ pub(super) struct AuthFlags {
         value_name = "SERVICE=HOST",
         env = "TUFA_AUTH_BUILTIN_REGISTRIES",
         hide_env_values = true,
+        global = true,
         value_delimiter = ','
     )]
     pub(super) builtin_registries: Vec<String>,

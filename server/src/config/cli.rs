@@ -51,7 +51,7 @@ pub(super) struct Cli {
     pub(super) config: Option<PathBuf>,
 
     /// Address and port to listen on, e.g. 0.0.0.0:4443 [default: 127.0.0.1:4443].
-    #[arg(long, value_name = "ADDR:PORT", env = "TUFA_LISTEN", hide_env_values = true)]
+    #[arg(long, value_name = "ADDR:PORT", env = "TUFA_LISTEN", hide_env_values = true, global = true)]
     pub(super) listen: Option<String>,
 
     /// Directory for the SQLite database, the generated TLS files and the key-encryption key
@@ -67,16 +67,16 @@ pub(super) struct Cli {
 
     /// PEM certificate chain to serve, leaf first. Needs --tls-key. Without both, a local CA and a
     /// server certificate are generated in <data-dir>/tls.
-    #[arg(long, value_name = "FILE", env = "TUFA_TLS_CERT", hide_env_values = true)]
+    #[arg(long, value_name = "FILE", env = "TUFA_TLS_CERT", hide_env_values = true, global = true)]
     pub(super) tls_cert: Option<PathBuf>,
 
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) for --tls-cert.
-    #[arg(long, value_name = "FILE", env = "TUFA_TLS_KEY", hide_env_values = true)]
+    #[arg(long, value_name = "FILE", env = "TUFA_TLS_KEY", hide_env_values = true, global = true)]
     pub(super) tls_key: Option<PathBuf>,
 
     /// PEM bundle of CA certificates. When set, every client must present a certificate issued by
     /// one of them (mutual TLS). The same flag as tufa-signer's.
-    #[arg(long, value_name = "FILE", env = "TUFA_TLS_CLIENT_CA", hide_env_values = true)]
+    #[arg(long, value_name = "FILE", env = "TUFA_TLS_CLIENT_CA", hide_env_values = true, global = true)]
     pub(super) tls_client_ca: Option<PathBuf>,
 
     /// Extra DNS name or IP address for the generated server certificate (localhost, 127.0.0.1 and
@@ -86,6 +86,7 @@ pub(super) struct Cli {
         value_name = "NAME",
         env = "TUFA_TLS_NAMES",
         hide_env_values = true,
+        global = true,
         value_delimiter = ','
     )]
     pub(super) tls_names: Vec<String>,
@@ -97,35 +98,35 @@ pub(super) struct Cli {
     pub(super) kek_file: Option<PathBuf>,
 
     /// Algorithm of the timestamp and snapshot keys the server creates [default: ecdsa].
-    #[arg(long, value_name = "ALG", env = "TUFA_KEY_ALGORITHM", hide_env_values = true)]
+    #[arg(long, value_name = "ALG", env = "TUFA_KEY_ALGORITHM", hide_env_values = true, global = true)]
     pub(super) key_algorithm: Option<KeyAlgorithm>,
 
     /// Log filter: a level (trace, debug, info, warn, error, off) or directives such as
     /// "info,tufa_server=debug"; anything else is refused [default: info].
-    #[arg(long, value_name = "FILTER", env = "TUFA_LOG", hide_env_values = true)]
+    #[arg(long, value_name = "FILTER", env = "TUFA_LOG", hide_env_values = true, global = true)]
     pub(super) log_level: Option<String>,
 
     /// Log output format [default: text].
-    #[arg(long, value_name = "FORMAT", env = "TUFA_LOG_FORMAT", hide_env_values = true)]
+    #[arg(long, value_name = "FORMAT", env = "TUFA_LOG_FORMAT", hide_env_values = true, global = true)]
     pub(super) log_format: Option<LogFormat>,
 
     /// URL of a separate signing service (tufa-signer or notary-signer), e.g.
     /// https://signer.internal:7899. With it the server holds no private key and signs every
     /// timestamp and snapshot through that service over mutual TLS; without it the in-process
     /// signer is used.
-    #[arg(long, value_name = "URL", env = "TUFA_SIGNER_URL", hide_env_values = true)]
+    #[arg(long, value_name = "URL", env = "TUFA_SIGNER_URL", hide_env_values = true, global = true)]
     pub(super) signer_url: Option<String>,
 
     /// PEM bundle of the CA that issued the signer's certificate (required with --signer-url).
-    #[arg(long, value_name = "FILE", env = "TUFA_SIGNER_CA", hide_env_values = true)]
+    #[arg(long, value_name = "FILE", env = "TUFA_SIGNER_CA", hide_env_values = true, global = true)]
     pub(super) signer_ca: Option<PathBuf>,
 
     /// PEM client certificate this server presents to the signer (give with --signer-key).
-    #[arg(long, value_name = "FILE", env = "TUFA_SIGNER_CERT", hide_env_values = true)]
+    #[arg(long, value_name = "FILE", env = "TUFA_SIGNER_CERT", hide_env_values = true, global = true)]
     pub(super) signer_cert: Option<PathBuf>,
 
     /// PEM private key of --signer-cert.
-    #[arg(long, value_name = "FILE", env = "TUFA_SIGNER_KEY", hide_env_values = true)]
+    #[arg(long, value_name = "FILE", env = "TUFA_SIGNER_KEY", hide_env_values = true, global = true)]
     pub(super) signer_key: Option<PathBuf>,
 
     #[command(flatten)]
