@@ -335,8 +335,11 @@ async fn recreation(state: &AppState, caller: &Caller, gun: &Gun) -> Result<Recr
     let admin = match state.auth.as_ref() {
         // Without authentication every caller counts as an admin.
         Authenticator::None => true,
-        // Registry tokens never carry `*` for an init, so an admin command clears the tombstone instead.
-        Authenticator::Token(_) => false,
+        // The notary CLI asks only for `pull,push` to create a repository, so this holds only when the
+        // token service grants `*` anyway; otherwise an admin command clears the tombstone first.
+        Authenticator::Token(_) => {
+            tufa_auth::grants(&caller.granted, &tufa_auth::Access::new("repository", gun.as_str(), &["*"]))
+        }
         Authenticator::Builtin(builtin) => builtin.is_admin(caller, gun.as_str()).await?,
     };
     Ok(Recreation { tombstone: Some(tombstone), admin, principal: caller.name().to_owned() })

@@ -435,3 +435,117 @@ async fn a_deleted_repository_is_re_created_only_by_its_root_keys_or_an_admin() 
     );
     assert_eq!(harness.publish(GUN, &Repo::new(), &admin).await.status, StatusCode::OK);
 }
+
+/// A token service for token mode: a CA, a signing key it certifies, and an issuer name.
+struct TokenService {
+    ca_pem: String,
+    key: Vec<u8>,
+    chain: Vec<Vec<u8>>,
+    issuer: tufa_auth::issue::TokenIssuer,
+}
+
+impl TokenService {
+    fn new(issuer: &str) -> Self {
+        let now = std::time::SystemTime::now();
+        let (ca_key, ca) = tufa_auth::generate_ca(now).unwrap();
+        let (key, leaf) = tufa_auth::generate_signing(&ca_key, &ca, now).unwrap();
+        let ca_pem = tufa_auth::pem(&ca);
+        let chain = vec![leaf, ca];
+        let issuer = tufa_auth::issue::TokenIssuer::new(&key, chain.clone(), issuer.into()).unwrap();
+        Self { ca_pem, key: key.to_vec(), chain, issuer }
+    }
+
+    /// The same keys under another issuer name.
+    fn renamed(&self, issuer: &str) -> Self {
+        let renamed = tufa_auth::issue::TokenIssuer::new(&self.key, self.chain.clone(), issuer.into()).unwrap();
+        Self { ca_pem: self.ca_pem.clone(), key: self.key.clone(), chain: self.chain.clone(), issuer: renamed }
+    }
+
+    fn bearer(&self, audience: &str, access: &[tufa_auth::Access], issued: std::time::SystemTime) -> String {
+        let token = self.issuer.issue("alice", audience, access, issued, Duration::from_secs(300)).unwrap();
+        format!("Bearer {}", token.token)
+    }
+}
+
+async fn token_mode_harness(service: &TokenService) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let store = tufa_store::open_sqlite(&dir.path().join("tufa.db")).await.unwrap();
+    let signer = Arc::new(LocalSigner::new(store.clone(), SealingKey::new("test".into(), &[9; 32]).unwrap()));
+    let verifier = tufa_auth::TokenVerifier::new(tufa_auth::TokenSettings {
+        issuer: "auth.test".into(),
+        service: "notary.test".into(),
+        root_certificates: service.ca_pem.clone().into_bytes(),
+    })
+    .unwrap();
+    let config = tufa_server::config::TokenAuthConfig {
+        realm: "https://auth.test/token".into(),
+        service: "notary.test".into(),
+        issuer: "auth.test".into(),
+        root_cert_bundle: dir.path().join("unused.pem"),
+    };
+    let state = AppState {
+        service: Service {
+            store: store.clone(),
+            signer,
+            settings: ServiceSettings { key_algorithm: Algorithm::Ecdsa, limits: Limits::default() },
+        },
+        http: Arc::new(HttpSettings::default()),
+        metrics: Arc::new(Metrics::default()),
+        auth: Arc::new(Authenticator::Token(Box::new(tufa_server::auth::TokenMode { verifier, config }))),
+    };
+    Harness { app: router(state), store, _dir: dir }
+}
+
+#[tokio::test]
+async fn token_mode_accepts_exactly_the_tokens_notary_server_accepts() {
+    use tufa_auth::Access;
+    let service = TokenService::new("auth.test");
+    let harness = token_mode_harness(&service).await;
+    let now = std::time::SystemTime::now();
+    let push = [Access::new("repository", GUN, &["pull", "push"])];
+    let good = service.bearer("notary.test", &push, now);
+    assert_eq!(harness.publish(GUN, &Repo::new(), &good).await.status, StatusCode::OK);
+    let path = format!("/v2/{GUN}/_trust/tuf/root.json");
+    assert_eq!(harness.get(&path, Some(&good)).await.status, StatusCode::OK);
+    let challenge = |error: &str| {
+        format!(
+            "Bearer realm=\"https://auth.test/token\",service=\"notary.test\",scope=\"repository:{GUN}:pull\"{error}"
+        )
+    };
+    let reply = harness.get(&path, None).await;
+    assert_eq!((reply.status, reply.challenge()), (StatusCode::UNAUTHORIZED, challenge("")));
+    let invalid = challenge(",error=\"invalid_token\"");
+    let expired = service.bearer("notary.test", &push, now - Duration::from_secs(3600));
+    let wrong_audience = service.bearer("registry.test", &push, now);
+    let wrong_issuer = service.renamed("someone.else").bearer("notary.test", &push, now);
+    let other_ca = TokenService::new("auth.test").bearer("notary.test", &push, now);
+    let cases = [
+        ("expired", expired),
+        ("wrong audience", wrong_audience),
+        ("wrong issuer", wrong_issuer),
+        ("another CA", other_ca),
+        ("garbage", "Bearer e30.e30.AAAA".to_owned()),
+    ];
+    for (what, token) in cases {
+        let reply = harness.get(&path, Some(&token)).await;
+        assert_eq!((reply.status, reply.challenge()), (StatusCode::UNAUTHORIZED, invalid.clone()), "{what}");
+    }
+    // Another repository's scope, and pull without push for a publish.
+    let elsewhere = service.bearer("notary.test", &[Access::new("repository", "other.com/app", &["*"])], now);
+    let reply = harness.get(&path, Some(&elsewhere)).await;
+    assert_eq!(
+        (reply.status, reply.challenge()),
+        (StatusCode::UNAUTHORIZED, challenge(",error=\"insufficient_scope\""))
+    );
+    let pull = service.bearer("notary.test", &[Access::new("repository", GUN, &["pull"])], now);
+    let reply = harness.call(Method::DELETE, &format!("/v2/{GUN}/_trust/tuf/"), Some(&pull), None).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(!harness.store.current_all(GUN).await.unwrap().is_empty());
+    // A delete with `*`, then re-creation: a new root needs the tombstone cleared (or a `*` token).
+    let all = service.bearer("notary.test", &[Access::new("repository", GUN, &["*"])], now);
+    let reply = harness.call(Method::DELETE, &format!("/v2/{GUN}/_trust/tuf/"), Some(&all), None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(harness.publish(GUN, &Repo::new(), &good).await.status, StatusCode::FORBIDDEN);
+    assert!(harness.store.clear_tombstone(GUN).await.unwrap());
+    assert_eq!(harness.publish(GUN, &Repo::new(), &good).await.status, StatusCode::OK);
+}

@@ -37,6 +37,8 @@ pub struct Caller {
     pub principal: Option<String>,
     /// How the caller was identified, for logs: `none`, `anonymous`, `token`, `api-token`.
     pub via: &'static str,
+    /// What the caller's bearer token grants (empty unless a JWT was presented).
+    pub granted: Vec<Access>,
 }
 
 impl Caller {
@@ -145,9 +147,9 @@ impl Authenticator {
         remote: Option<SocketAddr>,
     ) -> Result<Caller, ApiError> {
         match self {
-            Self::None => Ok(Caller { principal: None, via: "none" }),
+            Self::None => Ok(Caller { principal: None, via: "none", granted: Vec::new() }),
             // Probes, metrics and unknown routes need nothing; their credentials are not even read.
-            _ if required.is_empty() => Ok(Caller { principal: None, via: "anonymous" }),
+            _ if required.is_empty() => Ok(Caller { principal: None, via: "anonymous", granted: Vec::new() }),
             Self::Token(mode) => {
                 let token = match presented(headers) {
                     Presented::Nothing => return Err(self.refuse(required, None)),
@@ -164,7 +166,7 @@ impl Authenticator {
                     return Err(self.refuse(required, Some(ChallengeError::InsufficientScope)));
                 }
                 let principal = (!claims.subject.is_empty()).then_some(claims.subject);
-                Ok(Caller { principal, via: "token" })
+                Ok(Caller { principal, via: "token", granted: claims.access })
             }
             Self::Builtin(builtin) => builtin.authorize(self, headers, required, remote).await,
         }
@@ -199,10 +201,10 @@ impl Builtin {
     ) -> Result<Caller, ApiError> {
         let invalid = || outer.refuse(required, Some(ChallengeError::InvalidToken));
         let (caller, presented_token) = match presented(headers) {
-            Presented::Nothing => (Caller { principal: None, via: "anonymous" }, false),
+            Presented::Nothing => (Caller { principal: None, via: "anonymous", granted: Vec::new() }, false),
             Presented::Bearer(token) if ApiTokenSecret::parse(&token).is_some() => {
                 let principal = self.api_token_principal(&token, None).await?.ok_or_else(invalid)?;
-                (Caller { principal: Some(principal), via: "api-token" }, true)
+                (Caller { principal: Some(principal), via: "api-token", granted: Vec::new() }, true)
             }
             Presented::Bearer(token) => {
                 let claims = self.verifier.verify(&token, SystemTime::now()).map_err(|error| {
@@ -213,13 +215,13 @@ impl Builtin {
                     return Err(outer.refuse(required, Some(ChallengeError::InsufficientScope)));
                 }
                 let principal = (!claims.subject.is_empty()).then_some(claims.subject);
-                return Ok(Caller { principal, via: "token" });
+                return Ok(Caller { principal, via: "token", granted: claims.access });
             }
             Presented::Basic { user, password } => {
                 // Only API tokens are accepted here: checking a password on every request would
                 // make each request cost a memory-hard hash. Passwords go to the token endpoint.
                 let principal = self.api_token_principal(&password, Some(&user)).await?.ok_or_else(invalid)?;
-                (Caller { principal: Some(principal), via: "api-token" }, true)
+                (Caller { principal: Some(principal), via: "api-token", granted: Vec::new() }, true)
             }
             Presented::Malformed => return Err(invalid()),
         };
