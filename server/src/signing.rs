@@ -214,13 +214,21 @@ pub async fn check_kek(
             held: held.join(", "),
         });
     }
+    let unopenable = |key_id: &str| KekCheckError::Unopenable {
+        origin: source.to_owned(),
+        id: kek.id().to_owned(),
+        key_id: key_id.to_owned(),
+    };
     // The keys may have been deleted since `held` was read; then there is nothing to open.
     if let Some(sample) = store.key_sealed_with(kek.id()).await.map_err(KekCheckError::Store)? {
-        kek.open(&sample.key_id, &sample.sealed_private).map_err(|_| KekCheckError::Unopenable {
-            origin: source.to_owned(),
-            id: kek.id().to_owned(),
-            key_id: sample.key_id.clone(),
-        })?;
+        kek.open(&sample.key_id, &sample.sealed_private).map_err(|_| unopenable(&sample.key_id))?;
+        return Ok(());
+    }
+    // A database of a builtin-auth server may hold only token-signing keys.
+    let token_keys = store.token_keys().await.map_err(KekCheckError::Store)?;
+    if let Some(sample) = token_keys.iter().find(|key| key.kek_id == kek.id()) {
+        kek.open(&crate::auth::keys::sealing_label(&sample.id), &sample.sealed_private)
+            .map_err(|_| unopenable(&sample.id))?;
     }
     Ok(())
 }
@@ -405,6 +413,22 @@ mod tests {
             )
         );
         assert_eq!(error.exit_code(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_database_with_only_token_signing_keys_is_checked_too() {
+        let store = memory_store().await;
+        let kek = SealingKey::new("bbbb".into(), &[2; 32]).unwrap();
+        crate::auth::keys::ensure(store.as_ref(), &kek).await.unwrap();
+        let held = store.kek_ids().await.unwrap();
+        assert_eq!(held, vec!["bbbb".to_owned()]);
+        check_kek(store.as_ref(), &kek, "TUFA_KEK", &held).await.unwrap();
+        let impostor = SealingKey::new("bbbb".into(), &[3; 32]).unwrap();
+        let error = check_kek(store.as_ref(), &impostor, "TUFA_KEK", &held).await.unwrap_err();
+        assert!(
+            error.to_string().starts_with("the key-encryption key from TUFA_KEK (id bbbb) cannot decrypt online key "),
+            "{error}"
+        );
     }
 
     #[test]

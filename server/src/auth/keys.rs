@@ -30,7 +30,9 @@ pub enum KeysError {
     Crypto(String),
 }
 
-fn sealing_label(id: &str) -> String {
+/// What a token key's sealing is bound to, so that a sealed token key can never be opened as an
+/// online TUF key or the other way round.
+pub(crate) fn sealing_label(id: &str) -> String {
     format!("token-key:{id}")
 }
 
