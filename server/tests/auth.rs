@@ -374,6 +374,20 @@ async fn failed_logins_are_limited_per_user() {
     harness.add_user("bob", "bob-password").await;
     let reply = harness.token("scope=repository:a/b:pull", Some(&basic("bob", "bob-password"))).await;
     assert_eq!(reply.status, StatusCode::OK);
+    // Concurrent guesses cannot slip under the limit together: attempts count before they are checked.
+    let mut attempts = tokio::task::JoinSet::new();
+    for _ in 0..30 {
+        let app = harness.app.clone();
+        let request = Request::get("/auth/token").header("authorization", basic("bob", "guess")).body(Body::empty());
+        attempts.spawn(async move { app.oneshot(request.unwrap()).await.unwrap().status() });
+    }
+    let mut statuses = Vec::new();
+    while let Some(status) = attempts.join_next().await {
+        statuses.push(status.unwrap());
+    }
+    let refused = statuses.iter().filter(|status| **status == StatusCode::TOO_MANY_REQUESTS).count();
+    let failed = statuses.iter().filter(|status| **status == StatusCode::UNAUTHORIZED).count();
+    assert_eq!((failed, refused), (10, 20));
 }
 
 #[tokio::test]

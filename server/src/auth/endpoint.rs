@@ -145,14 +145,16 @@ async fn authenticate(
             Err(failure) => Err(failure.into_response()),
         },
         Presented::Basic { user, password } => {
-            if let Err(refusal) = builtin.logins.check(&user, address) {
+            if let Err(refusal) = builtin.logins.begin(&user, address) {
                 return Err(refused(refusal, &user, remote));
             }
             if tufa_auth::ApiTokenSecret::parse(&password).is_some() {
                 return match builtin.api_token_principal(&password, Some(&user)).await {
-                    Ok(Some(principal)) => Ok(Some(principal)),
+                    Ok(Some(principal)) => {
+                        builtin.logins.succeeded(&user, address);
+                        Ok(Some(principal))
+                    }
                     Ok(None) => {
-                        builtin.logins.failed(&user, address);
                         tracing::warn!(user = %user, remote = ?remote, "token request with a bad API token");
                         Err(unauthorized(realm))
                     }
@@ -160,7 +162,6 @@ async fn authenticate(
                 };
             }
             if password.len() > tufa_auth::password::MAX_PASSWORD_LEN {
-                builtin.logins.failed(&user, address);
                 return Err(unauthorized(realm));
             }
             let principal = match builtin.store.principal(&user).await {
@@ -170,11 +171,10 @@ async fn authenticate(
             let hash = principal.and_then(|principal| principal.password_hash);
             match builtin.logins.verify(password, hash).await {
                 Ok(true) => {
-                    builtin.logins.succeeded(&user);
+                    builtin.logins.succeeded(&user, address);
                     Ok(Some(user))
                 }
                 Ok(false) => {
-                    builtin.logins.failed(&user, address);
                     tracing::warn!(user = %user, remote = ?remote, "failed login");
                     Err(unauthorized(realm))
                 }

@@ -1,5 +1,5 @@
 //! Password logins without a CPU or guessing hole: memory-hard hashes run on the blocking pool, at
-//! most one per core at a time, and failed logins are counted per user name and per client address
+//! most one per two cores at a time, and failed logins are counted per user name and per client address
 //! within a window; past the limit further attempts are refused without hashing until it ends.
 
 use std::collections::HashMap;
@@ -44,9 +44,10 @@ pub struct LoginGuard {
 }
 
 impl LoginGuard {
-    /// A guard with one hashing slot per core.
+    /// A guard with one hashing slot per two cores (at least one), so logins can never take more
+    /// than half the CPU, nor more than one hash's memory (19 MiB) per slot.
     pub fn new() -> Self {
-        let slots = std::thread::available_parallelism().map_or(1, usize::from);
+        let slots = std::thread::available_parallelism().map_or(1, |cores| (usize::from(cores) / 2).max(1));
         Self { hashing: Semaphore::new(slots), failures: Mutex::new(HashMap::new()) }
     }
 
@@ -54,25 +55,22 @@ impl LoginGuard {
         [Some(format!("user:{user}")), address.map(|address| format!("address:{address}"))]
     }
 
-    /// Refuses when the user name or the address is over its limit.
-    pub fn check(&self, user: &str, address: Option<IpAddr>) -> Result<(), Refusal> {
-        let Ok(failures) = self.failures.lock() else { return Ok(()) };
+    /// Starts a login attempt: refuses it when the user name or the address is over its limit, and
+    /// otherwise counts it as a failure until [`LoginGuard::succeeded`] says otherwise. Counting
+    /// before the check runs means concurrent attempts cannot all slip under the limit.
+    pub fn begin(&self, user: &str, address: Option<IpAddr>) -> Result<(), Refusal> {
+        let Ok(mut failures) = self.failures.lock() else { return Err(Refusal::Busy) };
         let limits = [MAX_FAILURES_PER_USER, MAX_FAILURES_PER_ADDRESS];
-        for (key, limit) in Self::keys(user, address).into_iter().zip(limits) {
+        let keys = Self::keys(user, address);
+        for (key, limit) in keys.iter().zip(limits) {
             let Some(key) = key else { continue };
-            if let Some(entry) = failures.get(&key) {
+            if let Some(entry) = failures.get(key) {
                 let elapsed = entry.since.elapsed();
                 if elapsed < FAILURE_WINDOW && entry.count >= limit {
                     return Err(Refusal::Limited(FAILURE_WINDOW - elapsed));
                 }
             }
         }
-        Ok(())
-    }
-
-    /// Counts a failed login.
-    pub fn failed(&self, user: &str, address: Option<IpAddr>) {
-        let Ok(mut failures) = self.failures.lock() else { return };
         if failures.len() >= MAX_TRACKED {
             failures.retain(|_, entry| entry.since.elapsed() < FAILURE_WINDOW);
             if failures.len() >= MAX_TRACKED
@@ -81,19 +79,25 @@ impl LoginGuard {
                 failures.remove(&oldest);
             }
         }
-        for key in Self::keys(user, address).into_iter().flatten() {
+        for key in keys.into_iter().flatten() {
             let entry = failures.entry(key).or_insert(Failures { count: 0, since: Instant::now() });
             if entry.since.elapsed() >= FAILURE_WINDOW {
                 *entry = Failures { count: 0, since: Instant::now() };
             }
             entry.count = entry.count.saturating_add(1);
         }
+        Ok(())
     }
 
-    /// Forgets the failures of a user name after a successful login.
-    pub fn succeeded(&self, user: &str) {
-        if let Ok(mut failures) = self.failures.lock() {
-            failures.remove(&format!("user:{user}"));
+    /// Ends a login attempt that succeeded: the user name's failures are forgotten and the attempt
+    /// no longer counts against the address.
+    pub fn succeeded(&self, user: &str, address: Option<IpAddr>) {
+        let Ok(mut failures) = self.failures.lock() else { return };
+        failures.remove(&format!("user:{user}"));
+        if let Some(address) = address
+            && let Some(entry) = failures.get_mut(&format!("address:{address}"))
+        {
+            entry.count = entry.count.saturating_sub(1);
         }
     }
 
