@@ -362,7 +362,7 @@ async fn api_tokens_work_as_bearer_and_basic_and_stop_at_once_when_revoked_or_re
 async fn failed_logins_are_limited_per_user() {
     let harness = harness().await;
     harness.add_user("alice", "alice-password").await;
-    for _ in 0..tufa_server::auth::login::MAX_FAILURES_PER_USER {
+    for _ in 0..tufa_server::auth::login::MAX_FAILURES_PER_USER_AND_ADDRESS {
         let reply = harness.token("scope=repository:a/b:pull", Some(&basic("alice", "guess"))).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     }
@@ -370,7 +370,10 @@ async fn failed_logins_are_limited_per_user() {
     assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
     let wait: u64 = reply.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=300).contains(&wait), "{wait}");
-    // Another user is not affected.
+    // Its API tokens keep working, and another user is not affected.
+    let (_, token) = harness.api_token("alice").await;
+    let reply = harness.token("scope=repository:a/b:pull", Some(&basic("alice", &token))).await;
+    assert_eq!(reply.status, StatusCode::OK);
     harness.add_user("bob", "bob-password").await;
     let reply = harness.token("scope=repository:a/b:pull", Some(&basic("bob", "bob-password"))).await;
     assert_eq!(reply.status, StatusCode::OK);

@@ -145,21 +145,21 @@ async fn authenticate(
             Err(failure) => Err(failure.into_response()),
         },
         Presented::Basic { user, password } => {
-            if let Err(refusal) = builtin.logins.begin(&user, address) {
-                return Err(refused(refusal, &user, remote));
-            }
+            // An API token is a 256-bit secret checked with one hash: guessing it is hopeless and
+            // cheap to refuse, so it is not rate-limited, and a user locked out by someone guessing
+            // passwords keeps its automation working.
             if tufa_auth::ApiTokenSecret::parse(&password).is_some() {
                 return match builtin.api_token_principal(&password, Some(&user)).await {
-                    Ok(Some(principal)) => {
-                        builtin.logins.succeeded(&user, address);
-                        Ok(Some(principal))
-                    }
+                    Ok(Some(principal)) => Ok(Some(principal)),
                     Ok(None) => {
                         tracing::warn!(user = %user, remote = ?remote, "token request with a bad API token");
                         Err(unauthorized(realm))
                     }
                     Err(failure) => Err(failure.into_response()),
                 };
+            }
+            if let Err(refusal) = builtin.logins.begin(&user, address) {
+                return Err(refused(refusal, &user, remote));
             }
             if password.len() > tufa_auth::password::MAX_PASSWORD_LEN {
                 return Err(unauthorized(realm));

@@ -1,6 +1,6 @@
 //! Password logins without a CPU or guessing hole: memory-hard hashes run on the blocking pool, at
-//! most one per two cores at a time, and failed logins are counted per user name and per client address
-//! within a window; past the limit further attempts are refused without hashing until it ends.
+//! most one per two cores at a time, and failed logins are counted per user name and address, per user name
+//! and per client address within a window; past the limit further attempts are refused without hashing until it ends.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,10 +12,15 @@ use zeroize::Zeroizing;
 
 /// The window failures are counted in.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(300);
-/// Failed logins for one user name within the window before it is locked until the window ends.
-pub const MAX_FAILURES_PER_USER: u32 = 10;
+/// Failed logins for one user name from one client address within the window before that pair is
+/// refused until the window ends.
+pub const MAX_FAILURES_PER_USER_AND_ADDRESS: u32 = 10;
+/// Failed logins for one user name from all addresses within the window before the name is refused:
+/// bounds guessing from many addresses (an attacker can then lock the name out for the window; its
+/// API tokens keep working).
+pub const MAX_FAILURES_PER_USER: u32 = 100;
 /// Failed logins from one client address within the window before it is refused.
-pub const MAX_FAILURES_PER_ADDRESS: u32 = 50;
+pub const MAX_FAILURES_PER_ADDRESS: u32 = 100;
 /// Longest wait for a hashing slot before the login is answered "busy".
 pub const HASH_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most distinct names and addresses tracked; beyond it, expired entries are dropped first and
@@ -51,8 +56,13 @@ impl LoginGuard {
         Self { hashing: Semaphore::new(slots), failures: Mutex::new(HashMap::new()) }
     }
 
-    fn keys(user: &str, address: Option<IpAddr>) -> [Option<String>; 2] {
-        [Some(format!("user:{user}")), address.map(|address| format!("address:{address}"))]
+    fn keys(user: &str, address: Option<IpAddr>) -> [(Option<String>, u32); 3] {
+        let from = address.map_or_else(|| "-".to_owned(), |address| address.to_string());
+        [
+            (Some(format!("pair:{user}@{from}")), MAX_FAILURES_PER_USER_AND_ADDRESS),
+            (Some(format!("user:{user}")), MAX_FAILURES_PER_USER),
+            (address.map(|address| format!("address:{address}")), MAX_FAILURES_PER_ADDRESS),
+        ]
     }
 
     /// Starts a login attempt: refuses it when the user name or the address is over its limit, and
@@ -60,10 +70,9 @@ impl LoginGuard {
     /// before the check runs means concurrent attempts cannot all slip under the limit.
     pub fn begin(&self, user: &str, address: Option<IpAddr>) -> Result<(), Refusal> {
         let Ok(mut failures) = self.failures.lock() else { return Err(Refusal::Busy) };
-        let limits = [MAX_FAILURES_PER_USER, MAX_FAILURES_PER_ADDRESS];
         let keys = Self::keys(user, address);
-        for (key, limit) in keys.iter().zip(limits) {
-            let Some(key) = key else { continue };
+        for (key, limit) in &keys {
+            let (Some(key), limit) = (key, *limit) else { continue };
             if let Some(entry) = failures.get(key) {
                 let elapsed = entry.since.elapsed();
                 if elapsed < FAILURE_WINDOW && entry.count >= limit {
@@ -79,7 +88,7 @@ impl LoginGuard {
                 failures.remove(&oldest);
             }
         }
-        for key in keys.into_iter().flatten() {
+        for key in keys.into_iter().filter_map(|(key, _)| key) {
             let entry = failures.entry(key).or_insert(Failures { count: 0, since: Instant::now() });
             if entry.since.elapsed() >= FAILURE_WINDOW {
                 *entry = Failures { count: 0, since: Instant::now() };
@@ -89,15 +98,18 @@ impl LoginGuard {
         Ok(())
     }
 
-    /// Ends a login attempt that succeeded: the user name's failures are forgotten and the attempt
-    /// no longer counts against the address.
+    /// Ends a login attempt that succeeded: the failures of the name from this address are
+    /// forgotten, and the attempt no longer counts against the name or the address.
     pub fn succeeded(&self, user: &str, address: Option<IpAddr>) {
         let Ok(mut failures) = self.failures.lock() else { return };
-        failures.remove(&format!("user:{user}"));
-        if let Some(address) = address
-            && let Some(entry) = failures.get_mut(&format!("address:{address}"))
-        {
-            entry.count = entry.count.saturating_sub(1);
+        let [(pair, _), rest @ ..] = Self::keys(user, address);
+        if let Some(pair) = pair {
+            failures.remove(&pair);
+        }
+        for key in rest.into_iter().filter_map(|(key, _)| key) {
+            if let Some(entry) = failures.get_mut(&key) {
+                entry.count = entry.count.saturating_sub(1);
+            }
         }
     }
 
