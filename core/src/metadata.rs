@@ -271,6 +271,9 @@ fn parse_role_keys(value: &Value, keys: &BTreeMap<String, PublicKey>, what: &str
                 id.as_str().map(str::to_owned).ok_or_else(|| structure(format!("{what} has a non-string key ID")))
             })
             .collect::<Result<_, _>>()?,
+        // Go writes an empty key list as `null`: the notary client (and docker trust) do so when
+        // the last key of a delegation is removed, and notary-server accepts it.
+        Some(Value::Null) => Vec::new(),
         _ => return Err(structure(format!("{what} has no key IDs"))),
     };
     if let Some(missing) = keyids.iter().find(|id| !keys.contains_key(*id)) {

@@ -290,3 +290,14 @@ fn a_deleted_root_is_continued_only_by_its_keys_compared_by_public_key() {
     // Garbage as the new root: a clear error.
     assert_eq!(signed_by_previous_root(&previous, b"{").map_err(|error| error.starts_with("the new root:")), Err(true));
 }
+
+#[test]
+fn a_delegation_whose_last_key_was_removed_has_null_key_ids_and_is_accepted() {
+    // What the notary client and `docker trust signer remove` upload: Go writes the empty list as null.
+    let repo = Repo::new();
+    let state = published(&repo, &repo.targets(2, json!({}), no_delegations()));
+    let delegations =
+        json!({"keys": {}, "roles": [{"name": "targets/releases", "keyids": null, "threshold": 1, "paths": [""]}]});
+    let targets = repo.targets(3, json!({}), delegations);
+    assert_eq!(stored(run(&state, &[("targets", &targets)])), [("targets".to_owned(), 3)]);
+}

@@ -153,8 +153,8 @@ async fn handle(state: &AppState, matched: Route, request: Request) -> Result<Re
             metadata(state, file, Caching::Consistent)
         }
         Route::Current(gun, role) => current(state, &gun, &role).await,
-        Route::GetKey(gun, role) => key_response(state.service.server_key(&gun, role, false).await?),
-        Route::RotateKey(gun, role) => key_response(state.service.server_key(&gun, role, true).await?),
+        Route::GetKey(gun, role) => server_key(state, &gun, role, false, remote).await,
+        Route::RotateKey(gun, role) => server_key(state, &gun, role, true, remote).await,
         Route::GunChangefeed(gun) => changefeed(state, &caller, Some(&gun), request.uri().query()).await,
         Route::Changefeed => changefeed(state, &caller, None, request.uri().query()).await,
         Route::Token | Route::TokenCerts => Err(ApiError::NoRoute),
@@ -302,6 +302,20 @@ async fn current(state: &AppState, gun: &Gun, role: &RoleName) -> Result<Respons
     let file = pair.into_iter().find(|file| file.role == wanted);
     // The timestamp's Last-Modified is when it was made, as notary reports its update time.
     metadata(state, file, Caching::Current)
+}
+
+/// `GET` (or with `rotate`, `POST`) of `<gun>/_trust/tuf/<role>.key`. Without authentication the
+/// keys each client address may hold for never-published repositories are bounded.
+async fn server_key(
+    state: &AppState,
+    gun: &Gun,
+    role: BaseRole,
+    rotate: bool,
+    remote: Option<SocketAddr>,
+) -> Result<Response, ApiError> {
+    let requester = remote.map(|remote| remote.ip().to_string());
+    let bound = matches!(state.auth.as_ref(), Authenticator::None);
+    key_response(state.service.server_key(gun, role, rotate, requester.as_deref(), bound).await?)
 }
 
 fn key_response(key: PublicKey) -> Result<Response, ApiError> {

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -20,6 +21,8 @@ struct Series {
 #[derive(Debug, Default)]
 pub struct Metrics {
     series: Mutex<BTreeMap<(&'static str, u16), Series>>,
+    resigned: AtomicU64,
+    resign_skipped: AtomicU64,
 }
 
 impl Metrics {
@@ -38,10 +41,29 @@ impl Metrics {
         }
     }
 
+    /// Counts a repository the background re-signer refreshed.
+    pub fn resigned(&self) {
+        self.resigned.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a repository the background re-signer could not refresh (its expiring snapshot key
+    /// is held by the publisher, or re-signing failed).
+    pub fn resign_skipped(&self) {
+        self.resign_skipped.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The Prometheus exposition text.
     pub fn render(&self) -> String {
         let snapshot = self.series.lock().map(|series| series.clone()).unwrap_or_default();
         let mut out = String::new();
+        out.push_str("# HELP tufa_resign_total Repositories whose timestamp the background re-signer refreshed.\n");
+        out.push_str("# TYPE tufa_resign_total counter\n");
+        let _ = writeln!(out, "tufa_resign_total {}", self.resigned.load(Ordering::Relaxed));
+        out.push_str(
+            "# HELP tufa_resign_skipped_total Expiring repositories the background re-signer could not refresh.\n",
+        );
+        out.push_str("# TYPE tufa_resign_skipped_total counter\n");
+        let _ = writeln!(out, "tufa_resign_skipped_total {}", self.resign_skipped.load(Ordering::Relaxed));
         out.push_str("# HELP tufa_http_requests_total HTTP requests by operation and status code.\n");
         out.push_str("# TYPE tufa_http_requests_total counter\n");
         for ((operation, code), series) in &snapshot {

@@ -1,6 +1,7 @@
 //! Start-up and shutdown of the tufa-server process: configuration to a running HTTPS server with
 //! its store, in-process signer, generated TLS and the background timestamp re-signer.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -134,26 +135,68 @@ async fn authenticator(config: &Config, store: &Arc<dyn tufa_store::Store>) -> R
 /// The largest token-mode root bundle read.
 const MAX_BUNDLE_BYTES: u64 = 1024 * 1024;
 
+/// How many expiring repositories the re-signer reads per page.
+pub const RESIGN_PAGE: i64 = 500;
+/// How often the re-signer warns about one repository it cannot refresh.
+const RESIGN_WARNING_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Re-signs timestamps (and server-signed snapshots) that expire within `before`, every `interval`.
-pub async fn refresh_loop(service: Service, interval: Duration, before: Duration) {
+///
+/// Each round pages through every expiring repository in expiry order, so repositories it cannot
+/// re-sign (an expired snapshot whose key the publisher holds) never keep others waiting; each of
+/// those gets one warning a day and counts in `tufa_resign_skipped_total`.
+pub async fn refresh_loop(service: Service, metrics: Arc<Metrics>, interval: Duration, before: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut warned: HashMap<String, std::time::Instant> = HashMap::new();
     loop {
         ticker.tick().await;
-        let deadline = Utc::now() + chrono::Duration::from_std(before).unwrap_or(chrono::Duration::days(1));
-        let guns = match service.store.expiring(deadline, 500).await {
-            Ok(guns) => guns,
+        warned.retain(|_, at| at.elapsed() < RESIGN_WARNING_INTERVAL);
+        refresh_round(&service, &metrics, before, RESIGN_PAGE, &mut warned).await;
+    }
+}
+
+/// One round of [`refresh_loop`]: every repository expiring within `before`, `page` at a time.
+/// `warned` holds the repositories already warned about (and when).
+pub async fn refresh_round(
+    service: &Service,
+    metrics: &Metrics,
+    before: Duration,
+    page: i64,
+    warned: &mut HashMap<String, std::time::Instant>,
+) {
+    let deadline = Utc::now() + chrono::Duration::from_std(before).unwrap_or(chrono::Duration::days(1));
+    let mut cursor: Option<tufa_store::ExpiringCursor> = None;
+    loop {
+        let found = match service.store.expiring_page(deadline, cursor.as_ref(), page).await {
+            Ok(found) => found,
             Err(error) => {
                 tracing::warn!(error = %error, "could not list expiring timestamps");
-                continue;
+                return;
             }
         };
-        for gun in guns {
-            let Ok(gun) = Gun::parse(&gun) else { continue };
-            if let Err(error) = service.refresh(&gun, deadline).await {
-                tracing::warn!(gun = %gun, error = %error, "could not re-sign the timestamp");
+        for entry in &found {
+            let Ok(gun) = Gun::parse(&entry.gun) else { continue };
+            let problem = match service.refresh(&gun, deadline).await {
+                Ok(true) => {
+                    metrics.resigned();
+                    continue;
+                }
+                Ok(false) => {
+                    "its expiring snapshot key is held by the publisher (or another server re-signed it)".to_owned()
+                }
+                Err(error) => error.to_string(),
+            };
+            metrics.resign_skipped();
+            if !warned.contains_key(&entry.gun) {
+                tracing::warn!(gun = %gun, problem, "cannot re-sign an expiring repository; next warning in a day");
+                warned.insert(entry.gun.clone(), std::time::Instant::now());
             }
         }
+        if found.len() < usize::try_from(page).unwrap_or(usize::MAX) {
+            return;
+        }
+        cursor = found.last().cloned();
     }
 }
 
@@ -283,6 +326,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     announce(&config, &format!("listening on https://{address}"));
     let refresher = tokio::spawn(refresh_loop(
         state.service.clone(),
+        state.metrics.clone(),
         config.timestamp.refresh_interval(),
         config.timestamp.refresh_before(),
     ));

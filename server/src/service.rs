@@ -70,16 +70,81 @@ fn parse_root(bytes: &[u8]) -> Result<Root, ApiError> {
         .map_err(|error| ApiError::Internal(format!("stored root is unreadable: {error}")))
 }
 
+/// Most keys one client address may hold for repositories that were never published, when
+/// authentication is off; asking for more drops its oldest such keys.
+pub const MAX_PENDING_KEYS_PER_REQUESTER: usize = 100;
+
+/// Whether `root` lists `canonical_id` (compared by canonical key ID) for `role`.
+fn root_lists(root: &Root, role: BaseRole, canonical_id: &str) -> bool {
+    root.role(role).is_some_and(|keys| {
+        keys.keyids.iter().any(|keyid| {
+            root.keys.get(keyid).and_then(|key| key.canonical_id().ok()).is_some_and(|id| id == canonical_id)
+        })
+    })
+}
+
 impl Service {
-    /// Signs a draft with the keys of its role in `root` that the signer holds, up to the role's
-    /// threshold. `Ok(None)` when the signer holds none of them.
-    async fn sign_draft(&self, root: &Root, draft: Draft) -> Result<Option<NewFile>, ApiError> {
+    /// Whether the online key `canonical_id` may sign `role` of `gun`: it must have been issued for
+    /// exactly that repository and role. A key with no recorded owner (made by a remote signer
+    /// before owners were recorded) is claimed by the repository whose stored root already lists
+    /// it for that role, and by no other; an upload can never claim a key by listing it.
+    async fn key_belongs(
+        &self,
+        gun: &Gun,
+        role: BaseRole,
+        canonical_id: &str,
+        stored_root: Option<&Root>,
+    ) -> Result<bool, ApiError> {
+        match self.store.key_owner(canonical_id).await? {
+            Some(owner) => {
+                let belongs = owner.gun == gun.as_str() && owner.role == role.as_str();
+                if !belongs {
+                    tracing::warn!(
+                        gun = %gun,
+                        role = role.as_str(),
+                        key.id = %canonical_id,
+                        owner = %owner.gun,
+                        "refusing to sign with an online key issued for another repository or role"
+                    );
+                }
+                Ok(belongs)
+            }
+            None => {
+                if !stored_root.is_some_and(|stored| root_lists(stored, role, canonical_id)) {
+                    return Ok(false);
+                }
+                let owner = tufa_store::KeyOwner {
+                    key_id: canonical_id.to_owned(),
+                    gun: gun.as_str().to_owned(),
+                    role: role.as_str().to_owned(),
+                    requester: None,
+                    created_at: Utc::now(),
+                };
+                let recorded = self.store.record_key_owner(&owner).await?;
+                Ok(recorded.gun == owner.gun && recorded.role == owner.role)
+            }
+        }
+    }
+
+    /// Signs a draft for `gun` with the keys of its role in `root` that the signer holds and that
+    /// were issued for this repository and role, up to the role's threshold. `stored_root` is the
+    /// repository's root before this update. `Ok(None)` when no such key is held.
+    async fn sign_draft(
+        &self,
+        gun: &Gun,
+        stored_root: Option<&Root>,
+        root: &Root,
+        draft: Draft,
+    ) -> Result<Option<NewFile>, ApiError> {
         let Some(role_keys) = root.role(draft.role) else { return Ok(None) };
         let threshold = usize::try_from(role_keys.threshold).unwrap_or(usize::MAX);
         let mut signatures = Vec::new();
         for keyid in &role_keys.keyids {
             let Some(key) = root.keys.get(keyid) else { continue };
             let Ok(canonical_id) = key.canonical_id() else { continue };
+            if !self.key_belongs(gun, draft.role, &canonical_id, stored_root).await? {
+                continue;
+            }
             if self.signer.public_key(&canonical_id).await?.is_none() {
                 continue;
             }
@@ -114,6 +179,10 @@ impl Service {
         let current = self.store.current_all(gun.as_str()).await?;
         let had_root = current.iter().any(|file| file.role == "root");
         let expected_timestamp_version = current.iter().find(|file| file.role == "timestamp").map(|file| file.version);
+        let stored_root = match current.iter().find(|file| file.role == "root") {
+            Some(file) => Some(parse_root(&file.data)?),
+            None => None,
+        };
         let state = RepoState::new(current.into_iter().map(|file| (file.role, file.data)));
         let validated =
             update::validate(gun, &state, uploads, now, &self.settings.limits).map_err(ApiError::InvalidUpdate)?;
@@ -128,7 +197,7 @@ impl Service {
             None => {
                 let draft = update::draft_snapshot(state.file("snapshot"), &validated.loaded, now)
                     .map_err(ApiError::InvalidUpdate)?;
-                let generated = self.sign_draft(&validated.root, draft).await?.ok_or_else(|| {
+                let generated = self.sign_draft(gun, stored_root.as_ref(), &validated.root, draft).await?.ok_or_else(|| {
                     ApiError::InvalidUpdate(UpdateError::BadHierarchy {
                         missing: "snapshot".into(),
                         msg: "no snapshot was included in update and server does not hold current snapshot key for repository".into(),
@@ -140,7 +209,7 @@ impl Service {
         };
         let draft =
             update::draft_timestamp(state.file("timestamp"), &snapshot.bytes, now).map_err(ApiError::InvalidUpdate)?;
-        let timestamp = self.sign_draft(&validated.root, draft).await?.ok_or_else(|| {
+        let timestamp = self.sign_draft(gun, stored_root.as_ref(), &validated.root, draft).await?.ok_or_else(|| {
             ApiError::InvalidUpdate(UpdateError::BadRoot("no  timestamp keys exist on the server".into()))
         })?;
         files.push(timestamp.clone());
@@ -216,12 +285,12 @@ impl Service {
         if expiring(snapshot) {
             let draft =
                 update::draft_snapshot(Some(&snapshot.data), &BTreeMap::new(), now).map_err(ApiError::InvalidUpdate)?;
-            match self.sign_draft(&root, draft).await? {
+            match self.sign_draft(gun, Some(&root), &root, draft).await? {
                 Some(file) => {
                     snapshot_bytes = file.bytes.clone();
                     files.push(file);
                 }
-                None => tracing::warn!(gun = %gun, "snapshot expires soon but its key is held by the publisher"),
+                None => tracing::debug!(gun = %gun, "snapshot expires soon but its key is held by the publisher"),
             }
         }
         if files.is_empty() && !expiring(timestamp) {
@@ -229,7 +298,7 @@ impl Service {
         }
         let draft =
             update::draft_timestamp(Some(&timestamp.data), &snapshot_bytes, now).map_err(ApiError::InvalidUpdate)?;
-        let Some(new_timestamp) = self.sign_draft(&root, draft).await? else {
+        let Some(new_timestamp) = self.sign_draft(gun, Some(&root), &root, draft).await? else {
             return Err(ApiError::Internal(format!("no timestamp key for {gun} is held by the signer")));
         };
         let new_snapshot = files.first().cloned().unwrap_or_else(|| NewFile {
@@ -264,18 +333,69 @@ impl Service {
     }
 
     /// The server-held key for `role`: with `rotate`, always the signer's answer to a create
-    /// request; otherwise the key the current root lists that the signer holds, or a new one.
-    pub async fn server_key(&self, gun: &Gun, role: BaseRole, rotate: bool) -> Result<PublicKey, ApiError> {
-        if !rotate && let Some(root) = self.store.current(gun.as_str(), "root").await? {
+    /// request; otherwise the key the current root lists that the signer holds and that belongs to
+    /// this repository, or a new one. Every key handed out is recorded as issued for `gun` and
+    /// `role`. With `bound_pending` (authentication off), a client address holding
+    /// [`MAX_PENDING_KEYS_PER_REQUESTER`] keys of never-published repositories loses its oldest.
+    pub async fn server_key(
+        &self,
+        gun: &Gun,
+        role: BaseRole,
+        rotate: bool,
+        requester: Option<&str>,
+        bound_pending: bool,
+    ) -> Result<PublicKey, ApiError> {
+        let stored = self.store.current(gun.as_str(), "root").await?;
+        let published = stored.is_some();
+        if !rotate && let Some(root) = stored {
             let root = parse_root(&root.data)?;
             for keyid in root.role(role).map(|keys| keys.keyids.as_slice()).unwrap_or_default() {
                 let Some(key) = root.keys.get(keyid) else { continue };
                 let Ok(canonical_id) = key.canonical_id() else { continue };
+                if !self.key_belongs(gun, role, &canonical_id, Some(&root)).await? {
+                    continue;
+                }
                 if let Some(found) = self.signer.public_key(&canonical_id).await? {
                     return Ok(found);
                 }
             }
         }
-        Ok(self.signer.create_key(gun, role, self.settings.key_algorithm).await?)
+        if bound_pending
+            && !published
+            && let Some(requester) = requester
+        {
+            let pending = self.store.pending_keys(requester).await?;
+            let excess = (pending.len() + 1).saturating_sub(MAX_PENDING_KEYS_PER_REQUESTER);
+            if excess > 0 {
+                let dropped: Vec<String> = pending.into_iter().take(excess).map(|owner| owner.key_id).collect();
+                self.store.drop_keys(&dropped).await?;
+                tracing::info!(
+                    requester,
+                    dropped = dropped.len(),
+                    "dropped the oldest keys of never-published repositories"
+                );
+            }
+        }
+        let key = self.signer.create_key(gun, role, self.settings.key_algorithm).await?;
+        let canonical_id = key
+            .canonical_id()
+            .map_err(|error| ApiError::Internal(format!("the signer returned a bad key: {error}")))?;
+        let owner = tufa_store::KeyOwner {
+            key_id: canonical_id.clone(),
+            gun: gun.as_str().to_owned(),
+            role: role.as_str().to_owned(),
+            requester: requester.map(str::to_owned),
+            created_at: Utc::now(),
+        };
+        let recorded = self.store.record_key_owner(&owner).await?;
+        if recorded.gun != owner.gun || recorded.role != owner.role {
+            return Err(ApiError::Internal(format!(
+                "the signer returned key {canonical_id} for {gun} {}, but it was issued for {} {}",
+                role.as_str(),
+                recorded.gun,
+                recorded.role
+            )));
+        }
+        Ok(key)
     }
 }

@@ -233,6 +233,9 @@ pub async fn check_kek(
     Ok(())
 }
 
+/// Most decrypted online keys the in-process signer keeps in memory.
+pub const MAX_CACHED_KEYS: usize = 10_000;
+
 /// The embedded signer: software keys stored sealed in the server's database.
 pub struct LocalSigner {
     store: Arc<dyn Store>,
@@ -253,8 +256,21 @@ impl LocalSigner {
 
     fn remember(&self, key_id: &str, key: Arc<PrivateKey>, used: bool) {
         if let Ok(mut cache) = self.cache.write() {
+            // Bounded: past the cap an arbitrary entry makes room (it is re-read from the store
+            // when next needed), so creating keys for many names cannot grow memory without end.
+            if cache.len() >= MAX_CACHED_KEYS
+                && !cache.contains_key(key_id)
+                && let Some(evicted) = cache.keys().next().cloned()
+            {
+                cache.remove(&evicted);
+            }
             cache.insert(key_id.to_owned(), (key, used));
         }
+    }
+
+    /// How many decrypted keys are cached.
+    pub fn cached_keys(&self) -> usize {
+        self.cache.read().map(|cache| cache.len()).unwrap_or(0)
     }
 }
 

@@ -217,6 +217,30 @@ impl fmt::Debug for StoredKey {
     }
 }
 
+/// Which repository and role an online key was issued for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyOwner {
+    /// The TUF key ID (canonical: the bare key's ID).
+    pub key_id: String,
+    /// The GUN the key was issued for.
+    pub gun: String,
+    /// `timestamp` or `snapshot`.
+    pub role: String,
+    /// The client address that asked for the key, when known.
+    pub requester: Option<String>,
+    /// When the key was issued (or first claimed by its repository).
+    pub created_at: DateTime<Utc>,
+}
+
+/// Where the re-signer stopped: the next page starts after this expiry and GUN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiringCursor {
+    /// The earliest expiry of the last GUN returned.
+    pub expires: DateTime<Utc>,
+    /// The last GUN returned.
+    pub gun: String,
+}
+
 /// Tufa's storage operations. Implemented for SQLite and PostgreSQL; obtain one with [`open`].
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -263,6 +287,31 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `limit` distinct GUNs whose current timestamp or snapshot expires before
     /// `before`, soonest expiry first.
     async fn expiring(&self, before: DateTime<Utc>, limit: i64) -> Result<Vec<String>, StoreError>;
+
+    /// Up to `limit` GUNs whose current timestamp or snapshot expires before `before`, in order of
+    /// their earliest such expiry then GUN, starting after `after` (from the first when `None`):
+    /// a keyset page, so a caller can walk every expiring repository.
+    async fn expiring_page(
+        &self,
+        before: DateTime<Utc>,
+        after: Option<&ExpiringCursor>,
+        limit: i64,
+    ) -> Result<Vec<ExpiringCursor>, StoreError>;
+
+    /// Records that `owner.key_id` was issued for `owner.gun` and `owner.role`. A key that already
+    /// has an owner keeps it (the first record wins); returns the owner now recorded.
+    async fn record_key_owner(&self, owner: &KeyOwner) -> Result<KeyOwner, StoreError>;
+
+    /// The recorded owner of an online key.
+    async fn key_owner(&self, key_id: &str) -> Result<Option<KeyOwner>, StoreError>;
+
+    /// The keys `requester` asked for whose repository has no current files (never published, or
+    /// deleted), oldest first.
+    async fn pending_keys(&self, requester: &str) -> Result<Vec<KeyOwner>, StoreError>;
+
+    /// Forgets the owners of `key_ids` and deletes those of them the in-process signer holds and
+    /// never used, in one transaction. Returns how many owner records were removed.
+    async fn drop_keys(&self, key_ids: &[String]) -> Result<u64, StoreError>;
 
     /// A cheap check that the database answers and has the schema.
     async fn ping(&self) -> Result<(), StoreError>;

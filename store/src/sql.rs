@@ -14,8 +14,9 @@ use crate::postgres::Postgres;
 use crate::sqlite::{Sqlite, SqlitePools};
 use crate::validate::{check_update, inserted_timestamps, now};
 use crate::{
-    ApiToken, Change, ChangeCategory, CurrentEntry, NewFile, Principal, PrincipalKind, ROOT_ROLE, RoleBinding, Store,
-    StoreError, StoredFile, StoredKey, TIMESTAMP_ROLE, TokenKey, TokenKeyKind, Tombstone, Update,
+    ApiToken, Change, ChangeCategory, CurrentEntry, ExpiringCursor, KeyOwner, NewFile, Principal, PrincipalKind,
+    ROOT_ROLE, RoleBinding, Store, StoreError, StoredFile, StoredKey, TIMESTAMP_ROLE, TokenKey, TokenKeyKind,
+    Tombstone, Update,
 };
 
 /// What differs between the two SQL dialects; everything else is written once in this file.
@@ -299,6 +300,42 @@ impl<D: Dialect> ApiTokenRow<D> {
             revoked_at: self.revoked_at.map(|value| D::read_time(value, "revoked_at")).transpose()?,
         })
     }
+}
+
+/// One GUN of an expiring page: the GUN and its earliest expiring timestamp or snapshot.
+#[derive(sqlx::FromRow)]
+struct ExpiringRow<D: Dialect> {
+    gun: String,
+    expires: D::Time,
+}
+
+/// A `key_owners` row as the dialect stores it.
+#[derive(sqlx::FromRow)]
+struct KeyOwnerRow<D: Dialect> {
+    key_id: String,
+    gun: String,
+    role: String,
+    requester: Option<String>,
+    created_at: D::Time,
+}
+
+impl<D: Dialect> KeyOwnerRow<D> {
+    fn into_owner(self) -> Result<KeyOwner, StoreError> {
+        Ok(KeyOwner {
+            key_id: self.key_id,
+            gun: self.gun,
+            role: self.role,
+            requester: self.requester,
+            created_at: D::read_time(self.created_at, "created_at")?,
+        })
+    }
+}
+
+/// The columns of a `key_owners` row, in [`KeyOwnerRow`] order.
+macro_rules! key_owner_columns {
+    () => {
+        "key_id, gun, role, requester, created_at"
+    };
 }
 
 /// A `role_bindings` row as the dialect stores it.
@@ -628,9 +665,122 @@ impl Store for SqlStore {
         })
     }
 
+    async fn expiring_page(
+        &self,
+        before: DateTime<Utc>,
+        after: Option<&ExpiringCursor>,
+        limit: i64,
+    ) -> Result<Vec<ExpiringCursor>, StoreError> {
+        const FIRST: &str = "SELECT gun, MIN(expires) AS expires FROM current_files \
+             WHERE role IN ('timestamp', 'snapshot') AND expires < $1 \
+             GROUP BY gun ORDER BY MIN(expires), gun LIMIT $2";
+        const NEXT: &str = "SELECT gun, MIN(expires) AS expires FROM current_files \
+             WHERE role IN ('timestamp', 'snapshot') AND expires < $1 \
+             GROUP BY gun HAVING MIN(expires) > $3 OR (MIN(expires) = $3 AND gun > $4) \
+             ORDER BY MIN(expires), gun LIMIT $2";
+        if limit <= 0 {
+            return Ok(Vec::new());
+        }
+        per_dialect!(&self.pools, |pools, D| {
+            let mut query = sqlx::query_as::<_, ExpiringRow<D>>(if after.is_some() { NEXT } else { FIRST })
+                .bind(D::time(before))
+                .bind(limit);
+            if let Some(after) = after {
+                query = query.bind(D::time(after.expires)).bind(&after.gun);
+            }
+            let rows = query.fetch_all(D::reader(pools)).await.map_err(from_sqlx)?;
+            rows.into_iter()
+                .map(|row| Ok(ExpiringCursor { gun: row.gun, expires: D::read_time(row.expires, "expires")? }))
+                .collect()
+        })
+    }
+
+    async fn record_key_owner(&self, owner: &KeyOwner) -> Result<KeyOwner, StoreError> {
+        const INSERT: &str = concat!(
+            "INSERT INTO key_owners (",
+            key_owner_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key_id) DO NOTHING"
+        );
+        const SELECT: &str = concat!("SELECT ", key_owner_columns!(), " FROM key_owners WHERE key_id = $1");
+        per_dialect!(&self.pools, |pools, D| {
+            let mut tx = D::begin_write(pools).await?;
+            sqlx::query(INSERT)
+                .bind(&owner.key_id)
+                .bind(&owner.gun)
+                .bind(&owner.role)
+                .bind(&owner.requester)
+                .bind(D::time(owner.created_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            let row = sqlx::query_as::<_, KeyOwnerRow<D>>(SELECT)
+                .bind(&owner.key_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            tx.commit().await.map_err(from_sqlx)?;
+            row.into_owner()
+        })
+    }
+
+    async fn key_owner(&self, key_id: &str) -> Result<Option<KeyOwner>, StoreError> {
+        const SQL: &str = concat!("SELECT ", key_owner_columns!(), " FROM key_owners WHERE key_id = $1");
+        per_dialect!(&self.pools, |pools, D| {
+            let row = sqlx::query_as::<_, KeyOwnerRow<D>>(SQL)
+                .bind(key_id)
+                .fetch_optional(D::reader(pools))
+                .await
+                .map_err(from_sqlx)?;
+            row.map(KeyOwnerRow::into_owner).transpose()
+        })
+    }
+
+    async fn pending_keys(&self, requester: &str) -> Result<Vec<KeyOwner>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            key_owner_columns!(),
+            " FROM key_owners k WHERE requester = $1 \
+              AND NOT EXISTS (SELECT 1 FROM current_files c WHERE c.gun = k.gun) \
+              ORDER BY created_at, key_id"
+        );
+        per_dialect!(&self.pools, |pools, D| {
+            let rows = sqlx::query_as::<_, KeyOwnerRow<D>>(SQL)
+                .bind(requester)
+                .fetch_all(D::reader(pools))
+                .await
+                .map_err(from_sqlx)?;
+            convert(rows, KeyOwnerRow::into_owner)
+        })
+    }
+
+    async fn drop_keys(&self, key_ids: &[String]) -> Result<u64, StoreError> {
+        if key_ids.is_empty() {
+            return Ok(0);
+        }
+        per_dialect!(&self.pools, |pools, D| {
+            let mut tx = D::begin_write(pools).await?;
+            let mut removed = 0;
+            for key_id in key_ids {
+                removed += sqlx::query("DELETE FROM key_owners WHERE key_id = $1")
+                    .bind(key_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?
+                    .rows_affected();
+                sqlx::query("DELETE FROM server_keys WHERE key_id = $1 AND last_used IS NULL")
+                    .bind(key_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?;
+            }
+            tx.commit().await.map_err(from_sqlx)?;
+            Ok(removed)
+        })
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         const SQL: &str = "SELECT 1 FROM tuf_files, current_files, changefeed, server_keys, \
-             principals, api_tokens, role_bindings, tombstones, token_keys LIMIT 0";
+             principals, api_tokens, role_bindings, tombstones, token_keys, key_owners LIMIT 0";
         per_dialect!(&self.pools, |pools, D| {
             sqlx::query(SQL).execute(D::reader(pools)).await.map(drop).map_err(from_sqlx)
         })

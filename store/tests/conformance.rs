@@ -53,6 +53,8 @@ conformance!(
     changefeed_records,
     delete_gun,
     expiring,
+    expiring_pages,
+    key_owners,
     keys,
     keys_by_kek,
     concurrent_publishes,

@@ -7,11 +7,13 @@ use chrono::{DateTime, Duration, Utc};
 use tufa_store::{ChangeCategory, CurrentEntry, Store, StoreError, StoredFile, StoredKey, Update};
 
 mod auth;
+mod keys_owned;
 
 pub(crate) use auth::{
     api_tokens, kek_ids_include_token_keys, principal_removal_cascades, principals, role_bindings, token_key_race,
     token_key_race_in_one_store, token_keys, tombstones,
 };
+pub(crate) use keys_owned::{expiring_pages, key_owners};
 
 use crate::support::{Repo, expiring_at, file, now, pointer, sha256_hex, update};
 
