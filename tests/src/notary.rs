@@ -48,6 +48,12 @@ pub struct ListedTarget {
 impl Notary {
     /// A new client called `name` (used in messages) that trusts `server`'s CA.
     pub fn new(server: &Server, name: &str) -> Notary {
+        Notary::for_url(server.url(), server.ca_cert(), name)
+    }
+
+    /// A new client called `name` for the trust server at `url`, trusting the CA certificates in
+    /// `root_ca` (a PEM bundle may hold several, e.g. the trust server's and its token service's).
+    pub fn for_url(url: &str, root_ca: &Path, name: &str) -> Notary {
         let dir = tempfile::Builder::new()
             .prefix(&format!("tufa-notary-{name}-"))
             .tempdir()
@@ -57,7 +63,7 @@ impl Notary {
         let config = dir.path().join("config.json");
         let body = json!({
             "trust_dir": trust_dir,
-            "remote_server": {"url": server.url(), "root_ca": server.ca_cert()},
+            "remote_server": {"url": url, "root_ca": root_ca},
         });
         fs::write(&config, body.to_string()).expect("write notary config");
         Notary { name: name.to_owned(), dir, config, auth: None }
