@@ -19,6 +19,7 @@
 //! - `TUFA_SIGNER_BIN`, `NOTARY_SIGNER_BIN`, `SOFTHSM2_CONF`: the signers (see [`signer`]).
 //! - `TUFA_TEST_KEEP`: keep each server's temporary directory (data, TLS files, log).
 
+pub mod docker;
 pub mod flows;
 pub mod go_notary;
 pub mod notary;
