@@ -202,6 +202,7 @@ fn notary_flows_through_the_token_service(backend: Backend) {
 
     // The owner's client (holding the keys) with the reader's or the publisher's credentials.
     let before = stack.state(GUN);
+    assert!(before.iter().all(|(status, _)| *status == 200), "the inspector reads every role");
     let file = alice.write_file("v3.bin", b"three\n");
     alice.set_auth(Some(("rita", PASSWORD)));
     assert_not_authorized(&alice.fails(&["add", "-p", GUN, "v3", path_arg(&file)]), "a reader publishing");
@@ -229,6 +230,7 @@ fn crafted_tokens_are_refused(backend: Backend) {
     let alice = stack.notary("alice", "alice", PASSWORD);
     alice.ok(&["init", "-p", GUN]);
     let before = stack.state(GUN);
+    assert!(before.iter().all(|(status, _)| *status == 200), "the inspector reads every role");
     let trust = &stack.trust;
     let root = format!("/v2/{GUN}/_trust/tuf/root.json");
     let pull = format!("repository:{GUN}:pull");
