@@ -6,6 +6,8 @@
 use std::fs;
 use std::process::Command;
 
+use base64::Engine as _;
+
 use tufa_tests::notary::basic_credentials;
 use tufa_tests::process::run_with_timeout;
 use tufa_tests::registry::{Registry, TokenAuth};
@@ -197,6 +199,29 @@ fn registry_accepts_tufa_tokens(backend: Backend) {
         "a token for the trust service",
     );
     assert_eq!(tags_body(&rita_pull), serde_json::json!({"name": "team/app", "tags": ["v1"]}), "nothing changed");
+
+    // Rotating the token-signing key needs no change at the registry, which trusts the CA: new
+    // tokens (signed by the new key once the server has reloaded it) and old ones both work.
+    let leaf = |token: &str| -> String {
+        let header = token.split('.').next().unwrap_or_default();
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).expect("base64url header");
+        let header: serde_json::Value = serde_json::from_slice(&header).expect("JSON header");
+        header["x5c"][0].as_str().expect("an x5c chain").to_owned()
+    };
+    let old_leaf = leaf(&rita_pull);
+    let rotated = tokens.admin_ok(&["token-signer", "rotate"], b"");
+    assert!(rotated.stdout.starts_with("the token-signing key is now "), "{rotated}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let fresh = loop {
+        let candidate = token(&tokens, Some("rita"), REGISTRY_SERVICE, pull);
+        if leaf(&candidate) != old_leaf {
+            break candidate;
+        }
+        assert!(std::time::Instant::now() < deadline, "the server still signs with the old key after 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert_eq!(tags_body(&fresh)["tags"], serde_json::json!(["v1"]), "a token from the rotated key");
+    assert_eq!(tags_body(&rita_pull)["tags"], serde_json::json!(["v1"]), "a token from the old key");
 }
 
 /// One `#[test]` per store.
