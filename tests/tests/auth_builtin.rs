@@ -30,7 +30,11 @@ struct Fixture {
 
 impl Fixture {
     fn start(backend: Backend) -> Fixture {
-        let server = start_builtin(backend, &[]);
+        Fixture::start_with(backend, &[])
+    }
+
+    fn start_with(backend: Backend, extra_args: &[&str]) -> Fixture {
+        let server = start_builtin(backend, extra_args);
         server.admin_ok(&["user", "add", "inspector", "--service"], b"");
         server.grant("inspector", "admin", "*");
         let inspector = format!("Bearer {}", server.create_token("inspector").text);
@@ -62,6 +66,30 @@ impl Fixture {
 
     fn notary(&self, name: &str) -> Notary {
         Notary::with_auth(&self.server, name, name, PASSWORD)
+    }
+
+    /// Panics if any of the server's logs so far contains one of `secrets`.
+    #[track_caller]
+    fn assert_logs_free_of(&self, secrets: &[&str]) {
+        let mut logs = 0;
+        for entry in std::fs::read_dir(self.server.dir()).expect("list the server's directory") {
+            let path = entry.expect("a directory entry").path();
+            let name = path.file_name().and_then(|name| name.to_str()).unwrap_or_default().to_owned();
+            if !(name.starts_with("server-") && name.ends_with(".log")) {
+                continue;
+            }
+            logs += 1;
+            let text = std::fs::read_to_string(&path).expect("read the server log");
+            assert!(text.contains(" TRACE ") || text.contains(" DEBUG "), "{name} is a verbose log");
+            for secret in secrets {
+                assert!(
+                    !text.contains(secret),
+                    "the server log {name} contains a secret ({} characters)",
+                    secret.len()
+                );
+            }
+        }
+        assert!(logs > 0, "the server wrote a log");
     }
 
     #[track_caller]
@@ -106,7 +134,8 @@ fn assert_bad_credentials(output: &tufa_tests::process::CommandOutput, what: &st
 /// Init (with a server-held snapshot key), publish, delegate to a publisher who signs in with an
 /// API token as the password, rotate the timestamp key, delete: all with credentials.
 fn notary_flows_with_credentials(backend: Backend) {
-    let fixture = Fixture::start(backend);
+    // At the most verbose log level, so the check at the end covers every log line.
+    let fixture = Fixture::start_with(backend, &["--log-level", "trace"]);
     fixture.user("alice", "admin", "tufa.test/*");
     fixture.user("bob", "publisher", GUN);
     let bob_token = fixture.server.create_token("bob");
@@ -135,6 +164,15 @@ fn notary_flows_with_credentials(backend: Backend) {
         let response = fixture.metadata(GUN, &format!("{role}.json"));
         assert_eq!(response.status, 404, "{role}.json after delete: {response}");
     }
+
+    // Passwords, API tokens and Authorization headers never reach the log.
+    let alice_basic = basic_credentials("alice", PASSWORD);
+    let bob_basic = basic_credentials("bob", &bob_token.text);
+    let bob_secret = bob_token.text.rsplit('_').next().unwrap_or_default();
+    let inspector = fixture.inspector.trim_start_matches("Bearer ");
+    // `eyJ0eXAiOiJKV1Qi` opens every JWT the server issues (`{"typ":"JWT"`).
+    let jwt = "eyJ0eXAiOiJKV1Qi";
+    fixture.assert_logs_free_of(&[PASSWORD, &alice_basic, &bob_basic, &bob_token.text, bob_secret, inspector, jwt]);
 }
 
 /// Requests without credentials, with a wrong password, and by principals whose role is too small
