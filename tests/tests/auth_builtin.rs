@@ -4,6 +4,8 @@
 
 use std::collections::BTreeSet;
 
+use base64::Engine as _;
+
 use tufa_tests::flows::{
     RELEASES, delegation_key, init_with_server_snapshot, path_arg, publish_delegated, publish_target, role_key_ids,
     sorted, version,
@@ -425,6 +427,72 @@ fn failed_logins_are_rate_limited(backend: Backend) {
     assert_eq!(other.status, 200, "another user still signs in: {other}");
 }
 
+/// The token endpoint's answers: Docker's GET with Basic credentials, the OAuth2 password grant
+/// (POST), an API token as a bearer credential, anonymous requests, and refusals.
+fn token_endpoint_answers(backend: Backend) {
+    let fixture = Fixture::start(backend);
+    fixture.user("alice", "publisher", GUN);
+    let server = &fixture.server;
+    let scope = format!("repository:{GUN}:pull,push,*");
+    let claims = |token: &str| -> serde_json::Value {
+        let part = token.split('.').nth(1).expect("a JWS has a payload");
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).expect("base64url claims");
+        serde_json::from_slice(&bytes).expect("JSON claims")
+    };
+    let granted = serde_json::json!([{"type": "repository", "name": GUN, "actions": ["pull", "push"]}]);
+
+    let basic = format!("Basic {}", basic_credentials("alice", PASSWORD));
+    let answer = server.get_with(&format!("/auth/token?service=tufa&scope={scope}"), &basic);
+    assert_eq!(answer.status, 200, "{answer}");
+    assert_eq!(answer.header("cache-control"), Some("no-store"));
+    let body = answer.json();
+    assert_eq!(body["token"], body["access_token"], "{body}");
+    assert_eq!(body["expires_in"], 300, "the default lifetime is 5 minutes: {body}");
+    let token = body["token"].as_str().expect("a token");
+    let claims_of_alice = claims(token);
+    assert_eq!(claims_of_alice["sub"], "alice");
+    assert_eq!(claims_of_alice["aud"], "tufa");
+    assert_eq!(claims_of_alice["iss"], "tufa");
+    assert_eq!(claims_of_alice["access"], granted, "a publisher gets pull and push, not *");
+    let lifetime =
+        claims_of_alice["exp"].as_i64().unwrap_or_default() - claims_of_alice["iat"].as_i64().unwrap_or_default();
+    assert_eq!(lifetime, 300);
+
+    let form = format!(
+        "grant_type=password&username=alice&password={}&service=tufa&scope={}",
+        PASSWORD.replace(' ', "+"),
+        scope.replace(':', "%3A").replace(',', "%2C").replace('*', "%2A")
+    );
+    let oauth = server.request("POST", "/auth/token", None, Some(form.into_bytes()));
+    assert_eq!(oauth.status, 200, "{oauth}");
+    let body = oauth.json();
+    assert_eq!(body["token_type"], "Bearer", "{body}");
+    assert_eq!(claims(body["access_token"].as_str().expect("an access token"))["access"], granted);
+
+    let api_token = server.create_token("alice");
+    let with_api_token =
+        server.get_with(&format!("/auth/token?service=tufa&scope={scope}"), &format!("Bearer {}", api_token.text));
+    assert_eq!(with_api_token.status, 200, "{with_api_token}");
+    assert_eq!(claims(with_api_token.json()["token"].as_str().expect("a token"))["sub"], "alice");
+
+    let anonymous = server.get(&format!("/auth/token?service=tufa&scope={scope}"));
+    assert_eq!(anonymous.status, 200, "anonymous requests get a token without access: {anonymous}");
+    let anonymous_claims = claims(anonymous.json()["token"].as_str().expect("a token"));
+    assert_eq!(
+        (anonymous_claims["sub"].clone(), anonymous_claims["access"].clone()),
+        (serde_json::json!(""), serde_json::json!([]))
+    );
+
+    let wrong = server.get_with("/auth/token?service=tufa", &format!("Basic {}", basic_credentials("alice", "nope")));
+    assert_eq!(wrong.status, 401, "{wrong}");
+    assert_eq!(wrong.header("www-authenticate"), Some(format!("Basic realm=\"{}/auth/token\"", server.url()).as_str()));
+    let unknown = server.get_with("/auth/token?service=elsewhere", &basic);
+    assert_eq!((unknown.status, unknown.error_code().as_deref()), (400, Some("INVALID_REQUEST")), "{unknown}");
+    let refresh =
+        server.request("POST", "/auth/token", None, Some(b"grant_type=refresh_token&refresh_token=x".to_vec()));
+    assert_eq!((refresh.status, refresh.error_code().as_deref()), (400, Some("UNSUPPORTED")), "{refresh}");
+}
+
 /// One `#[test]` per scenario and store.
 macro_rules! per_backend {
     ($($scenario:ident),+ $(,)?) => {
@@ -445,4 +513,5 @@ per_backend!(
     revocation_is_immediate,
     changefeed_is_filtered,
     failed_logins_are_rate_limited,
+    token_endpoint_answers,
 );
