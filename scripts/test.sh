@@ -22,7 +22,9 @@ die() {
 
 # --- System tools -------------------------------------------------------------------------
 # notary/notary-server drive and serve the black-box flows, softhsm2 backs the HSM tests,
-# openssl makes test certificates, PostgreSQL runs the throwaway cluster.
+# openssl makes test certificates, PostgreSQL runs the throwaway cluster, docker-registry (Docker
+# distribution 2.8) checks that Tufa's builtin tokens work for a real registry, and the Docker CLI
+# runs `docker trust` against the trust server (no Docker daemon is needed or started).
 command -v cargo >/dev/null 2>&1 || die "cargo is not installed (install Rust 1.95, e.g. with rustup)"
 
 missing_packages=()
@@ -33,6 +35,8 @@ need notary notary
 need notary-server notary
 need softhsm2-util softhsm2
 need openssl openssl
+need docker-registry docker-registry
+need docker docker.io
 need psql postgresql-client
 if [ -z "${DATABASE_URL:-}" ] && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
   missing_packages+=(postgresql)

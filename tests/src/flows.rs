@@ -14,10 +14,10 @@ use crate::process::run_tool;
 use crate::server::Server;
 
 /// The delegation every flow uses: docker's conventional name.
-const RELEASES: &str = "targets/releases";
+pub const RELEASES: &str = "targets/releases";
 
 /// Answer to the notary CLI's "Are you sure you want to proceed?" prompt.
-const YES: &[u8] = b"yes\n";
+pub const YES: &[u8] = b"yes\n";
 
 /// Flow 1: init, add, publish, list; then remove, publish, list.
 pub fn publish_list_remove(server: &Server) {
@@ -239,7 +239,7 @@ pub fn server_managed_snapshot_from_start(server: &Server) {
 /// `notary init <gun>` without publishing, then `notary key rotate <gun> snapshot -r`:
 /// the rotation is the first publish, so the repository never had a client-held snapshot key.
 /// (The 0.7 CLI has no init flag for this; docker asks for `snapshot.key` during init.)
-fn init_with_server_snapshot(owner: &Notary, gun: &str) {
+pub fn init_with_server_snapshot(owner: &Notary, gun: &str) {
     owner.ok(&["init", gun]);
     owner.ok(&["key", "rotate", gun, "snapshot", "-r"]);
 }
@@ -247,7 +247,7 @@ fn init_with_server_snapshot(owner: &Notary, gun: &str) {
 /// Creates a P-256 delegation key for `targets/releases` in `delegate`'s own trust dir (an
 /// openssl key imported with `notary key import`) and returns the key with its self-signed
 /// certificate, which the owner passes to `notary delegation add`.
-fn delegation_key(delegate: &Notary) -> pki::CertifiedKey {
+pub fn delegation_key(delegate: &Notary) -> pki::CertifiedKey {
     let pair = pki::self_signed(delegate.scratch_dir(), "delegation", "delegate");
     delegate.ok(&["key", "import", path_arg(&pair.key), "--role", RELEASES]);
     pair
@@ -255,21 +255,21 @@ fn delegation_key(delegate: &Notary) -> pki::CertifiedKey {
 
 /// Adds a file with `contents` as target `name` of the `targets` role and publishes it
 /// (`notary add -p`), returning the row `notary list` should then show.
-fn publish_target(client: &Notary, gun: &str, name: &str, contents: &[u8]) -> ListedTarget {
+pub fn publish_target(client: &Notary, gun: &str, name: &str, contents: &[u8]) -> ListedTarget {
     let file = client.write_file(&format!("{name}.bin"), contents);
     client.ok(&["add", "-p", gun, name, path_arg(&file)]);
     listed(name, &file, "targets")
 }
 
 /// Adds and publishes a target into the delegation `role`.
-fn publish_delegated(client: &Notary, gun: &str, name: &str, contents: &[u8], role: &str) -> ListedTarget {
+pub fn publish_delegated(client: &Notary, gun: &str, name: &str, contents: &[u8], role: &str) -> ListedTarget {
     let file = client.write_file(&format!("{name}.bin"), contents);
     client.ok(&["add", "-p", gun, name, path_arg(&file), "--roles", role]);
     listed(name, &file, role)
 }
 
 /// The `notary list` row for `file` published as `name` by `role`.
-fn listed(name: &str, file: &Path, role: &str) -> ListedTarget {
+pub fn listed(name: &str, file: &Path, role: &str) -> ListedTarget {
     ListedTarget {
         name: name.to_owned(),
         digest: sha256_hex(file),
@@ -285,14 +285,14 @@ fn sha256_hex(file: &Path) -> String {
 }
 
 /// `rows` in the order [`Notary::list`] returns them.
-fn sorted(rows: &[ListedTarget]) -> Vec<ListedTarget> {
+pub fn sorted(rows: &[ListedTarget]) -> Vec<ListedTarget> {
     let mut rows = rows.to_vec();
     rows.sort_by(|left, right| left.name.cmp(&right.name).then_with(|| left.role.cmp(&right.role)));
     rows
 }
 
 /// A path as a command-line argument (test paths are always UTF-8).
-fn path_arg(path: &Path) -> &str {
+pub fn path_arg(path: &Path) -> &str {
     path.to_str().expect("test paths are UTF-8")
 }
 
@@ -302,12 +302,12 @@ fn read_json(path: &Path) -> Value {
 }
 
 /// `signed.version` of a metadata file.
-fn version(metadata: &Value) -> u64 {
+pub fn version(metadata: &Value) -> u64 {
     metadata["signed"]["version"].as_u64().unwrap_or_else(|| panic!("no signed.version in {metadata}"))
 }
 
 /// The key IDs root lists for `role`, sorted.
-fn role_key_ids(root: &Value, role: &str) -> Vec<String> {
+pub fn role_key_ids(root: &Value, role: &str) -> Vec<String> {
     let mut ids = string_list(&root["signed"]["roles"][role]["keyids"]);
     ids.sort();
     ids

@@ -14,9 +14,12 @@
 //!   drops its own database in it. Without it the PostgreSQL variants fail.
 //! - `NOTARY_BIN`, `NOTARY_SERVER_BIN`: the Go binaries (default: `notary`, `notary-server`
 //!   from `PATH`); `PG_BINDIR`: where `psql` is (default: `PATH`).
+//! - `DOCKER_REGISTRY_BIN`: Docker distribution's registry (default: `docker-registry` from `PATH`);
+//!   `DOCKER_BIN`: the Docker CLI for `docker trust` (default: `docker` from `PATH`; no daemon needed).
 //! - `TUFA_SIGNER_BIN`, `NOTARY_SIGNER_BIN`, `SOFTHSM2_CONF`: the signers (see [`signer`]).
 //! - `TUFA_TEST_KEEP`: keep each server's temporary directory (data, TLS files, log).
 
+pub mod docker;
 pub mod flows;
 pub mod go_notary;
 pub mod notary;
@@ -24,6 +27,7 @@ pub mod pki;
 pub use tufa_testkit::postgres;
 pub mod process;
 pub mod proxy;
+pub mod registry;
 pub mod server;
 pub mod signer;
 pub mod tufa;

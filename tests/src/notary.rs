@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use base64::Engine as _;
 use serde_json::json;
 use tempfile::TempDir;
 
@@ -28,6 +29,7 @@ pub struct Notary {
     name: String,
     dir: TempDir,
     config: PathBuf,
+    auth: Option<String>,
 }
 
 /// One row of `notary list`.
@@ -46,6 +48,12 @@ pub struct ListedTarget {
 impl Notary {
     /// A new client called `name` (used in messages) that trusts `server`'s CA.
     pub fn new(server: &Server, name: &str) -> Notary {
+        Notary::for_url(server.url(), server.ca_cert(), name)
+    }
+
+    /// A new client called `name` for the trust server at `url`, trusting the CA certificates in
+    /// `root_ca` (a PEM bundle may hold several, e.g. the trust server's and its token service's).
+    pub fn for_url(url: &str, root_ca: &Path, name: &str) -> Notary {
         let dir = tempfile::Builder::new()
             .prefix(&format!("tufa-notary-{name}-"))
             .tempdir()
@@ -55,10 +63,24 @@ impl Notary {
         let config = dir.path().join("config.json");
         let body = json!({
             "trust_dir": trust_dir,
-            "remote_server": {"url": server.url(), "root_ca": server.ca_cert()},
+            "remote_server": {"url": url, "root_ca": root_ca},
         });
         fs::write(&config, body.to_string()).expect("write notary config");
-        Notary { name: name.to_owned(), dir, config }
+        Notary { name: name.to_owned(), dir, config, auth: None }
+    }
+
+    /// A new client like [`Notary::new`] that signs in as `user` with `password` (or an API
+    /// token as the password) through `NOTARY_AUTH`.
+    pub fn with_auth(server: &Server, name: &str, user: &str, password: &str) -> Notary {
+        let mut notary = Notary::new(server, name);
+        notary.set_auth(Some((user, password)));
+        notary
+    }
+
+    /// Sets (or, with `None`, clears) the credentials this client sends as `NOTARY_AUTH`
+    /// (`base64(user:password)`).
+    pub fn set_auth(&mut self, credentials: Option<(&str, &str)>) {
+        self.auth = credentials.map(|(user, password)| basic_credentials(user, password));
     }
 
     /// The trust directory (`tuf/`, `private/`, ...).
@@ -105,6 +127,9 @@ impl Notary {
             .env("NOTARY_TARGETS_PASSPHRASE", PASSPHRASE)
             .env("NOTARY_SNAPSHOT_PASSPHRASE", PASSPHRASE)
             .env("NOTARY_DELEGATION_PASSPHRASE", PASSPHRASE);
+        if let Some(auth) = &self.auth {
+            command.env("NOTARY_AUTH", auth);
+        }
         run_with_timeout(&mut command, input, COMMAND_TIMEOUT)
     }
 
@@ -154,6 +179,11 @@ impl Notary {
     }
 }
 
+/// `base64(user:password)`, the value of `NOTARY_AUTH` and of a Basic `Authorization` header.
+pub fn basic_credentials(user: &str, password: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+}
+
 /// The notary binary: `NOTARY_BIN` if set, else `notary` from `PATH`.
 fn binary() -> PathBuf {
     std::env::var_os("NOTARY_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("notary"))
@@ -198,5 +228,12 @@ mod tests {
         assert_eq!(parsed[1].role, "targets/releases");
         assert_eq!(parse_list("\nNo targets present in this repository.\n\n"), Some(Vec::new()));
         assert_eq!(parse_list("garbage"), None);
+    }
+
+    #[test]
+    fn encodes_basic_credentials() {
+        assert_eq!(basic_credentials("alice", "pw"), "YWxpY2U6cHc=");
+        assert_eq!(basic_credentials("ab", "c"), "YWI6Yw==");
+        assert_eq!(basic_credentials("abc", "de"), "YWJjOmRl");
     }
 }

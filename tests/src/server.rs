@@ -58,9 +58,16 @@ pub struct HttpResponse {
     pub status: u16,
     /// The raw body.
     pub body: Vec<u8>,
+    /// The response headers.
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl HttpResponse {
+    /// The value of header `name`, if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
     /// The body parsed as JSON; panics with the body text when it is not JSON.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|error| {
@@ -199,11 +206,36 @@ impl Server {
         self.send(request)
     }
 
+    /// `<method> <url><path>` with an optional `Authorization` header value and body.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> HttpResponse {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a valid HTTP method");
+        let mut request = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(authorization) = authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, authorization);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        self.send(request)
+    }
+
+    /// `GET <url><path>` with `Authorization: <authorization>`.
+    pub fn get_with(&self, path: &str, authorization: &str) -> HttpResponse {
+        self.request("GET", path, Some(authorization), None)
+    }
+
     fn send(&self, request: reqwest::blocking::RequestBuilder) -> HttpResponse {
         let response = request.send().unwrap_or_else(|error| panic!("HTTP request to {} failed: {error:?}", self.name));
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let body = response.bytes().expect("read HTTP response body").to_vec();
-        HttpResponse { status, body }
+        HttpResponse { status, body, headers }
     }
 }
 

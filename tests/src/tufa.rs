@@ -5,12 +5,21 @@
 //! Without `--tls-cert`/`--tls-key` the server writes a CA and a server certificate to
 //! `<dir>/tls/{ca.crt,server.crt,server.key}` and serves HTTPS; clients trust `ca.crt`.
 //! Without `--database-url` it stores metadata in SQLite at `<dir>/tufa.db`.
+//! With auth (`--auth builtin|token`, see [`start_with_auth`]) the admin commands run as
+//! `tufa-server admin <action> --data-dir <dir> [--database-url <url>]` against the same data
+//! while the server runs; `admin token create` prints the token alone on its last line.
 
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use crate::postgres::PgDatabase;
+use crate::process::{CommandOutput, run_with_timeout};
 use crate::server::{Launch, Server};
+
+/// Deadline for one `tufa-server admin` command.
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The metadata store a tufa-server test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,15 +125,122 @@ pub fn start_with(options: Options) -> Server {
             command.arg("--database-url").arg(url);
         }
         command.args(&extra_args);
-        // Only the command line configures the server: no TUFA_* settings leak in from the
-        // developer's environment (except the log filter, which helps debugging).
-        for (key, _) in std::env::vars_os() {
-            let key_text = key.to_string_lossy();
-            if key_text.starts_with("TUFA_") && key_text != "TUFA_LOG" {
-                command.env_remove(&key);
-            }
-        }
+        clear_tufa_env(&mut command);
         command
     };
     Server::start(Launch { name, dir, ca_cert, command: Box::new(command), database })
+}
+
+/// Only the command line configures the server: no TUFA_* settings leak in from the
+/// developer's environment (except the log filter, which helps debugging).
+fn clear_tufa_env(command: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with("TUFA_") && key_text != "TUFA_LOG" {
+            command.env_remove(&key);
+        }
+    }
+}
+
+/// A tufa-server started by [`start_with_auth`]: the running [`Server`] and what the admin
+/// commands need to reach its data (`--data-dir`, `--database-url`).
+pub struct AuthServer {
+    server: Server,
+    data_dir: PathBuf,
+    database_url: Option<String>,
+}
+
+impl Deref for AuthServer {
+    type Target = Server;
+
+    fn deref(&self) -> &Server {
+        &self.server
+    }
+}
+
+/// An API token made by [`AuthServer::create_token`].
+#[derive(Debug, Clone)]
+pub struct ApiToken {
+    /// The token's id (for `admin token revoke`).
+    pub id: String,
+    /// The whole token text (`tufa_<id>_<secret>`).
+    pub text: String,
+}
+
+/// Starts tufa-server on `backend` with `extra_args` (e.g. `--auth builtin`) and keeps what
+/// [`AuthServer::admin`] needs to run admin commands against its data.
+pub fn start_with_auth(backend: Backend, name: &str, extra_args: Vec<String>) -> AuthServer {
+    let database = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(PgDatabase::create()),
+    };
+    let database_url = database.as_ref().map(|database| database.url().to_owned());
+    let server = start_with(Options {
+        name: format!("{name} ({})", backend.name()),
+        database_url: database_url.clone(),
+        database,
+        extra_args,
+    });
+    let data_dir = server.dir().join("data");
+    AuthServer { server, data_dir, database_url }
+}
+
+/// Starts tufa-server in builtin auth mode (`--auth builtin`) with `extra_args` after it.
+pub fn start_builtin(backend: Backend, extra_args: &[&str]) -> AuthServer {
+    let mut args = vec!["--auth".to_owned(), "builtin".to_owned()];
+    args.extend(extra_args.iter().map(|arg| (*arg).to_owned()));
+    start_with_auth(backend, "tufa-server builtin", args)
+}
+
+impl AuthServer {
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Runs `tufa-server admin <args> --data-dir <dir> [--database-url <url>]` with `input` on
+    /// standard input, while the server runs.
+    pub fn admin(&self, args: &[&str], input: &[u8]) -> CommandOutput {
+        let mut command = Command::new(binary());
+        command.arg("admin").args(args).arg("--data-dir").arg(&self.data_dir);
+        if let Some(url) = &self.database_url {
+            command.arg("--database-url").arg(url);
+        }
+        clear_tufa_env(&mut command);
+        run_with_timeout(&mut command, input, ADMIN_TIMEOUT)
+    }
+
+    /// Like [`AuthServer::admin`], and panics unless the command succeeded.
+    #[track_caller]
+    pub fn admin_ok(&self, args: &[&str], input: &[u8]) -> CommandOutput {
+        let output = self.admin(args, input);
+        assert!(output.success(), "admin command was expected to succeed:\n{output}");
+        output
+    }
+
+    /// `admin user add <name> --password-stdin` with `password`.
+    pub fn add_user(&self, name: &str, password: &str) {
+        self.admin_ok(&["user", "add", name, "--password-stdin"], format!("{password}\n").as_bytes());
+    }
+
+    /// `admin grant <principal> <role> <pattern>`.
+    pub fn grant(&self, principal: &str, role: &str, pattern: &str) {
+        self.admin_ok(&["grant", principal, role, pattern], b"");
+    }
+
+    /// `admin token create <name>`: the new API token.
+    pub fn create_token(&self, name: &str) -> ApiToken {
+        let output = self.admin_ok(&["token", "create", name], b"");
+        let text = output.stdout.lines().last().unwrap_or_default().trim().to_owned();
+        let id = text
+            .strip_prefix("tufa_")
+            .and_then(|rest| rest.split_once('_'))
+            .map(|(id, _)| id.to_owned())
+            .unwrap_or_else(|| panic!("`admin token create` printed no token on its last line:\n{output}"));
+        assert!(
+            output.stdout.contains(&format!("created token {id} for {name}")),
+            "`admin token create` names the token's id:\n{output}"
+        );
+        ApiToken { id, text }
+    }
 }
