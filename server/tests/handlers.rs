@@ -357,16 +357,17 @@ async fn concurrent_publishes_have_exactly_one_winner() {
     assert_eq!(timestamp.version, 2);
 }
 
-#[tokio::test]
-async fn an_expired_timestamp_is_re_signed_on_read() {
-    let harness = harness().await;
-    let repo = Repo::new();
-    let (_, _, snapshot) = first_publish(&harness, &repo).await;
-    // Store a timestamp that expired yesterday, signed by the server's key.
+/// Replaces the current timestamp of `GUN` with one the server's key signed as if at `signed_at`
+/// (so it expires 14 days after that); returns it.
+async fn store_timestamp_signed_at(
+    harness: &Harness,
+    snapshot: &[u8],
+    signed_at: chrono::DateTime<Utc>,
+) -> tufa_core::update::NewFile {
     let current = harness.store.current_all(GUN).await.unwrap();
     let stored = current.iter().find(|file| file.role == "timestamp").unwrap();
     let key = harness.server_key("timestamp").await;
-    let draft = draft_timestamp(Some(&stored.data), &snapshot, Utc::now() - Duration::days(15)).unwrap();
+    let draft = draft_timestamp(Some(&stored.data), snapshot, signed_at).unwrap();
     let signature = harness.signer.sign(&key.key_id(), &draft.canonical).await.unwrap();
     let expired = draft.finish(&[Signature { keyid: key.key_id(), method: signature.method, sig: signature.bytes }]);
     let entries = current
@@ -391,6 +392,16 @@ async fn an_expired_timestamp_is_re_signed_on_read() {
         })
         .await
         .unwrap();
+    expired
+}
+
+#[tokio::test]
+async fn an_expired_timestamp_is_re_signed_on_read() {
+    let harness = harness().await;
+    let repo = Repo::new();
+    let (_, _, snapshot) = first_publish(&harness, &repo).await;
+    // Store a timestamp that expired yesterday, signed by the server's key.
+    let expired = store_timestamp_signed_at(&harness, &snapshot, Utc::now() - Duration::days(15)).await;
     let served = harness.get(&format!("/v2/{GUN}/_trust/tuf/timestamp.json")).await.body;
     let (_, timestamp) = parse_timestamp(&served);
     assert_eq!(timestamp.version, expired.version + 1);
@@ -398,4 +409,114 @@ async fn an_expired_timestamp_is_re_signed_on_read() {
     assert!(timestamp.snapshot.matches(&snapshot));
     // A second read serves the same stored bytes: reads do not write when nothing expired.
     assert_eq!(harness.get(&format!("/v2/{GUN}/_trust/tuf/timestamp.json")).await.body, served);
+}
+
+/// Posts `files` as an update of `gun`, from `requester` when given.
+async fn post_to(harness: &Harness, gun: &str, files: &[(&str, &[u8])]) -> Reply {
+    let (content_type, body) = multipart(files);
+    harness.call(Method::POST, &format!("/v2/{gun}/_trust/tuf/"), Some(&content_type), body).await
+}
+
+#[tokio::test]
+async fn a_repository_cannot_borrow_another_repositorys_online_key() {
+    let harness = harness().await;
+    let victim = Repo::new();
+    first_publish(&harness, &victim).await;
+    let victim_timestamp = harness.server_key("timestamp").await;
+    // The attacker's root lists the victim's timestamp key (anyone can read it).
+    let other = "example.com/other";
+    let mut attacker = Repo::new();
+    attacker.root_key = repo::Key::root(other);
+    let mut body = attacker.root_body(1);
+    body["keys"][victim_timestamp.key_id()] = victim_timestamp.to_json();
+    body["roles"]["timestamp"] = json!({"keyids": [victim_timestamp.key_id()], "threshold": 1});
+    let root = sign(&body, &[&attacker.root_key]);
+    let targets = attacker.targets(2, json!({"v1": target(b"evil")}), no_delegations());
+    let snapshot = attacker.snapshot(2, &[("root", &root), ("targets", &targets)]);
+    let reply = post_to(&harness, other, &[("root", &root), ("targets", &targets), ("snapshot", &snapshot)]).await;
+    assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "INVALID_UPDATE".into()));
+    assert_eq!(reply.json()["errors"][0]["detail"]["Name"], json!("ErrBadRoot"));
+    assert!(harness.store.current_all(other).await.unwrap().is_empty());
+    // The victim's key still signs the victim's updates.
+    let targets = victim.targets(3, json!({"v2": target(b"good")}), no_delegations());
+    let stored_root = harness.store.current(GUN, "root").await.unwrap().unwrap().data;
+    let snapshot = victim.snapshot(3, &[("root", &stored_root), ("targets", &targets)]);
+    let reply = harness.post_files(&[("targets", &targets), ("snapshot", &snapshot)]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+}
+
+#[tokio::test]
+async fn keys_for_never_published_repositories_are_bounded_per_client_address() {
+    use axum::extract::ConnectInfo;
+    let harness = harness().await;
+    let from = std::net::SocketAddr::from(([10, 0, 0, 1], 40000));
+    let cap = tufa_server::service::MAX_PENDING_KEYS_PER_REQUESTER;
+    for index in 0..=cap {
+        let mut request =
+            Request::get(format!("/v2/example.com/probe{index}/_trust/tuf/timestamp.key")).body(Body::empty()).unwrap();
+        request.extensions_mut().insert(ConnectInfo(from));
+        let response = harness.app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let pending = harness.store.pending_keys("10.0.0.1").await.unwrap();
+    assert_eq!(pending.len(), cap);
+    // The oldest was dropped.
+    assert_eq!(pending.first().map(|owner| owner.gun.as_str()), Some("example.com/probe1"));
+}
+
+#[tokio::test]
+async fn the_re_signer_pages_past_repositories_it_cannot_re_sign() {
+    use tufa_server::metrics::Metrics;
+    let harness = harness().await;
+    let victim = Repo::new();
+    let (_, _, snapshot) = first_publish(&harness, &victim).await;
+    // The victim's timestamp expired a day ago; the server can re-sign it.
+    let expired = store_timestamp_signed_at(&harness, &snapshot, Utc::now() - Duration::days(15)).await;
+    // Repositories whose timestamp expired earlier and that the server holds no key for: they sort first.
+    let past = (Utc::now() - Duration::days(2)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for index in 0..3 {
+        let gun = format!("blocked.example/repo{index}");
+        let repo = Repo::new();
+        let root = repo.root(1);
+        let targets = repo.targets(1, json!({}), no_delegations());
+        let snapshot = repo.snapshot(1, &[("root", &root), ("targets", &targets)]);
+        let timestamp = sign(
+            &json!({"_type": "Timestamp", "expires": past, "meta": {"snapshot": repo::meta(&snapshot)}, "version": 1}),
+            &[&repo.timestamp],
+        );
+        let file = |role: &str, data: &[u8], expires: Option<chrono::DateTime<Utc>>| tufa_store::NewFile {
+            role: role.into(),
+            version: 1,
+            sha256: hex::encode(sha256(data)),
+            data: data.to_vec(),
+            expires,
+        };
+        let files = vec![
+            file("root", &root, None),
+            file("targets", &targets, None),
+            file("snapshot", &snapshot, Some(Utc::now() + Duration::days(300))),
+            file("timestamp", &timestamp, Some(Utc::now() - Duration::days(2))),
+        ];
+        let current =
+            files.iter().map(|file| CurrentEntry { role: file.role.clone(), sha256: file.sha256.clone() }).collect();
+        harness.store.update(Update { gun, files, current, expected_timestamp_version: None }).await.unwrap();
+    }
+    let service = Service {
+        store: harness.store.clone(),
+        signer: harness.signer.clone(),
+        settings: ServiceSettings { key_algorithm: Algorithm::Ecdsa, limits: Limits::default() },
+    };
+    let metrics = Metrics::default();
+    let mut warned = std::collections::HashMap::new();
+    let window = std::time::Duration::from_secs(24 * 3600);
+    tufa_server::run::refresh_round(&service, &metrics, window, 2, &mut warned).await;
+    assert_eq!(harness.store.current(GUN, "timestamp").await.unwrap().unwrap().version, expired.version + 1);
+    let text = metrics.render();
+    assert!(text.contains("tufa_resign_total 1\n"), "{text}");
+    assert!(text.contains("tufa_resign_skipped_total 3\n"), "{text}");
+    assert_eq!(warned.len(), 3);
+    // Another round warns about nobody again.
+    tufa_server::run::refresh_round(&service, &metrics, window, 2, &mut warned).await;
+    assert_eq!(warned.len(), 3);
+    assert!(metrics.render().contains("tufa_resign_skipped_total 6\n"));
 }
