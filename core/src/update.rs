@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
 
 use crate::keys::{PublicKey, sha256};
 use crate::metadata::{
@@ -24,18 +25,44 @@ pub const SNAPSHOT_LIFETIME: Duration = Duration::days(3 * 365);
 /// Lifetime of a server-generated timestamp (Notary's default: 14 days).
 pub const TIMESTAMP_LIFETIME: Duration = Duration::days(14);
 
-/// Explicit limits on what one update may contain.
-#[derive(Debug, Clone, Copy)]
+/// Explicit limits on what one update may contain. Each bounds the work one uploaded file can
+/// cause; the defaults are well above what real Notary repositories hold (a few keys per role,
+/// thousands of targets, hundreds of delegations). A file over a limit is refused with the error
+/// of its role (`ErrBadRoot`, `ErrBadTargets`, `ErrBadSnapshot`) naming the limit and the value.
+/// Limits apply to uploaded files only; stored files are never re-judged by them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Deepest delegation accepted, counted below `targets` (`targets/a` is 1).
+    /// Deepest delegation accepted, counted below `targets` (`targets/a` is 1). Default 16.
     pub max_delegation_depth: usize,
-    /// Most signatures one file may carry (each costs a verification).
+    /// Most signatures one file may carry (each costs a verification). Default 64.
     pub max_signatures: usize,
+    /// Most keys the `keys` map of one root may declare (each is parsed and checked; a notary
+    /// root holds four, a few more during rotations). Default 256.
+    pub max_root_keys: usize,
+    /// Most key IDs one role may list: a base role in the root, or one delegation. Default 256.
+    pub max_role_keyids: usize,
+    /// Most delegations the `delegations.roles` list of one targets file may declare. Default 1,000.
+    pub max_delegations: usize,
+    /// Most keys the `delegations.keys` map of one targets file may declare. Default 2,000.
+    pub max_delegation_keys: usize,
+    /// Most path prefixes one delegation may list. Default 1,000.
+    pub max_delegation_paths: usize,
+    /// Most targets one targets or delegation file may list. Default 100,000.
+    pub max_targets: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_delegation_depth: 16, max_signatures: 64 }
+        Self {
+            max_delegation_depth: 16,
+            max_signatures: 64,
+            max_root_keys: 256,
+            max_role_keyids: 256,
+            max_delegations: 1_000,
+            max_delegation_keys: 2_000,
+            max_delegation_paths: 1_000,
+            max_targets: 100_000,
+        }
     }
 }
 
@@ -144,9 +171,61 @@ fn not_expired(role: &str, expires: DateTime<Utc>, now: DateTime<Utc>) -> Result
     Ok(())
 }
 
+/// Refuses a count above its limit, naming the limit and both values.
+fn within(what: &str, count: usize, limit_name: &str, limit: usize) -> Result<(), String> {
+    if count > limit {
+        return Err(format!("{what}: {count} is more than the limit {limit_name} = {limit}"));
+    }
+    Ok(())
+}
+
+/// The number of members of a JSON object or array (0 for anything else).
+fn members(value: Option<&Value>) -> usize {
+    match value {
+        Some(Value::Object(map)) => map.len(),
+        Some(Value::Array(items)) => items.len(),
+        _ => 0,
+    }
+}
+
 fn signature_count(role: &str, signed: &Signed, limits: &Limits) -> Result<(), String> {
-    if signed.signatures().len() > limits.max_signatures {
-        return Err(format!("{role} carries more than {} signatures", limits.max_signatures));
+    within(&format!("{role} signatures"), signed.signatures().len(), "max_signatures", limits.max_signatures)
+}
+
+/// Checks an uploaded root's counts on the generic body, before any key is parsed.
+fn root_counts(signed: &Signed, limits: &Limits) -> Result<(), String> {
+    signature_count("root", signed, limits)?;
+    within("root keys", members(signed.body().get("keys")), "max_root_keys", limits.max_root_keys)?;
+    if let Some(Value::Object(roles)) = signed.body().get("roles") {
+        for (name, role) in roles {
+            let what = format!("root role {name} key IDs");
+            within(&what, members(role.get("keyids")), "max_role_keyids", limits.max_role_keyids)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks an uploaded targets-type file's counts on the generic body, before anything in it is
+/// parsed.
+fn targets_counts(role: &RoleName, signed: &Signed, limits: &Limits) -> Result<(), String> {
+    signature_count(role.as_str(), signed, limits)?;
+    let body = signed.body();
+    within(&format!("{role} targets"), members(body.get("targets")), "max_targets", limits.max_targets)?;
+    let Some(Value::Object(section)) = body.get("delegations") else {
+        return Ok(());
+    };
+    let keys = members(section.get("keys"));
+    within(&format!("{role} delegation keys"), keys, "max_delegation_keys", limits.max_delegation_keys)?;
+    let roles = members(section.get("roles"));
+    within(&format!("{role} delegations"), roles, "max_delegations", limits.max_delegations)?;
+    if let Some(Value::Array(entries)) = section.get("roles") {
+        for entry in entries {
+            let name = entry.get("name").and_then(Value::as_str).unwrap_or("(unnamed)");
+            let what = format!("{role} delegation {name:?} key IDs");
+            within(&what, members(entry.get("keyids")), "max_role_keyids", limits.max_role_keyids)?;
+            let what = format!("{role} delegation {name:?} paths");
+            within(&what, members(entry.get("paths")), "max_delegation_paths", limits.max_delegation_paths)?;
+        }
     }
     Ok(())
 }
@@ -209,7 +288,7 @@ fn validate_new_root(
     limits: &Limits,
 ) -> Result<(Root, NewFile), String> {
     let signed = parse_signed(bytes, "root")?;
-    signature_count("root", &signed, limits)?;
+    root_counts(&signed, limits)?;
     let root = Root::from_signed(&signed).map_err(|error| error.to_string())?;
     let current = previous.map_or(1, |root| root.version);
     if root.version != current && root.version != current.saturating_add(1) {
@@ -353,7 +432,7 @@ fn load_targets(
 ) -> Result<LoadedTargets, String> {
     let signed = parse_signed(bytes, role.as_str())?;
     if let Some(limits) = limits {
-        signature_count(role.as_str(), &signed, limits)?;
+        targets_counts(role, &signed, limits)?;
     }
     let body = Targets::from_signed(&signed, role).map_err(|error| format!("{role}: {error}"))?;
     let chain = match role.parent() {
@@ -452,7 +531,7 @@ impl Draft {
     }
 }
 
-fn draft(role: BaseRole, version: i64, expires: DateTime<Utc>, body: &serde_json::Value) -> Result<Draft, UpdateError> {
+fn draft(role: BaseRole, version: i64, expires: DateTime<Utc>, body: &Value) -> Result<Draft, UpdateError> {
     let canonical = crate::canonical::to_canonical(body).map_err(|error| UpdateError::Validation(error.to_string()))?;
     Ok(Draft { role, version, expires, canonical })
 }
