@@ -320,6 +320,42 @@ impl Root {
     }
 }
 
+/// A set of target-name prefixes kept for O(log n) queries: sorted, with every prefix that
+/// another prefix in the set already covers left out (so no kept prefix starts another).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PathPrefixes {
+    /// Sorted, prefix-free.
+    minimal: Vec<String>,
+}
+
+impl PathPrefixes {
+    /// Builds the set from prefixes in any order; O(n log n).
+    pub fn new<'a>(paths: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut sorted: Vec<&str> = paths.into_iter().collect();
+        sorted.sort_unstable();
+        let mut minimal: Vec<String> = Vec::new();
+        for path in sorted {
+            // In sorted order, a prefix of `path` that is kept is the last one kept: anything
+            // sorting between a string and its extension starts with that string.
+            if minimal.last().is_some_and(|kept| path.starts_with(kept.as_str())) {
+                continue;
+            }
+            minimal.push(path.to_owned());
+        }
+        Self { minimal }
+    }
+
+    /// Whether some prefix in the set starts `name`; O(log n). The only candidate is the
+    /// greatest kept prefix that sorts at or before `name`.
+    pub fn allows(&self, name: &str) -> bool {
+        let after = self.minimal.partition_point(|prefix| prefix.as_str() <= name);
+        after
+            .checked_sub(1)
+            .and_then(|index| self.minimal.get(index))
+            .is_some_and(|prefix| name.starts_with(prefix.as_str()))
+    }
+}
+
 /// A delegation declared in a targets file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delegation {
@@ -327,17 +363,19 @@ pub struct Delegation {
     pub name: RoleName,
     /// Keys and threshold.
     pub keys: RoleKeys,
-    /// Target name prefixes the role may sign for (`""` is everything).
+    /// Target name prefixes the role may sign for (`""` is everything), in file order.
     pub paths: Vec<String>,
+    /// The same prefixes, indexed.
+    prefixes: PathPrefixes,
 }
 
 impl Delegation {
-    /// Whether `target` lies within this delegation's paths.
+    /// Whether `target` lies within this delegation's paths; O(log n) in the number of paths.
     pub fn allows(&self, target: &str) -> bool {
-        self.paths.iter().any(|prefix| target.starts_with(prefix.as_str()))
+        self.prefixes.allows(target)
     }
 
-    /// Whether every path of `child` lies within one of this delegation's paths.
+    /// Whether every path of `child` lies within one of this delegation's paths; O(m log n).
     pub fn contains_paths_of(&self, child: &Delegation) -> bool {
         child.paths.iter().all(|path| self.allows(path))
     }
@@ -356,6 +394,8 @@ pub struct Targets {
     pub delegation_keys: BTreeMap<String, PublicKey>,
     /// Delegated roles, in file order.
     pub delegations: Vec<Delegation>,
+    /// Delegation name → its index in `delegations`.
+    by_name: BTreeMap<RoleName, usize>,
 }
 
 impl Targets {
@@ -376,25 +416,26 @@ impl Targets {
             Some(Value::Null) | None => {}
             Some(_) => return Err(structure("\"targets\" is not an object")),
         }
-        let (delegation_keys, delegations) = match signed.body().get("delegations") {
+        let (delegation_keys, delegations, by_name) = match signed.body().get("delegations") {
             Some(Value::Object(section)) => parse_delegations(section, role)?,
-            Some(Value::Null) | None => (BTreeMap::new(), Vec::new()),
+            Some(Value::Null) | None => (BTreeMap::new(), Vec::new(), BTreeMap::new()),
             Some(_) => return Err(structure("\"delegations\" is not an object")),
         };
-        Ok(Self { version, expires, targets, delegation_keys, delegations })
+        Ok(Self { version, expires, targets, delegation_keys, delegations, by_name })
     }
 
     /// The declaration of the direct child `child`, if this file declares it.
     pub fn delegation(&self, child: &RoleName) -> Option<&Delegation> {
-        self.delegations.iter().find(|delegation| delegation.name == *child)
+        self.by_name.get(child).and_then(|index| self.delegations.get(*index))
     }
 }
 
-type DelegationSection = (BTreeMap<String, PublicKey>, Vec<Delegation>);
+type DelegationSection = (BTreeMap<String, PublicKey>, Vec<Delegation>, BTreeMap<RoleName, usize>);
 
 fn parse_delegations(section: &Map<String, Value>, role: &RoleName) -> Result<DelegationSection, MetadataError> {
     let keys = parse_keys(section.get("keys"), "delegation")?;
     let mut delegations: Vec<Delegation> = Vec::new();
+    let mut by_name: BTreeMap<RoleName, usize> = BTreeMap::new();
     let entries = match section.get("roles") {
         Some(Value::Array(entries)) => entries.as_slice(),
         Some(Value::Null) | None => &[],
@@ -410,7 +451,7 @@ fn parse_delegations(section: &Map<String, Value>, role: &RoleName) -> Result<De
         if name.parent().as_ref() != Some(role) {
             return Err(structure(format!("delegation {name} is not a direct child of {role}")));
         }
-        if delegations.iter().any(|existing| existing.name == name) {
+        if by_name.contains_key(&name) {
             return Err(structure(format!("delegation {name} is declared twice")));
         }
         let role_keys = parse_role_keys(entry, &keys, &format!("delegation {name}"))?;
@@ -427,9 +468,11 @@ fn parse_delegations(section: &Map<String, Value>, role: &RoleName) -> Result<De
         if entry.get("path_hash_prefixes").is_some_and(|value| !value.is_null()) {
             return Err(structure("path_hash_prefixes are not supported"));
         }
-        delegations.push(Delegation { name, keys: role_keys, paths });
+        let prefixes = PathPrefixes::new(paths.iter().map(String::as_str));
+        by_name.insert(name.clone(), delegations.len());
+        delegations.push(Delegation { name, keys: role_keys, paths, prefixes });
     }
-    Ok((keys, delegations))
+    Ok((keys, delegations, by_name))
 }
 
 /// The body of `snapshot.json`.
@@ -515,5 +558,67 @@ impl Timestamp {
         body.insert("meta".into(), Value::Object(meta));
         body.insert("version".into(), Value::from(self.version));
         Value::Object(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The quadratic definition the indexed set must agree with.
+    fn naive(paths: &[&str], name: &str) -> bool {
+        paths.iter().any(|prefix| name.starts_with(prefix))
+    }
+
+    #[test]
+    fn path_prefixes_agree_with_the_pairwise_definition() {
+        let path_sets: [&[&str]; 7] = [
+            &[],
+            &[""],
+            &["a/", "a/b/", "b"],
+            &["release/", "rel", "release/v1/", "z", "a"],
+            &["ab", "a", "abc", "b/", "ba"],
+            &["x/é", "x/", "x/\u{10ffff}"],
+            &["v1", "v10", "v2", "v1.0/"],
+        ];
+        let names = [
+            "",
+            "a",
+            "a/",
+            "a/b/c",
+            "ab",
+            "abc",
+            "b",
+            "b/x",
+            "ba",
+            "bb",
+            "rel",
+            "release/v1/x",
+            "release",
+            "x/é",
+            "x",
+            "x/ü",
+            "z",
+            "zz",
+            "v1",
+            "v10x",
+            "v2",
+            "v3",
+            "v1.0/a",
+            "\u{10ffff}",
+        ];
+        for paths in path_sets {
+            let set = PathPrefixes::new(paths.iter().copied());
+            for name in names {
+                assert_eq!(set.allows(name), naive(paths, name), "paths {paths:?}, name {name:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn covered_prefixes_are_dropped() {
+        let set = PathPrefixes::new(["a/b/", "a/", "c", "a/c", "cd"]);
+        assert_eq!(set.minimal, vec!["a/".to_owned(), "c".to_owned()]);
+        assert_eq!(PathPrefixes::new(["x", ""]).minimal, vec![String::new()]);
     }
 }

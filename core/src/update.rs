@@ -8,6 +8,7 @@
 //! be rotated out (notary-server bricks such a repository).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
@@ -141,9 +142,10 @@ impl NewFile {
 struct LoadedTargets {
     body: Targets,
     bytes: Vec<u8>,
-    /// The declaration this role was verified against (`None` for `targets`), plus the
-    /// declarations of every delegation above it, outermost first.
-    chain: Vec<Delegation>,
+    /// The declarations of every delegation from the top down to this role (empty for
+    /// `targets`), shared with the files below rather than copied: a child's chain is its
+    /// parent's plus one pointer.
+    chain: Vec<Arc<Delegation>>,
 }
 
 /// The outcome of a valid update, before the server signs what it must sign.
@@ -371,8 +373,8 @@ pub fn validate(
         });
         targets_files.insert(role.clone(), loaded_file);
     }
-    for (role, file) in &targets_files {
-        loaded.insert(role.to_string(), file.bytes.clone());
+    for (role, file) in targets_files {
+        loaded.insert(role.to_string(), file.bytes);
     }
 
     // Snapshot.
@@ -448,8 +450,9 @@ fn load_targets(
                 parent.body.delegation(role).ok_or_else(|| format!("{role} is not a delegation of {parent_role}"))?;
             check_threshold(role.as_str(), &signed, &parent.body.delegation_keys, &declaration.keys)
                 .map_err(|error| error.to_string())?;
-            let mut chain = parent.chain.clone();
-            chain.push(declaration.clone());
+            let mut chain = Vec::with_capacity(parent.chain.len().saturating_add(1));
+            chain.extend(parent.chain.iter().cloned());
+            chain.push(Arc::new(declaration.clone()));
             chain
         }
     };

@@ -41,9 +41,10 @@ pub fn check_threshold(
     if signed.signatures().is_empty() {
         return Err(VerifyError::NoSignatures(role.to_owned()));
     }
+    let listed: BTreeSet<&str> = role_keys.keyids.iter().map(String::as_str).collect();
     let mut valid: BTreeSet<&str> = BTreeSet::new();
     for signature in signed.signatures() {
-        if valid.contains(signature.keyid.as_str()) || !role_keys.keyids.contains(&signature.keyid) {
+        if valid.contains(signature.keyid.as_str()) || !listed.contains(signature.keyid.as_str()) {
             continue;
         }
         let Some(key) = keys.get(&signature.keyid) else {
