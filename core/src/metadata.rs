@@ -251,6 +251,7 @@ fn parse_keys(value: Option<&Value>, what: &str) -> Result<BTreeMap<String, Publ
     };
     for (id, key) in map {
         let key = PublicKey::from_json(key).map_err(|error| structure(format!("{what} key {id}: {error}")))?;
+        key.check_material().map_err(|error| structure(format!("{what} key {id}: {error}")))?;
         if key.key_id() != *id {
             return Err(structure(format!("{what} key {id} does not match its key ID")));
         }
