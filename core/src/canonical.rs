@@ -1,7 +1,7 @@
 //! Canonical JSON as Notary (docker/go `canonical/json`) produces it: sorted keys, no whitespace,
 //! only `"` and `\` escaped, integral numbers only.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// Why a JSON value has no canonical form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,6 +18,13 @@ pub enum CanonicalError {
 pub fn to_canonical(value: &Value) -> Result<Vec<u8>, CanonicalError> {
     let mut out = Vec::with_capacity(256);
     write_value(value, &mut out)?;
+    Ok(out)
+}
+
+/// Encodes the object with `members` canonically, without building a [`Value`] around it.
+pub fn object_to_canonical(members: &Map<String, Value>) -> Result<Vec<u8>, CanonicalError> {
+    let mut out = Vec::with_capacity(256);
+    write_object(members, &mut out)?;
     Ok(out)
 }
 
@@ -38,19 +45,22 @@ fn write_value(value: &Value, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
             }
             out.push(b']');
         }
-        Value::Object(members) => {
-            out.push(b'{');
-            for (index, (key, item)) in members.iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                write_string(key, out);
-                out.push(b':');
-                write_value(item, out)?;
-            }
-            out.push(b'}');
-        }
+        Value::Object(members) => write_object(members, out)?,
     }
+    Ok(())
+}
+
+fn write_object(members: &Map<String, Value>, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+    out.push(b'{');
+    for (index, (key, item)) in members.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write_string(key, out);
+        out.push(b':');
+        write_value(item, out)?;
+    }
+    out.push(b'}');
     Ok(())
 }
 

@@ -9,7 +9,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::canonical::{CanonicalError, to_canonical};
+use crate::canonical::{CanonicalError, object_to_canonical};
+use crate::json::{self, StrictError};
 use crate::keys::{PublicKey, sha256, sha512};
 use crate::names::{BaseRole, RoleName, check_target_name};
 use crate::time;
@@ -26,6 +27,9 @@ pub enum MetadataError {
     /// The body has no canonical form (for example a non-integral number).
     #[error(transparent)]
     Canonical(#[from] CanonicalError),
+    /// The JSON breaks a strict rule (a repeated key, too deep nesting).
+    #[error("metadata JSON is refused: {0}")]
+    Strict(#[from] StrictError),
 }
 
 fn structure(message: impl Into<String>) -> MetadataError {
@@ -64,6 +68,7 @@ pub struct Signed {
 impl Signed {
     /// Parses the envelope `{"signed":{...},"signatures":[...]}` of a metadata file.
     pub fn parse(bytes: &[u8]) -> Result<Self, MetadataError> {
+        json::scan(bytes)?;
         let value: Value = serde_json::from_slice(bytes).map_err(|error| MetadataError::Json(error.to_string()))?;
         let Value::Object(mut envelope) = value else {
             return Err(structure("metadata is not a JSON object"));
@@ -76,7 +81,7 @@ impl Signed {
             Some(Value::Null) | None => Vec::new(),
             Some(_) => return Err(structure("\"signatures\" is not a list")),
         };
-        let canonical = to_canonical(&Value::Object(body.clone()))?;
+        let canonical = object_to_canonical(&body)?;
         Ok(Self { body, canonical, signatures })
     }
 

@@ -7,11 +7,14 @@
 #[path = "../support/repo.rs"]
 mod repo;
 
+mod json;
 mod keys;
 
 use std::collections::BTreeMap;
 
 use chrono::Utc;
+use tufa_core::canonical::to_canonical;
+use tufa_core::metadata::{Signature, envelope};
 use tufa_core::names::{Gun, RoleName};
 use tufa_core::update::{Limits, RepoState, UpdateError, validate};
 
@@ -29,4 +32,21 @@ fn refused(state: &RepoState, files: &[(&str, &[u8])], expected: UpdateError) {
         Ok(stored) => panic!("accepted (would store {stored:?}); expected {expected:?}"),
         Err(error) => assert_eq!(error, expected),
     }
+}
+
+/// An envelope whose `signed` member is `text` verbatim, signed by `keys` over the canonical
+/// form of what `serde_json` reads from `text` (for repeated keys: the last value), which is what
+/// an attacker signs to make the server's signature check pass.
+fn envelope_around(text: &str, keys: &[&repo::Key]) -> Vec<u8> {
+    let value: serde_json::Value = serde_json::from_str(text).unwrap();
+    let canonical = to_canonical(&value).unwrap();
+    let signatures: Vec<Signature> = keys
+        .iter()
+        .map(|key| Signature {
+            keyid: key.id(),
+            method: key.private.method().into(),
+            sig: key.private.sign(&canonical).unwrap(),
+        })
+        .collect();
+    envelope(text.as_bytes(), &signatures)
 }
