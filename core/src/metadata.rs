@@ -68,7 +68,7 @@ pub struct Signed {
 impl Signed {
     /// Parses the envelope `{"signed":{...},"signatures":[...]}` of a metadata file.
     pub fn parse(bytes: &[u8]) -> Result<Self, MetadataError> {
-        json::scan(bytes)?;
+        let scan = json::scan(bytes)?;
         let value: Value = serde_json::from_slice(bytes).map_err(|error| MetadataError::Json(error.to_string()))?;
         let Value::Object(mut envelope) = value else {
             return Err(structure("metadata is not a JSON object"));
@@ -82,6 +82,14 @@ impl Signed {
             Some(_) => return Err(structure("\"signatures\" is not a list")),
         };
         let canonical = object_to_canonical(&body)?;
+        // Notary clients sign the canonical bytes and write them verbatim into the envelope, so
+        // the text of `signed` is its canonical form (up to whitespace and Go's escapes of
+        // `<`, `>`, `&`, U+2028 and U+2029). Any other text means the bytes stored and served
+        // are not the bytes signed, which readers may decode differently.
+        let text = scan.signed.and_then(|span| bytes.get(span)).unwrap_or_default();
+        if !json::is_canonical_text(text, &canonical) {
+            return Err(structure("\"signed\" is not written in canonical JSON, so its text is not what was signed"));
+        }
         Ok(Self { body, canonical, signatures })
     }
 
@@ -570,6 +578,20 @@ impl Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn real_notary_client_files_pass_the_strict_parser() {
+        let read = |bytes: &[u8]| Signed::parse(bytes).unwrap();
+        let root = Root::from_signed(&read(include_bytes!("../tests/data/notary-0.7/root.json"))).unwrap();
+        assert_eq!((root.version, root.keys.len()), (1, 4));
+        let targets_role = RoleName::base(BaseRole::Targets);
+        let targets = read(include_bytes!("../tests/data/notary-0.7/targets.json"));
+        assert_eq!(Targets::from_signed(&targets, &targets_role).unwrap().version, 1);
+        let snapshot = read(include_bytes!("../tests/data/notary-0.7/snapshot.json"));
+        assert_eq!(Snapshot::from_signed(&snapshot).unwrap().meta.len(), 2);
+        let timestamp = read(include_bytes!("../tests/data/notary-0.7/timestamp.json"));
+        assert_eq!(Timestamp::from_signed(&timestamp).unwrap().snapshot.length, 682);
+    }
 
     /// The quadratic definition the indexed set must agree with.
     fn naive(paths: &[&str], name: &str) -> bool {

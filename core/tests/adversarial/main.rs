@@ -7,6 +7,7 @@
 #[path = "../support/repo.rs"]
 mod repo;
 
+mod canonical;
 mod json;
 mod keys;
 
