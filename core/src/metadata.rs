@@ -36,6 +36,59 @@ fn structure(message: impl Into<String>) -> MetadataError {
     MetadataError::Structure(message.into())
 }
 
+/// The fields of each object notary clients decode into a Go struct. Go matches JSON names to
+/// struct fields ignoring case (and folds `K` U+212A to `k`, `ſ` U+017F to `s`), so a name that
+/// differs from one of these only in case is read by notary clients as that field, while this
+/// server reads only the exact name; such names are refused.
+mod fields {
+    pub(super) const ENVELOPE: &[&str] = &["signatures", "signed"];
+    pub(super) const SIGNATURE: &[&str] = &["keyid", "method", "sig"];
+    pub(super) const ROOT: &[&str] = &["_type", "consistent_snapshot", "expires", "keys", "roles", "version"];
+    pub(super) const TARGETS: &[&str] = &["_type", "delegations", "expires", "targets", "version"];
+    pub(super) const SNAPSHOT: &[&str] = &["_type", "expires", "meta", "version"];
+    pub(super) const KEY: &[&str] = &["keytype", "keyval"];
+    pub(super) const KEYVAL: &[&str] = &["private", "public"];
+    pub(super) const ROOT_ROLE: &[&str] = &["keyids", "threshold"];
+    pub(super) const DELEGATIONS: &[&str] = &["keys", "roles"];
+    pub(super) const DELEGATION: &[&str] = &["keyids", "name", "path_hash_prefixes", "paths", "threshold"];
+    pub(super) const FILE_META: &[&str] = &["custom", "hashes", "length"];
+}
+
+/// Go's case folding of a name character, as far as it can make a name equal to an ASCII one.
+fn go_fold(character: char) -> char {
+    match character {
+        '\u{212A}' => 'k',
+        '\u{17F}' => 's',
+        other => other.to_ascii_lowercase(),
+    }
+}
+
+/// Refuses members of `object` (if it is an object) whose names differ from a field in `known`
+/// only in case.
+fn check_field_names(object: &Value, known: &[&str], what: &str) -> Result<(), MetadataError> {
+    match object {
+        Value::Object(members) => check_member_names(members, known, what),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses members whose names differ from a field in `known` only in case.
+fn check_member_names(members: &Map<String, Value>, known: &[&str], what: &str) -> Result<(), MetadataError> {
+    for name in members.keys() {
+        if known.contains(&name.as_str()) {
+            continue;
+        }
+        let folded = |text: &str| text.chars().map(go_fold).collect::<String>();
+        let name_folded = folded(name);
+        if let Some(field) = known.iter().find(|field| folded(field) == name_folded) {
+            return Err(structure(format!(
+                "{what} has the field {name:?}, which differs only in case from \"{field}\""
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// One signature of the envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {
@@ -70,6 +123,7 @@ impl Signed {
     pub fn parse(bytes: &[u8]) -> Result<Self, MetadataError> {
         let scan = json::scan(bytes)?;
         let value: Value = serde_json::from_slice(bytes).map_err(|error| MetadataError::Json(error.to_string()))?;
+        check_field_names(&value, fields::ENVELOPE, "the envelope")?;
         let Value::Object(mut envelope) = value else {
             return Err(structure("metadata is not a JSON object"));
         };
@@ -132,6 +186,7 @@ impl Signed {
 }
 
 fn parse_signature(value: &Value) -> Result<Signature, MetadataError> {
+    check_field_names(value, fields::SIGNATURE, "a signature")?;
     let field = |name: &str| value.get(name).and_then(Value::as_str);
     let (Some(keyid), Some(method), Some(sig)) = (field("keyid"), field("method"), field("sig")) else {
         return Err(structure("a signature lacks \"keyid\", \"method\" or \"sig\""));
@@ -204,6 +259,7 @@ impl FileMeta {
     }
 
     fn parse(value: &Value, what: &str) -> Result<Self, MetadataError> {
+        check_field_names(value, fields::FILE_META, what)?;
         let length = value
             .get("length")
             .and_then(Value::as_i64)
@@ -239,7 +295,8 @@ impl FileMeta {
     }
 }
 
-fn expect_type(signed: &Signed, kind: &str) -> Result<(), MetadataError> {
+fn expect_type(signed: &Signed, kind: &str, known: &[&str]) -> Result<(), MetadataError> {
+    check_member_names(signed.body(), known, "\"signed\"")?;
     match signed.kind() {
         Some(found) if found == kind => Ok(()),
         _ => Err(structure(format!("\"_type\" must be {kind}"))),
@@ -263,6 +320,10 @@ fn parse_keys(value: Option<&Value>, what: &str) -> Result<BTreeMap<String, Publ
         Some(_) => return Err(structure(format!("{what} keys are not an object"))),
     };
     for (id, key) in map {
+        check_field_names(key, fields::KEY, &format!("{what} key {id}"))?;
+        if let Some(keyval) = key.get("keyval") {
+            check_field_names(keyval, fields::KEYVAL, &format!("{what} key {id}"))?;
+        }
         let key = PublicKey::from_json(key).map_err(|error| structure(format!("{what} key {id}: {error}")))?;
         key.check_material().map_err(|error| structure(format!("{what} key {id}: {error}")))?;
         if key.key_id() != *id {
@@ -309,7 +370,7 @@ pub struct Root {
 impl Root {
     /// Reads and checks a root body: `_type`, version, expiry, keys, and all four base roles.
     pub fn from_signed(signed: &Signed) -> Result<Self, MetadataError> {
-        expect_type(signed, "Root")?;
+        expect_type(signed, "Root", fields::ROOT)?;
         let version = positive_version(signed)?;
         let expires = signed.expires()?;
         let keys = parse_keys(signed.body().get("keys"), "root")?;
@@ -318,6 +379,7 @@ impl Root {
         };
         let mut roles = BTreeMap::new();
         for (name, value) in role_map {
+            check_field_names(value, fields::ROOT_ROLE, &format!("root role {name}"))?;
             roles.insert(name.clone(), parse_role_keys(value, &keys, &format!("root role {name}"))?);
         }
         for base in [BaseRole::Root, BaseRole::Targets, BaseRole::Snapshot, BaseRole::Timestamp] {
@@ -416,7 +478,7 @@ impl Targets {
     /// Reads and checks a targets body written for `role`: delegations must be direct children
     /// of `role`, and target names must be clean.
     pub fn from_signed(signed: &Signed, role: &RoleName) -> Result<Self, MetadataError> {
-        expect_type(signed, "Targets")?;
+        expect_type(signed, "Targets", fields::TARGETS)?;
         let version = positive_version(signed)?;
         let expires = signed.expires()?;
         let mut targets = BTreeMap::new();
@@ -447,6 +509,7 @@ impl Targets {
 type DelegationSection = (BTreeMap<String, PublicKey>, Vec<Delegation>, BTreeMap<RoleName, usize>);
 
 fn parse_delegations(section: &Map<String, Value>, role: &RoleName) -> Result<DelegationSection, MetadataError> {
+    check_member_names(section, fields::DELEGATIONS, "\"delegations\"")?;
     let keys = parse_keys(section.get("keys"), "delegation")?;
     let mut delegations: Vec<Delegation> = Vec::new();
     let mut by_name: BTreeMap<RoleName, usize> = BTreeMap::new();
@@ -456,6 +519,7 @@ fn parse_delegations(section: &Map<String, Value>, role: &RoleName) -> Result<De
         Some(_) => return Err(structure("delegation roles are not a list")),
     };
     for entry in entries {
+        check_field_names(entry, fields::DELEGATION, "a delegation")?;
         let name = entry
             .get("name")
             .and_then(Value::as_str)
@@ -503,7 +567,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Reads and checks a snapshot body.
     pub fn from_signed(signed: &Signed) -> Result<Self, MetadataError> {
-        expect_type(signed, "Snapshot")?;
+        expect_type(signed, "Snapshot", fields::SNAPSHOT)?;
         let version = positive_version(signed)?;
         let expires = signed.expires()?;
         let Some(Value::Object(map)) = signed.body().get("meta") else {
@@ -547,7 +611,7 @@ pub struct Timestamp {
 impl Timestamp {
     /// Reads and checks a timestamp body.
     pub fn from_signed(signed: &Signed) -> Result<Self, MetadataError> {
-        expect_type(signed, "Timestamp")?;
+        expect_type(signed, "Timestamp", fields::SNAPSHOT)?;
         let version = positive_version(signed)?;
         let expires = signed.expires()?;
         let snapshot = signed

@@ -8,6 +8,7 @@
 mod repo;
 
 mod canonical;
+mod fields;
 mod json;
 mod keys;
 
