@@ -303,10 +303,17 @@ fn expect_type(signed: &Signed, kind: &str, known: &[&str]) -> Result<(), Metada
     }
 }
 
+/// The highest version a metadata file may carry: 2^31 - 1. notary-server keeps versions in
+/// 32-bit columns (`version integer` in PostgreSQL, `int(11)` in MySQL), and notary clients read
+/// them into Go's `int`, which is 32 bits wide on the 32-bit platforms the client is built for
+/// (386, arm). A larger version would be stored here but could be neither held by a notary
+/// database nor read by those clients.
+pub const MAX_VERSION: i64 = i32::MAX as i64;
+
 fn positive_version(signed: &Signed) -> Result<i64, MetadataError> {
     let version = signed.version()?;
-    if version < 1 {
-        return Err(structure("\"version\" must be at least 1"));
+    if !(1..=MAX_VERSION).contains(&version) {
+        return Err(structure(format!("\"version\" {version} is outside 1 to {MAX_VERSION}")));
     }
     Ok(version)
 }

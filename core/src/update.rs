@@ -15,7 +15,8 @@ use serde_json::Value;
 
 use crate::keys::{PublicKey, sha256};
 use crate::metadata::{
-    Delegation, FileMeta, MetadataError, RoleKeys, Root, Signature, Signed, Snapshot, Targets, Timestamp, envelope,
+    Delegation, FileMeta, MAX_VERSION, MetadataError, RoleKeys, Root, Signature, Signed, Snapshot, Targets, Timestamp,
+    envelope,
 };
 use crate::names::{BaseRole, Gun, RoleName};
 use crate::verify::check_threshold;
@@ -539,6 +540,14 @@ fn draft(role: BaseRole, version: i64, expires: DateTime<Utc>, body: &Value) -> 
     Ok(Draft { role, version, expires, canonical })
 }
 
+/// The version after `previous`, refused past [`MAX_VERSION`].
+fn next_version(role: &str, previous: i64) -> Result<i64, UpdateError> {
+    match previous.checked_add(1) {
+        Some(next) if next <= MAX_VERSION => Ok(next),
+        _ => Err(UpdateError::Validation(format!("the {role} version cannot go past {MAX_VERSION}"))),
+    }
+}
+
 /// Drafts the next snapshot: the previous one's entries (if any), with every file in `loaded`
 /// listed by its exact bytes; version previous + 1; expiry now + 3 years.
 pub fn draft_snapshot(
@@ -558,7 +567,7 @@ pub fn draft_snapshot(
     for (role, bytes) in loaded {
         meta.insert(role.clone(), FileMeta::of(bytes));
     }
-    let snapshot = Snapshot { version: version.saturating_add(1), expires: now + SNAPSHOT_LIFETIME, meta };
+    let snapshot = Snapshot { version: next_version("snapshot", version)?, expires: now + SNAPSHOT_LIFETIME, meta };
     draft(BaseRole::Snapshot, snapshot.version, snapshot.expires, &snapshot.body())
 }
 
@@ -574,7 +583,7 @@ pub fn draft_timestamp(previous: Option<&[u8]>, snapshot: &[u8], now: DateTime<U
         None => 0,
     };
     let timestamp = Timestamp {
-        version: version.saturating_add(1),
+        version: next_version("timestamp", version)?,
         expires: now + TIMESTAMP_LIFETIME,
         snapshot: FileMeta::of(snapshot),
     };
