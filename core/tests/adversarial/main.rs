@@ -11,6 +11,7 @@ mod canonical;
 mod fields;
 mod json;
 mod keys;
+mod threshold;
 mod versions;
 
 use std::collections::BTreeMap;
