@@ -11,6 +11,7 @@ mod canonical;
 mod fields;
 mod json;
 mod keys;
+mod names;
 mod threshold;
 mod versions;
 
