@@ -15,6 +15,15 @@ use std::ops::Range;
 /// nest further, and 32 leaves ample room.
 pub const MAX_DEPTH: usize = 32;
 
+/// The fewest input bytes per JSON value accepted, beyond [`SMALL_FILE_VALUES`]. A parsed value
+/// costs tens of bytes of memory however short its text (`[]` is two bytes), so without this
+/// bound a body of empty arrays parses into twenty times its size. Real metadata spends more
+/// than 12 bytes per value even in its densest parts (delegation roles with empty lists), and
+/// a target entry about 28.
+pub const MIN_BYTES_PER_VALUE: usize = 8;
+/// Values any file may hold whatever its size, so that tiny files are never refused as dense.
+pub const SMALL_FILE_VALUES: usize = 64;
+
 /// Why metadata JSON was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StrictError {
@@ -27,6 +36,16 @@ pub enum StrictError {
     /// Objects and arrays nest too deeply.
     #[error("JSON nests deeper than {MAX_DEPTH} levels")]
     TooDeep,
+    /// Too many values for the size of the input.
+    #[error(
+        "{values} JSON values in {bytes} bytes is denser than metadata is (at most one per {MIN_BYTES_PER_VALUE} bytes)"
+    )]
+    TooDense {
+        /// Values found.
+        values: usize,
+        /// Input size.
+        bytes: usize,
+    },
 }
 
 /// What a successful scan found.
@@ -48,6 +67,9 @@ pub fn scan(bytes: &[u8]) -> Result<Scan, StrictError> {
     scanner.whitespace();
     if scanner.pos != bytes.len() {
         return Err(StrictError::Syntax(scanner.pos));
+    }
+    if scanner.values > bytes.len() / MIN_BYTES_PER_VALUE + SMALL_FILE_VALUES {
+        return Err(StrictError::TooDense { values: scanner.values, bytes: bytes.len() });
     }
     Ok(Scan { signed: scanner.signed, values: scanner.values })
 }
@@ -366,6 +388,23 @@ mod tests {
         ];
         for (input, expected) in cases {
             assert_eq!(scan(input), Err(expected), "{}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn values_denser_than_metadata_are_refused() {
+        let within = format!("[{}0]", "0,".repeat(SMALL_FILE_VALUES - 2));
+        assert_eq!(scan(within.as_bytes()).map(|scan| scan.values), Ok(SMALL_FILE_VALUES));
+        let dense = format!("[{}[]]", "[],".repeat(100_000));
+        assert_eq!(scan(dense.as_bytes()), Err(StrictError::TooDense { values: 100_002, bytes: 300_004 }));
+        // Real client output is far from the bound.
+        for file in [
+            &include_bytes!("../tests/data/notary-0.7/root.json")[..],
+            include_bytes!("../tests/data/notary-0.7/targets.json"),
+            include_bytes!("../tests/data/notary-0.7/snapshot.json"),
+        ] {
+            let values = scan(file).unwrap().values;
+            assert!(values * 12 < file.len(), "{values} values in {} bytes", file.len());
         }
     }
 

@@ -11,6 +11,7 @@ mod canonical;
 mod fields;
 mod json;
 mod keys;
+mod limits;
 mod names;
 mod threshold;
 mod versions;
