@@ -2,7 +2,11 @@
 //! the same cases and a failure names its seed): canonical JSON is idempotent; any changed byte
 //! of the signed part of a real signed file breaks its signature or its parse; arbitrary bytes
 //! never panic the parsers or the update verifier.
-#![expect(clippy::unwrap_used, clippy::panic, reason = "test helpers outside #[test] functions fail by panicking")]
+#![expect(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "test helpers outside #[test] functions fail by panicking"
+)]
 
 #[path = "support/repo.rs"]
 mod repo;
@@ -92,8 +96,11 @@ fn canonical_json_is_idempotent() {
     }
 }
 
+/// A fixture file: its role, its bytes, and the keys and role its root declares.
+type Fixture = (&'static str, &'static [u8], BTreeMap<String, PublicKey>, RoleKeys);
+
 /// The keys and role of each fixture file, as its root declares them.
-fn fixture_roles() -> Vec<(&'static str, &'static [u8], BTreeMap<String, PublicKey>, RoleKeys)> {
+fn fixture_roles() -> Vec<Fixture> {
     let root = Root::from_signed(&Signed::parse(ROOT).unwrap()).unwrap();
     [
         ("root", ROOT, BaseRole::Root),
