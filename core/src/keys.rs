@@ -25,6 +25,10 @@ const ED25519_PUBLIC_LEN: usize = 32;
 const ED25519_SIGNATURE_LEN: usize = 64;
 /// Largest RSA modulus aws-lc-rs verifies, in bits.
 const MAX_RSA_BITS: usize = 8192;
+/// Largest key material accepted in metadata, in bytes. A notary key is at most a certificate
+/// chain of a few KiB; the bound keeps the work of re-reading a key for each signature that
+/// names it (up to the signature limit) small.
+pub const MAX_PUBLIC_KEY_BYTES: usize = 64 * 1024;
 
 /// A Notary key type, the `keytype` string of a key object.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -156,6 +160,12 @@ pub enum KeyError {
     /// The public key bytes are malformed or hold the wrong kind of key.
     #[error("invalid public key: {0}")]
     InvalidPublicKey(&'static str),
+    /// The key material is larger than [`MAX_PUBLIC_KEY_BYTES`].
+    #[error("key material of {bytes} bytes is larger than the limit of {MAX_PUBLIC_KEY_BYTES} bytes")]
+    KeyTooLarge {
+        /// Size of the decoded `public` bytes.
+        bytes: usize,
+    },
     /// The key material is not of the declared key type (for example an `ed25519` key carrying
     /// an ECDSA SubjectPublicKeyInfo), which notary clients cannot use.
     #[error("key declared {keytype} holds {found}")]
@@ -321,13 +331,16 @@ impl PublicKey {
         }
     }
 
-    /// Checks that the key material is what the declared type says, the way notary clients read
-    /// it: `ed25519` is 32 raw bytes of a valid point; `ecdsa` a DER SubjectPublicKeyInfo of an EC
-    /// key (on P-256 and P-384 the point must be on the curve); `rsa` a DER (or, for PyCrypto
-    /// keys, PEM) SubjectPublicKeyInfo of an RSA key; `ecdsa-x509`/`rsa-x509` a PEM bundle whose
-    /// first certificate holds such a key. Keys of other types are carried along unchecked (they
-    /// verify nothing).
+    /// Checks that the key material is at most [`MAX_PUBLIC_KEY_BYTES`] long and is what the
+    /// declared type says, the way notary clients read it: `ed25519` is 32 raw bytes of a valid
+    /// point; `ecdsa` a DER SubjectPublicKeyInfo of an EC key (on P-256 and P-384 the point must
+    /// be on the curve); `rsa` a DER (or, for PyCrypto keys, PEM) SubjectPublicKeyInfo of an RSA
+    /// key; `ecdsa-x509`/`rsa-x509` a PEM bundle whose first certificate holds such a key. Keys of
+    /// other types are carried along unchecked (they verify nothing).
     pub fn check_material(&self) -> Result<(), KeyError> {
+        if self.public.len() > MAX_PUBLIC_KEY_BYTES {
+            return Err(KeyError::KeyTooLarge { bytes: self.public.len() });
+        }
         let mismatch =
             |found: &'static str| KeyError::MaterialMismatch { keytype: self.keytype.as_str().to_owned(), found };
         match &self.keytype {
@@ -1126,7 +1139,7 @@ mod tests {
         let rsa_pem = format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", STANDARD.encode(&rsa_spki));
         let mismatch =
             |keytype: &str, found: &'static str| Err(KeyError::MaterialMismatch { keytype: keytype.to_owned(), found });
-        let cases: Vec<(KeyType, Vec<u8>, Result<(), KeyError>)> = vec![
+        let mut cases: Vec<(KeyType, Vec<u8>, Result<(), KeyError>)> = vec![
             (KeyType::Rsa, rsa_spki.clone(), Ok(())),
             (KeyType::Rsa, rsa_pem.into_bytes(), Ok(())),
             (KeyType::RsaX509, rsa_cert.clone(), Ok(())),
@@ -1143,6 +1156,11 @@ mod tests {
             (KeyType::EcdsaX509, ecdsa.public().to_vec(), Err(KeyError::NoCertificate)),
             (KeyType::Other("future".into()), vec![1, 2, 3], Ok(())),
         ];
+        cases.push((
+            KeyType::Other("future".into()),
+            vec![0; MAX_PUBLIC_KEY_BYTES + 1],
+            Err(KeyError::KeyTooLarge { bytes: MAX_PUBLIC_KEY_BYTES + 1 }),
+        ));
         for (keytype, public, expected) in cases {
             let name = keytype.to_string();
             assert_eq!(PublicKey::new(keytype, public).check_material(), expected, "{name}");

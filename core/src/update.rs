@@ -7,7 +7,7 @@
 //! root's certificates are trusted without an expiry check so an expired certificate can always
 //! be rotated out (notary-server bricks such a repository).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -246,7 +246,9 @@ fn valid_root_keys(
     let Some(role) = root.role(BaseRole::Root) else {
         return (valid, Some("root role is missing".into()));
     };
-    for id in &role.keyids {
+    // Each key once, however often the role lists it.
+    let listed: BTreeSet<&String> = role.keyids.iter().collect();
+    for id in listed {
         let Some(key) = root.keys.get(id) else {
             continue;
         };
