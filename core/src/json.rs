@@ -311,40 +311,51 @@ const GO_ESCAPES: [(&[u8], &[u8]); 5] = [
 
 /// Whether `text` (valid JSON, as [`scan`] checked) is `canonical` written the way a notary
 /// client may write it: the same bytes, except for whitespace between tokens (a pretty-printed
-/// envelope) and the five escapes Go's encoder adds when it copies JSON text.
+/// envelope) and the five escapes Go's encoder adds when it copies JSON text. Compares as it
+/// goes, without a copy.
 pub fn is_canonical_text(text: &[u8], canonical: &[u8]) -> bool {
-    let mut normalised = Vec::with_capacity(canonical.len());
+    let mut expected = canonical;
+    // Consumes `bytes` from the front of `expected`, if they are there.
+    let mut matches = |bytes: &[u8]| match expected.strip_prefix(bytes) {
+        Some(rest) => {
+            expected = rest;
+            true
+        }
+        None => false,
+    };
     let mut rest = text;
     let mut in_string = false;
     while let Some((&byte, tail)) = rest.split_first() {
-        if in_string {
-            if byte == b'\\' {
-                if let Some((escape, text)) = GO_ESCAPES.iter().find(|(escape, _)| rest.starts_with(escape)) {
-                    normalised.extend_from_slice(text);
-                    rest = rest.get(escape.len()..).unwrap_or_default();
-                    continue;
+        if in_string && byte == b'\\' {
+            if let Some((escape, unescaped)) = GO_ESCAPES.iter().find(|(escape, _)| rest.starts_with(escape)) {
+                if !matches(unescaped) {
+                    return false;
                 }
-                // Any other escape is two bytes (`\uXXXX` keeps its four digits as they are).
-                normalised.push(byte);
-                if let Some((&escaped, after)) = tail.split_first() {
-                    normalised.push(escaped);
-                    rest = after;
-                    continue;
-                }
-            } else {
-                normalised.push(byte);
-                in_string = byte != b'"';
+                rest = rest.get(escape.len()..).unwrap_or_default();
+                continue;
             }
-        } else if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
-            normalised.push(byte);
+            // Any other escape is two bytes (`\uXXXX` keeps its four digits as they are).
+            let escape = rest.get(..2).unwrap_or(rest);
+            if !matches(escape) {
+                return false;
+            }
+            rest = rest.get(escape.len()..).unwrap_or_default();
+            continue;
+        }
+        if in_string {
+            in_string = byte != b'"';
+        } else if matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+            rest = tail;
+            continue;
+        } else {
             in_string = byte == b'"';
         }
-        rest = tail;
-        if normalised.len() > canonical.len() {
+        if !matches(&[byte]) {
             return false;
         }
+        rest = tail;
     }
-    normalised == canonical
+    expected.is_empty()
 }
 
 #[cfg(test)]
