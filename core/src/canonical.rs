@@ -1,7 +1,7 @@
 //! Canonical JSON as Notary (docker/go `canonical/json`) produces it: sorted keys, no whitespace,
 //! only `"` and `\` escaped, integral numbers only.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// Why a JSON value has no canonical form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -9,6 +9,10 @@ pub enum CanonicalError {
     /// A number that is not an integer (Notary cannot sign these).
     #[error("number {0} is not an integer and has no canonical form")]
     NonIntegralNumber(String),
+    /// An integer beyond ±2^53. Notary's verifier decodes numbers into Go's float64 and
+    /// re-encodes them, which changes such integers, so no notary client can verify them.
+    #[error("integer {0} is beyond ±2^53, which notary clients cannot verify")]
+    UnsafeInteger(String),
 }
 
 /// Encodes `value` canonically.
@@ -18,6 +22,13 @@ pub enum CanonicalError {
 pub fn to_canonical(value: &Value) -> Result<Vec<u8>, CanonicalError> {
     let mut out = Vec::with_capacity(256);
     write_value(value, &mut out)?;
+    Ok(out)
+}
+
+/// Encodes the object with `members` canonically, without building a [`Value`] around it.
+pub fn object_to_canonical(members: &Map<String, Value>) -> Result<Vec<u8>, CanonicalError> {
+    let mut out = Vec::with_capacity(256);
+    write_object(members, &mut out)?;
     Ok(out)
 }
 
@@ -38,30 +49,38 @@ fn write_value(value: &Value, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
             }
             out.push(b']');
         }
-        Value::Object(members) => {
-            out.push(b'{');
-            for (index, (key, item)) in members.iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                write_string(key, out);
-                out.push(b':');
-                write_value(item, out)?;
-            }
-            out.push(b'}');
-        }
+        Value::Object(members) => write_object(members, out)?,
     }
     Ok(())
 }
 
+fn write_object(members: &Map<String, Value>, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+    out.push(b'{');
+    for (index, (key, item)) in members.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write_string(key, out);
+        out.push(b':');
+        write_value(item, out)?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+/// 2^53: every integer up to this magnitude is exact as a float64.
+const MAX_SAFE_INTEGER: u64 = 1 << 53;
+
 fn write_number(number: &serde_json::Number, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
     if let Some(int) = number.as_i64() {
+        if int.unsigned_abs() > MAX_SAFE_INTEGER {
+            return Err(CanonicalError::UnsafeInteger(number.to_string()));
+        }
         out.extend_from_slice(int.to_string().as_bytes());
         return Ok(());
     }
-    if let Some(int) = number.as_u64() {
-        out.extend_from_slice(int.to_string().as_bytes());
-        return Ok(());
+    if number.as_u64().is_some() {
+        return Err(CanonicalError::UnsafeInteger(number.to_string()));
     }
     // Go decodes every number into a float64 and encodes integral floats as integers, so
     // `1.0` and `1e3` have canonical forms; `1.5` has none.
@@ -112,8 +131,15 @@ mod tests {
 
     #[test]
     fn numbers_must_be_integral() {
-        check(r#"[1, -2, 18446744073709551615, 1.0, 1e3]"#, "[1,-2,18446744073709551615,1,1000]");
+        check(
+            r#"[1, -2, 9007199254740992, -9007199254740992, 1.0, 1e3]"#,
+            "[1,-2,9007199254740992,-9007199254740992,1,1000]",
+        );
         let value: Value = serde_json::from_str("[1.5]").unwrap_or(Value::Null);
         assert_eq!(to_canonical(&value), Err(CanonicalError::NonIntegralNumber("1.5".into())));
+        for big in ["9007199254740993", "-9007199254740993", "18446744073709551615"] {
+            let value: Value = serde_json::from_str(big).unwrap_or(Value::Null);
+            assert_eq!(to_canonical(&value), Err(CanonicalError::UnsafeInteger(big.into())));
+        }
     }
 }

@@ -25,6 +25,10 @@ const ED25519_PUBLIC_LEN: usize = 32;
 const ED25519_SIGNATURE_LEN: usize = 64;
 /// Largest RSA modulus aws-lc-rs verifies, in bits.
 const MAX_RSA_BITS: usize = 8192;
+/// Largest key material accepted in metadata, in bytes. A notary key is at most a certificate
+/// chain of a few KiB; the bound keeps the work of re-reading a key for each signature that
+/// names it (up to the signature limit) small.
+pub const MAX_PUBLIC_KEY_BYTES: usize = 64 * 1024;
 
 /// A Notary key type, the `keytype` string of a key object.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -156,6 +160,21 @@ pub enum KeyError {
     /// The public key bytes are malformed or hold the wrong kind of key.
     #[error("invalid public key: {0}")]
     InvalidPublicKey(&'static str),
+    /// The key material is larger than [`MAX_PUBLIC_KEY_BYTES`].
+    #[error("key material of {bytes} bytes is larger than the limit of {MAX_PUBLIC_KEY_BYTES} bytes")]
+    KeyTooLarge {
+        /// Size of the decoded `public` bytes.
+        bytes: usize,
+    },
+    /// The key material is not of the declared key type (for example an `ed25519` key carrying
+    /// an ECDSA SubjectPublicKeyInfo), which notary clients cannot use.
+    #[error("key declared {keytype} holds {found}")]
+    MaterialMismatch {
+        /// The declared `keytype`.
+        keytype: String,
+        /// What the material holds instead.
+        found: &'static str,
+    },
     /// An ECDSA key on a curve other than P-256 or P-384.
     #[error("unsupported elliptic curve; only P-256 and P-384 are supported")]
     UnsupportedCurve,
@@ -312,6 +331,61 @@ impl PublicKey {
         }
     }
 
+    /// Checks that the key material is at most [`MAX_PUBLIC_KEY_BYTES`] long and is what the
+    /// declared type says, the way notary clients read it: `ed25519` is 32 raw bytes of a valid
+    /// point; `ecdsa` a DER SubjectPublicKeyInfo of an EC key (on P-256 and P-384 the point must
+    /// be on the curve); `rsa` a DER (or, for PyCrypto keys, PEM) SubjectPublicKeyInfo of an RSA
+    /// key; `ecdsa-x509`/`rsa-x509` a PEM bundle whose first certificate holds such a key. Keys of
+    /// other types are carried along unchecked (they verify nothing).
+    pub fn check_material(&self) -> Result<(), KeyError> {
+        if self.public.len() > MAX_PUBLIC_KEY_BYTES {
+            return Err(KeyError::KeyTooLarge { bytes: self.public.len() });
+        }
+        let mismatch =
+            |found: &'static str| KeyError::MaterialMismatch { keytype: self.keytype.as_str().to_owned(), found };
+        match &self.keytype {
+            KeyType::Ed25519 => {
+                if self.public.len() != ED25519_PUBLIC_LEN {
+                    return Err(mismatch(describe_material(&self.public)));
+                }
+                ParsedPublicKey::new(&lc_signature::ED25519, &self.public)
+                    .map(|_| ())
+                    .map_err(|_| KeyError::InvalidPublicKey("malformed Ed25519 public key"))
+            }
+            KeyType::Ecdsa => check_ec_spki(&self.public)
+                .map_err(|found| found.map_or_else(|| mismatch(describe_material(&self.public)), mismatch)),
+            KeyType::EcdsaX509 => {
+                let spki = x509::first_certificate(&self.public)?.spki_der;
+                check_ec_spki(&spki).map_err(|found| mismatch(found.unwrap_or("a certificate of another key type")))
+            }
+            KeyType::Rsa => {
+                let spki = if self.public.starts_with(b"-----BEGIN") {
+                    x509::PemBlocks::new(&self.public)
+                        .next()
+                        .ok_or(KeyError::InvalidPublicKey("no PEM block in the public key"))??
+                        .contents
+                } else {
+                    self.public.clone()
+                };
+                match x509::classify_spki_der(&spki) {
+                    Ok(SpkiKind::Rsa { .. }) => Ok(()),
+                    _ => Err(mismatch(describe_material(&spki))),
+                }
+            }
+            KeyType::RsaX509 => {
+                let spki = x509::first_certificate(&self.public)?.spki_der;
+                match x509::classify_spki_der(&spki) {
+                    Ok(SpkiKind::Rsa { .. }) => Ok(()),
+                    Ok(SpkiKind::EcdsaP256 | SpkiKind::EcdsaP384 | SpkiKind::EcdsaOtherCurve) => {
+                        Err(mismatch("a certificate of an ECDSA key"))
+                    }
+                    _ => Err(mismatch("a certificate of another key type")),
+                }
+            }
+            KeyType::Other(_) => Ok(()),
+        }
+    }
+
     /// The DER SubjectPublicKeyInfo of an `ecdsa`/`rsa` key, or of the leaf certificate of a
     /// `*-x509` key.
     fn spki(&self) -> Result<Cow<'_, [u8]>, KeyError> {
@@ -320,6 +394,32 @@ impl PublicKey {
         } else {
             Ok(Cow::Borrowed(&self.public))
         }
+    }
+}
+
+/// Checks an ECDSA SubjectPublicKeyInfo; on failure says what it holds instead (`None`: it is
+/// no SubjectPublicKeyInfo at all).
+fn check_ec_spki(spki: &[u8]) -> Result<(), Option<&'static str>> {
+    let algorithm: &'static dyn VerificationAlgorithm = match x509::classify_spki_der(spki) {
+        Ok(SpkiKind::EcdsaP256) => &lc_signature::ECDSA_P256_SHA256_FIXED,
+        Ok(SpkiKind::EcdsaP384) => &lc_signature::ECDSA_P384_SHA256_ASN1,
+        Ok(SpkiKind::EcdsaOtherCurve) => return Ok(()),
+        Ok(SpkiKind::Rsa { .. }) => return Err(Some("an RSA key")),
+        Ok(SpkiKind::Other) => return Err(Some("a key of another algorithm")),
+        Err(_) => return Err(None),
+    };
+    ParsedPublicKey::new(algorithm, spki).map(|_| ()).map_err(|_| Some("an EC point that is not on its curve"))
+}
+
+/// Names what unrecognised key material holds, for [`KeyError::MaterialMismatch`].
+fn describe_material(public: &[u8]) -> &'static str {
+    match x509::classify_spki_der(public) {
+        Ok(SpkiKind::EcdsaP256 | SpkiKind::EcdsaP384 | SpkiKind::EcdsaOtherCurve) => "an ECDSA key",
+        Ok(SpkiKind::Rsa { .. }) => "an RSA key",
+        Ok(SpkiKind::Other) => "a key of another algorithm",
+        Err(_) if public.starts_with(b"-----BEGIN") => "PEM text",
+        Err(_) if public.len() == ED25519_PUBLIC_LEN => "32 raw bytes (an Ed25519 key)",
+        Err(_) => "bytes that are not a public key of that type",
     }
 }
 
@@ -1023,6 +1123,56 @@ mod tests {
         spki.extend_from_slice(&[4, 1, 2, 3, 4]);
         let key = PublicKey::new(KeyType::Ecdsa, spki);
         assert_eq!(key.verify("ecdsa", b"message", &[0; 132]), Err(KeyError::UnsupportedCurve));
+    }
+
+    #[test]
+    fn key_material_must_match_its_declared_type() {
+        // Real notary keys pass: ecdsa, ed25519 and ecdsa-x509.
+        for (id, key) in fixture_keys() {
+            assert_eq!(key.check_material(), Ok(()), "fixture key {id}");
+        }
+        let ecdsa = PrivateKey::generate(Algorithm::Ecdsa).unwrap().public_key();
+        let ed25519 = PrivateKey::generate(Algorithm::Ed25519).unwrap().public_key();
+        let rsa_cert = RSA1024_PEM.to_vec();
+        let rsa_spki = x509::first_certificate(RSA1024_PEM).unwrap().spki_der;
+        let ecdsa_cert = fixture_key(ROOT_KEY_ID).public().to_vec();
+        let rsa_pem = format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", STANDARD.encode(&rsa_spki));
+        let mismatch =
+            |keytype: &str, found: &'static str| Err(KeyError::MaterialMismatch { keytype: keytype.to_owned(), found });
+        let mut cases: Vec<(KeyType, Vec<u8>, Result<(), KeyError>)> = vec![
+            (KeyType::Rsa, rsa_spki.clone(), Ok(())),
+            (KeyType::Rsa, rsa_pem.into_bytes(), Ok(())),
+            (KeyType::RsaX509, rsa_cert.clone(), Ok(())),
+            (KeyType::Ed25519, ecdsa.public().to_vec(), mismatch("ed25519", "an ECDSA key")),
+            (KeyType::Ed25519, rsa_spki.clone(), mismatch("ed25519", "an RSA key")),
+            (KeyType::Ed25519, vec![7; 31], mismatch("ed25519", "bytes that are not a public key of that type")),
+            (KeyType::Ecdsa, ed25519.public().to_vec(), mismatch("ecdsa", "32 raw bytes (an Ed25519 key)")),
+            (KeyType::Ecdsa, rsa_spki.clone(), mismatch("ecdsa", "an RSA key")),
+            (KeyType::Ecdsa, ecdsa_cert.clone(), mismatch("ecdsa", "PEM text")),
+            (KeyType::Rsa, ecdsa.public().to_vec(), mismatch("rsa", "an ECDSA key")),
+            (KeyType::Rsa, ed25519.public().to_vec(), mismatch("rsa", "32 raw bytes (an Ed25519 key)")),
+            (KeyType::EcdsaX509, rsa_cert, mismatch("ecdsa-x509", "an RSA key")),
+            (KeyType::RsaX509, ecdsa_cert, mismatch("rsa-x509", "a certificate of an ECDSA key")),
+            (KeyType::EcdsaX509, ecdsa.public().to_vec(), Err(KeyError::NoCertificate)),
+            (KeyType::Other("future".into()), vec![1, 2, 3], Ok(())),
+        ];
+        cases.push((
+            KeyType::Other("future".into()),
+            vec![0; MAX_PUBLIC_KEY_BYTES + 1],
+            Err(KeyError::KeyTooLarge { bytes: MAX_PUBLIC_KEY_BYTES + 1 }),
+        ));
+        for (keytype, public, expected) in cases {
+            let name = keytype.to_string();
+            assert_eq!(PublicKey::new(keytype, public).check_material(), expected, "{name}");
+        }
+        // A P-256 point that is not on the curve.
+        let mut off_curve = ecdsa.public().to_vec();
+        let last = off_curve.len() - 1;
+        off_curve[last] ^= 0x01;
+        assert_eq!(
+            PublicKey::new(KeyType::Ecdsa, off_curve).check_material(),
+            mismatch("ecdsa", "an EC point that is not on its curve")
+        );
     }
 
     fn check_from_json(name: &str, value: Value, expected: Result<PublicKey, KeyError>) {

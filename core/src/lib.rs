@@ -2,6 +2,7 @@
 //! verifier. This crate does no IO and knows neither the database nor HTTP.
 
 pub mod canonical;
+pub mod json;
 pub mod keys;
 pub mod metadata;
 pub mod names;

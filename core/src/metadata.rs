@@ -9,7 +9,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::canonical::{CanonicalError, to_canonical};
+use crate::canonical::{CanonicalError, object_to_canonical};
+use crate::json::{self, StrictError};
 use crate::keys::{PublicKey, sha256, sha512};
 use crate::names::{BaseRole, RoleName, check_target_name};
 use crate::time;
@@ -26,10 +27,66 @@ pub enum MetadataError {
     /// The body has no canonical form (for example a non-integral number).
     #[error(transparent)]
     Canonical(#[from] CanonicalError),
+    /// The JSON breaks a strict rule (a repeated key, too deep nesting).
+    #[error("metadata JSON is refused: {0}")]
+    Strict(#[from] StrictError),
 }
 
 fn structure(message: impl Into<String>) -> MetadataError {
     MetadataError::Structure(message.into())
+}
+
+/// The fields of each object notary clients decode into a Go struct. Go matches JSON names to
+/// struct fields ignoring case (and folds `K` U+212A to `k`, `ſ` U+017F to `s`), so a name that
+/// differs from one of these only in case is read by notary clients as that field, while this
+/// server reads only the exact name; such names are refused.
+mod fields {
+    pub(super) const ENVELOPE: &[&str] = &["signatures", "signed"];
+    pub(super) const SIGNATURE: &[&str] = &["keyid", "method", "sig"];
+    pub(super) const ROOT: &[&str] = &["_type", "consistent_snapshot", "expires", "keys", "roles", "version"];
+    pub(super) const TARGETS: &[&str] = &["_type", "delegations", "expires", "targets", "version"];
+    pub(super) const SNAPSHOT: &[&str] = &["_type", "expires", "meta", "version"];
+    pub(super) const KEY: &[&str] = &["keytype", "keyval"];
+    pub(super) const KEYVAL: &[&str] = &["private", "public"];
+    pub(super) const ROOT_ROLE: &[&str] = &["keyids", "threshold"];
+    pub(super) const DELEGATIONS: &[&str] = &["keys", "roles"];
+    pub(super) const DELEGATION: &[&str] = &["keyids", "name", "path_hash_prefixes", "paths", "threshold"];
+    pub(super) const FILE_META: &[&str] = &["custom", "hashes", "length"];
+}
+
+/// Go's case folding of a name character, as far as it can make a name equal to an ASCII one.
+fn go_fold(character: char) -> char {
+    match character {
+        '\u{212A}' => 'k',
+        '\u{17F}' => 's',
+        other => other.to_ascii_lowercase(),
+    }
+}
+
+/// Refuses members of `object` (if it is an object) whose names differ from a field in `known`
+/// only in case.
+fn check_field_names(object: &Value, known: &[&str], what: &str) -> Result<(), MetadataError> {
+    match object {
+        Value::Object(members) => check_member_names(members, known, what),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses members whose names differ from a field in `known` only in case.
+fn check_member_names(members: &Map<String, Value>, known: &[&str], what: &str) -> Result<(), MetadataError> {
+    for name in members.keys() {
+        if known.contains(&name.as_str()) {
+            continue;
+        }
+        let folded = |text: &str| text.chars().map(go_fold).collect::<String>();
+        let name_folded = folded(name);
+        if let Some(field) = known.iter().find(|field| folded(field) == name_folded) {
+            return Err(structure(format!(
+                "{what} has the field {name:?}, which differs only in case from \"{field}\""
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// One signature of the envelope.
@@ -64,7 +121,9 @@ pub struct Signed {
 impl Signed {
     /// Parses the envelope `{"signed":{...},"signatures":[...]}` of a metadata file.
     pub fn parse(bytes: &[u8]) -> Result<Self, MetadataError> {
+        let scan = json::scan(bytes)?;
         let value: Value = serde_json::from_slice(bytes).map_err(|error| MetadataError::Json(error.to_string()))?;
+        check_field_names(&value, fields::ENVELOPE, "the envelope")?;
         let Value::Object(mut envelope) = value else {
             return Err(structure("metadata is not a JSON object"));
         };
@@ -76,7 +135,15 @@ impl Signed {
             Some(Value::Null) | None => Vec::new(),
             Some(_) => return Err(structure("\"signatures\" is not a list")),
         };
-        let canonical = to_canonical(&Value::Object(body.clone()))?;
+        let canonical = object_to_canonical(&body)?;
+        // Notary clients sign the canonical bytes and write them verbatim into the envelope, so
+        // the text of `signed` is its canonical form (up to whitespace and Go's escapes of
+        // `<`, `>`, `&`, U+2028 and U+2029). Any other text means the bytes stored and served
+        // are not the bytes signed, which readers may decode differently.
+        let text = scan.signed.and_then(|span| bytes.get(span)).unwrap_or_default();
+        if !json::is_canonical_text(text, &canonical) {
+            return Err(structure("\"signed\" is not written in canonical JSON, so its text is not what was signed"));
+        }
         Ok(Self { body, canonical, signatures })
     }
 
@@ -119,6 +186,7 @@ impl Signed {
 }
 
 fn parse_signature(value: &Value) -> Result<Signature, MetadataError> {
+    check_field_names(value, fields::SIGNATURE, "a signature")?;
     let field = |name: &str| value.get(name).and_then(Value::as_str);
     let (Some(keyid), Some(method), Some(sig)) = (field("keyid"), field("method"), field("sig")) else {
         return Err(structure("a signature lacks \"keyid\", \"method\" or \"sig\""));
@@ -191,6 +259,7 @@ impl FileMeta {
     }
 
     fn parse(value: &Value, what: &str) -> Result<Self, MetadataError> {
+        check_field_names(value, fields::FILE_META, what)?;
         let length = value
             .get("length")
             .and_then(Value::as_i64)
@@ -226,17 +295,25 @@ impl FileMeta {
     }
 }
 
-fn expect_type(signed: &Signed, kind: &str) -> Result<(), MetadataError> {
+fn expect_type(signed: &Signed, kind: &str, known: &[&str]) -> Result<(), MetadataError> {
+    check_member_names(signed.body(), known, "\"signed\"")?;
     match signed.kind() {
         Some(found) if found == kind => Ok(()),
         _ => Err(structure(format!("\"_type\" must be {kind}"))),
     }
 }
 
+/// The highest version a metadata file may carry: 2^31 - 1. notary-server keeps versions in
+/// 32-bit columns (`version integer` in PostgreSQL, `int(11)` in MySQL), and notary clients read
+/// them into Go's `int`, which is 32 bits wide on the 32-bit platforms the client is built for
+/// (386, arm). A larger version would be stored here but could be neither held by a notary
+/// database nor read by those clients.
+pub const MAX_VERSION: i64 = i32::MAX as i64;
+
 fn positive_version(signed: &Signed) -> Result<i64, MetadataError> {
     let version = signed.version()?;
-    if version < 1 {
-        return Err(structure("\"version\" must be at least 1"));
+    if !(1..=MAX_VERSION).contains(&version) {
+        return Err(structure(format!("\"version\" {version} is outside 1 to {MAX_VERSION}")));
     }
     Ok(version)
 }
@@ -250,7 +327,12 @@ fn parse_keys(value: Option<&Value>, what: &str) -> Result<BTreeMap<String, Publ
         Some(_) => return Err(structure(format!("{what} keys are not an object"))),
     };
     for (id, key) in map {
+        check_field_names(key, fields::KEY, &format!("{what} key {id}"))?;
+        if let Some(keyval) = key.get("keyval") {
+            check_field_names(keyval, fields::KEYVAL, &format!("{what} key {id}"))?;
+        }
         let key = PublicKey::from_json(key).map_err(|error| structure(format!("{what} key {id}: {error}")))?;
+        key.check_material().map_err(|error| structure(format!("{what} key {id}: {error}")))?;
         if key.key_id() != *id {
             return Err(structure(format!("{what} key {id} does not match its key ID")));
         }
@@ -298,7 +380,7 @@ pub struct Root {
 impl Root {
     /// Reads and checks a root body: `_type`, version, expiry, keys, and all four base roles.
     pub fn from_signed(signed: &Signed) -> Result<Self, MetadataError> {
-        expect_type(signed, "Root")?;
+        expect_type(signed, "Root", fields::ROOT)?;
         let version = positive_version(signed)?;
         let expires = signed.expires()?;
         let keys = parse_keys(signed.body().get("keys"), "root")?;
@@ -307,6 +389,7 @@ impl Root {
         };
         let mut roles = BTreeMap::new();
         for (name, value) in role_map {
+            check_field_names(value, fields::ROOT_ROLE, &format!("root role {name}"))?;
             roles.insert(name.clone(), parse_role_keys(value, &keys, &format!("root role {name}"))?);
         }
         for base in [BaseRole::Root, BaseRole::Targets, BaseRole::Snapshot, BaseRole::Timestamp] {
@@ -323,6 +406,42 @@ impl Root {
     }
 }
 
+/// A set of target-name prefixes kept for O(log n) queries: sorted, with every prefix that
+/// another prefix in the set already covers left out (so no kept prefix starts another).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PathPrefixes {
+    /// Sorted, prefix-free.
+    minimal: Vec<String>,
+}
+
+impl PathPrefixes {
+    /// Builds the set from prefixes in any order; O(n log n).
+    pub fn new<'a>(paths: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut sorted: Vec<&str> = paths.into_iter().collect();
+        sorted.sort_unstable();
+        let mut minimal: Vec<String> = Vec::new();
+        for path in sorted {
+            // In sorted order, a prefix of `path` that is kept is the last one kept: anything
+            // sorting between a string and its extension starts with that string.
+            if minimal.last().is_some_and(|kept| path.starts_with(kept.as_str())) {
+                continue;
+            }
+            minimal.push(path.to_owned());
+        }
+        Self { minimal }
+    }
+
+    /// Whether some prefix in the set starts `name`; O(log n). The only candidate is the
+    /// greatest kept prefix that sorts at or before `name`.
+    pub fn allows(&self, name: &str) -> bool {
+        let after = self.minimal.partition_point(|prefix| prefix.as_str() <= name);
+        after
+            .checked_sub(1)
+            .and_then(|index| self.minimal.get(index))
+            .is_some_and(|prefix| name.starts_with(prefix.as_str()))
+    }
+}
+
 /// A delegation declared in a targets file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delegation {
@@ -330,17 +449,19 @@ pub struct Delegation {
     pub name: RoleName,
     /// Keys and threshold.
     pub keys: RoleKeys,
-    /// Target name prefixes the role may sign for (`""` is everything).
+    /// Target name prefixes the role may sign for (`""` is everything), in file order.
     pub paths: Vec<String>,
+    /// The same prefixes, indexed.
+    prefixes: PathPrefixes,
 }
 
 impl Delegation {
-    /// Whether `target` lies within this delegation's paths.
+    /// Whether `target` lies within this delegation's paths; O(log n) in the number of paths.
     pub fn allows(&self, target: &str) -> bool {
-        self.paths.iter().any(|prefix| target.starts_with(prefix.as_str()))
+        self.prefixes.allows(target)
     }
 
-    /// Whether every path of `child` lies within one of this delegation's paths.
+    /// Whether every path of `child` lies within one of this delegation's paths; O(m log n).
     pub fn contains_paths_of(&self, child: &Delegation) -> bool {
         child.paths.iter().all(|path| self.allows(path))
     }
@@ -359,13 +480,15 @@ pub struct Targets {
     pub delegation_keys: BTreeMap<String, PublicKey>,
     /// Delegated roles, in file order.
     pub delegations: Vec<Delegation>,
+    /// Delegation name → its index in `delegations`.
+    by_name: BTreeMap<RoleName, usize>,
 }
 
 impl Targets {
     /// Reads and checks a targets body written for `role`: delegations must be direct children
     /// of `role`, and target names must be clean.
     pub fn from_signed(signed: &Signed, role: &RoleName) -> Result<Self, MetadataError> {
-        expect_type(signed, "Targets")?;
+        expect_type(signed, "Targets", fields::TARGETS)?;
         let version = positive_version(signed)?;
         let expires = signed.expires()?;
         let mut targets = BTreeMap::new();
@@ -379,31 +502,34 @@ impl Targets {
             Some(Value::Null) | None => {}
             Some(_) => return Err(structure("\"targets\" is not an object")),
         }
-        let (delegation_keys, delegations) = match signed.body().get("delegations") {
+        let (delegation_keys, delegations, by_name) = match signed.body().get("delegations") {
             Some(Value::Object(section)) => parse_delegations(section, role)?,
-            Some(Value::Null) | None => (BTreeMap::new(), Vec::new()),
+            Some(Value::Null) | None => (BTreeMap::new(), Vec::new(), BTreeMap::new()),
             Some(_) => return Err(structure("\"delegations\" is not an object")),
         };
-        Ok(Self { version, expires, targets, delegation_keys, delegations })
+        Ok(Self { version, expires, targets, delegation_keys, delegations, by_name })
     }
 
     /// The declaration of the direct child `child`, if this file declares it.
     pub fn delegation(&self, child: &RoleName) -> Option<&Delegation> {
-        self.delegations.iter().find(|delegation| delegation.name == *child)
+        self.by_name.get(child).and_then(|index| self.delegations.get(*index))
     }
 }
 
-type DelegationSection = (BTreeMap<String, PublicKey>, Vec<Delegation>);
+type DelegationSection = (BTreeMap<String, PublicKey>, Vec<Delegation>, BTreeMap<RoleName, usize>);
 
 fn parse_delegations(section: &Map<String, Value>, role: &RoleName) -> Result<DelegationSection, MetadataError> {
+    check_member_names(section, fields::DELEGATIONS, "\"delegations\"")?;
     let keys = parse_keys(section.get("keys"), "delegation")?;
     let mut delegations: Vec<Delegation> = Vec::new();
+    let mut by_name: BTreeMap<RoleName, usize> = BTreeMap::new();
     let entries = match section.get("roles") {
         Some(Value::Array(entries)) => entries.as_slice(),
         Some(Value::Null) | None => &[],
         Some(_) => return Err(structure("delegation roles are not a list")),
     };
     for entry in entries {
+        check_field_names(entry, fields::DELEGATION, "a delegation")?;
         let name = entry
             .get("name")
             .and_then(Value::as_str)
@@ -413,7 +539,7 @@ fn parse_delegations(section: &Map<String, Value>, role: &RoleName) -> Result<De
         if name.parent().as_ref() != Some(role) {
             return Err(structure(format!("delegation {name} is not a direct child of {role}")));
         }
-        if delegations.iter().any(|existing| existing.name == name) {
+        if by_name.contains_key(&name) {
             return Err(structure(format!("delegation {name} is declared twice")));
         }
         let role_keys = parse_role_keys(entry, &keys, &format!("delegation {name}"))?;
@@ -430,9 +556,11 @@ fn parse_delegations(section: &Map<String, Value>, role: &RoleName) -> Result<De
         if entry.get("path_hash_prefixes").is_some_and(|value| !value.is_null()) {
             return Err(structure("path_hash_prefixes are not supported"));
         }
-        delegations.push(Delegation { name, keys: role_keys, paths });
+        let prefixes = PathPrefixes::new(paths.iter().map(String::as_str));
+        by_name.insert(name.clone(), delegations.len());
+        delegations.push(Delegation { name, keys: role_keys, paths, prefixes });
     }
-    Ok((keys, delegations))
+    Ok((keys, delegations, by_name))
 }
 
 /// The body of `snapshot.json`.
@@ -449,7 +577,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Reads and checks a snapshot body.
     pub fn from_signed(signed: &Signed) -> Result<Self, MetadataError> {
-        expect_type(signed, "Snapshot")?;
+        expect_type(signed, "Snapshot", fields::SNAPSHOT)?;
         let version = positive_version(signed)?;
         let expires = signed.expires()?;
         let Some(Value::Object(map)) = signed.body().get("meta") else {
@@ -493,7 +621,7 @@ pub struct Timestamp {
 impl Timestamp {
     /// Reads and checks a timestamp body.
     pub fn from_signed(signed: &Signed) -> Result<Self, MetadataError> {
-        expect_type(signed, "Timestamp")?;
+        expect_type(signed, "Timestamp", fields::SNAPSHOT)?;
         let version = positive_version(signed)?;
         let expires = signed.expires()?;
         let snapshot = signed
@@ -518,5 +646,81 @@ impl Timestamp {
         body.insert("meta".into(), Value::Object(meta));
         body.insert("version".into(), Value::from(self.version));
         Value::Object(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_notary_client_files_pass_the_strict_parser() {
+        let read = |bytes: &[u8]| Signed::parse(bytes).unwrap();
+        let root = Root::from_signed(&read(include_bytes!("../tests/data/notary-0.7/root.json"))).unwrap();
+        assert_eq!((root.version, root.keys.len()), (1, 4));
+        let targets_role = RoleName::base(BaseRole::Targets);
+        let targets = read(include_bytes!("../tests/data/notary-0.7/targets.json"));
+        assert_eq!(Targets::from_signed(&targets, &targets_role).unwrap().version, 1);
+        let snapshot = read(include_bytes!("../tests/data/notary-0.7/snapshot.json"));
+        assert_eq!(Snapshot::from_signed(&snapshot).unwrap().meta.len(), 2);
+        let timestamp = read(include_bytes!("../tests/data/notary-0.7/timestamp.json"));
+        assert_eq!(Timestamp::from_signed(&timestamp).unwrap().snapshot.length, 682);
+    }
+
+    /// The quadratic definition the indexed set must agree with.
+    fn naive(paths: &[&str], name: &str) -> bool {
+        paths.iter().any(|prefix| name.starts_with(prefix))
+    }
+
+    #[test]
+    fn path_prefixes_agree_with_the_pairwise_definition() {
+        let path_sets: [&[&str]; 7] = [
+            &[],
+            &[""],
+            &["a/", "a/b/", "b"],
+            &["release/", "rel", "release/v1/", "z", "a"],
+            &["ab", "a", "abc", "b/", "ba"],
+            &["x/é", "x/", "x/\u{10ffff}"],
+            &["v1", "v10", "v2", "v1.0/"],
+        ];
+        let names = [
+            "",
+            "a",
+            "a/",
+            "a/b/c",
+            "ab",
+            "abc",
+            "b",
+            "b/x",
+            "ba",
+            "bb",
+            "rel",
+            "release/v1/x",
+            "release",
+            "x/é",
+            "x",
+            "x/ü",
+            "z",
+            "zz",
+            "v1",
+            "v10x",
+            "v2",
+            "v3",
+            "v1.0/a",
+            "\u{10ffff}",
+        ];
+        for paths in path_sets {
+            let set = PathPrefixes::new(paths.iter().copied());
+            for name in names {
+                assert_eq!(set.allows(name), naive(paths, name), "paths {paths:?}, name {name:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn covered_prefixes_are_dropped() {
+        let set = PathPrefixes::new(["a/b/", "a/", "c", "a/c", "cd"]);
+        assert_eq!(set.minimal, vec!["a/".to_owned(), "c".to_owned()]);
+        assert_eq!(PathPrefixes::new(["x", ""]).minimal, vec![String::new()]);
     }
 }

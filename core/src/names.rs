@@ -24,6 +24,39 @@ pub enum NameError {
     Target(&'static str),
 }
 
+/// The Unicode format characters (general category Cf, Unicode 16.0): invisible characters
+/// that change how text displays or joins, such as the bidirectional overrides U+202A..U+202E
+/// and isolates U+2066..U+2069 and the zero-width characters U+200B..U+200F, which can make a
+/// name read as another.
+const FORMAT_CHARACTERS: [(char, char); 21] = [
+    ('\u{AD}', '\u{AD}'),
+    ('\u{600}', '\u{605}'),
+    ('\u{61C}', '\u{61C}'),
+    ('\u{6DD}', '\u{6DD}'),
+    ('\u{70F}', '\u{70F}'),
+    ('\u{890}', '\u{891}'),
+    ('\u{8E2}', '\u{8E2}'),
+    ('\u{180E}', '\u{180E}'),
+    ('\u{200B}', '\u{200F}'),
+    ('\u{202A}', '\u{202E}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206F}'),
+    ('\u{FEFF}', '\u{FEFF}'),
+    ('\u{FFF9}', '\u{FFFB}'),
+    ('\u{110BD}', '\u{110BD}'),
+    ('\u{110CD}', '\u{110CD}'),
+    ('\u{13430}', '\u{1343F}'),
+    ('\u{1BCA0}', '\u{1BCA3}'),
+    ('\u{1D173}', '\u{1D17A}'),
+    ('\u{E0001}', '\u{E0001}'),
+    ('\u{E0020}', '\u{E007F}'),
+];
+
+/// Whether `character` is a Unicode format character (Cf).
+fn is_format_character(character: char) -> bool {
+    FORMAT_CHARACTERS.iter().any(|(first, last)| (*first..=*last).contains(&character))
+}
+
 /// Checks the path-like rules shared by GUNs and target names; returns the reason on failure.
 fn path_problem(text: &str) -> Option<&'static str> {
     if text.is_empty() {
@@ -32,8 +65,8 @@ fn path_problem(text: &str) -> Option<&'static str> {
     if text.starts_with('/') {
         return Some("it starts with '/'");
     }
-    if text.chars().any(char::is_control) {
-        return Some("it contains control characters");
+    if text.chars().any(|character| character.is_control() || is_format_character(character)) {
+        return Some("it contains control or format characters");
     }
     if text.split('/').any(|segment| segment == "..") {
         return Some("it contains a '..' segment");
@@ -43,7 +76,8 @@ fn path_problem(text: &str) -> Option<&'static str> {
 
 /// A Globally Unique Name: the repository a set of TUF metadata belongs to.
 ///
-/// Accepted: 1 to 255 bytes of UTF-8 without control characters, whitespace or `*`; no leading or
+/// Accepted: 1 to 255 bytes of UTF-8 without control (Cc) or format (Cf) characters, whitespace
+/// or `*`; no leading or
 /// trailing `/`, no empty, `.`, `..` or `_trust` segments.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Gun(String);
@@ -181,7 +215,8 @@ impl fmt::Display for RoleName {
     }
 }
 
-/// Checks a target name: no `..` segments, no leading `/`, no control characters, bounded length.
+/// Checks a target name: no `..` segments, no leading `/`, no control (Cc) or format (Cf)
+/// characters, bounded length.
 /// (Invalid UTF-8 cannot reach here: JSON parsing refuses it.)
 pub fn check_target_name(name: &str) -> Result<(), NameError> {
     if let Some(problem) = path_problem(name) {
@@ -214,12 +249,33 @@ mod tests {
             ("a/./b", empty_segment),
             ("sp ace", "it contains whitespace or '*'"),
             ("star*", "it contains whitespace or '*'"),
-            ("ctl\u{1}x", "it contains control characters"),
+            ("ctl\u{1}x", "it contains control or format characters"),
             ("x/_trust/y", empty_segment),
-            ("tab\t", "it contains control characters"),
-            ("del\u{7f}", "it contains control characters"),
+            ("tab\t", "it contains control or format characters"),
+            ("del\u{7f}", "it contains control or format characters"),
         ] {
             assert_eq!(Gun::parse(bad), Err(NameError::Gun(problem)), "{bad:?}");
+        }
+        // Format characters (Cf), at both ends of every range, and the neighbours that are not.
+        for (first, last) in FORMAT_CHARACTERS {
+            for character in [first, last] {
+                let gun = format!("example.com/a{character}pp");
+                assert_eq!(
+                    Gun::parse(&gun),
+                    Err(NameError::Gun("it contains control or format characters")),
+                    "U+{:04X}",
+                    u32::from(character)
+                );
+            }
+        }
+        for neighbour in ['\u{AC}', '\u{AE}', '\u{2065}', '\u{2070}', '\u{FEFE}', '\u{E0080}', '\u{200A}'] {
+            let gun = format!("a{neighbour}b");
+            let expected = if neighbour.is_whitespace() {
+                Err(NameError::Gun("it contains whitespace or '*'"))
+            } else {
+                Ok(gun.clone())
+            };
+            assert_eq!(Gun::parse(&gun).map(|gun| gun.as_str().to_owned()), expected, "U+{:04X}", u32::from(neighbour));
         }
         assert_eq!(Gun::parse(&"a".repeat(256)), Err(NameError::Gun("it is longer than 255 bytes")));
         assert_eq!(Gun::parse(&"a".repeat(255)).map(|gun| gun.as_str().len()), Ok(255));
@@ -267,8 +323,11 @@ mod tests {
             ("../x", dot_dot),
             ("a/../../b", dot_dot),
             ("a/..", dot_dot),
-            ("nl\nx", "it contains control characters"),
-            ("nul\u{0}", "it contains control characters"),
+            ("nl\nx", "it contains control or format characters"),
+            ("nul\u{0}", "it contains control or format characters"),
+            ("v1\u{202E}txt.exe", "it contains control or format characters"),
+            ("zero\u{200B}width", "it contains control or format characters"),
+            ("c1\u{85}", "it contains control or format characters"),
         ] {
             assert_eq!(check_target_name(bad), Err(NameError::Target(problem)), "{bad:?}");
         }

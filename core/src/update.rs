@@ -7,13 +7,16 @@
 //! root's certificates are trusted without an expiry check so an expired certificate can always
 //! be rotated out (notary-server bricks such a repository).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
 
 use crate::keys::{PublicKey, sha256};
 use crate::metadata::{
-    Delegation, FileMeta, MetadataError, RoleKeys, Root, Signature, Signed, Snapshot, Targets, Timestamp, envelope,
+    Delegation, FileMeta, MAX_VERSION, MetadataError, RoleKeys, Root, Signature, Signed, Snapshot, Targets, Timestamp,
+    envelope,
 };
 use crate::names::{BaseRole, Gun, RoleName};
 use crate::verify::check_threshold;
@@ -24,18 +27,44 @@ pub const SNAPSHOT_LIFETIME: Duration = Duration::days(3 * 365);
 /// Lifetime of a server-generated timestamp (Notary's default: 14 days).
 pub const TIMESTAMP_LIFETIME: Duration = Duration::days(14);
 
-/// Explicit limits on what one update may contain.
-#[derive(Debug, Clone, Copy)]
+/// Explicit limits on what one update may contain. Each bounds the work one uploaded file can
+/// cause; the defaults are well above what real Notary repositories hold (a few keys per role,
+/// thousands of targets, hundreds of delegations). A file over a limit is refused with the error
+/// of its role (`ErrBadRoot`, `ErrBadTargets`, `ErrBadSnapshot`) naming the limit and the value.
+/// Limits apply to uploaded files only; stored files are never re-judged by them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Deepest delegation accepted, counted below `targets` (`targets/a` is 1).
+    /// Deepest delegation accepted, counted below `targets` (`targets/a` is 1). Default 16.
     pub max_delegation_depth: usize,
-    /// Most signatures one file may carry (each costs a verification).
+    /// Most signatures one file may carry (each costs a verification). Default 64.
     pub max_signatures: usize,
+    /// Most keys the `keys` map of one root may declare (each is parsed and checked; a notary
+    /// root holds four, a few more during rotations). Default 256.
+    pub max_root_keys: usize,
+    /// Most key IDs one role may list: a base role in the root, or one delegation. Default 256.
+    pub max_role_keyids: usize,
+    /// Most delegations the `delegations.roles` list of one targets file may declare. Default 1,000.
+    pub max_delegations: usize,
+    /// Most keys the `delegations.keys` map of one targets file may declare. Default 2,000.
+    pub max_delegation_keys: usize,
+    /// Most path prefixes one delegation may list. Default 1,000.
+    pub max_delegation_paths: usize,
+    /// Most targets one targets or delegation file may list. Default 100,000.
+    pub max_targets: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_delegation_depth: 16, max_signatures: 64 }
+        Self {
+            max_delegation_depth: 16,
+            max_signatures: 64,
+            max_root_keys: 256,
+            max_role_keyids: 256,
+            max_delegations: 1_000,
+            max_delegation_keys: 2_000,
+            max_delegation_paths: 1_000,
+            max_targets: 100_000,
+        }
     }
 }
 
@@ -114,9 +143,10 @@ impl NewFile {
 struct LoadedTargets {
     body: Targets,
     bytes: Vec<u8>,
-    /// The declaration this role was verified against (`None` for `targets`), plus the
-    /// declarations of every delegation above it, outermost first.
-    chain: Vec<Delegation>,
+    /// The declarations of every delegation from the top down to this role (empty for
+    /// `targets`), shared with the files below rather than copied: a child's chain is its
+    /// parent's plus one pointer.
+    chain: Vec<Arc<Delegation>>,
 }
 
 /// The outcome of a valid update, before the server signs what it must sign.
@@ -144,9 +174,61 @@ fn not_expired(role: &str, expires: DateTime<Utc>, now: DateTime<Utc>) -> Result
     Ok(())
 }
 
+/// Refuses a count above its limit, naming the limit and both values.
+fn within(what: &str, count: usize, limit_name: &str, limit: usize) -> Result<(), String> {
+    if count > limit {
+        return Err(format!("{what}: {count} is more than the limit {limit_name} = {limit}"));
+    }
+    Ok(())
+}
+
+/// The number of members of a JSON object or array (0 for anything else).
+fn members(value: Option<&Value>) -> usize {
+    match value {
+        Some(Value::Object(map)) => map.len(),
+        Some(Value::Array(items)) => items.len(),
+        _ => 0,
+    }
+}
+
 fn signature_count(role: &str, signed: &Signed, limits: &Limits) -> Result<(), String> {
-    if signed.signatures().len() > limits.max_signatures {
-        return Err(format!("{role} carries more than {} signatures", limits.max_signatures));
+    within(&format!("{role} signatures"), signed.signatures().len(), "max_signatures", limits.max_signatures)
+}
+
+/// Checks an uploaded root's counts on the generic body, before any key is parsed.
+fn root_counts(signed: &Signed, limits: &Limits) -> Result<(), String> {
+    signature_count("root", signed, limits)?;
+    within("root keys", members(signed.body().get("keys")), "max_root_keys", limits.max_root_keys)?;
+    if let Some(Value::Object(roles)) = signed.body().get("roles") {
+        for (name, role) in roles {
+            let what = format!("root role {name} key IDs");
+            within(&what, members(role.get("keyids")), "max_role_keyids", limits.max_role_keyids)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks an uploaded targets-type file's counts on the generic body, before anything in it is
+/// parsed.
+fn targets_counts(role: &RoleName, signed: &Signed, limits: &Limits) -> Result<(), String> {
+    signature_count(role.as_str(), signed, limits)?;
+    let body = signed.body();
+    within(&format!("{role} targets"), members(body.get("targets")), "max_targets", limits.max_targets)?;
+    let Some(Value::Object(section)) = body.get("delegations") else {
+        return Ok(());
+    };
+    let keys = members(section.get("keys"));
+    within(&format!("{role} delegation keys"), keys, "max_delegation_keys", limits.max_delegation_keys)?;
+    let roles = members(section.get("roles"));
+    within(&format!("{role} delegations"), roles, "max_delegations", limits.max_delegations)?;
+    if let Some(Value::Array(entries)) = section.get("roles") {
+        for entry in entries {
+            let name = entry.get("name").and_then(Value::as_str).unwrap_or("(unnamed)");
+            let what = format!("{role} delegation {name:?} key IDs");
+            within(&what, members(entry.get("keyids")), "max_role_keyids", limits.max_role_keyids)?;
+            let what = format!("{role} delegation {name:?} paths");
+            within(&what, members(entry.get("paths")), "max_delegation_paths", limits.max_delegation_paths)?;
+        }
     }
     Ok(())
 }
@@ -164,7 +246,9 @@ fn valid_root_keys(
     let Some(role) = root.role(BaseRole::Root) else {
         return (valid, Some("root role is missing".into()));
     };
-    for id in &role.keyids {
+    // Each key once, however often the role lists it.
+    let listed: BTreeSet<&String> = role.keyids.iter().collect();
+    for id in listed {
         let Some(key) = root.keys.get(id) else {
             continue;
         };
@@ -209,7 +293,7 @@ fn validate_new_root(
     limits: &Limits,
 ) -> Result<(Root, NewFile), String> {
     let signed = parse_signed(bytes, "root")?;
-    signature_count("root", &signed, limits)?;
+    root_counts(&signed, limits)?;
     let root = Root::from_signed(&signed).map_err(|error| error.to_string())?;
     let current = previous.map_or(1, |root| root.version);
     if root.version != current && root.version != current.saturating_add(1) {
@@ -292,8 +376,8 @@ pub fn validate(
         });
         targets_files.insert(role.clone(), loaded_file);
     }
-    for (role, file) in &targets_files {
-        loaded.insert(role.to_string(), file.bytes.clone());
+    for (role, file) in targets_files {
+        loaded.insert(role.to_string(), file.bytes);
     }
 
     // Snapshot.
@@ -353,7 +437,7 @@ fn load_targets(
 ) -> Result<LoadedTargets, String> {
     let signed = parse_signed(bytes, role.as_str())?;
     if let Some(limits) = limits {
-        signature_count(role.as_str(), &signed, limits)?;
+        targets_counts(role, &signed, limits)?;
     }
     let body = Targets::from_signed(&signed, role).map_err(|error| format!("{role}: {error}"))?;
     let chain = match role.parent() {
@@ -369,8 +453,9 @@ fn load_targets(
                 parent.body.delegation(role).ok_or_else(|| format!("{role} is not a delegation of {parent_role}"))?;
             check_threshold(role.as_str(), &signed, &parent.body.delegation_keys, &declaration.keys)
                 .map_err(|error| error.to_string())?;
-            let mut chain = parent.chain.clone();
-            chain.push(declaration.clone());
+            let mut chain = Vec::with_capacity(parent.chain.len().saturating_add(1));
+            chain.extend(parent.chain.iter().cloned());
+            chain.push(Arc::new(declaration.clone()));
             chain
         }
     };
@@ -452,9 +537,17 @@ impl Draft {
     }
 }
 
-fn draft(role: BaseRole, version: i64, expires: DateTime<Utc>, body: &serde_json::Value) -> Result<Draft, UpdateError> {
+fn draft(role: BaseRole, version: i64, expires: DateTime<Utc>, body: &Value) -> Result<Draft, UpdateError> {
     let canonical = crate::canonical::to_canonical(body).map_err(|error| UpdateError::Validation(error.to_string()))?;
     Ok(Draft { role, version, expires, canonical })
+}
+
+/// The version after `previous`, refused past [`MAX_VERSION`].
+fn next_version(role: &str, previous: i64) -> Result<i64, UpdateError> {
+    match previous.checked_add(1) {
+        Some(next) if next <= MAX_VERSION => Ok(next),
+        _ => Err(UpdateError::Validation(format!("the {role} version cannot go past {MAX_VERSION}"))),
+    }
 }
 
 /// Drafts the next snapshot: the previous one's entries (if any), with every file in `loaded`
@@ -476,7 +569,7 @@ pub fn draft_snapshot(
     for (role, bytes) in loaded {
         meta.insert(role.clone(), FileMeta::of(bytes));
     }
-    let snapshot = Snapshot { version: version.saturating_add(1), expires: now + SNAPSHOT_LIFETIME, meta };
+    let snapshot = Snapshot { version: next_version("snapshot", version)?, expires: now + SNAPSHOT_LIFETIME, meta };
     draft(BaseRole::Snapshot, snapshot.version, snapshot.expires, &snapshot.body())
 }
 
@@ -492,7 +585,7 @@ pub fn draft_timestamp(previous: Option<&[u8]>, snapshot: &[u8], now: DateTime<U
         None => 0,
     };
     let timestamp = Timestamp {
-        version: version.saturating_add(1),
+        version: next_version("timestamp", version)?,
         expires: now + TIMESTAMP_LIFETIME,
         snapshot: FileMeta::of(snapshot),
     };

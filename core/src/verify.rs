@@ -1,5 +1,6 @@
 //! The one threshold check. Every role — root, targets, delegations, snapshot, timestamp — is
-//! verified by [`check_threshold`], which counts each key ID at most once.
+//! verified by [`check_threshold`], which counts each public key at most once, however many key
+//! IDs name it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,10 +26,12 @@ pub enum VerifyError {
 }
 
 /// Checks that `signed` carries valid signatures from at least `role_keys.threshold` distinct
-/// keys among `role_keys.keyids`, with keys looked up in `keys`.
+/// public keys among `role_keys.keyids`, with keys looked up in `keys`.
 ///
 /// Signatures by keys outside the role are ignored; a signature that names a listed key whose
-/// recomputed ID differs is an error; repeated signatures by one key count once.
+/// recomputed ID differs is an error; repeated signatures by one key count once, and so do
+/// signatures under several key IDs of one public key (a bare key and a certificate holding it,
+/// or two certificates for one key), which are compared by their canonical key ID.
 pub fn check_threshold(
     role: &str,
     signed: &Signed,
@@ -41,9 +44,11 @@ pub fn check_threshold(
     if signed.signatures().is_empty() {
         return Err(VerifyError::NoSignatures(role.to_owned()));
     }
+    let listed: BTreeSet<&str> = role_keys.keyids.iter().map(String::as_str).collect();
     let mut valid: BTreeSet<&str> = BTreeSet::new();
+    let mut counted: BTreeSet<String> = BTreeSet::new();
     for signature in signed.signatures() {
-        if valid.contains(signature.keyid.as_str()) || !role_keys.keyids.contains(&signature.keyid) {
+        if valid.contains(signature.keyid.as_str()) || !listed.contains(signature.keyid.as_str()) {
             continue;
         }
         let Some(key) = keys.get(&signature.keyid) else {
@@ -54,10 +59,14 @@ pub fn check_threshold(
         }
         if key.verify(&signature.method, signed.canonical(), &signature.sig).is_ok() {
             valid.insert(signature.keyid.as_str());
+            // A key that verified has a readable public key, so its canonical ID exists.
+            if let Ok(canonical) = key.canonical_id() {
+                counted.insert(canonical);
+            }
         }
     }
     let needed = usize::try_from(role_keys.threshold).unwrap_or(usize::MAX);
-    if valid.len() < needed {
+    if counted.len() < needed {
         return Err(VerifyError::Threshold(role.to_owned()));
     }
     Ok(())

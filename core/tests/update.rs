@@ -301,3 +301,97 @@ fn a_delegation_whose_last_key_was_removed_has_null_key_ids_and_is_accepted() {
     let targets = repo.targets(3, json!({}), delegations);
     assert_eq!(stored(run(&state, &[("targets", &targets)])), [("targets".to_owned(), 3)]);
 }
+
+#[test]
+fn each_limit_is_refused_by_name_with_its_value() {
+    let repo = Repo::new();
+    let state = published(&repo, &repo.targets(2, json!({}), no_delegations()));
+    let gun = Gun::parse(GUN).unwrap();
+    let check = |limits: Limits, files: &[(&str, &[u8])], expected: UpdateError| {
+        let result = validate(&gun, &state, uploads(files), Utc::now(), &limits);
+        match result {
+            Ok(_) => panic!("accepted over a limit; expected {expected:?}"),
+            Err(error) => assert_eq!(error, expected),
+        }
+    };
+    let tight = Limits {
+        max_delegation_depth: 16,
+        max_signatures: 1,
+        max_root_keys: 4,
+        max_role_keyids: 1,
+        max_delegations: 1,
+        max_delegation_keys: 1,
+        max_delegation_paths: 1,
+        max_targets: 1,
+    };
+
+    // Keys per root: the repository's root has four; five is one too many.
+    let mut body = repo.root_body(2);
+    let extra = Key::ecdsa();
+    body["keys"][extra.id()] = extra.public.to_json();
+    let root = sign(&body, &[&repo.root_key]);
+    check(
+        tight,
+        &[("root", &root)],
+        UpdateError::BadRoot("root keys: 5 is more than the limit max_root_keys = 4".into()),
+    );
+
+    // Key IDs per root role.
+    let mut body = repo.root_body(2);
+    body["roles"]["targets"]["keyids"] = json!([repo.targets.id(), repo.snapshot.id()]);
+    let root = sign(&body, &[&repo.root_key]);
+    check(
+        tight,
+        &[("root", &root)],
+        UpdateError::BadRoot("root role targets key IDs: 2 is more than the limit max_role_keyids = 1".into()),
+    );
+
+    // Signatures per file.
+    let root = sign(&repo.root_body(2), &[&repo.root_key, &repo.targets]);
+    check(
+        tight,
+        &[("root", &root)],
+        UpdateError::BadRoot("root signatures: 2 is more than the limit max_signatures = 1".into()),
+    );
+
+    // Targets per file.
+    let targets = repo.targets(3, json!({"a": target(b"a"), "b": target(b"b")}), no_delegations());
+    check(
+        tight,
+        &[("targets", &targets)],
+        UpdateError::BadTargets("targets targets: 2 is more than the limit max_targets = 1".into()),
+    );
+
+    // Delegations, delegation keys, key IDs per delegation and paths per delegation.
+    let (a, b) = (Key::ecdsa(), Key::ecdsa());
+    let keys = json!({a.id(): a.public.to_json(), b.id(): b.public.to_json()});
+    let cases = [
+        (
+            json!({"keys": keys.clone(), "roles": []}),
+            "targets delegation keys: 2 is more than the limit max_delegation_keys = 1",
+        ),
+        (
+            json!({"keys": {}, "roles": [
+                {"keyids": [], "name": "targets/a", "paths": [""], "threshold": 1},
+                {"keyids": [], "name": "targets/b", "paths": [""], "threshold": 1}]}),
+            "targets delegations: 2 is more than the limit max_delegations = 1",
+        ),
+        (
+            json!({"keys": {}, "roles": [{"keyids": [a.id(), b.id()], "name": "targets/a", "paths": [""], "threshold": 1}]}),
+            "targets delegation \"targets/a\" key IDs: 2 is more than the limit max_role_keyids = 1",
+        ),
+        (
+            json!({"keys": {}, "roles": [{"keyids": [a.id()], "name": "targets/a", "paths": ["x/", "y/"], "threshold": 1}]}),
+            "targets delegation \"targets/a\" paths: 2 is more than the limit max_delegation_paths = 1",
+        ),
+    ];
+    for (delegations, message) in cases {
+        let targets = repo.targets(3, json!({}), delegations);
+        check(tight, &[("targets", &targets)], UpdateError::BadTargets(message.into()));
+    }
+
+    // The defaults accept what a real repository holds.
+    let many: serde_json::Map<String, Value> = (0..2_000).map(|index| (format!("v{index}"), target(b"x"))).collect();
+    let targets = repo.targets(3, Value::Object(many), no_delegations());
+    assert_eq!(stored(run(&state, &[("targets", &targets)])), vec![("targets".to_owned(), 3)]);
+}

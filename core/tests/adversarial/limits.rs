@@ -1,0 +1,65 @@
+//! Attack class: uploads built to exhaust the server. 40,000 delegations in one file (a
+//! pairwise duplicate check made this cost seconds), one delegation with 40,000 paths (cloned
+//! for each child), and bodies of empty arrays (each costing tens of bytes once parsed) are
+//! refused by the limits before any per-item work, with errors naming the limit.
+
+use serde_json::{Value, json};
+use tufa_core::metadata::envelope;
+use tufa_core::update::UpdateError;
+
+use crate::refused;
+use crate::repo::{Repo, expires, no_delegations, published};
+
+fn unsigned_targets(delegations: Value) -> Vec<u8> {
+    let body =
+        json!({"_type": "Targets", "delegations": delegations, "expires": expires(10), "targets": {}, "version": 3});
+    envelope(&tufa_core::canonical::to_canonical(&body).unwrap(), &[])
+}
+
+#[test]
+fn forty_thousand_delegations_are_refused_by_the_limit() {
+    let repo = Repo::new();
+    let state = published(&repo, &repo.targets(2, json!({}), no_delegations()));
+    let roles: Vec<Value> = (0..40_000)
+        .map(|index| json!({"keyids": [], "name": format!("targets/r{index}"), "paths": [""], "threshold": 1}))
+        .collect();
+    let targets = unsigned_targets(json!({"keys": {}, "roles": roles}));
+    refused(
+        &state,
+        &[("targets", &targets)],
+        UpdateError::BadTargets("targets delegations: 40000 is more than the limit max_delegations = 1000".into()),
+    );
+}
+
+#[test]
+fn forty_thousand_paths_in_one_delegation_are_refused_by_the_limit() {
+    let repo = Repo::new();
+    let state = published(&repo, &repo.targets(2, json!({}), no_delegations()));
+    let paths: Vec<String> = (0..40_000).map(|index| format!("p{index}/")).collect();
+    let targets = unsigned_targets(json!({"keys": {}, "roles": [
+        {"keyids": [], "name": "targets/wide", "paths": paths, "threshold": 1}
+    ]}));
+    refused(
+        &state,
+        &[("targets", &targets)],
+        UpdateError::BadTargets(
+            "targets delegation \"targets/wide\" paths: 40000 is more than the limit max_delegation_paths = 1000"
+                .into(),
+        ),
+    );
+}
+
+#[test]
+fn a_body_of_empty_arrays_is_refused_before_it_is_parsed() {
+    let repo = Repo::new();
+    let state = published(&repo, &repo.targets(2, json!({}), no_delegations()));
+    let body = format!("{{\"signed\":{{\"custom\":[{}[]]}},\"signatures\":[]}}", "[],".repeat(100_000));
+    refused(
+        &state,
+        &[("targets", body.as_bytes())],
+        UpdateError::BadTargets(format!(
+            "targets: metadata JSON is refused: 100005 JSON values in {} bytes is denser than metadata is (at most one per 8 bytes)",
+            body.len()
+        )),
+    );
+}
