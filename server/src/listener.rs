@@ -1,38 +1,84 @@
-//! The accept loop: TCP connections, optional TLS, HTTP/1.1 and HTTP/2 via hyper-util, graceful drain.
+//! The accept loop: TCP connections, optional TLS, HTTP/1.1 and HTTP/2 via hyper-util, connection
+//! hygiene, graceful drain.
 //!
 //! Each accepted connection gets its own task, so a slow or hostile TLS handshake (bounded by
-//! [`HANDSHAKE_TIMEOUT`]) never blocks the loop. Every request carries two extensions: the client's
-//! leaf certificate as [`PeerCertificate`] and the remote address as axum's `ConnectInfo<SocketAddr>`.
-//! When the shutdown future completes, the listener is closed, open connections are asked to finish
-//! their in-flight requests, and whatever remains after [`DRAIN_DEADLINE`] is aborted.
+//! [`ConnectionSettings::handshake_timeout`]) never blocks the loop. Every request carries two
+//! extensions: the client's leaf certificate as [`PeerCertificate`] and the remote address as axum's
+//! `ConnectInfo<SocketAddr>`; its body is a [`GuardedBody`] (cut when late or slow, drained when
+//! left unread). A connection that sends no request within
+//! [`ConnectionSettings::first_request_timeout`] is closed (this covers a TLS client that completes
+//! its handshake and then says nothing, where HTTP version detection would otherwise wait forever);
+//! one with no request in flight for [`ConnectionSettings::idle_timeout`] is shut down gracefully
+//! (HTTP/2 `GOAWAY`), whatever pings the client sends. Beyond
+//! [`ConnectionSettings::max_connections`] new connections are closed at once. When the shutdown
+//! future completes, the listener is closed, open connections are asked to finish their in-flight
+//! requests, and whatever remains after [`DRAIN_DEADLINE`] is aborted.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-/// Longest time a client may take to complete the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::body::{BodyRules, GuardedBody};
+
 /// Longest time open connections get to finish after shutdown begins.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 /// Pause after an accept error that is not about one connection (e.g. out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
+/// How often the refusal of connections beyond the cap is logged, at most.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Timers and caps of client connections (`[connections]` in the configuration file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    /// Longest time a client may take to complete the TLS handshake. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// A connection must send its first request (HTTP/1.1 headers, or an HTTP/2 stream) this soon
+    /// after it was accepted, or it is closed. Default 30 s; also hyper's HTTP/1 header-read timeout.
+    pub first_request_timeout: Duration,
+    /// A connection with no request in flight for this long is shut down gracefully. Default 60 s.
+    pub idle_timeout: Duration,
+    /// Most open connections; more are closed as soon as they are accepted. Default 1024.
+    pub max_connections: usize,
+    /// Most concurrent streams on one HTTP/2 connection. Default 100.
+    pub max_concurrent_streams: u32,
+    /// How request bodies must arrive.
+    pub body: BodyRules,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            first_request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            max_concurrent_streams: 100,
+            body: BodyRules::default(),
+        }
+    }
+}
 
 /// The leaf certificate the client presented, if any; a request extension on every request.
 ///
@@ -50,19 +96,23 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     app: Router,
+    settings: ConnectionSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let acceptor = tls.map(TlsAcceptor::from);
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // A timer enables hyper's HTTP/1 header-read timeout (30 s), which bounds slow-loris clients.
-    builder.http1().timer(TokioTimer::new());
-    builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
+    // A timer enables hyper's HTTP/1 header-read timeout, which bounds slow-loris clients.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.first_request_timeout);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(settings.max_concurrent_streams);
+    let (stop, stopping) = watch::channel(false);
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let mut refusals = Refusals::default();
     let mut connections = JoinSet::new();
     let mut shutdown = pin!(shutdown);
     tracing::info!(
         address = %listener.local_addr().map_or_else(|_| "unknown".to_owned(), |address| address.to_string()),
         tls = acceptor.is_some(),
+        max_connections = settings.max_connections,
         "listening"
     );
 
@@ -74,14 +124,22 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
-                    connections.spawn(serve_connection(
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        // Closed at once: the cap protects everything else the server does.
+                        drop(stream);
+                        refusals.record(settings.max_connections);
+                        continue;
+                    };
+                    connections.spawn(serve_connection(Connection {
                         stream,
                         remote,
-                        acceptor.clone(),
-                        builder.clone(),
-                        app.clone(),
-                        graceful.watcher(),
-                    ));
+                        acceptor: acceptor.clone(),
+                        builder: builder.clone(),
+                        app: app.clone(),
+                        settings,
+                        stopping: stopping.clone(),
+                        _slot: slot,
+                    }));
                 }
                 Err(error) if is_connection_error(&error) => {
                     tracing::debug!(%error, "a connection failed before it was accepted");
@@ -96,11 +154,9 @@ pub async fn serve(
 
     drop(listener);
     tracing::info!(connections = connections.len(), "stopped accepting; draining open connections");
-    let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
-        graceful.shutdown().await;
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
+    let _ = stop.send(true);
+    let drained =
+        tokio::time::timeout(DRAIN_DEADLINE, async { while connections.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(
             connections = connections.len(),
@@ -113,6 +169,30 @@ pub async fn serve(
     Ok(())
 }
 
+/// Connections refused at the cap, logged at most once per [`REFUSAL_LOG_INTERVAL`].
+#[derive(Default)]
+struct Refusals {
+    since_log: u64,
+    logged_at: Option<Instant>,
+}
+
+impl Refusals {
+    fn record(&mut self, cap: usize) {
+        self.since_log = self.since_log.saturating_add(1);
+        let now = Instant::now();
+        if self.logged_at.is_some_and(|logged| now.saturating_duration_since(logged) < REFUSAL_LOG_INTERVAL) {
+            return;
+        }
+        tracing::warn!(
+            max_connections = cap,
+            refused = self.since_log,
+            "connection cap reached: closing new connections at once (logged at most once a minute)"
+        );
+        self.since_log = 0;
+        self.logged_at = Some(now);
+    }
+}
+
 /// Errors that concern a single connection, not the listener.
 fn is_connection_error(error: &io::Error) -> bool {
     matches!(
@@ -121,56 +201,196 @@ fn is_connection_error(error: &io::Error) -> bool {
     )
 }
 
-async fn serve_connection(
+/// One accepted connection and what serving it needs.
+struct Connection {
     stream: TcpStream,
     remote: SocketAddr,
     acceptor: Option<TlsAcceptor>,
     builder: auto::Builder<TokioExecutor>,
     app: Router,
-    watcher: Watcher,
-) {
+    settings: ConnectionSettings,
+    stopping: watch::Receiver<bool>,
+    /// The connection's place under the cap, given back when the connection ends.
+    _slot: OwnedSemaphorePermit,
+}
+
+async fn serve_connection(connection: Connection) {
+    let Connection { stream, remote, acceptor, builder, app, settings, stopping, _slot } = connection;
+    let accepted = Instant::now();
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%remote, %error, "cannot set TCP_NODELAY");
     }
     let Some(acceptor) = acceptor else {
-        serve_http(stream, remote, PeerCertificate(None), builder, app, watcher).await;
+        serve_http(stream, remote, PeerCertificate(None), &builder, app, settings, accepted, stopping).await;
         return;
     };
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+    let tls = match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
             tracing::debug!(%remote, %error, "TLS handshake failed");
             return;
         }
         Err(_) => {
-            tracing::debug!(%remote, timeout_secs = HANDSHAKE_TIMEOUT.as_secs(), "TLS handshake timed out");
+            tracing::debug!(%remote, timeout_ms = settings.handshake_timeout.as_millis(), "TLS handshake timed out");
             return;
         }
     };
     let peer =
         tls.get_ref().1.peer_certificates().and_then(|chain| chain.first()).map(|leaf| leaf.clone().into_owned());
-    serve_http(tls, remote, PeerCertificate(peer), builder, app, watcher).await;
+    serve_http(tls, remote, PeerCertificate(peer), &builder, app, settings, accepted, stopping).await;
 }
 
+/// Requests on one connection: how many are in flight, how many there have been, and since when
+/// (milliseconds after the connection was accepted) none has been in flight.
+struct Activity {
+    accepted: Instant,
+    in_flight: AtomicUsize,
+    requests: AtomicU64,
+    idle_since_ms: AtomicU64,
+}
+
+/// What the connection's timer decided.
+enum Due {
+    /// No request arrived in time: close the connection.
+    NoRequest,
+    /// Nothing in flight for the idle timeout: shut the connection down gracefully.
+    Idle,
+    /// Check again at this moment.
+    Later(Instant),
+}
+
+impl Activity {
+    fn new(accepted: Instant) -> Arc<Self> {
+        Arc::new(Self {
+            accepted,
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        InFlight(self.clone())
+    }
+
+    fn due(&self, settings: &ConnectionSettings, now: Instant) -> Due {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return Due::Later(now + settings.idle_timeout);
+        }
+        if self.requests.load(Ordering::SeqCst) == 0 {
+            let deadline = self.accepted + settings.first_request_timeout;
+            return if now >= deadline { Due::NoRequest } else { Due::Later(deadline) };
+        }
+        let idle_since = self.accepted + Duration::from_millis(self.idle_since_ms.load(Ordering::SeqCst));
+        let deadline = idle_since + settings.idle_timeout;
+        if now >= deadline { Due::Idle } else { Due::Later(deadline) }
+    }
+}
+
+/// One request in flight; it ends when its response body has been sent or dropped.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let since = Instant::now().saturating_duration_since(self.0.accepted);
+            self.0.idle_since_ms.store(u64::try_from(since.as_millis()).unwrap_or(u64::MAX), Ordering::SeqCst);
+        }
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is done.
+struct TrackedBody {
+    body: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[expect(clippy::too_many_arguments, reason = "the pieces of one connection, passed once from serve_connection")]
 async fn serve_http<S>(
     stream: S,
     remote: SocketAddr,
     peer: PeerCertificate,
-    builder: auto::Builder<TokioExecutor>,
+    builder: &auto::Builder<TokioExecutor>,
     app: Router,
-    watcher: Watcher,
+    settings: ConnectionSettings,
+    accepted: Instant,
+    mut stopping: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let app = app.map_request(move |mut request: axum::http::Request<Incoming>| {
+    let activity = Activity::new(accepted);
+    let tracker = activity.clone();
+    let service = tower::service_fn(move |request: axum::http::Request<Incoming>| {
+        let in_flight = tracker.begin();
+        let mut request = request.map(|body| GuardedBody::new(body, settings.body));
         request.extensions_mut().insert(peer.clone());
         request.extensions_mut().insert(ConnectInfo(remote));
-        request
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await?;
+            Ok::<_, Infallible>(response.map(|body| axum::body::Body::new(TrackedBody { body, _in_flight: in_flight })))
+        }
     });
-    let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
-    if let Err(error) = watcher.watch(connection).await {
-        // Clients that hang up mid-request land here; that is routine.
-        tracing::debug!(%remote, %error, "connection ended with an error");
+    let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+    let mut connection = pin!(connection);
+    // Once a graceful shutdown has begun, the moment the connection is dropped if it has not ended.
+    let mut closing: Option<Instant> = None;
+    let mut check = Instant::now();
+    loop {
+        let wake = closing.unwrap_or(check);
+        tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(error) = ended {
+                    // Clients that hang up mid-request land here; that is routine.
+                    tracing::debug!(%remote, %error, "connection ended with an error");
+                }
+                return;
+            }
+            changed = stopping.changed(), if closing.is_none() => {
+                if changed.is_err() || *stopping.borrow() {
+                    connection.as_mut().graceful_shutdown();
+                    // The server's drain deadline ends whatever is left.
+                    closing = Some(Instant::now() + DRAIN_DEADLINE);
+                }
+            }
+            () = tokio::time::sleep_until(wake) => {
+                if closing.is_some() {
+                    tracing::debug!(%remote, "connection did not finish after a graceful shutdown; closing it");
+                    return;
+                }
+                match activity.due(&settings, Instant::now()) {
+                    Due::NoRequest => {
+                        tracing::debug!(%remote, "no request in time; closing the connection");
+                        return;
+                    }
+                    Due::Idle => {
+                        tracing::debug!(%remote, "connection idle; shutting it down");
+                        connection.as_mut().graceful_shutdown();
+                        closing = Some(Instant::now() + settings.idle_timeout);
+                    }
+                    Due::Later(next) => check = next,
+                }
+            }
+        }
     }
 }
 
@@ -215,7 +435,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, tls, app(), async move {
+        let task = tokio::spawn(serve(listener, tls, app(), ConnectionSettings::default(), async move {
             let _ = stopped.await;
         }));
         Running { address, stop, task }
