@@ -399,7 +399,9 @@ mod tests {
     use super::*;
     use crate::tls::{GeneratedTls, client_config, ensure_generated, server_config};
     use axum::Extension;
-    use axum::routing::get;
+    use axum::http::StatusCode;
+    use axum::routing::{get, post};
+    use http_body_util::BodyExt;
     use rustls_pki_types::ServerName;
     use std::path::Path;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -423,6 +425,21 @@ mod tests {
                     "slow done"
                 }),
             )
+            // Answers without reading the body, as every early rejection does.
+            .route("/reject", post(|| async { (StatusCode::BAD_REQUEST, "rejected") }))
+            // Reads the whole body and reports its length, or why it was cut.
+            .route(
+                "/read",
+                post(|body: axum::body::Body| async move {
+                    match body.collect().await {
+                        Ok(collected) => (StatusCode::OK, format!("read {}", collected.to_bytes().len())),
+                        Err(error) => match crate::body::cut_reason(error.into_inner().as_ref()) {
+                            Some(cut) => (StatusCode::REQUEST_TIMEOUT, cut.to_string()),
+                            None => (StatusCode::BAD_REQUEST, "unreadable".to_owned()),
+                        },
+                    }
+                }),
+            )
     }
 
     struct Running {
@@ -432,10 +449,14 @@ mod tests {
     }
 
     async fn start(tls: Option<Arc<rustls::ServerConfig>>) -> Running {
+        start_with(tls, ConnectionSettings::default()).await
+    }
+
+    async fn start_with(tls: Option<Arc<rustls::ServerConfig>>, settings: ConnectionSettings) -> Running {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, tls, app(), ConnectionSettings::default(), async move {
+        let task = tokio::spawn(serve(listener, tls, app(), settings, async move {
             let _ = stopped.await;
         }));
         Running { address, stop, task }
@@ -624,5 +645,285 @@ mod tests {
         assert_eq!(&first, b"HTTP/1.1 200 OK\r\n");
         server.stop.send(()).unwrap();
         tokio::time::timeout(Duration::from_secs(5), server.task).await.unwrap().unwrap().unwrap();
+    }
+
+    /// Short timers, so that the hygiene tests run in well under a second each.
+    fn quick() -> ConnectionSettings {
+        ConnectionSettings {
+            handshake_timeout: Duration::from_millis(300),
+            first_request_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_millis(400),
+            max_connections: 1024,
+            max_concurrent_streams: 7,
+            body: BodyRules {
+                timeout: Duration::from_secs(5),
+                min_rate: 1000,
+                rate_grace: Duration::from_millis(300),
+                drain_max_bytes: 1 << 20,
+                drain_timeout: Duration::from_secs(5),
+            },
+        }
+    }
+
+    /// Reads until the server closes the connection; returns what arrived and how long it took.
+    async fn until_closed<S: AsyncRead + Unpin>(stream: &mut S, limit: Duration) -> (Vec<u8>, Duration) {
+        let started = std::time::Instant::now();
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(limit, stream.read(&mut buffer)).await {
+                Ok(Ok(0) | Err(_)) => return (received, started.elapsed()),
+                Ok(Ok(count)) => received.extend_from_slice(&buffer[..count]),
+                Err(_) => panic!("the connection was still open after {limit:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_starts_the_tls_handshake_is_closed_at_the_handshake_timeout() {
+        let (_dir, tls) = generated();
+        let server = start_with(Some(server_config(&tls.cert, &tls.key, None).unwrap()), quick()).await;
+        let mut silent = TcpStream::connect(server.address).await.unwrap();
+        let (received, took) = until_closed(&mut silent, Duration::from_secs(5)).await;
+        assert!(received.is_empty(), "{received:?}");
+        assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(2), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_tls_client_that_sends_no_request_is_closed_at_the_first_request_timeout() {
+        let (_dir, tls) = generated();
+        let server = start_with(Some(server_config(&tls.cert, &tls.key, None).unwrap()), quick()).await;
+        // Both protocols offered: the server must detect the HTTP version, which waits for bytes.
+        let tcp = TcpStream::connect(server.address).await.unwrap();
+        let connector = TlsConnector::from(client_config(&tls.ca_cert, None).unwrap());
+        let mut stream = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+        let (received, took) = until_closed(&mut stream, Duration::from_secs(5)).await;
+        assert!(received.is_empty(), "{received:?}");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_slow_body_is_cut_and_answered() {
+        let server = start_with(None, quick()).await;
+        let mut stream = TcpStream::connect(server.address).await.unwrap();
+        stream
+            .write_all(b"POST /read HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n0123456789")
+            .await
+            .unwrap();
+        // Ten bytes a second, well under the 1000 the server wants after its 300 ms grace.
+        let writer = tokio::spawn(async move {
+            for _ in 0..50 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if stream.write_all(b"x").await.is_err() {
+                    break;
+                }
+            }
+            stream
+        });
+        let mut stream = writer.await.unwrap();
+        let (received, took) = until_closed(&mut stream, Duration::from_secs(5)).await;
+        let text = String::from_utf8_lossy(&received);
+        assert!(text.starts_with("HTTP/1.1 408 Request Timeout"), "{text}");
+        assert!(text.ends_with("the request body arrived at less than 1000 bytes per second"), "{text}");
+        assert!(took < Duration::from_secs(1), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_is_not_complete_in_time_is_cut() {
+        let mut settings = quick();
+        settings.body.min_rate = 0;
+        settings.body.timeout = Duration::from_millis(500);
+        let server = start_with(None, settings).await;
+        let mut stream = TcpStream::connect(server.address).await.unwrap();
+        stream.write_all(b"POST /read HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\n01234").await.unwrap();
+        let started = std::time::Instant::now();
+        let (received, _) = until_closed(&mut stream, Duration::from_secs(5)).await;
+        let text = String::from_utf8_lossy(&received);
+        assert!(text.starts_with("HTTP/1.1 408 Request Timeout"), "{text}");
+        assert!(text.ends_with("the request body was not complete within 0 s"), "{text}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        // A body that arrives in time is read whole.
+        let mut stream = TcpStream::connect(server.address).await.unwrap();
+        stream
+            .write_all(
+                b"POST /read HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789",
+            )
+            .await
+            .unwrap();
+        let (received, _) = until_closed(&mut stream, Duration::from_secs(5)).await;
+        assert!(String::from_utf8_lossy(&received).ends_with("read 10"), "{received:?}");
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_cap_are_closed_at_once() {
+        let mut settings = quick();
+        settings.max_connections = 2;
+        settings.first_request_timeout = Duration::from_secs(30);
+        let server = start_with(None, settings).await;
+        let first = TcpStream::connect(server.address).await.unwrap();
+        let _second = TcpStream::connect(server.address).await.unwrap();
+        // Let the loop accept both before the third arrives.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut third = TcpStream::connect(server.address).await.unwrap();
+        let (received, took) = until_closed(&mut third, Duration::from_secs(5)).await;
+        assert!(received.is_empty(), "{received:?}");
+        assert!(took < Duration::from_millis(500), "{took:?}");
+        // A freed place is usable again.
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut fourth = TcpStream::connect(server.address).await.unwrap();
+        let response = request(&mut fourth, "/").await.unwrap();
+        assert!(response.ends_with("hello"), "{response}");
+    }
+
+    /// Raw HTTP/2 frames, enough to see exactly what the server sends (GOAWAY, RST_STREAM).
+    mod h2 {
+        use super::*;
+
+        pub(super) const DATA: u8 = 0;
+        pub(super) const HEADERS: u8 = 1;
+        pub(super) const RST_STREAM: u8 = 3;
+        pub(super) const SETTINGS: u8 = 4;
+        pub(super) const PING: u8 = 6;
+        pub(super) const GOAWAY: u8 = 7;
+
+        #[derive(Debug)]
+        pub(super) struct Frame {
+            pub(super) kind: u8,
+            pub(super) flags: u8,
+            pub(super) stream: u32,
+            pub(super) payload: Vec<u8>,
+        }
+
+        pub(super) async fn write(stream: &mut TcpStream, kind: u8, flags: u8, id: u32, payload: &[u8]) {
+            let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+            frame.extend_from_slice(&[kind, flags]);
+            frame.extend_from_slice(&id.to_be_bytes());
+            frame.extend_from_slice(payload);
+            stream.write_all(&frame).await.unwrap();
+        }
+
+        pub(super) async fn read(stream: &mut TcpStream) -> Option<Frame> {
+            let mut header = [0u8; 9];
+            stream.read_exact(&mut header).await.ok()?;
+            let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+            let mut payload = vec![0u8; length];
+            stream.read_exact(&mut payload).await.ok()?;
+            let id = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
+            Some(Frame { kind: header[3], flags: header[4], stream: id, payload })
+        }
+
+        /// Connects with prior knowledge, exchanges SETTINGS, and returns the server's SETTINGS.
+        pub(super) async fn connect(address: SocketAddr) -> (TcpStream, Frame) {
+            let mut stream = TcpStream::connect(address).await.unwrap();
+            stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+            write(&mut stream, SETTINGS, 0, 0, &[]).await;
+            let settings = read(&mut stream).await.unwrap();
+            assert_eq!(settings.kind, SETTINGS, "{settings:?}");
+            write(&mut stream, SETTINGS, 1, 0, &[]).await;
+            (stream, settings)
+        }
+
+        /// An HPACK request header block: method (static index), path and authority as literals.
+        pub(super) fn request(method_index: u8, path: &str) -> Vec<u8> {
+            let mut block = vec![0x80 | method_index, 0x86, 0x04, path.len() as u8];
+            block.extend_from_slice(path.as_bytes());
+            block.extend_from_slice(&[0x01, 9]);
+            block.extend_from_slice(b"localhost");
+            block
+        }
+    }
+
+    #[tokio::test]
+    async fn http2_advertises_the_stream_cap() {
+        let server = start_with(None, quick()).await;
+        let (_stream, settings) = h2::connect(server.address).await;
+        let advertised: Vec<(u16, u32)> = settings
+            .payload
+            .chunks(6)
+            .map(|entry| {
+                (u16::from_be_bytes([entry[0], entry[1]]), u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]))
+            })
+            .collect();
+        // SETTINGS_MAX_CONCURRENT_STREAMS is identifier 3.
+        assert!(advertised.contains(&(3, 7)), "{advertised:?}");
+    }
+
+    #[tokio::test]
+    async fn an_idle_http2_connection_gets_goaway_even_while_the_client_pings() {
+        let server = start_with(None, quick()).await;
+        let (mut stream, _) = h2::connect(server.address).await;
+        // GET / (method index 2), complete in one frame.
+        h2::write(&mut stream, h2::HEADERS, 0x5, 1, &h2::request(2, "/")).await;
+        let started = std::time::Instant::now();
+        let mut pings = tokio::time::interval(Duration::from_millis(100));
+        let mut answered = 0;
+        let goaway = loop {
+            tokio::select! {
+                _ = pings.tick() => h2::write(&mut stream, h2::PING, 0, 0, &[7; 8]).await,
+                frame = h2::read(&mut stream) => {
+                    let frame = frame.expect("the connection closed without GOAWAY");
+                    match frame.kind {
+                        h2::PING if frame.flags == 1 => answered += 1,
+                        h2::GOAWAY => break frame,
+                        _ => {}
+                    }
+                }
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "no GOAWAY after {:?}", started.elapsed());
+        };
+        assert!(answered >= 2, "the server answered {answered} pings");
+        // Error NO_ERROR: a graceful close. (h2 first announces the largest stream id, then the last
+        // one it processed.)
+        assert_eq!(&goaway.payload[4..8], &[0, 0, 0, 0], "{goaway:?}");
+        assert!(started.elapsed() >= Duration::from_millis(350), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn http2_rejections_before_the_body_is_read_arrive_without_a_stream_reset() {
+        let server = start_with(None, quick()).await;
+        let (mut stream, _) = h2::connect(server.address).await;
+        for id in [1u32, 3, 5, 7, 9] {
+            // POST /reject (method index 3) whose body follows in several frames.
+            h2::write(&mut stream, h2::HEADERS, 0x4, id, &h2::request(3, "/reject")).await;
+            let mut status = None;
+            let mut ended = false;
+            for chunk in 0..8 {
+                let last = chunk == 7;
+                h2::write(&mut stream, h2::DATA, u8::from(last), id, &[b'x'; 4000]).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // Everything the server sends for this stream until its response has ended.
+            while !ended {
+                let frame = tokio::time::timeout(Duration::from_secs(5), h2::read(&mut stream))
+                    .await
+                    .expect("no response in time")
+                    .expect("the connection closed");
+                if frame.stream != id {
+                    continue;
+                }
+                assert_ne!(frame.kind, h2::RST_STREAM, "stream {id} was reset: {frame:?}");
+                match frame.kind {
+                    // HPACK static index 12 is ":status: 400".
+                    h2::HEADERS => status = frame.payload.first().copied(),
+                    h2::DATA => {
+                        assert_eq!(frame.payload, b"rejected");
+                        ended = frame.flags & 1 == 1;
+                    }
+                    _ => {}
+                }
+                ended |= frame.kind == h2::HEADERS && frame.flags & 1 == 1;
+            }
+            assert_eq!(status, Some(0x80 | 12), "stream {id}");
+        }
+        // No reset may follow the responses either.
+        h2::write(&mut stream, h2::PING, 0, 0, &[1; 8]).await;
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(5), h2::read(&mut stream)).await.unwrap().unwrap();
+            assert_ne!(frame.kind, h2::RST_STREAM, "{frame:?}");
+            if frame.kind == h2::PING {
+                break;
+            }
+        }
     }
 }
