@@ -1,7 +1,7 @@
 //! In-process tests of the server-wide upload bounds through the real router: an upload that
 //! cannot get buffer space in time is refused with `503 UNAVAILABLE` and changes nothing, and the
 //! space comes back when the upload holding it goes away.
-#![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "test helpers fail by panicking")]
+#![expect(clippy::unwrap_used, reason = "test helpers fail by panicking")]
 
 use std::pin::Pin;
 use std::sync::Arc;
