@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use http_body_util::{BodyExt, Limited};
 use serde_json::json;
 use tufa_core::keys::PublicKey;
 use tufa_core::metadata::Signed;
@@ -25,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::multipart;
 use crate::routes::{Route, route};
 use crate::service::{Recreation, Service};
+use crate::upload::{UploadGate, UploadPermit};
 
 /// HTTP-level settings.
 #[derive(Debug, Clone)]
@@ -39,6 +39,8 @@ pub struct HttpSettings {
     pub max_parts: usize,
     /// Accepted GUN prefixes (empty: all).
     pub gun_prefixes: Vec<String>,
+    /// The server-wide bounds on uploads in progress (shared by every clone).
+    pub uploads: UploadGate,
 }
 
 impl Default for HttpSettings {
@@ -49,6 +51,7 @@ impl Default for HttpSettings {
             max_body_bytes: 32 << 20,
             max_parts: 1000,
             gun_prefixes: Vec::new(),
+            uploads: UploadGate::default(),
         }
     }
 }
@@ -134,7 +137,8 @@ async fn handle(state: &AppState, matched: Route, request: Request) -> Result<Re
             Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response())
         }
         Route::Update(gun) => {
-            let uploads = read_update(state, request).await?;
+            // The permit bounds the uploads in progress; it is held until the update is stored.
+            let (uploads, _permit) = read_update(state, request).await?;
             let recreation = recreation(state, &caller, &gun).await?;
             state.service.publish(&gun, uploads, &recreation).await?;
             Ok(StatusCode::OK.into_response())
@@ -192,7 +196,13 @@ async fn health(state: &AppState) -> Response {
 }
 
 /// Reads and checks the multipart body of an update: role names, JSON with a version.
-async fn read_update(state: &AppState, request: Request) -> Result<BTreeMap<RoleName, Vec<u8>>, ApiError> {
+///
+/// The body is buffered under the server's upload budget; the parsing runs on the blocking pool
+/// once a verification slot is free. The returned permit holds both until it is dropped.
+async fn read_update(
+    state: &AppState,
+    request: Request,
+) -> Result<(BTreeMap<RoleName, Vec<u8>>, UploadPermit), ApiError> {
     let limit = state.http.max_body_bytes;
     let content_type = request
         .headers()
@@ -205,22 +215,22 @@ async fn read_update(state: &AppState, request: Request) -> Result<BTreeMap<Role
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(ApiError::TooLarge(limit));
-    }
-    let body: Bytes = Limited::new(request.into_body(), limit)
-        .collect()
+    let body = state.http.uploads.read_body(request.into_body(), declared, limit).await?;
+    let slot = state.http.uploads.verification_slot().await?;
+    let bytes = body.bytes.clone();
+    let permit = body.into_permit(slot);
+    let max_parts = state.http.max_parts;
+    let uploads = tokio::task::spawn_blocking(move || parse_update(&bytes, &boundary, max_parts))
         .await
-        .map_err(|error| {
-            if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                ApiError::TooLarge(limit)
-            } else {
-                ApiError::MalformedUpload("the request body could not be read".into())
-            }
-        })?
-        .to_bytes();
-    let parts = multipart::parse(&body, &boundary, state.http.max_parts)
-        .map_err(|error| ApiError::MalformedUpload(error.to_string()))?;
+        .map_err(|error| ApiError::Internal(format!("parsing an upload stopped: {error}")))??;
+    Ok((uploads, permit))
+}
+
+/// Splits an update into its parts and checks each: a role name, JSON metadata with a version.
+/// CPU-bound; runs on the blocking pool.
+fn parse_update(body: &[u8], boundary: &str, max_parts: usize) -> Result<BTreeMap<RoleName, Vec<u8>>, ApiError> {
+    let parts =
+        multipart::parse(body, boundary, max_parts).map_err(|error| ApiError::MalformedUpload(error.to_string()))?;
     let mut uploads = BTreeMap::new();
     for part in parts {
         let name = part.filename.filter(|name| !name.is_empty()).ok_or(ApiError::NoFilename)?;

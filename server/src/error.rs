@@ -33,6 +33,12 @@ pub enum ApiError {
     /// The body exceeds the configured limit.
     #[error("request body exceeds {0} bytes")]
     TooLarge(usize),
+    /// The body did not arrive in time or arrived too slowly (`408`, `MALFORMED_UPLOAD`).
+    #[error("request body cut: {0}")]
+    BodyCut(String),
+    /// The server is at its bound on uploads in progress (`503`, `UNAVAILABLE`); a client may retry.
+    #[error("busy: {0}")]
+    Busy(String),
     /// The update failed validation.
     #[error("invalid update: {0}")]
     InvalidUpdate(UpdateError),
@@ -127,6 +133,18 @@ impl ApiError {
                 "The body of your request is malformed.",
                 Some(Value::String(format!("request body exceeds the limit of {limit} bytes"))),
             ),
+            Self::BodyCut(reason) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "MALFORMED_UPLOAD",
+                "The body of your request is malformed.",
+                Some(Value::String(reason.clone())),
+            ),
+            Self::Busy(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "The service is temporarily unavailable; try again later.",
+                None,
+            ),
             Self::InvalidUpdate(error) => (
                 StatusCode::BAD_REQUEST,
                 "INVALID_UPDATE",
@@ -205,7 +223,10 @@ impl IntoResponse for ApiError {
             return response;
         }
         let (status, code, message, detail) = self.parts();
-        if status.is_server_error() {
+        if let Self::Busy(_) = self {
+            // Load shedding is expected under load; it is not a failure of the server.
+            tracing::info!(error = %self, code, "request refused for now");
+        } else if status.is_server_error() {
             tracing::error!(error = %self, code, "request failed");
         } else {
             tracing::debug!(error = %self, code, "request rejected");

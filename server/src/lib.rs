@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod error;
 pub mod kek;
@@ -15,3 +16,4 @@ pub mod run;
 pub mod service;
 pub mod signing;
 pub mod tls;
+pub mod upload;

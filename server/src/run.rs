@@ -15,11 +15,14 @@ use crate::app::{AppState, HttpSettings, router};
 use tufa_common::files;
 
 use crate::auth::{Authenticator, Builtin, TokenMode};
+use crate::body::BodyRules;
 use crate::config::{AuthConfig, Config, KeyAlgorithm, LogFormat, TlsSource};
+use crate::listener::ConnectionSettings;
 use crate::metrics::Metrics;
 use crate::remote_signer::RemoteSigner;
 use crate::service::{Service, ServiceSettings};
 use crate::signing::LocalSigner;
+use crate::upload::UploadGate;
 use crate::{listener, tls};
 use tufa_auth::{TokenSettings, TokenVerifier};
 
@@ -64,12 +67,37 @@ pub fn state(
         max_body_bytes: config.limits.max_body_bytes,
         max_parts: config.limits.max_parts,
         gun_prefixes: config.gun_prefixes.clone(),
+        uploads: UploadGate::new(
+            config.uploads.max_concurrent,
+            config.uploads.max_buffered_bytes,
+            Duration::from_millis(config.uploads.wait_ms),
+        ),
     };
     AppState {
         service: Service { store, signer, settings: ServiceSettings { key_algorithm, limits } },
         http: Arc::new(http),
         metrics: Arc::new(Metrics::default()),
         auth,
+    }
+}
+
+/// The listener's connection settings from the configuration.
+pub fn connection_settings(config: &Config) -> ConnectionSettings {
+    let connections = &config.connections;
+    ConnectionSettings {
+        handshake_timeout: Duration::from_secs(connections.handshake_timeout_secs),
+        first_request_timeout: Duration::from_secs(connections.first_request_timeout_secs),
+        idle_timeout: Duration::from_secs(connections.idle_timeout_secs),
+        max_connections: connections.max_connections,
+        max_concurrent_streams: connections.max_concurrent_streams,
+        body: BodyRules {
+            timeout: Duration::from_secs(connections.body_timeout_secs),
+            min_rate: connections.min_body_rate,
+            rate_grace: Duration::from_secs(connections.body_rate_grace_secs),
+            // A body left unread is drained up to the largest body the server would have read.
+            drain_max_bytes: u64::try_from(config.limits.max_body_bytes).unwrap_or(u64::MAX),
+            drain_timeout: BodyRules::default().drain_timeout,
+        },
     }
 }
 
@@ -330,7 +358,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         config.timestamp.refresh_interval(),
         config.timestamp.refresh_before(),
     ));
-    let served = listener::serve(listener, Some(tls_config), router(state), shutdown_signal()).await;
+    let connections = connection_settings(&config);
+    let served = listener::serve(listener, Some(tls_config), router(state), connections, shutdown_signal()).await;
     refresher.abort();
     served.map_err(|error| fail("server")(&error))
 }

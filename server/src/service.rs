@@ -184,8 +184,19 @@ impl Service {
             None => None,
         };
         let state = RepoState::new(current.into_iter().map(|file| (file.role, file.data)));
-        let validated =
-            update::validate(gun, &state, uploads, now, &self.settings.limits).map_err(ApiError::InvalidUpdate)?;
+        // Verification is CPU-bound (parsing, canonical JSON, signatures): it runs on the blocking
+        // pool so that it never holds up the async workers serving other requests.
+        let (state, validated) = {
+            let gun = gun.clone();
+            let limits = self.settings.limits;
+            tokio::task::spawn_blocking(move || {
+                let validated = update::validate(&gun, &state, uploads, now, &limits);
+                (state, validated)
+            })
+            .await
+            .map_err(|error| ApiError::Internal(format!("update verification stopped: {error}")))?
+        };
+        let validated = validated.map_err(ApiError::InvalidUpdate)?;
         let recreated = match (&recreation.tombstone, had_root) {
             (Some(tombstone), false) => Some(self.check_recreation(gun, tombstone, &validated.files, recreation)?),
             _ => None,

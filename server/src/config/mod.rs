@@ -124,6 +124,63 @@ impl Default for LimitsConfig {
     }
 }
 
+/// Timers and caps of client connections (`[connections]` in the TOML file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionsConfig {
+    /// Longest TLS handshake, seconds. Default 10 (1..=60).
+    pub handshake_timeout_secs: u64,
+    /// A connection must send its first request within this many seconds. Default 30 (1..=300).
+    pub first_request_timeout_secs: u64,
+    /// A connection with no request in flight for this many seconds is closed (HTTP/2 `GOAWAY`).
+    /// Default 60 (1..=3600).
+    pub idle_timeout_secs: u64,
+    /// Most open connections; more are closed at once. Default 1024 (1..=1000000).
+    pub max_connections: usize,
+    /// Most concurrent streams on one HTTP/2 connection. Default 100 (1..=10000).
+    pub max_concurrent_streams: u32,
+    /// A request body must be complete within this many seconds of its headers. Default 60 (1..=3600).
+    pub body_timeout_secs: u64,
+    /// After [`Self::body_rate_grace_secs`], a body arriving slower than this many bytes per second
+    /// on average is cut; 0 disables the check. Default 1024.
+    pub min_body_rate: u64,
+    /// Head start before [`Self::min_body_rate`] applies, seconds. Default 10 (0..=3600).
+    pub body_rate_grace_secs: u64,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        Self {
+            handshake_timeout_secs: 10,
+            first_request_timeout_secs: 30,
+            idle_timeout_secs: 60,
+            max_connections: 1024,
+            max_concurrent_streams: 100,
+            body_timeout_secs: 60,
+            min_body_rate: 1024,
+            body_rate_grace_secs: 10,
+        }
+    }
+}
+
+/// Bounds on uploads in progress across the whole server (`[uploads]` in the TOML file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UploadsConfig {
+    /// Most uploads parsed and verified at once (off the async workers). Default 4 (1..=1024).
+    pub max_concurrent: usize,
+    /// Most bytes of upload bodies held in memory at once, across the server. Default 64 MiB; at
+    /// least `limits.max_body_bytes`, at most 16 GiB.
+    pub max_buffered_bytes: u64,
+    /// How long an upload waits for a verification slot or for buffer space before it is refused
+    /// with 503, milliseconds. Default 5000 (0..=60000).
+    pub wait_ms: u64,
+}
+
+impl Default for UploadsConfig {
+    fn default() -> Self {
+        Self { max_concurrent: 4, max_buffered_bytes: 64 << 20, wait_ms: 5000 }
+    }
+}
+
 /// Background re-signing of timestamps that are about to expire (`[timestamp]` in the TOML file).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimestampConfig {
@@ -180,6 +237,10 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Input bounds.
     pub limits: LimitsConfig,
+    /// Connection timers and caps.
+    pub connections: ConnectionsConfig,
+    /// Bounds on uploads in progress.
+    pub uploads: UploadsConfig,
     /// Timestamp re-signing.
     pub timestamp: TimestampConfig,
     /// If non-empty, only GUNs starting with one of these prefixes are served.

@@ -14,7 +14,10 @@ use zeroize::Zeroizing;
 
 use super::auth::{self as auth_settings, AuthLayer, FileAuth};
 use super::cli::Cli;
-use super::{CacheConfig, Config, DatabaseUrl, KeyAlgorithm, LimitsConfig, SignerConfig, TimestampConfig, TlsSource};
+use super::{
+    CacheConfig, Config, ConnectionsConfig, DatabaseUrl, KeyAlgorithm, LimitsConfig, SignerConfig, TimestampConfig,
+    TlsSource, UploadsConfig,
+};
 use crate::kek::KekMaterial;
 
 /// Seconds in a year: the upper bound of both cache lifetimes (Notary's limit).
@@ -120,6 +123,8 @@ struct FileConfig {
     auth: Option<FileAuth>,
     cache: Option<FileCache>,
     limits: Option<FileLimits>,
+    connections: Option<FileConnections>,
+    uploads: Option<FileUploads>,
     timestamp: Option<FileTimestamp>,
 }
 
@@ -149,6 +154,27 @@ struct FileLimits {
 
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct FileConnections {
+    handshake_timeout_secs: Option<u64>,
+    first_request_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_connections: Option<u64>,
+    max_concurrent_streams: Option<u64>,
+    body_timeout_secs: Option<u64>,
+    min_body_rate: Option<u64>,
+    body_rate_grace_secs: Option<u64>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUploads {
+    max_concurrent: Option<u64>,
+    max_buffered_bytes: Option<u64>,
+    wait_ms: Option<u64>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FileTimestamp {
     refresh_interval_secs: Option<u64>,
     refresh_before_secs: Option<u64>,
@@ -160,6 +186,8 @@ struct FileRest {
     gun_prefixes: Option<Vec<String>>,
     cache: FileCache,
     limits: FileLimits,
+    connections: FileConnections,
+    uploads: FileUploads,
     timestamp: FileTimestamp,
 }
 
@@ -271,6 +299,8 @@ fn file_layer(file: FileConfig, origin: &FileOrigin) -> Result<(Layer, FileRest)
         gun_prefixes: file.gun_prefixes,
         cache: file.cache.unwrap_or_default(),
         limits: file.limits.unwrap_or_default(),
+        connections: file.connections.unwrap_or_default(),
+        uploads: file.uploads.unwrap_or_default(),
         timestamp: file.timestamp.unwrap_or_default(),
     };
     Ok((layer, rest))
@@ -350,7 +380,7 @@ fn merge(
         first([flags.signer_key, env.signer_key, file.signer_key]),
     )?;
 
-    let FileRest { gun_prefixes, cache, limits, timestamp } = file_rest;
+    let FileRest { gun_prefixes, cache, limits, connections, uploads, timestamp } = file_rest;
     let auth = auth_settings::merge(flags.auth, env.auth, file.auth, listen)?;
     let check = |key: &'static str, value: u64, min: u64, max: u64| -> Result<(), ConfigError> {
         if (min..=max).contains(&value) {
@@ -381,6 +411,60 @@ fn merge(
     check("limits.max_body_bytes", as_u64(limits.max_body_bytes), 1, as_u64(MAX_BODY_LIMIT))?;
     check("limits.max_delegation_depth", as_u64(limits.max_delegation_depth), 1, 255)?;
     check("limits.max_parts", as_u64(limits.max_parts), 1, 100_000)?;
+
+    let connection_defaults = ConnectionsConfig::default();
+    let handshake_timeout_secs =
+        connections.handshake_timeout_secs.unwrap_or(connection_defaults.handshake_timeout_secs);
+    check("connections.handshake_timeout_secs", handshake_timeout_secs, 1, 60)?;
+    let first_request_timeout_secs =
+        connections.first_request_timeout_secs.unwrap_or(connection_defaults.first_request_timeout_secs);
+    check("connections.first_request_timeout_secs", first_request_timeout_secs, 1, 300)?;
+    let idle_timeout_secs = connections.idle_timeout_secs.unwrap_or(connection_defaults.idle_timeout_secs);
+    check("connections.idle_timeout_secs", idle_timeout_secs, 1, 3600)?;
+    let max_connections = connections.max_connections.unwrap_or(as_u64(connection_defaults.max_connections));
+    check("connections.max_connections", max_connections, 1, 1_000_000)?;
+    let max_concurrent_streams =
+        connections.max_concurrent_streams.unwrap_or(u64::from(connection_defaults.max_concurrent_streams));
+    check("connections.max_concurrent_streams", max_concurrent_streams, 1, 10_000)?;
+    let body_timeout_secs = connections.body_timeout_secs.unwrap_or(connection_defaults.body_timeout_secs);
+    check("connections.body_timeout_secs", body_timeout_secs, 1, 3600)?;
+    let min_body_rate = connections.min_body_rate.unwrap_or(connection_defaults.min_body_rate);
+    check("connections.min_body_rate", min_body_rate, 0, 1 << 30)?;
+    let body_rate_grace_secs = connections.body_rate_grace_secs.unwrap_or(connection_defaults.body_rate_grace_secs);
+    check("connections.body_rate_grace_secs", body_rate_grace_secs, 0, 3600)?;
+    let connections = ConnectionsConfig {
+        handshake_timeout_secs,
+        first_request_timeout_secs,
+        idle_timeout_secs,
+        max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+        max_concurrent_streams: u32::try_from(max_concurrent_streams).unwrap_or(u32::MAX),
+        body_timeout_secs,
+        min_body_rate,
+        body_rate_grace_secs,
+    };
+
+    let upload_defaults = UploadsConfig::default();
+    let max_concurrent = uploads.max_concurrent.unwrap_or(as_u64(upload_defaults.max_concurrent));
+    check("uploads.max_concurrent", max_concurrent, 1, 1024)?;
+    let max_buffered_bytes = uploads.max_buffered_bytes.unwrap_or(upload_defaults.max_buffered_bytes);
+    check("uploads.max_buffered_bytes", max_buffered_bytes, 1, 16 << 30)?;
+    if max_buffered_bytes < as_u64(limits.max_body_bytes) {
+        return Err(ConfigError::Invalid {
+            setting: file_origin.origin("uploads.max_buffered_bytes").describe(),
+            reason: format!(
+                "{max_buffered_bytes} must be at least limits.max_body_bytes ({}), or the largest allowed upload \
+                 could never be read",
+                limits.max_body_bytes
+            ),
+        });
+    }
+    let wait_ms = uploads.wait_ms.unwrap_or(upload_defaults.wait_ms);
+    check("uploads.wait_ms", wait_ms, 0, 60_000)?;
+    let uploads = UploadsConfig {
+        max_concurrent: usize::try_from(max_concurrent).unwrap_or(usize::MAX),
+        max_buffered_bytes,
+        wait_ms,
+    };
 
     let timestamp_defaults = TimestampConfig::default();
     let timestamp = TimestampConfig {
@@ -421,6 +505,8 @@ fn merge(
         log,
         cache,
         limits,
+        connections,
+        uploads,
         timestamp,
         gun_prefixes,
         signer,

@@ -140,6 +140,8 @@ fn example_config_parses_to_the_defaults() {
     assert_eq!(example.log, defaults.log);
     assert_eq!(example.cache, defaults.cache);
     assert_eq!(example.limits, defaults.limits);
+    assert_eq!(example.connections, defaults.connections);
+    assert_eq!(example.uploads, defaults.uploads);
     assert_eq!(example.timestamp, defaults.timestamp);
     assert_eq!(example.gun_prefixes, defaults.gun_prefixes);
 }
@@ -165,6 +167,61 @@ fn toml_only_sections_are_read_and_range_checked() {
     assert_eq!(config.timestamp.refresh_before_secs, 3600);
 }
 
+#[test]
+fn connection_and_upload_bounds_default_and_are_read() {
+    let defaults = load_with(&[], &[]).unwrap();
+    assert_eq!(
+        defaults.connections,
+        ConnectionsConfig {
+            handshake_timeout_secs: 10,
+            first_request_timeout_secs: 30,
+            idle_timeout_secs: 60,
+            max_connections: 1024,
+            max_concurrent_streams: 100,
+            body_timeout_secs: 60,
+            min_body_rate: 1024,
+            body_rate_grace_secs: 10,
+        }
+    );
+    assert_eq!(defaults.uploads, UploadsConfig { max_concurrent: 4, max_buffered_bytes: 64 << 20, wait_ms: 5000 });
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        dir.path(),
+        "[limits]\nmax_body_bytes = 1000\n\
+         [connections]\nhandshake_timeout_secs = 2\nfirst_request_timeout_secs = 3\nidle_timeout_secs = 4\n\
+         max_connections = 5\nmax_concurrent_streams = 6\nbody_timeout_secs = 7\nmin_body_rate = 0\n\
+         body_rate_grace_secs = 0\n\
+         [uploads]\nmax_concurrent = 1\nmax_buffered_bytes = 1000\nwait_ms = 0\n",
+    );
+    let config = load_with(&["--config", file.to_str().unwrap()], &[]).unwrap();
+    assert_eq!(
+        config.connections,
+        ConnectionsConfig {
+            handshake_timeout_secs: 2,
+            first_request_timeout_secs: 3,
+            idle_timeout_secs: 4,
+            max_connections: 5,
+            max_concurrent_streams: 6,
+            body_timeout_secs: 7,
+            min_body_rate: 0,
+            body_rate_grace_secs: 0,
+        }
+    );
+    assert_eq!(config.uploads, UploadsConfig { max_concurrent: 1, max_buffered_bytes: 1000, wait_ms: 0 });
+
+    // The listener gets exactly these values.
+    let settings = crate::run::connection_settings(&config);
+    assert_eq!(settings.handshake_timeout, Duration::from_secs(2));
+    assert_eq!(settings.first_request_timeout, Duration::from_secs(3));
+    assert_eq!(settings.idle_timeout, Duration::from_secs(4));
+    assert_eq!(settings.max_connections, 5);
+    assert_eq!(settings.max_concurrent_streams, 6);
+    assert_eq!(settings.body.timeout, Duration::from_secs(7));
+    assert_eq!(settings.body.min_rate, 0);
+    assert_eq!(settings.body.drain_max_bytes, 1000);
+}
+
 /// Each case is a config file and a fragment its error message must contain.
 #[test]
 fn invalid_file_values_are_rejected_with_the_key_named() {
@@ -175,6 +232,20 @@ fn invalid_file_values_are_rejected_with_the_key_named() {
         ("[limits]\nmax_body_bytes = 1073741825\n", "outside 1..=1073741824"),
         ("[limits]\nmax_parts = 0\n", "`limits.max_parts` in"),
         ("[limits]\nmax_delegation_depth = 0\n", "`limits.max_delegation_depth` in"),
+        ("[connections]\nhandshake_timeout_secs = 0\n", "`connections.handshake_timeout_secs` in"),
+        ("[connections]\nhandshake_timeout_secs = 61\n", "outside 1..=60"),
+        ("[connections]\nfirst_request_timeout_secs = 301\n", "`connections.first_request_timeout_secs` in"),
+        ("[connections]\nidle_timeout_secs = 0\n", "`connections.idle_timeout_secs` in"),
+        ("[connections]\nmax_connections = 0\n", "`connections.max_connections` in"),
+        ("[connections]\nmax_concurrent_streams = 10001\n", "`connections.max_concurrent_streams` in"),
+        ("[connections]\nbody_timeout_secs = 0\n", "`connections.body_timeout_secs` in"),
+        ("[connections]\nmin_body_rate = 1073741825\n", "`connections.min_body_rate` in"),
+        ("[connections]\nbody_rate_grace_secs = 3601\n", "`connections.body_rate_grace_secs` in"),
+        ("[connections]\nmax_streams = 1\n", "unknown field `max_streams`"),
+        ("[uploads]\nmax_concurrent = 0\n", "`uploads.max_concurrent` in"),
+        ("[uploads]\nmax_buffered_bytes = 1000\n", "must be at least limits.max_body_bytes (33554432)"),
+        ("[uploads]\nmax_buffered_bytes = 17179869185\n", "`uploads.max_buffered_bytes` in"),
+        ("[uploads]\nwait_ms = 60001\n", "`uploads.wait_ms` in"),
         ("[timestamp]\nrefresh_interval_secs = 0\n", "`timestamp.refresh_interval_secs` in"),
         ("[timestamp]\nrefresh_before_secs = 1209600\n", "`timestamp.refresh_before_secs` in"),
         ("[timestamp]\nrefresh_interval_secs = 4000\nrefresh_before_secs = 3600\n", "must be shorter"),

@@ -1,0 +1,216 @@
+//! Request bodies on the wire: a body that is cut when it is not complete in time or arrives too
+//! slowly, and that, when a handler answers without reading it, is drained (bounded) after the
+//! answer so the client receives its response instead of a reset.
+//!
+//! Why the drain: a handler that rejects a request before reading its body (a POST that is not
+//! multipart, a GUN with a control character) drops the body. Over HTTP/2 h2 then resets the
+//! stream (`RST_STREAM`) while the client is still sending, and clients such as curl report
+//! "Stream error in the HTTP/2 framing layer" instead of the 4xx that was already on its way; over
+//! HTTP/1.1 hyper closes the connection with unread bytes, which makes the kernel send a TCP reset
+//! that can destroy the response. Reading the rest of the body after the response has been handed
+//! to hyper lets the client finish its request, so the stream ends normally and the response
+//! arrives. The drain is bounded in bytes and time, so it costs no memory and cannot be held open.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+/// How a request body must arrive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyRules {
+    /// The whole body must have arrived this long after the request's headers.
+    pub timeout: Duration,
+    /// After [`Self::rate_grace`], fewer bytes than this per second (averaged since the request
+    /// began) cut the body. Zero disables the rate check.
+    pub min_rate: u64,
+    /// How long a body may arrive below [`Self::min_rate`] at first.
+    pub rate_grace: Duration,
+    /// Most bytes read and discarded from a body its handler did not read.
+    pub drain_max_bytes: u64,
+    /// Longest time spent draining a body its handler did not read.
+    pub drain_timeout: Duration,
+}
+
+impl Default for BodyRules {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(60),
+            min_rate: 1024,
+            rate_grace: Duration::from_secs(10),
+            drain_max_bytes: 32 << 20,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a body was cut; the error a [`GuardedBody`] returns (find it with [`cut_reason`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BodyCut {
+    /// The body did not complete within [`BodyRules::timeout`].
+    #[error("the request body was not complete within {0} s")]
+    TooLong(u64),
+    /// The body arrived at less than [`BodyRules::min_rate`] bytes per second.
+    #[error("the request body arrived at less than {0} bytes per second")]
+    TooSlow(u64),
+}
+
+/// The [`BodyCut`] somewhere in an error's source chain, if the error is one.
+pub fn cut_reason(error: &(dyn std::error::Error + 'static)) -> Option<BodyCut> {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(cut) = error.downcast_ref::<BodyCut>() {
+            return Some(cut.clone());
+        }
+        current = error.source();
+    }
+    None
+}
+
+/// A request body held to [`BodyRules`]: its frames pass through unchanged, and it fails with a
+/// [`BodyCut`] when it is late or slow. Dropped before its end, it is drained in the background
+/// (unless it was cut).
+pub struct GuardedBody {
+    inner: Option<Incoming>,
+    rules: BodyRules,
+    started: Instant,
+    received: u64,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl GuardedBody {
+    /// Guards `inner`, whose request began now.
+    pub fn new(inner: Incoming, rules: BodyRules) -> Self {
+        let started = Instant::now();
+        let mut body = Self {
+            inner: Some(inner),
+            rules,
+            started,
+            received: 0,
+            timer: Box::pin(tokio::time::sleep_until(started)),
+        };
+        let next = body.next_check();
+        body.timer.as_mut().reset(next);
+        body
+    }
+
+    /// The moment the body is next due to be checked: its overall deadline, or the moment the
+    /// bytes received so far stop satisfying the minimum rate, whichever comes first.
+    fn next_check(&self) -> Instant {
+        let deadline = self.started + self.rules.timeout;
+        if self.rules.min_rate == 0 {
+            return deadline;
+        }
+        // Received bytes buy time at the minimum rate, after the grace period.
+        let earned = Duration::from_secs_f64(self.received as f64 / self.rules.min_rate as f64);
+        deadline.min(self.started + self.rules.rate_grace.saturating_add(earned))
+    }
+
+    /// The cut due at `now`, if any.
+    fn verdict(&self, now: Instant) -> Option<BodyCut> {
+        let elapsed = now.saturating_duration_since(self.started);
+        if elapsed >= self.rules.timeout {
+            return Some(BodyCut::TooLong(self.rules.timeout.as_secs()));
+        }
+        // The grace period is a head start: by time t the body owes (t - grace) * rate bytes.
+        if self.rules.min_rate > 0
+            && let Some(owed_for) = elapsed.checked_sub(self.rules.rate_grace)
+            && (self.received as f64) < owed_for.as_secs_f64() * self.rules.min_rate as f64
+        {
+            return Some(BodyCut::TooSlow(self.rules.min_rate));
+        }
+        None
+    }
+}
+
+impl Body for GuardedBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.received = this.received.saturating_add(data.len() as u64);
+                    let next = this.next_check();
+                    this.timer.as_mut().reset(next);
+                }
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(Box::new(error)))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => {}
+        }
+        while this.timer.as_mut().poll(cx).is_ready() {
+            if let Some(cut) = this.verdict(Instant::now()) {
+                // A cut body is dropped, never drained: it has had its time.
+                this.inner = None;
+                return Poll::Ready(Some(Err(Box::new(cut))));
+            }
+            let next = this.next_check().max(Instant::now() + Duration::from_millis(1));
+            this.timer.as_mut().reset(next);
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+impl Drop for GuardedBody {
+    fn drop(&mut self) {
+        let Some(inner) = self.inner.take() else { return };
+        if inner.is_end_stream() {
+            return;
+        }
+        // Without a runtime (never the case inside the server) the body is simply dropped.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let deadline = (self.started + self.rules.timeout).min(Instant::now() + self.rules.drain_timeout);
+        runtime.spawn(drain(inner, self.rules.drain_max_bytes, deadline));
+    }
+}
+
+/// Reads and discards what is left of a body, at most `max_bytes` bytes and until `deadline`;
+/// then drops it (which resets an HTTP/2 stream that is still sending).
+async fn drain(mut inner: Incoming, max_bytes: u64, deadline: Instant) {
+    let mut discarded: u64 = 0;
+    loop {
+        match tokio::time::timeout_at(deadline, inner.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                discarded = discarded.saturating_add(frame.data_ref().map_or(0, |data| data.len() as u64));
+                if discarded > max_bytes {
+                    tracing::debug!(discarded, "stopped draining an unread request body: too large");
+                    return;
+                }
+            }
+            Ok(Some(Err(_)) | None) => return,
+            Err(_) => {
+                tracing::debug!(discarded, "stopped draining an unread request body: too slow");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_default_to_the_documented_values() {
+        let rules = BodyRules::default();
+        assert_eq!(rules.timeout, Duration::from_secs(60));
+        assert_eq!(rules.min_rate, 1024);
+    }
+}
