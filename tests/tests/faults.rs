@@ -1,0 +1,118 @@
+//! Faults during real work: the signer killed and the database cut while several clients
+//! publish, a client vanishing in the middle of an upload, and SQLite running out of disk. No
+//! acknowledged publish is lost, no half-applied publish is ever served, and the server recovers
+//! without being restarted.
+
+use std::time::{Duration, Instant};
+
+use tufa_tests::load::{LoadReport, PublishLoad, Reads};
+use tufa_tests::server::Server;
+use tufa_tests::signer::{KeyBackend, Signer, Stack};
+
+/// One repository per concurrent publisher.
+const GUNS: [&str; 4] = ["tufa.test/load-a", "tufa.test/load-b", "tufa.test/load-c", "tufa.test/load-d"];
+
+/// How long the dependency stays away.
+const OUTAGE: Duration = Duration::from_secs(3);
+
+/// How soon after the dependency is back every publisher must have published again.
+const RECOVERY: Duration = Duration::from_secs(10);
+
+/// How long the load may take to get going (every publisher acknowledged once).
+const WARM_UP: Duration = Duration::from_secs(20);
+
+/// How long the load runs undisturbed before the fault and after the recovery.
+const STEADY: Duration = Duration::from_secs(1);
+
+/// When the dependency went away and came back, and how long recovery took.
+struct Outage {
+    began: Instant,
+    ended: Instant,
+    recovery: Duration,
+}
+
+/// What the fault function of [`load_through_outage`] is asked to do.
+enum Phase {
+    /// Take the dependency away.
+    Down,
+    /// Bring it back.
+    Up,
+}
+
+/// Runs [`GUNS`] as a publish load on `server` while `fault` takes a dependency away
+/// ([`Phase::Down`]) and, after [`OUTAGE`], brings it back ([`Phase::Up`]); checks what must
+/// hold of any such fault: every publish that failed during the outage printed
+/// `expected_failure`, none that ran entirely inside it succeeded, the reader saw only whole,
+/// acknowledged states, every publisher published again within [`RECOVERY`], and (in
+/// [`PublishLoad::run`]) a fresh client lists exactly the targets of every repository.
+fn load_through_outage(
+    server: &Server,
+    reads: Reads,
+    expected_failure: &str,
+    mut fault: impl FnMut(Phase),
+) -> (Outage, LoadReport) {
+    let load = PublishLoad::prepare(server.url(), server.ca_cert(), &GUNS);
+    let (outage, report) = load.run(reads, |handle| {
+        handle.wait_until_all_publish_since(Instant::now(), WARM_UP);
+        std::thread::sleep(STEADY);
+        let began = Instant::now();
+        fault(Phase::Down);
+        std::thread::sleep(OUTAGE);
+        let ended = Instant::now();
+        fault(Phase::Up);
+        let recovery = handle.wait_until_all_publish_since(ended, RECOVERY);
+        std::thread::sleep(STEADY);
+        Outage { began, ended, recovery }
+    });
+    eprintln!(
+        "load: {} publishes acknowledged, {} failed during the outage; reads: {:?}; recovery took {:?}",
+        report.acknowledged(),
+        report.failures_since(outage.began).len(),
+        report.reads,
+        outage.recovery
+    );
+    // Publishes that began and ended while the dependency was away cannot have succeeded.
+    for (gun, attempts) in &report.attempts {
+        for attempt in attempts {
+            if attempt.started > outage.began && attempt.finished < outage.ended {
+                assert!(attempt.failure.is_some(), "{gun}: t{} was acknowledged during the outage", attempt.index);
+            }
+        }
+    }
+    let failed: Vec<_> =
+        report.failures_since(outage.began).into_iter().filter(|attempt| attempt.started < outage.ended).collect();
+    assert!(!failed.is_empty(), "no publish failed during the outage: the fault was never hit");
+    for attempt in failed {
+        let output = attempt.failure.as_deref().unwrap_or_default();
+        assert!(
+            output.contains(expected_failure),
+            "t{} failed otherwise than with {expected_failure:?}:\n{output}",
+            attempt.index
+        );
+    }
+    assert!(report.reads.consistent_reads > 0, "the reader never read a whole state: {:?}", report.reads);
+    if reads == Reads::AlwaysServed {
+        assert!(report.reads.listings > 0, "no fresh client listed during the load: {:?}", report.reads);
+    }
+    let health = server.get("/_notary_server/health");
+    assert_eq!(health.status, 200, "health after the load: {health}");
+    (outage, report)
+}
+
+/// tufa-server with a remote tufa-signer; four clients publish in a loop (server-held snapshot
+/// keys, so every publish needs the signer twice); the signer is killed with SIGKILL and started
+/// again on the same port and keys after [`OUTAGE`].
+#[test]
+fn signer_killed_during_a_publish_load() {
+    let mut stack = Stack::tufa_server(Signer::tufa(KeyBackend::Software));
+    let (server, signer) = stack.server_and_signer_mut();
+    // tufa-server answers 503 UNAVAILABLE when it cannot reach its signer.
+    let expected = "* fatal: unable to reach trust server at this time: 503.";
+    let (_, report) = load_through_outage(server, Reads::AlwaysServed, expected, |phase| match phase {
+        Phase::Down => signer.kill(),
+        Phase::Up => signer.start_again(),
+    });
+    // Reads never need the signer.
+    assert_eq!(report.reads.unavailable_reads, 0, "{:?}", report.reads);
+    stack.check_after_flow();
+}
