@@ -3,17 +3,25 @@
 //! acknowledged publish is lost, no half-applied publish is ever served, and the server recovers
 //! without being restarted.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use tufa_tests::load::{LoadReport, PublishLoad, Reads};
+use tufa_tests::postgres::PgDatabase;
+use tufa_tests::proxy::TcpProxy;
 use tufa_tests::server::Server;
 use tufa_tests::signer::{KeyBackend, Signer, Stack};
+use tufa_tests::tufa::{Options, start_with};
 
 /// One repository per concurrent publisher.
 const GUNS: [&str; 4] = ["tufa.test/load-a", "tufa.test/load-b", "tufa.test/load-c", "tufa.test/load-d"];
 
-/// How long the dependency stays away.
-const OUTAGE: Duration = Duration::from_secs(3);
+/// How long the signer stays away.
+const SIGNER_OUTAGE: Duration = Duration::from_secs(3);
+
+/// How long the database stays away: longer than tufa-server's 3 s wait for a database
+/// connection, so that requests fail rather than wait the outage out.
+const DATABASE_OUTAGE: Duration = Duration::from_secs(6);
 
 /// How soon after the dependency is back every publisher must have published again.
 const RECOVERY: Duration = Duration::from_secs(10);
@@ -40,7 +48,7 @@ enum Phase {
 }
 
 /// Runs [`GUNS`] as a publish load on `server` while `fault` takes a dependency away
-/// ([`Phase::Down`]) and, after [`OUTAGE`], brings it back ([`Phase::Up`]); checks what must
+/// ([`Phase::Down`]) and, after `outage`, brings it back ([`Phase::Up`]); checks what must
 /// hold of any such fault: every publish that failed during the outage printed
 /// `expected_failure`, none that ran entirely inside it succeeded, the reader saw only whole,
 /// acknowledged states, every publisher published again within [`RECOVERY`], and (in
@@ -48,6 +56,7 @@ enum Phase {
 fn load_through_outage(
     server: &Server,
     reads: Reads,
+    outage: Duration,
     expected_failure: &str,
     mut fault: impl FnMut(Phase),
 ) -> (Outage, LoadReport) {
@@ -57,7 +66,7 @@ fn load_through_outage(
         std::thread::sleep(STEADY);
         let began = Instant::now();
         fault(Phase::Down);
-        std::thread::sleep(OUTAGE);
+        std::thread::sleep(outage);
         let ended = Instant::now();
         fault(Phase::Up);
         let recovery = handle.wait_until_all_publish_since(ended, RECOVERY);
@@ -101,18 +110,56 @@ fn load_through_outage(
 
 /// tufa-server with a remote tufa-signer; four clients publish in a loop (server-held snapshot
 /// keys, so every publish needs the signer twice); the signer is killed with SIGKILL and started
-/// again on the same port and keys after [`OUTAGE`].
+/// again on the same port and keys after [`SIGNER_OUTAGE`].
 #[test]
 fn signer_killed_during_a_publish_load() {
     let mut stack = Stack::tufa_server(Signer::tufa(KeyBackend::Software));
     let (server, signer) = stack.server_and_signer_mut();
     // tufa-server answers 503 UNAVAILABLE when it cannot reach its signer.
     let expected = "* fatal: unable to reach trust server at this time: 503.";
-    let (_, report) = load_through_outage(server, Reads::AlwaysServed, expected, |phase| match phase {
+    let fault = |phase| match phase {
         Phase::Down => signer.kill(),
         Phase::Up => signer.start_again(),
-    });
+    };
+    let (_, report) = load_through_outage(server, Reads::AlwaysServed, SIGNER_OUTAGE, expected, fault);
     // Reads never need the signer.
     assert_eq!(report.reads.unavailable_reads, 0, "{:?}", report.reads);
     stack.check_after_flow();
+}
+
+/// tufa-server on PostgreSQL (in-process signer, whose keys are in the same database) reaching
+/// the database through a [`TcpProxy`]; four clients publish in a loop; the proxy cuts every
+/// connection and refuses new ones for [`DATABASE_OUTAGE`], then forwards again. The cut stands in for a
+/// restart of the database: the throwaway cluster is shared by the tests running in parallel, so
+/// restarting it would fail theirs. To the server both look the same: every pooled connection
+/// breaks at once and new ones are refused until the database is back.
+#[test]
+fn database_cut_during_a_publish_load() {
+    let database = PgDatabase::create();
+    let (prefix, host_port, path) = split_database_url(database.url());
+    let upstream: SocketAddr = host_port.to_socket_addrs().expect("resolve PostgreSQL").next().expect("an address");
+    let proxy = TcpProxy::start(upstream);
+    let server = start_with(Options {
+        name: "tufa-server (postgres behind a proxy)".into(),
+        database_url: Some(format!("{prefix}{}{path}", proxy.address())),
+        database: Some(database),
+        extra_args: Vec::new(),
+    });
+    // Without its database the server answers 503 UNAVAILABLE to reads and publishes alike.
+    let expected = "* fatal: unable to reach trust server at this time: 503.";
+    let (_, report) =
+        load_through_outage(&server, Reads::MayBeUnavailable, DATABASE_OUTAGE, expected, |phase| match phase {
+            Phase::Down => proxy.cut(),
+            Phase::Up => proxy.restore(),
+        });
+    assert!(report.reads.unavailable_reads > 0, "the reader never saw the outage: {:?}", report.reads);
+}
+
+/// Splits `postgres://user@host:port/db` into the part before `host:port`, `host:port`, and the rest.
+fn split_database_url(url: &str) -> (String, String, String) {
+    let (scheme, rest) = url.split_once("://").expect("URL with a scheme");
+    let (credentials, rest) = rest.split_once('@').map_or(("", rest), |(credentials, rest)| (credentials, rest));
+    let (host_port, path) = rest.split_once('/').map_or((rest, ""), |(host_port, path)| (host_port, path));
+    let prefix = if credentials.is_empty() { format!("{scheme}://") } else { format!("{scheme}://{credentials}@") };
+    (prefix, host_port.to_owned(), format!("/{path}"))
 }
