@@ -163,3 +163,152 @@ fn split_database_url(url: &str) -> (String, String, String) {
     let prefix = if credentials.is_empty() { format!("{scheme}://") } else { format!("{scheme}://{credentials}@") };
     (prefix, host_port.to_owned(), format!("/{path}"))
 }
+
+/// The boundary of the hand-made update bodies.
+const BOUNDARY: &str = "tufa-fault-boundary-5d1e";
+
+/// An update with no parts after a 256 KiB multipart preamble (which multipart readers skip): a
+/// valid update for a repository whose snapshot key the server holds (the server signs a new
+/// snapshot and timestamp), and large enough that half of it is a real partial upload.
+fn padded_empty_update() -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < 256 * 1024 {
+        body.extend_from_slice(b"preamble text that a multipart reader skips, up to the first boundary\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+/// The request line and headers of an HTTP/1.1 update POST of `length` bytes.
+fn update_head(gun: &str, port: u16, length: usize) -> Vec<u8> {
+    format!(
+        "POST /v2/{gun}/_trust/tuf/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {length}\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// `openssl s_client` connected to `server` over TLS (HTTP/1.1), with standard input piped.
+fn raw_tls_client(server: &Server) -> std::process::Child {
+    let port = server_port(server);
+    std::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-verify_return_error", "-alpn", "http/1.1", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-CAfile")
+        .arg(server.ca_cert())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start openssl s_client")
+}
+
+fn server_port(server: &Server) -> u16 {
+    server.url().rsplit(':').next().and_then(|port| port.parse().ok()).expect("a port in the server URL")
+}
+
+/// A body that yields its first half, then fails: reqwest gives up on the request, which over
+/// HTTP/2 resets the stream (RST_STREAM) in the middle of the body.
+struct HalfThenFail {
+    body: Vec<u8>,
+    position: usize,
+}
+
+impl std::io::Read for HalfThenFail {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let half = self.body.len() / 2;
+        if self.position >= half {
+            // Give the server time to read the first half before the stream is reset.
+            std::thread::sleep(Duration::from_millis(200));
+            return Err(std::io::Error::other("the client gives up half-way"));
+        }
+        let count = buffer.len().min(half - self.position).min(16 * 1024);
+        buffer[..count].copy_from_slice(&self.body[self.position..self.position + count]);
+        self.position += count;
+        Ok(count)
+    }
+}
+
+/// Every current metadata file of `gun` and its timestamp version.
+fn served(server: &Server, gun: &str) -> Vec<(String, Vec<u8>)> {
+    ["root", "targets", "snapshot", "timestamp"]
+        .iter()
+        .map(|role| {
+            let response = server.metadata(gun, &format!("{role}.json"));
+            assert_eq!(response.status, 200, "GET {role}.json of {gun}: {response}");
+            (format!("{role}.json"), response.body)
+        })
+        .collect()
+}
+
+/// A client that sends the headers and half the body of an update and then goes away, over
+/// HTTP/1.1 (the TLS connection closed by killing `openssl s_client`) and over HTTP/2 (the stream
+/// reset): the server stores nothing of it, stays healthy, and the next publish succeeds.
+#[test]
+fn client_disconnecting_mid_upload_changes_nothing() {
+    let server = tufa_tests::tufa::start(tufa_tests::tufa::Backend::Sqlite);
+    let gun = "tufa.test/half-upload";
+    let owner = tufa_tests::notary::Notary::new(&server, "owner");
+    tufa_tests::flows::init_with_server_snapshot(&owner, gun);
+    let v1 = tufa_tests::flows::publish_target(&owner, gun, "v1", b"one\n");
+    let body = padded_empty_update();
+    let port = server_port(&server);
+
+    // The whole body is a valid update: the server signs a new timestamp.
+    let version = tufa_tests::flows::version(&server.metadata_json(gun, "timestamp"));
+    let mut request = update_head(gun, port, body.len());
+    request.extend_from_slice(&body);
+    let mut control = raw_tls_client(&server);
+    std::io::Write::write_all(control.stdin.as_mut().expect("stdin"), &request).expect("send the whole update");
+    let output = control.wait_with_output().expect("s_client output");
+    let reply = String::from_utf8_lossy(&output.stdout);
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "the whole padded update: {reply}");
+    assert_eq!(tufa_tests::flows::version(&server.metadata_json(gun, "timestamp")), version + 1);
+    let before = served(&server, gun);
+
+    for attempt in 1..=5 {
+        // HTTP/1.1: headers and half the body, then the connection is gone.
+        let mut client = raw_tls_client(&server);
+        let stdin = client.stdin.as_mut().expect("stdin");
+        std::io::Write::write_all(stdin, &update_head(gun, port, body.len())).expect("send headers");
+        std::io::Write::write_all(stdin, &body[..body.len() / 2]).expect("send half the body");
+        std::thread::sleep(Duration::from_millis(200));
+        let still_connected = client.try_wait().expect("s_client status").is_none();
+        assert!(still_connected, "openssl s_client ended before it was killed (attempt {attempt})");
+        client.kill().expect("kill s_client");
+        let output = client.wait_with_output().expect("s_client output");
+        assert!(
+            output.stdout.is_empty(),
+            "the server answered a half upload: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+
+        // HTTP/2: the stream is reset half-way through the body.
+        let http2 = reqwest::blocking::Client::builder()
+            .tls_certs_only([
+                reqwest::Certificate::from_pem(&std::fs::read(server.ca_cert()).expect("read CA")).expect("PEM CA")
+            ])
+            .http2_prior_knowledge()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("HTTP/2 client");
+        let reader = HalfThenFail { body: body.clone(), position: 0 };
+        let result = http2
+            .post(format!("{}/v2/{gun}/_trust/tuf/", server.url()))
+            .header("Content-Type", format!("multipart/form-data; boundary={BOUNDARY}"))
+            .body(reqwest::blocking::Body::sized(reader, body.len() as u64))
+            .send();
+        let error = result.expect_err("a request whose body fails cannot succeed");
+        assert!(format!("{error:?}").contains("the client gives up half-way"), "attempt {attempt}: {error:?}");
+
+        assert_eq!(served(&server, gun), before, "a half upload changed what is served (attempt {attempt})");
+        let health = server.get("/_notary_server/health");
+        assert_eq!(health.status, 200, "health after half uploads (attempt {attempt}): {health}");
+    }
+
+    let v2 = tufa_tests::flows::publish_target(&owner, gun, "v2", b"two\n");
+    let reader = tufa_tests::notary::Notary::new(&server, "reader");
+    assert_eq!(reader.list(gun, None), tufa_tests::flows::sorted(&[v1, v2]));
+}
