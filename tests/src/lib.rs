@@ -4,6 +4,7 @@
 //! - [`server::Server`] runs a server until dropped (and prints its log if the test failed);
 //!   [`tufa::start`] starts the binary under test, [`go_notary::start`] the Go reference.
 //! - [`notary::Notary`] is one CLI client with its own trust directory.
+//! - [`load::PublishLoad`] runs concurrent publishers and a checking reader for fault tests.
 //! - [`flows`] holds the end-to-end scenarios; [`flow_tests!`] turns each into a `#[test]`
 //!   for one kind of server.
 //!
@@ -22,6 +23,7 @@
 pub mod docker;
 pub mod flows;
 pub mod go_notary;
+pub mod load;
 pub mod notary;
 pub mod pki;
 pub use tufa_testkit::postgres;

@@ -345,8 +345,26 @@ impl Signer {
     /// client certificates issued by `client_ca`; `probe` (a certificate from that CA) checks
     /// that it is ready. Keys survive (except in Go notary-signer's memory storage).
     pub fn restart_trusting(&mut self, client_ca: &Path, probe: &CertifiedKey) {
+        self.kill();
+        self.start_trusting(client_ca, probe);
+    }
+
+    /// Kills the signer with SIGKILL (no chance to clean up) and waits until it is gone. Until
+    /// [`Signer::start_again`] nothing listens on its port.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts the signer again (after [`Signer::kill`]) on the same port, keys and data, trusting
+    /// the client CA it was first started with, and waits until it is SERVING.
+    pub fn start_again(&mut self) {
+        let (client_ca, probe) = (self.tls.client_ca.clone(), self.tls.client.clone());
+        self.start_trusting(&client_ca, &probe);
+    }
+
+    /// Starts the (stopped) signer on its port, accepting client certificates of `client_ca`.
+    fn start_trusting(&mut self, client_ca: &Path, probe: &CertifiedKey) {
         self.starts += 1;
         let log = self.dir.path().join(format!("signer-{}.log", self.starts));
         let command = (self.command)(self.port, client_ca);
@@ -744,6 +762,11 @@ impl Stack {
     /// The signer, to restart it.
     pub fn signer_mut(&mut self) -> &mut Signer {
         &mut self.signer
+    }
+
+    /// The server, and the signer to kill and restart while clients use the server.
+    pub fn server_and_signer_mut(&mut self) -> (&Server, &mut Signer) {
+        (&self.server, &mut self.signer)
     }
 
     /// The proxy between server and signer; panics if the stack has none.
