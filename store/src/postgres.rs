@@ -59,6 +59,8 @@ pub(crate) async fn open(url: &DatabaseUrl) -> Result<Pools, StoreError> {
     let connected = PgPoolOptions::new()
         .max_connections(MAX_CONNECTIONS)
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        // A connection left inside a transaction (a COMMIT that failed) is closed, not reused.
+        .after_release(|connection, _| Box::pin(async move { Ok(!connection.is_in_transaction()) }))
         .connect_with(options.clone())
         .await;
     let pool = match connected {

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
+use sqlx::Connection as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Pool, QueryBuilder};
 use tufa_common::files::FileError;
@@ -82,6 +83,10 @@ pub(crate) async fn open(path: &Path) -> Result<Pools, StoreError> {
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
         .acquire_timeout(WRITE_ACQUIRE_TIMEOUT)
+        // A COMMIT that fails (SQLITE_FULL on a full disk) leaves the connection inside its
+        // transaction; closing it instead of reusing it lets the next write start afresh once
+        // space is back, without a restart.
+        .after_release(|connection, _| Box::pin(async move { Ok(!connection.is_in_transaction()) }))
         .connect_with(options.clone())
         .await
         .map_err(|error| context(from_sqlx(error)))?;
@@ -89,6 +94,7 @@ pub(crate) async fn open(path: &Path) -> Result<Pools, StoreError> {
     let reader = SqlitePoolOptions::new()
         .max_connections(READERS)
         .acquire_timeout(READ_ACQUIRE_TIMEOUT)
+        .after_release(|connection, _| Box::pin(async move { Ok(!connection.is_in_transaction()) }))
         .connect_with(options)
         .await
         .map_err(|error| context(from_sqlx(error)))?;

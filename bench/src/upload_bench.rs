@@ -1,0 +1,486 @@
+//! upload-bench: what the worst uploads within tufa-server's limits cost the server, and what
+//! they do to other clients' reads. It starts a tufa-server, publishes one real repository, then
+//! sends each worst case (the most targets, delegations, paths, signatures, root keys, and 32 MiB of
+//! nesting the limits allow; correctly signed where signing matters, so the expensive checks run)
+//! and prints, per request, the server's CPU time (from /proc) and its peak memory growth (the
+//! high-water mark reset through /proc/PID/clear_refs before each request), next to the GET latency
+//! another client sees meanwhile. It measures; it never asserts a speed.
+//!
+//! Usage: `upload-bench [--repeat N]`. Environment: `TUFA_SERVER_BIN` (default: the `tufa-server`
+//! next to this binary). Build both first: `cargo build --release -p tufa-server -p tufa-bench`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use tufa_core::canonical::to_canonical;
+use tufa_core::keys::{Algorithm, KeyType, PrivateKey, PublicKey};
+use tufa_core::metadata::{Signature, envelope};
+use tufa_core::update::Limits;
+
+const GUN: &str = "bench.example/app";
+const USAGE: &str = "usage: upload-bench [--repeat N]";
+
+/// A client key: the private half signs, the public half goes into metadata.
+struct Key {
+    private: PrivateKey,
+    public: PublicKey,
+}
+
+impl Key {
+    fn ecdsa() -> Result<Self, String> {
+        let private = PrivateKey::generate(Algorithm::Ecdsa).map_err(|error| error.to_string())?;
+        let public = private.public_key();
+        Ok(Self { private, public })
+    }
+
+    /// A root key as the notary client makes it: a self-signed certificate with CN = the GUN.
+    fn root(common_name: &str) -> Result<Self, String> {
+        let private = PrivateKey::generate(Algorithm::Ecdsa).map_err(|error| error.to_string())?;
+        let pkcs8 = private.pkcs8();
+        let pair = rcgen::KeyPair::try_from(pkcs8.as_slice()).map_err(|error| error.to_string())?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|error| error.to_string())?;
+        params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
+        let certificate = params.self_signed(&pair).map_err(|error| error.to_string())?;
+        let public = PublicKey::new(KeyType::EcdsaX509, certificate.pem().into_bytes());
+        Ok(Self { private, public })
+    }
+
+    fn id(&self) -> String {
+        self.public.key_id()
+    }
+}
+
+fn expires(days: i64) -> String {
+    tufa_core::time::format(chrono::Utc::now() + chrono::Duration::days(days))
+}
+
+/// A signed file: `body` canonicalised and signed by `keys`.
+fn sign(body: &Value, keys: &[&Key]) -> Result<Vec<u8>, String> {
+    let canonical = to_canonical(body).map_err(|error| error.to_string())?;
+    let mut signatures = Vec::new();
+    for key in keys {
+        let sig = key.private.sign(&canonical).map_err(|error| error.to_string())?;
+        signatures.push(Signature { keyid: key.id(), method: key.private.method().to_owned(), sig });
+    }
+    Ok(envelope(&canonical, &signatures))
+}
+
+fn meta(bytes: &[u8]) -> Value {
+    use base64::Engine as _;
+    let digest = tufa_core::keys::sha256(bytes);
+    json!({"length": bytes.len(), "hashes": {"sha256": base64::engine::general_purpose::STANDARD.encode(digest)}})
+}
+
+fn multipart(files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "upload-bench-boundary-7d1";
+    let mut body = Vec::new();
+    for (name, content) in files {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n\r\n")
+                .as_bytes(),
+        );
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// The repository the worst cases are uploaded to.
+struct Repo {
+    root_key: Key,
+    targets: Key,
+    snapshot: Key,
+    root: Vec<u8>,
+}
+
+/// One worst case: its name and its multipart files.
+struct Case {
+    name: String,
+    files: Vec<(String, Vec<u8>)>,
+}
+
+fn target_entry(index: usize) -> (String, Value) {
+    let content = index.to_le_bytes();
+    (format!("release/v{index}"), meta(&content))
+}
+
+fn targets_body(version: i64, targets: Map<String, Value>, delegations: Value) -> Value {
+    json!({"_type": "Targets", "delegations": delegations, "expires": expires(365), "targets": targets, "version": version})
+}
+
+/// Builds every worst case for `repo` under `limits` and `max_body` bytes.
+fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, String> {
+    let no_delegations = json!({"keys": {}, "roles": []});
+    let mut out = Vec::new();
+    let with_snapshot = |name: &str, targets: Vec<u8>| -> Result<Case, String> {
+        let snapshot = sign(
+            &json!({"_type": "Snapshot", "expires": expires(365), "version": 3,
+                "meta": {"root": meta(&repo.root), "targets": meta(&targets)}}),
+            &[&repo.snapshot],
+        )?;
+        Ok(Case { name: name.into(), files: vec![("targets".into(), targets), ("snapshot".into(), snapshot)] })
+    };
+
+    // The most targets one file may list, signed: every entry is parsed and checked.
+    let mut targets = Map::new();
+    let mut index = 0;
+    while targets.len() < limits.max_targets {
+        let (name, entry) = target_entry(index);
+        targets.insert(name, entry);
+        index += 1;
+        if targets.len().is_multiple_of(1000) && targets.len() * 120 > max_body * 9 / 10 {
+            break;
+        }
+    }
+    let count = targets.len();
+    let body = sign(&targets_body(3, targets, no_delegations.clone()), &[&repo.targets])?;
+    out.push(with_snapshot(&format!("{count} targets, signed"), body)?);
+
+    // The most delegations, each with the most paths that fit, signed: the path checks run.
+    let delegate = Key::ecdsa()?;
+    let mut keys = Map::new();
+    keys.insert(delegate.id(), delegate.public.to_json());
+    let per_path = 24;
+    let budget = max_body * 8 / 10;
+    let delegations = limits.max_delegations;
+    let paths_each = (budget / delegations / per_path).clamp(1, limits.max_delegation_paths);
+    let roles: Vec<Value> = (0..delegations)
+        .map(|role| {
+            let paths: Vec<String> = (0..paths_each).map(|path| format!("team{role}/p{path}/")).collect();
+            json!({"name": format!("targets/d{role}"), "keyids": [delegate.id()], "threshold": 1, "paths": paths})
+        })
+        .collect();
+    let body = sign(&targets_body(3, Map::new(), json!({"keys": keys, "roles": roles})), &[&repo.targets])?;
+    out.push(with_snapshot(&format!("{delegations} delegations x {paths_each} paths, signed"), body)?);
+
+    // One delegation with the most paths, and targets that must each be matched against them.
+    let paths: Vec<String> = (0..limits.max_delegation_paths).map(|path| format!("zone{path}/")).collect();
+    let role = json!({"name": "targets/wide", "keyids": [delegate.id()], "threshold": 1, "paths": paths});
+    let mut keys = Map::new();
+    keys.insert(delegate.id(), delegate.public.to_json());
+    let parent = sign(&targets_body(3, Map::new(), json!({"keys": keys, "roles": [role]})), &[&repo.targets])?;
+    let mut child_targets = Map::new();
+    let fit = (max_body / 2 / 130).min(limits.max_targets);
+    for index in 0..fit {
+        child_targets
+            .insert(format!("zone{}/file{index}", index % limits.max_delegation_paths), meta(&index.to_le_bytes()));
+    }
+    let child = sign(&targets_body(1, child_targets, json!({"keys": {}, "roles": []})), &[&delegate])?;
+    let snapshot = sign(
+        &json!({"_type": "Snapshot", "expires": expires(365), "version": 3,
+            "meta": {"root": meta(&repo.root), "targets": meta(&parent), "targets/wide": meta(&child)}}),
+        &[&repo.snapshot],
+    )?;
+    out.push(Case {
+        name: format!("{} paths x {fit} delegated targets, signed", limits.max_delegation_paths),
+        files: vec![("targets".into(), parent), ("targets/wide".into(), child), ("snapshot".into(), snapshot)],
+    });
+
+    // The most signatures, all by unknown keys: each is looked at, none verifies.
+    let canonical = to_canonical(&targets_body(3, Map::new(), no_delegations.clone())).map_err(|e| e.to_string())?;
+    let signatures: Vec<Signature> = (0..limits.max_signatures)
+        .map(|index| Signature { keyid: format!("{index:064x}"), method: "ecdsa".into(), sig: vec![7; 64] })
+        .collect();
+    out.push(Case {
+        name: format!("{} signatures by unknown keys", limits.max_signatures),
+        files: vec![("targets".into(), envelope(&canonical, &signatures))],
+    });
+
+    // A root with the most keys (certificates), signed by the real root key.
+    let mut key_map = Map::new();
+    for key in [&repo.root_key, &repo.targets, &repo.snapshot] {
+        key_map.insert(key.id(), key.public.to_json());
+    }
+    while key_map.len() < limits.max_root_keys {
+        let extra = Key::root(GUN)?;
+        key_map.insert(extra.id(), extra.public.to_json());
+    }
+    let body = json!({"_type": "Root", "consistent_snapshot": false, "expires": expires(3650), "version": 2,
+    "keys": key_map,
+    "roles": {
+        "root": {"keyids": [repo.root_key.id()], "threshold": 1},
+        "targets": {"keyids": [repo.targets.id()], "threshold": 1},
+        "snapshot": {"keyids": [repo.snapshot.id()], "threshold": 1},
+        "timestamp": {"keyids": [repo.targets.id()], "threshold": 1},
+    }});
+    out.push(Case {
+        name: format!("root with {} certificate keys", limits.max_root_keys),
+        files: vec![("root".into(), sign(&body, &[&repo.root_key])?)],
+    });
+
+    // The largest body of empty arrays, and of deep nesting: refused by the parser.
+    let arrays = format!("{{\"signed\":{{\"x\":[{}[]]}},\"signatures\":[]}}", "[],".repeat((max_body - 1024) / 3));
+    out.push(Case {
+        name: format!("{} MiB of empty arrays", max_body >> 20),
+        files: vec![("targets".into(), arrays.into_bytes())],
+    });
+    let nested = format!("{}{}", "[".repeat(max_body / 2 - 1024), "]".repeat(max_body / 2 - 1024));
+    out.push(Case {
+        name: format!("{} MiB of nesting", max_body >> 20),
+        files: vec![("targets".into(), nested.into_bytes())],
+    });
+    Ok(out)
+}
+
+/// CPU time (user + system) of a process, from /proc/PID/stat.
+fn cpu_time(pid: u32) -> Result<Duration, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|error| error.to_string())?;
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).ok_or("odd /proc stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index).and_then(|value| value.parse::<u64>().ok()).ok_or("odd /proc stat");
+    // Fields 14 and 15 of stat (utime, stime) are at 11 and 12 after the command name.
+    let total = ticks(11)? + ticks(12)?;
+    Ok(Duration::from_millis(total * 10))
+}
+
+/// A memory figure from /proc/PID/status, in KiB.
+fn status_kib(pid: u32, field: &str) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|error| error.to_string())?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field).and_then(|rest| rest.split_whitespace().next()?.parse().ok()))
+        .ok_or_else(|| format!("no {field} in /proc/{pid}/status"))
+}
+
+fn reset_peak(pid: u32) -> Result<(), String> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").map_err(|error| format!("clear_refs: {error}"))
+}
+
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
+    sorted.get(index).copied().unwrap_or_default()
+}
+
+struct ServerProcess {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("TUFA_SERVER_BIN") {
+        return PathBuf::from(path);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("tufa-server")))
+        .unwrap_or_else(|| PathBuf::from("tufa-server"))
+}
+
+async fn wait_healthy(client: &reqwest::Client, url: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(response) = client.get(format!("{url}/_notary_server/health")).send().await
+            && response.status().is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err("tufa-server did not become healthy".into())
+}
+
+async fn client_for(ca: &Path) -> Result<reqwest::Client, String> {
+    for _ in 0..100 {
+        if let Ok(pem) = std::fs::read(ca) {
+            let certificate = reqwest::Certificate::from_pem(&pem).map_err(|error| error.to_string())?;
+            return reqwest::Client::builder()
+                .add_root_certificate(certificate)
+                .timeout(Duration::from_secs(120))
+                .build()
+                .map_err(|error| error.to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("{} never appeared", ca.display()))
+}
+
+async fn post(client: &reqwest::Client, url: &str, files: &[(String, Vec<u8>)]) -> Result<(u16, usize), String> {
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(name, bytes)| (name.as_str(), bytes.as_slice())).collect();
+    let (content_type, body) = multipart(&refs);
+    let size = body.len();
+    let response = client
+        .post(format!("{url}/v2/{GUN}/_trust/tuf/"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .map_err(|error| error.to_string())?;
+    Ok((response.status().as_u16(), size))
+}
+
+/// Publishes the repository's first version; returns it.
+async fn publish_first(client: &reqwest::Client, url: &str) -> Result<Repo, String> {
+    let timestamp: Value = client
+        .get(format!("{url}/v2/{GUN}/_trust/tuf/timestamp.key"))
+        .send()
+        .await
+        .map_err(|error| error.to_string())?
+        .json()
+        .await
+        .map_err(|error| error.to_string())?;
+    let timestamp = PublicKey::from_json(&timestamp).map_err(|error| error.to_string())?;
+    let (root_key, targets, snapshot) = (Key::root(GUN)?, Key::ecdsa()?, Key::ecdsa()?);
+    let mut keys = Map::new();
+    for key in [&root_key.public, &targets.public, &snapshot.public, &timestamp] {
+        keys.insert(key.key_id(), key.to_json());
+    }
+    let root = sign(
+        &json!({"_type": "Root", "consistent_snapshot": false, "expires": expires(3650), "version": 1, "keys": keys,
+        "roles": {
+            "root": {"keyids": [root_key.id()], "threshold": 1},
+            "targets": {"keyids": [targets.id()], "threshold": 1},
+            "snapshot": {"keyids": [snapshot.id()], "threshold": 1},
+            "timestamp": {"keyids": [timestamp.key_id()], "threshold": 1},
+        }}),
+        &[&root_key],
+    )?;
+    let first_targets = sign(&targets_body(2, Map::new(), json!({"keys": {}, "roles": []})), &[&targets])?;
+    let first_snapshot = sign(
+        &json!({"_type": "Snapshot", "expires": expires(365), "version": 2,
+            "meta": {"root": meta(&root), "targets": meta(&first_targets)}}),
+        &[&snapshot],
+    )?;
+    let files = vec![
+        ("root".to_owned(), root.clone()),
+        ("targets".to_owned(), first_targets),
+        ("snapshot".to_owned(), first_snapshot),
+    ];
+    let (status, _) = post(client, url, &files).await?;
+    if status != 200 {
+        return Err(format!("the first publish got HTTP {status}"));
+    }
+    Ok(Repo { root_key, targets, snapshot, root })
+}
+
+/// GET latencies of `root.json` until `stop`.
+async fn reader(client: reqwest::Client, url: String, stop: Arc<AtomicBool>) -> Vec<Duration> {
+    let mut latencies = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        let ok =
+            client.get(format!("{url}/v2/{GUN}/_trust/tuf/root.json")).send().await.is_ok_and(|r| r.status() == 200);
+        if ok {
+            latencies.push(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    latencies.sort();
+    latencies
+}
+
+async fn bench(repeat: usize) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|error| error.to_string())?;
+    let port = tufa_testkit::process::free_port()?;
+    let url = format!("https://127.0.0.1:{port}");
+    let binary = server_binary();
+    let log = std::fs::File::create(dir.path().join("server.log")).map_err(|error| error.to_string())?;
+    let child = Command::new(&binary)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--log-level", "warn", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|error| format!("cannot start {}: {error}", binary.display()))?;
+    let pid = child.id();
+    let server = ServerProcess { child, _dir: dir };
+    let client = client_for(&server._dir.path().join("data/tls/ca.crt")).await?;
+    wait_healthy(&client, &url).await?;
+    let repo = publish_first(&client, &url).await?;
+    let limits = Limits::default();
+    let max_body = 32 << 20;
+    eprintln!("upload-bench: building the worst cases under {max_body} bytes");
+    let cases = cases(&repo, &limits, max_body)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let idle = tokio::spawn(reader(client.clone(), url.clone(), stop.clone()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let idle = idle.await.map_err(|error| error.to_string())?;
+
+    println!("upload-bench: tufa-server {} (pid {pid}), limits {limits:?}", binary.display());
+    println!("{:<48} {:>9} {:>6} {:>10} {:>12} {:>8}", "upload", "body MiB", "HTTP", "CPU ms", "peak +MiB", "x body");
+    let stop = Arc::new(AtomicBool::new(false));
+    let loaded = tokio::spawn(reader(client.clone(), url.clone(), stop.clone()));
+    for case in &cases {
+        for _ in 0..repeat {
+            reset_peak(pid)?;
+            let rss = status_kib(pid, "VmRSS:")?;
+            let cpu = cpu_time(pid)?;
+            let (status, size) = post(&client, &url, &case.files).await?;
+            let used = cpu_time(pid)?.saturating_sub(cpu);
+            let peak = status_kib(pid, "VmHWM:")?.saturating_sub(rss);
+            let mib = size as f64 / f64::from(1 << 20);
+            let peak_mib = peak as f64 / 1024.0;
+            println!(
+                "{:<48} {mib:>9.2} {status:>6} {:>10} {peak_mib:>12.1} {:>8.2}",
+                case.name,
+                used.as_millis(),
+                peak_mib / mib.max(f64::EPSILON)
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let loaded = loaded.await.map_err(|error| error.to_string())?;
+    println!(
+        "GET root.json meanwhile: p50 {:?} p99 {:?} ({} requests); idle: p50 {:?} p99 {:?} ({} requests)",
+        percentile(&loaded, 0.5),
+        percentile(&loaded, 0.99),
+        loaded.len(),
+        percentile(&idle, 0.5),
+        percentile(&idle, 0.99),
+        idle.len()
+    );
+    drop(server);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let repeat = match args.as_slice() {
+        [] => 2,
+        [flag, value] if flag == "--repeat" => match value.parse::<usize>() {
+            Ok(repeat) if repeat > 0 => repeat,
+            _ => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(if args.iter().any(|arg| arg == "--help" || arg == "-h") { 0 } else { 2 });
+        }
+    };
+    if cfg!(debug_assertions) {
+        eprintln!("upload-bench: WARNING: a debug build; build with --release for figures that mean something");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("upload-bench: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(bench(repeat)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("upload-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
