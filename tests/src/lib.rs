@@ -32,6 +32,7 @@ pub mod proxy;
 pub mod registry;
 pub mod server;
 pub mod signer;
+pub mod tmpfs;
 pub mod tufa;
 
 /// Generates one `#[test]` per flow in [`flows`], each starting its own server with
