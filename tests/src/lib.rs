@@ -27,6 +27,7 @@ pub mod load;
 pub mod notary;
 pub mod pki;
 pub use tufa_testkit::postgres;
+pub mod pg_cluster;
 pub mod process;
 pub mod proxy;
 pub mod registry;

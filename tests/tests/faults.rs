@@ -7,6 +7,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use tufa_tests::load::{LoadReport, PublishLoad, Reads};
+use tufa_tests::pg_cluster::PgCluster;
 use tufa_tests::postgres::PgDatabase;
 use tufa_tests::proxy::TcpProxy;
 use tufa_tests::server::Server;
@@ -129,10 +130,9 @@ fn signer_killed_during_a_publish_load() {
 
 /// tufa-server on PostgreSQL (in-process signer, whose keys are in the same database) reaching
 /// the database through a [`TcpProxy`]; four clients publish in a loop; the proxy cuts every
-/// connection and refuses new ones for [`DATABASE_OUTAGE`], then forwards again. The cut stands in for a
-/// restart of the database: the throwaway cluster is shared by the tests running in parallel, so
-/// restarting it would fail theirs. To the server both look the same: every pooled connection
-/// breaks at once and new ones are refused until the database is back.
+/// connection and refuses new ones for [`DATABASE_OUTAGE`], then forwards again: the network
+/// between server and database fails without a word from the database (unlike the restart in
+/// [`database_crashed_and_restarted_during_a_publish_load`]), on the shared throwaway cluster.
 #[test]
 fn database_cut_during_a_publish_load() {
     let database = PgDatabase::create();
@@ -153,6 +153,30 @@ fn database_cut_during_a_publish_load() {
             Phase::Up => proxy.restore(),
         });
     assert!(report.reads.unavailable_reads > 0, "the reader never saw the outage: {:?}", report.reads);
+}
+
+/// tufa-server on a PostgreSQL cluster of its own (so that restarting it disturbs no other test);
+/// four clients publish in a loop; the cluster is stopped with `pg_ctl stop -m immediate` (every
+/// PostgreSQL process quits at once, as in a crash) and started again on the same port after
+/// [`DATABASE_OUTAGE`], recovering from its write-ahead log.
+#[test]
+fn database_crashed_and_restarted_during_a_publish_load() {
+    let cluster = PgCluster::start();
+    let server = start_with(Options {
+        name: "tufa-server (postgres, private cluster)".into(),
+        database_url: Some(cluster.url()),
+        database: None,
+        extra_args: Vec::new(),
+    });
+    let expected = "* fatal: unable to reach trust server at this time: 503.";
+    let fault = |phase| match phase {
+        Phase::Down => cluster.stop("immediate"),
+        Phase::Up => cluster.start_again(),
+    };
+    let (_, report) = load_through_outage(&server, Reads::MayBeUnavailable, DATABASE_OUTAGE, expected, fault);
+    assert!(report.reads.unavailable_reads > 0, "the reader never saw the outage: {:?}", report.reads);
+    // The server stops before its database.
+    drop(server);
 }
 
 /// Splits `postgres://user@host:port/db` into the part before `host:port`, `host:port`, and the rest.
