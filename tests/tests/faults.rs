@@ -1,7 +1,7 @@
-//! Faults during real work: the signer killed and the database cut while several clients
-//! publish, a client vanishing in the middle of an upload, and SQLite running out of disk. No
-//! acknowledged publish is lost, no half-applied publish is ever served, and the server recovers
-//! without being restarted.
+//! Faults during real work: the signer killed, the database crashed and restarted, and the
+//! connection to the database cut while several clients publish; a client vanishing in the middle
+//! of an upload; SQLite running out of disk. No acknowledged publish is lost, no half-applied
+//! publish is ever served, and the server recovers without being restarted.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -60,7 +60,7 @@ fn load_through_outage(
     outage: Duration,
     expected_failure: &str,
     mut fault: impl FnMut(Phase),
-) -> (Outage, LoadReport) {
+) -> LoadReport {
     let load = PublishLoad::prepare(server.url(), server.ca_cert(), &GUNS);
     let (outage, report) = load.run(reads, |handle| {
         handle.wait_until_all_publish_since(Instant::now(), WARM_UP);
@@ -106,7 +106,7 @@ fn load_through_outage(
     }
     let health = server.get("/_notary_server/health");
     assert_eq!(health.status, 200, "health after the load: {health}");
-    (outage, report)
+    report
 }
 
 /// tufa-server with a remote tufa-signer; four clients publish in a loop (server-held snapshot
@@ -122,7 +122,7 @@ fn signer_killed_during_a_publish_load() {
         Phase::Down => signer.kill(),
         Phase::Up => signer.start_again(),
     };
-    let (_, report) = load_through_outage(server, Reads::AlwaysServed, SIGNER_OUTAGE, expected, fault);
+    let report = load_through_outage(server, Reads::AlwaysServed, SIGNER_OUTAGE, expected, fault);
     // Reads never need the signer.
     assert_eq!(report.reads.unavailable_reads, 0, "{:?}", report.reads);
     stack.check_after_flow();
@@ -147,11 +147,11 @@ fn database_cut_during_a_publish_load() {
     });
     // Without its database the server answers 503 UNAVAILABLE to reads and publishes alike.
     let expected = "* fatal: unable to reach trust server at this time: 503.";
-    let (_, report) =
-        load_through_outage(&server, Reads::MayBeUnavailable, DATABASE_OUTAGE, expected, |phase| match phase {
-            Phase::Down => proxy.cut(),
-            Phase::Up => proxy.restore(),
-        });
+    let fault = |phase| match phase {
+        Phase::Down => proxy.cut(),
+        Phase::Up => proxy.restore(),
+    };
+    let report = load_through_outage(&server, Reads::MayBeUnavailable, DATABASE_OUTAGE, expected, fault);
     assert!(report.reads.unavailable_reads > 0, "the reader never saw the outage: {:?}", report.reads);
 }
 
@@ -173,7 +173,7 @@ fn database_crashed_and_restarted_during_a_publish_load() {
         Phase::Down => cluster.stop("immediate"),
         Phase::Up => cluster.start_again(),
     };
-    let (_, report) = load_through_outage(&server, Reads::MayBeUnavailable, DATABASE_OUTAGE, expected, fault);
+    let report = load_through_outage(&server, Reads::MayBeUnavailable, DATABASE_OUTAGE, expected, fault);
     assert!(report.reads.unavailable_reads > 0, "the reader never saw the outage: {:?}", report.reads);
     // The server stops before its database.
     drop(server);
