@@ -27,11 +27,13 @@ pub mod load;
 pub mod notary;
 pub mod pki;
 pub use tufa_testkit::postgres;
+pub mod pg_cluster;
 pub mod process;
 pub mod proxy;
 pub mod registry;
 pub mod server;
 pub mod signer;
+pub mod tmpfs;
 pub mod tufa;
 
 /// Generates one `#[test]` per flow in [`flows`], each starting its own server with

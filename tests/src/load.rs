@@ -100,8 +100,8 @@ impl Publisher {
 /// How the reader treats failed reads while the load runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reads {
-    /// Every read must succeed (the fault does not touch what reads need), and a fresh client's
-    /// `notary list` runs on every round as well.
+    /// Every read must succeed (the fault does not touch what reads need), and after each round
+    /// a fresh client runs `notary list` on one repository (the next one each round).
     AlwaysServed,
     /// A read may fail with 503 `UNAVAILABLE` (the fault takes the database away); a read that
     /// succeeds must still be a consistent, acknowledged state. No `notary list` during the load.

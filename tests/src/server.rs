@@ -164,6 +164,11 @@ impl Server {
         &self.name
     }
 
+    /// The server's log file (standard output and error).
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
     /// `GET <url><path>`.
     pub fn get(&self, path: &str) -> HttpResponse {
         self.send(self.http.get(format!("{}{path}", self.url)))

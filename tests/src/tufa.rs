@@ -113,10 +113,21 @@ pub struct Options {
 
 /// Starts tufa-server with explicit options on a free port and a fresh data directory.
 pub fn start_with(options: Options) -> Server {
+    start_in(options, None)
+}
+
+/// Like [`start_with`], with `data_dir` as the server's `--data-dir` (e.g. on a small file
+/// system) instead of one in the server's temporary directory. The caller keeps it, and must
+/// keep it until the server is dropped.
+pub fn start_with_data_dir(options: Options, data_dir: &Path) -> Server {
+    start_in(options, Some(data_dir.to_path_buf()))
+}
+
+fn start_in(options: Options, data_dir: Option<PathBuf>) -> Server {
     let Options { name, database_url, database, extra_args } = options;
     let binary = binary();
     let dir = tempfile::Builder::new().prefix("tufa-server-").tempdir().expect("create temp dir");
-    let data_dir = dir.path().join("data");
+    let data_dir = data_dir.unwrap_or_else(|| dir.path().join("data"));
     let ca_cert = data_dir.join("tls").join("ca.crt");
     let command = move |port: u16| {
         let mut command = Command::new(&binary);

@@ -1,12 +1,13 @@
-//! Faults during real work: the signer killed and the database cut while several clients
-//! publish, a client vanishing in the middle of an upload, and SQLite running out of disk. No
-//! acknowledged publish is lost, no half-applied publish is ever served, and the server recovers
-//! without being restarted.
+//! Faults during real work: the signer killed, the database crashed and restarted, and the
+//! connection to the database cut while several clients publish; a client vanishing in the middle
+//! of an upload; SQLite running out of disk. No acknowledged publish is lost, no half-applied
+//! publish is ever served, and the server recovers without being restarted.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use tufa_tests::load::{LoadReport, PublishLoad, Reads};
+use tufa_tests::pg_cluster::PgCluster;
 use tufa_tests::postgres::PgDatabase;
 use tufa_tests::proxy::TcpProxy;
 use tufa_tests::server::Server;
@@ -59,7 +60,7 @@ fn load_through_outage(
     outage: Duration,
     expected_failure: &str,
     mut fault: impl FnMut(Phase),
-) -> (Outage, LoadReport) {
+) -> LoadReport {
     let load = PublishLoad::prepare(server.url(), server.ca_cert(), &GUNS);
     let (outage, report) = load.run(reads, |handle| {
         handle.wait_until_all_publish_since(Instant::now(), WARM_UP);
@@ -105,7 +106,7 @@ fn load_through_outage(
     }
     let health = server.get("/_notary_server/health");
     assert_eq!(health.status, 200, "health after the load: {health}");
-    (outage, report)
+    report
 }
 
 /// tufa-server with a remote tufa-signer; four clients publish in a loop (server-held snapshot
@@ -121,7 +122,7 @@ fn signer_killed_during_a_publish_load() {
         Phase::Down => signer.kill(),
         Phase::Up => signer.start_again(),
     };
-    let (_, report) = load_through_outage(server, Reads::AlwaysServed, SIGNER_OUTAGE, expected, fault);
+    let report = load_through_outage(server, Reads::AlwaysServed, SIGNER_OUTAGE, expected, fault);
     // Reads never need the signer.
     assert_eq!(report.reads.unavailable_reads, 0, "{:?}", report.reads);
     stack.check_after_flow();
@@ -129,10 +130,9 @@ fn signer_killed_during_a_publish_load() {
 
 /// tufa-server on PostgreSQL (in-process signer, whose keys are in the same database) reaching
 /// the database through a [`TcpProxy`]; four clients publish in a loop; the proxy cuts every
-/// connection and refuses new ones for [`DATABASE_OUTAGE`], then forwards again. The cut stands in for a
-/// restart of the database: the throwaway cluster is shared by the tests running in parallel, so
-/// restarting it would fail theirs. To the server both look the same: every pooled connection
-/// breaks at once and new ones are refused until the database is back.
+/// connection and refuses new ones for [`DATABASE_OUTAGE`], then forwards again: the network
+/// between server and database fails without a word from the database (unlike the restart in
+/// [`database_crashed_and_restarted_during_a_publish_load`]), on the shared throwaway cluster.
 #[test]
 fn database_cut_during_a_publish_load() {
     let database = PgDatabase::create();
@@ -147,12 +147,36 @@ fn database_cut_during_a_publish_load() {
     });
     // Without its database the server answers 503 UNAVAILABLE to reads and publishes alike.
     let expected = "* fatal: unable to reach trust server at this time: 503.";
-    let (_, report) =
-        load_through_outage(&server, Reads::MayBeUnavailable, DATABASE_OUTAGE, expected, |phase| match phase {
-            Phase::Down => proxy.cut(),
-            Phase::Up => proxy.restore(),
-        });
+    let fault = |phase| match phase {
+        Phase::Down => proxy.cut(),
+        Phase::Up => proxy.restore(),
+    };
+    let report = load_through_outage(&server, Reads::MayBeUnavailable, DATABASE_OUTAGE, expected, fault);
     assert!(report.reads.unavailable_reads > 0, "the reader never saw the outage: {:?}", report.reads);
+}
+
+/// tufa-server on a PostgreSQL cluster of its own (so that restarting it disturbs no other test);
+/// four clients publish in a loop; the cluster is stopped with `pg_ctl stop -m immediate` (every
+/// PostgreSQL process quits at once, as in a crash) and started again on the same port after
+/// [`DATABASE_OUTAGE`], recovering from its write-ahead log.
+#[test]
+fn database_crashed_and_restarted_during_a_publish_load() {
+    let cluster = PgCluster::start();
+    let server = start_with(Options {
+        name: "tufa-server (postgres, private cluster)".into(),
+        database_url: Some(cluster.url()),
+        database: None,
+        extra_args: Vec::new(),
+    });
+    let expected = "* fatal: unable to reach trust server at this time: 503.";
+    let fault = |phase| match phase {
+        Phase::Down => cluster.stop("immediate"),
+        Phase::Up => cluster.start_again(),
+    };
+    let report = load_through_outage(&server, Reads::MayBeUnavailable, DATABASE_OUTAGE, expected, fault);
+    assert!(report.reads.unavailable_reads > 0, "the reader never saw the outage: {:?}", report.reads);
+    // The server stops before its database.
+    drop(server);
 }
 
 /// Splits `postgres://user@host:port/db` into the part before `host:port`, `host:port`, and the rest.
@@ -311,4 +335,116 @@ fn client_disconnecting_mid_upload_changes_nothing() {
     let v2 = tufa_tests::flows::publish_target(&owner, gun, "v2", b"two\n");
     let reader = tufa_tests::notary::Notary::new(&server, "reader");
     assert_eq!(reader.list(gun, None), tufa_tests::flows::sorted(&[v1, v2]));
+}
+
+/// Size of the tmpfs the SQLite test runs on.
+const DISK_KIB: u64 = 12 * 1024;
+
+/// Size of the file placed on it beforehand, deleted to free space again.
+const FILLER_BYTES: usize = 3 << 20;
+
+/// Size of the custom data that makes each published targets file large.
+const CUSTOM_BYTES: usize = 1 << 20;
+
+/// A JSON object with a string of `length` pseudo-random letters and digits, different for every
+/// `seed` (so nothing can share storage between rounds).
+fn custom_json(length: usize, seed: u64) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut text = b"{\"filler\":\"".to_vec();
+    for _ in 0..length {
+        // xorshift64
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        text.push(ALPHABET[(state % ALPHABET.len() as u64) as usize]);
+    }
+    text.extend_from_slice(b"\"}");
+    text
+}
+
+/// tufa-server on SQLite with its data directory on a 12 MiB tmpfs that also holds a 3 MiB
+/// filler file. A client publishes a 1 MiB targets file (a target with large custom data) again
+/// and again until the disk is full: the failing publish is answered with a 5xx, not a crash;
+/// reads keep serving the last acknowledged state; once the filler is deleted the staged publish
+/// succeeds, without a restart.
+#[test]
+fn sqlite_on_a_full_disk_fails_publishes_and_recovers() {
+    let disk = tufa_tests::tmpfs::Tmpfs::mount(DISK_KIB);
+    let filler = disk.path().join("filler.bin");
+    std::fs::write(&filler, vec![0x5a; FILLER_BYTES]).expect("write the filler file");
+    let data_dir = disk.path().join("data");
+    let server = tufa_tests::tufa::start_with_data_dir(
+        Options {
+            name: "tufa-server (sqlite on a small tmpfs)".into(),
+            database_url: None,
+            database: None,
+            extra_args: Vec::new(),
+        },
+        &data_dir,
+    );
+    let gun = "tufa.test/full-disk";
+    let owner = tufa_tests::notary::Notary::new(&server, "owner");
+    tufa_tests::flows::init_with_server_snapshot(&owner, gun);
+    let v1 = tufa_tests::flows::publish_target(&owner, gun, "v1", b"one\n");
+
+    // Round k replaces target "big" by a file saying k, with 1 MiB of custom data of its own.
+    let stage = |round: u64| {
+        let file = owner.write_file(&format!("big{round}.bin"), format!("round {round}\n").as_bytes());
+        let custom = owner.write_file("custom.json", &custom_json(CUSTOM_BYTES, round));
+        (file, custom)
+    };
+    let mut acknowledged = served(&server, gun);
+    let mut round = 0;
+    let failure = loop {
+        round += 1;
+        assert!(round <= 30, "12 MiB held 30 publishes of 1 MiB: the disk never filled");
+        let (file, custom) = stage(round);
+        let output = owner.run(&[
+            "add",
+            "-p",
+            gun,
+            "big",
+            tufa_tests::flows::path_arg(&file),
+            "--custom",
+            tufa_tests::flows::path_arg(&custom),
+        ]);
+        if !output.success() {
+            break output;
+        }
+        acknowledged = served(&server, gun);
+    };
+    assert!(round > 1, "the first large publish already failed:\n{failure}");
+    // A full disk is a 503 UNAVAILABLE (SQLite's "database or disk is full" is a passing
+    // condition), which the notary client reports with the status.
+    assert!(
+        failure.stdout.contains("* fatal: unable to reach trust server at this time: 503."),
+        "the publish that found the disk full (round {round}):\n{failure}"
+    );
+
+    // Reads serve the last acknowledged state, and the server is healthy for reads.
+    assert_eq!(served(&server, gun), acknowledged, "what is served after the failed publish");
+    let health = server.get("/_notary_server/health");
+    assert_eq!((health.status, health.json()), (200, serde_json::json!({})), "health on a full disk: {health}");
+
+    // Space again: the publish the client still has staged goes through at once, then another.
+    std::fs::remove_file(&filler).expect("delete the filler file");
+    let output = owner.run(&["publish", gun]);
+    assert!(
+        output.success(),
+        "once space was freed, the publish the client had staged must succeed without a restart of the server; \
+         server log:\n{}\n{output}",
+        tufa_tests::process::log_tail(server.log(), 2000)
+    );
+    let (file, _) = stage(round);
+    let big = tufa_tests::flows::listed("big", &file, "targets");
+    let reader = tufa_tests::notary::Notary::new(&server, "reader");
+    assert_eq!(reader.list(gun, None), tufa_tests::flows::sorted(&[big, v1.clone()]));
+    let v2 = tufa_tests::flows::publish_target(&owner, gun, "v2", b"two\n");
+    let big = tufa_tests::flows::listed("big", &file, "targets");
+    assert_eq!(reader.list(gun, None), tufa_tests::flows::sorted(&[big, v1, v2]));
+    assert_eq!(server.get("/_notary_server/health").status, 200);
+    // The server stops before the tmpfs under its data directory is unmounted.
+    drop(server);
+    drop(disk);
 }
