@@ -38,7 +38,7 @@ need openssl openssl
 need docker-registry docker-registry
 need docker docker.io
 need psql postgresql-client
-if [ -z "${DATABASE_URL:-}" ] && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+if [ -z "${PG_BINDIR:-}" ] && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
   missing_packages+=(postgresql)
 fi
 if [ "${#missing_packages[@]}" -gt 0 ]; then
