@@ -7,7 +7,6 @@
 //! cannot exhaust the stack; its work is O(n log k) in the input (k: the keys of one object).
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
 use std::ops::Range;
 
 /// Deepest nesting of objects and arrays accepted. Notary metadata nests at most seven levels
@@ -74,6 +73,16 @@ pub fn scan(bytes: &[u8]) -> Result<Scan, StrictError> {
     Ok(Scan { signed: scanner.signed, values: scanner.values })
 }
 
+/// Checks keys that are not in ascending order for repeats; O(k log k).
+fn no_repeats(mut keys: Vec<Cow<'_, [u8]>>) -> Result<(), StrictError> {
+    keys.sort_unstable();
+    match keys.windows(2).find_map(|pair| pair.split_first().filter(|(first, rest)| rest.first() == Some(first))) {
+        // The key was decoded from valid UTF-8 input, so the lossy conversion is exact.
+        Some((repeated, _)) => Err(StrictError::DuplicateKey(String::from_utf8_lossy(repeated).into_owned())),
+        None => Ok(()),
+    }
+}
+
 struct Scanner<'a> {
     bytes: &'a [u8],
     pos: usize,
@@ -127,7 +136,10 @@ impl<'a> Scanner<'a> {
             self.pos += 1;
             return Ok(());
         }
-        let mut seen: BTreeSet<Cow<'a, [u8]>> = BTreeSet::new();
+        // Keys in order of appearance; `sorted` while each is greater than the one before, which
+        // is the case for canonical JSON and rules out repeats without any further work.
+        let mut keys: Vec<Cow<'a, [u8]>> = Vec::new();
+        let mut sorted = true;
         loop {
             self.whitespace();
             let key = self.string(true)?;
@@ -139,15 +151,12 @@ impl<'a> Scanner<'a> {
             if depth == 1 && key.as_ref() == b"signed" {
                 self.signed = Some(start..self.pos);
             }
-            if seen.contains(&key) {
-                // The key was decoded from valid UTF-8 input, so the lossy conversion is exact.
-                return Err(StrictError::DuplicateKey(String::from_utf8_lossy(&key).into_owned()));
-            }
-            seen.insert(key);
+            sorted = sorted && keys.last().is_none_or(|last| *last < key);
+            keys.push(key);
             self.whitespace();
             match self.next()? {
                 b',' => continue,
-                b'}' => return Ok(()),
+                b'}' => return if sorted { Ok(()) } else { no_repeats(keys) },
                 _ => return Err(StrictError::Syntax(self.pos - 1)),
             }
         }
@@ -229,6 +238,13 @@ impl<'a> Scanner<'a> {
         let start = self.pos;
         let mut decoded: Option<Vec<u8>> = None;
         loop {
+            // Skip a run of plain bytes at once.
+            let rest = bytes.get(self.pos..).unwrap_or_default();
+            let run = rest.iter().position(|byte| matches!(byte, b'"' | b'\\' | 0..0x20)).unwrap_or(rest.len());
+            if let Some(owned) = decoded.as_mut() {
+                owned.extend_from_slice(rest.get(..run).unwrap_or_default());
+            }
+            self.pos += run;
             let at = self.pos;
             match self.next()? {
                 b'"' => {
@@ -314,6 +330,10 @@ const GO_ESCAPES: [(&[u8], &[u8]); 5] = [
 /// envelope) and the five escapes Go's encoder adds when it copies JSON text. Compares as it
 /// goes, without a copy.
 pub fn is_canonical_text(text: &[u8], canonical: &[u8]) -> bool {
+    // What notary clients send: the canonical bytes themselves.
+    if text == canonical {
+        return true;
+    }
     let mut expected = canonical;
     // Consumes `bytes` from the front of `expected`, if they are there.
     let mut matches = |bytes: &[u8]| match expected.strip_prefix(bytes) {

@@ -119,7 +119,10 @@ pub struct Signed {
 }
 
 impl Signed {
-    /// Parses the envelope `{"signed":{...},"signatures":[...]}` of a metadata file.
+    /// Parses the envelope `{"signed":{...},"signatures":[...]}` of a metadata file, strictly:
+    /// the JSON passes [`json::scan`] (no repeated keys, bounded nesting and density), the text
+    /// of `signed` is its canonical form, and no envelope or signature field differs from a
+    /// known one only in case.
     pub fn parse(bytes: &[u8]) -> Result<Self, MetadataError> {
         let scan = json::scan(bytes)?;
         let value: Value = serde_json::from_slice(bytes).map_err(|error| MetadataError::Json(error.to_string()))?;

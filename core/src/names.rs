@@ -65,7 +65,8 @@ fn path_problem(text: &str) -> Option<&'static str> {
     if text.starts_with('/') {
         return Some("it starts with '/'");
     }
-    if text.chars().any(|character| character.is_control() || is_format_character(character)) {
+    if text.chars().any(|character| character.is_control() || (!character.is_ascii() && is_format_character(character)))
+    {
         return Some("it contains control or format characters");
     }
     if text.split('/').any(|segment| segment == "..") {
