@@ -25,8 +25,9 @@ use tokio::time::{Instant, Sleep};
 pub struct BodyRules {
     /// The whole body must have arrived this long after the request's headers.
     pub timeout: Duration,
-    /// After [`Self::rate_grace`], fewer bytes than this per second (averaged since the request
-    /// began) cut the body. Zero disables the rate check.
+    /// The body must keep up with this many bytes per second, counted from the end of
+    /// [`Self::rate_grace`] (the grace period is a head start); a body that falls behind is cut.
+    /// Zero disables the rate check.
     pub min_rate: u64,
     /// How long a body may arrive below [`Self::min_rate`] at first.
     pub rate_grace: Duration,
@@ -112,19 +113,23 @@ impl GuardedBody {
 
     /// The cut due at `now`, if any.
     fn verdict(&self, now: Instant) -> Option<BodyCut> {
-        let elapsed = now.saturating_duration_since(self.started);
-        if elapsed >= self.rules.timeout {
-            return Some(BodyCut::TooLong(self.rules.timeout.as_secs()));
-        }
-        // The grace period is a head start: by time t the body owes (t - grace) * rate bytes.
-        if self.rules.min_rate > 0
-            && let Some(owed_for) = elapsed.checked_sub(self.rules.rate_grace)
-            && (self.received as f64) < owed_for.as_secs_f64() * self.rules.min_rate as f64
-        {
-            return Some(BodyCut::TooSlow(self.rules.min_rate));
-        }
-        None
+        verdict(&self.rules, now.saturating_duration_since(self.started), self.received)
     }
+}
+
+/// The cut due for a body that has delivered `received` bytes `elapsed` after its request began.
+fn verdict(rules: &BodyRules, elapsed: Duration, received: u64) -> Option<BodyCut> {
+    if elapsed >= rules.timeout {
+        return Some(BodyCut::TooLong(rules.timeout.as_secs()));
+    }
+    // The grace period is a head start: by time t the body owes (t - grace) * rate bytes.
+    if rules.min_rate > 0
+        && let Some(owed_for) = elapsed.checked_sub(rules.rate_grace)
+        && (received as f64) < owed_for.as_secs_f64() * rules.min_rate as f64
+    {
+        return Some(BodyCut::TooSlow(rules.min_rate));
+    }
+    None
 }
 
 impl Body for GuardedBody {
@@ -208,9 +213,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rules_default_to_the_documented_values() {
-        let rules = BodyRules::default();
-        assert_eq!(rules.timeout, Duration::from_secs(60));
-        assert_eq!(rules.min_rate, 1024);
+    fn bodies_are_cut_when_late_or_behind_the_rate_after_the_grace_period() {
+        let rules = BodyRules {
+            timeout: Duration::from_secs(60),
+            min_rate: 1000,
+            rate_grace: Duration::from_secs(10),
+            ..BodyRules::default()
+        };
+        let secs = Duration::from_secs;
+        // Nothing is owed during the grace period.
+        assert_eq!(verdict(&rules, secs(9), 0), None);
+        assert_eq!(verdict(&rules, secs(10), 0), None);
+        // Five seconds after the grace period, 5000 bytes are owed.
+        assert_eq!(verdict(&rules, secs(15), 4999), Some(BodyCut::TooSlow(1000)));
+        assert_eq!(verdict(&rules, secs(15), 5000), None);
+        // However fast, a body is cut at the deadline.
+        assert_eq!(verdict(&rules, secs(60), u64::MAX), Some(BodyCut::TooLong(60)));
+        assert_eq!(verdict(&rules, secs(59), 49_000), None);
+        // Without a minimum rate only the deadline applies.
+        let unrated = BodyRules { min_rate: 0, ..rules };
+        assert_eq!(verdict(&unrated, secs(59), 0), None);
+        assert_eq!(verdict(&unrated, secs(61), 0), Some(BodyCut::TooLong(60)));
+    }
+
+    #[test]
+    fn the_cut_is_found_inside_wrapping_errors() {
+        let wrapped = axum::Error::new(BodyCut::TooSlow(7));
+        assert_eq!(cut_reason(&wrapped), Some(BodyCut::TooSlow(7)));
+        let other = std::io::Error::other("reset");
+        assert_eq!(cut_reason(&other), None);
     }
 }

@@ -686,7 +686,7 @@ mod tests {
         let mut silent = TcpStream::connect(server.address).await.unwrap();
         let (received, took) = until_closed(&mut silent, Duration::from_secs(5)).await;
         assert!(received.is_empty(), "{received:?}");
-        assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(2), "{took:?}");
+        assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(3), "{took:?}");
     }
 
     #[tokio::test]
@@ -699,7 +699,7 @@ mod tests {
         let mut stream = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
         let (received, took) = until_closed(&mut stream, Duration::from_secs(5)).await;
         assert!(received.is_empty(), "{received:?}");
-        assert!(took < Duration::from_secs(2), "{took:?}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
     }
 
     #[tokio::test]
@@ -710,22 +710,23 @@ mod tests {
             .write_all(b"POST /read HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n0123456789")
             .await
             .unwrap();
-        // Ten bytes a second, well under the 1000 the server wants after its 300 ms grace.
-        let writer = tokio::spawn(async move {
+        // Ten bytes a second, well under the 1000 the server wants after its 300 ms grace; the
+        // response is read while the client is still sending.
+        let (mut reader, mut writer) = stream.into_split();
+        let trickle = tokio::spawn(async move {
             for _ in 0..50 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                if stream.write_all(b"x").await.is_err() {
+                if writer.write_all(b"x").await.is_err() {
                     break;
                 }
             }
-            stream
         });
-        let mut stream = writer.await.unwrap();
-        let (received, took) = until_closed(&mut stream, Duration::from_secs(5)).await;
+        let (received, took) = until_closed(&mut reader, Duration::from_secs(10)).await;
+        trickle.abort();
         let text = String::from_utf8_lossy(&received);
         assert!(text.starts_with("HTTP/1.1 408 Request Timeout"), "{text}");
         assert!(text.ends_with("the request body arrived at less than 1000 bytes per second"), "{text}");
-        assert!(took < Duration::from_secs(1), "{took:?}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
     }
 
     #[tokio::test]

@@ -93,21 +93,22 @@ impl UploadGate {
         Ok(())
     }
 
-    /// Reads a body of at most `limit` bytes into memory under the buffer budget: the declared
-    /// length is reserved before anything is read, an undeclared one as it arrives.
+    /// Reads a body of at most `limit` bytes into memory under the buffer budget.
+    ///
+    /// Budget is reserved as bytes arrive, in steps of at least [`RESERVE_STEP`] (never beyond the
+    /// declared length or the limit), and the buffer grows only with it. So a client holds budget
+    /// only for bytes it has actually sent, and a declared length alone (which costs a client
+    /// nothing) neither allocates memory nor blocks other uploads.
     pub async fn read_body(&self, body: Body, declared: Option<u64>, limit: usize) -> Result<BufferedBody, ApiError> {
         let limit_bytes = u64::try_from(limit).unwrap_or(u64::MAX);
         if declared.is_some_and(|length| length > limit_bytes) {
             return Err(ApiError::TooLarge(limit));
         }
+        // Where reservations stop: the declared length, else the limit.
+        let ceiling = declared.unwrap_or(limit_bytes);
         let mut budget = None;
         let mut reserved: u64 = 0;
-        if let Some(length) = declared.filter(|length| *length > 0) {
-            self.reserve(&mut budget, length).await?;
-            reserved = length;
-        }
-        let capacity = usize::try_from(declared.unwrap_or(0)).unwrap_or(0);
-        let mut data = Vec::with_capacity(capacity);
+        let mut data = Vec::new();
         let mut body = body;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|error| {
@@ -123,9 +124,11 @@ impl UploadGate {
                 return Err(ApiError::TooLarge(limit));
             }
             if total > reserved {
-                let step = total.saturating_sub(reserved).max(RESERVE_STEP).min(limit_bytes.saturating_sub(reserved));
+                let wanted = total.saturating_sub(reserved).max(RESERVE_STEP);
+                let step = wanted.min(ceiling.max(total).saturating_sub(reserved));
                 self.reserve(&mut budget, step).await?;
                 reserved = reserved.saturating_add(step);
+                data.reserve_exact(usize::try_from(reserved).unwrap_or(usize::MAX).saturating_sub(data.len()));
             }
             data.extend_from_slice(&chunk);
         }

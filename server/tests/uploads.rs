@@ -24,15 +24,18 @@ use tufa_store::Store;
 
 const GUN: &str = "tufa.test/uploads";
 
-/// A body that never delivers anything: an upload stuck mid-transfer.
-struct Stuck;
+/// A body that delivers its first bytes and then nothing more: an upload stuck mid-transfer.
+struct Stuck(Option<Bytes>);
 
 impl hyper::body::Body for Stuck {
     type Data = Bytes;
     type Error = std::io::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Poll::Pending
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.0.take() {
+            Some(first) => Poll::Ready(Some(Ok(Frame::data(first)))),
+            None => Poll::Pending,
+        }
     }
 }
 
@@ -81,10 +84,10 @@ async fn reply(app: &Router, request: Request<Body>) -> (StatusCode, serde_json:
 #[tokio::test]
 async fn an_upload_without_buffer_space_gets_503_until_the_space_is_free() {
     let (app, store, _dir) = app(UploadGate::new(4, 1500, Duration::from_millis(100))).await;
-    // One upload declares 900 bytes and then stalls, holding 900 of the 1500 bytes.
+    // One upload declares 1000 bytes, sends 900 and stalls, holding 1000 of the 1500 bytes.
     let stuck = tokio::spawn({
         let app = app.clone();
-        async move { app.oneshot(upload(900, Body::new(Stuck))).await }
+        async move { app.oneshot(upload(1000, Body::new(Stuck(Some(Bytes::from(vec![b'-'; 900])))))).await }
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
 
@@ -104,11 +107,25 @@ async fn an_upload_without_buffer_space_gets_503_until_the_space_is_free() {
 }
 
 #[tokio::test]
+async fn a_declared_length_alone_holds_no_buffer_space() {
+    let (app, _store, _dir) = app(UploadGate::new(4, 1000, Duration::from_millis(100))).await;
+    // A client declares the largest body and sends nothing.
+    let silent = tokio::spawn({
+        let app = app.clone();
+        async move { app.oneshot(upload(1000, Body::new(Stuck(None)))).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (status, body) = reply(&app, upload(1000, Body::from(garbage(1000)))).await;
+    assert_eq!((status, body["errors"][0]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("MALFORMED_JSON")));
+    silent.abort();
+}
+
+#[tokio::test]
 async fn an_upload_over_the_body_limit_is_refused_before_it_is_buffered() {
     // The budget is smaller than the declared length, so only the limit check can answer at once.
     let (app, _store, _dir) = app(UploadGate::new(4, 1000, Duration::from_secs(30))).await;
     let started = std::time::Instant::now();
-    let (status, body) = reply(&app, upload(5000, Body::new(Stuck))).await;
+    let (status, body) = reply(&app, upload(5000, Body::new(Stuck(None)))).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert_eq!(body["errors"][0]["detail"], "request body exceeds the limit of 1000 bytes");
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());

@@ -29,11 +29,24 @@ fn address(server: &Server) -> SocketAddr {
     server.url().trim_start_matches("https://").parse().expect("the server URL is https://IP:PORT")
 }
 
-/// One `curl --http2` POST: curl's exit status, the HTTP status and the body.
+/// One `curl --http2` POST: curl's exit status, the HTTP status and version, and the body.
 fn curl_post(server: &Server, path: &str, content_type: &str, body: &Path) -> (i32, String, String) {
+    curl_post_with(server, path, content_type, body, &["--http2"])
+}
+
+/// One `curl` POST with extra options.
+fn curl_post_with(
+    server: &Server,
+    path: &str,
+    content_type: &str,
+    body: &Path,
+    options: &[&str],
+) -> (i32, String, String) {
     let port = address(server).port();
     let output = Command::new("curl")
-        .args(["--silent", "--show-error", "--http2", "--cacert"])
+        .args(["--silent", "--show-error"])
+        .args(options)
+        .arg("--cacert")
         .arg(server.ca_cert())
         .args(["-X", "POST", "-H", &format!("Content-Type: {content_type}"), "--data-binary"])
         .arg(format!("@{}", body.display()))
@@ -124,4 +137,28 @@ fn silent_connections_are_closed_and_the_connection_cap_holds() {
     std::thread::sleep(Duration::from_millis(1500));
     let health = server.get("/_notary_server/health");
     assert_eq!(health.status, 200, "{health}");
+}
+
+#[test]
+fn a_body_that_is_not_complete_in_time_is_cut_with_408() {
+    let (server, dir) =
+        start("tufa-server (hostile clients: slow body)", "[connections]\nbody_timeout_secs = 2\nmin_body_rate = 0\n");
+    let body = dir.path().join("body.bin");
+    std::fs::write(&body, vec![b'x'; 100_000]).expect("write the body");
+    let started = Instant::now();
+    // 100 kB at 4 kB/s would take 25 s; the server cuts it after 2.
+    let (exit, status, reply) = curl_post_with(
+        &server,
+        "/v2/tufa.test/slow/_trust/tuf/",
+        "multipart/form-data; boundary=x",
+        &body,
+        &["--http1.1", "--limit-rate", "4000"],
+    );
+    let took = started.elapsed();
+    assert_eq!((exit, status.as_str()), (0, "408 1.1"), "{reply}");
+    assert_eq!(code(&reply), "MALFORMED_UPLOAD");
+    let json: serde_json::Value = serde_json::from_str(&reply).expect("JSON");
+    assert_eq!(json["errors"][0]["detail"], "the request body was not complete within 2 s");
+    assert!(took >= Duration::from_millis(1900) && took < Duration::from_secs(10), "{took:?}");
+    assert_eq!(server.metadata("tufa.test/slow", "root.json").status, 404);
 }
