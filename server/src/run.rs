@@ -9,7 +9,6 @@ use chrono::Utc;
 use tokio::net::TcpListener;
 use tufa_core::keys::Algorithm;
 use tufa_core::names::Gun;
-use tufa_core::update::Limits;
 
 use crate::app::{AppState, HttpSettings, router};
 use tufa_common::files;
@@ -60,7 +59,7 @@ pub fn state(
         KeyAlgorithm::Ecdsa => Algorithm::Ecdsa,
         KeyAlgorithm::Ed25519 => Algorithm::Ed25519,
     };
-    let limits = Limits { max_delegation_depth: config.limits.max_delegation_depth, ..Limits::default() };
+    let limits = config.limits.update_limits();
     let http = HttpSettings {
         current_max_age: u32::try_from(config.cache.current_max_age).unwrap_or(u32::MAX),
         consistent_max_age: u32::try_from(config.cache.consistent_max_age).unwrap_or(u32::MAX),

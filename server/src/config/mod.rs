@@ -116,11 +116,53 @@ pub struct LimitsConfig {
     pub max_delegation_depth: usize,
     /// Most parts accepted in one multipart update. Default 1000.
     pub max_parts: usize,
+    /// Most signatures one metadata file may carry. Default 64.
+    pub max_signatures: usize,
+    /// Most keys one root may declare. Default 256.
+    pub max_root_keys: usize,
+    /// Most key IDs one role (a base role or a delegation) may list. Default 256.
+    pub max_role_keyids: usize,
+    /// Most delegations one targets file may declare. Default 1,000.
+    pub max_delegations: usize,
+    /// Most keys the delegations of one targets file may declare. Default 2,000.
+    pub max_delegation_keys: usize,
+    /// Most path prefixes one delegation may list. Default 1,000.
+    pub max_delegation_paths: usize,
+    /// Most targets one targets or delegation file may list. Default 100,000.
+    pub max_targets: usize,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 32 << 20, max_delegation_depth: 16, max_parts: 1000 }
+        let update = tufa_core::update::Limits::default();
+        Self {
+            max_body_bytes: 32 << 20,
+            max_delegation_depth: update.max_delegation_depth,
+            max_parts: 1000,
+            max_signatures: update.max_signatures,
+            max_root_keys: update.max_root_keys,
+            max_role_keyids: update.max_role_keyids,
+            max_delegations: update.max_delegations,
+            max_delegation_keys: update.max_delegation_keys,
+            max_delegation_paths: update.max_delegation_paths,
+            max_targets: update.max_targets,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The limits the update verifier applies.
+    pub fn update_limits(&self) -> tufa_core::update::Limits {
+        tufa_core::update::Limits {
+            max_delegation_depth: self.max_delegation_depth,
+            max_signatures: self.max_signatures,
+            max_root_keys: self.max_root_keys,
+            max_role_keyids: self.max_role_keyids,
+            max_delegations: self.max_delegations,
+            max_delegation_keys: self.max_delegation_keys,
+            max_delegation_paths: self.max_delegation_paths,
+            max_targets: self.max_targets,
+        }
     }
 }
 

@@ -150,6 +150,13 @@ struct FileLimits {
     max_body_bytes: Option<usize>,
     max_delegation_depth: Option<usize>,
     max_parts: Option<usize>,
+    max_signatures: Option<usize>,
+    max_root_keys: Option<usize>,
+    max_role_keyids: Option<usize>,
+    max_delegations: Option<usize>,
+    max_delegation_keys: Option<usize>,
+    max_delegation_paths: Option<usize>,
+    max_targets: Option<usize>,
 }
 
 #[derive(Default, Deserialize)]
@@ -406,11 +413,26 @@ fn merge(
         max_body_bytes: limits.max_body_bytes.unwrap_or(limit_defaults.max_body_bytes),
         max_delegation_depth: limits.max_delegation_depth.unwrap_or(limit_defaults.max_delegation_depth),
         max_parts: limits.max_parts.unwrap_or(limit_defaults.max_parts),
+        max_signatures: limits.max_signatures.unwrap_or(limit_defaults.max_signatures),
+        max_root_keys: limits.max_root_keys.unwrap_or(limit_defaults.max_root_keys),
+        max_role_keyids: limits.max_role_keyids.unwrap_or(limit_defaults.max_role_keyids),
+        max_delegations: limits.max_delegations.unwrap_or(limit_defaults.max_delegations),
+        max_delegation_keys: limits.max_delegation_keys.unwrap_or(limit_defaults.max_delegation_keys),
+        max_delegation_paths: limits.max_delegation_paths.unwrap_or(limit_defaults.max_delegation_paths),
+        max_targets: limits.max_targets.unwrap_or(limit_defaults.max_targets),
     };
     let as_u64 = |value: usize| u64::try_from(value).unwrap_or(u64::MAX);
     check("limits.max_body_bytes", as_u64(limits.max_body_bytes), 1, as_u64(MAX_BODY_LIMIT))?;
     check("limits.max_delegation_depth", as_u64(limits.max_delegation_depth), 1, 255)?;
     check("limits.max_parts", as_u64(limits.max_parts), 1, 100_000)?;
+    // Upper bounds keep every limit's worst case within the per-request CPU and memory budget.
+    check("limits.max_signatures", as_u64(limits.max_signatures), 1, 1_000)?;
+    check("limits.max_root_keys", as_u64(limits.max_root_keys), 4, 10_000)?;
+    check("limits.max_role_keyids", as_u64(limits.max_role_keyids), 1, 10_000)?;
+    check("limits.max_delegations", as_u64(limits.max_delegations), 1, 100_000)?;
+    check("limits.max_delegation_keys", as_u64(limits.max_delegation_keys), 1, 100_000)?;
+    check("limits.max_delegation_paths", as_u64(limits.max_delegation_paths), 1, 100_000)?;
+    check("limits.max_targets", as_u64(limits.max_targets), 1, 10_000_000)?;
 
     let connection_defaults = ConnectionsConfig::default();
     let handshake_timeout_secs =

@@ -54,7 +54,18 @@ fn defaults_apply_without_any_source() {
     assert_eq!(config.cache, CacheConfig { current_max_age: 300, consistent_max_age: 2_592_000 });
     assert_eq!(
         config.limits,
-        LimitsConfig { max_body_bytes: 32 * 1024 * 1024, max_delegation_depth: 16, max_parts: 1000 }
+        LimitsConfig {
+            max_body_bytes: 32 * 1024 * 1024,
+            max_delegation_depth: 16,
+            max_parts: 1000,
+            max_signatures: 64,
+            max_root_keys: 256,
+            max_role_keyids: 256,
+            max_delegations: 1_000,
+            max_delegation_keys: 2_000,
+            max_delegation_paths: 1_000,
+            max_targets: 100_000,
+        }
     );
     assert_eq!(config.timestamp.refresh_interval(), Duration::from_secs(300));
     assert_eq!(config.timestamp.refresh_before(), Duration::from_secs(86_400));
@@ -153,7 +164,7 @@ fn toml_only_sections_are_read_and_range_checked() {
         dir.path(),
         "gun_prefixes = [\"docker.io/\", \"example.com/team/\"]\n\
          [cache]\ncurrent_max_age = 0\n\
-         [limits]\nmax_body_bytes = 1024\nmax_parts = 5\n\
+         [limits]\nmax_body_bytes = 1024\nmax_parts = 5\nmax_targets = 500\nmax_delegations = 7\n\
          [timestamp]\nrefresh_interval_secs = 60\nrefresh_before_secs = 3600\n",
     );
     let config = load_with(&["--config", file.to_str().unwrap()], &[]).unwrap();
@@ -162,6 +173,9 @@ fn toml_only_sections_are_read_and_range_checked() {
     assert_eq!(config.cache.consistent_max_age, 2_592_000);
     assert_eq!(config.limits.max_body_bytes, 1024);
     assert_eq!(config.limits.max_parts, 5);
+    assert_eq!((config.limits.max_targets, config.limits.max_delegations), (500, 7));
+    let update = config.limits.update_limits();
+    assert_eq!((update.max_targets, update.max_delegations, update.max_signatures), (500, 7, 64));
     assert_eq!(config.limits.max_delegation_depth, 16);
     assert_eq!(config.timestamp.refresh_interval_secs, 60);
     assert_eq!(config.timestamp.refresh_before_secs, 3600);
@@ -232,6 +246,9 @@ fn invalid_file_values_are_rejected_with_the_key_named() {
         ("[limits]\nmax_body_bytes = 1073741825\n", "outside 1..=1073741824"),
         ("[limits]\nmax_parts = 0\n", "`limits.max_parts` in"),
         ("[limits]\nmax_delegation_depth = 0\n", "`limits.max_delegation_depth` in"),
+        ("[limits]\nmax_targets = 0\n", "`limits.max_targets` in"),
+        ("[limits]\nmax_root_keys = 3\n", "`limits.max_root_keys` in"),
+        ("[limits]\nmax_signatures = 1001\n", "`limits.max_signatures` in"),
         ("[connections]\nhandshake_timeout_secs = 0\n", "`connections.handshake_timeout_secs` in"),
         ("[connections]\nhandshake_timeout_secs = 61\n", "outside 1..=60"),
         ("[connections]\nfirst_request_timeout_secs = 301\n", "`connections.first_request_timeout_secs` in"),
