@@ -7,6 +7,7 @@
 # Env:   DATABASE_URL   use this (superuser) PostgreSQL instead of starting a throwaway one
 #        TUFA_TEST_TIMEOUT  limit for the test step in seconds (default 3000)
 #        SOFTHSM2_CONF  ignored: the tests always get a throwaway SoftHSM config and token directory
+#        TUFA_FUZZ_SECONDS  seconds per cargo-fuzz target in the fuzz step (default 20; 0 skips it)
 # Exit status: 0 when every step passed, else the exit status of the first failing step.
 set -euo pipefail
 
@@ -38,6 +39,7 @@ need openssl openssl
 need docker-registry docker-registry
 need docker docker.io
 need psql postgresql-client
+need curl curl
 if [ -z "${PG_BINDIR:-}" ] && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
   missing_packages+=(postgresql)
 fi
@@ -136,6 +138,29 @@ if run_step "build" cargo build --workspace --all-targets --locked; then
   fi
 else
   skip_step "tests" "the build failed"
+fi
+
+# --- Fuzzing: a short bounded run of every cargo-fuzz target ---------------------------------
+# The targets live in fuzz/ (their own workspace, nightly toolchain). Each runs for
+# TUFA_FUZZ_SECONDS (default 20) over the committed seeds in fuzz/corpus/<target>; new inputs go
+# to target/fuzz-corpus/<target>, so the committed corpus stays small. Set TUFA_FUZZ_SECONDS=0
+# to skip.
+fuzz_seconds="${TUFA_FUZZ_SECONDS:-20}"
+fuzz_all() {
+  command -v cargo-fuzz >/dev/null 2>&1 || cargo +nightly install cargo-fuzz --locked || return $?
+  local target
+  for target in metadata canonical validate multipart; do
+    mkdir -p "target/fuzz-corpus/$target"
+    cargo +nightly fuzz run "$target" "target/fuzz-corpus/$target" "fuzz/corpus/$target" -- \
+      -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 || return $?
+  done
+}
+if [ "$fuzz_seconds" = 0 ]; then
+  skip_step "fuzz" "TUFA_FUZZ_SECONDS=0"
+elif ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  run_step "fuzz" sh -c 'echo "the nightly toolchain is missing: rustup toolchain install nightly" >&2; exit 1' || true
+else
+  run_step "fuzz (${fuzz_seconds}s per target)" fuzz_all || true
 fi
 
 # --- Summary ------------------------------------------------------------------------------
