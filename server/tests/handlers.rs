@@ -520,3 +520,108 @@ async fn the_re_signer_pages_past_repositories_it_cannot_re_sign() {
     assert_eq!(warned.len(), 3);
     assert!(metrics.render().contains("tufa_resign_skipped_total 6\n"));
 }
+
+/// Everything a reader can see of `GUN` and the changefeed, to prove a refused upload changed nothing.
+async fn observable(harness: &Harness) -> (Vec<(String, Vec<u8>)>, usize) {
+    let files = harness.store.current_all(GUN).await.unwrap().into_iter().map(|file| (file.role, file.data)).collect();
+    let changes = harness.store.changefeed(None, 0, 1000).await.unwrap().len();
+    (files, changes)
+}
+
+/// An envelope whose `signed` member is `text` verbatim, signed over the canonical form of what
+/// it reads as (for repeated keys, the last value): what an attacker signs.
+fn envelope_around(text: &str, key: &repo::Key) -> Vec<u8> {
+    let value: Value = serde_json::from_str(text).unwrap();
+    let canonical = tufa_core::canonical::to_canonical(&value).unwrap();
+    let signature =
+        Signature { keyid: key.id(), method: key.private.method().into(), sig: key.private.sign(&canonical).unwrap() };
+    tufa_core::metadata::envelope(text.as_bytes(), &[signature])
+}
+
+#[tokio::test]
+async fn each_attack_class_gets_its_notary_code_and_changes_nothing() {
+    let harness = harness().await;
+    let repo = Repo::new();
+    first_publish(&harness, &repo).await;
+    let before = observable(&harness).await;
+    let targets_body = |extra: &str| {
+        format!(
+            "{{\"_type\":\"Targets\",\"delegations\":{{\"keys\":{{}},\"roles\":[]}},\"expires\":\"{}\",{extra}}}",
+            expires(30)
+        )
+    };
+    let ed25519 = tufa_core::keys::PrivateKey::generate(Algorithm::Ed25519).unwrap().public_key();
+    let mut mislabelled = ed25519.to_json();
+    mislabelled["keytype"] = json!("ecdsa");
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "repeated key in signed",
+            envelope_around(&targets_body("\"targets\":{},\"targets\":{},\"version\":3"), &repo.targets),
+            "MALFORMED_JSON",
+        ),
+        (
+            "case variant beside the real field",
+            sign(
+                &json!({"_type": "Targets", "delegations": no_delegations(), "expires": expires(30), "version": 3,
+                    "targets": {}, "Targets": {"../escape": target(b"x")}}),
+                &[&repo.targets],
+            ),
+            "INVALID_UPDATE",
+        ),
+        (
+            "non-canonical signed",
+            envelope_around(&targets_body("\"version\":3,\"targets\":{}"), &repo.targets),
+            "MALFORMED_JSON",
+        ),
+        (
+            "version beyond 32 bits",
+            sign(
+                &json!({"_type": "Targets", "delegations": no_delegations(), "expires": expires(30),
+                    "version": 4_294_967_296_i64, "targets": {}}),
+                &[&repo.targets],
+            ),
+            "INVALID_UPDATE",
+        ),
+        (
+            "key type that does not match its bytes",
+            repo.targets(
+                3,
+                json!({}),
+                json!({"keys": {ed25519.key_id(): mislabelled},
+                    "roles": [{"name": "targets/a", "keyids": [ed25519.key_id()], "threshold": 1, "paths": [""]}]}),
+            ),
+            "INVALID_UPDATE",
+        ),
+        (
+            "bidi override in a target name",
+            repo.targets(3, json!({"release\u{202E}gpj.exe": target(b"x")}), no_delegations()),
+            "INVALID_UPDATE",
+        ),
+        (
+            "more delegations than the limit",
+            repo.targets(
+                3,
+                json!({}),
+                json!({"keys": {}, "roles": (0..1001)
+                    .map(|index| json!({"name": format!("targets/d{index}"), "keyids": [], "threshold": 1, "paths": [""]}))
+                    .collect::<Vec<_>>()}),
+            ),
+            "INVALID_UPDATE",
+        ),
+        (
+            "a body of empty arrays",
+            format!("{{\"signed\":{{\"x\":[{}[]]}},\"signatures\":[]}}", "[],".repeat(50_000)).into_bytes(),
+            "MALFORMED_JSON",
+        ),
+        ("nesting beyond the bound", format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes(), "MALFORMED_JSON"),
+    ];
+    let mut answers = Vec::new();
+    let mut expected = Vec::new();
+    for (attack, targets, code) in cases {
+        let reply = harness.post_files(&[("targets", &targets)]).await;
+        answers.push((attack, reply.status, reply.code()));
+        expected.push((attack, StatusCode::BAD_REQUEST, code.to_owned()));
+        assert_eq!(observable(&harness).await, before, "{attack} changed what is served");
+    }
+    assert_eq!(answers, expected);
+}
