@@ -22,7 +22,8 @@ use tufa_core::metadata::{Signature, envelope};
 use tufa_core::update::Limits;
 
 const GUN: &str = "bench.example/app";
-const USAGE: &str = "usage: upload-bench [--repeat N]";
+const USAGE: &str = "usage: upload-bench [--repeat N]   (repeats after the first send measure the refusal of a version \
+                     that is already stored; UPLOAD_BENCH_VERBOSE=1 prints each refusal)";
 
 /// A client key: the private half signs, the public half goes into metadata.
 struct Key {
@@ -117,9 +118,10 @@ fn targets_body(version: i64, targets: Map<String, Value>, delegations: Value) -
 fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, String> {
     let no_delegations = json!({"keys": {}, "roles": []});
     let mut out = Vec::new();
-    let with_snapshot = |name: &str, targets: Vec<u8>| -> Result<Case, String> {
+    // Each signed case is one version newer than the one before, so each can be accepted in turn.
+    let with_snapshot = |name: &str, version: i64, targets: Vec<u8>| -> Result<Case, String> {
         let snapshot = sign(
-            &json!({"_type": "Snapshot", "expires": expires(365), "version": 3,
+            &json!({"_type": "Snapshot", "expires": expires(365), "version": version,
                 "meta": {"root": meta(&repo.root), "targets": meta(&targets)}}),
             &[&repo.snapshot],
         )?;
@@ -139,7 +141,7 @@ fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, Str
     }
     let count = targets.len();
     let body = sign(&targets_body(3, targets, no_delegations.clone()), &[&repo.targets])?;
-    out.push(with_snapshot(&format!("{count} targets, signed"), body)?);
+    out.push(with_snapshot(&format!("{count} targets, signed"), 3, body)?);
 
     // The most delegations, each with the most paths that fit, signed: the path checks run.
     let delegate = Key::ecdsa()?;
@@ -155,15 +157,15 @@ fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, Str
             json!({"name": format!("targets/d{role}"), "keyids": [delegate.id()], "threshold": 1, "paths": paths})
         })
         .collect();
-    let body = sign(&targets_body(3, Map::new(), json!({"keys": keys, "roles": roles})), &[&repo.targets])?;
-    out.push(with_snapshot(&format!("{delegations} delegations x {paths_each} paths, signed"), body)?);
+    let body = sign(&targets_body(4, Map::new(), json!({"keys": keys, "roles": roles})), &[&repo.targets])?;
+    out.push(with_snapshot(&format!("{delegations} delegations x {paths_each} paths, signed"), 4, body)?);
 
     // One delegation with the most paths, and targets that must each be matched against them.
     let paths: Vec<String> = (0..limits.max_delegation_paths).map(|path| format!("zone{path}/")).collect();
     let role = json!({"name": "targets/wide", "keyids": [delegate.id()], "threshold": 1, "paths": paths});
     let mut keys = Map::new();
     keys.insert(delegate.id(), delegate.public.to_json());
-    let parent = sign(&targets_body(3, Map::new(), json!({"keys": keys, "roles": [role]})), &[&repo.targets])?;
+    let parent = sign(&targets_body(5, Map::new(), json!({"keys": keys, "roles": [role]})), &[&repo.targets])?;
     let mut child_targets = Map::new();
     let fit = (max_body / 2 / 130).min(limits.max_targets);
     for index in 0..fit {
@@ -172,7 +174,7 @@ fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, Str
     }
     let child = sign(&targets_body(1, child_targets, json!({"keys": {}, "roles": []})), &[&delegate])?;
     let snapshot = sign(
-        &json!({"_type": "Snapshot", "expires": expires(365), "version": 3,
+        &json!({"_type": "Snapshot", "expires": expires(365), "version": 5,
             "meta": {"root": meta(&repo.root), "targets": meta(&parent), "targets/wide": meta(&child)}}),
         &[&repo.snapshot],
     )?;
@@ -182,7 +184,7 @@ fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, Str
     });
 
     // The most signatures, all by unknown keys: each is looked at, none verifies.
-    let canonical = to_canonical(&targets_body(3, Map::new(), no_delegations.clone())).map_err(|e| e.to_string())?;
+    let canonical = to_canonical(&targets_body(6, Map::new(), no_delegations.clone())).map_err(|e| e.to_string())?;
     let signatures: Vec<Signature> = (0..limits.max_signatures)
         .map(|index| Signature { keyid: format!("{index:064x}"), method: "ecdsa".into(), sig: vec![7; 64] })
         .collect();
@@ -309,7 +311,11 @@ async fn client_for(ca: &Path) -> Result<reqwest::Client, String> {
     Err(format!("{} never appeared", ca.display()))
 }
 
-async fn post(client: &reqwest::Client, url: &str, files: &[(String, Vec<u8>)]) -> Result<(u16, usize), String> {
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    files: &[(String, Vec<u8>)],
+) -> Result<(u16, usize, String), String> {
     let refs: Vec<(&str, &[u8])> = files.iter().map(|(name, bytes)| (name.as_str(), bytes.as_slice())).collect();
     let (content_type, body) = multipart(&refs);
     let size = body.len();
@@ -320,7 +326,9 @@ async fn post(client: &reqwest::Client, url: &str, files: &[(String, Vec<u8>)]) 
         .send()
         .await
         .map_err(|error| error.to_string())?;
-    Ok((response.status().as_u16(), size))
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    Ok((status, size, text.chars().take(300).collect()))
 }
 
 /// Publishes the repository's first version; returns it.
@@ -360,9 +368,9 @@ async fn publish_first(client: &reqwest::Client, url: &str) -> Result<Repo, Stri
         ("targets".to_owned(), first_targets),
         ("snapshot".to_owned(), first_snapshot),
     ];
-    let (status, _) = post(client, url, &files).await?;
+    let (status, _, answer) = post(client, url, &files).await?;
     if status != 200 {
-        return Err(format!("the first publish got HTTP {status}"));
+        return Err(format!("the first publish got HTTP {status}: {answer}"));
     }
     Ok(Repo { root_key, targets, snapshot, root })
 }
@@ -383,7 +391,7 @@ async fn reader(client: reqwest::Client, url: String, stop: Arc<AtomicBool>) -> 
     latencies
 }
 
-async fn bench(repeat: usize) -> Result<(), String> {
+async fn bench(repeat: usize, verbose: bool) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|error| error.to_string())?;
     let port = tufa_testkit::process::free_port()?;
     let url = format!("https://127.0.0.1:{port}");
@@ -421,7 +429,7 @@ async fn bench(repeat: usize) -> Result<(), String> {
             reset_peak(pid)?;
             let rss = status_kib(pid, "VmRSS:")?;
             let cpu = cpu_time(pid)?;
-            let (status, size) = post(&client, &url, &case.files).await?;
+            let (status, size, answer) = post(&client, &url, &case.files).await?;
             let used = cpu_time(pid)?.saturating_sub(cpu);
             let peak = status_kib(pid, "VmHWM:")?.saturating_sub(rss);
             let mib = size as f64 / f64::from(1 << 20);
@@ -432,6 +440,9 @@ async fn bench(repeat: usize) -> Result<(), String> {
                 used.as_millis(),
                 peak_mib / mib.max(f64::EPSILON)
             );
+            if verbose && status != 200 {
+                println!("    answer: {answer}");
+            }
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -476,7 +487,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(bench(repeat)) {
+    let verbose = std::env::var_os("UPLOAD_BENCH_VERBOSE").is_some();
+    match runtime.block_on(bench(repeat, verbose)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("upload-bench: {error}");
