@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::keys::{PublicKey, sha256};
 use crate::metadata::{
     Delegation, FileMeta, MAX_VERSION, MetadataError, RoleKeys, Root, Signature, Signed, Snapshot, Targets, Timestamp,
-    envelope,
+    count, envelope,
 };
 use crate::names::{BaseRole, Gun, RoleName};
 use crate::verify::check_threshold;
@@ -163,7 +164,7 @@ pub struct Validated {
     pub snapshot_uploaded: bool,
 }
 
-fn parse_signed(bytes: &[u8], role: &str) -> Result<Signed, String> {
+fn parse_signed<'a>(bytes: &'a [u8], role: &str) -> Result<Signed<'a>, String> {
     Signed::parse(bytes).map_err(|error| format!("{role}: {error}"))
 }
 
@@ -182,53 +183,54 @@ fn within(what: &str, count: usize, limit_name: &str, limit: usize) -> Result<()
     Ok(())
 }
 
-/// The number of members of a JSON object or array (0 for anything else).
-fn members(value: Option<&Value>) -> usize {
-    match value {
-        Some(Value::Object(map)) => map.len(),
-        Some(Value::Array(items)) => items.len(),
-        _ => 0,
-    }
-}
-
-fn signature_count(role: &str, signed: &Signed, limits: &Limits) -> Result<(), String> {
+fn signature_count(role: &str, signed: &Signed<'_>, limits: &Limits) -> Result<(), String> {
     within(&format!("{role} signatures"), signed.signatures().len(), "max_signatures", limits.max_signatures)
 }
 
-/// Checks an uploaded root's counts on the generic body, before any key is parsed.
-fn root_counts(signed: &Signed, limits: &Limits) -> Result<(), String> {
+/// The members of a JSON object (its text), or nothing when `raw` is not an object.
+fn object_members(raw: Option<&RawValue>) -> BTreeMap<String, &RawValue> {
+    raw.filter(|raw| raw.get().starts_with('{'))
+        .and_then(|raw| serde_json::from_str(raw.get()).ok())
+        .unwrap_or_default()
+}
+
+/// Checks an uploaded root's counts on the text of the body, before any key is parsed.
+fn root_counts(signed: &Signed<'_>, limits: &Limits) -> Result<(), String> {
     signature_count("root", signed, limits)?;
-    within("root keys", members(signed.body().get("keys")), "max_root_keys", limits.max_root_keys)?;
-    if let Some(Value::Object(roles)) = signed.body().get("roles") {
-        for (name, role) in roles {
-            let what = format!("root role {name} key IDs");
-            within(&what, members(role.get("keyids")), "max_role_keyids", limits.max_role_keyids)?;
-        }
+    within("root keys", signed.count("keys"), "max_root_keys", limits.max_root_keys)?;
+    for (name, role) in object_members(signed.member("roles")) {
+        let what = format!("root role {name} key IDs");
+        let keyids = count(object_members(Some(role)).get("keyids").copied());
+        within(&what, keyids, "max_role_keyids", limits.max_role_keyids)?;
     }
     Ok(())
 }
 
-/// Checks an uploaded targets-type file's counts on the generic body, before anything in it is
-/// parsed.
-fn targets_counts(role: &RoleName, signed: &Signed, limits: &Limits) -> Result<(), String> {
+/// Checks an uploaded targets-type file's counts on the text of the body, before anything in it
+/// is parsed.
+fn targets_counts(role: &RoleName, signed: &Signed<'_>, limits: &Limits) -> Result<(), String> {
     signature_count(role.as_str(), signed, limits)?;
-    let body = signed.body();
-    within(&format!("{role} targets"), members(body.get("targets")), "max_targets", limits.max_targets)?;
-    let Some(Value::Object(section)) = body.get("delegations") else {
+    within(&format!("{role} targets"), signed.count("targets"), "max_targets", limits.max_targets)?;
+    let section = object_members(signed.member("delegations"));
+    if signed.member("delegations").is_none_or(|raw| !raw.get().starts_with('{')) {
         return Ok(());
-    };
-    let keys = members(section.get("keys"));
+    }
+    let keys = count(section.get("keys").copied());
     within(&format!("{role} delegation keys"), keys, "max_delegation_keys", limits.max_delegation_keys)?;
-    let roles = members(section.get("roles"));
-    within(&format!("{role} delegations"), roles, "max_delegations", limits.max_delegations)?;
-    if let Some(Value::Array(entries)) = section.get("roles") {
-        for entry in entries {
-            let name = entry.get("name").and_then(Value::as_str).unwrap_or("(unnamed)");
-            let what = format!("{role} delegation {name:?} key IDs");
-            within(&what, members(entry.get("keyids")), "max_role_keyids", limits.max_role_keyids)?;
-            let what = format!("{role} delegation {name:?} paths");
-            within(&what, members(entry.get("paths")), "max_delegation_paths", limits.max_delegation_paths)?;
-        }
+    let roles = section.get("roles").copied();
+    within(&format!("{role} delegations"), count(roles), "max_delegations", limits.max_delegations)?;
+    let entries: Vec<&RawValue> = roles
+        .filter(|raw| raw.get().starts_with('['))
+        .and_then(|raw| serde_json::from_str(raw.get()).ok())
+        .unwrap_or_default();
+    for entry in entries {
+        let entry = object_members(Some(entry));
+        let name = entry.get("name").and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+        let name = name.as_deref().unwrap_or("(unnamed)");
+        let what = format!("{role} delegation {name:?} key IDs");
+        within(&what, count(entry.get("keyids").copied()), "max_role_keyids", limits.max_role_keyids)?;
+        let what = format!("{role} delegation {name:?} paths");
+        within(&what, count(entry.get("paths").copied()), "max_delegation_paths", limits.max_delegation_paths)?;
     }
     Ok(())
 }
@@ -460,7 +462,7 @@ fn load_targets(
         }
     };
     // Strict: every target must lie within the paths of this role and of every role above it.
-    if let Some(name) = body.targets.keys().find(|name| !chain.iter().all(|level| level.allows(name))) {
+    if let Some(name) = body.target_names.iter().find(|name| !chain.iter().all(|level| level.allows(name))) {
         return Err(format!("target {name:?} is outside the paths delegated to {role}"));
     }
     // Strict: sub-delegations must stay within this role's own paths.
