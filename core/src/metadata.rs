@@ -371,6 +371,22 @@ impl FileMeta {
         known > 0 && usize::try_from(self.length).is_ok_and(|length| length == bytes.len())
     }
 
+    /// Whether a file whose own meta is `file` (as [`FileMeta::of`] makes it) matches, by the
+    /// rule of [`FileMeta::matches`].
+    pub fn matches_meta(&self, file: &FileMeta) -> bool {
+        let mut known = 0;
+        for (algorithm, digest) in &self.hashes {
+            if !matches!(algorithm.as_str(), "sha256" | "sha512") {
+                continue;
+            }
+            if file.hashes.get(algorithm) != Some(digest) {
+                return false;
+            }
+            known += 1;
+        }
+        known > 0 && self.length == file.length
+    }
+
     /// The SHA-256 digest, if listed.
     pub fn sha256(&self) -> Option<&[u8]> {
         self.hashes.get("sha256").map(Vec::as_slice)

@@ -143,7 +143,9 @@ impl NewFile {
 /// A loaded targets-type file during validation.
 struct LoadedTargets {
     body: Targets,
-    bytes: Vec<u8>,
+    /// The length and hashes of its exact bytes (the bytes themselves are in the update or the
+    /// stored state, and are not copied).
+    meta: FileMeta,
     /// The declarations of every delegation from the top down to this role (empty for
     /// `targets`), shared with the files below rather than copied: a child's chain is its
     /// parent's plus one pointer.
@@ -157,9 +159,9 @@ pub struct Validated {
     pub root: Root,
     /// Uploaded files to store: root, targets and delegations, and the snapshot if uploaded.
     pub files: Vec<NewFile>,
-    /// Role → exact bytes of every file loaded during validation (root and targets-type files),
-    /// which a generated snapshot must list.
-    pub loaded: BTreeMap<String, Vec<u8>>,
+    /// Role → length and hashes of the exact bytes of every file loaded during validation (root
+    /// and targets-type files), which a generated snapshot must list.
+    pub loaded: BTreeMap<String, FileMeta>,
     /// Whether the client uploaded the snapshot; if not the server must generate it.
     pub snapshot_uploaded: bool,
 }
@@ -270,7 +272,7 @@ fn valid_root_keys(
 
 /// Loads and checks the stored root: structure, certificates for the GUN (expiry not checked so
 /// that an expired certificate can be rotated out), and signed by its own threshold.
-fn load_stored_root(gun: &Gun, state: &RepoState, now: DateTime<Utc>) -> Result<Option<(Root, Vec<u8>)>, UpdateError> {
+fn load_stored_root(gun: &Gun, state: &RepoState, now: DateTime<Utc>) -> Result<Option<(Root, FileMeta)>, UpdateError> {
     let Some(bytes) = state.file("root") else {
         return Ok(None);
     };
@@ -283,18 +285,18 @@ fn load_stored_root(gun: &Gun, state: &RepoState, now: DateTime<Utc>) -> Result<
     let threshold = root.role(BaseRole::Root).map_or(1, |role| role.threshold);
     let own = RoleKeys { keyids: valid.keys().cloned().collect(), threshold };
     check_threshold("root", &signed, &valid, &own).map_err(|error| UpdateError::StoredState(error.to_string()))?;
-    Ok(Some((root, bytes.to_vec())))
+    Ok(Some((root, FileMeta::of(bytes))))
 }
 
 /// Validates an uploaded root against the previous one (if any).
 fn validate_new_root(
     gun: &Gun,
-    bytes: &[u8],
+    bytes: Vec<u8>,
     previous: Option<&Root>,
     now: DateTime<Utc>,
     limits: &Limits,
 ) -> Result<(Root, NewFile), String> {
-    let signed = parse_signed(bytes, "root")?;
+    let signed = parse_signed(&bytes, "root")?;
     root_counts(&signed, limits)?;
     let root = Root::from_signed(&signed).map_err(|error| error.to_string())?;
     let current = previous.map_or(1, |root| root.version);
@@ -316,12 +318,8 @@ fn validate_new_root(
     let own = RoleKeys { keyids: valid.keys().cloned().collect(), threshold };
     check_threshold("root", &signed, &valid, &own).map_err(|error| error.to_string())?;
     not_expired("root", root.expires, now)?;
-    let file = NewFile {
-        role: RoleName::base(BaseRole::Root),
-        version: root.version,
-        expires: root.expires,
-        bytes: bytes.to_vec(),
-    };
+    drop(signed);
+    let file = NewFile { role: RoleName::base(BaseRole::Root), version: root.version, expires: root.expires, bytes };
     Ok((root, file))
 }
 
@@ -335,27 +333,36 @@ pub fn validate(
 ) -> Result<Validated, UpdateError> {
     let stored_root = load_stored_root(gun, state, now)?;
     let mut files = Vec::new();
-    let mut loaded: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut loaded: BTreeMap<String, FileMeta> = BTreeMap::new();
+    // The uploaded bytes move into the files to store; they are never copied.
+    let mut others: BTreeMap<RoleName, Vec<u8>> = BTreeMap::new();
+    let mut targets_uploads: Vec<(RoleName, Vec<u8>)> = Vec::new();
+    for (role, bytes) in uploads {
+        if role.is_targets_type() {
+            targets_uploads.push((role, bytes));
+        } else {
+            others.insert(role, bytes);
+        }
+    }
 
     // Root.
-    let (root, root_bytes) = match (uploads.get(&RoleName::base(BaseRole::Root)), stored_root) {
+    let (root, root_meta) = match (others.remove(&RoleName::base(BaseRole::Root)), stored_root) {
         (Some(bytes), previous) => {
             let previous = previous.map(|(root, _)| root);
+            let meta = FileMeta::of(&bytes);
             let (root, file) =
                 validate_new_root(gun, bytes, previous.as_ref(), now, limits).map_err(UpdateError::BadRoot)?;
             files.push(file);
-            (root, bytes.clone())
+            (root, meta)
         }
-        (None, Some((root, bytes))) => (root, bytes),
+        (None, Some((root, meta))) => (root, meta),
         (None, None) => {
             return Err(UpdateError::Validation("no pre-existing root and no root provided in update.".into()));
         }
     };
-    loaded.insert("root".into(), root_bytes);
+    loaded.insert("root".into(), root_meta);
 
     // Targets and delegations, shallowest first.
-    let mut targets_uploads: Vec<(&RoleName, &Vec<u8>)> =
-        uploads.iter().filter(|(role, _)| role.is_targets_type()).collect();
     targets_uploads.sort_by(|(a, _), (b, _)| a.depth().cmp(&b.depth()).then_with(|| a.cmp(b)));
     let mut targets_files: BTreeMap<RoleName, LoadedTargets> = BTreeMap::new();
     for (role, bytes) in targets_uploads {
@@ -369,22 +376,22 @@ pub fn validate(
             load_ancestors(&parent, state, &root, &mut targets_files, now)?;
         }
         let loaded_file =
-            load_targets(role, bytes, &root, &targets_files, now, Some(limits)).map_err(UpdateError::BadTargets)?;
+            load_targets(&role, &bytes, &root, &targets_files, now, Some(limits)).map_err(UpdateError::BadTargets)?;
         files.push(NewFile {
             role: role.clone(),
             version: loaded_file.body.version,
             expires: loaded_file.body.expires,
-            bytes: bytes.clone(),
+            bytes,
         });
-        targets_files.insert(role.clone(), loaded_file);
+        targets_files.insert(role, loaded_file);
     }
     for (role, file) in targets_files {
-        loaded.insert(role.to_string(), file.bytes);
+        loaded.insert(role.to_string(), file.meta);
     }
 
     // Snapshot.
     let snapshot_role = RoleName::base(BaseRole::Snapshot);
-    let snapshot_uploaded = match uploads.get(&snapshot_role) {
+    let snapshot_uploaded = match others.remove(&snapshot_role) {
         Some(bytes) => {
             let file =
                 validate_snapshot(bytes, &root, &loaded, state, now, limits).map_err(UpdateError::BadSnapshot)?;
@@ -474,25 +481,25 @@ fn load_targets(
     if limits.is_some() {
         not_expired(role.as_str(), body.expires, now)?;
     }
-    Ok(LoadedTargets { body, bytes: bytes.to_vec(), chain })
+    Ok(LoadedTargets { body, meta: FileMeta::of(bytes), chain })
 }
 
 fn validate_snapshot(
-    bytes: &[u8],
+    bytes: Vec<u8>,
     root: &Root,
-    loaded: &BTreeMap<String, Vec<u8>>,
+    loaded: &BTreeMap<String, FileMeta>,
     state: &RepoState,
     now: DateTime<Utc>,
     limits: &Limits,
 ) -> Result<NewFile, String> {
-    let signed = parse_signed(bytes, "snapshot")?;
+    let signed = parse_signed(&bytes, "snapshot")?;
     signature_count("snapshot", &signed, limits)?;
     let role_keys = root.role(BaseRole::Snapshot).ok_or("root has no snapshot role")?;
     check_threshold("snapshot", &signed, &root.keys, role_keys).map_err(|error| error.to_string())?;
     let snapshot = Snapshot::from_signed(&signed).map_err(|error| error.to_string())?;
     for (role, file) in loaded {
         let entry = snapshot.meta.get(role).ok_or_else(|| format!("snapshot is missing metadata for {role}"))?;
-        if !entry.matches(file) {
+        if !entry.matches_meta(file) {
             return Err(format!("snapshot does not match the {role} metadata"));
         }
     }
@@ -510,7 +517,7 @@ fn validate_snapshot(
         role: RoleName::base(BaseRole::Snapshot),
         version: snapshot.version,
         expires: snapshot.expires,
-        bytes: bytes.to_vec(),
+        bytes,
     })
 }
 
@@ -556,7 +563,7 @@ fn next_version(role: &str, previous: i64) -> Result<i64, UpdateError> {
 /// listed by its exact bytes; version previous + 1; expiry now + 3 years.
 pub fn draft_snapshot(
     previous: Option<&[u8]>,
-    loaded: &BTreeMap<String, Vec<u8>>,
+    loaded: &BTreeMap<String, FileMeta>,
     now: DateTime<Utc>,
 ) -> Result<Draft, UpdateError> {
     let (mut meta, version) = match previous {
@@ -568,8 +575,8 @@ pub fn draft_snapshot(
         }
         None => (BTreeMap::new(), 0),
     };
-    for (role, bytes) in loaded {
-        meta.insert(role.clone(), FileMeta::of(bytes));
+    for (role, file) in loaded {
+        meta.insert(role.clone(), file.clone());
     }
     let snapshot = Snapshot { version: next_version("snapshot", version)?, expires: now + SNAPSHOT_LIFETIME, meta };
     draft(BaseRole::Snapshot, snapshot.version, snapshot.expires, &snapshot.body())
@@ -599,7 +606,7 @@ pub fn draft_timestamp(previous: Option<&[u8]>, snapshot: &[u8], now: DateTime<U
 pub fn current_set(
     snapshot: &NewFile,
     timestamp: &NewFile,
-    available: &BTreeMap<String, Vec<u8>>,
+    available: &BTreeMap<String, &[u8]>,
 ) -> Result<Vec<(String, String)>, UpdateError> {
     let parsed = Signed::parse(&snapshot.bytes)
         .and_then(|signed| Snapshot::from_signed(&signed))
