@@ -568,6 +568,9 @@ impl PathPrefixes {
             set.text.push_str(path);
             set.ends.push(set.text.len());
         }
+        // Growing by doubling leaves up to half of each unused; a file may hold a thousand sets.
+        set.text.shrink_to_fit();
+        set.ends.shrink_to_fit();
         set
     }
 
@@ -638,9 +641,9 @@ pub struct Targets {
     pub version: i64,
     /// Expiry.
     pub expires: DateTime<Utc>,
-    /// Target names (checked, as is each target's meta), in file order. The meta itself is
-    /// not kept: nothing after the checks needs it, and a file may list 100,000 targets.
-    pub target_names: Vec<String>,
+    /// How many targets the file lists. Each name and meta is checked as it is read and then
+    /// dropped: nothing after the checks needs them, and a file may list 100,000 targets.
+    pub target_count: usize,
     /// Keys of the delegations (IDs checked).
     pub delegation_keys: BTreeMap<String, PublicKey>,
     /// Delegated roles, in file order.
@@ -653,21 +656,41 @@ impl Targets {
     /// Reads and checks a targets body written for `role`: delegations must be direct children
     /// of `role`, and target names must be clean.
     pub fn from_signed(signed: &Signed<'_>, role: &RoleName) -> Result<Self, MetadataError> {
+        Self::from_signed_with(signed, role, |_| false).map(|(targets, _)| targets)
+    }
+
+    /// [`Targets::from_signed`], also returning the first target name (in file order) for which
+    /// `outside` is true: how a caller checks every name against what it allows without the
+    /// names being kept.
+    pub fn from_signed_with(
+        signed: &Signed<'_>,
+        role: &RoleName,
+        outside: impl FnMut(&str) -> bool,
+    ) -> Result<(Self, Option<String>), MetadataError> {
         expect_type(signed, "Targets", fields::TARGETS)?;
         let version = positive_version(signed)?;
         let expires = signed.expires()?;
-        let target_names = match signed.member("targets") {
-            Some(raw) if first_byte(raw.get().as_bytes()) == Some(b'{') => read_targets(raw)?,
-            Some(raw) if raw.get() == "null" => Vec::new(),
-            None => Vec::new(),
-            Some(_) => return Err(structure("\"targets\" is not an object")),
-        };
+        let mut entries = TargetEntries { count: 0, outside, first_outside: None, problem: None };
+        match signed.member("targets") {
+            Some(raw) if first_byte(raw.get().as_bytes()) == Some(b'{') => {
+                let mut reader = serde_json::Deserializer::from_str(raw.get());
+                let read = reader.deserialize_map(&mut entries);
+                match (read, entries.problem.take()) {
+                    (_, Some(problem)) => return Err(problem),
+                    (Err(error), None) => return Err(MetadataError::Json(error.to_string())),
+                    (Ok(()), None) => {}
+                }
+            }
+            Some(raw) if !is_null(raw) => return Err(structure("\"targets\" is not an object")),
+            _ => {}
+        }
         let (delegation_keys, delegations, by_name) = match signed.member("delegations") {
             Some(raw) if first_byte(raw.get().as_bytes()) == Some(b'{') => parse_delegations(raw, role)?,
             Some(raw) if !is_null(raw) => return Err(structure("\"delegations\" is not an object")),
             _ => (BTreeMap::new(), Vec::new(), BTreeMap::new()),
         };
-        Ok(Self { version, expires, target_names, delegation_keys, delegations, by_name })
+        let targets = Self { version, expires, target_count: entries.count, delegation_keys, delegations, by_name };
+        Ok((targets, entries.first_outside))
     }
 
     /// The declaration of the direct child `child`, if this file declares it.
@@ -677,26 +700,16 @@ impl Targets {
 }
 
 /// Reads the `targets` object entry by entry, checking each name and meta as it goes and
-/// keeping only the names, so that no entry outlives its check.
-fn read_targets(raw: &RawValue) -> Result<Vec<String>, MetadataError> {
-    let mut names = Vec::new();
-    let mut problem = None;
-    let mut reader = serde_json::Deserializer::from_str(raw.get());
-    let read = reader.deserialize_map(TargetEntries { names: &mut names, problem: &mut problem });
-    match (read, problem) {
-        (_, Some(problem)) => Err(problem),
-        (Err(error), None) => Err(MetadataError::Json(error.to_string())),
-        (Ok(()), None) => Ok(names),
-    }
+/// keeping none of them: the first refused entry is left in `problem`, the first name
+/// `outside` calls outside in `first_outside`.
+struct TargetEntries<F> {
+    count: usize,
+    outside: F,
+    first_outside: Option<String>,
+    problem: Option<MetadataError>,
 }
 
-/// The visitor of [`read_targets`]: the first refused entry is left in `problem`.
-struct TargetEntries<'r> {
-    names: &'r mut Vec<String>,
-    problem: &'r mut Option<MetadataError>,
-}
-
-impl<'de> Visitor<'de> for TargetEntries<'_> {
+impl<'de, F: FnMut(&str) -> bool> Visitor<'de> for &mut TargetEntries<F> {
     type Value = ();
 
     fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -704,17 +717,20 @@ impl<'de> Visitor<'de> for TargetEntries<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(name) = map.next_key::<String>()? {
+        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
             // One entry's meta as a small tree, dropped once checked.
             let meta: Value = map.next_value()?;
             let checked = check_target_name(&name)
                 .map_err(|error| structure(error.to_string()))
                 .and_then(|_| FileMeta::parse(&meta, &format!("target {name:?}")));
             if let Err(error) = checked {
-                *self.problem = Some(error);
+                self.problem = Some(error);
                 return Err(A::Error::custom("a target is refused"));
             }
-            self.names.push(name);
+            if self.first_outside.is_none() && (self.outside)(&name) {
+                self.first_outside = Some(name.into_owned());
+            }
+            self.count = self.count.saturating_add(1);
         }
         Ok(())
     }

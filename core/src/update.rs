@@ -448,28 +448,44 @@ fn load_targets(
     if let Some(limits) = limits {
         targets_counts(role, &signed, limits)?;
     }
-    let body = Targets::from_signed(&signed, role).map_err(|error| format!("{role}: {error}"))?;
-    let chain = match role.parent() {
-        None => {
-            let role_keys = root.role(BaseRole::Targets).ok_or("root has no targets role")?;
-            check_threshold(role.as_str(), &signed, &root.keys, role_keys).map_err(|error| error.to_string())?;
-            Vec::new()
-        }
-        Some(parent_role) => {
+    // The declarations above this role, found before its body is read so that each target
+    // name is checked against them as it is read (none is kept); a problem finding them is
+    // reported after the body's own problems, as it always was.
+    let chain: Result<Vec<Arc<Delegation>>, String> = match role.parent() {
+        None => Ok(Vec::new()),
+        Some(parent_role) => loaded
+            .get(&parent_role)
+            .ok_or_else(|| format!("parent role {parent_role} is not available"))
+            .and_then(|parent| {
+                let declaration = parent
+                    .body
+                    .delegation(role)
+                    .ok_or_else(|| format!("{role} is not a delegation of {parent_role}"))?;
+                let mut chain = Vec::with_capacity(parent.chain.len().saturating_add(1));
+                chain.extend(parent.chain.iter().cloned());
+                chain.push(Arc::new(declaration.clone()));
+                Ok(chain)
+            }),
+    };
+    let outside = |name: &str| chain.as_ref().is_ok_and(|chain| !chain.iter().all(|level| level.allows(name)));
+    let (body, outside) =
+        Targets::from_signed_with(&signed, role, outside).map_err(|error| format!("{role}: {error}"))?;
+    let chain = chain?;
+    match (role.parent(), chain.last()) {
+        (Some(parent_role), Some(declaration)) => {
             let parent =
                 loaded.get(&parent_role).ok_or_else(|| format!("parent role {parent_role} is not available"))?;
-            let declaration =
-                parent.body.delegation(role).ok_or_else(|| format!("{role} is not a delegation of {parent_role}"))?;
             check_threshold(role.as_str(), &signed, &parent.body.delegation_keys, &declaration.keys)
                 .map_err(|error| error.to_string())?;
-            let mut chain = Vec::with_capacity(parent.chain.len().saturating_add(1));
-            chain.extend(parent.chain.iter().cloned());
-            chain.push(Arc::new(declaration.clone()));
-            chain
         }
-    };
+        (None, _) => {
+            let role_keys = root.role(BaseRole::Targets).ok_or("root has no targets role")?;
+            check_threshold(role.as_str(), &signed, &root.keys, role_keys).map_err(|error| error.to_string())?;
+        }
+        (Some(_), None) => return Err(format!("{role} has no declaration")),
+    }
     // Strict: every target must lie within the paths of this role and of every role above it.
-    if let Some(name) = body.target_names.iter().find(|name| !chain.iter().all(|level| level.allows(name))) {
+    if let Some(name) = outside {
         return Err(format!("target {name:?} is outside the paths delegated to {role}"));
     }
     // Strict: sub-delegations must stay within this role's own paths.
