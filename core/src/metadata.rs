@@ -1,6 +1,9 @@
 //! Notary's TUF metadata: the signed envelope and typed views of root, targets, snapshot and
-//! timestamp bodies. Parsing keeps the generic JSON so that signatures are checked over the
-//! re-canonicalised body (unknown fields included), while the raw file bytes stay untouched.
+//! timestamp bodies. Signatures are checked over the canonical form of the whole body (unknown
+//! fields included), read from its text; the raw file bytes stay untouched. No file is held as
+//! a generic JSON tree: the envelope keeps the text of each member of `signed`, and the typed
+//! views read targets and delegations one entry at a time, so memory stays a small multiple of
+//! the file however many entries it lists.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -549,13 +552,15 @@ impl Root {
 pub struct PathPrefixes {
     /// The kept prefixes, sorted and prefix-free, one after another.
     text: String,
-    /// Where each kept prefix ends in `text`.
-    ends: Vec<usize>,
+    /// Where each kept prefix ends in `text` (32 bits: half the memory of `usize` offsets, for
+    /// sets that may hold a million prefixes).
+    ends: Vec<u32>,
 }
 
 impl PathPrefixes {
-    /// Builds the set from prefixes in any order; O(n log n).
-    pub fn new<'a>(paths: impl IntoIterator<Item = &'a str>) -> Self {
+    /// Builds the set from prefixes in any order; O(n log n). `None` if the kept prefixes hold
+    /// more than 4 GiB of text.
+    pub fn new<'a>(paths: impl IntoIterator<Item = &'a str>) -> Option<Self> {
         let mut sorted: Vec<&str> = paths.into_iter().collect();
         sorted.sort_unstable();
         let mut set = Self::default();
@@ -566,21 +571,21 @@ impl PathPrefixes {
                 continue;
             }
             set.text.push_str(path);
-            set.ends.push(set.text.len());
+            set.ends.push(u32::try_from(set.text.len()).ok()?);
         }
         // Growing by doubling leaves up to half of each unused; a file may hold a thousand sets.
         set.text.shrink_to_fit();
         set.ends.shrink_to_fit();
-        set
+        Some(set)
     }
 
     /// The kept prefix at `index`.
     fn get(&self, index: usize) -> Option<&str> {
         let start = match index.checked_sub(1) {
-            Some(before) => *self.ends.get(before)?,
+            Some(before) => usize::try_from(*self.ends.get(before)?).ok()?,
             None => 0,
         };
-        self.text.get(start..*self.ends.get(index)?)
+        self.text.get(start..usize::try_from(*self.ends.get(index)?).ok()?)
     }
 
     /// The kept prefixes, in order: every prefix of the set is started by one of them.
@@ -795,6 +800,7 @@ fn parse_delegations(section: &RawValue, role: &RoleName) -> Result<DelegationSe
                 let paths: Vec<PathText<'_>> =
                     serde_json::from_str(raw.get()).map_err(|_| structure("a delegation path is not a string"))?;
                 PathPrefixes::new(paths.iter().map(|path| path.0.as_ref()))
+                    .ok_or_else(|| structure(format!("delegation {name} has more path text than 4 GiB")))?
             }
             Some(raw) if !is_null(raw) => return Err(structure("delegation paths are not a list")),
             _ => PathPrefixes::default(),
@@ -913,6 +919,50 @@ mod tests {
         assert_eq!(Timestamp::from_signed(&timestamp).unwrap().snapshot.length, 682);
     }
 
+    #[test]
+    fn targets_are_checked_as_they_are_read_and_not_kept() {
+        let meta = r#"{"hashes":{"sha256":"LCa0a2j/xo/5m0U8HTBBNBNCLXBkg7+g+YpeiGJm564="},"length":1}"#;
+        let file = |targets: &str| {
+            let body = format!(
+                r#"{{"_type":"Targets","delegations":{{"keys":{{}},"roles":[]}},"expires":"2030-01-01T00:00:00Z","targets":{targets},"version":2}}"#
+            );
+            envelope(body.as_bytes(), &[])
+        };
+        let role = RoleName::base(BaseRole::Targets);
+        let bytes = file(&format!(r#"{{"a/1":{meta},"b/2":{meta},"c/3":{meta}}}"#));
+        let signed = Signed::parse(&bytes).unwrap();
+        let (targets, outside) = Targets::from_signed_with(&signed, &role, |name| !name.starts_with("a/")).unwrap();
+        assert_eq!((targets.target_count, outside.as_deref()), (3, Some("b/2")));
+        let (_, outside) = Targets::from_signed_with(&signed, &role, |_| false).unwrap();
+        assert_eq!(outside, None);
+        // A bad entry is refused with its own error, whatever comes after it.
+        let bytes = file(&format!(r#"{{"a/1":{meta},"b/2":{{"length":1}},"c/3":7}}"#));
+        let signed = Signed::parse(&bytes).unwrap();
+        assert_eq!(
+            Targets::from_signed(&signed, &role).unwrap_err(),
+            MetadataError::Structure("target \"b/2\" has no hashes".into())
+        );
+        let bytes = file("[]");
+        let signed = Signed::parse(&bytes).unwrap();
+        assert_eq!(
+            Targets::from_signed(&signed, &role).unwrap_err(),
+            MetadataError::Structure("\"targets\" is not an object".into())
+        );
+        let bytes = file("null");
+        assert_eq!(Targets::from_signed(&Signed::parse(&bytes).unwrap(), &role).unwrap().target_count, 0);
+    }
+
+    #[test]
+    fn members_are_counted_without_parsing_them() {
+        let raw = |text: &str| serde_json::from_str::<Box<RawValue>>(text).unwrap();
+        assert_eq!(count(Some(&raw(r#"{"a":[1,{"b":2}],"c":null}"#))), 2);
+        assert_eq!(count(Some(&raw(r#"[[],{},"x",1,true,null]"#))), 6);
+        for scalar in ["1", "-1.5", "\"x\"", "true", "null"] {
+            assert_eq!(count(Some(&raw(scalar))), 0, "{scalar}");
+        }
+        assert_eq!(count(None), 0);
+    }
+
     /// The quadratic definition the indexed set must agree with.
     fn naive(paths: &[&str], name: &str) -> bool {
         paths.iter().any(|prefix| name.starts_with(prefix))
@@ -956,7 +1006,7 @@ mod tests {
             "\u{10ffff}",
         ];
         for paths in path_sets {
-            let set = PathPrefixes::new(paths.iter().copied());
+            let set = PathPrefixes::new(paths.iter().copied()).unwrap();
             for name in names {
                 assert_eq!(set.allows(name), naive(paths, name), "paths {paths:?}, name {name:?}");
             }
@@ -965,8 +1015,8 @@ mod tests {
 
     #[test]
     fn covered_prefixes_are_dropped() {
-        let set = PathPrefixes::new(["a/b/", "a/", "c", "a/c", "cd"]);
+        let set = PathPrefixes::new(["a/b/", "a/", "c", "a/c", "cd"]).unwrap();
         assert_eq!(set.iter().collect::<Vec<_>>(), ["a/", "c"]);
-        assert_eq!(PathPrefixes::new(["x", ""]).iter().collect::<Vec<_>>(), [""]);
+        assert_eq!(PathPrefixes::new(["x", ""]).unwrap().iter().collect::<Vec<_>>(), [""]);
     }
 }
