@@ -71,7 +71,7 @@ fn write_object(members: &Map<String, Value>, out: &mut Vec<u8>) -> Result<(), C
 /// 2^53: every integer up to this magnitude is exact as a float64.
 const MAX_SAFE_INTEGER: u64 = 1 << 53;
 
-fn write_number(number: &serde_json::Number, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+pub(crate) fn write_number(number: &serde_json::Number, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
     if let Some(int) = number.as_i64() {
         if int.unsigned_abs() > MAX_SAFE_INTEGER {
             return Err(CanonicalError::UnsafeInteger(number.to_string()));

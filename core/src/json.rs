@@ -9,6 +9,8 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
+use crate::canonical::CanonicalError;
+
 /// Deepest nesting of objects and arrays accepted. Notary metadata nests at most seven levels
 /// (envelope, `signed`, `delegations`, `roles`, a role, its `paths`); `custom` target data may
 /// nest further, and 32 leaves ample room.
@@ -325,6 +327,256 @@ const GO_ESCAPES: [(&[u8], &[u8]); 5] = [
     (b"\\u2029", "\u{2029}".as_bytes()),
 ];
 
+/// Why the text of a `signed` value has no canonical form, or is not written in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TextError {
+    /// A number the text holds has no canonical form (not integral, or beyond ±2^53).
+    Canonical(CanonicalError),
+    /// A number is too large for any reader (`1e400`).
+    Number(String),
+    /// The text is not its value's canonical form written as [`is_canonical_text`] allows.
+    NotCanonical,
+}
+
+/// The canonical form of the JSON value `text` (valid JSON, as [`scan`] checked), read straight
+/// from the text, or why the text is not that form written as a notary client may write it
+/// (see [`is_canonical_text`]). Equivalent to parsing `text`, encoding the value canonically and
+/// comparing, without building the value: the canonical form is the text with whitespace
+/// between tokens dropped and Go's five escapes decoded, and it is the text itself (borrowed,
+/// no copy) when the text holds neither. A number without canonical form is reported before a
+/// text that is not canonical, as the encoder would fail before any comparison.
+pub fn canonical_form(text: &[u8]) -> Result<Cow<'_, [u8]>, TextError> {
+    let mut reader = TextReader { text, pos: 0, out: Out { text, owned: None, len: 0 }, differs: false, number: None };
+    reader.whitespace();
+    reader.value()?;
+    if let Some(error) = reader.number {
+        return Err(TextError::Canonical(error));
+    }
+    if reader.differs {
+        return Err(TextError::NotCanonical);
+    }
+    Ok(match reader.out.owned {
+        Some(owned) => Cow::Owned(owned),
+        None => Cow::Borrowed(text.get(..reader.out.len).unwrap_or_default()),
+    })
+}
+
+/// The canonical bytes being written: a prefix of the text while they agree with it, a copy
+/// from the first difference on.
+struct Out<'a> {
+    text: &'a [u8],
+    owned: Option<Vec<u8>>,
+    /// Bytes of `text` written so far while nothing differs.
+    len: usize,
+}
+
+impl Out<'_> {
+    /// Writes the text's bytes `start..end` unchanged.
+    fn keep(&mut self, start: usize, end: usize) {
+        let bytes = self.text.get(start..end).unwrap_or_default();
+        match self.owned.as_mut() {
+            Some(owned) => owned.extend_from_slice(bytes),
+            None if start == self.len => self.len = end,
+            None => self.own().extend_from_slice(bytes),
+        }
+    }
+
+    /// Writes bytes that are not the text's at this point.
+    fn write(&mut self, bytes: &[u8]) {
+        self.own().extend_from_slice(bytes);
+    }
+
+    fn own(&mut self) -> &mut Vec<u8> {
+        let (text, len) = (self.text, self.len);
+        self.owned.get_or_insert_with(|| {
+            let mut owned = Vec::with_capacity(text.len());
+            owned.extend_from_slice(text.get(..len).unwrap_or_default());
+            owned
+        })
+    }
+}
+
+/// Reads valid JSON text into its canonical form (see [`canonical_form`]). The text has passed
+/// [`scan`], so nesting is bounded and the syntax is known to be right; a byte out of place is
+/// still answered with [`TextError::NotCanonical`] rather than trusted.
+struct TextReader<'a> {
+    text: &'a [u8],
+    pos: usize,
+    out: Out<'a>,
+    /// Whether the text differs from the canonical form in more than whitespace and Go escapes.
+    differs: bool,
+    /// The first number without a canonical form.
+    number: Option<CanonicalError>,
+}
+
+impl TextReader<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.text.get(self.pos).copied()
+    }
+
+    fn whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.pos += 1;
+        }
+    }
+
+    /// Writes the next byte unchanged if it is `wanted`.
+    fn expect(&mut self, wanted: u8) -> Result<(), TextError> {
+        if self.peek() != Some(wanted) {
+            return Err(TextError::NotCanonical);
+        }
+        self.out.keep(self.pos, self.pos + 1);
+        self.pos += 1;
+        Ok(())
+    }
+
+    fn value(&mut self) -> Result<(), TextError> {
+        match self.peek() {
+            Some(b'{') => self.object(),
+            Some(b'[') => self.array(),
+            Some(b'"') => self.string(false).map(|_| ()),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b't' | b'n') => self.literal(4),
+            Some(b'f') => self.literal(5),
+            _ => Err(TextError::NotCanonical),
+        }
+    }
+
+    fn literal(&mut self, length: usize) -> Result<(), TextError> {
+        let end = self.pos.saturating_add(length).min(self.text.len());
+        self.out.keep(self.pos, end);
+        self.pos = end;
+        Ok(())
+    }
+
+    fn object(&mut self) -> Result<(), TextError> {
+        self.expect(b'{')?;
+        self.whitespace();
+        if self.peek() == Some(b'}') {
+            return self.expect(b'}');
+        }
+        let mut previous: Option<Vec<u8>> = None;
+        loop {
+            self.whitespace();
+            let key = self.string(true)?;
+            // Canonical members are in ascending byte order of their decoded names.
+            if previous.as_ref().is_some_and(|previous| *previous >= key) {
+                self.differs = true;
+            }
+            previous = Some(key);
+            self.whitespace();
+            self.expect(b':')?;
+            self.whitespace();
+            self.value()?;
+            self.whitespace();
+            if self.peek() == Some(b'}') {
+                return self.expect(b'}');
+            }
+            self.expect(b',')?;
+        }
+    }
+
+    fn array(&mut self) -> Result<(), TextError> {
+        self.expect(b'[')?;
+        self.whitespace();
+        if self.peek() == Some(b']') {
+            return self.expect(b']');
+        }
+        loop {
+            self.whitespace();
+            self.value()?;
+            self.whitespace();
+            if self.peek() == Some(b']') {
+                return self.expect(b']');
+            }
+            self.expect(b',')?;
+        }
+    }
+
+    /// Writes a string in canonical form and, with `decode`, returns the bytes it stands for
+    /// (for ordering member names). Canonical strings escape only `"` and `\`; of the other
+    /// escapes only Go's five are accepted, as the characters they stand for.
+    fn string(&mut self, decode: bool) -> Result<Vec<u8>, TextError> {
+        self.expect(b'"')?;
+        let mut decoded = Vec::new();
+        loop {
+            let rest = self.text.get(self.pos..).unwrap_or_default();
+            let run = rest.iter().position(|byte| matches!(byte, b'"' | b'\\')).unwrap_or(rest.len());
+            if decode {
+                decoded.extend_from_slice(rest.get(..run).unwrap_or_default());
+            }
+            self.out.keep(self.pos, self.pos + run);
+            self.pos += run;
+            let rest = self.text.get(self.pos..).unwrap_or_default();
+            match rest.first() {
+                Some(b'"') => {
+                    self.expect(b'"')?;
+                    return Ok(decoded);
+                }
+                Some(_) => {
+                    if let Some(plain @ (b'"' | b'\\')) = rest.get(1).copied() {
+                        decoded.push(plain);
+                        self.out.keep(self.pos, self.pos + 2);
+                        self.pos += 2;
+                    } else if let Some((escape, unescaped)) =
+                        GO_ESCAPES.iter().find(|(escape, _)| rest.starts_with(escape))
+                    {
+                        decoded.extend_from_slice(unescaped);
+                        self.out.write(unescaped);
+                        self.pos += escape.len();
+                    } else {
+                        // Any other escape has no place in canonical text; step over it whole.
+                        self.differs = true;
+                        let length = if rest.get(1) == Some(&b'u') { 6 } else { 2 };
+                        let escape = rest.get(..length).ok_or(TextError::NotCanonical)?;
+                        decoded.extend_from_slice(escape);
+                        self.out.write(escape);
+                        self.pos += length;
+                    }
+                }
+                None => return Err(TextError::NotCanonical),
+            }
+        }
+    }
+
+    fn number(&mut self) -> Result<(), TextError> {
+        let start = self.pos;
+        while matches!(self.peek(), Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')) {
+            self.pos += 1;
+        }
+        let token = self.text.get(start..self.pos).unwrap_or_default();
+        self.out.keep(start, self.pos);
+        if plain_safe_integer(token) {
+            return Ok(());
+        }
+        // Anything else is judged as the encoder would judge the parsed number.
+        let number: serde_json::Number =
+            serde_json::from_slice(token).map_err(|error| TextError::Number(error.to_string()))?;
+        let mut canonical = Vec::new();
+        match crate::canonical::write_number(&number, &mut canonical) {
+            Ok(()) if canonical == token => {}
+            Ok(()) => self.differs = true,
+            Err(error) => {
+                self.number.get_or_insert(error);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `token` is an integer written as the canonical encoder writes it: no sign but `-`,
+/// no leading zero, no `-0`, at most 2^53 in magnitude.
+fn plain_safe_integer(token: &[u8]) -> bool {
+    let digits = token.strip_prefix(b"-").unwrap_or(token);
+    let well_formed = match digits.split_first() {
+        Some((b'0', rest)) => rest.is_empty() && digits.len() == token.len(),
+        Some((b'1'..=b'9', rest)) => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    // Up to 15 digits is always below 2^53; longer ones are left to the exact check.
+    well_formed && digits.len() <= 15
+}
+
 /// Whether `text` (valid JSON, as [`scan`] checked) is `canonical` written the way a notary
 /// client may write it: the same bytes, except for whitespace between tokens (a pretty-printed
 /// envelope) and the five escapes Go's encoder adds when it copies JSON text. Compares as it
@@ -467,5 +719,63 @@ mod tests {
         }
         // Escaped quotes and backslashes stay as written.
         assert!(is_canonical_text(br#"{"k":"a\"b\\"}"#, br#"{"k":"a\"b\\"}"#));
+    }
+
+    /// The definition `canonical_form` must agree with: parse the text into a tree, encode the
+    /// tree canonically, compare the text with the encoding.
+    fn through_a_tree(text: &[u8]) -> Result<Vec<u8>, TextError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(text).map_err(|error| TextError::Number(error.to_string()))?;
+        let canonical = crate::canonical::to_canonical(&value).map_err(TextError::Canonical)?;
+        if is_canonical_text(text, &canonical) { Ok(canonical) } else { Err(TextError::NotCanonical) }
+    }
+
+    #[test]
+    fn canonical_form_agrees_with_encoding_a_parsed_tree() {
+        let texts: [&[u8]; 30] = [
+            br#"{}"#,
+            br#"[]"#,
+            br#"{"a":[1,-2,true,false,null,"x"],"b":{"c":{}}}"#,
+            b"{ \"a\" : \"\\u003cb\\u003e\\u0026\\u2028\\u2029\",\n  \"n\": [1, 2]\n}",
+            br#"{"b":1,"a":2}"#,
+            br#"{"a":1,"a ":2,"a\"":3}"#,
+            br#"{"a\"":3,"a":1}"#,
+            br#"{"\\":1,"a":2}"#,
+            br#"{"a":2,"\\":1}"#,
+            br#"{"\u0061":1}"#,
+            br#"{"a":"\/"}"#,
+            br#"{"a":"\n"}"#,
+            br#"{"a":"\ud83d\ude00"}"#,
+            "{\"a\":\"\u{1F600}é\"}".as_bytes(),
+            br#"{"a":"\u003C"}"#,
+            br#"{"a":"\\u003c"}"#,
+            br#"{"\u003c":1,"=":2}"#,
+            br#"{"=":2,"\u003c":1}"#,
+            br#"[0,-0,1.0,1e3,1E3,-1.5,10,100]"#,
+            br#"[-0]"#,
+            br#"[1.0]"#,
+            br#"[1.5,"\n"]"#,
+            br#"[999999999999999,-999999999999999,9007199254740992,-9007199254740992]"#,
+            br#"[9007199254740993]"#,
+            br#"[-9007199254740993]"#,
+            br#"[18446744073709551616]"#,
+            br#"{"b":[1],"a":1.5}"#,
+            br#"[1e400]"#,
+            br#"[ 1 , 2 ]"#,
+            br#"{"a":{"b":[{"c":"d"},[]]},"b":null}"#,
+        ];
+        for text in texts {
+            assert!(scan(text).is_ok(), "{}", String::from_utf8_lossy(text));
+            let expected = through_a_tree(text);
+            let found = canonical_form(text).map(Cow::into_owned);
+            match (&expected, &found) {
+                // The two parsers word an out-of-range number differently.
+                (Err(TextError::Number(_)), Err(TextError::Number(_))) => {}
+                _ => assert_eq!(found, expected, "{}", String::from_utf8_lossy(text)),
+            }
+        }
+        // Text written canonically is its own canonical form, without a copy.
+        let canonical = br#"{"a":[1,"x\"y"],"b":{}}"#;
+        assert!(matches!(canonical_form(canonical), Ok(Cow::Borrowed(bytes)) if bytes == canonical));
     }
 }

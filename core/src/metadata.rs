@@ -1,16 +1,23 @@
 //! Notary's TUF metadata: the signed envelope and typed views of root, targets, snapshot and
-//! timestamp bodies. Parsing keeps the generic JSON so that signatures are checked over the
-//! re-canonicalised body (unknown fields included), while the raw file bytes stay untouched.
+//! timestamp bodies. Signatures are checked over the canonical form of the whole body (unknown
+//! fields included), read from its text; the raw file bytes stay untouched. No file is held as
+//! a generic JSON tree: the envelope keeps the text of each member of `signed`, and the typed
+//! views read targets and delegations one entry at a time, so memory stays a small multiple of
+//! the file however many entries it lists.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Utc};
+use serde::Deserializer as _;
+use serde::de::{Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::canonical::{CanonicalError, object_to_canonical};
-use crate::json::{self, StrictError};
+use crate::canonical::CanonicalError;
+use crate::json::{self, StrictError, TextError};
 use crate::keys::{PublicKey, sha256, sha512};
 use crate::names::{BaseRole, RoleName, check_target_name};
 use crate::time;
@@ -74,7 +81,16 @@ fn check_field_names(object: &Value, known: &[&str], what: &str) -> Result<(), M
 
 /// Refuses members whose names differ from a field in `known` only in case.
 fn check_member_names(members: &Map<String, Value>, known: &[&str], what: &str) -> Result<(), MetadataError> {
-    for name in members.keys() {
+    check_names(members.keys(), known, what)
+}
+
+/// Refuses names that differ from a field in `known` only in case.
+fn check_names<'n>(
+    names: impl IntoIterator<Item = &'n String>,
+    known: &[&str],
+    what: &str,
+) -> Result<(), MetadataError> {
+    for name in names {
         if known.contains(&name.as_str()) {
             continue;
         }
@@ -110,44 +126,54 @@ impl Signature {
     }
 }
 
-/// A parsed metadata envelope: the generic `signed` body, its canonical bytes and the signatures.
+/// A parsed metadata envelope: the members of the `signed` body (their text, not a parsed
+/// tree), its canonical bytes and the signatures. It borrows the file's bytes: a large file is
+/// never held as a generic JSON tree, each typed view reads only the members it needs, and the
+/// canonical bytes are the text itself when a client wrote them as notary clients do.
 #[derive(Debug, Clone)]
-pub struct Signed {
-    body: Map<String, Value>,
-    canonical: Vec<u8>,
+pub struct Signed<'a> {
+    members: BTreeMap<String, &'a RawValue>,
+    canonical: Cow<'a, [u8]>,
     signatures: Vec<Signature>,
 }
 
-impl Signed {
+impl<'a> Signed<'a> {
     /// Parses the envelope `{"signed":{...},"signatures":[...]}` of a metadata file, strictly:
     /// the JSON passes [`json::scan`] (no repeated keys, bounded nesting and density), the text
     /// of `signed` is its canonical form, and no envelope or signature field differs from a
     /// known one only in case.
-    pub fn parse(bytes: &[u8]) -> Result<Self, MetadataError> {
-        let scan = json::scan(bytes)?;
-        let value: Value = serde_json::from_slice(bytes).map_err(|error| MetadataError::Json(error.to_string()))?;
-        check_field_names(&value, fields::ENVELOPE, "the envelope")?;
-        let Value::Object(mut envelope) = value else {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, MetadataError> {
+        json::scan(bytes)?;
+        if first_byte(bytes) != Some(b'{') {
             return Err(structure("metadata is not a JSON object"));
-        };
-        let Some(Value::Object(body)) = envelope.remove("signed") else {
+        }
+        let envelope: BTreeMap<String, &'a RawValue> = from_json(bytes)?;
+        check_names(envelope.keys(), fields::ENVELOPE, "the envelope")?;
+        let Some(body) = envelope.get("signed").filter(|raw| first_byte(raw.get().as_bytes()) == Some(b'{')) else {
             return Err(structure("metadata has no \"signed\" object"));
         };
-        let signatures = match envelope.remove("signatures") {
-            Some(Value::Array(items)) => items.iter().map(parse_signature).collect::<Result<Vec<_>, _>>()?,
-            Some(Value::Null) | None => Vec::new(),
+        let signatures = match envelope.get("signatures").map(|raw| first_byte(raw.get().as_bytes())) {
+            Some(Some(b'[')) => {
+                let items: Vec<&RawValue> = from_json(envelope.get("signatures").map_or("[]", |raw| raw.get()))?;
+                items.into_iter().map(parse_signature).collect::<Result<Vec<_>, _>>()?
+            }
+            Some(Some(b'n')) | None => Vec::new(),
             Some(_) => return Err(structure("\"signatures\" is not a list")),
         };
-        let canonical = object_to_canonical(&body)?;
+        let text: &'a str = body.get();
+        let members: BTreeMap<String, &'a RawValue> = from_json(text)?;
         // Notary clients sign the canonical bytes and write them verbatim into the envelope, so
         // the text of `signed` is its canonical form (up to whitespace and Go's escapes of
         // `<`, `>`, `&`, U+2028 and U+2029). Any other text means the bytes stored and served
         // are not the bytes signed, which readers may decode differently.
-        let text = scan.signed.and_then(|span| bytes.get(span)).unwrap_or_default();
-        if !json::is_canonical_text(text, &canonical) {
-            return Err(structure("\"signed\" is not written in canonical JSON, so its text is not what was signed"));
-        }
-        Ok(Self { body, canonical, signatures })
+        let canonical = json::canonical_form(text.as_bytes()).map_err(|error| match error {
+            TextError::Canonical(error) => MetadataError::Canonical(error),
+            TextError::Number(error) => MetadataError::Json(error),
+            TextError::NotCanonical => {
+                structure("\"signed\" is not written in canonical JSON, so its text is not what was signed")
+            }
+        })?;
+        Ok(Self { members, canonical, signatures })
     }
 
     /// The canonical bytes of the `signed` body: what signatures cover.
@@ -160,35 +186,127 @@ impl Signed {
         &self.signatures
     }
 
-    /// The generic `signed` body.
-    pub fn body(&self) -> &Map<String, Value> {
-        &self.body
+    /// The names of the `signed` body's members, in order.
+    pub fn member_names(&self) -> impl Iterator<Item = &str> {
+        self.members.keys().map(String::as_str)
+    }
+
+    /// The text of the `signed` body's member `name`, if there is one.
+    pub fn member(&self, name: &str) -> Option<&'a RawValue> {
+        self.members.get(name).copied()
+    }
+
+    /// The member `name` of the `signed` body as a generic JSON value. Only for members whose
+    /// size the caller has bounded: a value costs several times its text.
+    pub fn value(&self, name: &str) -> Result<Option<Value>, MetadataError> {
+        self.member(name).map(|raw| from_json(raw.get())).transpose()
+    }
+
+    /// How many members or items the member `name` has if it is an object or a list (0 for
+    /// anything else), counted without parsing them.
+    pub fn count(&self, name: &str) -> usize {
+        count(self.member(name))
     }
 
     /// `signed.version`, which must be an integer.
     pub fn version(&self) -> Result<i64, MetadataError> {
-        self.body
-            .get("version")
-            .and_then(Value::as_i64)
+        self.member("version")
+            .and_then(|raw| serde_json::from_str::<i64>(raw.get()).ok())
             .ok_or_else(|| structure("\"version\" is missing or not an integer"))
     }
 
     /// `signed._type`.
-    pub fn kind(&self) -> Option<&str> {
-        self.body.get("_type").and_then(Value::as_str)
+    pub fn kind(&self) -> Option<&'a str> {
+        self.member("_type").and_then(|raw| serde_json::from_str::<&str>(raw.get()).ok())
     }
 
     /// `signed.expires`, parsed.
     pub fn expires(&self) -> Result<DateTime<Utc>, MetadataError> {
-        self.body
-            .get("expires")
-            .and_then(Value::as_str)
-            .and_then(time::parse)
+        self.member("expires")
+            .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+            .and_then(|text| time::parse(&text))
             .ok_or_else(|| structure("\"expires\" is missing or not an RFC 3339 time"))
     }
 }
 
-fn parse_signature(value: &Value) -> Result<Signature, MetadataError> {
+/// The first byte of `bytes` that is not JSON whitespace.
+fn first_byte(bytes: &[u8]) -> Option<u8> {
+    bytes.iter().copied().find(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r'))
+}
+
+/// Reads JSON text (already checked by [`json::scan`]) into `T`.
+fn from_json<'de, T: serde::Deserialize<'de>>(text: &'de (impl AsRef<[u8]> + ?Sized)) -> Result<T, MetadataError> {
+    serde_json::from_slice(text.as_ref()).map_err(|error| MetadataError::Json(error.to_string()))
+}
+
+/// How many members or items `raw` has if it is an object or a list (0 for anything else or
+/// nothing), counted without keeping them.
+pub fn count(raw: Option<&RawValue>) -> usize {
+    raw.and_then(|raw| serde_json::from_str::<Count>(raw.get()).ok()).map_or(0, |count| count.0)
+}
+
+/// The number of members or items of a JSON value, read without keeping them.
+struct Count(usize);
+
+impl<'de> serde::Deserialize<'de> for Count {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CountVisitor)
+    }
+}
+
+struct CountVisitor;
+
+impl<'de> Visitor<'de> for CountVisitor {
+    type Value = Count;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Count, A::Error> {
+        let mut count = 0usize;
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {
+            count = count.saturating_add(1);
+        }
+        Ok(Count(count))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Count, A::Error> {
+        let mut count = 0usize;
+        while items.next_element::<IgnoredAny>()?.is_some() {
+            count = count.saturating_add(1);
+        }
+        Ok(Count(count))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Count, E> {
+        Ok(Count(0))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Count, E> {
+        Ok(Count(0))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Count, E> {
+        Ok(Count(0))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Count, E> {
+        Ok(Count(0))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Count, E> {
+        Ok(Count(0))
+    }
+
+    fn visit_unit<E>(self) -> Result<Count, E> {
+        Ok(Count(0))
+    }
+}
+
+fn parse_signature(raw: &RawValue) -> Result<Signature, MetadataError> {
+    let value: Value = from_json(raw.get())?;
+    let value = &value;
     check_field_names(value, fields::SIGNATURE, "a signature")?;
     let field = |name: &str| value.get(name).and_then(Value::as_str);
     let (Some(keyid), Some(method), Some(sig)) = (field("keyid"), field("method"), field("sig")) else {
@@ -256,6 +374,22 @@ impl FileMeta {
         known > 0 && usize::try_from(self.length).is_ok_and(|length| length == bytes.len())
     }
 
+    /// Whether a file whose own meta is `file` (as [`FileMeta::of`] makes it) matches, by the
+    /// rule of [`FileMeta::matches`].
+    pub fn matches_meta(&self, file: &FileMeta) -> bool {
+        let mut known = 0;
+        for (algorithm, digest) in &self.hashes {
+            if !matches!(algorithm.as_str(), "sha256" | "sha512") {
+                continue;
+            }
+            if file.hashes.get(algorithm) != Some(digest) {
+                return false;
+            }
+            known += 1;
+        }
+        known > 0 && self.length == file.length
+    }
+
     /// The SHA-256 digest, if listed.
     pub fn sha256(&self) -> Option<&[u8]> {
         self.hashes.get("sha256").map(Vec::as_slice)
@@ -298,8 +432,8 @@ impl FileMeta {
     }
 }
 
-fn expect_type(signed: &Signed, kind: &str, known: &[&str]) -> Result<(), MetadataError> {
-    check_member_names(signed.body(), known, "\"signed\"")?;
+fn expect_type(signed: &Signed<'_>, kind: &str, known: &[&str]) -> Result<(), MetadataError> {
+    check_names(signed.members.keys(), known, "\"signed\"")?;
     match signed.kind() {
         Some(found) if found == kind => Ok(()),
         _ => Err(structure(format!("\"_type\" must be {kind}"))),
@@ -313,7 +447,7 @@ fn expect_type(signed: &Signed, kind: &str, known: &[&str]) -> Result<(), Metada
 /// database nor read by those clients.
 pub const MAX_VERSION: i64 = i32::MAX as i64;
 
-fn positive_version(signed: &Signed) -> Result<i64, MetadataError> {
+fn positive_version(signed: &Signed<'_>) -> Result<i64, MetadataError> {
     let version = signed.version()?;
     if !(1..=MAX_VERSION).contains(&version) {
         return Err(structure(format!("\"version\" {version} is outside 1 to {MAX_VERSION}")));
@@ -382,18 +516,19 @@ pub struct Root {
 
 impl Root {
     /// Reads and checks a root body: `_type`, version, expiry, keys, and all four base roles.
-    pub fn from_signed(signed: &Signed) -> Result<Self, MetadataError> {
+    pub fn from_signed(signed: &Signed<'_>) -> Result<Self, MetadataError> {
         expect_type(signed, "Root", fields::ROOT)?;
         let version = positive_version(signed)?;
         let expires = signed.expires()?;
-        let keys = parse_keys(signed.body().get("keys"), "root")?;
-        let Some(Value::Object(role_map)) = signed.body().get("roles") else {
+        let keys = parse_keys(signed.value("keys")?.as_ref(), "root")?;
+        let Some(Value::Object(role_map)) = signed.value("roles")? else {
             return Err(structure("root has no roles"));
         };
         let mut roles = BTreeMap::new();
         for (name, value) in role_map {
-            check_field_names(value, fields::ROOT_ROLE, &format!("root role {name}"))?;
-            roles.insert(name.clone(), parse_role_keys(value, &keys, &format!("root role {name}"))?);
+            check_field_names(&value, fields::ROOT_ROLE, &format!("root role {name}"))?;
+            let role_keys = parse_role_keys(&value, &keys, &format!("root role {name}"))?;
+            roles.insert(name, role_keys);
         }
         for base in [BaseRole::Root, BaseRole::Targets, BaseRole::Snapshot, BaseRole::Timestamp] {
             if !roles.contains_key(base.as_str()) {
@@ -410,38 +545,68 @@ impl Root {
 }
 
 /// A set of target-name prefixes kept for O(log n) queries: sorted, with every prefix that
-/// another prefix in the set already covers left out (so no kept prefix starts another).
+/// another prefix in the set already covers left out (so no kept prefix starts another). The
+/// kept prefixes are stored one after another in one string, so a set costs little more than
+/// its text however many prefixes it holds.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PathPrefixes {
-    /// Sorted, prefix-free.
-    minimal: Vec<String>,
+    /// The kept prefixes, sorted and prefix-free, one after another.
+    text: String,
+    /// Where each kept prefix ends in `text` (32 bits: half the memory of `usize` offsets, for
+    /// sets that may hold a million prefixes).
+    ends: Vec<u32>,
 }
 
 impl PathPrefixes {
-    /// Builds the set from prefixes in any order; O(n log n).
-    pub fn new<'a>(paths: impl IntoIterator<Item = &'a str>) -> Self {
+    /// Builds the set from prefixes in any order; O(n log n). `None` if the kept prefixes hold
+    /// more than 4 GiB of text.
+    pub fn new<'a>(paths: impl IntoIterator<Item = &'a str>) -> Option<Self> {
         let mut sorted: Vec<&str> = paths.into_iter().collect();
         sorted.sort_unstable();
-        let mut minimal: Vec<String> = Vec::new();
+        let mut set = Self::default();
         for path in sorted {
             // In sorted order, a prefix of `path` that is kept is the last one kept: anything
             // sorting between a string and its extension starts with that string.
-            if minimal.last().is_some_and(|kept| path.starts_with(kept.as_str())) {
+            if set.ends.len().checked_sub(1).and_then(|last| set.get(last)).is_some_and(|kept| path.starts_with(kept)) {
                 continue;
             }
-            minimal.push(path.to_owned());
+            set.text.push_str(path);
+            set.ends.push(u32::try_from(set.text.len()).ok()?);
         }
-        Self { minimal }
+        // Growing by doubling leaves up to half of each unused; a file may hold a thousand sets.
+        set.text.shrink_to_fit();
+        set.ends.shrink_to_fit();
+        Some(set)
+    }
+
+    /// The kept prefix at `index`.
+    fn get(&self, index: usize) -> Option<&str> {
+        let start = match index.checked_sub(1) {
+            Some(before) => usize::try_from(*self.ends.get(before)?).ok()?,
+            None => 0,
+        };
+        self.text.get(start..usize::try_from(*self.ends.get(index)?).ok()?)
+    }
+
+    /// The kept prefixes, in order: every prefix of the set is started by one of them.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        (0..self.ends.len()).filter_map(|index| self.get(index))
     }
 
     /// Whether some prefix in the set starts `name`; O(log n). The only candidate is the
     /// greatest kept prefix that sorts at or before `name`.
     pub fn allows(&self, name: &str) -> bool {
-        let after = self.minimal.partition_point(|prefix| prefix.as_str() <= name);
-        after
-            .checked_sub(1)
-            .and_then(|index| self.minimal.get(index))
-            .is_some_and(|prefix| name.starts_with(prefix.as_str()))
+        // The number of kept prefixes that sort at or before `name`.
+        let (mut low, mut high) = (0, self.ends.len());
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if self.get(middle).is_some_and(|prefix| prefix <= name) {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        low.checked_sub(1).and_then(|index| self.get(index)).is_some_and(|prefix| name.starts_with(prefix))
     }
 }
 
@@ -452,9 +617,7 @@ pub struct Delegation {
     pub name: RoleName,
     /// Keys and threshold.
     pub keys: RoleKeys,
-    /// Target name prefixes the role may sign for (`""` is everything), in file order.
-    pub paths: Vec<String>,
-    /// The same prefixes, indexed.
+    /// The target name prefixes the role may sign for (`""` is everything), indexed.
     prefixes: PathPrefixes,
 }
 
@@ -466,7 +629,13 @@ impl Delegation {
 
     /// Whether every path of `child` lies within one of this delegation's paths; O(m log n).
     pub fn contains_paths_of(&self, child: &Delegation) -> bool {
-        child.paths.iter().all(|path| self.allows(path))
+        // Checking the child's kept prefixes is enough: each of its paths extends one of them.
+        child.prefixes.iter().all(|path| self.allows(path))
+    }
+
+    /// The delegation's paths, without those another of its paths already covers, sorted.
+    pub fn prefixes(&self) -> &PathPrefixes {
+        &self.prefixes
     }
 }
 
@@ -477,8 +646,9 @@ pub struct Targets {
     pub version: i64,
     /// Expiry.
     pub expires: DateTime<Utc>,
-    /// Target names (checked) and their meta.
-    pub targets: BTreeMap<String, FileMeta>,
+    /// How many targets the file lists. Each name and meta is checked as it is read and then
+    /// dropped: nothing after the checks needs them, and a file may list 100,000 targets.
+    pub target_count: usize,
     /// Keys of the delegations (IDs checked).
     pub delegation_keys: BTreeMap<String, PublicKey>,
     /// Delegated roles, in file order.
@@ -490,27 +660,42 @@ pub struct Targets {
 impl Targets {
     /// Reads and checks a targets body written for `role`: delegations must be direct children
     /// of `role`, and target names must be clean.
-    pub fn from_signed(signed: &Signed, role: &RoleName) -> Result<Self, MetadataError> {
+    pub fn from_signed(signed: &Signed<'_>, role: &RoleName) -> Result<Self, MetadataError> {
+        Self::from_signed_with(signed, role, |_| false).map(|(targets, _)| targets)
+    }
+
+    /// [`Targets::from_signed`], also returning the first target name (in file order) for which
+    /// `outside` is true: how a caller checks every name against what it allows without the
+    /// names being kept.
+    pub fn from_signed_with(
+        signed: &Signed<'_>,
+        role: &RoleName,
+        outside: impl FnMut(&str) -> bool,
+    ) -> Result<(Self, Option<String>), MetadataError> {
         expect_type(signed, "Targets", fields::TARGETS)?;
         let version = positive_version(signed)?;
         let expires = signed.expires()?;
-        let mut targets = BTreeMap::new();
-        match signed.body().get("targets") {
-            Some(Value::Object(map)) => {
-                for (name, meta) in map {
-                    check_target_name(name).map_err(|error| structure(error.to_string()))?;
-                    targets.insert(name.clone(), FileMeta::parse(meta, &format!("target {name:?}"))?);
+        let mut entries = TargetEntries { count: 0, outside, first_outside: None, problem: None };
+        match signed.member("targets") {
+            Some(raw) if first_byte(raw.get().as_bytes()) == Some(b'{') => {
+                let mut reader = serde_json::Deserializer::from_str(raw.get());
+                let read = reader.deserialize_map(&mut entries);
+                match (read, entries.problem.take()) {
+                    (_, Some(problem)) => return Err(problem),
+                    (Err(error), None) => return Err(MetadataError::Json(error.to_string())),
+                    (Ok(()), None) => {}
                 }
             }
-            Some(Value::Null) | None => {}
-            Some(_) => return Err(structure("\"targets\" is not an object")),
+            Some(raw) if !is_null(raw) => return Err(structure("\"targets\" is not an object")),
+            _ => {}
         }
-        let (delegation_keys, delegations, by_name) = match signed.body().get("delegations") {
-            Some(Value::Object(section)) => parse_delegations(section, role)?,
-            Some(Value::Null) | None => (BTreeMap::new(), Vec::new(), BTreeMap::new()),
-            Some(_) => return Err(structure("\"delegations\" is not an object")),
+        let (delegation_keys, delegations, by_name) = match signed.member("delegations") {
+            Some(raw) if first_byte(raw.get().as_bytes()) == Some(b'{') => parse_delegations(raw, role)?,
+            Some(raw) if !is_null(raw) => return Err(structure("\"delegations\" is not an object")),
+            _ => (BTreeMap::new(), Vec::new(), BTreeMap::new()),
         };
-        Ok(Self { version, expires, targets, delegation_keys, delegations, by_name })
+        let targets = Self { version, expires, target_count: entries.count, delegation_keys, delegations, by_name };
+        Ok((targets, entries.first_outside))
     }
 
     /// The declaration of the direct child `child`, if this file declares it.
@@ -519,24 +704,81 @@ impl Targets {
     }
 }
 
+/// Reads the `targets` object entry by entry, checking each name and meta as it goes and
+/// keeping none of them: the first refused entry is left in `problem`, the first name
+/// `outside` calls outside in `first_outside`.
+struct TargetEntries<F> {
+    count: usize,
+    outside: F,
+    first_outside: Option<String>,
+    problem: Option<MetadataError>,
+}
+
+impl<'de, F: FnMut(&str) -> bool> Visitor<'de> for &mut TargetEntries<F> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a map of targets")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+            // One entry's meta as a small tree, dropped once checked.
+            let meta: Value = map.next_value()?;
+            let checked = check_target_name(&name)
+                .map_err(|error| structure(error.to_string()))
+                .and_then(|_| FileMeta::parse(&meta, &format!("target {name:?}")));
+            if let Err(error) = checked {
+                self.problem = Some(error);
+                return Err(A::Error::custom("a target is refused"));
+            }
+            if self.first_outside.is_none() && (self.outside)(&name) {
+                self.first_outside = Some(name.into_owned());
+            }
+            self.count = self.count.saturating_add(1);
+        }
+        Ok(())
+    }
+}
+
 type DelegationSection = (BTreeMap<String, PublicKey>, Vec<Delegation>, BTreeMap<RoleName, usize>);
 
-fn parse_delegations(section: &Map<String, Value>, role: &RoleName) -> Result<DelegationSection, MetadataError> {
-    check_member_names(section, fields::DELEGATIONS, "\"delegations\"")?;
-    let keys = parse_keys(section.get("keys"), "delegation")?;
+/// One delegation path as written: borrowed from the text unless it holds an escape.
+#[derive(serde::Deserialize)]
+struct PathText<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// Whether `raw` is the JSON `null`.
+fn is_null(raw: &RawValue) -> bool {
+    raw.get() == "null"
+}
+
+/// Reads the `delegations` section from its text, one delegation at a time: no generic tree of
+/// the whole section (which may hold a million paths) is built, and each delegation keeps its
+/// paths as one indexed prefix set.
+fn parse_delegations(section: &RawValue, role: &RoleName) -> Result<DelegationSection, MetadataError> {
+    let section: BTreeMap<String, &RawValue> = from_json(section.get())?;
+    check_names(section.keys(), fields::DELEGATIONS, "\"delegations\"")?;
+    let keys = match section.get("keys") {
+        Some(raw) => parse_keys(Some(&from_json::<Value>(raw.get())?), "delegation")?,
+        None => BTreeMap::new(),
+    };
     let mut delegations: Vec<Delegation> = Vec::new();
     let mut by_name: BTreeMap<RoleName, usize> = BTreeMap::new();
-    let entries = match section.get("roles") {
-        Some(Value::Array(entries)) => entries.as_slice(),
-        Some(Value::Null) | None => &[],
-        Some(_) => return Err(structure("delegation roles are not a list")),
+    let entries: Vec<&RawValue> = match section.get("roles") {
+        Some(raw) if first_byte(raw.get().as_bytes()) == Some(b'[') => from_json(raw.get())?,
+        Some(raw) if !is_null(raw) => return Err(structure("delegation roles are not a list")),
+        _ => Vec::new(),
     };
     for entry in entries {
-        check_field_names(entry, fields::DELEGATION, "a delegation")?;
+        let entry: BTreeMap<String, &RawValue> = match first_byte(entry.get().as_bytes()) {
+            Some(b'{') => from_json(entry.get())?,
+            _ => BTreeMap::new(),
+        };
+        check_names(entry.keys(), fields::DELEGATION, "a delegation")?;
         let name = entry
             .get("name")
-            .and_then(Value::as_str)
-            .and_then(|name| RoleName::parse(name).ok())
+            .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+            .and_then(|name| RoleName::parse(&name).ok())
             .filter(RoleName::is_delegation)
             .ok_or_else(|| structure("a delegation has an invalid role name"))?;
         if name.parent().as_ref() != Some(role) {
@@ -545,23 +787,29 @@ fn parse_delegations(section: &Map<String, Value>, role: &RoleName) -> Result<De
         if by_name.contains_key(&name) {
             return Err(structure(format!("delegation {name} is declared twice")));
         }
-        let role_keys = parse_role_keys(entry, &keys, &format!("delegation {name}"))?;
-        let paths = match entry.get("paths") {
-            Some(Value::Array(paths)) => paths
-                .iter()
-                .map(|path| {
-                    path.as_str().map(str::to_owned).ok_or_else(|| structure("a delegation path is not a string"))
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            Some(Value::Null) | None => Vec::new(),
-            Some(_) => return Err(structure("delegation paths are not a list")),
+        // The key IDs and threshold as a small tree, read as a root role's are.
+        let mut keys_and_threshold = Map::new();
+        for field in ["keyids", "threshold"] {
+            if let Some(raw) = entry.get(field) {
+                keys_and_threshold.insert(field.to_owned(), from_json(raw.get())?);
+            }
+        }
+        let role_keys = parse_role_keys(&Value::Object(keys_and_threshold), &keys, &format!("delegation {name}"))?;
+        let prefixes = match entry.get("paths") {
+            Some(raw) if first_byte(raw.get().as_bytes()) == Some(b'[') => {
+                let paths: Vec<PathText<'_>> =
+                    serde_json::from_str(raw.get()).map_err(|_| structure("a delegation path is not a string"))?;
+                PathPrefixes::new(paths.iter().map(|path| path.0.as_ref()))
+                    .ok_or_else(|| structure(format!("delegation {name} has more path text than 4 GiB")))?
+            }
+            Some(raw) if !is_null(raw) => return Err(structure("delegation paths are not a list")),
+            _ => PathPrefixes::default(),
         };
-        if entry.get("path_hash_prefixes").is_some_and(|value| !value.is_null()) {
+        if entry.get("path_hash_prefixes").is_some_and(|raw| !is_null(raw)) {
             return Err(structure("path_hash_prefixes are not supported"));
         }
-        let prefixes = PathPrefixes::new(paths.iter().map(String::as_str));
         by_name.insert(name.clone(), delegations.len());
-        delegations.push(Delegation { name, keys: role_keys, paths, prefixes });
+        delegations.push(Delegation { name, keys: role_keys, prefixes });
     }
     Ok((keys, delegations, by_name))
 }
@@ -579,16 +827,17 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Reads and checks a snapshot body.
-    pub fn from_signed(signed: &Signed) -> Result<Self, MetadataError> {
+    pub fn from_signed(signed: &Signed<'_>) -> Result<Self, MetadataError> {
         expect_type(signed, "Snapshot", fields::SNAPSHOT)?;
         let version = positive_version(signed)?;
         let expires = signed.expires()?;
-        let Some(Value::Object(map)) = signed.body().get("meta") else {
+        let Some(Value::Object(map)) = signed.value("meta")? else {
             return Err(structure("snapshot has no meta"));
         };
         let mut meta = BTreeMap::new();
         for (name, value) in map {
-            meta.insert(name.clone(), FileMeta::parse(value, &format!("snapshot entry {name}"))?);
+            let entry = FileMeta::parse(&value, &format!("snapshot entry {name}"))?;
+            meta.insert(name, entry);
         }
         for required in ["root", "targets"] {
             if meta.get(required).and_then(FileMeta::sha256).is_none() {
@@ -623,13 +872,13 @@ pub struct Timestamp {
 
 impl Timestamp {
     /// Reads and checks a timestamp body.
-    pub fn from_signed(signed: &Signed) -> Result<Self, MetadataError> {
+    pub fn from_signed(signed: &Signed<'_>) -> Result<Self, MetadataError> {
         expect_type(signed, "Timestamp", fields::SNAPSHOT)?;
         let version = positive_version(signed)?;
         let expires = signed.expires()?;
-        let snapshot = signed
-            .body()
-            .get("meta")
+        let meta = signed.value("meta")?;
+        let snapshot = meta
+            .as_ref()
             .and_then(|meta| meta.get("snapshot"))
             .ok_or_else(|| structure("timestamp has no snapshot meta"))?;
         let snapshot = FileMeta::parse(snapshot, "timestamp snapshot entry")?;
@@ -658,7 +907,7 @@ mod tests {
 
     #[test]
     fn real_notary_client_files_pass_the_strict_parser() {
-        let read = |bytes: &[u8]| Signed::parse(bytes).unwrap();
+        let read = |bytes: &'static [u8]| Signed::parse(bytes).unwrap();
         let root = Root::from_signed(&read(include_bytes!("../tests/data/notary-0.7/root.json"))).unwrap();
         assert_eq!((root.version, root.keys.len()), (1, 4));
         let targets_role = RoleName::base(BaseRole::Targets);
@@ -668,6 +917,50 @@ mod tests {
         assert_eq!(Snapshot::from_signed(&snapshot).unwrap().meta.len(), 2);
         let timestamp = read(include_bytes!("../tests/data/notary-0.7/timestamp.json"));
         assert_eq!(Timestamp::from_signed(&timestamp).unwrap().snapshot.length, 682);
+    }
+
+    #[test]
+    fn targets_are_checked_as_they_are_read_and_not_kept() {
+        let meta = r#"{"hashes":{"sha256":"LCa0a2j/xo/5m0U8HTBBNBNCLXBkg7+g+YpeiGJm564="},"length":1}"#;
+        let file = |targets: &str| {
+            let body = format!(
+                r#"{{"_type":"Targets","delegations":{{"keys":{{}},"roles":[]}},"expires":"2030-01-01T00:00:00Z","targets":{targets},"version":2}}"#
+            );
+            envelope(body.as_bytes(), &[])
+        };
+        let role = RoleName::base(BaseRole::Targets);
+        let bytes = file(&format!(r#"{{"a/1":{meta},"b/2":{meta},"c/3":{meta}}}"#));
+        let signed = Signed::parse(&bytes).unwrap();
+        let (targets, outside) = Targets::from_signed_with(&signed, &role, |name| !name.starts_with("a/")).unwrap();
+        assert_eq!((targets.target_count, outside.as_deref()), (3, Some("b/2")));
+        let (_, outside) = Targets::from_signed_with(&signed, &role, |_| false).unwrap();
+        assert_eq!(outside, None);
+        // A bad entry is refused with its own error, whatever comes after it.
+        let bytes = file(&format!(r#"{{"a/1":{meta},"b/2":{{"length":1}},"c/3":7}}"#));
+        let signed = Signed::parse(&bytes).unwrap();
+        assert_eq!(
+            Targets::from_signed(&signed, &role).unwrap_err(),
+            MetadataError::Structure("target \"b/2\" has no hashes".into())
+        );
+        let bytes = file("[]");
+        let signed = Signed::parse(&bytes).unwrap();
+        assert_eq!(
+            Targets::from_signed(&signed, &role).unwrap_err(),
+            MetadataError::Structure("\"targets\" is not an object".into())
+        );
+        let bytes = file("null");
+        assert_eq!(Targets::from_signed(&Signed::parse(&bytes).unwrap(), &role).unwrap().target_count, 0);
+    }
+
+    #[test]
+    fn members_are_counted_without_parsing_them() {
+        let raw = |text: &str| serde_json::from_str::<Box<RawValue>>(text).unwrap();
+        assert_eq!(count(Some(&raw(r#"{"a":[1,{"b":2}],"c":null}"#))), 2);
+        assert_eq!(count(Some(&raw(r#"[[],{},"x",1,true,null]"#))), 6);
+        for scalar in ["1", "-1.5", "\"x\"", "true", "null"] {
+            assert_eq!(count(Some(&raw(scalar))), 0, "{scalar}");
+        }
+        assert_eq!(count(None), 0);
     }
 
     /// The quadratic definition the indexed set must agree with.
@@ -713,7 +1006,7 @@ mod tests {
             "\u{10ffff}",
         ];
         for paths in path_sets {
-            let set = PathPrefixes::new(paths.iter().copied());
+            let set = PathPrefixes::new(paths.iter().copied()).unwrap();
             for name in names {
                 assert_eq!(set.allows(name), naive(paths, name), "paths {paths:?}, name {name:?}");
             }
@@ -722,8 +1015,8 @@ mod tests {
 
     #[test]
     fn covered_prefixes_are_dropped() {
-        let set = PathPrefixes::new(["a/b/", "a/", "c", "a/c", "cd"]);
-        assert_eq!(set.minimal, vec!["a/".to_owned(), "c".to_owned()]);
-        assert_eq!(PathPrefixes::new(["x", ""]).minimal, vec![String::new()]);
+        let set = PathPrefixes::new(["a/b/", "a/", "c", "a/c", "cd"]).unwrap();
+        assert_eq!(set.iter().collect::<Vec<_>>(), ["a/", "c"]);
+        assert_eq!(PathPrefixes::new(["x", ""]).unwrap().iter().collect::<Vec<_>>(), [""]);
     }
 }

@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::keys::{PublicKey, sha256};
 use crate::metadata::{
     Delegation, FileMeta, MAX_VERSION, MetadataError, RoleKeys, Root, Signature, Signed, Snapshot, Targets, Timestamp,
-    envelope,
+    count, envelope,
 };
 use crate::names::{BaseRole, Gun, RoleName};
 use crate::verify::check_threshold;
@@ -142,7 +143,9 @@ impl NewFile {
 /// A loaded targets-type file during validation.
 struct LoadedTargets {
     body: Targets,
-    bytes: Vec<u8>,
+    /// The length and hashes of its exact bytes (the bytes themselves are in the update or the
+    /// stored state, and are not copied).
+    meta: FileMeta,
     /// The declarations of every delegation from the top down to this role (empty for
     /// `targets`), shared with the files below rather than copied: a child's chain is its
     /// parent's plus one pointer.
@@ -156,14 +159,14 @@ pub struct Validated {
     pub root: Root,
     /// Uploaded files to store: root, targets and delegations, and the snapshot if uploaded.
     pub files: Vec<NewFile>,
-    /// Role → exact bytes of every file loaded during validation (root and targets-type files),
-    /// which a generated snapshot must list.
-    pub loaded: BTreeMap<String, Vec<u8>>,
+    /// Role → length and hashes of the exact bytes of every file loaded during validation (root
+    /// and targets-type files), which a generated snapshot must list.
+    pub loaded: BTreeMap<String, FileMeta>,
     /// Whether the client uploaded the snapshot; if not the server must generate it.
     pub snapshot_uploaded: bool,
 }
 
-fn parse_signed(bytes: &[u8], role: &str) -> Result<Signed, String> {
+fn parse_signed<'a>(bytes: &'a [u8], role: &str) -> Result<Signed<'a>, String> {
     Signed::parse(bytes).map_err(|error| format!("{role}: {error}"))
 }
 
@@ -182,53 +185,54 @@ fn within(what: &str, count: usize, limit_name: &str, limit: usize) -> Result<()
     Ok(())
 }
 
-/// The number of members of a JSON object or array (0 for anything else).
-fn members(value: Option<&Value>) -> usize {
-    match value {
-        Some(Value::Object(map)) => map.len(),
-        Some(Value::Array(items)) => items.len(),
-        _ => 0,
-    }
-}
-
-fn signature_count(role: &str, signed: &Signed, limits: &Limits) -> Result<(), String> {
+fn signature_count(role: &str, signed: &Signed<'_>, limits: &Limits) -> Result<(), String> {
     within(&format!("{role} signatures"), signed.signatures().len(), "max_signatures", limits.max_signatures)
 }
 
-/// Checks an uploaded root's counts on the generic body, before any key is parsed.
-fn root_counts(signed: &Signed, limits: &Limits) -> Result<(), String> {
+/// The members of a JSON object (its text), or nothing when `raw` is not an object.
+fn object_members(raw: Option<&RawValue>) -> BTreeMap<String, &RawValue> {
+    raw.filter(|raw| raw.get().starts_with('{'))
+        .and_then(|raw| serde_json::from_str(raw.get()).ok())
+        .unwrap_or_default()
+}
+
+/// Checks an uploaded root's counts on the text of the body, before any key is parsed.
+fn root_counts(signed: &Signed<'_>, limits: &Limits) -> Result<(), String> {
     signature_count("root", signed, limits)?;
-    within("root keys", members(signed.body().get("keys")), "max_root_keys", limits.max_root_keys)?;
-    if let Some(Value::Object(roles)) = signed.body().get("roles") {
-        for (name, role) in roles {
-            let what = format!("root role {name} key IDs");
-            within(&what, members(role.get("keyids")), "max_role_keyids", limits.max_role_keyids)?;
-        }
+    within("root keys", signed.count("keys"), "max_root_keys", limits.max_root_keys)?;
+    for (name, role) in object_members(signed.member("roles")) {
+        let what = format!("root role {name} key IDs");
+        let keyids = count(object_members(Some(role)).get("keyids").copied());
+        within(&what, keyids, "max_role_keyids", limits.max_role_keyids)?;
     }
     Ok(())
 }
 
-/// Checks an uploaded targets-type file's counts on the generic body, before anything in it is
-/// parsed.
-fn targets_counts(role: &RoleName, signed: &Signed, limits: &Limits) -> Result<(), String> {
+/// Checks an uploaded targets-type file's counts on the text of the body, before anything in it
+/// is parsed.
+fn targets_counts(role: &RoleName, signed: &Signed<'_>, limits: &Limits) -> Result<(), String> {
     signature_count(role.as_str(), signed, limits)?;
-    let body = signed.body();
-    within(&format!("{role} targets"), members(body.get("targets")), "max_targets", limits.max_targets)?;
-    let Some(Value::Object(section)) = body.get("delegations") else {
+    within(&format!("{role} targets"), signed.count("targets"), "max_targets", limits.max_targets)?;
+    let section = object_members(signed.member("delegations"));
+    if signed.member("delegations").is_none_or(|raw| !raw.get().starts_with('{')) {
         return Ok(());
-    };
-    let keys = members(section.get("keys"));
+    }
+    let keys = count(section.get("keys").copied());
     within(&format!("{role} delegation keys"), keys, "max_delegation_keys", limits.max_delegation_keys)?;
-    let roles = members(section.get("roles"));
-    within(&format!("{role} delegations"), roles, "max_delegations", limits.max_delegations)?;
-    if let Some(Value::Array(entries)) = section.get("roles") {
-        for entry in entries {
-            let name = entry.get("name").and_then(Value::as_str).unwrap_or("(unnamed)");
-            let what = format!("{role} delegation {name:?} key IDs");
-            within(&what, members(entry.get("keyids")), "max_role_keyids", limits.max_role_keyids)?;
-            let what = format!("{role} delegation {name:?} paths");
-            within(&what, members(entry.get("paths")), "max_delegation_paths", limits.max_delegation_paths)?;
-        }
+    let roles = section.get("roles").copied();
+    within(&format!("{role} delegations"), count(roles), "max_delegations", limits.max_delegations)?;
+    let entries: Vec<&RawValue> = roles
+        .filter(|raw| raw.get().starts_with('['))
+        .and_then(|raw| serde_json::from_str(raw.get()).ok())
+        .unwrap_or_default();
+    for entry in entries {
+        let entry = object_members(Some(entry));
+        let name = entry.get("name").and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+        let name = name.as_deref().unwrap_or("(unnamed)");
+        let what = format!("{role} delegation {name:?} key IDs");
+        within(&what, count(entry.get("keyids").copied()), "max_role_keyids", limits.max_role_keyids)?;
+        let what = format!("{role} delegation {name:?} paths");
+        within(&what, count(entry.get("paths").copied()), "max_delegation_paths", limits.max_delegation_paths)?;
     }
     Ok(())
 }
@@ -268,7 +272,7 @@ fn valid_root_keys(
 
 /// Loads and checks the stored root: structure, certificates for the GUN (expiry not checked so
 /// that an expired certificate can be rotated out), and signed by its own threshold.
-fn load_stored_root(gun: &Gun, state: &RepoState, now: DateTime<Utc>) -> Result<Option<(Root, Vec<u8>)>, UpdateError> {
+fn load_stored_root(gun: &Gun, state: &RepoState, now: DateTime<Utc>) -> Result<Option<(Root, FileMeta)>, UpdateError> {
     let Some(bytes) = state.file("root") else {
         return Ok(None);
     };
@@ -281,18 +285,18 @@ fn load_stored_root(gun: &Gun, state: &RepoState, now: DateTime<Utc>) -> Result<
     let threshold = root.role(BaseRole::Root).map_or(1, |role| role.threshold);
     let own = RoleKeys { keyids: valid.keys().cloned().collect(), threshold };
     check_threshold("root", &signed, &valid, &own).map_err(|error| UpdateError::StoredState(error.to_string()))?;
-    Ok(Some((root, bytes.to_vec())))
+    Ok(Some((root, FileMeta::of(bytes))))
 }
 
 /// Validates an uploaded root against the previous one (if any).
 fn validate_new_root(
     gun: &Gun,
-    bytes: &[u8],
+    bytes: Vec<u8>,
     previous: Option<&Root>,
     now: DateTime<Utc>,
     limits: &Limits,
 ) -> Result<(Root, NewFile), String> {
-    let signed = parse_signed(bytes, "root")?;
+    let signed = parse_signed(&bytes, "root")?;
     root_counts(&signed, limits)?;
     let root = Root::from_signed(&signed).map_err(|error| error.to_string())?;
     let current = previous.map_or(1, |root| root.version);
@@ -314,12 +318,8 @@ fn validate_new_root(
     let own = RoleKeys { keyids: valid.keys().cloned().collect(), threshold };
     check_threshold("root", &signed, &valid, &own).map_err(|error| error.to_string())?;
     not_expired("root", root.expires, now)?;
-    let file = NewFile {
-        role: RoleName::base(BaseRole::Root),
-        version: root.version,
-        expires: root.expires,
-        bytes: bytes.to_vec(),
-    };
+    drop(signed);
+    let file = NewFile { role: RoleName::base(BaseRole::Root), version: root.version, expires: root.expires, bytes };
     Ok((root, file))
 }
 
@@ -333,27 +333,36 @@ pub fn validate(
 ) -> Result<Validated, UpdateError> {
     let stored_root = load_stored_root(gun, state, now)?;
     let mut files = Vec::new();
-    let mut loaded: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut loaded: BTreeMap<String, FileMeta> = BTreeMap::new();
+    // The uploaded bytes move into the files to store; they are never copied.
+    let mut others: BTreeMap<RoleName, Vec<u8>> = BTreeMap::new();
+    let mut targets_uploads: Vec<(RoleName, Vec<u8>)> = Vec::new();
+    for (role, bytes) in uploads {
+        if role.is_targets_type() {
+            targets_uploads.push((role, bytes));
+        } else {
+            others.insert(role, bytes);
+        }
+    }
 
     // Root.
-    let (root, root_bytes) = match (uploads.get(&RoleName::base(BaseRole::Root)), stored_root) {
+    let (root, root_meta) = match (others.remove(&RoleName::base(BaseRole::Root)), stored_root) {
         (Some(bytes), previous) => {
             let previous = previous.map(|(root, _)| root);
+            let meta = FileMeta::of(&bytes);
             let (root, file) =
                 validate_new_root(gun, bytes, previous.as_ref(), now, limits).map_err(UpdateError::BadRoot)?;
             files.push(file);
-            (root, bytes.clone())
+            (root, meta)
         }
-        (None, Some((root, bytes))) => (root, bytes),
+        (None, Some((root, meta))) => (root, meta),
         (None, None) => {
             return Err(UpdateError::Validation("no pre-existing root and no root provided in update.".into()));
         }
     };
-    loaded.insert("root".into(), root_bytes);
+    loaded.insert("root".into(), root_meta);
 
     // Targets and delegations, shallowest first.
-    let mut targets_uploads: Vec<(&RoleName, &Vec<u8>)> =
-        uploads.iter().filter(|(role, _)| role.is_targets_type()).collect();
     targets_uploads.sort_by(|(a, _), (b, _)| a.depth().cmp(&b.depth()).then_with(|| a.cmp(b)));
     let mut targets_files: BTreeMap<RoleName, LoadedTargets> = BTreeMap::new();
     for (role, bytes) in targets_uploads {
@@ -367,22 +376,22 @@ pub fn validate(
             load_ancestors(&parent, state, &root, &mut targets_files, now)?;
         }
         let loaded_file =
-            load_targets(role, bytes, &root, &targets_files, now, Some(limits)).map_err(UpdateError::BadTargets)?;
+            load_targets(&role, &bytes, &root, &targets_files, now, Some(limits)).map_err(UpdateError::BadTargets)?;
         files.push(NewFile {
             role: role.clone(),
             version: loaded_file.body.version,
             expires: loaded_file.body.expires,
-            bytes: bytes.clone(),
+            bytes,
         });
-        targets_files.insert(role.clone(), loaded_file);
+        targets_files.insert(role, loaded_file);
     }
     for (role, file) in targets_files {
-        loaded.insert(role.to_string(), file.bytes);
+        loaded.insert(role.to_string(), file.meta);
     }
 
     // Snapshot.
     let snapshot_role = RoleName::base(BaseRole::Snapshot);
-    let snapshot_uploaded = match uploads.get(&snapshot_role) {
+    let snapshot_uploaded = match others.remove(&snapshot_role) {
         Some(bytes) => {
             let file =
                 validate_snapshot(bytes, &root, &loaded, state, now, limits).map_err(UpdateError::BadSnapshot)?;
@@ -439,28 +448,44 @@ fn load_targets(
     if let Some(limits) = limits {
         targets_counts(role, &signed, limits)?;
     }
-    let body = Targets::from_signed(&signed, role).map_err(|error| format!("{role}: {error}"))?;
-    let chain = match role.parent() {
-        None => {
-            let role_keys = root.role(BaseRole::Targets).ok_or("root has no targets role")?;
-            check_threshold(role.as_str(), &signed, &root.keys, role_keys).map_err(|error| error.to_string())?;
-            Vec::new()
-        }
-        Some(parent_role) => {
+    // The declarations above this role, found before its body is read so that each target
+    // name is checked against them as it is read (none is kept); a problem finding them is
+    // reported after the body's own problems, as it always was.
+    let chain: Result<Vec<Arc<Delegation>>, String> = match role.parent() {
+        None => Ok(Vec::new()),
+        Some(parent_role) => loaded
+            .get(&parent_role)
+            .ok_or_else(|| format!("parent role {parent_role} is not available"))
+            .and_then(|parent| {
+                let declaration = parent
+                    .body
+                    .delegation(role)
+                    .ok_or_else(|| format!("{role} is not a delegation of {parent_role}"))?;
+                let mut chain = Vec::with_capacity(parent.chain.len().saturating_add(1));
+                chain.extend(parent.chain.iter().cloned());
+                chain.push(Arc::new(declaration.clone()));
+                Ok(chain)
+            }),
+    };
+    let outside = |name: &str| chain.as_ref().is_ok_and(|chain| !chain.iter().all(|level| level.allows(name)));
+    let (body, outside) =
+        Targets::from_signed_with(&signed, role, outside).map_err(|error| format!("{role}: {error}"))?;
+    let chain = chain?;
+    match (role.parent(), chain.last()) {
+        (Some(parent_role), Some(declaration)) => {
             let parent =
                 loaded.get(&parent_role).ok_or_else(|| format!("parent role {parent_role} is not available"))?;
-            let declaration =
-                parent.body.delegation(role).ok_or_else(|| format!("{role} is not a delegation of {parent_role}"))?;
             check_threshold(role.as_str(), &signed, &parent.body.delegation_keys, &declaration.keys)
                 .map_err(|error| error.to_string())?;
-            let mut chain = Vec::with_capacity(parent.chain.len().saturating_add(1));
-            chain.extend(parent.chain.iter().cloned());
-            chain.push(Arc::new(declaration.clone()));
-            chain
         }
-    };
+        (None, _) => {
+            let role_keys = root.role(BaseRole::Targets).ok_or("root has no targets role")?;
+            check_threshold(role.as_str(), &signed, &root.keys, role_keys).map_err(|error| error.to_string())?;
+        }
+        (Some(_), None) => return Err(format!("{role} has no declaration")),
+    }
     // Strict: every target must lie within the paths of this role and of every role above it.
-    if let Some(name) = body.targets.keys().find(|name| !chain.iter().all(|level| level.allows(name))) {
+    if let Some(name) = outside {
         return Err(format!("target {name:?} is outside the paths delegated to {role}"));
     }
     // Strict: sub-delegations must stay within this role's own paths.
@@ -472,25 +497,25 @@ fn load_targets(
     if limits.is_some() {
         not_expired(role.as_str(), body.expires, now)?;
     }
-    Ok(LoadedTargets { body, bytes: bytes.to_vec(), chain })
+    Ok(LoadedTargets { body, meta: FileMeta::of(bytes), chain })
 }
 
 fn validate_snapshot(
-    bytes: &[u8],
+    bytes: Vec<u8>,
     root: &Root,
-    loaded: &BTreeMap<String, Vec<u8>>,
+    loaded: &BTreeMap<String, FileMeta>,
     state: &RepoState,
     now: DateTime<Utc>,
     limits: &Limits,
 ) -> Result<NewFile, String> {
-    let signed = parse_signed(bytes, "snapshot")?;
+    let signed = parse_signed(&bytes, "snapshot")?;
     signature_count("snapshot", &signed, limits)?;
     let role_keys = root.role(BaseRole::Snapshot).ok_or("root has no snapshot role")?;
     check_threshold("snapshot", &signed, &root.keys, role_keys).map_err(|error| error.to_string())?;
     let snapshot = Snapshot::from_signed(&signed).map_err(|error| error.to_string())?;
     for (role, file) in loaded {
         let entry = snapshot.meta.get(role).ok_or_else(|| format!("snapshot is missing metadata for {role}"))?;
-        if !entry.matches(file) {
+        if !entry.matches_meta(file) {
             return Err(format!("snapshot does not match the {role} metadata"));
         }
     }
@@ -508,7 +533,7 @@ fn validate_snapshot(
         role: RoleName::base(BaseRole::Snapshot),
         version: snapshot.version,
         expires: snapshot.expires,
-        bytes: bytes.to_vec(),
+        bytes,
     })
 }
 
@@ -554,7 +579,7 @@ fn next_version(role: &str, previous: i64) -> Result<i64, UpdateError> {
 /// listed by its exact bytes; version previous + 1; expiry now + 3 years.
 pub fn draft_snapshot(
     previous: Option<&[u8]>,
-    loaded: &BTreeMap<String, Vec<u8>>,
+    loaded: &BTreeMap<String, FileMeta>,
     now: DateTime<Utc>,
 ) -> Result<Draft, UpdateError> {
     let (mut meta, version) = match previous {
@@ -566,8 +591,8 @@ pub fn draft_snapshot(
         }
         None => (BTreeMap::new(), 0),
     };
-    for (role, bytes) in loaded {
-        meta.insert(role.clone(), FileMeta::of(bytes));
+    for (role, file) in loaded {
+        meta.insert(role.clone(), file.clone());
     }
     let snapshot = Snapshot { version: next_version("snapshot", version)?, expires: now + SNAPSHOT_LIFETIME, meta };
     draft(BaseRole::Snapshot, snapshot.version, snapshot.expires, &snapshot.body())
@@ -597,7 +622,7 @@ pub fn draft_timestamp(previous: Option<&[u8]>, snapshot: &[u8], now: DateTime<U
 pub fn current_set(
     snapshot: &NewFile,
     timestamp: &NewFile,
-    available: &BTreeMap<String, Vec<u8>>,
+    available: &BTreeMap<String, &[u8]>,
 ) -> Result<Vec<(String, String)>, UpdateError> {
     let parsed = Signed::parse(&snapshot.bytes)
         .and_then(|signed| Snapshot::from_signed(&signed))

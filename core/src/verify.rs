@@ -34,7 +34,7 @@ pub enum VerifyError {
 /// or two certificates for one key), which are compared by their canonical key ID.
 pub fn check_threshold(
     role: &str,
-    signed: &Signed,
+    signed: &Signed<'_>,
     keys: &BTreeMap<String, PublicKey>,
     role_keys: &RoleKeys,
 ) -> Result<(), VerifyError> {

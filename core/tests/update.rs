@@ -63,7 +63,8 @@ fn first_publish_without_snapshot_needs_a_generated_one_listing_exact_bytes() {
     assert_eq!(draft.version, 1);
     let snapshot = draft.finish(&[]);
     let timestamp = draft_timestamp(None, &snapshot.bytes, Utc::now()).unwrap().finish(&[]);
-    let available: BTreeMap<String, Vec<u8>> = validated.loaded.clone();
+    let available: BTreeMap<String, &[u8]> =
+        BTreeMap::from([("root".to_owned(), &root[..]), ("targets".to_owned(), &targets[..])]);
     let set = current_set(&snapshot, &timestamp, &available).unwrap();
     let targets_entry = set.iter().find(|(role, _)| role == "targets").unwrap();
     assert_eq!(targets_entry.1, hex::encode(sha256(&targets)));

@@ -236,14 +236,14 @@ fn parse_update(body: &[u8], boundary: &str, max_parts: usize) -> Result<BTreeMa
         let name = part.filename.filter(|name| !name.is_empty()).ok_or(ApiError::NoFilename)?;
         let name = name.strip_suffix(".json").unwrap_or(&name);
         let role = RoleName::parse(name).map_err(|_| ApiError::InvalidRole(name.to_owned()))?;
-        Signed::parse(&part.body)
+        Signed::parse(part.body)
             .and_then(|signed| signed.version())
             .map_err(|error| ApiError::MalformedJson(format!("{role}: {error}")))?;
         // The server always makes its own timestamp; a client's is ignored, as notary does.
         if role.as_base() == Some(BaseRole::Timestamp) {
             continue;
         }
-        uploads.insert(role, part.body);
+        uploads.insert(role, part.body.to_vec());
     }
     Ok(uploads)
 }

@@ -1,13 +1,14 @@
 //! A strict reader for the multipart bodies of notary's update POST (spec §1.4): each part carries
 //! one metadata file and its role name in the `filename` parameter, slashes included.
 
-/// One uploaded part.
+/// One uploaded part, borrowing its bytes from the request body (a copy is made only of what
+/// is kept, once it has been checked).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Part {
+pub struct Part<'a> {
     /// The `filename` parameter, if any (verbatim: never basenamed).
     pub filename: Option<String>,
     /// The part's bytes.
-    pub body: Vec<u8>,
+    pub body: &'a [u8],
 }
 
 /// Why a body could not be read.
@@ -78,7 +79,7 @@ fn filename(disposition: &str) -> Option<String> {
 }
 
 /// Splits `body` into parts. Part headers are limited to 8 KiB each.
-pub fn parse(body: &[u8], boundary: &str, max_parts: usize) -> Result<Vec<Part>, MultipartError> {
+pub fn parse<'a>(body: &'a [u8], boundary: &str, max_parts: usize) -> Result<Vec<Part<'a>>, MultipartError> {
     let delimiter = format!("--{boundary}");
     let delimiter = delimiter.as_bytes();
     let mut position = if body.starts_with(delimiter) {
@@ -129,7 +130,7 @@ pub fn parse(body: &[u8], boundary: &str, max_parts: usize) -> Result<Vec<Part>,
         if parts.len() >= max_parts {
             return Err(MultipartError::TooManyParts(max_parts));
         }
-        parts.push(Part { filename: name, body: body.get(content_start..content_end).unwrap_or_default().to_vec() });
+        parts.push(Part { filename: name, body: body.get(content_start..content_end).unwrap_or_default() });
         position = content_end + 2;
     }
 }

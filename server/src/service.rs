@@ -225,9 +225,11 @@ impl Service {
         })?;
         files.push(timestamp.clone());
 
-        let mut available = state.files().clone();
+        // The files by role, borrowed: a copy of an upload's bytes would double its memory.
+        let mut available: BTreeMap<String, &[u8]> =
+            state.files().iter().map(|(role, bytes)| (role.clone(), bytes.as_slice())).collect();
         for file in &files {
-            available.insert(file.role.to_string(), file.bytes.clone());
+            available.insert(file.role.to_string(), &file.bytes);
         }
         let current = update::current_set(&snapshot, &timestamp, &available).map_err(ApiError::InvalidUpdate)?;
         self.store
@@ -318,9 +320,9 @@ impl Service {
             expires: snapshot.expires.unwrap_or(now),
             bytes: snapshot.data.clone(),
         });
-        let mut available: BTreeMap<String, Vec<u8>> =
-            current.iter().map(|file| (file.role.clone(), file.data.clone())).collect();
-        available.insert("snapshot".into(), new_snapshot.bytes.clone());
+        let mut available: BTreeMap<String, &[u8]> =
+            current.iter().map(|file| (file.role.clone(), file.data.as_slice())).collect();
+        available.insert("snapshot".into(), &new_snapshot.bytes);
         let entries =
             update::current_set(&new_snapshot, &new_timestamp, &available).map_err(ApiError::InvalidUpdate)?;
         files.push(new_timestamp);

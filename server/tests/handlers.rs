@@ -140,7 +140,7 @@ async fn first_publish(harness: &Harness, repo: &Repo) -> (Vec<u8>, Vec<u8>, Vec
     (root, targets, snapshot)
 }
 
-fn parse_timestamp(bytes: &[u8]) -> (Signed, Timestamp) {
+fn parse_timestamp(bytes: &[u8]) -> (Signed<'_>, Timestamp) {
     let signed = Signed::parse(bytes).unwrap();
     let timestamp = Timestamp::from_signed(&signed).unwrap();
     (signed, timestamp)

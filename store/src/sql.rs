@@ -522,7 +522,7 @@ impl Store for SqlStore {
         })
     }
 
-    async fn update(&self, update: Update) -> Result<(), StoreError> {
+    async fn update(&self, mut update: Update) -> Result<(), StoreError> {
         const STORED_TIMESTAMP: &str = "SELECT version FROM current_files WHERE gun = $1 AND role = $2";
         const INSERT_FILE: &str = "INSERT INTO tuf_files (gun, role, version, sha256, data, expires, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)";
@@ -541,13 +541,15 @@ impl Store for SqlStore {
                 return Err(StoreError::OldVersion { role: TIMESTAMP_ROLE.into() });
             }
             D::check_versions(&mut tx, gun, &update.files).await?;
-            for file in &update.files {
+            for file in &mut update.files {
+                // The bytes are moved into the statement: binding a reference would copy them,
+                // and a file may be as large as an upload (tens of MiB). Nothing below reads them.
                 let inserted = sqlx::query(INSERT_FILE)
                     .bind(gun)
                     .bind(&file.role)
                     .bind(file.version)
                     .bind(&file.sha256)
-                    .bind(&file.data)
+                    .bind(std::mem::take(&mut file.data))
                     .bind(file.expires.map(D::time))
                     .bind(D::time(at))
                     .execute(&mut *tx)

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use serde_json::json;
-use tufa_core::metadata::MAX_VERSION;
+use tufa_core::metadata::{FileMeta, MAX_VERSION};
 use tufa_core::update::{UpdateError, draft_snapshot};
 
 use crate::refused;
@@ -41,7 +41,7 @@ fn the_server_never_drafts_past_the_largest_version() {
     let root = repo.root(1);
     let targets = repo.targets(1, json!({}), no_delegations());
     let snapshot = repo.snapshot(MAX_VERSION, &[("root", &root), ("targets", &targets)]);
-    let loaded = BTreeMap::from([("targets".to_owned(), targets)]);
+    let loaded = BTreeMap::from([("targets".to_owned(), FileMeta::of(&targets))]);
     assert_eq!(
         draft_snapshot(Some(&snapshot), &loaded, Utc::now()).map(|draft| draft.version),
         Err(UpdateError::Validation("the snapshot version cannot go past 2147483647".into()))
