@@ -170,7 +170,9 @@ fn notary_flows_with_credentials(backend: Backend) {
     // Passwords, API tokens and Authorization headers never reach the log.
     let alice_basic = basic_credentials("alice", PASSWORD);
     let bob_basic = basic_credentials("bob", &bob_token.text);
-    let bob_secret = bob_token.text.rsplit('_').next().unwrap_or_default();
+    // The secret is everything after `tufa_<id>_` (base64url, which may itself contain `_`).
+    let (_, bob_secret) = tufa_auth::ApiTokenSecret::parse(&bob_token.text).expect("an API token");
+    let bob_secret: &str = &bob_secret;
     let inspector = fixture.inspector.trim_start_matches("Bearer ");
     // `eyJ0eXAiOiJKV1Qi` opens every JWT the server issues (`{"typ":"JWT"`).
     let jwt = "eyJ0eXAiOiJKV1Qi";
