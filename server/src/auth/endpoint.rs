@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Limited};
 use serde_json::json;
 use tufa_auth::Access;
-use tufa_auth::scope::parse_scope;
+use tufa_auth::scope::parse_scopes;
 use zeroize::Zeroizing;
 
 use super::login::Refusal;
@@ -37,31 +37,9 @@ fn unauthorized(realm: &str) -> Response {
     response
 }
 
-fn hex_value(byte: u8) -> Option<u8> {
-    match byte {
-        b'0'..=b'9' => Some(byte - b'0'),
-        b'a'..=b'f' => Some(byte - b'a' + 10),
-        b'A'..=b'F' => Some(byte - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Decodes one `application/x-www-form-urlencoded` component.
+/// Decodes one `application/x-www-form-urlencoded` component: `+` is a space, then `%XX` escapes.
 fn form_decode(text: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(text.len());
-    let mut bytes = text.bytes();
-    while let Some(byte) = bytes.next() {
-        match byte {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let high = hex_value(bytes.next()?)?;
-                let low = hex_value(bytes.next()?)?;
-                out.push(high * 16 + low);
-            }
-            other => out.push(other),
-        }
-    }
-    String::from_utf8(out).ok()
+    crate::routes::percent_decode(&text.replace('+', " "))
 }
 
 /// Splits a query string or form body into decoded pairs; `None` when a part cannot be decoded.
@@ -89,19 +67,13 @@ type Refused = (StatusCode, &'static str, String);
 
 fn read_request(pairs: Vec<(String, String)>, oauth: bool) -> Result<TokenRequest, Refused> {
     let mut request = TokenRequest { service: None, scopes: Vec::new(), form_credentials: None, oauth };
+    let mut scopes = Vec::new();
     let mut username = None;
     let mut password = None;
     for (key, value) in pairs {
         match key.as_str() {
             "service" => request.service = Some(value),
-            "scope" if !value.trim().is_empty() => {
-                let parsed = parse_scope(&value)
-                    .map_err(|reason| (StatusCode::BAD_REQUEST, "INVALID_REQUEST", reason.to_string()))?;
-                request.scopes.extend(parsed);
-                if request.scopes.len() > tufa_auth::scope::MAX_SCOPES {
-                    return Err((StatusCode::BAD_REQUEST, "INVALID_REQUEST", "too many scopes in one request".into()));
-                }
-            }
+            "scope" if !value.trim().is_empty() => scopes.push(value),
             "grant_type" if oauth && value != "password" => {
                 return Err((
                     StatusCode::BAD_REQUEST,
@@ -113,6 +85,11 @@ fn read_request(pairs: Vec<(String, String)>, oauth: bool) -> Result<TokenReques
             "password" if oauth => password = Some(Zeroizing::new(value)),
             _ => {}
         }
+    }
+    // All scope parameters together, under the request's bounds (text, entries, actions).
+    if !scopes.is_empty() {
+        request.scopes = parse_scopes(scopes.iter().map(String::as_str))
+            .map_err(|reason| (StatusCode::BAD_REQUEST, "INVALID_REQUEST", reason.to_string()))?;
     }
     if let (Some(username), Some(password)) = (username, password) {
         request.form_credentials = Some((username, password));

@@ -35,13 +35,16 @@ use crate::error::ApiError;
 pub struct Caller {
     /// The principal's name; `None` for an anonymous caller.
     pub principal: Option<String>,
-    /// How the caller was identified, for logs: `none`, `anonymous`, `token`, `api-token`.
-    pub via: &'static str,
     /// What the caller's bearer token grants (empty unless a JWT was presented).
     pub granted: Vec<Access>,
 }
 
 impl Caller {
+    /// An unauthenticated caller.
+    fn anonymous() -> Self {
+        Self { principal: None, granted: Vec::new() }
+    }
+
     /// The principal for logs: the name, or `anonymous`.
     pub fn name(&self) -> &str {
         self.principal.as_deref().unwrap_or(ANONYMOUS)
@@ -147,9 +150,9 @@ impl Authenticator {
         remote: Option<SocketAddr>,
     ) -> Result<Caller, ApiError> {
         match self {
-            Self::None => Ok(Caller { principal: None, via: "none", granted: Vec::new() }),
+            Self::None => Ok(Caller::anonymous()),
             // Probes, metrics and unknown routes need nothing; their credentials are not even read.
-            _ if required.is_empty() => Ok(Caller { principal: None, via: "anonymous", granted: Vec::new() }),
+            _ if required.is_empty() => Ok(Caller::anonymous()),
             Self::Token(mode) => {
                 let token = match presented(headers) {
                     Presented::Nothing => return Err(self.refuse(required, None)),
@@ -158,18 +161,29 @@ impl Authenticator {
                         return Err(self.refuse(required, Some(ChallengeError::InvalidToken)));
                     }
                 };
-                let claims = mode.verifier.verify(&token, SystemTime::now()).map_err(|error| {
-                    tracing::info!(remote = ?remote, reason = %error, "refused a bearer token");
-                    self.refuse(required, Some(ChallengeError::InvalidToken))
-                })?;
-                if !required.iter().all(|access| grants(&claims.access, access)) {
-                    return Err(self.refuse(required, Some(ChallengeError::InsufficientScope)));
-                }
-                let principal = (!claims.subject.is_empty()).then_some(claims.subject);
-                Ok(Caller { principal, via: "token", granted: claims.access })
+                self.jwt_caller(&mode.verifier, &token, required, remote)
             }
             Self::Builtin(builtin) => builtin.authorize(self, headers, required, remote).await,
         }
+    }
+
+    /// The caller of a registry JWT checked by `verifier`, whose `access` must grant all of `required`.
+    fn jwt_caller(
+        &self,
+        verifier: &TokenVerifier,
+        token: &str,
+        required: &[Access],
+        remote: Option<SocketAddr>,
+    ) -> Result<Caller, ApiError> {
+        let claims = verifier.verify(token, SystemTime::now()).map_err(|error| {
+            tracing::info!(remote = ?remote, reason = %error, "refused a bearer token");
+            self.refuse(required, Some(ChallengeError::InvalidToken))
+        })?;
+        if !required.iter().all(|access| grants(&claims.access, access)) {
+            return Err(self.refuse(required, Some(ChallengeError::InsufficientScope)));
+        }
+        let principal = (!claims.subject.is_empty()).then_some(claims.subject);
+        Ok(Caller { principal, granted: claims.access })
     }
 }
 
@@ -201,27 +215,17 @@ impl Builtin {
     ) -> Result<Caller, ApiError> {
         let invalid = || outer.refuse(required, Some(ChallengeError::InvalidToken));
         let (caller, presented_token) = match presented(headers) {
-            Presented::Nothing => (Caller { principal: None, via: "anonymous", granted: Vec::new() }, false),
+            Presented::Nothing => (Caller::anonymous(), false),
             Presented::Bearer(token) if ApiTokenSecret::parse(&token).is_some() => {
                 let principal = self.api_token_principal(&token, None).await?.ok_or_else(invalid)?;
-                (Caller { principal: Some(principal), via: "api-token", granted: Vec::new() }, true)
+                (Caller { principal: Some(principal), granted: Vec::new() }, true)
             }
-            Presented::Bearer(token) => {
-                let claims = self.verifier.verify(&token, SystemTime::now()).map_err(|error| {
-                    tracing::info!(remote = ?remote, reason = %error, "refused a bearer token");
-                    invalid()
-                })?;
-                if !required.iter().all(|access| grants(&claims.access, access)) {
-                    return Err(outer.refuse(required, Some(ChallengeError::InsufficientScope)));
-                }
-                let principal = (!claims.subject.is_empty()).then_some(claims.subject);
-                return Ok(Caller { principal, via: "token", granted: claims.access });
-            }
+            Presented::Bearer(token) => return outer.jwt_caller(&self.verifier, &token, required, remote),
             Presented::Basic { user, password } => {
                 // Only API tokens are accepted here: checking a password on every request would
                 // make each request cost a memory-hard hash. Passwords go to the token endpoint.
                 let principal = self.api_token_principal(&password, Some(&user)).await?.ok_or_else(invalid)?;
-                (Caller { principal: Some(principal), via: "api-token", granted: Vec::new() }, true)
+                (Caller { principal: Some(principal), granted: Vec::new() }, true)
             }
             Presented::Malformed => return Err(invalid()),
         };
