@@ -9,16 +9,19 @@
 
 #[path = "../../core/tests/support/repo.rs"]
 mod repo;
+#[path = "support/router.rs"]
+mod router;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use base64::Engine as _;
 use chrono::Utc;
 use repo::{GUN, Key, Repo, no_delegations, sign, target};
+use router::{Reply, multipart, send};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 use tufa_core::keys::{Algorithm, PublicKey};
@@ -39,31 +42,16 @@ struct Harness {
     _dir: tempfile::TempDir,
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Vec<u8>,
+/// The claims of the token in a token-endpoint answer.
+fn token_claims(reply: &Reply) -> Value {
+    let token = reply.json()["token"].as_str().unwrap().to_owned();
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-
-    fn challenge(&self) -> String {
-        self.headers.get("www-authenticate").map(|value| value.to_str().unwrap().to_owned()).unwrap_or_default()
-    }
-
-    /// The claims of the token in a token-endpoint answer.
-    fn claims(&self) -> Value {
-        let token = self.json()["token"].as_str().unwrap().to_owned();
-        let payload = token.split('.').nth(1).unwrap();
-        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
-    }
-
-    fn bearer(&self) -> String {
-        format!("Bearer {}", self.json()["token"].as_str().unwrap())
-    }
+/// The `Authorization` value for the token in a token-endpoint answer.
+fn bearer(reply: &Reply) -> String {
+    format!("Bearer {}", reply.json()["token"].as_str().unwrap())
 }
 
 fn basic(user: &str, password: &str) -> String {
@@ -110,11 +98,7 @@ impl Harness {
             }
             None => Body::empty(),
         };
-        let response = self.app.clone().oneshot(builder.body(body).unwrap()).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = to_bytes(response.into_body(), usize::MAX).await.unwrap().to_vec();
-        Reply { status, headers, body }
+        send(&self.app, builder.body(body).unwrap()).await
     }
 
     async fn get(&self, path: &str, auth: Option<&str>) -> Reply {
@@ -159,7 +143,7 @@ impl Harness {
     async fn token_for(&self, user: &str, password: &str, scope: &str) -> String {
         let reply = self.token(&format!("service=tufa&scope={scope}"), Some(&basic(user, password))).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
-        reply.bearer()
+        bearer(&reply)
     }
 
     async fn server_key(&self, gun: &str, role: &str, auth: &str) -> PublicKey {
@@ -177,18 +161,8 @@ impl Harness {
         let root = sign(&body, &[&repo.root_key]);
         let targets = repo.targets(2, json!({"v1": target(b"hello")}), no_delegations());
         let snapshot = repo.snapshot(2, &[("root", &root), ("targets", &targets)]);
-        let boundary = "tufa-test-boundary";
-        let mut payload = Vec::new();
-        for (name, content) in [("root", &root), ("targets", &targets), ("snapshot", &snapshot)] {
-            payload.extend_from_slice(
-                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n\r\n")
-                    .as_bytes(),
-            );
-            payload.extend_from_slice(content);
-            payload.extend_from_slice(b"\r\n");
-        }
-        payload.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-        let content_type = format!("multipart/form-data; boundary={boundary}");
+        let (content_type, payload) =
+            multipart(&[("root", root.as_slice()), ("targets", targets.as_slice()), ("snapshot", snapshot.as_slice())]);
         self.call(Method::POST, &format!("/v2/{gun}/_trust/tuf/"), Some(auth), Some((content_type, payload))).await
     }
 }
@@ -244,7 +218,7 @@ async fn the_token_endpoint_grants_what_roles_allow_and_answers_anonymous_reques
     let reply = harness.token(scope, Some(&basic("alice", "alice-password"))).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json()["expires_in"], json!(300));
-    let claims = reply.claims();
+    let claims = token_claims(&reply);
     assert_eq!(claims["iss"], json!("tufa-test"));
     assert_eq!(claims["sub"], json!("alice"));
     assert_eq!(claims["aud"], json!("tufa"));
@@ -258,8 +232,11 @@ async fn the_token_endpoint_grants_what_roles_allow_and_answers_anonymous_reques
     // Anonymous: 200 and only the anonymous grants (the notary CLI asks anonymously first).
     let reply = harness.token(scope, None).await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.claims()["sub"], json!(""));
-    assert_eq!(reply.claims()["access"], json!([{"type": "repository", "name": "public/app", "actions": ["pull"]}]));
+    assert_eq!(token_claims(&reply)["sub"], json!(""));
+    assert_eq!(
+        token_claims(&reply)["access"],
+        json!([{"type": "repository", "name": "public/app", "actions": ["pull"]}])
+    );
     // Wrong credentials: 401 with a Basic challenge.
     let reply = harness.token(scope, Some(&basic("alice", "wrong"))).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
@@ -284,11 +261,11 @@ async fn registry_scopes_are_matched_with_the_registry_host_prefixed() {
                  &scope=registry:catalog:*";
     let reply = harness.token(query, Some(&basic("alice", "alice-password"))).await;
     assert_eq!(reply.status, StatusCode::OK);
-    let claims = reply.claims();
+    let claims = token_claims(&reply);
     assert_eq!(claims["aud"], json!("registry"));
     assert_eq!(claims["access"], json!([{"type": "repository", "name": "team/app", "actions": ["pull", "push"]}]));
     // A registry token is not a trust-server token.
-    let reply = harness.get("/v2/", Some(&reply.bearer())).await;
+    let reply = harness.get("/v2/", Some(&bearer(&reply))).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert!(reply.challenge().ends_with(",error=\"invalid_token\""), "{}", reply.challenge());
 }
@@ -342,9 +319,9 @@ async fn api_tokens_work_as_bearer_and_basic_and_stop_at_once_when_revoked_or_re
     assert_eq!(harness.get(path, Some(&basic("someone", &text))).await.status, StatusCode::UNAUTHORIZED);
     // At the token endpoint too, as the password and as a bearer token.
     let reply = harness.token("scope=repository:a/b:pull", Some(&basic("ci", &text))).await;
-    assert_eq!(reply.claims()["sub"], json!("ci"));
+    assert_eq!(token_claims(&reply)["sub"], json!("ci"));
     let reply = harness.token("scope=repository:a/b:pull", Some(&format!("Bearer {text}"))).await;
-    assert_eq!(reply.claims()["access"], json!([{"type": "repository", "name": "a/b", "actions": ["pull"]}]));
+    assert_eq!(token_claims(&reply)["access"], json!([{"type": "repository", "name": "a/b", "actions": ["pull"]}]));
     // A wrong secret for a real id is refused.
     let forged = format!("{}{}", &text[..text.len() - 2], if text.ends_with("AA") { "BA" } else { "AA" });
     assert_eq!(harness.get(path, Some(&format!("Bearer {forged}"))).await.status, StatusCode::UNAUTHORIZED);

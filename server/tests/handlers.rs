@@ -8,14 +8,17 @@
 
 #[path = "../../core/tests/support/repo.rs"]
 mod repo;
+#[path = "support/router.rs"]
+mod router;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use chrono::{Duration, Utc};
 use repo::{GUN, Repo, expires, no_delegations, sign, target};
+use router::{Reply, multipart, send};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 use tufa_core::keys::{Algorithm, PublicKey, sha256};
@@ -56,33 +59,13 @@ async fn harness_with(signer_override: Option<Arc<dyn OnlineSigner>>) -> Harness
     Harness { app: router(state), store, signer, _dir: dir }
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-
-    fn code(&self) -> String {
-        self.json()["errors"][0]["code"].as_str().unwrap_or_default().to_owned()
-    }
-}
-
 impl Harness {
     async fn call(&self, method: Method, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Reply {
         let mut builder = Request::builder().method(method).uri(path);
         if let Some(content_type) = content_type {
             builder = builder.header("content-type", content_type);
         }
-        let response = self.app.clone().oneshot(builder.body(Body::from(body)).unwrap()).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = to_bytes(response.into_body(), usize::MAX).await.unwrap().to_vec();
-        Reply { status, headers, body }
+        send(&self.app, builder.body(Body::from(body)).unwrap()).await
     }
 
     async fn get(&self, path: &str) -> Reply {
@@ -99,21 +82,6 @@ impl Harness {
         assert_eq!(reply.status, StatusCode::OK);
         PublicKey::from_json(&reply.json()).unwrap()
     }
-}
-
-fn multipart(files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
-    let boundary = "tufa-test-boundary";
-    let mut body = Vec::new();
-    for (name, content) in files {
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n")
-                .as_bytes(),
-        );
-        body.extend_from_slice(content);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
 /// A root whose timestamp key (and optionally snapshot key) is held by the server.
