@@ -17,6 +17,7 @@
 //!   concurrent publishes to one GUN exactly one wins and the other gets
 //!   [`StoreError::OldVersion`].
 
+mod audit;
 mod auth;
 mod error;
 mod postgres;
@@ -32,6 +33,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use audit::{
+    AuditFilter, AuditSigningKey, Checkpoint, Grant, GrantKey, NewGrant, NewTargetEvent, Record, StoredEntry, TargetEvent,
+};
 pub use auth::{ApiToken, Principal, PrincipalKind, RoleBinding, TokenKey, TokenKeyKind, Tombstone};
 pub use error::{StoreError, is_transient};
 pub use sqlite::{create_sqlite_file, sqlite_file_options};
@@ -124,6 +128,8 @@ pub struct Update {
     /// GUN had no current timestamp. A mismatch fails with [`StoreError::OldVersion`] for
     /// role `timestamp`.
     pub expected_timestamp_version: Option<i64>,
+    /// The audit entry, grants and target history of this change, written in its transaction.
+    pub record: Record,
 }
 
 /// What a changefeed record reports.
@@ -267,14 +273,15 @@ pub trait Store: Send + Sync + 'static {
     /// timestamp version and the new versions, inserts the files, replaces the current set
     /// and writes one changefeed `update` record per inserted timestamp. When the update
     /// inserts a file of role `root`, it also deletes the GUN's [`Tombstone`]; an update
-    /// without a root leaves the tombstone alone. All or nothing.
+    /// without a root leaves the tombstone alone. Appends [`Update::record`]'s audit entry and
+    /// writes its grants and target history in the same transaction. All or nothing.
     async fn update(&self, update: Update) -> Result<(), StoreError>;
 
     /// Hard-deletes every file and current pointer of `gun`. If the GUN had a current root,
     /// first writes (or replaces) its [`Tombstone`] with that root's bytes. If any file was
-    /// deleted, writes one changefeed `deletion` record and returns `true`. Server keys are
-    /// kept. All in one transaction.
-    async fn delete_gun(&self, gun: &str) -> Result<bool, StoreError>;
+    /// deleted, writes one changefeed `deletion` record and `record`'s audit entry, marks the
+    /// GUN's grants superseded and returns `true`. Server keys are kept. All in one transaction.
+    async fn delete_gun(&self, gun: &str, record: Record) -> Result<bool, StoreError>;
 
     /// Changefeed page, optionally for one GUN, always ordered oldest to newest.
     ///
@@ -406,6 +413,63 @@ pub trait Store: Send + Sync + 'static {
 
     /// All token keys, retired ones included, ordered by creation time, then id.
     async fn token_keys(&self) -> Result<Vec<TokenKey>, StoreError>;
+
+    /// Appends `record`'s audit entry on its own, for a change made outside this database (a key
+    /// created by a remote signer); returns its position. Its grants and history are ignored.
+    async fn append_audit(&self, record: Record) -> Result<u64, StoreError>;
+
+    /// The number of audit entries, which is the Merkle tree's size.
+    async fn audit_size(&self) -> Result<u64, StoreError>;
+
+    /// Audit entries matching `filter`, in log order, at most `filter.limit` (at least 1).
+    async fn audit_entries(&self, filter: &AuditFilter) -> Result<Vec<StoredEntry>, StoreError>;
+
+    /// The stored Merkle hashes with these indexes; indexes not stored are left out.
+    async fn audit_hashes(&self, indexes: &[u64]) -> Result<tufa_audit::tree::Hashes, StoreError>;
+
+    /// Stores a signed checkpoint of the first `size` entries.
+    async fn insert_checkpoint(&self, size: u64, root: &str, note: &str) -> Result<(), StoreError>;
+
+    /// Every stored checkpoint, oldest first.
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;
+
+    /// The checkpoint of the largest tree, if any.
+    async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
+
+    /// The active checkpoint-signing key.
+    async fn audit_signing_key(&self) -> Result<Option<AuditSigningKey>, StoreError>;
+
+    /// Records the active checkpoint-signing key. `false`: one is recorded already (nothing is
+    /// written; re-read it), also when another process raced this one.
+    async fn insert_audit_signing_key(&self, key: &AuditSigningKey) -> Result<bool, StoreError>;
+
+    /// The grants of `gun` in effect now (`at` = `None`) or at `at`, ordered by delegating role,
+    /// delegated role, then id.
+    async fn grants(&self, gun: &str, at: Option<DateTime<Utc>>) -> Result<Vec<Grant>, StoreError>;
+
+    /// Every grant `gun` ever had, superseded ones included, oldest first.
+    async fn grant_history(&self, gun: &str) -> Result<Vec<Grant>, StoreError>;
+
+    /// Every grant, in any repository and at any time, that lists `key_id` (as listed or as
+    /// canonical key ID), oldest first.
+    async fn key_grants(&self, key_id: &str) -> Result<Vec<Grant>, StoreError>;
+
+    /// Every recorded event of target `name` in `gun`, oldest first.
+    async fn target_history(&self, gun: &str, name: &str) -> Result<Vec<TargetEvent>, StoreError>;
+
+    /// A value kept in the audit state table (e.g. whether the backfill ran).
+    async fn audit_state(&self, name: &str) -> Result<Option<String>, StoreError>;
+
+    /// Stores rebuilt grants and target events of `gun` (principal and audit entry unknown;
+    /// times as given; ids ignored), and sets the audit state `done` (name, value) if given, in
+    /// one transaction.
+    async fn backfill(
+        &self,
+        gun: &str,
+        grants: Vec<Grant>,
+        history: Vec<TargetEvent>,
+        done: Option<(&str, &str)>,
+    ) -> Result<(), StoreError>;
 }
 
 /// Opens the database named by `url` and brings its schema up to date.

@@ -38,6 +38,9 @@ const CHANGEFEED_LOCK: (i32, i32) = (0x7475_6661, 1);
 /// The two-key advisory lock that serialises writes to `token_keys` ("tufa", 2).
 const TOKEN_KEYS_LOCK: (i32, i32) = (0x7475_6661, 2);
 
+/// The advisory lock that serialises audit appends (positions and links) across processes.
+const AUDIT_LOCK: (i32, i32) = (0x7475_6661, 3);
+
 fn migrator() -> Migrator {
     let mut migrator = sqlx::migrate!("../migrations/server/postgres");
     // A binary from the previous release must keep running on a schema migrated by the next.
@@ -139,6 +142,16 @@ impl Dialect for Postgres {
         sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
             .bind(CHANGEFEED_LOCK.0)
             .bind(CHANGEFEED_LOCK.1)
+            .execute(&mut **tx)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(())
+    }
+
+    async fn lock_audit(tx: &mut Tx<Postgres>) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(AUDIT_LOCK.0)
+            .bind(AUDIT_LOCK.1)
             .execute(&mut **tx)
             .await
             .map_err(from_sqlx)?;

@@ -13,8 +13,12 @@ use crate::error::{from_sqlx, is_foreign_key_violation, is_unique_violation};
 use crate::postgres::Postgres;
 use crate::sqlite::{Sqlite, SqlitePools};
 use crate::validate::{check_update, inserted_timestamps, now};
+use tufa_audit::Hash;
+use tufa_audit::entry::{Entry, hash_hex, parse_hash_hex};
+
 use crate::{
-    ApiToken, Change, ChangeCategory, CurrentEntry, ExpiringCursor, KeyOwner, NewFile, Principal, PrincipalKind,
+    ApiToken, AuditFilter, AuditSigningKey, Checkpoint, Grant, GrantKey, NewGrant, NewTargetEvent, Record, StoredEntry,
+    TargetEvent, Change, ChangeCategory, CurrentEntry, ExpiringCursor, KeyOwner, NewFile, Principal, PrincipalKind,
     ROOT_ROLE, RoleBinding, Store, StoreError, StoredFile, StoredKey, TIMESTAMP_ROLE, TokenKey, TokenKeyKind,
     Tombstone, Update,
 };
@@ -50,6 +54,9 @@ pub(crate) trait Dialect: Sized + 'static {
     /// Serialises changefeed inserts until the transaction ends, so that ids become visible in
     /// order.
     async fn lock_changefeed(tx: &mut Tx<Self>) -> Result<(), StoreError>;
+    /// Serialises audit appends until the transaction ends, so that positions are gapless and
+    /// each entry links to the one before it, across processes.
+    async fn lock_audit(tx: &mut Tx<Self>) -> Result<(), StoreError>;
     /// The current files of `roles` (not empty) in `gun`, ordered by role.
     async fn current_many(pools: &Self::Pools, gun: &str, roles: &[&str]) -> Result<Vec<FileRow<Self>>, StoreError>;
     /// Fails with [`StoreError::OldVersion`] unless every file's version is above every stored
@@ -438,6 +445,367 @@ fn convert<R, T>(rows: Vec<R>, into: fn(R) -> Result<T, StoreError>) -> Result<V
     rows.into_iter().map(into).collect()
 }
 
+/// Columns of `audit_log` that make up an [`EntryRow`].
+macro_rules! entry_columns {
+    () => {
+        "SELECT seq, created_at, kind, gun, principal, address, request_id, details, prev_hash, leaf_hash FROM audit_log "
+    };
+}
+
+/// An `audit_log` row as the dialect stores it.
+#[derive(sqlx::FromRow)]
+struct EntryRow<D: Dialect> {
+    seq: i64,
+    created_at: D::Time,
+    kind: String,
+    gun: Option<String>,
+    principal: Option<String>,
+    address: Option<String>,
+    request_id: Option<String>,
+    details: String,
+    prev_hash: Option<String>,
+    leaf_hash: String,
+}
+
+impl<D: Dialect> EntryRow<D> {
+    fn into_entry(self) -> Result<StoredEntry, StoreError> {
+        let seq = u64::try_from(self.seq)
+            .map_err(|_| StoreError::Internal(format!("audit_log.seq holds a negative position {}", self.seq)))?;
+        // A link that is not a hash cannot be the previous entry's: keep an all-zero link, which
+        // fails the chain check, so verification reports the row instead of stopping.
+        let prev = self.prev_hash.map(|text| parse_hash_hex(&text).unwrap_or(Hash([0; 32])));
+        Ok(StoredEntry {
+            entry: Entry {
+                seq,
+                time: D::read_time(self.created_at, "created_at")?,
+                kind: self.kind,
+                gun: self.gun,
+                principal: self.principal,
+                address: self.address,
+                request_id: self.request_id,
+                details: self.details,
+                prev,
+            },
+            leaf_hash: parse_hash_hex(&self.leaf_hash),
+        })
+    }
+}
+
+/// An `audit_checkpoints` row as the dialect stores it.
+#[derive(sqlx::FromRow)]
+struct CheckpointRow<D: Dialect> {
+    id: i64,
+    size: i64,
+    root: String,
+    note: String,
+    created_at: D::Time,
+}
+
+impl<D: Dialect> CheckpointRow<D> {
+    fn into_checkpoint(self) -> Result<Checkpoint, StoreError> {
+        Ok(Checkpoint {
+            id: self.id,
+            size: u64::try_from(self.size)
+                .map_err(|_| StoreError::Internal(format!("audit_checkpoints.size is negative: {}", self.size)))?,
+            root: self.root,
+            note: self.note,
+            created_at: D::read_time(self.created_at, "created_at")?,
+        })
+    }
+}
+
+/// An `audit_signing_keys` row as the dialect stores it.
+#[derive(sqlx::FromRow)]
+struct AuditKeyRow<D: Dialect> {
+    key_id: String,
+    name: String,
+    keytype: String,
+    public: Vec<u8>,
+    created_at: D::Time,
+}
+
+/// A `grants` row as the dialect stores it (its keys are read separately).
+#[derive(sqlx::FromRow)]
+struct GrantRow<D: Dialect> {
+    id: i64,
+    gun: String,
+    delegating_role: String,
+    delegated_role: String,
+    version: i64,
+    threshold: i64,
+    paths: Option<String>,
+    principal: Option<String>,
+    audit_seq: Option<i64>,
+    created_at: D::Time,
+    superseded_at: Option<D::Time>,
+}
+
+impl<D: Dialect> GrantRow<D> {
+    fn into_grant(self) -> Result<Grant, StoreError> {
+        let paths = match self.paths {
+            Some(text) => Some(serde_json::from_str::<Vec<String>>(&text).map_err(|error| {
+                StoreError::Internal(format!("grants.paths of grant {} is not a list of strings: {error}", self.id))
+            })?),
+            None => None,
+        };
+        Ok(Grant {
+            id: self.id,
+            gun: self.gun,
+            grant: NewGrant {
+                delegating_role: self.delegating_role,
+                delegated_role: self.delegated_role,
+                version: self.version,
+                threshold: self.threshold,
+                paths,
+                keys: Vec::new(),
+            },
+            principal: self.principal,
+            audit_seq: self.audit_seq,
+            created_at: D::read_time(self.created_at, "created_at")?,
+            superseded_at: self.superseded_at.map(|value| D::read_time(value, "superseded_at")).transpose()?,
+        })
+    }
+}
+
+/// Columns of `grants` that make up a [`GrantRow`].
+macro_rules! grant_columns {
+    () => {
+        "g.id, g.gun, g.delegating_role, g.delegated_role, g.version, g.threshold, g.paths, g.principal, \
+         g.audit_seq, g.created_at, g.superseded_at"
+    };
+}
+
+/// A `target_history` row as the dialect stores it.
+#[derive(sqlx::FromRow)]
+struct TargetEventRow<D: Dialect> {
+    id: i64,
+    gun: String,
+    name: String,
+    role: String,
+    version: i64,
+    change: String,
+    sha256: Option<String>,
+    length: Option<i64>,
+    signer_keys: String,
+    principal: Option<String>,
+    audit_seq: Option<i64>,
+    created_at: D::Time,
+}
+
+impl<D: Dialect> TargetEventRow<D> {
+    fn into_event(self) -> Result<TargetEvent, StoreError> {
+        let signer_keys = serde_json::from_str::<Vec<String>>(&self.signer_keys).map_err(|error| {
+            StoreError::Internal(format!("target_history.signer_keys of row {} is not a list: {error}", self.id))
+        })?;
+        Ok(TargetEvent {
+            id: self.id,
+            gun: self.gun,
+            event: NewTargetEvent {
+                name: self.name,
+                role: self.role,
+                version: self.version,
+                change: self.change,
+                sha256: self.sha256,
+                length: self.length,
+                signer_keys,
+            },
+            principal: self.principal,
+            audit_seq: self.audit_seq,
+            created_at: D::read_time(self.created_at, "created_at")?,
+        })
+    }
+}
+
+/// Most rows one multi-row INSERT carries (each row binds at most 12 values; SQLite allows
+/// 32,766 and PostgreSQL 65,535 parameters per statement).
+const INSERT_CHUNK: usize = 500;
+
+fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Internal(format!("{what} {value} is beyond the database's range")))
+}
+
+/// Appends `$record`'s audit entry in transaction `$tx` of dialect `$d` at `$at`, with its
+/// stored Merkle hashes and key index, holding the dialect's audit lock until the transaction
+/// ends. Evaluates to the entry's position.
+macro_rules! append_entry {
+    ($d:ty, $tx:expr, $record:expr, $at:expr) => {{
+        <$d>::lock_audit($tx).await?;
+        let last: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, leaf_hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut **$tx)
+                .await
+                .map_err(from_sqlx)?;
+        let (seq, prev) = match last {
+            None => (0_u64, None),
+            Some((seq, hash)) => {
+                let prev = parse_hash_hex(&hash).ok_or_else(|| {
+                    StoreError::Internal(format!("audit entry {seq} has an unreadable leaf hash; run `audit verify`"))
+                })?;
+                let next = u64::try_from(seq).ok().and_then(|seq| seq.checked_add(1)).ok_or_else(|| {
+                    StoreError::Internal(format!("audit entry position {seq} is out of range"))
+                })?;
+                (next, Some(prev))
+            }
+        };
+        let entry = $record.entry.at(seq, $at, prev);
+        let leaf = entry.leaf_hash();
+        let reads = tufa_audit::tree::append_reads(seq);
+        let mut fetched = tufa_audit::tree::Hashes::new();
+        if !reads.is_empty() {
+            let mut query = QueryBuilder::<<$d as Dialect>::Db>::new("SELECT idx, hash FROM audit_hashes WHERE idx IN (");
+            let mut list = query.separated(", ");
+            for index in &reads {
+                list.push_bind(to_i64(*index, "stored hash index")?);
+            }
+            query.push(")");
+            let rows: Vec<(i64, Vec<u8>)> =
+                query.build_query_as().fetch_all(&mut **$tx).await.map_err(from_sqlx)?;
+            for (index, hash) in rows {
+                let hash: [u8; 32] = hash.try_into().map_err(|_| {
+                    StoreError::Internal(format!("stored audit hash {index} is not 32 bytes"))
+                })?;
+                fetched.insert(u64::try_from(index).unwrap_or_default(), Hash(hash));
+            }
+        }
+        let new_hashes = tufa_audit::tree::append(seq, leaf, &fetched)
+            .map_err(|error| StoreError::Internal(format!("audit tree: {error}")))?;
+        let mut query = QueryBuilder::<<$d as Dialect>::Db>::new("INSERT INTO audit_hashes (idx, hash) ");
+        let mut values = Vec::with_capacity(new_hashes.len());
+        for (index, hash) in new_hashes {
+            values.push((to_i64(index, "stored hash index")?, hash.0.to_vec()));
+        }
+        query.push_values(values, |mut row, (index, hash)| {
+            row.push_bind(index).push_bind(hash);
+        });
+        query.build().execute(&mut **$tx).await.map_err(from_sqlx)?;
+        let seq_i64 = to_i64(seq, "audit entry position")?;
+        sqlx::query(
+            "INSERT INTO audit_log (seq, created_at, kind, gun, principal, address, request_id, details, prev_hash, \
+             leaf_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(seq_i64)
+        .bind(<$d>::time(entry.time))
+        .bind(&entry.kind)
+        .bind(&entry.gun)
+        .bind(&entry.principal)
+        .bind(&entry.address)
+        .bind(&entry.request_id)
+        .bind(&entry.details)
+        .bind(entry.prev.as_ref().map(hash_hex))
+        .bind(hash_hex(&leaf))
+        .execute(&mut **$tx)
+        .await
+        .map_err(from_sqlx)?;
+        let keys: std::collections::BTreeSet<&String> = $record.keys.iter().collect();
+        if !keys.is_empty() {
+            let mut query = QueryBuilder::<<$d as Dialect>::Db>::new("INSERT INTO audit_keys_used (key_id, seq) ");
+            query.push_values(keys, |mut row, key| {
+                row.push_bind(key.clone()).push_bind(seq_i64);
+            });
+            query.build().execute(&mut **$tx).await.map_err(from_sqlx)?;
+        }
+        seq_i64
+    }};
+}
+
+/// Writes `$record`'s grants and target events for `$gun` in transaction `$tx` of dialect `$d`:
+/// supersedes the grants of the roles it replaces, then inserts the new ones.
+macro_rules! write_grants_and_history {
+    ($d:ty, $tx:expr, $gun:expr, $record:expr, $seq:expr, $at:expr) => {{
+        let principal = $record.entry.principal.clone();
+        for role in &$record.superseded_roles {
+            sqlx::query(
+                "UPDATE grants SET superseded_at = $3 WHERE gun = $1 AND delegating_role = $2 AND superseded_at IS NULL",
+            )
+            .bind($gun)
+            .bind(role)
+            .bind(<$d>::time($at))
+            .execute(&mut **$tx)
+            .await
+            .map_err(from_sqlx)?;
+        }
+        for grant in &$record.grants {
+            let paths = grant.paths.as_ref().map(|paths| serde_json::Value::from(paths.clone()).to_string());
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO grants (gun, delegating_role, delegated_role, version, threshold, paths, principal, \
+                 audit_seq, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+            )
+            .bind($gun)
+            .bind(&grant.delegating_role)
+            .bind(&grant.delegated_role)
+            .bind(grant.version)
+            .bind(grant.threshold)
+            .bind(paths)
+            .bind(&principal)
+            .bind($seq)
+            .bind(<$d>::time($at))
+            .fetch_one(&mut **$tx)
+            .await
+            .map_err(from_sqlx)?;
+            let mut keys: Vec<&GrantKey> = grant.keys.iter().collect();
+            keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+            keys.dedup_by(|a, b| a.key_id == b.key_id);
+            for chunk in keys.chunks(INSERT_CHUNK) {
+                let mut query =
+                    QueryBuilder::<<$d as Dialect>::Db>::new("INSERT INTO grant_keys (grant_id, key_id, canonical_id, subject) ");
+                query.push_values(chunk, |mut row, key| {
+                    row.push_bind(id)
+                        .push_bind(key.key_id.clone())
+                        .push_bind(key.canonical_id.clone())
+                        .push_bind(key.subject.clone());
+                });
+                query.build().execute(&mut **$tx).await.map_err(from_sqlx)?;
+            }
+        }
+        for chunk in $record.history.chunks(INSERT_CHUNK) {
+            let mut query = QueryBuilder::<<$d as Dialect>::Db>::new(
+                "INSERT INTO target_history (gun, name, role, version, change, sha256, length, signer_keys, principal, \
+                 audit_seq, created_at) ",
+            );
+            query.push_values(chunk, |mut row, event| {
+                row.push_bind($gun)
+                    .push_bind(event.name.clone())
+                    .push_bind(event.role.clone())
+                    .push_bind(event.version)
+                    .push_bind(event.change.clone())
+                    .push_bind(event.sha256.clone())
+                    .push_bind(event.length)
+                    .push_bind(serde_json::Value::from(event.signer_keys.clone()).to_string())
+                    .push_bind(principal.clone())
+                    .push_bind($seq)
+                    .push_bind(<$d>::time($at));
+            });
+            query.build().execute(&mut **$tx).await.map_err(from_sqlx)?;
+        }
+    }};
+}
+
+/// Reads the keys of `$grants` (from pools `$pools` of dialect `$d`) into them.
+macro_rules! attach_grant_keys {
+    ($d:ty, $pools:expr, $grants:expr) => {{
+        let ids: Vec<i64> = $grants.iter().map(|grant| grant.id).collect();
+        let mut keys: std::collections::BTreeMap<i64, Vec<GrantKey>> = std::collections::BTreeMap::new();
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            let mut query = QueryBuilder::<<$d as Dialect>::Db>::new(
+                "SELECT grant_id, key_id, canonical_id, subject FROM grant_keys WHERE grant_id IN (",
+            );
+            let mut list = query.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            query.push(") ORDER BY grant_id, key_id");
+            let rows: Vec<(i64, String, String, Option<String>)> =
+                query.build_query_as().fetch_all(<$d>::reader($pools)).await.map_err(from_sqlx)?;
+            for (grant_id, key_id, canonical_id, subject) in rows {
+                keys.entry(grant_id).or_default().push(GrantKey { key_id, canonical_id, subject });
+            }
+        }
+        for grant in &mut $grants {
+            grant.grant.keys = keys.remove(&grant.id).unwrap_or_default();
+        }
+    }};
+}
+
 /// [`Store`] on a SQL database.
 pub(crate) struct SqlStore {
     pools: Pools,
@@ -578,11 +946,13 @@ impl Store for SqlStore {
             for timestamp in inserted_timestamps(&update) {
                 append_change!(D, &mut tx, gun, timestamp.version, &timestamp.sha256, ChangeCategory::Update, at);
             }
+            let seq = append_entry!(D, &mut tx, &update.record, at);
+            write_grants_and_history!(D, &mut tx, gun, &update.record, seq, at);
             tx.commit().await.map_err(from_sqlx)
         })
     }
 
-    async fn delete_gun(&self, gun: &str) -> Result<bool, StoreError> {
+    async fn delete_gun(&self, gun: &str, record: Record) -> Result<bool, StoreError> {
         const CURRENT_ROOT: &str = concat!("SELECT f.data", current_join!(), "WHERE c.gun = $1 AND c.role = $2");
         const UPSERT_TOMBSTONE: &str = "INSERT INTO tombstones (gun, root, deleted_at) VALUES ($1, $2, $3) \
              ON CONFLICT (gun) DO UPDATE SET root = excluded.root, deleted_at = excluded.deleted_at";
@@ -617,6 +987,13 @@ impl Store for SqlStore {
                 .rows_affected();
             if deleted > 0 {
                 append_change!(D, &mut tx, gun, 0_i64, "", ChangeCategory::Deletion, at);
+                append_entry!(D, &mut tx, &record, at);
+                sqlx::query("UPDATE grants SET superseded_at = $2 WHERE gun = $1 AND superseded_at IS NULL")
+                    .bind(gun)
+                    .bind(D::time(at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?;
             }
             tx.commit().await.map_err(from_sqlx)?;
             Ok(deleted > 0)
@@ -1154,6 +1531,316 @@ impl Store for SqlStore {
         per_dialect!(&self.pools, |pools, D| {
             let rows = sqlx::query_as::<_, TokenKeyRow<D>>(SQL).fetch_all(D::reader(pools)).await.map_err(from_sqlx)?;
             convert(rows, TokenKeyRow::into_key)
+        })
+    }
+
+    async fn append_audit(&self, record: Record) -> Result<u64, StoreError> {
+        let at = now();
+        per_dialect!(&self.pools, |pools, D| {
+            let mut tx = D::begin_write(pools).await?;
+            let seq = append_entry!(D, &mut tx, &record, at);
+            tx.commit().await.map_err(from_sqlx)?;
+            Ok(u64::try_from(seq).unwrap_or_default())
+        })
+    }
+
+    async fn audit_size(&self) -> Result<u64, StoreError> {
+        per_dialect!(&self.pools, |pools, D| {
+            let last: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM audit_log")
+                .fetch_one(D::reader(pools))
+                .await
+                .map_err(from_sqlx)?;
+            Ok(last.and_then(|seq| u64::try_from(seq).ok()).map_or(0, |seq| seq + 1))
+        })
+    }
+
+    async fn audit_entries(&self, filter: &AuditFilter) -> Result<Vec<StoredEntry>, StoreError> {
+        let after = filter.after.map(|after| to_i64(after, "audit position")).transpose()?.unwrap_or(-1);
+        let limit = i64::from(filter.limit.max(1));
+        per_dialect!(&self.pools, |pools, D| {
+            let mut query = QueryBuilder::<<D as Dialect>::Db>::new(entry_columns!());
+            query.push("WHERE seq > ").push_bind(after);
+            if let Some(gun) = &filter.gun {
+                query.push(" AND gun = ").push_bind(gun.clone());
+            }
+            if let Some(principal) = &filter.principal {
+                query.push(" AND principal = ").push_bind(principal.clone());
+            }
+            if let Some(key) = &filter.key {
+                query
+                    .push(" AND seq IN (SELECT seq FROM audit_keys_used WHERE key_id = ")
+                    .push_bind(key.clone())
+                    .push(")");
+            }
+            if let Some(since) = filter.since {
+                query.push(" AND created_at >= ").push_bind(D::time(since));
+            }
+            if let Some(until) = filter.until {
+                query.push(" AND created_at < ").push_bind(D::time(until));
+            }
+            query.push(" ORDER BY seq ASC LIMIT ").push_bind(limit);
+            let rows: Vec<EntryRow<D>> = query.build_query_as().fetch_all(D::reader(pools)).await.map_err(from_sqlx)?;
+            convert(rows, EntryRow::into_entry)
+        })
+    }
+
+    async fn audit_hashes(&self, indexes: &[u64]) -> Result<tufa_audit::tree::Hashes, StoreError> {
+        let mut hashes = tufa_audit::tree::Hashes::new();
+        if indexes.is_empty() {
+            return Ok(hashes);
+        }
+        per_dialect!(&self.pools, |pools, D| {
+            for chunk in indexes.chunks(INSERT_CHUNK) {
+                let mut query = QueryBuilder::<<D as Dialect>::Db>::new("SELECT idx, hash FROM audit_hashes WHERE idx IN (");
+                let mut list = query.separated(", ");
+                for index in chunk {
+                    list.push_bind(to_i64(*index, "stored hash index")?);
+                }
+                query.push(")");
+                let rows: Vec<(i64, Vec<u8>)> =
+                    query.build_query_as().fetch_all(D::reader(pools)).await.map_err(from_sqlx)?;
+                for (index, hash) in rows {
+                    let hash: [u8; 32] = hash
+                        .try_into()
+                        .map_err(|_| StoreError::Internal(format!("stored audit hash {index} is not 32 bytes")))?;
+                    hashes.insert(u64::try_from(index).unwrap_or_default(), Hash(hash));
+                }
+            }
+            Ok(hashes)
+        })
+    }
+
+    async fn insert_checkpoint(&self, size: u64, root: &str, note: &str) -> Result<(), StoreError> {
+        let size = to_i64(size, "checkpoint size")?;
+        let at = now();
+        per_dialect!(&self.pools, |pools, D| {
+            sqlx::query("INSERT INTO audit_checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(size)
+                .bind(root)
+                .bind(note)
+                .bind(D::time(at))
+                .execute(D::writer(pools))
+                .await
+                .map_err(from_sqlx)?;
+            Ok(())
+        })
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        const SQL: &str = "SELECT id, size, root, note, created_at FROM audit_checkpoints ORDER BY id";
+        per_dialect!(&self.pools, |pools, D| {
+            let rows = sqlx::query_as::<_, CheckpointRow<D>>(SQL).fetch_all(D::reader(pools)).await.map_err(from_sqlx)?;
+            convert(rows, CheckpointRow::into_checkpoint)
+        })
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        const SQL: &str =
+            "SELECT id, size, root, note, created_at FROM audit_checkpoints ORDER BY size DESC, id DESC LIMIT 1";
+        per_dialect!(&self.pools, |pools, D| {
+            let row =
+                sqlx::query_as::<_, CheckpointRow<D>>(SQL).fetch_optional(D::reader(pools)).await.map_err(from_sqlx)?;
+            row.map(CheckpointRow::into_checkpoint).transpose()
+        })
+    }
+
+    async fn audit_signing_key(&self) -> Result<Option<AuditSigningKey>, StoreError> {
+        const SQL: &str = "SELECT key_id, name, keytype, public, created_at FROM audit_signing_keys WHERE active = TRUE";
+        per_dialect!(&self.pools, |pools, D| {
+            let row = sqlx::query_as::<_, AuditKeyRow<D>>(SQL)
+                .fetch_optional(D::writer(pools))
+                .await
+                .map_err(from_sqlx)?;
+            row.map(|row| {
+                Ok(AuditSigningKey {
+                    key_id: row.key_id,
+                    name: row.name,
+                    keytype: row.keytype,
+                    public: row.public,
+                    created_at: D::read_time(row.created_at, "created_at")?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    async fn insert_audit_signing_key(&self, key: &AuditSigningKey) -> Result<bool, StoreError> {
+        per_dialect!(&self.pools, |pools, D| {
+            let mut tx = D::begin_write(pools).await?;
+            D::lock_audit(&mut tx).await?;
+            let active: Option<String> =
+                sqlx::query_scalar("SELECT key_id FROM audit_signing_keys WHERE active = TRUE")
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?;
+            if active.is_some() {
+                return Ok(false);
+            }
+            sqlx::query(
+                "INSERT INTO audit_signing_keys (key_id, name, keytype, public, active, created_at) \
+                 VALUES ($1, $2, $3, $4, TRUE, $5)",
+            )
+            .bind(&key.key_id)
+            .bind(&key.name)
+            .bind(&key.keytype)
+            .bind(&key.public)
+            .bind(D::time(key.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+            tx.commit().await.map_err(from_sqlx)?;
+            Ok(true)
+        })
+    }
+
+    async fn grants(&self, gun: &str, at: Option<DateTime<Utc>>) -> Result<Vec<Grant>, StoreError> {
+        per_dialect!(&self.pools, |pools, D| {
+            let mut query = QueryBuilder::<<D as Dialect>::Db>::new(concat!("SELECT ", grant_columns!(), " FROM grants g WHERE g.gun = "));
+            query.push_bind(gun.to_owned());
+            match at {
+                None => {
+                    query.push(" AND g.superseded_at IS NULL");
+                }
+                Some(at) => {
+                    query
+                        .push(" AND g.created_at <= ")
+                        .push_bind(D::time(at))
+                        .push(" AND (g.superseded_at IS NULL OR g.superseded_at > ")
+                        .push_bind(D::time(at))
+                        .push(")");
+                }
+            }
+            query.push(" ORDER BY g.delegating_role, g.delegated_role, g.id");
+            let rows: Vec<GrantRow<D>> = query.build_query_as().fetch_all(D::reader(pools)).await.map_err(from_sqlx)?;
+            let mut grants = convert(rows, GrantRow::into_grant)?;
+            attach_grant_keys!(D, pools, grants);
+            Ok(grants)
+        })
+    }
+
+    async fn grant_history(&self, gun: &str) -> Result<Vec<Grant>, StoreError> {
+        const SQL: &str = concat!("SELECT ", grant_columns!(), " FROM grants g WHERE g.gun = $1 ORDER BY g.id");
+        per_dialect!(&self.pools, |pools, D| {
+            let rows =
+                sqlx::query_as::<_, GrantRow<D>>(SQL).bind(gun).fetch_all(D::reader(pools)).await.map_err(from_sqlx)?;
+            let mut grants = convert(rows, GrantRow::into_grant)?;
+            attach_grant_keys!(D, pools, grants);
+            Ok(grants)
+        })
+    }
+
+    async fn key_grants(&self, key_id: &str) -> Result<Vec<Grant>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT DISTINCT ",
+            grant_columns!(),
+            " FROM grants g JOIN grant_keys k ON k.grant_id = g.id WHERE k.key_id = $1 OR k.canonical_id = $1 \
+             ORDER BY g.id"
+        );
+        per_dialect!(&self.pools, |pools, D| {
+            let rows =
+                sqlx::query_as::<_, GrantRow<D>>(SQL).bind(key_id).fetch_all(D::reader(pools)).await.map_err(from_sqlx)?;
+            let mut grants = convert(rows, GrantRow::into_grant)?;
+            attach_grant_keys!(D, pools, grants);
+            Ok(grants)
+        })
+    }
+
+    async fn target_history(&self, gun: &str, name: &str) -> Result<Vec<TargetEvent>, StoreError> {
+        const SQL: &str = "SELECT id, gun, name, role, version, change, sha256, length, signer_keys, principal, \
+             audit_seq, created_at FROM target_history WHERE gun = $1 AND name = $2 ORDER BY id";
+        per_dialect!(&self.pools, |pools, D| {
+            let rows = sqlx::query_as::<_, TargetEventRow<D>>(SQL)
+                .bind(gun)
+                .bind(name)
+                .fetch_all(D::reader(pools))
+                .await
+                .map_err(from_sqlx)?;
+            convert(rows, TargetEventRow::into_event)
+        })
+    }
+
+    async fn audit_state(&self, name: &str) -> Result<Option<String>, StoreError> {
+        per_dialect!(&self.pools, |pools, D| {
+            sqlx::query_scalar("SELECT value FROM audit_state WHERE name = $1")
+                .bind(name)
+                .fetch_optional(D::writer(pools))
+                .await
+                .map_err(from_sqlx)
+        })
+    }
+
+    async fn backfill(
+        &self,
+        gun: &str,
+        grants: Vec<Grant>,
+        history: Vec<TargetEvent>,
+        done: Option<(&str, &str)>,
+    ) -> Result<(), StoreError> {
+        per_dialect!(&self.pools, |pools, D| {
+            let mut tx = D::begin_for_gun(pools, gun).await?;
+            for grant in &grants {
+                let paths = grant.grant.paths.as_ref().map(|paths| serde_json::Value::from(paths.clone()).to_string());
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO grants (gun, delegating_role, delegated_role, version, threshold, paths, principal, \
+                     audit_seq, created_at, superseded_at) VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8) RETURNING id",
+                )
+                .bind(gun)
+                .bind(&grant.grant.delegating_role)
+                .bind(&grant.grant.delegated_role)
+                .bind(grant.grant.version)
+                .bind(grant.grant.threshold)
+                .bind(paths)
+                .bind(D::time(grant.created_at))
+                .bind(grant.superseded_at.map(D::time))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+                for key in &grant.grant.keys {
+                    sqlx::query(
+                        "INSERT INTO grant_keys (grant_id, key_id, canonical_id, subject) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(id)
+                    .bind(&key.key_id)
+                    .bind(&key.canonical_id)
+                    .bind(&key.subject)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?;
+                }
+            }
+            for chunk in history.chunks(INSERT_CHUNK) {
+                let mut query = QueryBuilder::<<D as Dialect>::Db>::new(
+                    "INSERT INTO target_history (gun, name, role, version, change, sha256, length, signer_keys, \
+                     principal, audit_seq, created_at) ",
+                );
+                query.push_values(chunk, |mut row, event| {
+                    row.push_bind(gun)
+                        .push_bind(event.event.name.clone())
+                        .push_bind(event.event.role.clone())
+                        .push_bind(event.event.version)
+                        .push_bind(event.event.change.clone())
+                        .push_bind(event.event.sha256.clone())
+                        .push_bind(event.event.length)
+                        .push_bind(serde_json::Value::from(event.event.signer_keys.clone()).to_string())
+                        .push_bind(Option::<String>::None)
+                        .push_bind(Option::<i64>::None)
+                        .push_bind(D::time(event.created_at));
+                });
+                query.build().execute(&mut *tx).await.map_err(from_sqlx)?;
+            }
+            if let Some((name, value)) = done {
+                sqlx::query(
+                    "INSERT INTO audit_state (name, value) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                )
+                .bind(name)
+                .bind(value)
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            }
+            tx.commit().await.map_err(from_sqlx)
         })
     }
 }

@@ -166,6 +166,11 @@ impl Dialect for Sqlite {
         Ok(())
     }
 
+    /// The write lock taken by `BEGIN IMMEDIATE` already serialises audit appends.
+    async fn lock_audit(_tx: &mut Tx<Sqlite>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// SQLite has no array parameters: one placeholder per role.
     async fn current_many(pools: &SqlitePools, gun: &str, roles: &[&str]) -> Result<Vec<FileRow<Sqlite>>, StoreError> {
         let mut query =
