@@ -27,8 +27,9 @@ pub enum RecordError {
     /// The bytes are not a valid metadata file of the expected kind.
     #[error(transparent)]
     Metadata(#[from] MetadataError),
-    /// The file is not a targets-type file, or its `targets` member is not an object whose
-    /// entries are in canonical (byte-wise sorted) order.
+    /// The role or the file is not of the kind asked for (not a targets-type role, not a
+    /// `Targets` file), or its `targets` member is not an object whose entries are in canonical
+    /// (byte-wise sorted) order.
     #[error("{0}")]
     Structure(String),
     /// One target's entry cannot be read.
@@ -117,6 +118,21 @@ pub fn root_grants(root: &Root) -> Vec<Grant> {
         .into_iter()
         .filter_map(|base| root.role(base).map(|role_keys| grant("root", base.as_str(), role_keys, &root.keys, None)))
         .collect()
+}
+
+/// The grants a stored or uploaded file of `role` makes: [`root_grants`] for `root` (the file is
+/// read as [`Root::from_signed`] reads it), [`delegation_grants`] for a targets-type role, and
+/// none for `snapshot` and `timestamp`, which grant nothing. For backfilling the grants of
+/// stored versions; signatures are not checked.
+pub fn file_grants(role: &RoleName, bytes: &[u8]) -> Result<Vec<Grant>, RecordError> {
+    if role.is_targets_type() {
+        return delegation_grants(role, bytes);
+    }
+    if role.as_str() == BaseRole::Root.as_str() {
+        let signed = Signed::parse(bytes)?;
+        return Ok(root_grants(&Root::from_signed(&signed)?));
+    }
+    Ok(Vec::new())
 }
 
 /// The `delegations.roles` entries of a targets file, reduced to their names and paths as
@@ -528,6 +544,7 @@ mod tests {
 
     const ROOT: &[u8] = include_bytes!("../tests/data/notary-0.7/root.json");
     const TARGETS: &[u8] = include_bytes!("../tests/data/notary-0.7/targets.json");
+    const SNAPSHOT: &[u8] = include_bytes!("../tests/data/notary-0.7/snapshot.json");
 
     /// An unsigned envelope around the canonical form of `body` (nothing here checks signatures).
     fn unsigned(body: &Value) -> Vec<u8> {
@@ -607,8 +624,16 @@ mod tests {
                 base("timestamp", key("1f9163e758775587dd4cf7bf197155ba515dc698f2305467fdbf2ed193c27489")),
             ]
         );
+        assert_eq!(file_grants(&role("root"), ROOT), Ok(root_grants(&root)));
         // Its targets file delegates nothing and lists no targets.
         assert_eq!(delegation_grants(&role("targets"), TARGETS), Ok(vec![]));
+        assert_eq!(file_grants(&role("targets"), TARGETS), Ok(vec![]));
+        assert_eq!(file_grants(&role("snapshot"), SNAPSHOT), Ok(vec![]));
+        assert_eq!(file_grants(&role("timestamp"), b"not even JSON"), Ok(vec![]));
+        assert_eq!(
+            file_grants(&role("root"), TARGETS),
+            Err(RecordError::Metadata(MetadataError::Structure("\"_type\" must be Root".into())))
+        );
         assert_eq!(targets_of(TARGETS), Ok(vec![]));
     }
 
@@ -914,15 +939,19 @@ mod tests {
         });
         let canonical = String::from_utf8(to_canonical(&body).unwrap()).unwrap().replace('<', "\\u003c");
         let bytes = envelope(canonical.as_bytes(), &[]);
-        assert_eq!(
-            targets_of(&bytes),
-            Ok(vec![
-                change("a\"quote", ChangeKind::Added, digest(1), 1),
-                change("b\\slash", ChangeKind::Added, digest(2), 2),
-                change("c<angle", ChangeKind::Added, digest(3), 3),
-                change("d", ChangeKind::Added, digest(4), 4),
-            ])
-        );
+        let expected = Ok(vec![
+            change("a\"quote", ChangeKind::Added, digest(1), 1),
+            change("b\\slash", ChangeKind::Added, digest(2), 2),
+            change("c<angle", ChangeKind::Added, digest(3), 3),
+            change("d", ChangeKind::Added, digest(4), 4),
+        ]);
+        assert_eq!(targets_of(&bytes), expected);
+        // Whitespace between tokens, which canonical text may carry, is skipped.
+        let pretty = serde_json::to_string_pretty(&body).unwrap();
+        assert!(pretty.contains("\n    \"a\\\"quote\": {\n"), "{pretty}");
+        let bytes = envelope(pretty.as_bytes(), &[]);
+        assert_eq!(targets_of(&bytes), expected);
+        assert_eq!(target_changes(Some(&bytes), &bytes), Ok(vec![]));
     }
 
     #[test]
