@@ -6,6 +6,7 @@ pub mod json;
 pub mod keys;
 pub mod metadata;
 pub mod names;
+pub mod record;
 pub mod time;
 pub mod update;
 pub mod verify;

@@ -150,6 +150,8 @@ struct LoadedTargets {
     /// `targets`), shared with the files below rather than copied: a child's chain is its
     /// parent's plus one pointer.
     chain: Vec<Arc<Delegation>>,
+    /// The key IDs whose signatures were counted (see [`check_threshold`]).
+    signers: Vec<String>,
 }
 
 /// The outcome of a valid update, before the server signs what it must sign.
@@ -164,6 +166,10 @@ pub struct Validated {
     pub loaded: BTreeMap<String, FileMeta>,
     /// Whether the client uploaded the snapshot; if not the server must generate it.
     pub snapshot_uploaded: bool,
+    /// Role name → the key IDs (as the metadata lists them) whose valid signatures were counted,
+    /// in signature order, for every uploaded file: root (the keys counted by the new root and,
+    /// on a rotation, by the previous one), targets, delegations and an uploaded snapshot.
+    pub signers: BTreeMap<String, Vec<String>>,
 }
 
 fn parse_signed<'a>(bytes: &'a [u8], role: &str) -> Result<Signed<'a>, String> {
@@ -295,7 +301,7 @@ fn validate_new_root(
     previous: Option<&Root>,
     now: DateTime<Utc>,
     limits: &Limits,
-) -> Result<(Root, NewFile), String> {
+) -> Result<(Root, NewFile, Vec<String>), String> {
     let signed = parse_signed(&bytes, "root")?;
     root_counts(&signed, limits)?;
     let root = Root::from_signed(&signed).map_err(|error| error.to_string())?;
@@ -307,20 +313,31 @@ fn validate_new_root(
     if valid.is_empty() {
         return Err(problem.unwrap_or_else(|| "no valid root certificates for this repository".into()));
     }
+    let mut signers = BTreeSet::new();
     if let Some(previous) = previous {
         let (previous_keys, _) = valid_root_keys(previous, gun, now, false);
         let threshold = previous.role(BaseRole::Root).map_or(1, |role| role.threshold);
         let previous_role = RoleKeys { keyids: previous_keys.keys().cloned().collect(), threshold };
-        check_threshold("root", &signed, &previous_keys, &previous_role)
-            .map_err(|_| "new root is not signed by the previous root's keys".to_owned())?;
+        signers.extend(
+            check_threshold("root", &signed, &previous_keys, &previous_role)
+                .map_err(|_| "new root is not signed by the previous root's keys".to_owned())?,
+        );
     }
     let threshold = root.role(BaseRole::Root).map_or(1, |role| role.threshold);
     let own = RoleKeys { keyids: valid.keys().cloned().collect(), threshold };
-    check_threshold("root", &signed, &valid, &own).map_err(|error| error.to_string())?;
+    signers.extend(check_threshold("root", &signed, &valid, &own).map_err(|error| error.to_string())?);
     not_expired("root", root.expires, now)?;
+    // The keys counted by either root, in signature order.
+    let mut named = BTreeSet::new();
+    let signers: Vec<String> = signed
+        .signatures()
+        .iter()
+        .filter(|signature| signers.contains(&signature.keyid) && named.insert(signature.keyid.as_str()))
+        .map(|signature| signature.keyid.clone())
+        .collect();
     drop(signed);
     let file = NewFile { role: RoleName::base(BaseRole::Root), version: root.version, expires: root.expires, bytes };
-    Ok((root, file))
+    Ok((root, file, signers))
 }
 
 /// Validation of one update. See the module documentation.
@@ -334,6 +351,7 @@ pub fn validate(
     let stored_root = load_stored_root(gun, state, now)?;
     let mut files = Vec::new();
     let mut loaded: BTreeMap<String, FileMeta> = BTreeMap::new();
+    let mut signers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     // The uploaded bytes move into the files to store; they are never copied.
     let mut others: BTreeMap<RoleName, Vec<u8>> = BTreeMap::new();
     let mut targets_uploads: Vec<(RoleName, Vec<u8>)> = Vec::new();
@@ -350,9 +368,10 @@ pub fn validate(
         (Some(bytes), previous) => {
             let previous = previous.map(|(root, _)| root);
             let meta = FileMeta::of(&bytes);
-            let (root, file) =
+            let (root, file, root_signers) =
                 validate_new_root(gun, bytes, previous.as_ref(), now, limits).map_err(UpdateError::BadRoot)?;
             files.push(file);
+            signers.insert("root".into(), root_signers);
             (root, meta)
         }
         (None, Some((root, meta))) => (root, meta),
@@ -375,8 +394,9 @@ pub fn validate(
         if let Some(parent) = role.parent() {
             load_ancestors(&parent, state, &root, &mut targets_files, now)?;
         }
-        let loaded_file =
+        let mut loaded_file =
             load_targets(&role, &bytes, &root, &targets_files, now, Some(limits)).map_err(UpdateError::BadTargets)?;
+        signers.insert(role.to_string(), std::mem::take(&mut loaded_file.signers));
         files.push(NewFile {
             role: role.clone(),
             version: loaded_file.body.version,
@@ -393,9 +413,10 @@ pub fn validate(
     let snapshot_role = RoleName::base(BaseRole::Snapshot);
     let snapshot_uploaded = match others.remove(&snapshot_role) {
         Some(bytes) => {
-            let file =
+            let (file, snapshot_signers) =
                 validate_snapshot(bytes, &root, &loaded, state, now, limits).map_err(UpdateError::BadSnapshot)?;
             files.push(file);
+            signers.insert("snapshot".into(), snapshot_signers);
             true
         }
         None => {
@@ -408,7 +429,7 @@ pub fn validate(
             false
         }
     };
-    Ok(Validated { root, files, loaded, snapshot_uploaded })
+    Ok(Validated { root, files, loaded, snapshot_uploaded, signers })
 }
 
 /// Loads `role` and its ancestors from storage into `loaded` (expiry ignored, signatures checked).
@@ -471,19 +492,19 @@ fn load_targets(
     let (body, outside) =
         Targets::from_signed_with(&signed, role, outside).map_err(|error| format!("{role}: {error}"))?;
     let chain = chain?;
-    match (role.parent(), chain.last()) {
+    let signers = match (role.parent(), chain.last()) {
         (Some(parent_role), Some(declaration)) => {
             let parent =
                 loaded.get(&parent_role).ok_or_else(|| format!("parent role {parent_role} is not available"))?;
             check_threshold(role.as_str(), &signed, &parent.body.delegation_keys, &declaration.keys)
-                .map_err(|error| error.to_string())?;
+                .map_err(|error| error.to_string())?
         }
         (None, _) => {
             let role_keys = root.role(BaseRole::Targets).ok_or("root has no targets role")?;
-            check_threshold(role.as_str(), &signed, &root.keys, role_keys).map_err(|error| error.to_string())?;
+            check_threshold(role.as_str(), &signed, &root.keys, role_keys).map_err(|error| error.to_string())?
         }
         (Some(_), None) => return Err(format!("{role} has no declaration")),
-    }
+    };
     // Strict: every target must lie within the paths of this role and of every role above it.
     if let Some(name) = outside {
         return Err(format!("target {name:?} is outside the paths delegated to {role}"));
@@ -497,7 +518,7 @@ fn load_targets(
     if limits.is_some() {
         not_expired(role.as_str(), body.expires, now)?;
     }
-    Ok(LoadedTargets { body, meta: FileMeta::of(bytes), chain })
+    Ok(LoadedTargets { body, meta: FileMeta::of(bytes), chain, signers })
 }
 
 fn validate_snapshot(
@@ -507,11 +528,11 @@ fn validate_snapshot(
     state: &RepoState,
     now: DateTime<Utc>,
     limits: &Limits,
-) -> Result<NewFile, String> {
+) -> Result<(NewFile, Vec<String>), String> {
     let signed = parse_signed(&bytes, "snapshot")?;
     signature_count("snapshot", &signed, limits)?;
     let role_keys = root.role(BaseRole::Snapshot).ok_or("root has no snapshot role")?;
-    check_threshold("snapshot", &signed, &root.keys, role_keys).map_err(|error| error.to_string())?;
+    let signers = check_threshold("snapshot", &signed, &root.keys, role_keys).map_err(|error| error.to_string())?;
     let snapshot = Snapshot::from_signed(&signed).map_err(|error| error.to_string())?;
     for (role, file) in loaded {
         let entry = snapshot.meta.get(role).ok_or_else(|| format!("snapshot is missing metadata for {role}"))?;
@@ -529,12 +550,13 @@ fn validate_snapshot(
         }
     }
     not_expired("snapshot", snapshot.expires, now)?;
-    Ok(NewFile {
+    let file = NewFile {
         role: RoleName::base(BaseRole::Snapshot),
         version: snapshot.version,
         expires: snapshot.expires,
         bytes,
-    })
+    };
+    Ok((file, signers))
 }
 
 /// An unsigned snapshot or timestamp the server is about to sign.

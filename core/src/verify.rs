@@ -26,18 +26,21 @@ pub enum VerifyError {
 }
 
 /// Checks that `signed` carries valid signatures from at least `role_keys.threshold` distinct
-/// public keys among `role_keys.keyids`, with keys looked up in `keys`.
+/// public keys among `role_keys.keyids`, with keys looked up in `keys`, and returns the key IDs
+/// (as `role_keys` lists them) whose signatures were counted, in signature order.
 ///
 /// Signatures by keys outside the role are ignored; a signature that names a listed key whose
 /// recomputed ID differs is an error; repeated signatures by one key count once, and so do
 /// signatures under several key IDs of one public key (a bare key and a certificate holding it,
-/// or two certificates for one key), which are compared by their canonical key ID.
+/// or two certificates for one key), which are compared by their canonical key ID. Every valid
+/// signature is checked, also after the threshold is met, so the answer names every counted key;
+/// for one public key it names the first key ID whose signature verified.
 pub fn check_threshold(
     role: &str,
     signed: &Signed<'_>,
     keys: &BTreeMap<String, PublicKey>,
     role_keys: &RoleKeys,
-) -> Result<(), VerifyError> {
+) -> Result<Vec<String>, VerifyError> {
     if role_keys.threshold < 1 {
         return Err(VerifyError::BadThreshold(role.to_owned()));
     }
@@ -47,6 +50,7 @@ pub fn check_threshold(
     let listed: BTreeSet<&str> = role_keys.keyids.iter().map(String::as_str).collect();
     let mut valid: BTreeSet<&str> = BTreeSet::new();
     let mut counted: BTreeSet<String> = BTreeSet::new();
+    let mut signers: Vec<String> = Vec::new();
     for signature in signed.signatures() {
         if valid.contains(signature.keyid.as_str()) || !listed.contains(signature.keyid.as_str()) {
             continue;
@@ -60,8 +64,10 @@ pub fn check_threshold(
         if key.verify(&signature.method, signed.canonical(), &signature.sig).is_ok() {
             valid.insert(signature.keyid.as_str());
             // A key that verified has a readable public key, so its canonical ID exists.
-            if let Ok(canonical) = key.canonical_id() {
-                counted.insert(canonical);
+            if let Ok(canonical) = key.canonical_id()
+                && counted.insert(canonical)
+            {
+                signers.push(signature.keyid.clone());
             }
         }
     }
@@ -69,7 +75,7 @@ pub fn check_threshold(
     if counted.len() < needed {
         return Err(VerifyError::Threshold(role.to_owned()));
     }
-    Ok(())
+    Ok(signers)
 }
 
 /// Whether `new_root` (a root file's bytes) is signed by a threshold of the root keys of

@@ -7,7 +7,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Duration, Utc};
-use x509_parser::prelude::{FromDer, SubjectPublicKeyInfo, X509Certificate};
+use x509_parser::asn1_rs::{Any, Tag, ToDer as _};
+use x509_parser::prelude::{FromDer, SubjectPublicKeyInfo, X509Certificate, X509Name};
 use x509_parser::public_key::PublicKey as SpkiPublicKey;
 
 use crate::keys::KeyError;
@@ -125,6 +126,9 @@ fn bit_length(big_endian: &[u8]) -> usize {
 pub struct Certificate {
     /// The subject's common name (the last one if there are several, as Go reads it).
     pub common_name: Option<String>,
+    /// The whole subject as an RFC 4514 string, last relative distinguished name first, such as
+    /// `CN=example.com/app,O=Example,C=DE` for a subject written C, O, CN.
+    pub subject: String,
     /// Start of the validity window.
     pub not_before: DateTime<Utc>,
     /// End of the validity window.
@@ -151,6 +155,7 @@ impl Certificate {
         }
         let common_name =
             cert.subject().iter_common_name().filter_map(|attribute| attribute.as_str().ok()).last().map(str::to_owned);
+        let subject = rfc4514(cert.subject());
         let validity = cert.validity();
         let not_before = timestamp(validity.not_before.timestamp())?;
         let not_after = timestamp(validity.not_after.timestamp())?;
@@ -164,6 +169,7 @@ impl Certificate {
         let public_key = classify_spki(spki)?.cert_key();
         Ok(Certificate {
             common_name,
+            subject,
             not_before,
             not_after,
             is_ca,
@@ -191,6 +197,87 @@ impl Certificate {
         }
         pem.push_str("-----END CERTIFICATE-----\n");
         pem
+    }
+}
+
+/// RFC 4514 short names of the attribute types it lists (section 3), by OID.
+const RFC4514_NAMES: [(&str, &str); 9] = [
+    ("2.5.4.3", "CN"),
+    ("2.5.4.7", "L"),
+    ("2.5.4.8", "ST"),
+    ("2.5.4.10", "O"),
+    ("2.5.4.11", "OU"),
+    ("2.5.4.6", "C"),
+    ("2.5.4.9", "STREET"),
+    ("0.9.2342.19200300.100.1.25", "DC"),
+    ("0.9.2342.19200300.100.1.1", "UID"),
+];
+
+/// A distinguished name as an RFC 4514 string: the relative distinguished names last first,
+/// separated by `,`; the attributes of a multi-valued one separated by `+`; the types RFC 4514
+/// names (CN, L, ST, O, OU, C, STREET, DC, UID) by that name and any other by its dotted OID.
+/// A value of a known type held in a string type (UTF8String, PrintableString, IA5String,
+/// NumericString, TeletexString, VisibleString) is written as its text with RFC 4514's escapes
+/// (`"`, `+`, `,`, `;`, `<`, `>`, `\`, a leading `#` or space, a trailing space, NUL as `\00`);
+/// every other value, and every value of a type named by OID, is `#` followed by the lower-case
+/// hex of its DER encoding (RFC 4514 section 2.4).
+fn rfc4514(name: &X509Name<'_>) -> String {
+    let mut out = String::new();
+    let rdns: Vec<_> = name.iter_rdn().collect();
+    for (index, rdn) in rdns.iter().rev().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        for (position, attribute) in rdn.iter().enumerate() {
+            if position > 0 {
+                out.push('+');
+            }
+            let oid = attribute.attr_type().to_id_string();
+            let short = RFC4514_NAMES.iter().find(|(known, _)| *known == oid).map(|(_, short)| *short);
+            out.push_str(short.unwrap_or(&oid));
+            out.push('=');
+            match short.and_then(|_| string_value(attribute.attr_value())) {
+                Some(text) => escape_rfc4514(text, &mut out),
+                None => {
+                    out.push('#');
+                    // Re-encoding a parsed value only fails for values too large to encode;
+                    // such a value is written as its content octets instead.
+                    let der = attribute.attr_value().to_der_vec().unwrap_or_else(|_| attribute.as_slice().to_vec());
+                    out.push_str(&hex::encode(der));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The text of a value held in one of the string types read as UTF-8, if it is one.
+fn string_value<'a>(value: &'a Any<'_>) -> Option<&'a str> {
+    match value.tag() {
+        Tag::Utf8String
+        | Tag::PrintableString
+        | Tag::Ia5String
+        | Tag::NumericString
+        | Tag::TeletexString
+        | Tag::VisibleString => std::str::from_utf8(value.data).ok(),
+        _ => None,
+    }
+}
+
+/// Appends `text` with the escapes of RFC 4514 section 2.4.
+fn escape_rfc4514(text: &str, out: &mut String) {
+    let last = text.chars().count().saturating_sub(1);
+    for (index, character) in text.chars().enumerate() {
+        match character {
+            '"' | '+' | ',' | ';' | '<' | '>' | '\\' => {
+                out.push('\\');
+                out.push(character);
+            }
+            '#' if index == 0 => out.push_str("\\#"),
+            ' ' if index == 0 || index == last => out.push_str("\\ "),
+            '\0' => out.push_str("\\00"),
+            other => out.push(other),
+        }
     }
 }
 
@@ -400,6 +487,43 @@ mod tests {
         params.not_before = date_time_ymd(from.0, from.1, from.2);
         params.not_after = date_time_ymd(to.0, to.1, to.2);
         params.self_signed(&key).unwrap().pem()
+    }
+
+    /// A self-signed certificate whose subject holds `attributes` in order.
+    fn with_subject(attributes: &[(DnType, &str)]) -> Certificate {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut name = DistinguishedName::new();
+        for (kind, value) in attributes {
+            name.push(kind.clone(), *value);
+        }
+        params.distinguished_name = name;
+        first_certificate(params.self_signed(&key).unwrap().pem().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn subjects_are_written_as_rfc_4514_strings() {
+        // What `openssl x509 -subject -nameopt RFC2253` prints for the same subject.
+        let certificate = with_subject(&[
+            (DnType::CountryName, "DE"),
+            (DnType::OrganizationName, "Example, Inc."),
+            (DnType::CommonName, "#team "),
+        ]);
+        assert_eq!(certificate.subject, r"CN=\#team\ ,O=Example\, Inc.,C=DE");
+        // Every escaped character; a type RFC 4514 does not name is written by OID with the hex
+        // of its DER value (a UTF8String "x": 0c 01 78).
+        let certificate = with_subject(&[
+            (DnType::CustomDnType(vec![1, 2, 3, 4]), "x"),
+            (DnType::OrganizationalUnitName, "a\"b+c;d<e>f\\g\0"),
+            (DnType::LocalityName, " lead"),
+            (DnType::StateOrProvinceName, "Ünïcode"),
+            (DnType::CommonName, "example.com/app"),
+        ]);
+        assert_eq!(
+            certificate.subject,
+            r#"CN=example.com/app,ST=Ünïcode,L=\ lead,OU=a\"b\+c\;d\<e\>f\\g\00,1.2.3.4=#0c0178"#
+        );
+        assert_eq!(leaf("example.com/app").subject, "CN=example.com/app");
     }
 
     fn leaf(common_name: &str) -> Certificate {

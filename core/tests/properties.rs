@@ -1,7 +1,8 @@
 //! Property tests with a small hand-rolled generator (xorshift, fixed seeds, so every run checks
 //! the same cases and a failure names its seed): canonical JSON is idempotent; any changed byte
 //! of the signed part of a real signed file breaks its signature or its parse; arbitrary bytes
-//! never panic the parsers or the update verifier.
+//! never panic the parsers, the update verifier or the record's readers; the one-pass merge of
+//! two targets files agrees with a diff of their parsed maps.
 #![expect(
     clippy::unwrap_used,
     clippy::indexing_slicing,
@@ -18,8 +19,10 @@ use serde_json::{Map, Number, Value};
 use tufa_core::canonical::to_canonical;
 use tufa_core::json;
 use tufa_core::keys::PublicKey;
+use tufa_core::metadata::envelope;
 use tufa_core::metadata::{RoleKeys, Root, Signed, Snapshot, Targets, Timestamp};
 use tufa_core::names::{BaseRole, Gun, RoleName};
+use tufa_core::record::{ChangeKind, TargetChange, delegation_grants, target_changes, targets_of};
 use tufa_core::update::{Limits, RepoState, validate};
 use tufa_core::verify::check_threshold;
 
@@ -148,6 +151,10 @@ fn parse_everything(bytes: &[u8], now: chrono::DateTime<Utc>) -> bool {
         let _ = Snapshot::from_signed(signed);
         let _ = Timestamp::from_signed(signed);
     }
+    let _ = targets_of(bytes);
+    let _ = target_changes(Some(bytes), TARGETS);
+    let _ = target_changes(Some(TARGETS), bytes);
+    let _ = delegation_grants(&RoleName::base(BaseRole::Targets), bytes);
     let gun = Gun::parse("example.com/app").unwrap();
     let stored = RepoState::new([("root".to_owned(), ROOT.to_vec()), ("targets".to_owned(), TARGETS.to_vec())]);
     // The verifier only when the parse succeeded: otherwise every role refuses the file at its
@@ -209,5 +216,88 @@ fn arbitrary_bytes_never_panic_the_parsers() {
     // And the unedited files pass all the way.
     for original in originals {
         assert!(parse_everything(original, now));
+    }
+}
+
+/// A target entry: a SHA-256 (or, one time in four, only a SHA-512) of a few possible digests, a
+/// few possible lengths, sometimes a `custom` value; so that two entries are often equal.
+fn target_entry(rng: &mut Rng) -> Value {
+    use base64::Engine as _;
+    let encode = |bytes: &[u8]| Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+    let fill = u8::try_from(rng.below(3)).unwrap();
+    let mut hashes = Map::new();
+    if rng.below(4) == 0 {
+        hashes.insert("sha512".into(), encode(&[fill; 64]));
+    } else {
+        hashes.insert("sha256".into(), encode(&[fill; 32]));
+    }
+    let mut entry = Map::new();
+    entry.insert("hashes".into(), Value::Object(hashes));
+    entry.insert("length".into(), Value::from(rng.below(3)));
+    if rng.below(4) == 0 {
+        entry.insert("custom".into(), Value::String(string(rng)));
+    }
+    Value::Object(entry)
+}
+
+/// A targets file listing `targets`, unsigned (the record's readers do not check signatures).
+fn targets_file(targets: &Map<String, Value>) -> Vec<u8> {
+    let mut body = Map::new();
+    body.insert("_type".into(), Value::String("Targets".into()));
+    body.insert("expires".into(), Value::String("2030-01-01T00:00:00Z".into()));
+    body.insert("targets".into(), Value::Object(targets.clone()));
+    body.insert("version".into(), Value::from(1));
+    envelope(&to_canonical(&Value::Object(body)).unwrap(), &[])
+}
+
+/// The change the naive diff expects for `entry`, read from its JSON.
+fn expected_change(name: &str, kind: ChangeKind, entry: &Value) -> TargetChange {
+    use base64::Engine as _;
+    let sha256 = entry["hashes"]
+        .get("sha256")
+        .and_then(Value::as_str)
+        .map(|digest| hex::encode(base64::engine::general_purpose::STANDARD.decode(digest).unwrap()));
+    TargetChange {
+        name: name.to_owned(),
+        kind,
+        sha256,
+        length: entry["length"].as_i64(),
+        previous_sha256: None,
+        previous_length: None,
+    }
+}
+
+#[test]
+fn the_one_pass_merge_of_two_targets_files_agrees_with_a_diff_of_their_maps() {
+    for seed in 0..500 {
+        let mut rng = Rng::new(seed);
+        // Names from a small pool (so both files often share them) plus arbitrary ones.
+        let mut names: Vec<String> = (0..rng.below(6)).map(|_| string(&mut rng)).collect();
+        names.extend(["a", "a/b", "b", "é"].map(str::to_owned));
+        let pick = |rng: &mut Rng| -> Map<String, Value> {
+            (0..rng.below(8)).map(|_| (names[rng.below(names.len())].clone(), target_entry(rng))).collect()
+        };
+        let (before, after) = (pick(&mut rng), pick(&mut rng));
+        let all: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+        let mut expected = Vec::new();
+        for name in all {
+            match (before.get(name), after.get(name)) {
+                (None, Some(entry)) => expected.push(expected_change(name, ChangeKind::Added, entry)),
+                (Some(entry), None) => expected.push(expected_change(name, ChangeKind::Removed, entry)),
+                (Some(old), Some(new)) if old != new => {
+                    let previous = expected_change(name, ChangeKind::Changed, old);
+                    let mut change = expected_change(name, ChangeKind::Changed, new);
+                    change.previous_sha256 = previous.sha256;
+                    change.previous_length = previous.length;
+                    expected.push(change);
+                }
+                _ => {}
+            }
+        }
+        let (old_file, new_file) = (targets_file(&before), targets_file(&after));
+        assert_eq!(target_changes(Some(&old_file), &new_file), Ok(expected), "seed {seed}");
+        let all_added: Vec<TargetChange> =
+            after.iter().map(|(name, entry)| expected_change(name, ChangeKind::Added, entry)).collect();
+        assert_eq!(targets_of(&new_file), Ok(all_added), "seed {seed}");
     }
 }

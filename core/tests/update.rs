@@ -396,3 +396,63 @@ fn each_limit_is_refused_by_name_with_its_value() {
     let targets = repo.targets(3, Value::Object(many), no_delegations());
     assert_eq!(stored(run(&state, &[("targets", &targets)])), vec![("targets".to_owned(), 3)]);
 }
+
+#[test]
+fn the_keys_whose_signatures_counted_are_named_per_uploaded_role() {
+    let repo = Repo::new();
+    let root = repo.root(1);
+    let delegate = Key::ecdsa();
+    let delegations = json!({
+        "keys": { delegate.id(): delegate.public.to_json() },
+        "roles": [{"keyids": [delegate.id()], "name": "targets/releases", "paths": ["release/"], "threshold": 1}]
+    });
+    let targets = repo.targets(2, json!({}), delegations);
+    let snapshot = repo.snapshot(2, &[("root", &root), ("targets", &targets)]);
+    let validated =
+        run(&RepoState::default(), &[("root", &root), ("targets", &targets), ("snapshot", &snapshot)]).unwrap();
+    let signers = |pairs: &[(&str, Vec<String>)]| -> BTreeMap<String, Vec<String>> {
+        pairs.iter().map(|(role, ids)| ((*role).to_owned(), ids.clone())).collect()
+    };
+    assert_eq!(
+        validated.signers,
+        signers(&[
+            ("root", vec![repo.root_key.id()]),
+            ("snapshot", vec![repo.snapshot.id()]),
+            ("targets", vec![repo.targets.id()]),
+        ])
+    );
+
+    // A delegation signed by a key outside its role (ignored) and twice by its own key (counted once).
+    let state = published(&repo, &targets);
+    let releases = sign(
+        &json!({"_type": "Targets", "delegations": no_delegations(), "expires": expires(10), "targets": {}, "version": 1}),
+        &[&repo.targets, &delegate, &delegate],
+    );
+    let validated = run(&state, &[("targets/releases", &releases)]).unwrap();
+    assert_eq!(validated.signers, signers(&[("targets/releases", vec![delegate.id()])]));
+
+    // A root rotation names the new and the previous root key, in signature order.
+    let rotated = Repo::new();
+    let both = sign(&rotated.root_body(2), &[&rotated.root_key, &repo.root_key]);
+    let validated = run(&state, &[("root", &both)]).unwrap();
+    assert_eq!(validated.signers, signers(&[("root", vec![rotated.root_key.id(), repo.root_key.id()])]));
+    let both = sign(&rotated.root_body(2), &[&repo.root_key, &rotated.root_key]);
+    let validated = run(&state, &[("root", &both)]).unwrap();
+    assert_eq!(validated.signers, signers(&[("root", vec![repo.root_key.id(), rotated.root_key.id()])]));
+}
+
+#[test]
+fn a_key_signing_under_two_key_ids_is_named_once_by_its_first_counted_signature() {
+    let repo = Repo::new();
+    let certificate = repo.targets.reissued(GUN);
+    let mut body = repo.root_body(1);
+    body["keys"][certificate.id()] = certificate.public.to_json();
+    body["roles"]["targets"] = json!({"keyids": [repo.targets.id(), certificate.id()], "threshold": 1});
+    let root = sign(&body, &[&repo.root_key]);
+    let targets = sign(
+        &json!({"_type": "Targets", "delegations": no_delegations(), "expires": expires(10), "targets": {}, "version": 1}),
+        &[&certificate, &repo.targets],
+    );
+    let validated = run(&RepoState::default(), &[("root", &root), ("targets", &targets)]).unwrap();
+    assert_eq!(validated.signers.get("targets"), Some(&vec![certificate.id()]));
+}
