@@ -17,9 +17,9 @@ use tufa_audit::Hash;
 use tufa_audit::entry::{Entry, hash_hex, parse_hash_hex};
 
 use crate::{
-    ApiToken, AuditFilter, AuditSigningKey, Checkpoint, Grant, GrantKey, NewGrant, NewTargetEvent, Record, StoredEntry,
-    TargetEvent, Change, ChangeCategory, CurrentEntry, ExpiringCursor, KeyOwner, NewFile, Principal, PrincipalKind,
-    ROOT_ROLE, RoleBinding, Store, StoreError, StoredFile, StoredKey, TIMESTAMP_ROLE, TokenKey, TokenKeyKind,
+    ApiToken, AuditFilter, AuditSigningKey, Change, ChangeCategory, Checkpoint, CurrentEntry, ExpiringCursor, Grant,
+    GrantKey, KeyOwner, NewFile, NewGrant, NewTargetEvent, Principal, PrincipalKind, ROOT_ROLE, Record, RoleBinding,
+    Store, StoreError, StoredEntry, StoredFile, StoredKey, TIMESTAMP_ROLE, TargetEvent, TokenKey, TokenKeyKind,
     Tombstone, Update,
 };
 
@@ -641,9 +641,10 @@ macro_rules! append_entry {
                 let prev = parse_hash_hex(&hash).ok_or_else(|| {
                     StoreError::Internal(format!("audit entry {seq} has an unreadable leaf hash; run `audit verify`"))
                 })?;
-                let next = u64::try_from(seq).ok().and_then(|seq| seq.checked_add(1)).ok_or_else(|| {
-                    StoreError::Internal(format!("audit entry position {seq} is out of range"))
-                })?;
+                let next = u64::try_from(seq)
+                    .ok()
+                    .and_then(|seq| seq.checked_add(1))
+                    .ok_or_else(|| StoreError::Internal(format!("audit entry position {seq} is out of range")))?;
                 (next, Some(prev))
             }
         };
@@ -652,18 +653,18 @@ macro_rules! append_entry {
         let reads = tufa_audit::tree::append_reads(seq);
         let mut fetched = tufa_audit::tree::Hashes::new();
         if !reads.is_empty() {
-            let mut query = QueryBuilder::<<$d as Dialect>::Db>::new("SELECT idx, hash FROM audit_hashes WHERE idx IN (");
+            let mut query =
+                QueryBuilder::<<$d as Dialect>::Db>::new("SELECT idx, hash FROM audit_hashes WHERE idx IN (");
             let mut list = query.separated(", ");
             for index in &reads {
                 list.push_bind(to_i64(*index, "stored hash index")?);
             }
             query.push(")");
-            let rows: Vec<(i64, Vec<u8>)> =
-                query.build_query_as().fetch_all(&mut **$tx).await.map_err(from_sqlx)?;
+            let rows: Vec<(i64, Vec<u8>)> = query.build_query_as().fetch_all(&mut **$tx).await.map_err(from_sqlx)?;
             for (index, hash) in rows {
-                let hash: [u8; 32] = hash.try_into().map_err(|_| {
-                    StoreError::Internal(format!("stored audit hash {index} is not 32 bytes"))
-                })?;
+                let hash: [u8; 32] = hash
+                    .try_into()
+                    .map_err(|_| StoreError::Internal(format!("stored audit hash {index} is not 32 bytes")))?;
                 fetched.insert(u64::try_from(index).unwrap_or_default(), Hash(hash));
             }
         }
@@ -1591,7 +1592,8 @@ impl Store for SqlStore {
         }
         per_dialect!(&self.pools, |pools, D| {
             for chunk in indexes.chunks(INSERT_CHUNK) {
-                let mut query = QueryBuilder::<<D as Dialect>::Db>::new("SELECT idx, hash FROM audit_hashes WHERE idx IN (");
+                let mut query =
+                    QueryBuilder::<<D as Dialect>::Db>::new("SELECT idx, hash FROM audit_hashes WHERE idx IN (");
                 let mut list = query.separated(", ");
                 for index in chunk {
                     list.push_bind(to_i64(*index, "stored hash index")?);
@@ -1629,7 +1631,8 @@ impl Store for SqlStore {
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
         const SQL: &str = "SELECT id, size, root, note, created_at FROM audit_checkpoints ORDER BY id";
         per_dialect!(&self.pools, |pools, D| {
-            let rows = sqlx::query_as::<_, CheckpointRow<D>>(SQL).fetch_all(D::reader(pools)).await.map_err(from_sqlx)?;
+            let rows =
+                sqlx::query_as::<_, CheckpointRow<D>>(SQL).fetch_all(D::reader(pools)).await.map_err(from_sqlx)?;
             convert(rows, CheckpointRow::into_checkpoint)
         })
     }
@@ -1645,12 +1648,11 @@ impl Store for SqlStore {
     }
 
     async fn audit_signing_key(&self) -> Result<Option<AuditSigningKey>, StoreError> {
-        const SQL: &str = "SELECT key_id, name, keytype, public, created_at FROM audit_signing_keys WHERE active = TRUE";
+        const SQL: &str =
+            "SELECT key_id, name, keytype, public, created_at FROM audit_signing_keys WHERE active = TRUE";
         per_dialect!(&self.pools, |pools, D| {
-            let row = sqlx::query_as::<_, AuditKeyRow<D>>(SQL)
-                .fetch_optional(D::writer(pools))
-                .await
-                .map_err(from_sqlx)?;
+            let row =
+                sqlx::query_as::<_, AuditKeyRow<D>>(SQL).fetch_optional(D::writer(pools)).await.map_err(from_sqlx)?;
             row.map(|row| {
                 Ok(AuditSigningKey {
                     key_id: row.key_id,
@@ -1695,7 +1697,11 @@ impl Store for SqlStore {
 
     async fn grants(&self, gun: &str, at: Option<DateTime<Utc>>) -> Result<Vec<Grant>, StoreError> {
         per_dialect!(&self.pools, |pools, D| {
-            let mut query = QueryBuilder::<<D as Dialect>::Db>::new(concat!("SELECT ", grant_columns!(), " FROM grants g WHERE g.gun = "));
+            let mut query = QueryBuilder::<<D as Dialect>::Db>::new(concat!(
+                "SELECT ",
+                grant_columns!(),
+                " FROM grants g WHERE g.gun = "
+            ));
             query.push_bind(gun.to_owned());
             match at {
                 None => {
@@ -1737,8 +1743,11 @@ impl Store for SqlStore {
              ORDER BY g.id"
         );
         per_dialect!(&self.pools, |pools, D| {
-            let rows =
-                sqlx::query_as::<_, GrantRow<D>>(SQL).bind(key_id).fetch_all(D::reader(pools)).await.map_err(from_sqlx)?;
+            let rows = sqlx::query_as::<_, GrantRow<D>>(SQL)
+                .bind(key_id)
+                .fetch_all(D::reader(pools))
+                .await
+                .map_err(from_sqlx)?;
             let mut grants = convert(rows, GrantRow::into_grant)?;
             attach_grant_keys!(D, pools, grants);
             Ok(grants)

@@ -98,7 +98,13 @@ mod tests {
     }
 
     fn update(files: Vec<NewFile>, current: Vec<CurrentEntry>) -> Update {
-        Update { gun: "example.com/app".into(), files, current, expected_timestamp_version: None }
+        Update {
+            gun: "example.com/app".into(),
+            files,
+            current,
+            expected_timestamp_version: None,
+            record: crate::Record::new(tufa_audit::NewEntry::new("publish", serde_json::json!({}))),
+        }
     }
 
     fn check(update: &Update) -> String {

@@ -66,4 +66,8 @@ conformance!(
     token_keys,
     kek_ids_include_token_keys,
     token_key_race_in_one_store,
+    audit_entries_are_written_with_their_change,
+    audit_appends_are_gapless_under_concurrency,
+    grants_and_target_history,
+    checkpoints_and_signing_key,
 );

@@ -8,7 +8,7 @@ use tufa_store::{
     ApiToken, Principal, PrincipalKind, RoleBinding, Store, StoreError, StoredKey, TokenKey, TokenKeyKind, Tombstone,
 };
 
-use crate::support::{Repo, file, now, update};
+use crate::support::{Repo, deletion, file, now, update};
 
 const GUN: &str = "example.com/app";
 const OTHER_GUN: &str = "example.com/other";
@@ -274,7 +274,7 @@ pub(crate) async fn role_bindings(store: Arc<dyn Store>) {
 pub(crate) async fn tombstones(store: Arc<dyn Store>) {
     assert_eq!(store.tombstones().await.expect("tombstones"), Vec::new());
     // Deleting a GUN that never existed writes no tombstone.
-    assert!(!store.delete_gun(GUN).await.expect("delete nothing"));
+    assert!(!store.delete_gun(GUN, deletion(GUN)).await.expect("delete nothing"));
     assert_eq!(store.tombstone(GUN).await.expect("tombstone"), None);
 
     // The current root is kept, not the newest stored one and not another GUN's.
@@ -287,7 +287,7 @@ pub(crate) async fn tombstones(store: Arc<dyn Store>) {
     store.update(Repo::new(1, "other").first_publish(OTHER_GUN)).await.expect("publish other");
 
     let before = now();
-    assert!(store.delete_gun(GUN).await.expect("delete"));
+    assert!(store.delete_gun(GUN, deletion(GUN)).await.expect("delete"));
     let after = Utc::now();
     let tombstone = store.tombstone(GUN).await.expect("tombstone").expect("written by the deletion");
     assert_eq!((tombstone.gun.as_str(), &tombstone.root), (GUN, &root2.data));
@@ -309,7 +309,7 @@ pub(crate) async fn tombstones(store: Arc<dyn Store>) {
 
     // Deleting again replaces the tombstone only when there is a current root: this GUN has
     // files but no current root now, so the old tombstone stays as it was.
-    assert!(store.delete_gun(GUN).await.expect("delete rootless"));
+    assert!(store.delete_gun(GUN, deletion(GUN)).await.expect("delete rootless"));
     assert_eq!(store.tombstone(GUN).await.expect("tombstone").as_ref(), Some(&tombstone));
 
     // An update that stores a root clears it, in the same transaction.
@@ -317,8 +317,8 @@ pub(crate) async fn tombstones(store: Arc<dyn Store>) {
     assert_eq!(store.tombstone(GUN).await.expect("tombstone"), None);
 
     // A second deletion writes a fresh tombstone; the list is ordered by GUN.
-    assert!(store.delete_gun(OTHER_GUN).await.expect("delete other"));
-    assert!(store.delete_gun(GUN).await.expect("delete again"));
+    assert!(store.delete_gun(OTHER_GUN, deletion(OTHER_GUN)).await.expect("delete other"));
+    assert!(store.delete_gun(GUN, deletion(GUN)).await.expect("delete again"));
     let all = store.tombstones().await.expect("tombstones");
     let summary: Vec<(&str, &[u8])> = all.iter().map(|t| (t.gun.as_str(), t.root.as_slice())).collect();
     assert_eq!(summary, [(GUN, v1.root.data.as_slice()), (OTHER_GUN, Repo::new(1, "other").root.data.as_slice())]);

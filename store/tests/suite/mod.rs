@@ -6,16 +6,21 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use tufa_store::{ChangeCategory, CurrentEntry, Store, StoreError, StoredFile, StoredKey, Update};
 
+mod audit;
 mod auth;
 mod keys_owned;
 
+pub(crate) use audit::{
+    audit_appends_are_gapless_under_concurrency, audit_entries_are_written_with_their_change,
+    checkpoints_and_signing_key, grants_and_target_history,
+};
 pub(crate) use auth::{
     api_tokens, kek_ids_include_token_keys, principal_removal_cascades, principals, role_bindings, token_key_race,
     token_key_race_in_one_store, token_keys, tombstones,
 };
 pub(crate) use keys_owned::{expiring_pages, key_owners};
 
-use crate::support::{Repo, expiring_at, file, now, pointer, sha256_hex, update};
+use crate::support::{Repo, deletion, expiring_at, file, now, pointer, sha256_hex, update};
 
 const GUN: &str = "example.com/app";
 const OTHER_GUN: &str = "example.com/other";
@@ -171,7 +176,7 @@ pub(crate) async fn by_checksum_and_version(store: Arc<dyn Store>) {
     store.update(repo.first_publish(GUN)).await.expect("publish");
     // The same bytes under another GUN are a separate row.
     store.update(repo.first_publish(OTHER_GUN)).await.expect("publish other");
-    store.delete_gun(OTHER_GUN).await.expect("delete other");
+    store.delete_gun(OTHER_GUN, deletion(OTHER_GUN)).await.expect("delete other");
 
     let found = store.by_checksum(GUN, "snapshot", &repo.snapshot.sha256).await.expect("read").expect("found");
     assert_eq!((found.version, found.data.clone()), (3, repo.snapshot.data.clone()));
@@ -280,6 +285,7 @@ pub(crate) async fn dangling_pointer_rejected(store: Arc<dyn Store>) {
             files: vec![v2.targets.clone(), v2.snapshot.clone(), v2.timestamp.clone()],
             current,
             expected_timestamp_version: Some(1),
+            record: deletion(GUN),
         };
         assert_internal(store.update(rejected).await, "not stored");
         // Atomic: the batch's files were not inserted and the pointers did not move.
@@ -327,7 +333,7 @@ pub(crate) async fn changefeed_records(store: Arc<dyn Store>) {
     let targets = file("targets", 3, "a3");
     let current = [&a2.root, &targets, &a2.snapshot, &a2.timestamp];
     store.update(update(GUN, &[&targets], &current, Some(2))).await.expect("targets only");
-    assert!(store.delete_gun(OTHER_GUN).await.expect("delete"));
+    assert!(store.delete_gun(OTHER_GUN, deletion(OTHER_GUN)).await.expect("delete"));
 
     let all = store.changefeed(None, 0, 100).await.expect("feed");
     let seen: Vec<(&str, i64, &str, ChangeCategory)> = all
@@ -375,7 +381,7 @@ pub(crate) async fn changefeed_records(store: Arc<dyn Store>) {
 }
 
 pub(crate) async fn delete_gun(store: Arc<dyn Store>) {
-    assert!(!store.delete_gun(GUN).await.expect("delete nothing"));
+    assert!(!store.delete_gun(GUN, deletion(GUN)).await.expect("delete nothing"));
     assert_eq!(change_count(&store).await, 0);
 
     let v1 = Repo::new(1, "v1");
@@ -384,7 +390,7 @@ pub(crate) async fn delete_gun(store: Arc<dyn Store>) {
     store.update(Repo::new(1, "other").first_publish(OTHER_GUN)).await.expect("other");
     store.insert_key(&key("k1", GUN, "timestamp")).await.expect("key");
 
-    assert!(store.delete_gun(GUN).await.expect("delete"));
+    assert!(store.delete_gun(GUN, deletion(GUN)).await.expect("delete"));
     assert!(store.current_all(GUN).await.expect("read").is_empty());
     for (role, version) in [("root", 1), ("targets", 1), ("targets", 2), ("timestamp", 2)] {
         assert_eq!(store.by_version(GUN, role, version).await.expect("read"), None);
@@ -398,7 +404,7 @@ pub(crate) async fn delete_gun(store: Arc<dyn Store>) {
     assert_eq!(feed.len(), 1);
     assert_eq!((feed[0].category, feed[0].version, feed[0].sha256.as_str()), (ChangeCategory::Deletion, 0, ""));
     let changes = change_count(&store).await;
-    assert!(!store.delete_gun(GUN).await.expect("delete again"));
+    assert!(!store.delete_gun(GUN, deletion(GUN)).await.expect("delete again"));
     assert_eq!(change_count(&store).await, changes);
 
     // The GUN starts over from scratch.

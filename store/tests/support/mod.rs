@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use tufa_store::{CurrentEntry, DatabaseUrl, NewFile, Store, Update};
+use tufa_audit::NewEntry;
+use tufa_audit::entry::kinds;
+use tufa_store::{CurrentEntry, DatabaseUrl, NewFile, Record, Store, Update};
 use tufa_testkit::postgres::PgDatabase;
 
 /// A SQLite store in its own temp dir, removed on drop.
@@ -81,7 +83,13 @@ pub(crate) fn update(
         files: files.iter().map(|file| (*file).clone()).collect(),
         current: current.iter().map(|file| pointer(file)).collect(),
         expected_timestamp_version,
+        record: Record::new(NewEntry::new(kinds::PUBLISH, serde_json::json!({})).gun(gun)),
     }
+}
+
+/// The audit record of deleting `gun`.
+pub(crate) fn deletion(gun: &str) -> Record {
+    Record::new(NewEntry::new(kinds::DELETE, serde_json::json!({})).gun(gun))
 }
 
 /// The four files of a whole repository version: root v1 and targets, snapshot and

@@ -1,0 +1,216 @@
+//! The audit tables: gapless chained entries written with the change they record, the Merkle
+//! tree's stored hashes, checkpoints, grants and target history.
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use tufa_audit::entry::kinds;
+use tufa_audit::tree::{self, Frontier};
+use tufa_audit::verify::LogVerifier;
+use tufa_audit::{CheckpointKey, NewEntry};
+use tufa_store::{AuditFilter, AuditSigningKey, GrantKey, NewGrant, NewTargetEvent, Record, Store, StoreError};
+
+use crate::support::{Repo, deletion, now};
+
+const GUN: &str = "example.com/app";
+
+fn all(store_limit: u32) -> AuditFilter {
+    AuditFilter { limit: store_limit, ..AuditFilter::default() }
+}
+
+/// Checks the whole log as `audit verify` would, without checkpoints.
+async fn verify_all(store: &Arc<dyn Store>) -> tufa_audit::Report {
+    let key = CheckpointKey::new(
+        "test/audit",
+        tufa_core::keys::PrivateKey::generate(tufa_core::keys::Algorithm::Ecdsa).expect("key").public_key(),
+    )
+    .expect("key");
+    let mut verifier = LogVerifier::new(&key, &[]);
+    for stored in store.audit_entries(&all(10_000)).await.expect("entries") {
+        verifier.push(&stored.entry, stored.leaf_hash);
+    }
+    verifier.finish()
+}
+
+fn grant(delegating: &str, delegated: &str, version: i64, keys: &[&str]) -> NewGrant {
+    NewGrant {
+        delegating_role: delegating.into(),
+        delegated_role: delegated.into(),
+        version,
+        threshold: 1,
+        paths: (delegating != "root").then(|| vec!["releases/".to_owned()]),
+        keys: keys
+            .iter()
+            .map(|key| GrantKey { key_id: (*key).into(), canonical_id: format!("canonical-{key}"), subject: None })
+            .collect(),
+    }
+}
+
+fn event(name: &str, version: i64, change: &str, sha256: &str) -> NewTargetEvent {
+    NewTargetEvent {
+        name: name.into(),
+        role: "targets/releases".into(),
+        version,
+        change: change.into(),
+        sha256: Some(sha256.into()),
+        length: Some(10),
+        signer_keys: vec!["k1".into()],
+    }
+}
+
+pub(crate) async fn audit_entries_are_written_with_their_change(store: Arc<dyn Store>) {
+    let v1 = Repo::new(1, "v1");
+    let mut first = v1.first_publish(GUN);
+    first.record.entry = first.record.entry.by(Some("alice")).from_request(Some("10.0.0.1"), Some("r1"));
+    first.record.keys = vec!["k1".into(), "k1".into(), "k2".into()];
+    store.update(first).await.expect("first publish");
+    // A publish that fails (stale timestamp version) leaves no entry.
+    let v2 = Repo::new(2, "v2");
+    let stale = v2.next_publish(GUN, 7);
+    assert!(matches!(store.update(stale).await, Err(StoreError::OldVersion { .. })));
+    assert_eq!(store.audit_size().await.expect("size"), 1);
+    store.update(v2.next_publish(GUN, 1)).await.expect("second publish");
+    assert!(store.delete_gun(GUN, deletion(GUN)).await.expect("delete"));
+    // Deleting nothing records nothing.
+    assert!(!store.delete_gun(GUN, deletion(GUN)).await.expect("delete nothing"));
+    assert_eq!(store.audit_size().await.expect("size"), 3);
+
+    let entries = store.audit_entries(&all(100)).await.expect("entries");
+    let summary: Vec<(u64, &str, Option<&str>)> = entries
+        .iter()
+        .map(|stored| (stored.entry.seq, stored.entry.kind.as_str(), stored.entry.principal.as_deref()))
+        .collect();
+    assert_eq!(summary, vec![(0, "publish", Some("alice")), (1, "publish", None), (2, "delete", None)]);
+    assert_eq!(entries[0].entry.address.as_deref(), Some("10.0.0.1"));
+    assert_eq!(entries[0].entry.request_id.as_deref(), Some("r1"));
+    assert_eq!(entries[0].entry.prev, None);
+    assert_eq!(entries[1].entry.prev, entries[0].leaf_hash);
+    assert_eq!(entries[2].entry.prev, entries[1].leaf_hash);
+    assert!(verify_all(&store).await.ok());
+
+    // Filters: by key, principal, GUN, position, time.
+    let by_key = store.audit_entries(&AuditFilter { key: Some("k2".into()), ..all(10) }).await.expect("by key");
+    assert_eq!(by_key.iter().map(|stored| stored.entry.seq).collect::<Vec<_>>(), vec![0]);
+    let by_principal =
+        store.audit_entries(&AuditFilter { principal: Some("alice".into()), ..all(10) }).await.expect("by principal");
+    assert_eq!(by_principal.len(), 1);
+    let after = store.audit_entries(&AuditFilter { after: Some(0), ..all(1) }).await.expect("page");
+    assert_eq!(after.iter().map(|stored| stored.entry.seq).collect::<Vec<_>>(), vec![1]);
+    let future = store.audit_entries(&AuditFilter { since: Some(now() + Duration::hours(1)), ..all(10) }).await;
+    assert_eq!(future.expect("since").len(), 0);
+    let other = store.audit_entries(&AuditFilter { gun: Some("other/gun".into()), ..all(10) }).await;
+    assert_eq!(other.expect("gun").len(), 0);
+
+    // The stored Merkle hashes give the same root as the entries themselves.
+    let mut frontier = Frontier::new();
+    for stored in &entries {
+        frontier.push(stored.entry.leaf_hash());
+    }
+    let hashes = store.audit_hashes(&tree::root_reads(3)).await.expect("hashes");
+    assert_eq!(tree::root(3, &hashes).expect("root"), frontier.root());
+}
+
+pub(crate) async fn audit_appends_are_gapless_under_concurrency(store: Arc<dyn Store>) {
+    let mut tasks = Vec::new();
+    for n in 0..12 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.append_audit(Record::new(NewEntry::new(kinds::KEY_CREATE, serde_json::json!({ "n": n })))).await
+        }));
+    }
+    let mut positions = Vec::new();
+    for task in tasks {
+        positions.push(task.await.expect("task").expect("append"));
+    }
+    positions.sort_unstable();
+    assert_eq!(positions, (0..12).collect::<Vec<u64>>());
+    let report = verify_all(&store).await;
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.entries, 12);
+}
+
+pub(crate) async fn grants_and_target_history(store: Arc<dyn Store>) {
+    let v1 = Repo::new(1, "v1");
+    let mut first = v1.first_publish(GUN);
+    first.record.entry = first.record.entry.by(Some("alice"));
+    first.record.grants =
+        vec![grant("root", "targets", 1, &["root-k"]), grant("targets", "targets/releases", 1, &["k1"])];
+    first.record.history = vec![event("v1.0", 1, "added", "aa")];
+    store.update(first).await.expect("first publish");
+    let between = now();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let v2 = Repo::new(2, "v2");
+    let mut second = v2.next_publish(GUN, 1);
+    second.record.entry = second.record.entry.by(Some("bob"));
+    second.record.superseded_roles = vec!["targets".into()];
+    second.record.grants = vec![grant("targets", "targets/releases", 2, &["k1", "k2"])];
+    second.record.history = vec![event("v1.0", 2, "changed", "bb")];
+    store.update(second).await.expect("second publish");
+
+    let current = store.grants(GUN, None).await.expect("grants");
+    let shape: Vec<(&str, &str, i64, Vec<&str>, Option<&str>)> = current
+        .iter()
+        .map(|g| {
+            (
+                g.grant.delegating_role.as_str(),
+                g.grant.delegated_role.as_str(),
+                g.grant.version,
+                g.grant.keys.iter().map(|k| k.key_id.as_str()).collect(),
+                g.principal.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            ("root", "targets", 1, vec!["root-k"], Some("alice")),
+            ("targets", "targets/releases", 2, vec!["k1", "k2"], Some("bob")),
+        ]
+    );
+    assert_eq!(current[1].grant.paths, Some(vec!["releases/".to_owned()]));
+    assert_eq!(current[1].audit_seq, Some(1));
+    let past = store.grants(GUN, Some(between)).await.expect("past grants");
+    assert_eq!(past.iter().map(|g| g.grant.version).collect::<Vec<_>>(), vec![1, 1]);
+    assert_eq!(past[1].grant.keys.len(), 1);
+
+    let k2 = store.key_grants("k2").await.expect("key grants");
+    assert_eq!(k2.iter().map(|g| (g.gun.as_str(), g.grant.version)).collect::<Vec<_>>(), vec![(GUN, 2)]);
+    let by_canonical = store.key_grants("canonical-k1").await.expect("canonical");
+    assert_eq!(by_canonical.len(), 2);
+    assert_eq!(store.grant_history(GUN).await.expect("history").len(), 3);
+
+    let history = store.target_history(GUN, "v1.0").await.expect("target history");
+    let shape: Vec<(&str, i64, Option<&str>, Option<&str>)> = history
+        .iter()
+        .map(|e| (e.event.change.as_str(), e.event.version, e.event.sha256.as_deref(), e.principal.as_deref()))
+        .collect();
+    assert_eq!(shape, vec![("added", 1, Some("aa"), Some("alice")), ("changed", 2, Some("bb"), Some("bob"))]);
+    assert_eq!(history[0].event.signer_keys, vec!["k1".to_owned()]);
+
+    // Deleting the repository ends every grant.
+    assert!(store.delete_gun(GUN, deletion(GUN)).await.expect("delete"));
+    assert_eq!(store.grants(GUN, None).await.expect("grants after delete"), Vec::new());
+    assert_eq!(store.grants(GUN, Some(between)).await.expect("still in the past").len(), 2);
+}
+
+pub(crate) async fn checkpoints_and_signing_key(store: Arc<dyn Store>) {
+    assert_eq!(store.audit_signing_key().await.expect("none"), None);
+    let key = AuditSigningKey {
+        key_id: "abc".into(),
+        name: "tufa.example/audit".into(),
+        keytype: "ecdsa".into(),
+        public: vec![1, 2, 3],
+        created_at: now(),
+    };
+    assert!(store.insert_audit_signing_key(&key).await.expect("insert"));
+    let other = AuditSigningKey { key_id: "def".into(), ..key.clone() };
+    assert!(!store.insert_audit_signing_key(&other).await.expect("second"));
+    assert_eq!(store.audit_signing_key().await.expect("read"), Some(key));
+
+    assert_eq!(store.latest_checkpoint().await.expect("none"), None);
+    store.insert_checkpoint(3, "r3", "note 3").await.expect("cp");
+    store.insert_checkpoint(5, "r5", "note 5").await.expect("cp");
+    let latest = store.latest_checkpoint().await.expect("latest").expect("some");
+    assert_eq!((latest.size, latest.root.as_str(), latest.note.as_str()), (5, "r5", "note 5"));
+    assert_eq!(store.checkpoints().await.expect("all").iter().map(|c| c.size).collect::<Vec<_>>(), vec![3, 5]);
+}
