@@ -148,7 +148,8 @@ pub(crate) async fn grants_and_target_history(store: Arc<dyn Store>) {
     store.update(second).await.expect("second publish");
 
     let current = store.grants(GUN, None).await.expect("grants");
-    let shape: Vec<(&str, &str, i64, Vec<&str>, Option<&str>)> = current
+    type Shape<'a> = (&'a str, &'a str, i64, Vec<&'a str>, Option<&'a str>);
+    let shape: Vec<Shape<'_>> = current
         .iter()
         .map(|g| {
             (
