@@ -94,6 +94,8 @@ fn bounded(text: &str) -> String {
 pub mod kinds {
     /// An accepted update of a repository (client upload, or the server's re-signing).
     pub const PUBLISH: &str = "publish";
+    /// The server re-signed a repository's timestamp (and snapshot) before they expired.
+    pub const RESIGN: &str = "resign";
     /// A repository deleted.
     pub const DELETE: &str = "delete";
     /// A server-held online key created for a repository and role.

@@ -83,10 +83,14 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
     let started = Instant::now();
     let matched = route(request.method(), request.uri().path());
     let operation = matched.operation();
-    let response = match handle(&state, matched, request).await {
+    let request_id = crate::audit::request_id(request.headers());
+    let mut response = match handle(&state, matched, request, request_id.clone()).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     };
+    if let Ok(value) = header::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(crate::audit::REQUEST_ID_HEADER, value);
+    }
     state.metrics.observe(operation, response.status().as_u16(), started.elapsed());
     response
 }
@@ -96,7 +100,7 @@ fn gun_allowed(state: &AppState, gun: &Gun) -> bool {
         || state.http.gun_prefixes.iter().any(|prefix| gun.as_str().starts_with(prefix.as_str()))
 }
 
-async fn handle(state: &AppState, matched: Route, request: Request) -> Result<Response, ApiError> {
+async fn handle(state: &AppState, matched: Route, request: Request, request_id: String) -> Result<Response, ApiError> {
     let remote = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
     if matches!(matched, Route::Token | Route::TokenCerts) {
         let Authenticator::Builtin(builtin) = state.auth.as_ref() else { return Err(ApiError::NoRoute) };
@@ -109,6 +113,11 @@ async fn handle(state: &AppState, matched: Route, request: Request) -> Result<Re
     }
     // Credentials are checked first, so a refusal is the same whether or not the repository exists.
     let caller = state.auth.authorize(request.headers(), &matched.required_access(), remote).await?;
+    let requester = crate::audit::Requester {
+        principal: caller.principal.clone(),
+        address: remote.map(|address| address.ip().to_string()),
+        request_id: Some(request_id),
+    };
     // notary-server's GUN prefix filter runs before everything else on GUN routes.
     let gun = match &matched {
         Route::Update(gun)
@@ -140,11 +149,15 @@ async fn handle(state: &AppState, matched: Route, request: Request) -> Result<Re
             // The permit bounds the uploads in progress; it is held until the update is stored.
             let (uploads, _permit) = read_update(state, request).await?;
             let recreation = recreation(state, &caller, &gun).await?;
-            state.service.publish(&gun, uploads, &recreation).await?;
+            state.service.publish(&gun, uploads, &recreation, &requester).await?;
             Ok(StatusCode::OK.into_response())
         }
         Route::Delete(gun) => {
-            let deleted = state.service.store.delete_gun(gun.as_str()).await?;
+            let deleted = state
+                .service
+                .store
+                .delete_gun(gun.as_str(), crate::audit::delete_record(gun.as_str(), &requester))
+                .await?;
             tracing::info!(gun = %gun, deleted, principal = caller.name(), "deleted repository");
             Ok(StatusCode::OK.into_response())
         }
@@ -157,8 +170,8 @@ async fn handle(state: &AppState, matched: Route, request: Request) -> Result<Re
             metadata(state, file, Caching::Consistent)
         }
         Route::Current(gun, role) => current(state, &gun, &role).await,
-        Route::GetKey(gun, role) => server_key(state, &gun, role, false, remote).await,
-        Route::RotateKey(gun, role) => server_key(state, &gun, role, true, remote).await,
+        Route::GetKey(gun, role) => server_key(state, &gun, role, false, &requester).await,
+        Route::RotateKey(gun, role) => server_key(state, &gun, role, true, &requester).await,
         Route::GunChangefeed(gun) => changefeed(state, &caller, Some(&gun), request.uri().query()).await,
         Route::Changefeed => changefeed(state, &caller, None, request.uri().query()).await,
         Route::Token | Route::TokenCerts => Err(ApiError::NoRoute),
@@ -321,11 +334,10 @@ async fn server_key(
     gun: &Gun,
     role: BaseRole,
     rotate: bool,
-    remote: Option<SocketAddr>,
+    requester: &crate::audit::Requester,
 ) -> Result<Response, ApiError> {
-    let requester = remote.map(|remote| remote.ip().to_string());
     let bound = matches!(state.auth.as_ref(), Authenticator::None);
-    key_response(state.service.server_key(gun, role, rotate, requester.as_deref(), bound).await?)
+    key_response(state.service.server_key(gun, role, rotate, requester, bound).await?)
 }
 
 fn key_response(key: PublicKey) -> Result<Response, ApiError> {

@@ -12,6 +12,7 @@ use tufa_core::names::{BaseRole, Gun, RoleName};
 use tufa_core::update::{self, Draft, Limits, NewFile, RepoState, UpdateError};
 use tufa_store::{CurrentEntry, Store, StoredFile, Update};
 
+use crate::audit::{self, OnlineSignatureRecord, Requester};
 use crate::error::ApiError;
 use crate::signing::OnlineSigner;
 
@@ -135,13 +136,20 @@ impl Service {
         stored_root: Option<&Root>,
         root: &Root,
         draft: Draft,
-    ) -> Result<Option<NewFile>, ApiError> {
+    ) -> Result<Option<(NewFile, Vec<OnlineSignatureRecord>)>, ApiError> {
         let Some(role_keys) = root.role(draft.role) else { return Ok(None) };
+        let payload_sha256 = hex::encode(tufa_core::keys::sha256(&draft.canonical));
+        let audit_key = self.store.audit_signing_key().await?.map(|key| key.key_id);
+        let mut records = Vec::new();
         let threshold = usize::try_from(role_keys.threshold).unwrap_or(usize::MAX);
         let mut signatures = Vec::new();
         for keyid in &role_keys.keyids {
             let Some(key) = root.keys.get(keyid) else { continue };
             let Ok(canonical_id) = key.canonical_id() else { continue };
+            // The checkpoint key signs the audit log and nothing else, whatever a root lists.
+            if audit_key.as_deref() == Some(canonical_id.as_str()) {
+                continue;
+            }
             if !self.key_belongs(gun, draft.role, &canonical_id, stored_root).await? {
                 continue;
             }
@@ -153,6 +161,11 @@ impl Service {
             key.verify(&signature.method, &draft.canonical, &signature.bytes)
                 .map_err(|error| ApiError::Internal(format!("signer returned a bad signature for {keyid}: {error}")))?;
             signatures.push(Signature { keyid: keyid.clone(), method: signature.method, sig: signature.bytes });
+            records.push(OnlineSignatureRecord {
+                role: draft.role.as_str().to_owned(),
+                key_id: canonical_id.clone(),
+                payload_sha256: payload_sha256.clone(),
+            });
             if signatures.len() >= threshold {
                 break;
             }
@@ -160,7 +173,7 @@ impl Service {
         if signatures.len() < threshold {
             return Ok(None);
         }
-        Ok(Some(draft.finish(&signatures)))
+        Ok(Some((draft.finish(&signatures), records)))
     }
 
     /// Validates and stores one update (spec §3.2): all files, the snapshot (uploaded or
@@ -174,6 +187,7 @@ impl Service {
         gun: &Gun,
         uploads: BTreeMap<RoleName, Vec<u8>>,
         recreation: &Recreation,
+        requester: &Requester,
     ) -> Result<(), ApiError> {
         let now = Utc::now();
         let current = self.store.current_all(gun.as_str()).await?;
@@ -190,13 +204,20 @@ impl Service {
             let gun = gun.clone();
             let limits = self.settings.limits;
             tokio::task::spawn_blocking(move || {
-                let validated = update::validate(&gun, &state, uploads, now, &limits);
+                // What the files mean for the record (grants, target changes) is read here too,
+                // against the state before the update, while it is at hand.
+                let validated = update::validate(&gun, &state, uploads, now, &limits).and_then(|validated| {
+                    let parts = audit::publish_parts(&state, &validated.files, &validated.signers)
+                        .map_err(UpdateError::StoredState)?;
+                    Ok((validated, parts))
+                });
                 (state, validated)
             })
             .await
             .map_err(|error| ApiError::Internal(format!("update verification stopped: {error}")))?
         };
-        let validated = validated.map_err(ApiError::InvalidUpdate)?;
+        let (validated, parts) = validated.map_err(ApiError::InvalidUpdate)?;
+        let mut online = Vec::new();
         let recreated = match (&recreation.tombstone, had_root) {
             (Some(tombstone), false) => Some(self.check_recreation(gun, tombstone, &validated.files, recreation)?),
             _ => None,
@@ -208,21 +229,24 @@ impl Service {
             None => {
                 let draft = update::draft_snapshot(state.file("snapshot"), &validated.loaded, now)
                     .map_err(ApiError::InvalidUpdate)?;
-                let generated = self.sign_draft(gun, stored_root.as_ref(), &validated.root, draft).await?.ok_or_else(|| {
+                let (generated, signed) = self.sign_draft(gun, stored_root.as_ref(), &validated.root, draft).await?.ok_or_else(|| {
                     ApiError::InvalidUpdate(UpdateError::BadHierarchy {
                         missing: "snapshot".into(),
                         msg: "no snapshot was included in update and server does not hold current snapshot key for repository".into(),
                     })
                 })?;
+                online.extend(signed);
                 files.push(generated.clone());
                 generated
             }
         };
         let draft =
             update::draft_timestamp(state.file("timestamp"), &snapshot.bytes, now).map_err(ApiError::InvalidUpdate)?;
-        let timestamp = self.sign_draft(gun, stored_root.as_ref(), &validated.root, draft).await?.ok_or_else(|| {
-            ApiError::InvalidUpdate(UpdateError::BadRoot("no  timestamp keys exist on the server".into()))
-        })?;
+        let (timestamp, signed) =
+            self.sign_draft(gun, stored_root.as_ref(), &validated.root, draft).await?.ok_or_else(|| {
+                ApiError::InvalidUpdate(UpdateError::BadRoot("no  timestamp keys exist on the server".into()))
+            })?;
+        online.extend(signed);
         files.push(timestamp.clone());
 
         // The files by role, borrowed: a copy of an upload's bytes would double its memory.
@@ -232,12 +256,21 @@ impl Service {
             available.insert(file.role.to_string(), &file.bytes);
         }
         let current = update::current_set(&snapshot, &timestamp, &available).map_err(ApiError::InvalidUpdate)?;
+        let record = audit::publish_record(
+            gun.as_str(),
+            requester,
+            &audit::stored_roles(&files),
+            &validated.signers,
+            &online,
+            parts,
+        );
         self.store
             .update(Update {
                 gun: gun.as_str().to_owned(),
                 files: files.into_iter().map(to_store_file).collect(),
                 current: current.into_iter().map(|(role, sha256)| CurrentEntry { role, sha256 }).collect(),
                 expected_timestamp_version,
+                record,
             })
             .await?;
         match recreated {
@@ -294,14 +327,16 @@ impl Service {
         }
         let root = parse_root(&root.data)?;
         let mut files = Vec::new();
+        let mut online = Vec::new();
         let mut snapshot_bytes = snapshot.data.clone();
         if expiring(snapshot) {
             let draft =
                 update::draft_snapshot(Some(&snapshot.data), &BTreeMap::new(), now).map_err(ApiError::InvalidUpdate)?;
             match self.sign_draft(gun, Some(&root), &root, draft).await? {
-                Some(file) => {
+                Some((file, signed)) => {
                     snapshot_bytes = file.bytes.clone();
                     files.push(file);
+                    online.extend(signed);
                 }
                 None => tracing::debug!(gun = %gun, "snapshot expires soon but its key is held by the publisher"),
             }
@@ -311,9 +346,10 @@ impl Service {
         }
         let draft =
             update::draft_timestamp(Some(&timestamp.data), &snapshot_bytes, now).map_err(ApiError::InvalidUpdate)?;
-        let Some(new_timestamp) = self.sign_draft(gun, Some(&root), &root, draft).await? else {
+        let Some((new_timestamp, signed)) = self.sign_draft(gun, Some(&root), &root, draft).await? else {
             return Err(ApiError::Internal(format!("no timestamp key for {gun} is held by the signer")));
         };
+        online.extend(signed);
         let new_snapshot = files.first().cloned().unwrap_or_else(|| NewFile {
             role: RoleName::base(BaseRole::Snapshot),
             version: snapshot.version,
@@ -326,6 +362,7 @@ impl Service {
         let entries =
             update::current_set(&new_snapshot, &new_timestamp, &available).map_err(ApiError::InvalidUpdate)?;
         files.push(new_timestamp);
+        let record = audit::resign_record(gun.as_str(), &audit::stored_roles(&files), &online);
         let result = self
             .store
             .update(Update {
@@ -333,6 +370,7 @@ impl Service {
                 files: files.into_iter().map(to_store_file).collect(),
                 current: entries.into_iter().map(|(role, sha256)| CurrentEntry { role, sha256 }).collect(),
                 expected_timestamp_version: Some(timestamp.version),
+                record,
             })
             .await;
         match result {
@@ -355,9 +393,10 @@ impl Service {
         gun: &Gun,
         role: BaseRole,
         rotate: bool,
-        requester: Option<&str>,
+        who: &Requester,
         bound_pending: bool,
     ) -> Result<PublicKey, ApiError> {
+        let requester = who.address.as_deref();
         let stored = self.store.current(gun.as_str(), "root").await?;
         let published = stored.is_some();
         if !rotate && let Some(root) = stored {
@@ -409,6 +448,9 @@ impl Service {
                 recorded.role
             )));
         }
+        // A key made by a remote signer is a change in another database; the server's record of
+        // it is this entry, appended once its owner is recorded.
+        self.store.append_audit(audit::key_record(gun.as_str(), role.as_str(), &canonical_id, rotate, who)).await?;
         Ok(key)
     }
 }

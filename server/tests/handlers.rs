@@ -357,6 +357,7 @@ async fn store_timestamp_signed_at(
             }],
             current: entries,
             expected_timestamp_version: Some(stored.version),
+            record: test_record(),
         })
         .await
         .unwrap();
@@ -467,7 +468,11 @@ async fn the_re_signer_pages_past_repositories_it_cannot_re_sign() {
         ];
         let current =
             files.iter().map(|file| CurrentEntry { role: file.role.clone(), sha256: file.sha256.clone() }).collect();
-        harness.store.update(Update { gun, files, current, expected_timestamp_version: None }).await.unwrap();
+        harness
+            .store
+            .update(Update { gun, files, current, expected_timestamp_version: None, record: test_record() })
+            .await
+            .unwrap();
     }
     let service = Service {
         store: harness.store.clone(),
@@ -592,4 +597,9 @@ async fn each_attack_class_gets_its_notary_code_and_changes_nothing() {
         assert_eq!(observable(&harness).await, before, "{attack} changed what is served");
     }
     assert_eq!(answers, expected);
+}
+
+/// An audit record for updates a test writes straight into the store.
+fn test_record() -> tufa_store::Record {
+    tufa_store::Record::new(tufa_audit::NewEntry::new("publish", serde_json::json!({"test": true})))
 }

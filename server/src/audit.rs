@@ -1,0 +1,190 @@
+//! The server's side of the record: what an accepted update, a delete or a new key writes to the
+//! audit log, the delegation grants and the target history (built here from the validated files,
+//! stored by the store in the transaction of the change).
+
+use std::collections::BTreeMap;
+
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+use tufa_audit::NewEntry;
+use tufa_audit::entry::kinds;
+use tufa_core::record;
+use tufa_core::update::{NewFile, RepoState};
+use tufa_store::{GrantKey, NewGrant, NewTargetEvent, Record};
+
+/// The header a request ID is read from and echoed in.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Longest client-supplied request ID kept; longer or non-printable ones are replaced.
+const MAX_REQUEST_ID: usize = 128;
+
+/// Who made a change and through which request: written into every audit entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Requester {
+    /// The authenticated principal, if any.
+    pub principal: Option<String>,
+    /// The client address.
+    pub address: Option<String>,
+    /// The request ID.
+    pub request_id: Option<String>,
+}
+
+impl Requester {
+    /// `entry` attributed to this requester.
+    pub fn attribute(&self, entry: NewEntry) -> NewEntry {
+        entry.by(self.principal.as_deref()).from_request(self.address.as_deref(), self.request_id.as_deref())
+    }
+}
+
+/// The request's ID: the client's `X-Request-Id` when it is 1 to 128 printable ASCII characters,
+/// else a new random one.
+pub fn request_id(headers: &HeaderMap) -> String {
+    if let Some(value) = headers.get(REQUEST_ID_HEADER).and_then(|value| value.to_str().ok())
+        && !value.is_empty()
+        && value.len() <= MAX_REQUEST_ID
+        && value.bytes().all(|byte| byte.is_ascii_graphic())
+    {
+        return value.to_owned();
+    }
+    let mut bytes = [0u8; 12];
+    // Without randomness the ID is still unique enough within a log line; never fail a request.
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// An online signature the server made for a change, as the audit entry references it: the
+/// signer's own log records the same key and payload digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnlineSignatureRecord {
+    /// `snapshot` or `timestamp`.
+    pub role: String,
+    /// The canonical key ID.
+    pub key_id: String,
+    /// Lowercase hex SHA-256 of the signed bytes.
+    pub payload_sha256: String,
+}
+
+/// What the validated files of an update mean for the record, computed off the async workers.
+#[derive(Debug, Clone, Default)]
+pub struct PublishParts {
+    grants: Vec<NewGrant>,
+    superseded_roles: Vec<String>,
+    history: Vec<NewTargetEvent>,
+    targets: Vec<Value>,
+}
+
+fn store_grant(grant: record::Grant, version: i64) -> NewGrant {
+    NewGrant {
+        delegating_role: grant.delegating_role,
+        delegated_role: grant.delegated_role,
+        version,
+        threshold: grant.threshold,
+        paths: grant.paths,
+        keys: grant
+            .keys
+            .into_iter()
+            .map(|key| GrantKey { key_id: key.key_id, canonical_id: key.canonical_id, subject: key.subject })
+            .collect(),
+    }
+}
+
+/// Grants and target changes of the uploaded files, against the repository's state before the
+/// update. `signers` are the key IDs counted per role.
+pub fn publish_parts(
+    state: &RepoState,
+    files: &[NewFile],
+    signers: &BTreeMap<String, Vec<String>>,
+) -> Result<PublishParts, String> {
+    let mut parts = PublishParts::default();
+    for file in files {
+        let role = file.role.as_str();
+        let is_root = role == "root";
+        let is_targets = file.role.is_targets_type();
+        if !is_root && !is_targets {
+            continue;
+        }
+        let grants = record::file_grants(&file.role, &file.bytes).map_err(|error| format!("{role}: {error}"))?;
+        parts.superseded_roles.push(role.to_owned());
+        parts.grants.extend(grants.into_iter().map(|grant| store_grant(grant, file.version)));
+        if !is_targets {
+            continue;
+        }
+        let changes =
+            record::target_changes(state.file(role), &file.bytes).map_err(|error| format!("{role}: {error}"))?;
+        let signer_keys = signers.get(role).cloned().unwrap_or_default();
+        for change in changes {
+            parts.targets.push(json!({
+                "role": role,
+                "name": change.name,
+                "change": change.kind.as_str(),
+                "sha256": change.sha256,
+                "length": change.length,
+            }));
+            parts.history.push(NewTargetEvent {
+                name: change.name,
+                role: role.to_owned(),
+                version: file.version,
+                change: change.kind.as_str().to_owned(),
+                sha256: change.sha256,
+                length: change.length,
+                signer_keys: signer_keys.clone(),
+            });
+        }
+    }
+    Ok(parts)
+}
+
+/// The record of an accepted publish: the entry (roles and versions stored, targets changed,
+/// key IDs counted per role, the server's online signatures) with its grants and history.
+pub fn publish_record(
+    gun: &str,
+    requester: &Requester,
+    stored: &[(String, i64)],
+    signers: &BTreeMap<String, Vec<String>>,
+    online: &[OnlineSignatureRecord],
+    parts: PublishParts,
+) -> Record {
+    let roles: BTreeMap<&str, i64> = stored.iter().map(|(role, version)| (role.as_str(), *version)).collect();
+    let online_json: Vec<Value> = online
+        .iter()
+        .map(|signature| {
+            json!({"role": signature.role, "key_id": signature.key_id, "payload_sha256": signature.payload_sha256})
+        })
+        .collect();
+    let details = json!({
+        "roles": roles,
+        "signers": signers,
+        "online_signatures": online_json,
+        "targets": parts.targets,
+    });
+    let mut keys: Vec<String> = signers.values().flatten().cloned().collect();
+    keys.extend(online.iter().map(|signature| signature.key_id.clone()));
+    let entry = requester.attribute(NewEntry::new(kinds::PUBLISH, details).gun(gun));
+    Record { entry, keys, superseded_roles: parts.superseded_roles, grants: parts.grants, history: parts.history }
+}
+
+/// The record of the server re-signing a repository's timestamp (and snapshot) on its own.
+pub fn resign_record(gun: &str, stored: &[(String, i64)], online: &[OnlineSignatureRecord]) -> Record {
+    let mut record =
+        publish_record(gun, &Requester::default(), stored, &BTreeMap::new(), online, PublishParts::default());
+    record.entry.kind = kinds::RESIGN.to_owned();
+    record
+}
+
+/// The record of deleting a repository.
+pub fn delete_record(gun: &str, requester: &Requester) -> Record {
+    Record::new(requester.attribute(NewEntry::new(kinds::DELETE, json!({})).gun(gun)))
+}
+
+/// The record of an online key issued for a repository and role.
+pub fn key_record(gun: &str, role: &str, key_id: &str, rotate: bool, requester: &Requester) -> Record {
+    let details = json!({"role": role, "key_id": key_id, "rotation": rotate});
+    let mut record = Record::new(requester.attribute(NewEntry::new(kinds::KEY_CREATE, details).gun(gun)));
+    record.keys = vec![key_id.to_owned()];
+    record
+}
+
+/// The role names of `files` with their versions, for the entry.
+pub fn stored_roles(files: &[NewFile]) -> Vec<(String, i64)> {
+    files.iter().map(|file| (file.role.to_string(), file.version)).collect()
+}
