@@ -24,6 +24,9 @@ pub enum AdminCommand {
     /// Manage users, API tokens, roles and tombstones in the server's database (works while the
     /// server runs; changes take effect at once).
     Admin(AdminArgs),
+    /// Verify the audit log against its signed checkpoints, print checkpoints, export entries,
+    /// and answer who may sign and who signed (read-only; works while the server runs).
+    Audit(crate::audit_cli::AuditArgs),
 }
 
 /// `tufa-server admin`.

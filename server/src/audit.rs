@@ -188,3 +188,126 @@ pub fn key_record(gun: &str, role: &str, key_id: &str, rotate: bool, requester: 
 pub fn stored_roles(files: &[NewFile]) -> Vec<(String, i64)> {
     files.iter().map(|file| (file.role.to_string(), file.version)).collect()
 }
+
+/// The repository name the checkpoint key is created under at the signer. The key is recorded as
+/// the audit log's key and is never used for repository metadata.
+pub const CHECKPOINT_KEY_GUN: &str = "tufa-audit-checkpoints";
+
+/// How often a checkpoint is signed while there are new entries (also one at shutdown).
+pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Signs checkpoints of the audit log with a key held by the online signer (in-process, or a
+/// remote tufa-signer or notary-signer, so an HSM-held key works).
+#[derive(Clone)]
+pub struct Checkpointer {
+    store: std::sync::Arc<dyn tufa_store::Store>,
+    signer: std::sync::Arc<dyn crate::signing::OnlineSigner>,
+}
+
+/// Why a checkpoint could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointFailure {
+    /// The database failed.
+    #[error("database: {0}")]
+    Store(#[from] tufa_store::StoreError),
+    /// The signer failed.
+    #[error("signer: {0}")]
+    Signer(#[from] crate::signing::SignerError),
+    /// The tree, key or note was inconsistent.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Checkpointer {
+    /// A checkpointer over the server's store and online signer.
+    pub fn new(
+        store: std::sync::Arc<dyn tufa_store::Store>,
+        signer: std::sync::Arc<dyn crate::signing::OnlineSigner>,
+    ) -> Checkpointer {
+        Checkpointer { store, signer }
+    }
+
+    /// The checkpoint key and its signer key ID: the recorded one, or a new ECDSA key from the
+    /// signer recorded now (the first of several racing processes wins; the others use it).
+    pub async fn key(&self) -> Result<(String, tufa_audit::CheckpointKey), CheckpointFailure> {
+        if let Some(stored) = self.store.audit_signing_key().await? {
+            return Ok((stored.key_id.clone(), stored_key(&stored)?));
+        }
+        let gun = tufa_core::names::Gun::parse(CHECKPOINT_KEY_GUN)
+            .map_err(|error| CheckpointFailure::Invalid(error.to_string()))?;
+        let public = self
+            .signer
+            .create_key(&gun, tufa_core::names::BaseRole::Timestamp, tufa_core::keys::Algorithm::Ecdsa)
+            .await?;
+        let key_id = public.canonical_id().map_err(|error| CheckpointFailure::Invalid(error.to_string()))?;
+        // Owned by a repository name of its own, so no repository's root can claim it.
+        self.store
+            .record_key_owner(&tufa_store::KeyOwner {
+                key_id: key_id.clone(),
+                gun: CHECKPOINT_KEY_GUN.to_owned(),
+                role: "timestamp".to_owned(),
+                requester: None,
+                created_at: chrono::Utc::now(),
+            })
+            .await?;
+        let record = tufa_store::AuditSigningKey {
+            key_id: key_id.clone(),
+            name: format!("tufa-server.audit/{}", key_id.get(..16).unwrap_or(&key_id)),
+            keytype: public.keytype().as_str().to_owned(),
+            public: public.public().to_vec(),
+            created_at: chrono::Utc::now(),
+        };
+        if !self.store.insert_audit_signing_key(&record).await? {
+            let stored = self
+                .store
+                .audit_signing_key()
+                .await?
+                .ok_or_else(|| CheckpointFailure::Invalid("the checkpoint key vanished".into()))?;
+            return Ok((stored.key_id.clone(), stored_key(&stored)?));
+        }
+        tracing::info!(key.id = %key_id, name = %record.name, "created the audit checkpoint key");
+        Ok((key_id, stored_key(&record)?))
+    }
+
+    /// Signs and stores a checkpoint of the whole log if it grew since the last one. Returns the
+    /// new checkpoint's size.
+    pub async fn checkpoint(&self) -> Result<Option<u64>, CheckpointFailure> {
+        let size = self.store.audit_size().await?;
+        let latest = self.store.latest_checkpoint().await?;
+        if latest.as_ref().is_some_and(|latest| latest.size >= size) || size == 0 {
+            return Ok(None);
+        }
+        let (key_id, key) = self.key().await?;
+        let hashes = self.store.audit_hashes(&tufa_audit::tree::root_reads(size)).await?;
+        let root =
+            tufa_audit::tree::root(size, &hashes).map_err(|error| CheckpointFailure::Invalid(error.to_string()))?;
+        let head = tufa_audit::TreeHead { origin: key.name().to_owned(), size, root, time: chrono::Utc::now() };
+        let text = head.text().map_err(|error| CheckpointFailure::Invalid(error.to_string()))?;
+        let signature = self.signer.sign(&key_id, &text).await?;
+        let note = tufa_audit::checkpoint::signed_note(&text, &key, signature.bytes)
+            .map_err(|error| CheckpointFailure::Invalid(error.to_string()))?;
+        // Never store a checkpoint that does not verify, whatever the signer returned.
+        tufa_audit::checkpoint::open(&note, &key).map_err(|error| CheckpointFailure::Invalid(error.to_string()))?;
+        self.store.insert_checkpoint(size, &tufa_audit::entry::hash_hex(&root), &note).await?;
+        tracing::debug!(size, "signed an audit checkpoint");
+        Ok(Some(size))
+    }
+
+    /// Signs a checkpoint every `interval` while the log grows, until the task is dropped.
+    pub async fn run(self, interval: std::time::Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if let Err(error) = self.checkpoint().await {
+                tracing::warn!(%error, "could not sign an audit checkpoint; will retry");
+            }
+        }
+    }
+}
+
+/// The verifying key of a recorded checkpoint key.
+pub fn stored_key(stored: &tufa_store::AuditSigningKey) -> Result<tufa_audit::CheckpointKey, CheckpointFailure> {
+    let key = tufa_core::keys::PublicKey::new(tufa_core::keys::KeyType::parse(&stored.keytype), stored.public.clone());
+    tufa_audit::CheckpointKey::new(&stored.name, key).map_err(|error| CheckpointFailure::Invalid(error.to_string()))
+}

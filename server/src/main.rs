@@ -40,6 +40,16 @@ async fn main() -> ExitCode {
             }
         };
     }
+    if let Some(tufa_server::admin::AdminCommand::Audit(audit)) = &config.command {
+        let mut output = std::io::stdout();
+        return match tufa_server::audit_cli::run(&config, &audit.action, &mut output).await {
+            Ok(status) => ExitCode::from(status),
+            Err(error) => {
+                logging::report_fatal("tufa-server audit", format, &error);
+                ExitCode::from(tufa_common::EXIT_CONFIG)
+            }
+        };
+    }
     match tufa_server::run::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -357,8 +357,17 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         config.timestamp.refresh_interval(),
         config.timestamp.refresh_before(),
     ));
+    let checkpointer = crate::audit::Checkpointer::new(state.service.store.clone(), state.service.signer.clone());
+    let checkpoints = tokio::spawn(checkpointer.clone().run(crate::audit::CHECKPOINT_INTERVAL));
     let connections = connection_settings(&config);
     let served = listener::serve(listener, Some(tls_config), router(state), connections, shutdown_signal()).await;
     refresher.abort();
+    checkpoints.abort();
+    // A last checkpoint covers everything recorded before shutdown.
+    match checkpointer.checkpoint().await {
+        Ok(Some(size)) => tracing::info!(size, "signed the audit checkpoint at shutdown"),
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "could not sign the audit checkpoint at shutdown"),
+    }
     served.map_err(|error| fail("server")(&error))
 }
