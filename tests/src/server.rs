@@ -244,6 +244,24 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Stops the server as an operator would (SIGTERM) and waits up to 30 s for it to exit, so
+    /// that its shutdown work (the last audit checkpoint) is done. Panics if it does not exit.
+    pub fn terminate(&mut self) {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+        assert!(sent.success(), "could not send SIGTERM to {}", self.name);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if self.child.try_wait().expect("wait for the server").is_some() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("{} did not exit within 30 s of SIGTERM", self.name);
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         stop_and_report(&mut self.child, &self.name, &self.log, &mut self.dir);

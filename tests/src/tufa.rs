@@ -221,6 +221,28 @@ impl AuthServer {
         run_with_timeout(&mut command, input, ADMIN_TIMEOUT)
     }
 
+    /// Runs `tufa-server audit <args> --data-dir <dir> [--database-url <url>]` (also after the
+    /// server stopped).
+    pub fn audit(&self, args: &[&str]) -> CommandOutput {
+        let mut command = Command::new(binary());
+        command.arg("audit").args(args).arg("--data-dir").arg(&self.data_dir);
+        if let Some(url) = &self.database_url {
+            command.arg("--database-url").arg(url);
+        }
+        clear_tufa_env(&mut command);
+        run_with_timeout(&mut command, b"", ADMIN_TIMEOUT)
+    }
+
+    /// The database URL, when the server runs on PostgreSQL.
+    pub fn database_url(&self) -> Option<&str> {
+        self.database_url.as_deref()
+    }
+
+    /// The running server, mutably (to stop it).
+    pub fn server_mut(&mut self) -> &mut Server {
+        &mut self.server
+    }
+
     /// Like [`AuthServer::admin`], and panics unless the command succeeded.
     #[track_caller]
     pub fn admin_ok(&self, args: &[&str], input: &[u8]) -> CommandOutput {
