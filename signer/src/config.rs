@@ -827,6 +827,70 @@ mod tests {
     }
 
     #[test]
+    fn audit_settings_from_flag_env_and_file() {
+        let defaults = config(&[], "").unwrap().audit;
+        assert_eq!(defaults, AuditSettings { origin: None, checkpoint_interval: Duration::from_secs(60) });
+        let file = "[audit]\norigin = \"file.example/audit\"\ncheckpoint_interval = 30\n";
+        assert_eq!(
+            config(&[], file).unwrap().audit,
+            AuditSettings { origin: Some("file.example/audit".into()), checkpoint_interval: Duration::from_secs(30) }
+        );
+        let text_interval = "[audit]\ncheckpoint_interval = \"2m\"\n";
+        assert_eq!(config(&[], text_interval).unwrap().audit.checkpoint_interval, Duration::from_secs(120));
+        let env = [("TUFA_SIGNER_AUDIT_ORIGIN", "env.example/audit"), ("TUFA_SIGNER_AUDIT_CHECKPOINT_INTERVAL", "1h")];
+        assert_eq!(
+            config_env(&[], &env, file).unwrap().audit,
+            AuditSettings { origin: Some("env.example/audit".into()), checkpoint_interval: Duration::from_secs(3600) }
+        );
+        let flags = ["--audit-origin", "flag.example/audit", "--audit-checkpoint-interval", "5"];
+        assert_eq!(
+            config_env(&flags, &env, file).unwrap().audit,
+            AuditSettings { origin: Some("flag.example/audit".into()), checkpoint_interval: Duration::from_secs(5) }
+        );
+        let error = config(&["--audit-origin", "has space"], "").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "invalid --audit-origin: checkpoint key name \"has space\" is not valid (non-empty, no spaces, no '+')"
+        );
+        let error = config_env(&[], &[("TUFA_SIGNER_AUDIT_CHECKPOINT_INTERVAL", "0")], "").unwrap_err().to_string();
+        assert_eq!(error, "invalid TUFA_SIGNER_AUDIT_CHECKPOINT_INTERVAL: \"0\" is out of range: between 1s and 24h");
+        let error = config(&[], "[audit]\ncheckpoint_interval = \"soon\"\n").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "invalid key `audit.checkpoint_interval` in config file /etc/tufa/signer.toml: \"soon\" is not a duration: \
+             expected seconds, or a number with s, m or h"
+        );
+    }
+
+    #[test]
+    fn intervals_parse_with_units_and_bounds() {
+        assert_eq!(parse_interval("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_interval("45s"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_interval("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_interval("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_interval("25h"), Err("\"25h\" is out of range: between 1s and 24h".to_owned()));
+        for bad in ["", "m", "1.5m", "-3", "10 d", "99999999999999999999"] {
+            assert!(parse_interval(bad).unwrap_err().contains("is not a duration"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn audit_subcommands_parse() {
+        let cli =
+            parse(&["audit", "verify", "--checkpoint-key", "k+1+AA==", "--json", "--database-url", "sqlite::memory:"]);
+        let Some(Command::Audit { action: Some(AuditAction::Verify { checkpoint_key, json }), .. }) = cli.command
+        else {
+            panic!("not audit verify")
+        };
+        assert_eq!((checkpoint_key.as_deref(), json), (Some("k+1+AA=="), true));
+        assert_eq!(cli.common.database_url.as_deref(), Some("sqlite::memory:"));
+        let cli = parse(&["audit", "checkpoint", "--data-dir", "/x"]);
+        assert!(matches!(cli.command, Some(Command::Audit { action: Some(AuditAction::Checkpoint), .. })));
+        let cli = parse(&["audit", "--limit", "3"]);
+        assert!(matches!(cli.command, Some(Command::Audit { action: None, limit: Some(3), .. })));
+    }
+
+    #[test]
     fn pkcs11_section() {
         let file = r#"
             [backend]
