@@ -11,5 +11,6 @@
 mod audit;
 mod cli;
 mod grpc;
+mod serve;
 mod service;
 mod support;
