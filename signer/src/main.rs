@@ -63,7 +63,7 @@ async fn execute(cli: Cli, format: &mut LogFormat) -> Result<(), RunError> {
         Some(Command::Audit { action: Some(AuditAction::Verify { checkpoint_key, json }), .. }) => {
             let config = configure(&cli.common, &cli.serve, format)?;
             let verification = async {
-                let store = run::open_store(&config).await?;
+                let store = run::open_existing_store(&config).await?;
                 let verification = run::verify_log(&store, checkpoint_key.as_deref()).await;
                 store.close().await;
                 verification
@@ -89,7 +89,7 @@ async fn execute(cli: Cli, format: &mut LogFormat) -> Result<(), RunError> {
         }
         Some(Command::Audit { action: Some(AuditAction::Checkpoint), .. }) => {
             let config = configure(&cli.common, &cli.serve, format)?;
-            let store = run::open_store(&config).await?;
+            let store = run::open_existing_store(&config).await?;
             let latest = run::latest_checkpoint(&store).await;
             store.close().await;
             let (checkpoint, key) = latest?;

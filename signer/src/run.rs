@@ -128,6 +128,21 @@ pub async fn open_store(config: &Config) -> Result<Store, RunError> {
     Ok(store)
 }
 
+/// Opens the database to read it only: no directory or file is created and no migration or
+/// backfill runs, so an auditor's read-only credentials suffice (`audit verify`, `audit
+/// checkpoint`).
+pub async fn open_existing_store(config: &Config) -> Result<Store, RunError> {
+    if let Some(SqliteLocation::File(path)) = config.database.sqlite_location()
+        && !path.is_file()
+    {
+        return Err(RunError::Other(format!(
+            "there is no signer database at {}; give the signer's --config, --data-dir or --database-url",
+            path.display()
+        )));
+    }
+    Ok(Store::connect(&config.database).await?)
+}
+
 /// Loads the software backend's key ring from the configured KEK files and the environment.
 pub fn open_software_backend(settings: &SoftwareSettings) -> Result<SoftwareBackend, RunError> {
     // Variables whose name or value is not Unicode cannot be KEKs; skip them instead of panicking.

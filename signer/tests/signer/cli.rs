@@ -95,6 +95,16 @@ async fn audit_commands(db: TestDb) {
     assert_eq!(report["report"]["problems"][0]["position"], 3);
     assert_eq!(report["report"]["problems"][0]["kind"], "edited");
 
+    // No database where the flags point: the check cannot run, exit 2, and nothing is created.
+    let nowhere = tempfile::tempdir().unwrap();
+    let missing = nowhere.path().join("data").join("tufa-signer.db");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tufa-signer"));
+    command.args(["audit", "verify", "--database-url"]).arg(format!("sqlite:{}", missing.display()));
+    let absent = run_with_timeout(&mut command, b"", Duration::from_secs(60)).unwrap();
+    assert_eq!(status(&absent), 2, "{absent}");
+    assert!(absent.stderr.contains(&format!("there is no signer database at {}", missing.display())), "{absent}");
+    assert!(!nowhere.path().join("data").exists(), "verify created nothing");
+
     // A key that cannot be read: the check cannot run, exit 2.
     let bad = audit(&db, &["verify", "--checkpoint-key", "nonsense"]);
     assert_eq!(status(&bad), 2, "{bad}");
