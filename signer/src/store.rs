@@ -567,11 +567,12 @@ impl Store {
                 for row in &rows {
                     let old = event(row)?;
                     let algorithm: Option<String> = row.try_get("algorithm").map_err(map_error)?;
+                    // The algorithm is that of the key, unknown (null) when it was deleted since.
                     let new = NewSignEvent {
                         key_id: old.key_id,
                         gun: old.gun,
                         role: old.role,
-                        algorithm: String::new(),
+                        algorithm: algorithm.clone().unwrap_or_default(),
                         client_subject: old.client_subject,
                         payload_sha256: old.payload_sha256,
                         address: None,
