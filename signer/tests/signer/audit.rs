@@ -51,6 +51,7 @@ on_both_databases!(
     concurrent_signers_append_without_gaps,
     failed_operations_append_nothing,
     the_checkpoint_key_is_reserved,
+    processes_starting_together_share_one_checkpoint_key,
     checkpoints_cover_new_entries_and_verify_with_their_key,
     old_sign_events_are_backfilled_in_order,
     an_edited_row_is_named,
@@ -270,6 +271,26 @@ async fn the_checkpoint_key_is_reserved(db: TestDb) {
     let error = Checkpointer::open(store.clone(), backend, Some("other.example/audit")).await.unwrap_err();
     let CheckpointerError::Origin(message) = error else { panic!("expected an origin error, got {error:?}") };
     assert!(message.starts_with(&format!("the audit log's origin is \"{ORIGIN}\"")), "{message}");
+}
+
+async fn processes_starting_together_share_one_checkpoint_key(db: TestDb) {
+    let mut starts = Vec::new();
+    for _ in 0..4 {
+        let store = db.store().await;
+        starts.push(tokio::spawn(async move {
+            let backend: Arc<dyn KeyBackend> = backend();
+            Checkpointer::open(store, backend, Some(ORIGIN)).await.unwrap().key_id().to_owned()
+        }));
+    }
+    let mut key_ids = Vec::new();
+    for start in starts {
+        key_ids.push(start.await.unwrap());
+    }
+    key_ids.dedup();
+    assert_eq!(key_ids.len(), 1, "one checkpoint key for all: {key_ids:?}");
+    let log = entries(&db.store().await).await;
+    assert_eq!(log.len(), 1, "its creation is recorded once");
+    assert_eq!(details(&log[0].entry)["key_id"], key_ids[0].as_str());
 }
 
 async fn checkpoints_cover_new_entries_and_verify_with_their_key(db: TestDb) {
