@@ -13,6 +13,7 @@
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
@@ -46,6 +47,9 @@ const LONG_ABOUT: &str = "\
 Tufa signer: a drop-in for notary-signer. Serves notary-signer's gRPC protocol (proto.KeyManagement, proto.Signer and
 grpc.health.v1.Health) over mutual TLS: clients must present a certificate issued by --tls-client-ca. Every signature is
 recorded (key ID, client certificate subject, SHA-256 of the payload, time); `tufa-signer audit` prints the trail.
+Signatures, key creations and deletions are also entries of a tamper-evident log (a Merkle tree with checkpoints signed by
+the signer's own checkpoint key); `tufa-signer audit verify` checks it, `tufa-signer audit checkpoint` prints the latest
+checkpoint and the key to pin.
 
 Without a subcommand, the signer serves. Getting started:
   tufa-signer gen-certs --out pki                 # CA, signer (server) and client certificates
@@ -77,6 +81,9 @@ CONFIGURATION FILE (--config FILE, TOML; every key optional; flags and environme
   token_label = \"tufa\"                         # or slot = 0
   pin_file = \"/etc/tufa-signer/pin\"            # or pin_env = \"TUFA_SIGNER_PKCS11_PIN\"
   sessions = 4
+  [audit]
+  origin = \"signer.example.com/audit\"        # checkpoint key name, fixed when the key is made
+  checkpoint_interval = 60                     # seconds (or \"5m\"), while the log grows
 
 KEY-ENCRYPTION KEYS (software backend): 32 random bytes as 64 hex digits, from a [[software.kek]] file or from
 TUFA_SIGNER_KEK_<NAME> (every such variable adds a KEK named <name> in lower case). Never from the command line.
@@ -152,6 +159,15 @@ pub struct ServeArgs {
     /// older names.)
     #[arg(long, alias = "client-ca", env = "TUFA_SIGNER_TLS_CLIENT_CA", value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
+    /// The audit log's origin: the name of its checkpoint key and the first line of every
+    /// checkpoint. Used when the checkpoint key is created; afterwards it must match the stored
+    /// one [default: tufa-signer/<hostname>].
+    #[arg(long, env = "TUFA_SIGNER_AUDIT_ORIGIN", value_name = "NAME")]
+    pub audit_origin: Option<String>,
+    /// How often a checkpoint of the audit log is signed while it grows: seconds, or a number
+    /// with s, m or h (one more is signed at shutdown) [default: 60s].
+    #[arg(long, env = "TUFA_SIGNER_AUDIT_CHECKPOINT_INTERVAL", value_name = "DURATION")]
+    pub audit_checkpoint_interval: Option<String>,
 }
 
 /// Subcommands.
@@ -181,8 +197,12 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
-    /// Print recorded signatures as JSON lines, oldest first.
+    /// Print recorded signatures as JSON lines, oldest first; `audit verify` checks the
+    /// tamper-evident audit log, `audit checkpoint` prints its latest signed checkpoint.
     Audit {
+        /// Verify the log or print its checkpoint instead of listing signatures.
+        #[command(subcommand)]
+        action: Option<AuditAction>,
         /// Only signatures by this key.
         #[arg(long, value_name = "ID")]
         key_id: Option<String>,
@@ -201,6 +221,26 @@ pub enum Command {
     },
     /// Re-seal every software key that is sealed with another KEK under the active KEK.
     RotateKek,
+}
+
+/// What `tufa-signer audit` does besides listing signatures.
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Check the whole audit log offline: every entry against its hash and the chain, and the
+    /// entries against every signed checkpoint. Exit status 0 when the log is intact, 1 when
+    /// problems were found (each named with its position), 2 when the check could not run.
+    Verify {
+        /// Pin the checkpoint key: its verifier key (name+id+key) as `audit checkpoint` prints
+        /// it. Without it the key is read from the database, with a warning.
+        #[arg(long, value_name = "VKEY")]
+        checkpoint_key: Option<String>,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the latest signed checkpoint (a C2SP signed note) and the checkpoint key's verifier
+    /// key.
+    Checkpoint,
 }
 
 /// PKCS#11 backend settings (`[pkcs11]`). The PIN is read from `pin_file` or the environment
@@ -249,6 +289,46 @@ pub enum BackendSettings {
     Pkcs11(Pkcs11Settings),
 }
 
+/// Settings of the audit log (`[audit]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// The configured origin (checkpoint key name), if any.
+    pub origin: Option<String>,
+    /// Time between checkpoints while the log grows.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings { origin: None, checkpoint_interval: crate::checkpoint::DEFAULT_INTERVAL }
+    }
+}
+
+/// Reads a duration: whole seconds, or a whole number followed by `s`, `m` or `h`; at least one
+/// second and at most a day.
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("{text:?} is not a duration: expected seconds, or a number with s, m or h")),
+    };
+    let seconds = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|number| number.checked_mul(scale))
+        .ok_or_else(|| format!("{text:?} is not a duration: expected seconds, or a number with s, m or h"))?;
+    if !(1..=86_400).contains(&seconds) {
+        return Err(format!("{text:?} is out of range: between 1s and 24h"));
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -269,6 +349,8 @@ pub struct Config {
     pub tls_client_ca: Option<PathBuf>,
     /// The key backend.
     pub backend: BackendSettings,
+    /// The audit log's origin and checkpoint interval.
+    pub audit: AuditSettings,
 }
 
 /// The TLS files serving needs.
@@ -319,10 +401,13 @@ const TLS_CERT: Setting = Setting::new("--tls-cert", "TUFA_SIGNER_TLS_CERT", "tl
 const TLS_KEY: Setting = Setting::new("--tls-key", "TUFA_SIGNER_TLS_KEY", "tls.key");
 const TLS_CLIENT_CA: Setting = Setting::new("--tls-client-ca", "TUFA_SIGNER_TLS_CLIENT_CA", "tls.client_ca")
     .with_env_aliases(&["TUFA_SIGNER_CLIENT_CA"]);
+const AUDIT_ORIGIN: Setting = Setting::new("--audit-origin", "TUFA_SIGNER_AUDIT_ORIGIN", "audit.origin");
+const AUDIT_CHECKPOINT_INTERVAL: Setting =
+    Setting::new("--audit-checkpoint-interval", "TUFA_SIGNER_AUDIT_CHECKPOINT_INTERVAL", "audit.checkpoint_interval");
 
 /// Every variable [`load_from`] reads for a flag; the tests compare it with the clap attributes.
 #[cfg(test)]
-const SETTINGS: [Setting; 11] = [
+const SETTINGS: [Setting; 13] = [
     CONFIG,
     LISTEN,
     DATA_DIR,
@@ -334,6 +419,8 @@ const SETTINGS: [Setting; 11] = [
     TLS_CERT,
     TLS_KEY,
     TLS_CLIENT_CA,
+    AUDIT_ORIGIN,
+    AUDIT_CHECKPOINT_INTERVAL,
 ];
 
 /// The TOML file as written. The TLS files may also be given as flat `tls_cert`, `tls_key` and
@@ -355,6 +442,31 @@ struct FileConfig {
     backend: Option<FileBackend>,
     software: Option<FileSoftware>,
     pkcs11: Option<Pkcs11Settings>,
+    audit: Option<FileAudit>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAudit {
+    origin: Option<String>,
+    checkpoint_interval: Option<FileInterval>,
+}
+
+/// A checkpoint interval in the file: whole seconds, or text such as "5m".
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum FileInterval {
+    Seconds(u64),
+    Text(String),
+}
+
+impl FileInterval {
+    fn text(self) -> String {
+        match self {
+            FileInterval::Seconds(seconds) => seconds.to_string(),
+            FileInterval::Text(text) => text,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -526,7 +638,27 @@ fn build_config(
         ]),
         DEFAULT_LOG,
     )?;
-    Ok(Config { listen, data_dir, database, log, tls_cert, tls_key, tls_client_ca, backend })
+    let file_audit = file.audit.unwrap_or_default();
+    let audit_origin = first([
+        AUDIT_ORIGIN.from_flag(serve.audit_origin.clone()),
+        env.text(AUDIT_ORIGIN)?,
+        origin.value(AUDIT_ORIGIN, file_audit.origin),
+    ])
+    .map(|name| {
+        crate::checkpoint::check_origin(&name.value).map_err(|error| name.invalid(error.to_string()))?;
+        Ok::<_, ConfigError>(name.value)
+    })
+    .transpose()?;
+    let checkpoint_interval = first([
+        AUDIT_CHECKPOINT_INTERVAL.from_flag(serve.audit_checkpoint_interval.clone()),
+        env.text(AUDIT_CHECKPOINT_INTERVAL)?,
+        origin.value(AUDIT_CHECKPOINT_INTERVAL, file_audit.checkpoint_interval.map(FileInterval::text)),
+    ])
+    .map(|interval| interval.parse(|text| parse_interval(text)))
+    .transpose()?
+    .map_or(crate::checkpoint::DEFAULT_INTERVAL, |interval| interval.value);
+    let audit = AuditSettings { origin: audit_origin, checkpoint_interval };
+    Ok(Config { listen, data_dir, database, log, tls_cert, tls_key, tls_client_ca, backend, audit })
 }
 
 #[cfg(test)]
@@ -692,6 +824,70 @@ mod tests {
         assert_eq!(error, "invalid TUFA_SIGNER_LOG_FORMAT: unknown format \"xml\"; use text or json");
         let error = config_env(&[], &[("TUFA_SIGNER_BACKEND", "hsm")], "").unwrap_err().to_string();
         assert_eq!(error, "invalid TUFA_SIGNER_BACKEND: unknown backend type \"hsm\": expected software or pkcs11");
+    }
+
+    #[test]
+    fn audit_settings_from_flag_env_and_file() {
+        let defaults = config(&[], "").unwrap().audit;
+        assert_eq!(defaults, AuditSettings { origin: None, checkpoint_interval: Duration::from_secs(60) });
+        let file = "[audit]\norigin = \"file.example/audit\"\ncheckpoint_interval = 30\n";
+        assert_eq!(
+            config(&[], file).unwrap().audit,
+            AuditSettings { origin: Some("file.example/audit".into()), checkpoint_interval: Duration::from_secs(30) }
+        );
+        let text_interval = "[audit]\ncheckpoint_interval = \"2m\"\n";
+        assert_eq!(config(&[], text_interval).unwrap().audit.checkpoint_interval, Duration::from_secs(120));
+        let env = [("TUFA_SIGNER_AUDIT_ORIGIN", "env.example/audit"), ("TUFA_SIGNER_AUDIT_CHECKPOINT_INTERVAL", "1h")];
+        assert_eq!(
+            config_env(&[], &env, file).unwrap().audit,
+            AuditSettings { origin: Some("env.example/audit".into()), checkpoint_interval: Duration::from_secs(3600) }
+        );
+        let flags = ["--audit-origin", "flag.example/audit", "--audit-checkpoint-interval", "5"];
+        assert_eq!(
+            config_env(&flags, &env, file).unwrap().audit,
+            AuditSettings { origin: Some("flag.example/audit".into()), checkpoint_interval: Duration::from_secs(5) }
+        );
+        let error = config(&["--audit-origin", "has space"], "").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "invalid --audit-origin: checkpoint key name \"has space\" is not valid (non-empty, no spaces, no '+')"
+        );
+        let error = config_env(&[], &[("TUFA_SIGNER_AUDIT_CHECKPOINT_INTERVAL", "0")], "").unwrap_err().to_string();
+        assert_eq!(error, "invalid TUFA_SIGNER_AUDIT_CHECKPOINT_INTERVAL: \"0\" is out of range: between 1s and 24h");
+        let error = config(&[], "[audit]\ncheckpoint_interval = \"soon\"\n").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "invalid key `audit.checkpoint_interval` in config file /etc/tufa/signer.toml: \"soon\" is not a duration: \
+             expected seconds, or a number with s, m or h"
+        );
+    }
+
+    #[test]
+    fn intervals_parse_with_units_and_bounds() {
+        assert_eq!(parse_interval("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_interval("45s"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_interval("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_interval("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_interval("25h"), Err("\"25h\" is out of range: between 1s and 24h".to_owned()));
+        for bad in ["", "m", "1.5m", "-3", "10 d", "99999999999999999999"] {
+            assert!(parse_interval(bad).unwrap_err().contains("is not a duration"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn audit_subcommands_parse() {
+        let cli =
+            parse(&["audit", "verify", "--checkpoint-key", "k+1+AA==", "--json", "--database-url", "sqlite::memory:"]);
+        let Some(Command::Audit { action: Some(AuditAction::Verify { checkpoint_key, json }), .. }) = cli.command
+        else {
+            panic!("not audit verify")
+        };
+        assert_eq!((checkpoint_key.as_deref(), json), (Some("k+1+AA=="), true));
+        assert_eq!(cli.common.database_url.as_deref(), Some("sqlite::memory:"));
+        let cli = parse(&["audit", "checkpoint", "--data-dir", "/x"]);
+        assert!(matches!(cli.command, Some(Command::Audit { action: Some(AuditAction::Checkpoint), .. })));
+        let cli = parse(&["audit", "--limit", "3"]);
+        assert!(matches!(cli.command, Some(Command::Audit { action: None, limit: Some(3), .. })));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
+use tonic::metadata::MetadataValue;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
@@ -21,6 +22,13 @@ use tufa_signer_api::{HEALTH_KEY_MANAGEMENT, HEALTH_SIGNER, KEY_MANAGEMENT_SERVI
 use zeroize::Zeroizing;
 
 use crate::service::{KeyInfo, ServiceError, SignerService};
+use crate::store::Actor;
+
+/// The response metadata of a Sign call that gives the position of the signature's entry in the
+/// signer's audit log, so that tufa-server can reference it. Go's notary-server ignores it.
+pub const AUDIT_SEQ_METADATA: &str = "tufa-audit-seq";
+/// The request metadata whose value is recorded as the request ID of an audit entry.
+pub const REQUEST_ID_METADATA: &str = "x-request-id";
 
 /// Largest request or response message accepted.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -129,6 +137,21 @@ pub fn client_subject<T>(request: &Request<T>) -> String {
     }
 }
 
+/// Who made `request`, as the audit log records it: the client certificate's subject, the peer
+/// address, and the `x-request-id` metadata when it is printable ASCII.
+pub fn actor<T>(request: &Request<T>) -> Actor {
+    Actor {
+        principal: Some(client_subject(request)),
+        address: request.remote_addr().map(|address| address.to_string()),
+        request_id: request
+            .metadata()
+            .get(REQUEST_ID_METADATA)
+            .and_then(|value| value.to_str().ok())
+            .filter(|value| !value.is_empty())
+            .map(str::to_owned),
+    }
+}
+
 fn key_info_message(key_id: &str, keytype: &str) -> proto::KeyInfo {
     proto::KeyInfo {
         key_id: Some(KeyId { id: key_id.to_owned() }),
@@ -163,16 +186,17 @@ impl KeyManagementApi {
 #[tonic::async_trait]
 impl KeyManagement for KeyManagementApi {
     async fn create_key(&self, request: Request<CreateKeyRequest>) -> Result<Response<proto::PublicKey>, Status> {
+        let actor = actor(&request);
         let body = request.get_ref();
-        let info = self.service.create_key(&body.algorithm, &body.gun, &body.role).await.map_err(status)?;
+        let info = self.service.create_key_as(&body.algorithm, &body.gun, &body.role, &actor).await.map_err(status)?;
         Ok(Response::new(public_key_message(&info)))
     }
 
     async fn delete_key(&self, request: Request<KeyId>) -> Result<Response<Void>, Status> {
-        let subject = client_subject(&request);
+        let actor = actor(&request);
         let key_id = request.get_ref().id.as_str();
-        self.service.delete_key(key_id).await.map_err(status)?;
-        tracing::info!(key.id = %key_id, client = %subject, "delete requested");
+        self.service.delete_key_as(key_id, &actor).await.map_err(status)?;
+        tracing::info!(key.id = %key_id, client = actor.principal.as_deref().unwrap_or_default(), "delete requested");
         Ok(Response::new(Void {}))
     }
 
@@ -202,15 +226,21 @@ impl SignerApi {
 #[tonic::async_trait]
 impl Signer for SignerApi {
     async fn sign(&self, request: Request<SignatureRequest>) -> Result<Response<proto::Signature>, Status> {
-        let subject = client_subject(&request);
+        let actor = actor(&request);
         let body = request.get_ref();
-        let signed =
-            self.service.sign(requested_key_id(body.key_id.as_ref()), &body.content, &subject).await.map_err(status)?;
-        Ok(Response::new(proto::Signature {
+        let signed = self
+            .service
+            .sign_as(requested_key_id(body.key_id.as_ref()), &body.content, &actor)
+            .await
+            .map_err(status)?;
+        let audit_seq = signed.audit_seq;
+        let mut response = Response::new(proto::Signature {
             key_info: Some(key_info_message(&signed.key_id, signed.algorithm.as_str())),
             algorithm: Some(proto::Algorithm { algorithm: signed.method.to_owned() }),
             content: signed.signature,
-        }))
+        });
+        response.metadata_mut().insert(AUDIT_SEQ_METADATA, MetadataValue::from(audit_seq));
+        Ok(response)
     }
 }
 

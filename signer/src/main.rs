@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use tufa_common::logging::{self, LogFormat};
-use tufa_signer::config::{self, BackendSettings, Cli, Command, CommonArgs, Config, ConfigError, ServeArgs};
+use tufa_signer::config::{
+    self, AuditAction, BackendSettings, Cli, Command, CommonArgs, Config, ConfigError, ServeArgs,
+};
 use tufa_signer::run::{self, RunError};
 use tufa_signer::store::EventFilter;
 use tufa_signer::{pki, service};
@@ -58,7 +60,45 @@ async fn execute(cli: Cli, format: &mut LogFormat) -> Result<(), RunError> {
             println!("{}", out.display());
             Ok(())
         }
-        Some(Command::Audit { key_id, since, until, after_id, limit }) => {
+        Some(Command::Audit { action: Some(AuditAction::Verify { checkpoint_key, json }), .. }) => {
+            let config = configure(&cli.common, &cli.serve, format)?;
+            let verification = async {
+                let store = run::open_existing_store(&config).await?;
+                let verification = run::verify_log(&store, checkpoint_key.as_deref()).await;
+                store.close().await;
+                verification
+            }
+            .await
+            .map_err(|error| RunError::VerifyFailed(Box::new(error)))?;
+            if verification.source == run::KeySource::Database {
+                eprintln!(
+                    "tufa-signer: warning: the checkpoint key was taken from the database being verified; pin it with \
+                     --checkpoint-key {}",
+                    verification.key.vkey()
+                );
+            }
+            let mut stdout = std::io::stdout().lock();
+            run::print_verification(&verification, json, &mut stdout)
+                .map_err(|error| RunError::VerifyFailed(Box::new(error)))?;
+            let report = &verification.report;
+            if report.ok() {
+                Ok(())
+            } else {
+                Err(RunError::LogProblems(report.problems.len() as u64 + report.more_problems))
+            }
+        }
+        Some(Command::Audit { action: Some(AuditAction::Checkpoint), .. }) => {
+            let config = configure(&cli.common, &cli.serve, format)?;
+            let store = run::open_existing_store(&config).await?;
+            let latest = run::latest_checkpoint(&store).await;
+            store.close().await;
+            let (checkpoint, key) = latest?;
+            print!("{}", checkpoint.note);
+            println!();
+            println!("vkey: {}", key.vkey());
+            Ok(())
+        }
+        Some(Command::Audit { action: None, key_id, since, until, after_id, limit }) => {
             let config = configure(&cli.common, &cli.serve, format)?;
             if let Some(key_id) = &key_id {
                 service::check_key_id(key_id).map_err(|error| RunError::Other(error.to_string()))?;

@@ -1,5 +1,6 @@
 //! What the binary does with a resolved [`Config`]: open the store and backend, serve gRPC until
-//! SIGTERM/SIGINT, print the audit trail, re-seal keys under the active KEK.
+//! SIGTERM/SIGINT while signing audit checkpoints, print the audit trail, verify the audit log,
+//! re-seal keys under the active KEK.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,13 +15,18 @@ use crate::backend::software::{KekError, KeyRing, SoftwareBackend, kek_env_var};
 use crate::backend::{BackendError, KeyBackend};
 use tufa_store::SqliteLocation;
 
+use crate::checkpoint::{self, Checkpointer, CheckpointerError};
 use crate::config::{BackendSettings, Config, ConfigError, Pkcs11Settings, SoftwareSettings};
 use crate::grpc::{self, ServeError, TlsMaterial};
 use crate::service::SignerService;
-use crate::store::{EventFilter, MAX_EVENT_PAGE, Store, StoreError};
+use crate::store::{AuditCheckpoint, EventFilter, MAX_ENTRY_PAGE, MAX_EVENT_PAGE, Store, StoreError};
+use tufa_audit::checkpoint::CheckpointKey;
+use tufa_audit::verify::{LogVerifier, Report};
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// How long the last audit checkpoint may take at shutdown.
+const CHECKPOINT_GRACE: Duration = Duration::from_secs(10);
 /// Keys re-sealed per database round trip.
 const RESEAL_BATCH: u32 = 100;
 
@@ -45,6 +51,18 @@ pub enum RunError {
     /// The database holds software keys that the configured KEKs cannot open.
     #[error("{0}")]
     KekMismatch(String),
+    /// The configured audit origin is not the stored checkpoint key's name.
+    #[error("{0}")]
+    AuditOrigin(String),
+    /// The checkpoint key or a checkpoint could not be made.
+    #[error("audit checkpoint: {0}")]
+    Checkpoint(String),
+    /// `audit verify` found problems in the log (exit status 1).
+    #[error("the audit log has {0} problem(s)")]
+    LogProblems(u64),
+    /// `audit verify` could not check the log (exit status 2).
+    #[error("the audit log could not be verified: {0}")]
+    VerifyFailed(Box<RunError>),
     /// Anything else (I/O on the data directory, stdout).
     #[error("{0}")]
     Other(String),
@@ -89,7 +107,9 @@ impl RunError {
     /// 1 for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Config(_) | Self::KekMismatch(_) => tufa_common::EXIT_CONFIG,
+            Self::Config(_) | Self::KekMismatch(_) | Self::AuditOrigin(_) | Self::VerifyFailed(_) => {
+                tufa_common::EXIT_CONFIG
+            }
             _ => 1,
         }
     }
@@ -106,6 +126,21 @@ pub async fn open_store(config: &Config) -> Result<Store, RunError> {
     let store = Store::connect(&config.database).await?;
     store.migrate().await?;
     Ok(store)
+}
+
+/// Opens the database to read it only: no directory or file is created and no migration or
+/// backfill runs, so an auditor's read-only credentials suffice (`audit verify`, `audit
+/// checkpoint`).
+pub async fn open_existing_store(config: &Config) -> Result<Store, RunError> {
+    if let Some(SqliteLocation::File(path)) = config.database.sqlite_location()
+        && !path.is_file()
+    {
+        return Err(RunError::Other(format!(
+            "there is no signer database at {}; give the signer's --config, --data-dir or --database-url",
+            path.display()
+        )));
+    }
+    Ok(Store::connect(&config.database).await?)
 }
 
 /// Loads the software backend's key ring from the configured KEK files and the environment.
@@ -186,6 +221,7 @@ pub async fn serve(config: &Config) -> Result<(), RunError> {
     if let Some(software) = &software {
         check_sealed_keys(&store, software.ring()).await?;
     }
+    let checkpointer = open_checkpointer(&store, backend.clone(), config.audit.origin.as_deref()).await?;
     let service = SignerService::new(store.clone(), backend);
     let backend_name = service.backend().name();
     tracing::info!(
@@ -197,6 +233,16 @@ pub async fn serve(config: &Config) -> Result<(), RunError> {
         env!("CARGO_PKG_VERSION"),
         config.database,
     );
+    tracing::info!(
+        origin = checkpointer.key().name(),
+        key.id = checkpointer.key_id(),
+        vkey = %checkpointer.key().vkey(),
+        interval_seconds = config.audit.checkpoint_interval.as_secs(),
+        "audit log checkpoints signed by {}",
+        checkpointer.key().vkey()
+    );
+    let (served, checkpoints_stop) = tokio::sync::watch::channel(false);
+    let checkpoints = tokio::spawn(checkpointer.run(config.audit.checkpoint_interval, checkpoints_stop));
 
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -219,6 +265,11 @@ pub async fn serve(config: &Config) -> Result<(), RunError> {
             Ok(())
         }
     };
+    // No more signatures: the checkpointer signs its last checkpoint and ends.
+    let _ = served.send(true);
+    if tokio::time::timeout(CHECKPOINT_GRACE, checkpoints).await.is_err() {
+        tracing::warn!("the last audit checkpoint did not finish in time");
+    }
     store.close().await;
     tracing::info!("tufa-signer stopped");
     result
@@ -261,6 +312,157 @@ pub async fn print_audit(
     }
     out.flush().map_err(|error| RunError::Other(format!("cannot write: {error}")))?;
     Ok(printed)
+}
+
+/// The checkpointer of the audit log over the backend's checkpoint key (created on first use).
+pub async fn open_checkpointer(
+    store: &Store,
+    backend: Arc<dyn KeyBackend>,
+    origin: Option<&str>,
+) -> Result<Checkpointer, RunError> {
+    Checkpointer::open(store.clone(), backend, origin).await.map_err(|error| match error {
+        CheckpointerError::Origin(message) => RunError::AuditOrigin(message),
+        CheckpointerError::Store(error) => RunError::Store(error),
+        CheckpointerError::Backend(error) => RunError::Backend(error),
+        CheckpointerError::Checkpoint(error) => RunError::Checkpoint(error.to_string()),
+    })
+}
+
+/// Where `audit verify` took the checkpoint key from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `--checkpoint-key`.
+    Pinned,
+    /// The signer's database (not independent of what is checked).
+    Database,
+}
+
+/// The outcome of [`verify_log`].
+#[derive(Debug, Clone)]
+pub struct Verification {
+    /// The checkpoint key the checkpoints were verified with.
+    pub key: CheckpointKey,
+    /// Where the key came from.
+    pub source: KeySource,
+    /// What the verifier found.
+    pub report: Report,
+}
+
+/// The checkpoint key recorded in the database: the signer of the latest checkpoint, else the
+/// oldest checkpoint key.
+async fn stored_checkpoint_key(store: &Store) -> Result<CheckpointKey, RunError> {
+    let record = match store.latest_checkpoint().await? {
+        Some(latest) => store.key(&latest.key_id).await?.ok_or_else(|| {
+            RunError::Other(format!(
+                "the latest checkpoint names checkpoint key {}, which the database no longer holds; pin the key with \
+                 --checkpoint-key",
+                latest.key_id
+            ))
+        })?,
+        None => store.checkpoint_key(None).await?.ok_or_else(|| {
+            RunError::Other(
+                "the database holds no checkpoint key: start the signer once (it creates the key), or pin one with \
+                 --checkpoint-key"
+                    .to_owned(),
+            )
+        })?,
+    };
+    checkpoint::verifier_key(&record).map_err(|error| RunError::Checkpoint(error.to_string()))
+}
+
+/// Checks the whole audit log: every entry in position order against its hash and the chain,
+/// and against every stored checkpoint verified with `pinned` (a verifier key), else with the
+/// key the database records.
+pub async fn verify_log(store: &Store, pinned: Option<&str>) -> Result<Verification, RunError> {
+    let (key, source) = match pinned {
+        Some(vkey) => (
+            CheckpointKey::from_vkey(vkey).map_err(|error| RunError::Checkpoint(error.to_string()))?,
+            KeySource::Pinned,
+        ),
+        None => (stored_checkpoint_key(store).await?, KeySource::Database),
+    };
+    let checkpoints: Vec<_> = store.checkpoints().await?.iter().map(AuditCheckpoint::stored).collect();
+    let mut verifier = LogVerifier::new(&key, &checkpoints);
+    let mut after = None;
+    loop {
+        let page = store.audit_entries(after, MAX_ENTRY_PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.entry.seq);
+        for stored in &page {
+            verifier.push(&stored.entry, Some(stored.leaf_hash));
+        }
+        if page.len() < usize::try_from(MAX_ENTRY_PAGE).unwrap_or(usize::MAX) {
+            break;
+        }
+    }
+    Ok(Verification { key, source, report: verifier.finish() })
+}
+
+/// Writes a verification for a person (`json` false) or as one JSON object.
+pub fn print_verification(
+    verification: &Verification,
+    json: bool,
+    out: &mut dyn std::io::Write,
+) -> Result<(), RunError> {
+    let write_error = |error: std::io::Error| RunError::Other(format!("cannot write: {error}"));
+    let report = &verification.report;
+    let pinned = verification.source == KeySource::Pinned;
+    if json {
+        let value = serde_json::json!({
+            "ok": report.ok(),
+            "checkpoint_key": verification.key.vkey(),
+            "checkpoint_key_pinned": pinned,
+            "report": report,
+        });
+        writeln!(out, "{value}").map_err(write_error)?;
+        return out.flush().map_err(write_error);
+    }
+    let source = if pinned { "pinned" } else { "taken from the database" };
+    writeln!(out, "checkpoint key: {} ({source})", verification.key.vkey()).map_err(write_error)?;
+    writeln!(out, "entries: {}", report.entries).map_err(write_error)?;
+    writeln!(out, "checkpoints verified: {}", report.checkpoints).map_err(write_error)?;
+    if let Some(latest) = &report.latest {
+        writeln!(
+            out,
+            "latest verified checkpoint: {} entries, root {}, {}",
+            latest.size,
+            latest.root,
+            tufa_audit::entry::format_time(latest.time)
+        )
+        .map_err(write_error)?;
+    }
+    if report.ok() {
+        writeln!(out, "OK: every entry matches its hash and the chain, and every checkpoint matches the entries")
+            .map_err(write_error)?;
+    } else {
+        let total = report.problems.len() as u64 + report.more_problems;
+        writeln!(out, "PROBLEMS: {total}").map_err(write_error)?;
+        for problem in &report.problems {
+            let position = problem.position.map_or_else(|| "-".to_owned(), |position| position.to_string());
+            let kind = serde_json::to_value(problem.kind)
+                .ok()
+                .and_then(|kind| kind.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            writeln!(out, "  position {position}: {kind}: {}", problem.message).map_err(write_error)?;
+        }
+        if report.more_problems > 0 {
+            writeln!(out, "  … and {} more", report.more_problems).map_err(write_error)?;
+        }
+    }
+    out.flush().map_err(write_error)
+}
+
+/// The latest checkpoint and the verifier key of the key that signed it.
+pub async fn latest_checkpoint(store: &Store) -> Result<(AuditCheckpoint, CheckpointKey), RunError> {
+    let latest = store.latest_checkpoint().await?.ok_or_else(|| {
+        RunError::Other("no audit checkpoint has been signed yet: the signer signs one while it serves".to_owned())
+    })?;
+    let record = store
+        .key(&latest.key_id)
+        .await?
+        .ok_or_else(|| RunError::Other(format!("the database no longer holds the checkpoint key {}", latest.key_id)))?;
+    let key = checkpoint::verifier_key(&record).map_err(|error| RunError::Checkpoint(error.to_string()))?;
+    Ok((latest, key))
 }
 
 /// What [`rotate_kek`] did.

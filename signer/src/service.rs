@@ -1,6 +1,8 @@
 //! The signer's operations (spec section 4.3) over a [`Store`] and a [`KeyBackend`], independent
 //! of gRPC: request validation, CreateKey's reuse of never-used keys, key look-up, deletion,
-//! signing, `last_used` bookkeeping and the audit trail. `grpc.rs` only translates.
+//! signing, `last_used` bookkeeping and the audit trail (every signature, key creation and key
+//! deletion is an entry of the tamper-evident log, written with its row). The signer's own
+//! checkpoint key is never available to clients. `grpc.rs` only translates.
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use tufa_core::keys::{Algorithm, KeyType, PublicKey, sha256};
 use tufa_core::names::{Gun, RoleName};
 
 use crate::backend::{BackendError, KeyBackend};
-use crate::store::{EventFilter, KeyRecord, NewSignEvent, SignEvent, Store, StoreError};
+use crate::store::{Actor, CHECKPOINT_ROLE, EventFilter, KeyRecord, NewSignEvent, SignEvent, Store, StoreError};
 
 /// Largest message the signer signs (notary-server's metadata files are far smaller).
 pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
@@ -75,6 +77,8 @@ pub struct Signed {
     pub method: &'static str,
     /// Raw signature bytes (ECDSA P-256: 64 bytes `r‖s`; Ed25519: 64 bytes).
     pub signature: Vec<u8>,
+    /// The position of the signature's entry in the audit log.
+    pub audit_seq: u64,
 }
 
 /// The signature method Notary uses with keys of `algorithm`.
@@ -142,6 +146,18 @@ fn backend_failure(operation: &str, key_id: Option<&str>, error: BackendError) -
     }
 }
 
+/// Refuses the signer's own checkpoint key to clients: it signs only the audit log's checkpoints.
+fn refuse_checkpoint_key(record: &KeyRecord) -> Result<(), ServiceError> {
+    if record.role == CHECKPOINT_ROLE {
+        tracing::warn!(key.id = %record.key_id, "a client asked to use the audit checkpoint key");
+        return Err(ServiceError::FailedPrecondition(format!(
+            "key {} is the signer's audit checkpoint key and signs only audit checkpoints",
+            record.key_id
+        )));
+    }
+    Ok(())
+}
+
 fn record_algorithm(record: &KeyRecord) -> Result<Algorithm, ServiceError> {
     Algorithm::parse(&record.algorithm).map_err(|_| {
         tracing::error!(key.id = %record.key_id, algorithm = %record.algorithm, "stored key has an unknown algorithm");
@@ -191,9 +207,25 @@ impl SignerService {
         &self.backend
     }
 
-    /// CreateKey: a never-used key for this GUN, role and algorithm if one exists (lowest key
-    /// ID), else a new key from the backend.
+    /// CreateKey for an unnamed caller; see [`SignerService::create_key_as`].
     pub async fn create_key(&self, algorithm: &str, gun: &str, role: &str) -> Result<KeyInfo, ServiceError> {
+        self.create_key_as(algorithm, gun, role, &Actor::default()).await
+    }
+
+    /// CreateKey: a never-used key for this GUN, role and algorithm if one exists (lowest key
+    /// ID), else a new key from the backend, recorded with its audit entry naming `actor`.
+    pub async fn create_key_as(
+        &self,
+        algorithm: &str,
+        gun: &str,
+        role: &str,
+        actor: &Actor,
+    ) -> Result<KeyInfo, ServiceError> {
+        if role == CHECKPOINT_ROLE {
+            return Err(ServiceError::InvalidArgument(format!(
+                "role {CHECKPOINT_ROLE:?} is reserved for the signer's audit checkpoint key"
+            )));
+        }
         let algorithm = parse_algorithm(algorithm)?;
         let gun = Gun::parse(gun).map_err(|error| ServiceError::InvalidArgument(error.to_string()))?;
         let role = RoleName::parse(role).map_err(|_| {
@@ -226,7 +258,7 @@ impl SignerService {
             created_at: Utc::now(),
             last_used: None,
         };
-        if let Err(error) = self.store.insert_key(&record).await {
+        if let Err(error) = self.store.insert_key(&record, actor).await {
             // Do not leave an orphan behind in a backend that keeps its own objects.
             if let Err(destroy_error) = self.backend.destroy(&record.key_id, &record.handle).await {
                 tracing::warn!(key.id = %record.key_id, error = %destroy_error, "could not remove an unrecorded key");
@@ -244,25 +276,40 @@ impl SignerService {
         info_of(&record)
     }
 
-    /// DeleteKey: removes the key from the backend and the table; succeeds when absent.
+    /// DeleteKey for an unnamed caller; see [`SignerService::delete_key_as`].
     pub async fn delete_key(&self, key_id: &str) -> Result<(), ServiceError> {
+        self.delete_key_as(key_id, &Actor::default()).await
+    }
+
+    /// DeleteKey: removes the key from the backend and the table, with its audit entry naming
+    /// `actor`; succeeds when absent.
+    pub async fn delete_key_as(&self, key_id: &str, actor: &Actor) -> Result<(), ServiceError> {
         check_key_id(key_id)?;
         let Some(record) = self.store.key(key_id).await.map_err(|error| store_failure("key deletion", error))? else {
             return Ok(());
         };
+        refuse_checkpoint_key(&record)?;
         self.check_backend(&record)?;
         self.backend
             .destroy(key_id, &record.handle)
             .await
             .map_err(|error| backend_failure("key deletion", Some(key_id), error))?;
-        self.store.delete_key(key_id).await.map_err(|error| store_failure("key deletion", error))?;
+        self.store.delete_key(key_id, actor).await.map_err(|error| store_failure("key deletion", error))?;
         tracing::info!(key.id = %key_id, gun = %record.gun, role = %record.role, "key deleted");
         Ok(())
     }
 
-    /// Sign: signs the full `content` with the key, sets its `last_used` and records the audit
-    /// event for `client_subject`. The signature is returned only once the event is stored.
+    /// Sign for the client `client_subject`; see [`SignerService::sign_as`].
     pub async fn sign(&self, key_id: &str, content: &[u8], client_subject: &str) -> Result<Signed, ServiceError> {
+        let actor = Actor { principal: Some(client_subject.to_owned()), address: None, request_id: None };
+        self.sign_as(key_id, content, &actor).await
+    }
+
+    /// Sign: signs the full `content` with the key, sets its `last_used` and records the sign
+    /// event and its audit log entry for `actor` (whose principal is the client certificate's
+    /// subject). The signature is returned only once both are stored; a failed signature
+    /// records nothing.
+    pub async fn sign_as(&self, key_id: &str, content: &[u8], actor: &Actor) -> Result<Signed, ServiceError> {
         check_key_id(key_id)?;
         if content.is_empty() {
             return Err(ServiceError::InvalidArgument("content is empty: there is nothing to sign".to_owned()));
@@ -281,13 +328,17 @@ impl SignerService {
             .sign(key_id, algorithm, &record.handle, content)
             .await
             .map_err(|error| backend_failure("signing", Some(key_id), error))?;
+        let client_subject = actor.principal.as_deref().unwrap_or(crate::grpc::NO_CLIENT_CERTIFICATE);
         let subject: String = client_subject.chars().take(MAX_SUBJECT_CHARS).collect();
         let event = NewSignEvent {
             key_id: key_id.to_owned(),
             gun: record.gun.clone(),
             role: record.role.clone(),
+            algorithm: algorithm.as_str().to_owned(),
             client_subject: subject,
             payload_sha256: hex::encode(sha256(content)),
+            address: actor.address.clone(),
+            request_id: actor.request_id.clone(),
         };
         let stored = self.store.record_signature(&event).await.map_err(|error| store_failure("signing", error))?;
         // Per signature: debug only, the audit table is the record (`tufa-signer audit`).
@@ -298,9 +349,14 @@ impl SignerService {
             client = %stored.client_subject,
             payload.sha256 = %stored.payload_sha256,
             event.id = stored.id,
+            audit.seq = stored.audit_seq,
             "signed"
         );
-        Ok(Signed { key_id: key_id.to_owned(), algorithm, method: method_of(algorithm), signature })
+        let audit_seq = stored
+            .audit_seq
+            .and_then(|seq| u64::try_from(seq).ok())
+            .ok_or_else(|| ServiceError::Internal("signing failed".to_owned()))?;
+        Ok(Signed { key_id: key_id.to_owned(), algorithm, method: method_of(algorithm), signature, audit_seq })
     }
 
     /// The audit trail.
@@ -314,12 +370,16 @@ impl SignerService {
         self.backend.health().await.map_err(|error| backend_failure("health check", None, error))
     }
 
+    /// A key a client may use: not found, or refused when it is the checkpoint key.
     async fn find(&self, key_id: &str, operation: &str) -> Result<KeyRecord, ServiceError> {
-        self.store
+        let record = self
+            .store
             .key(key_id)
             .await
             .map_err(|error| store_failure(operation, error))?
-            .ok_or_else(|| ServiceError::NotFound(format!("key {key_id} not found")))
+            .ok_or_else(|| ServiceError::NotFound(format!("key {key_id} not found")))?;
+        refuse_checkpoint_key(&record)?;
+        Ok(record)
     }
 
     fn check_backend(&self, record: &KeyRecord) -> Result<(), ServiceError> {

@@ -1,6 +1,11 @@
 //! The signer's own database: key metadata (GUN, role, algorithm, public key, the backend's
-//! handle, last use) and the audit trail of signatures. SQLite (a file in the data directory, the
-//! default) or PostgreSQL, with forward-only migrations embedded from `migrations/signer/`.
+//! handle, last use), the trail of signatures, and the tamper-evident audit log (entries, the
+//! Merkle tree's stored hashes, signed checkpoints; see [`log`] for how appends are serialised).
+//! SQLite (a file in the data directory, the default) or PostgreSQL, with forward-only
+//! migrations embedded from `migrations/signer/`.
+//!
+//! Every signature, key creation and key deletion is written in one transaction with its audit
+//! entry: there is no such row without its entry.
 //!
 //! Queries are runtime-checked (`sqlx::query`), written once per dialect.
 
@@ -16,6 +21,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{FromRow as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
+use tufa_audit::NewEntry;
+use tufa_audit::entry::kinds;
 use tufa_store::{DatabaseUrl, SqliteLocation, UrlError, is_transient, sqlite_file_options};
 
 /// Name of the migrations bookkeeping table, distinct from sqlx's default so that the signer's
@@ -31,6 +38,8 @@ const POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn sqlite_migrator() -> Migrator {
     let mut migrator = sqlx::migrate!("../migrations/signer/sqlite");
     migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+    // A binary from the previous release must keep running on a schema migrated by the next.
+    migrator.set_ignore_missing(true);
     migrator
 }
 
@@ -38,6 +47,8 @@ pub fn sqlite_migrator() -> Migrator {
 pub fn postgres_migrator() -> Migrator {
     let mut migrator = sqlx::migrate!("../migrations/signer/postgres");
     migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+    // A binary from the previous release must keep running on a schema migrated by the next.
+    migrator.set_ignore_missing(true);
     migrator
 }
 
@@ -110,6 +121,27 @@ impl fmt::Debug for KeyRecord {
     }
 }
 
+/// Who asked for a change and from where, as the audit log records it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Actor {
+    /// The authenticated principal: the client certificate's subject, or `tufa-signer` itself.
+    pub principal: Option<String>,
+    /// The client's network address, if known.
+    pub address: Option<String>,
+    /// The gRPC request ID, if the client sent one.
+    pub request_id: Option<String>,
+}
+
+impl Actor {
+    /// The signer itself (its own checkpoint key, maintenance commands).
+    pub fn signer() -> Actor {
+        Actor { principal: Some(SIGNER_PRINCIPAL.to_owned()), address: None, request_id: None }
+    }
+}
+
+/// The principal the signer records for what it does on its own behalf.
+pub const SIGNER_PRINCIPAL: &str = "tufa-signer";
+
 /// A signature about to be recorded in the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewSignEvent {
@@ -119,10 +151,16 @@ pub struct NewSignEvent {
     pub gun: String,
     /// The key's role.
     pub role: String,
+    /// The key's algorithm (`ecdsa`, `ed25519`).
+    pub algorithm: String,
     /// Subject DN of the client certificate that asked for the signature.
     pub client_subject: String,
     /// Lower-case hex SHA-256 of the signed payload.
     pub payload_sha256: String,
+    /// The client's network address, if known.
+    pub address: Option<String>,
+    /// The gRPC request ID, if the client sent one.
+    pub request_id: Option<String>,
 }
 
 /// One recorded signature.
@@ -142,6 +180,9 @@ pub struct SignEvent {
     pub payload_sha256: String,
     /// When the signature was made.
     pub created_at: DateTime<Utc>,
+    /// The position of the signature's entry in the audit log (`None` only for a signature a
+    /// previous release recorded and not yet appended to the log).
+    pub audit_seq: Option<i64>,
 }
 
 /// Which audit events to list: all filters combine; results are ordered by `id`.
@@ -203,6 +244,27 @@ macro_rules! per_dialect {
     };
 }
 
+/// Runs `$body` inside a write transaction `$tx` on whichever pool is open: `BEGIN IMMEDIATE` on
+/// SQLite (the database's one write lock, taken up front, so that two writers never deadlock on
+/// upgrading a read lock), a plain transaction on PostgreSQL (whose appends to the log take the
+/// log's advisory lock). The body commits; a body that returns early rolls back.
+macro_rules! per_dialect_write {
+    ($pool:expr, |$tx:ident, $time:pat_param, $key:pat_param, $event:pat_param| $body:expr) => {
+        match $pool {
+            Pool::Sqlite(pool) => {
+                let ($time, $key, $event) = (sqlite_time, sqlite_key, sqlite_event);
+                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_error)?;
+                $body
+            }
+            Pool::Postgres(pool) => {
+                let ($time, $key, $event) = (postgres_time, postgres_key, postgres_event);
+                let mut $tx = pool.begin().await.map_err(map_error)?;
+                $body
+            }
+        }
+    };
+}
+
 /// The signer's database.
 #[derive(Clone)]
 pub struct Store {
@@ -221,8 +283,8 @@ struct AuditJob {
 }
 
 /// Writes queued sign events in batches: each batch is one transaction, and every caller is
-/// answered only after its event has committed. A failed batch is retried event by event, so one
-/// bad event cannot fail the others.
+/// answered only after its event and its audit log entry have committed. A failed batch is
+/// retried event by event, so one bad event cannot fail the others.
 async fn audit_writer(pool: Pool, mut jobs: mpsc::Receiver<AuditJob>) {
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
@@ -256,18 +318,56 @@ async fn audit_writer(pool: Pool, mut jobs: mpsc::Receiver<AuditJob>) {
     }
 }
 
-/// Appends sign events and sets their keys' `last_used`, all in one transaction.
+/// The audit entry of a signature recorded as sign event `id`.
+fn sign_entry(event: &NewSignEvent, id: i64, algorithm: Option<&str>) -> NewEntry {
+    NewEntry::new(
+        kinds::SIGN,
+        serde_json::json!({
+            "event_id": id,
+            "key_id": event.key_id,
+            "gun": event.gun,
+            "role": event.role,
+            "algorithm": algorithm,
+            "client_subject": event.client_subject,
+            "payload_sha256": event.payload_sha256,
+        }),
+    )
+    .gun(&event.gun)
+    .by(Some(&event.client_subject))
+    .from_request(event.address.as_deref(), event.request_id.as_deref())
+}
+
+/// The audit entry of a key created or deleted (`kind`).
+fn key_entry(kind: &str, key: &KeyRecord, actor: &Actor) -> NewEntry {
+    NewEntry::new(
+        kind,
+        serde_json::json!({
+            "key_id": key.key_id,
+            "gun": key.gun,
+            "role": key.role,
+            "algorithm": key.algorithm,
+            "backend": key.backend,
+        }),
+    )
+    .gun(&key.gun)
+    .by(actor.principal.as_deref())
+    .from_request(actor.address.as_deref(), actor.request_id.as_deref())
+}
+
+/// Appends sign events with their audit log entries and sets their keys' `last_used`, all in
+/// one transaction.
 async fn write_sign_events(pool: &Pool, events: &[&NewSignEvent]) -> Result<Vec<SignEvent>, StoreError> {
     const MARK: &str = "UPDATE signer_keys SET last_used = $2 WHERE key_id = $1";
     const INSERT: &str = "INSERT INTO signer_sign_events \
-         (key_id, gun, role, client_subject, payload_sha256, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
+         (key_id, gun, role, client_subject, payload_sha256, created_at, audit_seq) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
     let mut stored = Vec::with_capacity(events.len());
-    per_dialect!(pool, |pool, time, _, _| {
-        let mut transaction = pool.begin().await.map_err(map_error)?;
+    per_dialect_write!(pool, |transaction, time, _, _| {
+        let mut log = log::Appender::start(&mut *transaction).await?;
         for event in events {
             let at = now();
             sqlx::query(MARK).bind(&event.key_id).bind(time(at)).execute(&mut *transaction).await.map_err(map_error)?;
+            let seq = log.next_seq();
             let row = sqlx::query(INSERT)
                 .bind(&event.key_id)
                 .bind(&event.gun)
@@ -275,18 +375,21 @@ async fn write_sign_events(pool: &Pool, events: &[&NewSignEvent]) -> Result<Vec<
                 .bind(&event.client_subject)
                 .bind(&event.payload_sha256)
                 .bind(time(at))
+                .bind(log::to_db(seq)?)
                 .fetch_one(&mut *transaction)
                 .await
                 .map_err(map_error)?;
-            stored.push(stored_event(event, row.try_get("id").map_err(map_error)?, at));
+            let id: i64 = row.try_get("id").map_err(map_error)?;
+            let entry = log.append(&mut *transaction, &sign_entry(event, id, Some(&event.algorithm)), at).await?;
+            stored.push(stored_event(event, id, at, entry.seq)?);
         }
         transaction.commit().await.map_err(map_error)?;
     });
     Ok(stored)
 }
 
-fn stored_event(event: &NewSignEvent, id: i64, at: DateTime<Utc>) -> SignEvent {
-    SignEvent {
+fn stored_event(event: &NewSignEvent, id: i64, at: DateTime<Utc>, seq: u64) -> Result<SignEvent, StoreError> {
+    Ok(SignEvent {
         id,
         key_id: event.key_id.clone(),
         gun: event.gun.clone(),
@@ -294,7 +397,8 @@ fn stored_event(event: &NewSignEvent, id: i64, at: DateTime<Utc>) -> SignEvent {
         client_subject: event.client_subject.clone(),
         payload_sha256: event.payload_sha256.clone(),
         created_at: at,
-    }
+        audit_seq: Some(log::to_db(seq)?),
+    })
 }
 
 impl fmt::Debug for Store {
@@ -326,6 +430,35 @@ macro_rules! key_columns {
         "key_id, gun, role, algorithm, public, backend, handle, sealed_with, created_at, last_used"
     };
 }
+
+/// Inserts a `signer_keys` row for `$key` through `$executor`, with times encoded by `$time`.
+macro_rules! insert_key_row {
+    ($executor:expr, $key:expr, $time:expr) => {
+        sqlx::query(
+            "INSERT INTO signer_keys \
+             (key_id, gun, role, algorithm, public, backend, handle, sealed_with, created_at, last_used) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)",
+        )
+        .bind(&$key.key_id)
+        .bind(&$key.gun)
+        .bind(&$key.role)
+        .bind(&$key.algorithm)
+        .bind(&$key.public)
+        .bind(&$key.backend)
+        .bind(&$key.handle)
+        .bind(&$key.sealed_with)
+        .bind($time($key.created_at))
+        .execute($executor)
+        .await
+        .map(drop)
+        .map_err(map_error)
+    };
+}
+
+// After the macros above, which it uses.
+mod log;
+
+pub use log::{AuditCheckpoint, CHECKPOINT_ROLE, MAX_ENTRY_PAGE, StoredEntry};
 
 impl Store {
     /// Connects to `url` (see [`DatabaseUrl::parse`] for the forms). SQLite files are created
@@ -409,7 +542,59 @@ impl Store {
         result.map_err(|error| match error {
             sqlx::migrate::MigrateError::Execute(inner) => map_error(inner),
             other => StoreError::Internal(format!("migration failed: {other}")),
-        })
+        })?;
+        let appended = self.backfill_log().await?;
+        if appended > 0 {
+            tracing::info!(entries = appended, "signatures recorded before the audit log appended to it");
+        }
+        Ok(())
+    }
+
+    /// Appends an entry for every sign event that has none (those a release before the audit
+    /// log recorded), in `id` order, with the event's own time and its client subject as the
+    /// principal. Returns how many were appended.
+    pub async fn backfill_log(&self) -> Result<u64, StoreError> {
+        const SELECT: &str = "SELECT e.id, e.key_id, e.gun, e.role, e.client_subject, e.payload_sha256, \
+             e.created_at, e.audit_seq, k.algorithm \
+             FROM signer_sign_events e LEFT JOIN signer_keys k ON k.key_id = e.key_id \
+             WHERE e.audit_seq IS NULL ORDER BY e.id LIMIT 500";
+        const MARK: &str = "UPDATE signer_sign_events SET audit_seq = $2 WHERE id = $1";
+        let mut appended = 0u64;
+        loop {
+            let count = per_dialect_write!(&self.pool, |transaction, _, _, event| {
+                let mut log = log::Appender::start(&mut *transaction).await?;
+                let rows = sqlx::query(SELECT).fetch_all(&mut *transaction).await.map_err(map_error)?;
+                for row in &rows {
+                    let old = event(row)?;
+                    let algorithm: Option<String> = row.try_get("algorithm").map_err(map_error)?;
+                    // The algorithm is that of the key, unknown (null) when it was deleted since.
+                    let new = NewSignEvent {
+                        key_id: old.key_id,
+                        gun: old.gun,
+                        role: old.role,
+                        algorithm: algorithm.clone().unwrap_or_default(),
+                        client_subject: old.client_subject,
+                        payload_sha256: old.payload_sha256,
+                        address: None,
+                        request_id: None,
+                    };
+                    let entry = sign_entry(&new, old.id, algorithm.as_deref());
+                    let stored = log.append(&mut *transaction, &entry, old.created_at).await?;
+                    sqlx::query(MARK)
+                        .bind(old.id)
+                        .bind(log::to_db(stored.seq)?)
+                        .execute(&mut *transaction)
+                        .await
+                        .map_err(map_error)?;
+                }
+                transaction.commit().await.map_err(map_error)?;
+                rows.len()
+            });
+            if count == 0 {
+                return Ok(appended);
+            }
+            appended += u64::try_from(count).unwrap_or(u64::MAX);
+        }
     }
 
     /// Whether the database answers.
@@ -429,27 +614,15 @@ impl Store {
         }
     }
 
-    /// Records a new key. `last_used` is ignored (a new key has never signed).
-    pub async fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
-        const SQL: &str = "INSERT INTO signer_keys \
-             (key_id, gun, role, algorithm, public, backend, handle, sealed_with, created_at, last_used) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)";
-        per_dialect!(&self.pool, |pool, time, _, _| {
-            sqlx::query(SQL)
-                .bind(&key.key_id)
-                .bind(&key.gun)
-                .bind(&key.role)
-                .bind(&key.algorithm)
-                .bind(&key.public)
-                .bind(&key.backend)
-                .bind(&key.handle)
-                .bind(&key.sealed_with)
-                .bind(time(key.created_at))
-                .execute(pool)
-                .await
-                .map(drop)
+    /// Records a new key with its `signer.key.create` audit entry, in one transaction.
+    /// `last_used` is ignored (a new key has never signed).
+    pub async fn insert_key(&self, key: &KeyRecord, actor: &Actor) -> Result<(), StoreError> {
+        per_dialect_write!(&self.pool, |transaction, time, _, _| {
+            let mut log = log::Appender::start(&mut *transaction).await?;
+            insert_key_row!(&mut *transaction, key, time)?;
+            log.append(&mut *transaction, &key_entry(kinds::SIGNER_KEY_CREATE, key, actor), now()).await?;
+            transaction.commit().await.map_err(map_error)
         })
-        .map_err(map_error)
     }
 
     /// The key with ID `key_id`.
@@ -513,19 +686,25 @@ impl Store {
         outcome.await.map_err(|_| stopped())?
     }
 
-    /// Deletes a key. Returns whether it existed.
-    pub async fn delete_key(&self, key_id: &str) -> Result<bool, StoreError> {
-        const SQL: &str = "DELETE FROM signer_keys WHERE key_id = $1";
-        let rows = per_dialect!(&self.pool, |pool, _, _, _| {
-            sqlx::query(SQL).bind(key_id).execute(pool).await.map(|done| done.rows_affected())
+    /// Deletes a key and appends its `signer.key.delete` audit entry, in one transaction.
+    /// Returns whether it existed (nothing is written when it did not).
+    pub async fn delete_key(&self, key_id: &str, actor: &Actor) -> Result<bool, StoreError> {
+        const SQL: &str = concat!("DELETE FROM signer_keys WHERE key_id = $1 RETURNING ", key_columns!());
+        per_dialect_write!(&self.pool, |transaction, _, key, _| {
+            let mut log = log::Appender::start(&mut *transaction).await?;
+            let row = sqlx::query(SQL).bind(key_id).fetch_optional(&mut *transaction).await.map_err(map_error)?;
+            let Some(record) = row.as_ref().map(key).transpose()? else {
+                return Ok(false);
+            };
+            log.append(&mut *transaction, &key_entry(kinds::SIGNER_KEY_DELETE, &record, actor), now()).await?;
+            transaction.commit().await.map_err(map_error)?;
+            Ok(true)
         })
-        .map_err(map_error)?;
-        Ok(rows > 0)
     }
 
     /// Audit events matching `filter`, in `id` order.
     pub async fn sign_events(&self, filter: &EventFilter) -> Result<Vec<SignEvent>, StoreError> {
-        const SQL: &str = "SELECT id, key_id, gun, role, client_subject, payload_sha256, created_at \
+        const SQL: &str = "SELECT id, key_id, gun, role, client_subject, payload_sha256, created_at, audit_seq \
              FROM signer_sign_events \
              WHERE ($1 IS NULL OR key_id = $1) \
                AND ($2 IS NULL OR created_at >= $2) \
@@ -682,6 +861,7 @@ struct EventRow<T> {
     client_subject: String,
     payload_sha256: String,
     created_at: T,
+    audit_seq: Option<i64>,
 }
 
 impl<T: StoredTime> EventRow<T> {
@@ -694,6 +874,7 @@ impl<T: StoredTime> EventRow<T> {
             client_subject: self.client_subject,
             payload_sha256: self.payload_sha256,
             created_at: self.created_at.into_time()?,
+            audit_seq: self.audit_seq,
         })
     }
 }
@@ -746,23 +927,40 @@ mod tests {
                     key_id: format!("{index:064x}"),
                     gun: "example.com/app".into(),
                     role: "timestamp".into(),
+                    algorithm: "ecdsa".into(),
                     client_subject: "CN=tufa-server".into(),
                     payload_sha256: format!("{:064x}", index + 1000),
+                    address: None,
+                    request_id: None,
                 };
                 let stored = store.record_signature(&event).await.unwrap();
                 assert_eq!((stored.key_id, stored.payload_sha256), (event.key_id, event.payload_sha256));
-                stored.id
+                (stored.id, stored.audit_seq.unwrap())
             }));
         }
         let mut ids = Vec::new();
+        let mut seqs = Vec::new();
         for task in tasks {
-            ids.push(task.await.unwrap());
+            let (id, seq) = task.await.unwrap();
+            ids.push(id);
+            seqs.push(seq);
         }
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), 64, "every caller got its own event");
+        seqs.sort_unstable();
+        assert_eq!(seqs, (0..64).collect::<Vec<i64>>(), "every event has its own log position, without gaps");
         let recorded = store.sign_events(&EventFilter { limit: 1000, ..EventFilter::default() }).await.unwrap();
         assert_eq!(recorded.len(), 64, "every event committed");
+        let entries = store.audit_entries(None, 1000).await.unwrap();
+        assert_eq!(entries.len(), 64, "every event has its log entry");
+        for event in &recorded {
+            let entry = &entries[usize::try_from(event.audit_seq.unwrap()).unwrap()].entry;
+            let details: serde_json::Value = serde_json::from_str(&entry.details).unwrap();
+            assert_eq!(entry.kind, "sign");
+            assert_eq!(details["event_id"], event.id);
+            assert_eq!(details["payload_sha256"], event.payload_sha256.as_str());
+        }
     }
 
     /// The signer's database file and SQLite's `-wal`/`-shm` files are owner-only.

@@ -584,3 +584,50 @@ fn write_pin_file(path: &std::path::Path, text: &str) {
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
+
+/// The audit log's checkpoint key lives in the token: created there once, recorded under the
+/// reserved role, refused to clients, and the checkpoints it signs verify with its verifier key,
+/// also after the backend is reopened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_checkpoints_are_signed_by_a_token_key() {
+    use tufa_signer::checkpoint::Checkpointer;
+    use tufa_signer::service::{ServiceError, SignerService};
+    use tufa_signer::store::{CHECKPOINT_ROLE, Store};
+
+    let token = TestToken::new("audit");
+    let backend: Arc<dyn KeyBackend> = Arc::new(token.open(2));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite_file(&dir.path().join("tufa-signer.db")).await.unwrap();
+    store.migrate().await.unwrap();
+    let signer = SignerService::new(store.clone(), backend.clone());
+    let key = signer.create_key("ecdsa", "docker.io/library/alpine", "timestamp").await.unwrap();
+    signer.sign(&key.key_id, b"payload", "CN=tufa-server").await.unwrap();
+
+    let checkpoints = Checkpointer::open(store.clone(), backend.clone(), Some("hsm.example/audit")).await.unwrap();
+    let record = store.key(checkpoints.key_id()).await.unwrap().unwrap();
+    assert_eq!((record.backend.as_str(), record.role.as_str()), ("pkcs11", CHECKPOINT_ROLE));
+    assert_eq!(record.handle.len(), 16, "a token object ID, not key material");
+    assert!(matches!(
+        signer.sign(checkpoints.key_id(), b"m", "CN=tufa-server").await,
+        Err(ServiceError::FailedPrecondition(_))
+    ));
+
+    let made = checkpoints.checkpoint().await.unwrap().unwrap();
+    assert_eq!(made.size, 3);
+    let vkey = checkpoints.key().vkey();
+    assert!(vkey.starts_with("hsm.example/audit+"), "{vkey}");
+    let pinned = tufa_audit::CheckpointKey::from_vkey(&vkey).unwrap();
+    let head = tufa_audit::checkpoint::open(&made.note, &pinned).unwrap();
+    assert_eq!((head.origin.as_str(), head.size), ("hsm.example/audit", 3));
+
+    // Reopened (a restart): the same token key signs the next checkpoint.
+    let reopened: Arc<dyn KeyBackend> = Arc::new(token.open(1));
+    let again = Checkpointer::open(store.clone(), reopened.clone(), None).await.unwrap();
+    assert_eq!(again.key_id(), checkpoints.key_id());
+    SignerService::new(store.clone(), reopened).sign(&key.key_id, b"again", "CN=tufa-server").await.unwrap();
+    assert_eq!(again.checkpoint().await.unwrap().map(|made| made.size), Some(4));
+
+    let verification = tufa_signer::run::verify_log(&store, Some(&vkey)).await.unwrap();
+    assert!(verification.report.ok(), "{:?}", verification.report);
+    assert_eq!((verification.report.entries, verification.report.checkpoints), (4, 2));
+}

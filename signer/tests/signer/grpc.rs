@@ -130,11 +130,12 @@ async fn create_get_sign_round_trip() {
 
         // Sign the full message; the signature verifies with the method Notary uses.
         let message = br#"{"_type":"Timestamp","version":1}"#.to_vec();
-        let signature = signer
-            .sign(SignatureRequest { key_id: Some(key_id(&id)), content: message.clone() })
-            .await
-            .unwrap()
-            .into_inner();
+        let mut request = tonic::Request::new(SignatureRequest { key_id: Some(key_id(&id)), content: message.clone() });
+        request.metadata_mut().insert("x-request-id", format!("req-{algorithm}").parse().unwrap());
+        let response = signer.sign(request).await.unwrap();
+        // The response metadata names the signature's entry in the signer's audit log.
+        let seq: u64 = response.metadata().get("tufa-audit-seq").unwrap().to_str().unwrap().parse().unwrap();
+        let signature = response.into_inner();
         assert_eq!(signature.algorithm.unwrap().algorithm, method);
         let signed_info = signature.key_info.unwrap();
         assert_eq!(signed_info.key_id.unwrap().id, id);
@@ -151,6 +152,20 @@ async fn create_get_sign_round_trip() {
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].client_subject, "CN=tufa-server");
         assert_eq!(events[0].payload_sha256, hex::encode(sha256(&message)));
+        assert_eq!(events[0].audit_seq, Some(i64::try_from(seq).unwrap()));
+
+        // The entry at that position is this signature, by this client, from this connection.
+        let entry = harness.store.audit_entries(seq.checked_sub(1), 1).await.unwrap().remove(0).entry;
+        assert_eq!(entry.seq, seq);
+        assert_eq!(entry.kind, "sign");
+        assert_eq!(entry.principal.as_deref(), Some("CN=tufa-server"));
+        assert_eq!(entry.request_id, Some(format!("req-{algorithm}")));
+        let address: SocketAddr = entry.address.unwrap().parse().unwrap();
+        assert!(address.ip().is_loopback(), "{address}");
+        let details: serde_json::Value = serde_json::from_str(&entry.details).unwrap();
+        assert_eq!(details["key_id"], id.as_str());
+        assert_eq!(details["algorithm"], algorithm);
+        assert_eq!(details["payload_sha256"], hex::encode(sha256(&message)));
     }
 
     // DeleteKey is idempotent; the key is gone afterwards.

@@ -4,7 +4,7 @@ use chrono::{Duration, Utc};
 use tufa_core::keys::sha256;
 use tufa_signer::run::{RotationReport, RunError, check_sealed_keys, print_audit, rotate_kek};
 use tufa_signer::service::{MAX_CONTENT_BYTES, ServiceError, SignerService};
-use tufa_signer::store::{EventFilter, KeyRecord, Store};
+use tufa_signer::store::{Actor, EventFilter, KeyRecord, Store};
 
 use crate::support::{KEK_A, KEK_B, ring, service, software, sqlite_store};
 
@@ -220,18 +220,21 @@ async fn keys_of_another_backend_are_refused(store: Store) {
     let signer = signer(store.clone());
     let key_id = "cd".repeat(32);
     store
-        .insert_key(&KeyRecord {
-            key_id: key_id.clone(),
-            gun: GUN.to_owned(),
-            role: "timestamp".to_owned(),
-            algorithm: "ecdsa".to_owned(),
-            public: vec![1, 2, 3],
-            backend: "pkcs11".to_owned(),
-            handle: vec![4, 5, 6],
-            sealed_with: "pkcs11".to_owned(),
-            created_at: Utc::now(),
-            last_used: None,
-        })
+        .insert_key(
+            &KeyRecord {
+                key_id: key_id.clone(),
+                gun: GUN.to_owned(),
+                role: "timestamp".to_owned(),
+                algorithm: "ecdsa".to_owned(),
+                public: vec![1, 2, 3],
+                backend: "pkcs11".to_owned(),
+                handle: vec![4, 5, 6],
+                sealed_with: "pkcs11".to_owned(),
+                created_at: Utc::now(),
+                last_used: None,
+            },
+            &Actor::default(),
+        )
         .await
         .unwrap();
     // The key is visible, but neither signs nor is handed out by CreateKey of this backend.

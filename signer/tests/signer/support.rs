@@ -45,3 +45,61 @@ pub(crate) async fn postgres_store() -> (Store, PgDatabase) {
 pub(crate) fn service(store: Store, backend: Arc<SoftwareBackend>) -> SignerService {
     SignerService::new(store, backend)
 }
+
+/// One test database, on SQLite (a file in a temporary directory) or on a fresh PostgreSQL
+/// database, that several stores (standing in for several signer processes) and raw SQL (standing
+/// in for an administrator with write access) can open.
+pub(crate) enum TestDb {
+    Sqlite(tempfile::TempDir),
+    Postgres(PgDatabase),
+}
+
+impl TestDb {
+    pub(crate) fn sqlite() -> TestDb {
+        TestDb::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    pub(crate) fn postgres() -> TestDb {
+        TestDb::Postgres(PgDatabase::create())
+    }
+
+    /// The database URL, as `--database-url` takes it.
+    pub(crate) fn url(&self) -> String {
+        match self {
+            TestDb::Sqlite(dir) => format!("sqlite:{}", dir.path().join("tufa-signer.db").display()),
+            TestDb::Postgres(database) => database.url().to_owned(),
+        }
+    }
+
+    /// A new store (its own pool) on the database, migrated.
+    pub(crate) async fn store(&self) -> Store {
+        let store = match self {
+            TestDb::Sqlite(dir) => Store::open_sqlite_file(&dir.path().join("tufa-signer.db")).await.unwrap(),
+            TestDb::Postgres(database) => {
+                let options = PgConnectOptions::from_str(database.url()).unwrap();
+                Store::from_postgres_pool(PgPoolOptions::new().max_connections(4).connect_with(options).await.unwrap())
+            }
+        };
+        store.migrate().await.unwrap();
+        store
+    }
+
+    /// Runs `sql` (one or more statements) on its own connection.
+    pub(crate) async fn execute(&self, sql: &str) {
+        use sqlx::Connection as _;
+        use sqlx::Executor as _;
+        match self {
+            TestDb::Sqlite(dir) => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("tufa-signer.db"));
+                let mut connection = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+                connection.execute(sqlx::AssertSqlSafe(sql.to_owned())).await.unwrap();
+                connection.close().await.unwrap();
+            }
+            TestDb::Postgres(database) => {
+                let mut connection = sqlx::PgConnection::connect(database.url()).await.unwrap();
+                connection.execute(sqlx::AssertSqlSafe(sql.to_owned())).await.unwrap();
+                connection.close().await.unwrap();
+            }
+        }
+    }
+}
