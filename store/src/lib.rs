@@ -419,6 +419,10 @@ pub trait Store: Send + Sync + 'static {
     /// created by a remote signer); returns its position. Its grants and history are ignored.
     async fn append_audit(&self, record: Record) -> Result<u64, StoreError>;
 
+    /// Appends the entries of `records` in order, in one transaction; returns the position of
+    /// the first. For bulk writes (backfill, benchmarks); grants and history are ignored.
+    async fn append_audit_batch(&self, records: Vec<Record>) -> Result<u64, StoreError>;
+
     /// The number of audit entries, which is the Merkle tree's size.
     async fn audit_size(&self) -> Result<u64, StoreError>;
 

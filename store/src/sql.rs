@@ -1545,6 +1545,20 @@ impl Store for SqlStore {
         })
     }
 
+    async fn append_audit_batch(&self, records: Vec<Record>) -> Result<u64, StoreError> {
+        let at = now();
+        per_dialect!(&self.pools, |pools, D| {
+            let mut tx = D::begin_write(pools).await?;
+            let mut first = None;
+            for record in &records {
+                let seq = append_entry!(D, &mut tx, record, at);
+                first.get_or_insert(seq);
+            }
+            tx.commit().await.map_err(from_sqlx)?;
+            Ok(first.and_then(|seq| u64::try_from(seq).ok()).unwrap_or_default())
+        })
+    }
+
     async fn audit_size(&self) -> Result<u64, StoreError> {
         per_dialect!(&self.pools, |pools, D| {
             let last: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM audit_log")

@@ -124,9 +124,13 @@ pub(crate) async fn audit_appends_are_gapless_under_concurrency(store: Arc<dyn S
     }
     positions.sort_unstable();
     assert_eq!(positions, (0..12).collect::<Vec<u64>>());
+    let batch: Vec<Record> =
+        (0..5).map(|n| Record::new(NewEntry::new(kinds::KEY_CREATE, serde_json::json!({ "batch": n })))).collect();
+    assert_eq!(store.append_audit_batch(batch).await.expect("batch"), 12);
+    assert_eq!(store.audit_size().await.expect("size"), 17);
     let report = verify_all(&store).await;
     assert!(report.ok(), "{report:?}");
-    assert_eq!(report.entries, 12);
+    assert_eq!(report.entries, 17);
 }
 
 pub(crate) async fn grants_and_target_history(store: Arc<dyn Store>) {
