@@ -9,11 +9,37 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use clap::{Args, Subcommand};
+use serde_json::json;
+use tufa_audit::NewEntry;
+use tufa_audit::entry::kinds;
 use tufa_auth::roles::{ANONYMOUS, Pattern, Role};
-use tufa_store::{ApiToken, Principal, PrincipalKind, Store};
+use tufa_store::{ApiToken, Principal, PrincipalKind, Record, Store};
 use zeroize::Zeroizing;
 
 use crate::config::Config;
+
+/// The audit record of an admin command: the actor is `admin-cli:<login>` (the operating-system
+/// user who ran it), since the command works on the database directly.
+fn admin_record(kind: &str, details: serde_json::Value) -> Record {
+    let login = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned());
+    let actor = format!("admin-cli:{login}");
+    Record::new(NewEntry::new(kind, details).by(Some(&actor)))
+}
+
+/// Sets the repository of an admin record.
+trait RecordGun {
+    fn gun_of(self, gun: &str) -> Self;
+}
+
+impl RecordGun for Record {
+    fn gun_of(mut self, gun: &str) -> Self {
+        self.entry = self.entry.gun(gun);
+        self
+    }
+}
 
 /// The longest principal name.
 pub const MAX_NAME_LEN: usize = 64;
@@ -236,10 +262,16 @@ pub async fn run(
                 (false, _) => (PrincipalKind::Service, None),
             };
             let principal = Principal { name: name.clone(), kind, password_hash, created_at: Utc::now() };
-            store.add_principal(&principal).await.map_err(|error| match error {
-                tufa_store::StoreError::Conflict(_) => AdminError::Failed(format!("{name:?} already exists")),
-                other => other.into(),
-            })?;
+            store
+                .add_principal(
+                    &principal,
+                    &admin_record(kinds::PRINCIPAL_ADD, json!({"name": name, "kind": kind.as_str()})),
+                )
+                .await
+                .map_err(|error| match error {
+                    tufa_store::StoreError::Conflict(_) => AdminError::Failed(format!("{name:?} already exists")),
+                    other => other.into(),
+                })?;
             tracing::info!(principal = %name, kind = kind.as_str(), "admin: added a principal");
             let note = match kind {
                 PrincipalKind::User => "",
@@ -256,14 +288,21 @@ pub async fn run(
                 )));
             }
             let password_hash = hash(&read_password(input)?)?;
-            if !store.set_password_hash(name, Some(&password_hash)).await? {
+            if !store
+                .set_password_hash(
+                    name,
+                    Some(&password_hash),
+                    &admin_record(kinds::PRINCIPAL_PASSWORD, json!({"name": name})),
+                )
+                .await?
+            {
                 return Err(AdminError::Failed(format!("there is no user {name:?}")));
             }
             tracing::info!(principal = %name, "admin: changed a password");
             written(writeln!(out, "changed the password of {name}"))
         }
         AdminAction::User(UserAction::Remove { name }) => {
-            if !store.remove_principal(name).await? {
+            if !store.remove_principal(name, &admin_record(kinds::PRINCIPAL_REMOVE, json!({"name": name}))).await? {
                 return Err(AdminError::Failed(format!("there is no user or service account {name:?}")));
             }
             tracing::info!(principal = %name, "admin: removed a principal");
@@ -296,7 +335,15 @@ pub async fn run(
                 .map_err(|error| AdminError::Failed(format!("cannot make a token: {error}")))?;
             let token =
                 ApiToken { id, principal: name.clone(), secret_hash, created_at: now, expires_at, revoked_at: None };
-            store.insert_api_token(&token).await?;
+            store
+                .insert_api_token(
+                    &token,
+                    &admin_record(
+                        kinds::TOKEN_CREATE,
+                        json!({"id": token.id, "principal": name, "expires": expires_at.map(|at| at.to_rfc3339())}),
+                    ),
+                )
+                .await?;
             tracing::info!(principal = %name, id = %token.id, "admin: created an API token");
             let until =
                 expires_at.map_or_else(|| "never expires".to_owned(), |at| format!("expires {}", at.to_rfc3339()));
@@ -304,7 +351,7 @@ pub async fn run(
             written(writeln!(out, "{}", text.as_str()))
         }
         AdminAction::Token(TokenAction::Revoke { id }) => {
-            if !store.revoke_api_token(id, Utc::now()).await? {
+            if !store.revoke_api_token(id, Utc::now(), &admin_record(kinds::TOKEN_REVOKE, json!({"id": id}))).await? {
                 return Err(AdminError::Failed(format!("there is no unrevoked token {id:?}")));
             }
             tracing::info!(id = %id, "admin: revoked an API token");
@@ -317,21 +364,42 @@ pub async fn run(
                     "{ANONYMOUS} may only be granted reader: unauthenticated callers must never publish or delete"
                 )));
             }
-            let added = store.add_binding(principal, role.as_str(), pattern.as_str()).await?;
+            let added = store
+                .add_binding(
+                    principal,
+                    role.as_str(),
+                    pattern.as_str(),
+                    &admin_record(
+                        kinds::ROLE_GRANT,
+                        json!({"principal": principal, "role": role.as_str(), "pattern": pattern.as_str()}),
+                    ),
+                )
+                .await?;
             tracing::info!(principal = %principal, role = role.as_str(), pattern = %pattern.as_str(), "admin: granted a role");
             let note = if added { "granted" } else { "already granted" };
             written(writeln!(out, "{note}: {principal} {} {}", role.as_str(), pattern.as_str()))
         }
         AdminAction::Revoke { principal, role, pattern } => {
             let role = role.parse::<Role>().map_err(|error| AdminError::Usage(error.to_string()))?;
-            if !store.remove_binding(principal, role.as_str(), pattern).await? {
+            if !store
+                .remove_binding(
+                    principal,
+                    role.as_str(),
+                    pattern,
+                    &admin_record(
+                        kinds::ROLE_REVOKE,
+                        json!({"principal": principal, "role": role.as_str(), "pattern": pattern}),
+                    ),
+                )
+                .await?
+            {
                 return Err(AdminError::Failed(format!("{principal} has no role {} on {pattern:?}", role.as_str())));
             }
             tracing::info!(principal = %principal, role = role.as_str(), pattern = %pattern, "admin: revoked a role");
             written(writeln!(out, "revoked: {principal} {} {pattern}", role.as_str()))
         }
         AdminAction::Tombstone(TombstoneAction::Clear { gun }) => {
-            if !store.clear_tombstone(gun).await? {
+            if !store.clear_tombstone(gun, &admin_record(kinds::TOMBSTONE_CLEAR, json!({})).gun_of(gun)).await? {
                 return Err(AdminError::Failed(format!("{gun:?} has no tombstone")));
             }
             tracing::warn!(gun = %gun, "admin: cleared a tombstone; anyone with push access may re-create the repository");

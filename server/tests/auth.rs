@@ -117,11 +117,11 @@ impl Harness {
             password_hash: Some(hash),
             created_at: Utc::now(),
         };
-        self.store.add_principal(&principal).await.unwrap();
+        self.store.add_principal(&principal, &test_change()).await.unwrap();
     }
 
     async fn grant(&self, principal: &str, role: &str, pattern: &str) {
-        assert!(self.store.add_binding(principal, role, pattern).await.unwrap());
+        assert!(self.store.add_binding(principal, role, pattern, &test_change()).await.unwrap());
     }
 
     /// A fresh API token for `principal`; returns (id, text).
@@ -135,7 +135,7 @@ impl Harness {
             expires_at: None,
             revoked_at: None,
         };
-        self.store.insert_api_token(&token).await.unwrap();
+        self.store.insert_api_token(&token, &test_change()).await.unwrap();
         (id, text.to_string())
     }
 
@@ -325,13 +325,13 @@ async fn api_tokens_work_as_bearer_and_basic_and_stop_at_once_when_revoked_or_re
     // A wrong secret for a real id is refused.
     let forged = format!("{}{}", &text[..text.len() - 2], if text.ends_with("AA") { "BA" } else { "AA" });
     assert_eq!(harness.get(path, Some(&format!("Bearer {forged}"))).await.status, StatusCode::UNAUTHORIZED);
-    assert!(harness.store.revoke_api_token(&id, Utc::now()).await.unwrap());
+    assert!(harness.store.revoke_api_token(&id, Utc::now(), &test_change()).await.unwrap());
     let reply = harness.get(path, Some(&format!("Bearer {text}"))).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert!(reply.challenge().ends_with(",error=\"invalid_token\""));
     let (_, second) = harness.api_token("ci").await;
     assert_eq!(harness.get(path, Some(&format!("Bearer {second}"))).await.status, StatusCode::OK);
-    assert!(harness.store.remove_principal("ci").await.unwrap());
+    assert!(harness.store.remove_principal("ci", &test_change()).await.unwrap());
     assert_eq!(harness.get(path, Some(&format!("Bearer {second}"))).await.status, StatusCode::UNAUTHORIZED);
 }
 
@@ -540,6 +540,11 @@ async fn token_mode_accepts_exactly_the_tokens_notary_server_accepts() {
     let reply = harness.call(Method::DELETE, &format!("/v2/{GUN}/_trust/tuf/"), Some(&all), None).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(harness.publish(GUN, &Repo::new(), &good).await.status, StatusCode::FORBIDDEN);
-    assert!(harness.store.clear_tombstone(GUN).await.unwrap());
+    assert!(harness.store.clear_tombstone(GUN, &test_change()).await.unwrap());
     assert_eq!(harness.publish(GUN, &Repo::new(), &good).await.status, StatusCode::OK);
+}
+
+/// An audit record for changes a test writes straight into the store.
+fn test_change() -> tufa_store::Record {
+    tufa_store::Record::new(tufa_audit::NewEntry::new("role.grant", serde_json::json!({"test": true})))
 }

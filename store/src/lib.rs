@@ -249,6 +249,10 @@ pub struct ExpiringCursor {
 }
 
 /// Tufa's storage operations. Implemented for SQLite and PostgreSQL; obtain one with [`open`].
+///
+/// Every method that changes principals, tokens, role bindings, tombstones or keys takes the
+/// [`Record`] of that change and appends its audit entry in the same transaction, only when
+/// something changed: no change without its record, no record without its change.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// The backend's name: `sqlite` or `postgres`.
@@ -347,10 +351,10 @@ pub trait Store: Send + Sync + 'static {
     async fn key_sealed_with(&self, kek_id: &str) -> Result<Option<StoredKey>, StoreError>;
 
     /// Adds a principal. A name that exists already is [`StoreError::Conflict`].
-    async fn add_principal(&self, principal: &Principal) -> Result<(), StoreError>;
+    async fn add_principal(&self, principal: &Principal, record: &Record) -> Result<(), StoreError>;
 
     /// Sets (or with `None` removes) the principal's password hash. `false`: no such principal.
-    async fn set_password_hash(&self, name: &str, hash: Option<&str>) -> Result<bool, StoreError>;
+    async fn set_password_hash(&self, name: &str, hash: Option<&str>, record: &Record) -> Result<bool, StoreError>;
 
     /// The principal with this name.
     async fn principal(&self, name: &str) -> Result<Option<Principal>, StoreError>;
@@ -361,11 +365,11 @@ pub trait Store: Send + Sync + 'static {
     /// Removes the principal with its API tokens and role bindings, in one transaction.
     /// `false`: no such principal, and nothing was changed (bindings of a name that is not a
     /// principal, such as `anonymous`, are kept).
-    async fn remove_principal(&self, name: &str) -> Result<bool, StoreError>;
+    async fn remove_principal(&self, name: &str, record: &Record) -> Result<bool, StoreError>;
 
     /// Stores an API token. A principal that does not exist is [`StoreError::NotFound`]; a token
     /// id that exists already is [`StoreError::Conflict`].
-    async fn insert_api_token(&self, token: &ApiToken) -> Result<(), StoreError>;
+    async fn insert_api_token(&self, token: &ApiToken, record: &Record) -> Result<(), StoreError>;
 
     /// The API token with this id, revoked or expired ones included.
     async fn api_token(&self, id: &str) -> Result<Option<ApiToken>, StoreError>;
@@ -375,14 +379,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Marks the token revoked at `at`. `false`: no such token, or it was revoked already (the
     /// first revocation time is kept).
-    async fn revoke_api_token(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError>;
+    async fn revoke_api_token(&self, id: &str, at: DateTime<Utc>, record: &Record) -> Result<bool, StoreError>;
 
     /// Binds `role` on `pattern` to `principal`, created now. `false`: that exact binding
     /// existed already (it is left as it was). The principal need not be stored.
-    async fn add_binding(&self, principal: &str, role: &str, pattern: &str) -> Result<bool, StoreError>;
+    async fn add_binding(
+        &self,
+        principal: &str,
+        role: &str,
+        pattern: &str,
+        record: &Record,
+    ) -> Result<bool, StoreError>;
 
     /// Removes that exact binding. `false`: there was none.
-    async fn remove_binding(&self, principal: &str, role: &str, pattern: &str) -> Result<bool, StoreError>;
+    async fn remove_binding(
+        &self,
+        principal: &str,
+        role: &str,
+        pattern: &str,
+        record: &Record,
+    ) -> Result<bool, StoreError>;
 
     /// All role bindings, ordered by principal, pattern, then role.
     async fn bindings(&self) -> Result<Vec<RoleBinding>, StoreError>;
@@ -398,7 +414,7 @@ pub trait Store: Send + Sync + 'static {
     async fn tombstones(&self) -> Result<Vec<Tombstone>, StoreError>;
 
     /// Deletes the tombstone of `gun`. `false`: there was none.
-    async fn clear_tombstone(&self, gun: &str) -> Result<bool, StoreError>;
+    async fn clear_tombstone(&self, gun: &str, record: &Record) -> Result<bool, StoreError>;
 
     /// Stores a token key. `false`: `key` is active (not retired) and an active key of its
     /// kind exists already; nothing is written, and the caller should re-read the active key.
@@ -410,7 +426,7 @@ pub trait Store: Send + Sync + 'static {
     /// `new` as the active key of its kind. `new` must not be retired
     /// ([`StoreError::Internal`]); a key id that exists already is [`StoreError::Conflict`].
     /// Concurrent rotations are serialised: each retires the key the one before it stored.
-    async fn rotate_token_key(&self, new: &TokenKey, at: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn rotate_token_key(&self, new: &TokenKey, at: DateTime<Utc>, record: &Record) -> Result<(), StoreError>;
 
     /// All token keys, retired ones included, ordered by creation time, then id.
     async fn token_keys(&self) -> Result<Vec<TokenKey>, StoreError>;

@@ -807,6 +807,20 @@ macro_rules! attach_grant_keys {
     }};
 }
 
+/// Runs one statement `$query` in a write transaction of dialect `$d` and, when it changed a row,
+/// appends `$record`'s audit entry in the same transaction and commits. Evaluates to the rows changed.
+macro_rules! audited_statement {
+    ($d:ty, $pools:expr, $record:expr, $query:expr) => {{
+        let mut tx = <$d>::begin_write($pools).await?;
+        let changed = $query.execute(&mut *tx).await.map_err(from_sqlx)?.rows_affected();
+        if changed > 0 {
+            append_entry!($d, &mut tx, $record, now());
+            tx.commit().await.map_err(from_sqlx)?;
+        }
+        changed
+    }};
+}
+
 /// [`Store`] on a SQL database.
 pub(crate) struct SqlStore {
     pools: Pools,
@@ -1261,18 +1275,22 @@ impl Store for SqlStore {
         })
     }
 
-    async fn add_principal(&self, principal: &Principal) -> Result<(), StoreError> {
+    async fn add_principal(&self, principal: &Principal, record: &Record) -> Result<(), StoreError> {
         const SQL: &str = concat!("INSERT INTO principals (", principal_columns!(), ") VALUES ($1, $2, $3, $4)");
         per_dialect!(&self.pools, |pools, D| {
+            let mut tx = D::begin_write(pools).await?;
             let inserted = sqlx::query(SQL)
                 .bind(&principal.name)
                 .bind(principal.kind.as_str())
                 .bind(principal.password_hash.as_deref())
                 .bind(D::time(principal.created_at))
-                .execute(D::writer(pools))
+                .execute(&mut *tx)
                 .await;
             match inserted {
-                Ok(_) => Ok(()),
+                Ok(_) => {
+                    append_entry!(D, &mut tx, record, now());
+                    tx.commit().await.map_err(from_sqlx)
+                }
                 Err(error) if is_unique_violation(&error) => {
                     Err(StoreError::Conflict(format!("principal {:?} already exists", principal.name)))
                 }
@@ -1281,10 +1299,10 @@ impl Store for SqlStore {
         })
     }
 
-    async fn set_password_hash(&self, name: &str, hash: Option<&str>) -> Result<bool, StoreError> {
+    async fn set_password_hash(&self, name: &str, hash: Option<&str>, record: &Record) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE principals SET password_hash = $2 WHERE name = $1";
         let updated = per_dialect!(&self.pools, |pools, D| {
-            sqlx::query(SQL).bind(name).bind(hash).execute(D::writer(pools)).await.map_err(from_sqlx)?.rows_affected()
+            audited_statement!(D, pools, record, sqlx::query(SQL).bind(name).bind(hash))
         });
         Ok(updated > 0)
     }
@@ -1310,7 +1328,7 @@ impl Store for SqlStore {
         })
     }
 
-    async fn remove_principal(&self, name: &str) -> Result<bool, StoreError> {
+    async fn remove_principal(&self, name: &str, record: &Record) -> Result<bool, StoreError> {
         per_dialect!(&self.pools, |pools, D| {
             let mut tx = D::begin_write(pools).await?;
             // Tokens first: they reference the principal.
@@ -1328,15 +1346,17 @@ impl Store for SqlStore {
                 // Not a principal: dropping the transaction rolls back the deletes above.
                 return Ok(false);
             }
+            append_entry!(D, &mut tx, record, now());
             tx.commit().await.map_err(from_sqlx)?;
             Ok(true)
         })
     }
 
-    async fn insert_api_token(&self, token: &ApiToken) -> Result<(), StoreError> {
+    async fn insert_api_token(&self, token: &ApiToken, record: &Record) -> Result<(), StoreError> {
         const SQL: &str =
             concat!("INSERT INTO api_tokens (", api_token_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6)");
         per_dialect!(&self.pools, |pools, D| {
+            let mut tx = D::begin_write(pools).await?;
             let inserted = sqlx::query(SQL)
                 .bind(&token.id)
                 .bind(&token.principal)
@@ -1344,10 +1364,13 @@ impl Store for SqlStore {
                 .bind(D::time(token.created_at))
                 .bind(token.expires_at.map(D::time))
                 .bind(token.revoked_at.map(D::time))
-                .execute(D::writer(pools))
+                .execute(&mut *tx)
                 .await;
             match inserted {
-                Ok(_) => Ok(()),
+                Ok(_) => {
+                    append_entry!(D, &mut tx, record, now());
+                    tx.commit().await.map_err(from_sqlx)
+                }
                 Err(error) if is_foreign_key_violation(&error) => {
                     Err(StoreError::NotFound(format!("no principal {:?}", token.principal)))
                 }
@@ -1379,51 +1402,47 @@ impl Store for SqlStore {
         })
     }
 
-    async fn revoke_api_token(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn revoke_api_token(&self, id: &str, at: DateTime<Utc>, record: &Record) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
         let updated = per_dialect!(&self.pools, |pools, D| {
-            sqlx::query(SQL)
-                .bind(id)
-                .bind(D::time(at))
-                .execute(D::writer(pools))
-                .await
-                .map_err(from_sqlx)?
-                .rows_affected()
+            audited_statement!(D, pools, record, sqlx::query(SQL).bind(id).bind(D::time(at)))
         });
         Ok(updated > 0)
     }
 
-    async fn add_binding(&self, principal: &str, role: &str, pattern: &str) -> Result<bool, StoreError> {
+    async fn add_binding(
+        &self,
+        principal: &str,
+        role: &str,
+        pattern: &str,
+        record: &Record,
+    ) -> Result<bool, StoreError> {
         const SQL: &str = concat!(
             "INSERT INTO role_bindings (",
             binding_columns!(),
             ") VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
         );
         let inserted = per_dialect!(&self.pools, |pools, D| {
-            sqlx::query(SQL)
-                .bind(principal)
-                .bind(role)
-                .bind(pattern)
-                .bind(D::time(now()))
-                .execute(D::writer(pools))
-                .await
-                .map_err(from_sqlx)?
-                .rows_affected()
+            audited_statement!(
+                D,
+                pools,
+                record,
+                sqlx::query(SQL).bind(principal).bind(role).bind(pattern).bind(D::time(now()))
+            )
         });
         Ok(inserted > 0)
     }
 
-    async fn remove_binding(&self, principal: &str, role: &str, pattern: &str) -> Result<bool, StoreError> {
+    async fn remove_binding(
+        &self,
+        principal: &str,
+        role: &str,
+        pattern: &str,
+        record: &Record,
+    ) -> Result<bool, StoreError> {
         const SQL: &str = "DELETE FROM role_bindings WHERE principal = $1 AND role = $2 AND pattern = $3";
         let removed = per_dialect!(&self.pools, |pools, D| {
-            sqlx::query(SQL)
-                .bind(principal)
-                .bind(role)
-                .bind(pattern)
-                .execute(D::writer(pools))
-                .await
-                .map_err(from_sqlx)?
-                .rows_affected()
+            audited_statement!(D, pools, record, sqlx::query(SQL).bind(principal).bind(role).bind(pattern))
         });
         Ok(removed > 0)
     }
@@ -1481,11 +1500,10 @@ impl Store for SqlStore {
         })
     }
 
-    async fn clear_tombstone(&self, gun: &str) -> Result<bool, StoreError> {
+    async fn clear_tombstone(&self, gun: &str, record: &Record) -> Result<bool, StoreError> {
         const SQL: &str = "DELETE FROM tombstones WHERE gun = $1";
-        let removed = per_dialect!(&self.pools, |pools, D| {
-            sqlx::query(SQL).bind(gun).execute(D::writer(pools)).await.map_err(from_sqlx)?.rows_affected()
-        });
+        let removed =
+            per_dialect!(&self.pools, |pools, D| { audited_statement!(D, pools, record, sqlx::query(SQL).bind(gun)) });
         Ok(removed > 0)
     }
 
@@ -1510,7 +1528,7 @@ impl Store for SqlStore {
         })
     }
 
-    async fn rotate_token_key(&self, new: &TokenKey, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn rotate_token_key(&self, new: &TokenKey, at: DateTime<Utc>, record: &Record) -> Result<(), StoreError> {
         const RETIRE: &str = "UPDATE token_keys SET retired_at = $2 WHERE kind = $1 AND retired_at IS NULL";
         if new.retired_at.is_some() {
             return Err(StoreError::Internal(format!(
@@ -1523,6 +1541,7 @@ impl Store for SqlStore {
             D::lock_token_keys(&mut tx).await?;
             sqlx::query(RETIRE).bind(new.kind.as_str()).bind(D::time(at)).execute(&mut *tx).await.map_err(from_sqlx)?;
             insert_token_key!(D, &mut tx, new);
+            append_entry!(D, &mut tx, record, now());
             tx.commit().await.map_err(from_sqlx)
         })
     }

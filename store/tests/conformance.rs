@@ -70,4 +70,5 @@ conformance!(
     audit_appends_are_gapless_under_concurrency,
     grants_and_target_history,
     checkpoints_and_signing_key,
+    account_changes_are_recorded_only_when_they_happen,
 );

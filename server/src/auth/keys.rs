@@ -122,7 +122,11 @@ pub async fn rotate(store: &dyn Store, kek: &SealingKey) -> Result<String, KeysE
     let ca = active(&keys, TokenKeyKind::Ca)
         .ok_or_else(|| KeysError::Crypto("there is no token CA yet; start the server in builtin mode once".into()))?;
     let signing = new_signing_key(ca, kek, now)?;
-    store.rotate_token_key(&signing, now).await?;
+    let record = tufa_store::Record::new(tufa_audit::NewEntry::new(
+        tufa_audit::entry::kinds::TOKEN_SIGNER_ROTATE,
+        serde_json::json!({"id": signing.id}),
+    ));
+    store.rotate_token_key(&signing, now, &record).await?;
     tracing::info!(id = %signing.id, "rotated the token-signing key");
     Ok(signing.id)
 }

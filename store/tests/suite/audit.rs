@@ -219,3 +219,21 @@ pub(crate) async fn checkpoints_and_signing_key(store: Arc<dyn Store>) {
     assert_eq!((latest.size, latest.root.as_str(), latest.note.as_str()), (5, "r5", "note 5"));
     assert_eq!(store.checkpoints().await.expect("all").iter().map(|c| c.size).collect::<Vec<_>>(), vec![3, 5]);
 }
+
+pub(crate) async fn account_changes_are_recorded_only_when_they_happen(store: Arc<dyn Store>) {
+    let record = |kind: &str| Record::new(NewEntry::new(kind, serde_json::json!({})).by(Some("admin-cli:root")));
+    // Changes that change nothing record nothing.
+    assert!(!store.set_password_hash("nobody", None, &record(kinds::PRINCIPAL_PASSWORD)).await.expect("no user"));
+    assert!(!store.remove_principal("nobody", &record(kinds::PRINCIPAL_REMOVE)).await.expect("no user"));
+    assert!(!store.remove_binding("nobody", "reader", "*", &record(kinds::ROLE_REVOKE)).await.expect("no binding"));
+    assert!(!store.clear_tombstone(GUN, &record(kinds::TOMBSTONE_CLEAR)).await.expect("no tombstone"));
+    assert_eq!(store.audit_size().await.expect("size"), 0);
+    // Each change records exactly one entry with the actor.
+    assert!(store.add_binding("ci", "reader", "*", &record(kinds::ROLE_GRANT)).await.expect("grant"));
+    assert!(!store.add_binding("ci", "reader", "*", &record(kinds::ROLE_GRANT)).await.expect("again"));
+    assert!(store.remove_binding("ci", "reader", "*", &record(kinds::ROLE_REVOKE)).await.expect("revoke"));
+    let entries = store.audit_entries(&all(10)).await.expect("entries");
+    let kinds: Vec<(&str, Option<&str>)> =
+        entries.iter().map(|stored| (stored.entry.kind.as_str(), stored.entry.principal.as_deref())).collect();
+    assert_eq!(kinds, vec![("role.grant", Some("admin-cli:root")), ("role.revoke", Some("admin-cli:root"))]);
+}

@@ -8,7 +8,7 @@ use tufa_store::{
     ApiToken, Principal, PrincipalKind, RoleBinding, Store, StoreError, StoredKey, TokenKey, TokenKeyKind, Tombstone,
 };
 
-use crate::support::{Repo, deletion, file, now, update};
+use crate::support::{Repo, change, deletion, file, now, update};
 
 const GUN: &str = "example.com/app";
 const OTHER_GUN: &str = "example.com/other";
@@ -88,9 +88,9 @@ pub(crate) async fn principals(store: Arc<dyn Store>) {
     assert_eq!(store.principal("alice").await.expect("get"), None);
 
     let alice = user("alice", Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g"));
-    store.add_principal(&service("zeta-ci")).await.expect("add service");
-    store.add_principal(&alice).await.expect("add alice");
-    store.add_principal(&user("bob", None)).await.expect("add bob");
+    store.add_principal(&service("zeta-ci"), &change()).await.expect("add service");
+    store.add_principal(&alice, &change()).await.expect("add alice");
+    store.add_principal(&user("bob", None), &change()).await.expect("add bob");
     assert_eq!(store.principal("alice").await.expect("get"), Some(alice.clone()));
     assert_eq!(store.principal("zeta-ci").await.expect("get"), Some(service("zeta-ci")));
     // Names compare exactly.
@@ -100,44 +100,44 @@ pub(crate) async fn principals(store: Arc<dyn Store>) {
     assert_eq!(names, ["alice", "bob", "zeta-ci"]);
 
     // A second principal of the same name, whatever its kind, is refused and changes nothing.
-    expect_conflict(store.add_principal(&service("alice")).await, "principal \"alice\" already exists");
+    expect_conflict(store.add_principal(&service("alice"), &change()).await, "principal \"alice\" already exists");
     assert_eq!(store.principal("alice").await.expect("get"), Some(alice.clone()));
     assert_eq!(store.principals().await.expect("list").len(), 3);
 
     // Passwords are set, replaced and removed as opaque strings.
-    assert!(store.set_password_hash("bob", Some("$argon2id$new")).await.expect("set"));
+    assert!(store.set_password_hash("bob", Some("$argon2id$new"), &change()).await.expect("set"));
     let bob = store.principal("bob").await.expect("get").expect("bob");
     assert_eq!(bob.password_hash.as_deref(), Some("$argon2id$new"));
     assert_eq!((bob.kind, bob.created_at), (PrincipalKind::User, at(0)));
-    assert!(store.set_password_hash("alice", None).await.expect("clear"));
+    assert!(store.set_password_hash("alice", None, &change()).await.expect("clear"));
     assert_eq!(store.principal("alice").await.expect("get").expect("alice").password_hash, None);
-    assert!(!store.set_password_hash("nobody", Some("x")).await.expect("set unknown"));
+    assert!(!store.set_password_hash("nobody", Some("x"), &change()).await.expect("set unknown"));
     assert_eq!(store.principal("nobody").await.expect("get"), None);
 
     // An empty name is refused by the schema.
-    let refused = store.add_principal(&user("", None)).await;
+    let refused = store.add_principal(&user("", None), &change()).await;
     assert!(matches!(refused, Err(StoreError::Internal(_))), "{refused:?}");
     assert_eq!(store.principals().await.expect("list").len(), 3);
 }
 
 pub(crate) async fn api_tokens(store: Arc<dyn Store>) {
-    store.add_principal(&user("bob", None)).await.expect("add bob");
-    store.add_principal(&user("alice", None)).await.expect("add alice");
+    store.add_principal(&user("bob", None), &change()).await.expect("add bob");
+    store.add_principal(&user("alice", None), &change()).await.expect("add alice");
     assert_eq!(store.api_tokens().await.expect("list"), Vec::new());
 
     // A token for a principal that does not exist is refused and not stored.
-    match store.insert_api_token(&token("0000000000aa", "carol")).await {
+    match store.insert_api_token(&token("0000000000aa", "carol"), &change()).await {
         Err(StoreError::NotFound(message)) => assert_eq!(message, "no principal \"carol\""),
         other => panic!("expected NotFound, got {other:?}"),
     }
     assert_eq!(store.api_token("0000000000aa").await.expect("get"), None);
 
     for (id, principal) in [("bbbbbbbbbbbb", "bob"), ("cccccccccccc", "alice"), ("aaaaaaaaaaaa", "bob")] {
-        store.insert_api_token(&token(id, principal)).await.expect("insert");
+        store.insert_api_token(&token(id, principal), &change()).await.expect("insert");
     }
     let mut forever = token("000000000000", "bob");
     forever.expires_at = None;
-    store.insert_api_token(&forever).await.expect("insert a token that never expires");
+    store.insert_api_token(&forever, &change()).await.expect("insert a token that never expires");
 
     assert_eq!(store.api_token("cccccccccccc").await.expect("get"), Some(token("cccccccccccc", "alice")));
     assert_eq!(store.api_token("000000000000").await.expect("get"), Some(forever));
@@ -147,15 +147,15 @@ pub(crate) async fn api_tokens(store: Arc<dyn Store>) {
 
     // The same id twice is refused, even for another principal, and the first is kept.
     expect_conflict(
-        store.insert_api_token(&token("aaaaaaaaaaaa", "alice")).await,
+        store.insert_api_token(&token("aaaaaaaaaaaa", "alice"), &change()).await,
         "API token \"aaaaaaaaaaaa\" already exists",
     );
     assert_eq!(store.api_token("aaaaaaaaaaaa").await.expect("get"), Some(token("aaaaaaaaaaaa", "bob")));
 
     // Revocation happens once; the first time is kept.
-    assert!(store.revoke_api_token("aaaaaaaaaaaa", at(100)).await.expect("revoke"));
-    assert!(!store.revoke_api_token("aaaaaaaaaaaa", at(200)).await.expect("revoke again"));
-    assert!(!store.revoke_api_token("ffffffffffff", at(100)).await.expect("revoke unknown"));
+    assert!(store.revoke_api_token("aaaaaaaaaaaa", at(100), &change()).await.expect("revoke"));
+    assert!(!store.revoke_api_token("aaaaaaaaaaaa", at(200), &change()).await.expect("revoke again"));
+    assert!(!store.revoke_api_token("ffffffffffff", at(100), &change()).await.expect("revoke unknown"));
     let revoked = store.api_token("aaaaaaaaaaaa").await.expect("get").expect("kept");
     assert_eq!(revoked, ApiToken { revoked_at: Some(at(100)), ..token("aaaaaaaaaaaa", "bob") });
     let other = store.api_token("bbbbbbbbbbbb").await.expect("get").expect("kept");
@@ -166,11 +166,11 @@ pub(crate) async fn api_tokens(store: Arc<dyn Store>) {
 /// is not a principal changes nothing.
 pub(crate) async fn principal_removal_cascades(store: Arc<dyn Store>) {
     for name in ["alice", "bob"] {
-        store.add_principal(&user(name, Some("$argon2id$x"))).await.expect("add");
+        store.add_principal(&user(name, Some("$argon2id$x")), &change()).await.expect("add");
     }
-    store.insert_api_token(&token("a1a1a1a1a1a1", "alice")).await.expect("token");
-    store.insert_api_token(&token("a2a2a2a2a2a2", "alice")).await.expect("token");
-    store.insert_api_token(&token("b1b1b1b1b1b1", "bob")).await.expect("token");
+    store.insert_api_token(&token("a1a1a1a1a1a1", "alice"), &change()).await.expect("token");
+    store.insert_api_token(&token("a2a2a2a2a2a2", "alice"), &change()).await.expect("token");
+    store.insert_api_token(&token("b1b1b1b1b1b1", "bob"), &change()).await.expect("token");
     for (principal, role, pattern) in [
         ("alice", "admin", "team/*"),
         ("alice", "reader", "*"),
@@ -178,10 +178,10 @@ pub(crate) async fn principal_removal_cascades(store: Arc<dyn Store>) {
         ("anonymous", "reader", "pub/*"),
         ("alicex", "reader", "*"),
     ] {
-        assert!(store.add_binding(principal, role, pattern).await.expect("bind"));
+        assert!(store.add_binding(principal, role, pattern, &change()).await.expect("bind"));
     }
 
-    assert!(store.remove_principal("alice").await.expect("remove"));
+    assert!(store.remove_principal("alice", &change()).await.expect("remove"));
     assert_eq!(store.principal("alice").await.expect("get"), None);
     assert_eq!(token_ids(&store.api_tokens().await.expect("list")), ["b1b1b1b1b1b1"]);
     assert_eq!(store.api_token("a1a1a1a1a1a1").await.expect("get"), None);
@@ -192,9 +192,9 @@ pub(crate) async fn principal_removal_cascades(store: Arc<dyn Store>) {
     assert_eq!(store.principal("bob").await.expect("get").map(|p| p.name), Some("bob".into()));
 
     // Gone: a second removal reports it.
-    assert!(!store.remove_principal("alice").await.expect("remove again"));
+    assert!(!store.remove_principal("alice", &change()).await.expect("remove again"));
     // `anonymous` is not a principal: removing it fails and keeps its bindings.
-    assert!(!store.remove_principal("anonymous").await.expect("remove anonymous"));
+    assert!(!store.remove_principal("anonymous", &change()).await.expect("remove anonymous"));
     assert_eq!(
         triples(&store.bindings_for(&["anonymous"]).await.expect("bindings")),
         [("anonymous", "reader", "pub/*")]
@@ -202,9 +202,9 @@ pub(crate) async fn principal_removal_cascades(store: Arc<dyn Store>) {
     assert_eq!(store.bindings().await.expect("bindings").len(), 3);
 
     // The name can be added again and starts with nothing.
-    store.add_principal(&user("alice", None)).await.expect("re-add");
+    store.add_principal(&user("alice", None), &change()).await.expect("re-add");
     assert_eq!(store.bindings_for(&["alice"]).await.expect("bindings"), Vec::new());
-    store.insert_api_token(&token("a3a3a3a3a3a3", "alice")).await.expect("token for the new alice");
+    store.insert_api_token(&token("a3a3a3a3a3a3", "alice"), &change()).await.expect("token for the new alice");
 }
 
 pub(crate) async fn role_bindings(store: Arc<dyn Store>) {
@@ -221,7 +221,10 @@ pub(crate) async fn role_bindings(store: Arc<dyn Store>) {
         ("alice", "admin", "team/app"),
         ("carol", "no-such-role", "**odd pattern**"),
     ] {
-        assert!(store.add_binding(principal, role, pattern).await.expect("bind"), "{principal} {role} {pattern}");
+        assert!(
+            store.add_binding(principal, role, pattern, &change()).await.expect("bind"),
+            "{principal} {role} {pattern}"
+        );
     }
     let after = Utc::now() + Duration::seconds(1);
     let all = store.bindings().await.expect("bindings");
@@ -240,7 +243,7 @@ pub(crate) async fn role_bindings(store: Arc<dyn Store>) {
 
     // The same triple again is reported and leaves the first binding as it was.
     let first = all.iter().find(|b| b.principal == "bob").expect("bob's binding").clone();
-    assert!(!store.add_binding("bob", "reader", "*").await.expect("bind again"));
+    assert!(!store.add_binding("bob", "reader", "*", &change()).await.expect("bind again"));
     let again = store.bindings_for(&["bob"]).await.expect("bindings");
     assert_eq!(again, [first]);
 
@@ -258,10 +261,10 @@ pub(crate) async fn role_bindings(store: Arc<dyn Store>) {
     assert_eq!(store.bindings_for(&[]).await.expect("bindings"), Vec::new());
 
     // Removal needs the exact triple.
-    assert!(!store.remove_binding("alice", "reader", "team/*").await.expect("remove"));
-    assert!(!store.remove_binding("alice", "admin", "team").await.expect("remove"));
-    assert!(store.remove_binding("alice", "admin", "team/*").await.expect("remove"));
-    assert!(!store.remove_binding("alice", "admin", "team/*").await.expect("remove again"));
+    assert!(!store.remove_binding("alice", "reader", "team/*", &change()).await.expect("remove"));
+    assert!(!store.remove_binding("alice", "admin", "team", &change()).await.expect("remove"));
+    assert!(store.remove_binding("alice", "admin", "team/*", &change()).await.expect("remove"));
+    assert!(!store.remove_binding("alice", "admin", "team/*", &change()).await.expect("remove again"));
     assert_eq!(
         triples(&store.bindings_for(&["alice"]).await.expect("bindings")),
         [("alice", "admin", "team/app"), ("alice", "reader", "team/app")]
@@ -325,9 +328,9 @@ pub(crate) async fn tombstones(store: Arc<dyn Store>) {
     assert!(all.iter().all(|t| t.deleted_at >= tombstone.deleted_at));
 
     // An explicit clear, once.
-    assert!(store.clear_tombstone(GUN).await.expect("clear"));
-    assert!(!store.clear_tombstone(GUN).await.expect("clear again"));
-    assert!(!store.clear_tombstone("never/deleted").await.expect("clear unknown"));
+    assert!(store.clear_tombstone(GUN, &change()).await.expect("clear"));
+    assert!(!store.clear_tombstone(GUN, &change()).await.expect("clear again"));
+    assert!(!store.clear_tombstone("never/deleted", &change()).await.expect("clear unknown"));
     let left: Vec<Tombstone> = store.tombstones().await.expect("tombstones");
     assert_eq!(left.iter().map(|t| t.gun.as_str()).collect::<Vec<_>>(), [OTHER_GUN]);
 }
@@ -355,7 +358,7 @@ pub(crate) async fn token_keys(store: Arc<dyn Store>) {
 
     // Rotation retires the active key of the new key's kind at `at` and activates the new one.
     let signing2 = token_key("sig-2", TokenKeyKind::Signing, at(20));
-    store.rotate_token_key(&signing2, at(21)).await.expect("rotate");
+    store.rotate_token_key(&signing2, at(21), &change()).await.expect("rotate");
     assert_eq!(
         store.token_keys().await.expect("keys"),
         [old.clone(), ca.clone(), TokenKey { retired_at: Some(at(21)), ..signing.clone() }, signing2.clone()]
@@ -365,11 +368,11 @@ pub(crate) async fn token_keys(store: Arc<dyn Store>) {
 
     // A rotation that fails changes nothing: the old key stays active.
     let clash = token_key("sig-1", TokenKeyKind::Signing, at(30));
-    expect_conflict(store.rotate_token_key(&clash, at(31)).await, "token key \"sig-1\" already exists");
+    expect_conflict(store.rotate_token_key(&clash, at(31), &change()).await, "token key \"sig-1\" already exists");
     assert_eq!(active_keys(&store, TokenKeyKind::Signing).await, ["sig-2"]);
     let mut retired = token_key("sig-3", TokenKeyKind::Signing, at(30));
     retired.retired_at = Some(at(30));
-    match store.rotate_token_key(&retired, at(31)).await {
+    match store.rotate_token_key(&retired, at(31), &change()).await {
         Err(StoreError::Internal(message)) => {
             assert_eq!(message, "token key \"sig-3\" is retired, so it cannot become the active signing key")
         }
@@ -379,7 +382,7 @@ pub(crate) async fn token_keys(store: Arc<dyn Store>) {
 
     // Rotating a kind with no active key just activates the new one.
     let ca_only = token_key("ca-9", TokenKeyKind::Ca, at(40));
-    store.rotate_token_key(&ca_only, at(41)).await.expect("rotate CA");
+    store.rotate_token_key(&ca_only, at(41), &change()).await.expect("rotate CA");
     assert_eq!(
         key_states(&store).await,
         [
@@ -451,7 +454,7 @@ pub(crate) async fn token_key_race(stores: &[Arc<dyn Store>]) {
     for racer in 0..RACERS {
         let store = pick(racer);
         let key = token_key(&format!("rot-{racer}"), TokenKeyKind::Ca, at(100 + racer as i64));
-        rotations.push(tokio::spawn(async move { store.rotate_token_key(&key, at(200)).await }));
+        rotations.push(tokio::spawn(async move { store.rotate_token_key(&key, at(200), &change()).await }));
     }
     for rotation in rotations {
         rotation.await.expect("rotation task").expect("rotate");

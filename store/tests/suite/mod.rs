@@ -11,8 +11,8 @@ mod auth;
 mod keys_owned;
 
 pub(crate) use audit::{
-    audit_appends_are_gapless_under_concurrency, audit_entries_are_written_with_their_change,
-    checkpoints_and_signing_key, grants_and_target_history,
+    account_changes_are_recorded_only_when_they_happen, audit_appends_are_gapless_under_concurrency,
+    audit_entries_are_written_with_their_change, checkpoints_and_signing_key, grants_and_target_history,
 };
 pub(crate) use auth::{
     api_tokens, kek_ids_include_token_keys, principal_removal_cascades, principals, role_bindings, token_key_race,

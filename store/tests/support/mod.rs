@@ -87,6 +87,11 @@ pub(crate) fn update(
     }
 }
 
+/// The audit record of an account, token, binding, tombstone or key change in a test.
+pub(crate) fn change() -> Record {
+    Record::new(NewEntry::new(kinds::ROLE_GRANT, serde_json::json!({"test": true})))
+}
+
 /// The audit record of deleting `gun`.
 pub(crate) fn deletion(gun: &str) -> Record {
     Record::new(NewEntry::new(kinds::DELETE, serde_json::json!({})).gun(gun))
