@@ -2,12 +2,12 @@
 //! timestamps through the online signer, re-sign timestamps before they expire, hand out
 //! server-held keys.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tufa_core::keys::{Algorithm, PublicKey};
-use tufa_core::metadata::{Root, Signature, Signed};
+use tufa_core::metadata::{Root, Signature, Signed, Snapshot};
 use tufa_core::names::{BaseRole, Gun, RoleName};
 use tufa_core::update::{self, Draft, Limits, NewFile, RepoState, UpdateError};
 use tufa_store::{CurrentEntry, Store, StoredFile, Update};
@@ -176,7 +176,7 @@ impl Service {
         recreation: &Recreation,
     ) -> Result<(), ApiError> {
         let now = Utc::now();
-        let current = self.store.current_all(gun.as_str()).await?;
+        let current = self.current_for_update(gun, &uploads).await?;
         let had_root = current.iter().any(|file| file.role == "root");
         let expected_timestamp_version = current.iter().find(|file| file.role == "timestamp").map(|file| file.version);
         let stored_root = match current.iter().find(|file| file.role == "root") {
@@ -197,6 +197,12 @@ impl Service {
             .map_err(|error| ApiError::Internal(format!("update verification stopped: {error}")))?
         };
         let validated = validated.map_err(ApiError::InvalidUpdate)?;
+        // The stored root and snapshot, read although an update may replace them, are not needed
+        // any more once it is validated.
+        let mut state = state;
+        for file in &validated.files {
+            state.forget(file.role.as_str());
+        }
         let recreated = match (&recreation.tombstone, had_root) {
             (Some(tombstone), false) => Some(self.check_recreation(gun, tombstone, &validated.files, recreation)?),
             _ => None,
@@ -250,6 +256,44 @@ impl Service {
             None => tracing::info!(gun = %gun, "published update"),
         }
         Ok(())
+    }
+
+    /// The current files of `gun` that validating `uploads` needs: all of them but those the
+    /// update replaces, whose bytes validation never reads (the root is always read: a new root
+    /// is checked against it). A stored targets file may be as large as an upload, and reading
+    /// one from the database costs it twice over while it is read.
+    ///
+    /// The current files are the roles the current snapshot lists, plus snapshot and timestamp:
+    /// so root, snapshot and timestamp are read first, then the other listed roles not uploaded.
+    /// If the stored snapshot cannot be read, every current file is read, as before. The two reads
+    /// are not one transaction: an update committed between them makes this one fail, at the
+    /// latest on the store's timestamp-version check, as any concurrent update would.
+    async fn current_for_update(
+        &self,
+        gun: &Gun,
+        uploads: &BTreeMap<RoleName, Vec<u8>>,
+    ) -> Result<Vec<StoredFile>, ApiError> {
+        const BASE: [&str; 3] = ["root", "snapshot", "timestamp"];
+        let mut current = self.store.current_many(gun.as_str(), &BASE).await?;
+        let listed = current
+            .iter()
+            .find(|file| file.role == "snapshot")
+            .map(|file| Signed::parse(&file.data).and_then(|signed| Snapshot::from_signed(&signed)));
+        let listed = match listed {
+            None => return Ok(current),
+            Some(Ok(snapshot)) => snapshot.meta.into_keys().collect::<Vec<String>>(),
+            Some(Err(error)) => {
+                tracing::warn!(gun = %gun, %error, "the stored snapshot is unreadable; reading every current file");
+                return Ok(self.store.current_all(gun.as_str()).await?);
+            }
+        };
+        let uploaded: BTreeSet<&str> = uploads.keys().map(RoleName::as_str).collect();
+        let rest: Vec<&str> =
+            listed.iter().map(String::as_str).filter(|role| !BASE.contains(role) && !uploaded.contains(role)).collect();
+        if !rest.is_empty() {
+            current.extend(self.store.current_many(gun.as_str(), &rest).await?);
+        }
+        Ok(current)
     }
 
     /// Decides whether the new root may replace a deleted repository's last root; returns why.
