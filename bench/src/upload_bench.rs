@@ -7,7 +7,8 @@
 //! another client sees meanwhile. It measures; it never asserts a speed.
 //!
 //! Usage: `upload-bench [--repeat N]`. Environment: `TUFA_SERVER_BIN` (default: the `tufa-server`
-//! next to this binary). Build both first: `cargo build --release -p tufa-server -p tufa-bench`.
+//! next to this binary; a wrapper script that `exec`s it, for example under a heap profiler, works
+//! too), `UPLOAD_BENCH_CASE` (only the cases whose name contains this text). Build both first: `cargo build --release -p tufa-server -p tufa-bench`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -391,7 +392,7 @@ async fn reader(client: reqwest::Client, url: String, stop: Arc<AtomicBool>) -> 
     latencies
 }
 
-async fn bench(repeat: usize, verbose: bool) -> Result<(), String> {
+async fn bench(repeat: usize, verbose: bool, only: Option<String>) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|error| error.to_string())?;
     let port = tufa_testkit::process::free_port()?;
     let url = format!("https://127.0.0.1:{port}");
@@ -412,7 +413,10 @@ async fn bench(repeat: usize, verbose: bool) -> Result<(), String> {
     let limits = Limits::default();
     let max_body = 32 << 20;
     eprintln!("upload-bench: building the worst cases under {max_body} bytes");
-    let cases = cases(&repo, &limits, max_body)?;
+    let mut cases = cases(&repo, &limits, max_body)?;
+    if let Some(only) = &only {
+        cases.retain(|case| case.name.contains(only.as_str()));
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let idle = tokio::spawn(reader(client.clone(), url.clone(), stop.clone()));
@@ -488,7 +492,8 @@ fn main() -> ExitCode {
         }
     };
     let verbose = std::env::var_os("UPLOAD_BENCH_VERBOSE").is_some();
-    match runtime.block_on(bench(repeat, verbose)) {
+    let only = std::env::var("UPLOAD_BENCH_CASE").ok();
+    match runtime.block_on(bench(repeat, verbose, only)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("upload-bench: {error}");

@@ -617,26 +617,59 @@ pub struct Delegation {
     pub name: RoleName,
     /// Keys and threshold.
     pub keys: RoleKeys,
-    /// The target name prefixes the role may sign for (`""` is everything), indexed.
-    prefixes: PathPrefixes,
+    /// The target name prefixes the role may sign for (`""` is everything), indexed; `None` when
+    /// the file was read without keeping this delegation's paths (see [`TargetsReading`]), in
+    /// which case the delegation allows nothing.
+    prefixes: Option<PathPrefixes>,
 }
 
 impl Delegation {
     /// Whether `target` lies within this delegation's paths; O(log n) in the number of paths.
+    /// Always false when the paths were not kept.
     pub fn allows(&self, target: &str) -> bool {
-        self.prefixes.allows(target)
+        self.prefixes.as_ref().is_some_and(|prefixes| prefixes.allows(target))
     }
 
     /// Whether every path of `child` lies within one of this delegation's paths; O(m log n).
+    /// False when the child's paths were not kept.
     pub fn contains_paths_of(&self, child: &Delegation) -> bool {
-        // Checking the child's kept prefixes is enough: each of its paths extends one of them.
-        child.prefixes.iter().all(|path| self.allows(path))
+        child.prefixes.as_ref().is_some_and(|prefixes| self.contains(prefixes))
     }
 
-    /// The delegation's paths, without those another of its paths already covers, sorted.
-    pub fn prefixes(&self) -> &PathPrefixes {
-        &self.prefixes
+    /// Whether every prefix of `set` lies within one of this delegation's paths.
+    fn contains(&self, set: &PathPrefixes) -> bool {
+        // Checking the kept prefixes is enough: each path of the set extends one of them.
+        set.iter().all(|path| self.allows(path))
     }
+
+    /// The delegation's paths, without those another of its paths already covers, sorted;
+    /// `None` when they were not kept.
+    pub fn prefixes(&self) -> Option<&PathPrefixes> {
+        self.prefixes.as_ref()
+    }
+}
+
+/// What [`Targets::read`] checks while it reads a targets body, and which delegations' paths
+/// it keeps. A file may declare a thousand delegations of a thousand paths each; indexing them
+/// costs about as much memory as the file, so a caller that needs only a few keeps only those.
+pub struct TargetsReading<'a, F> {
+    /// Called with each target name; the first for which it is true is reported (the names
+    /// themselves are not kept).
+    pub outside: F,
+    /// Every delegation's paths must lie within these (the role's own declaration); the first
+    /// delegation whose paths do not is reported.
+    pub within: Option<&'a Delegation>,
+    /// Which delegations keep their paths (all when `None`).
+    pub keep_paths: Option<&'a dyn Fn(&RoleName) -> bool>,
+}
+
+/// What [`Targets::read`] found beside the body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetsFindings {
+    /// The first target name, in file order, for which [`TargetsReading::outside`] was true.
+    pub first_outside: Option<String>,
+    /// The first delegation, in file order, with paths outside [`TargetsReading::within`].
+    pub delegation_outside: Option<RoleName>,
 }
 
 /// The body of `targets.json` or of a delegated targets file.
@@ -672,6 +705,18 @@ impl Targets {
         role: &RoleName,
         outside: impl FnMut(&str) -> bool,
     ) -> Result<(Self, Option<String>), MetadataError> {
+        let reading = TargetsReading { outside, within: None, keep_paths: None };
+        Self::read(signed, role, reading).map(|(targets, findings)| (targets, findings.first_outside))
+    }
+
+    /// [`Targets::from_signed`], checking target names and delegation paths as
+    /// `reading` says and keeping the paths only of the delegations it names.
+    pub fn read<F: FnMut(&str) -> bool>(
+        signed: &Signed<'_>,
+        role: &RoleName,
+        reading: TargetsReading<'_, F>,
+    ) -> Result<(Self, TargetsFindings), MetadataError> {
+        let TargetsReading { outside, within, keep_paths } = reading;
         expect_type(signed, "Targets", fields::TARGETS)?;
         let version = positive_version(signed)?;
         let expires = signed.expires()?;
@@ -689,13 +734,17 @@ impl Targets {
             Some(raw) if !is_null(raw) => return Err(structure("\"targets\" is not an object")),
             _ => {}
         }
+        let mut delegation_outside = None;
         let (delegation_keys, delegations, by_name) = match signed.member("delegations") {
-            Some(raw) if first_byte(raw.get().as_bytes()) == Some(b'{') => parse_delegations(raw, role)?,
+            Some(raw) if first_byte(raw.get().as_bytes()) == Some(b'{') => {
+                let keep = |name: &RoleName| keep_paths.is_none_or(|keep| keep(name));
+                parse_delegations(raw, role, within, &keep, &mut delegation_outside)?
+            }
             Some(raw) if !is_null(raw) => return Err(structure("\"delegations\" is not an object")),
             _ => (BTreeMap::new(), Vec::new(), BTreeMap::new()),
         };
         let targets = Self { version, expires, target_count: entries.count, delegation_keys, delegations, by_name };
-        Ok((targets, entries.first_outside))
+        Ok((targets, TargetsFindings { first_outside: entries.first_outside, delegation_outside }))
     }
 
     /// The declaration of the direct child `child`, if this file declares it.
@@ -753,9 +802,16 @@ fn is_null(raw: &RawValue) -> bool {
 }
 
 /// Reads the `delegations` section from its text, one delegation at a time: no generic tree of
-/// the whole section (which may hold a million paths) is built, and each delegation keeps its
-/// paths as one indexed prefix set.
-fn parse_delegations(section: &RawValue, role: &RoleName) -> Result<DelegationSection, MetadataError> {
+/// the whole section (which may hold a million paths) is built, and each delegation for which
+/// `keep` is true keeps its paths as one indexed prefix set (the others are checked and dropped).
+/// The first delegation whose paths are not all within `within` is left in `outside`.
+fn parse_delegations(
+    section: &RawValue,
+    role: &RoleName,
+    within: Option<&Delegation>,
+    keep: &dyn Fn(&RoleName) -> bool,
+    outside: &mut Option<RoleName>,
+) -> Result<DelegationSection, MetadataError> {
     let section: BTreeMap<String, &RawValue> = from_json(section.get())?;
     check_names(section.keys(), fields::DELEGATIONS, "\"delegations\"")?;
     let keys = match section.get("keys") {
@@ -808,6 +864,10 @@ fn parse_delegations(section: &RawValue, role: &RoleName) -> Result<DelegationSe
         if entry.get("path_hash_prefixes").is_some_and(|raw| !is_null(raw)) {
             return Err(structure("path_hash_prefixes are not supported"));
         }
+        if outside.is_none() && within.is_some_and(|within| !within.contains(&prefixes)) {
+            *outside = Some(name.clone());
+        }
+        let prefixes = keep(&name).then_some(prefixes);
         by_name.insert(name.clone(), delegations.len());
         delegations.push(Delegation { name, keys: role_keys, prefixes });
     }
@@ -950,6 +1010,46 @@ mod tests {
         );
         let bytes = file("null");
         assert_eq!(Targets::from_signed(&Signed::parse(&bytes).unwrap(), &role).unwrap().target_count, 0);
+    }
+
+    #[test]
+    fn delegation_paths_are_kept_only_where_asked_and_checked_against_the_role_own() {
+        let key = crate::keys::PrivateKey::generate(crate::keys::Algorithm::Ecdsa).unwrap().public_key();
+        let id = key.key_id();
+        let file = |roles: Value| {
+            let body = serde_json::json!({"_type": "Targets", "expires": "2030-01-01T00:00:00Z", "targets": {},
+                "version": 2, "delegations": {"keys": {id.clone(): key.to_json()}, "roles": roles}});
+            envelope(&crate::canonical::to_canonical(&body).unwrap(), &[])
+        };
+        let role = |name: &str| RoleName::parse(name).unwrap();
+        let declare = |name: &str, paths: &[&str]| serde_json::json!({"keyids": [id], "name": name, "paths": paths, "threshold": 1});
+        // The declaration of targets/a, as its parent makes it.
+        let top = file(serde_json::json!([declare("targets/a", &["a/"])]));
+        let top = Targets::from_signed(&Signed::parse(&top).unwrap(), &RoleName::base(BaseRole::Targets)).unwrap();
+        let own = top.delegation(&role("targets/a")).unwrap();
+        assert_eq!(own.prefixes().map(|set| set.iter().collect::<Vec<_>>()), Some(vec!["a/"]));
+
+        let bytes =
+            file(serde_json::json!([declare("targets/a/x", &["a/x/"]), declare("targets/a/y", &["b/", "a/y/"])]));
+        let signed = Signed::parse(&bytes).unwrap();
+        let keep = |name: &RoleName| name.as_str() == "targets/a/x";
+        let reading = TargetsReading { outside: |_: &str| false, within: Some(own), keep_paths: Some(&keep) };
+        let (body, findings) = Targets::read(&signed, &role("targets/a"), reading).unwrap();
+        assert_eq!(findings, TargetsFindings { first_outside: None, delegation_outside: Some(role("targets/a/y")) });
+        let kept = body.delegation(&role("targets/a/x")).unwrap();
+        assert!(kept.allows("a/x/1") && !kept.allows("a/y/1"));
+        // A delegation whose paths were not kept allows nothing, and contains nothing.
+        let dropped = body.delegation(&role("targets/a/y")).unwrap();
+        assert_eq!(dropped.prefixes(), None);
+        assert!(!dropped.allows("a/y/1"));
+        assert!(!own.contains_paths_of(dropped));
+        assert!(own.contains_paths_of(kept));
+
+        // Without a filter every delegation keeps its paths; without `within` nothing is outside.
+        let reading = TargetsReading { outside: |_: &str| false, within: None, keep_paths: None };
+        let (body, findings) = Targets::read(&signed, &role("targets/a"), reading).unwrap();
+        assert_eq!(findings, TargetsFindings::default());
+        assert!(body.delegation(&role("targets/a/y")).unwrap().allows("b/1"));
     }
 
     #[test]

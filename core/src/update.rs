@@ -16,8 +16,8 @@ use serde_json::value::RawValue;
 
 use crate::keys::{PublicKey, sha256};
 use crate::metadata::{
-    Delegation, FileMeta, MAX_VERSION, MetadataError, RoleKeys, Root, Signature, Signed, Snapshot, Targets, Timestamp,
-    count, envelope,
+    Delegation, FileMeta, MAX_VERSION, MetadataError, RoleKeys, Root, Signature, Signed, Snapshot, Targets,
+    TargetsReading, Timestamp, count, envelope,
 };
 use crate::names::{BaseRole, Gun, RoleName};
 use crate::verify::check_threshold;
@@ -117,6 +117,12 @@ impl RepoState {
     /// The current bytes of `role`.
     pub fn file(&self, role: &str) -> Option<&[u8]> {
         self.files.get(role).map(Vec::as_slice)
+    }
+
+    /// Drops the current bytes of `role`: once an update is validated, the stored files it
+    /// replaces are not needed any more, and each may be as large as an upload.
+    pub fn forget(&mut self, role: &str) {
+        self.files.remove(role);
     }
 }
 
@@ -383,6 +389,7 @@ pub fn validate(
 
     // Targets and delegations, shallowest first.
     targets_uploads.sort_by(|(a, _), (b, _)| a.depth().cmp(&b.depth()).then_with(|| a.cmp(b)));
+    let needed = needed_declarations(targets_uploads.iter().map(|(role, _)| role));
     let mut targets_files: BTreeMap<RoleName, LoadedTargets> = BTreeMap::new();
     for (role, bytes) in targets_uploads {
         if role.depth().saturating_sub(1) > limits.max_delegation_depth {
@@ -392,10 +399,10 @@ pub fn validate(
             )));
         }
         if let Some(parent) = role.parent() {
-            load_ancestors(&parent, state, &root, &mut targets_files, now)?;
+            load_ancestors(&parent, state, &root, &mut targets_files, now, &needed)?;
         }
-        let mut loaded_file =
-            load_targets(&role, &bytes, &root, &targets_files, now, Some(limits)).map_err(UpdateError::BadTargets)?;
+        let mut loaded_file = load_targets(&role, &bytes, &root, &targets_files, now, Some(limits), &needed)
+            .map_err(UpdateError::BadTargets)?;
         signers.insert(role.to_string(), std::mem::take(&mut loaded_file.signers));
         files.push(NewFile {
             role: role.clone(),
@@ -432,31 +439,52 @@ pub fn validate(
     Ok(Validated { root, files, loaded, snapshot_uploaded, signers })
 }
 
-/// Loads `role` and its ancestors from storage into `loaded` (expiry ignored, signatures checked).
+/// The delegations whose declared paths validating `roles` consults: each of those roles and
+/// every delegation above it. Only these keep their paths when a targets file is read (a file
+/// may declare a thousand delegations of a thousand paths; indexing them all would cost about
+/// as much memory again as the file).
+fn needed_declarations<'a>(roles: impl Iterator<Item = &'a RoleName>) -> BTreeSet<RoleName> {
+    let mut needed = BTreeSet::new();
+    for role in roles {
+        let mut current = Some(role.clone());
+        while let Some(role) = current.filter(RoleName::is_delegation) {
+            current = role.parent();
+            if !needed.insert(role) {
+                break;
+            }
+        }
+    }
+    needed
+}
+
+/// Loads `role` and its ancestors from storage into `loaded` (expiry ignored, signatures checked),
+/// keeping the paths of the `needed` delegations.
 fn load_ancestors(
     role: &RoleName,
     state: &RepoState,
     root: &Root,
     loaded: &mut BTreeMap<RoleName, LoadedTargets>,
     now: DateTime<Utc>,
+    needed: &BTreeSet<RoleName>,
 ) -> Result<(), UpdateError> {
     if loaded.contains_key(role) {
         return Ok(());
     }
     if let Some(parent) = role.parent() {
-        load_ancestors(&parent, state, root, loaded, now)?;
+        load_ancestors(&parent, state, root, loaded, now, needed)?;
     }
     let Some(bytes) = state.file(role.as_str()) else {
         return Err(UpdateError::BadTargets(format!("parent role {role} does not exist on the server")));
     };
-    let file = load_targets(role, bytes, root, loaded, now, None)
+    let file = load_targets(role, bytes, root, loaded, now, None, needed)
         .map_err(|problem| UpdateError::BadTargets(format!("stored {role} is no longer valid: {problem}")))?;
     loaded.insert(role.clone(), file);
     Ok(())
 }
 
 /// Verifies one targets-type file against its parent. `limits` is `Some` for uploaded files,
-/// which must also be unexpired; stored ancestors pass `None`.
+/// which must also be unexpired; stored ancestors pass `None`. Only the `needed` delegations
+/// the file declares keep their paths.
 fn load_targets(
     role: &RoleName,
     bytes: &[u8],
@@ -464,6 +492,7 @@ fn load_targets(
     loaded: &BTreeMap<RoleName, LoadedTargets>,
     now: DateTime<Utc>,
     limits: Option<&Limits>,
+    needed: &BTreeSet<RoleName>,
 ) -> Result<LoadedTargets, String> {
     let signed = parse_signed(bytes, role.as_str())?;
     if let Some(limits) = limits {
@@ -489,8 +518,14 @@ fn load_targets(
             }),
     };
     let outside = |name: &str| chain.as_ref().is_ok_and(|chain| !chain.iter().all(|level| level.allows(name)));
-    let (body, outside) =
-        Targets::from_signed_with(&signed, role, outside).map_err(|error| format!("{role}: {error}"))?;
+    let keep_paths = |name: &RoleName| needed.contains(name);
+    let reading = TargetsReading {
+        outside,
+        // Sub-delegations must stay within this role's own paths: checked as they are read.
+        within: chain.as_ref().ok().and_then(|chain| chain.last()).map(AsRef::as_ref),
+        keep_paths: Some(&keep_paths),
+    };
+    let (body, findings) = Targets::read(&signed, role, reading).map_err(|error| format!("{role}: {error}"))?;
     let chain = chain?;
     let signers = match (role.parent(), chain.last()) {
         (Some(parent_role), Some(declaration)) => {
@@ -506,14 +541,12 @@ fn load_targets(
         (Some(_), None) => return Err(format!("{role} has no declaration")),
     };
     // Strict: every target must lie within the paths of this role and of every role above it.
-    if let Some(name) = outside {
+    if let Some(name) = findings.first_outside {
         return Err(format!("target {name:?} is outside the paths delegated to {role}"));
     }
     // Strict: sub-delegations must stay within this role's own paths.
-    if let Some(own) = chain.last()
-        && let Some(child) = body.delegations.iter().find(|child| !own.contains_paths_of(child))
-    {
-        return Err(format!("delegation {} has paths outside those of {role}", child.name));
+    if let Some(child) = findings.delegation_outside {
+        return Err(format!("delegation {child} has paths outside those of {role}"));
     }
     if limits.is_some() {
         not_expired(role.as_str(), body.expires, now)?;

@@ -219,6 +219,33 @@ fn delegations_are_held_to_their_paths() {
         run(&state, &[("targets/releases", &wide_child)]),
         |error| matches!(error, UpdateError::BadTargets(message) if message.contains("paths outside")),
     );
+    // A grandchild, under a stored child that declares it among others: the stored child is read
+    // keeping only the paths this upload needs, and the grandchild is held to them.
+    let x = Key::ecdsa();
+    let children: Vec<Value> = (0..50)
+        .map(|index| json!({"keyids": [x.id()], "name": format!("targets/releases/c{index}"), "paths": [format!("release/c{index}/")], "threshold": 1}))
+        .collect();
+    let parent = delegated(json!({}), json!({"keys": {x.id(): x.public.to_json()}, "roles": children}));
+    let mut files = state.files().clone();
+    files.insert("targets/releases".into(), parent);
+    let with_children = RepoState::new(files);
+    let grandchild = |name: &str| {
+        sign(
+            &json!({"_type": "Targets", "delegations": no_delegations(), "expires": expires(10),
+                    "targets": {name: target(b"g")}, "version": 1}),
+            &[&x],
+        )
+    };
+    let inside = grandchild("release/c7/v1");
+    assert_eq!(
+        stored(run(&with_children, &[("targets/releases/c7", &inside)])),
+        [("targets/releases/c7".to_owned(), 1)]
+    );
+    let beside = grandchild("release/c8/v1");
+    expect_err(
+        run(&with_children, &[("targets/releases/c7", &beside)]),
+        |error| matches!(error, UpdateError::BadTargets(message) if message.contains("outside the paths")),
+    );
     let undeclared = delegated(json!({}), no_delegations());
     expect_err(
         run(&state, &[("targets/other", &undeclared)]),

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -230,10 +231,9 @@ async fn read_update(
         .and_then(|value| value.parse::<u64>().ok());
     let body = state.http.uploads.read_body(request.into_body(), declared, limit).await?;
     let slot = state.http.uploads.verification_slot().await?;
-    let bytes = body.bytes.clone();
-    let permit = body.into_permit(slot);
+    let (bytes, permit) = body.into_parts(slot);
     let max_parts = state.http.max_parts;
-    let uploads = tokio::task::spawn_blocking(move || parse_update(&bytes, &boundary, max_parts))
+    let uploads = tokio::task::spawn_blocking(move || parse_update(bytes, &boundary, max_parts))
         .await
         .map_err(|error| ApiError::Internal(format!("parsing an upload stopped: {error}")))??;
     Ok((uploads, permit))
@@ -241,10 +241,14 @@ async fn read_update(
 
 /// Splits an update into its parts and checks each: a role name, JSON metadata with a version.
 /// CPU-bound; runs on the blocking pool.
-fn parse_update(body: &[u8], boundary: &str, max_parts: usize) -> Result<BTreeMap<RoleName, Vec<u8>>, ApiError> {
+///
+/// The largest file kept takes over the body's buffer (its bytes are moved to the front, in
+/// place) and only the others are copied, so an upload costs its body once here, not twice.
+fn parse_update(mut body: Vec<u8>, boundary: &str, max_parts: usize) -> Result<BTreeMap<RoleName, Vec<u8>>, ApiError> {
     let parts =
-        multipart::parse(body, boundary, max_parts).map_err(|error| ApiError::MalformedUpload(error.to_string()))?;
-    let mut uploads = BTreeMap::new();
+        multipart::parse(&body, boundary, max_parts).map_err(|error| ApiError::MalformedUpload(error.to_string()))?;
+    // Where each kept file lies in the body; a later part for the same role replaces an earlier one.
+    let mut kept: BTreeMap<RoleName, Range<usize>> = BTreeMap::new();
     for part in parts {
         let name = part.filename.filter(|name| !name.is_empty()).ok_or(ApiError::NoFilename)?;
         let name = name.strip_suffix(".json").unwrap_or(&name);
@@ -256,7 +260,22 @@ fn parse_update(body: &[u8], boundary: &str, max_parts: usize) -> Result<BTreeMa
         if role.as_base() == Some(BaseRole::Timestamp) {
             continue;
         }
-        uploads.insert(role, part.body.to_vec());
+        kept.insert(role, part.range);
+    }
+    let largest = kept.iter().max_by_key(|(_, range)| range.len()).map(|(role, _)| role.clone());
+    let mut uploads = BTreeMap::new();
+    let mut in_place = None;
+    for (role, range) in kept {
+        if Some(&role) == largest.as_ref() {
+            in_place = Some((role, range));
+        } else {
+            uploads.insert(role, body.get(range).unwrap_or_default().to_vec());
+        }
+    }
+    if let Some((role, range)) = in_place {
+        body.truncate(range.end);
+        body.drain(..range.start);
+        uploads.insert(role, body);
     }
     Ok(uploads)
 }
@@ -424,4 +443,53 @@ async fn changefeed(
         .collect();
     let records = if items.is_empty() { serde_json::Value::Null } else { serde_json::Value::Array(items) };
     Ok(json_response(StatusCode::OK, json!({"count": changes.len(), "records": records}).to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(version: u32, padding: usize) -> Vec<u8> {
+        let body = format!(r#"{{"pad":"{}","version":{version}}}"#, "x".repeat(padding));
+        tufa_core::metadata::envelope(body.as_bytes(), &[])
+    }
+
+    fn body(parts: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, content) in parts {
+            out.extend_from_slice(
+                format!("--B\r\nContent-Disposition: form-data; filename=\"{name}\"\r\n\r\n").as_bytes(),
+            );
+            out.extend_from_slice(content);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"--B--\r\n");
+        out
+    }
+
+    #[test]
+    fn the_largest_file_keeps_the_body_buffer_and_the_others_are_copied() {
+        let (root, old_targets, targets, timestamp) = (file(1, 10), file(1, 20), file(2, 5000), file(3, 10));
+        let parts: [(&str, &[u8]); 4] =
+            [("root.json", &root), ("targets", &old_targets), ("timestamp", &timestamp), ("targets", &targets)];
+        let data = body(&parts);
+        let buffer = data.as_ptr();
+        let uploads = parse_update(data, "B", 10).unwrap();
+        // The client's timestamp is ignored; a later part for a role replaces an earlier one.
+        let roles: Vec<&str> = uploads.keys().map(RoleName::as_str).collect();
+        assert_eq!(roles, ["root", "targets"]);
+        assert_eq!(uploads[&RoleName::base(BaseRole::Root)], root);
+        let kept = &uploads[&RoleName::base(BaseRole::Targets)];
+        assert_eq!(kept, &targets);
+        // Moved to the front of the request body's own buffer, not copied.
+        assert_eq!(kept.as_ptr(), buffer);
+    }
+
+    #[test]
+    fn parts_that_are_not_metadata_are_refused() {
+        let error = parse_update(body(&[("root", b"{}")]), "B", 10).unwrap_err();
+        assert_eq!(error.to_string(), "malformed JSON in root: metadata has no \"signed\" object");
+        let error = parse_update(body(&[("", &file(1, 1))]), "B", 10).unwrap_err();
+        assert_eq!(error.to_string(), "no filename");
+    }
 }

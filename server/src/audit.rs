@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tufa_audit::NewEntry;
 use tufa_audit::entry::kinds;
 use tufa_core::record;
-use tufa_core::update::{NewFile, RepoState};
+use tufa_core::update::NewFile;
 use tufa_store::{GrantKey, NewGrant, NewTargetEvent, Record};
 
 /// The header a request ID is read from and echoed in.
@@ -88,10 +88,10 @@ fn store_grant(grant: record::Grant, version: i64) -> NewGrant {
     }
 }
 
-/// Grants and target changes of the uploaded files, against the repository's state before the
-/// update. `signers` are the key IDs counted per role.
+/// Grants and target changes of the uploaded files, against `previous`: the stored current file
+/// of each uploaded targets-type role, by role. `signers` are the key IDs counted per role.
 pub fn publish_parts(
-    state: &RepoState,
+    previous: &BTreeMap<String, Vec<u8>>,
     files: &[NewFile],
     signers: &BTreeMap<String, Vec<String>>,
 ) -> Result<PublishParts, String> {
@@ -109,8 +109,8 @@ pub fn publish_parts(
         if !is_targets {
             continue;
         }
-        let changes =
-            record::target_changes(state.file(role), &file.bytes).map_err(|error| format!("{role}: {error}"))?;
+        let changes = record::target_changes(previous.get(role).map(Vec::as_slice), &file.bytes)
+            .map_err(|error| format!("{role}: {error}"))?;
         let signer_keys = signers.get(role).cloned().unwrap_or_default();
         for change in changes {
             parts.targets.push(json!({

@@ -1,6 +1,6 @@
 //! Request bodies on the wire: a body that is cut when it is not complete in time or arrives too
-//! slowly, and that, when a handler answers without reading it, is drained (bounded) after the
-//! answer so the client receives its response instead of a reset.
+//! slowly, and that, when a handler answers without reading it (or after cutting it), is drained
+//! (bounded) after the answer so the client receives its response instead of a reset.
 //!
 //! Why the drain: a handler that rejects a request before reading its body (a POST that is not
 //! multipart, a GUN with a control character) drops the body. Over HTTP/2 h2 then resets the
@@ -10,6 +10,13 @@
 //! that can destroy the response. Reading the rest of the body after the response has been handed
 //! to hyper lets the client finish its request, so the stream ends normally and the response
 //! arrives. The drain is bounded in bytes and time, so it costs no memory and cannot be held open.
+//!
+//! A body cut for being late or slow is drained the same way, from the moment it is cut. Dropping
+//! it there would make h2 end the stream with `RST_STREAM(NO_ERROR)` right behind the `408`
+//! (RFC 9113 8.1 allows that), and clients that are still sending, such as curl 7.88, then report
+//! "Stream error in the HTTP/2 framing layer" and drop the answer. Drained, the stream stays open
+//! until the client has read the `408` and ended its request (curl stops sending on an error
+//! status), or until the drain's time is up.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -33,7 +40,7 @@ pub struct BodyRules {
     pub rate_grace: Duration,
     /// Most bytes read and discarded from a body its handler did not read.
     pub drain_max_bytes: u64,
-    /// Longest time spent draining a body its handler did not read.
+    /// Longest time spent draining a body its handler did not read, or one that was cut.
     pub drain_timeout: Duration,
 }
 
@@ -73,8 +80,8 @@ pub fn cut_reason(error: &(dyn std::error::Error + 'static)) -> Option<BodyCut> 
 }
 
 /// A request body held to [`BodyRules`]: its frames pass through unchanged, and it fails with a
-/// [`BodyCut`] when it is late or slow. Dropped before its end, it is drained in the background
-/// (unless it was cut).
+/// [`BodyCut`] when it is late or slow. Cut, or dropped before its end, it is drained in the
+/// background.
 pub struct GuardedBody {
     inner: Option<Incoming>,
     rules: BodyRules,
@@ -154,8 +161,9 @@ impl Body for GuardedBody {
         }
         while this.timer.as_mut().poll(cx).is_ready() {
             if let Some(cut) = this.verdict(Instant::now()) {
-                // A cut body is dropped, never drained: it has had its time.
-                this.inner = None;
+                // The body has had its time, but is drained a little longer so that the client
+                // can read the answer to it (see the module documentation).
+                this.release(Instant::now() + this.rules.drain_timeout);
                 return Poll::Ready(Some(Err(Box::new(cut))));
             }
             let next = this.next_check().max(Instant::now() + Duration::from_millis(1));
@@ -173,16 +181,24 @@ impl Body for GuardedBody {
     }
 }
 
-impl Drop for GuardedBody {
-    fn drop(&mut self) {
+impl GuardedBody {
+    /// Gives up the body: what is left of it is drained in the background until `deadline`.
+    fn release(&mut self, deadline: Instant) {
         let Some(inner) = self.inner.take() else { return };
         if inner.is_end_stream() {
             return;
         }
         // Without a runtime (never the case inside the server) the body is simply dropped.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let deadline = (self.started + self.rules.timeout).min(Instant::now() + self.rules.drain_timeout);
         runtime.spawn(drain(inner, self.rules.drain_max_bytes, deadline));
+    }
+}
+
+impl Drop for GuardedBody {
+    fn drop(&mut self) {
+        // An unread body is drained no longer than it could have taken to arrive.
+        let deadline = (self.started + self.rules.timeout).min(Instant::now() + self.rules.drain_timeout);
+        self.release(deadline);
     }
 }
 

@@ -927,4 +927,44 @@ mod tests {
             }
         }
     }
+
+    #[tokio::test]
+    async fn http2_a_cut_body_gets_its_answer_and_the_stream_is_not_reset_under_it() {
+        // An idle timer longer than the test, so that no GOAWAY comes in between.
+        let server = start_with(None, ConnectionSettings { idle_timeout: Duration::from_secs(10), ..quick() }).await;
+        let (mut stream, _) = h2::connect(server.address).await;
+        // POST /read (method index 3) with 100 bytes of a body that never ends: under the minimum
+        // rate of 1000 bytes per second once the grace period is over.
+        h2::write(&mut stream, h2::HEADERS, 0x4, 1, &h2::request(3, "/read")).await;
+        h2::write(&mut stream, h2::DATA, 0, 1, &[b'x'; 100]).await;
+        let mut answer = Vec::new();
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(5), h2::read(&mut stream))
+                .await
+                .expect("no answer in time")
+                .expect("the connection closed");
+            assert_ne!(frame.kind, h2::RST_STREAM, "{frame:?}");
+            if frame.stream == 1 && frame.kind == h2::DATA {
+                answer.extend_from_slice(&frame.payload);
+                if frame.flags & 1 == 1 {
+                    break;
+                }
+            }
+        }
+        assert_eq!(String::from_utf8_lossy(&answer), "the request body arrived at less than 1000 bytes per second");
+        // The stream stays open for the client to end its request (a reset here is what made curl
+        // drop the answer) ...
+        let quiet = tokio::time::timeout(Duration::from_millis(500), h2::read(&mut stream)).await;
+        assert!(quiet.is_err(), "the server sent {quiet:?} while the client could still end its request");
+        // ... and once the client has ended it, nothing is reset at all.
+        h2::write(&mut stream, h2::DATA, 1, 1, &[]).await;
+        h2::write(&mut stream, h2::PING, 0, 0, &[2; 8]).await;
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(5), h2::read(&mut stream)).await.unwrap().unwrap();
+            assert_ne!(frame.kind, h2::RST_STREAM, "{frame:?}");
+            if frame.kind == h2::PING {
+                break;
+            }
+        }
+    }
 }

@@ -9,6 +9,9 @@ pub struct Part<'a> {
     pub filename: Option<String>,
     /// The part's bytes.
     pub body: &'a [u8],
+    /// Where [`Self::body`] lies in the request body, so a caller that owns the request body can
+    /// keep a part without copying it.
+    pub range: std::ops::Range<usize>,
 }
 
 /// Why a body could not be read.
@@ -130,7 +133,8 @@ pub fn parse<'a>(body: &'a [u8], boundary: &str, max_parts: usize) -> Result<Vec
         if parts.len() >= max_parts {
             return Err(MultipartError::TooManyParts(max_parts));
         }
-        parts.push(Part { filename: name, body: body.get(content_start..content_end).unwrap_or_default() });
+        let range = content_start..content_end;
+        parts.push(Part { filename: name, body: body.get(range.clone()).unwrap_or_default(), range });
         position = content_end + 2;
     }
 }
@@ -161,6 +165,8 @@ mod tests {
         assert_eq!(parts.len(), 3);
         assert_eq!(parts[0].filename.as_deref(), Some("targets/releases"));
         assert_eq!(parts[0].body, b"{\"a\":1}");
+        assert_eq!(&data[parts[0].range.clone()], b"{\"a\":1}");
+        assert_eq!(&data[parts[1].range.clone()], b"x\r\ny");
         assert_eq!(parts[1].body, b"x\r\ny");
         assert_eq!(parts[2].filename.as_deref(), Some("snapshot.json"));
         assert!(parts[2].body.is_empty());

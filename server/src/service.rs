@@ -2,12 +2,12 @@
 //! timestamps through the online signer, re-sign timestamps before they expire, hand out
 //! server-held keys.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tufa_core::keys::{Algorithm, PublicKey};
-use tufa_core::metadata::{Root, Signature, Signed};
+use tufa_core::metadata::{Root, Signature, Signed, Snapshot};
 use tufa_core::names::{BaseRole, Gun, RoleName};
 use tufa_core::update::{self, Draft, Limits, NewFile, RepoState, UpdateError};
 use tufa_store::{CurrentEntry, Store, StoredFile, Update};
@@ -190,7 +190,7 @@ impl Service {
         requester: &Requester,
     ) -> Result<(), ApiError> {
         let now = Utc::now();
-        let current = self.store.current_all(gun.as_str()).await?;
+        let current = self.current_for_update(gun, &uploads).await?;
         let had_root = current.iter().any(|file| file.role == "root");
         let expected_timestamp_version = current.iter().find(|file| file.role == "timestamp").map(|file| file.version);
         let stored_root = match current.iter().find(|file| file.role == "root") {
@@ -204,19 +204,20 @@ impl Service {
             let gun = gun.clone();
             let limits = self.settings.limits;
             tokio::task::spawn_blocking(move || {
-                // What the files mean for the record (grants, target changes) is read here too,
-                // against the state before the update, while it is at hand.
-                let validated = update::validate(&gun, &state, uploads, now, &limits).and_then(|validated| {
-                    let parts = audit::publish_parts(&state, &validated.files, &validated.signers)
-                        .map_err(UpdateError::StoredState)?;
-                    Ok((validated, parts))
-                });
+                let validated = update::validate(&gun, &state, uploads, now, &limits);
                 (state, validated)
             })
             .await
             .map_err(|error| ApiError::Internal(format!("update verification stopped: {error}")))?
         };
-        let (validated, parts) = validated.map_err(ApiError::InvalidUpdate)?;
+        let validated = validated.map_err(ApiError::InvalidUpdate)?;
+        // The stored root and snapshot, read although an update may replace them, are not needed
+        // any more once it is validated.
+        let mut state = state;
+        for file in &validated.files {
+            state.forget(file.role.as_str());
+        }
+        let (validated, parts) = self.record_parts(gun, validated).await?;
         let mut online = Vec::new();
         let recreated = match (&recreation.tombstone, had_root) {
             (Some(tombstone), false) => Some(self.check_recreation(gun, tombstone, &validated.files, recreation)?),
@@ -283,6 +284,72 @@ impl Service {
             None => tracing::info!(gun = %gun, "published update"),
         }
         Ok(())
+    }
+
+    /// The current files of `gun` that validating `uploads` needs: all of them but those the
+    /// update replaces, whose bytes validation never reads (the root is always read: a new root
+    /// is checked against it). A stored targets file may be as large as an upload, and reading
+    /// one from the database costs it twice over while it is read.
+    ///
+    /// The current files are the roles the current snapshot lists, plus snapshot and timestamp:
+    /// so root, snapshot and timestamp are read first, then the other listed roles not uploaded.
+    /// If the stored snapshot cannot be read, every current file is read, as before. The two reads
+    /// are not one transaction: an update committed between them makes this one fail, at the
+    /// latest on the store's timestamp-version check, as any concurrent update would.
+    async fn current_for_update(
+        &self,
+        gun: &Gun,
+        uploads: &BTreeMap<RoleName, Vec<u8>>,
+    ) -> Result<Vec<StoredFile>, ApiError> {
+        const BASE: [&str; 3] = ["root", "snapshot", "timestamp"];
+        let mut current = self.store.current_many(gun.as_str(), &BASE).await?;
+        let listed = current
+            .iter()
+            .find(|file| file.role == "snapshot")
+            .map(|file| Signed::parse(&file.data).and_then(|signed| Snapshot::from_signed(&signed)));
+        let listed = match listed {
+            None => return Ok(current),
+            Some(Ok(snapshot)) => snapshot.meta.into_keys().collect::<Vec<String>>(),
+            Some(Err(error)) => {
+                tracing::warn!(gun = %gun, %error, "the stored snapshot is unreadable; reading every current file");
+                return Ok(self.store.current_all(gun.as_str()).await?);
+            }
+        };
+        let uploaded: BTreeSet<&str> = uploads.keys().map(RoleName::as_str).collect();
+        let rest: Vec<&str> =
+            listed.iter().map(String::as_str).filter(|role| !BASE.contains(role) && !uploaded.contains(role)).collect();
+        if !rest.is_empty() {
+            current.extend(self.store.current_many(gun.as_str(), &rest).await?);
+        }
+        Ok(current)
+    }
+
+    /// What a validated update means for the record: its grants and, against the versions it
+    /// replaces (read only now that the update is known to be valid), its target changes.
+    async fn record_parts(
+        &self,
+        gun: &Gun,
+        validated: update::Validated,
+    ) -> Result<(update::Validated, audit::PublishParts), ApiError> {
+        let mut previous = BTreeMap::new();
+        for file in &validated.files {
+            if file.role.is_targets_type()
+                && let Some(stored) = self.store.current(gun.as_str(), file.role.as_str()).await?
+            {
+                previous.insert(stored.role, stored.data);
+            }
+        }
+        tokio::task::spawn_blocking(move || {
+            let parts = audit::publish_parts(&previous, &validated.files, &validated.signers);
+            (validated, parts)
+        })
+        .await
+        .map_err(|error| ApiError::Internal(format!("reading the update for the record stopped: {error}")))
+        .and_then(|(validated, parts)| {
+            let parts =
+                parts.map_err(|error| ApiError::Internal(format!("reading the update for the record: {error}")))?;
+            Ok((validated, parts))
+        })
     }
 
     /// Decides whether the new root may replace a deleted repository's last root; returns why.

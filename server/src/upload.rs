@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -45,16 +45,17 @@ pub struct UploadPermit {
 /// An upload body read into memory, with the budget it occupies.
 #[derive(Debug)]
 pub struct BufferedBody {
-    /// The body's bytes.
-    pub bytes: Bytes,
+    /// The body's bytes, in one buffer of the body's size that the caller may take over (the
+    /// largest uploaded file keeps it, so it is never copied).
+    pub bytes: Vec<u8>,
     budget: Option<OwnedSemaphorePermit>,
 }
 
 impl BufferedBody {
-    /// Joins the body's budget to a verification slot; the bytes may then be dropped while the
-    /// budget stays held for what was parsed from them.
-    pub fn into_permit(self, verifying: OwnedSemaphorePermit) -> UploadPermit {
-        UploadPermit { _verifying: verifying, _buffer: self.budget }
+    /// Joins the body's budget to a verification slot and hands out the bytes: the budget stays
+    /// held, for the bytes and what is parsed from them, until the permit is dropped.
+    pub fn into_parts(self, verifying: OwnedSemaphorePermit) -> (Vec<u8>, UploadPermit) {
+        (self.bytes, UploadPermit { _verifying: verifying, _buffer: self.budget })
     }
 }
 
@@ -96,9 +97,10 @@ impl UploadGate {
     /// Reads a body of at most `limit` bytes into memory under the buffer budget.
     ///
     /// Budget is reserved as bytes arrive, in steps of at least [`RESERVE_STEP`] (never beyond the
-    /// declared length or the limit), and the buffer grows only with it. So a client holds budget
-    /// only for bytes it has actually sent, and a declared length alone (which costs a client
-    /// nothing) neither allocates memory nor blocks other uploads.
+    /// declared length or the limit). So a client holds budget only for bytes it has actually
+    /// sent, and a declared length alone (which costs a client nothing) blocks no other upload.
+    /// The buffer is allocated at the declared length once the first bytes arrive (see [`grow`]):
+    /// address space, whose pages become memory only as the bytes are written into them.
     pub async fn read_body(&self, body: Body, declared: Option<u64>, limit: usize) -> Result<BufferedBody, ApiError> {
         let limit_bytes = u64::try_from(limit).unwrap_or(u64::MAX);
         if declared.is_some_and(|length| length > limit_bytes) {
@@ -128,17 +130,35 @@ impl UploadGate {
                 let step = wanted.min(ceiling.max(total).saturating_sub(reserved));
                 self.reserve(&mut budget, step).await?;
                 reserved = reserved.saturating_add(step);
-                data.reserve_exact(usize::try_from(reserved).unwrap_or(usize::MAX).saturating_sub(data.len()));
             }
+            grow(&mut data, chunk.len(), declared, limit);
             data.extend_from_slice(&chunk);
         }
-        Ok(BufferedBody { bytes: Bytes::from(data), budget })
+        Ok(BufferedBody { bytes: data, budget })
     }
+}
+
+/// Makes room in `data` for `more` bytes. The buffer is allocated once at the declared length,
+/// else doubled (never past `limit`): growing it a step at a time would reallocate, and so copy
+/// and fragment, a buffer of tens of MiB dozens of times. A large allocation is address space
+/// only until it is written, so the memory a client holds still follows the bytes it has sent
+/// (and its budget is reserved as they arrive).
+fn grow(data: &mut Vec<u8>, more: usize, declared: Option<u64>, limit: usize) {
+    let needed = data.len().saturating_add(more);
+    if needed <= data.capacity() {
+        return;
+    }
+    let target = match declared.and_then(|length| usize::try_from(length).ok()) {
+        Some(length) => length,
+        None => data.capacity().saturating_mul(2).max(RESERVE_STEP as usize),
+    };
+    data.reserve_exact(target.min(limit).max(needed).saturating_sub(data.len()));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Bytes;
 
     fn gate(bytes: u64) -> UploadGate {
         UploadGate::new(1, bytes, Duration::from_millis(50))
@@ -148,7 +168,7 @@ mod tests {
     async fn a_body_is_read_under_the_budget_and_gives_it_back_when_dropped() {
         let gate = gate(10);
         let body = gate.read_body(Body::from("0123456789"), Some(10), 100).await.unwrap();
-        assert_eq!(body.bytes, "0123456789");
+        assert_eq!(body.bytes, b"0123456789");
         assert_eq!(gate.buffer.available_permits(), 0);
         // While the budget is held, another upload waits and is then refused.
         let refused = gate.read_body(Body::from("x"), Some(1), 100).await.unwrap_err();
@@ -156,7 +176,7 @@ mod tests {
         drop(body);
         assert_eq!(gate.buffer.available_permits(), 10);
         let body = gate.read_body(Body::from("x"), Some(1), 100).await.unwrap();
-        assert_eq!(body.bytes, "x");
+        assert_eq!(body.bytes, b"x");
     }
 
     #[tokio::test]
@@ -179,6 +199,29 @@ mod tests {
         let undeclared = gate.read_body(Body::from("0123456789"), None, 5).await.unwrap_err();
         assert_eq!(undeclared.to_string(), "request body exceeds 5 bytes");
         assert_eq!(gate.buffer.available_permits(), 1 << 20);
+    }
+
+    #[test]
+    fn the_buffer_is_allocated_once_at_the_declared_length_else_doubled_up_to_the_limit() {
+        let mut data = Vec::new();
+        grow(&mut data, 10, Some(5_000_000), 32 << 20);
+        assert_eq!(data.capacity(), 5_000_000);
+        data.resize(4_999_990, 0);
+        grow(&mut data, 10, Some(5_000_000), 32 << 20);
+        assert_eq!(data.capacity(), 5_000_000);
+        let mut data = Vec::new();
+        grow(&mut data, 10, None, 1 << 20);
+        assert_eq!(data.capacity(), 256 * 1024);
+        data.resize(256 * 1024, 0);
+        grow(&mut data, 1, None, 1 << 20);
+        assert_eq!(data.capacity(), 512 * 1024);
+        data.resize(1000 * 1024, 0);
+        grow(&mut data, 1, None, 1 << 20);
+        assert_eq!(data.capacity(), 1 << 20);
+        // Never less than what the chunk needs, whatever was declared.
+        let mut data = Vec::new();
+        grow(&mut data, 300, Some(100), 1 << 20);
+        assert_eq!(data.capacity(), 300);
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use chrono::{Duration, Utc};
-use repo::{GUN, Repo, expires, no_delegations, sign, target};
+use repo::{GUN, Key, Repo, expires, no_delegations, sign, target};
 use router::{Reply, multipart, send};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
@@ -602,4 +602,51 @@ async fn each_attack_class_gets_its_notary_code_and_changes_nothing() {
 /// An audit record for updates a test writes straight into the store.
 fn test_record() -> tufa_store::Record {
     tufa_store::Record::new(tufa_audit::NewEntry::new("publish", serde_json::json!({"test": true})))
+}
+
+/// An update reads only the stored files it does not replace: the delegated file stays current
+/// when targets alone is updated, and targets (not uploaded) is still read when the delegated
+/// file alone is updated.
+#[tokio::test]
+async fn updates_of_one_targets_file_keep_the_others_current() {
+    let harness = harness().await;
+    let repo = Repo::new();
+    let root = root_with_server_keys(&harness, &repo, false).await;
+    let delegate = Key::ecdsa();
+    let delegations = json!({
+        "keys": {delegate.id(): delegate.public.to_json()},
+        "roles": [{"keyids": [delegate.id()], "name": "targets/releases", "paths": ["release/"], "threshold": 1}]
+    });
+    let delegated = |version: i64, name: &str| {
+        sign(
+            &json!({"_type": "Targets", "delegations": no_delegations(), "expires": expires(30),
+                    "targets": {name: target(name.as_bytes())}, "version": version}),
+            &[&delegate],
+        )
+    };
+    let targets = repo.targets(2, json!({}), delegations.clone());
+    let releases = delegated(1, "release/v1");
+    let snapshot = repo.snapshot(2, &[("root", &root), ("targets", &targets), ("targets/releases", &releases)]);
+    let files: [(&str, &[u8]); 4] =
+        [("root", &root), ("targets", &targets), ("targets/releases", &releases), ("snapshot", &snapshot)];
+    assert_eq!(harness.post_files(&files).await.status, StatusCode::OK);
+
+    // Targets alone: the snapshot must list the stored delegated file, which stays current.
+    let targets = repo.targets(3, json!({"v": target(b"3")}), delegations);
+    let snapshot = repo.snapshot(3, &[("root", &root), ("targets", &targets), ("targets/releases", &releases)]);
+    let reply = harness.post_files(&[("targets", &targets), ("snapshot", &snapshot)]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(harness.get(&format!("/v2/{GUN}/_trust/tuf/targets/releases.json")).await.body, releases);
+
+    // The delegated file alone: its parent is read from the store and holds it to its paths.
+    let releases = delegated(2, "release/v2");
+    let snapshot = repo.snapshot(4, &[("root", &root), ("targets", &targets), ("targets/releases", &releases)]);
+    let reply = harness.post_files(&[("targets/releases", &releases), ("snapshot", &snapshot)]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(harness.get(&format!("/v2/{GUN}/_trust/tuf/targets/releases.json")).await.body, releases);
+    assert_eq!(harness.get(&format!("/v2/{GUN}/_trust/tuf/targets.json")).await.body, targets);
+    let outside = delegated(3, "other/v3");
+    let snapshot = repo.snapshot(5, &[("root", &root), ("targets", &targets), ("targets/releases", &outside)]);
+    let reply = harness.post_files(&[("targets/releases", &outside), ("snapshot", &snapshot)]).await;
+    assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "INVALID_UPDATE".into()));
 }

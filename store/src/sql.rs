@@ -1503,7 +1503,7 @@ impl Store for SqlStore {
     async fn clear_tombstone(&self, gun: &str, record: &Record) -> Result<bool, StoreError> {
         const SQL: &str = "DELETE FROM tombstones WHERE gun = $1";
         let removed =
-            per_dialect!(&self.pools, |pools, D| { audited_statement!(D, pools, record, sqlx::query(SQL).bind(gun)) });
+            per_dialect!(&self.pools, |pools, D| audited_statement!(D, pools, record, sqlx::query(SQL).bind(gun)));
         Ok(removed > 0)
     }
 

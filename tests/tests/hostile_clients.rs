@@ -1,6 +1,7 @@
 //! tufa-server against hostile or careless clients, as real processes: early rejections reach curl
-//! over HTTP/2 every time (not as a stream reset), silent connections are closed, and connections
-//! beyond the cap are refused while the server keeps serving.
+//! over HTTP/2 every time (not as a stream reset), bodies cut for being late or slow get their 408
+//! over HTTP/1.1 and HTTP/2, silent connections are closed, and connections beyond the cap are
+//! refused while the server keeps serving.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
@@ -145,20 +146,53 @@ fn a_body_that_is_not_complete_in_time_is_cut_with_408() {
         start("tufa-server (hostile clients: slow body)", "[connections]\nbody_timeout_secs = 2\nmin_body_rate = 0\n");
     let body = dir.path().join("body.bin");
     std::fs::write(&body, vec![b'x'; 100_000]).expect("write the body");
-    let started = Instant::now();
-    // 100 kB at 4 kB/s would take 25 s; the server cuts it after 2.
-    let (exit, status, reply) = curl_post_with(
-        &server,
-        "/v2/tufa.test/slow/_trust/tuf/",
-        "multipart/form-data; boundary=x",
-        &body,
-        &["--http1.1", "--limit-rate", "4000"],
-    );
-    let took = started.elapsed();
-    assert_eq!((exit, status.as_str()), (0, "408 1.1"), "{reply}");
-    assert_eq!(code(&reply), "MALFORMED_UPLOAD");
-    let json: serde_json::Value = serde_json::from_str(&reply).expect("JSON");
-    assert_eq!(json["errors"][0]["detail"], "the request body was not complete within 2 s");
-    assert!(took >= Duration::from_millis(1900) && took < Duration::from_secs(10), "{took:?}");
+    for (version, expected) in [("--http1.1", "408 1.1"), ("--http2", "408 2")] {
+        let started = Instant::now();
+        // 100 kB at 4 kB/s would take 25 s; the server cuts it after 2.
+        let (exit, status, reply) = curl_post_with(
+            &server,
+            "/v2/tufa.test/slow/_trust/tuf/",
+            "multipart/form-data; boundary=x",
+            &body,
+            &[version, "--limit-rate", "4000"],
+        );
+        let took = started.elapsed();
+        assert_eq!((exit, status.as_str()), (0, expected), "{version}: {reply}");
+        assert_eq!(code(&reply), "MALFORMED_UPLOAD", "{version}");
+        let json: serde_json::Value = serde_json::from_str(&reply).expect("JSON");
+        assert_eq!(json["errors"][0]["detail"], "the request body was not complete within 2 s", "{version}");
+        assert!(took >= Duration::from_millis(1900) && took < Duration::from_secs(10), "{version}: {took:?}");
+    }
     assert_eq!(server.metadata("tufa.test/slow", "root.json").status, 404);
+}
+
+#[test]
+fn a_body_under_the_minimum_rate_is_cut_with_408_over_http2_and_http1() {
+    let (server, dir) = start(
+        "tufa-server (hostile clients: trickled body)",
+        "[connections]\nbody_timeout_secs = 60\nmin_body_rate = 10000\nbody_rate_grace_secs = 1\n",
+    );
+    let body = dir.path().join("body.bin");
+    std::fs::write(&body, vec![b'x'; 100_000]).expect("write the body");
+    for (version, expected) in [("--http2", "408 2"), ("--http1.1", "408 1.1")] {
+        let started = Instant::now();
+        // 100 kB at 2 kB/s would take 50 s; at under 10 kB/s it is cut once the 1 s grace is over.
+        let (exit, status, reply) = curl_post_with(
+            &server,
+            "/v2/tufa.test/trickle/_trust/tuf/",
+            "multipart/form-data; boundary=x",
+            &body,
+            &[version, "--limit-rate", "2000"],
+        );
+        let took = started.elapsed();
+        assert_eq!((exit, status.as_str()), (0, expected), "{version}: {reply}");
+        assert_eq!(code(&reply), "MALFORMED_UPLOAD", "{version}");
+        let json: serde_json::Value = serde_json::from_str(&reply).expect("JSON");
+        assert_eq!(
+            json["errors"][0]["detail"], "the request body arrived at less than 10000 bytes per second",
+            "{version}"
+        );
+        assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(10), "{version}: {took:?}");
+    }
+    assert_eq!(server.metadata("tufa.test/trickle", "root.json").status, 404);
 }
