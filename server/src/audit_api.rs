@@ -542,3 +542,91 @@ async fn grant_changes(store: &dyn Store, gun: &Gun) -> Result<Vec<Value>, ApiEr
     changes.sort_by_key(|(time, _)| *time);
     Ok(changes.into_iter().map(|(_, change)| change).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(gun: Option<&str>) -> Entry {
+        let entry = tufa_audit::NewEntry::new("publish", json!({}));
+        let entry = match gun {
+            Some(gun) => entry.gun(gun),
+            None => entry,
+        };
+        entry.at(0, Utc::now(), None)
+    }
+
+    /// Token mode: `pull` on a repository shows its entries; `repository:*:*` shows entries
+    /// about no repository; any accepted token may read checkpoints and proofs.
+    #[test]
+    fn token_visibility_follows_the_access_claim() {
+        let reader = Visibility::Token(vec![Access::new("repository", "example.com/app", &["pull"])]);
+        assert!(reader.may_read("example.com/app"));
+        assert!(!reader.may_read("example.com/other"));
+        assert!(reader.may_see(&entry(Some("example.com/app"))));
+        assert!(!reader.may_see(&entry(Some("example.com/other"))));
+        assert!(!reader.may_see(&entry(None)));
+        assert!(reader.reads_anything());
+        let pusher = Visibility::Token(vec![Access::new("repository", "example.com/app", &["push"])]);
+        assert!(!pusher.may_read("example.com/app"));
+        let everything = Visibility::Token(vec![Access::new("repository", "*", &["*"])]);
+        assert!(everything.may_see(&entry(None)));
+        let star_on_one = Visibility::Token(vec![Access::new("repository", "example.com/app", &["*"])]);
+        assert!(star_on_one.may_read("example.com/app"));
+        assert!(!star_on_one.may_see(&entry(None)));
+    }
+
+    /// Builtin mode: role bindings decide; only an admin of `*` sees entries about no
+    /// repository; a caller without any binding reads nothing.
+    #[test]
+    fn builtin_visibility_follows_the_role_bindings() {
+        let binding = |principal: &str, role: &str, pattern: &str| Binding::parse(principal, role, pattern).unwrap();
+        let reader = Visibility::Builtin {
+            principal: Some("rita".into()),
+            bindings: vec![binding("rita", "reader", "example.com/*"), binding("anonymous", "reader", "public/*")],
+        };
+        assert!(reader.may_read("example.com/app"));
+        assert!(reader.may_read("public/x"));
+        assert!(!reader.may_read("other/x"));
+        assert!(!reader.may_see(&entry(None)));
+        assert!(reader.reads_anything());
+        let admin_of_some = Visibility::Builtin {
+            principal: Some("ada".into()),
+            bindings: vec![binding("ada", "admin", "example.com/*")],
+        };
+        assert!(!admin_of_some.may_see(&entry(None)));
+        let admin = Visibility::Builtin { principal: Some("ada".into()), bindings: vec![binding("ada", "admin", "*")] };
+        assert!(admin.may_see(&entry(None)));
+        let nobody = Visibility::Builtin { principal: Some("nobody".into()), bindings: Vec::new() };
+        assert!(!nobody.reads_anything());
+        assert!(!nobody.may_read("example.com/app"));
+        assert!(matches!(nobody.require_some_read(), Err(ApiError::Denied(_))));
+        assert!(Visibility::All.may_see(&entry(None)));
+    }
+
+    #[test]
+    fn parameters_are_decoded_once_each() {
+        let values = parameters(Some("gun=a%2Fb&&since=2026-01-01T00:00:00+01:00&"), &["gun", "since"]).unwrap();
+        assert_eq!(values.get("gun").map(String::as_str), Some("a/b"));
+        assert_eq!(values.get("since").map(String::as_str), Some("2026-01-01T00:00:00+01:00"));
+        assert_eq!(parameters(None, &[]).unwrap(), BTreeMap::new());
+        let detail = |query: &str| match parameters(Some(query), &["gun"]) {
+            Err(ApiError::InvalidParameters(detail)) => detail,
+            other => format!("{other:?}"),
+        };
+        // A name without `=` has the empty value.
+        assert_eq!(parameters(Some("gun"), &["gun"]).unwrap().get("gun").map(String::as_str), Some(""));
+        assert_eq!(detail("gun=1&gun=2"), "parameter gun is given more than once");
+        assert_eq!(detail("x=1"), "unknown parameter \"x\"; this endpoint accepts: gun");
+        assert_eq!(
+            detail(&format!("{}=1", "y".repeat(100))),
+            format!("unknown parameter {:?}...; this endpoint accepts: gun", "y".repeat(64))
+        );
+        assert_eq!(number("n", "18446744073709551615").ok(), None);
+        assert_eq!(number("n", "9223372036854775807").ok(), Some(9_223_372_036_854_775_807));
+        assert_eq!(
+            time("t", "2026-01-01T00:00:00+01:00").ok().map(format_time),
+            Some("2025-12-31T23:00:00.000000Z".to_owned())
+        );
+    }
+}
