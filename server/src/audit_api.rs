@@ -13,7 +13,6 @@ use tufa_audit::entry::{format_time, hash_hex};
 use tufa_audit::{Entry, Hash, tree};
 use tufa_auth::Access;
 use tufa_auth::roles::{Binding, Role, effective_role};
-use tufa_core::names::Gun;
 use tufa_core::record;
 use tufa_store::{AuditFilter, Grant, Store};
 
@@ -177,7 +176,11 @@ pub async fn handle(
     query: Option<&str>,
 ) -> Result<Response, ApiError> {
     let store = state.service.store.as_ref();
-    let visibility = Visibility::of(state, caller).await?;
+    // A repository's own routes were authorised for it; the others filter by what the caller reads.
+    let visibility = match route {
+        Route::Grants(_) | Route::GrantChanges(_) | Route::TargetHistory(..) => Visibility::All,
+        _ => Visibility::of(state, caller).await?,
+    };
     match route {
         Route::Grants(gun) => {
             let values = parameters(query, &["at"])?;
@@ -191,7 +194,7 @@ pub async fn handle(
         }
         Route::GrantChanges(gun) => {
             parameters(query, &[])?;
-            let changes = grant_changes(store, &gun).await?;
+            let changes = grant_changes(store, gun.as_str()).await?;
             Ok(json_response(&json!({"gun": gun.as_str(), "changes": changes})))
         }
         Route::TargetHistory(gun, name) => {
@@ -467,11 +470,12 @@ fn compare(before: Option<&Version<'_>>, after: Option<&Version<'_>>, cause: &Ca
         .collect()
 }
 
-/// Who added, changed or removed a delegate (or a base role's keys) in `gun`: each delegating
-/// role's stored grant versions compared in order. Grants that ended without a new version of
-/// their file are reported removed at that time, attributed to the audit entry of that moment.
-async fn grant_changes(store: &dyn Store, gun: &Gun) -> Result<Vec<Value>, ApiError> {
-    let history = store.grant_history(gun.as_str()).await?;
+/// Who added, changed or removed a delegate (or a base role's keys) in `gun`, oldest first:
+/// each delegating role's stored grant versions compared in order. Grants that ended without a
+/// new version of their file are reported removed at that time, attributed to the audit entry of
+/// that moment. Public so that a CLI subcommand can give the same answer.
+pub async fn grant_changes(store: &dyn Store, gun: &str) -> Result<Vec<Value>, tufa_store::StoreError> {
+    let history = store.grant_history(gun).await?;
     let mut roles: BTreeMap<&str, Vec<Version<'_>>> = BTreeMap::new();
     for grant in &history {
         let versions = roles.entry(grant.grant.delegating_role.as_str()).or_default();
@@ -499,7 +503,7 @@ async fn grant_changes(store: &dyn Store, gun: &Gun) -> Result<Vec<Value>, ApiEr
                 && !endings.contains_key(&ended)
             {
                 let filter = AuditFilter {
-                    gun: Some(gun.as_str().to_owned()),
+                    gun: Some(gun.to_owned()),
                     since: Some(ended),
                     until: Some(ended + chrono::Duration::microseconds(1)),
                     limit: 1,
