@@ -168,6 +168,36 @@ fn required<'a>(values: &'a BTreeMap<String, String>, name: &str) -> Result<&'a 
         .ok_or_else(|| ApiError::InvalidParameters(format!("parameter {name} is required")))
 }
 
+/// A window of a list answer (tag history, key grants, grant changes), which only grows at its
+/// end: `offset` items are skipped and at most `limit` returned (1 to [`MAX_PAGE`], default
+/// [`MAX_PAGE`]); `next` is the offset of the following window, `null` after the last.
+struct Window {
+    offset: u64,
+    limit: u32,
+}
+
+impl Window {
+    fn of(values: &BTreeMap<String, String>) -> Result<Window, ApiError> {
+        let offset = values.get("offset").map(|text| number("offset", text)).transpose()?.unwrap_or(0);
+        let limit = values.get("limit").map(|text| limit(text)).transpose()?.unwrap_or(MAX_PAGE);
+        Ok(Window { offset, limit })
+    }
+
+    fn cut(&self, items: Vec<Value>) -> (Vec<Value>, Option<u64>) {
+        let total = u64::try_from(items.len()).unwrap_or(u64::MAX);
+        let skip = usize::try_from(self.offset).unwrap_or(usize::MAX);
+        let window: Vec<Value> = items.into_iter().skip(skip).take(self.limit as usize).collect();
+        let end = self.offset.saturating_add(u64::try_from(window.len()).unwrap_or(u64::MAX));
+        (window, (end < total).then_some(end))
+    }
+}
+
+fn limit(text: &str) -> Result<u32, ApiError> {
+    text.parse::<u32>().ok().filter(|limit| (1..=MAX_PAGE).contains(limit)).ok_or_else(|| {
+        ApiError::InvalidParameters(format!("invalid limit: {} is not an integer from 1 to {MAX_PAGE}", echo(text)))
+    })
+}
+
 /// Answers an audit API route; other routes are not found.
 pub async fn handle(
     state: &AppState,
@@ -193,24 +223,21 @@ pub async fn handle(
             })))
         }
         Route::GrantChanges(gun) => {
-            parameters(query, &[])?;
-            let changes = grant_changes(store, gun.as_str()).await?;
-            Ok(json_response(&json!({"gun": gun.as_str(), "changes": changes})))
+            let window = Window::of(&parameters(query, &["offset", "limit"])?)?;
+            let (changes, next) = window.cut(grant_changes(store, gun.as_str()).await?);
+            Ok(json_response(&json!({"gun": gun.as_str(), "changes": changes, "next": next})))
         }
         Route::TargetHistory(gun, name) => {
-            parameters(query, &[])?;
+            let window = Window::of(&parameters(query, &["offset", "limit"])?)?;
             if name.is_empty() {
                 return Err(ApiError::InvalidParameters("the target name is empty".into()));
             }
             let history = store.target_history(gun.as_str(), &name).await?;
-            Ok(json_response(&json!({
-                "gun": gun.as_str(),
-                "name": name,
-                "history": history.iter().map(history_json).collect::<Vec<_>>(),
-            })))
+            let (history, next) = window.cut(history.iter().map(history_json).collect());
+            Ok(json_response(&json!({"gun": gun.as_str(), "name": name, "history": history, "next": next})))
         }
         Route::KeyGrants(key_id) => {
-            parameters(query, &[])?;
+            let window = Window::of(&parameters(query, &["offset", "limit"])?)?;
             if key_id.is_empty() || key_id.len() > MAX_KEY_ID || !key_id.bytes().all(|byte| byte.is_ascii_hexdigit()) {
                 return Err(ApiError::InvalidParameters(format!(
                     "invalid key ID {}: expected 1 to {MAX_KEY_ID} hexadecimal digits",
@@ -220,7 +247,8 @@ pub async fn handle(
             let grants = store.key_grants(&key_id).await?;
             let visible: Vec<Value> =
                 grants.iter().filter(|grant| visibility.may_read(&grant.gun)).map(grant_json).collect();
-            Ok(json_response(&json!({"key_id": key_id, "grants": visible})))
+            let (grants, next) = window.cut(visible);
+            Ok(json_response(&json!({"key_id": key_id, "grants": grants, "next": next})))
         }
         Route::AuditLog => audit_log(store, &visibility, query).await,
         Route::AuditCheckpoint => {
@@ -261,12 +289,7 @@ pub async fn handle(
 /// hold fewer (even none) while `next` is set. `next` is `null` once the log is exhausted.
 async fn audit_log(store: &dyn Store, visibility: &Visibility, query: Option<&str>) -> Result<Response, ApiError> {
     let values = parameters(query, &["gun", "principal", "key", "since", "until", "after", "limit"])?;
-    let limit = match values.get("limit") {
-        None => DEFAULT_PAGE,
-        Some(text) => text.parse::<u32>().ok().filter(|limit| (1..=MAX_PAGE).contains(limit)).ok_or_else(|| {
-            ApiError::InvalidParameters(format!("invalid limit: {} is not an integer from 1 to {MAX_PAGE}", echo(text)))
-        })?,
-    };
+    let limit = values.get("limit").map(|text| limit(text)).transpose()?.unwrap_or(DEFAULT_PAGE);
     let filter = AuditFilter {
         gun: values.get("gun").cloned(),
         principal: values.get("principal").cloned(),
@@ -505,7 +528,7 @@ pub async fn grant_changes(store: &dyn Store, gun: &str) -> Result<Vec<Value>, t
                 let filter = AuditFilter {
                     gun: Some(gun.to_owned()),
                     since: Some(ended),
-                    until: Some(ended + chrono::Duration::microseconds(1)),
+                    until: ended.checked_add_signed(chrono::Duration::microseconds(1)),
                     limit: 1,
                     ..AuditFilter::default()
                 };

@@ -264,7 +264,7 @@ async fn grants_changes_history_and_key_grants_are_exactly_what_was_published() 
     assert_eq!(
         answer,
         json!({"key_id": published.first.id(), "grants": [releases(2, first_only.clone(), 1, Some(3)),
-                                                          releases(3, both.clone(), 3, None)]})
+                                                          releases(3, both.clone(), 3, None)], "next": null})
     );
     // A root certificate is found by its canonical ID too.
     let canonical = published.repo.root_key.public.canonical_id().unwrap();
@@ -280,9 +280,20 @@ async fn grants_changes_history_and_key_grants_are_exactly_what_was_published() 
                "role": "targets", "version": version, "signer_keys": [published.repo.targets.id()],
                "principal": null, "audit_seq": seq, "time": times[seq]})
     };
+    let (added, changed) = (event("added", b"hello", 2, 1), event("changed", b"hello again", 3, 3));
+    assert_eq!(answer, json!({"gun": GUN, "name": "v1", "history": [added.clone(), changed.clone()], "next": null}));
+    // The lists come in windows: `offset` skips, `limit` bounds, `next` is the following offset.
+    let path = format!("/v1/repositories/{GUN}/targets/v1/history");
+    let answer = harness.ok(&format!("{path}?limit=1")).await;
+    assert_eq!((answer["history"].clone(), answer["next"].clone()), (json!([added]), json!(1)));
+    let answer = harness.ok(&format!("{path}?limit=1&offset=1")).await;
+    assert_eq!((answer["history"].clone(), answer["next"].clone()), (json!([changed]), json!(null)));
+    let answer = harness.ok(&format!("{path}?offset=9223372036854775807")).await;
+    assert_eq!((answer["history"].clone(), answer["next"].clone()), (json!([]), json!(null)));
+    let answer = harness.ok(&format!("/v1/keys/{}/grants?offset=1&limit=1", published.first.id())).await;
     assert_eq!(
-        answer,
-        json!({"gun": GUN, "name": "v1", "history": [event("added", b"hello", 2, 1), event("changed", b"hello again", 3, 3)]})
+        (answer["grants"].clone(), answer["next"].clone()),
+        (json!([releases(3, both.clone(), 3, None)]), json!(null))
     );
     let answer = harness.ok(&format!("/v1/repositories/{GUN}/targets/release%2Fa/history")).await;
     assert_eq!(
@@ -290,10 +301,10 @@ async fn grants_changes_history_and_key_grants_are_exactly_what_was_published() 
         json!({"gun": GUN, "name": "release/a", "history": [{
             "gun": GUN, "name": "release/a", "change": "added", "sha256": hex(b"a"), "length": 1,
             "role": "targets/releases", "version": 1, "signer_keys": [published.first.id()],
-            "principal": null, "audit_seq": 2, "time": times[2]}]})
+            "principal": null, "audit_seq": 2, "time": times[2]}], "next": null})
     );
     let answer = harness.ok(&format!("/v1/repositories/{GUN}/targets/nothing/history")).await;
-    assert_eq!(answer, json!({"gun": GUN, "name": "nothing", "history": []}));
+    assert_eq!(answer, json!({"gun": GUN, "name": "nothing", "history": [], "next": null}));
 
     // Deleting the repository ends every grant; the changes name each step.
     let reply = harness.call(Method::DELETE, &format!("/v2/{GUN}/_trust/tuf/"), None, None).await;
@@ -326,7 +337,11 @@ async fn grants_changes_history_and_key_grants_are_exactly_what_was_published() 
     }
     expected.push(change("removed", "targets", "targets/releases", 4, None, &second_grant));
     let answer = harness.ok(&format!("/v1/repositories/{GUN}/grants/changes")).await;
-    assert_eq!(answer, json!({"gun": GUN, "changes": expected}));
+    assert_eq!(answer, json!({"gun": GUN, "changes": expected, "next": null}));
+    let answer = harness.ok(&format!("/v1/repositories/{GUN}/grants/changes?offset=10&limit=1")).await;
+    assert_eq!((answer["changes"].clone(), answer["next"].clone()), (json!([expected[10]]), json!(null)));
+    let answer = harness.ok(&format!("/v1/repositories/{GUN}/grants/changes?offset=2&limit=3")).await;
+    assert_eq!((answer["changes"].clone(), answer["next"].clone()), (json!(expected[2..5]), json!(5)));
     // The republished repository's grants are added again after the removal.
     let root = &published.root;
     let targets = published.repo.targets(4, json!({}), no_delegations());
@@ -430,6 +445,19 @@ async fn the_log_pages_with_a_cursor_and_filters() {
         "invalid key ID \"not-hex\": expected 1 to 128 hexadecimal digits"
     );
     assert_eq!(harness.bad(&format!("/v1/repositories/{GUN}/targets//history")).await, "the target name is empty");
+    for (path, detail) in [
+        ("targets/v1/history?offset=-1", "invalid offset: \"-1\" is not an integer from 0 to 9223372036854775807"),
+        ("targets/v1/history?limit=0", "invalid limit: \"0\" is not an integer from 1 to 1000"),
+        ("grants/changes?limit=1001", "invalid limit: \"1001\" is not an integer from 1 to 1000"),
+        ("grants/changes?at=2026-01-01T00:00:00Z", "unknown parameter \"at\"; this endpoint accepts: offset, limit"),
+        ("grants?offset=1", "unknown parameter \"offset\"; this endpoint accepts: at"),
+    ] {
+        assert_eq!(harness.bad(&format!("/v1/repositories/{GUN}/{path}")).await, detail, "{path}");
+    }
+    assert_eq!(
+        harness.bad("/v1/keys/ab/grants?offset=x").await,
+        "invalid offset: \"x\" is not an integer from 0 to 9223372036854775807"
+    );
     let reply = harness.get_as("/v1/repositories/../x/grants", None).await;
     assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "INVALID_GUN".to_owned()));
 }
