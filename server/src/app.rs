@@ -128,7 +128,10 @@ async fn handle(state: &AppState, matched: Route, request: Request, request_id: 
         | Route::Current(gun, _)
         | Route::GetKey(gun, _)
         | Route::RotateKey(gun, _)
-        | Route::GunChangefeed(gun) => Some(gun),
+        | Route::GunChangefeed(gun)
+        | Route::Grants(gun)
+        | Route::GrantChanges(gun)
+        | Route::TargetHistory(gun, _) => Some(gun),
         _ => None,
     };
     if let Some(gun) = gun
@@ -175,6 +178,15 @@ async fn handle(state: &AppState, matched: Route, request: Request, request_id: 
         Route::RotateKey(gun, role) => server_key(state, &gun, role, true, &requester).await,
         Route::GunChangefeed(gun) => changefeed(state, &caller, Some(&gun), request.uri().query()).await,
         Route::Changefeed => changefeed(state, &caller, None, request.uri().query()).await,
+        route @ (Route::Grants(_)
+        | Route::GrantChanges(_)
+        | Route::TargetHistory(..)
+        | Route::KeyGrants(_)
+        | Route::AuditLog
+        | Route::AuditCheckpoint
+        | Route::AuditEntry(_)
+        | Route::InclusionProof
+        | Route::ConsistencyProof) => crate::audit_api::handle(state, &caller, route, request.uri().query()).await,
         Route::Token | Route::TokenCerts => Err(ApiError::NoRoute),
         Route::BadGun(reason) => Err(ApiError::InvalidGun(reason)),
         Route::NotFound => Err(ApiError::NoRoute),

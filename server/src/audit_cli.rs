@@ -266,16 +266,20 @@ pub fn grant_json(grant: &tufa_store::Grant) -> serde_json::Value {
         "version": grant.grant.version,
         "threshold": grant.grant.threshold,
         "paths": grant.grant.paths,
-        "keys": grant.grant.keys.iter().map(|key| json!({
-            "keyid": key.key_id,
-            "canonical_id": key.canonical_id,
-            "subject": key.subject,
-        })).collect::<Vec<_>>(),
+        "keys": grant_keys_json(&grant.grant.keys),
         "principal": grant.principal,
         "audit_seq": grant.audit_seq,
         "since": format_time(grant.created_at),
         "until": grant.superseded_at.map(format_time),
     })
+}
+
+/// The keys of a grant as JSON: each key ID as the metadata lists it, its canonical ID and its
+/// certificate subject (`null` for a bare key).
+pub fn grant_keys_json(keys: &[tufa_store::GrantKey]) -> serde_json::Value {
+    keys.iter()
+        .map(|key| json!({"keyid": key.key_id, "canonical_id": key.canonical_id, "subject": key.subject}))
+        .collect()
 }
 
 /// A target event as JSON.

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod app;
 pub mod audit;
+pub mod audit_api;
 pub mod audit_cli;
 pub mod auth;
 pub mod body;

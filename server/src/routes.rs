@@ -37,7 +37,26 @@ pub enum Route {
     Token,
     /// `GET /auth/certs`: the builtin token service's CA bundle (404 in other modes).
     TokenCerts,
-    /// A route exists but the GUN is not acceptable (POST answers `INVALID_GUN`).
+    /// `GET /v1/repositories/<gun>/grants`: who may sign what (audit API).
+    Grants(Gun),
+    /// `GET /v1/repositories/<gun>/grants/changes`: who added, changed or removed a delegate.
+    GrantChanges(Gun),
+    /// `GET /v1/repositories/<gun>/targets/<name>/history`: every version of a tag. The name is
+    /// one path segment (a `/` in it is sent as `%2F`), so the GUN is everything before it.
+    TargetHistory(Gun, String),
+    /// `GET /v1/keys/<keyid>/grants`: where a key is trusted (the key ID as sent, decoded).
+    KeyGrants(String),
+    /// `GET /v1/audit`: the audit log, paged.
+    AuditLog,
+    /// `GET /v1/audit/checkpoint`: the latest signed checkpoint.
+    AuditCheckpoint,
+    /// `GET /v1/audit/entries/<seq>`: one entry (the position as sent, decoded).
+    AuditEntry(String),
+    /// `GET /v1/audit/proof/inclusion`.
+    InclusionProof,
+    /// `GET /v1/audit/proof/consistency`.
+    ConsistencyProof,
+    /// A route exists but the GUN is not acceptable (POST and the audit API answer `INVALID_GUN`).
     BadGun(String),
     /// Caught by notary's catch-all: 404.
     NotFound,
@@ -61,6 +80,10 @@ impl Route {
             Self::RotateKey(..) => "RotateKey",
             Self::GunChangefeed(_) | Self::Changefeed => "Changefeed",
             Self::Token | Self::TokenCerts => "Token",
+            Self::Grants(_) | Self::GrantChanges(_) | Self::KeyGrants(_) => "AuditGrants",
+            Self::TargetHistory(..) => "AuditHistory",
+            Self::AuditLog | Self::AuditEntry(_) => "AuditLog",
+            Self::AuditCheckpoint | Self::InclusionProof | Self::ConsistencyProof => "AuditProof",
             Self::BadGun(_) | Self::NotFound | Self::MethodNotAllowed => "NotFound",
         }
     }
@@ -71,13 +94,27 @@ impl Route {
     /// and `*` for deleting a repository or rotating its online keys. Probes, metrics and requests
     /// that match no route need nothing, so they never reveal whether a repository exists; the token
     /// service checks its own credentials.
+    ///
+    /// The audit API asks for `pull` on the repository for a repository's grants and tag history,
+    /// and for the catalog (like the global changefeed) for everything else: its handlers then
+    /// show each caller only the entries and grants of repositories it may read.
     pub fn required_access(&self) -> Vec<Access> {
         let repository = |gun: &Gun, actions: &[&str]| vec![Access::new("repository", gun.as_str(), actions)];
         match self {
             Self::Ping | Self::Changefeed => vec![Access::new("registry", "catalog", &[ALL_ACTIONS])],
-            Self::ByChecksum(gun, ..) | Self::ByVersion(gun, ..) | Self::Current(gun, _) | Self::GunChangefeed(gun) => {
-                repository(gun, &["pull"])
-            }
+            Self::KeyGrants(_)
+            | Self::AuditLog
+            | Self::AuditCheckpoint
+            | Self::AuditEntry(_)
+            | Self::InclusionProof
+            | Self::ConsistencyProof => vec![Access::new("registry", "catalog", &[ALL_ACTIONS])],
+            Self::ByChecksum(gun, ..)
+            | Self::ByVersion(gun, ..)
+            | Self::Current(gun, _)
+            | Self::GunChangefeed(gun)
+            | Self::Grants(gun)
+            | Self::GrantChanges(gun)
+            | Self::TargetHistory(gun, _) => repository(gun, &["pull"]),
             Self::Update(gun) | Self::GetKey(gun, _) => repository(gun, &["pull", "push"]),
             Self::Delete(gun) | Self::RotateKey(gun, _) => repository(gun, &[ALL_ACTIONS]),
             Self::Health
@@ -127,6 +164,9 @@ fn known_method(method: &Method) -> bool {
 pub fn route(method: &Method, raw_path: &str) -> Route {
     if !known_method(method) {
         return Route::MethodNotAllowed;
+    }
+    if let Some(rest) = raw_path.strip_prefix("/v1/") {
+        return if *method == Method::GET { audit_route(rest) } else { Route::NotFound };
     }
     let Some(path) = percent_decode(raw_path) else { return Route::NotFound };
     let get = *method == Method::GET;
@@ -198,6 +238,58 @@ pub fn route(method: &Method, raw_path: &str) -> Route {
         Ok(role) => Route::Current(gun, role),
         Err(_) => Route::NotFound,
     }
+}
+
+/// A GUN of the audit API, from its still-encoded path text: a bad GUN is a 400 there.
+fn audit_gun(raw: &str) -> Result<Gun, Route> {
+    let text = percent_decode(raw).ok_or(Route::NotFound)?;
+    Gun::parse(&text).map_err(|error| Route::BadGun(error.to_string()))
+}
+
+/// Matches the audit API (`GET /v1/…`) on the raw path, before percent-decoding, so that an
+/// encoded `/` (`%2F`) stays inside its segment: a target name is exactly one segment, and the
+/// GUN is everything between `/v1/repositories/` and the route's fixed suffix
+/// (`/grants`, `/grants/changes`, `/targets/<name>/history`). The suffixes are tried in that
+/// order and each ends in a word no other suffix ends in, so every path has one reading.
+fn audit_route(rest: &str) -> Route {
+    let decoded = |raw: &str| percent_decode(raw).filter(|text| !text.contains('/'));
+    match rest {
+        "audit" => return Route::AuditLog,
+        "audit/checkpoint" => return Route::AuditCheckpoint,
+        "audit/proof/inclusion" => return Route::InclusionProof,
+        "audit/proof/consistency" => return Route::ConsistencyProof,
+        _ => {}
+    }
+    if let Some(seq) = rest.strip_prefix("audit/entries/")
+        && !seq.contains('/')
+    {
+        return decoded(seq).map_or(Route::NotFound, Route::AuditEntry);
+    }
+    if let Some(key) = rest.strip_prefix("keys/").and_then(|tail| tail.strip_suffix("/grants"))
+        && !key.contains('/')
+    {
+        return decoded(key).map_or(Route::NotFound, Route::KeyGrants);
+    }
+    let Some(repository) = rest.strip_prefix("repositories/") else { return Route::NotFound };
+    let gun_route = |raw: &str, make: fn(Gun) -> Route| audit_gun(raw).map_or_else(|route| route, make);
+    if let Some(gun) = repository.strip_suffix("/grants/changes") {
+        return gun_route(gun, Route::GrantChanges);
+    }
+    if let Some(gun) = repository.strip_suffix("/grants") {
+        return gun_route(gun, Route::Grants);
+    }
+    if let Some((gun, name)) = repository
+        .strip_suffix("/history")
+        .and_then(|tail| tail.rsplit_once('/'))
+        .and_then(|(head, name)| Some((head.strip_suffix("/targets")?, name)))
+    {
+        let Some(name) = percent_decode(name) else { return Route::NotFound };
+        return match audit_gun(gun) {
+            Ok(gun) => Route::TargetHistory(gun, name),
+            Err(route) => route,
+        };
+    }
+    Route::NotFound
 }
 
 #[cfg(test)]
@@ -302,5 +394,83 @@ mod tests {
         assert!(matches!(route(&Method::POST, "/v2/a/../b/_trust/tuf/"), Route::BadGun(_)));
         assert!(matches!(route(&Method::POST, "/v2/%2Fabs/_trust/tuf/"), Route::BadGun(_)));
         check(Method::GET, "/nothing", Route::NotFound);
+    }
+
+    /// The audit API's GUNs keep their slashes; the fixed suffix decides the route and the GUN is
+    /// everything before it, so GUN segments named like the suffixes' words stay in the GUN.
+    #[test]
+    fn audit_routes_split_the_gun_by_suffix() {
+        let named = |text: &str| Gun::parse(text).unwrap();
+        check(Method::GET, "/v1/repositories/example.com/app/grants", Route::Grants(gun()));
+        check(Method::GET, "/v1/repositories/example.com/app/grants/changes", Route::GrantChanges(gun()));
+        check(
+            Method::GET,
+            "/v1/repositories/example.com/app/targets/v1/history",
+            Route::TargetHistory(gun(), "v1".into()),
+        );
+        check(Method::GET, "/v1/repositories/a/grants/grants", Route::Grants(named("a/grants")));
+        check(Method::GET, "/v1/repositories/a/grants/grants/changes", Route::GrantChanges(named("a/grants")));
+        check(Method::GET, "/v1/repositories/a/targets/b/grants", Route::Grants(named("a/targets/b")));
+        check(
+            Method::GET,
+            "/v1/repositories/a/targets/b/targets/c/history",
+            Route::TargetHistory(named("a/targets/b"), "c".into()),
+        );
+        // A target name is one segment: a slash in it is sent encoded.
+        check(
+            Method::GET,
+            "/v1/repositories/a/b/targets/dir%2Ffile/history",
+            Route::TargetHistory(named("a/b"), "dir/file".into()),
+        );
+        check(Method::GET, "/v1/repositories/example%2Ecom/app/grants", Route::Grants(gun()));
+        check(Method::GET, "/v1/repositories/a/b/targets//history", Route::TargetHistory(named("a/b"), String::new()));
+        check(Method::GET, "/v1/repositories/a/b/history", Route::NotFound);
+        check(Method::GET, "/v1/repositories/a/b/targets/x/history/", Route::NotFound);
+        check(Method::GET, "/v1/repositories/a/b/targets/bad%ZZ/history", Route::NotFound);
+        check(Method::GET, "/v1/repositories/grants", Route::NotFound);
+        assert!(matches!(route(&Method::GET, "/v1/repositories/../etc/grants"), Route::BadGun(_)));
+        assert!(matches!(route(&Method::GET, "/v1/repositories//grants"), Route::BadGun(_)));
+        check(Method::GET, "/v1/keys/abc123/grants", Route::KeyGrants("abc123".into()));
+        check(Method::GET, "/v1/keys/a%2Fb/grants", Route::NotFound);
+        check(Method::GET, "/v1/keys/a/b/grants", Route::NotFound);
+        check(Method::GET, "/v1/audit", Route::AuditLog);
+        check(Method::GET, "/v1/audit/", Route::NotFound);
+        check(Method::GET, "/v1/audit/checkpoint", Route::AuditCheckpoint);
+        check(Method::GET, "/v1/audit/entries/7", Route::AuditEntry("7".into()));
+        check(Method::GET, "/v1/audit/entries/7/x", Route::NotFound);
+        check(Method::GET, "/v1/audit/proof/inclusion", Route::InclusionProof);
+        check(Method::GET, "/v1/audit/proof/consistency", Route::ConsistencyProof);
+        check(Method::POST, "/v1/audit", Route::NotFound);
+        check(Method::DELETE, "/v1/repositories/example.com/app/grants", Route::NotFound);
+        check(Method::PATCH, "/v1/audit", Route::MethodNotAllowed);
+        let scopes = |path: &str| -> String {
+            route(&Method::GET, path)
+                .required_access()
+                .iter()
+                .map(|access| {
+                    let actions: Vec<&str> = access.actions.iter().map(String::as_str).collect();
+                    format!("{}:{}:{}", access.type_, access.name, actions.join(","))
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        for path in [
+            "/v1/repositories/example.com/app/grants",
+            "/v1/repositories/example.com/app/grants/changes",
+            "/v1/repositories/example.com/app/targets/v1/history",
+        ] {
+            assert_eq!(scopes(path), "repository:example.com/app:pull", "{path}");
+        }
+        for path in [
+            "/v1/keys/abc/grants",
+            "/v1/audit",
+            "/v1/audit/checkpoint",
+            "/v1/audit/entries/0",
+            "/v1/audit/proof/inclusion",
+            "/v1/audit/proof/consistency",
+        ] {
+            assert_eq!(scopes(path), "registry:catalog:*", "{path}");
+        }
+        assert_eq!(scopes("/v1/repositories/../x/grants"), "");
     }
 }

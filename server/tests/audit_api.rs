@@ -1,0 +1,637 @@
+//! In-process tests of the audit API (`GET /v1/…`): the real router over a real SQLite store,
+//! repositories published through it (a delegation added, changed and deleted with the
+//! repository), then every endpoint's exact answer, paging, bad parameters, proofs checked
+//! against signed checkpoints, and what callers without read access are refused or not shown.
+#![expect(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "test helpers outside #[test] functions fail by panicking"
+)]
+
+#[path = "../../core/tests/support/repo.rs"]
+mod repo;
+#[path = "support/router.rs"]
+mod router;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use repo::{GUN, Key, Repo, expires, no_delegations, sign, target};
+use router::{Reply, multipart, send};
+use serde_json::{Value, json};
+use tufa_audit::entry::parse_hash_hex;
+use tufa_audit::{CheckpointKey, NewEntry, tree};
+use tufa_core::keys::{Algorithm, PublicKey, sha256};
+use tufa_core::update::Limits;
+use tufa_server::app::{AppState, HttpSettings, router};
+use tufa_server::audit::Checkpointer;
+use tufa_server::auth::{Authenticator, Builtin};
+use tufa_server::config::BuiltinAuthConfig;
+use tufa_server::metrics::Metrics;
+use tufa_server::service::{Service, ServiceSettings};
+use tufa_server::signing::{LocalSigner, SealingKey};
+use tufa_store::{ApiToken, Principal, PrincipalKind, Record, Store};
+
+struct Harness {
+    app: Router,
+    store: Arc<dyn Store>,
+    checkpointer: Checkpointer,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness(builtin: bool) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let store = tufa_store::open_sqlite(&dir.path().join("tufa.db")).await.unwrap();
+    let signer = Arc::new(LocalSigner::new(store.clone(), SealingKey::new("test".into(), &[9; 32]).unwrap()));
+    let auth = if builtin {
+        let config = BuiltinAuthConfig {
+            service: "tufa".into(),
+            issuer: "tufa-test".into(),
+            public_url: "https://tufa.test".into(),
+            realm: "https://tufa.test/auth/token".into(),
+            token_ttl: Duration::from_secs(300),
+            registries: Vec::new(),
+        };
+        let key = SealingKey::new("test".into(), &[9; 32]).unwrap();
+        Authenticator::Builtin(Arc::new(Builtin::start(config, store.clone(), key).await.unwrap()))
+    } else {
+        Authenticator::None
+    };
+    let state = AppState {
+        service: Service {
+            store: store.clone(),
+            signer: signer.clone(),
+            settings: ServiceSettings { key_algorithm: Algorithm::Ecdsa, limits: Limits::default() },
+        },
+        http: Arc::new(HttpSettings::default()),
+        metrics: Arc::new(Metrics::default()),
+        auth: Arc::new(auth),
+    };
+    Harness { app: router(state), checkpointer: Checkpointer::new(store.clone(), signer), store, _dir: dir }
+}
+
+impl Harness {
+    async fn call(&self, method: Method, path: &str, auth: Option<&str>, body: Option<(String, Vec<u8>)>) -> Reply {
+        let mut builder = Request::builder().method(method).uri(path);
+        if let Some(auth) = auth {
+            builder = builder.header("authorization", auth);
+        }
+        let body = match body {
+            Some((content_type, body)) => {
+                builder = builder.header("content-type", content_type);
+                Body::from(body)
+            }
+            None => Body::empty(),
+        };
+        send(&self.app, builder.body(body).unwrap()).await
+    }
+
+    async fn get_as(&self, path: &str, auth: Option<&str>) -> Reply {
+        self.call(Method::GET, path, auth, None).await
+    }
+
+    /// A GET that must answer 200 with JSON; returns the JSON.
+    async fn ok(&self, path: &str) -> Value {
+        self.ok_as(path, None).await
+    }
+
+    async fn ok_as(&self, path: &str, auth: Option<&str>) -> Value {
+        let reply = self.get_as(path, auth).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", String::from_utf8_lossy(&reply.body));
+        assert_eq!(reply.headers.get("content-type").unwrap(), "application/json", "{path}");
+        reply.json()
+    }
+
+    /// A GET that must answer 400 `INVALID_PARAMETERS`; returns the detail.
+    async fn bad(&self, path: &str) -> String {
+        let reply = self.get_as(path, None).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}: {}", String::from_utf8_lossy(&reply.body));
+        assert_eq!(reply.code(), "INVALID_PARAMETERS", "{path}");
+        reply.json()["errors"][0]["detail"].as_str().unwrap().to_owned()
+    }
+
+    async fn post(&self, files: &[(&str, &[u8])], auth: Option<&str>) {
+        let (content_type, body) = multipart(files);
+        let reply = self.call(Method::POST, &format!("/v2/{GUN}/_trust/tuf/"), auth, Some((content_type, body))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    }
+
+    async fn timestamp_key(&self, auth: Option<&str>) -> PublicKey {
+        let reply = self.get_as(&format!("/v2/{GUN}/_trust/tuf/timestamp.key"), auth).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        PublicKey::from_json(&reply.json()).unwrap()
+    }
+
+    /// The times of the log's entries, by position.
+    async fn entry_times(&self) -> Vec<String> {
+        let page = self.ok("/v1/audit?limit=1000").await;
+        page["entries"].as_array().unwrap().iter().map(|entry| entry["time"].as_str().unwrap().to_owned()).collect()
+    }
+}
+
+/// The published repository: its keys, the two delegate keys and the files.
+struct Published {
+    repo: Repo,
+    timestamp: PublicKey,
+    first: Key,
+    second: Key,
+    root: Vec<u8>,
+}
+
+fn delegations(keys: &[&Key]) -> Value {
+    let mut sorted: Vec<&&Key> = keys.iter().collect();
+    sorted.sort_by_key(|key| key.id());
+    let map: serde_json::Map<String, Value> = sorted.iter().map(|key| (key.id(), key.public.to_json())).collect();
+    let ids: Vec<String> = sorted.iter().map(|key| key.id()).collect();
+    json!({"keys": map, "roles": [{"keyids": ids, "name": "targets/releases", "paths": ["release/"], "threshold": 1}]})
+}
+
+/// Publishes: (1) root, targets v2 listing `v1` and delegating `targets/releases` to `first`;
+/// (2) `targets/releases` v1 listing `release/a`; (3) targets v3 changing `v1` and adding
+/// `second` to the delegation. The log then holds: key.create, publish, publish, publish.
+async fn publish_scenario(harness: &Harness, auth: Option<&str>) -> Published {
+    let repo = Repo::new();
+    let (first, second) = (Key::ecdsa(), Key::ecdsa());
+    let timestamp = harness.timestamp_key(auth).await;
+    let mut body = repo.root_body(1);
+    body["keys"][timestamp.key_id()] = timestamp.to_json();
+    body["roles"]["timestamp"] = json!({"keyids": [timestamp.key_id()], "threshold": 1});
+    let root = sign(&body, &[&repo.root_key]);
+    let targets = repo.targets(2, json!({"v1": target(b"hello")}), delegations(&[&first]));
+    let snapshot = repo.snapshot(2, &[("root", &root), ("targets", &targets)]);
+    harness.post(&[("root", &root), ("targets", &targets), ("snapshot", &snapshot)], auth).await;
+    let releases = sign(
+        &json!({"_type": "Targets", "delegations": no_delegations(), "expires": expires(30),
+                "targets": {"release/a": target(b"a")}, "version": 1}),
+        &[&first],
+    );
+    let snapshot = repo.snapshot(3, &[("root", &root), ("targets", &targets), ("targets/releases", &releases)]);
+    harness.post(&[("targets/releases", &releases), ("snapshot", &snapshot)], auth).await;
+    let targets = repo.targets(3, json!({"v1": target(b"hello again")}), delegations(&[&first, &second]));
+    let snapshot = repo.snapshot(4, &[("root", &root), ("targets", &targets), ("targets/releases", &releases)]);
+    harness.post(&[("targets", &targets), ("snapshot", &snapshot)], auth).await;
+    Published { repo, timestamp, first, second, root }
+}
+
+fn key_json(key: &PublicKey, subject: Option<&str>) -> Value {
+    json!({"keyid": key.key_id(), "canonical_id": key.canonical_id().unwrap(), "subject": subject})
+}
+
+fn sorted_keys(keys: &[&Key]) -> Vec<Value> {
+    let mut keys: Vec<Value> = keys.iter().map(|key| key_json(&key.public, None)).collect();
+    keys.sort_by(|a, b| a["keyid"].as_str().cmp(&b["keyid"].as_str()));
+    keys
+}
+
+struct Expected<'a> {
+    delegating: &'a str,
+    role: &'a str,
+    version: i64,
+    paths: Value,
+    keys: Vec<Value>,
+    seq: usize,
+    until: Option<usize>,
+}
+
+fn grant(expected: Expected<'_>, times: &[String]) -> Value {
+    json!({
+        "gun": GUN,
+        "delegating_role": expected.delegating,
+        "role": expected.role,
+        "version": expected.version,
+        "threshold": 1,
+        "paths": expected.paths,
+        "keys": expected.keys,
+        "principal": null,
+        "audit_seq": expected.seq,
+        "since": times[expected.seq],
+        "until": expected.until.map(|seq| times[seq].clone()),
+    })
+}
+
+fn root_grants(published: &Published, times: &[String], until: Option<usize>) -> Vec<Value> {
+    let repo = &published.repo;
+    let base = |role: &str, keys: Vec<Value>| {
+        grant(Expected { delegating: "root", role, version: 1, paths: Value::Null, keys, seq: 1, until }, times)
+    };
+    vec![
+        base("root", vec![key_json(&repo.root_key.public, Some(&format!("CN={GUN}")))]),
+        base("snapshot", vec![key_json(&repo.snapshot.public, None)]),
+        base("targets", vec![key_json(&repo.targets.public, None)]),
+        base("timestamp", vec![key_json(&published.timestamp, None)]),
+    ]
+}
+
+#[tokio::test]
+async fn grants_changes_history_and_key_grants_are_exactly_what_was_published() {
+    let harness = harness(false).await;
+    let published = publish_scenario(&harness, None).await;
+    let times = harness.entry_times().await;
+    let kinds: Vec<Value> = harness.ok("/v1/audit").await["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["kind"].clone())
+        .collect();
+    assert_eq!(kinds, vec![json!("key.create"), json!("publish"), json!("publish"), json!("publish")]);
+    let releases = |version: i64, keys: Vec<Value>, seq: usize, until: Option<usize>| {
+        let paths = json!(["release/"]);
+        grant(Expected { delegating: "targets", role: "targets/releases", version, paths, keys, seq, until }, &times)
+    };
+    let first_only = sorted_keys(&[&published.first]);
+    let both = sorted_keys(&[&published.first, &published.second]);
+
+    // Now: root's four grants from publish 1 and the delegation as changed by publish 3.
+    let mut now = root_grants(&published, &times, None);
+    now.push(releases(3, both.clone(), 3, None));
+    let answer = harness.ok(&format!("/v1/repositories/{GUN}/grants")).await;
+    assert_eq!(answer, json!({"gun": GUN, "at": null, "grants": now}));
+    // At the time of publish 2: the delegation to the first key only.
+    let at = &times[2];
+    let mut then = root_grants(&published, &times, None);
+    then.push(releases(2, first_only.clone(), 1, Some(3)));
+    let answer = harness.ok(&format!("/v1/repositories/{GUN}/grants?at={at}")).await;
+    assert_eq!(answer, json!({"gun": GUN, "at": at, "grants": then}));
+    // Before anything was published: nothing.
+    let answer = harness.ok(&format!("/v1/repositories/{GUN}/grants?at=2000-01-01T00:00:00Z")).await;
+    assert_eq!(answer["grants"], json!([]));
+
+    // Where the first delegate key is trusted: both versions of the delegation.
+    let answer = harness.ok(&format!("/v1/keys/{}/grants", published.first.id())).await;
+    assert_eq!(
+        answer,
+        json!({"key_id": published.first.id(), "grants": [releases(2, first_only.clone(), 1, Some(3)),
+                                                          releases(3, both.clone(), 3, None)], "next": null})
+    );
+    // A root certificate is found by its canonical ID too.
+    let canonical = published.repo.root_key.public.canonical_id().unwrap();
+    let answer = harness.ok(&format!("/v1/keys/{canonical}/grants")).await;
+    assert_eq!(answer["grants"], json!([root_grants(&published, &times, None)[0]]));
+    assert_eq!(harness.ok(&format!("/v1/keys/{}/grants", "0".repeat(64))).await["grants"], json!([]));
+
+    // Every version of the tags.
+    let hex = |bytes: &[u8]| hex::encode(sha256(bytes));
+    let answer = harness.ok(&format!("/v1/repositories/{GUN}/targets/v1/history")).await;
+    let event = |change: &str, content: &[u8], version: i64, seq: usize| {
+        json!({"gun": GUN, "name": "v1", "change": change, "sha256": hex(content), "length": content.len(),
+               "role": "targets", "version": version, "signer_keys": [published.repo.targets.id()],
+               "principal": null, "audit_seq": seq, "time": times[seq]})
+    };
+    let (added, changed) = (event("added", b"hello", 2, 1), event("changed", b"hello again", 3, 3));
+    assert_eq!(answer, json!({"gun": GUN, "name": "v1", "history": [added.clone(), changed.clone()], "next": null}));
+    // The lists come in windows: `offset` skips, `limit` bounds, `next` is the following offset.
+    let path = format!("/v1/repositories/{GUN}/targets/v1/history");
+    let answer = harness.ok(&format!("{path}?limit=1")).await;
+    assert_eq!((answer["history"].clone(), answer["next"].clone()), (json!([added]), json!(1)));
+    let answer = harness.ok(&format!("{path}?limit=1&offset=1")).await;
+    assert_eq!((answer["history"].clone(), answer["next"].clone()), (json!([changed]), json!(null)));
+    let answer = harness.ok(&format!("{path}?offset=9223372036854775807")).await;
+    assert_eq!((answer["history"].clone(), answer["next"].clone()), (json!([]), json!(null)));
+    let answer = harness.ok(&format!("/v1/keys/{}/grants?offset=1&limit=1", published.first.id())).await;
+    assert_eq!(
+        (answer["grants"].clone(), answer["next"].clone()),
+        (json!([releases(3, both.clone(), 3, None)]), json!(null))
+    );
+    let answer = harness.ok(&format!("/v1/repositories/{GUN}/targets/release%2Fa/history")).await;
+    assert_eq!(
+        answer,
+        json!({"gun": GUN, "name": "release/a", "history": [{
+            "gun": GUN, "name": "release/a", "change": "added", "sha256": hex(b"a"), "length": 1,
+            "role": "targets/releases", "version": 1, "signer_keys": [published.first.id()],
+            "principal": null, "audit_seq": 2, "time": times[2]}], "next": null})
+    );
+    let answer = harness.ok(&format!("/v1/repositories/{GUN}/targets/nothing/history")).await;
+    assert_eq!(answer, json!({"gun": GUN, "name": "nothing", "history": [], "next": null}));
+
+    // Deleting the repository ends every grant; the changes name each step.
+    let reply = harness.call(Method::DELETE, &format!("/v2/{GUN}/_trust/tuf/"), None, None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let times = harness.entry_times().await;
+    assert_eq!(times.len(), 5);
+    assert_eq!(harness.ok(&format!("/v1/repositories/{GUN}/grants")).await["grants"], json!([]));
+    let change = |change: &str, delegating: &str, role: &str, seq: usize, version: Option<i64>, body: &Value| {
+        json!({"change": change, "time": times[seq], "principal": null, "audit_seq": seq,
+               "delegating_role": delegating, "role": role, "version": version,
+               "threshold": 1, "paths": body["paths"], "keys": body["keys"], "previous": null})
+    };
+    let releases = |version: i64, keys: Vec<Value>, seq: usize, until: Option<usize>| {
+        let paths = json!(["release/"]);
+        grant(Expected { delegating: "targets", role: "targets/releases", version, paths, keys, seq, until }, &times)
+    };
+    let roots = root_grants(&published, &times, Some(4));
+    let first_grant = releases(2, sorted_keys(&[&published.first]), 1, Some(3));
+    let second_grant = releases(3, sorted_keys(&[&published.first, &published.second]), 3, Some(4));
+    let mut changed = change("changed", "targets", "targets/releases", 3, Some(3), &second_grant);
+    changed["previous"] = json!({"version": 2, "threshold": 1, "paths": ["release/"], "keys": first_grant["keys"]});
+    let mut expected = Vec::new();
+    for (role, grant) in ["root", "snapshot", "targets", "timestamp"].iter().zip(&roots) {
+        expected.push(change("added", "root", role, 1, Some(1), grant));
+    }
+    expected.push(change("added", "targets", "targets/releases", 1, Some(2), &first_grant));
+    expected.push(changed);
+    for (role, grant) in ["root", "snapshot", "targets", "timestamp"].iter().zip(&roots) {
+        expected.push(change("removed", "root", role, 4, None, grant));
+    }
+    expected.push(change("removed", "targets", "targets/releases", 4, None, &second_grant));
+    let answer = harness.ok(&format!("/v1/repositories/{GUN}/grants/changes")).await;
+    assert_eq!(answer, json!({"gun": GUN, "changes": expected, "next": null}));
+    let answer = harness.ok(&format!("/v1/repositories/{GUN}/grants/changes?offset=10&limit=1")).await;
+    assert_eq!((answer["changes"].clone(), answer["next"].clone()), (json!([expected[10]]), json!(null)));
+    let answer = harness.ok(&format!("/v1/repositories/{GUN}/grants/changes?offset=2&limit=3")).await;
+    assert_eq!((answer["changes"].clone(), answer["next"].clone()), (json!(expected[2..5]), json!(5)));
+    // The republished repository's grants are added again after the removal.
+    let root = &published.root;
+    let targets = published.repo.targets(4, json!({}), no_delegations());
+    let snapshot = published.repo.snapshot(5, &[("root", root), ("targets", &targets)]);
+    harness.post(&[("root", root), ("targets", &targets), ("snapshot", &snapshot)], None).await;
+    let answer = harness.ok(&format!("/v1/repositories/{GUN}/grants/changes")).await;
+    let added: Vec<(Value, Value, Value)> = answer["changes"].as_array().unwrap()[11..]
+        .iter()
+        .map(|change| (change["change"].clone(), change["role"].clone(), change["audit_seq"].clone()))
+        .collect();
+    assert_eq!(
+        added,
+        ["root", "snapshot", "targets", "timestamp"].map(|role| (json!("added"), json!(role), json!(5))).to_vec()
+    );
+}
+
+#[tokio::test]
+async fn the_log_pages_with_a_cursor_and_filters() {
+    let harness = harness(false).await;
+    let records: Vec<Record> = (0..5)
+        .map(|index| {
+            let gun = if index % 2 == 0 { "a.example/one" } else { "b.example/two" };
+            let mut record = Record::new(NewEntry::new("publish", json!({"n": index})).gun(gun));
+            record.entry = record.entry.by(Some(if index < 3 { "alice" } else { "bob" }));
+            record.keys = vec![format!("key{index}")];
+            record
+        })
+        .collect();
+    harness.store.append_audit_batch(records).await.unwrap();
+    let seqs = |page: &Value| -> Vec<u64> {
+        page["entries"].as_array().unwrap().iter().map(|entry| entry["seq"].as_u64().unwrap()).collect()
+    };
+    let page = harness.ok("/v1/audit?limit=2").await;
+    assert_eq!((seqs(&page), page["next"].clone()), (vec![0, 1], json!(1)));
+    let page = harness.ok("/v1/audit?limit=2&after=1").await;
+    assert_eq!((seqs(&page), page["next"].clone()), (vec![2, 3], json!(3)));
+    let page = harness.ok("/v1/audit?limit=2&after=3").await;
+    assert_eq!((seqs(&page), page["next"].clone()), (vec![4], json!(null)));
+    let page = harness.ok("/v1/audit").await;
+    assert_eq!((seqs(&page), page["next"].clone()), (vec![0, 1, 2, 3, 4], json!(null)));
+    assert_eq!(seqs(&harness.ok("/v1/audit?gun=a.example%2Fone").await), vec![0, 2, 4]);
+    assert_eq!(seqs(&harness.ok("/v1/audit?gun=b.example/two&principal=bob").await), vec![3]);
+    assert_eq!(seqs(&harness.ok("/v1/audit?key=key2").await), vec![2]);
+    assert_eq!(seqs(&harness.ok("/v1/audit?after=9223372036854775807").await), Vec::<u64>::new());
+    assert_eq!(
+        seqs(&harness.ok("/v1/audit?since=2000-01-01T00:00:00%2B01:00&until=2000-01-02T00:00:00Z").await),
+        Vec::<u64>::new()
+    );
+    assert_eq!(seqs(&harness.ok("/v1/audit?since=2000-01-01T00:00:00Z").await), vec![0, 1, 2, 3, 4]);
+    let entry = harness.ok("/v1/audit/entries/3").await;
+    assert_eq!(
+        (entry["seq"].clone(), entry["gun"].clone(), entry["principal"].clone(), entry["details"].clone()),
+        (json!(3), json!("b.example/two"), json!("bob"), json!({"n": 3}))
+    );
+    let stored =
+        harness.store.audit_entries(&tufa_store::AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(entry["leaf_hash"], json!(tufa_audit::entry::hash_hex(&stored[3].entry.leaf_hash())));
+
+    // Bad parameters: 400 with a message naming the problem.
+    for (query, detail) in [
+        ("limit=0", "invalid limit: \"0\" is not an integer from 1 to 1000"),
+        ("limit=1001", "invalid limit: \"1001\" is not an integer from 1 to 1000"),
+        ("limit=ten", "invalid limit: \"ten\" is not an integer from 1 to 1000"),
+        ("after=-1", "invalid after: \"-1\" is not an integer from 0 to 9223372036854775807"),
+        (
+            "after=9223372036854775808",
+            "invalid after: \"9223372036854775808\" is not an integer from 0 to 9223372036854775807",
+        ),
+        ("since=yesterday", "invalid since: \"yesterday\" is not an RFC 3339 time such as 2026-01-02T03:04:05Z"),
+        (
+            "until=2026-13-01T00:00:00Z",
+            "invalid until: \"2026-13-01T00:00:00Z\" is not an RFC 3339 time such as 2026-01-02T03:04:05Z",
+        ),
+        (
+            "colour=red",
+            "unknown parameter \"colour\"; this endpoint accepts: gun, principal, key, since, until, after, limit",
+        ),
+        ("gun=a&gun=b", "parameter gun is given more than once"),
+        ("gun=%ZZ", "malformed percent-encoding in \"gun=%ZZ\""),
+    ] {
+        assert_eq!(harness.bad(&format!("/v1/audit?{query}")).await, detail, "{query}");
+    }
+    let long = "9".repeat(100);
+    assert_eq!(
+        harness.bad(&format!("/v1/audit?after={long}")).await,
+        format!("invalid after: {:?}... is not an integer from 0 to 9223372036854775807", "9".repeat(64))
+    );
+    assert_eq!(
+        harness.bad("/v1/audit/entries/x").await,
+        "invalid entry position: \"x\" is not an integer from 0 to 9223372036854775807"
+    );
+    assert_eq!(harness.bad("/v1/audit/entries/0?x=1").await, "unknown parameter \"x\"; this endpoint accepts: none");
+    let reply = harness.get_as("/v1/audit/entries/5", None).await;
+    assert_eq!((reply.status, reply.code()), (StatusCode::NOT_FOUND, "METADATA_NOT_FOUND".to_owned()));
+    assert_eq!(
+        harness.bad(&format!("/v1/repositories/{GUN}/grants?at=now")).await,
+        "invalid at: \"now\" is not an RFC 3339 time such as 2026-01-02T03:04:05Z"
+    );
+    assert_eq!(
+        harness.bad("/v1/keys/not-hex/grants").await,
+        "invalid key ID \"not-hex\": expected 1 to 128 hexadecimal digits"
+    );
+    assert_eq!(harness.bad(&format!("/v1/repositories/{GUN}/targets//history")).await, "the target name is empty");
+    for (path, detail) in [
+        ("targets/v1/history?offset=-1", "invalid offset: \"-1\" is not an integer from 0 to 9223372036854775807"),
+        ("targets/v1/history?limit=0", "invalid limit: \"0\" is not an integer from 1 to 1000"),
+        ("grants/changes?limit=1001", "invalid limit: \"1001\" is not an integer from 1 to 1000"),
+        ("grants/changes?at=2026-01-01T00:00:00Z", "unknown parameter \"at\"; this endpoint accepts: offset, limit"),
+        ("grants?offset=1", "unknown parameter \"offset\"; this endpoint accepts: at"),
+    ] {
+        assert_eq!(harness.bad(&format!("/v1/repositories/{GUN}/{path}")).await, detail, "{path}");
+    }
+    assert_eq!(
+        harness.bad("/v1/keys/ab/grants?offset=x").await,
+        "invalid offset: \"x\" is not an integer from 0 to 9223372036854775807"
+    );
+    let reply = harness.get_as("/v1/repositories/../x/grants", None).await;
+    assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "INVALID_GUN".to_owned()));
+}
+
+fn hashes(value: &Value) -> Vec<tufa_audit::Hash> {
+    value.as_array().unwrap().iter().map(|hash| parse_hash_hex(hash.as_str().unwrap()).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn proofs_check_against_signed_checkpoints() {
+    let harness = harness(false).await;
+    let reply = harness.get_as("/v1/audit/checkpoint", None).await;
+    assert_eq!((reply.status, reply.code()), (StatusCode::NOT_FOUND, "METADATA_NOT_FOUND".to_owned()));
+    publish_scenario(&harness, None).await;
+    assert_eq!(harness.checkpointer.checkpoint().await.unwrap(), Some(4));
+    let first = harness.ok("/v1/audit/checkpoint").await;
+    let key = CheckpointKey::from_vkey(first["vkey"].as_str().unwrap()).unwrap();
+    let head = tufa_audit::checkpoint::open(first["note"].as_str().unwrap(), &key).unwrap();
+    assert_eq!(first["size"], json!(4));
+    assert_eq!((head.size, tufa_audit::entry::hash_hex(&head.root)), (4, first["root"].as_str().unwrap().to_owned()));
+    assert_eq!(
+        (first["origin"].as_str().unwrap(), first["time"].clone()),
+        (key.name(), json!(tufa_audit::entry::format_time(head.time)))
+    );
+
+    // Every entry's inclusion in the checkpoint's tree.
+    for index in 0..4 {
+        let entry = harness.ok(&format!("/v1/audit/entries/{index}")).await;
+        let leaf = parse_hash_hex(entry["leaf_hash"].as_str().unwrap()).unwrap();
+        let proof = harness.ok(&format!("/v1/audit/proof/inclusion?index={index}&size=4")).await;
+        assert_eq!(proof["leaf_hash"], entry["leaf_hash"]);
+        assert_eq!(proof["root"], first["root"]);
+        tree::check_inclusion(&hashes(&proof["proof"]), index, 4, leaf, head.root).unwrap();
+        // The proof does not show another leaf.
+        let other = parse_hash_hex(&"00".repeat(32)).unwrap();
+        assert_eq!(
+            tree::check_inclusion(&hashes(&proof["proof"]), index, 4, other, head.root),
+            Err(tree::TreeError::InvalidProof)
+        );
+    }
+
+    // The log grows; the new checkpoint's tree extends the old one.
+    harness.store.append_audit(Record::new(NewEntry::new("principal.add", json!({"name": "x"})))).await.unwrap();
+    let reply = harness.call(Method::DELETE, &format!("/v2/{GUN}/_trust/tuf/"), None, None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(harness.checkpointer.checkpoint().await.unwrap(), Some(6));
+    let second = harness.ok("/v1/audit/checkpoint").await;
+    let second_head = tufa_audit::checkpoint::open(second["note"].as_str().unwrap(), &key).unwrap();
+    assert_eq!(second_head.size, 6);
+    let proof = harness.ok("/v1/audit/proof/consistency?old=4&new=6").await;
+    assert_eq!((proof["old_root"].clone(), proof["new_root"].clone()), (first["root"].clone(), second["root"].clone()));
+    tree::check_consistency(&hashes(&proof["proof"]), 4, head.root, 6, second_head.root).unwrap();
+    let proof = harness.ok("/v1/audit/proof/consistency?old=6&new=6").await;
+    assert_eq!(proof["proof"], json!([]));
+    let proof = harness.ok("/v1/audit/proof/inclusion?index=5&size=6").await;
+    let leaf = parse_hash_hex(harness.ok("/v1/audit/entries/5").await["leaf_hash"].as_str().unwrap()).unwrap();
+    tree::check_inclusion(&hashes(&proof["proof"]), 5, 6, leaf, second_head.root).unwrap();
+
+    for (query, detail) in [
+        ("inclusion?index=6&size=6", "index 6 must be below size 6"),
+        ("inclusion?index=0&size=7", "size 7 exceeds the log's 6 entries"),
+        ("inclusion?index=0&size=0", "index 0 must be below size 0"),
+        ("inclusion?size=3", "parameter index is required"),
+        ("inclusion?index=1", "parameter size is required"),
+        (
+            "inclusion?index=1&size=18446744073709551616",
+            "invalid size: \"18446744073709551616\" is not an integer from 0 to 9223372036854775807",
+        ),
+        ("inclusion?index=1&size=3&old=2", "unknown parameter \"old\"; this endpoint accepts: index, size"),
+        ("consistency?old=0&new=3", "need 1 <= old <= new; got old 0, new 3"),
+        ("consistency?old=4&new=3", "need 1 <= old <= new; got old 4, new 3"),
+        ("consistency?old=1&new=9223372036854775807", "new 9223372036854775807 exceeds the log's 6 entries"),
+        ("consistency?old=x&new=3", "invalid old: \"x\" is not an integer from 0 to 9223372036854775807"),
+        ("consistency?new=3", "parameter old is required"),
+    ] {
+        assert_eq!(harness.bad(&format!("/v1/audit/proof/{query}")).await, detail, "{query}");
+    }
+}
+
+async fn add_user(store: &dyn Store, name: &str) -> String {
+    let principal =
+        Principal { name: name.into(), kind: PrincipalKind::User, password_hash: None, created_at: chrono::Utc::now() };
+    store.add_principal(&principal).await.unwrap();
+    let (id, text, secret_hash) = tufa_auth::ApiTokenSecret::generate().unwrap();
+    let token = ApiToken {
+        id,
+        principal: name.into(),
+        secret_hash,
+        created_at: chrono::Utc::now(),
+        expires_at: None,
+        revoked_at: None,
+    };
+    store.insert_api_token(&token).await.unwrap();
+    format!("Bearer {}", text.as_str())
+}
+
+#[tokio::test]
+async fn callers_see_only_what_they_may_read() {
+    let harness = harness(true).await;
+    let store = harness.store.as_ref();
+    let alice = add_user(store, "alice").await;
+    assert!(store.add_binding("alice", "publisher", "example.com/*").await.unwrap());
+    let bob = add_user(store, "bob").await;
+    assert!(store.add_binding("bob", "reader", "other.example/*").await.unwrap());
+    let root = add_user(store, "root").await;
+    assert!(store.add_binding("root", "admin", "*").await.unwrap());
+    let nobody = add_user(store, "nobody").await;
+    let published = publish_scenario(&harness, Some(&alice)).await;
+    // An account change: an entry about no repository.
+    store
+        .append_audit(Record::new(NewEntry::new("principal.add", json!({"name": "carol"})).by(Some("root"))))
+        .await
+        .unwrap();
+    other_entry(store).await;
+    harness.checkpointer.checkpoint().await.unwrap();
+    let seqs = |page: &Value| -> Vec<u64> {
+        page["entries"].as_array().unwrap().iter().map(|entry| entry["seq"].as_u64().unwrap()).collect()
+    };
+    assert_eq!(seqs(&harness.ok_as("/v1/audit", Some(&root)).await), vec![0, 1, 2, 3, 4, 5]);
+    assert_eq!(seqs(&harness.ok_as("/v1/audit", Some(&alice)).await), vec![0, 1, 2, 3]);
+    assert_eq!(seqs(&harness.ok_as("/v1/audit", Some(&bob)).await), vec![5]);
+    assert_eq!(seqs(&harness.ok_as("/v1/audit", Some(&nobody)).await), Vec::<u64>::new());
+    // Hidden entries still move the cursor, so paging ends.
+    let page = harness.ok_as("/v1/audit?limit=3", Some(&bob)).await;
+    assert_eq!((seqs(&page), page["next"].clone()), (vec![], json!(2)));
+    let page = harness.ok_as("/v1/audit?limit=3&after=2", Some(&bob)).await;
+    assert_eq!((seqs(&page), page["next"].clone()), (vec![5], json!(5)));
+    let page = harness.ok_as("/v1/audit?limit=3&after=5", Some(&bob)).await;
+    assert_eq!((seqs(&page), page["next"].clone()), (vec![], json!(null)));
+
+    // A repository's grants and history need pull on it: the same 401 as its metadata.
+    for path in [
+        format!("/v1/repositories/{GUN}/grants"),
+        format!("/v1/repositories/{GUN}/grants/changes"),
+        format!("/v1/repositories/{GUN}/targets/v1/history"),
+    ] {
+        let reply = harness.get_as(&path, Some(&bob)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(
+            reply.challenge(),
+            format!(
+                "Bearer realm=\"https://tufa.test/auth/token\",service=\"tufa\",scope=\"repository:{GUN}:pull\",\
+                 error=\"insufficient_scope\""
+            )
+        );
+        harness.ok_as(&path, Some(&alice)).await;
+    }
+    // Key grants are filtered to readable repositories.
+    let path = format!("/v1/keys/{}/grants", published.first.id());
+    assert_eq!(harness.ok_as(&path, Some(&alice)).await["grants"].as_array().unwrap().len(), 2);
+    assert_eq!(harness.ok_as(&path, Some(&bob)).await["grants"], json!([]));
+    // A single entry: refused when hidden.
+    let reply = harness.get_as("/v1/audit/entries/1", Some(&bob)).await;
+    assert_eq!((reply.status, reply.code()), (StatusCode::FORBIDDEN, "DENIED".to_owned()));
+    let reply = harness.get_as("/v1/audit/entries/4", Some(&alice)).await;
+    assert_eq!((reply.status, reply.code()), (StatusCode::FORBIDDEN, "DENIED".to_owned()));
+    assert_eq!(harness.ok_as("/v1/audit/entries/4", Some(&root)).await["kind"], json!("principal.add"));
+    // Checkpoints and proofs: anyone who may read something; not a caller without any role.
+    harness.ok_as("/v1/audit/checkpoint", Some(&bob)).await;
+    harness.ok_as("/v1/audit/proof/inclusion?index=0&size=6", Some(&bob)).await;
+    for path in ["/v1/audit/checkpoint", "/v1/audit/proof/inclusion?index=0&size=6", "/v1/audit/entries/5"] {
+        let reply = harness.get_as(path, Some(&nobody)).await;
+        assert_eq!((reply.status, reply.code()), (StatusCode::FORBIDDEN, "DENIED".to_owned()), "{path}");
+    }
+    // Without credentials: the catalog's challenge, as for the global changefeed.
+    let reply = harness.get_as("/v1/audit", None).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        reply.challenge(),
+        "Bearer realm=\"https://tufa.test/auth/token\",service=\"tufa\",scope=\"registry:catalog:*\""
+    );
+}
+
+/// An entry about a repository only bob may read.
+async fn other_entry(store: &dyn Store) {
+    store.append_audit(Record::new(NewEntry::new("delete", json!({})).gun("other.example/app"))).await.unwrap();
+}
