@@ -134,7 +134,7 @@ struct Held {
     /// Its SoftHSM token.
     _token: Option<SoftHsmToken>,
     /// Its PostgreSQL database.
-    _database: Option<PgDatabase>,
+    database: Option<PgDatabase>,
 }
 
 /// Why one start attempt failed.
@@ -243,7 +243,7 @@ impl Signer {
             tls,
             Box::new(serve),
             Some(Box::new(audit)),
-            Held { _token: token, _database: database },
+            Held { _token: token, database },
         )
     }
 
@@ -487,6 +487,11 @@ impl Signer {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("{} did not exit within 30 s of SIGTERM", self.name);
+    }
+
+    /// The URL of the signer's PostgreSQL database ([`Signer::tufa_on_postgres`]), else `None`.
+    pub fn database_url(&self) -> Option<&str> {
+        self._held.database.as_ref().map(PgDatabase::url)
     }
 
     /// The SQLite database file of a tufa-signer started without PostgreSQL.

@@ -446,19 +446,36 @@ per_backend! {
     multi_signer_postgres_builtin_auth: Postgres, true;
 }
 
-/// Rows of a query against tufa-signer's SQLite database, as JSON objects (`sqlite3 -json`).
+/// Rows of a query against tufa-signer's database (SQLite or PostgreSQL), as JSON objects.
 fn signer_rows(signer: &Signer, sql: &str) -> Vec<Value> {
-    let output = run_tool(Command::new("sqlite3").arg("-json").arg(signer.sqlite_file()).arg(sql));
+    let output = match signer.database_url() {
+        Some(url) => run_tool(
+            Command::new("psql")
+                .args([url, "-At", "-v", "ON_ERROR_STOP=1", "-c"])
+                .arg(format!("SELECT coalesce(json_agg(row_to_json(t)), '[]'::json) FROM ({sql}) t")),
+        ),
+        None => run_tool(Command::new("sqlite3").arg("-json").arg(signer.sqlite_file()).arg(sql)),
+    };
     if output.stdout.trim().is_empty() {
         return Vec::new();
     }
-    serde_json::from_str(&output.stdout).unwrap_or_else(|error| panic!("sqlite3 -json output ({error}):\n{output}"))
+    serde_json::from_str(&output.stdout).unwrap_or_else(|error| panic!("query output ({error}):\n{output}"))
 }
 
 #[test]
-fn checkpoint_signed_by_softhsm_key() {
+fn checkpoint_signed_by_softhsm_key_sqlite() {
+    checkpoint_signed_by_softhsm_key(Stack::tufa_server(Signer::tufa(KeyBackend::SoftHsm)));
+}
+
+#[test]
+fn checkpoint_signed_by_softhsm_key_postgres() {
+    checkpoint_signed_by_softhsm_key(Stack::tufa_server_on_postgres(Signer::tufa_on_postgres(KeyBackend::SoftHsm)));
+}
+
+/// A publish through a signer on the PKCS#11 backend; the server's log, its shutdown checkpoint,
+/// the signer's sign events and the signer's own log must all agree.
+fn checkpoint_signed_by_softhsm_key(mut stack: Stack) {
     const HSM_GUN: &str = "tufa.test/hsm-audited";
-    let mut stack = Stack::tufa_server(Signer::tufa(KeyBackend::SoftHsm));
     let owner = Notary::new(&stack, "owner");
     owner.ok(&["init", "-p", HSM_GUN]);
     publish_target(&owner, HSM_GUN, "v1", b"signed through an HSM\n");
