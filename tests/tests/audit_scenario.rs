@@ -430,6 +430,16 @@ fn multi_signer(backend: Backend, auth: bool) {
             by_owner.iter().filter(|entry| entry["kind"] == "publish").map(|entry| entry["seq"].clone()).collect();
         assert_eq!(owner_seqs, owner_publishes, "the owner's publishes");
     }
+
+    // The whole record, admin commands included, verifies against the shutdown checkpoint.
+    let mut server = server;
+    server.server_mut().terminate();
+    let everything = json_lines(&server.audit(&["log"]));
+    let checkpoint = printed_checkpoint(&server.audit(&["checkpoint"]), "verifier key: ");
+    assert_eq!(checkpoint.size, everything.len() as u64, "the shutdown checkpoint covers the whole log");
+    let verify = server.audit(&["verify", "--checkpoint-key", &checkpoint.vkey]);
+    assert_eq!(verify.status.and_then(|status| status.code()), Some(0), "{verify}");
+    assert!(verify.stdout.contains("OK: the log is intact"), "{verify}");
 }
 
 /// One `#[test]` per store, without and with builtin auth.
