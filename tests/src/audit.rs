@@ -76,6 +76,24 @@ pub fn ecdsa_key_id(public: &Path) -> String {
     sha256_hex(canonical.as_bytes())
 }
 
+/// The TUF key ID notary gives the certificate in the PEM file `cert` (what `notary delegation
+/// add <cert>` lists): the SHA-256 of the canonical JSON `{"keytype":"ecdsa-x509","keyval":
+/// {"private":null,"public":"<base64 of the certificate PEM>"}}`.
+pub fn ecdsa_x509_key_id(cert: &Path) -> String {
+    use base64::Engine as _;
+    let pem = fs::read(cert).unwrap_or_else(|error| panic!("read {}: {error}", cert.display()));
+    let public = base64::engine::general_purpose::STANDARD.encode(pem);
+    sha256_hex(format!(r#"{{"keytype":"ecdsa-x509","keyval":{{"private":null,"public":"{public}"}}}}"#).as_bytes())
+}
+
+/// The canonical key ID of the certificate in `cert`: the ID of its bare public key (see
+/// [`ecdsa_key_id`]), extracted with openssl into `<cert>.pub`.
+pub fn certificate_canonical_id(cert: &Path) -> String {
+    let public = cert.with_extension("pub");
+    run_tool(Command::new("openssl").arg("x509").arg("-in").arg(cert).args(["-pubkey", "-noout", "-out"]).arg(&public));
+    ecdsa_key_id(&public)
+}
+
 /// Lower-case hex SHA-256 of `bytes`, from coreutils' `sha256sum`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let output = run_with_timeout(&mut Command::new("sha256sum"), bytes, std::time::Duration::from_secs(30));

@@ -1,13 +1,15 @@
 //! The audit record of what really happened, end to end with the real clients.
 //!
 //! A multi-signer repository, on SQLite and PostgreSQL, without auth and with `--auth builtin`
-//! (three users, so principals are recorded): an owner (Docker CLI, and the notary CLI in the same
+//! (four users, so principals are recorded): an owner (Docker CLI, and the notary CLI in the same
 //! trust directory) creates it with `docker trust signer add` for alice, adds bob the same way;
 //! alice signs tag v1 with the notary CLI, bob signs it with `docker trust sign`, alice changes it;
 //! the owner removes alice with `docker trust signer remove` and rotates the targets key with
-//! `notary key rotate`. Then `tufa-server audit grants` (now and at every past step), `audit
-//! key-grants` for each delegate key and the root key, `audit history` of v1 and `audit log`
-//! filters must state exactly that, every answer tied to the publish entry that made it.
+//! `notary key rotate`, then delegates `targets/qa` to carol's certificate with `notary delegation
+//! add`, and carol signs v1 there. Then `tufa-server audit grants` (now and at every past step),
+//! `audit key-grants` for each delegate key and the root key, `audit history` of v1 and `audit
+//! log` filters must state exactly that, every answer tied to the publish entry that made it. Key
+//! IDs, canonical IDs and subjects are computed from the key files with openssl, not read back.
 //!
 //! A checkpoint signed by a SoftHSM key: tufa-server signing through tufa-signer on the PKCS#11
 //! backend; after a publish and a clean stop, `tufa-server audit verify` passes with the printed
@@ -19,11 +21,15 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 use tufa_tests::audit::{
-    between, ec_key_pair, ecdsa_key_id, json_lines, now, printed_checkpoint, private_keys_by_role, sha256_hex,
+    between, certificate_canonical_id, ec_key_pair, ecdsa_key_id, ecdsa_x509_key_id, json_lines, now,
+    printed_checkpoint, private_keys_by_role, sha256_hex,
 };
 use tufa_tests::docker::{self, DockerTrust};
-use tufa_tests::flows::{RELEASES, path_arg, publish_target};
+use tufa_tests::flows::{
+    RELEASES, delegation_key, init_with_server_snapshot, path_arg, publish_delegated, publish_target,
+};
 use tufa_tests::notary::Notary;
+use tufa_tests::pki;
 use tufa_tests::process::run_tool;
 use tufa_tests::signer::{KeyBackend, Signer, Stack};
 use tufa_tests::tufa::{AuthServer, Backend, start_builtin, start_with_auth};
@@ -40,6 +46,9 @@ const PASSWORD: &str = "correct horse battery staple";
 /// The signer role docker makes for alice and bob.
 const ALICE_ROLE: &str = "targets/alice";
 const BOB_ROLE: &str = "targets/bob";
+
+/// The delegation the owner makes for carol's certificate with the notary CLI.
+const QA_ROLE: &str = "targets/qa";
 
 /// The repository name the server's checkpoint key is created under at the signer.
 const CHECKPOINT_GUN: &str = "tufa-audit-checkpoints";
@@ -84,6 +93,8 @@ struct Keys {
     timestamp: String,
     alice: String,
     bob: String,
+    /// Carol's certificate as targets.json lists it and its canonical (bare key) ID.
+    carol: (String, String),
 }
 
 /// What the test expects `audit grants` to print after a step.
@@ -207,7 +218,7 @@ fn multi_signer(backend: Backend, auth: bool) {
     let server = if auth {
         let server = start_builtin(backend, &[]);
         // The owner is the repository's admin: `notary key rotate` asks for the `*` action.
-        for (user, role) in [("owner", "admin"), ("alice", "publisher"), ("bob", "publisher")] {
+        for (user, role) in [("owner", "admin"), ("alice", "publisher"), ("bob", "publisher"), ("carol", "publisher")] {
             server.add_user(user, PASSWORD);
             server.grant(user, role, GUN);
         }
@@ -231,6 +242,10 @@ fn multi_signer(backend: Backend, auth: bool) {
     let (alice_key, alice_public) = ec_key_pair(alice.scratch_dir(), "alice");
     let (bob_key, bob_public) = ec_key_pair(bob.config_dir(), "bob");
     let (alice_id, bob_id) = (ecdsa_key_id(&alice_public), ecdsa_key_id(&bob_public));
+    let mut carol = Notary::new(&server, "carol");
+    carol.set_auth(credentials("carol"));
+    let carol_cert = pki::self_signed(carol.scratch_dir(), "carol", "carol");
+    let carol_ids = (ecdsa_x509_key_id(&carol_cert.cert), certificate_canonical_id(&carol_cert.cert));
 
     // marks[k] is a time after step k and before step k + 1 (marks[0]: before anything).
     let mut marks = vec![now()];
@@ -278,6 +293,16 @@ fn multi_signer(backend: Backend, auth: bool) {
     let targets_after = only_key(&private_keys_by_role(&owner.trust_dir()), "targets");
     assert_ne!(targets_after, targets_before, "the targets key was rotated");
 
+    // Step 8: the owner delegates targets/qa to carol's certificate with the notary CLI.
+    owner_notary.ok(&["delegation", "add", "-p", GUN, QA_ROLE, path_arg(&carol_cert.cert), "--all-paths"]);
+    marks.push(now());
+
+    // Step 9: carol signs v1 (as alice last released it) into targets/qa.
+    carol.ok(&["key", "import", path_arg(&carol_cert.key), "--role", QA_ROLE]);
+    let qa_file = carol.write_file("v1-qa.bin", b"release one, rebuilt\n");
+    carol.ok(&["add", "-p", GUN, "v1", path_arg(&qa_file), "--roles", QA_ROLE]);
+    marks.push(now());
+
     let log = json_lines(&server.audit(&["log", "--gun", GUN]));
     let online_key = |role: &str| {
         let created: Vec<&Value> =
@@ -297,6 +322,7 @@ fn multi_signer(backend: Backend, auth: bool) {
         timestamp: online_key("timestamp"),
         alice: alice_id.clone(),
         bob: bob_id.clone(),
+        carol: carol_ids,
     };
     assert_eq!(root_json["signed"]["roles"]["snapshot"]["keyids"], json!([keys.snapshot]));
     assert_eq!(root_json["signed"]["roles"]["timestamp"]["keyids"], json!([keys.timestamp]));
@@ -304,7 +330,8 @@ fn multi_signer(backend: Backend, auth: bool) {
 
     // Who may sign, after every step: root v1 and targets v2 (docker's init adds the
     // delegations in a second targets version before its one publish), targets v3 adds bob,
-    // targets v4 removes alice, root v2 and targets v5 carry the rotated targets key.
+    // targets v4 removes alice, root v2 and targets v5 carry the rotated targets key, targets v6
+    // adds carol's certificate (with its subject).
     let owner_principal = principal("owner");
     let expect = Expect { keys: &keys, principal: owner_principal.clone() };
     let (a, b) = (keys.alice.as_str(), keys.bob.as_str());
@@ -315,6 +342,21 @@ fn multi_signer(backend: Backend, auth: bool) {
             expect.delegation(ALICE_ROLE, 3, &[a]),
             expect.delegation(BOB_ROLE, 3, &[b]),
             expect.delegation(RELEASES, 3, &[a, b]),
+        ],
+    );
+    let (carol_id, carol_canonical) = &keys.carol;
+    let after_carol_added = with(
+        expect.root(2, &keys.targets.1),
+        vec![
+            expect.delegation(BOB_ROLE, 6, &[b]),
+            expect.delegation(RELEASES, 6, &[b]),
+            expect.grant(
+                "targets",
+                QA_ROLE,
+                6,
+                json!([""]),
+                vec![grant_key(carol_id, carol_canonical, Some("CN=carol"))],
+            ),
         ],
     );
     let expected_per_step: Vec<Vec<Value>> = vec![
@@ -335,8 +377,10 @@ fn multi_signer(backend: Backend, auth: bool) {
             expect.root(2, &keys.targets.1),
             vec![expect.delegation(BOB_ROLE, 5, &[b]), expect.delegation(RELEASES, 5, &[b])],
         ),
+        after_carol_added.clone(),
+        after_carol_added,
     ];
-    let current = BTreeMap::from([("root", 2), ("targets", 5)]);
+    let current = BTreeMap::from([("root", 2), ("targets", 6)]);
     for (step, (mark, expected)) in marks.iter().zip(&expected_per_step).enumerate() {
         let grants = grants_at(&server, Some(mark));
         let shapes = sorted(grants.iter().map(grant_shape).collect());
@@ -344,7 +388,7 @@ fn multi_signer(backend: Backend, auth: bool) {
         assert_grant_provenance(&log, &grants, &current);
     }
     let now_grants = grants_at(&server, None);
-    assert_eq!(sorted(now_grants.iter().map(grant_shape).collect()), expected_per_step[7], "grants now");
+    assert_eq!(sorted(now_grants.iter().map(grant_shape).collect()), expected_per_step[9], "grants now");
     assert_grant_provenance(&log, &now_grants, &current);
 
     // Where each key is trusted: every version of every grant, the superseded ones with `until`
@@ -363,7 +407,16 @@ fn multi_signer(backend: Backend, auth: bool) {
     let bob_grants = assert_key_grants(
         &server,
         &keys.bob,
-        &[(BOB_ROLE, 3), (RELEASES, 3), (BOB_ROLE, 4), (RELEASES, 4), (BOB_ROLE, 5), (RELEASES, 5)],
+        &[
+            (BOB_ROLE, 3),
+            (RELEASES, 3),
+            (BOB_ROLE, 4),
+            (RELEASES, 4),
+            (BOB_ROLE, 5),
+            (RELEASES, 5),
+            (BOB_ROLE, 6),
+            (RELEASES, 6),
+        ],
     );
     assert_grant_provenance(&log, &bob_grants, &current);
     // The root key by its canonical ID (what the owner's key file is named) and by the
@@ -371,11 +424,16 @@ fn multi_signer(backend: Backend, auth: bool) {
     let root_grants = assert_key_grants(&server, &keys.root.1, &[("root", 1), ("root", 2)]);
     assert_grant_provenance(&log, &root_grants, &current);
     assert_key_grants(&server, &keys.root.0, &[("root", 1), ("root", 2)]);
+    // Carol's certificate, by the ID targets.json lists and by its canonical ID.
+    let carol_grants = assert_key_grants(&server, &keys.carol.0, &[(QA_ROLE, 6)]);
+    assert_grant_provenance(&log, &carol_grants, &current);
+    assert_key_grants(&server, &keys.carol.1, &[(QA_ROLE, 6)]);
     let old_targets = assert_key_grants(&server, &keys.targets.0, &[("targets", 1)]);
     assert_eq!(old_targets[0]["until"], publish_of(&log, "root", 2)["time"], "the rotation ended the old key's grant");
     assert_key_grants(&server, &keys.targets.1, &[("targets", 2)]);
 
-    // Who signed tag v1: alice into releases, bob into his own role, alice again.
+    // Who signed tag v1: alice into releases, bob into his own role, alice again, carol into qa
+    // (with her certificate's ID, as targets.json lists it).
     let history = json_lines(&server.audit(&["history", GUN, "v1"]));
     let event = |change: &str, role: &str, version: u64, file: &[u8], key: &str, user: &str| {
         json!({
@@ -388,6 +446,7 @@ fn multi_signer(backend: Backend, auth: bool) {
         event("added", RELEASES, 1, b"release one\n", a, "alice"),
         event("added", BOB_ROLE, 1, b"release one\n", b, "bob"),
         event("changed", RELEASES, 2, b"release one, rebuilt\n", a, "alice"),
+        event("added", QA_ROLE, 1, b"release one, rebuilt\n", &keys.carol.0, "carol"),
     ];
     let shapes: Vec<Value> = history
         .iter()
@@ -400,7 +459,7 @@ fn multi_signer(backend: Backend, auth: bool) {
         })
         .collect();
     assert_eq!(shapes, expected_history, "history of v1: {history:#?}");
-    for (event, step) in history.iter().zip([3, 4, 5]) {
+    for (event, step) in history.iter().zip([3, 4, 5, 9]) {
         let entry = entry_at(&log, &event["audit_seq"]);
         assert_eq!(entry["kind"], "publish", "{entry}");
         assert_eq!(entry["time"], event["time"], "{event}");
@@ -417,15 +476,19 @@ fn multi_signer(backend: Backend, auth: bool) {
     assert_eq!(seqs(&by_alice_key), vec![history[0]["audit_seq"].clone(), history[2]["audit_seq"].clone()]);
     let by_bob_key = json_lines(&server.audit(&["log", "--gun", GUN, "--key", b]));
     assert_eq!(seqs(&by_bob_key), vec![history[1]["audit_seq"].clone()]);
+    let by_carol_key = json_lines(&server.audit(&["log", "--gun", GUN, "--key", &keys.carol.0]));
+    assert_eq!(seqs(&by_carol_key), vec![history[3]["audit_seq"].clone()]);
     if auth {
         let by_alice = json_lines(&server.audit(&["log", "--principal", "alice"]));
         assert_eq!(seqs(&by_alice), seqs(&by_alice_key), "alice published exactly the releases she signed");
         let by_bob = json_lines(&server.audit(&["log", "--principal", "bob"]));
         assert_eq!(seqs(&by_bob), seqs(&by_bob_key));
+        let by_carol = json_lines(&server.audit(&["log", "--principal", "carol"]));
+        assert_eq!(seqs(&by_carol), seqs(&by_carol_key));
         let by_owner = json_lines(&server.audit(&["log", "--principal", "owner"]));
-        // Steps 1, 2, 6 and 7 stored targets versions 2 to 5 (and root v1 and v2 with them).
+        // Steps 1, 2, 6, 7 and 8 stored targets versions 2 to 6 (and root v1 and v2 with them).
         let owner_publishes: Vec<Value> =
-            (2..=5).map(|version| publish_of(&log, "targets", version)["seq"].clone()).collect();
+            (2..=6).map(|version| publish_of(&log, "targets", version)["seq"].clone()).collect();
         let owner_seqs: Vec<Value> =
             by_owner.iter().filter(|entry| entry["kind"] == "publish").map(|entry| entry["seq"].clone()).collect();
         assert_eq!(owner_seqs, owner_publishes, "the owner's publishes");
@@ -454,6 +517,43 @@ per_backend! {
     multi_signer_sqlite_builtin_auth: Sqlite, true;
     multi_signer_postgres: Postgres, false;
     multi_signer_postgres_builtin_auth: Postgres, true;
+}
+
+/// `audit log --key` with the canonical ID of a certificate a delegate signed with finds the same
+/// entries as with the certificate's key ID (as `audit key-grants` does for grants).
+fn log_by_canonical_key_id(backend: Backend) {
+    const CERT_GUN: &str = "tufa.test/certificate-signed";
+    let server = start_with_auth(backend, "tufa-server audit by canonical ID", Vec::new());
+    let owner = Notary::new(&server, "owner");
+    let delegate = Notary::new(&server, "delegate");
+    init_with_server_snapshot(&owner, CERT_GUN);
+    let key = delegation_key(&delegate);
+    owner.ok(&["delegation", "add", "-p", CERT_GUN, RELEASES, path_arg(&key.cert), "--all-paths"]);
+    publish_delegated(&delegate, CERT_GUN, "v1", b"signed with a certificate\n", RELEASES);
+    let (key_id, canonical_id) = (ecdsa_x509_key_id(&key.cert), certificate_canonical_id(&key.cert));
+    let seqs = |key: &str| -> Vec<Value> {
+        json_lines(&server.audit(&["log", "--gun", CERT_GUN, "--key", key]))
+            .iter()
+            .map(|entry| entry["seq"].clone())
+            .collect()
+    };
+    let history = json_lines(&server.audit(&["history", CERT_GUN, "v1"]));
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0]["signer_keys"], json!([key_id]), "{history:?}");
+    assert_eq!(seqs(&key_id), vec![history[0]["audit_seq"].clone()], "found by the certificate's key ID");
+    assert_eq!(seqs(&canonical_id), seqs(&key_id), "found by the canonical key ID {canonical_id} too");
+}
+
+#[test]
+#[ignore = "server gap: `audit log --key` matches only the key IDs metadata lists (audit_keys_used), not canonical IDs"]
+fn log_by_canonical_key_id_sqlite() {
+    log_by_canonical_key_id(Backend::Sqlite);
+}
+
+#[test]
+#[ignore = "server gap: `audit log --key` matches only the key IDs metadata lists (audit_keys_used), not canonical IDs"]
+fn log_by_canonical_key_id_postgres() {
+    log_by_canonical_key_id(Backend::Postgres);
 }
 
 /// Rows of a query against tufa-signer's database (SQLite or PostgreSQL), as JSON objects.
