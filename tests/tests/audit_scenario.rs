@@ -213,7 +213,7 @@ fn only_key(keys: &BTreeMap<String, Vec<String>>, role: &str) -> String {
     }
 }
 
-/// The multi-signer scenario on `backend`, with builtin auth and three users when `auth`.
+/// The multi-signer scenario on `backend`, with builtin auth and four users when `auth`.
 fn multi_signer(backend: Backend, auth: bool) {
     let server = if auth {
         let server = start_builtin(backend, &[]);
@@ -316,12 +316,12 @@ fn multi_signer(backend: Backend, auth: bool) {
     let root_id = root_json["signed"]["roles"]["root"]["keyids"][0].as_str().expect("root key id").to_owned();
     assert_ne!(root_id, root_canonical, "root.json lists the root key as a certificate");
     let keys = Keys {
-        root: (root_id, root_canonical.clone()),
-        targets: (targets_before.clone(), targets_after.clone()),
+        root: (root_id, root_canonical),
+        targets: (targets_before, targets_after),
         snapshot: online_key("snapshot"),
         timestamp: online_key("timestamp"),
-        alice: alice_id.clone(),
-        bob: bob_id.clone(),
+        alice: alice_id,
+        bob: bob_id,
         carol: carol_ids,
     };
     assert_eq!(root_json["signed"]["roles"]["snapshot"]["keyids"], json!([keys.snapshot]));
