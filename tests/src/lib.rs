@@ -4,6 +4,7 @@
 //! - [`server::Server`] runs a server until dropped (and prints its log if the test failed);
 //!   [`tufa::start`] starts the binary under test, [`go_notary::start`] the Go reference.
 //! - [`notary::Notary`] is one CLI client with its own trust directory.
+//! - [`audit`] reads what `tufa-server audit` prints and computes key IDs independently.
 //! - [`load::PublishLoad`] runs concurrent publishers and a checking reader for fault tests.
 //! - [`flows`] holds the end-to-end scenarios; [`flow_tests!`] turns each into a `#[test]`
 //!   for one kind of server.
@@ -20,6 +21,7 @@
 //! - `TUFA_SIGNER_BIN`, `NOTARY_SIGNER_BIN`, `SOFTHSM2_CONF`: the signers (see [`signer`]).
 //! - `TUFA_TEST_KEEP`: keep each server's temporary directory (data, TLS files, log).
 
+pub mod audit;
 pub mod docker;
 pub mod flows;
 pub mod go_notary;

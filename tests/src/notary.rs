@@ -30,6 +30,8 @@ pub struct Notary {
     dir: TempDir,
     config: PathBuf,
     auth: Option<String>,
+    trust_dir: PathBuf,
+    passphrase: String,
 }
 
 /// One row of `notary list`.
@@ -54,11 +56,23 @@ impl Notary {
     /// A new client called `name` for the trust server at `url`, trusting the CA certificates in
     /// `root_ca` (a PEM bundle may hold several, e.g. the trust server's and its token service's).
     pub fn for_url(url: &str, root_ca: &Path, name: &str) -> Notary {
+        Notary::in_trust_dir(url, root_ca, name, None, PASSPHRASE)
+    }
+
+    /// A new client called `name` for `server` that works in an existing trust directory whose
+    /// keys are encrypted with `passphrase`: for example the `trust/` directory of a Docker CLI
+    /// configuration ([`crate::docker::DockerTrust::trust_dir`], with
+    /// [`crate::docker::PASSPHRASE`]), so that one owner uses both CLIs with the same keys.
+    pub fn sharing_trust_dir(server: &Server, name: &str, trust_dir: &Path, passphrase: &str) -> Notary {
+        Notary::in_trust_dir(server.url(), server.ca_cert(), name, Some(trust_dir), passphrase)
+    }
+
+    fn in_trust_dir(url: &str, root_ca: &Path, name: &str, trust_dir: Option<&Path>, passphrase: &str) -> Notary {
         let dir = tempfile::Builder::new()
             .prefix(&format!("tufa-notary-{name}-"))
             .tempdir()
             .expect("create notary trust dir");
-        let trust_dir = dir.path().join("trust");
+        let trust_dir = trust_dir.map_or_else(|| dir.path().join("trust"), Path::to_path_buf);
         fs::create_dir_all(&trust_dir).expect("create trust dir");
         let config = dir.path().join("config.json");
         let body = json!({
@@ -66,7 +80,7 @@ impl Notary {
             "remote_server": {"url": url, "root_ca": root_ca},
         });
         fs::write(&config, body.to_string()).expect("write notary config");
-        Notary { name: name.to_owned(), dir, config, auth: None }
+        Notary { name: name.to_owned(), dir, config, auth: None, trust_dir, passphrase: passphrase.to_owned() }
     }
 
     /// A new client like [`Notary::new`] that signs in as `user` with `password` (or an API
@@ -85,7 +99,7 @@ impl Notary {
 
     /// The trust directory (`tuf/`, `private/`, ...).
     pub fn trust_dir(&self) -> PathBuf {
-        self.dir.path().join("trust")
+        self.trust_dir.clone()
     }
 
     /// The locally cached copy of `<role>.json` for `gun`, as the CLI last verified it.
@@ -123,10 +137,10 @@ impl Notary {
         command
             .env("HOME", self.dir.path())
             .env("NO_PROXY", "127.0.0.1,localhost")
-            .env("NOTARY_ROOT_PASSPHRASE", PASSPHRASE)
-            .env("NOTARY_TARGETS_PASSPHRASE", PASSPHRASE)
-            .env("NOTARY_SNAPSHOT_PASSPHRASE", PASSPHRASE)
-            .env("NOTARY_DELEGATION_PASSPHRASE", PASSPHRASE);
+            .env("NOTARY_ROOT_PASSPHRASE", &self.passphrase)
+            .env("NOTARY_TARGETS_PASSPHRASE", &self.passphrase)
+            .env("NOTARY_SNAPSHOT_PASSPHRASE", &self.passphrase)
+            .env("NOTARY_DELEGATION_PASSPHRASE", &self.passphrase);
         if let Some(auth) = &self.auth {
             command.env("NOTARY_AUTH", auth);
         }

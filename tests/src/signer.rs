@@ -134,7 +134,7 @@ struct Held {
     /// Its SoftHSM token.
     _token: Option<SoftHsmToken>,
     /// Its PostgreSQL database.
-    _database: Option<PgDatabase>,
+    database: Option<PgDatabase>,
 }
 
 /// Why one start attempt failed.
@@ -243,7 +243,7 @@ impl Signer {
             tls,
             Box::new(serve),
             Some(Box::new(audit)),
-            Held { _token: token, _database: database },
+            Held { _token: token, database },
         )
     }
 
@@ -465,6 +465,39 @@ impl Signer {
             tls_client: Some(self.tls.client.clone()),
             key_algorithm: "ecdsa".to_owned(),
         }
+    }
+
+    /// Runs `tufa-signer audit <args>` with the signer's configuration and database (also after
+    /// it stopped), e.g. `["verify", "--checkpoint-key", vkey]` or `["checkpoint"]`. Panics for Go
+    /// notary-signer, which keeps no audit log.
+    pub fn audit_command(&self, args: &[&str]) -> CommandOutput {
+        let audit = self.audit.as_ref().unwrap_or_else(|| panic!("{} keeps no audit log", self.name));
+        run_with_timeout(audit().args(args), b"", STARTUP_TIMEOUT)
+    }
+
+    /// Stops the signer as an operator would (SIGTERM) and waits up to 30 s for it to exit, so
+    /// that its shutdown work (the last audit checkpoint) is done. Panics if it does not exit.
+    pub fn terminate(&mut self) {
+        signal(&self.child, "TERM");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if self.child.try_wait().expect("wait for the signer").is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{} did not exit within 30 s of SIGTERM", self.name);
+    }
+
+    /// The URL of the signer's PostgreSQL database ([`Signer::tufa_on_postgres`]), else `None`.
+    pub fn database_url(&self) -> Option<&str> {
+        self._held.database.as_ref().map(PgDatabase::url)
+    }
+
+    /// The SQLite database file of a tufa-signer started without PostgreSQL.
+    pub fn sqlite_file(&self) -> PathBuf {
+        assert!(matches!(self.kind, SignerKind::Tufa(_)), "{} has no database file", self.name);
+        self.dir.path().join("data").join("tufa-signer.db")
     }
 
     /// `tufa-signer audit`: every recorded signature, oldest first, as JSON objects with
@@ -703,6 +736,7 @@ pub struct Stack {
     server: Server,
     kind: ServerKind,
     proxy: Option<TcpProxy>,
+    database_url: Option<String>,
     signer: Signer,
 }
 
@@ -719,26 +753,27 @@ impl Stack {
     pub fn go_server(signer: Signer) -> Stack {
         let config = GoServerConfig::default().with_remote_signer(signer.remote_trust_service());
         let server = go_notary::start(&config);
-        Stack { server, kind: ServerKind::GoNotary, proxy: None, signer }
+        Stack { server, kind: ServerKind::GoNotary, proxy: None, database_url: None, signer }
     }
 
     /// tufa-server (SQLite) signing through `signer`.
     pub fn tufa_server(signer: Signer) -> Stack {
         let server = start_tufa_server(&signer, signer.address(), "");
-        Stack { server, kind: ServerKind::Tufa, proxy: None, signer }
+        Stack { server, kind: ServerKind::Tufa, proxy: None, database_url: None, signer }
     }
 
     /// tufa-server on a fresh PostgreSQL database (of the cluster `DATABASE_URL` names) signing
     /// through `signer`. Without `DATABASE_URL` it fails.
     pub fn tufa_server_on_postgres(signer: Signer) -> Stack {
         let database = PgDatabase::create();
+        let database_url = Some(database.url().to_owned());
         let server = tufa::start_with(tufa::Options {
             name: format!("tufa-server (postgres, signing through {})", signer.name()),
             database_url: Some(database.url().to_owned()),
             database: Some(database),
             extra_args: signer.tufa_server_args(signer.address()),
         });
-        Stack { server, kind: ServerKind::Tufa, proxy: None, signer }
+        Stack { server, kind: ServerKind::Tufa, proxy: None, database_url, signer }
     }
 
     /// tufa-server (SQLite) signing through `signer` behind a [`TcpProxy`], so that a test can
@@ -746,7 +781,7 @@ impl Stack {
     pub fn tufa_server_via_proxy(signer: Signer) -> Stack {
         let proxy = TcpProxy::start(signer.address());
         let server = start_tufa_server(&signer, proxy.address(), " via a proxy");
-        Stack { server, kind: ServerKind::Tufa, proxy: Some(proxy), signer }
+        Stack { server, kind: ServerKind::Tufa, proxy: Some(proxy), database_url: None, signer }
     }
 
     /// The trust server.
@@ -757,6 +792,17 @@ impl Stack {
     /// The signer.
     pub fn signer(&self) -> &Signer {
         &self.signer
+    }
+
+    /// The trust server, mutably (to stop it with [`Server::terminate`]).
+    pub fn server_mut(&mut self) -> &mut Server {
+        &mut self.server
+    }
+
+    /// Runs `tufa-server audit <args>` against tufa-server's data directory and database (also
+    /// after the server stopped).
+    pub fn audit(&self, args: &[&str]) -> CommandOutput {
+        tufa::audit(&self.tufa_data_dir(), self.database_url.as_deref(), args)
     }
 
     /// The signer, to restart it.

@@ -153,6 +153,18 @@ fn clear_tufa_env(command: &mut Command) {
     }
 }
 
+/// Runs `tufa-server audit <args> --data-dir <data_dir> [--database-url <url>]`, the auditor's
+/// commands against a server's data (while it runs or after it stopped).
+pub fn audit(data_dir: &Path, database_url: Option<&str>, args: &[&str]) -> CommandOutput {
+    let mut command = Command::new(binary());
+    command.arg("audit").args(args).arg("--data-dir").arg(data_dir);
+    if let Some(url) = database_url {
+        command.arg("--database-url").arg(url);
+    }
+    clear_tufa_env(&mut command);
+    run_with_timeout(&mut command, b"", ADMIN_TIMEOUT)
+}
+
 /// A tufa-server started by [`start_with_auth`]: the running [`Server`] and what the admin
 /// commands need to reach its data (`--data-dir`, `--database-url`).
 pub struct AuthServer {
@@ -224,13 +236,7 @@ impl AuthServer {
     /// Runs `tufa-server audit <args> --data-dir <dir> [--database-url <url>]` (also after the
     /// server stopped).
     pub fn audit(&self, args: &[&str]) -> CommandOutput {
-        let mut command = Command::new(binary());
-        command.arg("audit").args(args).arg("--data-dir").arg(&self.data_dir);
-        if let Some(url) = &self.database_url {
-            command.arg("--database-url").arg(url);
-        }
-        clear_tufa_env(&mut command);
-        run_with_timeout(&mut command, b"", ADMIN_TIMEOUT)
+        audit(&self.data_dir, self.database_url.as_deref(), args)
     }
 
     /// The database URL, when the server runs on PostgreSQL.

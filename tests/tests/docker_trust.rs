@@ -4,13 +4,11 @@
 //! principal without a role, with nothing changed. Once on SQLite and once on PostgreSQL; the
 //! signer lifecycle also runs against Debian's Go notary-server as the reference.
 
-use std::process::Command;
-
+use tufa_tests::audit::ec_key_pair;
 use tufa_tests::docker::DockerTrust;
 use tufa_tests::flows::{RELEASES, path_arg};
 use tufa_tests::go_notary::{GoServerConfig, start as start_go_notary};
 use tufa_tests::notary::Notary;
-use tufa_tests::process::run_tool;
 use tufa_tests::server::Server;
 use tufa_tests::tufa::{AuthServer, Backend, start_builtin};
 
@@ -72,20 +70,6 @@ fn assert_not_authorized(output: &tufa_tests::process::CommandOutput) {
     );
 }
 
-/// A P-256 key pair made with openssl: `<stem>.key` (PKCS#8) and `<stem>.pub` (a `PUBLIC KEY`
-/// PEM, the form `docker trust key generate` writes), in `dir`.
-fn key_pair(dir: &std::path::Path, stem: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let key = dir.join(format!("{stem}.key"));
-    let public = dir.join(format!("{stem}.pub"));
-    run_tool(
-        Command::new("openssl")
-            .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
-            .arg(&key),
-    );
-    run_tool(Command::new("openssl").arg("pkey").arg("-in").arg(&key).args(["-pubout", "-out"]).arg(&public));
-    (key, public)
-}
-
 /// Key generation, signer add (initialising the repository) and inspect by a publisher; refusals
 /// without credentials and without a role, which change nothing; a reader inspects.
 fn docker_trust_with_credentials(backend: Backend) {
@@ -128,7 +112,7 @@ fn docker_trust_with_credentials(backend: Backend) {
 /// `credentials` go into the Docker config and `NOTARY_AUTH`; `inspector` reads metadata.
 fn signer_lifecycle(server: &Server, credentials: Option<(&str, &str)>, inspector: Option<&str>) {
     let alice = DockerTrust::new(server, "alice", REGISTRY_HOST, credentials);
-    let (key, public) = key_pair(alice.config_dir(), "alice-signer");
+    let (key, public) = ec_key_pair(alice.config_dir(), "alice-signer");
     let output = alice.ok(&["trust", "key", "load", path_arg(&key), "--name", "alice"]);
     assert!(output.stdout.contains("Successfully imported key from"), "{output}");
     alice.ok(&["trust", "signer", "add", "--key", path_arg(&public), "alice", GUN]);
