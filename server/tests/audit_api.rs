@@ -540,7 +540,7 @@ async fn proofs_check_against_signed_checkpoints() {
 async fn add_user(store: &dyn Store, name: &str) -> String {
     let principal =
         Principal { name: name.into(), kind: PrincipalKind::User, password_hash: None, created_at: chrono::Utc::now() };
-    store.add_principal(&principal).await.unwrap();
+    store.add_principal(&principal, &test_change()).await.unwrap();
     let (id, text, secret_hash) = tufa_auth::ApiTokenSecret::generate().unwrap();
     let token = ApiToken {
         id,
@@ -550,7 +550,7 @@ async fn add_user(store: &dyn Store, name: &str) -> String {
         expires_at: None,
         revoked_at: None,
     };
-    store.insert_api_token(&token).await.unwrap();
+    store.insert_api_token(&token, &test_change()).await.unwrap();
     format!("Bearer {}", text.as_str())
 }
 
@@ -559,11 +559,11 @@ async fn callers_see_only_what_they_may_read() {
     let harness = harness(true).await;
     let store = harness.store.as_ref();
     let alice = add_user(store, "alice").await;
-    assert!(store.add_binding("alice", "publisher", "example.com/*").await.unwrap());
+    assert!(store.add_binding("alice", "publisher", "example.com/*", &test_change()).await.unwrap());
     let bob = add_user(store, "bob").await;
-    assert!(store.add_binding("bob", "reader", "other.example/*").await.unwrap());
+    assert!(store.add_binding("bob", "reader", "other.example/*", &test_change()).await.unwrap());
     let root = add_user(store, "root").await;
-    assert!(store.add_binding("root", "admin", "*").await.unwrap());
+    assert!(store.add_binding("root", "admin", "*", &test_change()).await.unwrap());
     let nobody = add_user(store, "nobody").await;
     let published = publish_scenario(&harness, Some(&alice)).await;
     // An account change: an entry about no repository.
@@ -634,4 +634,9 @@ async fn callers_see_only_what_they_may_read() {
 /// An entry about a repository only bob may read.
 async fn other_entry(store: &dyn Store) {
     store.append_audit(Record::new(NewEntry::new("delete", json!({})).gun("other.example/app"))).await.unwrap();
+}
+
+/// An audit record for changes a test writes straight into the store.
+fn test_change() -> tufa_store::Record {
+    tufa_store::Record::new(tufa_audit::NewEntry::new("principal.add", serde_json::json!({"test": true})))
 }
