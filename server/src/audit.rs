@@ -62,11 +62,15 @@ pub struct OnlineSignatureRecord {
     pub key_id: String,
     /// Lowercase hex SHA-256 of the signed bytes.
     pub payload_sha256: String,
+    /// The entry's position in the signer's own audit log, when the signer reports it.
+    pub signer_seq: Option<u64>,
 }
 
 /// What the validated files of an update mean for the record, computed off the async workers.
 #[derive(Debug, Clone, Default)]
 pub struct PublishParts {
+    /// Canonical key ID by key ID as metadata lists it, for every key the grants name.
+    pub canonical: BTreeMap<String, String>,
     grants: Vec<NewGrant>,
     superseded_roles: Vec<String>,
     history: Vec<NewTargetEvent>,
@@ -128,10 +132,33 @@ pub fn publish_parts(
                 sha256: change.sha256,
                 length: change.length,
                 signer_keys: signer_keys.clone(),
+                signer_canonical_ids: Vec::new(),
             });
         }
     }
+    for grant in &parts.grants {
+        for key in &grant.keys {
+            parts.canonical.insert(key.key_id.clone(), key.canonical_id.clone());
+        }
+    }
     Ok(parts)
+}
+
+impl PublishParts {
+    /// Adds the canonical IDs of keys named by grants already in force (the keys that signed a
+    /// file may be granted by a file this update does not replace), and fills in each target
+    /// event's canonical signer IDs.
+    pub fn resolve_canonical(&mut self, in_force: &[tufa_store::Grant]) {
+        for grant in in_force {
+            for key in &grant.grant.keys {
+                self.canonical.entry(key.key_id.clone()).or_insert_with(|| key.canonical_id.clone());
+            }
+        }
+        for event in &mut self.history {
+            event.signer_canonical_ids =
+                event.signer_keys.iter().filter_map(|key| self.canonical.get(key).cloned()).collect();
+        }
+    }
 }
 
 /// The record of an accepted publish: the entry (roles and versions stored, targets changed,
@@ -148,7 +175,12 @@ pub fn publish_record(
     let online_json: Vec<Value> = online
         .iter()
         .map(|signature| {
-            json!({"role": signature.role, "key_id": signature.key_id, "payload_sha256": signature.payload_sha256})
+            json!({
+                "role": signature.role,
+                "key_id": signature.key_id,
+                "payload_sha256": signature.payload_sha256,
+                "signer_seq": signature.signer_seq,
+            })
         })
         .collect();
     let details = json!({
@@ -158,6 +190,9 @@ pub fn publish_record(
         "targets": parts.targets,
     });
     let mut keys: Vec<String> = signers.values().flatten().cloned().collect();
+    // Also under their canonical IDs, so a key is found however it is named.
+    let canonical: Vec<String> = keys.iter().filter_map(|key| parts.canonical.get(key).cloned()).collect();
+    keys.extend(canonical);
     keys.extend(online.iter().map(|signature| signature.key_id.clone()));
     let entry = requester.attribute(NewEntry::new(kinds::PUBLISH, details).gun(gun));
     Record { entry, keys, superseded_roles: parts.superseded_roles, grants: parts.grants, history: parts.history }
@@ -265,6 +300,10 @@ impl Checkpointer {
                 .ok_or_else(|| CheckpointFailure::Invalid("the checkpoint key vanished".into()))?;
             return Ok((stored.key_id.clone(), stored_key(&stored)?));
         }
+        let details = json!({"role": "checkpoint", "key_id": key_id, "name": record.name});
+        let mut entry = Record::new(NewEntry::new(kinds::KEY_CREATE, details).gun(CHECKPOINT_KEY_GUN));
+        entry.keys = vec![key_id.clone()];
+        self.store.append_audit(entry).await?;
         tracing::info!(key.id = %key_id, name = %record.name, "created the audit checkpoint key");
         Ok((key_id, stored_key(&record)?))
     }
@@ -277,7 +316,9 @@ impl Checkpointer {
         if latest.as_ref().is_some_and(|latest| latest.size >= size) || size == 0 {
             return Ok(None);
         }
+        // The key first: creating it appends its own entry, which this checkpoint then covers.
         let (key_id, key) = self.key().await?;
+        let size = self.store.audit_size().await?;
         let hashes = self.store.audit_hashes(&tufa_audit::tree::root_reads(size)).await?;
         let root =
             tufa_audit::tree::root(size, &hashes).map_err(|error| CheckpointFailure::Invalid(error.to_string()))?;

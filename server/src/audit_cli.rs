@@ -271,6 +271,7 @@ pub fn grant_json(grant: &tufa_store::Grant) -> serde_json::Value {
         "audit_seq": grant.audit_seq,
         "since": format_time(grant.created_at),
         "until": grant.superseded_at.map(format_time),
+        "until_seq": grant.superseded_seq,
     })
 }
 
@@ -293,6 +294,7 @@ pub fn history_json(event: &tufa_store::TargetEvent) -> serde_json::Value {
         "role": event.event.role,
         "version": event.event.version,
         "signer_keys": event.event.signer_keys,
+        "signer_canonical_ids": event.event.signer_canonical_ids,
         "principal": event.principal,
         "audit_seq": event.audit_seq,
         "time": format_time(event.created_at),

@@ -23,6 +23,8 @@ use tufa_signer_api::proto::{CreateKeyRequest, KeyId, KeyInfo, SignatureRequest}
 use crate::config::SignerConfig;
 use crate::signing::{OnlineSignature, OnlineSigner, SignerError};
 
+/// The response metadata in which tufa-signer reports a signature's position in its audit log.
+const AUDIT_SEQ_METADATA: &str = "tufa-audit-seq";
 /// How long establishing a connection to the signer may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one signer call may take.
@@ -148,10 +150,18 @@ impl OnlineSigner for RemoteSigner {
 
     async fn sign(&self, key_id: &str, message: &[u8]) -> Result<OnlineSignature, SignerError> {
         let request = SignatureRequest { key_id: Some(KeyId { id: key_id.to_owned() }), content: message.to_vec() };
-        let reply = self.signer.clone().sign(request).await.map_err(|status| status_error(&status))?.into_inner();
+        let response = self.signer.clone().sign(request).await.map_err(|status| status_error(&status))?;
+        // tufa-signer reports where it recorded the signature in its own audit log; Go
+        // notary-signer sends nothing, and a malformed value is ignored.
+        let signer_seq = response
+            .metadata()
+            .get(AUDIT_SEQ_METADATA)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| text.parse::<u64>().ok());
+        let reply = response.into_inner();
         let keytype =
             reply.key_info.and_then(|info| info.algorithm).map(|algorithm| algorithm.algorithm).unwrap_or_default();
-        Ok(OnlineSignature { method: method_for(&keytype).to_owned(), bytes: reply.content })
+        Ok(OnlineSignature { method: method_for(&keytype).to_owned(), bytes: reply.content, signer_seq })
     }
 
     async fn health(&self) -> Result<(), SignerError> {

@@ -160,11 +160,13 @@ impl Service {
             // Never store a signature that does not verify, whatever the signer returned.
             key.verify(&signature.method, &draft.canonical, &signature.bytes)
                 .map_err(|error| ApiError::Internal(format!("signer returned a bad signature for {keyid}: {error}")))?;
+            let signer_seq = signature.signer_seq;
             signatures.push(Signature { keyid: keyid.clone(), method: signature.method, sig: signature.bytes });
             records.push(OnlineSignatureRecord {
                 role: draft.role.as_str().to_owned(),
                 key_id: canonical_id.clone(),
                 payload_sha256: payload_sha256.clone(),
+                signer_seq,
             });
             if signatures.len() >= threshold {
                 break;
@@ -339,7 +341,7 @@ impl Service {
                 previous.insert(stored.role, stored.data);
             }
         }
-        tokio::task::spawn_blocking(move || {
+        let parts = tokio::task::spawn_blocking(move || {
             let parts = audit::publish_parts(&previous, &validated.files, &validated.signers);
             (validated, parts)
         })
@@ -349,7 +351,10 @@ impl Service {
             let parts =
                 parts.map_err(|error| ApiError::Internal(format!("reading the update for the record: {error}")))?;
             Ok((validated, parts))
-        })
+        })?;
+        let (validated, mut parts) = parts;
+        parts.resolve_canonical(&self.store.grants(gun.as_str(), None).await?);
+        Ok((validated, parts))
     }
 
     /// Decides whether the new root may replace a deleted repository's last root; returns why.

@@ -38,6 +38,10 @@ pub struct OnlineSignature {
     pub method: String,
     /// Raw signature bytes.
     pub bytes: Vec<u8>,
+    /// The signature's position in the signer's own audit log, when the signer reports it
+    /// (tufa-signer's `tufa-audit-seq` response metadata; the in-process signer's signatures are
+    /// recorded in the server's log itself).
+    pub signer_seq: Option<u64>,
 }
 
 /// The online-key operations the server needs.
@@ -351,7 +355,7 @@ impl OnlineSigner for LocalSigner {
         }
         let method = key.method().to_owned();
         self.remember(key_id, key, true);
-        Ok(OnlineSignature { method, bytes })
+        Ok(OnlineSignature { method, bytes, signer_seq: None })
     }
 
     async fn health(&self) -> Result<(), SignerError> {

@@ -209,6 +209,7 @@ fn grant(expected: Expected<'_>, times: &[String]) -> Value {
         "audit_seq": expected.seq,
         "since": times[expected.seq],
         "until": expected.until.map(|seq| times[seq].clone()),
+        "until_seq": expected.until,
     })
 }
 
@@ -278,7 +279,7 @@ async fn grants_changes_history_and_key_grants_are_exactly_what_was_published() 
     let event = |change: &str, content: &[u8], version: i64, seq: usize| {
         json!({"gun": GUN, "name": "v1", "change": change, "sha256": hex(content), "length": content.len(),
                "role": "targets", "version": version, "signer_keys": [published.repo.targets.id()],
-               "principal": null, "audit_seq": seq, "time": times[seq]})
+               "signer_canonical_ids": [published.repo.targets.id()], "principal": null, "audit_seq": seq, "time": times[seq]})
     };
     let (added, changed) = (event("added", b"hello", 2, 1), event("changed", b"hello again", 3, 3));
     assert_eq!(answer, json!({"gun": GUN, "name": "v1", "history": [added.clone(), changed.clone()], "next": null}));
@@ -301,7 +302,7 @@ async fn grants_changes_history_and_key_grants_are_exactly_what_was_published() 
         json!({"gun": GUN, "name": "release/a", "history": [{
             "gun": GUN, "name": "release/a", "change": "added", "sha256": hex(b"a"), "length": 1,
             "role": "targets/releases", "version": 1, "signer_keys": [published.first.id()],
-            "principal": null, "audit_seq": 2, "time": times[2]}], "next": null})
+            "signer_canonical_ids": [published.first.id()], "principal": null, "audit_seq": 2, "time": times[2]}], "next": null})
     );
     let answer = harness.ok(&format!("/v1/repositories/{GUN}/targets/nothing/history")).await;
     assert_eq!(answer, json!({"gun": GUN, "name": "nothing", "history": [], "next": null}));
@@ -472,29 +473,30 @@ async fn proofs_check_against_signed_checkpoints() {
     let reply = harness.get_as("/v1/audit/checkpoint", None).await;
     assert_eq!((reply.status, reply.code()), (StatusCode::NOT_FOUND, "METADATA_NOT_FOUND".to_owned()));
     publish_scenario(&harness, None).await;
-    assert_eq!(harness.checkpointer.checkpoint().await.unwrap(), Some(4));
+    // The checkpoint key's creation (entry 4) is covered by the first checkpoint.
+    assert_eq!(harness.checkpointer.checkpoint().await.unwrap(), Some(5));
     let first = harness.ok("/v1/audit/checkpoint").await;
     let key = CheckpointKey::from_vkey(first["vkey"].as_str().unwrap()).unwrap();
     let head = tufa_audit::checkpoint::open(first["note"].as_str().unwrap(), &key).unwrap();
-    assert_eq!(first["size"], json!(4));
-    assert_eq!((head.size, tufa_audit::entry::hash_hex(&head.root)), (4, first["root"].as_str().unwrap().to_owned()));
+    assert_eq!(first["size"], json!(5));
+    assert_eq!((head.size, tufa_audit::entry::hash_hex(&head.root)), (5, first["root"].as_str().unwrap().to_owned()));
     assert_eq!(
         (first["origin"].as_str().unwrap(), first["time"].clone()),
         (key.name(), json!(tufa_audit::entry::format_time(head.time)))
     );
 
     // Every entry's inclusion in the checkpoint's tree.
-    for index in 0..4 {
+    for index in 0..5 {
         let entry = harness.ok(&format!("/v1/audit/entries/{index}")).await;
         let leaf = parse_hash_hex(entry["leaf_hash"].as_str().unwrap()).unwrap();
-        let proof = harness.ok(&format!("/v1/audit/proof/inclusion?index={index}&size=4")).await;
+        let proof = harness.ok(&format!("/v1/audit/proof/inclusion?index={index}&size=5")).await;
         assert_eq!(proof["leaf_hash"], entry["leaf_hash"]);
         assert_eq!(proof["root"], first["root"]);
-        tree::check_inclusion(&hashes(&proof["proof"]), index, 4, leaf, head.root).unwrap();
+        tree::check_inclusion(&hashes(&proof["proof"]), index, 5, leaf, head.root).unwrap();
         // The proof does not show another leaf.
         let other = parse_hash_hex(&"00".repeat(32)).unwrap();
         assert_eq!(
-            tree::check_inclusion(&hashes(&proof["proof"]), index, 4, other, head.root),
+            tree::check_inclusion(&hashes(&proof["proof"]), index, 5, other, head.root),
             Err(tree::TreeError::InvalidProof)
         );
     }
@@ -503,22 +505,22 @@ async fn proofs_check_against_signed_checkpoints() {
     harness.store.append_audit(Record::new(NewEntry::new("principal.add", json!({"name": "x"})))).await.unwrap();
     let reply = harness.call(Method::DELETE, &format!("/v2/{GUN}/_trust/tuf/"), None, None).await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(harness.checkpointer.checkpoint().await.unwrap(), Some(6));
+    assert_eq!(harness.checkpointer.checkpoint().await.unwrap(), Some(7));
     let second = harness.ok("/v1/audit/checkpoint").await;
     let second_head = tufa_audit::checkpoint::open(second["note"].as_str().unwrap(), &key).unwrap();
-    assert_eq!(second_head.size, 6);
-    let proof = harness.ok("/v1/audit/proof/consistency?old=4&new=6").await;
+    assert_eq!(second_head.size, 7);
+    let proof = harness.ok("/v1/audit/proof/consistency?old=5&new=7").await;
     assert_eq!((proof["old_root"].clone(), proof["new_root"].clone()), (first["root"].clone(), second["root"].clone()));
-    tree::check_consistency(&hashes(&proof["proof"]), 4, head.root, 6, second_head.root).unwrap();
-    let proof = harness.ok("/v1/audit/proof/consistency?old=6&new=6").await;
+    tree::check_consistency(&hashes(&proof["proof"]), 5, head.root, 7, second_head.root).unwrap();
+    let proof = harness.ok("/v1/audit/proof/consistency?old=7&new=7").await;
     assert_eq!(proof["proof"], json!([]));
-    let proof = harness.ok("/v1/audit/proof/inclusion?index=5&size=6").await;
-    let leaf = parse_hash_hex(harness.ok("/v1/audit/entries/5").await["leaf_hash"].as_str().unwrap()).unwrap();
-    tree::check_inclusion(&hashes(&proof["proof"]), 5, 6, leaf, second_head.root).unwrap();
+    let proof = harness.ok("/v1/audit/proof/inclusion?index=6&size=7").await;
+    let leaf = parse_hash_hex(harness.ok("/v1/audit/entries/6").await["leaf_hash"].as_str().unwrap()).unwrap();
+    tree::check_inclusion(&hashes(&proof["proof"]), 6, 7, leaf, second_head.root).unwrap();
 
     for (query, detail) in [
-        ("inclusion?index=6&size=6", "index 6 must be below size 6"),
-        ("inclusion?index=0&size=7", "size 7 exceeds the log's 6 entries"),
+        ("inclusion?index=7&size=7", "index 7 must be below size 7"),
+        ("inclusion?index=0&size=8", "size 8 exceeds the log's 7 entries"),
         ("inclusion?index=0&size=0", "index 0 must be below size 0"),
         ("inclusion?size=3", "parameter index is required"),
         ("inclusion?index=1", "parameter size is required"),
@@ -529,7 +531,7 @@ async fn proofs_check_against_signed_checkpoints() {
         ("inclusion?index=1&size=3&old=2", "unknown parameter \"old\"; this endpoint accepts: index, size"),
         ("consistency?old=0&new=3", "need 1 <= old <= new; got old 0, new 3"),
         ("consistency?old=4&new=3", "need 1 <= old <= new; got old 4, new 3"),
-        ("consistency?old=1&new=9223372036854775807", "new 9223372036854775807 exceeds the log's 6 entries"),
+        ("consistency?old=1&new=9223372036854775807", "new 9223372036854775807 exceeds the log's 7 entries"),
         ("consistency?old=x&new=3", "invalid old: \"x\" is not an integer from 0 to 9223372036854775807"),
         ("consistency?new=3", "parameter old is required"),
     ] {
@@ -579,7 +581,8 @@ async fn callers_see_only_what_they_may_read() {
         page["entries"].as_array().unwrap().iter().map(|entry| entry["seq"].as_u64().unwrap()).collect()
     };
     let range = |from: u64, to: u64| (base + from..=base + to).collect::<Vec<u64>>();
-    assert_eq!(seqs(&harness.ok_as("/v1/audit?limit=1000", Some(&root)).await), (0..=base + 5).collect::<Vec<u64>>());
+    // The checkpoint key's creation is recorded as the last entry (about no published repository).
+    assert_eq!(seqs(&harness.ok_as("/v1/audit?limit=1000", Some(&root)).await), (0..=base + 6).collect::<Vec<u64>>());
     assert_eq!(seqs(&harness.ok_as("/v1/audit", Some(&alice)).await), range(0, 3));
     assert_eq!(seqs(&harness.ok_as("/v1/audit", Some(&bob)).await), vec![base + 5]);
     assert_eq!(seqs(&harness.ok_as("/v1/audit", Some(&nobody)).await), Vec::<u64>::new());

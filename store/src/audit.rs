@@ -73,6 +73,8 @@ pub struct Grant {
     pub created_at: DateTime<Utc>,
     /// When a newer file of the delegating role replaced it, or the repository was deleted.
     pub superseded_at: Option<DateTime<Utc>>,
+    /// The audit entry of the change that ended it.
+    pub superseded_seq: Option<i64>,
 }
 
 /// A target event to store.
@@ -90,8 +92,10 @@ pub struct NewTargetEvent {
     pub sha256: Option<String>,
     /// Length in bytes.
     pub length: Option<i64>,
-    /// Key IDs whose signatures on the file counted.
+    /// Key IDs whose signatures on the file counted, as the metadata lists them.
     pub signer_keys: Vec<String>,
+    /// The canonical key IDs of those keys, where known.
+    pub signer_canonical_ids: Vec<String>,
 }
 
 /// A stored target event.

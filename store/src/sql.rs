@@ -538,6 +538,7 @@ struct GrantRow<D: Dialect> {
     audit_seq: Option<i64>,
     created_at: D::Time,
     superseded_at: Option<D::Time>,
+    superseded_seq: Option<i64>,
 }
 
 impl<D: Dialect> GrantRow<D> {
@@ -563,6 +564,7 @@ impl<D: Dialect> GrantRow<D> {
             audit_seq: self.audit_seq,
             created_at: D::read_time(self.created_at, "created_at")?,
             superseded_at: self.superseded_at.map(|value| D::read_time(value, "superseded_at")).transpose()?,
+            superseded_seq: self.superseded_seq,
         })
     }
 }
@@ -571,7 +573,7 @@ impl<D: Dialect> GrantRow<D> {
 macro_rules! grant_columns {
     () => {
         "g.id, g.gun, g.delegating_role, g.delegated_role, g.version, g.threshold, g.paths, g.principal, \
-         g.audit_seq, g.created_at, g.superseded_at"
+         g.audit_seq, g.created_at, g.superseded_at, g.superseded_seq"
     };
 }
 
@@ -587,6 +589,7 @@ struct TargetEventRow<D: Dialect> {
     sha256: Option<String>,
     length: Option<i64>,
     signer_keys: String,
+    signer_canonical_ids: Option<String>,
     principal: Option<String>,
     audit_seq: Option<i64>,
     created_at: D::Time,
@@ -594,9 +597,16 @@ struct TargetEventRow<D: Dialect> {
 
 impl<D: Dialect> TargetEventRow<D> {
     fn into_event(self) -> Result<TargetEvent, StoreError> {
-        let signer_keys = serde_json::from_str::<Vec<String>>(&self.signer_keys).map_err(|error| {
-            StoreError::Internal(format!("target_history.signer_keys of row {} is not a list: {error}", self.id))
-        })?;
+        let list = |text: &str, column: &str| {
+            serde_json::from_str::<Vec<String>>(text).map_err(|error| {
+                StoreError::Internal(format!("target_history.{column} of row {} is not a list: {error}", self.id))
+            })
+        };
+        let signer_keys = list(&self.signer_keys, "signer_keys")?;
+        let signer_canonical_ids = match &self.signer_canonical_ids {
+            Some(text) => list(text, "signer_canonical_ids")?,
+            None => Vec::new(),
+        };
         Ok(TargetEvent {
             id: self.id,
             gun: self.gun,
@@ -608,6 +618,7 @@ impl<D: Dialect> TargetEventRow<D> {
                 sha256: self.sha256,
                 length: self.length,
                 signer_keys,
+                signer_canonical_ids,
             },
             principal: self.principal,
             audit_seq: self.audit_seq,
@@ -716,11 +727,13 @@ macro_rules! write_grants_and_history {
         let principal = $record.entry.principal.clone();
         for role in &$record.superseded_roles {
             sqlx::query(
-                "UPDATE grants SET superseded_at = $3 WHERE gun = $1 AND delegating_role = $2 AND superseded_at IS NULL",
+                "UPDATE grants SET superseded_at = $3, superseded_seq = $4 \
+                 WHERE gun = $1 AND delegating_role = $2 AND superseded_at IS NULL",
             )
             .bind($gun)
             .bind(role)
             .bind(<$d>::time($at))
+            .bind($seq)
             .execute(&mut **$tx)
             .await
             .map_err(from_sqlx)?;
@@ -747,8 +760,9 @@ macro_rules! write_grants_and_history {
             keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
             keys.dedup_by(|a, b| a.key_id == b.key_id);
             for chunk in keys.chunks(INSERT_CHUNK) {
-                let mut query =
-                    QueryBuilder::<<$d as Dialect>::Db>::new("INSERT INTO grant_keys (grant_id, key_id, canonical_id, subject) ");
+                let mut query = QueryBuilder::<<$d as Dialect>::Db>::new(
+                    "INSERT INTO grant_keys (grant_id, key_id, canonical_id, subject) ",
+                );
                 query.push_values(chunk, |mut row, key| {
                     row.push_bind(id)
                         .push_bind(key.key_id.clone())
@@ -760,8 +774,8 @@ macro_rules! write_grants_and_history {
         }
         for chunk in $record.history.chunks(INSERT_CHUNK) {
             let mut query = QueryBuilder::<<$d as Dialect>::Db>::new(
-                "INSERT INTO target_history (gun, name, role, version, change, sha256, length, signer_keys, principal, \
-                 audit_seq, created_at) ",
+                "INSERT INTO target_history (gun, name, role, version, change, sha256, length, signer_keys, \
+                 signer_canonical_ids, principal, audit_seq, created_at) ",
             );
             query.push_values(chunk, |mut row, event| {
                 row.push_bind($gun)
@@ -772,6 +786,7 @@ macro_rules! write_grants_and_history {
                     .push_bind(event.sha256.clone())
                     .push_bind(event.length)
                     .push_bind(serde_json::Value::from(event.signer_keys.clone()).to_string())
+                    .push_bind(serde_json::Value::from(event.signer_canonical_ids.clone()).to_string())
                     .push_bind(principal.clone())
                     .push_bind($seq)
                     .push_bind(<$d>::time($at));
@@ -1002,10 +1017,13 @@ impl Store for SqlStore {
                 .rows_affected();
             if deleted > 0 {
                 append_change!(D, &mut tx, gun, 0_i64, "", ChangeCategory::Deletion, at);
-                append_entry!(D, &mut tx, &record, at);
-                sqlx::query("UPDATE grants SET superseded_at = $2 WHERE gun = $1 AND superseded_at IS NULL")
-                    .bind(gun)
-                    .bind(D::time(at))
+                let seq = append_entry!(D, &mut tx, &record, at);
+                sqlx::query(
+                    "UPDATE grants SET superseded_at = $2, superseded_seq = $3 WHERE gun = $1 AND superseded_at IS NULL",
+                )
+                .bind(gun)
+                .bind(D::time(at))
+                .bind(seq)
                     .execute(&mut *tx)
                     .await
                     .map_err(from_sqlx)?;
@@ -1788,8 +1806,9 @@ impl Store for SqlStore {
     }
 
     async fn target_history(&self, gun: &str, name: &str) -> Result<Vec<TargetEvent>, StoreError> {
-        const SQL: &str = "SELECT id, gun, name, role, version, change, sha256, length, signer_keys, principal, \
-             audit_seq, created_at FROM target_history WHERE gun = $1 AND name = $2 ORDER BY id";
+        const SQL: &str = "SELECT id, gun, name, role, version, change, sha256, length, signer_keys, \
+             signer_canonical_ids, principal, audit_seq, created_at FROM target_history WHERE gun = $1 AND name = $2 \
+             ORDER BY id";
         per_dialect!(&self.pools, |pools, D| {
             let rows = sqlx::query_as::<_, TargetEventRow<D>>(SQL)
                 .bind(gun)
@@ -1854,7 +1873,7 @@ impl Store for SqlStore {
             for chunk in history.chunks(INSERT_CHUNK) {
                 let mut query = QueryBuilder::<<D as Dialect>::Db>::new(
                     "INSERT INTO target_history (gun, name, role, version, change, sha256, length, signer_keys, \
-                     principal, audit_seq, created_at) ",
+                     signer_canonical_ids, principal, audit_seq, created_at) ",
                 );
                 query.push_values(chunk, |mut row, event| {
                     row.push_bind(gun)
@@ -1865,6 +1884,7 @@ impl Store for SqlStore {
                         .push_bind(event.event.sha256.clone())
                         .push_bind(event.event.length)
                         .push_bind(serde_json::Value::from(event.event.signer_keys.clone()).to_string())
+                        .push_bind(serde_json::Value::from(event.event.signer_canonical_ids.clone()).to_string())
                         .push_bind(Option::<String>::None)
                         .push_bind(Option::<i64>::None)
                         .push_bind(D::time(event.created_at));

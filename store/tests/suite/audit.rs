@@ -55,6 +55,7 @@ fn event(name: &str, version: i64, change: &str, sha256: &str) -> NewTargetEvent
         sha256: Some(sha256.into()),
         length: Some(10),
         signer_keys: vec!["k1".into()],
+        signer_canonical_ids: vec!["canonical-k1".into()],
     }
 }
 
@@ -191,6 +192,10 @@ pub(crate) async fn grants_and_target_history(store: Arc<dyn Store>) {
         .collect();
     assert_eq!(shape, vec![("added", 1, Some("aa"), Some("alice")), ("changed", 2, Some("bb"), Some("bob"))]);
     assert_eq!(history[0].event.signer_keys, vec!["k1".to_owned()]);
+    assert_eq!(history[0].event.signer_canonical_ids, vec!["canonical-k1".to_owned()]);
+    // The first grant of targets/releases ended with the second publish (entry 1).
+    let ended = store.grant_history(GUN).await.expect("history");
+    assert_eq!(ended[1].superseded_seq, Some(1));
 
     // Deleting the repository ends every grant.
     assert!(store.delete_gun(GUN, deletion(GUN)).await.expect("delete"));
