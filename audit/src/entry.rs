@@ -96,6 +96,8 @@ pub mod kinds {
     pub const PUBLISH: &str = "publish";
     /// The server re-signed a repository's timestamp (and snapshot) before they expired.
     pub const RESIGN: &str = "resign";
+    /// Grants and target history rebuilt from a repository's stored metadata on upgrade.
+    pub const BACKFILL: &str = "backfill";
     /// A repository deleted.
     pub const DELETE: &str = "delete";
     /// A server-held online key created for a repository and role.

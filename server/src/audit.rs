@@ -352,3 +352,137 @@ pub fn stored_key(stored: &tufa_store::AuditSigningKey) -> Result<tufa_audit::Ch
     let key = tufa_core::keys::PublicKey::new(tufa_core::keys::KeyType::parse(&stored.keytype), stored.public.clone());
     tufa_audit::CheckpointKey::new(&stored.name, key).map_err(|error| CheckpointFailure::Invalid(error.to_string()))
 }
+
+/// The audit state row that says the backfill ran.
+pub const BACKFILL_STATE: &str = "backfill";
+
+/// Rebuilds grants and target history from the stored metadata versions of every repository
+/// that has none yet (a deployment upgraded from a version without the record), once per
+/// database. Principals are unknown for the past; each repository's rebuild is recorded as a
+/// `backfill` entry. Returns how many repositories were rebuilt.
+pub async fn backfill(store: &dyn tufa_store::Store) -> Result<u64, tufa_store::StoreError> {
+    if store.audit_state(BACKFILL_STATE).await?.is_some() {
+        return Ok(0);
+    }
+    let mut rebuilt = 0u64;
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.guns_with_files(after.as_deref(), 100).await?;
+        let Some(last) = page.last().cloned() else { break };
+        for gun in &page {
+            // Published since the upgrade (or rebuilt by another process): its record exists.
+            if !store.grant_history(gun).await?.is_empty() {
+                continue;
+            }
+            let (grants, history, versions) = rebuild(store, gun).await?;
+            let details = json!({"versions": versions, "grants": grants.len(), "target_events": history.len()});
+            let record = Record::new(NewEntry::new(kinds::BACKFILL, details).gun(gun));
+            store.backfill(gun, grants, history, Some(&record), None).await?;
+            rebuilt += 1;
+        }
+        after = Some(last);
+    }
+    // A new database has nothing to rebuild: only the state is set, and nothing recorded.
+    let record = Record::new(NewEntry::new(kinds::BACKFILL, json!({"repositories": rebuilt})));
+    let record = (rebuilt > 0).then_some(&record);
+    store.backfill("", Vec::new(), Vec::new(), record, Some((BACKFILL_STATE, "done"))).await?;
+    if rebuilt > 0 {
+        tracing::info!(repositories = rebuilt, "rebuilt grants and target history from stored metadata");
+    }
+    Ok(rebuilt)
+}
+
+/// The grants and target events of one repository's stored versions, oldest first.
+async fn rebuild(
+    store: &dyn tufa_store::Store,
+    gun: &str,
+) -> Result<(Vec<tufa_store::Grant>, Vec<tufa_store::TargetEvent>, usize), tufa_store::StoreError> {
+    let versions = store.file_versions(gun).await?;
+    let mut grants: Vec<tufa_store::Grant> = Vec::new();
+    let mut history = Vec::new();
+    // Per delegating role: the positions in `grants` of its latest version's grants.
+    let mut latest: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut previous: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for (role_name, version, at) in &versions {
+        let Ok(role) = tufa_core::names::RoleName::parse(role_name) else { continue };
+        if role_name != "root" && !role.is_targets_type() {
+            continue;
+        }
+        let Some(file) = store.by_version(gun, role_name, *version).await? else { continue };
+        let made = match record::file_grants(&role, &file.data) {
+            Ok(made) => made,
+            Err(error) => {
+                tracing::warn!(gun, role = %role_name, version, %error, "backfill: skipped an unreadable stored file");
+                continue;
+            }
+        };
+        for index in latest.remove(role_name.as_str()).unwrap_or_default() {
+            if let Some(grant) = grants.get_mut(index) {
+                grant.superseded_at = Some(*at);
+            }
+        }
+        let mut positions = Vec::new();
+        for grant in made {
+            positions.push(grants.len());
+            grants.push(tufa_store::Grant {
+                id: 0,
+                gun: gun.to_owned(),
+                grant: store_grant(grant, *version),
+                principal: None,
+                audit_seq: None,
+                created_at: *at,
+                superseded_at: None,
+                superseded_seq: None,
+            });
+        }
+        latest.insert(role_name.clone(), positions);
+        if !role.is_targets_type() {
+            continue;
+        }
+        let changes = match record::target_changes(previous.get(role_name).map(Vec::as_slice), &file.data) {
+            Ok(changes) => changes,
+            Err(error) => {
+                tracing::warn!(gun, role = %role_name, version, %error, "backfill: skipped the targets of a stored file");
+                continue;
+            }
+        };
+        // The keys that signed the stored file (it was accepted, so they satisfied its role).
+        let signer_keys: Vec<String> = tufa_core::metadata::Signed::parse(&file.data)
+            .map(|signed| signed.signatures().iter().map(|signature| signature.keyid.clone()).collect())
+            .unwrap_or_default();
+        for change in changes {
+            history.push(tufa_store::TargetEvent {
+                id: 0,
+                gun: gun.to_owned(),
+                event: NewTargetEvent {
+                    name: change.name,
+                    role: role_name.clone(),
+                    version: *version,
+                    change: change.kind.as_str().to_owned(),
+                    sha256: change.sha256,
+                    length: change.length,
+                    signer_keys: signer_keys.clone(),
+                    signer_canonical_ids: Vec::new(),
+                },
+                principal: None,
+                audit_seq: None,
+                created_at: *at,
+            });
+        }
+        previous.insert(role_name.clone(), file.data);
+    }
+    let canonical: BTreeMap<&str, &str> = grants
+        .iter()
+        .flat_map(|grant| grant.grant.keys.iter())
+        .map(|key| (key.key_id.as_str(), key.canonical_id.as_str()))
+        .collect();
+    for event in &mut history {
+        event.event.signer_canonical_ids = event
+            .event
+            .signer_keys
+            .iter()
+            .filter_map(|key| canonical.get(key.as_str()).map(|id| (*id).to_owned()))
+            .collect();
+    }
+    Ok((grants, history, versions.len()))
+}

@@ -333,6 +333,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             tls::server_config(cert, key, config.tls_client_ca.as_deref()).map_err(|error| fail("TLS")(&error))?
         }
     };
+    // A database from a version without the record gets its grants and tag history rebuilt from
+    // the stored metadata, once. A failure is reported and retried at the next start; serving
+    // does not depend on it.
+    if let Err(error) = crate::audit::backfill(store.as_ref()).await {
+        tracing::error!(%error, "could not rebuild grants and target history from stored metadata; will retry at the next start");
+    }
     let auth = Arc::new(authenticator(&config, &store).await?);
     let auth_mode = auth.mode();
     let state = state(&config, store, signer, auth);

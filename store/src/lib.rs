@@ -482,15 +482,22 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_state(&self, name: &str) -> Result<Option<String>, StoreError>;
 
     /// Stores rebuilt grants and target events of `gun` (principal and audit entry unknown;
-    /// times as given; ids ignored), and sets the audit state `done` (name, value) if given, in
-    /// one transaction.
+    /// times as given; ids ignored) with `record`'s audit entry if given, and sets the audit state `done`
+    /// (name, value) if given, in one transaction.
     async fn backfill(
         &self,
         gun: &str,
         grants: Vec<Grant>,
         history: Vec<TargetEvent>,
+        record: Option<&Record>,
         done: Option<(&str, &str)>,
     ) -> Result<(), StoreError>;
+
+    /// Up to `limit` GUNs that have stored files, in order, after `after`.
+    async fn guns_with_files(&self, after: Option<&str>, limit: i64) -> Result<Vec<String>, StoreError>;
+
+    /// Every stored file of `gun` as (role, version, when stored), oldest first.
+    async fn file_versions(&self, gun: &str) -> Result<Vec<(String, i64, DateTime<Utc>)>, StoreError>;
 }
 
 /// Opens the database named by `url` and brings its schema up to date.

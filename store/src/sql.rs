@@ -1835,10 +1835,14 @@ impl Store for SqlStore {
         gun: &str,
         grants: Vec<Grant>,
         history: Vec<TargetEvent>,
+        record: Option<&Record>,
         done: Option<(&str, &str)>,
     ) -> Result<(), StoreError> {
         per_dialect!(&self.pools, |pools, D| {
             let mut tx = D::begin_for_gun(pools, gun).await?;
+            if let Some(record) = record {
+                append_entry!(D, &mut tx, record, now());
+            }
             for grant in &grants {
                 let paths = grant.grant.paths.as_ref().map(|paths| serde_json::Value::from(paths.clone()).to_string());
                 let id: i64 = sqlx::query_scalar(
@@ -1903,6 +1907,28 @@ impl Store for SqlStore {
                 .map_err(from_sqlx)?;
             }
             tx.commit().await.map_err(from_sqlx)
+        })
+    }
+
+    async fn guns_with_files(&self, after: Option<&str>, limit: i64) -> Result<Vec<String>, StoreError> {
+        const SQL: &str = "SELECT DISTINCT gun FROM tuf_files WHERE gun > $1 ORDER BY gun LIMIT $2";
+        per_dialect!(&self.pools, |pools, D| {
+            sqlx::query_scalar(SQL)
+                .bind(after.unwrap_or(""))
+                .bind(limit)
+                .fetch_all(D::reader(pools))
+                .await
+                .map_err(from_sqlx)
+        })
+    }
+
+    async fn file_versions(&self, gun: &str) -> Result<Vec<(String, i64, DateTime<Utc>)>, StoreError> {
+        const SQL: &str =
+            "SELECT role, version, created_at FROM tuf_files WHERE gun = $1 ORDER BY created_at, role, version";
+        per_dialect!(&self.pools, |pools, D| {
+            let rows: Vec<(String, i64, <D as Dialect>::Time)> =
+                sqlx::query_as(SQL).bind(gun).fetch_all(D::reader(pools)).await.map_err(from_sqlx)?;
+            rows.into_iter().map(|(role, version, at)| Ok((role, version, D::read_time(at, "created_at")?))).collect()
         })
     }
 }

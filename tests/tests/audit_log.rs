@@ -135,3 +135,112 @@ fn sqlite() {
 fn postgres() {
     scenario(Backend::Postgres);
 }
+
+/// Runs SQL against a database given by URL or SQLite file.
+fn sql(database_url: Option<&str>, sqlite: &std::path::Path, statement: &str) {
+    let status = match database_url {
+        Some(url) => Command::new("psql").args([url, "-v", "ON_ERROR_STOP=1", "-q", "-c", statement]).status(),
+        None => Command::new("sqlite3").arg(sqlite).arg(statement).status(),
+    }
+    .expect("run the database client");
+    assert!(status.success(), "{statement:?} failed");
+}
+
+/// The fields of a JSON line that a rebuild can know (no principal, no audit entry, no times).
+fn without(mut value: serde_json::Value, fields: &[&str]) -> serde_json::Value {
+    let object = value.as_object_mut().expect("an object");
+    for field in fields {
+        object.remove(*field);
+    }
+    value
+}
+
+/// A database from before the record: the server rebuilds grants and tag history from the stored
+/// metadata at its next start, records that it did, and the log still verifies.
+fn backfill(backend: Backend) {
+    use tufa_tests::flows::publish_target;
+    use tufa_tests::tufa::{Options, audit, start_with_data_dir};
+    let database = (backend == Backend::Postgres).then(tufa_tests::postgres::PgDatabase::create);
+    let url = database.as_ref().map(|database| database.url().to_owned());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let options = || Options {
+        name: format!("tufa-server backfill ({})", backend.name()),
+        database_url: url.clone(),
+        database: None,
+        extra_args: Vec::new(),
+    };
+    let run = |args: &[&str]| {
+        let output = audit(&data, url.as_deref(), args);
+        assert!(output.success(), "audit {args:?}: {output}");
+        lines(&output.stdout)
+    };
+    let mut server = start_with_data_dir(options(), &data);
+    let owner = Notary::new(&server, "owner");
+    init_with_server_snapshot(&owner, GUN);
+    publish_target(&owner, GUN, "v1", b"first\n");
+    publish_target(&owner, GUN, "v1", b"second\n");
+    let grants = run(&["grants", GUN]);
+    let history = run(&["history", GUN, "v1"]);
+    assert_eq!(history.len(), 2, "{history:#?}");
+    server.terminate();
+    drop(server);
+
+    // Forget the record, as a database of the previous version would not have it.
+    let sqlite = data.join("tufa.db");
+    for statement in
+        ["DELETE FROM grant_keys", "DELETE FROM grants", "DELETE FROM target_history", "DELETE FROM audit_state"]
+    {
+        sql(url.as_deref(), &sqlite, statement);
+    }
+    assert_eq!(run(&["grants", GUN]), Vec::<serde_json::Value>::new());
+
+    let mut server = start_with_data_dir(options(), &data);
+    let unknowable = ["principal", "audit_seq", "since", "until", "until_seq", "time"];
+    let rebuilt: Vec<serde_json::Value> = run(&["grants", GUN]).into_iter().map(|g| without(g, &unknowable)).collect();
+    let expected: Vec<serde_json::Value> = grants.into_iter().map(|g| without(g, &unknowable)).collect();
+    assert_eq!(rebuilt, expected);
+    for grant in run(&["grants", GUN]) {
+        assert_eq!(
+            (grant["principal"].clone(), grant["audit_seq"].clone()),
+            (serde_json::Value::Null, serde_json::Value::Null)
+        );
+    }
+    let rebuilt: Vec<serde_json::Value> =
+        run(&["history", GUN, "v1"]).into_iter().map(|e| without(e, &unknowable)).collect();
+    let expected: Vec<serde_json::Value> = history.into_iter().map(|e| without(e, &unknowable)).collect();
+    assert_eq!(rebuilt, expected);
+    let backfills: Vec<serde_json::Value> =
+        run(&["log"]).into_iter().filter(|entry| entry["kind"] == "backfill").collect();
+    assert_eq!(backfills.len(), 2, "one for the repository, one for the whole run: {backfills:?}");
+    assert_eq!(backfills[0]["gun"], GUN);
+    // A second start rebuilds nothing again.
+    server.terminate();
+    drop(server);
+    let mut server = start_with_data_dir(options(), &data);
+    server.terminate();
+    let backfills = run(&["log"]).into_iter().filter(|entry| entry["kind"] == "backfill").count();
+    assert_eq!(backfills, 2);
+    let checkpoint = run_text(&data, url.as_deref(), &["checkpoint"]);
+    let vkey = checkpoint.lines().find_map(|line| line.strip_prefix("verifier key: ")).expect("vkey").to_owned();
+    let output = audit(&data, url.as_deref(), &["verify", "--checkpoint-key", &vkey]);
+    assert!(output.success(), "{output}");
+    drop(server);
+    drop(database);
+}
+
+fn run_text(data: &std::path::Path, url: Option<&str>, args: &[&str]) -> String {
+    let output = tufa_tests::tufa::audit(data, url, args);
+    assert!(output.success(), "{output}");
+    output.stdout
+}
+
+#[test]
+fn backfill_sqlite() {
+    backfill(Backend::Sqlite);
+}
+
+#[test]
+fn backfill_postgres() {
+    backfill(Backend::Postgres);
+}
