@@ -352,6 +352,12 @@ fn hashes_json(hashes: &[Hash]) -> Vec<String> {
 
 /// `GET /v1/audit/proof/inclusion?index=N&size=M`.
 async fn inclusion(store: &dyn Store, index: u64, size: u64) -> Result<Response, ApiError> {
+    Ok(json_response(&inclusion_proof(store, index, size).await?))
+}
+
+/// The inclusion proof of entry `index` in the tree of `size` entries, with the leaf hash and the
+/// root, as the API and `tufa-server audit prove` answer it.
+pub async fn inclusion_proof(store: &dyn Store, index: u64, size: u64) -> Result<Value, ApiError> {
     if index >= size {
         return Err(ApiError::InvalidParameters(format!("index {index} must be below size {size}")));
     }
@@ -365,17 +371,23 @@ async fn inclusion(store: &dyn Store, index: u64, size: u64) -> Result<Response,
     let proof = tree::inclusion(index, size, &hashes).map_err(tree_failure)?;
     let root = tree::root(size, &hashes).map_err(tree_failure)?;
     let leaf = hashes.get(&tree::leaf_index(index)).ok_or(tree::TreeError::Missing(index)).map_err(tree_failure)?;
-    Ok(json_response(&json!({
+    Ok(json!({
         "index": index,
         "size": size,
         "leaf_hash": hash_hex(leaf),
         "root": hash_hex(&root),
         "proof": hashes_json(&proof),
-    })))
+    }))
 }
 
 /// `GET /v1/audit/proof/consistency?old=A&new=B`.
 async fn consistency(store: &dyn Store, old: u64, new: u64) -> Result<Response, ApiError> {
+    Ok(json_response(&consistency_proof(store, old, new).await?))
+}
+
+/// The consistency proof from the tree of `old` entries to the tree of `new` entries, with both
+/// roots, as the API and `tufa-server audit prove` answer it.
+pub async fn consistency_proof(store: &dyn Store, old: u64, new: u64) -> Result<Value, ApiError> {
     if old == 0 || old > new {
         return Err(ApiError::InvalidParameters(format!("need 1 <= old <= new; got old {old}, new {new}")));
     }
@@ -389,13 +401,13 @@ async fn consistency(store: &dyn Store, old: u64, new: u64) -> Result<Response, 
     let proof = tree::consistency(old, new, &hashes).map_err(tree_failure)?;
     let old_root = tree::root(old, &hashes).map_err(tree_failure)?;
     let new_root = tree::root(new, &hashes).map_err(tree_failure)?;
-    Ok(json_response(&json!({
+    Ok(json!({
         "old": old,
         "new": new,
         "old_root": hash_hex(&old_root),
         "new_root": hash_hex(&new_root),
         "proof": hashes_json(&proof),
-    })))
+    }))
 }
 
 /// The grants one file version of a delegating role made, as stored.

@@ -77,12 +77,39 @@ pub enum AuditAction {
         /// The key ID as metadata lists it, or its canonical ID.
         key_id: String,
     },
+    /// Who added, changed or removed a delegate (or a base role's keys), step by step.
+    GrantChanges {
+        /// The repository.
+        gun: String,
+    },
+    /// Proofs an outside monitor checks against signed checkpoints.
+    #[command(subcommand)]
+    Prove(ProveAction),
     /// Every version of a tag: digest, signing keys, role, principal, time.
     History {
         /// The repository.
         gun: String,
         /// The target (tag) name.
         name: String,
+    },
+}
+
+/// `audit prove …`.
+#[derive(Subcommand, Clone, Debug, PartialEq, Eq)]
+pub enum ProveAction {
+    /// That entry INDEX is in the tree of SIZE entries (RFC 6962 audit path, hex hashes).
+    Inclusion {
+        /// The entry's position.
+        index: u64,
+        /// The tree size (a checkpoint's size).
+        size: u64,
+    },
+    /// That the tree of OLD entries is a prefix of the tree of NEW entries.
+    Consistency {
+        /// The older tree size.
+        old: u64,
+        /// The newer tree size.
+        new: u64,
     },
 }
 
@@ -161,6 +188,25 @@ pub async fn run(config: &Config, action: &AuditAction, out: &mut dyn Write) -> 
             for grant in store.key_grants(key_id).await? {
                 output(writeln!(out, "{}", grant_json(&grant)))?;
             }
+            Ok(0)
+        }
+        AuditAction::GrantChanges { gun } => {
+            for change in crate::audit_api::grant_changes(store.as_ref(), gun).await? {
+                output(writeln!(out, "{change}"))?;
+            }
+            Ok(0)
+        }
+        AuditAction::Prove(prove) => {
+            let answer = match prove {
+                ProveAction::Inclusion { index, size } => {
+                    crate::audit_api::inclusion_proof(store.as_ref(), *index, *size).await
+                }
+                ProveAction::Consistency { old, new } => {
+                    crate::audit_api::consistency_proof(store.as_ref(), *old, *new).await
+                }
+            };
+            let answer = answer.map_err(|error| AuditCliError(error.to_string()))?;
+            output(writeln!(out, "{answer}"))?;
             Ok(0)
         }
         AuditAction::History { gun, name } => {

@@ -91,6 +91,24 @@ fn scenario(backend: Backend) {
     let (code, report) = verify(&server, &vkey);
     assert_eq!(code, 0, "{report}");
     assert!(report.contains("OK: the log is intact"), "{report}");
+    // The same proofs and answers as the API, from the CLI: the inclusion of the last entry and
+    // the consistency of the first entry's tree with the checkpoint's.
+    let json_report = server.audit(&["verify", "--checkpoint-key", &vkey, "--json"]);
+    let json_report: serde_json::Value = serde_json::from_str(&json_report.stdout).expect("JSON report");
+    let checkpoint_size = json_report["latest"]["size"].as_u64().expect("size");
+    let root = json_report["latest"]["root"].clone();
+    let last = (checkpoint_size - 1).to_string();
+    let inclusion = lines(&server.audit(&["prove", "inclusion", &last, &checkpoint_size.to_string()]).stdout);
+    assert_eq!(inclusion[0]["root"], root, "{inclusion:?}");
+    let consistency = lines(&server.audit(&["prove", "consistency", "1", &checkpoint_size.to_string()]).stdout);
+    assert_eq!(consistency[0]["new_root"], root, "{consistency:?}");
+    let refused = server.audit(&["prove", "inclusion", "5", "1000000"]);
+    assert_eq!(refused.status.and_then(|status| status.code()), Some(2), "{refused}");
+    let changes = lines(&server.audit(&["grant-changes", GUN]).stdout);
+    assert!(
+        changes.iter().any(|change| change["role"] == RELEASES && change["change"] == "added"),
+        "the delegate's addition: {changes:?}"
+    );
     // The shutdown checkpoint created the checkpoint key, which is recorded too.
     let size = log(&server).len();
     assert_eq!(size, entries.len() + 1);
