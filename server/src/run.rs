@@ -73,7 +73,7 @@ pub fn state(
         ),
     };
     AppState {
-        service: Service { store, signer, settings: ServiceSettings { key_algorithm, limits } },
+        service: Service::new(store, signer, ServiceSettings { key_algorithm, limits }),
         http: Arc::new(http),
         metrics: Arc::new(Metrics::default()),
         auth,

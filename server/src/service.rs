@@ -34,6 +34,8 @@ pub struct Service {
     pub signer: Arc<dyn OnlineSigner>,
     /// Settings.
     pub settings: ServiceSettings,
+    /// The audit checkpoint key's ID once known (it never changes), so publishes do not read it.
+    audit_key: Arc<tokio::sync::OnceCell<String>>,
 }
 
 /// Whether an update may re-create a deleted repository: the repository's tombstone, if it has
@@ -85,6 +87,21 @@ fn root_lists(root: &Root, role: BaseRole, canonical_id: &str) -> bool {
 }
 
 impl Service {
+    /// The service over `store` and `signer`.
+    pub fn new(store: Arc<dyn Store>, signer: Arc<dyn OnlineSigner>, settings: ServiceSettings) -> Service {
+        Service { store, signer, settings, audit_key: Arc::new(tokio::sync::OnceCell::new()) }
+    }
+
+    /// The audit checkpoint key's ID, if it was created yet.
+    async fn audit_key_id(&self) -> Result<Option<String>, ApiError> {
+        if let Some(id) = self.audit_key.get() {
+            return Ok(Some(id.clone()));
+        }
+        let Some(key) = self.store.audit_signing_key().await? else { return Ok(None) };
+        let _ = self.audit_key.set(key.key_id.clone());
+        Ok(Some(key.key_id))
+    }
+
     /// Whether the online key `canonical_id` may sign `role` of `gun`: it must have been issued for
     /// exactly that repository and role. A key with no recorded owner (made by a remote signer
     /// before owners were recorded) is claimed by the repository whose stored root already lists
@@ -139,7 +156,7 @@ impl Service {
     ) -> Result<Option<(NewFile, Vec<OnlineSignatureRecord>)>, ApiError> {
         let Some(role_keys) = root.role(draft.role) else { return Ok(None) };
         let payload_sha256 = hex::encode(tufa_core::keys::sha256(&draft.canonical));
-        let audit_key = self.store.audit_signing_key().await?.map(|key| key.key_id);
+        let audit_key = self.audit_key_id().await?;
         let mut records = Vec::new();
         let threshold = usize::try_from(role_keys.threshold).unwrap_or(usize::MAX);
         let mut signatures = Vec::new();

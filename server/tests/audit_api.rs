@@ -61,11 +61,11 @@ async fn harness(builtin: bool) -> Harness {
         Authenticator::None
     };
     let state = AppState {
-        service: Service {
-            store: store.clone(),
-            signer: signer.clone(),
-            settings: ServiceSettings { key_algorithm: Algorithm::Ecdsa, limits: Limits::default() },
-        },
+        service: Service::new(
+            store.clone(),
+            signer.clone(),
+            ServiceSettings { key_algorithm: Algorithm::Ecdsa, limits: Limits::default() },
+        ),
         http: Arc::new(HttpSettings::default()),
         metrics: Arc::new(Metrics::default()),
         auth: Arc::new(auth),

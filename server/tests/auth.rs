@@ -73,11 +73,11 @@ async fn harness() -> Harness {
     let builtin =
         Builtin::start(config, store.clone(), SealingKey::new("test".into(), &[9; 32]).unwrap()).await.unwrap();
     let state = AppState {
-        service: Service {
-            store: store.clone(),
+        service: Service::new(
+            store.clone(),
             signer,
-            settings: ServiceSettings { key_algorithm: Algorithm::Ecdsa, limits: Limits::default() },
-        },
+            ServiceSettings { key_algorithm: Algorithm::Ecdsa, limits: Limits::default() },
+        ),
         http: Arc::new(HttpSettings::default()),
         metrics: Arc::new(Metrics::default()),
         auth: Arc::new(Authenticator::Builtin(Arc::new(builtin))),
@@ -478,11 +478,11 @@ async fn token_mode_harness(service: &TokenService) -> Harness {
         root_cert_bundle: dir.path().join("unused.pem"),
     };
     let state = AppState {
-        service: Service {
-            store: store.clone(),
+        service: Service::new(
+            store.clone(),
             signer,
-            settings: ServiceSettings { key_algorithm: Algorithm::Ecdsa, limits: Limits::default() },
-        },
+            ServiceSettings { key_algorithm: Algorithm::Ecdsa, limits: Limits::default() },
+        ),
         http: Arc::new(HttpSettings::default()),
         metrics: Arc::new(Metrics::default()),
         auth: Arc::new(Authenticator::Token(Box::new(tufa_server::auth::TokenMode { verifier, config }))),

@@ -47,11 +47,11 @@ async fn harness_with(signer_override: Option<Arc<dyn OnlineSigner>>) -> Harness
     let store = tufa_store::open_sqlite(&dir.path().join("tufa.db")).await.unwrap();
     let signer = Arc::new(LocalSigner::new(store.clone(), SealingKey::new("test".into(), &[9; 32]).unwrap()));
     let state = AppState {
-        service: Service {
-            store: store.clone(),
-            signer: signer_override.unwrap_or_else(|| signer.clone()),
-            settings: ServiceSettings { key_algorithm: Algorithm::Ecdsa, limits: Limits::default() },
-        },
+        service: Service::new(
+            store.clone(),
+            signer_override.unwrap_or_else(|| signer.clone()),
+            ServiceSettings { key_algorithm: Algorithm::Ecdsa, limits: Limits::default() },
+        ),
         http: Arc::new(HttpSettings { max_body_bytes: 256 * 1024, ..HttpSettings::default() }),
         metrics: Arc::new(Metrics::default()),
         auth: Arc::new(tufa_server::auth::Authenticator::None),
@@ -474,11 +474,11 @@ async fn the_re_signer_pages_past_repositories_it_cannot_re_sign() {
             .await
             .unwrap();
     }
-    let service = Service {
-        store: harness.store.clone(),
-        signer: harness.signer.clone(),
-        settings: ServiceSettings { key_algorithm: Algorithm::Ecdsa, limits: Limits::default() },
-    };
+    let service = Service::new(
+        harness.store.clone(),
+        harness.signer.clone(),
+        ServiceSettings { key_algorithm: Algorithm::Ecdsa, limits: Limits::default() },
+    );
     let metrics = Metrics::default();
     let mut warned = std::collections::HashMap::new();
     let window = std::time::Duration::from_secs(24 * 3600);

@@ -44,11 +44,11 @@ async fn app(gate: UploadGate) -> (Router, Arc<dyn Store>, tempfile::TempDir) {
     let store = tufa_store::open_sqlite(&dir.path().join("tufa.db")).await.unwrap();
     let signer = Arc::new(LocalSigner::new(store.clone(), SealingKey::new("test".into(), &[9; 32]).unwrap()));
     let state = AppState {
-        service: Service {
-            store: store.clone(),
+        service: Service::new(
+            store.clone(),
             signer,
-            settings: ServiceSettings { key_algorithm: Algorithm::Ecdsa, limits: Limits::default() },
-        },
+            ServiceSettings { key_algorithm: Algorithm::Ecdsa, limits: Limits::default() },
+        ),
         http: Arc::new(HttpSettings { max_body_bytes: 1000, uploads: gate, ..HttpSettings::default() }),
         metrics: Arc::new(Metrics::default()),
         auth: Arc::new(tufa_server::auth::Authenticator::None),
