@@ -74,7 +74,65 @@ pub struct PublishParts {
     grants: Vec<NewGrant>,
     superseded_roles: Vec<String>,
     history: Vec<NewTargetEvent>,
-    targets: Vec<Value>,
+}
+
+/// Up to this many target changes are listed in a publish entry itself; a larger publish lists
+/// counts and a digest of the changes instead (see [`target_changes_digest`]), since a listing of
+/// 100,000 targets would cost the entry several times the upload's memory. The changes themselves
+/// are in the target history, written in the same transaction, and the digest binds them to the
+/// entry.
+pub const INLINE_TARGET_CHANGES: usize = 100;
+
+/// SHA-256 (lowercase hex) over the target changes of a publish, in the order they are recorded:
+/// for each, `role`, `name`, `change`, `sha256` (empty when none) and `length` (empty when none),
+/// each followed by a newline (names cannot hold control characters). An auditor recomputes it
+/// from the entry's target history rows (`audit_seq` = the entry's position) to show they are the
+/// ones the entry recorded.
+pub fn target_changes_digest(events: &[NewTargetEvent]) -> String {
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for event in events {
+        let length = event.length.map(|length| length.to_string()).unwrap_or_default();
+        for field in [
+            event.role.as_str(),
+            event.name.as_str(),
+            event.change.as_str(),
+            event.sha256.as_deref().unwrap_or(""),
+            length.as_str(),
+        ] {
+            context.update(field.as_bytes());
+            context.update(b"\n");
+        }
+    }
+    hex::encode(context.finish().as_ref())
+}
+
+/// The `targets` member of a publish entry's details: the changes themselves when there are
+/// few, else their counts and digest.
+fn targets_details(events: &[NewTargetEvent]) -> Value {
+    if events.len() <= INLINE_TARGET_CHANGES {
+        return Value::Array(
+            events
+                .iter()
+                .map(|event| {
+                    json!({
+                        "role": event.role,
+                        "name": event.name,
+                        "change": event.change,
+                        "sha256": event.sha256,
+                        "length": event.length,
+                    })
+                })
+                .collect(),
+        );
+    }
+    let count = |change: &str| events.iter().filter(|event| event.change == change).count();
+    json!({
+        "count": events.len(),
+        "added": count("added"),
+        "changed": count("changed"),
+        "removed": count("removed"),
+        "sha256": target_changes_digest(events),
+    })
 }
 
 fn store_grant(grant: record::Grant, version: i64) -> NewGrant {
@@ -117,13 +175,6 @@ pub fn publish_parts(
             .map_err(|error| format!("{role}: {error}"))?;
         let signer_keys = signers.get(role).cloned().unwrap_or_default();
         for change in changes {
-            parts.targets.push(json!({
-                "role": role,
-                "name": change.name,
-                "change": change.kind.as_str(),
-                "sha256": change.sha256,
-                "length": change.length,
-            }));
             parts.history.push(NewTargetEvent {
                 name: change.name,
                 role: role.to_owned(),
@@ -187,7 +238,7 @@ pub fn publish_record(
         "roles": roles,
         "signers": signers,
         "online_signatures": online_json,
-        "targets": parts.targets,
+        "targets": targets_details(&parts.history),
     });
     let mut keys: Vec<String> = signers.values().flatten().cloned().collect();
     // Also under their canonical IDs, so a key is found however it is named.
