@@ -173,7 +173,7 @@ pub fn publish_parts(
         }
         let changes = record::target_changes(previous.get(role).map(Vec::as_slice), &file.bytes)
             .map_err(|error| format!("{role}: {error}"))?;
-        let signer_keys = signers.get(role).cloned().unwrap_or_default();
+        let signer_keys: std::sync::Arc<[String]> = signers.get(role).cloned().unwrap_or_default().into();
         for change in changes {
             parts.history.push(NewTargetEvent {
                 name: change.name,
@@ -183,7 +183,7 @@ pub fn publish_parts(
                 sha256: change.sha256,
                 length: change.length,
                 signer_keys: signer_keys.clone(),
-                signer_canonical_ids: Vec::new(),
+                signer_canonical_ids: std::sync::Arc::from(Vec::new()),
             });
         }
     }
@@ -205,9 +205,14 @@ impl PublishParts {
                 self.canonical.entry(key.key_id.clone()).or_insert_with(|| key.canonical_id.clone());
             }
         }
+        // One shared list per file (per role), not one per target.
+        let mut per_role: BTreeMap<String, std::sync::Arc<[String]>> = BTreeMap::new();
         for event in &mut self.history {
-            event.signer_canonical_ids =
-                event.signer_keys.iter().filter_map(|key| self.canonical.get(key).cloned()).collect();
+            let canonical = &self.canonical;
+            let ids = per_role.entry(event.role.clone()).or_insert_with(|| {
+                event.signer_keys.iter().filter_map(|key| canonical.get(key).cloned()).collect::<Vec<_>>().into()
+            });
+            event.signer_canonical_ids = ids.clone();
         }
     }
 }
@@ -498,9 +503,10 @@ async fn rebuild(
             }
         };
         // The keys that signed the stored file (it was accepted, so they satisfied its role).
-        let signer_keys: Vec<String> = tufa_core::metadata::Signed::parse(&file.data)
-            .map(|signed| signed.signatures().iter().map(|signature| signature.keyid.clone()).collect())
-            .unwrap_or_default();
+        let signer_keys: std::sync::Arc<[String]> = tufa_core::metadata::Signed::parse(&file.data)
+            .map(|signed| signed.signatures().iter().map(|signature| signature.keyid.clone()).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into();
         for change in changes {
             history.push(tufa_store::TargetEvent {
                 id: 0,
@@ -513,7 +519,7 @@ async fn rebuild(
                     sha256: change.sha256,
                     length: change.length,
                     signer_keys: signer_keys.clone(),
-                    signer_canonical_ids: Vec::new(),
+                    signer_canonical_ids: std::sync::Arc::from(Vec::new()),
                 },
                 principal: None,
                 audit_seq: None,
@@ -528,12 +534,13 @@ async fn rebuild(
         .map(|key| (key.key_id.as_str(), key.canonical_id.as_str()))
         .collect();
     for event in &mut history {
-        event.event.signer_canonical_ids = event
+        let ids: Vec<String> = event
             .event
             .signer_keys
             .iter()
             .filter_map(|key| canonical.get(key.as_str()).map(|id| (*id).to_owned()))
             .collect();
+        event.event.signer_canonical_ids = ids.into();
     }
     Ok((grants, history, versions.len()))
 }

@@ -2,6 +2,8 @@
 //! checkpoint key, delegation grants and target history. The store appends entries and keeps the
 //! tree (tufa-audit decides the hashes); it never signs anything.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use tufa_audit::{Entry, Hash, NewEntry};
 
@@ -92,10 +94,11 @@ pub struct NewTargetEvent {
     pub sha256: Option<String>,
     /// Length in bytes.
     pub length: Option<i64>,
-    /// Key IDs whose signatures on the file counted, as the metadata lists them.
-    pub signer_keys: Vec<String>,
-    /// The canonical key IDs of those keys, where known.
-    pub signer_canonical_ids: Vec<String>,
+    /// Key IDs whose signatures on the file counted, as the metadata lists them (shared by all
+    /// the events of one file).
+    pub signer_keys: Arc<[String]>,
+    /// The canonical key IDs of those keys, where known (shared likewise).
+    pub signer_canonical_ids: Arc<[String]>,
 }
 
 /// A stored target event.

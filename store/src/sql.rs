@@ -617,8 +617,8 @@ impl<D: Dialect> TargetEventRow<D> {
                 change: self.change,
                 sha256: self.sha256,
                 length: self.length,
-                signer_keys,
-                signer_canonical_ids,
+                signer_keys: signer_keys.into(),
+                signer_canonical_ids: signer_canonical_ids.into(),
             },
             principal: self.principal,
             audit_seq: self.audit_seq,
@@ -785,8 +785,8 @@ macro_rules! write_grants_and_history {
                     .push_bind(event.change.clone())
                     .push_bind(event.sha256.clone())
                     .push_bind(event.length)
-                    .push_bind(serde_json::Value::from(event.signer_keys.clone()).to_string())
-                    .push_bind(serde_json::Value::from(event.signer_canonical_ids.clone()).to_string())
+                    .push_bind(serde_json::to_string(&event.signer_keys[..]).unwrap_or_default())
+                    .push_bind(serde_json::to_string(&event.signer_canonical_ids[..]).unwrap_or_default())
                     .push_bind(principal.clone())
                     .push_bind($seq)
                     .push_bind(<$d>::time($at));
@@ -1887,8 +1887,8 @@ impl Store for SqlStore {
                         .push_bind(event.event.change.clone())
                         .push_bind(event.event.sha256.clone())
                         .push_bind(event.event.length)
-                        .push_bind(serde_json::Value::from(event.event.signer_keys.clone()).to_string())
-                        .push_bind(serde_json::Value::from(event.event.signer_canonical_ids.clone()).to_string())
+                        .push_bind(serde_json::to_string(&event.event.signer_keys[..]).unwrap_or_default())
+                        .push_bind(serde_json::to_string(&event.event.signer_canonical_ids[..]).unwrap_or_default())
                         .push_bind(Option::<String>::None)
                         .push_bind(Option::<i64>::None)
                         .push_bind(D::time(event.created_at));

@@ -54,8 +54,8 @@ fn event(name: &str, version: i64, change: &str, sha256: &str) -> NewTargetEvent
         change: change.into(),
         sha256: Some(sha256.into()),
         length: Some(10),
-        signer_keys: vec!["k1".into()],
-        signer_canonical_ids: vec!["canonical-k1".into()],
+        signer_keys: vec!["k1".to_owned()].into(),
+        signer_canonical_ids: vec!["canonical-k1".to_owned()].into(),
     }
 }
 
@@ -191,8 +191,8 @@ pub(crate) async fn grants_and_target_history(store: Arc<dyn Store>) {
         .map(|e| (e.event.change.as_str(), e.event.version, e.event.sha256.as_deref(), e.principal.as_deref()))
         .collect();
     assert_eq!(shape, vec![("added", 1, Some("aa"), Some("alice")), ("changed", 2, Some("bb"), Some("bob"))]);
-    assert_eq!(history[0].event.signer_keys, vec!["k1".to_owned()]);
-    assert_eq!(history[0].event.signer_canonical_ids, vec!["canonical-k1".to_owned()]);
+    assert_eq!(history[0].event.signer_keys.to_vec(), vec!["k1".to_owned()]);
+    assert_eq!(history[0].event.signer_canonical_ids.to_vec(), vec!["canonical-k1".to_owned()]);
     // The first grant of targets/releases ended with the second publish (entry 1).
     let ended = store.grant_history(GUN).await.expect("history");
     assert_eq!(ended[1].superseded_seq, Some(1));
