@@ -17,7 +17,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::keys::PublicKey;
-use crate::metadata::{MetadataError, RoleKeys, Root, Signed, Targets};
+use crate::metadata::{MetadataError, RoleKeys, Root, Signed, Targets, TargetsReading};
 use crate::names::{BaseRole, RoleName};
 use crate::x509;
 
@@ -71,10 +71,11 @@ pub struct Grant {
     pub delegated_role: String,
     /// The keys the role lists, sorted by key ID, each once.
     pub keys: Vec<GrantKey>,
-    /// The path patterns (target name prefixes; `""` is everything) of a delegation, in file
-    /// order and as written; empty when the delegation lists none (it may then sign nothing).
-    /// `None` for the base roles, which cover everything.
-    pub paths: Option<Vec<String>>,
+    /// The path patterns (target name prefixes; `""` is everything) of a delegation as a compact
+    /// JSON array of strings, in file order; `[]` when the delegation lists none (it may then
+    /// sign nothing). `None` for the base roles, which cover everything. Text, not a list, so a
+    /// file with a million paths costs about its own size to record.
+    pub paths: Option<String>,
     /// Distinct keys whose signatures the role needs.
     pub threshold: i64,
 }
@@ -85,7 +86,7 @@ fn grant(
     delegated_role: &str,
     role_keys: &RoleKeys,
     keys: &BTreeMap<String, PublicKey>,
-    paths: Option<Vec<String>>,
+    paths: Option<String>,
 ) -> Grant {
     let listed: BTreeSet<&str> = role_keys.keyids.iter().map(String::as_str).collect();
     // Parsing checked that every listed key is among the keys, so none is left out here.
@@ -138,16 +139,26 @@ pub fn file_grants(role: &RoleName, bytes: &[u8]) -> Result<Vec<Grant>, RecordEr
 /// The `delegations.roles` entries of a targets file, reduced to their names and paths as
 /// written (everything else is read by [`Targets::from_signed`]).
 #[derive(serde::Deserialize)]
-struct PathsSection {
-    #[serde(default)]
-    roles: Option<Vec<PathsEntry>>,
+struct PathsSection<'a> {
+    #[serde(default, borrow)]
+    roles: Option<Vec<PathsEntry<'a>>>,
 }
 
 #[derive(serde::Deserialize)]
-struct PathsEntry {
+struct PathsEntry<'a> {
     name: String,
-    #[serde(default)]
-    paths: Option<Vec<String>>,
+    #[serde(default, borrow)]
+    paths: Option<&'a RawValue>,
+}
+
+/// A delegation's `paths` as compact JSON text (`[]` when missing or null): one string per
+/// grant instead of one per path, so a file with a million paths is recorded in about its own
+/// size.
+fn paths_text(raw: Option<&RawValue>) -> Result<String, RecordError> {
+    let Some(raw) = raw.filter(|raw| raw.get() != "null") else { return Ok("[]".to_owned()) };
+    let paths: Vec<std::borrow::Cow<'_, str>> =
+        serde_json::from_str(raw.get()).map_err(|error| structure(format!("paths cannot be read: {error}")))?;
+    serde_json::to_string(&paths).map_err(|error| structure(format!("paths cannot be written: {error}")))
 }
 
 /// The grants a targets-type file of `role` makes through its `delegations`, sorted by delegated
@@ -159,13 +170,17 @@ pub fn delegation_grants(role: &RoleName, bytes: &[u8]) -> Result<Vec<Grant>, Re
         return Err(structure(format!("{role} is not a targets role")));
     }
     let signed = Signed::parse(bytes)?;
-    let targets = Targets::from_signed(&signed, role)?;
-    let mut paths: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // Read as the verifier reads it, without indexing any delegation's paths: the grants keep
+    // them as text.
+    let keep_none = |_: &RoleName| false;
+    let reading = TargetsReading { outside: |_: &str| false, within: None, keep_paths: Some(&keep_none) };
+    let (targets, _) = Targets::read(&signed, role, reading)?;
+    let mut paths: BTreeMap<String, String> = BTreeMap::new();
     if let Some(section) = signed.member("delegations").filter(|raw| raw.get().starts_with('{')) {
         let section: PathsSection = serde_json::from_str(section.get())
             .map_err(|error| structure(format!("the delegations cannot be read: {error}")))?;
         for entry in section.roles.unwrap_or_default() {
-            paths.insert(entry.name, entry.paths.unwrap_or_default());
+            paths.insert(entry.name, paths_text(entry.paths)?);
         }
     }
     let mut grants: Vec<Grant> = targets
@@ -173,7 +188,7 @@ pub fn delegation_grants(role: &RoleName, bytes: &[u8]) -> Result<Vec<Grant>, Re
         .iter()
         .map(|delegation| {
             let name = delegation.name.as_str();
-            let own_paths = paths.remove(name).unwrap_or_default();
+            let own_paths = paths.remove(name).unwrap_or_else(|| "[]".to_owned());
             grant(role.as_str(), name, &delegation.keys, &targets.delegation_keys, Some(own_paths))
         })
         .collect();
@@ -694,7 +709,7 @@ mod tests {
             delegating_role: "targets".into(),
             delegated_role: "targets/releases".into(),
             keys,
-            paths: Some(paths.iter().map(|path| (*path).to_owned()).collect()),
+            paths: Some(serde_json::to_string(paths).unwrap()),
             threshold,
         };
         let mut both = vec![bare(&alice), bare(&bob)];
@@ -755,14 +770,14 @@ mod tests {
             ),
         );
         let grants = delegation_grants(&role("targets"), &bytes).unwrap();
-        let summary: Vec<(&str, Option<Vec<String>>)> =
+        let summary: Vec<(&str, Option<String>)> =
             grants.iter().map(|grant| (grant.delegated_role.as_str(), grant.paths.clone())).collect();
         assert_eq!(
             summary,
             vec![
-                ("targets/alpha", Some(vec![])),
-                ("targets/mid", Some(vec![])),
-                ("targets/zeta", Some(vec!["".into()]))
+                ("targets/alpha", Some("[]".to_owned())),
+                ("targets/mid", Some("[]".to_owned())),
+                ("targets/zeta", Some(r#"[""]"#.to_owned()))
             ]
         );
         // A delegation's own file declares its children, granted by it.
@@ -777,7 +792,7 @@ mod tests {
                 delegating_role: "targets/zeta".into(),
                 delegated_role: "targets/zeta/x".into(),
                 keys: vec![bare(&key)],
-                paths: Some(vec!["a".into()]),
+                paths: Some(r#"["a"]"#.to_owned()),
                 threshold: 1,
             }]
         );

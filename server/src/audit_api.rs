@@ -466,7 +466,7 @@ fn grant_fields(grant: &Grant) -> Value {
     json!({
         "version": grant.grant.version,
         "threshold": grant.grant.threshold,
-        "paths": grant.grant.paths,
+        "paths": crate::audit_cli::paths_value(grant.grant.paths.as_deref()),
         "keys": grant_keys_json(&grant.grant.keys),
     })
 }
@@ -497,7 +497,7 @@ fn compare(before: Option<&Version<'_>>, after: Option<&Version<'_>>, cause: &Ca
                 "role": role,
                 "version": cause.version,
                 "threshold": current.grant.threshold,
-                "paths": current.grant.paths,
+                "paths": crate::audit_cli::paths_value(current.grant.paths.as_deref()),
                 "keys": grant_keys_json(&current.grant.keys),
                 "previous": previous,
             }))

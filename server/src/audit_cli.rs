@@ -303,6 +303,14 @@ pub fn entry_json(stored: &tufa_store::StoredEntry) -> serde_json::Value {
     })
 }
 
+/// A grant's stored paths (a JSON array's text) as JSON; `null` for the base roles.
+pub fn paths_value(paths: Option<&str>) -> serde_json::Value {
+    match paths {
+        Some(text) => serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned())),
+        None => serde_json::Value::Null,
+    }
+}
+
 /// A grant as JSON.
 pub fn grant_json(grant: &tufa_store::Grant) -> serde_json::Value {
     json!({
@@ -311,7 +319,7 @@ pub fn grant_json(grant: &tufa_store::Grant) -> serde_json::Value {
         "role": grant.grant.delegated_role,
         "version": grant.grant.version,
         "threshold": grant.grant.threshold,
-        "paths": grant.grant.paths,
+        "paths": paths_value(grant.grant.paths.as_deref()),
         "keys": grant_keys_json(&grant.grant.keys),
         "principal": grant.principal,
         "audit_seq": grant.audit_seq,

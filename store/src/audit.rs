@@ -52,8 +52,9 @@ pub struct NewGrant {
     pub version: i64,
     /// How many of the keys must sign.
     pub threshold: i64,
-    /// Path patterns, or `None` for everything (base roles).
-    pub paths: Option<Vec<String>>,
+    /// Path patterns as a JSON array of strings (stored and returned as this text), or `None`
+    /// for everything (base roles).
+    pub paths: Option<String>,
     /// The keys.
     pub keys: Vec<GrantKey>,
 }

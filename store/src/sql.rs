@@ -543,12 +543,7 @@ struct GrantRow<D: Dialect> {
 
 impl<D: Dialect> GrantRow<D> {
     fn into_grant(self) -> Result<Grant, StoreError> {
-        let paths = match self.paths {
-            Some(text) => Some(serde_json::from_str::<Vec<String>>(&text).map_err(|error| {
-                StoreError::Internal(format!("grants.paths of grant {} is not a list of strings: {error}", self.id))
-            })?),
-            None => None,
-        };
+        let paths = self.paths;
         Ok(Grant {
             id: self.id,
             gun: self.gun,
@@ -739,7 +734,7 @@ macro_rules! write_grants_and_history {
             .map_err(from_sqlx)?;
         }
         for grant in &$record.grants {
-            let paths = grant.paths.as_ref().map(|paths| serde_json::Value::from(paths.clone()).to_string());
+            let paths = grant.paths.as_deref();
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO grants (gun, delegating_role, delegated_role, version, threshold, paths, principal, \
                  audit_seq, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
@@ -939,6 +934,13 @@ impl Store for SqlStore {
                 return Err(StoreError::OldVersion { role: TIMESTAMP_ROLE.into() });
             }
             D::check_versions(&mut tx, gun, &update.files).await?;
+            // The record first, and its rows dropped before the files are inserted: the largest
+            // file's INSERT is the moment of peak memory, and the history of a large targets
+            // file is about as large again.
+            let seq = append_entry!(D, &mut tx, &update.record, at);
+            write_grants_and_history!(D, &mut tx, gun, &update.record, seq, at);
+            drop(std::mem::take(&mut update.record.history));
+            drop(std::mem::take(&mut update.record.grants));
             for file in &mut update.files {
                 // The bytes are moved into the statement: binding a reference would copy them,
                 // and a file may be as large as an upload (tens of MiB). Nothing below reads them.
@@ -976,8 +978,6 @@ impl Store for SqlStore {
             for timestamp in inserted_timestamps(&update) {
                 append_change!(D, &mut tx, gun, timestamp.version, &timestamp.sha256, ChangeCategory::Update, at);
             }
-            let seq = append_entry!(D, &mut tx, &update.record, at);
-            write_grants_and_history!(D, &mut tx, gun, &update.record, seq, at);
             tx.commit().await.map_err(from_sqlx)
         })
     }
@@ -1844,7 +1844,7 @@ impl Store for SqlStore {
                 append_entry!(D, &mut tx, record, now());
             }
             for grant in &grants {
-                let paths = grant.grant.paths.as_ref().map(|paths| serde_json::Value::from(paths.clone()).to_string());
+                let paths = grant.grant.paths.as_deref();
                 let id: i64 = sqlx::query_scalar(
                     "INSERT INTO grants (gun, delegating_role, delegated_role, version, threshold, paths, principal, \
                      audit_seq, created_at, superseded_at) VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8) RETURNING id",

@@ -38,7 +38,7 @@ fn grant(delegating: &str, delegated: &str, version: i64, keys: &[&str]) -> NewG
         delegated_role: delegated.into(),
         version,
         threshold: 1,
-        paths: (delegating != "root").then(|| vec!["releases/".to_owned()]),
+        paths: (delegating != "root").then(|| r#"["releases/"]"#.to_owned()),
         keys: keys
             .iter()
             .map(|key| GrantKey { key_id: (*key).into(), canonical_id: format!("canonical-{key}"), subject: None })
@@ -173,7 +173,7 @@ pub(crate) async fn grants_and_target_history(store: Arc<dyn Store>) {
             ("targets", "targets/releases", 2, vec!["k1", "k2"], Some("bob")),
         ]
     );
-    assert_eq!(current[1].grant.paths, Some(vec!["releases/".to_owned()]));
+    assert_eq!(current[1].grant.paths.as_deref(), Some(r#"["releases/"]"#));
     assert_eq!(current[1].audit_seq, Some(1));
     let past = store.grants(GUN, Some(between)).await.expect("past grants");
     assert_eq!(past.iter().map(|g| g.grant.version).collect::<Vec<_>>(), vec![1, 1]);
