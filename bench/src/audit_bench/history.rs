@@ -33,6 +33,8 @@ pub(crate) struct Options {
     pub(crate) batch: usize,
     /// A tufa-server binary, to time the `audit history` command too.
     pub(crate) server: Option<PathBuf>,
+    /// Whether to measure SQLite (PostgreSQL is measured when a URL is given).
+    pub(crate) sqlite: bool,
 }
 
 /// Concurrent writers during the publish phase (each on its own repositories).
@@ -391,13 +393,15 @@ pub(crate) async fn run(options: &Options, database_url: Option<&str>) -> Result
         options.entries, options.repos, options.publishes, options.tags, options.publishes, options.queries
     );
 
-    let dir = tempfile::tempdir().map_err(|error| error.to_string())?;
-    let path = dir.path().join("tufa.db");
-    let store = tufa_store::open_sqlite(&path).await.map_err(|error| error.to_string())?;
-    let url = format!("sqlite://{}", path.display());
-    measure("SQLite", store, &options, Some(&url)).await?;
-    println!("database size: {} (file and write-ahead log)", mib(sqlite_size(&path)));
-    drop(dir);
+    if options.sqlite {
+        let dir = tempfile::tempdir().map_err(|error| error.to_string())?;
+        let path = dir.path().join("tufa.db");
+        let store = tufa_store::open_sqlite(&path).await.map_err(|error| error.to_string())?;
+        let url = format!("sqlite://{}", path.display());
+        measure("SQLite", store, &options, Some(&url)).await?;
+        println!("database size: {} (file and write-ahead log)", mib(sqlite_size(&path)));
+        drop(dir);
+    }
 
     if let Some(admin_url) = database_url {
         let settings = pg::settings(admin_url).await;

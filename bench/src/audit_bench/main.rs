@@ -7,7 +7,7 @@
 //!   audit-bench publish --base BIN --head BIN [--base-label L] [--head-label L] [--publishes N]
 //!                       [--warmup N] [--targets K]
 //!   audit-bench history [--entries N] [--repos R] [--publishes P] [--tags T] [--queries Q] [--batch B]
-//!                       [--server BIN]
+//!                       [--server BIN] [--databases sqlite,postgres]
 //! `DATABASE_URL` (a PostgreSQL URL whose user may create databases) adds a PostgreSQL run to
 //! each. `bench/audit-overhead.sh` builds both servers and runs `publish`; see bench/README.md.
 
@@ -22,6 +22,7 @@ const USAGE: &str = "usage:
   audit-bench publish --base BIN --head BIN [--base-label L] [--head-label L] [--publishes N] [--warmup N] \
                      [--targets K]
   audit-bench history [--entries N] [--repos R] [--publishes P] [--tags T] [--queries Q] [--batch B] [--server BIN]
+                      [--databases sqlite,postgres]
 DATABASE_URL=postgres://... adds a PostgreSQL run (two or one scratch databases are created and dropped).";
 
 /// Latency figures of one series of timed operations.
@@ -148,7 +149,20 @@ async fn run(args: Vec<String>) -> Result<(), String> {
             publish::run(&options, database_url.as_deref()).await
         }
         Some((command, rest)) if command == "history" => {
-            check_flags(rest, &["--entries", "--repos", "--publishes", "--tags", "--queries", "--batch", "--server"])?;
+            check_flags(
+                rest,
+                &["--entries", "--repos", "--publishes", "--tags", "--queries", "--batch", "--server", "--databases"],
+            )?;
+            let databases: String = flag(rest, "--databases", "sqlite,postgres".to_owned())?;
+            let mut sqlite = false;
+            let mut postgres = false;
+            for name in databases.split(',') {
+                match name {
+                    "sqlite" => sqlite = true,
+                    "postgres" => postgres = true,
+                    other => return Err(format!("--databases: unknown database {other:?} (sqlite, postgres)")),
+                }
+            }
             let server: String = flag(rest, "--server", String::new())?;
             let options = history::Options {
                 entries: flag(rest, "--entries", 1_000_000)?,
@@ -158,6 +172,7 @@ async fn run(args: Vec<String>) -> Result<(), String> {
                 queries: flag(rest, "--queries", 2000)?,
                 batch: flag(rest, "--batch", 5000)?,
                 server: (!server.is_empty()).then(|| server.into()),
+                sqlite,
             };
             if options.repos == 0 || options.publishes == 0 || options.tags == 0 || options.queries == 0 {
                 return Err("--repos, --publishes, --tags and --queries must be at least 1".into());
@@ -165,7 +180,7 @@ async fn run(args: Vec<String>) -> Result<(), String> {
             if options.batch == 0 {
                 return Err("--batch must be at least 1".into());
             }
-            history::run(&options, database_url.as_deref()).await
+            history::run(&options, database_url.as_deref().filter(|_| postgres)).await
         }
         _ => Err(USAGE.into()),
     }
