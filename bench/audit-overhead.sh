@@ -3,9 +3,10 @@
 # server as it was before the record existed (commit b95e390, main before issue 9), on SQLite and,
 # when DATABASE_URL is set, on PostgreSQL.
 #
-# It builds tufa-server at the base commit from `git archive` in a temporary directory (release,
-# target directory <target>/audit-bench-base, seeded once with hard links to this checkout's release
-# dependencies so only the workspace crates compile), builds this checkout's tufa-server and
+# It builds tufa-server at the base commit from `git archive`, extracted once to
+# <target>/audit-bench-base/src-<commit> (release, target directory <target>/audit-bench-base, seeded
+# once with hard links to this checkout's release dependencies so only the workspace crates compile),
+# builds this checkout's tufa-server and
 # audit-bench (release), then runs `audit-bench publish`, which starts both servers side by side and
 # drives the same publishes against each in alternation (see bench/README.md).
 #
@@ -20,9 +21,14 @@ target="${CARGO_TARGET_DIR:-$checkout/target}"
 base_target="$target/audit-bench-base"
 
 if [ "${AUDIT_BENCH_SKIP_BUILD:-}" != 1 ]; then
-  base_src="$(mktemp -d "${TMPDIR:-/tmp}/tufa-base.XXXXXX")"
-  trap 'rm -rf "$base_src"' EXIT
-  git -C "$checkout" archive "$base_commit" | tar -x -C "$base_src"
+  # The base sources are extracted once per commit to a fixed place, so later runs find the base
+  # build up to date (Cargo keys a workspace crate's build on its source path and file times).
+  base_src="$base_target/src-$base_commit"
+  if [ ! -f "$base_src/Cargo.toml" ]; then
+    mkdir -p "$base_src.partial"
+    git -C "$checkout" archive "$base_commit" | tar -x -C "$base_src.partial"
+    mv "$base_src.partial" "$base_src"
+  fi
   if [ ! -d "$base_target/release" ] && [ -d "$target/release/deps" ]; then
     # Third-party crates are the same at both commits; hard links cost no disk space. Only the
     # dependency directories are linked, never a final binary, so no build writes through a link
