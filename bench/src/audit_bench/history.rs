@@ -97,7 +97,8 @@ fn publish_record(repo: usize, publish: usize, tags: usize) -> Record {
             change: change.into(),
             sha256: Some(digest(&format!("{repo}/{index}/{publish}"))),
             length: Some(i64::try_from(1500 + index * 7 + publish).unwrap_or_default()),
-            signer_keys: vec![targets_key.clone()],
+            signer_keys: vec![targets_key.clone()].into(),
+            signer_canonical_ids: vec![targets_key.clone()].into(),
         })
         .collect();
     let targets: Vec<Value> = events
@@ -124,7 +125,7 @@ fn publish_record(repo: usize, publish: usize, tags: usize) -> Record {
         delegated_role: "targets/releases".into(),
         version,
         threshold: 1,
-        paths: Some(vec!["releases/".into()]),
+        paths: Some(r#"["releases/"]"#.to_owned()),
         keys: vec![GrantKey {
             key_id: releases_key.clone(),
             canonical_id: releases_key,
