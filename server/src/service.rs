@@ -350,11 +350,12 @@ impl Service {
         gun: &Gun,
         validated: update::Validated,
     ) -> Result<(update::Validated, audit::PublishParts), ApiError> {
+        // The replaced versions of the uploaded targets files, in one query.
+        let replaced: Vec<&str> =
+            validated.files.iter().filter(|file| file.role.is_targets_type()).map(|file| file.role.as_str()).collect();
         let mut previous = BTreeMap::new();
-        for file in &validated.files {
-            if file.role.is_targets_type()
-                && let Some(stored) = self.store.current(gun.as_str(), file.role.as_str()).await?
-            {
+        if !replaced.is_empty() {
+            for stored in self.store.current_many(gun.as_str(), &replaced).await? {
                 previous.insert(stored.role, stored.data);
             }
         }
@@ -370,7 +371,15 @@ impl Service {
             Ok((validated, parts))
         })?;
         let (validated, mut parts) = parts;
-        parts.resolve_canonical(&self.store.grants(gun.as_str(), None).await?);
+        // Canonical IDs of the keys that signed: the root in force names the base roles' keys and
+        // this update's grants its delegations'; only keys granted by files it does not replace
+        // need the stored grants.
+        for key in validated.root.keys.iter().filter_map(|(id, key)| Some((id.clone(), key.canonical_id().ok()?))) {
+            parts.canonical.entry(key.0).or_insert(key.1);
+        }
+        let unresolved = validated.signers.values().flatten().any(|key| !parts.canonical.contains_key(key));
+        let in_force = if unresolved { self.store.grants(gun.as_str(), None).await? } else { Vec::new() };
+        parts.resolve_canonical(&in_force);
         Ok((validated, parts))
     }
 

@@ -720,19 +720,18 @@ macro_rules! append_entry {
 macro_rules! write_grants_and_history {
     ($d:ty, $tx:expr, $gun:expr, $record:expr, $seq:expr, $at:expr) => {{
         let principal = $record.entry.principal.clone();
-        for role in &$record.superseded_roles {
-            sqlx::query(
-                "UPDATE grants SET superseded_at = $3, superseded_seq = $4 \
-                 WHERE gun = $1 AND delegating_role = $2 AND superseded_at IS NULL",
-            )
-            .bind($gun)
-            .bind(role)
-            .bind(<$d>::time($at))
-            .bind($seq)
-            .execute(&mut **$tx)
-            .await
-            .map_err(from_sqlx)?;
+        if !$record.superseded_roles.is_empty() {
+            let mut query = QueryBuilder::<<$d as Dialect>::Db>::new("UPDATE grants SET superseded_at = ");
+            query.push_bind(<$d>::time($at)).push(", superseded_seq = ").push_bind($seq);
+            query.push(" WHERE gun = ").push_bind($gun).push(" AND superseded_at IS NULL AND delegating_role IN (");
+            let mut list = query.separated(", ");
+            for role in &$record.superseded_roles {
+                list.push_bind(role.clone());
+            }
+            query.push(")");
+            query.build().execute(&mut **$tx).await.map_err(from_sqlx)?;
         }
+        let mut grant_keys: Vec<(i64, &GrantKey)> = Vec::new();
         for grant in &$record.grants {
             let paths = grant.paths.as_deref();
             let id: i64 = sqlx::query_scalar(
@@ -754,18 +753,20 @@ macro_rules! write_grants_and_history {
             let mut keys: Vec<&GrantKey> = grant.keys.iter().collect();
             keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
             keys.dedup_by(|a, b| a.key_id == b.key_id);
-            for chunk in keys.chunks(INSERT_CHUNK) {
-                let mut query = QueryBuilder::<<$d as Dialect>::Db>::new(
-                    "INSERT INTO grant_keys (grant_id, key_id, canonical_id, subject) ",
-                );
-                query.push_values(chunk, |mut row, key| {
-                    row.push_bind(id)
-                        .push_bind(key.key_id.clone())
-                        .push_bind(key.canonical_id.clone())
-                        .push_bind(key.subject.clone());
-                });
-                query.build().execute(&mut **$tx).await.map_err(from_sqlx)?;
-            }
+            grant_keys.extend(keys.into_iter().map(|key| (id, key)));
+        }
+        // Every grant's keys in as few statements as the chunk size allows.
+        for chunk in grant_keys.chunks(INSERT_CHUNK) {
+            let mut query = QueryBuilder::<<$d as Dialect>::Db>::new(
+                "INSERT INTO grant_keys (grant_id, key_id, canonical_id, subject) ",
+            );
+            query.push_values(chunk, |mut row, (id, key)| {
+                row.push_bind(*id)
+                    .push_bind(key.key_id.clone())
+                    .push_bind(key.canonical_id.clone())
+                    .push_bind(key.subject.clone());
+            });
+            query.build().execute(&mut **$tx).await.map_err(from_sqlx)?;
         }
         for chunk in $record.history.chunks(INSERT_CHUNK) {
             let mut query = QueryBuilder::<<$d as Dialect>::Db>::new(
