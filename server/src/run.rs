@@ -364,6 +364,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         config.timestamp.refresh_before(),
     ));
     let checkpointer = crate::audit::Checkpointer::new(state.service.store.clone(), state.service.signer.clone());
+    // The checkpoint key exists from the start, so publishes find (and keep) its ID at once.
+    if let Err(error) = checkpointer.key().await {
+        tracing::warn!(%error, "could not create the audit checkpoint key yet; the checkpointer will retry");
+    }
     let checkpoints = tokio::spawn(checkpointer.clone().run(crate::audit::CHECKPOINT_INTERVAL));
     let connections = connection_settings(&config);
     let served = listener::serve(listener, Some(tls_config), router(state), connections, shutdown_signal()).await;

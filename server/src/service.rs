@@ -73,6 +73,10 @@ fn parse_root(bytes: &[u8]) -> Result<Root, ApiError> {
         .map_err(|error| ApiError::Internal(format!("stored root is unreadable: {error}")))
 }
 
+/// Updates up to this size (uploaded files plus the versions they replace) are read for the record
+/// on the async worker: less than a millisecond of work, cheaper than a hop to the blocking pool.
+const INLINE_RECORD_BYTES: usize = 256 * 1024;
+
 /// Most keys one client address may hold for repositories that were never published, when
 /// authentication is off; asking for more drops its oldest such keys.
 pub const MAX_PENDING_KEYS_PER_REQUESTER: usize = 100;
@@ -359,12 +363,20 @@ impl Service {
                 previous.insert(stored.role, stored.data);
             }
         }
-        let parts = tokio::task::spawn_blocking(move || {
+        // Small updates are read here; large ones on the blocking pool, like their verification.
+        let size: usize = validated.files.iter().map(|file| file.bytes.len()).sum::<usize>()
+            + previous.values().map(Vec::len).sum::<usize>();
+        let parts = if size <= INLINE_RECORD_BYTES {
             let parts = audit::publish_parts(&previous, &validated.files, &validated.signers);
-            (validated, parts)
-        })
-        .await
-        .map_err(|error| ApiError::Internal(format!("reading the update for the record stopped: {error}")))
+            Ok((validated, parts))
+        } else {
+            tokio::task::spawn_blocking(move || {
+                let parts = audit::publish_parts(&previous, &validated.files, &validated.signers);
+                (validated, parts)
+            })
+            .await
+            .map_err(|error| ApiError::Internal(format!("reading the update for the record stopped: {error}")))
+        }
         .and_then(|(validated, parts)| {
             let parts =
                 parts.map_err(|error| ApiError::Internal(format!("reading the update for the record: {error}")))?;
