@@ -715,38 +715,34 @@ macro_rules! append_entry {
     }};
 }
 
-/// Writes `$record`'s grants and target events for `$gun` in transaction `$tx` of dialect `$d`:
-/// supersedes the grants of the roles it replaces, then inserts the new ones.
-macro_rules! write_grants_and_history {
-    ($d:ty, $tx:expr, $gun:expr, $record:expr, $seq:expr, $at:expr) => {{
-        let principal = $record.entry.principal.clone();
-        if !$record.superseded_roles.is_empty() {
-            let mut query = QueryBuilder::<<$d as Dialect>::Db>::new("UPDATE grants SET superseded_at = ");
-            query.push_bind(<$d>::time($at)).push(", superseded_seq = ").push_bind($seq);
-            query.push(" WHERE gun = ").push_bind($gun).push(" AND superseded_at IS NULL AND delegating_role IN (");
-            let mut list = query.separated(", ");
-            for role in &$record.superseded_roles {
-                list.push_bind(role.clone());
-            }
-            query.push(")");
-            query.build().execute(&mut **$tx).await.map_err(from_sqlx)?;
-        }
+/// One grant row to insert: the grant, who published it, the entry that recorded it, since when
+/// and until when (a backfilled grant may have ended already).
+type GrantInsert<'a> = (&'a NewGrant, Option<&'a str>, Option<i64>, DateTime<Utc>, Option<DateTime<Utc>>);
+
+/// One target-history row to insert: the event, who published it, its entry, and when.
+type EventInsert<'a> = (&'a NewTargetEvent, Option<&'a str>, Option<i64>, DateTime<Utc>);
+
+/// Inserts the grant rows `$rows` (a `Vec<GrantInsert>`) of `$gun` and then all their keys, in
+/// transaction `$tx` of dialect `$d`.
+macro_rules! insert_grants {
+    ($d:ty, $tx:expr, $gun:expr, $rows:expr) => {{
+        let rows: Vec<GrantInsert<'_>> = $rows;
         let mut grant_keys: Vec<(i64, &GrantKey)> = Vec::new();
-        for grant in &$record.grants {
-            let paths = grant.paths.as_deref();
+        for (grant, principal, audit_seq, since, until) in rows {
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO grants (gun, delegating_role, delegated_role, version, threshold, paths, principal, \
-                 audit_seq, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                 audit_seq, created_at, superseded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
             )
             .bind($gun)
             .bind(&grant.delegating_role)
             .bind(&grant.delegated_role)
             .bind(grant.version)
             .bind(grant.threshold)
-            .bind(paths)
-            .bind(&principal)
-            .bind($seq)
-            .bind(<$d>::time($at))
+            .bind(grant.paths.as_deref())
+            .bind(principal)
+            .bind(audit_seq)
+            .bind(<$d>::time(since))
+            .bind(until.map(<$d>::time))
             .fetch_one(&mut **$tx)
             .await
             .map_err(from_sqlx)?;
@@ -768,26 +764,66 @@ macro_rules! write_grants_and_history {
             });
             query.build().execute(&mut **$tx).await.map_err(from_sqlx)?;
         }
-        for chunk in $record.history.chunks(INSERT_CHUNK) {
-            let mut query = QueryBuilder::<<$d as Dialect>::Db>::new(
-                "INSERT INTO target_history (gun, name, role, version, change, sha256, length, signer_keys, \
-                 signer_canonical_ids, principal, audit_seq, created_at) ",
-            );
-            query.push_values(chunk, |mut row, event| {
-                row.push_bind($gun)
-                    .push_bind(event.name.clone())
-                    .push_bind(event.role.clone())
-                    .push_bind(event.version)
-                    .push_bind(event.change.clone())
-                    .push_bind(event.sha256.clone())
-                    .push_bind(event.length)
-                    .push_bind(serde_json::to_string(&event.signer_keys[..]).unwrap_or_default())
-                    .push_bind(serde_json::to_string(&event.signer_canonical_ids[..]).unwrap_or_default())
-                    .push_bind(principal.clone())
-                    .push_bind($seq)
-                    .push_bind(<$d>::time($at));
-            });
+    }};
+}
+
+/// Inserts one chunk `$chunk` (a `Vec<EventInsert>` of at most [`INSERT_CHUNK`] rows) of `$gun`'s
+/// target history in transaction `$tx` of dialect `$d`.
+macro_rules! insert_history_chunk {
+    ($d:ty, $tx:expr, $gun:expr, $chunk:expr) => {{
+        let chunk: Vec<EventInsert<'_>> = $chunk;
+        let mut query = QueryBuilder::<<$d as Dialect>::Db>::new(
+            "INSERT INTO target_history (gun, name, role, version, change, sha256, length, signer_keys, \
+             signer_canonical_ids, principal, audit_seq, created_at) ",
+        );
+        query.push_values(chunk, |mut row, (event, principal, audit_seq, at)| {
+            row.push_bind($gun)
+                .push_bind(event.name.clone())
+                .push_bind(event.role.clone())
+                .push_bind(event.version)
+                .push_bind(event.change.clone())
+                .push_bind(event.sha256.clone())
+                .push_bind(event.length)
+                .push_bind(serde_json::to_string(&event.signer_keys[..]).unwrap_or_default())
+                .push_bind(serde_json::to_string(&event.signer_canonical_ids[..]).unwrap_or_default())
+                .push_bind(principal.map(str::to_owned))
+                .push_bind(audit_seq)
+                .push_bind(<$d>::time(at));
+        });
+        query.build().execute(&mut **$tx).await.map_err(from_sqlx)?;
+    }};
+}
+
+/// Writes `$record`'s grants and target events for `$gun` in transaction `$tx` of dialect `$d`:
+/// supersedes the grants of the roles it replaces, then inserts the new ones.
+macro_rules! write_grants_and_history {
+    ($d:ty, $tx:expr, $gun:expr, $record:expr, $seq:expr, $at:expr) => {{
+        let principal = $record.entry.principal.clone();
+        if !$record.superseded_roles.is_empty() {
+            let mut query = QueryBuilder::<<$d as Dialect>::Db>::new("UPDATE grants SET superseded_at = ");
+            query.push_bind(<$d>::time($at)).push(", superseded_seq = ").push_bind($seq);
+            query.push(" WHERE gun = ").push_bind($gun).push(" AND superseded_at IS NULL AND delegating_role IN (");
+            let mut list = query.separated(", ");
+            for role in &$record.superseded_roles {
+                list.push_bind(role.clone());
+            }
+            query.push(")");
             query.build().execute(&mut **$tx).await.map_err(from_sqlx)?;
+        }
+        let principal = principal.as_deref();
+        insert_grants!(
+            $d,
+            $tx,
+            $gun,
+            $record.grants.iter().map(|grant| (grant, principal, Some($seq), $at, None)).collect()
+        );
+        for chunk in $record.history.chunks(INSERT_CHUNK) {
+            insert_history_chunk!(
+                $d,
+                $tx,
+                $gun,
+                chunk.iter().map(|event| (event, principal, Some($seq), $at)).collect()
+            );
         }
     }};
 }
@@ -1844,57 +1880,19 @@ impl Store for SqlStore {
             if let Some(record) = record {
                 append_entry!(D, &mut tx, record, now());
             }
-            for grant in &grants {
-                let paths = grant.grant.paths.as_deref();
-                let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO grants (gun, delegating_role, delegated_role, version, threshold, paths, principal, \
-                     audit_seq, created_at, superseded_at) VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8) RETURNING id",
-                )
-                .bind(gun)
-                .bind(&grant.grant.delegating_role)
-                .bind(&grant.grant.delegated_role)
-                .bind(grant.grant.version)
-                .bind(grant.grant.threshold)
-                .bind(paths)
-                .bind(D::time(grant.created_at))
-                .bind(grant.superseded_at.map(D::time))
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(from_sqlx)?;
-                for key in &grant.grant.keys {
-                    sqlx::query(
-                        "INSERT INTO grant_keys (grant_id, key_id, canonical_id, subject) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT DO NOTHING",
-                    )
-                    .bind(id)
-                    .bind(&key.key_id)
-                    .bind(&key.canonical_id)
-                    .bind(&key.subject)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(from_sqlx)?;
-                }
-            }
+            insert_grants!(
+                D,
+                &mut tx,
+                gun,
+                grants.iter().map(|grant| (&grant.grant, None, None, grant.created_at, grant.superseded_at)).collect()
+            );
             for chunk in history.chunks(INSERT_CHUNK) {
-                let mut query = QueryBuilder::<<D as Dialect>::Db>::new(
-                    "INSERT INTO target_history (gun, name, role, version, change, sha256, length, signer_keys, \
-                     signer_canonical_ids, principal, audit_seq, created_at) ",
+                insert_history_chunk!(
+                    D,
+                    &mut tx,
+                    gun,
+                    chunk.iter().map(|event| (&event.event, None, None, event.created_at)).collect()
                 );
-                query.push_values(chunk, |mut row, event| {
-                    row.push_bind(gun)
-                        .push_bind(event.event.name.clone())
-                        .push_bind(event.event.role.clone())
-                        .push_bind(event.event.version)
-                        .push_bind(event.event.change.clone())
-                        .push_bind(event.event.sha256.clone())
-                        .push_bind(event.event.length)
-                        .push_bind(serde_json::to_string(&event.event.signer_keys[..]).unwrap_or_default())
-                        .push_bind(serde_json::to_string(&event.event.signer_canonical_ids[..]).unwrap_or_default())
-                        .push_bind(Option::<String>::None)
-                        .push_bind(Option::<i64>::None)
-                        .push_bind(D::time(event.created_at));
-                });
-                query.build().execute(&mut *tx).await.map_err(from_sqlx)?;
             }
             if let Some((name, value)) = done {
                 sqlx::query(
