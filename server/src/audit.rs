@@ -284,9 +284,6 @@ pub fn stored_roles(files: &[NewFile]) -> Vec<(String, i64)> {
 /// the audit log's key and is never used for repository metadata.
 pub const CHECKPOINT_KEY_GUN: &str = "tufa-audit-checkpoints";
 
-/// How often a checkpoint is signed while there are new entries (also one at shutdown).
-pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// Signs checkpoints of the audit log with a key held by the online signer (in-process, or a
 /// remote tufa-signer or notary-signer, so an HSM-held key works).
 #[derive(Clone)]

@@ -368,7 +368,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     if let Err(error) = checkpointer.key().await {
         tracing::warn!(%error, "could not create the audit checkpoint key yet; the checkpointer will retry");
     }
-    let checkpoints = tokio::spawn(checkpointer.clone().run(crate::audit::CHECKPOINT_INTERVAL));
+    let checkpoints = tokio::spawn(checkpointer.clone().run(config.audit.checkpoint_interval()));
     let connections = connection_settings(&config);
     let served = listener::serve(listener, Some(tls_config), router(state), connections, shutdown_signal()).await;
     refresher.abort();

@@ -29,7 +29,7 @@ Config file (TOML):
   consistent_max_age, [limits] max_body_bytes / max_delegation_depth / max_parts / max_signatures /
   max_root_keys / max_role_keyids / max_delegations / max_delegation_keys / max_delegation_paths /
   max_targets, [timestamp]
-  refresh_interval_secs / refresh_before_secs. See tufa-server.example.toml.
+  refresh_interval_secs / refresh_before_secs, [audit] checkpoint_interval_secs. See tufa-server.example.toml.
 
 Administration (users, API tokens, roles, tombstones; works while the server runs):
   tufa-server admin --help

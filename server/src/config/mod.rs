@@ -223,6 +223,26 @@ impl Default for UploadsConfig {
     }
 }
 
+/// The audit log's signed checkpoints (`[audit]` in the TOML file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// How often a checkpoint is signed while the log grows, in seconds (1 to 60). Default 60.
+    pub checkpoint_interval_secs: u64,
+}
+
+impl AuditConfig {
+    /// [`Self::checkpoint_interval_secs`] as a `Duration`.
+    pub fn checkpoint_interval(&self) -> Duration {
+        Duration::from_secs(self.checkpoint_interval_secs)
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { checkpoint_interval_secs: 60 }
+    }
+}
+
 /// Background re-signing of timestamps that are about to expire (`[timestamp]` in the TOML file).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimestampConfig {
@@ -285,6 +305,8 @@ pub struct Config {
     pub uploads: UploadsConfig,
     /// Timestamp re-signing.
     pub timestamp: TimestampConfig,
+    /// The audit log's checkpoints.
+    pub audit: AuditConfig,
     /// If non-empty, only GUNs starting with one of these prefixes are served.
     pub gun_prefixes: Vec<String>,
     /// Authentication.

@@ -15,8 +15,8 @@ use zeroize::Zeroizing;
 use super::auth::{self as auth_settings, AuthLayer, FileAuth};
 use super::cli::Cli;
 use super::{
-    CacheConfig, Config, ConnectionsConfig, DatabaseUrl, KeyAlgorithm, LimitsConfig, SignerConfig, TimestampConfig,
-    TlsSource, UploadsConfig,
+    AuditConfig, CacheConfig, Config, ConnectionsConfig, DatabaseUrl, KeyAlgorithm, LimitsConfig, SignerConfig,
+    TimestampConfig, TlsSource, UploadsConfig,
 };
 use crate::kek::KekMaterial;
 
@@ -126,6 +126,7 @@ struct FileConfig {
     connections: Option<FileConnections>,
     uploads: Option<FileUploads>,
     timestamp: Option<FileTimestamp>,
+    audit: Option<FileAudit>,
 }
 
 #[derive(Default, Deserialize)]
@@ -182,6 +183,12 @@ struct FileUploads {
 
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct FileAudit {
+    checkpoint_interval_secs: Option<u64>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FileTimestamp {
     refresh_interval_secs: Option<u64>,
     refresh_before_secs: Option<u64>,
@@ -196,6 +203,7 @@ struct FileRest {
     connections: FileConnections,
     uploads: FileUploads,
     timestamp: FileTimestamp,
+    audit: FileAudit,
 }
 
 /// Reads the config file and the environment, and merges them under the flags.
@@ -309,6 +317,7 @@ fn file_layer(file: FileConfig, origin: &FileOrigin) -> Result<(Layer, FileRest)
         connections: file.connections.unwrap_or_default(),
         uploads: file.uploads.unwrap_or_default(),
         timestamp: file.timestamp.unwrap_or_default(),
+        audit: file.audit.unwrap_or_default(),
     };
     Ok((layer, rest))
 }
@@ -387,7 +396,7 @@ fn merge(
         first([flags.signer_key, env.signer_key, file.signer_key]),
     )?;
 
-    let FileRest { gun_prefixes, cache, limits, connections, uploads, timestamp } = file_rest;
+    let FileRest { gun_prefixes, cache, limits, connections, uploads, timestamp, audit } = file_rest;
     let auth = auth_settings::merge(flags.auth, env.auth, file.auth, listen)?;
     let check = |key: &'static str, value: u64, min: u64, max: u64| -> Result<(), ConfigError> {
         if (min..=max).contains(&value) {
@@ -506,6 +515,15 @@ fn merge(
         });
     }
 
+    let audit = AuditConfig {
+        checkpoint_interval_secs: audit
+            .checkpoint_interval_secs
+            .unwrap_or(AuditConfig::default().checkpoint_interval_secs),
+    };
+    // At least a checkpoint a minute while the log grows: a longer interval would widen what an
+    // intruder can drop unnoticed.
+    check("audit.checkpoint_interval_secs", audit.checkpoint_interval_secs, 1, 60)?;
+
     let gun_prefixes = gun_prefixes.unwrap_or_default();
     for prefix in &gun_prefixes {
         check_gun_prefix(prefix).map_err(|reason| ConfigError::Invalid {
@@ -530,6 +548,7 @@ fn merge(
         connections,
         uploads,
         timestamp,
+        audit,
         gun_prefixes,
         signer,
         auth,

@@ -68,6 +68,7 @@ fn defaults_apply_without_any_source() {
         }
     );
     assert_eq!(config.timestamp.refresh_interval(), Duration::from_secs(300));
+    assert_eq!(config.audit.checkpoint_interval(), Duration::from_secs(60));
     assert_eq!(config.timestamp.refresh_before(), Duration::from_secs(86_400));
     assert!(config.gun_prefixes.is_empty());
     assert_eq!(config.config_file, None);
@@ -165,7 +166,8 @@ fn toml_only_sections_are_read_and_range_checked() {
         "gun_prefixes = [\"docker.io/\", \"example.com/team/\"]\n\
          [cache]\ncurrent_max_age = 0\n\
          [limits]\nmax_body_bytes = 1024\nmax_parts = 5\nmax_targets = 500\nmax_delegations = 7\n\
-         [timestamp]\nrefresh_interval_secs = 60\nrefresh_before_secs = 3600\n",
+         [timestamp]\nrefresh_interval_secs = 60\nrefresh_before_secs = 3600\n\
+         [audit]\ncheckpoint_interval_secs = 5\n",
     );
     let config = load_with(&["--config", file.to_str().unwrap()], &[]).unwrap();
     assert_eq!(config.gun_prefixes, ["docker.io/", "example.com/team/"]);
@@ -178,6 +180,7 @@ fn toml_only_sections_are_read_and_range_checked() {
     assert_eq!((update.max_targets, update.max_delegations, update.max_signatures), (500, 7, 64));
     assert_eq!(config.limits.max_delegation_depth, 16);
     assert_eq!(config.timestamp.refresh_interval_secs, 60);
+    assert_eq!(config.audit.checkpoint_interval_secs, 5);
     assert_eq!(config.timestamp.refresh_before_secs, 3600);
 }
 
@@ -264,6 +267,9 @@ fn invalid_file_values_are_rejected_with_the_key_named() {
         ("[uploads]\nmax_buffered_bytes = 17179869185\n", "`uploads.max_buffered_bytes` in"),
         ("[uploads]\nwait_ms = 60001\n", "`uploads.wait_ms` in"),
         ("[timestamp]\nrefresh_interval_secs = 0\n", "`timestamp.refresh_interval_secs` in"),
+        ("[audit]\ncheckpoint_interval_secs = 0\n", "`audit.checkpoint_interval_secs` in"),
+        ("[audit]\ncheckpoint_interval_secs = 61\n", "`audit.checkpoint_interval_secs` in"),
+        ("[audit]\ncheckpoint_every = 5\n", "checkpoint_every"),
         ("[timestamp]\nrefresh_before_secs = 1209600\n", "`timestamp.refresh_before_secs` in"),
         ("[timestamp]\nrefresh_interval_secs = 4000\nrefresh_before_secs = 3600\n", "must be shorter"),
         ("gun_prefixes = [\"docker.io\"]\n", "must end with '/'"),
