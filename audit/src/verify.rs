@@ -39,6 +39,9 @@ pub enum ProblemKind {
     Truncated,
     /// Checkpoints disagree with each other (a later one covers fewer entries).
     RolledBack,
+    /// Rows derived from an entry (the tag history a publish wrote) no longer match what the
+    /// entry recorded of them.
+    RecordMismatch,
 }
 
 /// One finding.

@@ -541,3 +541,45 @@ async fn rebuild(
     }
     Ok((grants, history, versions.len()))
 }
+
+/// Checks the tag history rows of the publish entries of `entries` (one page, in order) against
+/// what each entry recorded: the changes themselves, or their counts and digest. `history` holds
+/// the rows whose `audit_seq` lies in the page, ordered by entry, then as written. Returns the
+/// problems, each at the entry's position.
+pub fn check_history(
+    entries: &[tufa_store::StoredEntry],
+    history: &[tufa_store::TargetEvent],
+) -> Vec<tufa_audit::Problem> {
+    let mut by_entry: BTreeMap<i64, Vec<NewTargetEvent>> = BTreeMap::new();
+    for event in history {
+        if let Some(seq) = event.audit_seq {
+            by_entry.entry(seq).or_default().push(event.event.clone());
+        }
+    }
+    let mut problems = Vec::new();
+    for stored in entries {
+        let entry = &stored.entry;
+        let Ok(seq) = i64::try_from(entry.seq) else { continue };
+        let rows = by_entry.remove(&seq).unwrap_or_default();
+        let recorded = if entry.kind == kinds::PUBLISH {
+            entry.details_json().get("targets").cloned().unwrap_or(Value::Array(Vec::new()))
+        } else if rows.is_empty() {
+            continue;
+        } else {
+            Value::Array(Vec::new())
+        };
+        if targets_details(&rows) != recorded {
+            problems.push(tufa_audit::Problem {
+                position: Some(entry.seq),
+                kind: tufa_audit::ProblemKind::RecordMismatch,
+                message: format!(
+                    "the tag history of the entry at position {} ({} rows) does not match what the entry recorded: \
+                     history rows were edited, inserted or deleted",
+                    entry.seq,
+                    rows.len()
+                ),
+            });
+        }
+    }
+    problems
+}

@@ -247,17 +247,23 @@ async fn verify(
         .collect();
     let mut verifier = LogVerifier::new(&key, &checkpoints);
     let mut filter = AuditFilter { limit: PAGE, ..AuditFilter::default() };
+    let mut record_problems = Vec::new();
     loop {
         let page = store.audit_entries(&filter).await?;
         for stored in &page {
             verifier.push(&stored.entry, stored.leaf_hash);
+        }
+        if let (Some(first), Some(last)) = (page.first(), page.last()) {
+            let history = store.history_of_entries(first.entry.seq, last.entry.seq).await?;
+            record_problems.extend(crate::audit::check_history(&page, &history));
         }
         match page.last() {
             Some(last) if page.len() == PAGE as usize => filter.after = Some(last.entry.seq),
             _ => break,
         }
     }
-    let report = verifier.finish();
+    let mut report = verifier.finish();
+    report.problems.extend(record_problems);
     if as_json {
         let text = serde_json::to_string_pretty(&report).map_err(|error| AuditCliError(error.to_string()))?;
         output(writeln!(out, "{text}"))?;

@@ -478,6 +478,10 @@ pub trait Store: Send + Sync + 'static {
     /// Every recorded event of target `name` in `gun`, oldest first.
     async fn target_history(&self, gun: &str, name: &str) -> Result<Vec<TargetEvent>, StoreError>;
 
+    /// The target events recorded by the audit entries at positions `from..=to`, ordered by entry,
+    /// then as written.
+    async fn history_of_entries(&self, from: u64, to: u64) -> Result<Vec<TargetEvent>, StoreError>;
+
     /// A value kept in the audit state table (e.g. whether the backfill ran).
     async fn audit_state(&self, name: &str) -> Result<Option<String>, StoreError>;
 

@@ -1857,6 +1857,22 @@ impl Store for SqlStore {
         })
     }
 
+    async fn history_of_entries(&self, from: u64, to: u64) -> Result<Vec<TargetEvent>, StoreError> {
+        const SQL: &str = "SELECT id, gun, name, role, version, change, sha256, length, signer_keys, \
+             signer_canonical_ids, principal, audit_seq, created_at FROM target_history \
+             WHERE audit_seq >= $1 AND audit_seq <= $2 ORDER BY audit_seq, id";
+        let (from, to) = (to_i64(from, "audit position")?, to_i64(to, "audit position")?);
+        per_dialect!(&self.pools, |pools, D| {
+            let rows = sqlx::query_as::<_, TargetEventRow<D>>(SQL)
+                .bind(from)
+                .bind(to)
+                .fetch_all(D::reader(pools))
+                .await
+                .map_err(from_sqlx)?;
+            convert(rows, TargetEventRow::into_event)
+        })
+    }
+
     async fn audit_state(&self, name: &str) -> Result<Option<String>, StoreError> {
         per_dialect!(&self.pools, |pools, D| {
             sqlx::query_scalar("SELECT value FROM audit_state WHERE name = $1")

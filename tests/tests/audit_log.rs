@@ -113,6 +113,16 @@ fn scenario(backend: Backend) {
     let size = log(&server).len();
     assert_eq!(size, entries.len());
 
+    // A tag-history row rewritten behind the server's back: the entry that wrote it disagrees.
+    let recorded_by = history[0]["audit_seq"].as_u64().expect("audit_seq");
+    tamper(&server, "UPDATE target_history SET sha256 = '00' WHERE name = 'v1'");
+    let (code, report) = verify(&server, &vkey);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        report.contains(&format!("PROBLEM at {recorded_by}: the tag history of the entry at position {recorded_by}")),
+        "{report}"
+    );
+
     // Edited.
     tamper(&server, "UPDATE audit_log SET details = '{\"forged\":true}' WHERE seq = 1");
     let (code, report) = verify(&server, &vkey);
@@ -206,9 +216,17 @@ fn backfill(backend: Backend) {
 
     // Forget the record, as a database of the previous version would not have it.
     let sqlite = data.join("tufa.db");
-    for statement in
-        ["DELETE FROM grant_keys", "DELETE FROM grants", "DELETE FROM target_history", "DELETE FROM audit_state"]
-    {
+    for statement in [
+        "DELETE FROM grant_keys",
+        "DELETE FROM grants",
+        "DELETE FROM target_history",
+        "DELETE FROM audit_state",
+        "DELETE FROM audit_keys_used",
+        "DELETE FROM audit_checkpoints",
+        "DELETE FROM audit_hashes",
+        "DELETE FROM audit_log",
+        "DELETE FROM audit_signing_keys",
+    ] {
         sql(url.as_deref(), &sqlite, statement);
     }
     assert_eq!(run(&["grants", GUN]), Vec::<serde_json::Value>::new());
