@@ -106,6 +106,37 @@ pub fn target_changes_digest(events: &[NewTargetEvent]) -> String {
     hex::encode(context.finish().as_ref())
 }
 
+/// SHA-256 (lowercase hex) over the grants a publish wrote, in the order written: for each, its
+/// delegating role, delegated role, version, threshold and paths text (empty for the base roles),
+/// then its keys sorted by key ID, each as key ID, canonical ID and subject (empty when none);
+/// every field is written as its length in bytes, `:`, the bytes. `tufa-server audit verify`
+/// recomputes it from the grant rows of the entry.
+pub fn grants_digest(grants: &[NewGrant]) -> String {
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut field = |text: &str| {
+        context.update(text.len().to_string().as_bytes());
+        context.update(b":");
+        context.update(text.as_bytes());
+    };
+    for grant in grants {
+        field(&grant.delegating_role);
+        field(&grant.delegated_role);
+        field(&grant.version.to_string());
+        field(&grant.threshold.to_string());
+        field(grant.paths.as_deref().unwrap_or(""));
+        let mut keys: Vec<&GrantKey> = grant.keys.iter().collect();
+        keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+        keys.dedup_by(|a, b| a.key_id == b.key_id);
+        field(&keys.len().to_string());
+        for key in keys {
+            field(&key.key_id);
+            field(&key.canonical_id);
+            field(key.subject.as_deref().unwrap_or(""));
+        }
+    }
+    hex::encode(context.finish().as_ref())
+}
+
 /// The `targets` member of a publish entry's details: the changes themselves when there are
 /// few, else their counts and digest.
 fn targets_details(events: &[NewTargetEvent]) -> Value {
@@ -244,6 +275,7 @@ pub fn publish_record(
         "signers": signers,
         "online_signatures": online_json,
         "targets": targets_details(&parts.history),
+        "grants": {"count": parts.grants.len(), "sha256": grants_digest(&parts.grants)},
     });
     let mut keys: Vec<String> = signers.values().flatten().cloned().collect();
     // Also under their canonical IDs, so a key is found however it is named.
@@ -549,18 +581,44 @@ async fn rebuild(
 pub fn check_history(
     entries: &[tufa_store::StoredEntry],
     history: &[tufa_store::TargetEvent],
+    grants: &[tufa_store::Grant],
 ) -> Vec<tufa_audit::Problem> {
+    let mut grants_by_entry: BTreeMap<i64, Vec<NewGrant>> = BTreeMap::new();
+    for grant in grants {
+        if let Some(seq) = grant.audit_seq {
+            grants_by_entry.entry(seq).or_default().push(grant.grant.clone());
+        }
+    }
     let mut by_entry: BTreeMap<i64, Vec<NewTargetEvent>> = BTreeMap::new();
     for event in history {
         if let Some(seq) = event.audit_seq {
             by_entry.entry(seq).or_default().push(event.event.clone());
         }
     }
-    let mut problems = Vec::new();
+    let mut problems: Vec<tufa_audit::Problem> = Vec::new();
     for stored in entries {
         let entry = &stored.entry;
         let Ok(seq) = i64::try_from(entry.seq) else { continue };
         let rows = by_entry.remove(&seq).unwrap_or_default();
+        let written = grants_by_entry.remove(&seq).unwrap_or_default();
+        // Publish entries written before grants were digested carry no `grants` member.
+        if entry.kind == kinds::PUBLISH
+            && let Some(recorded) = entry.details_json().get("grants").cloned()
+        {
+            let expected = json!({"count": written.len(), "sha256": grants_digest(&written)});
+            if recorded != expected {
+                problems.push(tufa_audit::Problem {
+                    position: Some(entry.seq),
+                    kind: tufa_audit::ProblemKind::RecordMismatch,
+                    message: format!(
+                        "the grants of the entry at position {} ({} rows) do not match what the entry recorded: \
+                         grant rows or their keys were edited, inserted or deleted",
+                        entry.seq,
+                        written.len()
+                    ),
+                });
+            }
+        }
         let recorded = if entry.kind == kinds::PUBLISH {
             entry.details_json().get("targets").cloned().unwrap_or(Value::Array(Vec::new()))
         } else if rows.is_empty() {

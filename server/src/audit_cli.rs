@@ -255,7 +255,8 @@ async fn verify(
         }
         if let (Some(first), Some(last)) = (page.first(), page.last()) {
             let history = store.history_of_entries(first.entry.seq, last.entry.seq).await?;
-            record_problems.extend(crate::audit::check_history(&page, &history));
+            let grants = store.grants_of_entries(first.entry.seq, last.entry.seq).await?;
+            record_problems.extend(crate::audit::check_history(&page, &history, &grants));
         }
         match page.last() {
             Some(last) if page.len() == PAGE as usize => filter.after = Some(last.entry.seq),

@@ -482,6 +482,10 @@ pub trait Store: Send + Sync + 'static {
     /// then as written.
     async fn history_of_entries(&self, from: u64, to: u64) -> Result<Vec<TargetEvent>, StoreError>;
 
+    /// The grants recorded by the audit entries at positions `from..=to` (with their keys),
+    /// ordered by entry, then as written.
+    async fn grants_of_entries(&self, from: u64, to: u64) -> Result<Vec<Grant>, StoreError>;
+
     /// A value kept in the audit state table (e.g. whether the backfill ran).
     async fn audit_state(&self, name: &str) -> Result<Option<String>, StoreError>;
 

@@ -123,6 +123,15 @@ fn scenario(backend: Backend) {
         "{report}"
     );
 
+    // A delegate's grant widened behind the server's back: the entry that wrote it disagrees.
+    let granted_by = releases[0]["audit_seq"].as_u64().expect("audit_seq");
+    tamper(&server, "UPDATE grants SET threshold = 0 WHERE delegated_role = 'targets/releases'");
+    let (_, report) = verify(&server, &vkey);
+    assert!(
+        report.contains(&format!("PROBLEM at {granted_by}: the grants of the entry at position {granted_by}")),
+        "{report}"
+    );
+
     // Edited.
     tamper(&server, "UPDATE audit_log SET details = '{\"forged\":true}' WHERE seq = 1");
     let (code, report) = verify(&server, &vkey);
