@@ -601,12 +601,11 @@ pub fn check_history(
         let Ok(seq) = i64::try_from(entry.seq) else { continue };
         let rows = by_entry.remove(&seq).unwrap_or_default();
         let written = grants_by_entry.remove(&seq).unwrap_or_default();
+        let details = (entry.kind == kinds::PUBLISH).then(|| entry.details_json());
         // Publish entries written before grants were digested carry no `grants` member.
-        if entry.kind == kinds::PUBLISH
-            && let Some(recorded) = entry.details_json().get("grants").cloned()
-        {
+        if let Some(recorded) = details.as_ref().and_then(|details| details.get("grants")) {
             let expected = json!({"count": written.len(), "sha256": grants_digest(&written)});
-            if recorded != expected {
+            if *recorded != expected {
                 problems.push(tufa_audit::Problem {
                     position: Some(entry.seq),
                     kind: tufa_audit::ProblemKind::RecordMismatch,
@@ -619,8 +618,8 @@ pub fn check_history(
                 });
             }
         }
-        let recorded = if entry.kind == kinds::PUBLISH {
-            entry.details_json().get("targets").cloned().unwrap_or(Value::Array(Vec::new()))
+        let recorded = if let Some(details) = &details {
+            details.get("targets").cloned().unwrap_or(Value::Array(Vec::new()))
         } else if rows.is_empty() {
             continue;
         } else {

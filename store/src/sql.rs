@@ -572,6 +572,14 @@ macro_rules! grant_columns {
     };
 }
 
+/// The `SELECT` of every `target_history` column that makes up a [`TargetEventRow`].
+macro_rules! event_columns {
+    () => {
+        "SELECT id, gun, name, role, version, change, sha256, length, signer_keys, signer_canonical_ids, principal, \
+         audit_seq, created_at FROM target_history "
+    };
+}
+
 /// A `target_history` row as the dialect stores it.
 #[derive(sqlx::FromRow)]
 struct TargetEventRow<D: Dialect> {
@@ -825,6 +833,16 @@ macro_rules! write_grants_and_history {
                 chunk.iter().map(|event| (event, principal, Some($seq), $at)).collect()
             );
         }
+    }};
+}
+
+/// The grants of the `grants` rows `$rows`, with their keys read from pools `$pools` of dialect
+/// `$d`: the result every grant query returns.
+macro_rules! grants_with_keys {
+    ($d:ty, $pools:expr, $rows:expr) => {{
+        let mut grants = convert($rows, GrantRow::into_grant)?;
+        attach_grant_keys!($d, $pools, grants);
+        Ok(grants)
     }};
 }
 
@@ -1806,9 +1824,7 @@ impl Store for SqlStore {
             }
             query.push(" ORDER BY g.delegating_role, g.delegated_role, g.id");
             let rows: Vec<GrantRow<D>> = query.build_query_as().fetch_all(D::reader(pools)).await.map_err(from_sqlx)?;
-            let mut grants = convert(rows, GrantRow::into_grant)?;
-            attach_grant_keys!(D, pools, grants);
-            Ok(grants)
+            grants_with_keys!(D, pools, rows)
         })
     }
 
@@ -1817,9 +1833,7 @@ impl Store for SqlStore {
         per_dialect!(&self.pools, |pools, D| {
             let rows =
                 sqlx::query_as::<_, GrantRow<D>>(SQL).bind(gun).fetch_all(D::reader(pools)).await.map_err(from_sqlx)?;
-            let mut grants = convert(rows, GrantRow::into_grant)?;
-            attach_grant_keys!(D, pools, grants);
-            Ok(grants)
+            grants_with_keys!(D, pools, rows)
         })
     }
 
@@ -1836,16 +1850,12 @@ impl Store for SqlStore {
                 .fetch_all(D::reader(pools))
                 .await
                 .map_err(from_sqlx)?;
-            let mut grants = convert(rows, GrantRow::into_grant)?;
-            attach_grant_keys!(D, pools, grants);
-            Ok(grants)
+            grants_with_keys!(D, pools, rows)
         })
     }
 
     async fn target_history(&self, gun: &str, name: &str) -> Result<Vec<TargetEvent>, StoreError> {
-        const SQL: &str = "SELECT id, gun, name, role, version, change, sha256, length, signer_keys, \
-             signer_canonical_ids, principal, audit_seq, created_at FROM target_history WHERE gun = $1 AND name = $2 \
-             ORDER BY id";
+        const SQL: &str = concat!(event_columns!(), "WHERE gun = $1 AND name = $2 ORDER BY id");
         per_dialect!(&self.pools, |pools, D| {
             let rows = sqlx::query_as::<_, TargetEventRow<D>>(SQL)
                 .bind(gun)
@@ -1858,9 +1868,7 @@ impl Store for SqlStore {
     }
 
     async fn history_of_entries(&self, from: u64, to: u64) -> Result<Vec<TargetEvent>, StoreError> {
-        const SQL: &str = "SELECT id, gun, name, role, version, change, sha256, length, signer_keys, \
-             signer_canonical_ids, principal, audit_seq, created_at FROM target_history \
-             WHERE audit_seq >= $1 AND audit_seq <= $2 ORDER BY audit_seq, id";
+        const SQL: &str = concat!(event_columns!(), "WHERE audit_seq >= $1 AND audit_seq <= $2 ORDER BY audit_seq, id");
         let (from, to) = (to_i64(from, "audit position")?, to_i64(to, "audit position")?);
         per_dialect!(&self.pools, |pools, D| {
             let rows = sqlx::query_as::<_, TargetEventRow<D>>(SQL)
@@ -1887,9 +1895,7 @@ impl Store for SqlStore {
                 .fetch_all(D::reader(pools))
                 .await
                 .map_err(from_sqlx)?;
-            let mut grants = convert(rows, GrantRow::into_grant)?;
-            attach_grant_keys!(D, pools, grants);
-            Ok(grants)
+            grants_with_keys!(D, pools, rows)
         })
     }
 
