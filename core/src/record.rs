@@ -271,51 +271,94 @@ pub struct TargetChange {
 /// hashes or its `custom` value differs. Both files are read one entry at a time and merged in
 /// one pass; signatures are not checked.
 pub fn target_changes(previous: Option<&[u8]>, new: &[u8]) -> Result<Vec<TargetChange>, RecordError> {
-    let new_signed = Signed::parse(new)?;
-    let mut new_entries = TargetEntries::of(&new_signed)?;
-    let previous_signed = previous.map(Signed::parse).transpose()?;
-    let mut old_entries = match &previous_signed {
-        Some(signed) => TargetEntries::of(signed)?,
-        None => TargetEntries::empty(),
-    };
-    let mut changes = Vec::new();
-    let mut old = old_entries.next_entry()?;
-    let mut current = new_entries.next_entry()?;
-    loop {
-        let order = match (&old, &current) {
-            (None, None) => break,
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (Some(old), Some(current)) => old.name.cmp(&current.name),
+    let mut stream = TargetChangeStream::new(previous, new)?;
+    stream.next_chunk(previous, new, usize::MAX)
+}
+
+/// The target changes between two versions of a targets-type file (as [`target_changes`] lists
+/// them), produced a chunk at a time, so a publish of 100,000 targets never holds its changes in
+/// memory at once. The stream keeps only where it stopped in each file; each call is given the
+/// same two files again, so the caller keeps them where they already are.
+#[derive(Debug, Clone)]
+pub struct TargetChangeStream {
+    old: EntriesCursor,
+    new: EntriesCursor,
+}
+
+impl TargetChangeStream {
+    /// Checks that both files are targets files (each parsed once, here) and finds their targets.
+    pub fn new(previous: Option<&[u8]>, new: &[u8]) -> Result<Self, RecordError> {
+        let old = match previous {
+            Some(bytes) => EntriesCursor::of(bytes, &Signed::parse(bytes)?)?,
+            None => EntriesCursor::default(),
         };
-        match order {
-            Ordering::Less => {
-                if let Some(removed) = old.take() {
-                    changes.push(removed.change(ChangeKind::Removed));
-                }
-                old = old_entries.next_entry()?;
+        Ok(Self { old, new: EntriesCursor::of(new, &Signed::parse(new)?)? })
+    }
+
+    /// The next at most `max` changes, in order; fewer only at the end, none once every change
+    /// was returned. `previous` and `new` must be the bytes the stream was made from: other
+    /// bytes give an error (or other changes), never a panic.
+    pub fn next_chunk(
+        &mut self,
+        previous: Option<&[u8]>,
+        new: &[u8],
+        max: usize,
+    ) -> Result<Vec<TargetChange>, RecordError> {
+        let mut old_entries = self.old.resume(previous.unwrap_or_default())?;
+        let mut new_entries = self.new.resume(new)?;
+        let mut changes = Vec::new();
+        // Each lookahead is read with the position it was read from, so a stop can resume there.
+        let mut old_from = old_entries.mark();
+        let mut old = old_entries.next_entry()?;
+        let mut new_from = new_entries.mark();
+        let mut current = new_entries.next_entry()?;
+        loop {
+            if changes.len() >= max {
+                self.old.save(old_from);
+                self.new.save(new_from);
+                return Ok(changes);
             }
-            Ordering::Greater => {
-                if let Some(added) = current.take() {
-                    changes.push(added.change(ChangeKind::Added));
+            let order = match (&old, &current) {
+                (None, None) => break,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(old), Some(current)) => old.name.cmp(&current.name),
+            };
+            match order {
+                Ordering::Less => {
+                    if let Some(removed) = old.take() {
+                        changes.push(removed.change(ChangeKind::Removed));
+                    }
+                    old_from = old_entries.mark();
+                    old = old_entries.next_entry()?;
                 }
-                current = new_entries.next_entry()?;
-            }
-            Ordering::Equal => {
-                if let (Some(before), Some(after)) = (old.take(), current.take())
-                    && before.meta != after.meta
-                {
-                    let mut change = after.change(ChangeKind::Changed);
-                    change.previous_sha256 = before.meta.sha256_hex();
-                    change.previous_length = Some(before.meta.length);
-                    changes.push(change);
+                Ordering::Greater => {
+                    if let Some(added) = current.take() {
+                        changes.push(added.change(ChangeKind::Added));
+                    }
+                    new_from = new_entries.mark();
+                    current = new_entries.next_entry()?;
                 }
-                old = old_entries.next_entry()?;
-                current = new_entries.next_entry()?;
+                Ordering::Equal => {
+                    if let (Some(before), Some(after)) = (old.take(), current.take())
+                        && before.meta != after.meta
+                    {
+                        let mut change = after.change(ChangeKind::Changed);
+                        change.previous_sha256 = before.meta.sha256_hex();
+                        change.previous_length = Some(before.meta.length);
+                        changes.push(change);
+                    }
+                    old_from = old_entries.mark();
+                    old = old_entries.next_entry()?;
+                    new_from = new_entries.mark();
+                    current = new_entries.next_entry()?;
+                }
             }
         }
+        self.old.save(old_entries.mark());
+        self.new.save(new_entries.mark());
+        Ok(changes)
     }
-    Ok(changes)
 }
 
 /// Every target of a targets-type file in name order, each as [`ChangeKind::Added`] (for the
@@ -409,8 +452,8 @@ impl TargetEntry<'_> {
 
 /// The entries of a `targets` object, read from its text one at a time, in order.
 struct TargetEntries<'a> {
-    /// The text of the object.
-    text: &'a str,
+    /// The text of the object (checked as JSON before; each piece read is checked as UTF-8).
+    text: &'a [u8],
     /// Where reading continues: just after `{` or after the last value read.
     position: usize,
     /// Whether an entry was read (so the next is preceded by `,`).
@@ -421,29 +464,87 @@ struct TargetEntries<'a> {
     last: Option<Cow<'a, str>>,
 }
 
+/// Where a [`TargetEntries`] stood: enough to read on from there later.
+struct Mark<'a> {
+    position: usize,
+    started: bool,
+    done: bool,
+    last: Option<Cow<'a, str>>,
+}
+
+/// Where one file's `targets` object is and how far it was read, kept between the calls of a
+/// [`TargetChangeStream`] (positions, not borrowed text).
+#[derive(Debug, Clone, Default)]
+struct EntriesCursor {
+    /// Byte range of the `targets` object in the file; `None` when the file lists no targets.
+    range: Option<(usize, usize)>,
+    position: usize,
+    started: bool,
+    done: bool,
+    last: Option<String>,
+}
+
+impl EntriesCursor {
+    /// The cursor at the first entry of `bytes`, whose parse is `signed`: refused unless it is a
+    /// `Targets` file whose `targets` member is an object, `null` or absent (no targets).
+    fn of(bytes: &[u8], signed: &Signed<'_>) -> Result<Self, RecordError> {
+        if signed.kind() != Some("Targets") {
+            return Err(structure("the file is not a targets file"));
+        }
+        match signed.member("targets") {
+            Some(raw) if raw.get().starts_with('{') => {
+                // The member's text lies inside `bytes` (the parse borrows it); its offset is
+                // the distance between the two addresses, checked against the bytes.
+                let text = raw.get().as_bytes();
+                let start = (text.as_ptr() as usize).wrapping_sub(bytes.as_ptr() as usize);
+                let end = start.checked_add(text.len()).filter(|end| *end <= bytes.len());
+                match end {
+                    Some(end) if bytes.get(start..end) == Some(text) => {
+                        Ok(Self { range: Some((start, end)), position: 1, ..Self::default() })
+                    }
+                    _ => Err(structure("the targets cannot be located in the file")),
+                }
+            }
+            Some(raw) if raw.get() != "null" => Err(structure("\"targets\" is not an object")),
+            _ => Ok(Self { done: true, ..Self::default() }),
+        }
+    }
+
+    /// Reading on in `bytes` (the file the cursor was made from) where the cursor stopped.
+    fn resume<'a>(&self, bytes: &'a [u8]) -> Result<TargetEntries<'a>, RecordError> {
+        let text = match self.range {
+            Some((start, end)) => {
+                bytes.get(start..end).ok_or_else(|| structure("the targets are not where they were found"))?
+            }
+            None => &[],
+        };
+        Ok(TargetEntries {
+            text,
+            position: self.position,
+            started: self.started,
+            done: self.done || self.range.is_none(),
+            last: self.last.clone().map(Cow::Owned),
+        })
+    }
+
+    /// Remembers `mark` to resume from it.
+    fn save(&mut self, mark: Mark<'_>) {
+        self.position = mark.position;
+        self.started = mark.started;
+        self.done = mark.done;
+        self.last = mark.last.map(Cow::into_owned);
+    }
+}
+
 /// Whether `byte` is JSON whitespace.
 fn is_space(byte: u8) -> bool {
     matches!(byte, b' ' | b'\t' | b'\n' | b'\r')
 }
 
 impl<'a> TargetEntries<'a> {
-    fn empty() -> Self {
-        Self { text: "", position: 0, started: false, done: true, last: None }
-    }
-
-    /// The entries of the targets file `signed`: refused unless it is a `Targets` file whose
-    /// `targets` member is an object, `null` or absent (no targets).
-    fn of(signed: &Signed<'a>) -> Result<Self, RecordError> {
-        if signed.kind() != Some("Targets") {
-            return Err(structure("the file is not a targets file"));
-        }
-        match signed.member("targets") {
-            Some(raw) if raw.get().starts_with('{') => {
-                Ok(Self { text: raw.get(), position: 1, started: false, done: false, last: None })
-            }
-            Some(raw) if raw.get() != "null" => Err(structure("\"targets\" is not an object")),
-            _ => Ok(Self::empty()),
-        }
+    /// Where reading stands now.
+    fn mark(&self) -> Mark<'a> {
+        Mark { position: self.position, started: self.started, done: self.done, last: self.last.clone() }
     }
 
     fn broken(&self) -> RecordError {
@@ -451,14 +552,19 @@ impl<'a> TargetEntries<'a> {
     }
 
     fn skip_space(&mut self) {
-        while self.text.as_bytes().get(self.position).copied().is_some_and(is_space) {
+        while self.text.get(self.position).copied().is_some_and(is_space) {
             self.position = self.position.saturating_add(1);
         }
     }
 
     /// The byte at the reading position.
     fn peek(&self) -> Option<u8> {
-        self.text.as_bytes().get(self.position).copied()
+        self.text.get(self.position).copied()
+    }
+
+    /// The text from the reading position to `end`.
+    fn piece(&self, end: usize) -> Result<&'a str, RecordError> {
+        self.text.get(self.position..end).and_then(|piece| std::str::from_utf8(piece).ok()).ok_or_else(|| self.broken())
     }
 
     /// The next entry, or `None` after the last.
@@ -479,8 +585,8 @@ impl<'a> TargetEntries<'a> {
             (Some(b'"'), false) => {}
             _ => return Err(self.broken()),
         }
-        let name_end = value_end(self.text.as_bytes(), self.position).ok_or_else(|| self.broken())?;
-        let name_text = self.text.get(self.position..name_end).ok_or_else(|| self.broken())?;
+        let name_end = value_end(self.text, self.position).ok_or_else(|| self.broken())?;
+        let name_text = self.piece(name_end)?;
         let name: Cow<'a, str> = match serde_json::from_str::<&'a str>(name_text) {
             Ok(name) => Cow::Borrowed(name),
             Err(_) => Cow::Owned(serde_json::from_str::<String>(name_text).map_err(|_| self.broken())?),
@@ -492,8 +598,8 @@ impl<'a> TargetEntries<'a> {
         }
         self.position = self.position.saturating_add(1);
         self.skip_space();
-        let value_end = value_end(self.text.as_bytes(), self.position).ok_or_else(|| self.broken())?;
-        let value_text = self.text.get(self.position..value_end).ok_or_else(|| self.broken())?;
+        let value_end = value_end(self.text, self.position).ok_or_else(|| self.broken())?;
+        let value_text = self.piece(value_end)?;
         self.position = value_end;
         self.started = true;
         if self.last.as_ref().is_some_and(|last| *last >= name) {
@@ -913,6 +1019,51 @@ mod tests {
         );
         assert_eq!(target_changes(Some(&empty), &second), targets_of(&second));
         assert_eq!(targets_of(&targets_file(Value::Null, Value::Null)), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_stream_in_chunks_of_any_size_gives_the_changes_of_one_pass() {
+        let first = targets_file(
+            json!({"a": entry(1, 10), "b": entry(2, 20), "c\u{e9}": entry(3, 30), "e": entry(5, 50)}),
+            Value::Null,
+        );
+        let second = targets_file(
+            json!({"a": entry(1, 10), "b": entry(9, 21), "c\u{e9}": entry(3, 30), "d": entry(4, 40), "f": entry(6, 6)}),
+            Value::Null,
+        );
+        for (previous, new) in [(None, &first), (Some(&first), &second), (Some(&second), &first)] {
+            let previous = previous.map(Vec::as_slice);
+            let whole = target_changes(previous, new).unwrap();
+            assert!(!whole.is_empty());
+            for max in 1..=whole.len() + 1 {
+                let mut stream = TargetChangeStream::new(previous, new).unwrap();
+                let mut streamed = Vec::new();
+                loop {
+                    let chunk = stream.next_chunk(previous, new, max).unwrap();
+                    assert!(chunk.len() <= max, "max {max}");
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    streamed.extend(chunk);
+                }
+                assert_eq!(streamed, whole, "max {max}");
+                // A finished stream stays finished.
+                assert_eq!(stream.next_chunk(previous, new, max), Ok(vec![]));
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_given_other_bytes_errs_without_a_panic() {
+        let first = targets_file(json!({"a": entry(1, 10), "b": entry(2, 20)}), Value::Null);
+        let mut stream = TargetChangeStream::new(None, &first).unwrap();
+        assert_eq!(stream.next_chunk(None, &first, 1).unwrap().len(), 1);
+        assert_eq!(
+            stream.next_chunk(None, b"{}", 1),
+            Err(RecordError::Structure("the targets are not where they were found".into()))
+        );
+        let shifted = [b"  ".as_slice(), &first].concat();
+        assert!(matches!(stream.next_chunk(None, &shifted, 1), Err(RecordError::Structure(_))));
     }
 
     #[test]

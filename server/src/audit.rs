@@ -67,13 +67,18 @@ pub struct OnlineSignatureRecord {
 }
 
 /// What the validated files of an update mean for the record, computed off the async workers.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct PublishParts {
     /// Canonical key ID by key ID as metadata lists it, for every key the grants name.
     pub canonical: BTreeMap<String, String>,
     grants: Vec<NewGrant>,
     superseded_roles: Vec<String>,
+    /// The target events, when there are at most [`INLINE_TARGET_CHANGES`]; else none, and
+    /// `streamed` produces them while the store writes the update.
     history: Vec<NewTargetEvent>,
+    /// The counts and digest of all the target events.
+    summary: ChangesSummary,
+    streamed: Option<HistoryStream>,
 }
 
 /// Up to this many target changes are listed in a publish entry itself; a larger publish lists
@@ -89,8 +94,49 @@ pub const INLINE_TARGET_CHANGES: usize = 100;
 /// from the entry's target history rows (`audit_seq` = the entry's position) to show they are the
 /// ones the entry recorded.
 pub fn target_changes_digest(events: &[NewTargetEvent]) -> String {
-    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    for event in events {
+    let mut summary = ChangesSummary::default();
+    events.iter().for_each(|event| summary.add(event));
+    summary.sha256()
+}
+
+/// The counts of a publish's target changes and their digest ([`target_changes_digest`]), built
+/// one change at a time.
+#[derive(Clone)]
+struct ChangesSummary {
+    count: usize,
+    added: usize,
+    changed: usize,
+    removed: usize,
+    digest: aws_lc_rs::digest::Context,
+}
+
+impl Default for ChangesSummary {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            added: 0,
+            changed: 0,
+            removed: 0,
+            digest: aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256),
+        }
+    }
+}
+
+impl std::fmt::Debug for ChangesSummary {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("ChangesSummary").field("count", &self.count).finish_non_exhaustive()
+    }
+}
+
+impl ChangesSummary {
+    fn add(&mut self, event: &NewTargetEvent) {
+        self.count = self.count.saturating_add(1);
+        match event.change.as_str() {
+            "added" => self.added = self.added.saturating_add(1),
+            "changed" => self.changed = self.changed.saturating_add(1),
+            "removed" => self.removed = self.removed.saturating_add(1),
+            _ => {}
+        }
         let length = event.length.map(|length| length.to_string()).unwrap_or_default();
         for field in [
             event.role.as_str(),
@@ -99,11 +145,97 @@ pub fn target_changes_digest(events: &[NewTargetEvent]) -> String {
             event.sha256.as_deref().unwrap_or(""),
             length.as_str(),
         ] {
-            context.update(field.as_bytes());
-            context.update(b"\n");
+            self.digest.update(field.as_bytes());
+            self.digest.update(b"\n");
         }
     }
-    hex::encode(context.finish().as_ref())
+
+    fn sha256(&self) -> String {
+        hex::encode(self.digest.clone().finish().as_ref())
+    }
+
+    /// The `targets` member of a publish entry with more than [`INLINE_TARGET_CHANGES`] changes.
+    fn details(&self) -> Value {
+        json!({
+            "count": self.count,
+            "added": self.added,
+            "changed": self.changed,
+            "removed": self.removed,
+            "sha256": self.sha256(),
+        })
+    }
+}
+
+/// One targets-type file of a publish whose target events are written as the store reads them.
+struct StreamedFile {
+    role: String,
+    version: i64,
+    /// The version it replaces (the stream's other input), if any.
+    previous: Option<Vec<u8>>,
+    stream: record::TargetChangeStream,
+    signer_keys: std::sync::Arc<[String]>,
+    signer_canonical_ids: std::sync::Arc<[String]>,
+}
+
+/// The target events of a publish with too many to hold, produced a chunk at a time from the
+/// uploaded files (in the store's hands) and the versions they replace (kept here).
+#[derive(Default)]
+pub struct HistoryStream {
+    files: std::collections::VecDeque<StreamedFile>,
+}
+
+impl std::fmt::Debug for HistoryStream {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("HistoryStream").field("files", &self.files.len()).finish()
+    }
+}
+
+impl tufa_store::EventSource for HistoryStream {
+    fn next_events(&mut self, files: &[tufa_store::NewFile], max: usize) -> Result<Vec<NewTargetEvent>, String> {
+        while let Some(file) = self.files.front_mut() {
+            let bytes = files
+                .iter()
+                .find(|stored| stored.role == file.role)
+                .map(|stored| stored.data.as_slice())
+                .ok_or_else(|| format!("the update has no {} file to read its targets from", file.role))?;
+            let changes = file
+                .stream
+                .next_chunk(file.previous.as_deref(), bytes, max)
+                .map_err(|error| format!("{}: {error}", file.role))?;
+            if changes.is_empty() {
+                self.files.pop_front();
+                continue;
+            }
+            return Ok(changes
+                .into_iter()
+                .map(|change| {
+                    let mut event = target_event(change, &file.role, file.version, &file.signer_keys);
+                    event.signer_canonical_ids = file.signer_canonical_ids.clone();
+                    event
+                })
+                .collect());
+        }
+        Ok(Vec::new())
+    }
+}
+
+/// The target event of `change` in version `version` of `role`'s file, signed by `signer_keys`.
+fn target_event(
+    change: record::TargetChange,
+    role: &str,
+    version: i64,
+    signer_keys: &std::sync::Arc<[String]>,
+) -> NewTargetEvent {
+    NewTargetEvent {
+        name: change.name,
+        role: role.to_owned(),
+        version,
+        change: change.kind.as_str().to_owned(),
+        sha256: change.sha256,
+        length: change.length,
+        signer_keys: signer_keys.clone(),
+        signer_canonical_ids: std::sync::Arc::from(Vec::new()),
+    }
 }
 
 /// SHA-256 (lowercase hex) over the grants a publish wrote, in the order written: for each, its
@@ -141,29 +273,29 @@ pub fn grants_digest(grants: &[NewGrant]) -> String {
 /// few, else their counts and digest.
 fn targets_details(events: &[NewTargetEvent]) -> Value {
     if events.len() <= INLINE_TARGET_CHANGES {
-        return Value::Array(
-            events
-                .iter()
-                .map(|event| {
-                    json!({
-                        "role": event.role,
-                        "name": event.name,
-                        "change": event.change,
-                        "sha256": event.sha256,
-                        "length": event.length,
-                    })
-                })
-                .collect(),
-        );
+        return inline_targets(events);
     }
-    let count = |change: &str| events.iter().filter(|event| event.change == change).count();
-    json!({
-        "count": events.len(),
-        "added": count("added"),
-        "changed": count("changed"),
-        "removed": count("removed"),
-        "sha256": target_changes_digest(events),
-    })
+    let mut summary = ChangesSummary::default();
+    events.iter().for_each(|event| summary.add(event));
+    summary.details()
+}
+
+/// The changes themselves, as a publish entry lists up to [`INLINE_TARGET_CHANGES`] of them.
+fn inline_targets(events: &[NewTargetEvent]) -> Value {
+    Value::Array(
+        events
+            .iter()
+            .map(|event| {
+                json!({
+                    "role": event.role,
+                    "name": event.name,
+                    "change": event.change,
+                    "sha256": event.sha256,
+                    "length": event.length,
+                })
+            })
+            .collect(),
+    )
 }
 
 fn store_grant(grant: record::Grant, version: i64) -> NewGrant {
@@ -183,12 +315,19 @@ fn store_grant(grant: record::Grant, version: i64) -> NewGrant {
 
 /// Grants and target changes of the uploaded files, against `previous`: the stored current file
 /// of each uploaded targets-type role, by role. `signers` are the key IDs counted per role.
+///
+/// The changes are read once here, for their counts and digest; when there are more than
+/// [`INLINE_TARGET_CHANGES`], they are not kept but read again while the store writes them
+/// (the replaced versions move into that stream).
 pub fn publish_parts(
-    previous: &BTreeMap<String, Vec<u8>>,
+    mut previous: BTreeMap<String, Vec<u8>>,
     files: &[NewFile],
     signers: &BTreeMap<String, Vec<String>>,
 ) -> Result<PublishParts, String> {
+    /// Changes read at a time while counting.
+    const CHUNK: usize = 1024;
     let mut parts = PublishParts::default();
+    let mut streamed = HistoryStream::default();
     for file in files {
         let role = file.role.as_str();
         let is_root = role == "root";
@@ -202,21 +341,38 @@ pub fn publish_parts(
         if !is_targets {
             continue;
         }
-        let changes = record::target_changes(previous.get(role).map(Vec::as_slice), &file.bytes)
+        let replaced = previous.remove(role);
+        let stream = record::TargetChangeStream::new(replaced.as_deref(), &file.bytes)
             .map_err(|error| format!("{role}: {error}"))?;
         let signer_keys: std::sync::Arc<[String]> = signers.get(role).cloned().unwrap_or_default().into();
-        for change in changes {
-            parts.history.push(NewTargetEvent {
-                name: change.name,
-                role: role.to_owned(),
-                version: file.version,
-                change: change.kind.as_str().to_owned(),
-                sha256: change.sha256,
-                length: change.length,
-                signer_keys: signer_keys.clone(),
-                signer_canonical_ids: std::sync::Arc::from(Vec::new()),
-            });
+        let mut counting = stream.clone();
+        loop {
+            let changes = counting
+                .next_chunk(replaced.as_deref(), &file.bytes, CHUNK)
+                .map_err(|error| format!("{role}: {error}"))?;
+            if changes.is_empty() {
+                break;
+            }
+            for change in changes {
+                let event = target_event(change, role, file.version, &signer_keys);
+                parts.summary.add(&event);
+                if parts.summary.count <= INLINE_TARGET_CHANGES {
+                    parts.history.push(event);
+                }
+            }
         }
+        streamed.files.push_back(StreamedFile {
+            role: role.to_owned(),
+            version: file.version,
+            previous: replaced,
+            stream,
+            signer_keys,
+            signer_canonical_ids: std::sync::Arc::from(Vec::new()),
+        });
+    }
+    if parts.summary.count > INLINE_TARGET_CHANGES {
+        parts.history = Vec::new();
+        parts.streamed = Some(streamed);
     }
     for grant in &parts.grants {
         for key in &grant.keys {
@@ -238,12 +394,18 @@ impl PublishParts {
         }
         // One shared list per file (per role), not one per target.
         let mut per_role: BTreeMap<String, std::sync::Arc<[String]>> = BTreeMap::new();
+        let canonical = &self.canonical;
+        let mut ids_of = |role: &str, keys: &[String]| {
+            per_role
+                .entry(role.to_owned())
+                .or_insert_with(|| keys.iter().filter_map(|key| canonical.get(key).cloned()).collect::<Vec<_>>().into())
+                .clone()
+        };
         for event in &mut self.history {
-            let canonical = &self.canonical;
-            let ids = per_role.entry(event.role.clone()).or_insert_with(|| {
-                event.signer_keys.iter().filter_map(|key| canonical.get(key).cloned()).collect::<Vec<_>>().into()
-            });
-            event.signer_canonical_ids = ids.clone();
+            event.signer_canonical_ids = ids_of(&event.role, &event.signer_keys);
+        }
+        for file in self.streamed.iter_mut().flat_map(|streamed| streamed.files.iter_mut()) {
+            file.signer_canonical_ids = ids_of(&file.role, &file.signer_keys);
         }
     }
 }
@@ -274,7 +436,10 @@ pub fn publish_record(
         "roles": roles,
         "signers": signers,
         "online_signatures": online_json,
-        "targets": targets_details(&parts.history),
+        "targets": match parts.streamed {
+            Some(_) => parts.summary.details(),
+            None => inline_targets(&parts.history),
+        },
         "grants": {"count": parts.grants.len(), "sha256": grants_digest(&parts.grants)},
     });
     let mut keys: Vec<String> = signers.values().flatten().cloned().collect();
@@ -283,7 +448,16 @@ pub fn publish_record(
     keys.extend(canonical);
     keys.extend(online.iter().map(|signature| signature.key_id.clone()));
     let entry = requester.attribute(NewEntry::new(kinds::PUBLISH, details).gun(gun));
-    Record { entry, keys, superseded_roles: parts.superseded_roles, grants: parts.grants, history: parts.history }
+    Record {
+        entry,
+        keys,
+        superseded_roles: parts.superseded_roles,
+        grants: parts.grants,
+        history: parts.history,
+        streamed: parts
+            .streamed
+            .map(|streamed| tufa_store::StreamedEvents::new(Box::new(streamed) as Box<dyn tufa_store::EventSource>)),
+    }
 }
 
 /// The record of the server re-signing a repository's timestamp (and snapshot) on its own.

@@ -367,11 +367,11 @@ impl Service {
         let size: usize = validated.files.iter().map(|file| file.bytes.len()).sum::<usize>()
             + previous.values().map(Vec::len).sum::<usize>();
         let parts = if size <= INLINE_RECORD_BYTES {
-            let parts = audit::publish_parts(&previous, &validated.files, &validated.signers);
+            let parts = audit::publish_parts(previous, &validated.files, &validated.signers);
             Ok((validated, parts))
         } else {
             tokio::task::spawn_blocking(move || {
-                let parts = audit::publish_parts(&previous, &validated.files, &validated.signers);
+                let parts = audit::publish_parts(previous, &validated.files, &validated.signers);
                 (validated, parts)
             })
             .await

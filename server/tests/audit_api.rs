@@ -359,6 +359,109 @@ async fn grants_changes_history_and_key_grants_are_exactly_what_was_published() 
     );
 }
 
+/// The digest a publish entry records over its target changes, written out here from its
+/// definition: each change's role, name, change, sha256 and length, each followed by a newline.
+fn changes_digest(changes: &[(&str, String, &str, Vec<u8>)]) -> String {
+    let mut text = String::new();
+    for (role, name, change, content) in changes {
+        for field in [
+            role.to_string(),
+            name.clone(),
+            change.to_string(),
+            hex::encode(sha256(content)),
+            content.len().to_string(),
+        ] {
+            text.push_str(&field);
+            text.push('\n');
+        }
+    }
+    hex::encode(sha256(text.as_bytes()))
+}
+
+#[tokio::test]
+async fn a_large_publish_records_counts_and_a_digest_and_writes_every_change() {
+    let harness = harness(false).await;
+    let repo = Repo::new();
+    let timestamp = harness.timestamp_key(None).await;
+    let mut body = repo.root_body(1);
+    body["keys"][timestamp.key_id()] = timestamp.to_json();
+    body["roles"]["timestamp"] = json!({"keyids": [timestamp.key_id()], "threshold": 1});
+    let root = sign(&body, &[&repo.root_key]);
+    // 1,250 tags (more than one chunk of the store's inserts), then a version that changes one,
+    // removes 150 and adds 60: 211 changes, beyond the 100 an entry lists.
+    let name = |index: usize| format!("tag-{index:05}");
+    let content = |index: usize, round: u8| format!("{index}-{round}").into_bytes();
+    let first: serde_json::Map<String, Value> =
+        (0..1250).map(|index| (name(index), target(&content(index, 0)))).collect();
+    let targets = repo.targets(2, Value::Object(first), no_delegations());
+    let snapshot = repo.snapshot(2, &[("root", &root), ("targets", &targets)]);
+    harness.post(&[("root", &root), ("targets", &targets), ("snapshot", &snapshot)], None).await;
+    let second: serde_json::Map<String, Value> =
+        (150..1310).map(|index| (name(index), target(&content(index, u8::from(index == 700))))).collect();
+    let targets = repo.targets(3, Value::Object(second), no_delegations());
+    let snapshot = repo.snapshot(3, &[("root", &root), ("targets", &targets)]);
+    harness.post(&[("targets", &targets), ("snapshot", &snapshot)], None).await;
+
+    let mut added: Vec<(&str, String, &str, Vec<u8>)> =
+        (0..1250).map(|index| ("targets", name(index), "added", content(index, 0))).collect();
+    let mut changes: Vec<(&str, String, &str, Vec<u8>)> =
+        (0..150).map(|index| ("targets", name(index), "removed", content(index, 0))).collect();
+    changes.push(("targets", name(700), "changed", content(700, 1)));
+    changes.extend((1250..1310).map(|index| ("targets", name(index), "added", content(index, 0))));
+    let entries = harness.ok("/v1/audit").await["entries"].as_array().unwrap().clone();
+    assert_eq!(entries.len(), 3, "key.create and two publishes");
+    assert_eq!(
+        entries[1]["details"]["targets"],
+        json!({"count": 1250, "added": 1250, "changed": 0, "removed": 0, "sha256": changes_digest(&added)})
+    );
+    assert_eq!(
+        entries[2]["details"]["targets"],
+        json!({"count": 211, "added": 60, "changed": 1, "removed": 150, "sha256": changes_digest(&changes)})
+    );
+    // Every change is in the history, in the order of the digest, each under its entry.
+    let rows = |events: &[tufa_store::TargetEvent]| -> Vec<(String, String, String, Option<i64>, Option<i64>)> {
+        events
+            .iter()
+            .map(|event| {
+                let e = &event.event;
+                (e.role.clone(), e.name.clone(), e.change.clone(), e.length, event.audit_seq)
+            })
+            .collect()
+    };
+    let expected = |changes: &[(&str, String, &str, Vec<u8>)],
+                    seq: i64|
+     -> Vec<(String, String, String, Option<i64>, Option<i64>)> {
+        changes
+            .iter()
+            .map(|(role, name, change, content)| {
+                (
+                    role.to_string(),
+                    name.clone(),
+                    change.to_string(),
+                    Some(i64::try_from(content.len()).unwrap()),
+                    Some(seq),
+                )
+            })
+            .collect()
+    };
+    let history = harness.store.history_of_entries(1, 2).await.unwrap();
+    added.extend(changes.iter().cloned());
+    let mut want = expected(&added[..1250], 1);
+    want.extend(expected(&changes, 2));
+    assert_eq!(rows(&history), want);
+    let tag = harness.ok(&format!("/v1/repositories/{GUN}/targets/{}/history", name(700))).await;
+    let digests: Vec<Value> = tag["history"].as_array().unwrap().iter().map(|event| event["sha256"].clone()).collect();
+    assert_eq!(
+        digests,
+        vec![json!(hex::encode(sha256(&content(700, 0)))), json!(hex::encode(sha256(&content(700, 1))))]
+    );
+    // What `audit verify` checks: the rows match what the entries recorded.
+    let stored =
+        harness.store.audit_entries(&tufa_store::AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
+    let grants = harness.store.grants_of_entries(0, 2).await.unwrap();
+    assert_eq!(tufa_server::audit::check_history(&stored, &history, &grants), vec![]);
+}
+
 #[tokio::test]
 async fn the_log_pages_with_a_cursor_and_filters() {
     let harness = harness(false).await;

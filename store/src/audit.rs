@@ -21,14 +21,65 @@ pub struct Record {
     pub grants: Vec<NewGrant>,
     /// Targets added, changed or removed by this change.
     pub history: Vec<NewTargetEvent>,
+    /// More targets added, changed or removed, written after `history` a chunk at a time as the
+    /// store reads them from the change's files: a publish of 100,000 targets never holds its
+    /// events in memory at once.
+    pub streamed: Option<StreamedEvents>,
 }
 
 impl Record {
     /// A record of `entry` alone.
     pub fn new(entry: NewEntry) -> Record {
-        Record { entry, keys: Vec::new(), superseded_roles: Vec::new(), grants: Vec::new(), history: Vec::new() }
+        Record {
+            entry,
+            keys: Vec::new(),
+            superseded_roles: Vec::new(),
+            grants: Vec::new(),
+            history: Vec::new(),
+            streamed: None,
+        }
     }
 }
+
+/// Target events produced while a change is written, in order, a chunk at a time.
+pub trait EventSource: Send {
+    /// The next at most `max` events (at least one while any are left); none once all were
+    /// given. `files` are the change's files with their bytes: the store asks before it inserts
+    /// them. An error aborts the change (nothing is written).
+    fn next_events(&mut self, files: &[crate::NewFile], max: usize) -> Result<Vec<NewTargetEvent>, String>;
+}
+
+/// The [`EventSource`] of a [`Record`]. Clones share the source; two are equal when they are the
+/// same source.
+#[derive(Clone)]
+pub struct StreamedEvents(Arc<std::sync::Mutex<Box<dyn EventSource>>>);
+
+impl StreamedEvents {
+    /// Shares `source`.
+    pub fn new(source: Box<dyn EventSource>) -> StreamedEvents {
+        StreamedEvents(Arc::new(std::sync::Mutex::new(source)))
+    }
+
+    /// The source's next at most `max` events from `files` (see [`EventSource::next_events`]).
+    pub fn next_events(&self, files: &[crate::NewFile], max: usize) -> Result<Vec<NewTargetEvent>, String> {
+        let mut source = self.0.lock().map_err(|_| "the target events' source failed earlier".to_owned())?;
+        source.next_events(files, max)
+    }
+}
+
+impl std::fmt::Debug for StreamedEvents {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("StreamedEvents(..)")
+    }
+}
+
+impl PartialEq for StreamedEvents {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for StreamedEvents {}
 
 /// One key a grant trusts.
 #[derive(Debug, Clone, PartialEq, Eq)]

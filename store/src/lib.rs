@@ -34,8 +34,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use audit::{
-    AuditFilter, AuditSigningKey, Checkpoint, Grant, GrantKey, NewGrant, NewTargetEvent, Record, StoredEntry,
-    TargetEvent,
+    AuditFilter, AuditSigningKey, Checkpoint, EventSource, Grant, GrantKey, NewGrant, NewTargetEvent, Record,
+    StoredEntry, StreamedEvents, TargetEvent,
 };
 pub use auth::{ApiToken, Principal, PrincipalKind, RoleBinding, TokenKey, TokenKeyKind, Tombstone};
 pub use error::{StoreError, is_transient};

@@ -996,6 +996,21 @@ impl Store for SqlStore {
             write_grants_and_history!(D, &mut tx, gun, &update.record, seq, at);
             drop(std::mem::take(&mut update.record.history));
             drop(std::mem::take(&mut update.record.grants));
+            if let Some(streamed) = update.record.streamed.take() {
+                let principal = update.record.entry.principal.as_deref();
+                loop {
+                    let chunk = streamed.next_events(&update.files, INSERT_CHUNK).map_err(StoreError::Internal)?;
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    insert_history_chunk!(
+                        D,
+                        &mut tx,
+                        gun,
+                        chunk.iter().map(|event| (event, principal, Some(seq), at)).collect()
+                    );
+                }
+            }
             for file in &mut update.files {
                 // The bytes are moved into the statement: binding a reference would copy them,
                 // and a file may be as large as an upload (tens of MiB). Nothing below reads them.

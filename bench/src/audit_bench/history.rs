@@ -138,6 +138,7 @@ fn publish_record(repo: usize, publish: usize, tags: usize) -> Record {
         superseded_roles: vec!["targets".into()],
         grants: vec![grant],
         history: events,
+        streamed: None,
     }
 }
 
