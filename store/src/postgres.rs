@@ -91,6 +91,7 @@ pub(crate) async fn open(url: &DatabaseUrl) -> Result<Pools, StoreError> {
 
 impl Dialect for Postgres {
     const NAME: &'static str = "postgres";
+    const BATCH_AS_CTES: bool = true;
     type Db = sqlx::Postgres;
     type Pools = PgPool;
     type Time = DateTime<Utc>;

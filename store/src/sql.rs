@@ -27,6 +27,9 @@ use crate::{
 pub(crate) trait Dialect: Sized + 'static {
     /// The backend's name, as [`Store::backend`] reports it.
     const NAME: &'static str;
+    /// Whether a [`Batch`] of statements is sent as one statement of `WITH` parts (PostgreSQL)
+    /// rather than as one text of several statements (SQLite).
+    const BATCH_AS_CTES: bool;
     /// The sqlx database.
     type Db: sqlx::Database;
     /// The connection pools the dialect keeps.
@@ -638,11 +641,108 @@ fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::Internal(format!("{what} {value} is beyond the database's range")))
 }
 
+/// What this process last appended to the audit log: the entry's position and leaf hash, and
+/// the stored hashes the next append reads. An append uses them only while that entry is still
+/// the log's last (checked under the audit lock, so another process's append or a rolled-back
+/// transaction is noticed), and reads the hashes from the database otherwise.
+#[derive(Default)]
+pub(crate) struct AuditTip(std::sync::Mutex<Option<(u64, Hash, tufa_audit::tree::Hashes)>>);
+
+impl AuditTip {
+    /// The stored hashes `reads`, if the log's last entry is the one at `seq` with hash `leaf`
+    /// that this process appended and all of them are known.
+    fn hashes(&self, seq: u64, leaf: &Hash, reads: &[u64]) -> Option<tufa_audit::tree::Hashes> {
+        let guard = self.0.lock().ok()?;
+        let (known_seq, known_leaf, hashes) = guard.as_ref()?;
+        if *known_seq != seq || known_leaf != leaf {
+            return None;
+        }
+        reads.iter().map(|index| hashes.get(index).map(|hash| (*index, *hash))).collect()
+    }
+
+    /// Remembers the entry at `seq` with hash `leaf`, appended with the stored hashes `fetched`
+    /// read and `new` written, keeping those the next append reads.
+    fn appended(&self, seq: u64, leaf: Hash, fetched: &tufa_audit::tree::Hashes, new: &[(u64, Hash)]) {
+        let Some(next) = seq.checked_add(1) else { return };
+        let known: tufa_audit::tree::Hashes = tufa_audit::tree::append_reads(next)
+            .into_iter()
+            .filter_map(|index| {
+                let hash = fetched
+                    .get(&index)
+                    .copied()
+                    .or_else(|| new.iter().find(|(written, _)| *written == index).map(|(_, hash)| *hash))?;
+                Some((index, hash))
+            })
+            .collect();
+        if let Ok(mut tip) = self.0.lock() {
+            *tip = Some((seq, leaf, known));
+        }
+    }
+}
+
+/// The statements of one change's record, sent to the database as one: SQLite runs a text of
+/// several statements in one call; PostgreSQL runs one statement whose parts are data-modifying
+/// `WITH` queries (each named, so a later part can read an earlier part's `RETURNING` rows).
+/// One call instead of one per table is most of what the record costs a publish.
+struct Batch<DB: sqlx::Database> {
+    query: QueryBuilder<DB>,
+    as_ctes: bool,
+    parts: usize,
+}
+
+impl<DB: sqlx::Database> Batch<DB> {
+    fn new(as_ctes: bool) -> Self {
+        Batch { query: QueryBuilder::new(""), as_ctes, parts: 0 }
+    }
+
+    /// Starts the part named `name` (the name matters with `WITH` parts only); the caller writes
+    /// one statement into the returned builder, then calls [`Batch::end`].
+    fn part(&mut self, name: &str) -> &mut QueryBuilder<DB> {
+        match (self.as_ctes, self.parts) {
+            (true, 0) => self.query.push(format_args!("WITH {name} AS (")),
+            (true, _) => self.query.push(format_args!(", {name} AS (")),
+            (false, 0) => &mut self.query,
+            (false, _) => self.query.push("; "),
+        };
+        self.parts = self.parts.saturating_add(1);
+        &mut self.query
+    }
+
+    /// Ends the current part.
+    fn end(&mut self) {
+        if self.as_ctes {
+            self.query.push(")");
+        }
+    }
+
+    /// The one statement (or text of statements) to run.
+    fn finish(mut self) -> QueryBuilder<DB> {
+        if self.as_ctes {
+            self.query.push(" SELECT 1");
+        }
+        self.query
+    }
+}
+
+/// Grants with at most this many rows and keys are written in the record's one batch; more in
+/// statements of their own.
+const BATCHED_GRANTS: usize = 64;
+/// See [`BATCHED_GRANTS`].
+const BATCHED_GRANT_KEYS: usize = 256;
+
 /// Appends `$record`'s audit entry in transaction `$tx` of dialect `$d` at `$at`, with its
 /// stored Merkle hashes and key index, holding the dialect's audit lock until the transaction
-/// ends. Evaluates to the entry's position.
+/// ends; for a change of repository `$gun` (`Some`), also supersedes the grants of the roles it
+/// replaces and writes its grants and target history (the streamed part of the history is the
+/// caller's). `$tip` is the store's [`AuditTip`]. Evaluates to the entry's position.
 macro_rules! append_entry {
-    ($d:ty, $tx:expr, $record:expr, $at:expr) => {{
+    ($d:ty, $tx:expr, $record:expr, $at:expr, $tip:expr) => {
+        append_entry!($d, $tx, None::<&str>, $record, $at, $tip)
+    };
+    ($d:ty, $tx:expr, $gun:expr, $record:expr, $at:expr, $tip:expr) => {{
+        let record: &Record = $record;
+        let at: DateTime<Utc> = $at;
+        let tip: &AuditTip = $tip;
         <$d>::lock_audit($tx).await?;
         let last: Option<(i64, String)> =
             sqlx::query_as("SELECT seq, leaf_hash FROM audit_log ORDER BY seq DESC LIMIT 1")
@@ -662,63 +762,189 @@ macro_rules! append_entry {
                 (next, Some(prev))
             }
         };
-        let entry = $record.entry.at(seq, $at, prev);
+        let entry = record.entry.at(seq, at, prev);
         let leaf = entry.leaf_hash();
         let reads = tufa_audit::tree::append_reads(seq);
-        let mut fetched = tufa_audit::tree::Hashes::new();
-        if !reads.is_empty() {
-            let mut query =
-                QueryBuilder::<<$d as Dialect>::Db>::new("SELECT idx, hash FROM audit_hashes WHERE idx IN (");
-            let mut list = query.separated(", ");
-            for index in &reads {
-                list.push_bind(to_i64(*index, "stored hash index")?);
+        let known = match (&prev, seq.checked_sub(1)) {
+            (Some(prev), Some(last)) => tip.hashes(last, prev, &reads),
+            _ => None,
+        };
+        let fetched = match known {
+            Some(hashes) => hashes,
+            None if reads.is_empty() => tufa_audit::tree::Hashes::new(),
+            None => {
+                let mut fetched = tufa_audit::tree::Hashes::new();
+                let mut query =
+                    QueryBuilder::<<$d as Dialect>::Db>::new("SELECT idx, hash FROM audit_hashes WHERE idx IN (");
+                let mut list = query.separated(", ");
+                for index in &reads {
+                    list.push_bind(to_i64(*index, "stored hash index")?);
+                }
+                query.push(")");
+                let rows: Vec<(i64, Vec<u8>)> =
+                    query.build_query_as().fetch_all(&mut **$tx).await.map_err(from_sqlx)?;
+                for (index, hash) in rows {
+                    let hash: [u8; 32] = hash
+                        .try_into()
+                        .map_err(|_| StoreError::Internal(format!("stored audit hash {index} is not 32 bytes")))?;
+                    fetched.insert(u64::try_from(index).unwrap_or_default(), Hash(hash));
+                }
+                fetched
             }
-            query.push(")");
-            let rows: Vec<(i64, Vec<u8>)> = query.build_query_as().fetch_all(&mut **$tx).await.map_err(from_sqlx)?;
-            for (index, hash) in rows {
-                let hash: [u8; 32] = hash
-                    .try_into()
-                    .map_err(|_| StoreError::Internal(format!("stored audit hash {index} is not 32 bytes")))?;
-                fetched.insert(u64::try_from(index).unwrap_or_default(), Hash(hash));
-            }
-        }
+        };
         let new_hashes = tufa_audit::tree::append(seq, leaf, &fetched)
             .map_err(|error| StoreError::Internal(format!("audit tree: {error}")))?;
-        let mut query = QueryBuilder::<<$d as Dialect>::Db>::new("INSERT INTO audit_hashes (idx, hash) ");
+        let seq_i64 = to_i64(seq, "audit entry position")?;
+        let mut batch = Batch::<<$d as Dialect>::Db>::new(<$d>::BATCH_AS_CTES);
+        let query = batch.part("hashes");
+        query.push("INSERT INTO audit_hashes (idx, hash) ");
         let mut values = Vec::with_capacity(new_hashes.len());
-        for (index, hash) in new_hashes {
-            values.push((to_i64(index, "stored hash index")?, hash.0.to_vec()));
+        for (index, hash) in &new_hashes {
+            values.push((to_i64(*index, "stored hash index")?, hash.0.to_vec()));
         }
         query.push_values(values, |mut row, (index, hash)| {
             row.push_bind(index).push_bind(hash);
         });
-        query.build().execute(&mut **$tx).await.map_err(from_sqlx)?;
-        let seq_i64 = to_i64(seq, "audit entry position")?;
-        sqlx::query(
+        batch.end();
+        let query = batch.part("entry");
+        query.push(
             "INSERT INTO audit_log (seq, created_at, kind, gun, principal, address, request_id, details, prev_hash, \
-             leaf_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(seq_i64)
-        .bind(<$d>::time(entry.time))
-        .bind(&entry.kind)
-        .bind(&entry.gun)
-        .bind(&entry.principal)
-        .bind(&entry.address)
-        .bind(&entry.request_id)
-        .bind(&entry.details)
-        .bind(entry.prev.as_ref().map(hash_hex))
-        .bind(hash_hex(&leaf))
-        .execute(&mut **$tx)
-        .await
-        .map_err(from_sqlx)?;
-        let keys: std::collections::BTreeSet<&String> = $record.keys.iter().collect();
+             leaf_hash) ",
+        );
+        query.push_values([&entry], |mut row, entry| {
+            row.push_bind(seq_i64)
+                .push_bind(<$d>::time(entry.time))
+                .push_bind(entry.kind.clone())
+                .push_bind(entry.gun.clone())
+                .push_bind(entry.principal.clone())
+                .push_bind(entry.address.clone())
+                .push_bind(entry.request_id.clone())
+                .push_bind(entry.details.clone())
+                .push_bind(entry.prev.as_ref().map(hash_hex))
+                .push_bind(hash_hex(&leaf));
+        });
+        batch.end();
+        let keys: std::collections::BTreeSet<&String> = record.keys.iter().collect();
         if !keys.is_empty() {
-            let mut query = QueryBuilder::<<$d as Dialect>::Db>::new("INSERT INTO audit_keys_used (key_id, seq) ");
+            let query = batch.part("keys");
+            query.push("INSERT INTO audit_keys_used (key_id, seq) ");
             query.push_values(keys, |mut row, key| {
                 row.push_bind(key.clone()).push_bind(seq_i64);
             });
-            query.build().execute(&mut **$tx).await.map_err(from_sqlx)?;
+            batch.end();
         }
+        let gun: Option<&str> = $gun;
+        let principal = record.entry.principal.as_deref();
+        let grant_keys = record.grants.iter().map(|grant| grant.keys.len()).sum::<usize>();
+        let grants_batched = record.grants.len() <= BATCHED_GRANTS && grant_keys <= BATCHED_GRANT_KEYS;
+        let history_batched = record.history.len() <= INSERT_CHUNK;
+        if let Some(gun) = gun {
+            if !record.superseded_roles.is_empty() {
+                let query = batch.part("superseded");
+                query.push("UPDATE grants SET superseded_at = ");
+                query.push_bind(<$d>::time(at)).push(", superseded_seq = ").push_bind(seq_i64);
+                query
+                    .push(" WHERE gun = ")
+                    .push_bind(gun.to_owned())
+                    .push(" AND superseded_at IS NULL AND delegating_role IN (");
+                let mut list = query.separated(", ");
+                for role in &record.superseded_roles {
+                    list.push_bind(role.clone());
+                }
+                query.push(")");
+                batch.end();
+            }
+            if grants_batched && !record.grants.is_empty() {
+                let query = batch.part("granted");
+                query.push(
+                    "INSERT INTO grants (gun, delegating_role, delegated_role, version, threshold, paths, principal, \
+                     audit_seq, created_at, superseded_at) ",
+                );
+                query.push_values(&record.grants, |mut row, grant| {
+                    row.push_bind(gun.to_owned())
+                        .push_bind(grant.delegating_role.clone())
+                        .push_bind(grant.delegated_role.clone())
+                        .push_bind(grant.version)
+                        .push_bind(grant.threshold)
+                        .push_bind(grant.paths.clone())
+                        .push_bind(principal.map(str::to_owned))
+                        .push_bind(Some(seq_i64))
+                        .push_bind(<$d>::time(at))
+                        .push_bind(None::<<$d as Dialect>::Time>);
+                });
+                if <$d>::BATCH_AS_CTES {
+                    query.push(" RETURNING id, delegating_role, delegated_role");
+                }
+                batch.end();
+                let mut keys: Vec<(&NewGrant, &GrantKey)> = Vec::with_capacity(grant_keys);
+                for grant in &record.grants {
+                    let mut sorted: Vec<&GrantKey> = grant.keys.iter().collect();
+                    sorted.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+                    sorted.dedup_by(|a, b| a.key_id == b.key_id);
+                    keys.extend(sorted.into_iter().map(|key| (grant, key)));
+                }
+                if !keys.is_empty() {
+                    let query = batch.part("granted_keys");
+                    query.push(
+                        "INSERT INTO grant_keys (grant_id, key_id, canonical_id, subject) \
+                         SELECT g.id, v.column3, v.column4, v.column5 FROM (",
+                    );
+                    query.push_values(keys, |mut row, (grant, key)| {
+                        row.push_bind(grant.delegating_role.clone())
+                            .push_bind(grant.delegated_role.clone())
+                            .push_bind(key.key_id.clone())
+                            .push_bind(key.canonical_id.clone())
+                            .push_bind(key.subject.clone());
+                    });
+                    if <$d>::BATCH_AS_CTES {
+                        // The grants of this statement are only visible as its `granted` part.
+                        query.push(
+                            ") AS v JOIN granted AS g ON g.delegating_role = v.column1 \
+                             AND g.delegated_role = v.column2",
+                        );
+                    } else {
+                        query.push(
+                            ") AS v JOIN grants AS g ON g.delegating_role = v.column1 \
+                             AND g.delegated_role = v.column2 WHERE g.gun = ",
+                        );
+                        query.push_bind(gun.to_owned()).push(" AND g.audit_seq = ").push_bind(seq_i64);
+                    }
+                    batch.end();
+                }
+            }
+            if history_batched && !record.history.is_empty() {
+                let query = batch.part("history");
+                push_history_rows!(
+                    $d,
+                    query,
+                    gun,
+                    record.history.iter().map(|event| (event, principal, Some(seq_i64), at))
+                );
+                batch.end();
+            }
+        }
+        batch.finish().build().execute(&mut **$tx).await.map_err(from_sqlx)?;
+        if let Some(gun) = gun {
+            if !grants_batched {
+                insert_grants!(
+                    $d,
+                    $tx,
+                    gun,
+                    record.grants.iter().map(|grant| (grant, principal, Some(seq_i64), at, None)).collect()
+                );
+            }
+            if !history_batched {
+                for chunk in record.history.chunks(INSERT_CHUNK) {
+                    insert_history_chunk!(
+                        $d,
+                        $tx,
+                        gun,
+                        chunk.iter().map(|event| (event, principal, Some(seq_i64), at)).collect()
+                    );
+                }
+            }
+        }
+        tip.appended(seq, leaf, &fetched, &new_hashes);
         seq_i64
     }};
 }
@@ -775,17 +1001,17 @@ macro_rules! insert_grants {
     }};
 }
 
-/// Inserts one chunk `$chunk` (a `Vec<EventInsert>` of at most [`INSERT_CHUNK`] rows) of `$gun`'s
-/// target history in transaction `$tx` of dialect `$d`.
-macro_rules! insert_history_chunk {
-    ($d:ty, $tx:expr, $gun:expr, $chunk:expr) => {{
-        let chunk: Vec<EventInsert<'_>> = $chunk;
-        let mut query = QueryBuilder::<<$d as Dialect>::Db>::new(
+/// Writes into `$query` (a builder of dialect `$d`) the INSERT of `$gun`'s target history rows
+/// `$rows` (an iterator of [`EventInsert`]).
+macro_rules! push_history_rows {
+    ($d:ty, $query:expr, $gun:expr, $rows:expr) => {{
+        let gun: &str = $gun;
+        $query.push(
             "INSERT INTO target_history (gun, name, role, version, change, sha256, length, signer_keys, \
              signer_canonical_ids, principal, audit_seq, created_at) ",
         );
-        query.push_values(chunk, |mut row, (event, principal, audit_seq, at)| {
-            row.push_bind($gun)
+        $query.push_values($rows, |mut row, (event, principal, audit_seq, at): EventInsert<'_>| {
+            row.push_bind(gun.to_owned())
                 .push_bind(event.name.clone())
                 .push_bind(event.role.clone())
                 .push_bind(event.version)
@@ -798,41 +1024,17 @@ macro_rules! insert_history_chunk {
                 .push_bind(audit_seq)
                 .push_bind(<$d>::time(at));
         });
-        query.build().execute(&mut **$tx).await.map_err(from_sqlx)?;
     }};
 }
 
-/// Writes `$record`'s grants and target events for `$gun` in transaction `$tx` of dialect `$d`:
-/// supersedes the grants of the roles it replaces, then inserts the new ones.
-macro_rules! write_grants_and_history {
-    ($d:ty, $tx:expr, $gun:expr, $record:expr, $seq:expr, $at:expr) => {{
-        let principal = $record.entry.principal.clone();
-        if !$record.superseded_roles.is_empty() {
-            let mut query = QueryBuilder::<<$d as Dialect>::Db>::new("UPDATE grants SET superseded_at = ");
-            query.push_bind(<$d>::time($at)).push(", superseded_seq = ").push_bind($seq);
-            query.push(" WHERE gun = ").push_bind($gun).push(" AND superseded_at IS NULL AND delegating_role IN (");
-            let mut list = query.separated(", ");
-            for role in &$record.superseded_roles {
-                list.push_bind(role.clone());
-            }
-            query.push(")");
-            query.build().execute(&mut **$tx).await.map_err(from_sqlx)?;
-        }
-        let principal = principal.as_deref();
-        insert_grants!(
-            $d,
-            $tx,
-            $gun,
-            $record.grants.iter().map(|grant| (grant, principal, Some($seq), $at, None)).collect()
-        );
-        for chunk in $record.history.chunks(INSERT_CHUNK) {
-            insert_history_chunk!(
-                $d,
-                $tx,
-                $gun,
-                chunk.iter().map(|event| (event, principal, Some($seq), $at)).collect()
-            );
-        }
+/// Inserts one chunk `$chunk` (a `Vec<EventInsert>` of at most [`INSERT_CHUNK`] rows) of `$gun`'s
+/// target history in transaction `$tx` of dialect `$d`.
+macro_rules! insert_history_chunk {
+    ($d:ty, $tx:expr, $gun:expr, $chunk:expr) => {{
+        let chunk: Vec<EventInsert<'_>> = $chunk;
+        let mut query = QueryBuilder::<<$d as Dialect>::Db>::new("");
+        push_history_rows!($d, query, $gun, chunk);
+        query.build().execute(&mut **$tx).await.map_err(from_sqlx)?;
     }};
 }
 
@@ -875,11 +1077,11 @@ macro_rules! attach_grant_keys {
 /// Runs one statement `$query` in a write transaction of dialect `$d` and, when it changed a row,
 /// appends `$record`'s audit entry in the same transaction and commits. Evaluates to the rows changed.
 macro_rules! audited_statement {
-    ($d:ty, $pools:expr, $record:expr, $query:expr) => {{
+    ($d:ty, $pools:expr, $tip:expr, $record:expr, $query:expr) => {{
         let mut tx = <$d>::begin_write($pools).await?;
         let changed = $query.execute(&mut *tx).await.map_err(from_sqlx)?.rows_affected();
         if changed > 0 {
-            append_entry!($d, &mut tx, $record, now());
+            append_entry!($d, &mut tx, $record, now(), $tip);
             tx.commit().await.map_err(from_sqlx)?;
         }
         changed
@@ -889,12 +1091,13 @@ macro_rules! audited_statement {
 /// [`Store`] on a SQL database.
 pub(crate) struct SqlStore {
     pools: Pools,
+    tip: AuditTip,
 }
 
 impl SqlStore {
     /// A store over open, migrated pools.
     pub(crate) fn new(pools: Pools) -> SqlStore {
-        SqlStore { pools }
+        SqlStore { pools, tip: AuditTip::default() }
     }
 }
 
@@ -992,8 +1195,7 @@ impl Store for SqlStore {
             // The record first, and its rows dropped before the files are inserted: the largest
             // file's INSERT is the moment of peak memory, and the history of a large targets
             // file is about as large again.
-            let seq = append_entry!(D, &mut tx, &update.record, at);
-            write_grants_and_history!(D, &mut tx, gun, &update.record, seq, at);
+            let seq = append_entry!(D, &mut tx, Some(gun), &update.record, at, &self.tip);
             drop(std::mem::take(&mut update.record.history));
             drop(std::mem::take(&mut update.record.grants));
             if let Some(streamed) = update.record.streamed.take() {
@@ -1087,7 +1289,7 @@ impl Store for SqlStore {
                 .rows_affected();
             if deleted > 0 {
                 append_change!(D, &mut tx, gun, 0_i64, "", ChangeCategory::Deletion, at);
-                let seq = append_entry!(D, &mut tx, &record, at);
+                let seq = append_entry!(D, &mut tx, &record, at, &self.tip);
                 sqlx::query(
                     "UPDATE grants SET superseded_at = $2, superseded_seq = $3 WHERE gun = $1 AND superseded_at IS NULL",
                 )
@@ -1376,7 +1578,7 @@ impl Store for SqlStore {
                 .await;
             match inserted {
                 Ok(_) => {
-                    append_entry!(D, &mut tx, record, now());
+                    append_entry!(D, &mut tx, record, now(), &self.tip);
                     tx.commit().await.map_err(from_sqlx)
                 }
                 Err(error) if is_unique_violation(&error) => {
@@ -1390,7 +1592,7 @@ impl Store for SqlStore {
     async fn set_password_hash(&self, name: &str, hash: Option<&str>, record: &Record) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE principals SET password_hash = $2 WHERE name = $1";
         let updated = per_dialect!(&self.pools, |pools, D| {
-            audited_statement!(D, pools, record, sqlx::query(SQL).bind(name).bind(hash))
+            audited_statement!(D, pools, &self.tip, record, sqlx::query(SQL).bind(name).bind(hash))
         });
         Ok(updated > 0)
     }
@@ -1434,7 +1636,7 @@ impl Store for SqlStore {
                 // Not a principal: dropping the transaction rolls back the deletes above.
                 return Ok(false);
             }
-            append_entry!(D, &mut tx, record, now());
+            append_entry!(D, &mut tx, record, now(), &self.tip);
             tx.commit().await.map_err(from_sqlx)?;
             Ok(true)
         })
@@ -1456,7 +1658,7 @@ impl Store for SqlStore {
                 .await;
             match inserted {
                 Ok(_) => {
-                    append_entry!(D, &mut tx, record, now());
+                    append_entry!(D, &mut tx, record, now(), &self.tip);
                     tx.commit().await.map_err(from_sqlx)
                 }
                 Err(error) if is_foreign_key_violation(&error) => {
@@ -1493,7 +1695,7 @@ impl Store for SqlStore {
     async fn revoke_api_token(&self, id: &str, at: DateTime<Utc>, record: &Record) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
         let updated = per_dialect!(&self.pools, |pools, D| {
-            audited_statement!(D, pools, record, sqlx::query(SQL).bind(id).bind(D::time(at)))
+            audited_statement!(D, pools, &self.tip, record, sqlx::query(SQL).bind(id).bind(D::time(at)))
         });
         Ok(updated > 0)
     }
@@ -1514,6 +1716,7 @@ impl Store for SqlStore {
             audited_statement!(
                 D,
                 pools,
+                &self.tip,
                 record,
                 sqlx::query(SQL).bind(principal).bind(role).bind(pattern).bind(D::time(now()))
             )
@@ -1530,7 +1733,7 @@ impl Store for SqlStore {
     ) -> Result<bool, StoreError> {
         const SQL: &str = "DELETE FROM role_bindings WHERE principal = $1 AND role = $2 AND pattern = $3";
         let removed = per_dialect!(&self.pools, |pools, D| {
-            audited_statement!(D, pools, record, sqlx::query(SQL).bind(principal).bind(role).bind(pattern))
+            audited_statement!(D, pools, &self.tip, record, sqlx::query(SQL).bind(principal).bind(role).bind(pattern))
         });
         Ok(removed > 0)
     }
@@ -1590,8 +1793,13 @@ impl Store for SqlStore {
 
     async fn clear_tombstone(&self, gun: &str, record: &Record) -> Result<bool, StoreError> {
         const SQL: &str = "DELETE FROM tombstones WHERE gun = $1";
-        let removed =
-            per_dialect!(&self.pools, |pools, D| audited_statement!(D, pools, record, sqlx::query(SQL).bind(gun)));
+        let removed = per_dialect!(&self.pools, |pools, D| audited_statement!(
+            D,
+            pools,
+            &self.tip,
+            record,
+            sqlx::query(SQL).bind(gun)
+        ));
         Ok(removed > 0)
     }
 
@@ -1629,7 +1837,7 @@ impl Store for SqlStore {
             D::lock_token_keys(&mut tx).await?;
             sqlx::query(RETIRE).bind(new.kind.as_str()).bind(D::time(at)).execute(&mut *tx).await.map_err(from_sqlx)?;
             insert_token_key!(D, &mut tx, new);
-            append_entry!(D, &mut tx, record, now());
+            append_entry!(D, &mut tx, record, now(), &self.tip);
             tx.commit().await.map_err(from_sqlx)
         })
     }
@@ -1646,7 +1854,7 @@ impl Store for SqlStore {
         let at = now();
         per_dialect!(&self.pools, |pools, D| {
             let mut tx = D::begin_write(pools).await?;
-            let seq = append_entry!(D, &mut tx, &record, at);
+            let seq = append_entry!(D, &mut tx, &record, at, &self.tip);
             tx.commit().await.map_err(from_sqlx)?;
             Ok(u64::try_from(seq).unwrap_or_default())
         })
@@ -1658,7 +1866,7 @@ impl Store for SqlStore {
             let mut tx = D::begin_write(pools).await?;
             let mut first = None;
             for record in &records {
-                let seq = append_entry!(D, &mut tx, record, at);
+                let seq = append_entry!(D, &mut tx, record, at, &self.tip);
                 first.get_or_insert(seq);
             }
             tx.commit().await.map_err(from_sqlx)?;
@@ -1935,7 +2143,7 @@ impl Store for SqlStore {
         per_dialect!(&self.pools, |pools, D| {
             let mut tx = D::begin_for_gun(pools, gun).await?;
             if let Some(record) = record {
-                append_entry!(D, &mut tx, record, now());
+                append_entry!(D, &mut tx, record, now(), &self.tip);
             }
             insert_grants!(
                 D,

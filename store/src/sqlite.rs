@@ -124,6 +124,7 @@ pub(crate) async fn open_memory() -> Result<Pools, StoreError> {
 
 impl Dialect for Sqlite {
     const NAME: &'static str = "sqlite";
+    const BATCH_AS_CTES: bool = false;
     type Db = sqlx::Sqlite;
     type Pools = SqlitePools;
     type Time = i64;
