@@ -361,6 +361,9 @@ async fn grants_changes_history_and_key_grants_are_exactly_what_was_published() 
 
 /// The digest a publish entry records over its target changes, written out here from its
 /// definition: each change's role, name, change, sha256 and length, each followed by a newline.
+/// A history row as the test compares it: role, name, change, length, entry.
+type Row = (String, String, String, Option<i64>, Option<i64>);
+
 fn changes_digest(changes: &[(&str, String, &str, Vec<u8>)]) -> String {
     let mut text = String::new();
     for (role, name, change, content) in changes {
@@ -419,7 +422,7 @@ async fn a_large_publish_records_counts_and_a_digest_and_writes_every_change() {
         json!({"count": 211, "added": 60, "changed": 1, "removed": 150, "sha256": changes_digest(&changes)})
     );
     // Every change is in the history, in the order of the digest, each under its entry.
-    let rows = |events: &[tufa_store::TargetEvent]| -> Vec<(String, String, String, Option<i64>, Option<i64>)> {
+    let rows = |events: &[tufa_store::TargetEvent]| -> Vec<Row> {
         events
             .iter()
             .map(|event| {
@@ -428,9 +431,7 @@ async fn a_large_publish_records_counts_and_a_digest_and_writes_every_change() {
             })
             .collect()
     };
-    let expected = |changes: &[(&str, String, &str, Vec<u8>)],
-                    seq: i64|
-     -> Vec<(String, String, String, Option<i64>, Option<i64>)> {
+    let expected = |changes: &[(&str, String, &str, Vec<u8>)], seq: i64| -> Vec<Row> {
         changes
             .iter()
             .map(|(role, name, change, content)| {
