@@ -126,12 +126,19 @@ pub fn root_grants(root: &Root) -> Vec<Grant> {
 /// none for `snapshot` and `timestamp`, which grant nothing. For backfilling the grants of
 /// stored versions; signatures are not checked.
 pub fn file_grants(role: &RoleName, bytes: &[u8]) -> Result<Vec<Grant>, RecordError> {
+    if !role.is_targets_type() && role.as_str() != BaseRole::Root.as_str() {
+        return Ok(Vec::new());
+    }
+    file_grants_of(role, &Signed::parse(bytes)?)
+}
+
+/// [`file_grants`] of a file already parsed as `signed`.
+pub fn file_grants_of(role: &RoleName, signed: &Signed<'_>) -> Result<Vec<Grant>, RecordError> {
     if role.is_targets_type() {
-        return delegation_grants(role, bytes);
+        return delegation_grants_of(role, signed);
     }
     if role.as_str() == BaseRole::Root.as_str() {
-        let signed = Signed::parse(bytes)?;
-        return Ok(root_grants(&Root::from_signed(&signed)?));
+        return Ok(root_grants(&Root::from_signed(signed)?));
     }
     Ok(Vec::new())
 }
@@ -166,15 +173,19 @@ fn paths_text(raw: Option<&RawValue>) -> Result<String, RecordError> {
 /// update verifier reads it ([`Targets::from_signed`]: keys, key IDs, thresholds and the names
 /// of direct children checked); signatures are not checked.
 pub fn delegation_grants(role: &RoleName, bytes: &[u8]) -> Result<Vec<Grant>, RecordError> {
+    delegation_grants_of(role, &Signed::parse(bytes)?)
+}
+
+/// [`delegation_grants`] of a file already parsed as `signed`.
+pub fn delegation_grants_of(role: &RoleName, signed: &Signed<'_>) -> Result<Vec<Grant>, RecordError> {
     if !role.is_targets_type() {
         return Err(structure(format!("{role} is not a targets role")));
     }
-    let signed = Signed::parse(bytes)?;
     // Read as the verifier reads it, without indexing any delegation's paths: the grants keep
     // them as text.
     let keep_none = |_: &RoleName| false;
     let reading = TargetsReading { outside: |_: &str| false, within: None, keep_paths: Some(&keep_none) };
-    let (targets, _) = Targets::read(&signed, role, reading)?;
+    let (targets, _) = Targets::read(signed, role, reading)?;
     let mut paths: BTreeMap<String, String> = BTreeMap::new();
     if let Some(section) = signed.member("delegations").filter(|raw| raw.get().starts_with('{')) {
         let section: PathsSection = serde_json::from_str(section.get())
@@ -295,6 +306,17 @@ impl TargetChangeStream {
         Ok(Self { old, new: EntriesCursor::of(new, &Signed::parse(new)?)? })
     }
 
+    /// [`TargetChangeStream::new`] for a `new` file already parsed as `new_signed`. `previous`
+    /// is a version stored before (it passed [`Signed::parse`] then), so only its `targets`
+    /// member is located, without checking the file again.
+    pub fn of_parsed(previous: Option<&[u8]>, new: &[u8], new_signed: &Signed<'_>) -> Result<Self, RecordError> {
+        let old = match previous {
+            Some(bytes) => EntriesCursor::of_stored(bytes)?,
+            None => EntriesCursor::default(),
+        };
+        Ok(Self { old, new: EntriesCursor::of(new, new_signed)? })
+    }
+
     /// The next at most `max` changes, in order; fewer only at the end, none once every change
     /// was returned. `previous` and `new` must be the bytes the stream was made from: other
     /// bytes give an error (or other changes), never a panic.
@@ -327,26 +349,29 @@ impl TargetChangeStream {
             match order {
                 Ordering::Less => {
                     if let Some(removed) = old.take() {
-                        changes.push(removed.change(ChangeKind::Removed));
+                        changes.push(removed.change(ChangeKind::Removed)?);
                     }
                     old_from = old_entries.mark();
                     old = old_entries.next_entry()?;
                 }
                 Ordering::Greater => {
                     if let Some(added) = current.take() {
-                        changes.push(added.change(ChangeKind::Added));
+                        changes.push(added.change(ChangeKind::Added)?);
                     }
                     new_from = new_entries.mark();
                     current = new_entries.next_entry()?;
                 }
                 Ordering::Equal => {
                     if let (Some(before), Some(after)) = (old.take(), current.take())
-                        && before.meta != after.meta
+                        && before.text != after.text
                     {
-                        let mut change = after.change(ChangeKind::Changed);
-                        change.previous_sha256 = before.meta.sha256_hex();
-                        change.previous_length = Some(before.meta.length);
-                        changes.push(change);
+                        let previous = before.meta()?;
+                        if previous != after.meta()? {
+                            let mut change = after.change(ChangeKind::Changed)?;
+                            change.previous_sha256 = previous.sha256_hex();
+                            change.previous_length = Some(previous.length);
+                            changes.push(change);
+                        }
                     }
                     old_from = old_entries.mark();
                     old = old_entries.next_entry()?;
@@ -434,19 +459,26 @@ fn target_meta(name: &str, text: &str) -> Result<TargetMeta, RecordError> {
 /// One target entry read from a file.
 struct TargetEntry<'a> {
     name: Cow<'a, str>,
-    meta: TargetMeta,
+    /// The entry's value as written; read by [`TargetEntry::meta`] only when needed: an entry
+    /// whose text did not change between two versions did not change.
+    text: &'a str,
 }
 
 impl TargetEntry<'_> {
-    fn change(self, kind: ChangeKind) -> TargetChange {
-        TargetChange {
-            sha256: self.meta.sha256_hex(),
-            length: Some(self.meta.length),
+    fn meta(&self) -> Result<TargetMeta, RecordError> {
+        target_meta(&self.name, self.text)
+    }
+
+    fn change(self, kind: ChangeKind) -> Result<TargetChange, RecordError> {
+        let meta = self.meta()?;
+        Ok(TargetChange {
+            sha256: meta.sha256_hex(),
+            length: Some(meta.length),
             name: self.name.into_owned(),
             kind,
             previous_sha256: None,
             previous_length: None,
-        }
+        })
     }
 }
 
@@ -491,7 +523,37 @@ impl EntriesCursor {
         if signed.kind() != Some("Targets") {
             return Err(structure("the file is not a targets file"));
         }
-        match signed.member("targets") {
+        Self::at(bytes, signed.member("targets"))
+    }
+
+    /// The cursor at the first entry of `bytes`, a targets file that was stored (and so checked)
+    /// before: its envelope and `signed` are only skimmed to locate the `targets` member.
+    fn of_stored(bytes: &[u8]) -> Result<Self, RecordError> {
+        #[derive(serde::Deserialize)]
+        struct Envelope<'a> {
+            #[serde(borrow)]
+            signed: &'a RawValue,
+        }
+        #[derive(serde::Deserialize)]
+        struct Body<'a> {
+            #[serde(rename = "_type", borrow, default)]
+            kind: Option<Cow<'a, str>>,
+            #[serde(borrow, default)]
+            targets: Option<&'a RawValue>,
+        }
+        let unreadable =
+            |error: serde_json::Error| structure(format!("the stored targets file cannot be read: {error}"));
+        let envelope: Envelope<'_> = serde_json::from_slice(bytes).map_err(unreadable)?;
+        let body: Body<'_> = serde_json::from_str(envelope.signed.get()).map_err(unreadable)?;
+        if body.kind.as_deref() != Some("Targets") {
+            return Err(structure("the file is not a targets file"));
+        }
+        Self::at(bytes, body.targets)
+    }
+
+    /// The cursor at the first entry of the `targets` member `targets` of `bytes`.
+    fn at(bytes: &[u8], targets: Option<&RawValue>) -> Result<Self, RecordError> {
+        match targets {
             Some(raw) if raw.get().starts_with('{') => {
                 // The member's text lies inside `bytes` (the parse borrows it); its offset is
                 // the distance between the two addresses, checked against the bytes.
@@ -605,9 +667,8 @@ impl<'a> TargetEntries<'a> {
         if self.last.as_ref().is_some_and(|last| *last >= name) {
             return Err(structure(format!("the targets are not in canonical order at {name:?}")));
         }
-        let meta = target_meta(&name, value_text)?;
         self.last = Some(name.clone());
-        Ok(Some(TargetEntry { name, meta }))
+        Ok(Some(TargetEntry { name, text: value_text }))
     }
 }
 
@@ -1051,6 +1112,22 @@ mod tests {
                 assert_eq!(stream.next_chunk(previous, new, max), Ok(vec![]));
             }
         }
+    }
+
+    #[test]
+    fn a_stream_of_a_parsed_file_skims_the_stored_version_only() {
+        let first = targets_file(json!({"a": entry(1, 10), "b": entry(2, 20)}), Value::Null);
+        let second = targets_file(json!({"b": entry(3, 20), "c": entry(4, 40)}), Value::Null);
+        let signed = Signed::parse(&second).unwrap();
+        let mut stream = TargetChangeStream::of_parsed(Some(&first), &second, &signed).unwrap();
+        assert_eq!(stream.next_chunk(Some(&first), &second, 10), target_changes(Some(&first), &second));
+        // A stored version that is not a targets file, or not JSON, is still refused.
+        let root = TargetChangeStream::of_parsed(Some(ROOT), &second, &signed).unwrap_err();
+        assert_eq!(root, RecordError::Structure("the file is not a targets file".into()));
+        assert!(matches!(
+            TargetChangeStream::of_parsed(Some(b"{"), &second, &signed),
+            Err(RecordError::Structure(message)) if message.starts_with("the stored targets file cannot be read")
+        ));
     }
 
     #[test]

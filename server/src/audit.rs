@@ -335,14 +335,16 @@ pub fn publish_parts(
         if !is_root && !is_targets {
             continue;
         }
-        let grants = record::file_grants(&file.role, &file.bytes).map_err(|error| format!("{role}: {error}"))?;
+        // Parsed once here for the grants and the target changes.
+        let signed = tufa_core::metadata::Signed::parse(&file.bytes).map_err(|error| format!("{role}: {error}"))?;
+        let grants = record::file_grants_of(&file.role, &signed).map_err(|error| format!("{role}: {error}"))?;
         parts.superseded_roles.push(role.to_owned());
         parts.grants.extend(grants.into_iter().map(|grant| store_grant(grant, file.version)));
         if !is_targets {
             continue;
         }
         let replaced = previous.remove(role);
-        let stream = record::TargetChangeStream::new(replaced.as_deref(), &file.bytes)
+        let stream = record::TargetChangeStream::of_parsed(replaced.as_deref(), &file.bytes, &signed)
             .map_err(|error| format!("{role}: {error}"))?;
         let signer_keys: std::sync::Arc<[String]> = signers.get(role).cloned().unwrap_or_default().into();
         let mut counting = stream.clone();
