@@ -178,6 +178,69 @@ pub fn delegation_grants(role: &RoleName, bytes: &[u8]) -> Result<Vec<Grant>, Re
 
 /// [`delegation_grants`] of a file already parsed as `signed`.
 pub fn delegation_grants_of(role: &RoleName, signed: &Signed<'_>) -> Result<Vec<Grant>, RecordError> {
+    delegations_with_paths(role, signed)?
+        .into_iter()
+        .map(|(mut grant, raw)| {
+            grant.paths = Some(paths_text(raw)?);
+            Ok(grant)
+        })
+        .collect()
+}
+
+/// Where a delegation's `paths` are written in its file: the byte range of the JSON array as
+/// written, or `None` when the delegation lists no paths (they read as `[]`).
+pub type PathsRange = Option<(usize, usize)>;
+
+/// [`delegation_grants_of`] of `bytes` (parsed as `signed`), each grant without its paths
+/// (`paths: None`) but with where they are written in `bytes`, to be read with [`paths_at`]
+/// when needed: a file with a million paths never has them copied all at once.
+pub fn delegation_grants_located(
+    role: &RoleName,
+    bytes: &[u8],
+    signed: &Signed<'_>,
+) -> Result<Vec<(Grant, PathsRange)>, RecordError> {
+    delegations_with_paths(role, signed)?
+        .into_iter()
+        .map(|(grant, raw)| {
+            let range = match raw.filter(|raw| raw.get() != "null") {
+                None => None,
+                Some(raw) => Some(
+                    range_in(bytes, raw.get()).ok_or_else(|| structure("the paths cannot be located in the file"))?,
+                ),
+            };
+            Ok((grant, range))
+        })
+        .collect()
+}
+
+/// The paths text at `range` of `bytes` (see [`delegation_grants_located`]): the JSON array as
+/// written, `[]` for none.
+pub fn paths_at(bytes: &[u8], range: PathsRange) -> Result<&str, RecordError> {
+    match range {
+        None => Ok("[]"),
+        Some((start, end)) => bytes
+            .get(start..end)
+            .and_then(|text| std::str::from_utf8(text).ok())
+            .filter(|text| text.starts_with('['))
+            .ok_or_else(|| structure("the paths are not where they were found")),
+    }
+}
+
+/// Where `text`, a piece of a parse of `bytes` (which borrows it), lies in `bytes`: the distance
+/// between the two addresses, checked against the bytes.
+fn range_in(bytes: &[u8], text: &str) -> Option<(usize, usize)> {
+    let text = text.as_bytes();
+    let start = (text.as_ptr() as usize).wrapping_sub(bytes.as_ptr() as usize);
+    let end = start.checked_add(text.len()).filter(|end| *end <= bytes.len())?;
+    (bytes.get(start..end) == Some(text)).then_some((start, end))
+}
+
+/// The grants of `signed`'s delegations (without paths, sorted by delegated role), each with its
+/// `paths` member as written.
+fn delegations_with_paths<'a>(
+    role: &RoleName,
+    signed: &Signed<'a>,
+) -> Result<Vec<(Grant, Option<&'a RawValue>)>, RecordError> {
     if !role.is_targets_type() {
         return Err(structure(format!("{role} is not a targets role")));
     }
@@ -186,24 +249,24 @@ pub fn delegation_grants_of(role: &RoleName, signed: &Signed<'_>) -> Result<Vec<
     let keep_none = |_: &RoleName| false;
     let reading = TargetsReading { outside: |_: &str| false, within: None, keep_paths: Some(&keep_none) };
     let (targets, _) = Targets::read(signed, role, reading)?;
-    let mut paths: BTreeMap<String, String> = BTreeMap::new();
+    let mut paths: BTreeMap<String, Option<&'a RawValue>> = BTreeMap::new();
     if let Some(section) = signed.member("delegations").filter(|raw| raw.get().starts_with('{')) {
-        let section: PathsSection = serde_json::from_str(section.get())
+        let section: PathsSection<'a> = serde_json::from_str(section.get())
             .map_err(|error| structure(format!("the delegations cannot be read: {error}")))?;
         for entry in section.roles.unwrap_or_default() {
-            paths.insert(entry.name, paths_text(entry.paths)?);
+            paths.insert(entry.name, entry.paths);
         }
     }
-    let mut grants: Vec<Grant> = targets
+    let mut grants: Vec<(Grant, Option<&'a RawValue>)> = targets
         .delegations
         .iter()
         .map(|delegation| {
             let name = delegation.name.as_str();
-            let own_paths = paths.remove(name).unwrap_or_else(|| "[]".to_owned());
-            grant(role.as_str(), name, &delegation.keys, &targets.delegation_keys, Some(own_paths))
+            let own_paths = paths.remove(name).flatten();
+            (grant(role.as_str(), name, &delegation.keys, &targets.delegation_keys, None), own_paths)
         })
         .collect();
-    grants.sort_by(|a, b| a.delegated_role.cmp(&b.delegated_role));
+    grants.sort_by(|a, b| a.0.delegated_role.cmp(&b.0.delegated_role));
     Ok(grants)
 }
 
@@ -554,19 +617,10 @@ impl EntriesCursor {
     /// The cursor at the first entry of the `targets` member `targets` of `bytes`.
     fn at(bytes: &[u8], targets: Option<&RawValue>) -> Result<Self, RecordError> {
         match targets {
-            Some(raw) if raw.get().starts_with('{') => {
-                // The member's text lies inside `bytes` (the parse borrows it); its offset is
-                // the distance between the two addresses, checked against the bytes.
-                let text = raw.get().as_bytes();
-                let start = (text.as_ptr() as usize).wrapping_sub(bytes.as_ptr() as usize);
-                let end = start.checked_add(text.len()).filter(|end| *end <= bytes.len());
-                match end {
-                    Some(end) if bytes.get(start..end) == Some(text) => {
-                        Ok(Self { range: Some((start, end)), position: 1, ..Self::default() })
-                    }
-                    _ => Err(structure("the targets cannot be located in the file")),
-                }
-            }
+            Some(raw) if raw.get().starts_with('{') => match range_in(bytes, raw.get()) {
+                Some(range) => Ok(Self { range: Some(range), position: 1, ..Self::default() }),
+                None => Err(structure("the targets cannot be located in the file")),
+            },
             Some(raw) if raw.get() != "null" => Err(structure("\"targets\" is not an object")),
             _ => Ok(Self { done: true, ..Self::default() }),
         }
@@ -1128,6 +1182,33 @@ mod tests {
             TargetChangeStream::of_parsed(Some(b"{"), &second, &signed),
             Err(RecordError::Structure(message)) if message.starts_with("the stored targets file cannot be read")
         ));
+    }
+
+    #[test]
+    fn located_grants_read_their_paths_from_the_file() {
+        let key = ecdsa();
+        let roles = json!([
+            {"keyids": [key.key_id()], "name": "targets/a", "paths": ["a/", "b\"c"], "threshold": 1},
+            {"keyids": [key.key_id()], "name": "targets/b", "threshold": 1},
+            {"keyids": [key.key_id()], "name": "targets/c", "paths": null, "threshold": 1}
+        ]);
+        let bytes = targets_file(json!({}), delegations(&[&key], roles));
+        let signed = Signed::parse(&bytes).unwrap();
+        let located = delegation_grants_located(&role("targets"), &bytes, &signed).unwrap();
+        let whole = delegation_grants(&role("targets"), &bytes).unwrap();
+        assert_eq!(located.len(), 3);
+        for ((grant, range), expected) in located.into_iter().zip(whole) {
+            assert_eq!(grant.paths, None);
+            let text = paths_at(&bytes, range).unwrap();
+            let read: Value = serde_json::from_str(text).unwrap();
+            let expected_paths: Value = serde_json::from_str(expected.paths.as_deref().unwrap()).unwrap();
+            assert_eq!(read, expected_paths, "{}", grant.delegated_role);
+            assert_eq!(Grant { paths: expected.paths.clone(), ..grant }, expected);
+        }
+        assert_eq!(
+            paths_at(b"[]", Some((0, 9))),
+            Err(RecordError::Structure("the paths are not where they were found".into()))
+        );
     }
 
     #[test]

@@ -78,6 +78,8 @@ pub struct PublishParts {
     history: Vec<NewTargetEvent>,
     /// The counts and digest of all the target events.
     summary: ChangesSummary,
+    /// The count and digest of all the grants: `grants`, then the streamed ones.
+    grants_digest: GrantsDigest,
     streamed: Option<HistoryStream>,
 }
 
@@ -87,6 +89,13 @@ pub struct PublishParts {
 /// are in the target history, written in the same transaction, and the digest binds them to the
 /// entry.
 pub const INLINE_TARGET_CHANGES: usize = 100;
+
+/// A targets-type file with more delegations than this, or more bytes of delegation paths than
+/// [`STREAMED_PATHS_FROM`], has its grants' paths read from the file as the store writes them
+/// instead of copied beforehand.
+const STREAMED_GRANTS_FROM: usize = 64;
+/// See [`STREAMED_GRANTS_FROM`].
+const STREAMED_PATHS_FROM: usize = 64 * 1024;
 
 /// SHA-256 (lowercase hex) over the target changes of a publish, in the order they are recorded:
 /// for each, `role`, `name`, `change`, `sha256` (empty when none) and `length` (empty when none),
@@ -177,27 +186,63 @@ struct StreamedFile {
     signer_canonical_ids: std::sync::Arc<[String]>,
 }
 
-/// The target events of a publish with too many to hold, produced a chunk at a time from the
-/// uploaded files (in the store's hands) and the versions they replace (kept here).
+/// The grants of one targets-type file with too many delegation paths to hold: everything but
+/// the paths, which are read from the file (in the store's hands) as each grant is written.
+struct StreamedGrants {
+    role: String,
+    grants: std::collections::VecDeque<(NewGrant, record::PathsRange)>,
+}
+
+/// The grants and target events of a publish with too many to hold, produced a chunk at a time
+/// from the uploaded files (in the store's hands) and the versions they replace (kept here).
 #[derive(Default)]
 pub struct HistoryStream {
+    grants: std::collections::VecDeque<StreamedGrants>,
     files: std::collections::VecDeque<StreamedFile>,
+}
+
+/// The bytes of `role`'s file among the files of an update.
+fn file_bytes<'a>(files: &'a [tufa_store::NewFile], role: &str) -> Result<&'a [u8], String> {
+    files
+        .iter()
+        .find(|stored| stored.role == role)
+        .map(|stored| stored.data.as_slice())
+        .ok_or_else(|| format!("the update has no {role} file to read its record from"))
 }
 
 impl std::fmt::Debug for HistoryStream {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("HistoryStream").field("files", &self.files.len()).finish()
+        formatter
+            .debug_struct("HistoryStream")
+            .field("grants", &self.grants.len())
+            .field("files", &self.files.len())
+            .finish()
     }
 }
 
 impl tufa_store::EventSource for HistoryStream {
+    fn next_grants(&mut self, files: &[tufa_store::NewFile], max: usize) -> Result<Vec<NewGrant>, String> {
+        while let Some(file) = self.grants.front_mut() {
+            if file.grants.is_empty() {
+                self.grants.pop_front();
+                continue;
+            }
+            let bytes = file_bytes(files, &file.role)?;
+            let mut chunk = Vec::new();
+            while chunk.len() < max.max(1) {
+                let Some((mut grant, range)) = file.grants.pop_front() else { break };
+                let paths = record::paths_at(bytes, range).map_err(|error| format!("{}: {error}", file.role))?;
+                grant.paths = Some(paths.to_owned());
+                chunk.push(grant);
+            }
+            return Ok(chunk);
+        }
+        Ok(Vec::new())
+    }
+
     fn next_events(&mut self, files: &[tufa_store::NewFile], max: usize) -> Result<Vec<NewTargetEvent>, String> {
         while let Some(file) = self.files.front_mut() {
-            let bytes = files
-                .iter()
-                .find(|stored| stored.role == file.role)
-                .map(|stored| stored.data.as_slice())
-                .ok_or_else(|| format!("the update has no {} file to read its targets from", file.role))?;
+            let bytes = file_bytes(files, &file.role)?;
             let changes = file
                 .stream
                 .next_chunk(file.previous.as_deref(), bytes, max)
@@ -244,13 +289,39 @@ fn target_event(
 /// every field is written as its length in bytes, `:`, the bytes. `tufa-server audit verify`
 /// recomputes it from the grant rows of the entry.
 pub fn grants_digest(grants: &[NewGrant]) -> String {
-    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    let mut field = |text: &str| {
-        context.update(text.len().to_string().as_bytes());
-        context.update(b":");
-        context.update(text.as_bytes());
-    };
-    for grant in grants {
+    let mut digest = GrantsDigest::default();
+    grants.iter().for_each(|grant| digest.add(grant));
+    digest.sha256()
+}
+
+/// [`grants_digest`] built one grant at a time.
+#[derive(Clone)]
+struct GrantsDigest {
+    count: usize,
+    context: aws_lc_rs::digest::Context,
+}
+
+impl Default for GrantsDigest {
+    fn default() -> Self {
+        Self { count: 0, context: aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256) }
+    }
+}
+
+impl std::fmt::Debug for GrantsDigest {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("GrantsDigest").field("count", &self.count).finish_non_exhaustive()
+    }
+}
+
+impl GrantsDigest {
+    fn add(&mut self, grant: &NewGrant) {
+        self.count = self.count.saturating_add(1);
+        let context = &mut self.context;
+        let mut field = |text: &str| {
+            context.update(text.len().to_string().as_bytes());
+            context.update(b":");
+            context.update(text.as_bytes());
+        };
         field(&grant.delegating_role);
         field(&grant.delegated_role);
         field(&grant.version.to_string());
@@ -266,7 +337,10 @@ pub fn grants_digest(grants: &[NewGrant]) -> String {
             field(key.subject.as_deref().unwrap_or(""));
         }
     }
-    hex::encode(context.finish().as_ref())
+
+    fn sha256(&self) -> String {
+        hex::encode(self.context.clone().finish().as_ref())
+    }
 }
 
 /// The `targets` member of a publish entry's details: the changes themselves when there are
@@ -337,11 +411,27 @@ pub fn publish_parts(
         }
         // Parsed once here for the grants and the target changes.
         let signed = tufa_core::metadata::Signed::parse(&file.bytes).map_err(|error| format!("{role}: {error}"))?;
-        let grants = record::file_grants_of(&file.role, &signed).map_err(|error| format!("{role}: {error}"))?;
         parts.superseded_roles.push(role.to_owned());
-        parts.grants.extend(grants.into_iter().map(|grant| store_grant(grant, file.version)));
         if !is_targets {
+            let grants = record::file_grants_of(&file.role, &signed).map_err(|error| format!("{role}: {error}"))?;
+            parts.grants.extend(grants.into_iter().map(|grant| store_grant(grant, file.version)));
             continue;
+        }
+        // A file with many delegations or long path lists keeps its grants' paths where they are
+        // written, for the store to read as it writes each grant; a small one is recorded here.
+        let located = record::delegation_grants_located(&file.role, &file.bytes, &signed)
+            .map_err(|error| format!("{role}: {error}"))?;
+        let paths_bytes: usize =
+            located.iter().filter_map(|(_, range)| *range).map(|(start, end)| end.saturating_sub(start)).sum();
+        if located.len() <= STREAMED_GRANTS_FROM && paths_bytes <= STREAMED_PATHS_FROM {
+            let grants =
+                record::delegation_grants_of(&file.role, &signed).map_err(|error| format!("{role}: {error}"))?;
+            parts.grants.extend(grants.into_iter().map(|grant| store_grant(grant, file.version)));
+        } else {
+            streamed.grants.push_back(StreamedGrants {
+                role: role.to_owned(),
+                grants: located.into_iter().map(|(grant, range)| (store_grant(grant, file.version), range)).collect(),
+            });
         }
         let replaced = previous.remove(role);
         let stream = record::TargetChangeStream::of_parsed(replaced.as_deref(), &file.bytes, &signed)
@@ -372,11 +462,29 @@ pub fn publish_parts(
             signer_canonical_ids: std::sync::Arc::from(Vec::new()),
         });
     }
-    if parts.summary.count > INLINE_TARGET_CHANGES {
+    // The grants in the order the store writes them: the record's own, then the streamed ones.
+    parts.grants.iter().for_each(|grant| parts.grants_digest.add(grant));
+    for file in &streamed.grants {
+        let bytes = files
+            .iter()
+            .find(|uploaded| uploaded.role.as_str() == file.role)
+            .map(|uploaded| uploaded.bytes.as_slice())
+            .unwrap_or_default();
+        for (grant, range) in &file.grants {
+            let paths = record::paths_at(bytes, *range).map_err(|error| format!("{}: {error}", file.role))?;
+            parts.grants_digest.add(&NewGrant { paths: Some(paths.to_owned()), ..grant.clone() });
+        }
+    }
+    if parts.summary.count <= INLINE_TARGET_CHANGES {
+        streamed.files.clear();
+    } else {
         parts.history = Vec::new();
+    }
+    if !streamed.files.is_empty() || !streamed.grants.is_empty() {
         parts.streamed = Some(streamed);
     }
-    for grant in &parts.grants {
+    let streamed_grants = parts.streamed.iter().flat_map(|streamed| &streamed.grants).flat_map(|file| &file.grants);
+    for grant in parts.grants.iter().chain(streamed_grants.map(|(grant, _)| grant)) {
         for key in &grant.keys {
             parts.canonical.insert(key.key_id.clone(), key.canonical_id.clone());
         }
@@ -438,11 +546,11 @@ pub fn publish_record(
         "roles": roles,
         "signers": signers,
         "online_signatures": online_json,
-        "targets": match parts.streamed {
-            Some(_) => parts.summary.details(),
-            None => inline_targets(&parts.history),
+        "targets": match parts.summary.count > INLINE_TARGET_CHANGES {
+            true => parts.summary.details(),
+            false => inline_targets(&parts.history),
         },
-        "grants": {"count": parts.grants.len(), "sha256": grants_digest(&parts.grants)},
+        "grants": {"count": parts.grants_digest.count, "sha256": parts.grants_digest.sha256()},
     });
     let mut keys: Vec<String> = signers.values().flatten().cloned().collect();
     // Also under their canonical IDs, so a key is found however it is named.

@@ -464,6 +464,53 @@ async fn a_large_publish_records_counts_and_a_digest_and_writes_every_change() {
 }
 
 #[tokio::test]
+async fn a_file_of_many_delegations_records_every_grant_with_its_paths() {
+    let harness = harness(false).await;
+    let repo = Repo::new();
+    let timestamp = harness.timestamp_key(None).await;
+    let mut body = repo.root_body(1);
+    body["keys"][timestamp.key_id()] = timestamp.to_json();
+    body["roles"]["timestamp"] = json!({"keyids": [timestamp.key_id()], "threshold": 1});
+    let root = sign(&body, &[&repo.root_key]);
+    // 70 delegations: more than the store writes with the entry, so their paths are read from
+    // the file as each grant is written.
+    let delegate = Key::ecdsa();
+    let name = |index: usize| format!("targets/r{index:02}");
+    let paths = |index: usize| json!([format!("r{index}/"), format!("shared/{index}\"q")]);
+    let roles: Vec<Value> = (0..70)
+        .map(|index| json!({"keyids": [delegate.id()], "name": name(index), "paths": paths(index), "threshold": 1}))
+        .collect();
+    let delegations = json!({"keys": {delegate.id(): delegate.public.to_json()}, "roles": roles});
+    let targets = repo.targets(2, json!({}), delegations);
+    let snapshot = repo.snapshot(2, &[("root", &root), ("targets", &targets)]);
+    harness.post(&[("root", &root), ("targets", &targets), ("snapshot", &snapshot)], None).await;
+
+    let answer = harness.ok(&format!("/v1/repositories/{GUN}/grants")).await;
+    let grants = answer["grants"].as_array().unwrap();
+    assert_eq!(grants.len(), 74, "four base roles and 70 delegations");
+    let delegated: Vec<(Value, Value, Value)> = grants
+        .iter()
+        .filter(|grant| grant["delegating_role"] == json!("targets"))
+        .map(|grant| (grant["role"].clone(), grant["paths"].clone(), grant["keys"][0]["keyid"].clone()))
+        .collect();
+    let expected: Vec<(Value, Value, Value)> =
+        (0..70).map(|index| (json!(name(index)), paths(index), json!(delegate.id()))).collect();
+    assert_eq!(delegated, expected);
+    let entries = harness.ok("/v1/audit").await["entries"].as_array().unwrap().clone();
+    assert_eq!(entries[1]["details"]["grants"]["count"], json!(74));
+    // What `audit verify` checks: the grant rows match the digest the entry recorded.
+    let stored =
+        harness.store.audit_entries(&tufa_store::AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
+    let rows = harness.store.grants_of_entries(0, 1).await.unwrap();
+    assert_eq!(rows.len(), 74);
+    assert_eq!(tufa_server::audit::check_history(&stored, &[], &rows), vec![]);
+    assert_eq!(
+        entries[1]["details"]["grants"]["sha256"],
+        json!(tufa_server::audit::grants_digest(&rows.iter().map(|row| row.grant.clone()).collect::<Vec<_>>()))
+    );
+}
+
+#[tokio::test]
 async fn the_log_pages_with_a_cursor_and_filters() {
     let harness = harness(false).await;
     let records: Vec<Record> = (0..5)

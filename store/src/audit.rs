@@ -21,9 +21,9 @@ pub struct Record {
     pub grants: Vec<NewGrant>,
     /// Targets added, changed or removed by this change.
     pub history: Vec<NewTargetEvent>,
-    /// More targets added, changed or removed, written after `history` a chunk at a time as the
-    /// store reads them from the change's files: a publish of 100,000 targets never holds its
-    /// events in memory at once.
+    /// More grants, then more targets added, changed or removed, written after `grants` and
+    /// `history` a chunk at a time as the store reads them from the change's files: a publish of
+    /// 100,000 targets or a million delegation paths never holds them in memory at once.
     pub streamed: Option<StreamedEvents>,
 }
 
@@ -41,12 +41,18 @@ impl Record {
     }
 }
 
-/// Target events produced while a change is written, in order, a chunk at a time.
+/// Grants and target events produced while a change is written, in order, a chunk at a time.
 pub trait EventSource: Send {
     /// The next at most `max` events (at least one while any are left); none once all were
     /// given. `files` are the change's files with their bytes: the store asks before it inserts
     /// them. An error aborts the change (nothing is written).
     fn next_events(&mut self, files: &[crate::NewFile], max: usize) -> Result<Vec<NewTargetEvent>, String>;
+
+    /// The next at most `max` grants, written after the record's own `grants` and before any
+    /// event; none once all were given (the default: a source of events only).
+    fn next_grants(&mut self, _files: &[crate::NewFile], _max: usize) -> Result<Vec<NewGrant>, String> {
+        Ok(Vec::new())
+    }
 }
 
 /// The [`EventSource`] of a [`Record`]. Clones share the source; two are equal when they are the
@@ -58,6 +64,12 @@ impl StreamedEvents {
     /// Shares `source`.
     pub fn new(source: Box<dyn EventSource>) -> StreamedEvents {
         StreamedEvents(Arc::new(std::sync::Mutex::new(source)))
+    }
+
+    /// The source's next at most `max` grants from `files` (see [`EventSource::next_grants`]).
+    pub fn next_grants(&self, files: &[crate::NewFile], max: usize) -> Result<Vec<NewGrant>, String> {
+        let mut source = self.0.lock().map_err(|_| "the grants' source failed earlier".to_owned())?;
+        source.next_grants(files, max)
     }
 
     /// The source's next at most `max` events from `files` (see [`EventSource::next_events`]).

@@ -1201,6 +1201,18 @@ impl Store for SqlStore {
             if let Some(streamed) = update.record.streamed.take() {
                 let principal = update.record.entry.principal.as_deref();
                 loop {
+                    let chunk = streamed.next_grants(&update.files, BATCHED_GRANTS).map_err(StoreError::Internal)?;
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    insert_grants!(
+                        D,
+                        &mut tx,
+                        gun,
+                        chunk.iter().map(|grant| (grant, principal, Some(seq), at, None)).collect()
+                    );
+                }
+                loop {
                     let chunk = streamed.next_events(&update.files, INSERT_CHUNK).map_err(StoreError::Internal)?;
                     if chunk.is_empty() {
                         break;
