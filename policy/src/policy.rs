@@ -758,6 +758,22 @@ fn parse_json(text: &str) -> Result<RawPolicy, PolicyError> {
     let daemon_json = keys.keys().any(|name| !POLICY_KEYS.contains(&name.as_str()))
         && !keys.keys().any(|name| name != "content-trust" && POLICY_KEYS.contains(&name.as_str()));
     if daemon_json {
+        // A daemon.json key that is a near miss of a policy section is taken for a typo, not a daemon option.
+        if let Some((typo, meant)) = keys.keys().find_map(|name| {
+            POLICY_KEYS
+                .iter()
+                .find(|wanted| name != *wanted && edit_distance(name, wanted) <= 2)
+                .map(|wanted| (name, wanted))
+        }) {
+            let offset = locate::json_offset(text, &[key(typo)]).unwrap_or_default();
+            let (line, column) = locate::line_column(text, offset);
+            return Err(PolicyError {
+                file: None,
+                line: Some(line),
+                column: Some(column),
+                message: format!("unknown field `{typo}`; did you mean `{meant}`?"),
+            });
+        }
         let daemon: RawDaemonJson = serde_json::from_str(text).map_err(json_error)?;
         let Some(content_trust) = daemon.content_trust else {
             return Err(PolicyError {
@@ -782,6 +798,24 @@ fn parse_json(text: &str) -> Result<RawPolicy, PolicyError> {
     } else {
         serde_json::from_str(text).map_err(json_error)
     }
+}
+
+/// The Levenshtein distance between two short ASCII keys.
+fn edit_distance(left: &str, right: &str) -> usize {
+    let right: Vec<char> = right.chars().collect();
+    let mut previous: Vec<usize> = (0..=right.len()).collect();
+    for (row, left_char) in left.chars().enumerate() {
+        let mut current = vec![row + 1];
+        for (column, right_char) in right.iter().enumerate() {
+            let substitution =
+                previous.get(column).copied().unwrap_or_default() + usize::from(left_char != *right_char);
+            let deletion = previous.get(column + 1).copied().unwrap_or_default() + 1;
+            let insertion = current.last().copied().unwrap_or_default() + 1;
+            current.push(substitution.min(deletion).min(insertion));
+        }
+        previous = current;
+    }
+    previous.last().copied().unwrap_or_default()
 }
 
 fn read_bounded(path: &Path) -> Result<String, String> {
@@ -851,3 +885,7 @@ fn check_url(path: &[Step], url: &str) -> Result<(), Bad> {
         _ => Err(bad(path, format!("{url:?} is not an http:// or https:// URL"))),
     }
 }
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;
