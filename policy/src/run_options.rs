@@ -433,8 +433,10 @@ pub fn check_container_create(body: &Value, rules: &RunOptions) -> Result<(), De
     let Value::Object(body) = body else {
         return Err(malformed("the container create body is not a JSON object"));
     };
-    let Some(host) = object_field(body, "HostConfig", "host-config")? else {
-        return Ok(());
+    let host = match body.get("HostConfig") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Object(host)) => host,
+        Some(other) => return Err(malformed(&format!("HostConfig must be an object, found {}", kind(other)))),
     };
 
     if bool_field(host, "Privileged", "privileged", "HostConfig.")? && !rules.privileged {
@@ -653,3 +655,7 @@ pub fn check_volume_create(body: &Value, rules: &RunOptions) -> Result<(), Denia
         Some(other) => Err(deny("bind-mounts", format!("DriverOpts must be an object, found {}", kind(other)))),
     }
 }
+
+#[cfg(test)]
+#[path = "run_options_tests.rs"]
+mod tests;
