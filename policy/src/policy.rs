@@ -149,8 +149,6 @@ pub enum Origin {
     CertIds(String),
     /// `trust-pinning.official-library-images`.
     OfficialLibraryImages,
-    /// `registries.allowed`.
-    Registries,
     /// The `exemptions.images` entry with this pattern.
     Exemption(Pattern),
 }
@@ -164,7 +162,6 @@ impl fmt::Display for Origin {
             Self::RootKeys(pattern) => write!(formatter, "trust-pinning.root-keys {:?}", pattern.as_str()),
             Self::CertIds(gun) => write!(formatter, "trust-pinning.cert-ids {gun:?}"),
             Self::OfficialLibraryImages => formatter.write_str("trust-pinning.official-library-images"),
-            Self::Registries => formatter.write_str("registries.allowed"),
             Self::Exemption(pattern) => write!(formatter, "exemptions.images {:?}", pattern.as_str()),
         }
     }

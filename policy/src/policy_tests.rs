@@ -192,9 +192,12 @@ fn empty_root_key_list_is_an_error() {
     assert_eq!(toml_error(cert), (Some(2), Some(16), "the list of certificate IDs cannot be empty".to_owned()));
 }
 
+/// An expected error: line, column and message.
+type Expected = (Option<usize>, Option<usize>, &'static str);
+
 #[test]
 fn bad_values_name_their_line() {
-    let cases: Vec<(&str, (Option<usize>, Option<usize>, &str))> = vec![
+    let cases: Vec<(&str, Expected)> = vec![
         (
             "[content-trust]\nmode = \"strict\"\n",
             (Some(2), Some(8), "unknown variant `strict`, expected one of `disabled`, `permissive`, `enforced`"),
@@ -588,4 +591,32 @@ fn documented_example_parses() {
     assert!(policy.namespace_exempt("kube-system"));
     assert!(!policy.run_options().privileged);
     assert!(!policy.run_options().fail_open);
+}
+
+#[test]
+fn origins_read_well_in_reasons() {
+    let cases = [
+        (Origin::Default, "the default"),
+        (Origin::ContentTrustMode, "content-trust.mode"),
+        (Origin::Rule(pattern("reg.io/prod/*")), "rule \"reg.io/prod/*\""),
+        (Origin::RootKeys(pattern("*")), "trust-pinning.root-keys \"*\""),
+        (Origin::CertIds("reg.io/app".to_owned()), "trust-pinning.cert-ids \"reg.io/app\""),
+        (Origin::OfficialLibraryImages, "trust-pinning.official-library-images"),
+        (Origin::Exemption(pattern("reg.io/debug/*")), "exemptions.images \"reg.io/debug/*\""),
+    ];
+    for (origin, text) in cases {
+        assert_eq!(origin.to_string(), text);
+    }
+    assert_eq!(Mode::Permissive.to_string(), "permissive");
+}
+
+#[test]
+fn a_rule_can_switch_checks_off_for_its_pattern() {
+    let policy = Policy::from_toml_str(
+        "[content-trust]\nmode = \"enforced\"\n[[rules]]\npattern = \"reg.io/lab/*\"\nmode = \"disabled\"\n",
+    )
+    .unwrap();
+    let lab = policy.decide(&image("reg.io/lab/x"));
+    assert_eq!((lab.mode, lab.mode_origin), (Mode::Disabled, Origin::Rule(pattern("reg.io/lab/*"))));
+    assert_eq!(policy.decide(&image("reg.io/prod/x")).mode, Mode::Enforced);
 }
