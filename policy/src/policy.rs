@@ -308,9 +308,9 @@ struct RawContentTrust {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawTrustPinning {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     root_keys: BTreeMap<String, Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     cert_ids: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     official_library_images: bool,
@@ -324,7 +324,7 @@ struct RawTrustServer {
     username: Option<String>,
     password_file: Option<PathBuf>,
     token_file: Option<PathBuf>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     registries: BTreeMap<String, String>,
 }
 
@@ -350,6 +350,36 @@ struct RawRule {
     mode: Option<Mode>,
     require_digest: Option<bool>,
     required_roles: Option<RawRoles>,
+}
+
+/// A map that refuses a key given twice (TOML refuses it while parsing; JSON readers keep the last one, which would
+/// let a second entry silently replace a pin).
+fn unique_keys<'de, D, V>(deserializer: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Visitor<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<V> {
+        type Value = BTreeMap<String, V>;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("a table")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(name) = map.next_key::<String>()? {
+                if out.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format!("{name:?} is given twice")));
+                }
+                let value = map.next_value()?;
+                out.insert(name, value);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_map(Visitor(std::marker::PhantomData))
 }
 
 /// `required-roles`: a list (all of them) or `{ roles = [...], min = k }`.

@@ -311,6 +311,16 @@ fn edit_distances() {
     assert_eq!(edit_distance("", "abc"), 3);
 }
 
+#[test]
+fn a_pattern_given_twice_is_an_error() {
+    let json = format!(
+        "{{\"content-trust\": {{\"trust-pinning\": {{\"root-keys\": {{\n  \"reg.io/*\": [\"{KEY_A}\"],\n  \"reg.io/*\": [\"{KEY_B}\"]\n}}}}}}}}"
+    );
+    assert_eq!(json_error(&json), (Some(3), Some(12), "\"reg.io/*\" is given twice".to_owned()));
+    let toml = format!("[content-trust.trust-pinning.root-keys]\n\"a/*\" = [\"{KEY_A}\"]\n\"a/*\" = [\"{KEY_B}\"]\n");
+    assert_eq!(toml_error(&toml).0, Some(3));
+}
+
 // ----- daemon.json -----
 
 #[test]
