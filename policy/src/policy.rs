@@ -195,6 +195,38 @@ pub struct Decision {
     pub allow_expired_cached: bool,
 }
 
+impl Decision {
+    /// Checks what needs no trust data: the registry must be allowed and, when a rule requires it, `image` must
+    /// name a digest. An exempt image passes. The caller applies `mode` to a failure (permissive: log and allow).
+    ///
+    /// # Errors
+    /// A reason a person understands, naming the setting.
+    pub fn precheck(&self, image: &ImageRef) -> Result<(), String> {
+        if self.exempt.is_some() {
+            return Ok(());
+        }
+        if !self.registry_allowed {
+            return Err(format!("registry {} is not in registries.allowed", image.registry()));
+        }
+        if self.require_digest && image.digest().is_none() {
+            let rule = self.rule.as_ref().map_or_else(String::new, |rule| format!("rule {:?} ", rule.as_str()));
+            return Err(format!("{rule}requires {} to be named by digest (@sha256:…); {image} names none", self.gun));
+        }
+        Ok(())
+    }
+
+    /// Why trust data for this repository cannot be verified when nothing is pinned, or `None` when a pin applies.
+    pub fn missing_pin_reason(&self) -> Option<String> {
+        match self.pin {
+            RootPin::None => Some(format!(
+                "no root key is pinned for {}: no trust-pinning.cert-ids or trust-pinning.root-keys entry matches it",
+                self.gun
+            )),
+            RootPin::RootKeys(_) | RootPin::CertIds(_) => None,
+        }
+    }
+}
+
 /// How to reach the trust server and prove who we are.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TrustServer {

@@ -630,3 +630,44 @@ fn a_rule_can_switch_checks_off_for_its_pattern() {
     assert_eq!((lab.mode, lab.mode_origin), (Mode::Disabled, Origin::Rule(pattern("reg.io/lab/*"))));
     assert_eq!(policy.decide(&image("reg.io/prod/x")).mode, Mode::Enforced);
 }
+
+#[test]
+fn prechecks_and_missing_pins() {
+    let policy = Policy::from_toml_str(&format!(
+        r#"
+[content-trust.trust-pinning.root-keys]
+"reg.io/*" = ["{KEY_A}"]
+[registries]
+allowed = ["reg.io"]
+[[rules]]
+pattern = "reg.io/prod/*"
+require-digest = true
+[exemptions]
+images = ["quay.io/debug/*"]
+"#
+    ))
+    .unwrap();
+    let check = |text: &str| {
+        let reference = image(text);
+        policy.decide(&reference).precheck(&reference)
+    };
+    assert_eq!(check("reg.io/dev/api:v1"), Ok(()));
+    assert_eq!(check(&format!("reg.io/prod/api@sha256:{}", "a".repeat(64))), Ok(()));
+    assert_eq!(
+        check("reg.io/prod/api:v1"),
+        Err("rule \"reg.io/prod/*\" requires reg.io/prod/api to be named by digest (@sha256:…); reg.io/prod/api:v1 \
+             names none"
+            .to_owned())
+    );
+    assert_eq!(check("quay.io/x"), Err("registry quay.io is not in registries.allowed".to_owned()));
+    assert_eq!(check("quay.io/debug/shell"), Ok(()));
+    assert_eq!(policy.decide(&image("reg.io/x")).missing_pin_reason(), None);
+    assert_eq!(
+        policy.decide(&image("alpine")).missing_pin_reason(),
+        Some(
+            "no root key is pinned for docker.io/library/alpine: no trust-pinning.cert-ids or \
+             trust-pinning.root-keys entry matches it"
+                .to_owned()
+        )
+    );
+}
