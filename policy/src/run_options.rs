@@ -452,7 +452,8 @@ pub fn check_container_create(body: &Value, rules: &RunOptions) -> Result<(), De
         ("CgroupnsMode", "--cgroupns=host", "host-cgroupns", rules.host_cgroupns),
     ];
     for (field, flag, rule, allowed) in namespaces {
-        if string_field(host, field, rule)? == Some("host") && !allowed {
+        // Compared without case, so that a daemon reading the mode loosely is never given "HOST" unchecked.
+        if string_field(host, field, rule)?.is_some_and(|mode| mode.eq_ignore_ascii_case("host")) && !allowed {
             return Err(deny(rule, format!("{flag} is not allowed by run-options.{rule}")));
         }
     }

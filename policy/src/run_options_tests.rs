@@ -63,6 +63,11 @@ fn host_namespaces() {
             "{field}"
         );
         assert_eq!(check_container_create(&body, &rules(&format!("{rule} = true"))), Ok(()), "{field}");
+        assert_eq!(
+            check_container_create(&create(json!({ field: "HOST" })), &RunOptions::default()),
+            denial(&format!("run-options.{rule}"), &format!("{flag} is not allowed by run-options.{rule}")),
+            "{field}"
+        );
         // Sharing another container's namespace is not the host's.
         assert_eq!(check_container_create(&create(json!({ field: "container:abc" })), &RunOptions::default()), Ok(()));
         assert_eq!(
