@@ -581,6 +581,9 @@ fn load_errors_name_the_file() {
         Policy::load(&toml).unwrap_err().to_string(),
         format!("{}: line 2, column 8: wanted string or table", toml.display())
     );
+    let daemon = dir.path().join("daemon.json");
+    std::fs::write(&daemon, "{\"storage-driver\": \"vfs\", \"content-trust\": {\"mode\": \"permissive\"}}").unwrap();
+    assert_eq!(Policy::load(&daemon).unwrap().mode(), Mode::Permissive);
     let missing = dir.path().join("missing.json");
     let error = Policy::load(&missing).unwrap_err();
     assert_eq!((error.file, error.line), (Some(missing), None));
