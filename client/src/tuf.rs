@@ -545,10 +545,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha256(bytes))
 }
 
-/// Decides whether `tag` and/or `digest` (lower-case hex, see [`normalize_digest`]) of `data`'s
+/// Decides whether `tag` and/or `digest` (`sha256:<hex>` or hex, see [`normalize_digest`]) of `data`'s
 /// GUN is signed as `requirement` asks. At least one of `tag` and `digest` must be given.
 pub fn decide(data: &TrustData, tag: Option<&str>, digest: Option<&str>, requirement: &RoleRequirement) -> Verdict {
     let gun = data.gun.as_str();
+    let normalized = digest.map(|text| normalize_digest(text).unwrap_or_else(|| text.to_ascii_lowercase()));
+    let digest = normalized.as_deref();
     let what = match tag {
         Some(tag) => format!("tag {tag} of {gun}"),
         None => format!("digest sha256:{} of {gun}", digest.unwrap_or_default()),
@@ -712,3 +714,6 @@ fn decide_count(
     let digest = (!found_digest.is_empty()).then(|| format!("sha256:{found_digest}"));
     untrusted(reason, digest, signing_names.iter().map(|name| (*name).to_owned()).collect())
 }
+
+#[cfg(test)]
+mod tests;
