@@ -13,6 +13,9 @@ pub mod state;
 pub mod tuf;
 pub mod verifier;
 
+#[cfg(test)]
+mod testutil;
+
 pub use fetch::Credentials;
 pub use tufa_core::names::RoleName;
 pub use verifier::{Config, Verifier};

@@ -447,3 +447,6 @@ impl Verifier {
 pub fn file_sha256(bytes: &[u8]) -> String {
     sha256_hex(bytes)
 }
+
+#[cfg(test)]
+mod tests;
