@@ -216,6 +216,9 @@ impl Fetcher {
             match response.status() {
                 StatusCode::OK => return read_limited(response, file, limit).await,
                 StatusCode::NOT_FOUND => return Err(FetchError::NotFound),
+                StatusCode::UNAUTHORIZED if matches!(self.credentials, Credentials::Token(_)) => {
+                    return Err(FetchError::Unauthorized(format!("the server refused the token for {gun}")));
+                }
                 StatusCode::UNAUTHORIZED if attempt == 0 => {
                     let challenge = response
                         .headers()

@@ -22,6 +22,8 @@ use crate::{Credentials, Requirement, RootPin, Verdict, VerifyError};
 
 /// Timeout of each HTTP request to the trust server.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a refresh that changed nothing but the confirmation time writes the state.
+pub const PERSIST_CONFIRMATION_EVERY: Duration = Duration::from_secs(60);
 /// Most root versions walked in one rotation chain.
 pub const MAX_ROOT_ROTATIONS: i64 = 1_024;
 
@@ -54,6 +56,8 @@ struct SlotState {
     state: Option<GunState>,
     /// The trust data verified from it, with the root, and when the server last confirmed it.
     verified: Option<(Arc<TrustData>, TrustedRoot, Instant)>,
+    /// When the state was last written.
+    persisted: Option<Instant>,
 }
 
 type Slot = tokio::sync::Mutex<SlotState>;
@@ -291,7 +295,11 @@ impl Verifier {
         {
             let found = (data.clone(), trusted.clone());
             state.fetched_at = Utc::now();
-            self.persist(state);
+            // Only the confirmation time changed: write it now and then, not on every refresh.
+            if slot.persisted.is_none_or(|written| written.elapsed() >= PERSIST_CONFIRMATION_EVERY) {
+                self.persist(state);
+                slot.persisted = Some(Instant::now());
+            }
             slot.verified = Some((found.0.clone(), found.1.clone(), Instant::now()));
             return Ok(found);
         }
@@ -313,6 +321,7 @@ impl Verifier {
                         fetched_at: Utc::now(),
                     };
                     self.persist(&state);
+                    slot.persisted = Some(Instant::now());
                     let data = Arc::new(data);
                     slot.state = Some(state);
                     slot.verified = Some((data.clone(), root.clone(), Instant::now()));

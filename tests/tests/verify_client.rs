@@ -7,9 +7,13 @@ use std::fs;
 use std::time::Duration;
 
 use serde_json::Value;
-use tufa_client::{Config, Credentials, Requirement, RoleName, RoleRequirement, RootPin, Verdict, Verifier, VerifyError};
+use tufa_client::{
+    Config, Credentials, Requirement, RoleName, RoleRequirement, RootPin, Verdict, Verifier, VerifyError,
+};
 use tufa_core::keys::PublicKey;
-use tufa_tests::flows::{RELEASES, delegation_key, init_with_server_snapshot, path_arg, publish_delegated, publish_target};
+use tufa_tests::flows::{
+    RELEASES, delegation_key, init_with_server_snapshot, path_arg, publish_delegated, publish_target,
+};
 use tufa_tests::notary::Notary;
 use tufa_tests::tufa::{self, Backend};
 
@@ -110,7 +114,9 @@ fn verifies_what_notary_published_and_serves_it_offline() {
     assert_eq!(verdict.reason, format!("root key {root_key} is not pinned for {GUN}"));
     let verdict = verify(Some("v1"), None, &requirement(RootPin::CertIds(vec![other]), RoleRequirement::Any));
     assert_eq!(verdict.reason, format!("root key {root_cert_id} is not pinned for {GUN}"));
-    assert!(verify(Some("v1"), None, &requirement(RootPin::RootKeys(vec![root_key.clone()]), RoleRequirement::Any)).trusted);
+    assert!(
+        verify(Some("v1"), None, &requirement(RootPin::RootKeys(vec![root_key.clone()]), RoleRequirement::Any)).trusted
+    );
     assert!(verify(Some("v1"), None, &requirement(RootPin::CertIds(vec![root_cert_id]), RoleRequirement::Any)).trusted);
 
     // A fresh client whose first root is not pinned persists nothing it would trust later.
@@ -128,7 +134,9 @@ fn verifies_what_notary_published_and_serves_it_offline() {
     // Concurrent verifications of one image all agree.
     let answers = runtime.block_on(async {
         let mut handles = Vec::new();
-        let verifier = std::sync::Arc::new(Verifier::new(config(server.url(), &ca, state.path(), Duration::from_secs(3600))).unwrap());
+        let verifier = std::sync::Arc::new(
+            Verifier::new(config(server.url(), &ca, state.path(), Duration::from_secs(3600))).unwrap(),
+        );
         for _ in 0..16 {
             let verifier = verifier.clone();
             handles.push(tokio::spawn(async move { verifier.verify(GUN, Some("v2"), None, &any()).await.unwrap() }));
@@ -139,7 +147,9 @@ fn verifies_what_notary_published_and_serves_it_offline() {
         }
         answers
     });
-    assert!(answers.iter().all(|verdict| verdict.trusted && verdict.digest == Some(format!("sha256:{}", released.digest))));
+    assert!(
+        answers.iter().all(|verdict| verdict.trusted && verdict.digest == Some(format!("sha256:{}", released.digest)))
+    );
 
     // Offline: the server is gone; a new verifier on the same state directory answers from the
     // persisted trust data, and refuses to when it is older than allowed.
@@ -164,4 +174,50 @@ fn verifies_what_notary_published_and_serves_it_offline() {
         Err(VerifyError::Unavailable(text)) => assert!(text.starts_with("root of tufa.test/never: "), "{text}"),
         other => panic!("expected the server to be unavailable, got {other:?}"),
     }
+}
+
+#[test]
+fn authenticates_with_a_password_or_an_api_token() {
+    const PASSWORD: &str = "correct horse battery staple";
+    let server = tufa::start_builtin(Backend::Sqlite, &[]);
+    server.add_user("alice", PASSWORD);
+    server.grant("alice", "admin", GUN);
+    server.add_user("rita", PASSWORD);
+    server.grant("rita", "reader", GUN);
+    let rita_token = server.create_token("rita");
+    let alice = Notary::with_auth(&server, "alice", "alice", PASSWORD);
+    init_with_server_snapshot(&alice, GUN);
+    let top = publish_target(&alice, GUN, "v1", b"authenticated release\n");
+
+    let ca = fs::read(server.ca_cert()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let verify = |credentials: Credentials| {
+        let state = tempfile::tempdir().unwrap();
+        let mut config = config(server.url(), &ca, state.path(), Duration::from_secs(3600));
+        config.credentials = credentials;
+        let verifier = Verifier::new(config).unwrap();
+        runtime.block_on(verifier.verify(GUN, Some("v1"), None, &any()))
+    };
+    let password =
+        |password: &str| Credentials::Basic { username: "rita".into(), password: password.to_owned().into() };
+
+    // Basic credentials at the token realm of the challenge, then the registry token.
+    let verdict = verify(password(PASSWORD)).unwrap();
+    assert_eq!((verdict.trusted, verdict.digest), (true, Some(format!("sha256:{}", top.digest))));
+    // An API token sent directly as Bearer.
+    let verdict = verify(Credentials::Token(rita_token.text.clone().into())).unwrap();
+    assert!(verdict.trusted, "{verdict:?}");
+    // No or wrong credentials: the verifier cannot decide.
+    assert_eq!(
+        verify(Credentials::None).unwrap_err(),
+        VerifyError::Unauthorized("the server requires credentials".into())
+    );
+    assert_eq!(
+        verify(password("wrong")).unwrap_err(),
+        VerifyError::Unauthorized("the token service refused the credentials".into())
+    );
+    assert_eq!(
+        verify(Credentials::Token("tufa_nope_nope".to_owned().into())).unwrap_err(),
+        VerifyError::Unauthorized(format!("the server refused the token for {GUN}"))
+    );
 }

@@ -333,6 +333,12 @@ async fn the_registry_token_dance() {
     token.credentials = Credentials::Token(Zeroizing::new("good".into()));
     assert!(Verifier::new(token).unwrap().verify(GUN, Some("v1"), None, &any()).await.unwrap().trusted);
     assert_eq!(served.requests().iter().filter(|path| path.starts_with("401 ")).count(), before);
+    let mut refused = config(&url, state.path(), Duration::ZERO);
+    refused.credentials = Credentials::Token(Zeroizing::new("bad".into()));
+    assert_eq!(
+        Verifier::new(refused).unwrap().verify(GUN, Some("v1"), None, &any()).await.unwrap_err(),
+        VerifyError::Unauthorized("the server refused the token for registry.example.com/app".into())
+    );
 }
 
 #[tokio::test]
