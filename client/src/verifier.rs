@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tufa_core::metadata::{Root, Signed, Snapshot, Timestamp};
+use tufa_core::metadata::{FileMeta, Root, Signed, Snapshot, Timestamp};
 use tufa_core::names::{Gun, check_target_name};
 
 use crate::fetch::{FetchError, Fetcher, MAX_ROOT_BYTES, MAX_TIMESTAMP_BYTES};
@@ -24,6 +24,15 @@ use crate::{Credentials, Requirement, RootPin, Verdict, VerifyError};
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a refresh that changed nothing but the confirmation time writes the state.
 pub const PERSIST_CONFIRMATION_EVERY: Duration = Duration::from_secs(60);
+/// The shortest time before a server found unreachable is asked again (the refresh interval
+/// when that is longer).
+pub const MIN_OFFLINE_RETRY: Duration = Duration::from_secs(5);
+/// Most bytes of one targets-type file, whatever its parent lists.
+pub const MAX_METADATA_BYTES: u64 = 100 * 1024 * 1024;
+/// Most bytes of all targets-type files of one repository together.
+pub const MAX_REPOSITORY_BYTES: u64 = 256 * 1024 * 1024;
+/// How many files of one repository are fetched at the same time.
+pub const FETCH_CONCURRENCY: usize = 8;
 /// Most root versions walked in one rotation chain.
 pub const MAX_ROOT_ROTATIONS: i64 = 1_024;
 
@@ -58,6 +67,8 @@ struct SlotState {
     verified: Option<(Arc<TrustData>, TrustedRoot, Instant)>,
     /// When the state was last written.
     persisted: Option<Instant>,
+    /// When the server was last found unreachable for this GUN (cleared by a good refresh).
+    unreachable_at: Option<Instant>,
 }
 
 type Slot = tokio::sync::Mutex<SlotState>;
@@ -70,7 +81,7 @@ struct Slots {
 
 /// Verifies tags and digests of GUNs against one trust server.
 pub struct Verifier {
-    fetcher: Fetcher,
+    fetcher: Arc<Fetcher>,
     states: StateDir,
     config: Config,
     slots: Mutex<Slots>,
@@ -115,6 +126,40 @@ fn fetch_failure(gun: &str, role: &str, error: FetchError) -> Failure {
     }
 }
 
+/// Fetches the file of `role` by the SHA-256 its parent lists, at most the listed length (and
+/// never more than [`MAX_METADATA_BYTES`]).
+async fn fetch_listed(fetcher: &Fetcher, gun: &str, role: &str, meta: &FileMeta) -> Result<Vec<u8>, Failure> {
+    let Some(sha256) = meta.sha256() else {
+        return Err(Refusal::Malformed {
+            gun: gun.to_owned(),
+            role: role.to_owned(),
+            detail: "its parent lists no sha256".to_owned(),
+        }
+        .into());
+    };
+    let length = u64::try_from(meta.length).unwrap_or(0);
+    if length > MAX_METADATA_BYTES {
+        return Err(Refusal::Limit {
+            gun: gun.to_owned(),
+            detail: format!("{role} is listed with {length} bytes, more than {MAX_METADATA_BYTES}"),
+        }
+        .into());
+    }
+    fetcher.by_checksum(gun, role, &hex::encode(sha256), length).await.map_err(|error| fetch_failure(gun, role, error))
+}
+
+/// The result of one fetch task.
+fn joined(
+    gun: &str,
+    done: Result<(String, Result<Vec<u8>, Failure>), tokio::task::JoinError>,
+) -> Result<(String, Vec<u8>), Failure> {
+    match done {
+        Ok((role, Ok(bytes))) => Ok((role, bytes)),
+        Ok((_, Err(failure))) => Err(failure),
+        Err(error) => Err(Failure::Unreachable(format!("a fetch for {gun} did not finish: {error}"))),
+    }
+}
+
 impl Verifier {
     /// A verifier for `config`: builds the HTTP client (with the CA as the only root) and opens
     /// the state directory.
@@ -123,7 +168,12 @@ impl Verifier {
             Fetcher::new(&config.server_url, config.ca_pem.as_deref(), config.credentials.clone(), REQUEST_TIMEOUT)
                 .map_err(VerifyError::Config)?;
         let states = StateDir::open(&config.state_dir).map_err(|error| VerifyError::Config(error.to_string()))?;
-        Ok(Self { fetcher, states, config, slots: Mutex::new(Slots { slots: HashMap::new(), clock: 0 }) })
+        Ok(Self {
+            fetcher: Arc::new(fetcher),
+            states,
+            config,
+            slots: Mutex::new(Slots { slots: HashMap::new(), clock: 0 }),
+        })
     }
 
     /// The slot of `gun`, created if needed; evicts the least recently used slot beyond the bound.
@@ -214,10 +264,20 @@ impl Verifier {
         {
             return Ok((data.clone(), root.clone()));
         }
+        // A server found unreachable is not asked again for a while: each attempt may cost a
+        // connection timeout, and the cached answer would be the same.
+        let retry = self.config.refresh.max(MIN_OFFLINE_RETRY);
+        if slot.unreachable_at.is_some_and(|at| at.elapsed() < retry) {
+            return self.cached(gun, slot, requirement, format!("the trust server was unreachable for {gun} just now"));
+        }
         match self.refresh(gun, slot, &requirement.pin).await {
-            Ok(found) => Ok(found),
+            Ok(found) => {
+                slot.unreachable_at = None;
+                Ok(found)
+            }
             Err(Failure::Unreachable(text)) => {
                 tracing::warn!(gun, error = %text, "the trust server is unreachable; trying cached trust data");
+                slot.unreachable_at = Some(Instant::now());
                 self.cached(gun, slot, requirement, text)
             }
             Err(other) => Err(other),
@@ -410,11 +470,41 @@ impl Verifier {
         if parsed.meta.len() > MAX_ROLES.saturating_add(1) {
             return Err(Refusal::Limit { gun: gun.to_owned(), detail: format!("more than {MAX_ROLES} roles") }.into());
         }
-        let mut roles = BTreeMap::new();
-        for (role, meta) in &parsed.meta {
-            if role == "targets" || role.starts_with("targets/") {
-                roles.insert(role.clone(), self.listed_file(gun, role, meta, cached).await?);
+        let listed: Vec<(&String, &FileMeta)> =
+            parsed.meta.iter().filter(|(role, _)| *role == "targets" || role.starts_with("targets/")).collect();
+        let total =
+            listed.iter().fold(0u64, |sum, (_, meta)| sum.saturating_add(u64::try_from(meta.length).unwrap_or(0)));
+        if total > MAX_REPOSITORY_BYTES {
+            return Err(Refusal::Limit {
+                gun: gun.to_owned(),
+                detail: format!("its targets files hold more than {MAX_REPOSITORY_BYTES} bytes"),
             }
+            .into());
+        }
+        // Files the cache holds are used as they are; the others are fetched a few at a time, so a
+        // cold verification costs about one round trip per level rather than one per file.
+        let mut roles = BTreeMap::new();
+        let mut fetches = tokio::task::JoinSet::new();
+        for (role, meta) in listed {
+            if let Some(bytes) = cached.and_then(|files| files.get(role)).filter(|bytes| meta.matches(bytes)) {
+                roles.insert(role.clone(), bytes.clone());
+                continue;
+            }
+            if fetches.len() >= FETCH_CONCURRENCY
+                && let Some(done) = fetches.join_next().await
+            {
+                let (role, bytes) = joined(gun, done)?;
+                roles.insert(role, bytes);
+            }
+            let (fetcher, gun, role, meta) = (self.fetcher.clone(), gun.to_owned(), role.clone(), meta.clone());
+            fetches.spawn(async move {
+                let bytes = fetch_listed(&fetcher, &gun, &role, &meta).await;
+                (role, bytes)
+            });
+        }
+        while let Some(done) = fetches.join_next().await {
+            let (role, bytes) = joined(gun, done)?;
+            roles.insert(role, bytes);
         }
         Ok(RepoFiles { timestamp: timestamp.to_vec(), snapshot, roles })
     }
@@ -423,25 +513,13 @@ impl Verifier {
         &self,
         gun: &str,
         role: &str,
-        meta: &tufa_core::metadata::FileMeta,
+        meta: &FileMeta,
         cached: Option<&BTreeMap<String, Vec<u8>>>,
     ) -> Result<Vec<u8>, Failure> {
         if let Some(bytes) = cached.and_then(|files| files.get(role)).filter(|bytes| meta.matches(bytes)) {
             return Ok(bytes.clone());
         }
-        let Some(sha256) = meta.sha256() else {
-            return Err(Refusal::Malformed {
-                gun: gun.to_owned(),
-                role: role.to_owned(),
-                detail: "its parent lists no sha256".to_owned(),
-            }
-            .into());
-        };
-        let length = u64::try_from(meta.length).unwrap_or(0);
-        self.fetcher
-            .by_checksum(gun, role, &hex::encode(sha256), length)
-            .await
-            .map_err(|error| fetch_failure(gun, role, error))
+        fetch_listed(&self.fetcher, gun, role, meta).await
     }
 
     /// Saves the state; a failure is logged (the verification itself stands).

@@ -355,3 +355,53 @@ async fn the_lru_is_bounded() {
     assert!(slots.slots.contains_key("example.com/app9"));
     assert!(!slots.slots.contains_key("example.com/app0"));
 }
+
+#[tokio::test]
+async fn an_unreachable_server_is_answered_from_cache_and_not_asked_again_at_once() {
+    let served = Arc::new(Served::default());
+    let mut repo = Repo::new();
+    repo.delegations.push(Delegated::new("targets/releases", vec![("v2", digest("v2"))]));
+    let (root, files) = repo.build();
+    served.publish(&root, &files);
+    let url = start(served.clone()).await;
+    let state = tempfile::tempdir().unwrap();
+    let verifier = Verifier::new(config(&url, state.path(), Duration::ZERO)).unwrap();
+    assert!(verifier.verify(GUN, Some("v2"), None, &any()).await.unwrap().trusted);
+    let before = served.requests().len();
+    *served.status.lock().unwrap() = Some(502);
+    let releases = Requirement {
+        roles: RoleRequirement::AllOf(vec![crate::RoleName::parse("targets/releases").unwrap()]),
+        ..any()
+    };
+    let verdict = verifier.verify(GUN, Some("v2"), None, &releases).await.unwrap();
+    assert_eq!((verdict.trusted, verdict.roles), (true, vec!["targets/releases".to_owned()]));
+    assert_eq!(served.requests().len(), before + 1, "one timestamp request, answered 502");
+    let verdict = verifier.verify(GUN, Some("v1"), None, &releases).await.unwrap();
+    assert_eq!(verdict.reason, format!("tag v1 of {GUN} is not signed by targets/releases; signed only by targets"));
+    assert_eq!(served.requests().len(), before + 1, "the server is not asked again at once");
+}
+
+#[tokio::test]
+async fn a_file_listed_larger_than_the_limit_is_not_fetched() {
+    let served = Arc::new(Served::default());
+    let repo = Repo::new();
+    let (root, files) = repo.build();
+    served.publish(&root, &files);
+    let url = start(served.clone()).await;
+    let state = tempfile::tempdir().unwrap();
+    let verifier = Verifier::new(config(&url, state.path(), Duration::ZERO)).unwrap();
+    let meta = FileMeta { length: i64::try_from(MAX_METADATA_BYTES).unwrap() + 1, hashes: Default::default() };
+    let mut meta = meta;
+    meta.hashes.insert("sha256".into(), vec![0; 32]);
+    match fetch_listed(&verifier.fetcher, GUN, "targets", &meta).await {
+        Err(Failure::Refused(refusal)) => assert_eq!(
+            refusal.to_string(),
+            format!(
+                "trust data of {GUN} exceeds a limit: targets is listed with {} bytes, more than {MAX_METADATA_BYTES}",
+                MAX_METADATA_BYTES + 1
+            )
+        ),
+        _ => panic!("expected a refusal"),
+    }
+    assert_eq!(served.requests().len(), 0);
+}
