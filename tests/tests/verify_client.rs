@@ -1,7 +1,8 @@
-//! The verifier of tufa-client against a real tufa-server holding trust data published by the
-//! real notary CLI (top-level targets and the delegation targets/releases): trusted with the
-//! digest notary lists, unsigned tag, wrong digest, unpinned root, missing required role, no
-//! trust data, and offline from the persisted cache once the server is gone.
+//! The verifier of tufa-client against a real tufa-server (and Go notary-server) holding trust
+//! data published by the real notary CLI (top-level targets and the delegation
+//! targets/releases): trusted with the digest notary lists, unsigned tag, wrong digest, unpinned
+//! root, missing required role, no trust data, offline from the persisted cache once the server
+//! is gone; and authentication with a password (registry-token dance) or an API token.
 
 use std::fs;
 use std::time::Duration;
@@ -14,7 +15,9 @@ use tufa_core::keys::PublicKey;
 use tufa_tests::flows::{
     RELEASES, delegation_key, init_with_server_snapshot, path_arg, publish_delegated, publish_target,
 };
+use tufa_tests::go_notary;
 use tufa_tests::notary::Notary;
+use tufa_tests::server::Server;
 use tufa_tests::tufa::{self, Backend};
 
 const GUN: &str = "tufa.test/verify";
@@ -51,8 +54,16 @@ fn root_canonical_key_id(root: &Value) -> String {
 }
 
 #[test]
-fn verifies_what_notary_published_and_serves_it_offline() {
-    let server = tufa::start(Backend::Sqlite);
+fn against_tufa_server() {
+    verifies_what_notary_published_and_serves_it_offline(tufa::start(Backend::Sqlite));
+}
+
+#[test]
+fn against_go_notary_server() {
+    verifies_what_notary_published_and_serves_it_offline(go_notary::start(&go_notary::GoServerConfig::default()));
+}
+
+fn verifies_what_notary_published_and_serves_it_offline(server: Server) {
     let owner = Notary::new(&server, "owner");
     let delegate = Notary::new(&server, "delegate");
     init_with_server_snapshot(&owner, GUN);
