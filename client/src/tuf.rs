@@ -551,30 +551,34 @@ pub fn decide(data: &TrustData, tag: Option<&str>, digest: Option<&str>, require
     let gun = data.gun.as_str();
     let normalized = digest.map(|text| normalize_digest(text).unwrap_or_else(|| text.to_ascii_lowercase()));
     let digest = normalized.as_deref();
-    let what = match tag {
-        Some(tag) => format!("tag {tag} of {gun}"),
-        None => format!("digest sha256:{} of {gun}", digest.unwrap_or_default()),
+    // Candidate target names: the tag, or every name some role lists with the digest.
+    let names: BTreeSet<&str> = match (tag, digest) {
+        (Some(tag), _) => [tag].into_iter().collect(),
+        (None, Some(wanted)) => data
+            .roles
+            .iter()
+            .flat_map(|role| {
+                role.targets.iter().filter(|(_, target)| target.sha256 == wanted).map(|(name, _)| name.as_str())
+            })
+            .collect(),
+        (None, None) => BTreeSet::new(),
     };
-    // Candidate target names: the tag, or every name some role lists.
-    let names: BTreeSet<&str> = match tag {
-        Some(tag) => [tag].into_iter().collect(),
-        None => data.roles.iter().flat_map(|role| role.targets.keys().map(String::as_str)).collect(),
-    };
-    let mut best: Option<Verdict> = None;
+    let mut first: Option<Verdict> = None;
     for name in names {
-        let verdict = decide_name(data, name, &what, digest, requirement);
+        let verdict = decide_name(data, name, &format!("tag {name} of {gun}"), digest, requirement);
         if verdict.trusted {
             return verdict;
         }
-        // Keep the most informative refusal: one that found the target at all.
-        if best.as_ref().is_none_or(|best| best.roles.is_empty() && !verdict.roles.is_empty()) {
-            best = Some(verdict);
-        }
+        first.get_or_insert(verdict);
     }
-    match (best, tag) {
-        (Some(verdict), Some(_)) => verdict,
-        (_, None) => untrusted(format!("{what} is not signed by any target of its trust data"), None, Vec::new()),
-        (None, Some(_)) => untrusted(format!("{what} is not signed"), None, Vec::new()),
+    match (first, tag) {
+        (Some(verdict), _) => verdict,
+        (None, Some(tag)) => untrusted(format!("tag {tag} of {gun} is not signed"), None, Vec::new()),
+        (None, None) => untrusted(
+            format!("no signed tag of {gun} has the digest sha256:{}", digest.unwrap_or_default()),
+            None,
+            Vec::new(),
+        ),
     }
 }
 

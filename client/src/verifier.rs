@@ -18,7 +18,7 @@ use crate::state::{GunState, StateDir};
 use crate::tuf::{
     self, Freshness, MAX_ROLES, Refusal, RepoFiles, TrustData, TrustedRoot, Versions, normalize_digest, sha256_hex,
 };
-use crate::{Credentials, Requirement, RootPin, Verdict, VerifyError};
+use crate::{Credentials, Requirement, RoleRequirement, RootPin, Verdict, VerifyError};
 
 /// Timeout of each HTTP request to the trust server.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -225,6 +225,18 @@ impl Verifier {
         };
         if tag.is_none() && digest.is_none() {
             return Err(VerifyError::Input("neither a tag nor a digest was given".to_owned()));
+        }
+        match &requirement.roles {
+            RoleRequirement::AllOf(roles) if roles.is_empty() => {
+                return Err(VerifyError::Input("the list of required roles is empty".to_owned()));
+            }
+            RoleRequirement::AtLeast { roles, min } if *min == 0 || *min > roles.len() => {
+                return Err(VerifyError::Input(format!(
+                    "at least {min} of {} roles can never be required",
+                    roles.len()
+                )));
+            }
+            _ => {}
         }
         let slot = self.slot(gun);
         let mut guard = slot.lock().await;

@@ -75,10 +75,7 @@ fn an_unsigned_tag_and_a_wrong_digest_are_untrusted() {
         format!("tag v1 of {GUN} is signed with digest sha256:{}, not sha256:{}", digest("v1"), digest("other"))
     );
     let unknown = decide(&data, None, Some(&digest("other")), &RoleRequirement::Any);
-    assert_eq!(
-        unknown.reason,
-        format!("digest sha256:{} of {GUN} is not signed by any target of its trust data", digest("other"))
-    );
+    assert_eq!(unknown.reason, format!("no signed tag of {GUN} has the digest sha256:{}", digest("other")));
 }
 
 #[test]
@@ -318,7 +315,18 @@ fn notary_priority_decides_the_digest_of_a_tag() {
         (Some(format!("sha256:{}", digest("first"))), vec!["targets/a".to_owned()])
     );
     // A digest lookup follows the same rule: the lower-priority digest is not the tag's.
-    assert!(!decide(&data, None, Some(&digest("second")), &RoleRequirement::Any).trusted);
+    let verdict = decide(&data, None, Some(&digest("second")), &RoleRequirement::Any);
+    assert_eq!(
+        (verdict.trusted, verdict.reason),
+        (
+            false,
+            format!(
+                "tag v1 of {GUN} is signed with digest sha256:{}, not sha256:{}",
+                digest("first"),
+                digest("second")
+            )
+        )
+    );
     // Asking for roles makes the second digest count for targets/b.
     let verdict = decide(&data, None, Some(&digest("second")), &RoleRequirement::AllOf(vec![role("targets/b")]));
     assert_eq!(verdict.roles, ["targets/b"]);
@@ -336,6 +344,18 @@ fn required_roles_missing_and_met() {
     assert_eq!(
         verdict.reason,
         "tag v2 of registry.example.com/app is not signed by targets/qa; signed only by targets/releases"
+    );
+    // By digest: the tag carrying it is named.
+    let by_digest = decide(&data, None, Some(&digest("v2")), &both);
+    assert_eq!(
+        (by_digest.trusted, by_digest.reason),
+        (
+            false,
+            format!(
+                "tag v2 of {GUN} is not signed with digest sha256:{} by targets/qa; signed only by targets/releases",
+                digest("v2")
+            )
+        )
     );
     assert_eq!((verdict.trusted, verdict.roles), (false, vec!["targets/releases".to_owned()]));
     let repo_keys: Vec<String> =

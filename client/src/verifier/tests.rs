@@ -300,6 +300,17 @@ async fn server_errors_cannot_decide_and_missing_data_is_untrusted() {
         verifier.verify(GUN, None, None, &any()).await.unwrap_err(),
         VerifyError::Input("neither a tag nor a digest was given".into())
     );
+    let none_required = Requirement { roles: RoleRequirement::AllOf(Vec::new()), ..any() };
+    assert_eq!(
+        verifier.verify(GUN, Some("v1"), None, &none_required).await.unwrap_err(),
+        VerifyError::Input("the list of required roles is empty".into())
+    );
+    let roles = vec![crate::RoleName::parse("targets/a").unwrap()];
+    let too_many = Requirement { roles: RoleRequirement::AtLeast { roles, min: 2 }, ..any() };
+    assert_eq!(
+        verifier.verify(GUN, Some("v1"), None, &too_many).await.unwrap_err(),
+        VerifyError::Input("at least 2 of 1 roles can never be required".into())
+    );
 }
 
 #[tokio::test]
