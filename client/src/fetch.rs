@@ -275,6 +275,11 @@ impl Fetcher {
         }
         let url = reqwest::Url::parse_with_params(&realm, &query)
             .map_err(|_| FetchError::Unauthorized(format!("the token realm {realm:?} is not a URL")))?;
+        // A password goes to an https realm only, unless the trust server itself is plain http
+        // (a test set-up): a challenge must not make the client send it in the clear.
+        if url.scheme() != "https" && self.base.starts_with("https:") {
+            return Err(FetchError::Unauthorized(format!("the token realm {realm:?} is not https")));
+        }
         let response = self
             .client
             .get(url)
@@ -376,6 +381,23 @@ mod tests {
         assert_eq!(parse_challenge("Basic realm=\"x\""), Some(Challenge::Basic));
         assert_eq!(parse_challenge("Negotiate"), None);
         assert_eq!(parse_challenge("Bearer service=\"x\""), None);
+    }
+
+    #[tokio::test]
+    async fn a_password_is_not_sent_to_a_plain_http_realm() {
+        let credentials = Credentials::Basic { username: "alice".into(), password: Zeroizing::new("hunter2".into()) };
+        let fetcher = Fetcher::new("https://notary.example.com", None, credentials, Duration::from_secs(1)).unwrap();
+        let challenge = Challenge::Bearer { realm: "http://evil.example.com/token".into(), service: None, scope: None };
+        assert_eq!(
+            fetcher.answer(Some(challenge), "repository:a:pull").await.unwrap_err(),
+            FetchError::Unauthorized("the token realm \"http://evil.example.com/token\" is not https".into())
+        );
+        let anonymous =
+            Fetcher::new("https://notary.example.com", None, Credentials::None, Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            anonymous.answer(Some(Challenge::Basic), "repository:a:pull").await.unwrap_err(),
+            FetchError::Unauthorized("the server requires credentials".into())
+        );
     }
 
     #[test]

@@ -15,9 +15,7 @@ use tufa_core::names::{Gun, check_target_name};
 
 use crate::fetch::{FetchError, Fetcher, MAX_ROOT_BYTES, MAX_TIMESTAMP_BYTES};
 use crate::state::{GunState, StateDir};
-use crate::tuf::{
-    self, Freshness, MAX_ROLES, Refusal, RepoFiles, TrustData, TrustedRoot, Versions, normalize_digest, sha256_hex,
-};
+use crate::tuf::{self, Freshness, MAX_ROLES, Refusal, RepoFiles, TrustData, TrustedRoot, Versions, normalize_digest};
 use crate::{Credentials, Requirement, RoleRequirement, RootPin, Verdict, VerifyError};
 
 /// Timeout of each HTTP request to the trust server.
@@ -540,11 +538,6 @@ impl Verifier {
             tracing::warn!(gun = %state.gun, %error, "the trust state could not be saved");
         }
     }
-}
-
-/// The SHA-256 hex of a file, for callers comparing digests.
-pub fn file_sha256(bytes: &[u8]) -> String {
-    sha256_hex(bytes)
 }
 
 #[cfg(test)]

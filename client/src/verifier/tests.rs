@@ -17,6 +17,7 @@ use super::*;
 use crate::RoleRequirement;
 use crate::testutil::{Delegated, GUN, Repo, digest, key};
 use crate::tuf::RepoFiles;
+use crate::tuf::sha256_hex;
 
 /// What the test server serves and saw.
 #[derive(Default)]
