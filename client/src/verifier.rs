@@ -62,14 +62,32 @@ struct SlotState {
     /// The persisted state (trusted root, versions, cached files).
     state: Option<GunState>,
     /// The trust data verified from it, with the root, and when the server last confirmed it.
-    verified: Option<(Arc<TrustData>, TrustedRoot, Instant)>,
+    verified: Option<Verified>,
     /// When the state was last written.
     persisted: Option<Instant>,
     /// When the server was last found unreachable for this GUN (cleared by a good refresh).
     unreachable_at: Option<Instant>,
 }
 
-type Slot = tokio::sync::Mutex<SlotState>;
+/// Verified trust data, its root, and when the server last confirmed it.
+type Verified = (Arc<TrustData>, Arc<TrustedRoot>, Instant);
+
+/// One GUN: the verified data readable without waiting (cache hits take only a read lock), and
+/// the state behind an async lock held across a refresh, so concurrent requests share one fetch.
+#[derive(Default)]
+struct Slot {
+    fresh: std::sync::RwLock<Option<Verified>>,
+    state: tokio::sync::Mutex<SlotState>,
+}
+
+impl Slot {
+    /// The verified data, if younger than `refresh` and unexpired.
+    fn hit(&self, refresh: Duration) -> Option<(Arc<TrustData>, Arc<TrustedRoot>)> {
+        let fresh = self.fresh.read().ok()?;
+        let (data, root, checked) = fresh.as_ref()?;
+        (checked.elapsed() < refresh && data.expires > Utc::now()).then(|| (data.clone(), root.clone()))
+    }
+}
 
 /// The bounded map of GUN slots, least recently used evicted first.
 struct Slots {
@@ -237,16 +255,25 @@ impl Verifier {
             _ => {}
         }
         let slot = self.slot(gun);
-        let mut guard = slot.lock().await;
         let untrusted =
             |reason: String| Verdict { trusted: false, digest: None, roles: Vec::new(), keys: Vec::new(), reason };
-        let (data, root) = match self.trust_data(gun, &mut guard, requirement).await {
+        let found = match slot.hit(self.config.refresh) {
+            Some(found) => Ok(found),
+            None => {
+                let mut guard = slot.state.lock().await;
+                let found = self.trust_data(gun, &mut guard, requirement).await;
+                if let Ok(mut fresh) = slot.fresh.write() {
+                    fresh.clone_from(&guard.verified);
+                }
+                found
+            }
+        };
+        let (data, root) = match found {
             Ok(found) => found,
             Err(Failure::Refused(refusal)) => return Ok(untrusted(refusal.to_string())),
             Err(Failure::Unreachable(text)) => return Err(VerifyError::Unavailable(text)),
             Err(Failure::Error(error)) => return Err(error),
         };
-        drop(guard);
         if let Err(refusal) = tuf::check_pin(gun, &root, &requirement.pin) {
             return Ok(untrusted(refusal.to_string()));
         }
@@ -260,7 +287,7 @@ impl Verifier {
         gun: &str,
         slot: &mut SlotState,
         requirement: &Requirement,
-    ) -> Result<(Arc<TrustData>, TrustedRoot), Failure> {
+    ) -> Result<(Arc<TrustData>, Arc<TrustedRoot>), Failure> {
         if !slot.loaded {
             slot.state = self
                 .states
@@ -301,7 +328,7 @@ impl Verifier {
         slot: &SlotState,
         requirement: &Requirement,
         unreachable: String,
-    ) -> Result<(Arc<TrustData>, TrustedRoot), Failure> {
+    ) -> Result<(Arc<TrustData>, Arc<TrustedRoot>), Failure> {
         let Some(state) = &slot.state else {
             return Err(Failure::Unreachable(unreachable));
         };
@@ -317,7 +344,7 @@ impl Verifier {
         let (Some(timestamp), Some(snapshot)) = (state.files.get("timestamp"), state.files.get("snapshot")) else {
             return Err(Failure::Unreachable(format!("{unreachable}; no cached trust data of {gun}")));
         };
-        let root = TrustedRoot::from_trusted_bytes(gun, state.root.clone())?;
+        let root = Arc::new(TrustedRoot::from_trusted_bytes(gun, state.root.clone())?);
         let files = RepoFiles {
             timestamp: timestamp.clone(),
             snapshot: snapshot.clone(),
@@ -340,7 +367,7 @@ impl Verifier {
         gun: &str,
         slot: &mut SlotState,
         pin: &RootPin,
-    ) -> Result<(Arc<TrustData>, TrustedRoot), Failure> {
+    ) -> Result<(Arc<TrustData>, Arc<TrustedRoot>), Failure> {
         let seen: Versions = slot.state.as_ref().map(|state| state.versions.clone()).unwrap_or_default();
         let mut root = match &slot.state {
             Some(state) => TrustedRoot::from_trusted_bytes(gun, state.root.clone())?,
@@ -393,6 +420,7 @@ impl Verifier {
                     self.persist(&state);
                     slot.persisted = Some(Instant::now());
                     let data = Arc::new(data);
+                    let root = Arc::new(root);
                     slot.state = Some(state);
                     slot.verified = Some((data.clone(), root.clone(), Instant::now()));
                     return Ok((data, root));
