@@ -77,6 +77,33 @@ pub enum FetchError {
     },
 }
 
+/// Where a verifier's metadata files come from: a trust server over HTTPS ([`Fetcher`]), or
+/// inside tufa-server its own store (so its `/v1/verify` never calls itself over the network).
+#[async_trait::async_trait]
+pub trait Source: Send + Sync + fmt::Debug {
+    /// `<role>.json` of `gun`, at most `limit` bytes.
+    async fn current(&self, gun: &str, role: &str, limit: u64) -> Result<Vec<u8>, FetchError>;
+    /// `<version>.root.json` of `gun`.
+    async fn root_version(&self, gun: &str, version: i64) -> Result<Vec<u8>, FetchError>;
+    /// `<role>.<sha256 hex>.json` of `gun`, at most `length` bytes (the caller checks hashes).
+    async fn by_checksum(&self, gun: &str, role: &str, sha256_hex: &str, length: u64) -> Result<Vec<u8>, FetchError>;
+}
+
+#[async_trait::async_trait]
+impl Source for Fetcher {
+    async fn current(&self, gun: &str, role: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
+        Fetcher::current(self, gun, role, limit).await
+    }
+
+    async fn root_version(&self, gun: &str, version: i64) -> Result<Vec<u8>, FetchError> {
+        Fetcher::root_version(self, gun, version).await
+    }
+
+    async fn by_checksum(&self, gun: &str, role: &str, sha256_hex: &str, length: u64) -> Result<Vec<u8>, FetchError> {
+        Fetcher::by_checksum(self, gun, role, sha256_hex, length).await
+    }
+}
+
 /// A cached registry token.
 struct CachedToken {
     token: Zeroizing<String>,

@@ -13,7 +13,7 @@ use chrono::Utc;
 use tufa_core::metadata::{FileMeta, Root, Signed, Snapshot, Timestamp};
 use tufa_core::names::{Gun, check_target_name};
 
-use crate::fetch::{FetchError, Fetcher, MAX_ROOT_BYTES, MAX_TIMESTAMP_BYTES};
+use crate::fetch::{FetchError, Fetcher, MAX_ROOT_BYTES, MAX_TIMESTAMP_BYTES, Source};
 use crate::state::{GunState, StateDir};
 use crate::tuf::{self, Freshness, MAX_ROLES, Refusal, RepoFiles, TrustData, TrustedRoot, Versions, normalize_digest};
 use crate::{Credentials, Requirement, RoleRequirement, RootPin, Verdict, VerifyError};
@@ -97,7 +97,7 @@ struct Slots {
 
 /// Verifies tags and digests of GUNs against one trust server.
 pub struct Verifier {
-    fetcher: Arc<Fetcher>,
+    fetcher: Arc<dyn Source>,
     states: StateDir,
     config: Config,
     slots: Mutex<Slots>,
@@ -144,7 +144,7 @@ fn fetch_failure(gun: &str, role: &str, error: FetchError) -> Failure {
 
 /// Fetches the file of `role` by the SHA-256 its parent lists, at most the listed length (and
 /// never more than [`MAX_METADATA_BYTES`]).
-async fn fetch_listed(fetcher: &Fetcher, gun: &str, role: &str, meta: &FileMeta) -> Result<Vec<u8>, Failure> {
+async fn fetch_listed(fetcher: &dyn Source, gun: &str, role: &str, meta: &FileMeta) -> Result<Vec<u8>, Failure> {
     let Some(sha256) = meta.sha256() else {
         return Err(Refusal::Malformed {
             gun: gun.to_owned(),
@@ -183,13 +183,14 @@ impl Verifier {
         let fetcher =
             Fetcher::new(&config.server_url, config.ca_pem.as_deref(), config.credentials.clone(), REQUEST_TIMEOUT)
                 .map_err(VerifyError::Config)?;
+        Self::with_source(config, Arc::new(fetcher))
+    }
+
+    /// A verifier that reads metadata from `source` instead of `config.server_url` (which then
+    /// only names the source in messages); the rest of `config` applies as in [`Verifier::new`].
+    pub fn with_source(config: Config, source: Arc<dyn Source>) -> Result<Self, VerifyError> {
         let states = StateDir::open(&config.state_dir).map_err(|error| VerifyError::Config(error.to_string()))?;
-        Ok(Self {
-            fetcher: Arc::new(fetcher),
-            states,
-            config,
-            slots: Mutex::new(Slots { slots: HashMap::new(), clock: 0 }),
-        })
+        Ok(Self { fetcher: source, states, config, slots: Mutex::new(Slots { slots: HashMap::new(), clock: 0 }) })
     }
 
     /// The slot of `gun`, created if needed; evicts the least recently used slot beyond the bound.
@@ -536,7 +537,7 @@ impl Verifier {
             }
             let (fetcher, gun, role, meta) = (self.fetcher.clone(), gun.to_owned(), role.clone(), meta.clone());
             fetches.spawn(async move {
-                let bytes = fetch_listed(&fetcher, &gun, &role, &meta).await;
+                let bytes = fetch_listed(fetcher.as_ref(), &gun, &role, &meta).await;
                 (role, bytes)
             });
         }
@@ -557,7 +558,7 @@ impl Verifier {
         if let Some(bytes) = cached.and_then(|files| files.get(role)).filter(|bytes| meta.matches(bytes)) {
             return Ok(bytes.clone());
         }
-        fetch_listed(&self.fetcher, gun, role, meta).await
+        fetch_listed(self.fetcher.as_ref(), gun, role, meta).await
     }
 
     /// Saves the state; a failure is logged (the verification itself stands).
