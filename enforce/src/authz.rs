@@ -141,8 +141,8 @@ fn parse_uri(uri: &str) -> Result<Route, String> {
         }
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let key = percent_decode(key, true).ok_or_else(|| format!("the query parameter {key:?} cannot be decoded"))?;
-        let value =
-            percent_decode(value, true).ok_or_else(|| format!("the value of query parameter {key:?} cannot be decoded"))?;
+        let value = percent_decode(value, true)
+            .ok_or_else(|| format!("the value of query parameter {key:?} cannot be decoded"))?;
         pairs.push((key, value));
     }
     Ok(Route { segments, query: pairs })
@@ -163,8 +163,8 @@ fn header<'a>(request: &'a AuthzRequest, name: &str) -> Option<&'a str> {
 fn has_body(request: &AuthzRequest) -> bool {
     let length = header(request, "Content-Length").is_some_and(|length| length.parse::<u64>().map_or(true, |n| n > 0));
     let chunked = header(request, "Transfer-Encoding").is_some();
-    let json = header(request, "Content-Type")
-        .is_some_and(|kind| kind.to_ascii_lowercase().starts_with("application/json"));
+    let json =
+        header(request, "Content-Type").is_some_and(|kind| kind.to_ascii_lowercase().starts_with("application/json"));
     length || chunked || json
 }
 
@@ -362,7 +362,9 @@ async fn containers_create(
     }
     let image = match ImageRef::parse(typed) {
         Ok(image) => image,
-        Err(error) => return AuthzResponse::deny(&format!("image {typed:?} is not a valid reference: {error} (request)")),
+        Err(error) => {
+            return AuthzResponse::deny(&format!("image {typed:?} is not a valid reference: {error} (request)"));
+        }
     };
     let judgement = create_by_name(&image, typed, policy, verifier, daemon).await;
     answer(request, &image.to_string(), &judgement)
@@ -420,7 +422,10 @@ fn local_is_signed(image: &ImageRef, policy: &Policy, names: &[String], verdict:
 
 /// Whether one of the daemon's `names` is `image`'s repository at `digest`.
 fn carries_digest(names: &[String], image: &ImageRef, digest: &str) -> bool {
-    names.iter().filter_map(|name| ImageRef::parse(name).ok()).any(|name| name.gun() == image.gun() && name.digest() == Some(digest))
+    names
+        .iter()
+        .filter_map(|name| ImageRef::parse(name).ok())
+        .any(|name| name.gun() == image.gun() && name.digest() == Some(digest))
 }
 
 /// Judges a create by local image ID: allowed when one of the image's names is trusted (a tag whose signed digest
