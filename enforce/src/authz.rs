@@ -33,8 +33,9 @@ pub struct AuthzRequest {
     /// The HTTP method.
     #[serde(rename = "RequestMethod", default)]
     pub request_method: Option<String>,
-    /// The request URI as sent: path and query, with the API version prefix.
-    #[serde(rename = "RequestURI", default)]
+    /// The request URI as sent: path and query, with the API version prefix (`RequestUri` on the wire, as dockerd
+    /// spells it; `RequestURI` is accepted too).
+    #[serde(rename = "RequestUri", alias = "RequestURI", default)]
     pub request_uri: Option<String>,
     /// The request headers, one value per name.
     #[serde(rename = "RequestHeaders", default)]
@@ -487,3 +488,7 @@ async fn create_by_id(
     };
     answer(request, typed, &judgement)
 }
+
+#[cfg(test)]
+#[path = "authz_tests.rs"]
+mod tests;

@@ -1,6 +1,6 @@
 //! Docker request bodies read the way the daemon reads them: Go's `encoding/json` matches object keys to struct
-//! fields case-insensitively (`"privileged": true` sets `Privileged`, and so do `"PRIVILEGED"` and `"priviſeged"`
-//! spelled with U+017F), so a check that looks only at the canonical spelling can be bypassed. This module rewrites
+//! fields case-insensitively (`"privileged": true` sets `Privileged`, `"PRIVILEGED"` too, and `"ſecurityopt"`, spelled
+//! with U+017F, sets `SecurityOpt`), so a check that looks only at the canonical spelling can be bypassed. This module rewrites
 //! the keys of struct-typed objects to their canonical names before the run-option checks see them, and refuses a
 //! body whose object holds two spellings of one field (Go would keep whichever comes last in the document, an order
 //! the parsed value no longer has).
@@ -118,12 +118,12 @@ mod tests {
 
     #[test]
     fn keys_fold_as_go_reads_them() {
-        let body = json!({"image": "alpine", "hostconfig": {"PRIVILEGED": true, "capAdd": ["x"], "priviſeged": 1},
+        let body = json!({"image": "alpine", "hostconfig": {"PRIVILEGED": true, "SecurityOpt": [], "ſecurityopt": ["x"]},
             "Labels": {"privileged": "label"}});
         assert_eq!(
-            canonicalise(body).map_err(|error| error.contains("Privileged")),
+            canonicalise(body).map_err(|error| error.contains("SecurityOpt")),
             Err(true),
-            "two spellings of Privileged in one object"
+            "two spellings of SecurityOpt in one object"
         );
         let body = json!({"image": "alpine", "hostconfig": {"PRIVILEGED": true, "capAdd": ["x"],
             "Mounts": [{"tYpe": "bind", "ſource": "/etc"}], "LogConfig": {"Config": {"type": "x"}}},

@@ -10,6 +10,8 @@ pub mod authz;
 mod fold;
 mod gate;
 pub mod plugin;
+#[cfg(test)]
+mod testing;
 
 pub use gate::{Failure, Judgement, judge};
 
