@@ -272,3 +272,7 @@ fn respond(uid: &str, allowed: bool, extra: Map<String, Value>) -> Vec<u8> {
     // Serialising a `Value` cannot fail; the fallback keeps the function total.
     serde_json::to_vec(&document).unwrap_or_default()
 }
+
+#[cfg(test)]
+#[path = "admission_tests.rs"]
+mod tests;
