@@ -185,7 +185,7 @@ pub async fn serve_listener(
 }
 
 /// A JSON answer with `status`.
-fn reply(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+fn reply(status: StatusCode, body: &impl serde::Serialize) -> Response<Full<Bytes>> {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut response = Response::new(Full::new(Bytes::from(bytes)));
     *response.status_mut() = status;
@@ -229,7 +229,7 @@ async fn handle(
     };
     match path.as_str() {
         "/Plugin.Activate" => reply(StatusCode::OK, &json!({ "Implements": ["authz"] })),
-        "/AuthZPlugin.AuthZRes" => reply(StatusCode::OK, &json!(AuthzResponse::allow())),
+        "/AuthZPlugin.AuthZRes" => reply(StatusCode::OK, &AuthzResponse::allow()),
         _ => {
             let authz: AuthzRequest = match serde_json::from_slice(&body) {
                 Ok(authz) => authz,
@@ -248,7 +248,7 @@ async fn handle(
                     "Docker request denied"
                 );
             }
-            reply(StatusCode::OK, &json!(answer))
+            reply(StatusCode::OK, &answer)
         }
     }
 }
@@ -340,3 +340,7 @@ impl DaemonClient for UnixDaemonClient {
             .unwrap_or_else(|_| Err(format!("the daemon did not answer within {} seconds", DAEMON_TIMEOUT.as_secs())))
     }
 }
+
+#[cfg(test)]
+#[path = "plugin_tests.rs"]
+mod tests;
