@@ -315,3 +315,45 @@ fn uris_are_read_as_the_daemon_routes_them() {
         Err("the request path \"/%zz\" cannot be decoded".to_owned())
     );
 }
+
+#[tokio::test]
+async fn field_names_are_read_case_insensitively_as_the_daemon_does() {
+    let body =
+        br#"{"image": "registry.example.com/team/app:v1", "hostConfig": {"\u017FecurityOpt": ["seccomp=unconfined"]}}"#;
+    let mut request = recorded("create_trusted_tag");
+    request.request_body = Some(base64::engine::general_purpose::STANDARD.encode(body));
+    assert_eq!(
+        decide_with(&request, &policy(), &TestDaemon::new()).await.0,
+        denied("tufa: --security-opt seccomp=unconfined is not allowed by run-options.seccomp-unconfined")
+    );
+    let exec = br#"{"PRIVILEGED": true, "Cmd": ["sh"]}"#;
+    let mut request = recorded("exec_plain");
+    request.request_body = Some(base64::engine::general_purpose::STANDARD.encode(exec));
+    assert_eq!(
+        decide_with(&request, &policy(), &TestDaemon::new()).await.0,
+        denied("tufa: docker exec --privileged is not allowed by run-options.privileged-exec")
+    );
+    let volume = br#"{"driver": "local", "driveropts": {"device": "/etc", "o": "bind", "type": "none"}}"#;
+    let mut request = recorded("volume_bind_scratch");
+    request.request_body = Some(base64::engine::general_purpose::STANDARD.encode(volume));
+    assert_eq!(
+        decide_with(&request, &policy(), &TestDaemon::new()).await.0,
+        denied(
+            "tufa: a volume with driver option device of host path /etc is not allowed by run-options.bind-mounts \
+             (allowed: /scratch)"
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_prefixed_image_id_is_judged_by_its_names() {
+    let daemon = TestDaemon::new().with(
+        &format!("sha256:{}", "3fd9065eaf02feaf94d68376da52541925650b81698c53c6824d92ff63f98353"),
+        Ok(Some(vec![format!("registry.example.com/team/app@{APP_V1}")])),
+    );
+    let mut request = recorded("create_by_id");
+    let body = br#"{"Image": "sha256:3fd9065eaf02feaf94d68376da52541925650b81698c53c6824d92ff63f98353"}"#;
+    request.request_body = Some(base64::engine::general_purpose::STANDARD.encode(body));
+    let (answer, asked) = decide_with(&request, &policy(), &daemon).await;
+    assert_eq!((answer, asked), (allowed(), vec![format!("registry.example.com/team/app@{APP_V1}")]));
+}
