@@ -149,8 +149,6 @@ pub enum Origin {
     CertIds(String),
     /// `trust-pinning.official-library-images`.
     OfficialLibraryImages,
-    /// `registries.allowed`.
-    Registries,
     /// The `exemptions.images` entry with this pattern.
     Exemption(Pattern),
 }
@@ -164,7 +162,6 @@ impl fmt::Display for Origin {
             Self::RootKeys(pattern) => write!(formatter, "trust-pinning.root-keys {:?}", pattern.as_str()),
             Self::CertIds(gun) => write!(formatter, "trust-pinning.cert-ids {gun:?}"),
             Self::OfficialLibraryImages => formatter.write_str("trust-pinning.official-library-images"),
-            Self::Registries => formatter.write_str("registries.allowed"),
             Self::Exemption(pattern) => write!(formatter, "exemptions.images {:?}", pattern.as_str()),
         }
     }
@@ -196,6 +193,38 @@ pub struct Decision {
     pub exempt: Option<Pattern>,
     /// Whether expired trust data from the cache (never from the server) may be used.
     pub allow_expired_cached: bool,
+}
+
+impl Decision {
+    /// Checks what needs no trust data: the registry must be allowed and, when a rule requires it, `image` must
+    /// name a digest. An exempt image passes. The caller applies `mode` to a failure (permissive: log and allow).
+    ///
+    /// # Errors
+    /// A reason a person understands, naming the setting.
+    pub fn precheck(&self, image: &ImageRef) -> Result<(), String> {
+        if self.exempt.is_some() {
+            return Ok(());
+        }
+        if !self.registry_allowed {
+            return Err(format!("registry {} is not in registries.allowed", image.registry()));
+        }
+        if self.require_digest && image.digest().is_none() {
+            let rule = self.rule.as_ref().map_or_else(String::new, |rule| format!("rule {:?} ", rule.as_str()));
+            return Err(format!("{rule}requires {} to be named by digest (@sha256:…); {image} names none", self.gun));
+        }
+        Ok(())
+    }
+
+    /// Why trust data for this repository cannot be verified when nothing is pinned, or `None` when a pin applies.
+    pub fn missing_pin_reason(&self) -> Option<String> {
+        match self.pin {
+            RootPin::None => Some(format!(
+                "no root key is pinned for {}: no trust-pinning.cert-ids or trust-pinning.root-keys entry matches it",
+                self.gun
+            )),
+            RootPin::RootKeys(_) | RootPin::CertIds(_) => None,
+        }
+    }
 }
 
 /// How to reach the trust server and prove who we are.
@@ -311,9 +340,9 @@ struct RawContentTrust {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawTrustPinning {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     root_keys: BTreeMap<String, Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     cert_ids: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     official_library_images: bool,
@@ -327,7 +356,7 @@ struct RawTrustServer {
     username: Option<String>,
     password_file: Option<PathBuf>,
     token_file: Option<PathBuf>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     registries: BTreeMap<String, String>,
 }
 
@@ -353,6 +382,36 @@ struct RawRule {
     mode: Option<Mode>,
     require_digest: Option<bool>,
     required_roles: Option<RawRoles>,
+}
+
+/// A map that refuses a key given twice (TOML refuses it while parsing; JSON readers keep the last one, which would
+/// let a second entry silently replace a pin).
+fn unique_keys<'de, D, V>(deserializer: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Visitor<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<V> {
+        type Value = BTreeMap<String, V>;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("a table")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(name) = map.next_key::<String>()? {
+                if out.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format!("{name:?} is given twice")));
+                }
+                let value = map.next_value()?;
+                out.insert(name, value);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_map(Visitor(std::marker::PhantomData))
 }
 
 /// `required-roles`: a list (all of them) or `{ roles = [...], min = k }`.

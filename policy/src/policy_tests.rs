@@ -192,9 +192,12 @@ fn empty_root_key_list_is_an_error() {
     assert_eq!(toml_error(cert), (Some(2), Some(16), "the list of certificate IDs cannot be empty".to_owned()));
 }
 
+/// An expected error: line, column and message.
+type Expected = (Option<usize>, Option<usize>, &'static str);
+
 #[test]
 fn bad_values_name_their_line() {
-    let cases: Vec<(&str, (Option<usize>, Option<usize>, &str))> = vec![
+    let cases: Vec<(&str, Expected)> = vec![
         (
             "[content-trust]\nmode = \"strict\"\n",
             (Some(2), Some(8), "unknown variant `strict`, expected one of `disabled`, `permissive`, `enforced`"),
@@ -306,6 +309,16 @@ fn edit_distances() {
     assert_eq!(edit_distance("rule", "rules"), 1);
     assert_eq!(edit_distance("log-level", "cache"), 8);
     assert_eq!(edit_distance("", "abc"), 3);
+}
+
+#[test]
+fn a_pattern_given_twice_is_an_error() {
+    let json = format!(
+        "{{\"content-trust\": {{\"trust-pinning\": {{\"root-keys\": {{\n  \"reg.io/*\": [\"{KEY_A}\"],\n  \"reg.io/*\": [\"{KEY_B}\"]\n}}}}}}}}"
+    );
+    assert_eq!(json_error(&json), (Some(3), Some(12), "\"reg.io/*\" is given twice".to_owned()));
+    let toml = format!("[content-trust.trust-pinning.root-keys]\n\"a/*\" = [\"{KEY_A}\"]\n\"a/*\" = [\"{KEY_B}\"]\n");
+    assert_eq!(toml_error(&toml).0, Some(3));
 }
 
 // ----- daemon.json -----
@@ -568,6 +581,9 @@ fn load_errors_name_the_file() {
         Policy::load(&toml).unwrap_err().to_string(),
         format!("{}: line 2, column 8: wanted string or table", toml.display())
     );
+    let daemon = dir.path().join("daemon.json");
+    std::fs::write(&daemon, "{\"storage-driver\": \"vfs\", \"content-trust\": {\"mode\": \"permissive\"}}").unwrap();
+    assert_eq!(Policy::load(&daemon).unwrap().mode(), Mode::Permissive);
     let missing = dir.path().join("missing.json");
     let error = Policy::load(&missing).unwrap_err();
     assert_eq!((error.file, error.line), (Some(missing), None));
@@ -588,4 +604,73 @@ fn documented_example_parses() {
     assert!(policy.namespace_exempt("kube-system"));
     assert!(!policy.run_options().privileged);
     assert!(!policy.run_options().fail_open);
+}
+
+#[test]
+fn origins_read_well_in_reasons() {
+    let cases = [
+        (Origin::Default, "the default"),
+        (Origin::ContentTrustMode, "content-trust.mode"),
+        (Origin::Rule(pattern("reg.io/prod/*")), "rule \"reg.io/prod/*\""),
+        (Origin::RootKeys(pattern("*")), "trust-pinning.root-keys \"*\""),
+        (Origin::CertIds("reg.io/app".to_owned()), "trust-pinning.cert-ids \"reg.io/app\""),
+        (Origin::OfficialLibraryImages, "trust-pinning.official-library-images"),
+        (Origin::Exemption(pattern("reg.io/debug/*")), "exemptions.images \"reg.io/debug/*\""),
+    ];
+    for (origin, text) in cases {
+        assert_eq!(origin.to_string(), text);
+    }
+    assert_eq!(Mode::Permissive.to_string(), "permissive");
+}
+
+#[test]
+fn a_rule_can_switch_checks_off_for_its_pattern() {
+    let policy = Policy::from_toml_str(
+        "[content-trust]\nmode = \"enforced\"\n[[rules]]\npattern = \"reg.io/lab/*\"\nmode = \"disabled\"\n",
+    )
+    .unwrap();
+    let lab = policy.decide(&image("reg.io/lab/x"));
+    assert_eq!((lab.mode, lab.mode_origin), (Mode::Disabled, Origin::Rule(pattern("reg.io/lab/*"))));
+    assert_eq!(policy.decide(&image("reg.io/prod/x")).mode, Mode::Enforced);
+}
+
+#[test]
+fn prechecks_and_missing_pins() {
+    let policy = Policy::from_toml_str(&format!(
+        r#"
+[content-trust.trust-pinning.root-keys]
+"reg.io/*" = ["{KEY_A}"]
+[registries]
+allowed = ["reg.io"]
+[[rules]]
+pattern = "reg.io/prod/*"
+require-digest = true
+[exemptions]
+images = ["quay.io/debug/*"]
+"#
+    ))
+    .unwrap();
+    let check = |text: &str| {
+        let reference = image(text);
+        policy.decide(&reference).precheck(&reference)
+    };
+    assert_eq!(check("reg.io/dev/api:v1"), Ok(()));
+    assert_eq!(check(&format!("reg.io/prod/api@sha256:{}", "a".repeat(64))), Ok(()));
+    assert_eq!(
+        check("reg.io/prod/api:v1"),
+        Err("rule \"reg.io/prod/*\" requires reg.io/prod/api to be named by digest (@sha256:…); reg.io/prod/api:v1 \
+             names none"
+            .to_owned())
+    );
+    assert_eq!(check("quay.io/x"), Err("registry quay.io is not in registries.allowed".to_owned()));
+    assert_eq!(check("quay.io/debug/shell"), Ok(()));
+    assert_eq!(policy.decide(&image("reg.io/x")).missing_pin_reason(), None);
+    assert_eq!(
+        policy.decide(&image("alpine")).missing_pin_reason(),
+        Some(
+            "no root key is pinned for docker.io/library/alpine: no trust-pinning.cert-ids or \
+             trust-pinning.root-keys entry matches it"
+                .to_owned()
+        )
+    );
 }

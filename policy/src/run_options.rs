@@ -433,8 +433,10 @@ pub fn check_container_create(body: &Value, rules: &RunOptions) -> Result<(), De
     let Value::Object(body) = body else {
         return Err(malformed("the container create body is not a JSON object"));
     };
-    let Some(host) = object_field(body, "HostConfig", "host-config")? else {
-        return Ok(());
+    let host = match body.get("HostConfig") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Object(host)) => host,
+        Some(other) => return Err(malformed(&format!("HostConfig must be an object, found {}", kind(other)))),
     };
 
     if bool_field(host, "Privileged", "privileged", "HostConfig.")? && !rules.privileged {
@@ -450,7 +452,8 @@ pub fn check_container_create(body: &Value, rules: &RunOptions) -> Result<(), De
         ("CgroupnsMode", "--cgroupns=host", "host-cgroupns", rules.host_cgroupns),
     ];
     for (field, flag, rule, allowed) in namespaces {
-        if string_field(host, field, rule)? == Some("host") && !allowed {
+        // Compared without case, so that a daemon reading the mode loosely is never given "HOST" unchecked.
+        if string_field(host, field, rule)?.is_some_and(|mode| mode.eq_ignore_ascii_case("host")) && !allowed {
             return Err(deny(rule, format!("{flag} is not allowed by run-options.{rule}")));
         }
     }
@@ -653,3 +656,7 @@ pub fn check_volume_create(body: &Value, rules: &RunOptions) -> Result<(), Denia
         Some(other) => Err(deny("bind-mounts", format!("DriverOpts must be an object, found {}", kind(other)))),
     }
 }
+
+#[cfg(test)]
+#[path = "run_options_tests.rs"]
+mod tests;
