@@ -78,7 +78,8 @@ async fn pod_with_init_containers() {
 async fn untrusted_and_disallowed_images_are_denied_by_both_webhooks() {
     let uid = "c9a3a0a4-0f0e-4e0c-a5e4-7d5a8c1c6b22";
     let message = format!(
-        "quay.io/evil/miner:latest: registry quay.io is not in registries.allowed (registries.allowed); \
+        "quay.io/evil/miner:latest: registry quay.io is not in registries.allowed (mode enforced by \
+         content-trust.mode); \
          registry.example.com/team/app:v2: {V2_REASON} (mode enforced by content-trust.mode)"
     );
     for kind in [ReviewKind::Validate, ReviewKind::Mutate] {

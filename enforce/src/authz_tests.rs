@@ -111,7 +111,7 @@ async fn recorded_pulls() {
         run("pull_disallowed_registry").await,
         denied(
             "tufa: image quay.io/evil/miner:latest is not allowed: registry quay.io is not in registries.allowed \
-             (registries.allowed)"
+             (mode enforced by content-trust.mode)"
         )
     );
 }
@@ -143,8 +143,9 @@ async fn pull_rules_exemptions_and_modes() {
         (answer, asked),
         (
             denied(
-                "tufa: image registry.example.com/prod/api:v1 is not allowed: it must be named by digest \
-                 (name@sha256:…) (require-digest of rule \"registry.example.com/prod/*\")"
+                "tufa: image registry.example.com/prod/api:v1 is not allowed: rule \"registry.example.com/prod/*\" \
+                 requires registry.example.com/prod/api to be named by digest (@sha256:…); \
+                 registry.example.com/prod/api:v1 names none (mode enforced by content-trust.mode)"
             ),
             Vec::<String>::new()
         )

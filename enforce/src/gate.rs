@@ -1,5 +1,6 @@
-//! The one judgement of an image that every enforcement point shares: image exemptions, the allowed registries,
-//! the mode, `require-digest`, the verifier's verdict (a typed digest must be the signed one) and fail-open.
+//! The one judgement of an image that every enforcement point shares: image exemptions, the mode, the policy's
+//! precheck (allowed registries, `require-digest`), the verifier's verdict (a typed digest must be the signed one)
+//! and fail-open.
 
 use tufa_policy::{Decision, ImageRef, Mode, Policy};
 
@@ -59,21 +60,18 @@ pub(crate) fn under_mode(mode: Mode, failure: Failure) -> Judgement {
     }
 }
 
-/// The checks that need no verification: exemption, registry, mode. `Err` holds the final judgement.
+/// The checks that need no verification: exemption, mode, then the policy's own precheck (allowed registry,
+/// `require-digest`). `Err` holds the final judgement.
 pub(crate) fn precheck(image: &ImageRef, policy: &Policy) -> Result<Decision, Judgement> {
     let decision = policy.decide(image);
     if let Some(pattern) = &decision.exempt {
         return Err(Judgement::Skipped(format!("exempt by exemptions.images {:?}", pattern.as_str())));
     }
-    if !decision.registry_allowed {
-        return Err(Judgement::Denied(Failure {
-            rule: "registries.allowed".to_owned(),
-            reason: format!("registry {} is not in registries.allowed", image.registry()),
-            untrusted: false,
-        }));
-    }
     if decision.mode == Mode::Disabled {
         return Err(Judgement::Skipped(format!("content trust is disabled by {}", decision.mode_origin)));
+    }
+    if let Err(reason) = decision.precheck(image) {
+        return Err(under_mode(decision.mode, Failure { rule: mode_rule(&decision), reason, untrusted: false }));
     }
     Ok(decision)
 }
@@ -107,25 +105,15 @@ pub(crate) fn undecided(policy: &Policy, mode: Mode, reason: String) -> Judgemen
 
 /// Judges `image` under `policy`, asking `verifier` when the policy says to verify.
 ///
-/// In order: an exempt image is skipped; an image from a registry outside `registries.allowed` is denied in every
-/// mode; with mode disabled nothing else is checked; then `require-digest`, the verifier's verdict (an error counts
-/// as untrusted unless `run-options.fail-open`), and a typed digest must equal the signed digest. Failures deny
-/// when the mode is enforced and warn when it is permissive.
+/// In order: an exempt image is skipped; with mode disabled nothing else is checked; then the policy's precheck
+/// (`registries.allowed`, `require-digest`), the verifier's verdict (an error counts as untrusted unless
+/// `run-options.fail-open`), and a typed digest must equal the signed digest. Failures deny when the mode is
+/// enforced and warn when it is permissive.
 pub async fn judge(image: &ImageRef, policy: &Policy, verifier: &dyn ImageVerifier) -> Judgement {
     let decision = match precheck(image, policy) {
         Ok(decision) => decision,
         Err(judgement) => return judgement,
     };
-    if decision.require_digest && image.digest().is_none() {
-        let rule = match &decision.rule {
-            Some(pattern) => format!("require-digest of rule {:?}", pattern.as_str()),
-            None => "require-digest".to_owned(),
-        };
-        return under_mode(
-            decision.mode,
-            Failure { rule, reason: "it must be named by digest (name@sha256:…)".to_owned(), untrusted: false },
-        );
-    }
     match verifier.verify(image).await {
         Err(error) => undecided(policy, decision.mode, error),
         Ok(verdict) if !verdict.trusted => {
