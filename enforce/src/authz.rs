@@ -351,6 +351,15 @@ async fn containers_create(
     if let Err(denial) = check_container_create(&body, policy.run_options()) {
         return run_option_denial(&denial);
     }
+    // dockerd 20.10 also reads HostConfig fields from the top level of the body (a deprecated embedded HostConfig)
+    // and uses them when the body has no HostConfig, so the top level is checked as a HostConfig too.
+    if let Value::Object(top) = &body {
+        let mut outer = top.clone();
+        outer.remove("HostConfig");
+        if let Err(denial) = check_container_create(&serde_json::json!({ "HostConfig": outer }), policy.run_options()) {
+            return run_option_denial(&denial);
+        }
+    }
     let typed = match body.get("Image") {
         Some(Value::String(image)) if !image.is_empty() => image.as_str(),
         Some(Value::String(_)) | None | Some(Value::Null) => {

@@ -35,7 +35,9 @@ async fn recorded_run_option_requests() {
         ("create_privileged", privileged.clone()),
         ("create_lowercase_keys", privileged.clone()),
         ("create_encoded_path", privileged.clone()),
-        ("start_old_api_privileged", privileged),
+        ("start_old_api_privileged", privileged.clone()),
+        // HostConfig fields at the top level of the body, which dockerd 20.10 applies when HostConfig is absent.
+        ("create_toplevel_hostconfig", privileged),
         ("create_cap_sys_admin", denied("tufa: --cap-add SYS_ADMIN is not allowed by run-options.capabilities")),
         ("create_cap_sys_admin_lower", denied("tufa: --cap-add SYS_ADMIN is not allowed by run-options.capabilities")),
         ("create_cap_allowed", allowed()),
