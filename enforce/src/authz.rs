@@ -114,7 +114,19 @@ fn percent_decode(text: &str, plus: bool) -> Option<String> {
 /// Parses the request URI: the path decoded, cleaned (`.`, `..` and empty segments removed) and stripped of a
 /// `/vN.NN` prefix; the query decoded as Go's `url.ParseQuery` does (pairs with a `;` are dropped).
 fn parse_uri(uri: &str) -> Result<Route, String> {
-    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+    // Go's server also takes the absolute form (`http://host/v1.41/containers/create`) and routes on its path.
+    let relative = if uri.starts_with('/') {
+        uri
+    } else if let Some((_, after_scheme)) = uri.split_once("://") {
+        match after_scheme.find(['/', '?']) {
+            Some(index) if after_scheme.get(index..index + 1) == Some("/") => after_scheme.get(index..).unwrap_or("/"),
+            Some(index) => after_scheme.get(index..).unwrap_or_default(),
+            None => "/",
+        }
+    } else {
+        return Err(format!("the request URI {uri:?} is neither a path nor an absolute URL"));
+    };
+    let (path, query) = relative.split_once('?').unwrap_or((relative, ""));
     let decoded = percent_decode(path, false).ok_or_else(|| format!("the request path {path:?} cannot be decoded"))?;
     let mut segments: Vec<String> = Vec::new();
     for segment in decoded.split('/') {

@@ -317,6 +317,28 @@ fn uris_are_read_as_the_daemon_routes_them() {
         parse_uri("/%zz").map(|route| route.segments),
         Err("the request path \"/%zz\" cannot be decoded".to_owned())
     );
+    // The absolute form is routed on its path.
+    let route = parse_uri("http://docker/v1.41/containers/create?name=x").unwrap();
+    assert_eq!(
+        (route.segments, route.query),
+        (vec!["containers".to_owned(), "create".to_owned()], vec![("name".to_owned(), "x".to_owned())])
+    );
+    assert_eq!(parse_uri("http://docker?fromImage=a").unwrap().query, vec![("fromImage".to_owned(), "a".to_owned())]);
+    assert_eq!(parse_uri("http://docker").unwrap().segments, Vec::<String>::new());
+    assert_eq!(
+        parse_uri("containers/create").map(|route| route.segments),
+        Err("the request URI \"containers/create\" is neither a path nor an absolute URL".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn an_absolute_form_uri_is_checked_like_a_path() {
+    let mut request = recorded("create_privileged");
+    request.request_uri = Some("http://docker/v1.41/containers/create".to_owned());
+    assert_eq!(
+        decide_with(&request, &policy(), &TestDaemon::new()).await.0,
+        denied("tufa: --privileged is not allowed by run-options.privileged")
+    );
 }
 
 #[tokio::test]
