@@ -6,8 +6,8 @@
 //! sees it): `POST /images/create` (a pull of `fromImage`/`tag` is verified; without `fromImage` it is an import),
 //! `POST /containers/create` (run options, then the image by tag, digest or local image ID), `POST
 //! /containers/{id}/start` with a body (API versions below 1.24 still take a HostConfig there), `POST
-//! /containers/{id}/exec`, `POST /volumes/create`, `POST /images/load` and `POST /build`. Everything else is
-//! allowed. A route that needs its body is denied when the daemon did not forward it (it forwards only JSON bodies
+//! /containers/{id}/exec`, `POST /volumes/create`, `POST /images/load`, and `POST /build`, `/session` and `/grpc`
+//! (BuildKit's ways in). Everything else is allowed. A route that needs its body is denied when the daemon did not forward it (it forwards only JSON bodies
 //! under 1 MiB).
 
 use std::collections::BTreeMap;
@@ -247,7 +247,10 @@ pub async fn decide(
     match segments.as_slice() {
         ["images", "create"] => images_create(request, &route, policy, verifier).await,
         ["images", "load"] => rules.check_load().map_or_else(|denial| run_option_denial(&denial), |()| allow()),
-        ["build"] => rules.check_build().map_or_else(|denial| run_option_denial(&denial), |()| allow()),
+        // BuildKit reaches the daemon's builder through /session and /grpc as well as /build.
+        ["build" | "session" | "grpc"] => {
+            rules.check_build().map_or_else(|denial| run_option_denial(&denial), |()| allow())
+        }
         ["containers", "create"] => containers_create(request, policy, verifier, daemon).await,
         ["containers", _, "start"] => match body_json(request) {
             Err(reason) => AuthzResponse::deny(&format!("{reason} (request)")),

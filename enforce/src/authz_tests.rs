@@ -332,6 +332,21 @@ fn uris_are_read_as_the_daemon_routes_them() {
 }
 
 #[tokio::test]
+async fn buildkit_routes_follow_the_build_rule() {
+    let no_build = Policy::from_toml_str("[content-trust]\nmode = \"enforced\"\n").unwrap();
+    for uri in ["/v1.41/build", "/session", "/v1.41/grpc"] {
+        let mut request = recorded("build");
+        request.request_uri = Some(uri.to_owned());
+        assert_eq!(
+            decide_with(&request, &no_build, &TestDaemon::new()).await.0,
+            denied("tufa: docker build is not allowed by run-options.build"),
+            "{uri}"
+        );
+        assert_eq!(decide_with(&request, &policy(), &TestDaemon::new()).await.0, allowed(), "{uri}");
+    }
+}
+
+#[tokio::test]
 async fn an_absolute_form_uri_is_checked_like_a_path() {
     let mut request = recorded("create_privileged");
     request.request_uri = Some("http://docker/v1.41/containers/create".to_owned());
