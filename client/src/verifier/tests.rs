@@ -405,7 +405,7 @@ async fn a_file_listed_larger_than_the_limit_is_not_fetched() {
     let meta = FileMeta { length: i64::try_from(MAX_METADATA_BYTES).unwrap() + 1, hashes: Default::default() };
     let mut meta = meta;
     meta.hashes.insert("sha256".into(), vec![0; 32]);
-    match fetch_listed(&verifier.fetcher, GUN, "targets", &meta).await {
+    match fetch_listed(verifier.fetcher.as_ref(), GUN, "targets", &meta).await {
         Err(Failure::Refused(refusal)) => assert_eq!(
             refusal.to_string(),
             format!(
