@@ -53,6 +53,14 @@ pub enum AdminCommand {
     /// Verify the audit log against its signed checkpoints, print checkpoints, export entries,
     /// and answer who may sign and who signed (read-only; works while the server runs).
     Audit(crate::audit_cli::AuditArgs),
+    /// Verify an image against a trust policy: exit 0 allowed, 1 denied, 2 error (for Slurm
+    /// prologs and container wrappers).
+    Verify(crate::verify_cli::VerifyArgs),
+    /// Serve `POST /v1/verify` and the Kubernetes admission webhooks (`/validate`, `/mutate`) over
+    /// HTTPS for a trust policy, against any Notary-compatible trust server.
+    VerifyServer(crate::verify_cli::VerifyServerArgs),
+    /// Serve the Docker Engine authorization plugin `tufa` on a Unix socket for a trust policy.
+    AuthzPlugin(crate::verify_cli::AuthzPluginArgs),
 }
 
 /// `tufa-server admin`.

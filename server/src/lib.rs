@@ -20,3 +20,5 @@ pub mod service;
 pub mod signing;
 pub mod tls;
 pub mod upload;
+pub mod verify;
+pub mod verify_cli;

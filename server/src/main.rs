@@ -50,6 +50,28 @@ async fn main() -> ExitCode {
             }
         };
     }
+    if let Some(tufa_server::admin::AdminCommand::Verify(verify)) = &config.command {
+        let mut output = std::io::stdout();
+        return ExitCode::from(tufa_server::verify_cli::run_verify(&config, verify, &mut output).await);
+    }
+    let enforcement = match &config.command {
+        Some(tufa_server::admin::AdminCommand::VerifyServer(args)) => {
+            Some(("tufa-server verify-server", tufa_server::verify_cli::run_verify_server(&config, args).await))
+        }
+        Some(tufa_server::admin::AdminCommand::AuthzPlugin(args)) => {
+            Some(("tufa-server authz-plugin", tufa_server::verify_cli::run_authz_plugin(&config, args).await))
+        }
+        _ => None,
+    };
+    if let Some((what, outcome)) = enforcement {
+        return match outcome {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                logging::report_fatal(what, format, &error);
+                ExitCode::from(tufa_common::EXIT_CONFIG)
+            }
+        };
+    }
     match tufa_server::run::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
