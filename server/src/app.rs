@@ -187,11 +187,42 @@ async fn handle(state: &AppState, matched: Route, request: Request, request_id: 
         | Route::AuditEntry(_)
         | Route::InclusionProof
         | Route::ConsistencyProof) => crate::audit_api::handle(state, &caller, route, request.uri().query()).await,
+        Route::Verify => verify(state, request, remote).await,
         Route::Token | Route::TokenCerts => Err(ApiError::NoRoute),
         Route::BadGun(reason) => Err(ApiError::InvalidGun(reason)),
         Route::NotFound => Err(ApiError::NoRoute),
         Route::MethodNotAllowed => Ok(StatusCode::METHOD_NOT_ALLOWED.into_response()),
     }
+}
+
+/// `POST /v1/verify`: reads `{"image": "..."}` (at most 16 KiB), checks that the caller may pull
+/// the image's repository, and answers whether it is trusted under the server's verification
+/// policy, verified from this server's own store.
+async fn verify(state: &AppState, request: Request, remote: Option<SocketAddr>) -> Result<Response, ApiError> {
+    const LIMIT: usize = 16 * 1024;
+    let (parts, body) = request.into_parts();
+    let body = http_body_util::Limited::new(body, LIMIT);
+    let bytes = match http_body_util::BodyExt::collect(body).await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return Ok(json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                serde_json::json!({"error": "the request is larger than 16 KiB"}).to_string(),
+            ));
+        }
+    };
+    // The repository decides the access needed; a body without a readable image needs none
+    // (it is refused with 400 below and reveals nothing).
+    let gun = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|value| value.get("image").and_then(|image| image.as_str()).map(str::to_owned))
+        .and_then(|image| tufa_policy::ImageRef::parse(&image).ok())
+        .map(|image| image.gun());
+    if let Some(gun) = &gun {
+        let access = [tufa_auth::access::Access::new("repository", gun, &["pull"])];
+        state.auth.authorize(&parts.headers, &access, remote).await?;
+    }
+    Ok(crate::verify_cli::verify_request(&state.service.verifier(), &bytes).await)
 }
 
 fn json_response(status: StatusCode, body: String) -> Response {

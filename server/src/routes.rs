@@ -56,6 +56,9 @@ pub enum Route {
     InclusionProof,
     /// `GET /v1/audit/proof/consistency`.
     ConsistencyProof,
+    /// `POST /v1/verify`: whether an image is trusted, under the server's verification policy.
+    /// The repository is in the body, so the access it needs (pull) is checked by the handler.
+    Verify,
     /// A route exists but the GUN is not acceptable (POST and the audit API answer `INVALID_GUN`).
     BadGun(String),
     /// Caught by notary's catch-all: 404.
@@ -84,6 +87,7 @@ impl Route {
             Self::TargetHistory(..) => "AuditHistory",
             Self::AuditLog | Self::AuditEntry(_) => "AuditLog",
             Self::AuditCheckpoint | Self::InclusionProof | Self::ConsistencyProof => "AuditProof",
+            Self::Verify => "Verify",
             Self::BadGun(_) | Self::NotFound | Self::MethodNotAllowed => "NotFound",
         }
     }
@@ -119,6 +123,7 @@ impl Route {
             Self::Delete(gun) | Self::RotateKey(gun, _) => repository(gun, &[ALL_ACTIONS]),
             Self::Health
             | Self::Metrics
+            | Self::Verify
             | Self::Token
             | Self::TokenCerts
             | Self::BadGun(_)
@@ -166,7 +171,11 @@ pub fn route(method: &Method, raw_path: &str) -> Route {
         return Route::MethodNotAllowed;
     }
     if let Some(rest) = raw_path.strip_prefix("/v1/") {
-        return if *method == Method::GET { audit_route(rest) } else { Route::NotFound };
+        return match *method {
+            Method::GET => audit_route(rest),
+            Method::POST if rest == "verify" => Route::Verify,
+            _ => Route::NotFound,
+        };
     }
     let Some(path) = percent_decode(raw_path) else { return Route::NotFound };
     let get = *method == Method::GET;

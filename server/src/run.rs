@@ -343,6 +343,25 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let auth = Arc::new(authenticator(&config, &store).await?);
     let auth_mode = auth.mode();
     let state = state(&config, store, signer, auth);
+    // `POST /v1/verify` applies the configured policy (reloaded when the file changes), with
+    // its rollback state in the data directory; without one, the built-in policy.
+    let (verify_policy, unpinned) = match &config.verify.policy {
+        Some(path) => {
+            let (handle, reloader) = tufa_policy::Reloader::start(path)
+                .map_err(|error| StartError::new(format!("the verification policy: {error}")))?;
+            reloader.spawn(Duration::from_secs(5));
+            (handle, crate::verify::Unpinned::Deny)
+        }
+        None => {
+            (tufa_policy::PolicyHandle::new(crate::verify::default_policy()), crate::verify::Unpinned::TrustOnFirstUse)
+        }
+    };
+    state.service.set_verifier(crate::verify::PolicyVerifier::local(
+        verify_policy,
+        config.data_dir.join("verify"),
+        state.service.store.clone(),
+        unpinned,
+    ));
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         store = backend,

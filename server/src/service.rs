@@ -36,6 +36,9 @@ pub struct Service {
     pub settings: ServiceSettings,
     /// The audit checkpoint key's ID once known (it never changes), so publishes do not read it.
     audit_key: Arc<tokio::sync::OnceCell<String>>,
+    /// The verifier behind `POST /v1/verify`: set at start-up (see [`Service::set_verifier`]), or
+    /// made on first use with no policy file (see [`Service::verifier`]).
+    verifier: Arc<std::sync::OnceLock<Arc<crate::verify::PolicyVerifier>>>,
 }
 
 /// Whether an update may re-create a deleted repository: the repository's tombstone, if it has
@@ -93,7 +96,35 @@ fn root_lists(root: &Root, role: BaseRole, canonical_id: &str) -> bool {
 impl Service {
     /// The service over `store` and `signer`.
     pub fn new(store: Arc<dyn Store>, signer: Arc<dyn OnlineSigner>, settings: ServiceSettings) -> Service {
-        Service { store, signer, settings, audit_key: Arc::new(tokio::sync::OnceCell::new()) }
+        Service {
+            store,
+            signer,
+            settings,
+            audit_key: Arc::new(tokio::sync::OnceCell::new()),
+            verifier: Arc::new(std::sync::OnceLock::new()),
+        }
+    }
+
+    /// Sets the verifier of `POST /v1/verify` (once; later calls change nothing).
+    pub fn set_verifier(&self, verifier: crate::verify::PolicyVerifier) {
+        let _ = self.verifier.set(Arc::new(verifier));
+    }
+
+    /// The verifier of `POST /v1/verify`. Without one set, the verifier of a server without a
+    /// verification policy: every repository in this server's store, its stored root trusted
+    /// on first use, any role signing (notary's rule); rollback state in a temporary directory.
+    pub fn verifier(&self) -> Arc<crate::verify::PolicyVerifier> {
+        self.verifier
+            .get_or_init(|| {
+                let state_dir = std::env::temp_dir().join(format!("tufa-verify-{}", std::process::id()));
+                Arc::new(crate::verify::PolicyVerifier::local(
+                    tufa_policy::PolicyHandle::new(crate::verify::default_policy()),
+                    state_dir,
+                    self.store.clone(),
+                    crate::verify::Unpinned::TrustOnFirstUse,
+                ))
+            })
+            .clone()
     }
 
     /// The audit checkpoint key's ID, if it was created yet.

@@ -22,6 +22,16 @@ use tufa_policy::{ImageRef, Policy, PolicyHandle, RoleRequirement, RootPin};
 use tufa_store::Store;
 use zeroize::Zeroizing;
 
+/// The policy of tufa-server's `POST /v1/verify` when no policy file is configured: content trust
+/// enforced for every repository, any role signing (with [`Unpinned::TrustOnFirstUse`]).
+pub fn default_policy() -> Policy {
+    match Policy::from_toml_str("[content-trust]\nmode = \"enforced\"\n") {
+        Ok(policy) => policy,
+        // The text above is fixed and valid; an empty policy is the same but for the mode.
+        Err(_) => Policy::default(),
+    }
+}
+
 /// What to do with an image whose repository has no pinned root key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unpinned {

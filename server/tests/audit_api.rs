@@ -797,3 +797,78 @@ async fn other_entry(store: &dyn Store) {
 fn test_change() -> tufa_store::Record {
     tufa_store::Record::new(tufa_audit::NewEntry::new("principal.add", serde_json::json!({"test": true})))
 }
+
+/// `POST /v1/verify` with `body` as `auth`.
+async fn verify_as(harness: &Harness, body: &str, auth: Option<&str>) -> Reply {
+    harness.call(Method::POST, "/v1/verify", auth, Some(("application/json".into(), body.as_bytes().to_vec()))).await
+}
+
+#[tokio::test]
+async fn verify_answers_from_the_servers_own_store() {
+    let harness = harness(false).await;
+    let published = publish_scenario(&harness, None).await;
+    let digest = format!("sha256:{}", hex::encode(sha256(b"hello again")));
+    let reply = verify_as(&harness, &json!({"image": format!("{GUN}:v1")}).to_string(), None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    let answer = reply.json();
+    assert_eq!(
+        (
+            &answer["image"],
+            &answer["trusted"],
+            &answer["allowed"],
+            &answer["digest"],
+            &answer["roles"],
+            &answer["keys"]
+        ),
+        (
+            &json!(format!("{GUN}:v1")),
+            &json!(true),
+            &json!(true),
+            &json!(digest),
+            &json!(["targets"]),
+            &json!([published.repo.targets.id()])
+        )
+    );
+    // By digest too; a digest that is not the signed one, and a tag that is not signed, are denied.
+    let by_digest = verify_as(&harness, &json!({"image": format!("{GUN}@{digest}")}).to_string(), None).await.json();
+    assert_eq!((&by_digest["trusted"], &by_digest["digest"]), (&json!(true), &json!(digest)));
+    let other = format!("sha256:{}", "0".repeat(64));
+    let wrong = verify_as(&harness, &json!({"image": format!("{GUN}:v1@{other}")}).to_string(), None).await.json();
+    assert_eq!((&wrong["trusted"], &wrong["allowed"]), (&json!(false), &json!(false)), "{wrong}");
+    let unsigned = verify_as(&harness, &json!({"image": format!("{GUN}:v9")}).to_string(), None).await.json();
+    assert_eq!((&unsigned["trusted"], &unsigned["allowed"]), (&json!(false), &json!(false)), "{unsigned}");
+    assert!(unsigned["reason"].as_str().unwrap().contains("v9"), "{unsigned}");
+    // A repository this server does not hold is not trusted.
+    let absent = verify_as(&harness, &json!({"image": "example.com/absent:v1"}).to_string(), None).await.json();
+    assert_eq!((&absent["trusted"], &absent["allowed"]), (&json!(false), &json!(false)), "{absent}");
+    // Malformed requests: 400 with the reason, never a 500.
+    for (body, expected) in [
+        ("not json", "the body must be {\"image\": \"<reference>\"}"),
+        ("{\"image\": \"Upper/Case\"}", "image \"Upper/Case\""),
+        ("{\"image\": \"a\", \"extra\": 1}", "the body must be {\"image\": \"<reference>\"}"),
+    ] {
+        let reply = verify_as(&harness, body, None).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(reply.json()["error"].as_str().unwrap().starts_with(expected), "{body}: {}", reply.json());
+    }
+    let big = json!({"image": "a".repeat(20_000)}).to_string();
+    assert_eq!(verify_as(&harness, &big, None).await.status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn verify_needs_pull_on_the_repository() {
+    let harness = harness(true).await;
+    let store = harness.store.as_ref();
+    let alice = add_user(store, "alice").await;
+    assert!(store.add_binding("alice", "publisher", "example.com/*", &test_change()).await.unwrap());
+    let bob = add_user(store, "bob").await;
+    assert!(store.add_binding("bob", "reader", "other.example/*", &test_change()).await.unwrap());
+    publish_scenario(&harness, Some(&alice)).await;
+    let body = json!({"image": format!("{GUN}:v1")}).to_string();
+    let reply = verify_as(&harness, &body, None).await;
+    assert_eq!((reply.status, reply.code()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED".to_owned()));
+    let reply = verify_as(&harness, &body, Some(&bob)).await;
+    assert_eq!((reply.status, reply.code()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED".to_owned()));
+    let reply = verify_as(&harness, &body, Some(&alice)).await;
+    assert_eq!((reply.status, reply.json()["trusted"].clone()), (StatusCode::OK, json!(true)));
+}

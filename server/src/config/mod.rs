@@ -223,6 +223,14 @@ impl Default for UploadsConfig {
     }
 }
 
+/// `POST /v1/verify` of the trust server (`[verify]` in the TOML file).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyConfig {
+    /// The trust policy file (tufa-policy) the endpoint applies; none: every repository of this
+    /// server, its stored root trusted on first use, any role signing.
+    pub policy: Option<PathBuf>,
+}
+
 /// The audit log's signed checkpoints (`[audit]` in the TOML file).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AuditConfig {
@@ -307,6 +315,8 @@ pub struct Config {
     pub timestamp: TimestampConfig,
     /// The audit log's checkpoints.
     pub audit: AuditConfig,
+    /// `POST /v1/verify`.
+    pub verify: VerifyConfig,
     /// If non-empty, only GUNs starting with one of these prefixes are served.
     pub gun_prefixes: Vec<String>,
     /// Authentication.

@@ -16,7 +16,7 @@ use super::auth::{self as auth_settings, AuthLayer, FileAuth};
 use super::cli::Cli;
 use super::{
     AuditConfig, CacheConfig, Config, ConnectionsConfig, DatabaseUrl, KeyAlgorithm, LimitsConfig, SignerConfig,
-    TimestampConfig, TlsSource, UploadsConfig,
+    TimestampConfig, TlsSource, UploadsConfig, VerifyConfig,
 };
 use crate::kek::KekMaterial;
 
@@ -127,6 +127,7 @@ struct FileConfig {
     uploads: Option<FileUploads>,
     timestamp: Option<FileTimestamp>,
     audit: Option<FileAudit>,
+    verify: Option<FileVerify>,
 }
 
 #[derive(Default, Deserialize)]
@@ -183,6 +184,12 @@ struct FileUploads {
 
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct FileVerify {
+    policy: Option<PathBuf>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FileAudit {
     checkpoint_interval_secs: Option<u64>,
 }
@@ -204,6 +211,7 @@ struct FileRest {
     uploads: FileUploads,
     timestamp: FileTimestamp,
     audit: FileAudit,
+    verify: FileVerify,
 }
 
 /// Reads the config file and the environment, and merges them under the flags.
@@ -318,6 +326,7 @@ fn file_layer(file: FileConfig, origin: &FileOrigin) -> Result<(Layer, FileRest)
         uploads: file.uploads.unwrap_or_default(),
         timestamp: file.timestamp.unwrap_or_default(),
         audit: file.audit.unwrap_or_default(),
+        verify: file.verify.unwrap_or_default(),
     };
     Ok((layer, rest))
 }
@@ -396,7 +405,7 @@ fn merge(
         first([flags.signer_key, env.signer_key, file.signer_key]),
     )?;
 
-    let FileRest { gun_prefixes, cache, limits, connections, uploads, timestamp, audit } = file_rest;
+    let FileRest { gun_prefixes, cache, limits, connections, uploads, timestamp, audit, verify } = file_rest;
     let auth = auth_settings::merge(flags.auth, env.auth, file.auth, listen)?;
     let check = |key: &'static str, value: u64, min: u64, max: u64| -> Result<(), ConfigError> {
         if (min..=max).contains(&value) {
@@ -532,6 +541,14 @@ fn merge(
         })?;
     }
 
+    // A relative policy path is relative to the configuration file, like the file's other paths.
+    let verify = VerifyConfig {
+        policy: verify.policy.map(|path| match (&config_file, path.is_relative()) {
+            (Some(file), true) => file.parent().map_or(path.clone(), |dir| dir.join(&path)),
+            _ => path,
+        }),
+    };
+
     Ok(Config {
         config_file,
         listen,
@@ -549,6 +566,7 @@ fn merge(
         uploads,
         timestamp,
         audit,
+        verify,
         gun_prefixes,
         signer,
         auth,
