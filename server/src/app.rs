@@ -222,7 +222,8 @@ async fn verify(state: &AppState, request: Request, remote: Option<SocketAddr>) 
         let access = [tufa_auth::access::Access::new("repository", gun, &["pull"])];
         state.auth.authorize(&parts.headers, &access, remote).await?;
     }
-    Ok(crate::verify_cli::verify_request(&state.service.verifier(), &bytes).await)
+    let verifier = state.service.verifier()?;
+    Ok(crate::verify_cli::verify_request(&verifier, &bytes).await)
 }
 
 fn json_response(status: StatusCode, body: String) -> Response {

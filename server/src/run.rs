@@ -352,9 +352,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             reloader.spawn(Duration::from_secs(5));
             (handle, crate::verify::Unpinned::Deny)
         }
-        None => {
-            (tufa_policy::PolicyHandle::new(crate::verify::default_policy()), crate::verify::Unpinned::TrustOnFirstUse)
-        }
+        None => (
+            tufa_policy::PolicyHandle::new(crate::verify::default_policy().map_err(StartError::new)?),
+            crate::verify::Unpinned::TrustOnFirstUse,
+        ),
     };
     state.service.set_verifier(crate::verify::PolicyVerifier::local(
         verify_policy,

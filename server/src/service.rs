@@ -113,18 +113,19 @@ impl Service {
     /// The verifier of `POST /v1/verify`. Without one set, the verifier of a server without a
     /// verification policy: every repository in this server's store, its stored root trusted
     /// on first use, any role signing (notary's rule); rollback state in a temporary directory.
-    pub fn verifier(&self) -> Arc<crate::verify::PolicyVerifier> {
-        self.verifier
-            .get_or_init(|| {
-                let state_dir = std::env::temp_dir().join(format!("tufa-verify-{}", std::process::id()));
-                Arc::new(crate::verify::PolicyVerifier::local(
-                    tufa_policy::PolicyHandle::new(crate::verify::default_policy()),
-                    state_dir,
-                    self.store.clone(),
-                    crate::verify::Unpinned::TrustOnFirstUse,
-                ))
-            })
-            .clone()
+    pub fn verifier(&self) -> Result<Arc<crate::verify::PolicyVerifier>, ApiError> {
+        if let Some(verifier) = self.verifier.get() {
+            return Ok(verifier.clone());
+        }
+        let policy = crate::verify::default_policy().map_err(ApiError::Internal)?;
+        let state_dir = std::env::temp_dir().join(format!("tufa-verify-{}", std::process::id()));
+        let verifier = crate::verify::PolicyVerifier::local(
+            tufa_policy::PolicyHandle::new(policy),
+            state_dir,
+            self.store.clone(),
+            crate::verify::Unpinned::TrustOnFirstUse,
+        );
+        Ok(self.verifier.get_or_init(|| Arc::new(verifier)).clone())
     }
 
     /// The audit checkpoint key's ID, if it was created yet.

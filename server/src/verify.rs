@@ -24,12 +24,8 @@ use zeroize::Zeroizing;
 
 /// The policy of tufa-server's `POST /v1/verify` when no policy file is configured: content trust
 /// enforced for every repository, any role signing (with [`Unpinned::TrustOnFirstUse`]).
-pub fn default_policy() -> Policy {
-    match Policy::from_toml_str("[content-trust]\nmode = \"enforced\"\n") {
-        Ok(policy) => policy,
-        // The text above is fixed and valid; an empty policy is the same but for the mode.
-        Err(_) => Policy::default(),
-    }
+pub fn default_policy() -> Result<Policy, String> {
+    Policy::from_toml_str("[content-trust]\nmode = \"enforced\"\n").map_err(|error| error.to_string())
 }
 
 /// What to do with an image whose repository has no pinned root key.
@@ -325,4 +321,17 @@ pub async fn answer(image: &str, verifier: &PolicyVerifier) -> Result<Answer, St
             ..answer(false, false, failure.sentence(&image))
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_policy_enforces_and_pins_nothing() {
+        let policy = default_policy().unwrap();
+        let decision = policy.decide(&ImageRef::parse("example.com/app:v1").unwrap());
+        assert_eq!((decision.mode, decision.pin), (tufa_policy::Mode::Enforced, RootPin::None));
+        assert_eq!(decision.required, RoleRequirement::Any);
+    }
 }
