@@ -466,8 +466,48 @@ struct TargetMeta {
 
 impl TargetMeta {
     fn sha256_hex(&self) -> Option<String> {
-        self.hashes.get("sha256").map(hex::encode)
+        self.hashes.get("sha256").map(|digest| lower_hex(digest))
     }
+}
+
+/// `bytes` as lower-case hex (a table per nibble: this runs once per target of a large publish).
+fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len().saturating_mul(2));
+    for byte in bytes {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    text
+}
+
+/// The `sha256` (lower-case hex) and `length` of one target entry, what an added or removed
+/// target's change records. The usual entry is read without building its other hashes or its
+/// `custom` value; anything else is read by [`target_meta`], which also gives the error.
+fn digest_and_length(name: &str, text: &str) -> Result<(Option<String>, i64), RecordError> {
+    #[derive(serde::Deserialize)]
+    struct Quick<'a> {
+        #[serde(borrow, default)]
+        hashes: Option<QuickHashes<'a>>,
+        #[serde(default)]
+        length: Option<i64>,
+    }
+    #[derive(serde::Deserialize)]
+    struct QuickHashes<'a> {
+        #[serde(borrow, default)]
+        sha256: Option<&'a str>,
+    }
+    let quick =
+        Some(text).filter(|text| text.starts_with('{')).and_then(|text| serde_json::from_str::<Quick<'_>>(text).ok());
+    if let Some(Quick { hashes: Some(QuickHashes { sha256: Some(encoded) }), length: Some(length) }) = quick
+        && length >= 0
+        && let Ok(digest) = B64.decode(encoded.as_bytes())
+        && digest.len() == 32
+    {
+        return Ok((Some(lower_hex(&digest)), length));
+    }
+    let meta = target_meta(name, text)?;
+    Ok((meta.sha256_hex(), meta.length))
 }
 
 /// The members of one target entry, as text.
@@ -533,10 +573,10 @@ impl TargetEntry<'_> {
     }
 
     fn change(self, kind: ChangeKind) -> Result<TargetChange, RecordError> {
-        let meta = self.meta()?;
+        let (sha256, length) = digest_and_length(&self.name, self.text)?;
         Ok(TargetChange {
-            sha256: meta.sha256_hex(),
-            length: Some(meta.length),
+            sha256,
+            length: Some(length),
             name: self.name.into_owned(),
             kind,
             previous_sha256: None,

@@ -139,21 +139,20 @@ impl std::fmt::Debug for ChangesSummary {
 
 impl ChangesSummary {
     fn add(&mut self, event: &NewTargetEvent) {
+        self.add_fields(&event.role, &event.name, &event.change, event.sha256.as_deref(), event.length);
+    }
+
+    /// [`ChangesSummary::add`] of an event not built.
+    fn add_fields(&mut self, role: &str, name: &str, change: &str, sha256: Option<&str>, length: Option<i64>) {
         self.count = self.count.saturating_add(1);
-        match event.change.as_str() {
+        match change {
             "added" => self.added = self.added.saturating_add(1),
             "changed" => self.changed = self.changed.saturating_add(1),
             "removed" => self.removed = self.removed.saturating_add(1),
             _ => {}
         }
-        let length = event.length.map(|length| length.to_string()).unwrap_or_default();
-        for field in [
-            event.role.as_str(),
-            event.name.as_str(),
-            event.change.as_str(),
-            event.sha256.as_deref().unwrap_or(""),
-            length.as_str(),
-        ] {
+        let length = length.map(|length| length.to_string()).unwrap_or_default();
+        for field in [role, name, change, sha256.unwrap_or(""), length.as_str()] {
             self.digest.update(field.as_bytes());
             self.digest.update(b"\n");
         }
@@ -446,10 +445,10 @@ pub fn publish_parts(
                 break;
             }
             for change in changes {
-                let event = target_event(change, role, file.version, &signer_keys);
-                parts.summary.add(&event);
+                let kind = change.kind.as_str();
+                parts.summary.add_fields(role, &change.name, kind, change.sha256.as_deref(), change.length);
                 if parts.summary.count <= INLINE_TARGET_CHANGES {
-                    parts.history.push(event);
+                    parts.history.push(target_event(change, role, file.version, &signer_keys));
                 }
             }
         }

@@ -1006,6 +1006,17 @@ macro_rules! insert_grants {
 macro_rules! push_history_rows {
     ($d:ty, $query:expr, $gun:expr, $rows:expr) => {{
         let gun: &str = $gun;
+        // The signer lists are shared by the events of one file: written as JSON once per list.
+        let mut lists: Vec<(*const [String], String)> = Vec::new();
+        let mut list_json = |list: &std::sync::Arc<[String]>| -> String {
+            let key = std::sync::Arc::as_ptr(list);
+            if let Some((_, text)) = lists.iter().find(|(seen, _)| std::ptr::eq(*seen, key)) {
+                return text.clone();
+            }
+            let text = serde_json::to_string(&list[..]).unwrap_or_default();
+            lists.push((key, text.clone()));
+            text
+        };
         $query.push(
             "INSERT INTO target_history (gun, name, role, version, change, sha256, length, signer_keys, \
              signer_canonical_ids, principal, audit_seq, created_at) ",
@@ -1018,8 +1029,8 @@ macro_rules! push_history_rows {
                 .push_bind(event.change.clone())
                 .push_bind(event.sha256.clone())
                 .push_bind(event.length)
-                .push_bind(serde_json::to_string(&event.signer_keys[..]).unwrap_or_default())
-                .push_bind(serde_json::to_string(&event.signer_canonical_ids[..]).unwrap_or_default())
+                .push_bind(list_json(&event.signer_keys))
+                .push_bind(list_json(&event.signer_canonical_ids))
                 .push_bind(principal.map(str::to_owned))
                 .push_bind(audit_seq)
                 .push_bind(<$d>::time(at));
