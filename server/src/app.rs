@@ -367,25 +367,7 @@ fn metadata_response(state: &AppState, data: Vec<u8>, modified: DateTime<Utc>, c
 /// unless one has expired, in which case it is re-signed first (spec §3.6). If re-signing fails
 /// the stored files are served, so reads never depend on the signer.
 async fn current(state: &AppState, gun: &Gun, role: &RoleName) -> Result<Response, ApiError> {
-    let store = &state.service.store;
-    let Some(base @ (BaseRole::Timestamp | BaseRole::Snapshot)) = role.as_base() else {
-        let file = store.current(gun.as_str(), role.as_str()).await?;
-        return metadata(state, file, Caching::Current);
-    };
-    let now = Utc::now();
-    let mut pair = store.current_many(gun.as_str(), &["timestamp", "snapshot"]).await?;
-    let expired = pair.iter().any(|file| file.expires.is_some_and(|expires| expires < now));
-    if expired && pair.iter().any(|file| file.role == "timestamp") {
-        match state.service.refresh(gun, now).await {
-            Ok(true) => pair = store.current_many(gun.as_str(), &["timestamp", "snapshot"]).await?,
-            Ok(false) => {}
-            Err(error) => {
-                tracing::warn!(gun = %gun, error = %error, "could not re-sign an expired timestamp; serving the stored one")
-            }
-        }
-    }
-    let wanted = base.as_str();
-    let file = pair.into_iter().find(|file| file.role == wanted);
+    let file = state.service.current_served(gun, role).await?;
     // The timestamp's Last-Modified is when it was made, as notary reports its update time.
     metadata(state, file, Caching::Current)
 }

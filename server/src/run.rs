@@ -360,7 +360,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     state.service.set_verifier(crate::verify::PolicyVerifier::local(
         verify_policy,
         config.data_dir.join("verify"),
-        state.service.store.clone(),
+        state.service.for_verifier(),
         unpinned,
     ));
     tracing::info!(

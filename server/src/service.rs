@@ -105,6 +105,12 @@ impl Service {
         }
     }
 
+    /// This service for the verifier's own use: the same store, signer and settings, without the
+    /// verifier (which holds it), so the two do not keep each other alive.
+    pub fn for_verifier(&self) -> Service {
+        Service { verifier: Arc::new(std::sync::OnceLock::new()), ..self.clone() }
+    }
+
     /// Sets the verifier of `POST /v1/verify` (once; later calls change nothing).
     pub fn set_verifier(&self, verifier: crate::verify::PolicyVerifier) {
         let _ = self.verifier.set(Arc::new(verifier));
@@ -122,7 +128,7 @@ impl Service {
         let verifier = crate::verify::PolicyVerifier::local(
             tufa_policy::PolicyHandle::new(policy),
             state_dir,
-            self.store.clone(),
+            self.for_verifier(),
             crate::verify::Unpinned::TrustOnFirstUse,
         );
         Ok(self.verifier.get_or_init(|| Arc::new(verifier)).clone())
@@ -452,6 +458,28 @@ impl Service {
                 )))
             }
         }
+    }
+
+    /// The current file of `role` as `GET <role>.json` serves it: an expired timestamp (or a
+    /// timestamp whose snapshot expired) is re-signed first when the server holds the keys.
+    pub async fn current_served(&self, gun: &Gun, role: &RoleName) -> Result<Option<tufa_store::StoredFile>, ApiError> {
+        let Some(base @ (BaseRole::Timestamp | BaseRole::Snapshot)) = role.as_base() else {
+            return Ok(self.store.current(gun.as_str(), role.as_str()).await?);
+        };
+        let now = Utc::now();
+        let mut pair = self.store.current_many(gun.as_str(), &["timestamp", "snapshot"]).await?;
+        let expired = pair.iter().any(|file| file.expires.is_some_and(|expires| expires < now));
+        if expired && pair.iter().any(|file| file.role == "timestamp") {
+            match self.refresh(gun, now).await {
+                Ok(true) => pair = self.store.current_many(gun.as_str(), &["timestamp", "snapshot"]).await?,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(gun = %gun, error = %error, "could not re-sign an expired timestamp; serving the stored one")
+                }
+            }
+        }
+        let wanted = base.as_str();
+        Ok(pair.into_iter().find(|file| file.role == wanted))
     }
 
     /// Re-signs the timestamp (and a server-signed snapshot) of `gun` if either expires before

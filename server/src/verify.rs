@@ -19,7 +19,6 @@ use tufa_client::fetch::{FetchError, Source};
 use tufa_client::{Config as ClientConfig, Credentials, Requirement, Verifier};
 use tufa_enforce::{ImageVerifier, Judgement, Verdict};
 use tufa_policy::{ImageRef, Policy, PolicyHandle, RoleRequirement, RootPin};
-use tufa_store::Store;
 use zeroize::Zeroizing;
 
 /// The policy of tufa-server's `POST /v1/verify` when no policy file is configured: content trust
@@ -81,12 +80,17 @@ impl PolicyVerifier {
     }
 
     /// A verifier over tufa-server's own store.
-    pub fn local(policy: PolicyHandle, state_dir: PathBuf, store: Arc<dyn Store>, unpinned: Unpinned) -> Self {
+    pub fn local(
+        policy: PolicyHandle,
+        state_dir: PathBuf,
+        service: crate::service::Service,
+        unpinned: Unpinned,
+    ) -> Self {
         Self {
             policy,
             state_dir,
             unpinned,
-            local: Some(Arc::new(StoreSource { store })),
+            local: Some(Arc::new(StoreSource { service })),
             server: ServerOverride::default(),
             verifiers: Mutex::new(HashMap::new()),
         }
@@ -222,14 +226,15 @@ impl ImageVerifier for PolicyVerifier {
     }
 }
 
-/// Metadata read from tufa-server's own store, as the server would serve it.
+/// Metadata read from tufa-server's own store, as the server serves it (an expired timestamp
+/// re-signed first, as `GET timestamp.json` does).
 pub struct StoreSource {
-    store: Arc<dyn Store>,
+    service: crate::service::Service,
 }
 
 impl std::fmt::Debug for StoreSource {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("StoreSource").field("store", &self.store.backend()).finish()
+        formatter.debug_struct("StoreSource").field("store", &self.service.store.backend()).finish()
     }
 }
 
@@ -249,17 +254,26 @@ fn store_failure(error: tufa_store::StoreError) -> FetchError {
 #[async_trait::async_trait]
 impl Source for StoreSource {
     async fn current(&self, gun: &str, role: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
-        let file = self.store.current(gun, role).await.map_err(store_failure)?;
+        let (Ok(parsed_gun), Ok(parsed_role)) =
+            (tufa_core::names::Gun::parse(gun), tufa_core::names::RoleName::parse(role))
+        else {
+            return Err(FetchError::NotFound);
+        };
+        let file = self
+            .service
+            .current_served(&parsed_gun, &parsed_role)
+            .await
+            .map_err(|error| FetchError::Network(format!("the store could not be read: {error}")))?;
         found(file, format!("{role}.json of {gun}"), limit)
     }
 
     async fn root_version(&self, gun: &str, version: i64) -> Result<Vec<u8>, FetchError> {
-        let file = self.store.by_version(gun, "root", version).await.map_err(store_failure)?;
+        let file = self.service.store.by_version(gun, "root", version).await.map_err(store_failure)?;
         found(file, format!("{version}.root.json of {gun}"), tufa_client::fetch::MAX_ROOT_BYTES)
     }
 
     async fn by_checksum(&self, gun: &str, role: &str, sha256_hex: &str, length: u64) -> Result<Vec<u8>, FetchError> {
-        let file = self.store.by_checksum(gun, role, sha256_hex).await.map_err(store_failure)?;
+        let file = self.service.store.by_checksum(gun, role, sha256_hex).await.map_err(store_failure)?;
         found(file, format!("{role}.{sha256_hex}.json of {gun}"), length)
     }
 }
