@@ -3,7 +3,10 @@
 //! targets/releases) to a real tufa-server (and Go notary-server), and the real binary judges it
 //! under a policy file the test writes: `tufa-server verify` (exit status, `--json` answer, the
 //! sentence for a person) for trusted, unsigned, unpinned root, missing required role, wrong
-//! digest, exempt, permissive, unreachable server, bad policy and offline-from-cache cases; and
+//! digest, exempt, permissive, unreachable server, bad policy and offline-from-cache cases, trust
+//! data rolled back behind the verifier's back, and expired trust data (published over the Notary
+//! API with a targets file that expires in seconds, with and without
+//! `allow-expired-cached-trust-data`); and
 //! `tufa-server verify-server` (`POST /v1/verify`, the admission webhooks `/validate` and
 //! `/mutate`) over HTTPS with its generated CA.
 
@@ -367,13 +370,7 @@ fn tufa_server_verify_judges_what_notary_published() {
     let output = setup.verify(&format!("{APP}:v1"), &bad, &state, false);
     assert_eq!(
         sentence(&output),
-        (
-            2,
-            format!(
-                "error: {APP}:v1: {}: line 5, column 28: the list of root key IDs cannot be empty",
-                bad.display()
-            )
-        )
+        (2, format!("error: {APP}:v1: {}: line 5, column 28: the list of root key IDs cannot be empty", bad.display()))
     );
     let output = setup.verify(&format!("{APP}:v1"), &bad, &state, true);
     let (status, answer) = json_answer(&output);
@@ -393,14 +390,10 @@ fn tufa_server_verify_judges_what_notary_published() {
     let (status, answer) = json_answer(&output);
     assert_eq!((status, answer["trusted"].clone(), answer["allowed"].clone()), (2, json!(false), json!(false)));
     let reason = answer["reason"].as_str().unwrap();
-    assert!(
-        reason.starts_with(&format!("image {APP}:v1 is not trusted: trust could not be decided: ")),
-        "{output}"
-    );
+    assert!(reason.starts_with(&format!("image {APP}:v1 is not trusted: trust could not be decided: ")), "{output}");
     assert!(reason.ends_with("(run-options.fail-open is off)"), "{output}");
     // Permissive images stay allowed when the server is unreachable.
-    let output =
-        setup.verify_at(&nowhere, "registry.example.com/lab/try:v1", &policy, &setup.state("fresh"), false);
+    let output = setup.verify_at(&nowhere, "registry.example.com/lab/try:v1", &policy, &setup.state("fresh"), false);
     assert_eq!(code(&output), 0, "{output}");
 
     // Offline: the server stops; what the state directory holds is used within max-staleness.
@@ -520,9 +513,8 @@ impl VerifyServer {
                 Err(error) => Err(format!("healthz failed: {error:?}")),
             }
         };
-        let http = wait_ready(&mut child, &log, Duration::from_secs(30), probe).unwrap_or_else(|error| {
-            panic!("verify-server did not start: {error}\n{}", log_tail(&log, LOG_TAIL_BYTES))
-        });
+        let http = wait_ready(&mut child, &log, Duration::from_secs(30), probe)
+            .unwrap_or_else(|error| panic!("verify-server did not start: {error}\n{}", log_tail(&log, LOG_TAIL_BYTES)));
         VerifyServer { child, url, http, log, _dir: dir }
     }
 
@@ -642,7 +634,10 @@ fn verify_server_answers_v1_verify_and_admission_reviews() {
     assert!(answer["error"].as_str().unwrap().starts_with("image \"UPPER\": "), "{answer}");
     let (status, answer) = verifier.post("/v1/verify", b"image=registry.example.com/team/app:v1");
     assert_eq!(status, 400, "{answer}");
-    assert!(answer["error"].as_str().unwrap().starts_with("the body must be {\"image\": \"<reference>\"}: "), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().starts_with("the body must be {\"image\": \"<reference>\"}: "),
+        "{answer}"
+    );
 
     // /validate: a Pod whose images are all trusted is admitted; one untrusted image denies it.
     let trusted = [format!("{APP}:v1"), format!("{APP}:v2")];
@@ -711,4 +706,267 @@ fn verify_server_answers_v1_verify_and_admission_reviews() {
         "{answer}"
     );
     assert!(answer["response"].get("patch").is_none(), "{answer}");
+}
+
+/// A TCP forwarder on a fixed address whose upstream port can be switched: one URL in front of
+/// successive trust servers, so the verifier's state (kept per server URL) carries over.
+struct Forwarder {
+    port: u16,
+    upstream: std::sync::Arc<std::sync::atomic::AtomicU16>,
+}
+
+impl Forwarder {
+    fn start(upstream: u16) -> Forwarder {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let target = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(upstream));
+        let shared = target.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let upstream = shared.load(std::sync::atomic::Ordering::SeqCst);
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+                let (mut client_read, mut server_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut server_read, mut client_write) = (server, client);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut client_read, &mut server_write);
+                    let _ = server_write.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut server_read, &mut client_write);
+                    let _ = client_write.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Forwarder { port, upstream: target }
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    fn switch_to(&self, server: &Server) {
+        let port = server.url().rsplit(':').next().unwrap().parse().unwrap();
+        self.upstream.store(port, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A tufa-server on the data directory `data`.
+fn tufa_on(data: &Path) -> Server {
+    tufa::start_with_data_dir(
+        tufa::Options {
+            name: "tufa-server (sqlite)".to_owned(),
+            database_url: None,
+            database: None,
+            extra_args: Vec::new(),
+        },
+        data,
+    )
+}
+
+#[test]
+fn tufa_server_verify_refuses_rolled_back_trust_data() {
+    // The owner publishes v1, the server's data is copied, the owner publishes v2; a verifier
+    // that saw v2 is then served the old copy.
+    let dir = tempfile::tempdir().unwrap();
+    let (data, old_data) = (dir.path().join("data"), dir.path().join("old-data"));
+    let mut first = tufa_on(&data);
+    let forwarder = Forwarder::start(0);
+    forwarder.switch_to(&first);
+    let owner = Notary::for_url(&forwarder.url(), first.ca_cert(), "owner");
+    init_with_server_snapshot(&owner, APP);
+    let top = publish_target(&owner, APP, "v1", b"first release\n");
+    let root = first.metadata_json(APP, "root");
+    let root_id = root["signed"]["roles"]["root"]["keyids"][0].as_str().unwrap().to_owned();
+    let root_key = PublicKey::from_json(&root["signed"]["keys"][&root_id]).unwrap().canonical_id().unwrap();
+    let old_timestamp = tufa_tests::flows::version(&first.metadata_json(APP, "timestamp"));
+    first.terminate();
+    let copied = Command::new("cp").arg("-a").arg(&data).arg(&old_data).status().unwrap();
+    assert!(copied.success());
+
+    let second = tufa_on(&data);
+    forwarder.switch_to(&second);
+    let second_top = publish_target(&owner, APP, "v2", b"second release\n");
+    let new_timestamp = tufa_tests::flows::version(&second.metadata_json(APP, "timestamp"));
+    assert!(new_timestamp > old_timestamp);
+
+    let setup = Setup { dir: tempfile::tempdir().unwrap(), url: forwarder.url(), ca: second.ca_cert().to_path_buf() };
+    let policy = setup.policy(
+        "policy.toml",
+        &pinned_policy(APP, &root_key, "[cache]\nrefresh-secs = 1\nmax-staleness-secs = 3600\n"),
+    );
+    let state = setup.state("state");
+    let output = setup.verify(&format!("{APP}:v2"), &policy, &state, false);
+    assert_eq!(sentence(&output), (0, format!("trusted: {APP}:v2 is sha256:{} signed by targets", second_top.digest)));
+    let output = setup.verify(&format!("{APP}:v1"), &policy, &state, false);
+    assert_eq!(sentence(&output), (0, format!("trusted: {APP}:v1 is sha256:{} signed by targets", top.digest)));
+    drop(second);
+
+    // The old data, served at the same URL: v1 was signed there too, but the metadata is older
+    // than what the verifier has seen.
+    let old = tufa_on(&old_data);
+    forwarder.switch_to(&old);
+    std::thread::sleep(Duration::from_millis(1100));
+    let output = setup.verify(&format!("{APP}:v1"), &policy, &state, true);
+    assert_eq!(
+        json_answer(&output),
+        (
+            1,
+            json!({
+                "image": format!("{APP}:v1"),
+                "trusted": false,
+                "allowed": false,
+                "digest": null,
+                "roles": [],
+                "keys": [],
+                "reason": format!(
+                    "image {APP}:v1 is not trusted: timestamp version {old_timestamp} of {APP} is older than the \
+                     {new_timestamp} already seen (rollback) (mode enforced by content-trust.mode)"
+                ),
+            })
+        )
+    );
+    // A fresh verifier has no memory of v2 and accepts the old data.
+    let output = setup.verify(&format!("{APP}:v1"), &policy, &setup.state("fresh"), false);
+    assert_eq!(sentence(&output), (0, format!("trusted: {APP}:v1 is sha256:{} signed by targets", top.digest)));
+}
+
+/// `body` canonicalised and signed by `key` (whose public half has the ID `key_id`).
+fn signed(body: &Value, key: &tufa_core::keys::PrivateKey, key_id: &str) -> Vec<u8> {
+    let canonical = tufa_core::canonical::to_canonical(body).unwrap();
+    let sig = key.sign(&canonical).unwrap();
+    tufa_core::metadata::envelope(
+        &canonical,
+        &[tufa_core::metadata::Signature { keyid: key_id.to_owned(), method: key.method().to_owned(), sig }],
+    )
+}
+
+/// The `meta` entry of `bytes` in snapshot and targets files.
+fn meta(bytes: &[u8]) -> Value {
+    let digest = tufa_core::keys::sha256(bytes);
+    json!({"length": bytes.len(), "hashes": {"sha256": base64::engine::general_purpose::STANDARD.encode(digest)}})
+}
+
+/// UTC time `seconds` from now in TUF's format, from coreutils' `date`.
+fn utc_in(seconds: u64) -> String {
+    let output = tufa_tests::process::run_tool(
+        Command::new("date").arg("-u").arg("-d").arg(format!("+{seconds} seconds")).arg("+%Y-%m-%dT%H:%M:%SZ"),
+    );
+    output.stdout.trim().to_owned()
+}
+
+#[test]
+fn tufa_server_verify_refuses_expired_trust_data() {
+    use tufa_core::keys::{Algorithm, KeyType, PrivateKey, PublicKey as Public};
+    // A repository published straight over the Notary API (the notary CLI always signs for
+    // years) whose targets file expires a few seconds after publishing.
+    let mut server = tufa::start(Backend::Sqlite);
+    let gun = "registry.example.com/team/short-lived";
+    let scratch = tempfile::tempdir().unwrap();
+    // The root key as the notary client makes it: a self-signed leaf certificate with CN = the GUN.
+    let (key_file, cert_file) = (scratch.path().join("root.key"), scratch.path().join("root.crt"));
+    tufa_tests::process::run_tool(
+        Command::new("openssl")
+            .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
+            .arg(&key_file),
+    );
+    tufa_tests::process::run_tool(
+        Command::new("openssl")
+            .args(["req", "-new", "-x509", "-sha256", "-days", "3650", "-extensions", "v3_req", "-subj"])
+            .arg(format!("/CN={}", gun.replace('/', "\\/")))
+            .arg("-key")
+            .arg(&key_file)
+            .arg("-out")
+            .arg(&cert_file),
+    );
+    let pem = fs::read_to_string(&key_file).unwrap();
+    let der: String = pem.lines().filter(|line| !line.starts_with("-----")).collect();
+    let root_private =
+        PrivateKey::from_pkcs8(Algorithm::Ecdsa, &base64::engine::general_purpose::STANDARD.decode(der).unwrap())
+            .unwrap();
+    let root_public = Public::new(KeyType::EcdsaX509, fs::read(&cert_file).unwrap());
+    let (targets_key, snapshot_key) =
+        (PrivateKey::generate(Algorithm::Ecdsa).unwrap(), PrivateKey::generate(Algorithm::Ecdsa).unwrap());
+    let timestamp = Public::from_json(&server.get(&format!("/v2/{gun}/_trust/tuf/timestamp.key")).json()).unwrap();
+    let mut keys = serde_json::Map::new();
+    for key in [&root_public, &targets_key.public_key(), &snapshot_key.public_key(), &timestamp] {
+        keys.insert(key.key_id(), key.to_json());
+    }
+    let root = signed(
+        &json!({"_type": "Root", "consistent_snapshot": false, "expires": utc_in(3_600_000), "version": 1, "keys": keys,
+        "roles": {
+            "root": {"keyids": [root_public.key_id()], "threshold": 1},
+            "targets": {"keyids": [targets_key.public_key().key_id()], "threshold": 1},
+            "snapshot": {"keyids": [snapshot_key.public_key().key_id()], "threshold": 1},
+            "timestamp": {"keyids": [timestamp.key_id()], "threshold": 1},
+        }}),
+        &root_private,
+        &root_public.key_id(),
+    );
+    let content = b"short-lived release\n";
+    let targets_expire = utc_in(4);
+    let targets = signed(
+        &json!({"_type": "Targets", "expires": targets_expire, "version": 1, "targets": {"v1": meta(content)},
+            "delegations": {"keys": {}, "roles": []}}),
+        &targets_key,
+        &targets_key.public_key().key_id(),
+    );
+    let snapshot = signed(
+        &json!({"_type": "Snapshot", "expires": utc_in(3_600_000), "version": 1,
+            "meta": {"root": meta(&root), "targets": meta(&targets)}}),
+        &snapshot_key,
+        &snapshot_key.public_key().key_id(),
+    );
+    let response = server.post_update(gun, &[("root", &root), ("targets", &targets), ("snapshot", &snapshot)]);
+    assert_eq!(response.status, 200, "{response}");
+    let digest = hex_of(&tufa_core::keys::sha256(content));
+
+    let setup = Setup::new(&server);
+    let root_key = root_public.canonical_id().unwrap();
+    let policy = setup.policy(
+        "policy.toml",
+        &pinned_policy(gun, &root_key, "[cache]\nrefresh-secs = 1\nmax-staleness-secs = 3600\n"),
+    );
+    let lenient = setup.policy(
+        "lenient.toml",
+        &format!(
+            "[content-trust]\nmode = \"enforced\"\nallow-expired-cached-trust-data = true\n\n\
+             [content-trust.trust-pinning.root-keys]\n\"{gun}\" = [\"{root_key}\"]\n\n\
+             [cache]\nrefresh-secs = 1\nmax-staleness-secs = 3600\n"
+        ),
+    );
+    let state = setup.state("state");
+    let output = setup.verify(&format!("{gun}:v1"), &policy, &state, false);
+    assert_eq!(sentence(&output), (0, format!("trusted: {gun}:v1 is sha256:{digest} signed by targets")));
+
+    // Expired, as the server serves it.
+    std::thread::sleep(Duration::from_secs(5));
+    let expired = format!(
+        "image {gun}:v1 is not trusted: targets of {gun} expired at {targets_expire} (mode enforced by content-trust.mode)"
+    );
+    let output = setup.verify(&format!("{gun}:v1"), &policy, &state, true);
+    assert_eq!(
+        json_answer(&output),
+        (
+            1,
+            json!({"image": format!("{gun}:v1"), "trusted": false, "allowed": false, "digest": null, "roles": [],
+                "keys": [], "reason": expired})
+        )
+    );
+    // allow-expired-cached-trust-data does not apply to data the server serves.
+    let output = setup.verify(&format!("{gun}:v1"), &lenient, &state, true);
+    let (status, answer) = json_answer(&output);
+    assert_eq!((status, answer["reason"].clone()), (1, json!(expired)), "{output}");
+    // It does to cached data when the server cannot be reached.
+    server.terminate();
+    std::thread::sleep(Duration::from_millis(1100));
+    let output = setup.verify(&format!("{gun}:v1"), &lenient, &state, false);
+    assert_eq!(sentence(&output), (0, format!("trusted: {gun}:v1 is sha256:{digest} signed by targets")));
+    let output = setup.verify(&format!("{gun}:v1"), &policy, &state, false);
+    assert_eq!(sentence(&output), (1, format!("denied: {expired}")));
+}
+
+/// Lower-case hex of `bytes`.
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
