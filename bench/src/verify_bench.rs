@@ -259,7 +259,10 @@ async fn verify(http: &reqwest::Client, url: &str, image: &str, digest: &str) ->
     let status = response.status();
     let body: Value = response.json().await.map_err(|error| format!("{image}: {error}"))?;
     let elapsed = started.elapsed();
-    if status != reqwest::StatusCode::OK || body["trusted"] != json!(true) || body["digest"] != json!(digest) {
+    if status != reqwest::StatusCode::OK
+        || body.get("trusted") != Some(&json!(true))
+        || body.get("digest") != Some(&json!(digest))
+    {
         return Err(format!("{image}: expected trusted with {digest}, got HTTP {status}: {body}"));
     }
     Ok(elapsed)
@@ -387,7 +390,8 @@ async fn run(options: Options) -> Result<(), String> {
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(requests);
             for request in 0..requests {
-                let (image, digest) = &images[(index + request) % images.len()];
+                let (image, digest) =
+                    images.get((index + request) % images.len()).ok_or_else(|| "no repository".to_owned())?;
                 latencies.push(verify(&http, &url, image, digest).await?);
             }
             Ok::<_, String>(latencies)
