@@ -193,6 +193,39 @@ fn tufa_server_verify_judges_what_notary_published() {
     );
     let output = setup.verify(&format!("{APP}:v1"), &policy, &state, false);
     assert_eq!(sentence(&output), (0, format!("trusted: {APP}:v1 is sha256:{} signed by targets", top.digest)));
+    // Many verifications at once on one fresh state directory (jobs starting together on a node).
+    let shared = setup.state("shared");
+    let children: Vec<_> = (0..8)
+        .map(|index| {
+            let tag = if index % 2 == 0 { "v1" } else { "v2" };
+            Command::new(tufa::binary())
+                .arg("verify")
+                .arg(format!("{APP}:{tag}"))
+                .arg("--policy")
+                .arg(&policy)
+                .arg("--trust-server")
+                .arg(&setup.url)
+                .arg("--trust-ca")
+                .arg(&setup.ca)
+                .arg("--state-dir")
+                .arg(&shared)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(String::from_utf8_lossy(&output.stdout).starts_with(&format!("trusted: {APP}:v")));
+    }
+
     // Trusted: the delegated tag, by tag and by its digest.
     let output = setup.verify(&format!("{APP}:v2"), &policy, &state, true);
     assert_eq!(
@@ -706,6 +739,20 @@ fn verify_server_answers_v1_verify_and_admission_reviews() {
         "{answer}"
     );
     assert!(answer["response"].get("patch").is_none(), "{answer}");
+    drop(verifier);
+
+    // A verify-server whose trust server cannot be reached answers 503 with the reason.
+    let nowhere = format!("https://127.0.0.1:{}", free_port());
+    let stranded = VerifyServer::start(&policy, &nowhere, server.ca_cert());
+    let (status, answer) = stranded.post("/v1/verify", json!({"image": format!("{APP}:v1")}).to_string().as_bytes());
+    assert_eq!((status, answer["trusted"].clone(), answer["allowed"].clone()), (503, json!(false), json!(false)));
+    assert!(
+        answer["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("image {APP}:v1 is not trusted: trust could not be decided: ")),
+        "{answer}"
+    );
 }
 
 /// A TCP forwarder on a fixed address whose upstream port can be switched: one URL in front of
