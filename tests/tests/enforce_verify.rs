@@ -259,6 +259,32 @@ fn tufa_server_verify_judges_what_notary_published() {
     let output = setup.verify(&format!("{APP}:v1"), &by_cert_id, &setup.state("cert-ids"), false);
     assert_eq!(sentence(&output), (0, format!("trusted: {APP}:v1 is sha256:{} signed by targets", top.digest)));
 
+    // The trust server and its CA named by the policy (a path relative to the policy file), not by flags.
+    fs::copy(&setup.ca, setup.dir.path().join("trust-ca.pem")).unwrap();
+    let from_policy = setup.policy(
+        "from-policy.toml",
+        &pinned_policy(
+            "registry.example.com/team/*",
+            root_key,
+            &format!("[trust-server]\nurl = \"{}\"\nca = \"trust-ca.pem\"\n", setup.url),
+        ),
+    );
+    let output = run_with_timeout(
+        Command::new(tufa::binary())
+            .arg("verify")
+            .arg(format!("{APP}:v1"))
+            .arg("--policy")
+            .arg(&from_policy)
+            .arg("--state-dir")
+            .arg(setup.state("from-policy"))
+            .env_remove("TUFA_POLICY")
+            .env_remove("TUFA_TRUST_SERVER")
+            .env_remove("TUFA_TRUST_CA"),
+        b"",
+        VERIFY_TIMEOUT,
+    );
+    assert_eq!(sentence(&output), (0, format!("trusted: {APP}:v1 is sha256:{} signed by targets", top.digest)));
+
     // Unsigned tag.
     let output = setup.verify(&format!("{APP}:v9"), &policy, &state, true);
     let (status, answer) = json_answer(&output);
