@@ -1,0 +1,470 @@
+//! verify-bench: how fast `tufa-server verify-server` answers `POST /v1/verify`. It starts a
+//! tufa-server, publishes signed trust data for a number of repositories straight over the
+//! Notary API (no notary CLI), starts a verify-server against it with a policy pinning their
+//! root key, and measures cold verifications (each repository's first request: the verifier
+//! fetches and checks its trust data; latency and how many requests reached the trust server)
+//! and cache hits from concurrent HTTPS keep-alive clients. It prints figures and never asserts
+//! a speed.
+//!
+//! Usage: verify-bench [--server BIN] [--repos N] [--clients C] [--requests R]
+//! (defaults: the tufa-server next to this binary, 64 repositories, 32 clients, 500 requests each).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{Map, Value, json};
+use tufa_core::canonical::to_canonical;
+use tufa_core::keys::{Algorithm, KeyType, PrivateKey, PublicKey};
+use tufa_core::metadata::{Signature, envelope};
+
+const USAGE: &str = "usage: verify-bench [--server BIN] [--repos N] [--clients C] [--requests R]";
+
+/// The repositories' common prefix; the policy pins `<PREFIX>*` to one root key.
+const PREFIX: &str = "bench.example/verify/app";
+
+/// What to run and how much.
+struct Options {
+    server: PathBuf,
+    repos: usize,
+    clients: usize,
+    requests: usize,
+}
+
+/// The value after `flag` in `args`, parsed; `default` when the flag is absent.
+fn flag<T: std::str::FromStr>(args: &[String], flag: &str, default: T) -> Result<T, String> {
+    match args.iter().position(|arg| arg == flag) {
+        None => Ok(default),
+        Some(index) => {
+            let value = args.get(index + 1).ok_or_else(|| format!("{flag} needs a value"))?;
+            value.parse().map_err(|_| format!("{flag}: cannot read {value:?}"))
+        }
+    }
+}
+
+fn options() -> Result<Options, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|arg| arg == "--help" || arg == "-h") {
+        return Err(USAGE.to_owned());
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("tufa-server")))
+        .unwrap_or_else(|| PathBuf::from("tufa-server"));
+    let options = Options {
+        server: flag(&args, "--server", beside)?,
+        repos: flag(&args, "--repos", 64)?,
+        clients: flag(&args, "--clients", 32)?,
+        requests: flag(&args, "--requests", 500)?,
+    };
+    if options.repos == 0 || options.clients == 0 || options.requests == 0 {
+        return Err(format!("--repos, --clients and --requests must be at least 1\n{USAGE}"));
+    }
+    if !options.server.is_file() {
+        return Err(format!("{} is not a file: pass --server BIN", options.server.display()));
+    }
+    Ok(options)
+}
+
+/// A signing key with its public half as it goes into metadata.
+struct Key {
+    private: PrivateKey,
+    public: PublicKey,
+}
+
+impl Key {
+    fn ecdsa() -> Result<Key, String> {
+        let private = PrivateKey::generate(Algorithm::Ecdsa).map_err(|error| error.to_string())?;
+        let public = private.public_key();
+        Ok(Key { private, public })
+    }
+
+    /// `private` as a root key of `gun`, the way the notary client makes it: a self-signed
+    /// certificate whose common name is the GUN.
+    fn root_for(private: &PrivateKey, gun: &str) -> Result<Key, String> {
+        let pkcs8 = private.pkcs8();
+        let pair = rcgen::KeyPair::try_from(pkcs8.as_slice()).map_err(|error| error.to_string())?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|error| error.to_string())?;
+        params.distinguished_name.push(rcgen::DnType::CommonName, gun);
+        let certificate = params.self_signed(&pair).map_err(|error| error.to_string())?;
+        let public = PublicKey::new(KeyType::EcdsaX509, certificate.pem().into_bytes());
+        let private = PrivateKey::from_pkcs8(Algorithm::Ecdsa, &pkcs8).map_err(|error| error.to_string())?;
+        Ok(Key { private, public })
+    }
+
+    fn id(&self) -> String {
+        self.public.key_id()
+    }
+}
+
+fn expires(days: i64) -> String {
+    tufa_core::time::format(chrono::Utc::now() + chrono::Duration::days(days))
+}
+
+/// `body` canonicalised and signed by `key`.
+fn sign(body: &Value, key: &Key) -> Result<Vec<u8>, String> {
+    let canonical = to_canonical(body).map_err(|error| error.to_string())?;
+    let sig = key.private.sign(&canonical).map_err(|error| error.to_string())?;
+    Ok(envelope(&canonical, &[Signature { keyid: key.id(), method: key.private.method().to_owned(), sig }]))
+}
+
+/// The `meta` entry (length and SHA-256) of `bytes`.
+fn meta(bytes: &[u8]) -> Value {
+    let digest = tufa_core::keys::sha256(bytes);
+    json!({"length": bytes.len(), "hashes": {"sha256": base64::engine::general_purpose::STANDARD.encode(digest)}})
+}
+
+/// The first publish of a repository: root (signed by `root`), targets with tag `v1` whose
+/// content is `content`, and snapshot. The server signs the timestamp with `timestamp`.
+fn first_publish(root: &Key, timestamp: &PublicKey, content: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let (targets_key, snapshot_key) = (Key::ecdsa()?, Key::ecdsa()?);
+    let mut keys = Map::new();
+    for key in [&root.public, &targets_key.public, &snapshot_key.public, timestamp] {
+        keys.insert(key.key_id(), key.to_json());
+    }
+    let root_file = sign(
+        &json!({"_type": "Root", "consistent_snapshot": false, "expires": expires(3650), "version": 1, "keys": keys,
+        "roles": {
+            "root": {"keyids": [root.id()], "threshold": 1},
+            "targets": {"keyids": [targets_key.id()], "threshold": 1},
+            "snapshot": {"keyids": [snapshot_key.id()], "threshold": 1},
+            "timestamp": {"keyids": [timestamp.key_id()], "threshold": 1},
+        }}),
+        root,
+    )?;
+    let targets = sign(
+        &json!({"_type": "Targets", "expires": expires(365), "version": 1, "targets": {"v1": meta(content)},
+            "delegations": {"keys": {}, "roles": []}}),
+        &targets_key,
+    )?;
+    let snapshot = sign(
+        &json!({"_type": "Snapshot", "expires": expires(365), "version": 1,
+            "meta": {"root": meta(&root_file), "targets": meta(&targets)}}),
+        &snapshot_key,
+    )?;
+    Ok(vec![("root".to_owned(), root_file), ("targets".to_owned(), targets), ("snapshot".to_owned(), snapshot)])
+}
+
+fn multipart(files: &[(String, Vec<u8>)]) -> (String, Vec<u8>) {
+    let boundary = "verify-bench-boundary-7d1";
+    let mut body = Vec::new();
+    for (name, content) in files {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n\r\n")
+                .as_bytes(),
+        );
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// A child process killed on drop, with its log.
+struct Process {
+    child: Child,
+    log: PathBuf,
+    label: &'static str,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    fn start(label: &'static str, command: &mut Command, log: PathBuf) -> Result<Process, String> {
+        let file = std::fs::File::create(&log).map_err(|error| error.to_string())?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .map_err(|error| format!("cannot start {label}: {error}"))?;
+        Ok(Process { child, log, label })
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let start = text.len().saturating_sub(2000);
+        text.get(start..).unwrap_or_default().to_owned()
+    }
+
+    /// A keep-alive HTTPS client trusting `ca`, once `url` answers 200.
+    async fn ready(&mut self, ca: &Path, url: &str) -> Result<reqwest::Client, String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("{} exited with {status}: {}", self.label, self.log_tail()));
+            }
+            if let Ok(client) = client(ca)
+                && let Ok(response) = client.get(url).send().await
+                && response.status().is_success()
+            {
+                return Ok(client);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!("{} did not become ready: {}", self.label, self.log_tail()))
+    }
+}
+
+/// An HTTPS client (HTTP/1.1 keep-alive) trusting only the CA in `ca`.
+fn client(ca: &Path) -> Result<reqwest::Client, String> {
+    let pem = std::fs::read(ca).map_err(|error| format!("{}: {error}", ca.display()))?;
+    let certificate = reqwest::Certificate::from_pem(&pem).map_err(|error| error.to_string())?;
+    reqwest::Client::builder()
+        .tls_certs_only([certificate])
+        .no_proxy()
+        .http1_only()
+        .pool_max_idle_per_host(1)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|error| error.to_string())
+}
+
+/// The sum of `tufa_http_requests_total` on the trust server: every request it has answered.
+async fn requests_served(http: &reqwest::Client, url: &str) -> Result<u64, String> {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .map_err(|error| error.to_string())?
+        .text()
+        .await
+        .map_err(|error| error.to_string())?;
+    let mut total = 0;
+    for line in text.lines().filter(|line| line.starts_with("tufa_http_requests_total{")) {
+        let value = line.rsplit(' ').next().unwrap_or_default();
+        total += value.parse::<f64>().map_err(|_| format!("odd metrics line {line:?}"))? as u64;
+    }
+    Ok(total)
+}
+
+/// `POST /v1/verify` of `image`; the latency, after checking that the answer is trusted with
+/// `digest`.
+async fn verify(http: &reqwest::Client, url: &str, image: &str, digest: &str) -> Result<Duration, String> {
+    let started = Instant::now();
+    let response = http
+        .post(format!("{url}/v1/verify"))
+        .header("content-type", "application/json")
+        .body(json!({"image": image}).to_string())
+        .send()
+        .await
+        .map_err(|error| format!("{image}: {error}"))?;
+    let status = response.status();
+    let body: Value = response.json().await.map_err(|error| format!("{image}: {error}"))?;
+    let elapsed = started.elapsed();
+    if status != reqwest::StatusCode::OK
+        || body.get("trusted") != Some(&json!(true))
+        || body.get("digest") != Some(&json!(digest))
+    {
+        return Err(format!("{image}: expected trusted with {digest}, got HTTP {status}: {body}"));
+    }
+    Ok(elapsed)
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (sorted.len() as f64 * fraction).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied().unwrap_or_default()
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.3}", duration.as_secs_f64() * 1000.0)
+}
+
+async fn run(options: Options) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|error| error.to_string())?;
+    let port = tufa_testkit::process::free_port()?;
+    let trust_url = format!("https://127.0.0.1:{port}");
+    let trust_data = dir.path().join("trust-data");
+    let mut trust = Process::start(
+        "tufa-server",
+        Command::new(&options.server)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--log-level", "warn", "--data-dir"])
+            .arg(&trust_data),
+        dir.path().join("tufa-server.log"),
+    )?;
+    let trust_ca = trust_data.join("tls").join("ca.crt");
+    let http = trust.ready(&trust_ca, &format!("{trust_url}/_notary_server/health")).await?;
+
+    // One root key for every repository (each with its own certificate, as notary makes them).
+    let root_private = PrivateKey::generate(Algorithm::Ecdsa).map_err(|error| error.to_string())?;
+    let mut images = Vec::with_capacity(options.repos);
+    let mut root_key_id = String::new();
+    eprintln!("verify-bench: publishing {} repositories", options.repos);
+    for index in 0..options.repos {
+        let gun = format!("{PREFIX}{index}");
+        let root = Key::root_for(&root_private, &gun)?;
+        root_key_id = root.public.canonical_id().map_err(|error| error.to_string())?;
+        let timestamp: Value = http
+            .get(format!("{trust_url}/v2/{gun}/_trust/tuf/timestamp.key"))
+            .send()
+            .await
+            .map_err(|error| error.to_string())?
+            .json()
+            .await
+            .map_err(|error| error.to_string())?;
+        let timestamp = PublicKey::from_json(&timestamp).map_err(|error| error.to_string())?;
+        let content = format!("manifest of {gun} v1\n");
+        let (content_type, body) = multipart(&first_publish(&root, &timestamp, content.as_bytes())?);
+        let response = http
+            .post(format!("{trust_url}/v2/{gun}/_trust/tuf/"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .map_err(|error| error.to_string())?;
+        if !response.status().is_success() {
+            let status = response.status();
+            return Err(format!("publishing {gun}: HTTP {status}: {}", response.text().await.unwrap_or_default()));
+        }
+        let digest = format!("sha256:{}", hex(&tufa_core::keys::sha256(content.as_bytes())));
+        images.push((format!("{gun}:v1"), digest));
+    }
+
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[content-trust]\nmode = \"enforced\"\n\n[content-trust.trust-pinning.root-keys]\n\"{PREFIX}*\" = \
+             [\"{root_key_id}\"]\n\n[cache]\nmax-repositories = {}\n",
+            options.repos.max(1)
+        ),
+    )
+    .map_err(|error| error.to_string())?;
+    let verify_port = tufa_testkit::process::free_port()?;
+    let verify_url = format!("https://127.0.0.1:{verify_port}");
+    let verify_data = dir.path().join("verify-data");
+    let mut verifier = Process::start(
+        "verify-server",
+        Command::new(&options.server)
+            .args(["--listen", &format!("127.0.0.1:{verify_port}"), "--log-level", "warn", "--data-dir"])
+            .arg(&verify_data)
+            .arg("verify-server")
+            .arg("--policy")
+            .arg(&policy)
+            .arg("--trust-server")
+            .arg(&trust_url)
+            .arg("--trust-ca")
+            .arg(&trust_ca),
+        dir.path().join("verify-server.log"),
+    )?;
+    let verify_ca = verify_data.join("tls").join("ca.crt");
+    let cold_client = verifier.ready(&verify_ca, &format!("{verify_url}/healthz")).await?;
+
+    // Cold: each repository's first verification, one at a time, counting the trust server's requests.
+    let mut cold = Vec::with_capacity(images.len());
+    let mut round_trips = Vec::with_capacity(images.len());
+    for (image, digest) in &images {
+        let before = requests_served(&http, &trust_url).await?;
+        cold.push(verify(&cold_client, &verify_url, image, digest).await?);
+        // The metrics request itself is counted once it has been answered, so subtract it.
+        round_trips.push(requests_served(&http, &trust_url).await?.saturating_sub(before).saturating_sub(1));
+    }
+    cold.sort();
+    round_trips.sort_unstable();
+
+    // Cache hits: every client its own keep-alive connection, all repositories cached.
+    let images = Arc::new(images);
+    let mut clients = Vec::with_capacity(options.clients);
+    for _ in 0..options.clients {
+        let http = client(&verify_ca)?;
+        let (image, digest) = images.first().ok_or("no repository")?;
+        verify(&http, &verify_url, image, digest).await?;
+        clients.push(http);
+    }
+    let served_before = requests_served(&http, &trust_url).await?;
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(options.clients);
+    for (index, http) in clients.into_iter().enumerate() {
+        let (images, url, requests) = (images.clone(), verify_url.clone(), options.requests);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(requests);
+            for request in 0..requests {
+                let (image, digest) =
+                    images.get((index + request) % images.len()).ok_or_else(|| "no repository".to_owned())?;
+                latencies.push(verify(&http, &url, image, digest).await?);
+            }
+            Ok::<_, String>(latencies)
+        }));
+    }
+    let mut hits = Vec::with_capacity(options.clients * options.requests);
+    for task in tasks {
+        hits.extend(task.await.map_err(|error| error.to_string())??);
+    }
+    let wall = started.elapsed();
+    let hit_round_trips = requests_served(&http, &trust_url).await?.saturating_sub(served_before).saturating_sub(1);
+    hits.sort();
+
+    println!("## verify-server: POST /v1/verify");
+    println!();
+    println!(
+        "{} repositories on a local tufa-server; {} clients x {} requests; {} CPUs",
+        options.repos,
+        options.clients,
+        options.requests,
+        std::thread::available_parallelism().map(|count| count.get()).unwrap_or(1)
+    );
+    println!();
+    println!("| case | requests | p50 ms | p99 ms | max ms | requests/s | trust-server requests |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | --- |");
+    println!(
+        "| cold (first verification of a repository, sequential) | {} | {} | {} | {} | - | {}-{} each |",
+        cold.len(),
+        ms(percentile(&cold, 0.50)),
+        ms(percentile(&cold, 0.99)),
+        ms(cold.last().copied().unwrap_or_default()),
+        round_trips.first().copied().unwrap_or_default(),
+        round_trips.last().copied().unwrap_or_default(),
+    );
+    println!(
+        "| cache hit ({} concurrent keep-alive clients) | {} | {} | {} | {} | {:.0} | {hit_round_trips} in all |",
+        options.clients,
+        hits.len(),
+        ms(percentile(&hits, 0.50)),
+        ms(percentile(&hits, 0.99)),
+        ms(hits.last().copied().unwrap_or_default()),
+        hits.len() as f64 / wall.as_secs_f64().max(f64::EPSILON),
+    );
+    drop(trust);
+    Ok(())
+}
+
+/// Lower-case hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn main() -> ExitCode {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let options = match options() {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("verify-bench: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("verify-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
