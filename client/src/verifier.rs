@@ -78,9 +78,26 @@ type Verified = (Arc<TrustData>, Arc<TrustedRoot>, Instant);
 struct Slot {
     fresh: std::sync::RwLock<Option<Verified>>,
     state: tokio::sync::Mutex<SlotState>,
+    /// The trusted root and the pin it last passed, so a cache hit with the same pin does not
+    /// check the root's signatures and certificates again.
+    pinned: std::sync::Mutex<Option<(Arc<TrustedRoot>, RootPin)>>,
 }
 
 impl Slot {
+    /// Whether `root` passed `pin` before.
+    fn passed(&self, root: &Arc<TrustedRoot>, pin: &RootPin) -> bool {
+        self.pinned.lock().ok().is_some_and(|pinned| {
+            pinned.as_ref().is_some_and(|(known, known_pin)| Arc::ptr_eq(known, root) && known_pin == pin)
+        })
+    }
+
+    /// Remembers that `root` passed `pin`.
+    fn pass(&self, root: &Arc<TrustedRoot>, pin: &RootPin) {
+        if let Ok(mut pinned) = self.pinned.lock() {
+            *pinned = Some((root.clone(), pin.clone()));
+        }
+    }
+
     /// The verified data, if younger than `refresh` and unexpired.
     fn hit(&self, refresh: Duration) -> Option<(Arc<TrustData>, Arc<TrustedRoot>)> {
         let fresh = self.fresh.read().ok()?;
@@ -275,8 +292,11 @@ impl Verifier {
             Err(Failure::Unreachable(text)) => return Err(VerifyError::Unavailable(text)),
             Err(Failure::Error(error)) => return Err(error),
         };
-        if let Err(refusal) = tuf::check_pin(gun, &root, &requirement.pin) {
-            return Ok(untrusted(refusal.to_string()));
+        if !slot.passed(&root, &requirement.pin) {
+            if let Err(refusal) = tuf::check_pin(gun, &root, &requirement.pin) {
+                return Ok(untrusted(refusal.to_string()));
+            }
+            slot.pass(&root, &requirement.pin);
         }
         Ok(tuf::decide(&data, tag, digest.as_deref(), &requirement.roles))
     }

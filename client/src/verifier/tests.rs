@@ -417,3 +417,24 @@ async fn a_file_listed_larger_than_the_limit_is_not_fetched() {
     }
     assert_eq!(served.requests().len(), 0);
 }
+
+#[tokio::test]
+async fn a_cached_root_is_checked_again_under_another_pin() {
+    let served = Arc::new(Served::default());
+    let repo = Repo::new();
+    let pinned = repo.root_keys[0].public_key().canonical_id().unwrap();
+    let (root, files) = repo.build();
+    served.publish(&root, &files);
+    let url = start(served.clone()).await;
+    let state = tempfile::tempdir().unwrap();
+    let verifier = Verifier::new(config(&url, state.path(), Duration::from_secs(600))).unwrap();
+    let pin = |keys: Vec<String>| Requirement { pin: RootPin::RootKeys(keys), ..any() };
+    assert!(verifier.verify(GUN, Some("v1"), None, &pin(vec![pinned.clone()])).await.unwrap().trusted);
+    // The same cached root, from memory, under a pin it does not meet: refused, then accepted
+    // again under the pin it meets.
+    let other = "0".repeat(64);
+    let refused = verifier.verify(GUN, Some("v1"), None, &pin(vec![other])).await.unwrap();
+    assert!(!refused.trusted, "{refused:?}");
+    assert!(verifier.verify(GUN, Some("v1"), None, &pin(vec![pinned])).await.unwrap().trusted);
+    assert_eq!(served.requests().len(), 4, "all answered from the cached data");
+}
