@@ -1,0 +1,114 @@
+//! The Docker authorization plugin (`tufa-server authz-plugin`) driven by Debian's real dockerd
+//! 20.10: an image is pushed into a local docker-registry by a daemon without the plugin, its tag
+//! is signed with the real notary CLI against tufa-server (target = tag, digest and length of the
+//! manifest, as `docker trust sign` does), and a second daemon that loads the plugin then allows
+//! or denies real `docker pull`, `docker create` and `docker load` commands. Needs root; a
+//! machine where dockerd cannot run fails the test with the daemon's log.
+
+use std::fs;
+
+use tufa_tests::dockerd::{AuthzPlugin, Dockerd};
+use tufa_tests::flows::path_arg;
+use tufa_tests::images::SignedImages;
+use tufa_tests::registry::Registry;
+use tufa_tests::tufa::{self, Backend};
+
+/// The denial the Docker CLI prints for `message` from plugin `plugin`.
+fn denied(plugin: &str, message: &str) -> String {
+    format!("Error response from daemon: authorization denied by plugin {plugin}: tufa: {message}")
+}
+
+#[test]
+fn the_plugin_allows_trusted_images_and_denies_the_rest_in_a_real_dockerd() {
+    let server = tufa::start(Backend::Sqlite);
+    let registry = Registry::start_open();
+    let images = SignedImages::publish(&server, &registry);
+    let (repo, signed, unsigned, digest) = (&images.repository, &images.signed, &images.unsigned, &images.digest);
+    let work = tempfile::tempdir().unwrap();
+    let allowed_dir = work.path().join("allowed");
+    fs::create_dir_all(allowed_dir.join("data")).unwrap();
+    let policy = images.write_policy(
+        &server,
+        &format!(
+            "[run-options]\nbind-mounts = [\"{}\"]\ncapabilities = [\"NET_ADMIN\"]\nload = false\n",
+            allowed_dir.display()
+        ),
+    );
+
+    // The plugin first (dockerd looks for it by name in /run/docker/plugins), then the daemon.
+    let daemon_socket = work.path().join("enforced.sock");
+    let plugin = AuthzPlugin::start(&AuthzPlugin::unique_name("dockerd"), &policy, &daemon_socket, &[]);
+    let name = plugin.name().to_owned();
+    let daemon = Dockerd::start("enforced", Some(&name), Some(&daemon_socket));
+    let info = daemon.ok(&["info", "--format", "{{json .Plugins.Authorization}}"]);
+    assert_eq!(info.stdout.trim(), format!("[\"{name}\"]"), "dockerd loaded the plugin");
+
+    // Pulls: the signed tag is allowed, the unsigned one denied with the reason.
+    let pull = daemon.ok(&["pull", signed]);
+    assert!(pull.stdout.contains(&format!("Digest: {digest}")), "{pull}");
+    let pull = daemon.fails(&["pull", unsigned]);
+    assert_eq!(
+        pull.stderr.trim(),
+        denied(
+            &name,
+            &format!("image {unsigned} is not trusted: tag v2 of {repo} is not signed (mode enforced by content-trust.mode)")
+        )
+    );
+
+    // Creating a container of the trusted image: by tag, by digest and by local image ID.
+    daemon.ok(&["create", signed, "/bin/sh"]);
+    daemon.ok(&["create", &format!("{repo}@{digest}"), "/bin/sh"]);
+    let id = daemon.ok(&["image", "inspect", "--format", "{{.Id}}", signed]).stdout.trim().to_owned();
+    daemon.ok(&["create", &id, "/bin/sh"]);
+    daemon.ok(&["create", "--cap-add", "CAP_NET_ADMIN", signed, "/bin/sh"]);
+    let allowed_mount = format!("{}:/x", allowed_dir.join("data").display());
+    daemon.ok(&["create", "-v", &allowed_mount, signed, "/bin/sh"]);
+
+    // A local tag that is not signed, pointing at the trusted content, is denied by its name.
+    daemon.ok(&["tag", signed, unsigned]);
+    let create = daemon.fails(&["create", unsigned, "/bin/sh"]);
+    assert_eq!(
+        create.stderr.trim(),
+        denied(
+            &name,
+            &format!("image {unsigned} is not trusted: tag v2 of {repo} is not signed (mode enforced by content-trust.mode)")
+        )
+    );
+
+    // Dangerous run options, each naming its rule.
+    let cases: [(&[&str], &str); 5] = [
+        (&["--privileged"], "--privileged is not allowed by run-options.privileged"),
+        (&["--cap-add", "SYS_ADMIN"], "--cap-add SYS_ADMIN is not allowed by run-options.capabilities"),
+        (&["-v", "/etc:/x"], "--volume of host path /etc is not allowed by run-options.bind-mounts"),
+        (
+            &["--security-opt", "seccomp=unconfined"],
+            "--security-opt seccomp=unconfined is not allowed by run-options.seccomp-unconfined",
+        ),
+        (&["--pid", "host"], "--pid=host is not allowed by run-options.host-pid"),
+    ];
+    for (options, message) in cases {
+        let mut args = vec!["create"];
+        args.extend_from_slice(options);
+        args.extend([signed.as_ref(), "/bin/sh"]);
+        let create = daemon.fails(&args);
+        assert!(create.stderr.trim().starts_with(&denied(&name, message)), "{options:?}: {create}");
+    }
+
+    // A create padded past 1 MiB reaches the plugin without its body: denied, even privileged.
+    let labels: String = (0..20_000).map(|index| format!("padding.{index}={}\n", "x".repeat(64))).collect();
+    let label_file = work.path().join("labels");
+    fs::write(&label_file, labels).unwrap();
+    let create = daemon.fails(&["create", "--privileged", "--label-file", label_file.to_str().unwrap(), signed, "/bin/sh"]);
+    assert_eq!(create.stderr.trim(), denied(&name, "request body not visible to the plugin (over 1 MiB?) (request)"));
+
+    // docker load is denied as a whole by the policy.
+    let load = daemon.fails(&["load", "-i", path_arg(&images.saved)]);
+    assert_eq!(
+        load.stderr.trim(),
+        denied(&name, "docker load is not allowed by run-options.load (a loaded image is never verified)")
+    );
+
+    // Every allowed create made a container; no denied one did.
+    let containers = daemon.ok(&["ps", "-a", "--format", "{{.Image}}"]);
+    assert_eq!(containers.stdout.lines().count(), 5, "{containers}");
+}
