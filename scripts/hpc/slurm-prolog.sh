@@ -21,6 +21,9 @@
 #   TUFA_STATE_DIR     the verifier's state and cache directory (default: the policy's, else /var/lib/tufa/verify)
 #   SCONTROL_BIN       scontrol (default: scontrol from PATH)
 #   TUFA_PROLOG_LOG    a file each message is also appended to
+#   TUFA_CANCEL_DENIED 1: cancel a denied job with scancel (Slurm requeues a batch job whose PrologSlurmctld failed,
+#                      and checks it again when it is next scheduled; cancelling ends it for good)
+#   SCANCEL_BIN        scancel (default: scancel from PATH)
 set -uo pipefail
 PATH="${PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}"
 
@@ -52,6 +55,15 @@ image_in_comment() {
   done
 }
 
+# With TUFA_CANCEL_DENIED=1, cancels the denied job (a requeued batch job would otherwise be checked again later).
+cancel_denied() {
+  if [ "${TUFA_CANCEL_DENIED:-0}" = 1 ] && [ -n "$job" ]; then
+    if ! cancelled="$("${SCANCEL_BIN:-scancel}" "$job" 2>&1)"; then
+      say "could not cancel the denied job: $cancelled"
+    fi
+  fi
+}
+
 image="${TUFA_IMAGE:-}"
 if [ -z "$image" ]; then
   if [ -n "${SLURM_JOB_COMMENT+set}" ]; then
@@ -73,6 +85,7 @@ fi
 if [ -z "$image" ]; then
   if [ "${TUFA_REQUIRE_IMAGE:-0}" = 1 ]; then
     say "denied: the job names no container image (TUFA_IMAGE or --comment image=...) and TUFA_REQUIRE_IMAGE=1"
+    cancel_denied
     exit "$EXIT_DENIED"
   fi
   exit 0
@@ -82,7 +95,8 @@ verify_args=(verify "$image" --policy "${TUFA_POLICY:-/etc/tufa/policy.toml}")
 if [ -n "${TUFA_STATE_DIR:-}" ]; then
   verify_args+=(--state-dir "$TUFA_STATE_DIR")
 fi
-answer="$("${TUFA_SERVER_BIN:-/usr/local/bin/tufa-server}" "${verify_args[@]}" 2>&1)"
+# The answer is the one line on standard output; the verifier's log lines go to standard error as they are.
+answer="$("${TUFA_SERVER_BIN:-/usr/local/bin/tufa-server}" "${verify_args[@]}")"
 status=$?
 case "$status" in
   0)
@@ -91,6 +105,7 @@ case "$status" in
     ;;
   1)
     say "$answer"
+    cancel_denied
     exit "$EXIT_DENIED"
     ;;
   *)

@@ -32,11 +32,13 @@ impl SlurmCluster {
         require_root();
         let dir = tempfile::Builder::new().prefix("tufa-slurm-").tempdir_in("/tmp").expect("create slurm dir");
         let root = dir.path().to_path_buf();
-        for sub in ["munge", "state", "spool", "log"] {
+        for sub in ["munge", "munge-key", "state", "spool", "log"] {
             fs::create_dir_all(root.join(sub)).expect("create a slurm dir");
         }
-        run_tool(Command::new("chmod").arg("700").arg(root.join("munge")));
-        let key = root.join("munge/munge.key");
+        // munged insists on a private key directory and a socket directory everyone can enter.
+        run_tool(Command::new("chmod").arg("700").arg(root.join("munge-key")));
+        run_tool(Command::new("chmod").arg("755").arg(&root).arg(root.join("munge")));
+        let key = root.join("munge-key/munge.key");
         run_tool(Command::new("mungekey").arg("--create").arg("--keyfile").arg(&key));
         let munge_socket = root.join("munge/munge.sock");
         let host = run_tool(Command::new("hostname").arg("-s")).stdout.trim().to_owned();
@@ -80,6 +82,11 @@ impl SlurmCluster {
     /// Runs a Slurm client command (`srun`, `sbatch`, `scontrol`, ...) against this cluster.
     pub fn run(&self, program: &str, args: &[&str]) -> CommandOutput {
         run_in(&self.conf, self.dir.path(), program, args)
+    }
+
+    /// The cluster's slurm.conf (what `SLURM_CONF` must name for Slurm commands).
+    pub fn conf(&self) -> &Path {
+        &self.conf
     }
 
     /// A directory the jobs can write to.

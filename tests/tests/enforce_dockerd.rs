@@ -76,23 +76,59 @@ fn the_plugin_allows_trusted_images_and_denies_the_rest_in_a_real_dockerd() {
     );
 
     // Dangerous run options, each naming its rule.
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 9] = [
         (&["--privileged"], "--privileged is not allowed by run-options.privileged"),
         (&["--cap-add", "SYS_ADMIN"], "--cap-add SYS_ADMIN is not allowed by run-options.capabilities"),
-        (&["-v", "/etc:/x"], "--volume of host path /etc is not allowed by run-options.bind-mounts"),
+        (&["--cap-add", "CAP_SYS_ADMIN"], "--cap-add SYS_ADMIN is not allowed by run-options.capabilities"),
+        (&["-v", "/etc:/x"], "-v bind mount of host path /etc is not allowed by run-options.bind-mounts (allowed: ALLOWED)"),
+        (
+            &["--mount", "type=bind,src=/etc,dst=/y"],
+            "--mount type=bind of host path /etc is not allowed by run-options.bind-mounts (allowed: ALLOWED)",
+        ),
         (
             &["--security-opt", "seccomp=unconfined"],
             "--security-opt seccomp=unconfined is not allowed by run-options.seccomp-unconfined",
         ),
         (&["--pid", "host"], "--pid=host is not allowed by run-options.host-pid"),
+        (&["--network", "host"], "--network=host is not allowed by run-options.host-network"),
+        (&["--device", "/dev/null"], "--device /dev/null is not allowed by run-options.devices"),
     ];
+    let allowed_text = allowed_dir.display().to_string();
     for (options, message) in cases {
         let mut args = vec!["create"];
         args.extend_from_slice(options);
         args.extend([signed.as_ref(), "/bin/sh"]);
         let create = daemon.fails(&args);
-        assert!(create.stderr.trim().starts_with(&denied(&name, message)), "{options:?}: {create}");
+        assert_eq!(create.stderr.trim(), denied(&name, &message.replace("ALLOWED", &allowed_text)), "{options:?}");
     }
+
+    // A container of the trusted image really runs; exec into it is allowed, privileged exec is not.
+    let run = daemon.ok(&["run", "--rm", "--network", "none", signed, "/bin/sh", "-c", "cat /hello"]);
+    assert_eq!(run.stdout, "signed\n");
+    let container = daemon.ok(&["run", "-di", "--network", "none", signed, "/bin/sh"]).stdout.trim().to_owned();
+    let exec = daemon.ok(&["exec", &container, "/bin/sh", "-c", "echo exec"]);
+    assert_eq!(exec.stdout, "exec\n");
+    let exec = daemon.fails(&["exec", "--privileged", &container, "/bin/sh", "-c", "echo exec"]);
+    assert_eq!(
+        exec.stderr.trim(),
+        denied(&name, "docker exec --privileged is not allowed by run-options.privileged-exec")
+    );
+
+    // Volumes whose driver options bind host paths follow the bind-mount allow list.
+    let device = format!("device={}", allowed_dir.join("data").display());
+    daemon.ok(&["volume", "create", "-d", "local", "-o", "type=none", "-o", "o=bind", "-o", &device, "good"]);
+    let volume =
+        daemon.fails(&["volume", "create", "-d", "local", "-o", "type=none", "-o", "o=bind", "-o", "device=/etc", "bad"]);
+    assert_eq!(
+        volume.stderr.trim(),
+        denied(
+            &name,
+            &format!(
+                "a volume with driver option device of host path /etc is not allowed by run-options.bind-mounts \
+                 (allowed: {allowed_text})"
+            )
+        )
+    );
 
     // A create padded past 1 MiB reaches the plugin without its body: denied, even privileged.
     let labels: String = (0..20_000).map(|index| format!("padding.{index}={}\n", "x".repeat(64))).collect();
@@ -101,14 +137,30 @@ fn the_plugin_allows_trusted_images_and_denies_the_rest_in_a_real_dockerd() {
     let create = daemon.fails(&["create", "--privileged", "--label-file", label_file.to_str().unwrap(), signed, "/bin/sh"]);
     assert_eq!(create.stderr.trim(), denied(&name, "request body not visible to the plugin (over 1 MiB?) (request)"));
 
-    // docker load is denied as a whole by the policy.
+    // docker load, import and build are denied as a whole by the policy.
     let load = daemon.fails(&["load", "-i", path_arg(&images.saved)]);
     assert_eq!(
         load.stderr.trim(),
         denied(&name, "docker load is not allowed by run-options.load (a loaded image is never verified)")
     );
 
-    // Every allowed create made a container; no denied one did.
+    let import = daemon.fails(&["import", path_arg(&images.saved), "imported:1"]);
+    assert_eq!(
+        import.stderr.trim(),
+        denied(&name, "docker import is not allowed by run-options.import (an imported image is never verified)")
+    );
+    let context = work.path().join("context");
+    fs::create_dir_all(&context).unwrap();
+    fs::write(context.join("Dockerfile"), "FROM scratch\n").unwrap();
+    let build = daemon.fails(&["build", "-t", "built:1", path_arg(&context)]);
+    assert!(
+        build.stderr.trim_end().ends_with(&denied(&name, "docker build is not allowed by run-options.build")),
+        "{build}"
+    );
+
+    // Every allowed create made a container (five created, one left running); no denied one did.
     let containers = daemon.ok(&["ps", "-a", "--format", "{{.Image}}"]);
-    assert_eq!(containers.stdout.lines().count(), 5, "{containers}");
+    assert_eq!(containers.stdout.lines().count(), 6, "{containers}");
+    let images_listed = daemon.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(images_listed.stdout.lines().count(), 2, "only v1 and its local tag v2: {images_listed}");
 }

@@ -106,34 +106,38 @@ fn the_slurm_prolog_fails_jobs_with_untrusted_images() {
         ("TUFA_IMAGE", &images.signed),
     ]);
     assert_eq!(run.status.and_then(|status| status.code()), Some(2), "{run}");
-    assert!(
-        run.stderr.starts_with(&format!(
-            "tufa-prolog: job 13: image {} could not be verified (tufa-server verify exited 2): ",
-            images.signed
-        )),
-        "{run}"
+    // The verifier's own warnings come first; the prolog's line is the last.
+    let last = run.stderr.lines().last().unwrap_or_default();
+    let expected = format!(
+        "tufa-prolog: job 13: image {0} could not be verified (tufa-server verify exited 2): error: image {0} is not \
+         trusted: trust could not be decided: trust server unavailable: root of {1}: ",
+        images.signed, images.repository
     );
+    assert!(last.starts_with(&expected), "{run}");
+    assert!(last.ends_with("(run-options.fail-open is off)"), "{run}");
 
-    // A real Slurm cluster with the prolog as PrologSlurmctld (its settings in a site wrapper,
-    // since Slurm gives prologs a fixed environment).
+    // A real Slurm cluster with the prolog as PrologSlurmctld, its settings in a site wrapper
+    // (Slurm gives prologs a fixed environment), written once the cluster's slurm.conf exists.
     let site_dir = tempfile::tempdir().unwrap();
     let prolog_log = site_dir.path().join("prolog.log");
     let wrapper = site_dir.path().join("prolog-slurmctld");
+    fs::write(&wrapper, "#!/bin/sh\nexit 1\n").unwrap();
+    Command::new("chmod").arg("755").arg(&wrapper).status().unwrap();
+    let cluster = SlurmCluster::start(&wrapper);
     fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\nexport TUFA_POLICY='{}' TUFA_SERVER_BIN='{}' TUFA_STATE_DIR='{}' TUFA_PROLOG_LOG='{}'\n\
-             exec '{}'\n",
+            "#!/bin/sh\nexport TUFA_POLICY='{}' TUFA_SERVER_BIN='{}' TUFA_STATE_DIR='{}' TUFA_PROLOG_LOG='{}' \
+             TUFA_CANCEL_DENIED=1 SLURM_CONF='{}'\nexec '{}'\n",
             policy.display(),
             tufa_bin.display(),
             state.path().display(),
             prolog_log.display(),
+            cluster.conf().display(),
             script("slurm-prolog.sh").display()
         ),
     )
     .unwrap();
-    Command::new("chmod").arg("755").arg(&wrapper).status().unwrap();
-    let cluster = SlurmCluster::start(&wrapper);
 
     let trusted = format!("image={}", images.signed);
     let untrusted = format!("image={}", images.unsigned);
@@ -153,13 +157,18 @@ fn the_slurm_prolog_fails_jobs_with_untrusted_images() {
     );
     assert!(run.success(), "{run}");
     assert_eq!(fs::read_to_string(&out).unwrap().trim(), "batch trusted");
+    // Slurm requeues a batch job whose PrologSlurmctld failed; with TUFA_CANCEL_DENIED=1 the
+    // prolog cancels it, so it ends without ever running.
     let out = cluster.work_dir().join("untrusted.out");
     let run = cluster.run(
         "sbatch",
-        &["--wait", "--comment", &untrusted, "--output", path_arg(&out), "--wrap", "echo batch untrusted"],
+        &["--wait", "--parsable", "--comment", &untrusted, "--output", path_arg(&out), "--wrap", "echo batch untrusted"],
     );
-    assert!(!run.success(), "{run}");
-    assert!(!out.exists() || !fs::read_to_string(&out).unwrap().contains("batch untrusted"), "{run}");
+    let job = run.stdout.trim().to_owned();
+    assert!(!job.is_empty() && job.bytes().all(|byte| byte.is_ascii_digit()), "{run}");
+    let shown = cluster.run("scontrol", &["show", "job", "--oneliner", &job]);
+    assert!(shown.stdout.contains(" JobState=CANCELLED "), "{shown}");
+    assert!(!out.exists(), "the untrusted batch job never ran: {run}");
 
     let log = fs::read_to_string(&prolog_log).unwrap();
     let denied = format!("denied: {}", not_signed(&images));
