@@ -249,10 +249,14 @@ impl AuthzPlugin {
         }
         let line = describe(&command);
         let mut child = spawn_logged(&mut command, &log).unwrap_or_else(|error| panic!("{error}"));
-        let probe = || UnixStream::connect(&socket).map(drop).map_err(|error| format!("connect {}: {error}", socket.display()));
+        let probe =
+            || UnixStream::connect(&socket).map(drop).map_err(|error| format!("connect {}: {error}", socket.display()));
         if let Err(error) = wait_ready(&mut child, &log, STARTUP_TIMEOUT, probe) {
             terminate(&mut child, STOP_TIMEOUT);
-            panic!("the authorization plugin did not start: {error}\ncommand: {line}\n{}", log_tail(&log, LOG_TAIL_BYTES));
+            panic!(
+                "the authorization plugin did not start: {error}\ncommand: {line}\n{}",
+                log_tail(&log, LOG_TAIL_BYTES)
+            );
         }
         AuthzPlugin { name: name.to_owned(), child, socket, log, dir }
     }

@@ -117,10 +117,8 @@ fn wait_for(daemons: &mut [(String, Child, PathBuf)], mut ready: impl FnMut() ->
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let logs: Vec<String> = daemons
-        .iter()
-        .map(|(name, _, log)| format!("--- {name} ---\n{}", log_tail(log, LOG_TAIL_BYTES)))
-        .collect();
+    let logs: Vec<String> =
+        daemons.iter().map(|(name, _, log)| format!("--- {name} ---\n{}", log_tail(log, LOG_TAIL_BYTES))).collect();
     panic!("Slurm did not come up within {STARTUP_TIMEOUT:?}: {problem}\n{}", logs.join("\n"));
 }
 

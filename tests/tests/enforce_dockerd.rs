@@ -43,6 +43,12 @@ fn the_plugin_allows_trusted_images_and_denies_the_rest_in_a_real_dockerd() {
     let info = daemon.ok(&["info", "--format", "{{json .Plugins.Authorization}}"]);
     assert_eq!(info.stdout.trim(), format!("[\"{name}\"]"), "dockerd loaded the plugin");
 
+    // Running the trusted image before it is local: the CLI's create gets 404, it pulls (checked
+    // on its own) and creates again; the container really runs.
+    let run = daemon.ok(&["run", "--rm", "--network", "none", signed, "/bin/sh", "-c", "cat /hello"]);
+    assert_eq!(run.stdout, "signed\n");
+    assert!(run.stderr.contains(&format!("Digest: {digest}")), "{run}");
+
     // Pulls: the signed tag is allowed, the unsigned one denied with the reason.
     let pull = daemon.ok(&["pull", signed]);
     assert!(pull.stdout.contains(&format!("Digest: {digest}")), "{pull}");
@@ -51,7 +57,9 @@ fn the_plugin_allows_trusted_images_and_denies_the_rest_in_a_real_dockerd() {
         pull.stderr.trim(),
         denied(
             &name,
-            &format!("image {unsigned} is not trusted: tag v2 of {repo} is not signed (mode enforced by content-trust.mode)")
+            &format!(
+                "image {unsigned} is not trusted: tag v2 of {repo} is not signed (mode enforced by content-trust.mode)"
+            )
         )
     );
 
@@ -71,7 +79,9 @@ fn the_plugin_allows_trusted_images_and_denies_the_rest_in_a_real_dockerd() {
         create.stderr.trim(),
         denied(
             &name,
-            &format!("image {unsigned} is not trusted: tag v2 of {repo} is not signed (mode enforced by content-trust.mode)")
+            &format!(
+                "image {unsigned} is not trusted: tag v2 of {repo} is not signed (mode enforced by content-trust.mode)"
+            )
         )
     );
 
@@ -80,7 +90,10 @@ fn the_plugin_allows_trusted_images_and_denies_the_rest_in_a_real_dockerd() {
         (&["--privileged"], "--privileged is not allowed by run-options.privileged"),
         (&["--cap-add", "SYS_ADMIN"], "--cap-add SYS_ADMIN is not allowed by run-options.capabilities"),
         (&["--cap-add", "CAP_SYS_ADMIN"], "--cap-add SYS_ADMIN is not allowed by run-options.capabilities"),
-        (&["-v", "/etc:/x"], "-v bind mount of host path /etc is not allowed by run-options.bind-mounts (allowed: ALLOWED)"),
+        (
+            &["-v", "/etc:/x"],
+            "-v bind mount of host path /etc is not allowed by run-options.bind-mounts (allowed: ALLOWED)",
+        ),
         (
             &["--mount", "type=bind,src=/etc,dst=/y"],
             "--mount type=bind of host path /etc is not allowed by run-options.bind-mounts (allowed: ALLOWED)",
@@ -102,9 +115,7 @@ fn the_plugin_allows_trusted_images_and_denies_the_rest_in_a_real_dockerd() {
         assert_eq!(create.stderr.trim(), denied(&name, &message.replace("ALLOWED", &allowed_text)), "{options:?}");
     }
 
-    // A container of the trusted image really runs; exec into it is allowed, privileged exec is not.
-    let run = daemon.ok(&["run", "--rm", "--network", "none", signed, "/bin/sh", "-c", "cat /hello"]);
-    assert_eq!(run.stdout, "signed\n");
+    // Exec into a running container is allowed, privileged exec is not.
     let container = daemon.ok(&["run", "-di", "--network", "none", signed, "/bin/sh"]).stdout.trim().to_owned();
     let exec = daemon.ok(&["exec", &container, "/bin/sh", "-c", "echo exec"]);
     assert_eq!(exec.stdout, "exec\n");
@@ -117,8 +128,19 @@ fn the_plugin_allows_trusted_images_and_denies_the_rest_in_a_real_dockerd() {
     // Volumes whose driver options bind host paths follow the bind-mount allow list.
     let device = format!("device={}", allowed_dir.join("data").display());
     daemon.ok(&["volume", "create", "-d", "local", "-o", "type=none", "-o", "o=bind", "-o", &device, "good"]);
-    let volume =
-        daemon.fails(&["volume", "create", "-d", "local", "-o", "type=none", "-o", "o=bind", "-o", "device=/etc", "bad"]);
+    let volume = daemon.fails(&[
+        "volume",
+        "create",
+        "-d",
+        "local",
+        "-o",
+        "type=none",
+        "-o",
+        "o=bind",
+        "-o",
+        "device=/etc",
+        "bad",
+    ]);
     assert_eq!(
         volume.stderr.trim(),
         denied(
@@ -134,7 +156,8 @@ fn the_plugin_allows_trusted_images_and_denies_the_rest_in_a_real_dockerd() {
     let labels: String = (0..20_000).map(|index| format!("padding.{index}={}\n", "x".repeat(64))).collect();
     let label_file = work.path().join("labels");
     fs::write(&label_file, labels).unwrap();
-    let create = daemon.fails(&["create", "--privileged", "--label-file", label_file.to_str().unwrap(), signed, "/bin/sh"]);
+    let create =
+        daemon.fails(&["create", "--privileged", "--label-file", label_file.to_str().unwrap(), signed, "/bin/sh"]);
     assert_eq!(create.stderr.trim(), denied(&name, "request body not visible to the plugin (over 1 MiB?) (request)"));
 
     // docker load, import and build are denied as a whole by the policy.

@@ -151,10 +151,8 @@ fn the_slurm_prolog_fails_jobs_with_untrusted_images() {
 
     // sbatch: the trusted batch job runs to completion; the untrusted one never runs.
     let out = cluster.work_dir().join("trusted.out");
-    let run = cluster.run(
-        "sbatch",
-        &["--wait", "--comment", &trusted, "--output", path_arg(&out), "--wrap", "echo batch trusted"],
-    );
+    let run = cluster
+        .run("sbatch", &["--wait", "--comment", &trusted, "--output", path_arg(&out), "--wrap", "echo batch trusted"]);
     assert!(run.success(), "{run}");
     assert_eq!(fs::read_to_string(&out).unwrap().trim(), "batch trusted");
     // Slurm requeues a batch job whose PrologSlurmctld failed; with TUFA_CANCEL_DENIED=1 the
@@ -162,7 +160,16 @@ fn the_slurm_prolog_fails_jobs_with_untrusted_images() {
     let out = cluster.work_dir().join("untrusted.out");
     let run = cluster.run(
         "sbatch",
-        &["--wait", "--parsable", "--comment", &untrusted, "--output", path_arg(&out), "--wrap", "echo batch untrusted"],
+        &[
+            "--wait",
+            "--parsable",
+            "--comment",
+            &untrusted,
+            "--output",
+            path_arg(&out),
+            "--wrap",
+            "echo batch untrusted",
+        ],
     );
     let job = run.stdout.trim().to_owned();
     assert!(!job.is_empty() && job.bytes().all(|byte| byte.is_ascii_digit()), "{run}");
@@ -257,10 +264,7 @@ fn the_podman_wrapper_runs_trusted_images_pinned_to_the_signed_digest() {
     let run = podman(&args);
     assert_eq!(run.status.and_then(|status| status.code()), Some(125), "{run}");
     assert_eq!(run.stdout, "");
-    assert_eq!(
-        run.stderr.trim(),
-        format!("tufa-podman: image {} is denied: {}", images.unsigned, not_signed(&images))
-    );
+    assert_eq!(run.stderr.trim(), format!("tufa-podman: image {} is denied: {}", images.unsigned, not_signed(&images)));
     let pull = podman(&["pull", "--tls-verify=false", &images.unsigned]);
     assert_eq!(pull.status.and_then(|status| status.code()), Some(125), "{pull}");
     let listed = podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
