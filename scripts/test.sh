@@ -25,7 +25,10 @@ die() {
 # notary/notary-server drive and serve the black-box flows, softhsm2 backs the HSM tests,
 # openssl makes test certificates, PostgreSQL runs the throwaway cluster, docker-registry (Docker
 # distribution 2.8) checks that Tufa's builtin tokens work for a real registry, and the Docker CLI
-# runs `docker trust` against the trust server (no Docker daemon is needed or started).
+# runs `docker trust` against the trust server. The enforcement tests (tests/tests/enforce_*.rs, run
+# as root) start private Docker daemons (dockerd 20.10 from docker.io) with Tufa's authorization
+# plugin, run podman 4.3 through scripts/hpc/tufa-podman (which reads answers with jq), and a
+# one-node Slurm 22.05 cluster (munged, slurmctld, slurmd, srun/sbatch) with scripts/hpc/slurm-prolog.sh.
 command -v cargo >/dev/null 2>&1 || die "cargo is not installed (install Rust 1.95, e.g. with rustup)"
 
 missing_packages=()
@@ -38,6 +41,13 @@ need softhsm2-util softhsm2
 need openssl openssl
 need docker-registry docker-registry
 need docker docker.io
+need dockerd docker.io
+need podman podman
+need jq jq
+need munged munge
+need slurmctld slurmctld
+need slurmd slurmd
+need srun slurm-client
 need psql postgresql-client
 need curl curl
 if [ -z "${PG_BINDIR:-}" ] && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then

@@ -30,7 +30,7 @@ pub struct DockerTrust {
 }
 
 /// The docker binary: `DOCKER_BIN` if set, else `docker` from `PATH`.
-fn binary() -> PathBuf {
+pub(crate) fn binary() -> PathBuf {
     std::env::var_os("DOCKER_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("docker"))
 }
 

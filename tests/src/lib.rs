@@ -18,13 +18,18 @@
 //!   from `PATH`); `PG_BINDIR`: where `psql` is (default: `PATH`).
 //! - `DOCKER_REGISTRY_BIN`: Docker distribution's registry (default: `docker-registry` from `PATH`);
 //!   `DOCKER_BIN`: the Docker CLI for `docker trust` (default: `docker` from `PATH`; no daemon needed).
+//! - `DOCKERD_BIN`: the Docker daemon the authorization plugin tests start (default: `dockerd`);
+//!   `PODMAN_BIN`: podman for the HPC wrapper tests (default: `podman`); the Slurm daemons
+//!   (`munged`, `slurmctld`, `slurmd`, `srun`, `sbatch`, `scontrol`) come from `PATH`.
 //! - `TUFA_SIGNER_BIN`, `NOTARY_SIGNER_BIN`, `SOFTHSM2_CONF`: the signers (see [`signer`]).
 //! - `TUFA_TEST_KEEP`: keep each server's temporary directory (data, TLS files, log).
 
 pub mod audit;
 pub mod docker;
+pub mod dockerd;
 pub mod flows;
 pub mod go_notary;
+pub mod images;
 pub mod load;
 pub mod notary;
 pub mod pki;
@@ -35,6 +40,7 @@ pub mod proxy;
 pub mod registry;
 pub mod server;
 pub mod signer;
+pub mod slurm;
 pub mod tmpfs;
 pub mod tufa;
 

@@ -1,6 +1,7 @@
-//! Debian's `docker-registry` (Docker distribution 2.8) as a consumer of Tufa-issued tokens: one
-//! registry process on a free 127.0.0.1 port, plain HTTP, filesystem storage in a temporary
-//! directory, configured with `auth: token: {realm, service, issuer, rootcertbundle}`.
+//! Debian's `docker-registry` (Docker distribution 2.8): one registry process on a free 127.0.0.1
+//! port, plain HTTP, filesystem storage in a temporary directory; either a consumer of
+//! Tufa-issued tokens (`auth: token: {realm, service, issuer, rootcertbundle}`, [`Registry::start`])
+//! or open to everyone ([`Registry::start_open`], the image store of the Docker daemon tests).
 //!
 //! Environment: `DOCKER_REGISTRY_BIN`, the registry binary (default: `docker-registry` from `PATH`;
 //! scripts/test.sh installs the Debian package).
@@ -46,28 +47,42 @@ fn binary() -> PathBuf {
     std::env::var_os("DOCKER_REGISTRY_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("docker-registry"))
 }
 
-/// The registry's configuration file for `port` and `auth`, storing blobs under `storage`.
-fn config(port: u16, storage: &Path, auth: &TokenAuth) -> String {
+/// The registry's configuration file for `port` and `auth` (none: open to everyone), storing
+/// blobs under `storage`.
+fn config(port: u16, storage: &Path, auth: Option<&TokenAuth>) -> String {
     // JSON is YAML, and serde_json quotes every value correctly.
-    serde_json::json!({
+    let mut config = serde_json::json!({
         "version": 0.1,
         "log": {"level": "info", "accesslog": {"disabled": true}},
         "storage": {"filesystem": {"rootdirectory": storage}, "maintenance": {"uploadpurging": {"enabled": false}}},
         "http": {"addr": format!("127.0.0.1:{port}"), "secret": "tufa-test-registry-secret"},
-        "auth": {"token": {
+    });
+    if let Some(auth) = auth {
+        config["auth"] = serde_json::json!({"token": {
             "realm": auth.realm,
             "service": auth.service,
             "issuer": auth.issuer,
             "rootcertbundle": auth.rootcertbundle,
-        }},
-    })
-    .to_string()
+        }});
+    }
+    config.to_string()
 }
 
 impl Registry {
     /// Starts a registry with token auth `auth` and waits until it answers `GET /v2/` (with the
     /// 401 that token auth gives a request without a token). Panics with its log on failure.
     pub fn start(auth: &TokenAuth) -> Registry {
+        Registry::launch(Some(auth))
+    }
+
+    /// Starts a registry without authentication and waits until it answers `GET /v2/` with 200.
+    /// Panics with its log on failure.
+    pub fn start_open() -> Registry {
+        Registry::launch(None)
+    }
+
+    fn launch(auth: Option<&TokenAuth>) -> Registry {
+        let ready_status = if auth.is_some() { 401 } else { 200 };
         let dir = tempfile::Builder::new().prefix("tufa-registry-").tempdir().expect("create temp dir");
         let storage = dir.path().join("storage");
         fs::create_dir_all(&storage).expect("create registry storage");
@@ -84,7 +99,7 @@ impl Registry {
             let mut child = spawn_logged(&mut command, &log).unwrap_or_else(|error| panic!("{error}"));
             let url = format!("http://127.0.0.1:{port}");
             let probe = || match http.get(format!("{url}/v2/")).timeout(Duration::from_secs(2)).send() {
-                Ok(response) if response.status().as_u16() == 401 => Ok(()),
+                Ok(response) if response.status().as_u16() == ready_status => Ok(()),
                 Ok(response) => Err(format!("GET /v2/ answered {}", response.status())),
                 Err(error) => Err(format!("GET /v2/ failed: {error:?}")),
             };
@@ -104,6 +119,11 @@ impl Registry {
             }
         }
         panic!("docker-registry could not get a free port: {last_failure}");
+    }
+
+    /// The registry's `host:port`, as image names spell it.
+    pub fn host(&self) -> &str {
+        self.url.trim_start_matches("http://")
     }
 
     /// The base URL, `http://127.0.0.1:<port>`.
