@@ -50,6 +50,10 @@ need slurmd slurmd
 need srun slurm-client
 need psql postgresql-client
 need curl curl
+# The manifest check makes a Python virtualenv (Debian splits venv out of python3).
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  missing_packages+=(python3-venv)
+fi
 if [ -z "${PG_BINDIR:-}" ] && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
   missing_packages+=(postgresql)
 fi
@@ -149,6 +153,12 @@ if run_step "build" cargo build --workspace --all-targets --locked; then
 else
   skip_step "tests" "the build failed"
 fi
+
+# --- Kubernetes manifests -------------------------------------------------------------------
+# deploy/kubernetes/ checked with PyPI kubernetes-validate (installed once into a virtualenv under
+# target/) and the webhook properties a schema cannot express (fail closed, AdmissionReview v1,
+# every kind that runs containers on CREATE and UPDATE).
+run_step "kubernetes manifests" scripts/check-kubernetes-manifests.sh || true
 
 # --- Fuzzing: a short bounded run of every cargo-fuzz target ---------------------------------
 # The targets live in fuzz/ (their own workspace, nightly toolchain). Each runs for
