@@ -17,80 +17,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
+
+#[path = "signed.rs"]
+mod signed;
+use signed::{Key, expires, meta, multipart, new_private, sign};
 use tufa_core::canonical::to_canonical;
-use tufa_core::keys::{Algorithm, KeyType, PrivateKey, PublicKey};
+use tufa_core::keys::PublicKey;
 use tufa_core::metadata::{Signature, envelope};
 use tufa_core::update::Limits;
 
 const GUN: &str = "bench.example/app";
 const USAGE: &str = "usage: upload-bench [--repeat N]   (repeats after the first send measure the refusal of a version \
                      that is already stored; UPLOAD_BENCH_VERBOSE=1 prints each refusal)";
-
-/// A client key: the private half signs, the public half goes into metadata.
-struct Key {
-    private: PrivateKey,
-    public: PublicKey,
-}
-
-impl Key {
-    fn ecdsa() -> Result<Self, String> {
-        let private = PrivateKey::generate(Algorithm::Ecdsa).map_err(|error| error.to_string())?;
-        let public = private.public_key();
-        Ok(Self { private, public })
-    }
-
-    /// A root key as the notary client makes it: a self-signed certificate with CN = the GUN.
-    fn root(common_name: &str) -> Result<Self, String> {
-        let private = PrivateKey::generate(Algorithm::Ecdsa).map_err(|error| error.to_string())?;
-        let pkcs8 = private.pkcs8();
-        let pair = rcgen::KeyPair::try_from(pkcs8.as_slice()).map_err(|error| error.to_string())?;
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|error| error.to_string())?;
-        params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
-        let certificate = params.self_signed(&pair).map_err(|error| error.to_string())?;
-        let public = PublicKey::new(KeyType::EcdsaX509, certificate.pem().into_bytes());
-        Ok(Self { private, public })
-    }
-
-    fn id(&self) -> String {
-        self.public.key_id()
-    }
-}
-
-fn expires(days: i64) -> String {
-    tufa_core::time::format(chrono::Utc::now() + chrono::Duration::days(days))
-}
-
-/// A signed file: `body` canonicalised and signed by `keys`.
-fn sign(body: &Value, keys: &[&Key]) -> Result<Vec<u8>, String> {
-    let canonical = to_canonical(body).map_err(|error| error.to_string())?;
-    let mut signatures = Vec::new();
-    for key in keys {
-        let sig = key.private.sign(&canonical).map_err(|error| error.to_string())?;
-        signatures.push(Signature { keyid: key.id(), method: key.private.method().to_owned(), sig });
-    }
-    Ok(envelope(&canonical, &signatures))
-}
-
-fn meta(bytes: &[u8]) -> Value {
-    use base64::Engine as _;
-    let digest = tufa_core::keys::sha256(bytes);
-    json!({"length": bytes.len(), "hashes": {"sha256": base64::engine::general_purpose::STANDARD.encode(digest)}})
-}
-
-fn multipart(files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
-    let boundary = "upload-bench-boundary-7d1";
-    let mut body = Vec::new();
-    for (name, content) in files {
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n\r\n")
-                .as_bytes(),
-        );
-        body.extend_from_slice(content);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
-}
 
 /// The repository the worst cases are uploaded to.
 struct Repo {
@@ -200,7 +138,7 @@ fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, Str
         key_map.insert(key.id(), key.public.to_json());
     }
     while key_map.len() < limits.max_root_keys {
-        let extra = Key::root(GUN)?;
+        let extra = Key::root_for(&new_private()?, GUN)?;
         key_map.insert(extra.id(), extra.public.to_json());
     }
     let body = json!({"_type": "Root", "consistent_snapshot": false, "expires": expires(3650), "version": 2,
@@ -343,7 +281,7 @@ async fn publish_first(client: &reqwest::Client, url: &str) -> Result<Repo, Stri
         .await
         .map_err(|error| error.to_string())?;
     let timestamp = PublicKey::from_json(&timestamp).map_err(|error| error.to_string())?;
-    let (root_key, targets, snapshot) = (Key::root(GUN)?, Key::ecdsa()?, Key::ecdsa()?);
+    let (root_key, targets, snapshot) = (Key::root_for(&new_private()?, GUN)?, Key::ecdsa()?, Key::ecdsa()?);
     let mut keys = Map::new();
     for key in [&root_key.public, &targets.public, &snapshot.public, &timestamp] {
         keys.insert(key.key_id(), key.to_json());

@@ -14,11 +14,12 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use serde_json::{Map, Value, json};
-use tufa_core::canonical::to_canonical;
-use tufa_core::keys::{Algorithm, KeyType, PrivateKey, PublicKey};
-use tufa_core::metadata::{Signature, envelope};
+
+#[path = "signed.rs"]
+mod signed;
+use signed::{Key, expires, meta, multipart, new_private, sign};
+use tufa_core::keys::PublicKey;
 
 const USAGE: &str = "usage: verify-bench [--server BIN] [--repos N] [--clients C] [--requests R]";
 
@@ -68,54 +69,6 @@ fn options() -> Result<Options, String> {
     Ok(options)
 }
 
-/// A signing key with its public half as it goes into metadata.
-struct Key {
-    private: PrivateKey,
-    public: PublicKey,
-}
-
-impl Key {
-    fn ecdsa() -> Result<Key, String> {
-        let private = PrivateKey::generate(Algorithm::Ecdsa).map_err(|error| error.to_string())?;
-        let public = private.public_key();
-        Ok(Key { private, public })
-    }
-
-    /// `private` as a root key of `gun`, the way the notary client makes it: a self-signed
-    /// certificate whose common name is the GUN.
-    fn root_for(private: &PrivateKey, gun: &str) -> Result<Key, String> {
-        let pkcs8 = private.pkcs8();
-        let pair = rcgen::KeyPair::try_from(pkcs8.as_slice()).map_err(|error| error.to_string())?;
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|error| error.to_string())?;
-        params.distinguished_name.push(rcgen::DnType::CommonName, gun);
-        let certificate = params.self_signed(&pair).map_err(|error| error.to_string())?;
-        let public = PublicKey::new(KeyType::EcdsaX509, certificate.pem().into_bytes());
-        let private = PrivateKey::from_pkcs8(Algorithm::Ecdsa, &pkcs8).map_err(|error| error.to_string())?;
-        Ok(Key { private, public })
-    }
-
-    fn id(&self) -> String {
-        self.public.key_id()
-    }
-}
-
-fn expires(days: i64) -> String {
-    tufa_core::time::format(chrono::Utc::now() + chrono::Duration::days(days))
-}
-
-/// `body` canonicalised and signed by `key`.
-fn sign(body: &Value, key: &Key) -> Result<Vec<u8>, String> {
-    let canonical = to_canonical(body).map_err(|error| error.to_string())?;
-    let sig = key.private.sign(&canonical).map_err(|error| error.to_string())?;
-    Ok(envelope(&canonical, &[Signature { keyid: key.id(), method: key.private.method().to_owned(), sig }]))
-}
-
-/// The `meta` entry (length and SHA-256) of `bytes`.
-fn meta(bytes: &[u8]) -> Value {
-    let digest = tufa_core::keys::sha256(bytes);
-    json!({"length": bytes.len(), "hashes": {"sha256": base64::engine::general_purpose::STANDARD.encode(digest)}})
-}
-
 /// The first publish of a repository: root (signed by `root`), targets with tag `v1` whose
 /// content is `content`, and snapshot. The server signs the timestamp with `timestamp`.
 fn first_publish(root: &Key, timestamp: &PublicKey, content: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
@@ -132,34 +85,19 @@ fn first_publish(root: &Key, timestamp: &PublicKey, content: &[u8]) -> Result<Ve
             "snapshot": {"keyids": [snapshot_key.id()], "threshold": 1},
             "timestamp": {"keyids": [timestamp.key_id()], "threshold": 1},
         }}),
-        root,
+        &[root],
     )?;
     let targets = sign(
         &json!({"_type": "Targets", "expires": expires(365), "version": 1, "targets": {"v1": meta(content)},
             "delegations": {"keys": {}, "roles": []}}),
-        &targets_key,
+        &[&targets_key],
     )?;
     let snapshot = sign(
         &json!({"_type": "Snapshot", "expires": expires(365), "version": 1,
             "meta": {"root": meta(&root_file), "targets": meta(&targets)}}),
-        &snapshot_key,
+        &[&snapshot_key],
     )?;
     Ok(vec![("root".to_owned(), root_file), ("targets".to_owned(), targets), ("snapshot".to_owned(), snapshot)])
-}
-
-fn multipart(files: &[(String, Vec<u8>)]) -> (String, Vec<u8>) {
-    let boundary = "verify-bench-boundary-7d1";
-    let mut body = Vec::new();
-    for (name, content) in files {
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n\r\n")
-                .as_bytes(),
-        );
-        body.extend_from_slice(content);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
 /// A child process killed on drop, with its log.
@@ -297,7 +235,7 @@ async fn run(options: Options) -> Result<(), String> {
     let http = trust.ready(&trust_ca, &format!("{trust_url}/_notary_server/health")).await?;
 
     // One root key for every repository (each with its own certificate, as notary makes them).
-    let root_private = PrivateKey::generate(Algorithm::Ecdsa).map_err(|error| error.to_string())?;
+    let root_private = new_private()?;
     let mut images = Vec::with_capacity(options.repos);
     let mut root_key_id = String::new();
     eprintln!("verify-bench: publishing {} repositories", options.repos);

@@ -14,6 +14,8 @@
 mod history;
 mod pg;
 mod publish;
+#[path = "../signed.rs"]
+mod signed;
 
 use std::process::ExitCode;
 use std::time::Duration;

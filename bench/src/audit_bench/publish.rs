@@ -8,10 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
-use tufa_core::canonical::to_canonical;
-use tufa_core::keys::{Algorithm, KeyType, PrivateKey, PublicKey};
-use tufa_core::metadata::{Signature, envelope};
+use tufa_core::keys::PublicKey;
 
+use super::signed::{Key, expires, meta, multipart, new_private, sign};
 use super::{Summary, describe_machine, load_average, ms, pg};
 
 const GUN: &str = "bench.example/audited-app";
@@ -35,53 +34,6 @@ pub(crate) struct Options {
     pub(crate) warmup: usize,
     /// Targets in the top-level targets file.
     pub(crate) targets: usize,
-}
-
-/// A client key: the private half signs, the public half goes into metadata.
-struct Key {
-    private: PrivateKey,
-    public: PublicKey,
-}
-
-impl Key {
-    fn ecdsa() -> Result<Key, String> {
-        let private = PrivateKey::generate(Algorithm::Ecdsa).map_err(|error| error.to_string())?;
-        let public = private.public_key();
-        Ok(Key { private, public })
-    }
-
-    /// A root key as the notary client makes it: a self-signed certificate with CN = the GUN.
-    fn root() -> Result<Key, String> {
-        let private = PrivateKey::generate(Algorithm::Ecdsa).map_err(|error| error.to_string())?;
-        let pkcs8 = private.pkcs8();
-        let pair = rcgen::KeyPair::try_from(pkcs8.as_slice()).map_err(|error| error.to_string())?;
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|error| error.to_string())?;
-        params.distinguished_name.push(rcgen::DnType::CommonName, GUN);
-        let certificate = params.self_signed(&pair).map_err(|error| error.to_string())?;
-        let public = PublicKey::new(KeyType::EcdsaX509, certificate.pem().into_bytes());
-        Ok(Key { private, public })
-    }
-
-    fn id(&self) -> String {
-        self.public.key_id()
-    }
-}
-
-fn expires(days: i64) -> String {
-    tufa_core::time::format(chrono::Utc::now() + chrono::Duration::days(days))
-}
-
-/// `body` canonicalised and signed by `key`.
-fn sign(body: &Value, key: &Key) -> Result<Vec<u8>, String> {
-    let canonical = to_canonical(body).map_err(|error| error.to_string())?;
-    let sig = key.private.sign(&canonical).map_err(|error| error.to_string())?;
-    Ok(envelope(&canonical, &[Signature { keyid: key.id(), method: key.private.method().to_owned(), sig }]))
-}
-
-fn meta(bytes: &[u8]) -> Value {
-    use base64::Engine as _;
-    let digest = tufa_core::keys::sha256(bytes);
-    json!({"length": bytes.len(), "hashes": {"sha256": base64::engine::general_purpose::STANDARD.encode(digest)}})
 }
 
 /// The metadata of `count` tags named `prefix{index}` plus `{prefix}latest` at `version`: tag
@@ -110,7 +62,8 @@ struct Repo {
 
 impl Repo {
     fn new(timestamp: &PublicKey) -> Result<Repo, String> {
-        let (root_key, targets, snapshot, delegate) = (Key::root()?, Key::ecdsa()?, Key::ecdsa()?, Key::ecdsa()?);
+        let (root_key, targets, snapshot, delegate) =
+            (Key::root_for(&new_private()?, GUN)?, Key::ecdsa()?, Key::ecdsa()?, Key::ecdsa()?);
         let mut keys = Map::new();
         for key in [&root_key.public, &targets.public, &snapshot.public, timestamp] {
             keys.insert(key.key_id(), key.to_json());
@@ -123,7 +76,7 @@ impl Repo {
                 "snapshot": {"keyids": [snapshot.id()], "threshold": 1},
                 "timestamp": {"keyids": [timestamp.key_id()], "threshold": 1},
             }}),
-            &root_key,
+            &[&root_key],
         )?;
         Ok(Repo { targets, snapshot, delegate, root })
     }
@@ -139,17 +92,17 @@ impl Repo {
         let targets = sign(
             &json!({"_type": "Targets", "expires": expires(365), "version": version,
                 "targets": tags("app/v", count, version), "delegations": {"keys": keys, "roles": [role]}}),
-            &self.targets,
+            &[&self.targets],
         )?;
         let releases = sign(
             &json!({"_type": "Targets", "expires": expires(365), "version": version,
                 "targets": tags("releases/r", RELEASE_TAGS, version), "delegations": {"keys": {}, "roles": []}}),
-            &self.delegate,
+            &[&self.delegate],
         )?;
         let snapshot = sign(
             &json!({"_type": "Snapshot", "expires": expires(365), "version": version, "meta": {
                 "root": meta(&self.root), "targets": meta(&targets), "targets/releases": meta(&releases)}}),
-            &self.snapshot,
+            &[&self.snapshot],
         )?;
         let mut files = Vec::new();
         if version == 1 {
@@ -160,21 +113,6 @@ impl Repo {
         files.push(("snapshot".to_owned(), snapshot));
         Ok(files)
     }
-}
-
-fn multipart(files: &[(String, Vec<u8>)]) -> (String, Vec<u8>) {
-    let boundary = "audit-bench-boundary-5c2";
-    let mut body = Vec::new();
-    for (name, content) in files {
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n\r\n")
-                .as_bytes(),
-        );
-        body.extend_from_slice(content);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
 /// CPU time (user + system) of a process, from /proc/PID/stat (clock ticks of 10 ms).
