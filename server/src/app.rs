@@ -211,19 +211,15 @@ async fn verify(state: &AppState, request: Request, remote: Option<SocketAddr>) 
             ));
         }
     };
-    // The repository decides the access needed; a body without a readable image needs none
-    // (it is refused with 400 below and reveals nothing).
-    let gun = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|value| value.get("image").and_then(|image| image.as_str()).map(str::to_owned))
-        .and_then(|image| tufa_policy::ImageRef::parse(&image).ok())
-        .map(|image| image.gun());
-    if let Some(gun) = &gun {
-        let access = [tufa_auth::access::Access::new("repository", gun, &["pull"])];
-        state.auth.authorize(&parts.headers, &access, remote).await?;
-    }
+    // A body that names no valid image is refused before credentials are read: it reveals nothing.
+    let image = match crate::verify_cli::verify_body(&bytes) {
+        Ok(image) => image,
+        Err(refusal) => return Ok(refusal.into_response()),
+    };
+    let access = [tufa_auth::access::Access::new("repository", &image.gun(), &["pull"])];
+    state.auth.authorize(&parts.headers, &access, remote).await?;
     let verifier = state.service.verifier()?;
-    Ok(crate::verify_cli::verify_request(&verifier, &bytes).await)
+    Ok(crate::verify_cli::verify_response(&verifier, &image).await)
 }
 
 fn json_response(status: StatusCode, body: String) -> Response {

@@ -302,12 +302,10 @@ pub struct Answer {
     pub undecided: bool,
 }
 
-/// Judges `image` (as a user typed it) under the verifier's current policy. `Err` is a malformed
-/// image reference, with the reason.
-pub async fn answer(image: &str, verifier: &PolicyVerifier) -> Result<Answer, String> {
-    let reference = ImageRef::parse(image).map_err(|error| error.to_string())?;
+/// Judges `reference` under the verifier's current policy.
+pub async fn answer(reference: &ImageRef, verifier: &PolicyVerifier) -> Answer {
     let policy = verifier.policy();
-    let judgement = tufa_enforce::judge(&reference, &policy, verifier).await;
+    let judgement = tufa_enforce::judge(reference, &policy, verifier).await;
     let image = reference.to_string();
     let answer = |trusted: bool, allowed: bool, reason: String| Answer {
         image: image.clone(),
@@ -319,7 +317,7 @@ pub async fn answer(image: &str, verifier: &PolicyVerifier) -> Result<Answer, St
         reason,
         undecided: false,
     };
-    Ok(match judgement {
+    match judgement {
         Judgement::Trusted(verdict) => Answer {
             digest: verdict.digest,
             roles: verdict.roles,
@@ -334,7 +332,7 @@ pub async fn answer(image: &str, verifier: &PolicyVerifier) -> Result<Answer, St
             undecided: failure.reason.starts_with("trust could not be decided"),
             ..answer(false, false, failure.sentence(&image))
         },
-    })
+    }
 }
 
 #[cfg(test)]

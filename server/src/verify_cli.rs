@@ -19,7 +19,7 @@ use clap::Args;
 use serde_json::json;
 use tufa_enforce::ImageVerifier;
 use tufa_enforce::admission::ReviewKind;
-use tufa_policy::{PolicyHandle, Reloader};
+use tufa_policy::{ImageRef, PolicyHandle, Reloader};
 
 use crate::config::{Config, TlsSource};
 use crate::verify::{Answer, PolicyVerifier, ServerOverride, answer};
@@ -127,9 +127,9 @@ pub async fn run_verify(config: &Config, args: &VerifyArgs, out: &mut impl Write
         Err(error) => return report_error(out, args.json, &args.image, &error.to_string()),
     };
     let verifier = args.trust.verifier(config, PolicyHandle::new(policy));
-    let answer = match answer(&args.image, &verifier).await {
-        Ok(answer) => answer,
-        Err(reason) => return report_error(out, args.json, &args.image, &reason),
+    let answer = match ImageRef::parse(&args.image) {
+        Ok(reference) => answer(&reference, &verifier).await,
+        Err(error) => return report_error(out, args.json, &args.image, &error.to_string()),
     };
     let status = if answer.undecided {
         EXIT_ERROR
@@ -199,31 +199,53 @@ fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response 
 /// Largest `POST /v1/verify` body.
 const MAX_VERIFY_BODY: usize = 16 * 1024;
 
-/// `POST /v1/verify` of `body` (`{"image": "..."}`) against `verifier`: 200 with the answer, 400
-/// for a malformed request or image, 503 when trust could not be decided.
-pub async fn verify_request(verifier: &PolicyVerifier, body: &[u8]) -> Response {
+/// Why a `POST /v1/verify` body was refused: 413 or 400, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadVerifyBody {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The reason, answered as `{"error": ...}`.
+    pub message: String,
+}
+
+impl IntoResponse for BadVerifyBody {
+    fn into_response(self) -> Response {
+        json_response(self.status, &json!({"error": self.message}))
+    }
+}
+
+/// The image a `POST /v1/verify` body (`{"image": "..."}`, at most 16 KiB) names, or why it is
+/// refused: too large, malformed, or naming no valid image.
+pub fn verify_body(body: &[u8]) -> Result<ImageRef, BadVerifyBody> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Request {
         image: String,
     }
-    let bad = |message: String| json_response(StatusCode::BAD_REQUEST, &json!({"error": message}));
+    let bad = |message: String| BadVerifyBody { status: StatusCode::BAD_REQUEST, message };
     if body.len() > MAX_VERIFY_BODY {
-        return json_response(StatusCode::PAYLOAD_TOO_LARGE, &json!({"error": "the request is larger than 16 KiB"}));
+        return Err(BadVerifyBody {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: "the request is larger than 16 KiB".to_owned(),
+        });
     }
-    let request: Request = match serde_json::from_slice(body) {
-        Ok(request) => request,
-        Err(error) => return bad(format!("the body must be {{\"image\": \"<reference>\"}}: {error}")),
-    };
-    match answer(&request.image, verifier).await {
-        Err(reason) => bad(format!("image {:?}: {reason}", request.image)),
-        Ok(answer) if answer.undecided => json_response(StatusCode::SERVICE_UNAVAILABLE, &answer),
-        Ok(answer) => json_response(StatusCode::OK, &answer),
-    }
+    let request: Request = serde_json::from_slice(body)
+        .map_err(|error| bad(format!("the body must be {{\"image\": \"<reference>\"}}: {error}")))?;
+    ImageRef::parse(&request.image).map_err(|error| bad(format!("image {:?}: {error}", request.image)))
+}
+
+/// The answer of `POST /v1/verify` about `image`: 200, or 503 when trust could not be decided.
+pub async fn verify_response(verifier: &PolicyVerifier, image: &ImageRef) -> Response {
+    let answer = answer(image, verifier).await;
+    let status = if answer.undecided { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    json_response(status, &answer)
 }
 
 async fn verify_handler(State(state): State<VerifyState>, body: Bytes) -> Response {
-    verify_request(&state.verifier, &body).await
+    match verify_body(&body) {
+        Ok(image) => verify_response(&state.verifier, &image).await,
+        Err(refusal) => refusal.into_response(),
+    }
 }
 
 async fn review_handler(state: &VerifyState, body: &[u8], kind: ReviewKind) -> Response {
