@@ -80,7 +80,7 @@ pub struct PublishParts {
     summary: ChangesSummary,
     /// The count and digest of all the grants: `grants`, then the streamed ones.
     grants_digest: GrantsDigest,
-    streamed: Option<HistoryStream>,
+    streamed: Option<RecordStream>,
 }
 
 /// Up to this many target changes are listed in a publish entry itself; a larger publish lists
@@ -195,7 +195,7 @@ struct StreamedGrants {
 /// The grants and target events of a publish with too many to hold, produced a chunk at a time
 /// from the uploaded files (in the store's hands) and the versions they replace (kept here).
 #[derive(Default)]
-pub struct HistoryStream {
+pub struct RecordStream {
     grants: std::collections::VecDeque<StreamedGrants>,
     files: std::collections::VecDeque<StreamedFile>,
 }
@@ -209,17 +209,17 @@ fn file_bytes<'a>(files: &'a [tufa_store::NewFile], role: &str) -> Result<&'a [u
         .ok_or_else(|| format!("the update has no {role} file to read its record from"))
 }
 
-impl std::fmt::Debug for HistoryStream {
+impl std::fmt::Debug for RecordStream {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
-            .debug_struct("HistoryStream")
+            .debug_struct("RecordStream")
             .field("grants", &self.grants.len())
             .field("files", &self.files.len())
             .finish()
     }
 }
 
-impl tufa_store::EventSource for HistoryStream {
+impl tufa_store::EventSource for RecordStream {
     fn next_grants(&mut self, files: &[tufa_store::NewFile], max: usize) -> Result<Vec<NewGrant>, String> {
         while let Some(file) = self.grants.front_mut() {
             if file.grants.is_empty() {
@@ -400,7 +400,7 @@ pub fn publish_parts(
     /// Changes read at a time while counting.
     const CHUNK: usize = 1024;
     let mut parts = PublishParts::default();
-    let mut streamed = HistoryStream::default();
+    let mut streamed = RecordStream::default();
     for file in files {
         let role = file.role.as_str();
         let is_root = role == "root";
