@@ -5,7 +5,7 @@
 //! Jobs (`spec.template.spec`), CronJobs (`spec.jobTemplate.spec.template.spec`); in each, `containers`,
 //! `initContainers` and `ephemeralContainers`; on CREATE and UPDATE (other operations, and other kinds, are
 //! admitted). An enforced failure denies with status 403 and `<image>: <reason>`; a permissive one admits with a
-//! warning and an audit line. The mutating review also rewrites every trusted tag reference to
+//! warning, an audit annotation (recorded in the API server's audit log) and an audit line in Tufa's own log. The mutating review also rewrites every trusted tag reference to
 //! `registry/path@sha256:…` (the signed digest) with a JSON Patch.
 
 use std::collections::BTreeMap;
@@ -22,6 +22,10 @@ pub const MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024;
 
 /// The API version reviewed and answered.
 pub const API_VERSION: &str = "admission.k8s.io/v1";
+
+/// The key of the audit annotation that records the untrusted images a permissive rule admitted (the API
+/// server files it as `<webhook name>/admitted-untrusted-images` in its audit log).
+pub const AUDIT_ANNOTATION: &str = "admitted-untrusted-images";
 
 /// Which webhook is answering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +240,9 @@ pub async fn review(
     }
     let mut extra = Map::new();
     if !warnings.is_empty() {
+        // The API server writes `auditAnnotations` into its own audit log, under the webhook's name: the
+        // record of every untrusted image a permissive rule let in, kept where cluster auditors already look.
+        extra.insert("auditAnnotations".to_owned(), json!({AUDIT_ANNOTATION: warnings.join("; ")}));
         extra.insert("warnings".to_owned(), json!(warnings));
     }
     if !denials.is_empty() {

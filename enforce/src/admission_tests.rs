@@ -94,11 +94,13 @@ async fn permissive_admits_with_a_warning() {
                    permissive by rule \"registry.example.com/lab/*\")";
     assert_eq!(
         run("pod_permissive", ReviewKind::Validate).await.0,
-        json!({"uid": uid, "allowed": true, "warnings": [warning]})
+        json!({"uid": uid, "allowed": true, "warnings": [warning],
+            "auditAnnotations": {"admitted-untrusted-images": warning}})
     );
     assert_eq!(
         run("pod_permissive", ReviewKind::Mutate).await.0,
         json!({"uid": uid, "allowed": true, "warnings": [warning], "patchType": "JSONPatch",
+            "auditAnnotations": {"admitted-untrusted-images": warning},
             "patch": [replace("/spec/containers/1/image", &app())]})
     );
 }
