@@ -15,7 +15,9 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tufa_policy::{Denial, ImageRef, Policy, check_container_create, check_exec_create, check_volume_create};
+use tufa_policy::{
+    Denial, ImageRef, Policy, check_container_create, check_exec_create, check_service_spec, check_volume_create,
+};
 
 use crate::gate::{self, Failure, Judgement};
 use crate::{DaemonClient, ImageVerifier, Verdict};
@@ -263,6 +265,17 @@ pub async fn decide(
         },
         ["containers", _, "exec"] => with_body(request, |body| check_exec_create(body, rules)),
         ["volumes", "create"] => with_body(request, |body| check_volume_create(body, rules)),
+        ["swarm", "init" | "join"] => rules
+            .check_swarm("joining or starting a swarm")
+            .map_or_else(|denial| run_option_denial(&denial), |()| allow()),
+        ["services", "create"] | ["services", _, "update"] => service(request, policy, verifier, daemon).await,
+        ["plugins", "pull" | "create"] => {
+            rules.check_plugins("installing a plugin").map_or_else(|denial| run_option_denial(&denial), |()| allow())
+        }
+        // Plugin names may hold slashes: /plugins/{name}/upgrade, /plugins/{name}/set.
+        ["plugins", .., "upgrade" | "set"] => rules
+            .check_plugins("upgrading or reconfiguring a plugin")
+            .map_or_else(|denial| run_option_denial(&denial), |()| allow()),
         _ => allow(),
     }
 }
@@ -278,6 +291,52 @@ fn with_body(request: &AuthzRequest, check: impl FnOnce(&Value) -> Result<(), De
         Ok(None) => AuthzResponse::deny("the request has no body to check (request)"),
         Ok(Some(body)) => check(&body).map_or_else(|denial| run_option_denial(&denial), |()| allow()),
     }
+}
+
+/// `POST /services/create` and `/services/{id}/update`: swarm mode and the service's options, then its image, judged
+/// as a pull (every node pulls it without asking the plugin).
+async fn service(
+    request: &AuthzRequest,
+    policy: &Policy,
+    verifier: &dyn ImageVerifier,
+    daemon: &dyn DaemonClient,
+) -> AuthzResponse {
+    let body = match body_json(request) {
+        Err(reason) => return AuthzResponse::deny(&format!("{reason} (request)")),
+        Ok(None) => return AuthzResponse::deny("the service request has no body to check (request)"),
+        Ok(Some(body)) => body,
+    };
+    let spec = match check_service_spec(&body, policy.run_options()) {
+        Ok(spec) => spec,
+        Err(denial) => return run_option_denial(&denial),
+    };
+    // The Docker CLI names networks by ID: ask the daemon which of them is the host network.
+    for network in &spec.networks {
+        match daemon.network_driver(network).await {
+            Ok(Some(driver)) if driver.eq_ignore_ascii_case("host") => {
+                return AuthzResponse::deny(&format!(
+                    "--network host is not allowed by run-options.host-network (network {network} is the host network)"
+                ));
+            }
+            Ok(_) => {}
+            Err(reason) => {
+                return AuthzResponse::deny(&format!(
+                    "cannot tell whether network {network} is the host network: {reason} (run-options.host-network)"
+                ));
+            }
+        }
+    }
+    let Some(typed) = spec.image else {
+        return allow();
+    };
+    let image = match ImageRef::parse(typed) {
+        Ok(image) => image,
+        Err(error) => {
+            return AuthzResponse::deny(&format!("the service image {typed:?} is not valid: {error} (request)"));
+        }
+    };
+    let judgement = gate::judge(&image, policy, verifier).await;
+    answer(request, &image.to_string(), &judgement)
 }
 
 /// `POST /images/create`: a pull of `fromImage` (with `tag`, which may be a digest) or, without `fromImage`, an

@@ -1,8 +1,11 @@
 //! Tests of the AuthZ decision over request bodies recorded as dockerd 20.10 sends them (`tests/data/authz/`).
 
+use serde_json::json;
+
 use super::*;
 use crate::testing::{
-    APP_V1, FLAKY_ERROR, OTHER, TestDaemon, TestVerifier, UNTAGGED_ID, V2_REASON, data, policy, policy_with_run_options,
+    APP_V1, FLAKY_ERROR, HOST_NETWORK_ID, OTHER, TestDaemon, TestVerifier, UNTAGGED_ID, V2_REASON, data, policy,
+    policy_with_run_options,
 };
 
 fn recorded(name: &str) -> AuthzRequest {
@@ -396,4 +399,145 @@ async fn a_prefixed_image_id_is_judged_by_its_names() {
     request.request_body = Some(base64::engine::general_purpose::STANDARD.encode(body));
     let (answer, asked) = decide_with(&request, &policy(), &daemon).await;
     assert_eq!((answer, asked), (allowed(), vec![format!("registry.example.com/team/app@{APP_V1}")]));
+}
+
+/// `recorded(name)` with its body replaced by `body`.
+fn with_json_body(name: &str, body: &serde_json::Value) -> AuthzRequest {
+    let mut request = recorded(name);
+    let bytes = serde_json::to_vec(body).unwrap();
+    request.request_body = Some(base64::engine::general_purpose::STANDARD.encode(&bytes));
+    request
+}
+
+#[tokio::test]
+async fn swarm_and_plugins_are_denied_by_default() {
+    let swarm = "tufa: joining or starting a swarm is not allowed by run-options.swarm (swarm tasks are created by \
+                 the daemon without asking the plugin)";
+    let service = "tufa: a swarm service is not allowed by run-options.swarm (swarm tasks are created by the daemon \
+                   without asking the plugin)";
+    let install = "tufa: installing a plugin is not allowed by run-options.plugins (a plugin runs with the host privileges it \
+         asks for)";
+    let set = "tufa: upgrading or reconfiguring a plugin is not allowed by run-options.plugins (a plugin runs with \
+               the host privileges it asks for)";
+    for (name, message) in [
+        ("swarm_init", swarm),
+        ("swarm_join", swarm),
+        ("service_create_plain", service),
+        ("service_update_untrusted", service),
+        ("plugin_install", install),
+        ("plugin_set", set),
+    ] {
+        let (answer, asked) = decide_with(&recorded(name), &policy(), &TestDaemon::new()).await;
+        assert_eq!((answer, asked), (denied(message), vec![]), "{name}");
+    }
+    // An upgrade names the plugin with its slashes before the action.
+    let mut upgrade = recorded("plugin_set");
+    upgrade.request_uri = Some("/v1.41/plugins/vieux/sshfs:latest/upgrade?remote=vieux%2Fsshfs%3Anext".to_owned());
+    assert_eq!(run_request(&upgrade, &policy()).await, denied(set));
+    let plugins = policy_with_run_options("plugins = true");
+    assert_eq!(run_request(&recorded("plugin_install"), &plugins).await, allowed());
+    assert_eq!(run_request(&upgrade, &plugins).await, allowed());
+}
+
+async fn run_request(request: &AuthzRequest, policy: &Policy) -> AuthzResponse {
+    decide_with(request, policy, &TestDaemon::new()).await.0
+}
+
+#[tokio::test]
+async fn swarm_services_are_checked_as_pulls_and_containers() {
+    let swarm = policy_with_run_options("swarm = true");
+    assert_eq!(run_request(&recorded("swarm_init"), &swarm).await, allowed());
+    let (answer, asked) = decide_with(&recorded("service_create_plain"), &swarm, &TestDaemon::new()).await;
+    assert_eq!((answer, asked), (allowed(), vec!["registry.example.com/team/app:v1".to_owned()]));
+    assert_eq!(
+        run_request(&recorded("service_update_untrusted"), &swarm).await,
+        denied(
+            "tufa: image quay.io/evil/miner:latest is not allowed: registry quay.io is not in registries.allowed \
+             (mode enforced by content-trust.mode)"
+        )
+    );
+    assert_eq!(
+        run_request(&recorded("service_create_bind_cap"), &swarm).await,
+        denied(
+            "tufa: --mount type=bind of host path /etc is not allowed by run-options.bind-mounts (allowed: /scratch)"
+        )
+    );
+    // The Docker CLI sends --network host as the host network's ID; the daemon says what it is.
+    assert_eq!(
+        run_request(&recorded("service_create_host_network"), &swarm).await,
+        denied(&format!(
+            "tufa: --network host is not allowed by run-options.host-network (network {HOST_NETWORK_ID} is the host \
+             network)"
+        ))
+    );
+    let host_network = policy_with_run_options("swarm = true\nhost-network = true");
+    assert_eq!(run_request(&recorded("service_create_host_network"), &host_network).await, allowed());
+
+    let image = "registry.example.com/team/app:v1";
+    let cases = [
+        // Keys spelled as Go reads them, case-insensitively.
+        (
+            json!({"tasktemplate": {"containerspec": {"image": image,
+                "MOUNTS": [{"type": "bind", "ſource": "/", "target": "/host"}]}}}),
+            "tufa: --mount type=bind of host path / is not allowed by run-options.bind-mounts (allowed: /scratch)",
+        ),
+        (
+            json!({"TaskTemplate": {"ContainerSpec": {"Image": image, "CapabilityAdd": ["sys_admin"]}}}),
+            "tufa: --cap-add SYS_ADMIN is not allowed by run-options.capabilities",
+        ),
+        (
+            json!({"TaskTemplate": {"ContainerSpec": {"Image": image,
+                "Privileges": {"Seccomp": {"Mode": "unconfined"}}}}}),
+            "tufa: seccomp mode \"unconfined\" is not allowed by run-options.seccomp-unconfined",
+        ),
+        (
+            json!({"TaskTemplate": {"ContainerSpec": {"Image": image,
+                "Privileges": {"AppArmor": {"Mode": "disabled"}}}}}),
+            "tufa: AppArmor mode \"disabled\" is not allowed by run-options.apparmor-unconfined",
+        ),
+        (
+            json!({"TaskTemplate": {"ContainerSpec": {"Image": image,
+                "Privileges": {"SELinuxContext": {"Disable": true}}}}}),
+            "tufa: disabling SELinux labels is not allowed by run-options.selinux-unconfined",
+        ),
+        (
+            json!({"TaskTemplate": {"ContainerSpec": {"Image": image}}, "Networks": [{"Target": "HOST"}]}),
+            "tufa: --network host is not allowed by run-options.host-network",
+        ),
+        (
+            json!({"TaskTemplate": {"Runtime": "plugin", "PluginSpec": {"Remote": "vieux/sshfs"}}}),
+            "tufa: a plugin service is not allowed by run-options.plugins (a plugin runs with the host privileges \
+             it asks for)",
+        ),
+        (
+            json!({"TaskTemplate": {"ContainerSpec": {"Image": "registry.example.com/team/app:v2"}}}),
+            "tufa: image registry.example.com/team/app:v2 is not trusted: tag v2 of registry.example.com/team/app \
+             is not signed by targets/qa; signed only by targets/releases (mode enforced by content-trust.mode)",
+        ),
+        (
+            json!({"TaskTemplate": {"ContainerSpec": {}}}),
+            "tufa: the service's ContainerSpec.Image must be a non-empty string (request)",
+        ),
+        (json!({"Name": "x"}), "tufa: the service spec has no TaskTemplate (request)"),
+        (json!(["not", "a", "spec"]), "tufa: the service spec is not a JSON object (request)"),
+    ];
+    for (body, message) in cases {
+        let request = with_json_body("service_create_plain", &body);
+        assert_eq!(run_request(&request, &swarm).await, denied(message), "{body}");
+    }
+    // A network that is not the host network, by name or ID, is fine.
+    let overlay = json!({"TaskTemplate": {"ContainerSpec": {"Image": image},
+        "Networks": [{"Target": "tufa-overlay"}, {"Target": "8d1f0c3b2a4e"}]}});
+    assert_eq!(run_request(&with_json_body("service_create_plain", &overlay), &swarm).await, allowed());
+    // A plugin service is a plugin install.
+    let plugin = json!({"TaskTemplate": {"Runtime": "plugin", "PluginSpec": {"Remote": "vieux/sshfs"}}});
+    let both = policy_with_run_options("swarm = true\nplugins = true");
+    assert_eq!(run_request(&with_json_body("service_create_plain", &plugin), &both).await, allowed());
+    // A service body over the daemon's 1 MiB forwarding limit arrives without its body.
+    let mut hidden = recorded("service_create_plain");
+    hidden.request_body = None;
+    assert_eq!(
+        run_request(&hidden, &swarm).await,
+        denied("tufa: request body not visible to the plugin (over 1 MiB?) (request)")
+    );
 }

@@ -7,8 +7,9 @@
 
 use serde_json::{Map, Value};
 
-/// The Docker API field names the checks read (ContainerCreate, HostConfig, Mount, ExecCreate, VolumeCreate).
-const FIELDS: [&str; 30] = [
+/// The Docker API field names the checks read (ContainerCreate, HostConfig, Mount, ExecCreate, VolumeCreate, and the
+/// swarm ServiceSpec, TaskSpec, ContainerSpec and Privileges).
+const FIELDS: &[&str] = &[
     "Image",
     "HostConfig",
     "Privileged",
@@ -39,6 +40,19 @@ const FIELDS: [&str; 30] = [
     "DriverOpts",
     "Cmd",
     "User",
+    "TaskTemplate",
+    "ContainerSpec",
+    "PluginSpec",
+    "Runtime",
+    "Networks",
+    "Target",
+    "CapabilityAdd",
+    "Privileges",
+    "SELinuxContext",
+    "Disable",
+    "Seccomp",
+    "AppArmor",
+    "Mode",
 ];
 
 /// Fields whose values are free-form maps (Go `map[string]…`), whose keys are data, matched exactly.

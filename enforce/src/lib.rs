@@ -47,4 +47,11 @@ pub trait DaemonClient: Send + Sync {
     /// # Errors
     /// A reason when the daemon could not be asked or answered something unexpected.
     async fn image_repo_digests(&self, reference: &str) -> Result<Option<Vec<String>>, String>;
+
+    /// The driver (`host`, `bridge`, `overlay`, ...) of the network `reference` (a name or a full or short ID) as the
+    /// daemon resolves it; `Ok(None)` when the daemon has no such network.
+    ///
+    /// # Errors
+    /// A reason when the daemon could not be asked or answered something unexpected.
+    async fn network_driver(&self, reference: &str) -> Result<Option<String>, String>;
 }

@@ -253,7 +253,8 @@ async fn handle(
     }
 }
 
-/// Asks the Docker daemon about local images over its Unix socket (`GET /images/{name}/json`).
+/// Asks the Docker daemon about local images and networks over its Unix socket (`GET /images/{name}/json`,
+/// `GET /networks/{id}`).
 #[derive(Debug, Clone)]
 pub struct UnixDaemonClient {
     socket: PathBuf,
@@ -266,6 +267,26 @@ impl UnixDaemonClient {
     }
 
     async fn inspect(&self, reference: &str) -> Result<Option<Vec<String>>, String> {
+        match self.get_json(&format!("/images/{}/json", encode_path(reference))).await? {
+            Some(body) => parse_inspect(&body).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn network(&self, reference: &str) -> Result<Option<String>, String> {
+        let Some(body) = self.get_json(&format!("/networks/{}", encode_path(reference))).await? else {
+            return Ok(None);
+        };
+        let value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|error| format!("the daemon's network answer is not JSON: {error}"))?;
+        match value.get("Driver") {
+            Some(serde_json::Value::String(driver)) => Ok(Some(driver.clone())),
+            _ => Err("the daemon's network answer has no Driver".to_owned()),
+        }
+    }
+
+    /// `GET path` of the daemon: the body of a 200 answer, `None` for 404.
+    async fn get_json(&self, path: &str) -> Result<Option<Bytes>, String> {
         let stream = UnixStream::connect(&self.socket)
             .await
             .map_err(|error| format!("cannot connect to {}: {error}", self.socket.display()))?;
@@ -273,7 +294,7 @@ impl UnixDaemonClient {
             .await
             .map_err(|error| format!("HTTP handshake with the daemon failed: {error}"))?;
         let driver = tokio::spawn(connection);
-        let request = Request::get(format!("/images/{}/json", encode_path(reference)))
+        let request = Request::get(path)
             .header(hyper::header::HOST, "docker")
             .body(http_body_util::Empty::<Bytes>::new())
             .map_err(|error| format!("cannot build the daemon request: {error}"))?;
@@ -293,7 +314,7 @@ impl UnixDaemonClient {
             let text = String::from_utf8_lossy(&body);
             return Err(format!("the daemon answered {status}: {}", text.trim()));
         }
-        parse_inspect(&body).map(Some)
+        Ok(Some(body))
     }
 }
 
@@ -336,6 +357,12 @@ fn encode_path(reference: &str) -> String {
 impl DaemonClient for UnixDaemonClient {
     async fn image_repo_digests(&self, reference: &str) -> Result<Option<Vec<String>>, String> {
         tokio::time::timeout(DAEMON_TIMEOUT, self.inspect(reference))
+            .await
+            .unwrap_or_else(|_| Err(format!("the daemon did not answer within {} seconds", DAEMON_TIMEOUT.as_secs())))
+    }
+
+    async fn network_driver(&self, reference: &str) -> Result<Option<String>, String> {
+        tokio::time::timeout(DAEMON_TIMEOUT, self.network(reference))
             .await
             .unwrap_or_else(|_| Err(format!("the daemon did not answer within {} seconds", DAEMON_TIMEOUT.as_secs())))
     }

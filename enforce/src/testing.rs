@@ -154,7 +154,18 @@ impl DaemonClient for TestDaemon {
     async fn image_repo_digests(&self, reference: &str) -> Result<Option<Vec<String>>, String> {
         self.images.get(reference).cloned().unwrap_or(Ok(None))
     }
+
+    async fn network_driver(&self, reference: &str) -> Result<Option<String>, String> {
+        Ok(match reference {
+            HOST_NETWORK_ID => Some("host".to_owned()),
+            "tufa-overlay" | "8d1f0c3b2a4e" => Some("overlay".to_owned()),
+            _ => None,
+        })
+    }
 }
+
+/// The ID of the host network in the recorded swarm requests.
+pub(crate) const HOST_NETWORK_ID: &str = "tv84yaq74tb7s76ghu5a29qiz";
 
 /// A recorded request body from `tests/data/`.
 pub(crate) fn data(path: &str) -> Vec<u8> {

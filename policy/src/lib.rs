@@ -18,5 +18,7 @@ pub use policy::{
     Origin, Policy, PolicyError, RootPin, TrustServer,
 };
 pub use roles::{RoleRequirement, check_role_name};
-pub use run_options::{Denial, RunOptions, check_container_create, check_exec_create, check_volume_create};
+pub use run_options::{
+    Denial, RunOptions, check_container_create, check_exec_create, check_service_spec, check_volume_create,
+};
 pub use watch::{PolicyHandle, ReloadOutcome, Reloader};

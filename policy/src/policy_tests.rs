@@ -272,7 +272,7 @@ fn bad_values_name_their_line() {
             (
                 Some(2),
                 Some(1),
-                "unknown field `privilegd`, expected one of `privileged`, `host-pid`, `host-ipc`, `host-network`, `host-uts`, `host-userns`, `host-cgroupns`, `bind-mounts`, `seccomp-unconfined`, `apparmor-unconfined`, `selinux-unconfined`, `systempaths-unconfined`, `capabilities`, `devices`, `device-cgroup-rules`, `device-requests`, `load`, `import`, `build`, `privileged-exec`, `fail-open`",
+                "unknown field `privilegd`, expected one of `privileged`, `host-pid`, `host-ipc`, `host-network`, `host-uts`, `host-userns`, `host-cgroupns`, `bind-mounts`, `seccomp-unconfined`, `apparmor-unconfined`, `selinux-unconfined`, `systempaths-unconfined`, `capabilities`, `devices`, `device-cgroup-rules`, `device-requests`, `load`, `import`, `build`, `privileged-exec`, `swarm`, `plugins`, `fail-open`",
             ),
         ),
         ("[content-trust\n", (Some(1), Some(15), "unclosed table, expected `]`")),

@@ -126,6 +126,12 @@ pub struct RunOptions {
     pub build: bool,
     /// `docker exec --privileged`.
     pub privileged_exec: bool,
+    /// Swarm mode: `docker swarm init` and `join`, and services (whose tasks the daemon creates without asking the
+    /// plugin), each service's image and options checked as a pull and a container would be.
+    pub swarm: bool,
+    /// Managed plugins: `docker plugin install`, `upgrade`, `create` and `set` (a plugin runs with the host
+    /// privileges it asks for).
+    pub plugins: bool,
     /// Allow requests when the verifier cannot decide (default: deny).
     pub fail_open: bool,
 }
@@ -173,6 +179,10 @@ pub(crate) struct RawRunOptions {
     build: bool,
     #[serde(default)]
     privileged_exec: bool,
+    #[serde(default)]
+    swarm: bool,
+    #[serde(default)]
+    plugins: bool,
     #[serde(default)]
     fail_open: bool,
 }
@@ -231,6 +241,8 @@ impl RunOptions {
             import: raw.import,
             build: raw.build,
             privileged_exec: raw.privileged_exec,
+            swarm: raw.swarm,
+            plugins: raw.plugins,
             fail_open: raw.fail_open,
         })
     }
@@ -268,6 +280,41 @@ impl RunOptions {
     /// The [`Denial`] when it is not.
     pub fn check_build(&self) -> Result<(), Denial> {
         if self.build { Ok(()) } else { Err(deny("build", "docker build is not allowed by run-options.build")) }
+    }
+
+    /// Whether the node may enter swarm mode (`docker swarm init` and `join`) and run services.
+    ///
+    /// # Errors
+    /// The [`Denial`] when it may not.
+    pub fn check_swarm(&self, what: &str) -> Result<(), Denial> {
+        if self.swarm {
+            Ok(())
+        } else {
+            Err(deny(
+                "swarm",
+                format!(
+                    "{what} is not allowed by run-options.swarm (swarm tasks are created by the daemon without \
+                     asking the plugin)"
+                ),
+            ))
+        }
+    }
+
+    /// Whether managed plugins may be installed, upgraded, created or reconfigured.
+    ///
+    /// # Errors
+    /// The [`Denial`] when they may not.
+    pub fn check_plugins(&self, what: &str) -> Result<(), Denial> {
+        if self.plugins {
+            Ok(())
+        } else {
+            Err(deny(
+                "plugins",
+                format!(
+                    "{what} is not allowed by run-options.plugins (a plugin runs with the host privileges it asks for)"
+                ),
+            ))
+        }
     }
 
     fn bind_allowed(&self, host_path: &str) -> bool {
@@ -655,6 +702,109 @@ pub fn check_volume_create(body: &Value, rules: &RunOptions) -> Result<(), Denia
         Some(Value::Object(options)) => rules.check_driver_options(driver, options, "DriverOpts"),
         Some(other) => Err(deny("bind-mounts", format!("DriverOpts must be an object, found {}", kind(other)))),
     }
+}
+
+/// Checks a swarm service spec (`POST /services/create` and `/services/{id}/update`) against the run-option rules:
+/// swarm mode itself, plugin services, the container's mounts, privileges (SELinux disabled, seccomp unconfined or
+/// custom, AppArmor disabled), added capabilities and the host network when it is named `host`. Returns the service's
+/// image, which the caller verifies as it would a pull, and the other network targets (the Docker CLI sends network
+/// IDs), which the caller resolves with the daemon when `host-network` is off.
+///
+/// # Errors
+/// The first [`Denial`] found.
+pub fn check_service_spec<'a>(body: &'a Value, rules: &RunOptions) -> Result<ServiceSpec<'a>, Denial> {
+    rules.check_swarm("a swarm service")?;
+    let Value::Object(spec) = body else {
+        return Err(malformed("the service spec is not a JSON object"));
+    };
+    let task = object_field(spec, "TaskTemplate", "swarm")?
+        .ok_or_else(|| malformed("the service spec has no TaskTemplate"))?;
+    let runtime = match task.get("Runtime") {
+        None | Some(Value::Null) => "",
+        Some(Value::String(runtime)) => runtime.as_str(),
+        Some(other) => return Err(malformed(&format!("TaskTemplate.Runtime must be a string, found {}", kind(other)))),
+    };
+    if runtime.eq_ignore_ascii_case("plugin") || !matches!(task.get("PluginSpec"), None | Some(Value::Null)) {
+        rules.check_plugins("a plugin service")?;
+        return Ok(ServiceSpec { image: None, networks: Vec::new() });
+    }
+    if !runtime.is_empty() && !runtime.eq_ignore_ascii_case("container") {
+        return Err(malformed(&format!("TaskTemplate.Runtime {runtime:?} cannot be checked")));
+    }
+    let mut networks = Vec::new();
+    for listed in [array_field(spec, "Networks", "host-network")?, array_field(task, "Networks", "host-network")?] {
+        for network in listed {
+            let target = match network {
+                Value::Object(network) => string_field(network, "Target", "host-network")?,
+                other => return Err(malformed(&format!("Networks must hold objects, found {}", kind(other)))),
+            };
+            match target {
+                Some(target) if target.eq_ignore_ascii_case("host") && !rules.host_network => {
+                    return Err(deny("host-network", "--network host is not allowed by run-options.host-network"));
+                }
+                Some(target) if !rules.host_network => networks.push(target),
+                _ => {}
+            }
+        }
+    }
+    let container = object_field(task, "ContainerSpec", "swarm")?
+        .ok_or_else(|| malformed("the service spec has no ContainerSpec"))?;
+    for mount in array_field(container, "Mounts", "bind-mounts")? {
+        check_mount(mount, rules)?;
+    }
+    for name in string_array(container, "CapabilityAdd", "capabilities")? {
+        check_capability(name, rules)?;
+    }
+    if let Some(privileges) = object_field(container, "Privileges", "security-opt")? {
+        check_service_privileges(privileges, rules)?;
+    }
+    match container.get("Image") {
+        Some(Value::String(image)) if !image.is_empty() => Ok(ServiceSpec { image: Some(image), networks }),
+        _ => Err(malformed("the service's ContainerSpec.Image must be a non-empty string")),
+    }
+}
+
+/// What [`check_service_spec`] leaves to its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec<'a> {
+    /// The image every task runs, as the spec names it; `None` for a plugin service (allowed by `plugins`).
+    pub image: Option<&'a str>,
+    /// Network targets other than `host` that must not be the host network (empty when `host-network` is on).
+    pub networks: Vec<&'a str>,
+}
+
+/// The confinement a service's `Privileges` lifts: SELinux, seccomp and AppArmor.
+fn check_service_privileges(privileges: &Map<String, Value>, rules: &RunOptions) -> Result<(), Denial> {
+    if let Some(selinux) = object_field(privileges, "SELinuxContext", "selinux-unconfined")?
+        && bool_field(selinux, "Disable", "selinux-unconfined", "Privileges.SELinuxContext.")?
+        && !rules.selinux_unconfined
+    {
+        return Err(deny(
+            "selinux-unconfined",
+            "disabling SELinux labels is not allowed by run-options.selinux-unconfined",
+        ));
+    }
+    if let Some(seccomp) = object_field(privileges, "Seccomp", "seccomp-unconfined")?
+        && let Some(mode) = string_field(seccomp, "Mode", "seccomp-unconfined")?
+        && !mode.eq_ignore_ascii_case("default")
+        && !rules.seccomp_unconfined
+    {
+        return Err(deny(
+            "seccomp-unconfined",
+            format!("seccomp mode {mode:?} is not allowed by run-options.seccomp-unconfined"),
+        ));
+    }
+    if let Some(apparmor) = object_field(privileges, "AppArmor", "apparmor-unconfined")?
+        && let Some(mode) = string_field(apparmor, "Mode", "apparmor-unconfined")?
+        && !mode.eq_ignore_ascii_case("default")
+        && !rules.apparmor_unconfined
+    {
+        return Err(deny(
+            "apparmor-unconfined",
+            format!("AppArmor mode {mode:?} is not allowed by run-options.apparmor-unconfined"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

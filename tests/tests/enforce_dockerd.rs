@@ -163,6 +163,35 @@ fn the_plugin_allows_trusted_images_and_denies_the_rest_in_a_real_dockerd() {
         daemon.fails(&["create", "--privileged", "--label-file", label_file.to_str().unwrap(), signed, "/bin/sh"]);
     assert_eq!(create.stderr.trim(), denied(&name, "request body not visible to the plugin (over 1 MiB?) (request)"));
 
+    // Swarm mode and managed plugins would run containers the plugin never sees: denied by default.
+    let swarm = daemon.fails(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+    assert_eq!(
+        swarm.stderr.trim(),
+        denied(
+            &name,
+            "joining or starting a swarm is not allowed by run-options.swarm (swarm tasks are created by the daemon \
+             without asking the plugin)"
+        )
+    );
+    let service = daemon.fails(&["service", "create", "--detach", "--no-resolve-image", "--cap-add", "ALL", signed]);
+    assert_eq!(
+        service.stderr.trim(),
+        denied(
+            &name,
+            "a swarm service is not allowed by run-options.swarm (swarm tasks are created by the daemon without \
+             asking the plugin)"
+        )
+    );
+    let plugin = daemon.fails(&["plugin", "set", "tufa-absent/plugin", "DEBUG=1"]);
+    assert_eq!(
+        plugin.stderr.trim(),
+        denied(
+            &name,
+            "upgrading or reconfiguring a plugin is not allowed by run-options.plugins (a plugin runs with the host \
+             privileges it asks for)"
+        )
+    );
+
     // docker load, import and build are denied as a whole by the policy.
     let load = daemon.fails(&["load", "-i", path_arg(&images.saved)]);
     assert_eq!(
