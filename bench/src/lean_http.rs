@@ -68,7 +68,8 @@ impl Connection {
             }
             self.fill().await?;
         };
-        let head = std::str::from_utf8(&self.buffer[..head_end]).map_err(|_| "an answer head that is not UTF-8")?;
+        let head = std::str::from_utf8(self.buffer.get(..head_end).unwrap_or_default())
+            .map_err(|_| "an answer head that is not UTF-8")?;
         let status = head
             .split(' ')
             .nth(1)
@@ -86,7 +87,7 @@ impl Connection {
         while self.buffer.len() < head_end + length {
             self.fill().await?;
         }
-        let body = self.buffer[head_end..head_end + length].to_vec();
+        let body = self.buffer.get(head_end..head_end + length).unwrap_or_default().to_vec();
         self.buffer.drain(..head_end + length);
         Ok((status, body))
     }
@@ -98,7 +99,7 @@ impl Connection {
         if read == 0 {
             return Err("the server closed the connection".into());
         }
-        self.buffer.extend_from_slice(&chunk[..read]);
+        self.buffer.extend_from_slice(chunk.get(..read).unwrap_or_default());
         Ok(())
     }
 }
