@@ -12,6 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -231,7 +232,16 @@ pub fn verify_body(body: &[u8]) -> Result<ImageRef, BadVerifyBody> {
     }
     let request: Request = serde_json::from_slice(body)
         .map_err(|error| bad(format!("the body must be {{\"image\": \"<reference>\"}}: {error}")))?;
-    ImageRef::parse(&request.image).map_err(|error| bad(format!("image {:?}: {error}", request.image)))
+    ImageRef::parse(&request.image).map_err(|error| bad(format!("image {}: {error}", shown(&request.image))))
+}
+
+/// `text` quoted for an error message, cut to its first 200 characters when longer.
+fn shown(text: &str) -> String {
+    const SHOWN: usize = 200;
+    match text.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{:?}...", text.get(..end).unwrap_or_default()),
+        None => format!("{text:?}"),
+    }
 }
 
 /// The answer of `POST /v1/verify` about `image`: 200, or 503 when trust could not be decided.
@@ -241,7 +251,25 @@ pub async fn verify_response(verifier: &PolicyVerifier, image: &ImageRef) -> Res
     json_response(status, &answer)
 }
 
-async fn verify_handler(State(state): State<VerifyState>, body: Bytes) -> Response {
+/// The answer to an admission review over tufa-enforce's limit.
+const REVIEW_TOO_LARGE: &str = "the admission review is larger than 3 MiB";
+
+/// A body the extractor refused (too large, or cut off), answered as JSON with its status.
+fn body_refused(rejection: &BytesRejection, too_large: &str) -> Response {
+    let status = rejection.status();
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        too_large.to_owned()
+    } else {
+        format!("the request body could not be read: {}", rejection.body_text())
+    };
+    json_response(status, &json!({"error": message}))
+}
+
+async fn verify_handler(State(state): State<VerifyState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return body_refused(&rejection, "the request is larger than 16 KiB"),
+    };
     match verify_body(&body) {
         Ok(image) => verify_response(&state.verifier, &image).await,
         Err(refusal) => refusal.into_response(),
@@ -260,12 +288,18 @@ async fn review_handler(state: &VerifyState, body: &[u8], kind: ReviewKind) -> R
     }
 }
 
-async fn validate_handler(State(state): State<VerifyState>, body: Bytes) -> Response {
-    review_handler(&state, &body, ReviewKind::Validate).await
+async fn validate_handler(State(state): State<VerifyState>, body: Result<Bytes, BytesRejection>) -> Response {
+    match body {
+        Ok(body) => review_handler(&state, &body, ReviewKind::Validate).await,
+        Err(rejection) => body_refused(&rejection, REVIEW_TOO_LARGE),
+    }
 }
 
-async fn mutate_handler(State(state): State<VerifyState>, body: Bytes) -> Response {
-    review_handler(&state, &body, ReviewKind::Mutate).await
+async fn mutate_handler(State(state): State<VerifyState>, body: Result<Bytes, BytesRejection>) -> Response {
+    match body {
+        Ok(body) => review_handler(&state, &body, ReviewKind::Mutate).await,
+        Err(rejection) => body_refused(&rejection, REVIEW_TOO_LARGE),
+    }
 }
 
 /// The verification server's routes: `POST /v1/verify`, `POST /validate`, `POST /mutate`,
@@ -273,7 +307,10 @@ async fn mutate_handler(State(state): State<VerifyState>, body: Bytes) -> Respon
 pub fn verify_router(verifier: Arc<PolicyVerifier>) -> Router {
     let limit = tufa_enforce::admission::MAX_REVIEW_BYTES.saturating_add(1);
     Router::new()
-        .route("/v1/verify", post(verify_handler))
+        .route(
+            "/v1/verify",
+            post(verify_handler).layer(axum::extract::DefaultBodyLimit::max(MAX_VERIFY_BODY.saturating_add(1))),
+        )
         .route("/validate", post(validate_handler))
         .route("/mutate", post(mutate_handler))
         .route("/healthz", get(|| async { "ok" }))

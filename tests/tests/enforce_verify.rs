@@ -697,6 +697,17 @@ fn verify_server_answers_v1_verify_and_admission_reviews() {
         answer["error"].as_str().unwrap().starts_with("the body must be {\"image\": \"<reference>\"}: "),
         "{answer}"
     );
+    // Oversized bodies: 413 with a JSON reason, and a long reference is not echoed whole.
+    let (status, answer) = verifier.post("/v1/verify", &vec![b' '; 64 * 1024]);
+    assert_eq!((status, answer), (413, json!({"error": "the request is larger than 16 KiB"})));
+    let (status, answer) = verifier.post("/validate", &vec![b' '; 4 * 1024 * 1024]);
+    assert_eq!((status, answer), (413, json!({"error": "the admission review is larger than 3 MiB"})));
+    let long = format!("{APP}{}:v1", "/x".repeat(600));
+    let (status, answer) = verifier.post("/v1/verify", json!({"image": long}).to_string().as_bytes());
+    assert_eq!(status, 400, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(error.starts_with(&format!("image {:?}...: ", &long[..200])), "{answer}");
+    assert!(error.len() < 400, "{answer}");
 
     // /validate: a Pod whose images are all trusted is admitted; one untrusted image denies it.
     let trusted = [format!("{APP}:v1"), format!("{APP}:v2")];
