@@ -185,43 +185,66 @@ impl Dialect for Sqlite {
         query.build_query_as().fetch_all(&pools.reader).await.map_err(from_sqlx)
     }
 
-    /// One indexed lookup per file: cheap in-process, and SQLite has no array parameters.
+    /// One query for all roles of the batch (each a round trip to the connection's worker thread).
     async fn check_versions(tx: &mut Tx<Sqlite>, gun: &str, files: &[NewFile]) -> Result<(), StoreError> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let mut query = QueryBuilder::<sqlx::Sqlite>::new("SELECT role, MAX(version) FROM tuf_files WHERE gun = ");
+        query.push_bind(gun).push(" AND role IN (");
+        let mut list = query.separated(", ");
         for file in files {
-            let newest: Option<i64> =
-                sqlx::query_scalar("SELECT MAX(version) FROM tuf_files WHERE gun = $1 AND role = $2")
-                    .bind(gun)
-                    .bind(&file.role)
-                    .fetch_one(&mut **tx)
-                    .await
-                    .map_err(from_sqlx)?;
-            if newest.is_some_and(|newest| newest >= file.version) {
+            list.push_bind(file.role.as_str());
+        }
+        query.push(") GROUP BY role");
+        let newest: Vec<(String, i64)> = query.build_query_as().fetch_all(&mut **tx).await.map_err(from_sqlx)?;
+        for file in files {
+            if newest.iter().any(|(role, version)| *role == file.role && *version >= file.version) {
                 return Err(StoreError::OldVersion { role: file.role.clone() });
             }
         }
         Ok(())
     }
 
-    /// One insert per pointer, each checked to have found its file.
+    /// One statement for the whole set, inserting each pointer's newest file with that checksum; when fewer rows
+    /// were inserted than asked for, the first pointer whose file does not exist is named (the caller then drops
+    /// the transaction).
     async fn set_current(tx: &mut Tx<Sqlite>, gun: &str, current: &[CurrentEntry]) -> Result<(), StoreError> {
+        if current.is_empty() {
+            return Ok(());
+        }
+        let mut query = QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO current_files (gun, role, version, expires) \
+             SELECT f.gun, f.role, f.version, f.expires FROM (",
+        );
+        query.push_values(current, |mut row, entry| {
+            row.push_bind(entry.role.as_str()).push_bind(entry.sha256.as_str());
+        });
+        // The inner lookup goes through the (gun, role, sha256) index: a role such as the timestamp has one
+        // version per publish, so a search by (gun, role) alone would read every one of them.
+        query
+            .push(") AS wanted JOIN tuf_files f ON f.gun = ")
+            .push_bind(gun)
+            .push(" AND f.role = wanted.column1 AND f.version = (SELECT g.version FROM tuf_files g WHERE g.gun = ")
+            .push_bind(gun)
+            .push(" AND g.role = wanted.column1 AND g.sha256 = wanted.column2 ORDER BY g.version DESC LIMIT 1)");
+        let inserted = query.build().execute(&mut **tx).await.map_err(from_sqlx)?.rows_affected();
+        if usize::try_from(inserted).is_ok_and(|inserted| inserted == current.len()) {
+            return Ok(());
+        }
         for entry in current {
-            let inserted = sqlx::query(
-                "INSERT INTO current_files (gun, role, version, expires) \
-                 SELECT f.gun, f.role, f.version, f.expires FROM tuf_files f \
-                 WHERE f.gun = $1 AND f.role = $2 AND f.sha256 = $3 \
-                 ORDER BY f.version DESC LIMIT 1",
-            )
-            .bind(gun)
-            .bind(&entry.role)
-            .bind(&entry.sha256)
-            .execute(&mut **tx)
-            .await
-            .map_err(from_sqlx)?
-            .rows_affected();
-            if inserted != 1 {
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM tuf_files WHERE gun = $1 AND role = $2 AND sha256 = $3 LIMIT 1")
+                    .bind(gun)
+                    .bind(&entry.role)
+                    .bind(&entry.sha256)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(from_sqlx)?;
+            if found.is_none() {
                 return Err(dangling_pointer(gun, &entry.role, &entry.sha256));
             }
         }
-        Ok(())
+        Err(StoreError::Internal(format!("{gun}: {inserted} of {} current-file pointers were set", current.len())))
     }
 }
