@@ -284,12 +284,20 @@ fn allow() -> AuthzResponse {
     AuthzResponse::allow()
 }
 
+/// The body of `request` (called `what` in the denial), or the denial when it is missing or unreadable.
+fn required_body(request: &AuthzRequest, what: &str) -> Result<Value, AuthzResponse> {
+    match body_json(request) {
+        Err(reason) => Err(AuthzResponse::deny(&format!("{reason} (request)"))),
+        Ok(None) => Err(AuthzResponse::deny(&format!("{what} has no body to check (request)"))),
+        Ok(Some(body)) => Ok(body),
+    }
+}
+
 /// Runs a run-option check over the request's body, denying when the body is missing or unreadable.
 fn with_body(request: &AuthzRequest, check: impl FnOnce(&Value) -> Result<(), Denial>) -> AuthzResponse {
-    match body_json(request) {
-        Err(reason) => AuthzResponse::deny(&format!("{reason} (request)")),
-        Ok(None) => AuthzResponse::deny("the request has no body to check (request)"),
-        Ok(Some(body)) => check(&body).map_or_else(|denial| run_option_denial(&denial), |()| allow()),
+    match required_body(request, "the request") {
+        Err(denial) => denial,
+        Ok(body) => check(&body).map_or_else(|denial| run_option_denial(&denial), |()| allow()),
     }
 }
 
@@ -301,10 +309,9 @@ async fn service(
     verifier: &dyn ImageVerifier,
     daemon: &dyn DaemonClient,
 ) -> AuthzResponse {
-    let body = match body_json(request) {
-        Err(reason) => return AuthzResponse::deny(&format!("{reason} (request)")),
-        Ok(None) => return AuthzResponse::deny("the service request has no body to check (request)"),
-        Ok(Some(body)) => body,
+    let body = match required_body(request, "the service request") {
+        Ok(body) => body,
+        Err(denial) => return denial,
     };
     let spec = match check_service_spec(&body, policy.run_options()) {
         Ok(spec) => spec,
@@ -417,10 +424,9 @@ async fn containers_create(
     verifier: &dyn ImageVerifier,
     daemon: &dyn DaemonClient,
 ) -> AuthzResponse {
-    let body = match body_json(request) {
-        Err(reason) => return AuthzResponse::deny(&format!("{reason} (request)")),
-        Ok(None) => return AuthzResponse::deny("the container create request has no body to check (request)"),
-        Ok(Some(body)) => body,
+    let body = match required_body(request, "the container create request") {
+        Ok(body) => body,
+        Err(denial) => return denial,
     };
     if let Err(denial) = check_container_create(&body, policy.run_options()) {
         return run_option_denial(&denial);

@@ -784,25 +784,18 @@ fn check_service_privileges(privileges: &Map<String, Value>, rules: &RunOptions)
             "disabling SELinux labels is not allowed by run-options.selinux-unconfined",
         ));
     }
-    if let Some(seccomp) = object_field(privileges, "Seccomp", "seccomp-unconfined")?
-        && let Some(mode) = string_field(seccomp, "Mode", "seccomp-unconfined")?
-        && !mode.eq_ignore_ascii_case("default")
-        && !rules.seccomp_unconfined
-    {
-        return Err(deny(
-            "seccomp-unconfined",
-            format!("seccomp mode {mode:?} is not allowed by run-options.seccomp-unconfined"),
-        ));
-    }
-    if let Some(apparmor) = object_field(privileges, "AppArmor", "apparmor-unconfined")?
-        && let Some(mode) = string_field(apparmor, "Mode", "apparmor-unconfined")?
-        && !mode.eq_ignore_ascii_case("default")
-        && !rules.apparmor_unconfined
-    {
-        return Err(deny(
-            "apparmor-unconfined",
-            format!("AppArmor mode {mode:?} is not allowed by run-options.apparmor-unconfined"),
-        ));
+    let profiles = [
+        ("Seccomp", "seccomp", "seccomp-unconfined", rules.seccomp_unconfined),
+        ("AppArmor", "AppArmor", "apparmor-unconfined", rules.apparmor_unconfined),
+    ];
+    for (field, shown, rule, allowed) in profiles {
+        if let Some(profile) = object_field(privileges, field, rule)?
+            && let Some(mode) = string_field(profile, "Mode", rule)?
+            && !mode.eq_ignore_ascii_case("default")
+            && !allowed
+        {
+            return Err(deny(rule, format!("{shown} mode {mode:?} is not allowed by run-options.{rule}")));
+        }
     }
     Ok(())
 }
