@@ -20,6 +20,9 @@ use crate::gate::{self, Failure, Judgement};
 /// The largest review body accepted, in bytes (the API server sends at most 3 MiB objects in practice).
 pub const MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024;
 
+/// The most distinct images one reviewed object may name.
+pub const MAX_IMAGES_PER_REVIEW: usize = 100;
+
 /// The API version reviewed and answered.
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 
@@ -191,6 +194,18 @@ pub async fn review(
     }
     let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
     let found = images(object, path)?;
+    let distinct: std::collections::BTreeSet<&str> = found.iter().map(|item| item.image.as_str()).collect();
+    if distinct.len() > MAX_IMAGES_PER_REVIEW {
+        // Each image may cost a round trip to the trust server: an object naming thousands of them would hold the
+        // webhook past the API server's timeout. No real workload comes near the limit.
+        let message = format!(
+            "the {object_kind} names {} distinct images; at most {MAX_IMAGES_PER_REVIEW} are verified in one review",
+            distinct.len()
+        );
+        let mut extra = Map::new();
+        extra.insert("status".to_owned(), json!({"code": 403, "message": message}));
+        return Ok(respond(uid, false, extra));
+    }
 
     // Each distinct image is judged once.
     let mut judged: BTreeMap<&str, (Option<ImageRef>, Judgement)> = BTreeMap::new();

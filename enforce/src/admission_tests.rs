@@ -259,3 +259,27 @@ async fn an_invalid_image_reference_is_denied() {
         )
     );
 }
+
+#[tokio::test]
+async fn an_object_naming_too_many_images_is_denied_unverified() {
+    let body = data("admission/pod_permissive.json");
+    let mut document: Value = serde_json::from_slice(&body).unwrap();
+    let uid = document["request"]["uid"].as_str().unwrap().to_owned();
+    let containers: Vec<Value> = (0..=MAX_IMAGES_PER_REVIEW)
+        .map(|index| json!({"name": format!("c{index}"), "image": format!("registry.example.com/team/app{index}:v1")}))
+        .collect();
+    document["request"]["object"]["spec"]["containers"] = Value::Array(containers.clone());
+    let verifier = TestVerifier::new();
+    let answer = review(&serde_json::to_vec(&document).unwrap(), ReviewKind::Validate, &policy(), &verifier).await;
+    let answer: Value = serde_json::from_slice(&answer.unwrap()).unwrap();
+    assert_eq!(
+        answer["response"],
+        denied(&uid, "the Pod names 101 distinct images; at most 100 are verified in one review")
+    );
+    assert!(verifier.asked.lock().unwrap().is_empty());
+    // At the limit, every image is verified.
+    document["request"]["object"]["spec"]["containers"] = Value::Array(containers[..MAX_IMAGES_PER_REVIEW].to_vec());
+    let verifier = TestVerifier::new();
+    review(&serde_json::to_vec(&document).unwrap(), ReviewKind::Validate, &policy(), &verifier).await.unwrap();
+    assert_eq!(verifier.asked.lock().unwrap().len(), MAX_IMAGES_PER_REVIEW);
+}
