@@ -250,9 +250,14 @@ pub async fn decide(
         ["images", "create"] => images_create(request, &route, policy, verifier).await,
         ["images", "load"] => rules.check_load().map_or_else(|denial| run_option_denial(&denial), |()| allow()),
         // BuildKit reaches the daemon's builder through /session and /grpc as well as /build.
-        ["build" | "session" | "grpc"] => {
-            rules.check_build().map_or_else(|denial| run_option_denial(&denial), |()| allow())
-        }
+        ["build" | "session" | "grpc"] => match rules.check_build() {
+            Err(denial) => run_option_denial(&denial),
+            // RUN steps of `docker build --network host` share the host's network namespace.
+            Ok(()) if route.param("networkmode").eq_ignore_ascii_case("host") && !rules.host_network => {
+                AuthzResponse::deny("docker build --network host is not allowed by run-options.host-network")
+            }
+            Ok(()) => allow(),
+        },
         ["containers", "create"] => containers_create(request, policy, verifier, daemon).await,
         ["containers", _, "start"] => match body_json(request) {
             Err(reason) => AuthzResponse::deny(&format!("{reason} (request)")),

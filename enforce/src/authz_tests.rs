@@ -347,6 +347,15 @@ async fn buildkit_routes_follow_the_build_rule() {
         );
         assert_eq!(decide_with(&request, &policy(), &TestDaemon::new()).await.0, allowed(), "{uri}");
     }
+    // RUN steps with the host's network follow the host-network rule.
+    let mut host = recorded("build");
+    host.request_uri = host.request_uri.map(|uri| uri.replace("networkmode=default", "networkmode=host"));
+    assert_eq!(
+        decide_with(&host, &policy(), &TestDaemon::new()).await.0,
+        denied("tufa: docker build --network host is not allowed by run-options.host-network")
+    );
+    let host_network = policy_with_run_options("host-network = true");
+    assert_eq!(decide_with(&host, &host_network, &TestDaemon::new()).await.0, allowed());
 }
 
 #[tokio::test]
