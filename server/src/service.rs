@@ -259,26 +259,42 @@ impl Service {
             None => None,
         };
         let state = RepoState::new(current.into_iter().map(|file| (file.role, file.data)));
+        // The record compares the uploaded targets files with the versions they replace. For a small update
+        // those are read while it is verified; a large one reads them after, so that the two never sit in
+        // memory beside the verification's own.
+        let replaced: Vec<String> =
+            uploads.keys().filter(|role| role.is_targets_type()).map(|role| role.as_str().to_owned()).collect();
+        let small = uploads.values().map(Vec::len).sum::<usize>() <= INLINE_RECORD_BYTES;
         // Verification is CPU-bound (parsing, canonical JSON, signatures): it runs on the blocking
         // pool so that it never holds up the async workers serving other requests.
-        let (state, validated) = {
+        let verification = {
             let gun = gun.clone();
             let limits = self.settings.limits;
             tokio::task::spawn_blocking(move || {
                 let validated = update::validate(&gun, &state, uploads, now, &limits);
                 (state, validated)
             })
-            .await
-            .map_err(|error| ApiError::Internal(format!("update verification stopped: {error}")))?
         };
+        let (verified, previous) = if small && !replaced.is_empty() {
+            let (verified, previous) = tokio::join!(verification, self.replaced_files(gun, &replaced));
+            (verified, Some(previous))
+        } else {
+            (verification.await, None)
+        };
+        let (state, validated) =
+            verified.map_err(|error| ApiError::Internal(format!("update verification stopped: {error}")))?;
         let validated = validated.map_err(ApiError::InvalidUpdate)?;
+        let previous = match previous {
+            Some(previous) => previous?,
+            None => self.replaced_files(gun, &replaced).await?,
+        };
         // The stored root and snapshot, read although an update may replace them, are not needed
         // any more once it is validated.
         let mut state = state;
         for file in &validated.files {
             state.forget(file.role.as_str());
         }
-        let (validated, parts) = self.record_parts(gun, validated).await?;
+        let (validated, parts) = self.record_parts(gun, validated, previous).await?;
         let mut online = Vec::new();
         let recreated = match (&recreation.tombstone, had_root) {
             (Some(tombstone), false) => Some(self.check_recreation(gun, tombstone, &validated.files, recreation)?),
@@ -385,22 +401,26 @@ impl Service {
         Ok(current)
     }
 
+    /// The stored versions of the targets files `roles` that an update replaces, by role.
+    async fn replaced_files(&self, gun: &Gun, roles: &[String]) -> Result<BTreeMap<String, Vec<u8>>, ApiError> {
+        let mut previous = BTreeMap::new();
+        if !roles.is_empty() {
+            let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+            for stored in self.store.current_many(gun.as_str(), &roles).await? {
+                previous.insert(stored.role, stored.data);
+            }
+        }
+        Ok(previous)
+    }
+
     /// What a validated update means for the record: its grants and, against the versions it
-    /// replaces (read only now that the update is known to be valid), its target changes.
+    /// replaces (`previous`), its target changes.
     async fn record_parts(
         &self,
         gun: &Gun,
         validated: update::Validated,
+        previous: BTreeMap<String, Vec<u8>>,
     ) -> Result<(update::Validated, audit::PublishParts), ApiError> {
-        // The replaced versions of the uploaded targets files, in one query.
-        let replaced: Vec<&str> =
-            validated.files.iter().filter(|file| file.role.is_targets_type()).map(|file| file.role.as_str()).collect();
-        let mut previous = BTreeMap::new();
-        if !replaced.is_empty() {
-            for stored in self.store.current_many(gun.as_str(), &replaced).await? {
-                previous.insert(stored.role, stored.data);
-            }
-        }
         // Small updates are read here; large ones on the blocking pool, like their verification.
         let size: usize = validated.files.iter().map(|file| file.bytes.len()).sum::<usize>()
             + previous.values().map(Vec::len).sum::<usize>();
