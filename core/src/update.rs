@@ -524,6 +524,7 @@ fn load_targets(
         // Sub-delegations must stay within this role's own paths: checked as they are read.
         within: chain.as_ref().ok().and_then(|chain| chain.last()).map(AsRef::as_ref),
         keep_paths: Some(&keep_paths),
+        read_targets: true,
     };
     let (body, findings) = Targets::read(&signed, role, reading).map_err(|error| format!("{role}: {error}"))?;
     let chain = chain?;
