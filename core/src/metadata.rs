@@ -1052,6 +1052,47 @@ mod tests {
     }
 
     #[test]
+    fn the_quick_target_check_accepts_and_refuses_what_file_meta_does() {
+        let sha256 = "LCa0a2j/xo/5m0U8HTBBNBNCLXBkg7+g+YpeiGJm564=";
+        let sha512 = B64.encode([7_u8; 64]);
+        let slow =
+            |text: &str| FileMeta::parse(&serde_json::from_str::<Value>(text).unwrap(), "target \"t\"").map(drop);
+        let bad = |problem: &str| Err(structure(format!("target \"t\" {problem}")));
+        let cases: Vec<(String, Result<(), MetadataError>)> = vec![
+            (format!(r#"{{"hashes":{{"sha256":"{sha256}"}},"length":1}}"#), Ok(())),
+            (
+                format!(
+                    r#"{{"custom":{{"a":[1,null]}},"hashes":{{"sha256":"{sha256}","sha512":"{sha512}"}},"length":0}}"#
+                ),
+                Ok(()),
+            ),
+            (r#"{"custom":null,"hashes":{"md5":"AAAA"},"length":3}"#.to_owned(), Ok(())),
+            (r#"{"hashes":{},"length":3}"#.to_owned(), Ok(())),
+            (format!(r#"{{"hashes":{{"sha256":"{sha256}"}},"length":-1}}"#), bad("has no valid length")),
+            (format!(r#"{{"hashes":{{"sha256":"{sha256}"}},"length":1.5}}"#), bad("has no valid length")),
+            (
+                format!(r#"{{"hashes":{{"sha256":"{sha256}"}},"length":9223372036854775808}}"#),
+                bad("has no valid length"),
+            ),
+            (format!(r#"{{"hashes":{{"sha256":"{sha256}"}}}}"#), bad("has no valid length")),
+            (r#"{"hashes":{"sha256":"AAAA"},"length":1}"#.to_owned(), bad("has a hash of the wrong size")),
+            (format!(r#"{{"hashes":{{"sha512":"{sha256}"}},"length":1}}"#), bad("has a hash of the wrong size")),
+            (r#"{"hashes":{"sha256":"not base64!"},"length":1}"#.to_owned(), bad("has a hash that is not base64")),
+            (r#"{"hashes":{"sha256":7},"length":1}"#.to_owned(), bad("has a hash that is not base64")),
+            (r#"{"hashes":[],"length":1}"#.to_owned(), bad("has no hashes")),
+            (
+                format!(r#"{{"Hashes":{{"sha256":"{sha256}"}},"hashes":{{"sha256":"{sha256}"}},"length":1}}"#),
+                Err(structure("target \"t\" has the field \"Hashes\", which differs only in case from \"hashes\"")),
+            ),
+            (format!(r#"{{"extra":1,"hashes":{{"sha256":"{sha256}"}},"length":1}}"#), Ok(())),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(slow(&text), expected, "FileMeta::parse of {text}");
+            assert_eq!(check_target_meta("t", &text), expected, "check_target_meta of {text}");
+        }
+    }
+
+    #[test]
     fn targets_are_checked_as_they_are_read_and_not_kept() {
         let meta = r#"{"hashes":{"sha256":"LCa0a2j/xo/5m0U8HTBBNBNCLXBkg7+g+YpeiGJm564="},"length":1}"#;
         let file = |targets: &str| {
