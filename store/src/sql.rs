@@ -638,8 +638,9 @@ impl<D: Dialect> TargetEventRow<D> {
 const INSERT_CHUNK: usize = 500;
 
 /// Most target-history rows one INSERT carries: a row binds 4 values when the rows are one file's
-/// (see [`push_history_rows`]) and 12 otherwise, so a chunk binds at most 24,000.
-const HISTORY_CHUNK: usize = 2000;
+/// (see [`push_history_rows`]) and 12 otherwise. Larger chunks save little CPU (the statement of
+/// a full chunk is prepared once per connection) and cost memory while a chunk is written.
+const HISTORY_CHUNK: usize = INSERT_CHUNK;
 
 fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::Internal(format!("{what} {value} is beyond the database's range")))
