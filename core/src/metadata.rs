@@ -245,8 +245,10 @@ pub fn count(raw: Option<&RawValue>) -> usize {
     raw.and_then(|raw| serde_json::from_str::<Count>(raw.get()).ok()).map_or(0, |count| count.0)
 }
 
-/// The number of members or items of a JSON value, read without keeping them.
-struct Count(usize);
+/// The number of members or items of a JSON value (0 for anything but an object or a list),
+/// read without keeping them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Count(pub usize);
 
 impl<'de> serde::Deserialize<'de> for Count {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -868,6 +870,28 @@ type DelegationSection = (BTreeMap<String, PublicKey>, Vec<Delegation>, BTreeMap
 #[derive(serde::Deserialize)]
 struct PathText<'a>(#[serde(borrow)] Cow<'a, str>);
 
+/// A list of delegation paths read only to check that each is a string; nothing is kept.
+struct PathStrings;
+
+impl<'de> serde::Deserialize<'de> for PathStrings {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_seq(PathStrings)
+    }
+}
+
+impl<'de> Visitor<'de> for PathStrings {
+    type Value = PathStrings;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a list of strings")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<PathStrings, A::Error> {
+        while items.next_element::<PathText<'de>>()?.is_some() {}
+        Ok(PathStrings)
+    }
+}
+
 /// Whether `raw` is the JSON `null`.
 fn is_null(raw: &RawValue) -> bool {
     raw.get() == "null"
@@ -923,7 +947,15 @@ fn parse_delegations(
             }
         }
         let role_keys = parse_role_keys(&Value::Object(keys_and_threshold), &keys, &format!("delegation {name}"))?;
+        // The paths are indexed only when they are kept or checked against `within`; otherwise
+        // they are only checked to be strings (a file may declare a million paths).
+        let indexed = within.is_some() || keep(&name);
         let prefixes = match entry.get("paths") {
+            Some(raw) if first_byte(raw.get().as_bytes()) == Some(b'[') && !indexed => {
+                serde_json::from_str::<PathStrings>(raw.get())
+                    .map_err(|_| structure("a delegation path is not a string"))?;
+                PathPrefixes::default()
+            }
             Some(raw) if first_byte(raw.get().as_bytes()) == Some(b'[') => {
                 let paths: Vec<PathText<'_>> =
                     serde_json::from_str(raw.get()).map_err(|_| structure("a delegation path is not a string"))?;

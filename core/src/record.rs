@@ -502,12 +502,12 @@ fn digest_and_length(name: &str, text: &str) -> Result<(Option<String>, i64), Re
     }
     let quick =
         Some(text).filter(|text| text.starts_with('{')).and_then(|text| serde_json::from_str::<Quick<'_>>(text).ok());
+    let mut digest = [0_u8; 64];
     if let Some(Quick { hashes: Some(QuickHashes { sha256: Some(encoded) }), length: Some(length) }) = quick
         && length >= 0
-        && let Ok(digest) = B64.decode(encoded.as_bytes())
-        && digest.len() == 32
+        && let Ok(32) = B64.decode_slice(encoded.as_bytes(), &mut digest)
     {
-        return Ok((Some(lower_hex(&digest)), length));
+        return Ok((Some(lower_hex(digest.get(..32).unwrap_or_default())), length));
     }
     let meta = target_meta(name, text)?;
     Ok((meta.sha256_hex(), meta.length))
