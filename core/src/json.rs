@@ -409,7 +409,7 @@ struct TextReader<'a> {
     number: Option<CanonicalError>,
 }
 
-impl TextReader<'_> {
+impl<'a> TextReader<'a> {
     fn peek(&self) -> Option<u8> {
         self.text.get(self.pos).copied()
     }
@@ -455,7 +455,7 @@ impl TextReader<'_> {
         if self.peek() == Some(b'}') {
             return self.expect(b'}');
         }
-        let mut previous: Option<Vec<u8>> = None;
+        let mut previous: Option<Cow<'a, [u8]>> = None;
         loop {
             self.whitespace();
             let key = self.string(true)?;
@@ -496,32 +496,47 @@ impl TextReader<'_> {
     /// Writes a string in canonical form and, with `decode`, returns the bytes it stands for
     /// (for ordering member names). Canonical strings escape only `"` and `\`; of the other
     /// escapes only Go's five are accepted, as the characters they stand for.
-    fn string(&mut self, decode: bool) -> Result<Vec<u8>, TextError> {
+    fn string(&mut self, decode: bool) -> Result<Cow<'a, [u8]>, TextError> {
         self.expect(b'"')?;
-        let mut decoded = Vec::new();
+        let start = self.pos;
+        // The decoded bytes, once an escape makes them differ from the text (a name without
+        // escapes, as nearly all are, is borrowed).
+        let mut decoded: Option<Vec<u8>> = None;
         loop {
             let rest = self.text.get(self.pos..).unwrap_or_default();
             let run = rest.iter().position(|byte| matches!(byte, b'"' | b'\\')).unwrap_or(rest.len());
-            if decode {
-                decoded.extend_from_slice(rest.get(..run).unwrap_or_default());
+            if let Some(owned) = decoded.as_mut() {
+                owned.extend_from_slice(rest.get(..run).unwrap_or_default());
             }
             self.out.keep(self.pos, self.pos + run);
             self.pos += run;
             let rest = self.text.get(self.pos..).unwrap_or_default();
             match rest.first() {
                 Some(b'"') => {
+                    let end = self.pos;
                     self.expect(b'"')?;
-                    return Ok(decoded);
+                    return Ok(match decoded {
+                        Some(owned) => Cow::Owned(owned),
+                        None if decode => Cow::Borrowed(self.text.get(start..end).unwrap_or_default()),
+                        None => Cow::Borrowed(&[]),
+                    });
                 }
                 Some(_) => {
+                    if decode && decoded.is_none() {
+                        decoded = Some(self.text.get(start..self.pos).unwrap_or_default().to_vec());
+                    }
                     if let Some(plain @ (b'"' | b'\\')) = rest.get(1).copied() {
-                        decoded.push(plain);
+                        if let Some(owned) = decoded.as_mut() {
+                            owned.push(plain);
+                        }
                         self.out.keep(self.pos, self.pos + 2);
                         self.pos += 2;
                     } else if let Some((escape, unescaped)) =
                         GO_ESCAPES.iter().find(|(escape, _)| rest.starts_with(escape))
                     {
-                        decoded.extend_from_slice(unescaped);
+                        if let Some(owned) = decoded.as_mut() {
+                            owned.extend_from_slice(unescaped);
+                        }
                         self.out.write(unescaped);
                         self.pos += escape.len();
                     } else {
@@ -529,7 +544,9 @@ impl TextReader<'_> {
                         self.differs = true;
                         let length = if rest.get(1) == Some(&b'u') { 6 } else { 2 };
                         let escape = rest.get(..length).ok_or(TextError::NotCanonical)?;
-                        decoded.extend_from_slice(escape);
+                        if let Some(owned) = decoded.as_mut() {
+                            owned.extend_from_slice(escape);
+                        }
                         self.out.write(escape);
                         self.pos += length;
                     }

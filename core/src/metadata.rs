@@ -245,8 +245,10 @@ pub fn count(raw: Option<&RawValue>) -> usize {
     raw.and_then(|raw| serde_json::from_str::<Count>(raw.get()).ok()).map_or(0, |count| count.0)
 }
 
-/// The number of members or items of a JSON value, read without keeping them.
-struct Count(usize);
+/// The number of members or items of a JSON value (0 for anything but an object or a list),
+/// read without keeping them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Count(pub usize);
 
 impl<'de> serde::Deserialize<'de> for Count {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -661,6 +663,10 @@ pub struct TargetsReading<'a, F> {
     pub within: Option<&'a Delegation>,
     /// Which delegations keep their paths (all when `None`).
     pub keep_paths: Option<&'a dyn Fn(&RoleName) -> bool>,
+    /// Whether the target entries are read and checked. A reader that needs only the
+    /// delegations of a file the update verifier read before (the record of a publish) skips
+    /// them: `targets` is then only checked to be an object or `null`, and `target_count` is 0.
+    pub read_targets: bool,
 }
 
 /// What [`Targets::read`] found beside the body.
@@ -679,8 +685,9 @@ pub struct Targets {
     pub version: i64,
     /// Expiry.
     pub expires: DateTime<Utc>,
-    /// How many targets the file lists. Each name and meta is checked as it is read and then
-    /// dropped: nothing after the checks needs them, and a file may list 100,000 targets.
+    /// How many targets the file lists (0 when [`TargetsReading::read_targets`] was false). Each
+    /// name and meta is checked as it is read and then dropped: nothing after the checks needs
+    /// them, and a file may list 100,000 targets.
     pub target_count: usize,
     /// Keys of the delegations (IDs checked).
     pub delegation_keys: BTreeMap<String, PublicKey>,
@@ -705,7 +712,7 @@ impl Targets {
         role: &RoleName,
         outside: impl FnMut(&str) -> bool,
     ) -> Result<(Self, Option<String>), MetadataError> {
-        let reading = TargetsReading { outside, within: None, keep_paths: None };
+        let reading = TargetsReading { outside, within: None, keep_paths: None, read_targets: true };
         Self::read(signed, role, reading).map(|(targets, findings)| (targets, findings.first_outside))
     }
 
@@ -716,12 +723,13 @@ impl Targets {
         role: &RoleName,
         reading: TargetsReading<'_, F>,
     ) -> Result<(Self, TargetsFindings), MetadataError> {
-        let TargetsReading { outside, within, keep_paths } = reading;
+        let TargetsReading { outside, within, keep_paths, read_targets } = reading;
         expect_type(signed, "Targets", fields::TARGETS)?;
         let version = positive_version(signed)?;
         let expires = signed.expires()?;
         let mut entries = TargetEntries { count: 0, outside, first_outside: None, problem: None };
         match signed.member("targets") {
+            Some(raw) if first_byte(raw.get().as_bytes()) == Some(b'{') && !read_targets => {}
             Some(raw) if first_byte(raw.get().as_bytes()) == Some(b'{') => {
                 let mut reader = serde_json::Deserializer::from_str(raw.get());
                 let read = reader.deserialize_map(&mut entries);
@@ -772,11 +780,11 @@ impl<'de, F: FnMut(&str) -> bool> Visitor<'de> for &mut TargetEntries<F> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(name) = map.next_key::<Cow<'de, str>>()? {
-            // One entry's meta as a small tree, dropped once checked.
-            let meta: Value = map.next_value()?;
+            // One entry's meta as its text, checked without a tree where it has the usual shape.
+            let meta: &'de RawValue = map.next_value()?;
             let checked = check_target_name(&name)
                 .map_err(|error| structure(error.to_string()))
-                .and_then(|_| FileMeta::parse(&meta, &format!("target {name:?}")));
+                .and_then(|_| check_target_meta(&name, meta.get()));
             if let Err(error) = checked {
                 self.problem = Some(error);
                 return Err(A::Error::custom("a target is refused"));
@@ -790,11 +798,99 @@ impl<'de, F: FnMut(&str) -> bool> Visitor<'de> for &mut TargetEntries<F> {
     }
 }
 
+/// Checks one target's meta (its JSON text) as [`FileMeta::parse`] does. An entry whose members
+/// are exactly `length`, `hashes` and maybe `custom`, with a non-negative integer length and
+/// string hashes that decode (SHA-256 and SHA-512 of their sizes), is accepted as it is read,
+/// without a tree or a copy; any other entry is read as a tree by [`FileMeta::parse`], which
+/// accepts it or says what is wrong. Both accept the same entries: this runs for each of up to
+/// 100,000 targets per file.
+fn check_target_meta(name: &str, text: &str) -> Result<(), MetadataError> {
+    if text.starts_with('{') && serde_json::from_str::<QuickMeta<'_>>(text).is_ok_and(|meta| meta.length >= 0) {
+        return Ok(());
+    }
+    let meta: Value = from_json(text)?;
+    FileMeta::parse(&meta, &format!("target {name:?}")).map(drop)
+}
+
+/// A target's meta in its usual shape: see [`check_target_meta`]. Any other member, or a member
+/// of another type, fails the read (and the entry is read the slow way).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuickMeta<'a> {
+    length: i64,
+    /// Read only to check that every digest decodes.
+    #[serde(rename = "hashes")]
+    _hashes: QuickHashes,
+    /// Read only to skip it: `custom` may hold anything.
+    #[serde(rename = "custom", borrow, default)]
+    _custom: Option<&'a RawValue>,
+}
+
+/// The `hashes` of a [`QuickMeta`]: an object of base64 strings, read without being kept; a
+/// digest that does not decode, or a SHA-256 or SHA-512 digest of the wrong size, fails the read.
+struct QuickHashes;
+
+impl<'de> serde::Deserialize<'de> for QuickHashes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(QuickHashes)
+    }
+}
+
+impl<'de> Visitor<'de> for QuickHashes {
+    type Value = QuickHashes;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("an object of base64 digests")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<QuickHashes, A::Error> {
+        let mut decoded = [0_u8; 128];
+        while let Some(algorithm) = map.next_key::<Cow<'de, str>>()? {
+            let digest = map.next_value::<Cow<'de, str>>()?;
+            let size = match algorithm.as_ref() {
+                "sha256" => Some(32),
+                "sha512" => Some(64),
+                _ => None,
+            };
+            let fits = match size {
+                Some(size) => B64.decode_slice(digest.as_bytes(), &mut decoded).is_ok_and(|length| length == size),
+                None => B64.decode(digest.as_bytes()).is_ok(),
+            };
+            if !fits {
+                return Err(A::Error::custom("a digest is not what the slow read accepts"));
+            }
+        }
+        Ok(QuickHashes)
+    }
+}
+
 type DelegationSection = (BTreeMap<String, PublicKey>, Vec<Delegation>, BTreeMap<RoleName, usize>);
 
 /// One delegation path as written: borrowed from the text unless it holds an escape.
 #[derive(serde::Deserialize)]
 struct PathText<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// A list of delegation paths read only to check that each is a string; nothing is kept.
+struct PathStrings;
+
+impl<'de> serde::Deserialize<'de> for PathStrings {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_seq(PathStrings)
+    }
+}
+
+impl<'de> Visitor<'de> for PathStrings {
+    type Value = PathStrings;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a list of strings")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<PathStrings, A::Error> {
+        while items.next_element::<PathText<'de>>()?.is_some() {}
+        Ok(PathStrings)
+    }
+}
 
 /// Whether `raw` is the JSON `null`.
 fn is_null(raw: &RawValue) -> bool {
@@ -851,7 +947,15 @@ fn parse_delegations(
             }
         }
         let role_keys = parse_role_keys(&Value::Object(keys_and_threshold), &keys, &format!("delegation {name}"))?;
+        // The paths are indexed only when they are kept or checked against `within`; otherwise
+        // they are only checked to be strings (a file may declare a million paths).
+        let indexed = within.is_some() || keep(&name);
         let prefixes = match entry.get("paths") {
+            Some(raw) if first_byte(raw.get().as_bytes()) == Some(b'[') && !indexed => {
+                serde_json::from_str::<PathStrings>(raw.get())
+                    .map_err(|_| structure("a delegation path is not a string"))?;
+                PathPrefixes::default()
+            }
             Some(raw) if first_byte(raw.get().as_bytes()) == Some(b'[') => {
                 let paths: Vec<PathText<'_>> =
                     serde_json::from_str(raw.get()).map_err(|_| structure("a delegation path is not a string"))?;
@@ -980,6 +1084,47 @@ mod tests {
     }
 
     #[test]
+    fn the_quick_target_check_accepts_and_refuses_what_file_meta_does() {
+        let sha256 = "LCa0a2j/xo/5m0U8HTBBNBNCLXBkg7+g+YpeiGJm564=";
+        let sha512 = B64.encode([7_u8; 64]);
+        let slow =
+            |text: &str| FileMeta::parse(&serde_json::from_str::<Value>(text).unwrap(), "target \"t\"").map(drop);
+        let bad = |problem: &str| Err(structure(format!("target \"t\" {problem}")));
+        let cases: Vec<(String, Result<(), MetadataError>)> = vec![
+            (format!(r#"{{"hashes":{{"sha256":"{sha256}"}},"length":1}}"#), Ok(())),
+            (
+                format!(
+                    r#"{{"custom":{{"a":[1,null]}},"hashes":{{"sha256":"{sha256}","sha512":"{sha512}"}},"length":0}}"#
+                ),
+                Ok(()),
+            ),
+            (r#"{"custom":null,"hashes":{"md5":"AAAA"},"length":3}"#.to_owned(), Ok(())),
+            (r#"{"hashes":{},"length":3}"#.to_owned(), Ok(())),
+            (format!(r#"{{"hashes":{{"sha256":"{sha256}"}},"length":-1}}"#), bad("has no valid length")),
+            (format!(r#"{{"hashes":{{"sha256":"{sha256}"}},"length":1.5}}"#), bad("has no valid length")),
+            (
+                format!(r#"{{"hashes":{{"sha256":"{sha256}"}},"length":9223372036854775808}}"#),
+                bad("has no valid length"),
+            ),
+            (format!(r#"{{"hashes":{{"sha256":"{sha256}"}}}}"#), bad("has no valid length")),
+            (r#"{"hashes":{"sha256":"AAAA"},"length":1}"#.to_owned(), bad("has a hash of the wrong size")),
+            (format!(r#"{{"hashes":{{"sha512":"{sha256}"}},"length":1}}"#), bad("has a hash of the wrong size")),
+            (r#"{"hashes":{"sha256":"not base64!"},"length":1}"#.to_owned(), bad("has a hash that is not base64")),
+            (r#"{"hashes":{"sha256":7},"length":1}"#.to_owned(), bad("has a hash that is not base64")),
+            (r#"{"hashes":[],"length":1}"#.to_owned(), bad("has no hashes")),
+            (
+                format!(r#"{{"Hashes":{{"sha256":"{sha256}"}},"hashes":{{"sha256":"{sha256}"}},"length":1}}"#),
+                Err(structure("target \"t\" has the field \"Hashes\", which differs only in case from \"hashes\"")),
+            ),
+            (format!(r#"{{"extra":1,"hashes":{{"sha256":"{sha256}"}},"length":1}}"#), Ok(())),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(slow(&text), expected, "FileMeta::parse of {text}");
+            assert_eq!(check_target_meta("t", &text), expected, "check_target_meta of {text}");
+        }
+    }
+
+    #[test]
     fn targets_are_checked_as_they_are_read_and_not_kept() {
         let meta = r#"{"hashes":{"sha256":"LCa0a2j/xo/5m0U8HTBBNBNCLXBkg7+g+YpeiGJm564="},"length":1}"#;
         let file = |targets: &str| {
@@ -1033,7 +1178,8 @@ mod tests {
             file(serde_json::json!([declare("targets/a/x", &["a/x/"]), declare("targets/a/y", &["b/", "a/y/"])]));
         let signed = Signed::parse(&bytes).unwrap();
         let keep = |name: &RoleName| name.as_str() == "targets/a/x";
-        let reading = TargetsReading { outside: |_: &str| false, within: Some(own), keep_paths: Some(&keep) };
+        let reading =
+            TargetsReading { outside: |_: &str| false, within: Some(own), keep_paths: Some(&keep), read_targets: true };
         let (body, findings) = Targets::read(&signed, &role("targets/a"), reading).unwrap();
         assert_eq!(findings, TargetsFindings { first_outside: None, delegation_outside: Some(role("targets/a/y")) });
         let kept = body.delegation(&role("targets/a/x")).unwrap();
@@ -1046,7 +1192,7 @@ mod tests {
         assert!(own.contains_paths_of(kept));
 
         // Without a filter every delegation keeps its paths; without `within` nothing is outside.
-        let reading = TargetsReading { outside: |_: &str| false, within: None, keep_paths: None };
+        let reading = TargetsReading { outside: |_: &str| false, within: None, keep_paths: None, read_targets: true };
         let (body, findings) = Targets::read(&signed, &role("targets/a"), reading).unwrap();
         assert_eq!(findings, TargetsFindings::default());
         assert!(body.delegation(&role("targets/a/y")).unwrap().allows("b/1"));

@@ -169,9 +169,9 @@ fn paths_text(raw: Option<&RawValue>) -> Result<String, RecordError> {
 }
 
 /// The grants a targets-type file of `role` makes through its `delegations`, sorted by delegated
-/// role; none when it has no `delegations` section or declares no role. The file is read as the
-/// update verifier reads it ([`Targets::from_signed`]: keys, key IDs, thresholds and the names
-/// of direct children checked); signatures are not checked.
+/// role; none when it has no `delegations` section or declares no role. The delegations are read
+/// as the update verifier reads them ([`Targets::from_signed`]: keys, key IDs, thresholds and the
+/// names of direct children checked); the target entries and signatures are not checked.
 pub fn delegation_grants(role: &RoleName, bytes: &[u8]) -> Result<Vec<Grant>, RecordError> {
     delegation_grants_of(role, &Signed::parse(bytes)?)
 }
@@ -244,10 +244,11 @@ fn delegations_with_paths<'a>(
     if !role.is_targets_type() {
         return Err(structure(format!("{role} is not a targets role")));
     }
-    // Read as the verifier reads it, without indexing any delegation's paths: the grants keep
-    // them as text.
+    // The delegations read as the verifier reads them, without indexing any delegation's paths
+    // (the grants keep them as text) and without the target entries, which grants do not name.
     let keep_none = |_: &RoleName| false;
-    let reading = TargetsReading { outside: |_: &str| false, within: None, keep_paths: Some(&keep_none) };
+    let reading =
+        TargetsReading { outside: |_: &str| false, within: None, keep_paths: Some(&keep_none), read_targets: false };
     let (targets, _) = Targets::read(signed, role, reading)?;
     let mut paths: BTreeMap<String, Option<&'a RawValue>> = BTreeMap::new();
     if let Some(section) = signed.member("delegations").filter(|raw| raw.get().starts_with('{')) {
@@ -501,12 +502,12 @@ fn digest_and_length(name: &str, text: &str) -> Result<(Option<String>, i64), Re
     }
     let quick =
         Some(text).filter(|text| text.starts_with('{')).and_then(|text| serde_json::from_str::<Quick<'_>>(text).ok());
+    let mut digest = [0_u8; 64];
     if let Some(Quick { hashes: Some(QuickHashes { sha256: Some(encoded) }), length: Some(length) }) = quick
         && length >= 0
-        && let Ok(digest) = B64.decode(encoded.as_bytes())
-        && digest.len() == 32
+        && let Ok(32) = B64.decode_slice(encoded.as_bytes(), &mut digest)
     {
-        return Ok((Some(lower_hex(&digest)), length));
+        return Ok((Some(lower_hex(digest.get(..32).unwrap_or_default())), length));
     }
     let meta = target_meta(name, text)?;
     Ok((meta.sha256_hex(), meta.length))

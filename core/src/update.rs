@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 
 use crate::keys::{PublicKey, sha256};
 use crate::metadata::{
-    Delegation, FileMeta, MAX_VERSION, MetadataError, RoleKeys, Root, Signature, Signed, Snapshot, Targets,
+    Count, Delegation, FileMeta, MAX_VERSION, MetadataError, RoleKeys, Root, Signature, Signed, Snapshot, Targets,
     TargetsReading, Timestamp, count, envelope,
 };
 use crate::names::{BaseRole, Gun, RoleName};
@@ -225,10 +225,23 @@ fn root_counts(signed: &Signed<'_>, limits: &Limits) -> Result<(), String> {
 fn targets_counts(role: &RoleName, signed: &Signed<'_>, limits: &Limits) -> Result<(), String> {
     signature_count(role.as_str(), signed, limits)?;
     within(&format!("{role} targets"), signed.count("targets"), "max_targets", limits.max_targets)?;
-    let section = object_members(signed.member("delegations"));
-    if signed.member("delegations").is_none_or(|raw| !raw.get().starts_with('{')) {
+    let Some(section) = signed.member("delegations").filter(|raw| raw.get().starts_with('{')) else {
+        return Ok(());
+    };
+    // The usual shape is counted in one pass over the section; any other is counted member by
+    // member below, with the same result.
+    let mut reader = serde_json::Deserializer::from_str(section.get());
+    if let Ok(counts) = serde::de::DeserializeSeed::deserialize(SectionCountsSeed(limits), &mut reader) {
+        let keys = count(counts.keys);
+        within(&format!("{role} delegation keys"), keys, "max_delegation_keys", limits.max_delegation_keys)?;
+        within(&format!("{role} delegations"), counts.roles, "max_delegations", limits.max_delegations)?;
+        if let Some((name, what, (found, limit_name, limit))) = counts.first_over {
+            let name = name.as_deref().unwrap_or("(unnamed)");
+            return within(&format!("{role} delegation {name:?} {what}"), found, limit_name, limit);
+        }
         return Ok(());
     }
+    let section = object_members(Some(section));
     let keys = count(section.get("keys").copied());
     within(&format!("{role} delegation keys"), keys, "max_delegation_keys", limits.max_delegation_keys)?;
     let roles = section.get("roles").copied();
@@ -247,6 +260,132 @@ fn targets_counts(role: &RoleName, signed: &Signed<'_>, limits: &Limits) -> Resu
         within(&what, count(entry.get("paths").copied()), "max_delegation_paths", limits.max_delegation_paths)?;
     }
     Ok(())
+}
+
+/// The counts [`targets_counts`] checks in a `delegations` section of the usual shape (`roles` a
+/// list of objects whose `name`, if any, is a string or `null`), read in one pass: the keys, how
+/// many delegations, and the first delegation over a per-delegation limit. Nothing else is kept
+/// (a hostile file may hold millions of entries).
+struct SectionCounts<'a> {
+    keys: Option<&'a RawValue>,
+    roles: usize,
+    /// The first delegation over a limit: its name, what is over, and the limit check.
+    first_over: Option<(Option<String>, &'static str, EntryLimit)>,
+}
+
+/// A per-delegation limit check: what was found, the limit's name, its value.
+type EntryLimit = (usize, &'static str, usize);
+
+/// A delegation entry's counts, read from an object only (a derived struct would also read a
+/// list, which member by member counts as an entry without members).
+#[derive(Default)]
+struct EntryCounts {
+    name: Option<String>,
+    keyids: Count,
+    paths: Count,
+}
+
+impl<'de> serde::Deserialize<'de> for EntryCounts {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(EntryCountsVisitor)
+    }
+}
+
+struct EntryCountsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for EntryCountsVisitor {
+    type Value = EntryCounts;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a delegation")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<EntryCounts, A::Error> {
+        let mut entry = EntryCounts::default();
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match name.as_ref() {
+                "name" => entry.name = map.next_value()?,
+                "keyids" => entry.keyids = map.next_value()?,
+                "paths" => entry.paths = map.next_value()?,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(entry)
+    }
+}
+
+/// Reads a [`SectionCounts`] under `limits`.
+struct SectionCountsSeed<'l>(&'l Limits);
+
+impl<'de> serde::de::DeserializeSeed<'de> for SectionCountsSeed<'_> {
+    type Value = SectionCounts<'de>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for SectionCountsSeed<'_> {
+    type Value = SectionCounts<'de>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a delegations section")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut counts = SectionCounts { keys: None, roles: 0, first_over: None };
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match name.as_ref() {
+                "keys" => counts.keys = Some(map.next_value()?),
+                "roles" => (counts.roles, counts.first_over) = map.next_value_seed(RolesSeed(self.0))?,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(counts)
+    }
+}
+
+/// Reads the `roles` list of a [`SectionCounts`]: how many, and the first over a limit.
+struct RolesSeed<'l>(&'l Limits);
+
+impl<'de> serde::de::DeserializeSeed<'de> for RolesSeed<'_> {
+    type Value = (usize, Option<(Option<String>, &'static str, EntryLimit)>);
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for RolesSeed<'_> {
+    type Value = (usize, Option<(Option<String>, &'static str, EntryLimit)>);
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a list of delegations")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<Self::Value, A::Error> {
+        let limits = self.0;
+        let (mut count, mut first_over) = (0_usize, None);
+        while let Some(entry) = items.next_element::<EntryCounts>()? {
+            count = count.saturating_add(1);
+            if first_over.is_some() {
+                continue;
+            }
+            // Key IDs are checked before paths, as member by member.
+            let checks = [
+                ("key IDs", (entry.keyids.0, "max_role_keyids", limits.max_role_keyids)),
+                ("paths", (entry.paths.0, "max_delegation_paths", limits.max_delegation_paths)),
+            ];
+            if let Some((what, check)) = checks.into_iter().find(|(_, (found, _, limit))| found > limit) {
+                first_over = Some((entry.name, what, check));
+            }
+        }
+        Ok((count, first_over))
+    }
 }
 
 /// Root-role keys that are acceptable root certificates for `gun`; `check_validity` also
@@ -524,6 +663,7 @@ fn load_targets(
         // Sub-delegations must stay within this role's own paths: checked as they are read.
         within: chain.as_ref().ok().and_then(|chain| chain.last()).map(AsRef::as_ref),
         keep_paths: Some(&keep_paths),
+        read_targets: true,
     };
     let (body, findings) = Targets::read(&signed, role, reading).map_err(|error| format!("{role}: {error}"))?;
     let chain = chain?;

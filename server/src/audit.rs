@@ -117,6 +117,8 @@ struct ChangesSummary {
     changed: usize,
     removed: usize,
     digest: aws_lc_rs::digest::Context,
+    /// The text of the change being added (kept to reuse its allocation).
+    line: Vec<u8>,
 }
 
 impl Default for ChangesSummary {
@@ -127,6 +129,7 @@ impl Default for ChangesSummary {
             changed: 0,
             removed: 0,
             digest: aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256),
+            line: Vec::new(),
         }
     }
 }
@@ -151,11 +154,21 @@ impl ChangesSummary {
             "removed" => self.removed = self.removed.saturating_add(1),
             _ => {}
         }
-        let length = length.map(|length| length.to_string()).unwrap_or_default();
-        for field in [role, name, change, sha256.unwrap_or(""), length.as_str()] {
-            self.digest.update(field.as_bytes());
-            self.digest.update(b"\n");
+        // One change's fields are written into one buffer and hashed at once: a publish may
+        // record 100,000 changes, and each update of the digest has its own cost.
+        let line = &mut self.line;
+        line.clear();
+        for field in [role, name, change, sha256.unwrap_or("")] {
+            line.extend_from_slice(field.as_bytes());
+            line.push(b'\n');
         }
+        if let Some(length) = length {
+            use std::io::Write as _;
+            // Writing into a Vec cannot fail.
+            let _ = write!(line, "{length}");
+        }
+        line.push(b'\n');
+        self.digest.update(line);
     }
 
     fn sha256(&self) -> String {
@@ -314,6 +327,12 @@ impl std::fmt::Debug for GrantsDigest {
 
 impl GrantsDigest {
     fn add(&mut self, grant: &NewGrant) {
+        self.add_with_paths(grant, grant.paths.as_deref().unwrap_or(""));
+    }
+
+    /// [`GrantsDigest::add`] of `grant` with the paths text `paths` (read from the file where
+    /// they are written, not copied into the grant).
+    fn add_with_paths(&mut self, grant: &NewGrant, paths: &str) {
         self.count = self.count.saturating_add(1);
         let context = &mut self.context;
         let mut field = |text: &str| {
@@ -325,7 +344,7 @@ impl GrantsDigest {
         field(&grant.delegated_role);
         field(&grant.version.to_string());
         field(&grant.threshold.to_string());
-        field(grant.paths.as_deref().unwrap_or(""));
+        field(paths);
         let mut keys: Vec<&GrantKey> = grant.keys.iter().collect();
         keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
         keys.dedup_by(|a, b| a.key_id == b.key_id);
@@ -471,7 +490,7 @@ pub fn publish_parts(
             .unwrap_or_default();
         for (grant, range) in &file.grants {
             let paths = record::paths_at(bytes, *range).map_err(|error| format!("{}: {error}", file.role))?;
-            parts.grants_digest.add(&NewGrant { paths: Some(paths.to_owned()), ..grant.clone() });
+            parts.grants_digest.add_with_paths(grant, paths);
         }
     }
     if parts.summary.count <= INLINE_TARGET_CHANGES {

@@ -637,6 +637,11 @@ impl<D: Dialect> TargetEventRow<D> {
 /// 32,766 and PostgreSQL 65,535 parameters per statement).
 const INSERT_CHUNK: usize = 500;
 
+/// Most target-history rows one INSERT carries: a row binds 4 values when the rows are one file's
+/// (see [`push_history_rows`]) and 12 otherwise. Larger chunks save little CPU (the statement of
+/// a full chunk is prepared once per connection) and cost memory while a chunk is written.
+const HISTORY_CHUNK: usize = INSERT_CHUNK;
+
 fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::Internal(format!("{what} {value} is beyond the database's range")))
 }
@@ -913,13 +918,10 @@ macro_rules! append_entry {
                 }
             }
             if history_batched && !record.history.is_empty() {
+                let rows: Vec<EventInsert<'_>> =
+                    record.history.iter().map(|event| (event, principal, Some(seq_i64), at)).collect();
                 let query = batch.part("history");
-                push_history_rows!(
-                    $d,
-                    query,
-                    gun,
-                    record.history.iter().map(|event| (event, principal, Some(seq_i64), at))
-                );
+                push_history_rows!($d, query, gun, &rows);
                 batch.end();
             }
         }
@@ -934,7 +936,7 @@ macro_rules! append_entry {
                 );
             }
             if !history_batched {
-                for chunk in record.history.chunks(INSERT_CHUNK) {
+                for chunk in record.history.chunks(HISTORY_CHUNK) {
                     insert_history_chunk!(
                         $d,
                         $tx,
@@ -1001,50 +1003,94 @@ macro_rules! insert_grants {
     }};
 }
 
+/// Whether two target-history rows share everything but the target itself: the file (role,
+/// version, signer lists), who published it, its entry and when.
+fn same_run(a: &EventInsert<'_>, b: &EventInsert<'_>) -> bool {
+    let (event, principal, audit_seq, at) = a;
+    let (other, other_principal, other_seq, other_at) = b;
+    event.role == other.role
+        && event.version == other.version
+        && event.signer_keys[..] == other.signer_keys[..]
+        && event.signer_canonical_ids[..] == other.signer_canonical_ids[..]
+        && principal == other_principal
+        && audit_seq == other_seq
+        && at == other_at
+}
+
+/// Whether all of `rows` are [`same_run`]: the changes of one targets file, as a large publish
+/// writes them.
+fn one_run(rows: &[EventInsert<'_>]) -> bool {
+    rows.iter().zip(rows.iter().skip(1)).all(|(a, b)| same_run(a, b))
+}
+
 /// Writes into `$query` (a builder of dialect `$d`) the INSERT of `$gun`'s target history rows
-/// `$rows` (an iterator of [`EventInsert`]).
+/// `$rows` (a `&[EventInsert]`), in order. When the rows are [`one_run`] (one file's changes),
+/// the values they share are bound once, and each row binds only its target's name, change,
+/// digest and length (`INSERT ... SELECT` over a `VALUES` list, in SQLite and PostgreSQL);
+/// otherwise each row binds all twelve values.
 macro_rules! push_history_rows {
     ($d:ty, $query:expr, $gun:expr, $rows:expr) => {{
         let gun: &str = $gun;
-        // The signer lists are shared by the events of one file: written as JSON once per list.
-        let mut lists: Vec<(*const [String], String)> = Vec::new();
-        let mut list_json = |list: &std::sync::Arc<[String]>| -> String {
-            let key = std::sync::Arc::as_ptr(list);
-            if let Some((_, text)) = lists.iter().find(|(seen, _)| std::ptr::eq(*seen, key)) {
-                return text.clone();
-            }
-            let text = serde_json::to_string(&list[..]).unwrap_or_default();
-            lists.push((key, text.clone()));
-            text
-        };
+        let rows: &[EventInsert<'_>] = $rows;
+        let list_json = |list: &[String]| serde_json::to_string(list).unwrap_or_default();
         $query.push(
             "INSERT INTO target_history (gun, name, role, version, change, sha256, length, signer_keys, \
              signer_canonical_ids, principal, audit_seq, created_at) ",
         );
-        $query.push_values($rows, |mut row, (event, principal, audit_seq, at): EventInsert<'_>| {
-            row.push_bind(gun.to_owned())
-                .push_bind(event.name.clone())
-                .push_bind(event.role.clone())
-                .push_bind(event.version)
-                .push_bind(event.change.clone())
-                .push_bind(event.sha256.clone())
-                .push_bind(event.length)
-                .push_bind(list_json(&event.signer_keys))
-                .push_bind(list_json(&event.signer_canonical_ids))
-                .push_bind(principal.map(str::to_owned))
-                .push_bind(audit_seq)
-                .push_bind(<$d>::time(at));
-        });
+        match rows.first() {
+            Some((first, principal, audit_seq, at)) if one_run(rows) => {
+                $query.push("SELECT ");
+                $query.push_bind(gun.to_owned());
+                $query.push(", v.column1, ");
+                $query.push_bind(first.role.clone());
+                $query.push(", ");
+                $query.push_bind(first.version);
+                $query.push(", v.column2, v.column3, v.column4, ");
+                $query.push_bind(list_json(&first.signer_keys));
+                $query.push(", ");
+                $query.push_bind(list_json(&first.signer_canonical_ids));
+                $query.push(", ");
+                $query.push_bind(principal.map(str::to_owned));
+                $query.push(", ");
+                $query.push_bind(*audit_seq);
+                $query.push(", ");
+                $query.push_bind(<$d>::time(*at));
+                $query.push(" FROM (");
+                $query.push_values(rows, |mut row, (event, _, _, _)| {
+                    row.push_bind(event.name.clone())
+                        .push_bind(event.change.clone())
+                        .push_bind(event.sha256.clone())
+                        .push_bind(event.length);
+                });
+                $query.push(") AS v");
+            }
+            _ => {
+                $query.push_values(rows, |mut row, (event, principal, audit_seq, at)| {
+                    row.push_bind(gun.to_owned())
+                        .push_bind(event.name.clone())
+                        .push_bind(event.role.clone())
+                        .push_bind(event.version)
+                        .push_bind(event.change.clone())
+                        .push_bind(event.sha256.clone())
+                        .push_bind(event.length)
+                        .push_bind(list_json(&event.signer_keys))
+                        .push_bind(list_json(&event.signer_canonical_ids))
+                        .push_bind(principal.map(str::to_owned))
+                        .push_bind(*audit_seq)
+                        .push_bind(<$d>::time(*at));
+                });
+            }
+        }
     }};
 }
 
-/// Inserts one chunk `$chunk` (a `Vec<EventInsert>` of at most [`INSERT_CHUNK`] rows) of `$gun`'s
+/// Inserts one chunk `$chunk` (a `Vec<EventInsert>` of at most [`HISTORY_CHUNK`] rows) of `$gun`'s
 /// target history in transaction `$tx` of dialect `$d`.
 macro_rules! insert_history_chunk {
     ($d:ty, $tx:expr, $gun:expr, $chunk:expr) => {{
         let chunk: Vec<EventInsert<'_>> = $chunk;
         let mut query = QueryBuilder::<<$d as Dialect>::Db>::new("");
-        push_history_rows!($d, query, $gun, chunk);
+        push_history_rows!($d, query, $gun, &chunk);
         query.build().execute(&mut **$tx).await.map_err(from_sqlx)?;
     }};
 }
@@ -1224,7 +1270,7 @@ impl Store for SqlStore {
                     );
                 }
                 loop {
-                    let chunk = streamed.next_events(&update.files, INSERT_CHUNK).map_err(StoreError::Internal)?;
+                    let chunk = streamed.next_events(&update.files, HISTORY_CHUNK).map_err(StoreError::Internal)?;
                     if chunk.is_empty() {
                         break;
                     }
@@ -2174,7 +2220,7 @@ impl Store for SqlStore {
                 gun,
                 grants.iter().map(|grant| (&grant.grant, None, None, grant.created_at, grant.superseded_at)).collect()
             );
-            for chunk in history.chunks(INSERT_CHUNK) {
+            for chunk in history.chunks(HISTORY_CHUNK) {
                 insert_history_chunk!(
                     D,
                     &mut tx,

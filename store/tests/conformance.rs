@@ -69,6 +69,7 @@ conformance!(
     audit_entries_are_written_with_their_change,
     audit_appends_are_gapless_under_concurrency,
     grants_and_target_history,
+    target_history_rows_keep_their_values_and_order,
     checkpoints_and_signing_key,
     account_changes_are_recorded_only_when_they_happen,
 );

@@ -50,6 +50,46 @@ fn forty_thousand_paths_in_one_delegation_are_refused_by_the_limit() {
 }
 
 #[test]
+fn the_first_delegation_over_a_limit_is_named_whatever_the_shape_of_the_section() {
+    let repo = Repo::new();
+    let state = published(&repo, &repo.targets(2, json!({}), no_delegations()));
+    let many_keyids: Vec<String> = (0..300).map(|index| format!("{index:064x}")).collect();
+    let many_paths: Vec<String> = (0..1001).map(|index| format!("p{index}/")).collect();
+    let keyids_error = "targets delegation \"targets/keys\" key IDs: 300 is more than the limit max_role_keyids = 256";
+    let paths_error =
+        "targets delegation \"targets/wide\" paths: 1001 is more than the limit max_delegation_paths = 1000";
+    let unnamed_error =
+        "targets delegation \"(unnamed)\" paths: 1001 is more than the limit max_delegation_paths = 1000";
+    let cases = [
+        // The usual shape, read in one pass: the first entry over a limit, key IDs before paths.
+        (
+            json!([{"keyids": [], "name": "targets/ok", "paths": [""], "threshold": 1},
+                   {"keyids": many_keyids, "name": "targets/keys", "paths": many_paths, "threshold": 1},
+                   {"keyids": [], "name": "targets/wide", "paths": many_paths, "threshold": 1}]),
+            keyids_error,
+        ),
+        (
+            json!([{"keyids": [], "name": "targets/wide", "paths": many_paths, "threshold": 1},
+                   {"keyids": many_keyids, "name": "targets/keys", "paths": [], "threshold": 1}]),
+            paths_error,
+        ),
+        (json!([{"keyids": [], "name": null, "paths": many_paths, "threshold": 1}]), unnamed_error),
+        // Other shapes, counted member by member: a list among the entries counts as an entry
+        // without members, and a name that is not a string as no name.
+        (
+            json!([["targets/list", many_keyids, many_paths],
+                   {"keyids": [], "name": "targets/wide", "paths": many_paths, "threshold": 1}]),
+            paths_error,
+        ),
+        (json!([{"keyids": [], "name": 7, "paths": many_paths, "threshold": 1}]), unnamed_error),
+    ];
+    for (roles, error) in cases {
+        let targets = unsigned_targets(json!({"keys": {}, "roles": roles}));
+        refused(&state, &[("targets", &targets)], UpdateError::BadTargets(error.into()));
+    }
+}
+
+#[test]
 fn a_body_of_empty_arrays_is_refused_before_it_is_parsed() {
     let repo = Repo::new();
     let state = published(&repo, &repo.targets(2, json!({}), no_delegations()));

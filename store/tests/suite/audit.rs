@@ -203,6 +203,84 @@ pub(crate) async fn grants_and_target_history(store: Arc<dyn Store>) {
     assert_eq!(store.grants(GUN, Some(between)).await.expect("still in the past").len(), 2);
 }
 
+/// Target events of two files, streamed a chunk at a time: `first` events of `targets/a`, then
+/// three of `targets/b`, each call giving events of one file only (as the server's source does).
+struct TwoFiles {
+    first: usize,
+    given: usize,
+}
+
+fn file_event(role: &str, index: usize, signers: &[&str]) -> NewTargetEvent {
+    NewTargetEvent {
+        name: format!("t{index:05}"),
+        role: role.into(),
+        version: if role == "targets/a" { 3 } else { 8 },
+        change: if index.is_multiple_of(3) { "removed".into() } else { "added".into() },
+        sha256: (!index.is_multiple_of(5)).then(|| format!("{index:064x}")),
+        length: (!index.is_multiple_of(7)).then(|| i64::try_from(index).expect("small")),
+        signer_keys: signers.iter().map(|key| (*key).to_owned()).collect::<Vec<_>>().into(),
+        signer_canonical_ids: signers.iter().map(|key| format!("canonical-{key}")).collect::<Vec<_>>().into(),
+    }
+}
+
+impl tufa_store::EventSource for TwoFiles {
+    fn next_events(&mut self, _files: &[tufa_store::NewFile], max: usize) -> Result<Vec<NewTargetEvent>, String> {
+        let total = self.first + 3;
+        let end = if self.given < self.first { self.first.min(self.given + max) } else { total.min(self.given + max) };
+        let events = (self.given..end)
+            .map(|index| match index < self.first {
+                true => file_event("targets/a", index, &["k1", "k2"]),
+                false => file_event("targets/b", index, &["k3"]),
+            })
+            .collect();
+        self.given = end;
+        Ok(events)
+    }
+}
+
+/// Every target-history row is written with exactly its values and in order, whether the rows of
+/// a publish are one file's (their shared values bound once), several files' (each row bound in
+/// full) or streamed in several chunks.
+pub(crate) async fn target_history_rows_keep_their_values_and_order(store: Arc<dyn Store>) {
+    let v1 = Repo::new(1, "v1");
+    let mut first = v1.first_publish(GUN);
+    first.record.entry = first.record.entry.by(Some("alice"));
+    let inline = vec![
+        file_event("targets/a", 1, &["k1"]),
+        file_event("targets/a", 2, &["k1"]),
+        file_event("targets/b", 3, &[]),
+        file_event("targets/a", 4, &["k1", "k2"]),
+    ];
+    first.record.history = inline.clone();
+    store.update(first).await.expect("first publish");
+    let v2 = Repo::new(2, "v2");
+    let mut second = v2.next_publish(GUN, 1);
+    let streamed_count = 4_500;
+    second.record.streamed =
+        Some(tufa_store::StreamedEvents::new(Box::new(TwoFiles { first: streamed_count, given: 0 })));
+    store.update(second).await.expect("second publish");
+
+    let written = store.history_of_entries(0, 1).await.expect("history");
+    let mut expected: Vec<(NewTargetEvent, Option<&str>, Option<i64>)> =
+        inline.into_iter().map(|event| (event, Some("alice"), Some(0))).collect();
+    let mut source = TwoFiles { first: streamed_count, given: 0 };
+    loop {
+        let chunk = tufa_store::EventSource::next_events(&mut source, &[], 1_000).expect("events");
+        if chunk.is_empty() {
+            break;
+        }
+        expected.extend(chunk.into_iter().map(|event| (event, None, Some(1))));
+    }
+    let got: Vec<(NewTargetEvent, Option<&str>, Option<i64>)> =
+        written.iter().map(|row| (row.event.clone(), row.principal.as_deref(), row.audit_seq)).collect();
+    assert_eq!(got.len(), expected.len());
+    for (index, (got, expected)) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(got, expected, "row {index}");
+    }
+    assert!(written.windows(2).all(|pair| pair[0].id < pair[1].id), "rows are in id order");
+    assert!(written.iter().all(|row| row.gun == GUN));
+}
+
 pub(crate) async fn checkpoints_and_signing_key(store: Arc<dyn Store>) {
     assert_eq!(store.audit_signing_key().await.expect("none"), None);
     let key = AuditSigningKey {
