@@ -284,10 +284,22 @@ impl Service {
         let (state, validated) =
             verified.map_err(|error| ApiError::Internal(format!("update verification stopped: {error}")))?;
         let validated = validated.map_err(ApiError::InvalidUpdate)?;
+        // A file no newer than the one it replaces is refused now, as the store would refuse it, before the
+        // record reads the stored one against it: for a large file, as much memory and a pass as long again.
         let previous = match previous {
-            Some(previous) => previous?,
-            None => self.replaced_files(gun, &replaced).await?,
+            Some(previous) => {
+                let previous = previous?;
+                refuse_old_versions(&validated.files, |role| previous.get(role).map(|(version, _)| *version))?;
+                previous
+            }
+            None => {
+                let stored: BTreeMap<String, i64> =
+                    self.store.current_versions(gun.as_str()).await?.into_iter().collect();
+                refuse_old_versions(&validated.files, |role| stored.get(role).copied())?;
+                self.replaced_files(gun, &replaced).await?
+            }
         };
+        let previous = previous.into_iter().map(|(role, (_, data))| (role, data)).collect();
         // The stored root and snapshot, read although an update may replace them, are not needed
         // any more once it is validated.
         let mut state = state;
@@ -401,13 +413,14 @@ impl Service {
         Ok(current)
     }
 
-    /// The stored versions of the targets files `roles` that an update replaces, by role.
-    async fn replaced_files(&self, gun: &Gun, roles: &[String]) -> Result<BTreeMap<String, Vec<u8>>, ApiError> {
+    /// The stored versions of the targets files `roles` that an update replaces, by role: their version
+    /// numbers and bytes.
+    async fn replaced_files(&self, gun: &Gun, roles: &[String]) -> Result<BTreeMap<String, (i64, Vec<u8>)>, ApiError> {
         let mut previous = BTreeMap::new();
         if !roles.is_empty() {
             let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
             for stored in self.store.current_many(gun.as_str(), &roles).await? {
-                previous.insert(stored.role, stored.data);
+                previous.insert(stored.role, (stored.version, stored.data));
             }
         }
         Ok(previous)
@@ -642,5 +655,14 @@ impl Service {
         // it is this entry, appended once its owner is recorded.
         self.store.append_audit(audit::key_record(gun.as_str(), role.as_str(), &canonical_id, rotate, who)).await?;
         Ok(key)
+    }
+}
+
+/// Refuses, as the store would, an update with a file no newer than the current version of its role
+/// (`stored(role)`).
+fn refuse_old_versions(files: &[update::NewFile], stored: impl Fn(&str) -> Option<i64>) -> Result<(), ApiError> {
+    match files.iter().find(|file| stored(file.role.as_str()).is_some_and(|version| version >= file.version)) {
+        Some(file) => Err(tufa_store::StoreError::OldVersion { role: file.role.to_string() }.into()),
+        None => Ok(()),
     }
 }

@@ -268,6 +268,9 @@ pub trait Store: Send + Sync + 'static {
     /// All current files of `gun`, ordered by role.
     async fn current_all(&self, gun: &str) -> Result<Vec<StoredFile>, StoreError>;
 
+    /// The role and version of every current file of `gun`, ordered by role, without their bytes.
+    async fn current_versions(&self, gun: &str) -> Result<Vec<(String, i64)>, StoreError>;
+
     /// The stored file of `gun` and `role` whose SHA-256 is `sha256_hex` (lowercase).
     async fn by_checksum(&self, gun: &str, role: &str, sha256_hex: &str) -> Result<Option<StoredFile>, StoreError>;
 

@@ -1184,6 +1184,13 @@ impl Store for SqlStore {
         per_dialect!(&self.pools, |pools, D| convert(D::current_many(pools, gun, roles).await?, FileRow::into_file))
     }
 
+    async fn current_versions(&self, gun: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        const SQL: &str = "SELECT role, version FROM current_files WHERE gun = $1 ORDER BY role";
+        per_dialect!(&self.pools, |pools, D| {
+            sqlx::query_as::<_, (String, i64)>(SQL).bind(gun).fetch_all(D::reader(pools)).await.map_err(from_sqlx)
+        })
+    }
+
     async fn current_all(&self, gun: &str) -> Result<Vec<StoredFile>, StoreError> {
         const SQL: &str = concat!("SELECT ", file_columns!(), current_join!(), "WHERE c.gun = $1 ORDER BY c.role");
         per_dialect!(&self.pools, |pools, D| {
