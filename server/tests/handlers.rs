@@ -43,6 +43,11 @@ async fn harness() -> Harness {
 
 /// The harness, with `signer` instead of the in-process signer for the service when given.
 async fn harness_with(signer_override: Option<Arc<dyn OnlineSigner>>) -> Harness {
+    harness_configured(signer_override, 256 * 1024).await
+}
+
+/// The harness, with `signer` instead of the in-process signer when given, taking bodies up to `max_body_bytes`.
+async fn harness_configured(signer_override: Option<Arc<dyn OnlineSigner>>, max_body_bytes: usize) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = tufa_store::open_sqlite(&dir.path().join("tufa.db")).await.unwrap();
     let signer = Arc::new(LocalSigner::new(store.clone(), SealingKey::new("test".into(), &[9; 32]).unwrap()));
@@ -52,7 +57,7 @@ async fn harness_with(signer_override: Option<Arc<dyn OnlineSigner>>) -> Harness
             signer_override.unwrap_or_else(|| signer.clone()),
             ServiceSettings { key_algorithm: Algorithm::Ecdsa, limits: Limits::default() },
         ),
-        http: Arc::new(HttpSettings { max_body_bytes: 256 * 1024, ..HttpSettings::default() }),
+        http: Arc::new(HttpSettings { max_body_bytes, ..HttpSettings::default() }),
         metrics: Arc::new(Metrics::default()),
         auth: Arc::new(tufa_server::auth::Authenticator::None),
     };
@@ -293,6 +298,32 @@ async fn bad_requests_get_notary_codes_and_change_nothing() {
     }
     assert_eq!(harness.get(&timestamp_path).await.body, before, "nothing may change");
     assert_eq!(harness.get(&format!("/v2/{GUN}/_trust/tuf/targets.json")).await.body, targets);
+}
+
+#[tokio::test]
+async fn a_targets_file_no_newer_than_the_stored_one_is_refused_small_or_large() {
+    let harness = harness_configured(None, 4 * 1024 * 1024).await;
+    let repo = Repo::new();
+    let (root, small, _) = first_publish(&harness, &repo).await;
+    // A targets file over 256 KiB: its record is read after verification, so its version is checked first.
+    let entries: serde_json::Map<String, Value> =
+        (0..3000).map(|index| (format!("release/v{index}"), target(format!("content {index}").as_bytes()))).collect();
+    let large = repo.targets(3, Value::Object(entries), no_delegations());
+    assert!(large.len() > 256 * 1024, "{}", large.len());
+    let snapshot = repo.snapshot(3, &[("root", &root), ("targets", &large)]);
+    let reply = harness.post_files(&[("targets", &large), ("snapshot", &snapshot)]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    let timestamp_path = format!("/v2/{GUN}/_trust/tuf/timestamp.json");
+    let before = harness.get(&timestamp_path).await.body;
+    let log_before = harness.store.audit_size().await.unwrap();
+    for (what, targets, version) in [("large", &large, 4), ("small", &small, 5)] {
+        let snapshot = repo.snapshot(version, &[("root", &root), ("targets", targets)]);
+        let reply = harness.post_files(&[("targets", targets), ("snapshot", &snapshot)]).await;
+        assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "VERSION".to_owned()), "{what}");
+    }
+    assert_eq!(harness.get(&timestamp_path).await.body, before, "nothing may change");
+    assert_eq!(harness.get(&format!("/v2/{GUN}/_trust/tuf/targets.json")).await.body, large);
+    assert_eq!(harness.store.audit_size().await.unwrap(), log_before, "a refused update has no record");
 }
 
 #[tokio::test]
