@@ -179,9 +179,11 @@ impl Dialect for Postgres {
             return Ok(());
         }
         let roles: Vec<&str> = files.iter().map(|file| file.role.as_str()).collect();
-        let newest: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT role, MAX(version) FROM tuf_files \
-             WHERE gun = $1 AND role = ANY($2) GROUP BY role",
+        // One MAX per role, correlated: each is a single backward step on the primary key, where
+        // `role = ANY(...) GROUP BY role` would read every version of every role (one per publish).
+        let newest: Vec<(String, Option<i64>)> = sqlx::query_as(
+            "SELECT wanted.role, (SELECT MAX(f.version) FROM tuf_files f WHERE f.gun = $1 AND f.role = wanted.role) \
+             FROM UNNEST($2::text[]) AS wanted (role)",
         )
         .bind(gun)
         .bind(&roles)
@@ -189,7 +191,9 @@ impl Dialect for Postgres {
         .await
         .map_err(from_sqlx)?;
         for file in files {
-            let too_old = newest.iter().any(|(role, version)| *role == file.role && *version >= file.version);
+            let too_old = newest
+                .iter()
+                .any(|(role, version)| *role == file.role && version.is_some_and(|newest| newest >= file.version));
             if too_old {
                 return Err(StoreError::OldVersion { role: file.role.clone() });
             }

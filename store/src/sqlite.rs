@@ -190,16 +190,23 @@ impl Dialect for Sqlite {
         if files.is_empty() {
             return Ok(());
         }
-        let mut query = QueryBuilder::<sqlx::Sqlite>::new("SELECT role, MAX(version) FROM tuf_files WHERE gun = ");
-        query.push_bind(gun).push(" AND role IN (");
-        let mut list = query.separated(", ");
+        // One MAX per role, correlated: SQLite answers each with a single seek to the end of the role's
+        // versions, where `role IN (...) GROUP BY role` would read every version of every role.
+        let mut query = QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT wanted.column1, (SELECT MAX(f.version) FROM tuf_files f WHERE f.gun = ",
+        );
+        query.push_bind(gun).push(" AND f.role = wanted.column1) FROM (");
+        query.push_values(files, |mut row, file| {
+            row.push_bind(file.role.as_str());
+        });
+        query.push(") AS wanted");
+        let newest: Vec<(String, Option<i64>)> =
+            query.build_query_as().fetch_all(&mut **tx).await.map_err(from_sqlx)?;
         for file in files {
-            list.push_bind(file.role.as_str());
-        }
-        query.push(") GROUP BY role");
-        let newest: Vec<(String, i64)> = query.build_query_as().fetch_all(&mut **tx).await.map_err(from_sqlx)?;
-        for file in files {
-            if newest.iter().any(|(role, version)| *role == file.role && *version >= file.version) {
+            if newest
+                .iter()
+                .any(|(role, version)| *role == file.role && version.is_some_and(|newest| newest >= file.version))
+            {
                 return Err(StoreError::OldVersion { role: file.role.clone() });
             }
         }
