@@ -147,7 +147,8 @@ async fn serve_plugin_removes_its_socket_on_shutdown() {
     assert!(!config.socket.exists(), "the socket is removed");
 }
 
-/// A fake Docker daemon: `GET /images/{name}/json` for one image, 404 otherwise, 500 for "broken".
+/// A fake Docker daemon: `GET /images/{name}/json` for one image, 404 otherwise, 500 for "broken"; `GET
+/// /networks/{id}` for the host network (by ID), an overlay and one answer without a driver.
 async fn fake_daemon(listener: UnixListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { return };
@@ -164,6 +165,15 @@ async fn fake_daemon(listener: UnixListener) {
                     "/images/broken/json" => (StatusCode::INTERNAL_SERVER_ERROR, r#"{"message":"boom"}"#.to_owned()),
                     "/images/name%20with%20space/json" => {
                         (StatusCode::OK, r#"{"RepoTags":null,"RepoDigests":[]}"#.to_owned())
+                    }
+                    "/networks/tv84yaq74tb7s76ghu5a29qiz" => (
+                        StatusCode::OK,
+                        r#"{"Name":"host","Id":"tv84yaq74tb7s76ghu5a29qiz","Scope":"local","Driver":"host","IPAM":{"Driver":"default","Config":[]}}"#.to_owned(),
+                    ),
+                    "/networks/ingress" => (StatusCode::OK, r#"{"Name":"ingress","Scope":"swarm","Driver":"overlay"}"#.to_owned()),
+                    "/networks/odd" => (StatusCode::OK, r#"{"Name":"odd"}"#.to_owned()),
+                    path if path.starts_with("/networks/") => {
+                        (StatusCode::NOT_FOUND, r#"{"message":"network absent not found"}"#.to_owned())
                     }
                     _ => (StatusCode::NOT_FOUND, r#"{"message":"No such image"}"#.to_owned()),
                 };
@@ -193,4 +203,16 @@ async fn the_daemon_client_reads_repo_tags_and_digests() {
         client.image_repo_digests("broken").await,
         Err(r#"the daemon answered 500 Internal Server Error: {"message":"boom"}"#.to_owned())
     );
+}
+
+#[tokio::test]
+async fn the_daemon_client_reads_network_drivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    tokio::spawn(fake_daemon(UnixListener::bind(&socket).unwrap()));
+    let client = UnixDaemonClient::new(socket);
+    assert_eq!(client.network_driver("tv84yaq74tb7s76ghu5a29qiz").await, Ok(Some("host".to_owned())));
+    assert_eq!(client.network_driver("ingress").await, Ok(Some("overlay".to_owned())));
+    assert_eq!(client.network_driver("absent").await, Ok(None));
+    assert_eq!(client.network_driver("odd").await, Err("the daemon's network answer has no Driver".to_owned()));
 }
