@@ -219,3 +219,55 @@ fn the_plugin_allows_trusted_images_and_denies_the_rest_in_a_real_dockerd() {
     let images_listed = daemon.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert_eq!(images_listed.stdout.lines().count(), 2, "only v1 and its local tag v2: {images_listed}");
 }
+
+#[test]
+fn with_swarm_allowed_services_are_checked_like_pulls_and_containers_in_a_real_dockerd() {
+    let server = tufa::start(Backend::Sqlite);
+    let registry = Registry::start_open();
+    let images = SignedImages::publish(&server, &registry);
+    let (repo, signed, unsigned) = (&images.repository, &images.signed, &images.unsigned);
+    let work = tempfile::tempdir().unwrap();
+    let policy = images.write_policy(&server, "[run-options]\nswarm = true\n");
+    let daemon_socket = work.path().join("swarm.sock");
+    let plugin = AuthzPlugin::start(&AuthzPlugin::unique_name("swarm"), &policy, &daemon_socket, &[]);
+    let name = plugin.name().to_owned();
+    let daemon = Dockerd::start("swarm", Some(&name), Some(&daemon_socket));
+    daemon.ok(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+
+    // The signed image as a service is allowed; the unsigned one is denied as its pull would be.
+    daemon.ok(&["service", "create", "--detach", "--no-resolve-image", "--name", "good", signed]);
+    let service = daemon.fails(&["service", "create", "--detach", "--no-resolve-image", unsigned]);
+    let untrusted = format!(
+        "image {unsigned} is not trusted: tag v2 of {repo} is not signed (mode enforced by content-trust.mode)"
+    );
+    assert_eq!(service.stderr.trim(), denied(&name, &untrusted));
+    let update = daemon.fails(&["service", "update", "--detach", "--no-resolve-image", "--image", unsigned, "good"]);
+    assert_eq!(update.stderr.trim(), denied(&name, &untrusted));
+
+    // The service's options follow the run-option rules, whatever swarm allows.
+    let cases: [(&[&str], &str); 2] = [
+        (
+            &["--mount", "type=bind,src=/etc,dst=/host-etc"],
+            "--mount type=bind of host path /etc is not allowed by run-options.bind-mounts (no host paths are \
+             allowed)",
+        ),
+        (&["--cap-add", "SYS_ADMIN"], "--cap-add SYS_ADMIN is not allowed by run-options.capabilities"),
+    ];
+    for (options, message) in cases {
+        let mut args = vec!["service", "create", "--detach", "--no-resolve-image"];
+        args.extend_from_slice(options);
+        args.push(signed);
+        let service = daemon.fails(&args);
+        assert_eq!(service.stderr.trim(), denied(&name, message), "{options:?}");
+    }
+    // The CLI sends --network host as the host network's swarm-scope ID; the plugin asks the daemon what it is.
+    let service = daemon.fails(&["service", "create", "--detach", "--no-resolve-image", "--network", "host", signed]);
+    let prefix = denied(&name, "--network host is not allowed by run-options.host-network (network ");
+    let message = service.stderr.trim();
+    assert!(message.starts_with(&prefix) && message.ends_with(" is the host network)"), "{service}");
+    let id = &message[prefix.len()..message.len() - " is the host network)".len()];
+    assert!(id != "host" && id.bytes().all(|byte| byte.is_ascii_alphanumeric()), "a network ID, not a name: {id}");
+    let services = daemon.ok(&["service", "ls", "--format", "{{.Name}} {{.Image}}"]);
+    assert_eq!(services.stdout.trim(), format!("good {signed}"), "only the allowed service exists");
+    daemon.ok(&["swarm", "leave", "--force"]);
+}
