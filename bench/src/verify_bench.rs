@@ -10,7 +10,7 @@
 //! (defaults: the tufa-server next to this binary, 64 repositories, 32 clients, 500 requests each).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,8 +18,12 @@ use serde_json::{Map, Value, json};
 
 #[path = "lean_http.rs"]
 mod lean_http;
+#[path = "process.rs"]
+#[expect(dead_code, unused_imports, reason = "the shared module also serves the signer benchmark's needs")]
+mod process;
 #[path = "signed.rs"]
 mod signed;
+use process::Server;
 use signed::{Key, expires, meta, multipart, new_private, sign};
 use tufa_core::keys::PublicKey;
 
@@ -102,55 +106,20 @@ fn first_publish(root: &Key, timestamp: &PublicKey, content: &[u8]) -> Result<Ve
     Ok(vec![("root".to_owned(), root_file), ("targets".to_owned(), targets), ("snapshot".to_owned(), snapshot)])
 }
 
-/// A child process killed on drop, with its log.
-struct Process {
-    child: Child,
-    log: PathBuf,
-    label: &'static str,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Process {
-    fn start(label: &'static str, command: &mut Command, log: PathBuf) -> Result<Process, String> {
-        let file = std::fs::File::create(&log).map_err(|error| error.to_string())?;
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .map_err(|error| format!("cannot start {label}: {error}"))?;
-        Ok(Process { child, log, label })
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let start = text.len().saturating_sub(2000);
-        text.get(start..).unwrap_or_default().to_owned()
-    }
-
-    /// A keep-alive HTTPS client trusting `ca`, once `url` answers 200.
-    async fn ready(&mut self, ca: &Path, url: &str) -> Result<reqwest::Client, String> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("{} exited with {status}: {}", self.label, self.log_tail()));
-            }
-            if let Ok(client) = client(ca)
-                && let Ok(response) = client.get(url).send().await
-                && response.status().is_success()
-            {
-                return Ok(client);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+/// A keep-alive HTTPS client trusting `ca`, once `url` of `server` answers 200.
+async fn ready(server: &mut Server, ca: &Path, url: &str) -> Result<reqwest::Client, String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        server.check_running()?;
+        if let Ok(client) = client(ca)
+            && let Ok(response) = client.get(url).send().await
+            && response.status().is_success()
+        {
+            return Ok(client);
         }
-        Err(format!("{} did not become ready: {}", self.label, self.log_tail()))
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Err(format!("{url} did not answer within 60 s; the log ends with:\n{}", server.log_tail()))
 }
 
 /// An HTTPS client (HTTP/1.1 keep-alive) trusting only the CA in `ca`.
@@ -185,29 +154,6 @@ async fn requests_served(http: &reqwest::Client, url: &str) -> Result<u64, Strin
     Ok(total)
 }
 
-/// `POST /v1/verify` of `image`; the latency, after checking that the answer is trusted with
-/// `digest`.
-async fn verify(http: &reqwest::Client, url: &str, image: &str, digest: &str) -> Result<Duration, String> {
-    let started = Instant::now();
-    let response = http
-        .post(format!("{url}/v1/verify"))
-        .header("content-type", "application/json")
-        .body(json!({"image": image}).to_string())
-        .send()
-        .await
-        .map_err(|error| format!("{image}: {error}"))?;
-    let status = response.status();
-    let body: Value = response.json().await.map_err(|error| format!("{image}: {error}"))?;
-    let elapsed = started.elapsed();
-    if status != reqwest::StatusCode::OK
-        || body.get("trusted") != Some(&json!(true))
-        || body.get("digest") != Some(&json!(digest))
-    {
-        return Err(format!("{image}: expected trusted with {digest}, got HTTP {status}: {body}"));
-    }
-    Ok(elapsed)
-}
-
 /// Sends the prepared `POST /v1/verify` `request` on `connection`; the latency, after checking that the
 /// answer is trusted with `digest`.
 async fn lean_verify(connection: &mut lean_http::Connection, request: &[u8], digest: &str) -> Result<Duration, String> {
@@ -237,18 +183,14 @@ fn ms(duration: Duration) -> String {
 
 async fn run(options: Options) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|error| error.to_string())?;
-    let port = tufa_testkit::process::free_port()?;
+    let port = process::free_port()?;
     let trust_url = format!("https://127.0.0.1:{port}");
     let trust_data = dir.path().join("trust-data");
-    let mut trust = Process::start(
-        "tufa-server",
-        Command::new(&options.server)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--log-level", "warn", "--data-dir"])
-            .arg(&trust_data),
-        dir.path().join("tufa-server.log"),
-    )?;
+    let mut command = Command::new(&options.server);
+    command.args(["--listen", &format!("127.0.0.1:{port}"), "--log-level", "warn", "--data-dir"]).arg(&trust_data);
+    let mut trust = Server::start("tufa-server", command, &dir.path().join("tufa-server.log"))?;
     let trust_ca = trust_data.join("tls").join("ca.crt");
-    let http = trust.ready(&trust_ca, &format!("{trust_url}/_notary_server/health")).await?;
+    let http = ready(&mut trust, &trust_ca, &format!("{trust_url}/_notary_server/health")).await?;
 
     // One root key for every repository (each with its own certificate, as notary makes them).
     let root_private = new_private()?;
@@ -295,40 +237,25 @@ async fn run(options: Options) -> Result<(), String> {
         ),
     )
     .map_err(|error| error.to_string())?;
-    let verify_port = tufa_testkit::process::free_port()?;
+    let verify_port = process::free_port()?;
     let verify_url = format!("https://127.0.0.1:{verify_port}");
     let verify_data = dir.path().join("verify-data");
-    let mut verifier = Process::start(
-        "verify-server",
-        Command::new(&options.server)
-            .args(["--listen", &format!("127.0.0.1:{verify_port}"), "--log-level", "warn", "--data-dir"])
-            .arg(&verify_data)
-            .arg("verify-server")
-            .arg("--policy")
-            .arg(&policy)
-            .arg("--trust-server")
-            .arg(&trust_url)
-            .arg("--trust-ca")
-            .arg(&trust_ca),
-        dir.path().join("verify-server.log"),
-    )?;
+    let mut command = Command::new(&options.server);
+    command
+        .args(["--listen", &format!("127.0.0.1:{verify_port}"), "--log-level", "warn", "--data-dir"])
+        .arg(&verify_data)
+        .arg("verify-server")
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--trust-server")
+        .arg(&trust_url)
+        .arg("--trust-ca")
+        .arg(&trust_ca);
+    let mut verifier = Server::start("verify-server", command, &dir.path().join("verify-server.log"))?;
     let verify_ca = verify_data.join("tls").join("ca.crt");
-    let cold_client = verifier.ready(&verify_ca, &format!("{verify_url}/healthz")).await?;
-
-    // Cold: each repository's first verification, one at a time, counting the trust server's requests.
-    let mut cold = Vec::with_capacity(images.len());
-    let mut round_trips = Vec::with_capacity(images.len());
-    for (image, digest) in &images {
-        let before = requests_served(&http, &trust_url).await?;
-        cold.push(verify(&cold_client, &verify_url, image, digest).await?);
-        // The metrics request itself is counted once it has been answered, so subtract it.
-        round_trips.push(requests_served(&http, &trust_url).await?.saturating_sub(before).saturating_sub(1));
-    }
-    cold.sort();
-    round_trips.sort_unstable();
-
-    // Cache hits: every client its own keep-alive connection (a lean HTTP/1.1 client, so that the load
-    // generator leaves the shared CPUs to the server), all repositories cached.
+    ready(&mut verifier, &verify_ca, &format!("{verify_url}/healthz")).await?;
+    // Every verification goes over a lean HTTP/1.1 keep-alive client, so that the load generator leaves the
+    // shared CPUs to the server; each request is prepared once.
     let address = format!("127.0.0.1:{verify_port}");
     let tls = lean_http::tls_config(&verify_ca)?;
     let prepared: Vec<(Vec<u8>, String)> = images
@@ -337,6 +264,21 @@ async fn run(options: Options) -> Result<(), String> {
             (lean_http::post_json(&address, "/v1/verify", &json!({"image": image}).to_string()), digest.clone())
         })
         .collect();
+
+    // Cold: each repository's first verification, one at a time, counting the trust server's requests.
+    let mut cold = Vec::with_capacity(prepared.len());
+    let mut round_trips = Vec::with_capacity(prepared.len());
+    let mut cold_connection = lean_http::Connection::open(&address, "127.0.0.1", tls.clone()).await?;
+    for (request, digest) in &prepared {
+        let before = requests_served(&http, &trust_url).await?;
+        cold.push(lean_verify(&mut cold_connection, request, digest).await?);
+        // The metrics request itself is counted once it has been answered, so subtract it.
+        round_trips.push(requests_served(&http, &trust_url).await?.saturating_sub(before).saturating_sub(1));
+    }
+    cold.sort();
+    round_trips.sort_unstable();
+
+    // Cache hits: every client its own keep-alive connection, all repositories cached.
     let prepared = Arc::new(prepared);
     let mut connections = Vec::with_capacity(options.clients);
     for _ in 0..options.clients {
