@@ -150,6 +150,27 @@ fn sentence(output: &CommandOutput) -> (i32, String) {
 }
 
 /// The policy pinning `pattern` to `root_key`, enforced, with `extra` appended.
+/// The JSON answer for `image` signed with `digest` (hex) by one `role` with `key`.
+fn trusted(image: &str, digest: &str, role: &str, key: &str) -> Value {
+    let tag = image.rsplit_once(':').map_or(image, |(_, tag)| tag);
+    let repository = image.rsplit_once(':').map_or(image, |(repository, _)| repository);
+    json!({
+        "image": image,
+        "trusted": true,
+        "allowed": true,
+        "digest": format!("sha256:{digest}"),
+        "roles": [role],
+        "keys": [key],
+        "reason": format!("tag {tag} of {repository} is signed with digest sha256:{digest} by {role}"),
+    })
+}
+
+/// The JSON answer for `image`, not trusted (and allowed or not) for `reason`.
+fn untrusted(image: &str, allowed: bool, reason: &str) -> Value {
+    json!({"image": image, "trusted": false, "allowed": allowed, "digest": null, "roles": [], "keys": [],
+        "reason": reason})
+}
+
 fn pinned_policy(pattern: &str, root_key: &str, extra: &str) -> String {
     format!(
         "[content-trust]\nmode = \"enforced\"\n\n[content-trust.trust-pinning.root-keys]\n\"{pattern}\" = [\"{root_key}\"]\n\n{extra}"
@@ -177,18 +198,7 @@ fn tufa_server_verify_judges_what_notary_published() {
     let output = setup.verify(&format!("{APP}:v1"), &policy, &state, true);
     assert_eq!(
         json_answer(&output),
-        (
-            0,
-            json!({
-                "image": format!("{APP}:v1"),
-                "trusted": true,
-                "allowed": true,
-                "digest": format!("sha256:{}", top.digest),
-                "roles": ["targets"],
-                "keys": [targets_key],
-                "reason": format!("tag v1 of {APP} is signed with digest sha256:{} by targets", top.digest),
-            })
-        ),
+        (0, trusted(&format!("{APP}:v1"), &top.digest, "targets", &targets_key)),
         "{output}"
     );
     let output = setup.verify(&format!("{APP}:v1"), &policy, &state, false);
@@ -230,18 +240,7 @@ fn tufa_server_verify_judges_what_notary_published() {
     let output = setup.verify(&format!("{APP}:v2"), &policy, &state, true);
     assert_eq!(
         json_answer(&output),
-        (
-            0,
-            json!({
-                "image": format!("{APP}:v2"),
-                "trusted": true,
-                "allowed": true,
-                "digest": format!("sha256:{}", released.digest),
-                "roles": [RELEASES],
-                "keys": [releases_key],
-                "reason": format!("tag v2 of {APP} is signed with digest sha256:{} by {RELEASES}", released.digest),
-            })
-        ),
+        (0, trusted(&format!("{APP}:v2"), &released.digest, RELEASES, &releases_key)),
         "{output}"
     );
     let output = setup.verify(&format!("{APP}@sha256:{}", released.digest), &policy, &state, false);
@@ -291,17 +290,13 @@ fn tufa_server_verify_judges_what_notary_published() {
     assert_eq!(status, 1, "{output}");
     assert_eq!(
         answer,
-        json!({
-            "image": format!("{APP}:v9"),
-            "trusted": false,
-            "allowed": false,
-            "digest": null,
-            "roles": [],
-            "keys": [],
-            "reason": format!(
+        untrusted(
+            &format!("{APP}:v9"),
+            false,
+            &format!(
                 "image {APP}:v9 is not trusted: tag v9 of {APP} is not signed (mode enforced by content-trust.mode)"
-            ),
-        })
+            )
+        )
     );
     let output = setup.verify(&format!("{APP}:v9"), &policy, &state, false);
     assert_eq!(
@@ -374,15 +369,11 @@ fn tufa_server_verify_judges_what_notary_published() {
         json_answer(&output),
         (
             0,
-            json!({
-                "image": "registry.example.com/debug/shell:latest",
-                "trusted": false,
-                "allowed": true,
-                "digest": null,
-                "roles": [],
-                "keys": [],
-                "reason": "not verified: exempt by exemptions.images \"registry.example.com/debug/*\"",
-            })
+            untrusted(
+                "registry.example.com/debug/shell:latest",
+                true,
+                "not verified: exempt by exemptions.images \"registry.example.com/debug/*\""
+            )
         ),
         "{output}"
     );
@@ -499,21 +490,7 @@ fn tufa_server_verify_against_go_notary_server() {
     let output = setup.verify(&format!("{APP}:v2"), &policy, &setup.state("state"), true);
     assert_eq!(
         json_answer(&output),
-        (
-            0,
-            json!({
-                "image": format!("{APP}:v2"),
-                "trusted": true,
-                "allowed": true,
-                "digest": format!("sha256:{}", published.released.digest),
-                "roles": [RELEASES],
-                "keys": [published.releases_key],
-                "reason": format!(
-                    "tag v2 of {APP} is signed with digest sha256:{} by {RELEASES}",
-                    published.released.digest
-                ),
-            })
-        ),
+        (0, trusted(&format!("{APP}:v2"), &published.released.digest, RELEASES, &published.releases_key)),
         "{output}"
     );
     let output = setup.verify(&format!("{APP}:v9"), &policy, &setup.state("state"), false);
@@ -656,35 +633,20 @@ fn verify_server_answers_v1_verify_and_admission_reviews() {
     let (status, answer) = verifier.post("/v1/verify", json!({"image": format!("{APP}:v2")}).to_string().as_bytes());
     assert_eq!(
         (status, answer),
-        (
-            200,
-            json!({
-                "image": format!("{APP}:v2"),
-                "trusted": true,
-                "allowed": true,
-                "digest": format!("sha256:{}", released.digest),
-                "roles": [RELEASES],
-                "keys": [published.releases_key],
-                "reason": format!("tag v2 of {APP} is signed with digest sha256:{} by {RELEASES}", released.digest),
-            })
-        )
+        (200, trusted(&format!("{APP}:v2"), &released.digest, RELEASES, &published.releases_key))
     );
     let (status, answer) = verifier.post("/v1/verify", json!({"image": format!("{APP}:v9")}).to_string().as_bytes());
     assert_eq!(
         (status, answer),
         (
             200,
-            json!({
-                "image": format!("{APP}:v9"),
-                "trusted": false,
-                "allowed": false,
-                "digest": null,
-                "roles": [],
-                "keys": [],
-                "reason": format!(
+            untrusted(
+                &format!("{APP}:v9"),
+                false,
+                &format!(
                     "image {APP}:v9 is not trusted: tag v9 of {APP} is not signed (mode enforced by content-trust.mode)"
-                ),
-            })
+                )
+            )
         )
     );
     // Bad input: 400 with the reason.
@@ -896,18 +858,14 @@ fn tufa_server_verify_refuses_rolled_back_trust_data() {
         json_answer(&output),
         (
             1,
-            json!({
-                "image": format!("{APP}:v1"),
-                "trusted": false,
-                "allowed": false,
-                "digest": null,
-                "roles": [],
-                "keys": [],
-                "reason": format!(
+            untrusted(
+                &format!("{APP}:v1"),
+                false,
+                &format!(
                     "image {APP}:v1 is not trusted: timestamp version {old_timestamp} of {APP} is older than the \
                      {new_timestamp} already seen (rollback) (mode enforced by content-trust.mode)"
-                ),
-            })
+                )
+            )
         )
     );
     // A fresh verifier has no memory of v2 and accepts the old data.
@@ -1029,14 +987,7 @@ fn tufa_server_verify_refuses_expired_trust_data() {
         "image {gun}:v1 is not trusted: targets of {gun} expired at {targets_expire} (mode enforced by content-trust.mode)"
     );
     let output = setup.verify(&format!("{gun}:v1"), &policy, &state, true);
-    assert_eq!(
-        json_answer(&output),
-        (
-            1,
-            json!({"image": format!("{gun}:v1"), "trusted": false, "allowed": false, "digest": null, "roles": [],
-                "keys": [], "reason": expired})
-        )
-    );
+    assert_eq!(json_answer(&output), (1, untrusted(&format!("{gun}:v1"), false, &expired)));
     // allow-expired-cached-trust-data does not apply to data the server serves.
     let output = setup.verify(&format!("{gun}:v1"), &lenient, &state, true);
     let (status, answer) = json_answer(&output);
