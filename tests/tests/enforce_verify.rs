@@ -198,7 +198,7 @@ fn tufa_server_verify_judges_what_notary_published() {
     let output = setup.verify(&format!("{APP}:v1"), &policy, &state, true);
     assert_eq!(
         json_answer(&output),
-        (0, trusted(&format!("{APP}:v1"), &top.digest, "targets", &targets_key)),
+        (0, trusted(&format!("{APP}:v1"), &top.digest, "targets", targets_key)),
         "{output}"
     );
     let output = setup.verify(&format!("{APP}:v1"), &policy, &state, false);
@@ -240,7 +240,7 @@ fn tufa_server_verify_judges_what_notary_published() {
     let output = setup.verify(&format!("{APP}:v2"), &policy, &state, true);
     assert_eq!(
         json_answer(&output),
-        (0, trusted(&format!("{APP}:v2"), &released.digest, RELEASES, &releases_key)),
+        (0, trusted(&format!("{APP}:v2"), &released.digest, RELEASES, releases_key)),
         "{output}"
     );
     let output = setup.verify(&format!("{APP}@sha256:{}", released.digest), &policy, &state, false);
