@@ -684,8 +684,8 @@ fn verify_server_answers_v1_verify_and_admission_reviews() {
             "response": {"uid": "5f4c7e2a-8d1b-4c3e-9a6f-0b2d4e6f8a1c", "allowed": true},
         })
     );
-    let untrusted = format!("{APP}:v9");
-    let review = pod_review("0e9d8c7b-6a5f-4e3d-2c1b-0a9f8e7d6c5b", &[&trusted[1]], &[&untrusted]);
+    let unsigned = format!("{APP}:v9");
+    let review = pod_review("0e9d8c7b-6a5f-4e3d-2c1b-0a9f8e7d6c5b", &[&trusted[1]], &[&unsigned]);
     let (status, answer) = verifier.post("/validate", review.to_string().as_bytes());
     assert_eq!(status, 200);
     assert_eq!(
@@ -729,7 +729,7 @@ fn verify_server_answers_v1_verify_and_admission_reviews() {
             {"op": "replace", "path": "/spec/initContainers/0/image", "value": format!("{APP}@sha256:{}", top.digest)},
         ])
     );
-    let review = pod_review("1b2c3d4e-5f6a-4b7c-8d9e-0f1a2b3c4d5e", &[&trusted[1]], &[&untrusted]);
+    let review = pod_review("1b2c3d4e-5f6a-4b7c-8d9e-0f1a2b3c4d5e", &[&trusted[1]], &[&unsigned]);
     let (status, answer) = verifier.post("/mutate", review.to_string().as_bytes());
     assert_eq!(status, 200);
     assert_eq!(
