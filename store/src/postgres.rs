@@ -92,6 +92,7 @@ pub(crate) async fn open(url: &DatabaseUrl) -> Result<Pools, StoreError> {
 impl Dialect for Postgres {
     const NAME: &'static str = "postgres";
     const BATCH_AS_CTES: bool = true;
+    const UNINDEXED: &'static str = "";
     type Db = sqlx::Postgres;
     type Pools = PgPool;
     type Time = DateTime<Utc>;

@@ -30,6 +30,11 @@ pub(crate) trait Dialect: Sized + 'static {
     /// Whether a [`Batch`] of statements is sent as one statement of `WITH` parts (PostgreSQL)
     /// rather than as one text of several statements (SQLite).
     const BATCH_AS_CTES: bool;
+    /// Written before a column in a `WHERE` term to keep the planner from using an index on it
+    /// (SQLite's unary `+`; empty for PostgreSQL, whose planner has statistics). Without it,
+    /// SQLite picks `grants_gun_idx` for the record's grant statements and walks every grant a
+    /// repository's role ever had, so each publish gets slower than the last.
+    const UNINDEXED: &'static str;
     /// The sqlx database.
     type Db: sqlx::Database;
     /// The connection pools the dialect keeps.
@@ -848,10 +853,12 @@ macro_rules! append_entry {
                 let query = batch.part("superseded");
                 query.push("UPDATE grants SET superseded_at = ");
                 query.push_bind(<$d>::time(at)).push(", superseded_seq = ").push_bind(seq_i64);
+                // Through `grants_active_idx` (the repository's grants in force), not every
+                // grant its roles ever had.
                 query
                     .push(" WHERE gun = ")
                     .push_bind(gun.to_owned())
-                    .push(" AND superseded_at IS NULL AND delegating_role IN (");
+                    .push(format_args!(" AND superseded_at IS NULL AND {}delegating_role IN (", <$d>::UNINDEXED));
                 let mut list = query.separated(", ");
                 for role in &record.superseded_roles {
                     list.push_bind(role.clone());
@@ -908,10 +915,13 @@ macro_rules! append_entry {
                              AND g.delegated_role = v.column2",
                         );
                     } else {
-                        query.push(
+                        // Through `grants_entry_idx` (this entry's grants), not every grant
+                        // of the repository's role.
+                        query.push(format_args!(
                             ") AS v JOIN grants AS g ON g.delegating_role = v.column1 \
-                             AND g.delegated_role = v.column2 WHERE g.gun = ",
-                        );
+                             AND g.delegated_role = v.column2 WHERE {}g.gun = ",
+                            <$d>::UNINDEXED
+                        ));
                         query.push_bind(gun.to_owned()).push(" AND g.audit_seq = ").push_bind(seq_i64);
                     }
                     batch.end();

@@ -125,6 +125,7 @@ pub(crate) async fn open_memory() -> Result<Pools, StoreError> {
 impl Dialect for Sqlite {
     const NAME: &'static str = "sqlite";
     const BATCH_AS_CTES: bool = false;
+    const UNINDEXED: &'static str = "+";
     type Db = sqlx::Sqlite;
     type Pools = SqlitePools;
     type Time = i64;
