@@ -114,6 +114,22 @@ pub fn append(n: u64, leaf: Hash, hashes: &Hashes) -> Result<Vec<(u64, Hash)>, T
     Ok(new.into_iter().zip(first..).map(|(hash, index)| (index, hash)).collect())
 }
 
+/// The stored-hash indexes of the roots of the perfect subtrees that make up the tree of `size`
+/// leaves, largest first: every stored hash that appending further leaves reads is one of them
+/// or is written by those appends.
+pub fn frontier(size: u64) -> Vec<u64> {
+    let mut indexes = Vec::new();
+    let mut start = 0u64;
+    for level in (0..u64::BITS).rev() {
+        let width = 1u64 << level;
+        if size & width != 0 {
+            indexes.push(tlog_tiles::stored_hash_index(u8::try_from(level).unwrap_or(u8::MAX), start >> level));
+            start |= width;
+        }
+    }
+    indexes
+}
+
 /// The stored-hash index of leaf `n`'s own hash.
 pub fn leaf_index(n: u64) -> u64 {
     tlog_tiles::stored_hash_index(0, n)
@@ -289,6 +305,28 @@ mod tests {
             let root = root(size, &fetch(&stored, root_reads(size))).unwrap();
             assert_eq!(root, expected, "stored at {size}");
         }
+    }
+
+    #[test]
+    fn appends_read_only_the_right_edge_and_keeping_it_is_enough() {
+        let (stored, _) = build(300);
+        // An appender that remembers only the right edge, starting from nothing, never misses a
+        // hash it must read, and what it keeps matches what is stored.
+        let mut kept = Hashes::new();
+        for n in 0..300u64 {
+            let reads = append_reads(n);
+            let edge = frontier(n);
+            for index in &reads {
+                assert!(edge.contains(index), "append {n} reads {index}, off the edge {edge:?}");
+                assert_eq!(kept.get(index), stored.get(index), "append {n} reads {index}");
+            }
+            let new = append(n, leaf(n), &fetch(&kept, reads)).unwrap();
+            let mut all = kept.clone();
+            all.extend(new);
+            kept = frontier(n + 1).into_iter().map(|index| (index, all[&index])).collect();
+        }
+        assert_eq!(frontier(0), Vec::<u64>::new());
+        assert_eq!(frontier(6).len(), 2);
     }
 
     #[test]

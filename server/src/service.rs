@@ -80,6 +80,9 @@ fn parse_root(bytes: &[u8]) -> Result<Root, ApiError> {
 /// on the async worker: less than a millisecond of work, cheaper than a hop to the blocking pool.
 const INLINE_RECORD_BYTES: usize = 256 * 1024;
 
+/// The stored versions of targets files an update replaces, by role: version number and bytes.
+type Replaced = BTreeMap<String, (i64, Vec<u8>)>;
+
 /// Most keys one client address may hold for repositories that were never published, when
 /// authentication is off; asking for more drops its oldest such keys.
 pub const MAX_PENDING_KEYS_PER_REQUESTER: usize = 100;
@@ -251,7 +254,15 @@ impl Service {
         requester: &Requester,
     ) -> Result<(), ApiError> {
         let now = Utc::now();
-        let current = self.current_for_update(gun, &uploads).await?;
+        // The record compares the uploaded targets files with the versions they replace. A small
+        // update reads those in the same query as the files its validation needs; a large one
+        // after it is verified, so that the two never sit in memory beside the verification's own.
+        let replaced: Vec<String> =
+            uploads.keys().filter(|role| role.is_targets_type()).map(|role| role.as_str().to_owned()).collect();
+        let small = uploads.values().map(Vec::len).sum::<usize>() <= INLINE_RECORD_BYTES;
+        let (current, previous) =
+            self.current_for_update(gun, &uploads, if small { replaced.as_slice() } else { &[] }).await?;
+        let previous = small.then_some(previous);
         let had_root = current.iter().any(|file| file.role == "root");
         let expected_timestamp_version = current.iter().find(|file| file.role == "timestamp").map(|file| file.version);
         let stored_root = match current.iter().find(|file| file.role == "root") {
@@ -259,12 +270,6 @@ impl Service {
             None => None,
         };
         let state = RepoState::new(current.into_iter().map(|file| (file.role, file.data)));
-        // The record compares the uploaded targets files with the versions they replace. For a small update
-        // those are read while it is verified; a large one reads them after, so that the two never sit in
-        // memory beside the verification's own.
-        let replaced: Vec<String> =
-            uploads.keys().filter(|role| role.is_targets_type()).map(|role| role.as_str().to_owned()).collect();
-        let small = uploads.values().map(Vec::len).sum::<usize>() <= INLINE_RECORD_BYTES;
         // Verification is CPU-bound (parsing, canonical JSON, signatures): it runs on the blocking
         // pool so that it never holds up the async workers serving other requests.
         let verification = {
@@ -275,12 +280,7 @@ impl Service {
                 (state, validated)
             })
         };
-        let (verified, previous) = if small && !replaced.is_empty() {
-            let (verified, previous) = tokio::join!(verification, self.replaced_files(gun, &replaced));
-            (verified, Some(previous))
-        } else {
-            (verification.await, None)
-        };
+        let verified = verification.await;
         let (state, validated) =
             verified.map_err(|error| ApiError::Internal(format!("update verification stopped: {error}")))?;
         let validated = validated.map_err(ApiError::InvalidUpdate)?;
@@ -288,7 +288,6 @@ impl Service {
         // record reads the stored one against it: for a large file, as much memory and a pass as long again.
         let previous = match previous {
             Some(previous) => {
-                let previous = previous?;
                 refuse_old_versions(&validated.files, |role| previous.get(role).map(|(version, _)| *version))?;
                 previous
             }
@@ -378,7 +377,9 @@ impl Service {
     /// The current files of `gun` that validating `uploads` needs: all of them but those the
     /// update replaces, whose bytes validation never reads (the root is always read: a new root
     /// is checked against it). A stored targets file may be as large as an upload, and reading
-    /// one from the database costs it twice over while it is read.
+    /// one from the database costs it twice over while it is read. Beside them, by role, the
+    /// current versions and bytes of `replaced` (uploaded roles the caller wants, read in the
+    /// same query).
     ///
     /// The current files are the roles the current snapshot lists, plus snapshot and timestamp:
     /// so root, snapshot and timestamp are read first, then the other listed roles not uploaded.
@@ -389,19 +390,28 @@ impl Service {
         &self,
         gun: &Gun,
         uploads: &BTreeMap<RoleName, Vec<u8>>,
-    ) -> Result<Vec<StoredFile>, ApiError> {
+        replaced: &[String],
+    ) -> Result<(Vec<StoredFile>, Replaced), ApiError> {
         const BASE: [&str; 3] = ["root", "snapshot", "timestamp"];
-        let mut current = self.store.current_many(gun.as_str(), &BASE).await?;
+        let first: Vec<&str> =
+            BASE.iter().copied().chain(replaced.iter().map(String::as_str).filter(|role| !BASE.contains(role))).collect();
+        let (mut current, previous): (Vec<StoredFile>, Vec<StoredFile>) = self
+            .store
+            .current_many(gun.as_str(), &first)
+            .await?
+            .into_iter()
+            .partition(|file| !replaced.contains(&file.role));
+        let previous: Replaced = previous.into_iter().map(|file| (file.role, (file.version, file.data))).collect();
         let listed = current
             .iter()
             .find(|file| file.role == "snapshot")
             .map(|file| Signed::parse(&file.data).and_then(|signed| Snapshot::from_signed(&signed)));
         let listed = match listed {
-            None => return Ok(current),
+            None => return Ok((current, previous)),
             Some(Ok(snapshot)) => snapshot.meta.into_keys().collect::<Vec<String>>(),
             Some(Err(error)) => {
                 tracing::warn!(gun = %gun, %error, "the stored snapshot is unreadable; reading every current file");
-                return Ok(self.store.current_all(gun.as_str()).await?);
+                return Ok((self.store.current_all(gun.as_str()).await?, previous));
             }
         };
         let uploaded: BTreeSet<&str> = uploads.keys().map(RoleName::as_str).collect();
@@ -410,12 +420,12 @@ impl Service {
         if !rest.is_empty() {
             current.extend(self.store.current_many(gun.as_str(), &rest).await?);
         }
-        Ok(current)
+        Ok((current, previous))
     }
 
     /// The stored versions of the targets files `roles` that an update replaces, by role: their version
     /// numbers and bytes.
-    async fn replaced_files(&self, gun: &Gun, roles: &[String]) -> Result<BTreeMap<String, (i64, Vec<u8>)>, ApiError> {
+    async fn replaced_files(&self, gun: &Gun, roles: &[String]) -> Result<Replaced, ApiError> {
         let mut previous = BTreeMap::new();
         if !roles.is_empty() {
             let roles: Vec<&str> = roles.iter().map(String::as_str).collect();

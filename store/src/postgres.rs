@@ -17,9 +17,9 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Pool};
 
 use crate::error::{from_migrate, from_sqlx};
-use crate::sql::{Dialect, FileRow, Pools, Tx, current_join, file_columns};
+use crate::sql::{Dialect, FileRow, Pools, Tx, UpdateReads, current_join, file_columns, update_reads};
 use crate::validate::{dangling_pointer, to_micros};
-use crate::{CurrentEntry, DatabaseUrl, NewFile, StoreError};
+use crate::{CurrentEntry, DatabaseUrl, NewFile, StoreError, TIMESTAMP_ROLE};
 
 /// How long a caller waits for a pooled connection (or for a new one to be opened) before
 /// the store reports [`StoreError::Unavailable`].
@@ -174,32 +174,27 @@ impl Dialect for Postgres {
         .map_err(from_sqlx)
     }
 
-    /// One query for all roles of the batch.
-    async fn check_versions(tx: &mut Tx<Postgres>, gun: &str, files: &[NewFile]) -> Result<(), StoreError> {
-        if files.is_empty() {
-            return Ok(());
-        }
+    /// The audit lock, then one statement: the newest version of each file's role, the stored
+    /// timestamp's version and the log's last entry, as rows of (what, role, version, leaf hash).
+    /// The statement runs after the lock is granted, so it sees every append committed before.
+    async fn prepare_update(tx: &mut Tx<Postgres>, gun: &str, files: &[NewFile]) -> Result<UpdateReads, StoreError> {
+        Self::lock_audit(tx).await?;
         let roles: Vec<&str> = files.iter().map(|file| file.role.as_str()).collect();
         // One MAX per role, correlated: each is a single backward step on the primary key, where
         // `role = ANY(...) GROUP BY role` would read every version of every role (one per publish).
-        let newest: Vec<(String, Option<i64>)> = sqlx::query_as(
-            "SELECT wanted.role, (SELECT MAX(f.version) FROM tuf_files f WHERE f.gun = $1 AND f.role = wanted.role) \
-             FROM UNNEST($2::text[]) AS wanted (role)",
+        let rows: Vec<(i32, Option<String>, Option<i64>, Option<String>)> = sqlx::query_as(
+            "SELECT 0, wanted.role, (SELECT MAX(f.version) FROM tuf_files f WHERE f.gun = $1 AND f.role = wanted.role), \
+             NULL::text FROM UNNEST($2::text[]) AS wanted (role) \
+             UNION ALL SELECT 1, NULL, (SELECT version FROM current_files WHERE gun = $1 AND role = $3), NULL \
+             UNION ALL (SELECT 2, NULL, seq, leaf_hash FROM audit_log ORDER BY seq DESC LIMIT 1)",
         )
         .bind(gun)
         .bind(&roles)
+        .bind(TIMESTAMP_ROLE)
         .fetch_all(&mut **tx)
         .await
         .map_err(from_sqlx)?;
-        for file in files {
-            let too_old = newest
-                .iter()
-                .any(|(role, version)| *role == file.role && version.is_some_and(|newest| newest >= file.version));
-            if too_old {
-                return Err(StoreError::OldVersion { role: file.role.clone() });
-            }
-        }
-        Ok(())
+        update_reads(files, rows.into_iter().map(|(what, role, version, leaf)| (i64::from(what), role, version, leaf)).collect())
     }
 
     /// One statement for the whole set: it inserts every pointer whose file exists and returns

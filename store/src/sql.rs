@@ -67,12 +67,49 @@ pub(crate) trait Dialect: Sized + 'static {
     async fn lock_audit(tx: &mut Tx<Self>) -> Result<(), StoreError>;
     /// The current files of `roles` (not empty) in `gun`, ordered by role.
     async fn current_many(pools: &Self::Pools, gun: &str, roles: &[&str]) -> Result<Vec<FileRow<Self>>, StoreError>;
-    /// Fails with [`StoreError::OldVersion`] unless every file's version is above every stored
-    /// version of its role.
-    async fn check_versions(tx: &mut Tx<Self>, gun: &str, files: &[NewFile]) -> Result<(), StoreError>;
+    /// What an update reads in its transaction before it writes, in as few round trips as the
+    /// dialect allows: the stored timestamp's version, the newest stored version of each file's
+    /// role (fails with [`StoreError::OldVersion`] unless every file's version is above it), and,
+    /// with the audit lock held from here to the end of the transaction, the log's last entry.
+    async fn prepare_update(tx: &mut Tx<Self>, gun: &str, files: &[NewFile]) -> Result<UpdateReads, StoreError>;
     /// Inserts the current pointers (the old ones are already deleted); a pointer naming no
     /// stored file is an error.
     async fn set_current(tx: &mut Tx<Self>, gun: &str, current: &[CurrentEntry]) -> Result<(), StoreError>;
+}
+
+/// What [`Dialect::prepare_update`] read.
+pub(crate) struct UpdateReads {
+    /// The version of the repository's current timestamp, if it has one.
+    pub(crate) timestamp: Option<i64>,
+    /// The audit log's last entry (position and leaf hash as stored), read under the audit lock.
+    pub(crate) last_entry: Option<(i64, String)>,
+}
+
+/// [`UpdateReads`] from the rows of a [`Dialect::prepare_update`] statement: (0, role, newest
+/// stored version) per file, (1, -, timestamp version) and (2, -, position, leaf hash) for the
+/// log's last entry if it has one. Fails with [`StoreError::OldVersion`] for the first file whose
+/// version is not above its role's newest.
+pub(crate) fn update_reads(
+    files: &[NewFile],
+    rows: Vec<(i64, Option<String>, Option<i64>, Option<String>)>,
+) -> Result<UpdateReads, StoreError> {
+    let mut reads = UpdateReads { timestamp: None, last_entry: None };
+    let mut newest: Vec<(String, i64)> = Vec::new();
+    for (what, role, version, leaf) in rows {
+        match (what, role, version, leaf) {
+            (0, Some(role), Some(version), _) => newest.push((role, version)),
+            (0, _, None, _) => {}
+            (1, _, version, _) => reads.timestamp = version,
+            (2, _, Some(seq), Some(leaf)) => reads.last_entry = Some((seq, leaf)),
+            (what, ..) => return Err(StoreError::Internal(format!("the update's first read gave a row of kind {what}"))),
+        }
+    }
+    for file in files {
+        if newest.iter().any(|(role, version)| *role == file.role && *version >= file.version) {
+            return Err(StoreError::OldVersion { role: file.role.clone() });
+        }
+    }
+    Ok(reads)
 }
 
 /// A write transaction of dialect `D`.
@@ -671,22 +708,32 @@ impl AuditTip {
     }
 
     /// Remembers the entry at `seq` with hash `leaf`, appended with the stored hashes `fetched`
-    /// read and `new` written, keeping those the next append reads.
-    fn appended(&self, seq: u64, leaf: Hash, fetched: &tufa_audit::tree::Hashes, new: &[(u64, Hash)]) {
-        let Some(next) = seq.checked_add(1) else { return };
-        let known: tufa_audit::tree::Hashes = tufa_audit::tree::append_reads(next)
+    /// read and `new` written after the entry with hash `prev`, keeping the hashes of the tree's
+    /// right edge (every stored hash later appends read): from these, or from what it knew of
+    /// the entry before if that was `prev` (each leaf hash covers the one before it, so the same
+    /// leaf means the same log up to it, whichever process wrote it), or none.
+    fn appended(&self, seq: u64, leaf: Hash, prev: Option<&Hash>, fetched: &tufa_audit::tree::Hashes, new: &[(u64, Hash)]) {
+        let Some(size) = seq.checked_add(1) else { return };
+        let Ok(mut tip) = self.0.lock() else { return };
+        let before = match (tip.take(), prev, seq.checked_sub(1)) {
+            (Some((known_seq, known_leaf, known)), Some(prev), Some(last)) if known_seq == last && known_leaf == *prev => {
+                known
+            }
+            _ => tufa_audit::tree::Hashes::new(),
+        };
+        let known: Option<tufa_audit::tree::Hashes> = tufa_audit::tree::frontier(size)
             .into_iter()
-            .filter_map(|index| {
-                let hash = fetched
-                    .get(&index)
-                    .copied()
-                    .or_else(|| new.iter().find(|(written, _)| *written == index).map(|(_, hash)| *hash))?;
+            .map(|index| {
+                let hash = new
+                    .iter()
+                    .find(|(written, _)| *written == index)
+                    .map(|(_, hash)| *hash)
+                    .or_else(|| fetched.get(&index).copied())
+                    .or_else(|| before.get(&index).copied())?;
                 Some((index, hash))
             })
             .collect();
-        if let Ok(mut tip) = self.0.lock() {
-            *tip = Some((seq, leaf, known));
-        }
+        *tip = known.map(|known| (seq, leaf, known));
     }
 }
 
@@ -734,6 +781,9 @@ impl<DB: sqlx::Database> Batch<DB> {
     }
 }
 
+/// An update with at most this many files has them inserted in its record's batch.
+const BATCHED_FILES: usize = 16;
+
 /// Grants with at most this many rows and keys are written in the record's one batch; more in
 /// statements of their own.
 const BATCHED_GRANTS: usize = 64;
@@ -747,18 +797,24 @@ const BATCHED_GRANT_KEYS: usize = 256;
 /// caller's). `$tip` is the store's [`AuditTip`]. Evaluates to the entry's position.
 macro_rules! append_entry {
     ($d:ty, $tx:expr, $record:expr, $at:expr, $tip:expr) => {
-        append_entry!($d, $tx, None::<&str>, $record, $at, $tip)
+        append_entry!($d, $tx, None::<&str>, $record, $at, $tip, None, None).0
     };
-    ($d:ty, $tx:expr, $gun:expr, $record:expr, $at:expr, $tip:expr) => {{
+    ($d:ty, $tx:expr, $gun:expr, $record:expr, $at:expr, $tip:expr, $last:expr, $files:expr) => {{
         let record: &Record = $record;
         let at: DateTime<Utc> = $at;
         let tip: &AuditTip = $tip;
-        <$d>::lock_audit($tx).await?;
-        let last: Option<(i64, String)> =
-            sqlx::query_as("SELECT seq, leaf_hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut **$tx)
-                .await
-                .map_err(from_sqlx)?;
+        let read: Option<Option<(i64, String)>> = $last;
+        let files: Option<&mut Vec<NewFile>> = $files;
+        let last: Option<(i64, String)> = match read {
+            Some(last) => last,
+            None => {
+                <$d>::lock_audit($tx).await?;
+                sqlx::query_as("SELECT seq, leaf_hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                    .fetch_optional(&mut **$tx)
+                    .await
+                    .map_err(from_sqlx)?
+            }
+        };
         let (seq, prev) = match last {
             None => (0_u64, None),
             Some((seq, hash)) => {
@@ -935,7 +991,41 @@ macro_rules! append_entry {
                 batch.end();
             }
         }
-        batch.finish().build().execute(&mut **$tx).await.map_err(from_sqlx)?;
+        // An update whose record is all in the batch has its files inserted by the batch too: one
+        // round trip for both. A record written in parts goes first, and its rows are dropped
+        // before the files are inserted (see `update`).
+        let files_batched = match (files, gun) {
+            (Some(files), Some(gun))
+                if grants_batched && history_batched && record.streamed.is_none() && files.len() <= BATCHED_FILES =>
+            {
+                if !files.is_empty() {
+                    let query = batch.part("files");
+                    query.push("INSERT INTO tuf_files (gun, role, version, sha256, data, expires, created_at) ");
+                    query.push_values(files.iter_mut(), |mut row, file| {
+                        // The bytes are moved into the statement: binding a reference would copy them.
+                        row.push_bind(gun.to_owned())
+                            .push_bind(file.role.clone())
+                            .push_bind(file.version)
+                            .push_bind(file.sha256.clone())
+                            .push_bind(std::mem::take(&mut file.data))
+                            .push_bind(file.expires.map(<$d>::time))
+                            .push_bind(<$d>::time(at));
+                    });
+                    batch.end();
+                }
+                files.first().map(|file| file.role.clone()).or_else(|| Some(String::new()))
+            }
+            _ => None,
+        };
+        match batch.finish().build().execute(&mut **$tx).await {
+            Ok(_) => {}
+            // The versions were checked under the lock that serialises this repository's updates; a
+            // duplicate version can only come from a writer that does not take it.
+            Err(error) if files_batched.is_some() && is_unique_violation(&error) => {
+                return Err(StoreError::OldVersion { role: files_batched.unwrap_or_default() });
+            }
+            Err(error) => return Err(from_sqlx(error)),
+        }
         if let Some(gun) = gun {
             if !grants_batched {
                 insert_grants!(
@@ -956,8 +1046,8 @@ macro_rules! append_entry {
                 }
             }
         }
-        tip.appended(seq, leaf, &fetched, &new_hashes);
-        seq_i64
+        tip.appended(seq, leaf, prev.as_ref(), &fetched, &new_hashes);
+        (seq_i64, files_batched.is_some())
     }};
 }
 
@@ -1248,7 +1338,6 @@ impl Store for SqlStore {
     }
 
     async fn update(&self, mut update: Update) -> Result<(), StoreError> {
-        const STORED_TIMESTAMP: &str = "SELECT version FROM current_files WHERE gun = $1 AND role = $2";
         const INSERT_FILE: &str = "INSERT INTO tuf_files (gun, role, version, sha256, data, expires, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)";
         check_update(&update)?;
@@ -1256,20 +1345,23 @@ impl Store for SqlStore {
         let at = now();
         per_dialect!(&self.pools, |pools, D| {
             let mut tx = D::begin_for_gun(pools, gun).await?;
-            let stored_timestamp: Option<i64> = sqlx::query_scalar(STORED_TIMESTAMP)
-                .bind(gun)
-                .bind(TIMESTAMP_ROLE)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(from_sqlx)?;
-            if stored_timestamp != update.expected_timestamp_version {
+            let reads = D::prepare_update(&mut tx, gun, &update.files).await?;
+            if reads.timestamp != update.expected_timestamp_version {
                 return Err(StoreError::OldVersion { role: TIMESTAMP_ROLE.into() });
             }
-            D::check_versions(&mut tx, gun, &update.files).await?;
             // The record first, and its rows dropped before the files are inserted: the largest
             // file's INSERT is the moment of peak memory, and the history of a large targets
-            // file is about as large again.
-            let seq = append_entry!(D, &mut tx, Some(gun), &update.record, at, &self.tip);
+            // file is about as large again. A small update's files go in the record's batch.
+            let (seq, files_inserted) = append_entry!(
+                D,
+                &mut tx,
+                Some(gun),
+                &update.record,
+                at,
+                &self.tip,
+                Some(reads.last_entry),
+                Some(&mut update.files)
+            );
             drop(std::mem::take(&mut update.record.history));
             drop(std::mem::take(&mut update.record.grants));
             if let Some(streamed) = update.record.streamed.take() {
@@ -1299,7 +1391,7 @@ impl Store for SqlStore {
                     );
                 }
             }
-            for file in &mut update.files {
+            for file in update.files.iter_mut().filter(|_| !files_inserted) {
                 // The bytes are moved into the statement: binding a reference would copy them,
                 // and a file may be as large as an upload (tens of MiB). Nothing below reads them.
                 let inserted = sqlx::query(INSERT_FILE)

@@ -19,9 +19,9 @@ use sqlx::{Pool, QueryBuilder};
 use tufa_common::files::FileError;
 
 use crate::error::{from_migrate, from_sqlx};
-use crate::sql::{Dialect, FileRow, Pools, Tx, current_join, file_columns};
+use crate::sql::{Dialect, FileRow, Pools, Tx, UpdateReads, current_join, file_columns, update_reads};
 use crate::validate::dangling_pointer;
-use crate::{CurrentEntry, NewFile, StoreError};
+use crate::{CurrentEntry, NewFile, StoreError, TIMESTAMP_ROLE};
 
 /// How long SQLite waits for another process's write lock before reporting busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -186,32 +186,30 @@ impl Dialect for Sqlite {
         query.build_query_as().fetch_all(&pools.reader).await.map_err(from_sqlx)
     }
 
-    /// One query for all roles of the batch (each a round trip to the connection's worker thread).
-    async fn check_versions(tx: &mut Tx<Sqlite>, gun: &str, files: &[NewFile]) -> Result<(), StoreError> {
-        if files.is_empty() {
-            return Ok(());
+    /// One statement (each is a round trip to the connection's worker thread): the newest version of
+    /// each file's role, the stored timestamp's version and the log's last entry, as rows of (what,
+    /// role, version, leaf hash). `BEGIN IMMEDIATE` already holds the lock that serialises appends.
+    async fn prepare_update(tx: &mut Tx<Sqlite>, gun: &str, files: &[NewFile]) -> Result<UpdateReads, StoreError> {
+        let mut query = QueryBuilder::<sqlx::Sqlite>::new("");
+        if !files.is_empty() {
+            // One MAX per role, correlated: SQLite answers each with a single seek to the end of the role's
+            // versions, where `role IN (...) GROUP BY role` would read every version of every role.
+            query.push("SELECT 0, wanted.column1, (SELECT MAX(f.version) FROM tuf_files f WHERE f.gun = ");
+            query.push_bind(gun).push(" AND f.role = wanted.column1), NULL FROM (");
+            query.push_values(files, |mut row, file| {
+                row.push_bind(file.role.as_str());
+            });
+            query.push(") AS wanted UNION ALL ");
         }
-        // One MAX per role, correlated: SQLite answers each with a single seek to the end of the role's
-        // versions, where `role IN (...) GROUP BY role` would read every version of every role.
-        let mut query = QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT wanted.column1, (SELECT MAX(f.version) FROM tuf_files f WHERE f.gun = ",
+        query.push("SELECT 1, NULL, (SELECT version FROM current_files WHERE gun = ");
+        query.push_bind(gun).push(" AND role = ").push_bind(TIMESTAMP_ROLE);
+        query.push(
+            "), NULL UNION ALL SELECT 2, NULL, a.seq, a.leaf_hash FROM \
+             (SELECT seq, leaf_hash FROM audit_log ORDER BY seq DESC LIMIT 1) AS a",
         );
-        query.push_bind(gun).push(" AND f.role = wanted.column1) FROM (");
-        query.push_values(files, |mut row, file| {
-            row.push_bind(file.role.as_str());
-        });
-        query.push(") AS wanted");
-        let newest: Vec<(String, Option<i64>)> =
+        let rows: Vec<(i64, Option<String>, Option<i64>, Option<String>)> =
             query.build_query_as().fetch_all(&mut **tx).await.map_err(from_sqlx)?;
-        for file in files {
-            if newest
-                .iter()
-                .any(|(role, version)| *role == file.role && version.is_some_and(|newest| newest >= file.version))
-            {
-                return Err(StoreError::OldVersion { role: file.role.clone() });
-            }
-        }
-        Ok(())
+        update_reads(files, rows)
     }
 
     /// One statement for the whole set, inserting each pointer's newest file with that checksum; when fewer rows
