@@ -162,9 +162,25 @@ struct PathsEntry<'a> {
 /// grant instead of one per path, so a file with a million paths is recorded in about its own
 /// size.
 fn paths_text(raw: Option<&RawValue>) -> Result<String, RecordError> {
-    let Some(raw) = raw.filter(|raw| raw.get() != "null") else { return Ok("[]".to_owned()) };
+    match raw.filter(|raw| raw.get() != "null") {
+        None => Ok("[]".to_owned()),
+        Some(raw) => compact_paths(raw.get()),
+    }
+}
+
+/// The paths of a located grant (see [`delegation_grants_located`]) of `bytes` as the compact
+/// JSON text [`Grant::paths`] holds.
+pub fn paths_text_at(bytes: &[u8], range: PathsRange) -> Result<String, RecordError> {
+    match range {
+        None => Ok("[]".to_owned()),
+        Some(_) => compact_paths(paths_at(bytes, range)?),
+    }
+}
+
+/// A JSON array of path strings as compact text.
+fn compact_paths(text: &str) -> Result<String, RecordError> {
     let paths: Vec<std::borrow::Cow<'_, str>> =
-        serde_json::from_str(raw.get()).map_err(|error| structure(format!("paths cannot be read: {error}")))?;
+        serde_json::from_str(text).map_err(|error| structure(format!("paths cannot be read: {error}")))?;
     serde_json::to_string(&paths).map_err(|error| structure(format!("paths cannot be written: {error}")))
 }
 
@@ -199,18 +215,7 @@ pub fn delegation_grants_located(
     bytes: &[u8],
     signed: &Signed<'_>,
 ) -> Result<Vec<(Grant, PathsRange)>, RecordError> {
-    delegations_with_paths(role, signed)?
-        .into_iter()
-        .map(|(grant, raw)| {
-            let range = match raw.filter(|raw| raw.get() != "null") {
-                None => None,
-                Some(raw) => Some(
-                    range_in(bytes, raw.get()).ok_or_else(|| structure("the paths cannot be located in the file"))?,
-                ),
-            };
-            Ok((grant, range))
-        })
-        .collect()
+    locate_paths(bytes, delegations_with_paths(role, signed)?)
 }
 
 /// The paths text at `range` of `bytes` (see [`delegation_grants_located`]): the JSON array as
@@ -235,6 +240,54 @@ fn range_in(bytes: &[u8], text: &str) -> Option<(usize, usize)> {
     (bytes.get(start..end) == Some(text)).then_some((start, end))
 }
 
+/// What the record reads of an uploaded targets-type file, taken while the update verifier has it
+/// parsed ([`TargetsView::of`]) so that the record does not parse it again: where its target
+/// entries are, and its delegation grants with where their paths are written.
+#[derive(Debug, Clone)]
+pub struct TargetsView {
+    entries: EntriesCursor,
+    /// [`delegation_grants_located`] of the file.
+    pub grants: Vec<(Grant, PathsRange)>,
+}
+
+impl TargetsView {
+    /// The view of `bytes`, a targets-type file of `role`, parsed here.
+    pub fn parse(role: &RoleName, bytes: &[u8]) -> Result<Self, RecordError> {
+        let signed = Signed::parse(bytes)?;
+        Ok(Self {
+            entries: EntriesCursor::of(bytes, &signed)?,
+            grants: delegation_grants_located(role, bytes, &signed)?,
+        })
+    }
+
+    /// The view of `bytes`, a targets-type file of `role` parsed as `signed` whose body the
+    /// verifier read as `body`.
+    pub fn of(role: &RoleName, bytes: &[u8], signed: &Signed<'_>, body: &Targets) -> Result<Self, RecordError> {
+        let entries = EntriesCursor::of(bytes, signed)?;
+        let grants = locate_paths(bytes, grants_with_paths(role, signed, body)?)?;
+        Ok(Self { entries, grants })
+    }
+}
+
+/// Each grant with the byte range of its paths in `bytes` (which `raw` borrows from).
+fn locate_paths(
+    bytes: &[u8],
+    grants: Vec<(Grant, Option<&RawValue>)>,
+) -> Result<Vec<(Grant, PathsRange)>, RecordError> {
+    grants
+        .into_iter()
+        .map(|(grant, raw)| {
+            let range = match raw.filter(|raw| raw.get() != "null") {
+                None => None,
+                Some(raw) => Some(
+                    range_in(bytes, raw.get()).ok_or_else(|| structure("the paths cannot be located in the file"))?,
+                ),
+            };
+            Ok((grant, range))
+        })
+        .collect()
+}
+
 /// The grants of `signed`'s delegations (without paths, sorted by delegated role), each with its
 /// `paths` member as written.
 fn delegations_with_paths<'a>(
@@ -250,6 +303,18 @@ fn delegations_with_paths<'a>(
     let reading =
         TargetsReading { outside: |_: &str| false, within: None, keep_paths: Some(&keep_none), read_targets: false };
     let (targets, _) = Targets::read(signed, role, reading)?;
+    grants_with_paths(role, signed, &targets)
+}
+
+/// [`delegations_with_paths`] with the delegations already read as `targets`.
+fn grants_with_paths<'a>(
+    role: &RoleName,
+    signed: &Signed<'a>,
+    targets: &Targets,
+) -> Result<Vec<(Grant, Option<&'a RawValue>)>, RecordError> {
+    if !role.is_targets_type() {
+        return Err(structure(format!("{role} is not a targets role")));
+    }
     let mut paths: BTreeMap<String, Option<&'a RawValue>> = BTreeMap::new();
     if let Some(section) = signed.member("delegations").filter(|raw| raw.get().starts_with('{')) {
         let section: PathsSection<'a> = serde_json::from_str(section.get())
@@ -379,6 +444,15 @@ impl TargetChangeStream {
             None => EntriesCursor::default(),
         };
         Ok(Self { old, new: EntriesCursor::of(new, new_signed)? })
+    }
+
+    /// [`TargetChangeStream::of_parsed`] for a `new` file seen as `view`.
+    pub fn of_view(previous: Option<&[u8]>, view: &TargetsView) -> Result<Self, RecordError> {
+        let old = match previous {
+            Some(bytes) => EntriesCursor::of_stored(bytes)?,
+            None => EntriesCursor::default(),
+        };
+        Ok(Self { old, new: view.entries.clone() })
     }
 
     /// The next at most `max` changes, in order; fewer only at the end, none once every change
@@ -746,9 +820,15 @@ impl<'a> TargetEntries<'a> {
         }
         let name_end = value_end(self.text, self.position).ok_or_else(|| self.broken())?;
         let name_text = self.piece(name_end)?;
-        let name: Cow<'a, str> = match serde_json::from_str::<&'a str>(name_text) {
-            Ok(name) => Cow::Borrowed(name),
-            Err(_) => Cow::Owned(serde_json::from_str::<String>(name_text).map_err(|_| self.broken())?),
+        // A name without escapes is the text between its quotes (the file was checked as JSON,
+        // so it holds no control characters); one with escapes is decoded.
+        let plain = name_text
+            .strip_prefix('"')
+            .and_then(|rest| rest.strip_suffix('"'))
+            .filter(|inner| !inner.contains('\\') && !inner.contains('"'));
+        let name: Cow<'a, str> = match plain {
+            Some(name) => Cow::Borrowed(name),
+            None => Cow::Owned(serde_json::from_str::<String>(name_text).map_err(|_| self.broken())?),
         };
         self.position = name_end;
         self.skip_space();

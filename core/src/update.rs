@@ -20,6 +20,7 @@ use crate::metadata::{
     TargetsReading, Timestamp, count, envelope,
 };
 use crate::names::{BaseRole, Gun, RoleName};
+use crate::record::TargetsView;
 use crate::verify::check_threshold;
 use crate::x509;
 
@@ -158,6 +159,8 @@ struct LoadedTargets {
     chain: Vec<Arc<Delegation>>,
     /// The key IDs whose signatures were counted (see [`check_threshold`]).
     signers: Vec<String>,
+    /// What the record reads of the file, for an uploaded one.
+    view: Option<TargetsView>,
 }
 
 /// The outcome of a valid update, before the server signs what it must sign.
@@ -176,6 +179,9 @@ pub struct Validated {
     /// in signature order, for every uploaded file: root (the keys counted by the new root and,
     /// on a rotation, by the previous one), targets, delegations and an uploaded snapshot.
     pub signers: BTreeMap<String, Vec<String>>,
+    /// Role name → what the audit record reads of each uploaded targets-type file, taken while it
+    /// was parsed here.
+    pub views: BTreeMap<String, TargetsView>,
 }
 
 fn parse_signed<'a>(bytes: &'a [u8], role: &str) -> Result<Signed<'a>, String> {
@@ -530,6 +536,7 @@ pub fn validate(
     targets_uploads.sort_by(|(a, _), (b, _)| a.depth().cmp(&b.depth()).then_with(|| a.cmp(b)));
     let needed = needed_declarations(targets_uploads.iter().map(|(role, _)| role));
     let mut targets_files: BTreeMap<RoleName, LoadedTargets> = BTreeMap::new();
+    let mut views = BTreeMap::new();
     for (role, bytes) in targets_uploads {
         if role.depth().saturating_sub(1) > limits.max_delegation_depth {
             return Err(UpdateError::BadTargets(format!(
@@ -543,6 +550,9 @@ pub fn validate(
         let mut loaded_file = load_targets(&role, &bytes, &root, &targets_files, now, Some(limits), &needed)
             .map_err(UpdateError::BadTargets)?;
         signers.insert(role.to_string(), std::mem::take(&mut loaded_file.signers));
+        if let Some(view) = loaded_file.view.take() {
+            views.insert(role.to_string(), view);
+        }
         files.push(NewFile {
             role: role.clone(),
             version: loaded_file.body.version,
@@ -575,7 +585,7 @@ pub fn validate(
             false
         }
     };
-    Ok(Validated { root, files, loaded, snapshot_uploaded, signers })
+    Ok(Validated { root, files, loaded, snapshot_uploaded, signers, views })
 }
 
 /// The delegations whose declared paths validating `roles` consults: each of those roles and
@@ -688,10 +698,14 @@ fn load_targets(
     if let Some(child) = findings.delegation_outside {
         return Err(format!("delegation {child} has paths outside those of {role}"));
     }
-    if limits.is_some() {
-        not_expired(role.as_str(), body.expires, now)?;
-    }
-    Ok(LoadedTargets { body, meta: FileMeta::of(bytes), chain, signers })
+    let view = match limits {
+        Some(_) => {
+            not_expired(role.as_str(), body.expires, now)?;
+            Some(TargetsView::of(role, bytes, &signed, &body).map_err(|error| format!("{role}: {error}"))?)
+        }
+        None => None,
+    };
+    Ok(LoadedTargets { body, meta: FileMeta::of(bytes), chain, signers, view })
 }
 
 fn validate_snapshot(

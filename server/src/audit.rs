@@ -415,6 +415,7 @@ pub fn publish_parts(
     mut previous: BTreeMap<String, Vec<u8>>,
     files: &[NewFile],
     signers: &BTreeMap<String, Vec<String>>,
+    mut views: BTreeMap<String, record::TargetsView>,
 ) -> Result<PublishParts, String> {
     /// Changes read at a time while counting.
     const CHUNK: usize = 1024;
@@ -427,24 +428,30 @@ pub fn publish_parts(
         if !is_root && !is_targets {
             continue;
         }
-        // Parsed once here for the grants and the target changes.
-        let signed = tufa_core::metadata::Signed::parse(&file.bytes).map_err(|error| format!("{role}: {error}"))?;
         parts.superseded_roles.push(role.to_owned());
         if !is_targets {
+            let signed = tufa_core::metadata::Signed::parse(&file.bytes).map_err(|error| format!("{role}: {error}"))?;
             let grants = record::file_grants_of(&file.role, &signed).map_err(|error| format!("{role}: {error}"))?;
             parts.grants.extend(grants.into_iter().map(|grant| store_grant(grant, file.version)));
             continue;
         }
+        // Read by the verifier as it checked the file, or here when it was not (a caller that
+        // did not verify it).
+        let mut view = match views.remove(role) {
+            Some(view) => view,
+            None => record::TargetsView::parse(&file.role, &file.bytes).map_err(|error| format!("{role}: {error}"))?,
+        };
         // A file with many delegations or long path lists keeps its grants' paths where they are
         // written, for the store to read as it writes each grant; a small one is recorded here.
-        let located = record::delegation_grants_located(&file.role, &file.bytes, &signed)
-            .map_err(|error| format!("{role}: {error}"))?;
+        let located = std::mem::take(&mut view.grants);
         let paths_bytes: usize =
             located.iter().filter_map(|(_, range)| *range).map(|(start, end)| end.saturating_sub(start)).sum();
         if located.len() <= STREAMED_GRANTS_FROM && paths_bytes <= STREAMED_PATHS_FROM {
-            let grants =
-                record::delegation_grants_of(&file.role, &signed).map_err(|error| format!("{role}: {error}"))?;
-            parts.grants.extend(grants.into_iter().map(|grant| store_grant(grant, file.version)));
+            for (mut grant, range) in located {
+                grant.paths =
+                    Some(record::paths_text_at(&file.bytes, range).map_err(|error| format!("{role}: {error}"))?);
+                parts.grants.push(store_grant(grant, file.version));
+            }
         } else {
             streamed.grants.push_back(StreamedGrants {
                 role: role.to_owned(),
@@ -452,7 +459,7 @@ pub fn publish_parts(
             });
         }
         let replaced = previous.remove(role);
-        let stream = record::TargetChangeStream::of_parsed(replaced.as_deref(), &file.bytes, &signed)
+        let stream = record::TargetChangeStream::of_view(replaced.as_deref(), &view)
             .map_err(|error| format!("{role}: {error}"))?;
         let signer_keys: std::sync::Arc<[String]> = signers.get(role).cloned().unwrap_or_default().into();
         let mut counting = stream.clone();

@@ -393,8 +393,11 @@ impl Service {
         replaced: &[String],
     ) -> Result<(Vec<StoredFile>, Replaced), ApiError> {
         const BASE: [&str; 3] = ["root", "snapshot", "timestamp"];
-        let first: Vec<&str> =
-            BASE.iter().copied().chain(replaced.iter().map(String::as_str).filter(|role| !BASE.contains(role))).collect();
+        let first: Vec<&str> = BASE
+            .iter()
+            .copied()
+            .chain(replaced.iter().map(String::as_str).filter(|role| !BASE.contains(role)))
+            .collect();
         let (mut current, previous): (Vec<StoredFile>, Vec<StoredFile>) = self
             .store
             .current_many(gun.as_str(), &first)
@@ -441,18 +444,28 @@ impl Service {
     async fn record_parts(
         &self,
         gun: &Gun,
-        validated: update::Validated,
+        mut validated: update::Validated,
         previous: BTreeMap<String, Vec<u8>>,
     ) -> Result<(update::Validated, audit::PublishParts), ApiError> {
         // Small updates are read here; large ones on the blocking pool, like their verification.
         let size: usize = validated.files.iter().map(|file| file.bytes.len()).sum::<usize>()
             + previous.values().map(Vec::len).sum::<usize>();
         let parts = if size <= INLINE_RECORD_BYTES {
-            let parts = audit::publish_parts(previous, &validated.files, &validated.signers);
+            let parts = audit::publish_parts(
+                previous,
+                &validated.files,
+                &validated.signers,
+                std::mem::take(&mut validated.views),
+            );
             Ok((validated, parts))
         } else {
             tokio::task::spawn_blocking(move || {
-                let parts = audit::publish_parts(previous, &validated.files, &validated.signers);
+                let parts = audit::publish_parts(
+                    previous,
+                    &validated.files,
+                    &validated.signers,
+                    std::mem::take(&mut validated.views),
+                );
                 (validated, parts)
             })
             .await

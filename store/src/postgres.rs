@@ -194,7 +194,10 @@ impl Dialect for Postgres {
         .fetch_all(&mut **tx)
         .await
         .map_err(from_sqlx)?;
-        update_reads(files, rows.into_iter().map(|(what, role, version, leaf)| (i64::from(what), role, version, leaf)).collect())
+        update_reads(
+            files,
+            rows.into_iter().map(|(what, role, version, leaf)| (i64::from(what), role, version, leaf)).collect(),
+        )
     }
 
     /// One statement for the whole set: it inserts every pointer whose file exists and returns

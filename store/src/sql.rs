@@ -101,7 +101,9 @@ pub(crate) fn update_reads(
             (0, _, None, _) => {}
             (1, _, version, _) => reads.timestamp = version,
             (2, _, Some(seq), Some(leaf)) => reads.last_entry = Some((seq, leaf)),
-            (what, ..) => return Err(StoreError::Internal(format!("the update's first read gave a row of kind {what}"))),
+            (what, ..) => {
+                return Err(StoreError::Internal(format!("the update's first read gave a row of kind {what}")));
+            }
         }
     }
     for file in files {
@@ -712,11 +714,20 @@ impl AuditTip {
     /// right edge (every stored hash later appends read): from these, or from what it knew of
     /// the entry before if that was `prev` (each leaf hash covers the one before it, so the same
     /// leaf means the same log up to it, whichever process wrote it), or none.
-    fn appended(&self, seq: u64, leaf: Hash, prev: Option<&Hash>, fetched: &tufa_audit::tree::Hashes, new: &[(u64, Hash)]) {
+    fn appended(
+        &self,
+        seq: u64,
+        leaf: Hash,
+        prev: Option<&Hash>,
+        fetched: &tufa_audit::tree::Hashes,
+        new: &[(u64, Hash)],
+    ) {
         let Some(size) = seq.checked_add(1) else { return };
         let Ok(mut tip) = self.0.lock() else { return };
         let before = match (tip.take(), prev, seq.checked_sub(1)) {
-            (Some((known_seq, known_leaf, known)), Some(prev), Some(last)) if known_seq == last && known_leaf == *prev => {
+            (Some((known_seq, known_leaf, known)), Some(prev), Some(last))
+                if known_seq == last && known_leaf == *prev =>
+            {
                 known
             }
             _ => tufa_audit::tree::Hashes::new(),
