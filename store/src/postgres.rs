@@ -17,7 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Pool};
 
 use crate::error::{from_migrate, from_sqlx};
-use crate::sql::{Dialect, FileRow, Pools, Tx, UpdateReads, current_join, file_columns, update_reads};
+use crate::sql::{Dialect, FileRow, Pools, Tx, UpdateReadRow, UpdateReads, current_join, file_columns, update_reads};
 use crate::validate::{dangling_pointer, to_micros};
 use crate::{CurrentEntry, DatabaseUrl, NewFile, StoreError, TIMESTAMP_ROLE};
 
@@ -182,8 +182,8 @@ impl Dialect for Postgres {
         let roles: Vec<&str> = files.iter().map(|file| file.role.as_str()).collect();
         // One MAX per role, correlated: each is a single backward step on the primary key, where
         // `role = ANY(...) GROUP BY role` would read every version of every role (one per publish).
-        let rows: Vec<(i32, Option<String>, Option<i64>, Option<String>)> = sqlx::query_as(
-            "SELECT 0, wanted.role, (SELECT MAX(f.version) FROM tuf_files f WHERE f.gun = $1 AND f.role = wanted.role), \
+        let rows: Vec<UpdateReadRow> = sqlx::query_as(
+            "SELECT 0::bigint, wanted.role, (SELECT MAX(f.version) FROM tuf_files f WHERE f.gun = $1 AND f.role = wanted.role), \
              NULL::text FROM UNNEST($2::text[]) AS wanted (role) \
              UNION ALL SELECT 1, NULL, (SELECT version FROM current_files WHERE gun = $1 AND role = $3), NULL \
              UNION ALL (SELECT 2, NULL, seq, leaf_hash FROM audit_log ORDER BY seq DESC LIMIT 1)",
@@ -194,10 +194,7 @@ impl Dialect for Postgres {
         .fetch_all(&mut **tx)
         .await
         .map_err(from_sqlx)?;
-        update_reads(
-            files,
-            rows.into_iter().map(|(what, role, version, leaf)| (i64::from(what), role, version, leaf)).collect(),
-        )
+        update_reads(files, rows)
     }
 
     /// One statement for the whole set: it inserts every pointer whose file exists and returns

@@ -85,14 +85,15 @@ pub(crate) struct UpdateReads {
     pub(crate) last_entry: Option<(i64, String)>,
 }
 
+/// One row of a [`Dialect::prepare_update`] statement: what it is (see [`update_reads`]), a role,
+/// a version or position, and a leaf hash.
+pub(crate) type UpdateReadRow = (i64, Option<String>, Option<i64>, Option<String>);
+
 /// [`UpdateReads`] from the rows of a [`Dialect::prepare_update`] statement: (0, role, newest
 /// stored version) per file, (1, -, timestamp version) and (2, -, position, leaf hash) for the
 /// log's last entry if it has one. Fails with [`StoreError::OldVersion`] for the first file whose
 /// version is not above its role's newest.
-pub(crate) fn update_reads(
-    files: &[NewFile],
-    rows: Vec<(i64, Option<String>, Option<i64>, Option<String>)>,
-) -> Result<UpdateReads, StoreError> {
+pub(crate) fn update_reads(files: &[NewFile], rows: Vec<UpdateReadRow>) -> Result<UpdateReads, StoreError> {
     let mut reads = UpdateReads { timestamp: None, last_entry: None };
     let mut newest: Vec<(String, i64)> = Vec::new();
     for (what, role, version, leaf) in rows {

@@ -19,7 +19,7 @@ use sqlx::{Pool, QueryBuilder};
 use tufa_common::files::FileError;
 
 use crate::error::{from_migrate, from_sqlx};
-use crate::sql::{Dialect, FileRow, Pools, Tx, UpdateReads, current_join, file_columns, update_reads};
+use crate::sql::{Dialect, FileRow, Pools, Tx, UpdateReadRow, UpdateReads, current_join, file_columns, update_reads};
 use crate::validate::dangling_pointer;
 use crate::{CurrentEntry, NewFile, StoreError, TIMESTAMP_ROLE};
 
@@ -207,8 +207,7 @@ impl Dialect for Sqlite {
             "), NULL UNION ALL SELECT 2, NULL, a.seq, a.leaf_hash FROM \
              (SELECT seq, leaf_hash FROM audit_log ORDER BY seq DESC LIMIT 1) AS a",
         );
-        let rows: Vec<(i64, Option<String>, Option<i64>, Option<String>)> =
-            query.build_query_as().fetch_all(&mut **tx).await.map_err(from_sqlx)?;
+        let rows: Vec<UpdateReadRow> = query.build_query_as().fetch_all(&mut **tx).await.map_err(from_sqlx)?;
         update_reads(files, rows)
     }
 
