@@ -1335,6 +1335,40 @@ mod tests {
     }
 
     #[test]
+    fn the_view_taken_from_the_verifiers_reading_is_the_views_own_reading() {
+        let key = ecdsa();
+        let other = ecdsa();
+        let roles = json!([
+            {"keyids": [key.key_id(), other.key_id()], "name": "targets/a", "paths": ["a/", "b\"c"], "threshold": 2},
+            {"keyids": [other.key_id()], "name": "targets/b", "threshold": 1},
+            {"keyids": [key.key_id()], "name": "targets/c", "paths": null, "threshold": 1}
+        ]);
+        let old = targets_file(json!({"a/1": entry(1, 10), "a/2": entry(2, 20)}), Value::Null);
+        let new = targets_file(json!({"a/2": entry(3, 30), "a/3": entry(4, 40)}), delegations(&[&key, &other], roles));
+        let signed = Signed::parse(&new).unwrap();
+        // As the update verifier reads an uploaded file: target entries read, one delegation's
+        // paths kept.
+        let keep = |name: &RoleName| name.as_str() == "targets/a";
+        let reading =
+            TargetsReading { outside: |_: &str| false, within: None, keep_paths: Some(&keep), read_targets: true };
+        let (body, _) = Targets::read(&signed, &role("targets"), reading).unwrap();
+        let view = TargetsView::of(&role("targets"), &new, &signed, &body).unwrap();
+        let parsed = TargetsView::parse(&role("targets"), &new).unwrap();
+        assert_eq!(view.grants, parsed.grants);
+        assert_eq!(view.grants, delegation_grants_located(&role("targets"), &new, &signed).unwrap());
+        let with_paths: Vec<Grant> = view
+            .grants
+            .iter()
+            .map(|(grant, range)| Grant { paths: Some(paths_text_at(&new, *range).unwrap()), ..grant.clone() })
+            .collect();
+        assert_eq!(with_paths, delegation_grants(&role("targets"), &new).unwrap());
+        let expected = target_changes(Some(&old), &new).unwrap();
+        let mut stream = TargetChangeStream::of_view(Some(&old), &view).unwrap();
+        assert_eq!(stream.next_chunk(Some(&old), &new, 100).unwrap(), expected);
+        assert_eq!(expected.len(), 3, "a/1 removed, a/2 changed, a/3 added: {expected:?}");
+    }
+
+    #[test]
     fn a_stream_given_other_bytes_errs_without_a_panic() {
         let first = targets_file(json!({"a": entry(1, 10), "b": entry(2, 20)}), Value::Null);
         let mut stream = TargetChangeStream::new(None, &first).unwrap();
