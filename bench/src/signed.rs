@@ -41,6 +41,43 @@ impl Key {
     }
 }
 
+/// A repository's first root (version 1, expiring in ten years): `root` holds the root role and
+/// signs it, `targets`, `snapshot` and `timestamp` hold theirs, one key each, threshold 1.
+pub(crate) fn first_root(
+    root: &Key,
+    targets: &PublicKey,
+    snapshot: &PublicKey,
+    timestamp: &PublicKey,
+) -> Result<Vec<u8>, String> {
+    let mut keys = serde_json::Map::new();
+    for key in [&root.public, targets, snapshot, timestamp] {
+        keys.insert(key.key_id(), key.to_json());
+    }
+    sign(
+        &json!({"_type": "Root", "consistent_snapshot": false, "expires": expires(3650), "version": 1, "keys": keys,
+        "roles": {
+            "root": {"keyids": [root.id()], "threshold": 1},
+            "targets": {"keyids": [targets.key_id()], "threshold": 1},
+            "snapshot": {"keyids": [snapshot.key_id()], "threshold": 1},
+            "timestamp": {"keyids": [timestamp.key_id()], "threshold": 1},
+        }}),
+        &[root],
+    )
+}
+
+/// The timestamp key the server at `url` holds for `gun` (created by the first request).
+pub(crate) async fn timestamp_key(client: &reqwest::Client, url: &str, gun: &str) -> Result<PublicKey, String> {
+    let key: Value = client
+        .get(format!("{url}/v2/{gun}/_trust/tuf/timestamp.key"))
+        .send()
+        .await
+        .map_err(|error| error.to_string())?
+        .json()
+        .await
+        .map_err(|error| error.to_string())?;
+    PublicKey::from_json(&key).map_err(|error| error.to_string())
+}
+
 /// A new ECDSA private key.
 pub(crate) fn new_private() -> Result<PrivateKey, String> {
     PrivateKey::generate(Algorithm::Ecdsa).map_err(|error| error.to_string())

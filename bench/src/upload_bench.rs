@@ -20,9 +20,8 @@ use serde_json::{Map, Value, json};
 
 #[path = "signed.rs"]
 mod signed;
-use signed::{Key, expires, meta, multipart, new_private, sign};
+use signed::{Key, expires, first_root, meta, multipart, new_private, sign, timestamp_key};
 use tufa_core::canonical::to_canonical;
-use tufa_core::keys::PublicKey;
 use tufa_core::metadata::{Signature, envelope};
 use tufa_core::update::Limits;
 
@@ -272,30 +271,9 @@ async fn post(
 
 /// Publishes the repository's first version; returns it.
 async fn publish_first(client: &reqwest::Client, url: &str) -> Result<Repo, String> {
-    let timestamp: Value = client
-        .get(format!("{url}/v2/{GUN}/_trust/tuf/timestamp.key"))
-        .send()
-        .await
-        .map_err(|error| error.to_string())?
-        .json()
-        .await
-        .map_err(|error| error.to_string())?;
-    let timestamp = PublicKey::from_json(&timestamp).map_err(|error| error.to_string())?;
+    let timestamp = timestamp_key(client, url, GUN).await?;
     let (root_key, targets, snapshot) = (Key::root_for(&new_private()?, GUN)?, Key::ecdsa()?, Key::ecdsa()?);
-    let mut keys = Map::new();
-    for key in [&root_key.public, &targets.public, &snapshot.public, &timestamp] {
-        keys.insert(key.key_id(), key.to_json());
-    }
-    let root = sign(
-        &json!({"_type": "Root", "consistent_snapshot": false, "expires": expires(3650), "version": 1, "keys": keys,
-        "roles": {
-            "root": {"keyids": [root_key.id()], "threshold": 1},
-            "targets": {"keyids": [targets.id()], "threshold": 1},
-            "snapshot": {"keyids": [snapshot.id()], "threshold": 1},
-            "timestamp": {"keyids": [timestamp.key_id()], "threshold": 1},
-        }}),
-        &[&root_key],
-    )?;
+    let root = first_root(&root_key, &targets.public, &snapshot.public, &timestamp)?;
     let first_targets = sign(&targets_body(2, Map::new(), json!({"keys": {}, "roles": []})), &[&targets])?;
     let first_snapshot = sign(
         &json!({"_type": "Snapshot", "expires": expires(365), "version": 2,

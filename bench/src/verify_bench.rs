@@ -14,7 +14,7 @@ use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 #[path = "lean_http.rs"]
 mod lean_http;
@@ -24,7 +24,7 @@ mod process;
 #[path = "signed.rs"]
 mod signed;
 use process::Server;
-use signed::{Key, expires, meta, multipart, new_private, sign};
+use signed::{Key, expires, first_root, meta, multipart, new_private, sign, timestamp_key};
 use tufa_core::keys::PublicKey;
 
 const USAGE: &str = "usage: verify-bench [--server BIN] [--repos N] [--clients C] [--requests R]";
@@ -79,20 +79,7 @@ fn options() -> Result<Options, String> {
 /// content is `content`, and snapshot. The server signs the timestamp with `timestamp`.
 fn first_publish(root: &Key, timestamp: &PublicKey, content: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
     let (targets_key, snapshot_key) = (Key::ecdsa()?, Key::ecdsa()?);
-    let mut keys = Map::new();
-    for key in [&root.public, &targets_key.public, &snapshot_key.public, timestamp] {
-        keys.insert(key.key_id(), key.to_json());
-    }
-    let root_file = sign(
-        &json!({"_type": "Root", "consistent_snapshot": false, "expires": expires(3650), "version": 1, "keys": keys,
-        "roles": {
-            "root": {"keyids": [root.id()], "threshold": 1},
-            "targets": {"keyids": [targets_key.id()], "threshold": 1},
-            "snapshot": {"keyids": [snapshot_key.id()], "threshold": 1},
-            "timestamp": {"keyids": [timestamp.key_id()], "threshold": 1},
-        }}),
-        &[root],
-    )?;
+    let root_file = first_root(root, &targets_key.public, &snapshot_key.public, timestamp)?;
     let targets = sign(
         &json!({"_type": "Targets", "expires": expires(365), "version": 1, "targets": {"v1": meta(content)},
             "delegations": {"keys": {}, "roles": []}}),
@@ -201,15 +188,7 @@ async fn run(options: Options) -> Result<(), String> {
         let gun = format!("{PREFIX}{index}");
         let root = Key::root_for(&root_private, &gun)?;
         root_key_id = root.public.canonical_id().map_err(|error| error.to_string())?;
-        let timestamp: Value = http
-            .get(format!("{trust_url}/v2/{gun}/_trust/tuf/timestamp.key"))
-            .send()
-            .await
-            .map_err(|error| error.to_string())?
-            .json()
-            .await
-            .map_err(|error| error.to_string())?;
-        let timestamp = PublicKey::from_json(&timestamp).map_err(|error| error.to_string())?;
+        let timestamp = timestamp_key(&http, &trust_url, &gun).await?;
         let content = format!("manifest of {gun} v1\n");
         let (content_type, body) = multipart(&first_publish(&root, &timestamp, content.as_bytes())?);
         let response = http

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 use tufa_core::keys::PublicKey;
 
-use super::signed::{Key, expires, meta, multipart, new_private, sign};
+use super::signed::{Key, expires, first_root, meta, multipart, new_private, sign, timestamp_key};
 use super::{Summary, describe_machine, load_average, ms, pg};
 
 const GUN: &str = "bench.example/audited-app";
@@ -64,20 +64,7 @@ impl Repo {
     fn new(timestamp: &PublicKey) -> Result<Repo, String> {
         let (root_key, targets, snapshot, delegate) =
             (Key::root_for(&new_private()?, GUN)?, Key::ecdsa()?, Key::ecdsa()?, Key::ecdsa()?);
-        let mut keys = Map::new();
-        for key in [&root_key.public, &targets.public, &snapshot.public, timestamp] {
-            keys.insert(key.key_id(), key.to_json());
-        }
-        let root = sign(
-            &json!({"_type": "Root", "consistent_snapshot": false, "expires": expires(3650), "version": 1, "keys": keys,
-            "roles": {
-                "root": {"keyids": [root_key.id()], "threshold": 1},
-                "targets": {"keyids": [targets.id()], "threshold": 1},
-                "snapshot": {"keyids": [snapshot.id()], "threshold": 1},
-                "timestamp": {"keyids": [timestamp.key_id()], "threshold": 1},
-            }}),
-            &[&root_key],
-        )?;
+        let root = first_root(&root_key, &targets.public, &snapshot.public, timestamp)?;
         Ok(Repo { targets, snapshot, delegate, root })
     }
 
@@ -202,16 +189,7 @@ impl Server {
     }
 
     async fn timestamp_key(&self) -> Result<PublicKey, String> {
-        let value: Value = self
-            .client
-            .get(format!("{}/v2/{GUN}/_trust/tuf/timestamp.key", self.url))
-            .send()
-            .await
-            .map_err(|error| error.to_string())?
-            .json()
-            .await
-            .map_err(|error| error.to_string())?;
-        PublicKey::from_json(&value).map_err(|error| error.to_string())
+        timestamp_key(&self.client, &self.url, GUN).await
     }
 
     /// Posts one prepared publish; returns how long the server took to answer 200.
