@@ -251,15 +251,6 @@ pub struct TargetsView {
 }
 
 impl TargetsView {
-    /// The view of `bytes`, a targets-type file of `role`, parsed here.
-    pub fn parse(role: &RoleName, bytes: &[u8]) -> Result<Self, RecordError> {
-        let signed = Signed::parse(bytes)?;
-        Ok(Self {
-            entries: EntriesCursor::of(bytes, &signed)?,
-            grants: delegation_grants_located(role, bytes, &signed)?,
-        })
-    }
-
     /// The view of `bytes`, a targets-type file of `role` parsed as `signed` whose body the
     /// verifier read as `body`.
     pub fn of(role: &RoleName, bytes: &[u8], signed: &Signed<'_>, body: &Targets) -> Result<Self, RecordError> {
@@ -435,18 +426,9 @@ impl TargetChangeStream {
         Ok(Self { old, new: EntriesCursor::of(new, &Signed::parse(new)?)? })
     }
 
-    /// [`TargetChangeStream::new`] for a `new` file already parsed as `new_signed`. `previous`
-    /// is a version stored before (it passed [`Signed::parse`] then), so only its `targets`
-    /// member is located, without checking the file again.
-    pub fn of_parsed(previous: Option<&[u8]>, new: &[u8], new_signed: &Signed<'_>) -> Result<Self, RecordError> {
-        let old = match previous {
-            Some(bytes) => EntriesCursor::of_stored(bytes)?,
-            None => EntriesCursor::default(),
-        };
-        Ok(Self { old, new: EntriesCursor::of(new, new_signed)? })
-    }
-
-    /// [`TargetChangeStream::of_parsed`] for a `new` file seen as `view`.
+    /// [`TargetChangeStream::new`] for a `new` file the verifier saw as `view`. `previous` is a
+    /// version stored before (it passed [`Signed::parse`] then), so only its `targets` member is
+    /// located, without checking the file again.
     pub fn of_view(previous: Option<&[u8]>, view: &TargetsView) -> Result<Self, RecordError> {
         let old = match previous {
             Some(bytes) => EntriesCursor::of_stored(bytes)?,
@@ -1291,18 +1273,28 @@ mod tests {
         }
     }
 
+    /// The view of `bytes`, a `targets` file, taken from a reading as the update verifier makes
+    /// it (target entries read, `keep`'s delegation paths kept).
+    fn verified_view(bytes: &[u8], keep: &dyn Fn(&RoleName) -> bool) -> TargetsView {
+        let signed = Signed::parse(bytes).unwrap();
+        let reading =
+            TargetsReading { outside: |_: &str| false, within: None, keep_paths: Some(keep), read_targets: true };
+        let (body, _) = Targets::read(&signed, &role("targets"), reading).unwrap();
+        TargetsView::of(&role("targets"), bytes, &signed, &body).unwrap()
+    }
+
     #[test]
-    fn a_stream_of_a_parsed_file_skims_the_stored_version_only() {
+    fn a_stream_of_a_viewed_file_skims_the_stored_version_only() {
         let first = targets_file(json!({"a": entry(1, 10), "b": entry(2, 20)}), Value::Null);
         let second = targets_file(json!({"b": entry(3, 20), "c": entry(4, 40)}), Value::Null);
-        let signed = Signed::parse(&second).unwrap();
-        let mut stream = TargetChangeStream::of_parsed(Some(&first), &second, &signed).unwrap();
+        let view = verified_view(&second, &|_| false);
+        let mut stream = TargetChangeStream::of_view(Some(&first), &view).unwrap();
         assert_eq!(stream.next_chunk(Some(&first), &second, 10), target_changes(Some(&first), &second));
         // A stored version that is not a targets file, or not JSON, is still refused.
-        let root = TargetChangeStream::of_parsed(Some(ROOT), &second, &signed).unwrap_err();
+        let root = TargetChangeStream::of_view(Some(ROOT), &view).unwrap_err();
         assert_eq!(root, RecordError::Structure("the file is not a targets file".into()));
         assert!(matches!(
-            TargetChangeStream::of_parsed(Some(b"{"), &second, &signed),
+            TargetChangeStream::of_view(Some(b"{"), &view),
             Err(RecordError::Structure(message)) if message.starts_with("the stored targets file cannot be read")
         ));
     }
@@ -1346,15 +1338,8 @@ mod tests {
         let old = targets_file(json!({"a/1": entry(1, 10), "a/2": entry(2, 20)}), Value::Null);
         let new = targets_file(json!({"a/2": entry(3, 30), "a/3": entry(4, 40)}), delegations(&[&key, &other], roles));
         let signed = Signed::parse(&new).unwrap();
-        // As the update verifier reads an uploaded file: target entries read, one delegation's
-        // paths kept.
-        let keep = |name: &RoleName| name.as_str() == "targets/a";
-        let reading =
-            TargetsReading { outside: |_: &str| false, within: None, keep_paths: Some(&keep), read_targets: true };
-        let (body, _) = Targets::read(&signed, &role("targets"), reading).unwrap();
-        let view = TargetsView::of(&role("targets"), &new, &signed, &body).unwrap();
-        let parsed = TargetsView::parse(&role("targets"), &new).unwrap();
-        assert_eq!(view.grants, parsed.grants);
+        // One delegation's paths kept by the verifier, as for an update that uploads it too.
+        let view = verified_view(&new, &|name| name.as_str() == "targets/a");
         assert_eq!(view.grants, delegation_grants_located(&role("targets"), &new, &signed).unwrap());
         let with_paths: Vec<Grant> = view
             .grants

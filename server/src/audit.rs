@@ -435,12 +435,8 @@ pub fn publish_parts(
             parts.grants.extend(grants.into_iter().map(|grant| store_grant(grant, file.version)));
             continue;
         }
-        // Read by the verifier as it checked the file, or here when it was not (a caller that
-        // did not verify it).
-        let mut view = match views.remove(role) {
-            Some(view) => view,
-            None => record::TargetsView::parse(&file.role, &file.bytes).map_err(|error| format!("{role}: {error}"))?,
-        };
+        // Read by the verifier as it checked the file: it sees every uploaded targets-type file.
+        let mut view = views.remove(role).ok_or_else(|| format!("{role}: the verifier left no view of the file"))?;
         // A file with many delegations or long path lists keeps its grants' paths where they are
         // written, for the store to read as it writes each grant; a small one is recorded here.
         let located = std::mem::take(&mut view.grants);

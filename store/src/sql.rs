@@ -1006,7 +1006,8 @@ macro_rules! append_entry {
         // An update whose record is all in the batch has its files inserted by the batch too: one
         // round trip for both. A record written in parts goes first, and its rows are dropped
         // before the files are inserted (see `update`).
-        let files_batched = match (files, gun) {
+        // `Some(first file's role, if any)` when the files are in the batch.
+        let files_batched: Option<Option<String>> = match (files, gun) {
             (Some(files), Some(gun))
                 if grants_batched && history_batched && record.streamed.is_none() && files.len() <= BATCHED_FILES =>
             {
@@ -1025,7 +1026,7 @@ macro_rules! append_entry {
                     });
                     batch.end();
                 }
-                files.first().map(|file| file.role.clone()).or_else(|| Some(String::new()))
+                Some(files.first().map(|file| file.role.clone()))
             }
             _ => None,
         };
@@ -1033,8 +1034,8 @@ macro_rules! append_entry {
             Ok(_) => {}
             // The versions were checked under the lock that serialises this repository's updates; a
             // duplicate version can only come from a writer that does not take it.
-            Err(error) if files_batched.is_some() && is_unique_violation(&error) => {
-                return Err(StoreError::OldVersion { role: files_batched.unwrap_or_default() });
+            Err(error) if is_unique_violation(&error) && files_batched.is_some() => {
+                return Err(StoreError::OldVersion { role: files_batched.flatten().unwrap_or_default() });
             }
             Err(error) => return Err(from_sqlx(error)),
         }
@@ -1403,7 +1404,8 @@ impl Store for SqlStore {
                     );
                 }
             }
-            for file in update.files.iter_mut().filter(|_| !files_inserted) {
+            let unwritten: &mut [NewFile] = if files_inserted { &mut [] } else { &mut update.files };
+            for file in unwritten {
                 // The bytes are moved into the statement: binding a reference would copy them,
                 // and a file may be as large as an upload (tens of MiB). Nothing below reads them.
                 let inserted = sqlx::query(INSERT_FILE)
