@@ -356,6 +356,68 @@ pub fn grant_changes(previous: &[Grant], new: &[Grant]) -> Vec<GrantChange> {
         .collect()
 }
 
+/// What tells a grant apart from another of the same delegated role: its keys (by key ID), its
+/// threshold and its paths. A new version of a file keeps in force each grant whose shape it
+/// leaves as it was (the grant's record is not rewritten), and supersedes the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantShape<'a> {
+    /// The role the grant is for.
+    pub delegated_role: Cow<'a, str>,
+    /// The key IDs as the metadata lists them, each once.
+    pub key_ids: BTreeSet<Cow<'a, str>>,
+    /// Distinct keys whose signatures the role needs.
+    pub threshold: i64,
+    /// The delegation's paths as written (`[]` when it lists none); `None` for a base role.
+    pub paths: Option<Cow<'a, str>>,
+}
+
+impl Grant {
+    /// The grant's shape, with `paths` as the file writes them (`None` for a base role).
+    pub fn shape<'a>(&'a self, paths: Option<&'a str>) -> GrantShape<'a> {
+        GrantShape {
+            delegated_role: Cow::Borrowed(&self.delegated_role),
+            key_ids: self.keys.iter().map(|key| Cow::Borrowed(key.key_id.as_str())).collect(),
+            threshold: self.threshold,
+            paths: paths.map(Cow::Borrowed),
+        }
+    }
+}
+
+/// The shapes of the grants a stored targets file's `delegations` member (as written) makes, in
+/// file order. The file was checked when it was stored, so only what a shape holds is read.
+fn stored_grant_shapes(delegations: Option<&RawValue>) -> Result<Vec<GrantShape<'_>>, RecordError> {
+    #[derive(serde::Deserialize)]
+    struct Delegations<'a> {
+        #[serde(borrow, default)]
+        roles: Option<Vec<Delegation<'a>>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Delegation<'a> {
+        #[serde(borrow)]
+        name: Cow<'a, str>,
+        #[serde(borrow, default)]
+        keyids: Option<Vec<Cow<'a, str>>>,
+        #[serde(default)]
+        threshold: i64,
+        #[serde(borrow, default)]
+        paths: Option<&'a RawValue>,
+    }
+    let Some(raw) = delegations.filter(|raw| raw.get() != "null") else { return Ok(Vec::new()) };
+    let read: Delegations<'_> = serde_json::from_str(raw.get())
+        .map_err(|error| structure(format!("the stored delegations cannot be read: {error}")))?;
+    Ok(read
+        .roles
+        .unwrap_or_default()
+        .into_iter()
+        .map(|role| GrantShape {
+            delegated_role: role.name,
+            key_ids: role.keyids.unwrap_or_default().into_iter().collect(),
+            threshold: role.threshold,
+            paths: Some(Cow::Borrowed(role.paths.map(RawValue::get).filter(|text| *text != "null").unwrap_or("[]"))),
+        })
+        .collect())
+}
+
 /// How a target's listing, or a grant, changed between two versions of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeKind {
@@ -430,11 +492,24 @@ impl TargetChangeStream {
     /// version stored before (it passed [`Signed::parse`] then), so only its `targets` member is
     /// located, without checking the file again.
     pub fn of_view(previous: Option<&[u8]>, view: &TargetsView) -> Result<Self, RecordError> {
-        let old = match previous {
-            Some(bytes) => EntriesCursor::of_stored(bytes)?,
-            None => EntriesCursor::default(),
+        Ok(Self::of_view_with_grants(previous, view)?.0)
+    }
+
+    /// [`TargetChangeStream::of_view`], and beside it the shapes of the grants `previous` makes
+    /// (none without one), read in the same skim of it: what a new version's grants are compared
+    /// with to keep the unchanged ones in force ([`GrantShape`]).
+    pub fn of_view_with_grants<'a>(
+        previous: Option<&'a [u8]>,
+        view: &TargetsView,
+    ) -> Result<(Self, Vec<GrantShape<'a>>), RecordError> {
+        let (old, grants) = match previous {
+            Some(bytes) => {
+                let (cursor, delegations) = EntriesCursor::of_stored(bytes)?;
+                (cursor, stored_grant_shapes(delegations)?)
+            }
+            None => (EntriesCursor::default(), Vec::new()),
         };
-        Ok(Self { old, new: view.entries.clone() })
+        Ok((Self { old, new: view.entries.clone() }, grants))
     }
 
     /// The next at most `max` changes, in order; fewer only at the end, none once every change
@@ -689,8 +764,9 @@ impl EntriesCursor {
     }
 
     /// The cursor at the first entry of `bytes`, a targets file that was stored (and so checked)
-    /// before: its envelope and `signed` are only skimmed to locate the `targets` member.
-    fn of_stored(bytes: &[u8]) -> Result<Self, RecordError> {
+    /// before: its envelope and `signed` are only skimmed to locate the `targets` member. Beside
+    /// it, the file's `delegations` member as written, if any.
+    fn of_stored(bytes: &[u8]) -> Result<(Self, Option<&RawValue>), RecordError> {
         #[derive(serde::Deserialize)]
         struct Envelope<'a> {
             #[serde(borrow)]
@@ -702,6 +778,8 @@ impl EntriesCursor {
             kind: Option<Cow<'a, str>>,
             #[serde(borrow, default)]
             targets: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            delegations: Option<&'a RawValue>,
         }
         let unreadable =
             |error: serde_json::Error| structure(format!("the stored targets file cannot be read: {error}"));
@@ -710,7 +788,7 @@ impl EntriesCursor {
         if body.kind.as_deref() != Some("Targets") {
             return Err(structure("the file is not a targets file"));
         }
-        Self::at(bytes, body.targets)
+        Ok((Self::at(bytes, body.targets)?, body.delegations))
     }
 
     /// The cursor at the first entry of the `targets` member `targets` of `bytes`.

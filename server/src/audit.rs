@@ -72,7 +72,7 @@ pub struct PublishParts {
     /// Canonical key ID by key ID as metadata lists it, for every key the grants name.
     pub canonical: BTreeMap<String, String>,
     grants: Vec<NewGrant>,
-    superseded_roles: Vec<String>,
+    superseded: Vec<(String, String)>,
     /// The target events, when there are at most [`INLINE_TARGET_CHANGES`]; else none, and
     /// `streamed` produces them while the store writes the update.
     history: Vec<NewTargetEvent>,
@@ -390,6 +390,41 @@ fn inline_targets(events: &[NewTargetEvent]) -> Value {
     )
 }
 
+/// Whether two grants of one delegated role are the same grant: the same keys (by key ID),
+/// threshold and paths.
+fn same_grant(a: &NewGrant, b: &NewGrant) -> bool {
+    let ids =
+        |grant: &NewGrant| grant.keys.iter().map(|key| key.key_id.clone()).collect::<std::collections::BTreeSet<_>>();
+    a.delegated_role == b.delegated_role && a.threshold == b.threshold && a.paths == b.paths && ids(a) == ids(b)
+}
+
+/// Shapes by delegated role (a file lists each delegated role once).
+fn shapes_by_role<'a>(
+    shapes: impl IntoIterator<Item = record::GrantShape<'a>>,
+) -> BTreeMap<String, record::GrantShape<'a>> {
+    shapes.into_iter().map(|shape| (shape.delegated_role.clone().into_owned(), shape)).collect()
+}
+
+/// Whether a new version of `role`'s file changes the grant of shape `shape`: true when
+/// `before` (the shapes of the version it replaces, by delegated role) has none for its role or
+/// another one, which it then supersedes. The role's entry is taken out of `before`, so what is
+/// left there at the end are the grants the new version no longer makes.
+fn supersedes(
+    role: &str,
+    shape: record::GrantShape<'_>,
+    before: &mut BTreeMap<String, record::GrantShape<'_>>,
+    parts: &mut PublishParts,
+) -> bool {
+    match before.remove(shape.delegated_role.as_ref()) {
+        Some(old) if old == shape => false,
+        Some(_) => {
+            parts.superseded.push((role.to_owned(), shape.delegated_role.into_owned()));
+            true
+        }
+        None => true,
+    }
+}
+
 fn store_grant(grant: record::Grant, version: i64) -> NewGrant {
     NewGrant {
         delegating_role: grant.delegating_role,
@@ -406,13 +441,20 @@ fn store_grant(grant: record::Grant, version: i64) -> NewGrant {
 }
 
 /// Grants and target changes of the uploaded files, against `previous`: the stored current file
-/// of each uploaded targets-type role, by role. `signers` are the key IDs counted per role.
+/// of each uploaded targets-type role, by role, and `previous_root`: the grants of the stored
+/// root when the update uploads a root. `signers` are the key IDs counted per role.
+///
+/// Only the grants a file changes are recorded: a grant whose keys, threshold and paths are
+/// those of the version it replaces stays in force as it was recorded (so a grant's version and
+/// time say since when it is in force); a changed one supersedes its predecessor, and a
+/// delegate the new version no longer lists has its grant superseded.
 ///
 /// The changes are read once here, for their counts and digest; when there are more than
 /// [`INLINE_TARGET_CHANGES`], they are not kept but read again while the store writes them
 /// (the replaced versions move into that stream).
 pub fn publish_parts(
     mut previous: BTreeMap<String, Vec<u8>>,
+    previous_root: &[record::Grant],
     files: &[NewFile],
     signers: &BTreeMap<String, Vec<String>>,
     mut views: BTreeMap<String, record::TargetsView>,
@@ -428,18 +470,34 @@ pub fn publish_parts(
         if !is_root && !is_targets {
             continue;
         }
-        parts.superseded_roles.push(role.to_owned());
         if !is_targets {
             let signed = tufa_core::metadata::Signed::parse(&file.bytes).map_err(|error| format!("{role}: {error}"))?;
             let grants = record::file_grants_of(&file.role, &signed).map_err(|error| format!("{role}: {error}"))?;
-            parts.grants.extend(grants.into_iter().map(|grant| store_grant(grant, file.version)));
+            let mut before = shapes_by_role(previous_root.iter().map(|grant| grant.shape(None)));
+            let changed: Vec<bool> =
+                grants.iter().map(|grant| supersedes(role, grant.shape(None), &mut before, &mut parts)).collect();
+            parts.superseded.extend(before.into_keys().map(|delegated| (role.to_owned(), delegated)));
+            let kept = grants.into_iter().zip(changed).filter_map(|(grant, changed)| changed.then_some(grant));
+            parts.grants.extend(kept.map(|grant| store_grant(grant, file.version)));
             continue;
         }
         // Read by the verifier as it checked the file: it sees every uploaded targets-type file.
         let mut view = views.remove(role).ok_or_else(|| format!("{role}: the verifier left no view of the file"))?;
+        let replaced = previous.remove(role);
+        let (stream, before) = record::TargetChangeStream::of_view_with_grants(replaced.as_deref(), &view)
+            .map_err(|error| format!("{role}: {error}"))?;
+        // Only the grants this version changes are recorded; the others stay in force.
+        let mut before = shapes_by_role(before);
+        let mut located = Vec::with_capacity(view.grants.len());
+        for (grant, range) in std::mem::take(&mut view.grants) {
+            let paths = record::paths_at(&file.bytes, range).map_err(|error| format!("{role}: {error}"))?;
+            if supersedes(role, grant.shape(Some(paths)), &mut before, &mut parts) {
+                located.push((grant, range));
+            }
+        }
+        parts.superseded.extend(before.into_keys().map(|delegated| (role.to_owned(), delegated)));
         // A file with many delegations or long path lists keeps its grants' paths where they are
         // written, for the store to read as it writes each grant; a small one is recorded here.
-        let located = std::mem::take(&mut view.grants);
         let paths_bytes: usize =
             located.iter().filter_map(|(_, range)| *range).map(|(start, end)| end.saturating_sub(start)).sum();
         if located.len() <= STREAMED_GRANTS_FROM && paths_bytes <= STREAMED_PATHS_FROM {
@@ -454,9 +512,6 @@ pub fn publish_parts(
                 grants: located.into_iter().map(|(grant, range)| (store_grant(grant, file.version), range)).collect(),
             });
         }
-        let replaced = previous.remove(role);
-        let stream = record::TargetChangeStream::of_view(replaced.as_deref(), &view)
-            .map_err(|error| format!("{role}: {error}"))?;
         let signer_keys: std::sync::Arc<[String]> = signers.get(role).cloned().unwrap_or_default().into();
         let mut counting = stream.clone();
         loop {
@@ -582,7 +637,7 @@ pub fn publish_record(
     Record {
         entry,
         keys,
-        superseded_roles: parts.superseded_roles,
+        superseded: parts.superseded,
         grants: parts.grants,
         history: parts.history,
         streamed: parts
@@ -790,8 +845,8 @@ async fn rebuild(
     let versions = store.file_versions(gun).await?;
     let mut grants: Vec<tufa_store::Grant> = Vec::new();
     let mut history = Vec::new();
-    // Per delegating role: the positions in `grants` of its latest version's grants.
-    let mut latest: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    // Per delegating role: the positions in `grants` of its grants in force, by delegated role.
+    let mut latest: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     let mut previous: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for (role_name, version, at) in &versions {
         let Ok(role) = tufa_core::names::RoleName::parse(role_name) else { continue };
@@ -806,24 +861,38 @@ async fn rebuild(
                 continue;
             }
         };
-        for index in latest.remove(role_name.as_str()).unwrap_or_default() {
-            if let Some(grant) = grants.get_mut(index) {
-                grant.superseded_at = Some(*at);
-            }
-        }
-        let mut positions = Vec::new();
+        // As a publish records them: a grant this version leaves unchanged stays in force, a
+        // changed one and one it no longer makes are superseded.
+        let mut before = latest.remove(role_name.as_str()).unwrap_or_default();
+        let mut positions = BTreeMap::new();
         for grant in made {
-            positions.push(grants.len());
+            let grant = store_grant(grant, *version);
+            if let Some(index) = before.remove(&grant.delegated_role) {
+                match grants.get_mut(index) {
+                    Some(kept) if same_grant(&kept.grant, &grant) => {
+                        positions.insert(grant.delegated_role, index);
+                        continue;
+                    }
+                    Some(ended) => ended.superseded_at = Some(*at),
+                    None => {}
+                }
+            }
+            positions.insert(grant.delegated_role.clone(), grants.len());
             grants.push(tufa_store::Grant {
                 id: 0,
                 gun: gun.to_owned(),
-                grant: store_grant(grant, *version),
+                grant,
                 principal: None,
                 audit_seq: None,
                 created_at: *at,
                 superseded_at: None,
                 superseded_seq: None,
             });
+        }
+        for index in before.into_values() {
+            if let Some(ended) = grants.get_mut(index) {
+                ended.superseded_at = Some(*at);
+            }
         }
         latest.insert(role_name.clone(), positions);
         if !role.is_targets_type() {

@@ -3,7 +3,7 @@
 //! latest signed checkpoint, single entries, and inclusion and consistency proofs. Answers are
 //! JSON in the shapes `tufa-server audit …` prints, and each caller sees only what it may read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -410,46 +410,34 @@ pub async fn consistency_proof(store: &dyn Store, old: u64, new: u64) -> Result<
     }))
 }
 
-/// The grants one file version of a delegating role made, as stored.
-struct Version<'a> {
-    version: i64,
-    created_at: DateTime<Utc>,
-    principal: Option<&'a str>,
-    audit_seq: Option<i64>,
-    superseded_at: Option<DateTime<Utc>>,
-    grants: Vec<&'a Grant>,
-}
+/// The grants of one delegating role in force at one moment, by delegated role.
+type InForce<'a> = BTreeMap<&'a str, &'a Grant>;
 
-impl Version<'_> {
-    fn core_grants(&self) -> Vec<record::Grant> {
-        self.grants
-            .iter()
-            .map(|grant| {
-                let mut keys: Vec<record::GrantKey> = grant
-                    .grant
-                    .keys
-                    .iter()
-                    .map(|key| record::GrantKey {
-                        key_id: key.key_id.clone(),
-                        canonical_id: key.canonical_id.clone(),
-                        subject: key.subject.clone(),
-                    })
-                    .collect();
-                keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
-                record::Grant {
-                    delegating_role: grant.grant.delegating_role.clone(),
-                    delegated_role: grant.grant.delegated_role.clone(),
-                    keys,
-                    paths: grant.grant.paths.clone(),
-                    threshold: grant.grant.threshold,
-                }
-            })
-            .collect()
-    }
-
-    fn find(&self, role: &str) -> Option<&Grant> {
-        self.grants.iter().copied().find(|grant| grant.grant.delegated_role == role)
-    }
+/// `grants` as the record's core type, to compare them.
+fn core_grants(grants: &InForce<'_>) -> Vec<record::Grant> {
+    grants
+        .values()
+        .map(|grant| {
+            let mut keys: Vec<record::GrantKey> = grant
+                .grant
+                .keys
+                .iter()
+                .map(|key| record::GrantKey {
+                    key_id: key.key_id.clone(),
+                    canonical_id: key.canonical_id.clone(),
+                    subject: key.subject.clone(),
+                })
+                .collect();
+            keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+            record::Grant {
+                delegating_role: grant.grant.delegating_role.clone(),
+                delegated_role: grant.grant.delegated_role.clone(),
+                keys,
+                paths: grant.grant.paths.clone(),
+                threshold: grant.grant.threshold,
+            }
+        })
+        .collect()
 }
 
 /// What a change is attributed to: when, by whom, through which entry, and which file version
@@ -471,18 +459,16 @@ fn grant_fields(grant: &Grant) -> Value {
     })
 }
 
-/// The changes between two versions' grants, as JSON objects.
-fn compare(before: Option<&Version<'_>>, after: Option<&Version<'_>>, cause: &Cause<'_>) -> Vec<Value> {
-    let old = before.map(Version::core_grants).unwrap_or_default();
-    let new = after.map(Version::core_grants).unwrap_or_default();
-    record::grant_changes(&old, &new)
+/// The changes between the grants in force before and after one moment, as JSON objects.
+fn compare(before: &InForce<'_>, after: &InForce<'_>, cause: &Cause<'_>) -> Vec<Value> {
+    record::grant_changes(&core_grants(before), &core_grants(after))
         .into_iter()
         .filter_map(|change| {
             let role = change.grant.delegated_role.as_str();
-            let previous = before.and_then(|version| version.find(role));
+            let previous = before.get(role).copied();
             let current = match change.kind {
                 record::ChangeKind::Removed => previous,
-                _ => after.and_then(|version| version.find(role)),
+                _ => after.get(role).copied(),
             }?;
             let previous = match change.kind {
                 record::ChangeKind::Changed => previous.map(grant_fields),
@@ -505,76 +491,76 @@ fn compare(before: Option<&Version<'_>>, after: Option<&Version<'_>>, cause: &Ca
         .collect()
 }
 
-/// Who added, changed or removed a delegate (or a base role's keys) in `gun`, oldest first:
-/// each delegating role's stored grant versions compared in order. Grants that ended without a
-/// new version of their file are reported removed at that time, attributed to the audit entry of
-/// that moment. Public so that a CLI subcommand can give the same answer.
+/// Who added, changed or removed a delegate (or a base role's keys) in `gun`, oldest first.
+///
+/// A new version of a delegating role's file records only the grants it changes (an unchanged
+/// grant stays in force), so each delegating role's grants in force are replayed moment by
+/// moment: at each time a grant was made or ended, the grants in force before and after are
+/// compared. A moment that made grants is attributed to them (their principal, entry and file
+/// version); one that only ended grants (a delegate removed, a file without delegations, the
+/// repository deleted) to the audit entry of that moment. Grants recorded before unchanged
+/// grants were kept in force (one row per version) give the same answers. Public so that a CLI
+/// subcommand can give the same answer.
 pub async fn grant_changes(store: &dyn Store, gun: &str) -> Result<Vec<Value>, tufa_store::StoreError> {
     let history = store.grant_history(gun).await?;
-    let mut roles: BTreeMap<&str, Vec<Version<'_>>> = BTreeMap::new();
+    let mut roles: BTreeMap<&str, Vec<&Grant>> = BTreeMap::new();
     for grant in &history {
-        let versions = roles.entry(grant.grant.delegating_role.as_str()).or_default();
-        match versions.last_mut() {
-            Some(last) if last.version == grant.grant.version && last.created_at == grant.created_at => {
-                last.grants.push(grant);
-            }
-            _ => versions.push(Version {
-                version: grant.grant.version,
-                created_at: grant.created_at,
-                principal: grant.principal.as_deref(),
-                audit_seq: grant.audit_seq,
-                superseded_at: grant.superseded_at,
-                grants: vec![grant],
-            }),
-        }
+        roles.entry(grant.grant.delegating_role.as_str()).or_default().push(grant);
     }
-    // Entries of the moments grants ended without a successor, looked up once per moment.
+    // Moments that ended grants without making any of the same delegating role: their entries,
+    // looked up once per moment.
     let mut endings: BTreeMap<DateTime<Utc>, Option<Entry>> = BTreeMap::new();
-    for versions in roles.values() {
-        for (index, version) in versions.iter().enumerate() {
-            let next = versions.get(index + 1);
-            if let Some(ended) = version.superseded_at
-                && next.is_none_or(|next| ended < next.created_at)
-                && !endings.contains_key(&ended)
-            {
-                let filter = AuditFilter {
-                    gun: Some(gun.to_owned()),
-                    since: Some(ended),
-                    until: ended.checked_add_signed(chrono::Duration::microseconds(1)),
-                    limit: 1,
-                    ..AuditFilter::default()
-                };
-                let entry = store.audit_entries(&filter).await?.into_iter().next().map(|stored| stored.entry);
-                endings.insert(ended, entry);
+    for grants in roles.values() {
+        let made: BTreeSet<DateTime<Utc>> = grants.iter().map(|grant| grant.created_at).collect();
+        for ended in grants.iter().filter_map(|grant| grant.superseded_at) {
+            if made.contains(&ended) || endings.contains_key(&ended) {
+                continue;
             }
+            let filter = AuditFilter {
+                gun: Some(gun.to_owned()),
+                since: Some(ended),
+                until: ended.checked_add_signed(chrono::Duration::microseconds(1)),
+                limit: 1,
+                ..AuditFilter::default()
+            };
+            let entry = store.audit_entries(&filter).await?.into_iter().next().map(|stored| stored.entry);
+            endings.insert(ended, entry);
         }
     }
     let mut changes: Vec<(DateTime<Utc>, Value)> = Vec::new();
-    for versions in roles.values() {
-        let mut previous: Option<&Version<'_>> = None;
-        for (index, version) in versions.iter().enumerate() {
-            let cause = Cause {
-                time: version.created_at,
-                principal: version.principal,
-                audit_seq: version.audit_seq,
-                version: Some(version.version),
-            };
-            changes.extend(compare(previous, Some(version), &cause).into_iter().map(|change| (cause.time, change)));
-            previous = Some(version);
-            let next = versions.get(index + 1);
-            if let Some(ended) = version.superseded_at
-                && next.is_none_or(|next| ended < next.created_at)
-            {
-                let entry = endings.get(&ended).and_then(Option::as_ref);
-                let cause = Cause {
-                    time: ended,
-                    principal: entry.and_then(|entry| entry.principal.as_deref()),
-                    audit_seq: entry.and_then(|entry| i64::try_from(entry.seq).ok()),
-                    version: None,
-                };
-                changes.extend(compare(Some(version), None, &cause).into_iter().map(|change| (ended, change)));
-                previous = None;
+    for (delegating_role, grants) in &roles {
+        let mut moments: BTreeSet<DateTime<Utc>> = grants.iter().map(|grant| grant.created_at).collect();
+        moments.extend(grants.iter().filter_map(|grant| grant.superseded_at));
+        let mut in_force: InForce<'_> = BTreeMap::new();
+        for moment in moments {
+            let before = in_force.clone();
+            in_force.retain(|_, grant| grant.superseded_at != Some(moment));
+            let made: Vec<&Grant> = grants.iter().copied().filter(|grant| grant.created_at == moment).collect();
+            for grant in &made {
+                in_force.insert(grant.grant.delegated_role.as_str(), grant);
             }
+            let cause = match made.first() {
+                Some(grant) => Cause {
+                    time: moment,
+                    principal: grant.principal.as_deref(),
+                    audit_seq: grant.audit_seq,
+                    version: Some(grant.grant.version),
+                },
+                None => {
+                    let entry = endings.get(&moment).and_then(Option::as_ref);
+                    // The version of the delegating role's file the entry stored, if it stored one.
+                    let version = entry
+                        .and_then(|entry| serde_json::from_str::<Value>(&entry.details).ok())
+                        .and_then(|details| details.get("roles")?.get(*delegating_role)?.as_i64());
+                    Cause {
+                        time: moment,
+                        principal: entry.and_then(|entry| entry.principal.as_deref()),
+                        audit_seq: entry.and_then(|entry| i64::try_from(entry.seq).ok()),
+                        version,
+                    }
+                }
+            };
+            changes.extend(compare(&before, &in_force, &cause).into_iter().map(|change| (moment, change)));
         }
     }
     // Oldest first; within one moment, in delegating role then role order (as computed).

@@ -305,7 +305,15 @@ impl Service {
         for file in &validated.files {
             state.forget(file.role.as_str());
         }
-        let (validated, parts) = self.record_parts(gun, validated, previous).await?;
+        // A new root's grants are compared with the stored root's, as targets files' with the
+        // versions they replace.
+        let previous_root = match &stored_root {
+            Some(root) if validated.files.iter().any(|file| file.role.as_base() == Some(BaseRole::Root)) => {
+                tufa_core::record::root_grants(root)
+            }
+            _ => Vec::new(),
+        };
+        let (validated, parts) = self.record_parts(gun, validated, previous, previous_root).await?;
         let mut online = Vec::new();
         let recreated = match (&recreation.tombstone, had_root) {
             (Some(tombstone), false) => Some(self.check_recreation(gun, tombstone, &validated.files, recreation)?),
@@ -439,13 +447,15 @@ impl Service {
         Ok(previous)
     }
 
-    /// What a validated update means for the record: its grants and, against the versions it
-    /// replaces (`previous`), its target changes.
+    /// What a validated update means for the record: against the versions it replaces
+    /// (`previous`, and `previous_root`: the stored root's grants when it uploads a root), the
+    /// grants it changes and its target changes.
     async fn record_parts(
         &self,
         gun: &Gun,
         mut validated: update::Validated,
         previous: BTreeMap<String, Vec<u8>>,
+        previous_root: Vec<tufa_core::record::Grant>,
     ) -> Result<(update::Validated, audit::PublishParts), ApiError> {
         // Small updates are read here; large ones on the blocking pool, like their verification.
         let size: usize = validated.files.iter().map(|file| file.bytes.len()).sum::<usize>()
@@ -453,6 +463,7 @@ impl Service {
         let parts = if size <= INLINE_RECORD_BYTES {
             let parts = audit::publish_parts(
                 previous,
+                &previous_root,
                 &validated.files,
                 &validated.signers,
                 std::mem::take(&mut validated.views),
@@ -462,6 +473,7 @@ impl Service {
             tokio::task::spawn_blocking(move || {
                 let parts = audit::publish_parts(
                     previous,
+                    &previous_root,
                     &validated.files,
                     &validated.signers,
                     std::mem::take(&mut validated.views),

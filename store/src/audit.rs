@@ -15,8 +15,10 @@ pub struct Record {
     pub entry: NewEntry,
     /// Key IDs whose signatures the entry records, indexed to find every entry of a key.
     pub keys: Vec<String>,
-    /// Delegating roles whose file this change replaces: their current grants are superseded.
-    pub superseded_roles: Vec<String>,
+    /// Grants this change ends, as (delegating role, delegated role): the grant in force of each
+    /// is superseded (a changed grant is superseded, then made again in `grants`). Grants a new
+    /// version of their file leaves unchanged are in neither list and stay in force.
+    pub superseded: Vec<(String, String)>,
     /// Grants made by the files this change stores.
     pub grants: Vec<NewGrant>,
     /// Targets added, changed or removed by this change.
@@ -33,7 +35,7 @@ impl Record {
         Record {
             entry,
             keys: Vec::new(),
-            superseded_roles: Vec::new(),
+            superseded: Vec::new(),
             grants: Vec::new(),
             history: Vec::new(),
             streamed: None,

@@ -916,22 +916,11 @@ macro_rules! append_entry {
         let grant_keys = record.grants.iter().map(|grant| grant.keys.len()).sum::<usize>();
         let grants_batched = record.grants.len() <= BATCHED_GRANTS && grant_keys <= BATCHED_GRANT_KEYS;
         let history_batched = record.history.len() <= INSERT_CHUNK;
+        let superseded_batched = record.superseded.len() <= BATCHED_GRANTS;
         if let Some(gun) = gun {
-            if !record.superseded_roles.is_empty() {
+            if !record.superseded.is_empty() && superseded_batched {
                 let query = batch.part("superseded");
-                query.push("UPDATE grants SET superseded_at = ");
-                query.push_bind(<$d>::time(at)).push(", superseded_seq = ").push_bind(seq_i64);
-                // Through `grants_active_idx` (the repository's grants in force), not every
-                // grant its roles ever had.
-                query
-                    .push(" WHERE gun = ")
-                    .push_bind(gun.to_owned())
-                    .push(format_args!(" AND superseded_at IS NULL AND {}delegating_role IN (", <$d>::UNINDEXED));
-                let mut list = query.separated(", ");
-                for role in &record.superseded_roles {
-                    list.push_bind(role.clone());
-                }
-                query.push(")");
+                push_superseded!($d, query, gun, at, seq_i64, &record.superseded);
                 batch.end();
             }
             if grants_batched && !record.grants.is_empty() {
@@ -1030,6 +1019,16 @@ macro_rules! append_entry {
             }
             _ => None,
         };
+        // Many grants ended: in statements of their own, before the batch makes new ones.
+        if let Some(gun) = gun
+            && !superseded_batched
+        {
+            for chunk in record.superseded.chunks(INSERT_CHUNK) {
+                let mut query = QueryBuilder::<<$d as Dialect>::Db>::new("");
+                push_superseded!($d, query, gun, at, seq_i64, chunk);
+                query.build().execute(&mut **$tx).await.map_err(from_sqlx)?;
+            }
+        }
         match batch.finish().build().execute(&mut **$tx).await {
             Ok(_) => {}
             // The versions were checked under the lock that serialises this repository's updates; a
@@ -1061,6 +1060,32 @@ macro_rules! append_entry {
         }
         tip.appended(seq, leaf, prev.as_ref(), &fetched, &new_hashes);
         (seq_i64, files_batched.is_some())
+    }};
+}
+
+/// Writes into `$query` (a builder of dialect `$d`) the UPDATE that ends, at `$at` by entry
+/// `$seq`, `$gun`'s grants in force for the (delegating role, delegated role) pairs `$pairs`.
+macro_rules! push_superseded {
+    ($d:ty, $query:expr, $gun:expr, $at:expr, $seq:expr, $pairs:expr) => {{
+        let pairs: &[(String, String)] = $pairs;
+        $query.push("UPDATE grants SET superseded_at = ");
+        $query.push_bind(<$d>::time($at)).push(", superseded_seq = ").push_bind($seq);
+        // Through `grants_active_idx` (the repository's grants in force), not every grant its
+        // roles ever had.
+        $query.push(" WHERE gun = ").push_bind($gun.to_owned()).push(format_args!(
+            " AND superseded_at IS NULL AND ({}delegating_role, {}delegated_role) IN (VALUES ",
+            <$d>::UNINDEXED,
+            <$d>::UNINDEXED
+        ));
+        let mut list = $query.separated(", ");
+        for (delegating, delegated) in pairs {
+            list.push("(");
+            list.push_bind_unseparated(delegating.clone());
+            list.push_unseparated(", ");
+            list.push_bind_unseparated(delegated.clone());
+            list.push_unseparated(")");
+        }
+        $query.push(")");
     }};
 }
 

@@ -83,8 +83,8 @@ fn principal(repo: usize, publish: usize) -> String {
 }
 
 /// The record the server would write for publish `publish` (0-based) of `repo`, re-signing
-/// `tags` tags: the entry, the delegation grant of the new targets file, and one target event
-/// per tag.
+/// `tags` tags: the entry, one target event per tag, and on the first publish the delegation
+/// grant of the targets file (later versions leave it unchanged, so it stays in force).
 fn publish_record(repo: usize, publish: usize, tags: usize) -> Record {
     let [targets_key, snapshot_key, timestamp_key, releases_key] = repo_keys(repo);
     let version = i64::try_from(publish + 2).unwrap_or(i64::MAX);
@@ -135,8 +135,8 @@ fn publish_record(repo: usize, publish: usize, tags: usize) -> Record {
     Record {
         entry,
         keys: vec![targets_key, snapshot_key, timestamp_key],
-        superseded_roles: vec!["targets".into()],
-        grants: vec![grant],
+        superseded: Vec::new(),
+        grants: if publish == 0 { vec![grant] } else { Vec::new() },
         history: events,
         streamed: None,
     }
@@ -169,7 +169,6 @@ fn filler_record(random: &mut Random, repos: usize, serial: u64) -> Record {
     if choice < 90 {
         let changed = 1 + random.below(3);
         let mut record = publish_record(repo, 1000 + random.below(100_000), changed);
-        record.superseded_roles.clear();
         record.grants.clear();
         record.history.clear();
         record

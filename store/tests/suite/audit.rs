@@ -138,8 +138,11 @@ pub(crate) async fn grants_and_target_history(store: Arc<dyn Store>) {
     let v1 = Repo::new(1, "v1");
     let mut first = v1.first_publish(GUN);
     first.record.entry = first.record.entry.by(Some("alice"));
-    first.record.grants =
-        vec![grant("root", "targets", 1, &["root-k"]), grant("targets", "targets/releases", 1, &["k1"])];
+    first.record.grants = vec![
+        grant("root", "targets", 1, &["root-k"]),
+        grant("targets", "targets/qa", 1, &["k3"]),
+        grant("targets", "targets/releases", 1, &["k1"]),
+    ];
     first.record.history = vec![event("v1.0", 1, "added", "aa")];
     store.update(first).await.expect("first publish");
     let between = now();
@@ -147,7 +150,8 @@ pub(crate) async fn grants_and_target_history(store: Arc<dyn Store>) {
     let v2 = Repo::new(2, "v2");
     let mut second = v2.next_publish(GUN, 1);
     second.record.entry = second.record.entry.by(Some("bob"));
-    second.record.superseded_roles = vec!["targets".into()];
+    // Only the changed grant is ended and made again; targets/qa is left in force.
+    second.record.superseded = vec![("targets".into(), "targets/releases".into())];
     second.record.grants = vec![grant("targets", "targets/releases", 2, &["k1", "k2"])];
     second.record.history = vec![event("v1.0", 2, "changed", "bb")];
     store.update(second).await.expect("second publish");
@@ -170,20 +174,22 @@ pub(crate) async fn grants_and_target_history(store: Arc<dyn Store>) {
         shape,
         vec![
             ("root", "targets", 1, vec!["root-k"], Some("alice")),
+            ("targets", "targets/qa", 1, vec!["k3"], Some("alice")),
             ("targets", "targets/releases", 2, vec!["k1", "k2"], Some("bob")),
         ]
     );
-    assert_eq!(current[1].grant.paths.as_deref(), Some(r#"["releases/"]"#));
-    assert_eq!(current[1].audit_seq, Some(1));
+    assert_eq!(current[2].grant.paths.as_deref(), Some(r#"["releases/"]"#));
+    assert_eq!(current[2].audit_seq, Some(1));
+    assert_eq!((current[1].audit_seq, current[1].superseded_seq), (Some(0), None));
     let past = store.grants(GUN, Some(between)).await.expect("past grants");
-    assert_eq!(past.iter().map(|g| g.grant.version).collect::<Vec<_>>(), vec![1, 1]);
-    assert_eq!(past[1].grant.keys.len(), 1);
+    assert_eq!(past.iter().map(|g| g.grant.version).collect::<Vec<_>>(), vec![1, 1, 1]);
+    assert_eq!(past[2].grant.keys.len(), 1);
 
     let k2 = store.key_grants("k2").await.expect("key grants");
     assert_eq!(k2.iter().map(|g| (g.gun.as_str(), g.grant.version)).collect::<Vec<_>>(), vec![(GUN, 2)]);
     let by_canonical = store.key_grants("canonical-k1").await.expect("canonical");
     assert_eq!(by_canonical.len(), 2);
-    assert_eq!(store.grant_history(GUN).await.expect("history").len(), 3);
+    assert_eq!(store.grant_history(GUN).await.expect("history").len(), 4);
 
     let history = store.target_history(GUN, "v1.0").await.expect("target history");
     let shape: Vec<(&str, i64, Option<&str>, Option<&str>)> = history
@@ -195,12 +201,32 @@ pub(crate) async fn grants_and_target_history(store: Arc<dyn Store>) {
     assert_eq!(history[0].event.signer_canonical_ids.to_vec(), vec!["canonical-k1".to_owned()]);
     // The first grant of targets/releases ended with the second publish (entry 1).
     let ended = store.grant_history(GUN).await.expect("history");
-    assert_eq!(ended[1].superseded_seq, Some(1));
+    assert_eq!((ended[2].grant.delegated_role.as_str(), ended[2].superseded_seq), ("targets/releases", Some(1)));
+
+    // More ended grants than one statement's batch holds: all of them end, and only them.
+    let v3 = Repo::new(3, "v3");
+    let mut third = v3.next_publish(GUN, 2);
+    third.record.grants = (0..100).map(|n| grant("targets/qa", &format!("targets/qa/{n:03}"), 3, &["k4"])).collect();
+    store.update(third).await.expect("third publish");
+    let v4 = Repo::new(4, "v4");
+    let mut fourth = v4.next_publish(GUN, 3);
+    fourth.record.superseded = (0..90).map(|n| ("targets/qa".to_owned(), format!("targets/qa/{n:03}"))).collect();
+    store.update(fourth).await.expect("fourth publish");
+    let current = store.grants(GUN, None).await.expect("grants");
+    let qa: Vec<&str> = current
+        .iter()
+        .filter(|g| g.grant.delegating_role == "targets/qa")
+        .map(|g| g.grant.delegated_role.as_str())
+        .collect();
+    assert_eq!(qa, (90..100).map(|n| format!("targets/qa/{n:03}")).collect::<Vec<_>>());
+    assert_eq!(current.len(), 3 + 10);
+    let history = store.grant_history(GUN).await.expect("history");
+    assert_eq!(history.iter().filter(|g| g.superseded_seq == Some(3)).count(), 90);
 
     // Deleting the repository ends every grant.
     assert!(store.delete_gun(GUN, deletion(GUN)).await.expect("delete"));
     assert_eq!(store.grants(GUN, None).await.expect("grants after delete"), Vec::new());
-    assert_eq!(store.grants(GUN, Some(between)).await.expect("still in the past").len(), 2);
+    assert_eq!(store.grants(GUN, Some(between)).await.expect("still in the past").len(), 3);
 }
 
 /// Target events of two files, streamed a chunk at a time: `first` events of `targets/a`, then
