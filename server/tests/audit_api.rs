@@ -508,6 +508,64 @@ async fn a_file_of_many_delegations_records_every_grant_with_its_paths() {
         entries[1]["details"]["grants"]["sha256"],
         json!(tufa_server::audit::grants_digest(&rows.iter().map(|row| row.grant.clone()).collect::<Vec<_>>()))
     );
+
+    // Version 3 removes r00, changes r01's paths, adds r70 and leaves the other 68 as they were:
+    // only the changes are recorded, the unchanged grants stay in force from version 2.
+    let mut roles = roles;
+    roles.remove(0);
+    roles[0]["paths"] = json!(["r1/only/"]);
+    roles.push(json!({"keyids": [delegate.id()], "name": name(70), "paths": paths(70), "threshold": 1}));
+    let delegations = json!({"keys": {delegate.id(): delegate.public.to_json()}, "roles": roles});
+    let targets = repo.targets(3, json!({}), delegations);
+    let snapshot = repo.snapshot(3, &[("root", &root), ("targets", &targets)]);
+    harness.post(&[("targets", &targets), ("snapshot", &snapshot)], None).await;
+    let entries = harness.ok("/v1/audit").await["entries"].as_array().unwrap().clone();
+    assert_eq!(entries[2]["details"]["grants"]["count"], json!(2), "r01 changed and r70 added");
+    let answer = harness.ok(&format!("/v1/repositories/{GUN}/grants")).await;
+    let versions: Vec<(Value, Value)> = answer["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|grant| grant["delegating_role"] == json!("targets"))
+        .map(|grant| (grant["role"].clone(), grant["version"].clone()))
+        .collect();
+    let expected: Vec<(Value, Value)> =
+        (1..=70).map(|index| (json!(name(index)), json!(if index == 1 || index == 70 { 3 } else { 2 }))).collect();
+    assert_eq!(versions, expected);
+
+    // Version 4 only removes r70: the removal is attributed to that publish and its version.
+    let mut roles = roles;
+    roles.pop();
+    let delegations = json!({"keys": {delegate.id(): delegate.public.to_json()}, "roles": roles});
+    let targets = repo.targets(4, json!({}), delegations);
+    let snapshot = repo.snapshot(4, &[("root", &root), ("targets", &targets)]);
+    harness.post(&[("targets", &targets), ("snapshot", &snapshot)], None).await;
+    let changes = harness.ok(&format!("/v1/repositories/{GUN}/grants/changes?offset=74")).await;
+    let summary: Vec<(Value, Value, Value, Value)> = changes["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|change| {
+            (change["change"].clone(), change["role"].clone(), change["version"].clone(), change["audit_seq"].clone())
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (json!("removed"), json!(name(0)), json!(3), json!(2)),
+            (json!("changed"), json!(name(1)), json!(3), json!(2)),
+            (json!("added"), json!(name(70)), json!(3), json!(2)),
+            (json!("removed"), json!(name(70)), json!(4), json!(3)),
+        ]
+    );
+    let entries = harness.ok("/v1/audit").await["entries"].as_array().unwrap().clone();
+    assert_eq!(entries[3]["details"]["grants"]["count"], json!(0));
+    // The record still checks: each entry's grant rows match its digest.
+    let stored =
+        harness.store.audit_entries(&tufa_store::AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
+    let rows = harness.store.grants_of_entries(0, 3).await.unwrap();
+    assert_eq!(rows.len(), 76);
+    assert_eq!(tufa_server::audit::check_history(&stored, &[], &rows), vec![]);
 }
 
 #[tokio::test]

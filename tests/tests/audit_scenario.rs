@@ -117,15 +117,17 @@ impl Expect<'_> {
         })
     }
 
-    /// The four grants of root version `version`, with targets key `targets`.
-    fn root(&self, version: u64, targets: &str) -> Vec<Value> {
+    /// The four grants of the root in force: targets key `targets`, granted by root version
+    /// `targets_version`; the other three unchanged since root version 1 (a new root version
+    /// records only the grants it changes).
+    fn root(&self, targets_version: u64, targets: &str) -> Vec<Value> {
         let (root_id, root_canonical) = &self.keys.root;
         let subject = format!("CN={GUN}");
         vec![
-            self.grant("root", "root", version, Value::Null, vec![grant_key(root_id, root_canonical, Some(&subject))]),
-            self.grant("root", "snapshot", version, Value::Null, vec![bare_key(&self.keys.snapshot)]),
-            self.grant("root", "targets", version, Value::Null, vec![bare_key(targets)]),
-            self.grant("root", "timestamp", version, Value::Null, vec![bare_key(&self.keys.timestamp)]),
+            self.grant("root", "root", 1, Value::Null, vec![grant_key(root_id, root_canonical, Some(&subject))]),
+            self.grant("root", "snapshot", 1, Value::Null, vec![bare_key(&self.keys.snapshot)]),
+            self.grant("root", "targets", targets_version, Value::Null, vec![bare_key(targets)]),
+            self.grant("root", "timestamp", 1, Value::Null, vec![bare_key(&self.keys.timestamp)]),
         ]
     }
 
@@ -163,9 +165,9 @@ fn entry_at(log: &[Value], seq: &Value) -> Value {
 
 /// Every grant was made by the publish that stored its delegating role's file at the grant's
 /// version: same position, same time, same principal; and a superseded grant ended exactly when
-/// the next version of that file was published.
+/// a later version of that file was published (the one that changed or removed it).
 #[track_caller]
-fn assert_grant_provenance(log: &[Value], grants: &[Value], current: &BTreeMap<&str, u64>) {
+fn assert_grant_provenance(log: &[Value], grants: &[Value]) {
     for grant in grants {
         let delegating = grant["delegating_role"].as_str().expect("delegating_role");
         let version = grant["version"].as_u64().expect("version");
@@ -173,13 +175,14 @@ fn assert_grant_provenance(log: &[Value], grants: &[Value], current: &BTreeMap<&
         assert_eq!(grant["audit_seq"], made_by["seq"], "{grant}");
         assert_eq!(grant["since"], made_by["time"], "{grant}");
         assert_eq!(grant["principal"], made_by["principal"], "{grant}");
-        if current[delegating] == version {
-            assert_eq!(grant["until"], Value::Null, "a grant of the current {delegating} is in force: {grant}");
+        if grant["until"].is_null() {
             assert_eq!(grant["until_seq"], Value::Null, "{grant}");
         } else {
-            let next = publish_of(log, delegating, version + 1);
-            assert_eq!(grant["until"], next["time"], "superseded by {delegating} v{}: {grant}", version + 1);
-            assert_eq!(grant["until_seq"], next["seq"], "the entry that ended it: {grant}");
+            let ended_by = entry_at(log, &grant["until_seq"]);
+            assert_eq!(ended_by["kind"], "publish", "the entry that ended it: {grant}");
+            let stored = ended_by["details"]["roles"][delegating].as_u64().expect("a new version of the file");
+            assert!(stored > version, "superseded by a later {delegating} (v{stored}): {grant}");
+            assert_eq!(grant["until"], ended_by["time"], "{grant}");
         }
     }
 }
@@ -338,10 +341,13 @@ fn multi_signer(backend: Backend, auth: bool) {
     let expect = Expect { keys: &keys, principal: owner_principal.clone() };
     let (a, b) = (keys.alice.as_str(), keys.bob.as_str());
     let with = |root: Vec<Value>, delegations: Vec<Value>| sorted(root.into_iter().chain(delegations).collect());
+    // A new version of a file records only the grants it changes: alice's role keeps its grant
+    // of targets v2 until her removal, bob's keeps v3's, and root v2 changes only the targets
+    // role's grant.
     let after_bob_added = with(
         expect.root(1, &keys.targets.0),
         vec![
-            expect.delegation(ALICE_ROLE, 3, &[a]),
+            expect.delegation(ALICE_ROLE, 2, &[a]),
             expect.delegation(BOB_ROLE, 3, &[b]),
             expect.delegation(RELEASES, 3, &[a, b]),
         ],
@@ -350,8 +356,8 @@ fn multi_signer(backend: Backend, auth: bool) {
     let after_carol_added = with(
         expect.root(2, &keys.targets.1),
         vec![
-            expect.delegation(BOB_ROLE, 6, &[b]),
-            expect.delegation(RELEASES, 6, &[b]),
+            expect.delegation(BOB_ROLE, 3, &[b]),
+            expect.delegation(RELEASES, 4, &[b]),
             expect.grant(
                 "targets",
                 QA_ROLE,
@@ -373,30 +379,29 @@ fn multi_signer(backend: Backend, auth: bool) {
         after_bob_added,
         with(
             expect.root(1, &keys.targets.0),
-            vec![expect.delegation(BOB_ROLE, 4, &[b]), expect.delegation(RELEASES, 4, &[b])],
+            vec![expect.delegation(BOB_ROLE, 3, &[b]), expect.delegation(RELEASES, 4, &[b])],
         ),
         with(
             expect.root(2, &keys.targets.1),
-            vec![expect.delegation(BOB_ROLE, 5, &[b]), expect.delegation(RELEASES, 5, &[b])],
+            vec![expect.delegation(BOB_ROLE, 3, &[b]), expect.delegation(RELEASES, 4, &[b])],
         ),
         after_carol_added.clone(),
         after_carol_added,
     ];
-    let current = BTreeMap::from([("root", 2), ("targets", 6)]);
     for (step, (mark, expected)) in marks.iter().zip(&expected_per_step).enumerate() {
         let grants = grants_at(&server, Some(mark));
         let shapes = sorted(grants.iter().map(grant_shape).collect());
         assert_eq!(&shapes, expected, "grants at {mark} (after step {step})");
-        assert_grant_provenance(&log, &grants, &current);
+        assert_grant_provenance(&log, &grants);
     }
     let now_grants = grants_at(&server, None);
     assert_eq!(sorted(now_grants.iter().map(grant_shape).collect()), expected_per_step[9], "grants now");
-    assert_grant_provenance(&log, &now_grants, &current);
+    assert!(now_grants.iter().all(|grant| grant["until"].is_null()), "grants in force: {now_grants:#?}");
+    assert_grant_provenance(&log, &now_grants);
 
-    // Where each key is trusted: every version of every grant, the superseded ones with `until`
-    // (checked by assert_grant_provenance against the publish that replaced them).
-    let alice_grants =
-        assert_key_grants(&server, &keys.alice, &[(ALICE_ROLE, 2), (RELEASES, 2), (ALICE_ROLE, 3), (RELEASES, 3)]);
+    // Where each key is trusted: every grant that named it, the superseded ones with `until`
+    // (checked by assert_grant_provenance against the publish that changed or removed them).
+    let alice_grants = assert_key_grants(&server, &keys.alice, &[(ALICE_ROLE, 2), (RELEASES, 2), (RELEASES, 3)]);
     assert!(alice_grants.iter().all(|grant| !grant["until"].is_null()), "alice is trusted nowhere now");
     let removal = publish_of(&log, "targets", 4);
     assert_eq!(removal["principal"], owner_principal, "the owner removed alice: {removal}");
@@ -405,34 +410,56 @@ fn multi_signer(backend: Backend, auth: bool) {
         2,
         "alice's last grants ended with her removal: {alice_grants:#?}"
     );
-    assert_grant_provenance(&log, &alice_grants, &current);
-    let bob_grants = assert_key_grants(
-        &server,
-        &keys.bob,
-        &[
-            (BOB_ROLE, 3),
-            (RELEASES, 3),
-            (BOB_ROLE, 4),
-            (RELEASES, 4),
-            (BOB_ROLE, 5),
-            (RELEASES, 5),
-            (BOB_ROLE, 6),
-            (RELEASES, 6),
-        ],
-    );
-    assert_grant_provenance(&log, &bob_grants, &current);
+    assert_grant_provenance(&log, &alice_grants);
+    let bob_grants = assert_key_grants(&server, &keys.bob, &[(BOB_ROLE, 3), (RELEASES, 3), (RELEASES, 4)]);
+    assert_grant_provenance(&log, &bob_grants);
     // The root key by its canonical ID (what the owner's key file is named) and by the
-    // certificate's ID root.json lists.
-    let root_grants = assert_key_grants(&server, &keys.root.1, &[("root", 1), ("root", 2)]);
-    assert_grant_provenance(&log, &root_grants, &current);
-    assert_key_grants(&server, &keys.root.0, &[("root", 1), ("root", 2)]);
+    // certificate's ID root.json lists: root v2 left the root role's grant as it was.
+    let root_grants = assert_key_grants(&server, &keys.root.1, &[("root", 1)]);
+    assert_grant_provenance(&log, &root_grants);
+    assert!(root_grants[0]["until"].is_null(), "the root key is still trusted: {root_grants:#?}");
+    assert_key_grants(&server, &keys.root.0, &[("root", 1)]);
     // Carol's certificate, by the ID targets.json lists and by its canonical ID.
     let carol_grants = assert_key_grants(&server, &keys.carol.0, &[(QA_ROLE, 6)]);
-    assert_grant_provenance(&log, &carol_grants, &current);
+    assert_grant_provenance(&log, &carol_grants);
     assert_key_grants(&server, &keys.carol.1, &[(QA_ROLE, 6)]);
     let old_targets = assert_key_grants(&server, &keys.targets.0, &[("targets", 1)]);
     assert_eq!(old_targets[0]["until"], publish_of(&log, "root", 2)["time"], "the rotation ended the old key's grant");
     assert_key_grants(&server, &keys.targets.1, &[("targets", 2)]);
+
+    // Who added, changed or removed a delegate (or a base role's key), and through which
+    // publish: replayed from the grants, each change attributed to the entry that made it.
+    let changes = json_lines(&server.audit(&["grant-changes", GUN]));
+    let found: Vec<(String, String, String, u64)> = changes
+        .iter()
+        .map(|change| {
+            let text = |field: &str| change[field].as_str().expect(field).to_owned();
+            let version = change["version"].as_u64().expect("version");
+            let made_by = publish_of(&log, &text("delegating_role"), version);
+            assert_eq!(change["audit_seq"], made_by["seq"], "{change}");
+            assert_eq!(change["time"], made_by["time"], "{change}");
+            assert_eq!(change["principal"], made_by["principal"], "{change}");
+            (text("change"), text("delegating_role"), text("role"), version)
+        })
+        .collect();
+    let step = |change: &str, delegating: &str, role: &str, version: u64| {
+        (change.to_owned(), delegating.to_owned(), role.to_owned(), version)
+    };
+    let expected: Vec<(String, String, String, u64)> = vec![
+        step("added", "root", "root", 1),
+        step("added", "root", "snapshot", 1),
+        step("added", "root", "targets", 1),
+        step("added", "root", "timestamp", 1),
+        step("added", "targets", ALICE_ROLE, 2),
+        step("added", "targets", RELEASES, 2),
+        step("added", "targets", BOB_ROLE, 3),
+        step("changed", "targets", RELEASES, 3),
+        step("removed", "targets", ALICE_ROLE, 4),
+        step("changed", "targets", RELEASES, 4),
+        step("changed", "root", "targets", 2),
+        step("added", "targets", QA_ROLE, 6),
+    ];
+    assert_eq!(found, expected, "grant changes: {changes:#?}");
 
     // Who signed tag v1: alice into releases, bob into his own role, alice again, carol into qa
     // (with her certificate's ID, as targets.json lists it).
