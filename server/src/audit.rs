@@ -473,6 +473,7 @@ pub fn publish_parts(
         if !is_targets {
             let signed = tufa_core::metadata::Signed::parse(&file.bytes).map_err(|error| format!("{role}: {error}"))?;
             let grants = record::file_grants_of(&file.role, &signed).map_err(|error| format!("{role}: {error}"))?;
+            grants.iter().for_each(|grant| note_canonical(&mut parts, grant));
             let mut before = shapes_by_role(previous_root.iter().map(|grant| grant.shape(None)));
             let changed: Vec<bool> =
                 grants.iter().map(|grant| supersedes(role, grant.shape(None), &mut before, &mut parts)).collect();
@@ -490,6 +491,7 @@ pub fn publish_parts(
         let mut before = shapes_by_role(before);
         let mut located = Vec::with_capacity(view.grants.len());
         for (grant, range) in std::mem::take(&mut view.grants) {
+            note_canonical(&mut parts, &grant);
             let paths = record::paths_at(&file.bytes, range).map_err(|error| format!("{role}: {error}"))?;
             if supersedes(role, grant.shape(Some(paths)), &mut before, &mut parts) {
                 located.push((grant, range));
@@ -559,13 +561,17 @@ pub fn publish_parts(
     if !streamed.files.is_empty() || !streamed.grants.is_empty() {
         parts.streamed = Some(streamed);
     }
-    let streamed_grants = parts.streamed.iter().flat_map(|streamed| &streamed.grants).flat_map(|file| &file.grants);
-    for grant in parts.grants.iter().chain(streamed_grants.map(|(grant, _)| grant)) {
-        for key in &grant.keys {
+    Ok(parts)
+}
+
+/// Notes the canonical IDs of `grant`'s keys: every grant an uploaded file makes, changed or
+/// not, names keys whose signatures the update may count.
+fn note_canonical(parts: &mut PublishParts, grant: &record::Grant) {
+    for key in &grant.keys {
+        if !parts.canonical.contains_key(&key.key_id) {
             parts.canonical.insert(key.key_id.clone(), key.canonical_id.clone());
         }
     }
-    Ok(parts)
 }
 
 impl PublishParts {
