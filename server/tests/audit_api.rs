@@ -534,7 +534,6 @@ async fn a_file_of_many_delegations_records_every_grant_with_its_paths() {
     assert_eq!(versions, expected);
 
     // Version 4 only removes r70: the removal is attributed to that publish and its version.
-    let mut roles = roles;
     roles.pop();
     let delegations = json!({"keys": {delegate.id(): delegate.public.to_json()}, "roles": roles});
     let targets = repo.targets(4, json!({}), delegations);
