@@ -767,10 +767,12 @@ impl EntriesCursor {
     /// before: its envelope and `signed` are only skimmed to locate the `targets` member. Beside
     /// it, the file's `delegations` member as written, if any.
     fn of_stored(bytes: &[u8]) -> Result<(Self, Option<&RawValue>), RecordError> {
+        // One pass over the file: its `signed` object is read as the members below, the others
+        // only skipped.
         #[derive(serde::Deserialize)]
         struct Envelope<'a> {
             #[serde(borrow)]
-            signed: &'a RawValue,
+            signed: Body<'a>,
         }
         #[derive(serde::Deserialize)]
         struct Body<'a> {
@@ -783,8 +785,7 @@ impl EntriesCursor {
         }
         let unreadable =
             |error: serde_json::Error| structure(format!("the stored targets file cannot be read: {error}"));
-        let envelope: Envelope<'_> = serde_json::from_slice(bytes).map_err(unreadable)?;
-        let body: Body<'_> = serde_json::from_str(envelope.signed.get()).map_err(unreadable)?;
+        let body = serde_json::from_slice::<Envelope<'_>>(bytes).map_err(unreadable)?.signed;
         if body.kind.as_deref() != Some("Targets") {
             return Err(structure("the file is not a targets file"));
         }
@@ -917,6 +918,10 @@ fn value_end(bytes: &[u8], start: usize) -> Option<usize> {
     let mut in_string = false;
     let mut index = start;
     loop {
+        if in_string {
+            // Straight to the string's next quote or backslash: most of an entry is strings.
+            index = index.checked_add(memchr::memchr2(b'"', b'\\', bytes.get(index..)?)?)?;
+        }
         let byte = *bytes.get(index)?;
         if in_string {
             match byte {
