@@ -2,7 +2,7 @@
 //! audit log, the delegation grants and the target history (built here from the validated files,
 //! stored by the store in the transaction of the change).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
@@ -304,6 +304,23 @@ pub fn grants_digest(grants: &[NewGrant]) -> String {
     let mut digest = GrantsDigest::default();
     grants.iter().for_each(|grant| digest.add(grant));
     digest.sha256()
+}
+
+/// SHA-256 (lowercase hex) over the grants a publish ends, as (delegating role, delegated role)
+/// pairs in byte order: for each, the two names, each followed by a newline (role names cannot
+/// hold control characters). A publish entry records it with their count as `ended_grants`; an
+/// auditor recomputes it from the grant rows whose `superseded_seq` is the entry's position.
+pub fn ended_grants_digest<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut pairs: Vec<(&str, &str)> = pairs.into_iter().collect();
+    pairs.sort_unstable();
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for (delegating, delegated) in pairs {
+        for name in [delegating, delegated] {
+            context.update(name.as_bytes());
+            context.update(b"\n");
+        }
+    }
+    hex::encode(context.finish().as_ref())
 }
 
 /// [`grants_digest`] built one grant at a time.
@@ -633,6 +650,10 @@ pub fn publish_record(
             false => inline_targets(&parts.history),
         },
         "grants": {"count": parts.grants_digest.count, "sha256": parts.grants_digest.sha256()},
+        "ended_grants": {
+            "count": parts.superseded.len(),
+            "sha256": ended_grants_digest(parts.superseded.iter().map(|(a, b)| (a.as_str(), b.as_str()))),
+        },
     });
     let mut keys: Vec<String> = signers.values().flatten().cloned().collect();
     // Also under their canonical IDs, so a key is found however it is named.
@@ -804,6 +825,81 @@ pub fn stored_key(stored: &tufa_store::AuditSigningKey) -> Result<tufa_audit::Ch
     tufa_audit::CheckpointKey::new(&stored.name, key).map_err(|error| CheckpointFailure::Invalid(error.to_string()))
 }
 
+/// The grant checks of [`check_history`]: how the grants the page's entries made ended, and the
+/// grants its entries ended.
+fn check_grant_ends(
+    entries: &[tufa_store::StoredEntry],
+    grants: &[tufa_store::Grant],
+    ended: &[tufa_store::Grant],
+) -> Vec<tufa_audit::Problem> {
+    let mismatch = |position: u64, message: String| tufa_audit::Problem {
+        position: Some(position),
+        kind: tufa_audit::ProblemKind::RecordMismatch,
+        message,
+    };
+    let mut problems = Vec::new();
+    // A grant an entry made ends by a later entry, or not at all: an end time without the entry
+    // that ended it (or the other way round) was written behind the server's back.
+    let mut badly_ended: BTreeSet<i64> = BTreeSet::new();
+    for grant in grants {
+        let Some(made_by) = grant.audit_seq else { continue };
+        let consistent = match (grant.superseded_at, grant.superseded_seq) {
+            (None, None) => true,
+            (Some(_), Some(ended_by)) => ended_by > made_by,
+            _ => false,
+        };
+        if !consistent {
+            badly_ended.insert(made_by);
+        }
+    }
+    for made_by in badly_ended {
+        let Ok(position) = u64::try_from(made_by) else { continue };
+        problems.push(mismatch(
+            position,
+            format!(
+                "a grant made by the entry at position {position} has an end that no later entry recorded: \
+                 its superseded_at or superseded_seq was edited"
+            ),
+        ));
+    }
+    let mut by_entry: BTreeMap<i64, Vec<&tufa_store::Grant>> = BTreeMap::new();
+    for grant in ended {
+        if let Some(seq) = grant.superseded_seq {
+            by_entry.entry(seq).or_default().push(grant);
+        }
+    }
+    for stored in entries {
+        let entry = &stored.entry;
+        let Ok(seq) = i64::try_from(entry.seq) else { continue };
+        let rows = by_entry.remove(&seq).unwrap_or_default();
+        let ends_grants = entry.kind == kinds::PUBLISH || entry.kind == kinds::DELETE;
+        let foreign = rows.iter().any(|grant| {
+            !ends_grants || entry.gun.as_deref() != Some(grant.gun.as_str()) || grant.superseded_at != Some(entry.time)
+        });
+        let recorded = (entry.kind == kinds::PUBLISH)
+            .then(|| entry.details_json())
+            .and_then(|details| details.get("ended_grants").cloned());
+        let expected = json!({
+            "count": rows.len(),
+            "sha256": ended_grants_digest(
+                rows.iter().map(|grant| (grant.grant.delegating_role.as_str(), grant.grant.delegated_role.as_str()))
+            ),
+        });
+        if foreign || recorded.is_some_and(|recorded| recorded != expected) {
+            problems.push(mismatch(
+                entry.seq,
+                format!(
+                    "the grants ended by the entry at position {} ({} rows) do not match what the entry recorded: \
+                     grants were ended, revived or moved behind the server's back",
+                    entry.seq,
+                    rows.len()
+                ),
+            ));
+        }
+    }
+    problems
+}
+
 /// The audit state row that says the backfill ran.
 pub const BACKFILL_STATE: &str = "backfill";
 
@@ -956,13 +1052,18 @@ async fn rebuild(
 
 /// Checks the tag history rows of the publish entries of `entries` (one page, in order) against
 /// what each entry recorded: the changes themselves, or their counts and digest. `history` holds
-/// the rows whose `audit_seq` lies in the page, ordered by entry, then as written. Returns the
-/// problems, each at the entry's position.
+/// the rows whose `audit_seq` lies in the page, ordered by entry, then as written. The same for
+/// grants: `grants` are the ones the page's entries made, checked against each entry's grant
+/// digest and for a consistent end; `ended` the ones they ended, checked against the entry that
+/// ended them (a publish or delete of the same repository, at its time) and a publish's
+/// `ended_grants` digest. Returns the problems, each at the entry's position.
 pub fn check_history(
     entries: &[tufa_store::StoredEntry],
     history: &[tufa_store::TargetEvent],
     grants: &[tufa_store::Grant],
+    ended: &[tufa_store::Grant],
 ) -> Vec<tufa_audit::Problem> {
+    let mut problems = check_grant_ends(entries, grants, ended);
     let mut grants_by_entry: BTreeMap<i64, Vec<NewGrant>> = BTreeMap::new();
     for grant in grants {
         if let Some(seq) = grant.audit_seq {
@@ -975,7 +1076,6 @@ pub fn check_history(
             by_entry.entry(seq).or_default().push(event.event.clone());
         }
     }
-    let mut problems: Vec<tufa_audit::Problem> = Vec::new();
     for stored in entries {
         let entry = &stored.entry;
         let Ok(seq) = i64::try_from(entry.seq) else { continue };

@@ -256,7 +256,8 @@ async fn verify(
         if let (Some(first), Some(last)) = (page.first(), page.last()) {
             let history = store.history_of_entries(first.entry.seq, last.entry.seq).await?;
             let grants = store.grants_of_entries(first.entry.seq, last.entry.seq).await?;
-            record_problems.extend(crate::audit::check_history(&page, &history, &grants));
+            let ended = store.grants_ended_by_entries(first.entry.seq, last.entry.seq).await?;
+            record_problems.extend(crate::audit::check_history(&page, &history, &grants, &ended));
         }
         match page.last() {
             Some(last) if page.len() == PAGE as usize => filter.after = Some(last.entry.seq),

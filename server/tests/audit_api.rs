@@ -460,7 +460,8 @@ async fn a_large_publish_records_counts_and_a_digest_and_writes_every_change() {
     let stored =
         harness.store.audit_entries(&tufa_store::AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
     let grants = harness.store.grants_of_entries(0, 2).await.unwrap();
-    assert_eq!(tufa_server::audit::check_history(&stored, &history, &grants), vec![]);
+    let ended = harness.store.grants_ended_by_entries(0, 2).await.unwrap();
+    assert_eq!(tufa_server::audit::check_history(&stored, &history, &grants, &ended), vec![]);
 }
 
 #[tokio::test]
@@ -503,7 +504,7 @@ async fn a_file_of_many_delegations_records_every_grant_with_its_paths() {
         harness.store.audit_entries(&tufa_store::AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
     let rows = harness.store.grants_of_entries(0, 1).await.unwrap();
     assert_eq!(rows.len(), 74);
-    assert_eq!(tufa_server::audit::check_history(&stored, &[], &rows), vec![]);
+    assert_eq!(tufa_server::audit::check_history(&stored, &[], &rows, &[]), vec![]);
     assert_eq!(
         entries[1]["details"]["grants"]["sha256"],
         json!(tufa_server::audit::grants_digest(&rows.iter().map(|row| row.grant.clone()).collect::<Vec<_>>()))
@@ -564,7 +565,46 @@ async fn a_file_of_many_delegations_records_every_grant_with_its_paths() {
         harness.store.audit_entries(&tufa_store::AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
     let rows = harness.store.grants_of_entries(0, 3).await.unwrap();
     assert_eq!(rows.len(), 76);
-    assert_eq!(tufa_server::audit::check_history(&stored, &[], &rows), vec![]);
+    let ended = harness.store.grants_ended_by_entries(0, 3).await.unwrap();
+    let ended_by: Vec<(Option<i64>, String)> =
+        ended.iter().map(|grant| (grant.superseded_seq, grant.grant.delegated_role.clone())).collect();
+    assert_eq!(ended_by, vec![(Some(2), name(0)), (Some(2), name(1)), (Some(3), name(70))]);
+    assert_eq!(entries[2]["details"]["ended_grants"]["count"], json!(2));
+    assert_eq!(tufa_server::audit::check_history(&stored, &[], &rows, &ended), vec![]);
+
+    // What `audit verify` reports when grant ends are edited behind the server's back, each at the
+    // entry concerned.
+    let positions = |problems: Vec<tufa_audit::Problem>| -> Vec<Option<u64>> {
+        problems.into_iter().map(|problem| problem.position).collect()
+    };
+    // A removed delegate revived: r00 no longer ended by entry 2.
+    let revived: Vec<tufa_store::Grant> = ended.iter().skip(1).cloned().collect();
+    let mut rows_revived = rows.clone();
+    for grant in rows_revived.iter_mut().filter(|grant| grant.grant.delegated_role == name(0)) {
+        (grant.superseded_at, grant.superseded_seq) = (None, None);
+    }
+    assert_eq!(positions(tufa_server::audit::check_history(&stored, &[], &rows_revived, &revived)), vec![Some(2)]);
+    // A delegate in force removed by a publish that did not remove it.
+    let mut faked = ended.clone();
+    let mut victim = rows
+        .iter()
+        .find(|grant| grant.grant.delegated_role == name(5) && grant.superseded_seq.is_none())
+        .unwrap()
+        .clone();
+    victim.superseded_seq = Some(3);
+    victim.superseded_at = faked[2].superseded_at;
+    faked.push(victim.clone());
+    let mut rows_faked = rows.clone();
+    for grant in rows_faked.iter_mut().filter(|grant| grant.id == victim.id) {
+        *grant = victim.clone();
+    }
+    assert_eq!(positions(tufa_server::audit::check_history(&stored, &[], &rows_faked, &faked)), vec![Some(3)]);
+    // An end time without the entry that ended it: reported at the entry that made the grant.
+    let mut rows_timed = rows.clone();
+    for grant in rows_timed.iter_mut().filter(|grant| grant.grant.delegated_role == name(7)) {
+        grant.superseded_at = victim.superseded_at;
+    }
+    assert_eq!(positions(tufa_server::audit::check_history(&stored, &[], &rows_timed, &ended)), vec![Some(1)]);
 }
 
 #[tokio::test]

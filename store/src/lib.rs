@@ -489,6 +489,10 @@ pub trait Store: Send + Sync + 'static {
     /// ordered by entry, then as written.
     async fn grants_of_entries(&self, from: u64, to: u64) -> Result<Vec<Grant>, StoreError>;
 
+    /// The grants ended by the audit entries at positions `from..=to` (`superseded_seq` in the
+    /// range), without their keys, ordered by the entry that ended them, then as written.
+    async fn grants_ended_by_entries(&self, from: u64, to: u64) -> Result<Vec<Grant>, StoreError>;
+
     /// A value kept in the audit state table (e.g. whether the backfill ran).
     async fn audit_state(&self, name: &str) -> Result<Option<String>, StoreError>;
 

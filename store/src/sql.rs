@@ -2339,6 +2339,24 @@ impl Store for SqlStore {
         })
     }
 
+    async fn grants_ended_by_entries(&self, from: u64, to: u64) -> Result<Vec<Grant>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            grant_columns!(),
+            " FROM grants g WHERE g.superseded_seq >= $1 AND g.superseded_seq <= $2 ORDER BY g.superseded_seq, g.id"
+        );
+        let (from, to) = (to_i64(from, "audit position")?, to_i64(to, "audit position")?);
+        per_dialect!(&self.pools, |pools, D| {
+            let rows = sqlx::query_as::<_, GrantRow<D>>(SQL)
+                .bind(from)
+                .bind(to)
+                .fetch_all(D::reader(pools))
+                .await
+                .map_err(from_sqlx)?;
+            convert(rows, GrantRow::into_grant)
+        })
+    }
+
     async fn audit_state(&self, name: &str) -> Result<Option<String>, StoreError> {
         per_dialect!(&self.pools, |pools, D| {
             sqlx::query_scalar("SELECT value FROM audit_state WHERE name = $1")

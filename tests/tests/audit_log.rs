@@ -132,6 +132,36 @@ fn scenario(backend: Backend) {
         "{report}"
     );
 
+    // A delegate in force removed behind the server's back, in the name of the last publish: that
+    // publish recorded the grants it ended, and this one is not among them.
+    tamper(
+        &server,
+        &format!(
+            "UPDATE grants SET superseded_at = created_at, superseded_seq = {recorded_by} \
+             WHERE delegated_role = 'targets/releases'"
+        ),
+    );
+    let (_, report) = verify(&server, &vkey);
+    assert!(
+        report.contains(&format!("PROBLEM at {recorded_by}: the grants ended by the entry at position {recorded_by}")),
+        "{report}"
+    );
+    // A base role's grant given an end that no entry recorded: reported at the entry that made it.
+    let snapshot_grant = grants
+        .iter()
+        .find(|grant| grant["delegating_role"] == "root" && grant["role"] == "snapshot")
+        .expect("the snapshot grant");
+    let made_by = snapshot_grant["audit_seq"].as_u64().expect("audit_seq");
+    tamper(
+        &server,
+        "UPDATE grants SET superseded_at = created_at WHERE delegating_role = 'root' AND delegated_role = 'snapshot'",
+    );
+    let (_, report) = verify(&server, &vkey);
+    assert!(
+        report.contains(&format!("PROBLEM at {made_by}: a grant made by the entry at position {made_by} has an end")),
+        "{report}"
+    );
+
     // Edited.
     tamper(&server, "UPDATE audit_log SET details = '{\"forged\":true}' WHERE seq = 1");
     let (code, report) = verify(&server, &vkey);

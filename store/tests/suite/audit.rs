@@ -222,6 +222,12 @@ pub(crate) async fn grants_and_target_history(store: Arc<dyn Store>) {
     assert_eq!(current.len(), 3 + 10);
     let history = store.grant_history(GUN).await.expect("history");
     assert_eq!(history.iter().filter(|g| g.superseded_seq == Some(3)).count(), 90);
+    let ended = store.grants_ended_by_entries(1, 3).await.expect("ended grants");
+    let ended_by: Vec<(Option<i64>, &str)> =
+        ended.iter().map(|g| (g.superseded_seq, g.grant.delegated_role.as_str())).collect();
+    let mut expected = vec![(Some(1), "targets/releases".to_owned())];
+    expected.extend((0..90).map(|n| (Some(3), format!("targets/qa/{n:03}"))));
+    assert_eq!(ended_by, expected.iter().map(|(seq, role)| (*seq, role.as_str())).collect::<Vec<_>>());
 
     // Deleting the repository ends every grant.
     assert!(store.delete_gun(GUN, deletion(GUN)).await.expect("delete"));
