@@ -201,6 +201,24 @@ impl Entry {
     }
 }
 
+/// What an entry records about the grants its change ended, given as (delegating role, delegated
+/// role) pairs: `{"count": N, "sha256": D}`, where `D` is the SHA-256 (lowercase hex) of the pairs
+/// in byte order, each name followed by a newline (role names hold no control characters). A
+/// publish or a deletion records it as `ended_grants`; `audit verify` recomputes it from the grant
+/// rows whose `superseded_seq` is the entry's position.
+pub fn ended_grants<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> serde_json::Value {
+    let mut pairs: Vec<(&str, &str)> = pairs.into_iter().collect();
+    pairs.sort_unstable();
+    let mut text = Vec::new();
+    for (delegating, delegated) in &pairs {
+        for name in [delegating, delegated] {
+            text.extend_from_slice(name.as_bytes());
+            text.push(b'\n');
+        }
+    }
+    serde_json::json!({"count": pairs.len(), "sha256": hex::encode(tufa_core::keys::sha256(&text))})
+}
+
 /// A hash as lowercase hex, the form the stores and the API use.
 pub fn hash_hex(hash: &Hash) -> String {
     hex::encode(hash.0)

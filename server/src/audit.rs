@@ -306,23 +306,6 @@ pub fn grants_digest(grants: &[NewGrant]) -> String {
     digest.sha256()
 }
 
-/// SHA-256 (lowercase hex) over the grants a publish ends, as (delegating role, delegated role)
-/// pairs in byte order: for each, the two names, each followed by a newline (role names cannot
-/// hold control characters). A publish entry records it with their count as `ended_grants`; an
-/// auditor recomputes it from the grant rows whose `superseded_seq` is the entry's position.
-pub fn ended_grants_digest<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut pairs: Vec<(&str, &str)> = pairs.into_iter().collect();
-    pairs.sort_unstable();
-    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    for (delegating, delegated) in pairs {
-        for name in [delegating, delegated] {
-            context.update(name.as_bytes());
-            context.update(b"\n");
-        }
-    }
-    hex::encode(context.finish().as_ref())
-}
-
 /// [`grants_digest`] built one grant at a time.
 #[derive(Clone)]
 struct GrantsDigest {
@@ -650,10 +633,7 @@ pub fn publish_record(
             false => inline_targets(&parts.history),
         },
         "grants": {"count": parts.grants_digest.count, "sha256": parts.grants_digest.sha256()},
-        "ended_grants": {
-            "count": parts.superseded.len(),
-            "sha256": ended_grants_digest(parts.superseded.iter().map(|(a, b)| (a.as_str(), b.as_str()))),
-        },
+        "ended_grants": tufa_audit::entry::ended_grants(parts.superseded.iter().map(|(a, b)| (a.as_str(), b.as_str()))),
     });
     let mut keys: Vec<String> = signers.values().flatten().cloned().collect();
     // Also under their canonical IDs, so a key is found however it is named.
@@ -876,15 +856,12 @@ fn check_grant_ends(
         let foreign = rows.iter().any(|grant| {
             !ends_grants || entry.gun.as_deref() != Some(grant.gun.as_str()) || grant.superseded_at != Some(entry.time)
         });
-        let recorded = (entry.kind == kinds::PUBLISH)
-            .then(|| entry.details_json())
-            .and_then(|details| details.get("ended_grants").cloned());
-        let expected = json!({
-            "count": rows.len(),
-            "sha256": ended_grants_digest(
-                rows.iter().map(|grant| (grant.grant.delegating_role.as_str(), grant.grant.delegated_role.as_str()))
-            ),
-        });
+        // Entries written before ends were digested carry no `ended_grants`.
+        let recorded =
+            ends_grants.then(|| entry.details_json()).and_then(|details| details.get("ended_grants").cloned());
+        let expected = tufa_audit::entry::ended_grants(
+            rows.iter().map(|grant| (grant.grant.delegating_role.as_str(), grant.grant.delegated_role.as_str())),
+        );
         if foreign || recorded.is_some_and(|recorded| recorded != expected) {
             problems.push(mismatch(
                 entry.seq,
@@ -1055,8 +1032,8 @@ async fn rebuild(
 /// the rows whose `audit_seq` lies in the page, ordered by entry, then as written. The same for
 /// grants: `grants` are the ones the page's entries made, checked against each entry's grant
 /// digest and for a consistent end; `ended` the ones they ended, checked against the entry that
-/// ended them (a publish or delete of the same repository, at its time) and a publish's
-/// `ended_grants` digest. Returns the problems, each at the entry's position.
+/// ended them (a publish or delete of the same repository, at its time) and its `ended_grants`
+/// digest. Returns the problems, each at the entry's position.
 pub fn check_history(
     entries: &[tufa_store::StoredEntry],
     history: &[tufa_store::TargetEvent],

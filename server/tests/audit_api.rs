@@ -313,6 +313,28 @@ async fn grants_changes_history_and_key_grants_are_exactly_what_was_published() 
     let times = harness.entry_times().await;
     assert_eq!(times.len(), 5);
     assert_eq!(harness.ok(&format!("/v1/repositories/{GUN}/grants")).await["grants"], json!([]));
+    // The deletion's entry names the five grants it ended; one revived behind the server's back
+    // is reported at the deletion.
+    let entries = harness.ok("/v1/audit").await["entries"].as_array().unwrap().clone();
+    assert_eq!(
+        (entries[4]["kind"].clone(), entries[4]["details"]["ended_grants"]["count"].clone()),
+        (json!("delete"), json!(5))
+    );
+    let stored =
+        harness.store.audit_entries(&tufa_store::AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
+    let history = harness.store.history_of_entries(0, 4).await.unwrap();
+    let made = harness.store.grants_of_entries(0, 4).await.unwrap();
+    let ended = harness.store.grants_ended_by_entries(0, 4).await.unwrap();
+    assert_eq!(ended.iter().filter(|grant| grant.superseded_seq == Some(4)).count(), 5);
+    assert_eq!(tufa_server::audit::check_history(&stored, &history, &made, &ended), vec![]);
+    let revived: Vec<tufa_store::Grant> =
+        ended.iter().filter(|grant| grant.grant.delegated_role != "snapshot").cloned().collect();
+    let mut made_revived = made.clone();
+    for grant in made_revived.iter_mut().filter(|grant| grant.grant.delegated_role == "snapshot") {
+        (grant.superseded_at, grant.superseded_seq) = (None, None);
+    }
+    let problems = tufa_server::audit::check_history(&stored, &history, &made_revived, &revived);
+    assert_eq!(problems.iter().map(|problem| problem.position).collect::<Vec<_>>(), vec![Some(4)]);
     let change = |change: &str, delegating: &str, role: &str, seq: usize, version: Option<i64>, body: &Value| {
         json!({"change": change, "time": times[seq], "principal": null, "audit_seq": seq,
                "delegating_role": delegating, "role": role, "version": version,

@@ -1506,6 +1506,20 @@ impl Store for SqlStore {
                 .rows_affected();
             if deleted > 0 {
                 append_change!(D, &mut tx, gun, 0_i64, "", ChangeCategory::Deletion, at);
+                // The entry names the grants the deletion ends (read under the repository's lock),
+                // so that one revived behind the server's back is found by `audit verify`.
+                let in_force: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT delegating_role, delegated_role FROM grants WHERE gun = $1 AND superseded_at IS NULL",
+                )
+                .bind(gun)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+                let mut record = record.clone();
+                if let Some(details) = record.entry.details.as_object_mut() {
+                    let pairs = in_force.iter().map(|(a, b)| (a.as_str(), b.as_str()));
+                    details.insert("ended_grants".to_owned(), tufa_audit::entry::ended_grants(pairs));
+                }
                 let seq = append_entry!(D, &mut tx, &record, at, &self.tip);
                 sqlx::query(
                     "UPDATE grants SET superseded_at = $2, superseded_seq = $3 WHERE gun = $1 AND superseded_at IS NULL",
