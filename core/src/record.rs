@@ -489,15 +489,10 @@ impl TargetChangeStream {
     }
 
     /// [`TargetChangeStream::new`] for a `new` file the verifier saw as `view`. `previous` is a
-    /// version stored before (it passed [`Signed::parse`] then), so only its `targets` member is
-    /// located, without checking the file again.
-    pub fn of_view(previous: Option<&[u8]>, view: &TargetsView) -> Result<Self, RecordError> {
-        Ok(Self::of_view_with_grants(previous, view)?.0)
-    }
-
-    /// [`TargetChangeStream::of_view`], and beside it the shapes of the grants `previous` makes
-    /// (none without one), read in the same skim of it: what a new version's grants are compared
-    /// with to keep the unchanged ones in force ([`GrantShape`]).
+    /// version stored before (it passed [`Signed::parse`] then), so it is only skimmed: its
+    /// `targets` member located, and beside the stream, the shapes of the grants it makes (none
+    /// without one), what a new version's grants are compared with to keep the unchanged ones in
+    /// force ([`GrantShape`]).
     pub fn of_view_with_grants<'a>(
         previous: Option<&'a [u8]>,
         view: &TargetsView,
@@ -1371,13 +1366,13 @@ mod tests {
         let first = targets_file(json!({"a": entry(1, 10), "b": entry(2, 20)}), Value::Null);
         let second = targets_file(json!({"b": entry(3, 20), "c": entry(4, 40)}), Value::Null);
         let view = verified_view(&second, &|_| false);
-        let mut stream = TargetChangeStream::of_view(Some(&first), &view).unwrap();
+        let mut stream = TargetChangeStream::of_view_with_grants(Some(&first), &view).unwrap().0;
         assert_eq!(stream.next_chunk(Some(&first), &second, 10), target_changes(Some(&first), &second));
         // A stored version that is not a targets file, or not JSON, is still refused.
-        let root = TargetChangeStream::of_view(Some(ROOT), &view).unwrap_err();
+        let root = TargetChangeStream::of_view_with_grants(Some(ROOT), &view).unwrap_err();
         assert_eq!(root, RecordError::Structure("the file is not a targets file".into()));
         assert!(matches!(
-            TargetChangeStream::of_view(Some(b"{"), &view),
+            TargetChangeStream::of_view_with_grants(Some(b"{"), &view).map(|_| ()),
             Err(RecordError::Structure(message)) if message.starts_with("the stored targets file cannot be read")
         ));
     }
@@ -1431,9 +1426,38 @@ mod tests {
             .collect();
         assert_eq!(with_paths, delegation_grants(&role("targets"), &new).unwrap());
         let expected = target_changes(Some(&old), &new).unwrap();
-        let mut stream = TargetChangeStream::of_view(Some(&old), &view).unwrap();
+        let (mut stream, shapes) = TargetChangeStream::of_view_with_grants(Some(&old), &view).unwrap();
         assert_eq!(stream.next_chunk(Some(&old), &new, 100).unwrap(), expected);
         assert_eq!(expected.len(), 3, "a/1 removed, a/2 changed, a/3 added: {expected:?}");
+        assert_eq!(shapes, vec![], "the old version delegates nothing");
+    }
+
+    #[test]
+    fn a_stored_files_grant_shapes_are_those_of_the_verifiers_view_of_it() {
+        let (key, other) = (ecdsa(), ecdsa());
+        let roles = json!([
+            {"keyids": [key.key_id(), other.key_id()], "name": "targets/a", "paths": ["a/", "b\"c"], "threshold": 2},
+            {"keyids": [other.key_id()], "name": "targets/b", "threshold": 1},
+            {"keyids": [key.key_id()], "name": "targets/c", "paths": null, "threshold": 1}
+        ]);
+        let stored = targets_file(json!({"a/1": entry(1, 10)}), delegations(&[&key, &other], roles.clone()));
+        // The same delegations in the next version: every grant has the shape it had.
+        let view = verified_view(&stored, &|_| false);
+        let (_, before) = TargetChangeStream::of_view_with_grants(Some(&stored), &view).unwrap();
+        let shapes: Vec<GrantShape<'_>> =
+            view.grants.iter().map(|(grant, range)| grant.shape(Some(paths_at(&stored, *range).unwrap()))).collect();
+        assert_eq!(before, shapes);
+        // Another key, threshold or paths gives another shape.
+        let mut changed = roles;
+        changed[0]["threshold"] = json!(1);
+        changed[1]["keyids"] = json!([key.key_id()]);
+        changed[2]["paths"] = json!(["c/"]);
+        let new = targets_file(json!({}), delegations(&[&key, &other], changed));
+        let view = verified_view(&new, &|_| false);
+        for ((grant, range), old) in view.grants.iter().zip(&before) {
+            assert_eq!(grant.delegated_role, old.delegated_role);
+            assert_ne!(&grant.shape(Some(paths_at(&new, *range).unwrap())), old, "{}", grant.delegated_role);
+        }
     }
 
     #[test]

@@ -393,8 +393,7 @@ fn inline_targets(events: &[NewTargetEvent]) -> Value {
 /// Whether two grants of one delegated role are the same grant: the same keys (by key ID),
 /// threshold and paths.
 fn same_grant(a: &NewGrant, b: &NewGrant) -> bool {
-    let ids =
-        |grant: &NewGrant| grant.keys.iter().map(|key| key.key_id.clone()).collect::<std::collections::BTreeSet<_>>();
+    let ids = |grant: &NewGrant| grant.keys.iter().map(|key| key.key_id.clone()).collect::<BTreeSet<_>>();
     a.delegated_role == b.delegated_role && a.threshold == b.threshold && a.paths == b.paths && ids(a) == ids(b)
 }
 
