@@ -413,6 +413,11 @@ pub async fn consistency_proof(store: &dyn Store, old: u64, new: u64) -> Result<
 /// The grants of one delegating role in force at one moment, by delegated role.
 type InForce<'a> = BTreeMap<&'a str, &'a Grant>;
 
+/// The grants of `in_force` for the delegated roles `roles`.
+fn in_force_of<'a>(in_force: &InForce<'a>, roles: &BTreeSet<&'a str>) -> InForce<'a> {
+    roles.iter().filter_map(|role| Some((*role, *in_force.get(role)?))).collect()
+}
+
 /// `grants` as the record's core type, to compare them.
 fn core_grants(grants: &InForce<'_>) -> Vec<record::Grant> {
     grants
@@ -529,16 +534,30 @@ pub async fn grant_changes(store: &dyn Store, gun: &str) -> Result<Vec<Value>, t
     }
     let mut changes: Vec<(DateTime<Utc>, Value)> = Vec::new();
     for (delegating_role, grants) in &roles {
-        let mut moments: BTreeSet<DateTime<Utc>> = grants.iter().map(|grant| grant.created_at).collect();
-        moments.extend(grants.iter().filter_map(|grant| grant.superseded_at));
+        // Each moment's grants made and ended, so that replaying them costs what they hold.
+        let mut moments: BTreeMap<DateTime<Utc>, (Vec<&Grant>, Vec<&Grant>)> = BTreeMap::new();
+        for grant in grants {
+            moments.entry(grant.created_at).or_default().0.push(grant);
+            if let Some(ended) = grant.superseded_at {
+                moments.entry(ended).or_default().1.push(grant);
+            }
+        }
         let mut in_force: InForce<'_> = BTreeMap::new();
-        for moment in moments {
-            let before = in_force.clone();
-            in_force.retain(|_, grant| grant.superseded_at != Some(moment));
-            let made: Vec<&Grant> = grants.iter().copied().filter(|grant| grant.created_at == moment).collect();
+        for (moment, (made, ended)) in moments {
+            // Only the delegated roles this moment touches can change.
+            let touched: BTreeSet<&str> =
+                made.iter().chain(&ended).map(|grant| grant.grant.delegated_role.as_str()).collect();
+            let before = in_force_of(&in_force, &touched);
+            for grant in &ended {
+                let role = grant.grant.delegated_role.as_str();
+                if in_force.get(role).is_some_and(|current| current.id == grant.id) {
+                    in_force.remove(role);
+                }
+            }
             for grant in &made {
                 in_force.insert(grant.grant.delegated_role.as_str(), grant);
             }
+            let after = in_force_of(&in_force, &touched);
             let cause = match made.first() {
                 Some(grant) => Cause {
                     time: moment,
@@ -560,7 +579,7 @@ pub async fn grant_changes(store: &dyn Store, gun: &str) -> Result<Vec<Value>, t
                     }
                 }
             };
-            changes.extend(compare(&before, &in_force, &cause).into_iter().map(|change| (moment, change)));
+            changes.extend(compare(&before, &after, &cause).into_iter().map(|change| (moment, change)));
         }
     }
     // Oldest first; within one moment, in delegating role then role order (as computed).
