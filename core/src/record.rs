@@ -348,7 +348,7 @@ pub fn grant_changes(previous: &[Grant], new: &[Grant]) -> Vec<GrantChange> {
         .filter_map(|role| match (before.get(role), after.get(role)) {
             (None, Some(grant)) => Some(GrantChange { kind: ChangeKind::Added, grant: (*grant).clone() }),
             (Some(grant), None) => Some(GrantChange { kind: ChangeKind::Removed, grant: (*grant).clone() }),
-            (Some(old), Some(grant)) if old != grant => {
+            (Some(old), Some(grant)) if old.shape(old.paths.as_deref()) != grant.shape(grant.paths.as_deref()) => {
                 Some(GrantChange { kind: ChangeKind::Changed, grant: (*grant).clone() })
             }
             _ => None,

@@ -390,13 +390,6 @@ fn inline_targets(events: &[NewTargetEvent]) -> Value {
     )
 }
 
-/// Whether two grants of one delegated role are the same grant: the same keys (by key ID),
-/// threshold and paths.
-fn same_grant(a: &NewGrant, b: &NewGrant) -> bool {
-    let ids = |grant: &NewGrant| grant.keys.iter().map(|key| key.key_id.clone()).collect::<BTreeSet<_>>();
-    a.delegated_role == b.delegated_role && a.threshold == b.threshold && a.paths == b.paths && ids(a) == ids(b)
-}
-
 /// Shapes by delegated role (a file lists each delegated role once).
 fn shapes_by_role<'a>(
     shapes: impl IntoIterator<Item = record::GrantShape<'a>>,
@@ -804,76 +797,39 @@ pub fn stored_key(stored: &tufa_store::AuditSigningKey) -> Result<tufa_audit::Ch
     tufa_audit::CheckpointKey::new(&stored.name, key).map_err(|error| CheckpointFailure::Invalid(error.to_string()))
 }
 
-/// The grant checks of [`check_history`]: how the grants the page's entries made ended, and the
-/// grants its entries ended.
-fn check_grant_ends(
-    entries: &[tufa_store::StoredEntry],
-    grants: &[tufa_store::Grant],
-    ended: &[tufa_store::Grant],
-) -> Vec<tufa_audit::Problem> {
-    let mismatch = |position: u64, message: String| tufa_audit::Problem {
-        position: Some(position),
-        kind: tufa_audit::ProblemKind::RecordMismatch,
-        message,
-    };
-    let mut problems = Vec::new();
-    // A grant an entry made ends by a later entry, or not at all: an end time without the entry
-    // that ended it (or the other way round) was written behind the server's back.
-    let mut badly_ended: BTreeSet<i64> = BTreeSet::new();
-    for grant in grants {
-        let Some(made_by) = grant.audit_seq else { continue };
-        let consistent = match (grant.superseded_at, grant.superseded_seq) {
-            (None, None) => true,
-            (Some(_), Some(ended_by)) => ended_by > made_by,
-            _ => false,
-        };
-        if !consistent {
-            badly_ended.insert(made_by);
-        }
-    }
-    for made_by in badly_ended {
-        let Ok(position) = u64::try_from(made_by) else { continue };
-        problems.push(mismatch(
-            position,
-            format!(
-                "a grant made by the entry at position {position} has an end that no later entry recorded: \
-                 its superseded_at or superseded_seq was edited"
-            ),
-        ));
-    }
-    let mut by_entry: BTreeMap<i64, Vec<&tufa_store::Grant>> = BTreeMap::new();
-    for grant in ended {
-        if let Some(seq) = grant.superseded_seq {
-            by_entry.entry(seq).or_default().push(grant);
-        }
-    }
-    for stored in entries {
-        let entry = &stored.entry;
-        let Ok(seq) = i64::try_from(entry.seq) else { continue };
-        let rows = by_entry.remove(&seq).unwrap_or_default();
-        let ends_grants = entry.kind == kinds::PUBLISH || entry.kind == kinds::DELETE;
-        let foreign = rows.iter().any(|grant| {
-            !ends_grants || entry.gun.as_deref() != Some(grant.gun.as_str()) || grant.superseded_at != Some(entry.time)
-        });
-        // Entries written before ends were digested carry no `ended_grants`.
-        let recorded =
-            ends_grants.then(|| entry.details_json()).and_then(|details| details.get("ended_grants").cloned());
-        let expected = tufa_audit::entry::ended_grants(
-            rows.iter().map(|grant| (grant.grant.delegating_role.as_str(), grant.grant.delegated_role.as_str())),
-        );
-        if foreign || recorded.is_some_and(|recorded| recorded != expected) {
-            problems.push(mismatch(
-                entry.seq,
-                format!(
-                    "the grants ended by the entry at position {} ({} rows) do not match what the entry recorded: \
-                     grants were ended, revived or moved behind the server's back",
-                    entry.seq,
-                    rows.len()
-                ),
-            ));
-        }
-    }
-    problems
+/// A problem of the record at entry `position`: rows that no longer match what it recorded.
+fn record_mismatch(position: u64, message: String) -> tufa_audit::Problem {
+    tufa_audit::Problem { position: Some(position), kind: tufa_audit::ProblemKind::RecordMismatch, message }
+}
+
+/// The entries (by position) that made a grant of `grants` whose end no later entry recorded: an
+/// end time without the entry that ended it, or the other way round, or an end before it was made.
+fn badly_ended(grants: &[tufa_store::Grant]) -> BTreeSet<i64> {
+    grants
+        .iter()
+        .filter_map(|grant| {
+            let made_by = grant.audit_seq?;
+            let consistent = match (grant.superseded_at, grant.superseded_seq) {
+                (None, None) => true,
+                (Some(_), Some(ended_by)) => ended_by > made_by,
+                _ => false,
+            };
+            (!consistent).then_some(made_by)
+        })
+        .collect()
+}
+
+/// Whether the grants `ended` by `entry` are what it recorded: a publish or deletion of their
+/// repository, at its time, and (when its `details` carry one) the count and digest of them.
+fn ended_as_recorded(entry: &tufa_audit::Entry, details: Option<&Value>, ended: &[&tufa_store::Grant]) -> bool {
+    let ends_grants = entry.kind == kinds::PUBLISH || entry.kind == kinds::DELETE;
+    let in_place = ended.iter().all(|grant| {
+        ends_grants && entry.gun.as_deref() == Some(grant.gun.as_str()) && grant.superseded_at == Some(entry.time)
+    });
+    // Entries written before ends were digested carry no `ended_grants`.
+    let recorded = details.and_then(|details| details.get("ended_grants"));
+    let pairs = ended.iter().map(|grant| (grant.grant.delegating_role.as_str(), grant.grant.delegated_role.as_str()));
+    in_place && recorded.is_none_or(|recorded| *recorded == tufa_audit::entry::ended_grants(pairs))
 }
 
 /// The audit state row that says the backfill ran.
@@ -923,8 +879,8 @@ async fn rebuild(
     let versions = store.file_versions(gun).await?;
     let mut grants: Vec<tufa_store::Grant> = Vec::new();
     let mut history = Vec::new();
-    // Per delegating role: the positions in `grants` of its grants in force, by delegated role.
-    let mut latest: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    // Per delegating role: its grants in force, by delegated role, with their positions in `grants`.
+    let mut latest: BTreeMap<String, BTreeMap<String, (usize, record::Grant)>> = BTreeMap::new();
     let mut previous: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for (role_name, version, at) in &versions {
         let Ok(role) = tufa_core::names::RoleName::parse(role_name) else { continue };
@@ -944,22 +900,24 @@ async fn rebuild(
         let mut before = latest.remove(role_name.as_str()).unwrap_or_default();
         let mut positions = BTreeMap::new();
         for grant in made {
-            let grant = store_grant(grant, *version);
-            if let Some(index) = before.remove(&grant.delegated_role) {
-                match grants.get_mut(index) {
-                    Some(kept) if same_grant(&kept.grant, &grant) => {
-                        positions.insert(grant.delegated_role, index);
-                        continue;
-                    }
-                    Some(ended) => ended.superseded_at = Some(*at),
-                    None => {}
+            let role = grant.delegated_role.clone();
+            match before.remove(&role) {
+                Some((index, kept)) if kept.shape(kept.paths.as_deref()) == grant.shape(grant.paths.as_deref()) => {
+                    positions.insert(role, (index, kept));
+                    continue;
                 }
+                Some((index, _)) => {
+                    if let Some(ended) = grants.get_mut(index) {
+                        ended.superseded_at = Some(*at);
+                    }
+                }
+                None => {}
             }
-            positions.insert(grant.delegated_role.clone(), grants.len());
+            positions.insert(role, (grants.len(), grant.clone()));
             grants.push(tufa_store::Grant {
                 id: 0,
                 gun: gun.to_owned(),
-                grant,
+                grant: store_grant(grant, *version),
                 principal: None,
                 audit_seq: None,
                 created_at: *at,
@@ -967,7 +925,7 @@ async fn rebuild(
                 superseded_seq: None,
             });
         }
-        for index in before.into_values() {
+        for (index, _) in before.into_values() {
             if let Some(ended) = grants.get_mut(index) {
                 ended.superseded_at = Some(*at);
             }
@@ -1039,11 +997,29 @@ pub fn check_history(
     grants: &[tufa_store::Grant],
     ended: &[tufa_store::Grant],
 ) -> Vec<tufa_audit::Problem> {
-    let mut problems = check_grant_ends(entries, grants, ended);
+    let mut problems: Vec<tufa_audit::Problem> = badly_ended(grants)
+        .into_iter()
+        .filter_map(|made_by| u64::try_from(made_by).ok())
+        .map(|position| {
+            record_mismatch(
+                position,
+                format!(
+                    "a grant made by the entry at position {position} has an end that no later entry recorded: \
+                     its superseded_at or superseded_seq was edited"
+                ),
+            )
+        })
+        .collect();
     let mut grants_by_entry: BTreeMap<i64, Vec<NewGrant>> = BTreeMap::new();
     for grant in grants {
         if let Some(seq) = grant.audit_seq {
             grants_by_entry.entry(seq).or_default().push(grant.grant.clone());
+        }
+    }
+    let mut ended_by_entry: BTreeMap<i64, Vec<&tufa_store::Grant>> = BTreeMap::new();
+    for grant in ended {
+        if let Some(seq) = grant.superseded_seq {
+            ended_by_entry.entry(seq).or_default().push(grant);
         }
     }
     let mut by_entry: BTreeMap<i64, Vec<NewTargetEvent>> = BTreeMap::new();
@@ -1057,21 +1033,33 @@ pub fn check_history(
         let Ok(seq) = i64::try_from(entry.seq) else { continue };
         let rows = by_entry.remove(&seq).unwrap_or_default();
         let written = grants_by_entry.remove(&seq).unwrap_or_default();
-        let details = (entry.kind == kinds::PUBLISH).then(|| entry.details_json());
+        let ended = ended_by_entry.remove(&seq).unwrap_or_default();
+        // Read once: publishes record targets, grants and ended grants; deletions ended grants.
+        let details = (entry.kind == kinds::PUBLISH || entry.kind == kinds::DELETE).then(|| entry.details_json());
+        if !ended_as_recorded(entry, details.as_ref(), &ended) {
+            problems.push(record_mismatch(
+                entry.seq,
+                format!(
+                    "the grants ended by the entry at position {} ({} rows) do not match what the entry recorded: \
+                     grants were ended, revived or moved behind the server's back",
+                    entry.seq,
+                    ended.len()
+                ),
+            ));
+        }
         // Publish entries written before grants were digested carry no `grants` member.
         if let Some(recorded) = details.as_ref().and_then(|details| details.get("grants")) {
             let expected = json!({"count": written.len(), "sha256": grants_digest(&written)});
             if *recorded != expected {
-                problems.push(tufa_audit::Problem {
-                    position: Some(entry.seq),
-                    kind: tufa_audit::ProblemKind::RecordMismatch,
-                    message: format!(
+                problems.push(record_mismatch(
+                    entry.seq,
+                    format!(
                         "the grants of the entry at position {} ({} rows) do not match what the entry recorded: \
                          grant rows or their keys were edited, inserted or deleted",
                         entry.seq,
                         written.len()
                     ),
-                });
+                ));
             }
         }
         let recorded = if let Some(details) = &details {
@@ -1082,16 +1070,15 @@ pub fn check_history(
             Value::Array(Vec::new())
         };
         if targets_details(&rows) != recorded {
-            problems.push(tufa_audit::Problem {
-                position: Some(entry.seq),
-                kind: tufa_audit::ProblemKind::RecordMismatch,
-                message: format!(
+            problems.push(record_mismatch(
+                entry.seq,
+                format!(
                     "the tag history of the entry at position {} ({} rows) does not match what the entry recorded: \
                      history rows were edited, inserted or deleted",
                     entry.seq,
                     rows.len()
                 ),
-            });
+            ));
         }
     }
     problems

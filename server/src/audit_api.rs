@@ -508,53 +508,50 @@ fn compare(before: &InForce<'_>, after: &InForce<'_>, cause: &Cause<'_>) -> Vec<
 /// subcommand can give the same answer.
 pub async fn grant_changes(store: &dyn Store, gun: &str) -> Result<Vec<Value>, tufa_store::StoreError> {
     let history = store.grant_history(gun).await?;
-    let mut roles: BTreeMap<&str, Vec<&Grant>> = BTreeMap::new();
+    // Per delegating role, each moment's grants made and ended, so that replaying them costs what
+    // they hold.
+    type Moments<'a> = BTreeMap<DateTime<Utc>, (Vec<&'a Grant>, Vec<&'a Grant>)>;
+    let mut roles: BTreeMap<&str, Moments<'_>> = BTreeMap::new();
     for grant in &history {
-        roles.entry(grant.grant.delegating_role.as_str()).or_default().push(grant);
+        let moments = roles.entry(grant.grant.delegating_role.as_str()).or_default();
+        moments.entry(grant.created_at).or_default().0.push(grant);
+        if let Some(ended) = grant.superseded_at {
+            moments.entry(ended).or_default().1.push(grant);
+        }
     }
     // Moments that ended grants without making any of the same delegating role: their entries,
     // looked up once per moment.
     let mut endings: BTreeMap<DateTime<Utc>, Option<Entry>> = BTreeMap::new();
-    for grants in roles.values() {
-        let made: BTreeSet<DateTime<Utc>> = grants.iter().map(|grant| grant.created_at).collect();
-        for ended in grants.iter().filter_map(|grant| grant.superseded_at) {
-            if made.contains(&ended) || endings.contains_key(&ended) {
-                continue;
-            }
-            let filter = AuditFilter {
-                gun: Some(gun.to_owned()),
-                since: Some(ended),
-                until: ended.checked_add_signed(chrono::Duration::microseconds(1)),
-                limit: 1,
-                ..AuditFilter::default()
-            };
-            let entry = store.audit_entries(&filter).await?.into_iter().next().map(|stored| stored.entry);
-            endings.insert(ended, entry);
+    for (moment, _) in roles.values().flatten().filter(|(_, (made, _))| made.is_empty()) {
+        if endings.contains_key(moment) {
+            continue;
         }
+        let filter = AuditFilter {
+            gun: Some(gun.to_owned()),
+            since: Some(*moment),
+            until: moment.checked_add_signed(chrono::Duration::microseconds(1)),
+            limit: 1,
+            ..AuditFilter::default()
+        };
+        let entry = store.audit_entries(&filter).await?.into_iter().next().map(|stored| stored.entry);
+        endings.insert(*moment, entry);
     }
     let mut changes: Vec<(DateTime<Utc>, Value)> = Vec::new();
-    for (delegating_role, grants) in &roles {
-        // Each moment's grants made and ended, so that replaying them costs what they hold.
-        let mut moments: BTreeMap<DateTime<Utc>, (Vec<&Grant>, Vec<&Grant>)> = BTreeMap::new();
-        for grant in grants {
-            moments.entry(grant.created_at).or_default().0.push(grant);
-            if let Some(ended) = grant.superseded_at {
-                moments.entry(ended).or_default().1.push(grant);
-            }
-        }
+    for (delegating_role, moments) in &roles {
         let mut in_force: InForce<'_> = BTreeMap::new();
         for (moment, (made, ended)) in moments {
+            let moment = *moment;
             // Only the delegated roles this moment touches can change.
             let touched: BTreeSet<&str> =
-                made.iter().chain(&ended).map(|grant| grant.grant.delegated_role.as_str()).collect();
+                made.iter().chain(ended).map(|grant| grant.grant.delegated_role.as_str()).collect();
             let before = in_force_of(&in_force, &touched);
-            for grant in &ended {
+            for grant in ended {
                 let role = grant.grant.delegated_role.as_str();
                 if in_force.get(role).is_some_and(|current| current.id == grant.id) {
                     in_force.remove(role);
                 }
             }
-            for grant in &made {
+            for grant in made {
                 in_force.insert(grant.grant.delegated_role.as_str(), grant);
             }
             let after = in_force_of(&in_force, &touched);

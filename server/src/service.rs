@@ -460,28 +460,17 @@ impl Service {
         // Small updates are read here; large ones on the blocking pool, like their verification.
         let size: usize = validated.files.iter().map(|file| file.bytes.len()).sum::<usize>()
             + previous.values().map(Vec::len).sum::<usize>();
+        let read = move || {
+            let views = std::mem::take(&mut validated.views);
+            let parts = audit::publish_parts(previous, &previous_root, &validated.files, &validated.signers, views);
+            (validated, parts)
+        };
         let parts = if size <= INLINE_RECORD_BYTES {
-            let parts = audit::publish_parts(
-                previous,
-                &previous_root,
-                &validated.files,
-                &validated.signers,
-                std::mem::take(&mut validated.views),
-            );
-            Ok((validated, parts))
+            Ok(read())
         } else {
-            tokio::task::spawn_blocking(move || {
-                let parts = audit::publish_parts(
-                    previous,
-                    &previous_root,
-                    &validated.files,
-                    &validated.signers,
-                    std::mem::take(&mut validated.views),
-                );
-                (validated, parts)
-            })
-            .await
-            .map_err(|error| ApiError::Internal(format!("reading the update for the record stopped: {error}")))
+            tokio::task::spawn_blocking(read)
+                .await
+                .map_err(|error| ApiError::Internal(format!("reading the update for the record stopped: {error}")))
         }
         .and_then(|(validated, parts)| {
             let parts =

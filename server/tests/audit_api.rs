@@ -126,6 +126,11 @@ impl Harness {
     }
 
     /// The times of the log's entries, by position.
+    /// The log's first entries, as `audit verify` reads them from the store.
+    async fn stored_entries(&self) -> Vec<tufa_store::StoredEntry> {
+        self.store.audit_entries(&tufa_store::AuditFilter { limit: 10, ..Default::default() }).await.unwrap()
+    }
+
     async fn entry_times(&self) -> Vec<String> {
         let page = self.ok("/v1/audit?limit=1000").await;
         page["entries"].as_array().unwrap().iter().map(|entry| entry["time"].as_str().unwrap().to_owned()).collect()
@@ -320,8 +325,7 @@ async fn grants_changes_history_and_key_grants_are_exactly_what_was_published() 
         (entries[4]["kind"].clone(), entries[4]["details"]["ended_grants"]["count"].clone()),
         (json!("delete"), json!(5))
     );
-    let stored =
-        harness.store.audit_entries(&tufa_store::AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
+    let stored = harness.stored_entries().await;
     let history = harness.store.history_of_entries(0, 4).await.unwrap();
     let made = harness.store.grants_of_entries(0, 4).await.unwrap();
     let ended = harness.store.grants_ended_by_entries(0, 4).await.unwrap();
@@ -479,8 +483,7 @@ async fn a_large_publish_records_counts_and_a_digest_and_writes_every_change() {
         vec![json!(hex::encode(sha256(&content(700, 0)))), json!(hex::encode(sha256(&content(700, 1))))]
     );
     // What `audit verify` checks: the rows match what the entries recorded.
-    let stored =
-        harness.store.audit_entries(&tufa_store::AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
+    let stored = harness.stored_entries().await;
     let grants = harness.store.grants_of_entries(0, 2).await.unwrap();
     let ended = harness.store.grants_ended_by_entries(0, 2).await.unwrap();
     assert_eq!(tufa_server::audit::check_history(&stored, &history, &grants, &ended), vec![]);
@@ -503,9 +506,15 @@ async fn a_file_of_many_delegations_records_every_grant_with_its_paths() {
     let roles: Vec<Value> = (0..70)
         .map(|index| json!({"keyids": [delegate.id()], "name": name(index), "paths": paths(index), "threshold": 1}))
         .collect();
-    let delegations = json!({"keys": {delegate.id(): delegate.public.to_json()}, "roles": roles});
-    let targets = repo.targets(2, json!({}), delegations);
-    let snapshot = repo.snapshot(2, &[("root", &root), ("targets", &targets)]);
+    // Targets version `version` delegating `roles` to the delegate, with its snapshot (and the root
+    // on the first publish).
+    let publish = |version: i64, roles: &[Value]| {
+        let delegations = json!({"keys": {delegate.id(): delegate.public.to_json()}, "roles": roles});
+        let targets = repo.targets(version, json!({}), delegations);
+        let snapshot = repo.snapshot(version, &[("root", &root), ("targets", &targets)]);
+        (targets, snapshot)
+    };
+    let (targets, snapshot) = publish(2, &roles);
     harness.post(&[("root", &root), ("targets", &targets), ("snapshot", &snapshot)], None).await;
 
     let answer = harness.ok(&format!("/v1/repositories/{GUN}/grants")).await;
@@ -522,8 +531,7 @@ async fn a_file_of_many_delegations_records_every_grant_with_its_paths() {
     let entries = harness.ok("/v1/audit").await["entries"].as_array().unwrap().clone();
     assert_eq!(entries[1]["details"]["grants"]["count"], json!(74));
     // What `audit verify` checks: the grant rows match the digest the entry recorded.
-    let stored =
-        harness.store.audit_entries(&tufa_store::AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
+    let stored = harness.stored_entries().await;
     let rows = harness.store.grants_of_entries(0, 1).await.unwrap();
     assert_eq!(rows.len(), 74);
     assert_eq!(tufa_server::audit::check_history(&stored, &[], &rows, &[]), vec![]);
@@ -538,9 +546,7 @@ async fn a_file_of_many_delegations_records_every_grant_with_its_paths() {
     roles.remove(0);
     roles[0]["paths"] = json!(["r1/only/"]);
     roles.push(json!({"keyids": [delegate.id()], "name": name(70), "paths": paths(70), "threshold": 1}));
-    let delegations = json!({"keys": {delegate.id(): delegate.public.to_json()}, "roles": roles});
-    let targets = repo.targets(3, json!({}), delegations);
-    let snapshot = repo.snapshot(3, &[("root", &root), ("targets", &targets)]);
+    let (targets, snapshot) = publish(3, &roles);
     harness.post(&[("targets", &targets), ("snapshot", &snapshot)], None).await;
     let entries = harness.ok("/v1/audit").await["entries"].as_array().unwrap().clone();
     assert_eq!(entries[2]["details"]["grants"]["count"], json!(2), "r01 changed and r70 added");
@@ -558,9 +564,7 @@ async fn a_file_of_many_delegations_records_every_grant_with_its_paths() {
 
     // Version 4 only removes r70: the removal is attributed to that publish and its version.
     roles.pop();
-    let delegations = json!({"keys": {delegate.id(): delegate.public.to_json()}, "roles": roles});
-    let targets = repo.targets(4, json!({}), delegations);
-    let snapshot = repo.snapshot(4, &[("root", &root), ("targets", &targets)]);
+    let (targets, snapshot) = publish(4, &roles);
     harness.post(&[("targets", &targets), ("snapshot", &snapshot)], None).await;
     let changes = harness.ok(&format!("/v1/repositories/{GUN}/grants/changes?offset=74")).await;
     let summary: Vec<(Value, Value, Value, Value)> = changes["changes"]
@@ -583,8 +587,7 @@ async fn a_file_of_many_delegations_records_every_grant_with_its_paths() {
     let entries = harness.ok("/v1/audit").await["entries"].as_array().unwrap().clone();
     assert_eq!(entries[3]["details"]["grants"]["count"], json!(0));
     // The record still checks: each entry's grant rows match its digest.
-    let stored =
-        harness.store.audit_entries(&tufa_store::AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
+    let stored = harness.stored_entries().await;
     let rows = harness.store.grants_of_entries(0, 3).await.unwrap();
     assert_eq!(rows.len(), 76);
     let ended = harness.store.grants_ended_by_entries(0, 3).await.unwrap();
@@ -667,8 +670,7 @@ async fn the_log_pages_with_a_cursor_and_filters() {
         (entry["seq"].clone(), entry["gun"].clone(), entry["principal"].clone(), entry["details"].clone()),
         (json!(3), json!("b.example/two"), json!("bob"), json!({"n": 3}))
     );
-    let stored =
-        harness.store.audit_entries(&tufa_store::AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
+    let stored = harness.stored_entries().await;
     assert_eq!(entry["leaf_hash"], json!(tufa_audit::entry::hash_hex(&stored[3].entry.leaf_hash())));
 
     // Bad parameters: 400 with a message naming the problem.

@@ -1289,7 +1289,46 @@ pub(crate) struct SqlStore {
     tip: AuditTip,
 }
 
+/// The `SELECT` of the grants whose entry column `$column` (the entry that made them, or ended
+/// them) lies between `$1` and `$2`, ordered by that entry, then as written.
+macro_rules! grants_by_entry_sql {
+    ($column:literal) => {
+        concat!(
+            "SELECT ",
+            grant_columns!(),
+            " FROM grants g WHERE g.",
+            $column,
+            " >= $1 AND g.",
+            $column,
+            " <= $2 ORDER BY g.",
+            $column,
+            ", g.id"
+        )
+    };
+}
+
 impl SqlStore {
+    /// The grants `sql` ([`grants_by_entry_sql`]) selects for entries `from..=to`, with their
+    /// keys when `keys`.
+    async fn grants_by_entry(
+        &self,
+        sql: &'static str,
+        from: u64,
+        to: u64,
+        keys: bool,
+    ) -> Result<Vec<Grant>, StoreError> {
+        let (from, to) = (to_i64(from, "audit position")?, to_i64(to, "audit position")?);
+        per_dialect!(&self.pools, |pools, D| {
+            let rows = sqlx::query_as::<_, GrantRow<D>>(sql)
+                .bind(from)
+                .bind(to)
+                .fetch_all(D::reader(pools))
+                .await
+                .map_err(from_sqlx)?;
+            if keys { grants_with_keys!(D, pools, rows) } else { convert(rows, GrantRow::into_grant) }
+        })
+    }
+
     /// A store over open, migrated pools.
     pub(crate) fn new(pools: Pools) -> SqlStore {
         SqlStore { pools, tip: AuditTip::default() }
@@ -1515,7 +1554,7 @@ impl Store for SqlStore {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
-                let mut record = record.clone();
+                let mut record = record;
                 if let Some(details) = record.entry.details.as_object_mut() {
                     let pairs = in_force.iter().map(|(a, b)| (a.as_str(), b.as_str()));
                     details.insert("ended_grants".to_owned(), tufa_audit::entry::ended_grants(pairs));
@@ -2336,39 +2375,11 @@ impl Store for SqlStore {
     }
 
     async fn grants_of_entries(&self, from: u64, to: u64) -> Result<Vec<Grant>, StoreError> {
-        const SQL: &str = concat!(
-            "SELECT ",
-            grant_columns!(),
-            " FROM grants g WHERE g.audit_seq >= $1 AND g.audit_seq <= $2 ORDER BY g.audit_seq, g.id"
-        );
-        let (from, to) = (to_i64(from, "audit position")?, to_i64(to, "audit position")?);
-        per_dialect!(&self.pools, |pools, D| {
-            let rows = sqlx::query_as::<_, GrantRow<D>>(SQL)
-                .bind(from)
-                .bind(to)
-                .fetch_all(D::reader(pools))
-                .await
-                .map_err(from_sqlx)?;
-            grants_with_keys!(D, pools, rows)
-        })
+        self.grants_by_entry(grants_by_entry_sql!("audit_seq"), from, to, true).await
     }
 
     async fn grants_ended_by_entries(&self, from: u64, to: u64) -> Result<Vec<Grant>, StoreError> {
-        const SQL: &str = concat!(
-            "SELECT ",
-            grant_columns!(),
-            " FROM grants g WHERE g.superseded_seq >= $1 AND g.superseded_seq <= $2 ORDER BY g.superseded_seq, g.id"
-        );
-        let (from, to) = (to_i64(from, "audit position")?, to_i64(to, "audit position")?);
-        per_dialect!(&self.pools, |pools, D| {
-            let rows = sqlx::query_as::<_, GrantRow<D>>(SQL)
-                .bind(from)
-                .bind(to)
-                .fetch_all(D::reader(pools))
-                .await
-                .map_err(from_sqlx)?;
-            convert(rows, GrantRow::into_grant)
-        })
+        self.grants_by_entry(grants_by_entry_sql!("superseded_seq"), from, to, false).await
     }
 
     async fn audit_state(&self, name: &str) -> Result<Option<String>, StoreError> {
