@@ -76,8 +76,6 @@ pub struct PublishParts {
     /// The target events, when there are at most [`INLINE_TARGET_CHANGES`]; else none, and
     /// `streamed` produces them while the store writes the update.
     history: Vec<NewTargetEvent>,
-    /// The counts and digest of all the target events.
-    summary: ChangesSummary,
     /// The count and digest of all the grants: `grants`, then the streamed ones.
     grants_digest: GrantsDigest,
     streamed: Option<RecordStream>,
@@ -142,11 +140,8 @@ impl std::fmt::Debug for ChangesSummary {
 
 impl ChangesSummary {
     fn add(&mut self, event: &NewTargetEvent) {
-        self.add_fields(&event.role, &event.name, &event.change, event.sha256.as_deref(), event.length);
-    }
-
-    /// [`ChangesSummary::add`] of an event not built.
-    fn add_fields(&mut self, role: &str, name: &str, change: &str, sha256: Option<&str>, length: Option<i64>) {
+        let (role, name, change, sha256, length) =
+            (&event.role, &event.name, event.change.as_str(), event.sha256.as_deref(), event.length);
         self.count = self.count.saturating_add(1);
         match change {
             "added" => self.added = self.added.saturating_add(1),
@@ -211,6 +206,10 @@ struct StreamedGrants {
 pub struct RecordStream {
     grants: std::collections::VecDeque<StreamedGrants>,
     files: std::collections::VecDeque<StreamedFile>,
+    /// The counts and digest of the events given so far: the entry's `targets` once all were.
+    summary: ChangesSummary,
+    /// Whether the entry's `targets` are the streamed events' (else the entry lists them).
+    counts_targets: bool,
 }
 
 /// The bytes of `role`'s file among the files of an update.
@@ -263,16 +262,27 @@ impl tufa_store::EventSource for RecordStream {
                 self.files.pop_front();
                 continue;
             }
+            let summary = &mut self.summary;
             return Ok(changes
                 .into_iter()
                 .map(|change| {
                     let mut event = target_event(change, &file.role, file.version, &file.signer_keys);
                     event.signer_canonical_ids = file.signer_canonical_ids.clone();
+                    summary.add(&event);
                     event
                 })
                 .collect());
         }
         Ok(Vec::new())
+    }
+
+    fn finish_entry(&mut self, entry: &mut tufa_audit::NewEntry) {
+        if !self.counts_targets {
+            return;
+        }
+        if let Some(details) = entry.details.as_object_mut() {
+            details.insert("targets".to_owned(), self.summary.details());
+        }
     }
 }
 
@@ -441,9 +451,9 @@ fn store_grant(grant: record::Grant, version: i64) -> NewGrant {
 /// time say since when it is in force); a changed one supersedes its predecessor, and a
 /// delegate the new version no longer lists has its grant superseded.
 ///
-/// The changes are read once here, for their counts and digest; when there are more than
-/// [`INLINE_TARGET_CHANGES`], they are not kept but read again while the store writes them
-/// (the replaced versions move into that stream).
+/// Up to [`INLINE_TARGET_CHANGES`] + 1 changes are read here. When they all fit, they are the
+/// entry's own list; otherwise the changes are read once, while the store writes them, which
+/// counts and digests them for the entry (the replaced versions move into that stream).
 pub fn publish_parts(
     mut previous: BTreeMap<String, Vec<u8>>,
     previous_root: &[record::Grant],
@@ -451,8 +461,6 @@ pub fn publish_parts(
     signers: &BTreeMap<String, Vec<String>>,
     mut views: BTreeMap<String, record::TargetsView>,
 ) -> Result<PublishParts, String> {
-    /// Changes read at a time while counting.
-    const CHUNK: usize = 1024;
     let mut parts = PublishParts::default();
     let mut streamed = RecordStream::default();
     for file in files {
@@ -507,21 +515,20 @@ pub fn publish_parts(
             });
         }
         let signer_keys: std::sync::Arc<[String]> = signers.get(role).cloned().unwrap_or_default().into();
+        // The changes are read here only while they may still fit in the entry: past
+        // INLINE_TARGET_CHANGES they are read once, as the store writes them.
         let mut counting = stream.clone();
-        loop {
+        while parts.history.len() <= INLINE_TARGET_CHANGES {
+            let wanted = INLINE_TARGET_CHANGES + 1 - parts.history.len();
             let changes = counting
-                .next_chunk(replaced.as_deref(), &file.bytes, CHUNK)
+                .next_chunk(replaced.as_deref(), &file.bytes, wanted)
                 .map_err(|error| format!("{role}: {error}"))?;
             if changes.is_empty() {
                 break;
             }
-            for change in changes {
-                let kind = change.kind.as_str();
-                parts.summary.add_fields(role, &change.name, kind, change.sha256.as_deref(), change.length);
-                if parts.summary.count <= INLINE_TARGET_CHANGES {
-                    parts.history.push(target_event(change, role, file.version, &signer_keys));
-                }
-            }
+            parts
+                .history
+                .extend(changes.into_iter().map(|change| target_event(change, role, file.version, &signer_keys)));
         }
         streamed.files.push_back(StreamedFile {
             role: role.to_owned(),
@@ -545,10 +552,11 @@ pub fn publish_parts(
             parts.grants_digest.add_with_paths(grant, paths);
         }
     }
-    if parts.summary.count <= INLINE_TARGET_CHANGES {
+    if parts.history.len() <= INLINE_TARGET_CHANGES {
         streamed.files.clear();
     } else {
         parts.history = Vec::new();
+        streamed.counts_targets = true;
     }
     if !streamed.files.is_empty() || !streamed.grants.is_empty() {
         parts.streamed = Some(streamed);
@@ -620,8 +628,10 @@ pub fn publish_record(
         "roles": roles,
         "signers": signers,
         "online_signatures": online_json,
-        "targets": match parts.summary.count > INLINE_TARGET_CHANGES {
-            true => parts.summary.details(),
+        // A streamed record's target changes are counted as the store writes them, and this
+        // member completed then (RecordStream::finish_entry).
+        "targets": match parts.streamed.as_ref().is_some_and(|streamed| streamed.counts_targets) {
+            true => Value::Null,
             false => inline_targets(&parts.history),
         },
         "grants": {"count": parts.grants_digest.count, "sha256": parts.grants_digest.sha256()},

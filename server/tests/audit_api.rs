@@ -490,6 +490,55 @@ async fn a_large_publish_records_counts_and_a_digest_and_writes_every_change() {
 }
 
 #[tokio::test]
+async fn an_entry_lists_up_to_100_changes_and_counts_more_across_its_files() {
+    let harness = harness(false).await;
+    let repo = Repo::new();
+    let first = Key::ecdsa();
+    let timestamp = harness.timestamp_key(None).await;
+    let mut body = repo.root_body(1);
+    body["keys"][timestamp.key_id()] = timestamp.to_json();
+    body["roles"]["timestamp"] = json!({"keyids": [timestamp.key_id()], "threshold": 1});
+    let root = sign(&body, &[&repo.root_key]);
+    let tags = |prefix: &str, count: usize| -> Value {
+        Value::Object((0..count).map(|index| (format!("{prefix}{index:03}"), target(prefix.as_bytes()))).collect())
+    };
+    // Exactly 100 changes: the entry lists them.
+    let targets = repo.targets(2, tags("t", 100), delegations(&[&first]));
+    let snapshot = repo.snapshot(2, &[("root", &root), ("targets", &targets)]);
+    harness.post(&[("root", &root), ("targets", &targets), ("snapshot", &snapshot)], None).await;
+    // 101 changes over two files, more than the first file's 60: counted over both.
+    let targets = repo.targets(3, tags("t", 160), delegations(&[&first]));
+    let releases = sign(
+        &json!({"_type": "Targets", "delegations": no_delegations(), "expires": expires(30),
+                "targets": tags("release/", 41), "version": 1}),
+        &[&first],
+    );
+    let snapshot = repo.snapshot(3, &[("root", &root), ("targets", &targets), ("targets/releases", &releases)]);
+    harness.post(&[("targets", &targets), ("targets/releases", &releases), ("snapshot", &snapshot)], None).await;
+
+    let entries = harness.ok("/v1/audit").await["entries"].as_array().unwrap().clone();
+    let listed = entries[1]["details"]["targets"].as_array().expect("100 changes are listed").clone();
+    assert_eq!(listed.len(), 100);
+    assert_eq!((listed[0]["name"].clone(), listed[99]["change"].clone()), (json!("t000"), json!("added")));
+    let mut changes: Vec<(&str, String, &str, Vec<u8>)> =
+        (100..160).map(|index| ("targets", format!("t{index:03}"), "added", b"t".to_vec())).collect();
+    changes.extend(
+        (0..41).map(|index| ("targets/releases", format!("release/{index:03}"), "added", b"release/".to_vec())),
+    );
+    assert_eq!(
+        entries[2]["details"]["targets"],
+        json!({"count": 101, "added": 101, "changed": 0, "removed": 0, "sha256": changes_digest(&changes)})
+    );
+    let history = harness.store.history_of_entries(1, 2).await.unwrap();
+    assert_eq!(history.len(), 201);
+    assert!(history[100..].iter().all(|event| event.audit_seq == Some(2)), "the streamed rows are the entry's");
+    let stored = harness.stored_entries().await;
+    let grants = harness.store.grants_of_entries(0, 2).await.unwrap();
+    let ended = harness.store.grants_ended_by_entries(0, 2).await.unwrap();
+    assert_eq!(tufa_server::audit::check_history(&stored, &history, &grants, &ended), vec![]);
+}
+
+#[tokio::test]
 async fn a_file_of_many_delegations_records_every_grant_with_its_paths() {
     let harness = harness(false).await;
     let repo = Repo::new();

@@ -23,9 +23,10 @@ pub struct Record {
     pub grants: Vec<NewGrant>,
     /// Targets added, changed or removed by this change.
     pub history: Vec<NewTargetEvent>,
-    /// More grants, then more targets added, changed or removed, written after `grants` and
-    /// `history` a chunk at a time as the store reads them from the change's files: a publish of
-    /// 100,000 targets or a million delegation paths never holds them in memory at once.
+    /// More targets added, changed or removed, and more grants, a chunk at a time as the store
+    /// reads them from the change's files: a publish of 100,000 targets or a million delegation
+    /// paths never holds them in memory at once. The events are written before the entry, which
+    /// [`EventSource::finish_entry`] then completes; the grants after the entry's own `grants`.
     pub streamed: Option<StreamedEvents>,
 }
 
@@ -50,11 +51,16 @@ pub trait EventSource: Send {
     /// them. An error aborts the change (nothing is written).
     fn next_events(&mut self, files: &[crate::NewFile], max: usize) -> Result<Vec<NewTargetEvent>, String>;
 
-    /// The next at most `max` grants, written after the record's own `grants` and before any
-    /// event; none once all were given (the default: a source of events only).
+    /// The next at most `max` grants, written after the entry and the record's own `grants`;
+    /// none once all were given (the default: a source of events only).
     fn next_grants(&mut self, _files: &[crate::NewFile], _max: usize) -> Result<Vec<NewGrant>, String> {
         Ok(Vec::new())
     }
+
+    /// Completes the record's entry once every event was given: what the entry says of the
+    /// events (their counts and digest) is known only then. The store writes the events of a
+    /// streamed record before its entry and calls this in between (the default changes nothing).
+    fn finish_entry(&mut self, _entry: &mut NewEntry) {}
 }
 
 /// The [`EventSource`] of a [`Record`]. Clones share the source; two are equal when they are the
@@ -78,6 +84,13 @@ impl StreamedEvents {
     pub fn next_events(&self, files: &[crate::NewFile], max: usize) -> Result<Vec<NewTargetEvent>, String> {
         let mut source = self.0.lock().map_err(|_| "the target events' source failed earlier".to_owned())?;
         source.next_events(files, max)
+    }
+
+    /// Lets the source complete `entry` (see [`EventSource::finish_entry`]).
+    pub fn finish_entry(&self, entry: &mut NewEntry) -> Result<(), String> {
+        let mut source = self.0.lock().map_err(|_| "the target events' source failed earlier".to_owned())?;
+        source.finish_entry(entry);
+        Ok(())
     }
 }
 

@@ -1426,7 +1426,33 @@ impl Store for SqlStore {
             if reads.timestamp != update.expected_timestamp_version {
                 return Err(StoreError::OldVersion { role: TIMESTAMP_ROLE.into() });
             }
-            // The record first, and its rows dropped before the files are inserted: the largest
+            // A streamed record's target events go first, under the position its entry will
+            // take (the audit lock is held since `prepare_update` read the last entry): what the
+            // entry says of them (counts, digest) is known once they are written, in one pass.
+            let streamed = update.record.streamed.clone();
+            let principal = update.record.entry.principal.clone();
+            let next_seq = match &reads.last_entry {
+                None => 0_i64,
+                Some((last, _)) => last
+                    .checked_add(1)
+                    .ok_or_else(|| StoreError::Internal(format!("audit entry position {last} is out of range")))?,
+            };
+            if let Some(streamed) = &streamed {
+                loop {
+                    let chunk = streamed.next_events(&update.files, HISTORY_CHUNK).map_err(StoreError::Internal)?;
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    insert_history_chunk!(
+                        D,
+                        &mut tx,
+                        gun,
+                        chunk.iter().map(|event| (event, principal.as_deref(), Some(next_seq), at)).collect()
+                    );
+                }
+                streamed.finish_entry(&mut update.record.entry).map_err(StoreError::Internal)?;
+            }
+            // Then the record, and its rows dropped before the files are inserted: the largest
             // file's INSERT is the moment of peak memory, and the history of a large targets
             // file is about as large again. A small update's files go in the record's batch.
             let (seq, files_inserted) = append_entry!(
@@ -1439,10 +1465,15 @@ impl Store for SqlStore {
                 Some(reads.last_entry),
                 Some(&mut update.files)
             );
+            if seq != next_seq {
+                return Err(StoreError::Internal(format!(
+                    "the audit entry took position {seq}, its target history was written for {next_seq}"
+                )));
+            }
             drop(std::mem::take(&mut update.record.history));
             drop(std::mem::take(&mut update.record.grants));
-            if let Some(streamed) = update.record.streamed.take() {
-                let principal = update.record.entry.principal.as_deref();
+            // Streamed grants after the entry: it ends the grants they replace first.
+            if let Some(streamed) = streamed {
                 loop {
                     let chunk = streamed.next_grants(&update.files, BATCHED_GRANTS).map_err(StoreError::Internal)?;
                     if chunk.is_empty() {
@@ -1452,19 +1483,7 @@ impl Store for SqlStore {
                         D,
                         &mut tx,
                         gun,
-                        chunk.iter().map(|grant| (grant, principal, Some(seq), at, None)).collect()
-                    );
-                }
-                loop {
-                    let chunk = streamed.next_events(&update.files, HISTORY_CHUNK).map_err(StoreError::Internal)?;
-                    if chunk.is_empty() {
-                        break;
-                    }
-                    insert_history_chunk!(
-                        D,
-                        &mut tx,
-                        gun,
-                        chunk.iter().map(|event| (event, principal, Some(seq), at)).collect()
+                        chunk.iter().map(|grant| (grant, principal.as_deref(), Some(seq), at, None)).collect()
                     );
                 }
             }
