@@ -37,15 +37,17 @@ struct Repo {
     root: Vec<u8>,
 }
 
-/// One worst case: its name and its multipart files.
+/// One worst case: its name and its multipart files, and the files of a publish sent first and
+/// not measured (what the case replaces), if any.
 struct Case {
     name: String,
     files: Vec<(String, Vec<u8>)>,
+    setup: Option<Vec<(String, Vec<u8>)>>,
 }
 
-fn target_entry(index: usize) -> (String, Value) {
+fn target_entry(prefix: &str, index: usize) -> (String, Value) {
     let content = index.to_le_bytes();
-    (format!("release/v{index}"), meta(&content))
+    (format!("{prefix}/v{index}"), meta(&content))
 }
 
 fn targets_body(version: i64, targets: Map<String, Value>, delegations: Value) -> Value {
@@ -63,23 +65,41 @@ fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, Str
                 "meta": {"root": meta(&repo.root), "targets": meta(&targets)}}),
             &[&repo.snapshot],
         )?;
-        Ok(Case { name: name.into(), files: vec![("targets".into(), targets), ("snapshot".into(), snapshot)] })
+        Ok(Case {
+            name: name.into(),
+            files: vec![("targets".into(), targets), ("snapshot".into(), snapshot)],
+            setup: None,
+        })
+    };
+    // The most targets one file may list, named `prefix/v<index>`.
+    let most_targets = |prefix: &str| {
+        let mut targets = Map::new();
+        let mut index = 0;
+        while targets.len() < limits.max_targets {
+            let (name, entry) = target_entry(prefix, index);
+            targets.insert(name, entry);
+            index += 1;
+            if targets.len().is_multiple_of(1000) && targets.len() * 120 > max_body * 9 / 10 {
+                break;
+            }
+        }
+        targets
     };
 
     // The most targets one file may list, signed: every entry is parsed and checked.
-    let mut targets = Map::new();
-    let mut index = 0;
-    while targets.len() < limits.max_targets {
-        let (name, entry) = target_entry(index);
-        targets.insert(name, entry);
-        index += 1;
-        if targets.len().is_multiple_of(1000) && targets.len() * 120 > max_body * 9 / 10 {
-            break;
-        }
-    }
+    let targets = most_targets("release");
     let count = targets.len();
     let body = sign(&targets_body(3, targets, no_delegations.clone()), &[&repo.targets])?;
     out.push(with_snapshot(&format!("{count} targets, signed"), 3, body)?);
+
+    // The same number of other targets replacing them: every old one is removed and every new
+    // one added, so the record reads the stored file too and writes twice the history rows.
+    let setup =
+        with_snapshot("", 4, sign(&targets_body(4, most_targets("old"), no_delegations.clone()), &[&repo.targets])?)?;
+    let body = sign(&targets_body(5, most_targets("new"), no_delegations.clone()), &[&repo.targets])?;
+    let mut replacing = with_snapshot(&format!("{count} targets replacing {count} others, signed"), 5, body)?;
+    replacing.setup = Some(setup.files);
+    out.push(replacing);
 
     // The most delegations, each with the most paths that fit, signed: the path checks run.
     let delegate = Key::ecdsa()?;
@@ -95,15 +115,15 @@ fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, Str
             json!({"name": format!("targets/d{role}"), "keyids": [delegate.id()], "threshold": 1, "paths": paths})
         })
         .collect();
-    let body = sign(&targets_body(4, Map::new(), json!({"keys": keys, "roles": roles})), &[&repo.targets])?;
-    out.push(with_snapshot(&format!("{delegations} delegations x {paths_each} paths, signed"), 4, body)?);
+    let body = sign(&targets_body(6, Map::new(), json!({"keys": keys, "roles": roles})), &[&repo.targets])?;
+    out.push(with_snapshot(&format!("{delegations} delegations x {paths_each} paths, signed"), 6, body)?);
 
     // One delegation with the most paths, and targets that must each be matched against them.
     let paths: Vec<String> = (0..limits.max_delegation_paths).map(|path| format!("zone{path}/")).collect();
     let role = json!({"name": "targets/wide", "keyids": [delegate.id()], "threshold": 1, "paths": paths});
     let mut keys = Map::new();
     keys.insert(delegate.id(), delegate.public.to_json());
-    let parent = sign(&targets_body(5, Map::new(), json!({"keys": keys, "roles": [role]})), &[&repo.targets])?;
+    let parent = sign(&targets_body(7, Map::new(), json!({"keys": keys, "roles": [role]})), &[&repo.targets])?;
     let mut child_targets = Map::new();
     let fit = (max_body / 2 / 130).min(limits.max_targets);
     for index in 0..fit {
@@ -112,23 +132,25 @@ fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, Str
     }
     let child = sign(&targets_body(1, child_targets, json!({"keys": {}, "roles": []})), &[&delegate])?;
     let snapshot = sign(
-        &json!({"_type": "Snapshot", "expires": expires(365), "version": 5,
+        &json!({"_type": "Snapshot", "expires": expires(365), "version": 7,
             "meta": {"root": meta(&repo.root), "targets": meta(&parent), "targets/wide": meta(&child)}}),
         &[&repo.snapshot],
     )?;
     out.push(Case {
         name: format!("{} paths x {fit} delegated targets, signed", limits.max_delegation_paths),
         files: vec![("targets".into(), parent), ("targets/wide".into(), child), ("snapshot".into(), snapshot)],
+        setup: None,
     });
 
     // The most signatures, all by unknown keys: each is looked at, none verifies.
-    let canonical = to_canonical(&targets_body(6, Map::new(), no_delegations.clone())).map_err(|e| e.to_string())?;
+    let canonical = to_canonical(&targets_body(8, Map::new(), no_delegations.clone())).map_err(|e| e.to_string())?;
     let signatures: Vec<Signature> = (0..limits.max_signatures)
         .map(|index| Signature { keyid: format!("{index:064x}"), method: "ecdsa".into(), sig: vec![7; 64] })
         .collect();
     out.push(Case {
         name: format!("{} signatures by unknown keys", limits.max_signatures),
         files: vec![("targets".into(), envelope(&canonical, &signatures))],
+        setup: None,
     });
 
     // A root with the most keys (certificates), signed by the real root key.
@@ -151,6 +173,7 @@ fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, Str
     out.push(Case {
         name: format!("root with {} certificate keys", limits.max_root_keys),
         files: vec![("root".into(), sign(&body, &[&repo.root_key])?)],
+        setup: None,
     });
 
     // The largest body of empty arrays, and of deep nesting: refused by the parser.
@@ -158,11 +181,13 @@ fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, Str
     out.push(Case {
         name: format!("{} MiB of empty arrays", max_body >> 20),
         files: vec![("targets".into(), arrays.into_bytes())],
+        setup: None,
     });
     let nested = format!("{}{}", "[".repeat(max_body / 2 - 1024), "]".repeat(max_body / 2 - 1024));
     out.push(Case {
         name: format!("{} MiB of nesting", max_body >> 20),
         files: vec![("targets".into(), nested.into_bytes())],
+        setup: None,
     });
     Ok(out)
 }
@@ -345,6 +370,12 @@ async fn bench(repeat: usize, verbose: bool, only: Option<String>) -> Result<(),
     let stop = Arc::new(AtomicBool::new(false));
     let loaded = tokio::spawn(reader(client.clone(), url.clone(), stop.clone()));
     for case in &cases {
+        if let Some(setup) = &case.setup {
+            let (status, _, answer) = post(&client, &url, setup).await?;
+            if status != 200 {
+                return Err(format!("the publish before \"{}\" got HTTP {status}: {answer}", case.name));
+            }
+        }
         for _ in 0..repeat {
             reset_peak(pid)?;
             let rss = status_kib(pid, "VmRSS:")?;
