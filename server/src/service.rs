@@ -480,9 +480,16 @@ impl Service {
         let (validated, mut parts) = parts;
         // Canonical IDs of the keys that signed: the root in force names the base roles' keys and
         // this update's grants its delegations'; only keys granted by files it does not replace
-        // need the stored grants.
-        for key in validated.root.keys.iter().filter_map(|(id, key)| Some((id.clone(), key.canonical_id().ok()?))) {
-            parts.canonical.entry(key.0).or_insert(key.1);
+        // need the stored grants. Only signing keys not named yet are looked up: a root key's
+        // canonical ID means parsing its certificate.
+        for (id, key) in &validated.root.keys {
+            let signed = validated.signers.values().any(|keys| keys.contains(id));
+            if signed
+                && !parts.canonical.contains_key(id)
+                && let Ok(canonical) = key.canonical_id()
+            {
+                parts.canonical.insert(id.clone(), canonical);
+            }
         }
         let unresolved = validated.signers.values().flatten().any(|key| !parts.canonical.contains_key(key));
         let in_force = if unresolved { self.store.grants(gun.as_str(), None).await? } else { Vec::new() };
