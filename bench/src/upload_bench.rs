@@ -10,6 +10,7 @@
 //! next to this binary; a wrapper script that `exec`s it, for example under a heap profiler, works
 //! too), `UPLOAD_BENCH_CASE` (only the cases whose name contains this text). Build both first: `cargo build --release -p tufa-server -p tufa-bench`.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
@@ -231,6 +232,10 @@ struct ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
+        // The server runs in a process group of its own, so a wrapper that does not `exec` it
+        // (heaptrack, for one) takes the server down with it instead of leaving it running.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -344,6 +349,7 @@ async fn bench(repeat: usize, verbose: bool, only: Option<String>) -> Result<(),
         .arg(dir.path().join("data"))
         .stdout(Stdio::null())
         .stderr(log)
+        .process_group(0)
         .spawn()
         .map_err(|error| format!("cannot start {}: {error}", binary.display()))?;
     let pid = child.id();
