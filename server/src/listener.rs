@@ -63,6 +63,11 @@ pub struct ConnectionSettings {
     pub max_connections: usize,
     /// Most concurrent streams on one HTTP/2 connection. Default 100.
     pub max_concurrent_streams: u32,
+    /// Most bytes of a request's head (HTTP/1.1: request line and headers; HTTP/2: the header
+    /// list as HPACK counts it); a larger one gets `431`. Default 32 KiB, at least 8 KiB. Over
+    /// HTTP/2 a header block beyond about 64 KiB has its stream refused by the h2 library
+    /// instead, whatever this says.
+    pub max_header_bytes: usize,
     /// How request bodies must arrive.
     pub body: BodyRules,
 }
@@ -75,6 +80,7 @@ impl Default for ConnectionSettings {
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
             max_concurrent_streams: 100,
+            max_header_bytes: 32 * 1024,
             body: BodyRules::default(),
         }
     }
@@ -102,8 +108,18 @@ pub async fn serve(
     let acceptor = tls.map(TlsAcceptor::from);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // A timer enables hyper's HTTP/1 header-read timeout, which bounds slow-loris clients.
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.first_request_timeout);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(settings.max_concurrent_streams);
+    // The read buffer bounds an HTTP/1 head (hyper answers 431 beyond it); hyper's own default
+    // is about 400 KiB per connection. It must be at least 8 KiB (hyper panics below).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.first_request_timeout)
+        .max_buf_size(settings.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(settings.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
     let (stop, stopping) = watch::channel(false);
     let slots = Arc::new(Semaphore::new(settings.max_connections));
     let mut refusals = Refusals::default();
@@ -655,6 +671,7 @@ mod tests {
             idle_timeout: Duration::from_millis(400),
             max_connections: 1024,
             max_concurrent_streams: 7,
+            max_header_bytes: 16 * 1024,
             body: BodyRules {
                 timeout: Duration::from_secs(5),
                 min_rate: 1000,
@@ -846,8 +863,28 @@ mod tests {
                 (u16::from_be_bytes([entry[0], entry[1]]), u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]))
             })
             .collect();
-        // SETTINGS_MAX_CONCURRENT_STREAMS is identifier 3.
+        // SETTINGS_MAX_CONCURRENT_STREAMS is identifier 3, SETTINGS_MAX_HEADER_LIST_SIZE 6.
         assert!(advertised.contains(&(3, 7)), "{advertised:?}");
+        assert!(advertised.contains(&(6, 16 * 1024)), "{advertised:?}");
+    }
+
+    #[tokio::test]
+    async fn an_http1_head_beyond_the_bound_gets_431_and_one_within_it_is_served() {
+        let server = start_with(None, quick()).await;
+        for (filler, status) in [(4 * 1024, "HTTP/1.1 200 OK"), (20 * 1024, "HTTP/1.1 431 ")] {
+            let mut stream = TcpStream::connect(server.address).await.unwrap();
+            let head = format!(
+                "GET / HTTP/1.1\r\nHost: localhost\r\nX-Filler: {}\r\nConnection: close\r\n\r\n",
+                "a".repeat(filler)
+            );
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let mut response = Vec::new();
+            let _ = stream.read_to_end(&mut response).await;
+            let response = String::from_utf8_lossy(&response);
+            assert!(response.starts_with(status), "{filler} bytes of header: {response}");
+        }
+        server.stop.send(()).unwrap();
+        server.task.await.unwrap().unwrap();
     }
 
     #[tokio::test]

@@ -89,6 +89,7 @@ pub fn connection_settings(config: &Config) -> ConnectionSettings {
         idle_timeout: Duration::from_secs(connections.idle_timeout_secs),
         max_connections: connections.max_connections,
         max_concurrent_streams: connections.max_concurrent_streams,
+        max_header_bytes: connections.max_header_bytes,
         body: BodyRules {
             timeout: Duration::from_secs(connections.body_timeout_secs),
             min_rate: connections.min_body_rate,

@@ -180,6 +180,10 @@ pub struct ConnectionsConfig {
     pub max_connections: usize,
     /// Most concurrent streams on one HTTP/2 connection. Default 100 (1..=10000).
     pub max_concurrent_streams: u32,
+    /// Most bytes of a request's head: over HTTP/1.1 its request line and headers as sent, over
+    /// HTTP/2 its header list as HPACK counts it; a larger one gets `431`. Default 32768
+    /// (8192..=1048576).
+    pub max_header_bytes: usize,
     /// A request body must be complete within this many seconds of its headers. Default 60 (1..=3600).
     pub body_timeout_secs: u64,
     /// After [`Self::body_rate_grace_secs`], a body arriving slower than this many bytes per second
@@ -197,6 +201,7 @@ impl Default for ConnectionsConfig {
             idle_timeout_secs: 60,
             max_connections: 1024,
             max_concurrent_streams: 100,
+            max_header_bytes: 32 * 1024,
             body_timeout_secs: 60,
             min_body_rate: 1024,
             body_rate_grace_secs: 10,

@@ -169,6 +169,7 @@ struct FileConnections {
     idle_timeout_secs: Option<u64>,
     max_connections: Option<u64>,
     max_concurrent_streams: Option<u64>,
+    max_header_bytes: Option<u64>,
     body_timeout_secs: Option<u64>,
     min_body_rate: Option<u64>,
     body_rate_grace_secs: Option<u64>,
@@ -466,6 +467,8 @@ fn merge(
     let max_concurrent_streams =
         connections.max_concurrent_streams.unwrap_or(u64::from(connection_defaults.max_concurrent_streams));
     check("connections.max_concurrent_streams", max_concurrent_streams, 1, 10_000)?;
+    let max_header_bytes = connections.max_header_bytes.unwrap_or(as_u64(connection_defaults.max_header_bytes));
+    check("connections.max_header_bytes", max_header_bytes, 8192, 1 << 20)?;
     let body_timeout_secs = connections.body_timeout_secs.unwrap_or(connection_defaults.body_timeout_secs);
     check("connections.body_timeout_secs", body_timeout_secs, 1, 3600)?;
     let min_body_rate = connections.min_body_rate.unwrap_or(connection_defaults.min_body_rate);
@@ -478,6 +481,7 @@ fn merge(
         idle_timeout_secs,
         max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
         max_concurrent_streams: u32::try_from(max_concurrent_streams).unwrap_or(u32::MAX),
+        max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(usize::MAX),
         body_timeout_secs,
         min_body_rate,
         body_rate_grace_secs,

@@ -195,6 +195,7 @@ fn connection_and_upload_bounds_default_and_are_read() {
             idle_timeout_secs: 60,
             max_connections: 1024,
             max_concurrent_streams: 100,
+            max_header_bytes: 32768,
             body_timeout_secs: 60,
             min_body_rate: 1024,
             body_rate_grace_secs: 10,
@@ -207,7 +208,8 @@ fn connection_and_upload_bounds_default_and_are_read() {
         dir.path(),
         "[limits]\nmax_body_bytes = 1000\n\
          [connections]\nhandshake_timeout_secs = 2\nfirst_request_timeout_secs = 3\nidle_timeout_secs = 4\n\
-         max_connections = 5\nmax_concurrent_streams = 6\nbody_timeout_secs = 7\nmin_body_rate = 0\n\
+         max_connections = 5\nmax_concurrent_streams = 6\nmax_header_bytes = 9000\nbody_timeout_secs = 7\n\
+         min_body_rate = 0\n\
          body_rate_grace_secs = 0\n\
          [uploads]\nmax_concurrent = 1\nmax_buffered_bytes = 1000\nwait_ms = 0\n",
     );
@@ -220,6 +222,7 @@ fn connection_and_upload_bounds_default_and_are_read() {
             idle_timeout_secs: 4,
             max_connections: 5,
             max_concurrent_streams: 6,
+            max_header_bytes: 9000,
             body_timeout_secs: 7,
             min_body_rate: 0,
             body_rate_grace_secs: 0,
@@ -234,6 +237,7 @@ fn connection_and_upload_bounds_default_and_are_read() {
     assert_eq!(settings.idle_timeout, Duration::from_secs(4));
     assert_eq!(settings.max_connections, 5);
     assert_eq!(settings.max_concurrent_streams, 6);
+    assert_eq!(settings.max_header_bytes, 9000);
     assert_eq!(settings.body.timeout, Duration::from_secs(7));
     assert_eq!(settings.body.min_rate, 0);
     assert_eq!(settings.body.drain_max_bytes, 1000);
@@ -258,6 +262,8 @@ fn invalid_file_values_are_rejected_with_the_key_named() {
         ("[connections]\nidle_timeout_secs = 0\n", "`connections.idle_timeout_secs` in"),
         ("[connections]\nmax_connections = 0\n", "`connections.max_connections` in"),
         ("[connections]\nmax_concurrent_streams = 10001\n", "`connections.max_concurrent_streams` in"),
+        ("[connections]\nmax_header_bytes = 8191\n", "`connections.max_header_bytes` in"),
+        ("[connections]\nmax_header_bytes = 1048577\n", "outside 8192..=1048576"),
         ("[connections]\nbody_timeout_secs = 0\n", "`connections.body_timeout_secs` in"),
         ("[connections]\nmin_body_rate = 1073741825\n", "`connections.min_body_rate` in"),
         ("[connections]\nbody_rate_grace_secs = 3601\n", "`connections.body_rate_grace_secs` in"),
