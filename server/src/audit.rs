@@ -140,10 +140,8 @@ impl std::fmt::Debug for ChangesSummary {
 
 impl ChangesSummary {
     fn add(&mut self, event: &NewTargetEvent) {
-        let (role, name, change, sha256, length) =
-            (&event.role, &event.name, event.change.as_str(), event.sha256.as_deref(), event.length);
         self.count = self.count.saturating_add(1);
-        match change {
+        match event.change.as_str() {
             "added" => self.added = self.added.saturating_add(1),
             "changed" => self.changed = self.changed.saturating_add(1),
             "removed" => self.removed = self.removed.saturating_add(1),
@@ -153,11 +151,11 @@ impl ChangesSummary {
         // record 100,000 changes, and each update of the digest has its own cost.
         let line = &mut self.line;
         line.clear();
-        for field in [role, name, change, sha256.unwrap_or("")] {
+        for field in [&event.role, &event.name, &event.change, event.sha256.as_deref().unwrap_or("")] {
             line.extend_from_slice(field.as_bytes());
             line.push(b'\n');
         }
-        if let Some(length) = length {
+        if let Some(length) = event.length {
             use std::io::Write as _;
             // Writing into a Vec cannot fail.
             let _ = write!(line, "{length}");

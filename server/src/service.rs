@@ -482,11 +482,9 @@ impl Service {
         // this update's grants its delegations'; only keys granted by files it does not replace
         // need the stored grants. Only signing keys not named yet are looked up: a root key's
         // canonical ID means parsing its certificate.
-        for (id, key) in &validated.root.keys {
-            let signed = validated.signers.values().any(|keys| keys.contains(id));
-            if signed
-                && !parts.canonical.contains_key(id)
-                && let Ok(canonical) = key.canonical_id()
+        for id in validated.signers.values().flatten() {
+            if !parts.canonical.contains_key(id)
+                && let Some(Ok(canonical)) = validated.root.keys.get(id).map(PublicKey::canonical_id)
             {
                 parts.canonical.insert(id.clone(), canonical);
             }

@@ -125,6 +125,16 @@ impl Harness {
         PublicKey::from_json(&reply.json()).unwrap()
     }
 
+    /// `repo`'s first root, signed, naming the server's timestamp key for the repository (which
+    /// it asks for as `auth`); with that key.
+    async fn first_root(&self, repo: &Repo, auth: Option<&str>) -> (Vec<u8>, PublicKey) {
+        let timestamp = self.timestamp_key(auth).await;
+        let mut body = repo.root_body(1);
+        body["keys"][timestamp.key_id()] = timestamp.to_json();
+        body["roles"]["timestamp"] = json!({"keyids": [timestamp.key_id()], "threshold": 1});
+        (sign(&body, &[&repo.root_key]), timestamp)
+    }
+
     /// The times of the log's entries, by position.
     /// The log's first entries, as `audit verify` reads them from the store.
     async fn stored_entries(&self) -> Vec<tufa_store::StoredEntry> {
@@ -160,11 +170,7 @@ fn delegations(keys: &[&Key]) -> Value {
 async fn publish_scenario(harness: &Harness, auth: Option<&str>) -> Published {
     let repo = Repo::new();
     let (first, second) = (Key::ecdsa(), Key::ecdsa());
-    let timestamp = harness.timestamp_key(auth).await;
-    let mut body = repo.root_body(1);
-    body["keys"][timestamp.key_id()] = timestamp.to_json();
-    body["roles"]["timestamp"] = json!({"keyids": [timestamp.key_id()], "threshold": 1});
-    let root = sign(&body, &[&repo.root_key]);
+    let (root, timestamp) = harness.first_root(&repo, auth).await;
     let targets = repo.targets(2, json!({"v1": target(b"hello")}), delegations(&[&first]));
     let snapshot = repo.snapshot(2, &[("root", &root), ("targets", &targets)]);
     harness.post(&[("root", &root), ("targets", &targets), ("snapshot", &snapshot)], auth).await;
@@ -411,11 +417,7 @@ fn changes_digest(changes: &[(&str, String, &str, Vec<u8>)]) -> String {
 async fn a_large_publish_records_counts_and_a_digest_and_writes_every_change() {
     let harness = harness(false).await;
     let repo = Repo::new();
-    let timestamp = harness.timestamp_key(None).await;
-    let mut body = repo.root_body(1);
-    body["keys"][timestamp.key_id()] = timestamp.to_json();
-    body["roles"]["timestamp"] = json!({"keyids": [timestamp.key_id()], "threshold": 1});
-    let root = sign(&body, &[&repo.root_key]);
+    let (root, _) = harness.first_root(&repo, None).await;
     // 1,250 tags (more than one chunk of the store's inserts), then a version that changes one,
     // removes 150 and adds 60: 211 changes, beyond the 100 an entry lists.
     let name = |index: usize| format!("tag-{index:05}");
@@ -494,11 +496,7 @@ async fn an_entry_lists_up_to_100_changes_and_counts_more_across_its_files() {
     let harness = harness(false).await;
     let repo = Repo::new();
     let first = Key::ecdsa();
-    let timestamp = harness.timestamp_key(None).await;
-    let mut body = repo.root_body(1);
-    body["keys"][timestamp.key_id()] = timestamp.to_json();
-    body["roles"]["timestamp"] = json!({"keyids": [timestamp.key_id()], "threshold": 1});
-    let root = sign(&body, &[&repo.root_key]);
+    let (root, _) = harness.first_root(&repo, None).await;
     let tags = |prefix: &str, count: usize| -> Value {
         Value::Object((0..count).map(|index| (format!("{prefix}{index:03}"), target(prefix.as_bytes()))).collect())
     };
@@ -542,11 +540,7 @@ async fn an_entry_lists_up_to_100_changes_and_counts_more_across_its_files() {
 async fn a_file_of_many_delegations_records_every_grant_with_its_paths() {
     let harness = harness(false).await;
     let repo = Repo::new();
-    let timestamp = harness.timestamp_key(None).await;
-    let mut body = repo.root_body(1);
-    body["keys"][timestamp.key_id()] = timestamp.to_json();
-    body["roles"]["timestamp"] = json!({"keyids": [timestamp.key_id()], "threshold": 1});
-    let root = sign(&body, &[&repo.root_key]);
+    let (root, _) = harness.first_root(&repo, None).await;
     // 70 delegations: more than the store writes with the entry, so their paths are read from
     // the file as each grant is written.
     let delegate = Key::ecdsa();

@@ -687,6 +687,17 @@ const INSERT_CHUNK: usize = 500;
 /// a full chunk is prepared once per connection) and cost memory while a chunk is written.
 const HISTORY_CHUNK: usize = INSERT_CHUNK;
 
+/// The audit position after the log's last entry at `last` (0 for an empty log).
+fn position_after(last: Option<i64>) -> Result<u64, StoreError> {
+    match last {
+        None => Ok(0),
+        Some(last) => u64::try_from(last)
+            .ok()
+            .and_then(|last| last.checked_add(1))
+            .ok_or_else(|| StoreError::Internal(format!("audit entry position {last} is out of range"))),
+    }
+}
+
 fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::Internal(format!("{what} {value} is beyond the database's range")))
 }
@@ -833,11 +844,7 @@ macro_rules! append_entry {
                 let prev = parse_hash_hex(&hash).ok_or_else(|| {
                     StoreError::Internal(format!("audit entry {seq} has an unreadable leaf hash; run `audit verify`"))
                 })?;
-                let next = u64::try_from(seq)
-                    .ok()
-                    .and_then(|seq| seq.checked_add(1))
-                    .ok_or_else(|| StoreError::Internal(format!("audit entry position {seq} is out of range")))?;
-                (next, Some(prev))
+                (position_after(Some(seq))?, Some(prev))
             }
         };
         let entry = record.entry.at(seq, at, prev);
@@ -1431,12 +1438,7 @@ impl Store for SqlStore {
             // entry says of them (counts, digest) is known once they are written, in one pass.
             let streamed = update.record.streamed.clone();
             let principal = update.record.entry.principal.clone();
-            let next_seq = match &reads.last_entry {
-                None => 0_i64,
-                Some((last, _)) => last
-                    .checked_add(1)
-                    .ok_or_else(|| StoreError::Internal(format!("audit entry position {last} is out of range")))?,
-            };
+            let next_seq = to_i64(position_after(reads.last_entry.as_ref().map(|(last, _)| *last))?, "audit position")?;
             if let Some(streamed) = &streamed {
                 loop {
                     let chunk = streamed.next_events(&update.files, HISTORY_CHUNK).map_err(StoreError::Internal)?;
@@ -1455,7 +1457,7 @@ impl Store for SqlStore {
             // Then the record, and its rows dropped before the files are inserted: the largest
             // file's INSERT is the moment of peak memory, and the history of a large targets
             // file is about as large again. A small update's files go in the record's batch.
-            let (seq, files_inserted) = append_entry!(
+            let (_, files_inserted) = append_entry!(
                 D,
                 &mut tx,
                 Some(gun),
@@ -1465,11 +1467,6 @@ impl Store for SqlStore {
                 Some(reads.last_entry),
                 Some(&mut update.files)
             );
-            if seq != next_seq {
-                return Err(StoreError::Internal(format!(
-                    "the audit entry took position {seq}, its target history was written for {next_seq}"
-                )));
-            }
             drop(std::mem::take(&mut update.record.history));
             drop(std::mem::take(&mut update.record.grants));
             // Streamed grants after the entry: it ends the grants they replace first.
@@ -1483,7 +1480,7 @@ impl Store for SqlStore {
                         D,
                         &mut tx,
                         gun,
-                        chunk.iter().map(|grant| (grant, principal.as_deref(), Some(seq), at, None)).collect()
+                        chunk.iter().map(|grant| (grant, principal.as_deref(), Some(next_seq), at, None)).collect()
                     );
                 }
             }
