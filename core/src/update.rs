@@ -96,6 +96,10 @@ pub enum UpdateError {
     /// The stored state of the repository cannot be loaded (no detail is given to clients).
     #[error("stored metadata is invalid: {0}")]
     StoredState(String),
+    /// An uploaded file is not JSON metadata with a version (`ErrMalformedJSON`): the message
+    /// starts with the role.
+    #[error("{0}")]
+    Malformed(String),
 }
 
 /// The current files of a GUN, by role, as stored.
@@ -138,6 +142,19 @@ pub struct NewFile {
     pub expires: DateTime<Utc>,
     /// The exact bytes to store and serve.
     pub bytes: Vec<u8>,
+}
+
+/// An uploaded file found valid: what is stored beside its bytes.
+struct FileHead {
+    role: RoleName,
+    version: i64,
+    expires: DateTime<Utc>,
+}
+
+impl FileHead {
+    fn of(role: &RoleName, version: i64, expires: DateTime<Utc>) -> Self {
+        Self { role: role.clone(), version, expires }
+    }
 }
 
 impl NewFile {
@@ -448,14 +465,13 @@ fn load_stored_root(gun: &Gun, state: &RepoState, now: DateTime<Utc>) -> Result<
 /// Validates an uploaded root against the previous one (if any).
 fn validate_new_root(
     gun: &Gun,
-    bytes: Vec<u8>,
+    signed: &Signed<'_>,
     previous: Option<&Root>,
     now: DateTime<Utc>,
     limits: &Limits,
-) -> Result<(Root, NewFile, Vec<String>), String> {
-    let signed = parse_signed(&bytes, "root")?;
-    root_counts(&signed, limits)?;
-    let root = Root::from_signed(&signed).map_err(|error| error.to_string())?;
+) -> Result<(Root, FileHead, Vec<String>), String> {
+    root_counts(signed, limits)?;
+    let root = Root::from_signed(signed).map_err(|error| error.to_string())?;
     let current = previous.map_or(1, |root| root.version);
     if root.version != current && root.version != current.saturating_add(1) {
         return Err(format!("Root modifications must increment the version. Current {current}, new {}", root.version));
@@ -470,13 +486,13 @@ fn validate_new_root(
         let threshold = previous.role(BaseRole::Root).map_or(1, |role| role.threshold);
         let previous_role = RoleKeys { keyids: previous_keys.keys().cloned().collect(), threshold };
         signers.extend(
-            check_threshold("root", &signed, &previous_keys, &previous_role)
+            check_threshold("root", signed, &previous_keys, &previous_role)
                 .map_err(|_| "new root is not signed by the previous root's keys".to_owned())?,
         );
     }
     let threshold = root.role(BaseRole::Root).map_or(1, |role| role.threshold);
     let own = RoleKeys { keyids: valid.keys().cloned().collect(), threshold };
-    signers.extend(check_threshold("root", &signed, &valid, &own).map_err(|error| error.to_string())?);
+    signers.extend(check_threshold("root", signed, &valid, &own).map_err(|error| error.to_string())?);
     not_expired("root", root.expires, now)?;
     // The keys counted by either root, in signature order.
     let mut named = BTreeSet::new();
@@ -486,42 +502,90 @@ fn validate_new_root(
         .filter(|signature| signers.contains(&signature.keyid) && named.insert(signature.keyid.as_str()))
         .map(|signature| signature.keyid.clone())
         .collect();
-    drop(signed);
-    let file = NewFile { role: RoleName::base(BaseRole::Root), version: root.version, expires: root.expires, bytes };
-    Ok((root, file, signers))
+    let head = FileHead::of(&RoleName::base(BaseRole::Root), root.version, root.expires);
+    Ok((root, head, signers))
 }
 
 /// Validation of one update. See the module documentation.
+///
+/// Every uploaded file is parsed once, first: one that is not JSON metadata with a version is
+/// refused with [`UpdateError::Malformed`] before anything else is judged.
 pub fn validate(
     gun: &Gun,
     state: &RepoState,
-    uploads: BTreeMap<RoleName, Vec<u8>>,
+    mut uploads: BTreeMap<RoleName, Vec<u8>>,
     now: DateTime<Utc>,
     limits: &Limits,
 ) -> Result<Validated, UpdateError> {
+    let checked = {
+        let parsed = parse_uploads(&uploads)?;
+        check_update(gun, state, &uploads, parsed, now, limits)?
+    };
+    // The uploaded bytes move into the files to store; they are never copied.
+    let mut files = Vec::with_capacity(checked.heads.len());
+    for FileHead { role, version, expires } in checked.heads {
+        let bytes = uploads
+            .remove(&role)
+            .ok_or_else(|| UpdateError::Validation(format!("{role} was validated but is not in the update")))?;
+        files.push(NewFile { role, version, expires, bytes });
+    }
+    Ok(Validated {
+        root: checked.root,
+        files,
+        loaded: checked.loaded,
+        snapshot_uploaded: checked.snapshot_uploaded,
+        signers: checked.signers,
+        views: checked.views,
+    })
+}
+
+/// Parses every uploaded file, which must be JSON metadata with a version.
+fn parse_uploads(uploads: &BTreeMap<RoleName, Vec<u8>>) -> Result<BTreeMap<&RoleName, Signed<'_>>, UpdateError> {
+    uploads
+        .iter()
+        .map(|(role, bytes)| {
+            Signed::parse(bytes)
+                .and_then(|signed| signed.version().map(|_| (role, signed)))
+                .map_err(|error| UpdateError::Malformed(format!("{role}: {error}")))
+        })
+        .collect()
+}
+
+/// A valid update before its files take their bytes: [`Validated`] with heads for files.
+struct Checked {
+    root: Root,
+    heads: Vec<FileHead>,
+    loaded: BTreeMap<String, FileMeta>,
+    snapshot_uploaded: bool,
+    signers: BTreeMap<String, Vec<String>>,
+    views: BTreeMap<String, TargetsView>,
+}
+
+/// Judges the parsed uploads (`uploads` holds their bytes) against the stored `state`.
+fn check_update(
+    gun: &Gun,
+    state: &RepoState,
+    uploads: &BTreeMap<RoleName, Vec<u8>>,
+    mut parsed: BTreeMap<&RoleName, Signed<'_>>,
+    now: DateTime<Utc>,
+    limits: &Limits,
+) -> Result<Checked, UpdateError> {
     let stored_root = load_stored_root(gun, state, now)?;
-    let mut files = Vec::new();
+    let mut heads = Vec::new();
     let mut loaded: BTreeMap<String, FileMeta> = BTreeMap::new();
     let mut signers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    // The uploaded bytes move into the files to store; they are never copied.
-    let mut others: BTreeMap<RoleName, Vec<u8>> = BTreeMap::new();
-    let mut targets_uploads: Vec<(RoleName, Vec<u8>)> = Vec::new();
-    for (role, bytes) in uploads {
-        if role.is_targets_type() {
-            targets_uploads.push((role, bytes));
-        } else {
-            others.insert(role, bytes);
-        }
-    }
+    let bytes_of = |role: &RoleName| uploads.get(role).map(Vec::as_slice).unwrap_or_default();
+    let root_role = RoleName::base(BaseRole::Root);
+    let snapshot_role = RoleName::base(BaseRole::Snapshot);
 
     // Root.
-    let (root, root_meta) = match (others.remove(&RoleName::base(BaseRole::Root)), stored_root) {
-        (Some(bytes), previous) => {
+    let (root, root_meta) = match (parsed.remove(&root_role), stored_root) {
+        (Some(signed), previous) => {
             let previous = previous.map(|(root, _)| root);
-            let meta = FileMeta::of(&bytes);
-            let (root, file, root_signers) =
-                validate_new_root(gun, bytes, previous.as_ref(), now, limits).map_err(UpdateError::BadRoot)?;
-            files.push(file);
+            let meta = FileMeta::of(bytes_of(&root_role));
+            let (root, head, root_signers) =
+                validate_new_root(gun, &signed, previous.as_ref(), now, limits).map_err(UpdateError::BadRoot)?;
+            heads.push(head);
             signers.insert("root".into(), root_signers);
             (root, meta)
         }
@@ -531,13 +595,16 @@ pub fn validate(
         }
     };
     loaded.insert("root".into(), root_meta);
+    let snapshot = parsed.remove(&snapshot_role);
 
     // Targets and delegations, shallowest first.
+    let mut targets_uploads: Vec<(&RoleName, Signed<'_>)> =
+        parsed.into_iter().filter(|(role, _)| role.is_targets_type()).collect();
     targets_uploads.sort_by(|(a, _), (b, _)| a.depth().cmp(&b.depth()).then_with(|| a.cmp(b)));
-    let needed = needed_declarations(targets_uploads.iter().map(|(role, _)| role));
+    let needed = needed_declarations(targets_uploads.iter().map(|(role, _)| *role));
     let mut targets_files: BTreeMap<RoleName, LoadedTargets> = BTreeMap::new();
     let mut views = BTreeMap::new();
-    for (role, bytes) in targets_uploads {
+    for (role, signed) in targets_uploads {
         if role.depth().saturating_sub(1) > limits.max_delegation_depth {
             return Err(UpdateError::BadTargets(format!(
                 "{role} is deeper than the limit of {} delegation levels",
@@ -547,31 +614,26 @@ pub fn validate(
         if let Some(parent) = role.parent() {
             load_ancestors(&parent, state, &root, &mut targets_files, now, &needed)?;
         }
-        let mut loaded_file = load_targets(&role, &bytes, &root, &targets_files, now, Some(limits), &needed)
-            .map_err(UpdateError::BadTargets)?;
+        let mut loaded_file =
+            load_targets(role, (bytes_of(role), &signed), &root, &targets_files, now, Some(limits), &needed)
+                .map_err(UpdateError::BadTargets)?;
         signers.insert(role.to_string(), std::mem::take(&mut loaded_file.signers));
         if let Some(view) = loaded_file.view.take() {
             views.insert(role.to_string(), view);
         }
-        files.push(NewFile {
-            role: role.clone(),
-            version: loaded_file.body.version,
-            expires: loaded_file.body.expires,
-            bytes,
-        });
-        targets_files.insert(role, loaded_file);
+        heads.push(FileHead::of(role, loaded_file.body.version, loaded_file.body.expires));
+        targets_files.insert(role.clone(), loaded_file);
     }
     for (role, file) in targets_files {
         loaded.insert(role.to_string(), file.meta);
     }
 
     // Snapshot.
-    let snapshot_role = RoleName::base(BaseRole::Snapshot);
-    let snapshot_uploaded = match others.remove(&snapshot_role) {
-        Some(bytes) => {
-            let (file, snapshot_signers) =
-                validate_snapshot(bytes, &root, &loaded, state, now, limits).map_err(UpdateError::BadSnapshot)?;
-            files.push(file);
+    let snapshot_uploaded = match snapshot {
+        Some(signed) => {
+            let (head, snapshot_signers) =
+                validate_snapshot(&signed, &root, &loaded, state, now, limits).map_err(UpdateError::BadSnapshot)?;
+            heads.push(head);
             signers.insert("snapshot".into(), snapshot_signers);
             true
         }
@@ -585,7 +647,7 @@ pub fn validate(
             false
         }
     };
-    Ok(Validated { root, files, loaded, snapshot_uploaded, signers, views })
+    Ok(Checked { root, heads, loaded, snapshot_uploaded, signers, views })
 }
 
 /// The delegations whose declared paths validating `roles` consults: each of those roles and
@@ -625,27 +687,27 @@ fn load_ancestors(
     let Some(bytes) = state.file(role.as_str()) else {
         return Err(UpdateError::BadTargets(format!("parent role {role} does not exist on the server")));
     };
-    let file = load_targets(role, bytes, root, loaded, now, None, needed)
-        .map_err(|problem| UpdateError::BadTargets(format!("stored {role} is no longer valid: {problem}")))?;
+    let stored = |problem: String| UpdateError::BadTargets(format!("stored {role} is no longer valid: {problem}"));
+    let signed = parse_signed(bytes, role.as_str()).map_err(stored)?;
+    let file = load_targets(role, (bytes, &signed), root, loaded, now, None, needed).map_err(stored)?;
     loaded.insert(role.clone(), file);
     Ok(())
 }
 
-/// Verifies one targets-type file against its parent. `limits` is `Some` for uploaded files,
+/// Verifies one targets-type file (its bytes and their parse) against its parent. `limits` is `Some` for uploaded files,
 /// which must also be unexpired; stored ancestors pass `None`. Only the `needed` delegations
 /// the file declares keep their paths.
 fn load_targets(
     role: &RoleName,
-    bytes: &[u8],
+    (bytes, signed): (&[u8], &Signed<'_>),
     root: &Root,
     loaded: &BTreeMap<RoleName, LoadedTargets>,
     now: DateTime<Utc>,
     limits: Option<&Limits>,
     needed: &BTreeSet<RoleName>,
 ) -> Result<LoadedTargets, String> {
-    let signed = parse_signed(bytes, role.as_str())?;
     if let Some(limits) = limits {
-        targets_counts(role, &signed, limits)?;
+        targets_counts(role, signed, limits)?;
     }
     // The declarations above this role, found before its body is read so that each target
     // name is checked against them as it is read (none is kept); a problem finding them is
@@ -675,18 +737,18 @@ fn load_targets(
         keep_paths: Some(&keep_paths),
         read_targets: true,
     };
-    let (body, findings) = Targets::read(&signed, role, reading).map_err(|error| format!("{role}: {error}"))?;
+    let (body, findings) = Targets::read(signed, role, reading).map_err(|error| format!("{role}: {error}"))?;
     let chain = chain?;
     let signers = match (role.parent(), chain.last()) {
         (Some(parent_role), Some(declaration)) => {
             let parent =
                 loaded.get(&parent_role).ok_or_else(|| format!("parent role {parent_role} is not available"))?;
-            check_threshold(role.as_str(), &signed, &parent.body.delegation_keys, &declaration.keys)
+            check_threshold(role.as_str(), signed, &parent.body.delegation_keys, &declaration.keys)
                 .map_err(|error| error.to_string())?
         }
         (None, _) => {
             let role_keys = root.role(BaseRole::Targets).ok_or("root has no targets role")?;
-            check_threshold(role.as_str(), &signed, &root.keys, role_keys).map_err(|error| error.to_string())?
+            check_threshold(role.as_str(), signed, &root.keys, role_keys).map_err(|error| error.to_string())?
         }
         (Some(_), None) => return Err(format!("{role} has no declaration")),
     };
@@ -701,7 +763,7 @@ fn load_targets(
     let view = match limits {
         Some(_) => {
             not_expired(role.as_str(), body.expires, now)?;
-            Some(TargetsView::of(role, bytes, &signed, &body).map_err(|error| format!("{role}: {error}"))?)
+            Some(TargetsView::of(role, bytes, signed, &body).map_err(|error| format!("{role}: {error}"))?)
         }
         None => None,
     };
@@ -709,18 +771,17 @@ fn load_targets(
 }
 
 fn validate_snapshot(
-    bytes: Vec<u8>,
+    signed: &Signed<'_>,
     root: &Root,
     loaded: &BTreeMap<String, FileMeta>,
     state: &RepoState,
     now: DateTime<Utc>,
     limits: &Limits,
-) -> Result<(NewFile, Vec<String>), String> {
-    let signed = parse_signed(&bytes, "snapshot")?;
-    signature_count("snapshot", &signed, limits)?;
+) -> Result<(FileHead, Vec<String>), String> {
+    signature_count("snapshot", signed, limits)?;
     let role_keys = root.role(BaseRole::Snapshot).ok_or("root has no snapshot role")?;
-    let signers = check_threshold("snapshot", &signed, &root.keys, role_keys).map_err(|error| error.to_string())?;
-    let snapshot = Snapshot::from_signed(&signed).map_err(|error| error.to_string())?;
+    let signers = check_threshold("snapshot", signed, &root.keys, role_keys).map_err(|error| error.to_string())?;
+    let snapshot = Snapshot::from_signed(signed).map_err(|error| error.to_string())?;
     for (role, file) in loaded {
         let entry = snapshot.meta.get(role).ok_or_else(|| format!("snapshot is missing metadata for {role}"))?;
         if !entry.matches_meta(file) {
@@ -737,13 +798,7 @@ fn validate_snapshot(
         }
     }
     not_expired("snapshot", snapshot.expires, now)?;
-    let file = NewFile {
-        role: RoleName::base(BaseRole::Snapshot),
-        version: snapshot.version,
-        expires: snapshot.expires,
-        bytes,
-    };
-    Ok((file, signers))
+    Ok((FileHead::of(&RoleName::base(BaseRole::Snapshot), snapshot.version, snapshot.expires), signers))
 }
 
 /// An unsigned snapshot or timestamp the server is about to sign.

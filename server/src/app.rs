@@ -249,7 +249,7 @@ async fn health(state: &AppState) -> Response {
     }
 }
 
-/// Reads and checks the multipart body of an update: role names, JSON with a version.
+/// Reads the multipart body of an update and splits it into files by role (each is parsed by the verifier).
 ///
 /// The body is buffered under the server's upload budget; the parsing runs on the blocking pool
 /// once a verification slot is free. The returned permit holds both until it is dropped.
@@ -279,8 +279,8 @@ async fn read_update(
     Ok((uploads, permit))
 }
 
-/// Splits an update into its parts and checks each: a role name, JSON metadata with a version.
-/// CPU-bound; runs on the blocking pool.
+/// Splits an update into its parts and checks each names a role. CPU-bound; runs on the blocking
+/// pool.
 ///
 /// The largest file kept takes over the body's buffer (its bytes are moved to the front, in
 /// place) and only the others are copied, so an upload costs its body once here, not twice.
@@ -293,11 +293,13 @@ fn parse_update(mut body: Vec<u8>, boundary: &str, max_parts: usize) -> Result<B
         let name = part.filename.filter(|name| !name.is_empty()).ok_or(ApiError::NoFilename)?;
         let name = name.strip_suffix(".json").unwrap_or(&name);
         let role = RoleName::parse(name).map_err(|_| ApiError::InvalidRole(name.to_owned()))?;
-        Signed::parse(part.body)
-            .and_then(|signed| signed.version())
-            .map_err(|error| ApiError::MalformedJson(format!("{role}: {error}")))?;
-        // The server always makes its own timestamp; a client's is ignored, as notary does.
+        // The server always makes its own timestamp; a client's is ignored, as notary does, once it
+        // is known to be metadata. Every other file is parsed once, by the verifier, which refuses
+        // one that is not metadata as malformed JSON before judging anything.
         if role.as_base() == Some(BaseRole::Timestamp) {
+            Signed::parse(part.body)
+                .and_then(|signed| signed.version())
+                .map_err(|error| ApiError::MalformedJson(format!("{role}: {error}")))?;
             continue;
         }
         kept.insert(role, part.range);
@@ -508,9 +510,13 @@ mod tests {
     }
 
     #[test]
-    fn parts_that_are_not_metadata_are_refused() {
-        let error = parse_update(body(&[("root", b"{}")]), "B", 10).unwrap_err();
-        assert_eq!(error.to_string(), "malformed JSON in root: metadata has no \"signed\" object");
+    fn ignored_timestamps_and_unnamed_parts_are_refused() {
+        // A client's timestamp is dropped here, so here is where it must be found to be metadata;
+        // every other file is parsed by the verifier.
+        let error = parse_update(body(&[("timestamp", b"{}")]), "B", 10).unwrap_err();
+        assert_eq!(error.to_string(), "malformed JSON in timestamp: metadata has no \"signed\" object");
+        let uploads = parse_update(body(&[("root", b"{}")]), "B", 10).unwrap();
+        assert_eq!(uploads[&RoleName::base(BaseRole::Root)], b"{}");
         let error = parse_update(body(&[("", &file(1, 1))]), "B", 10).unwrap_err();
         assert_eq!(error.to_string(), "no filename");
     }

@@ -96,6 +96,14 @@ impl From<SignerError> for ApiError {
 }
 
 impl ApiError {
+    /// A refused update: `MALFORMED_JSON` for a file that is not metadata, `INVALID_UPDATE` otherwise.
+    pub fn of_update(error: UpdateError) -> Self {
+        match error {
+            UpdateError::Malformed(problem) => Self::MalformedJson(problem),
+            error => Self::InvalidUpdate(error),
+        }
+    }
+
     /// Status, code, message and detail of the error body.
     fn parts(&self) -> (StatusCode, &'static str, &'static str, Option<Value>) {
         match self {
@@ -205,7 +213,8 @@ fn update_detail(error: &UpdateError) -> Option<Value> {
         UpdateError::BadRoot(msg) => Some(json!({"Name": "ErrBadRoot", "Error": {"Msg": short(msg)}})),
         UpdateError::BadTargets(msg) => Some(json!({"Name": "ErrBadTargets", "Error": {"Msg": short(msg)}})),
         UpdateError::BadSnapshot(msg) => Some(json!({"Name": "ErrBadSnapshot", "Error": {"Msg": short(msg)}})),
-        UpdateError::StoredState(_) => None,
+        // A malformed file is answered as `MALFORMED_JSON` (see `ApiError::of_update`), never with this detail.
+        UpdateError::StoredState(_) | UpdateError::Malformed(_) => None,
     }
 }
 

@@ -283,7 +283,7 @@ impl Service {
         let verified = verification.await;
         let (state, validated) =
             verified.map_err(|error| ApiError::Internal(format!("update verification stopped: {error}")))?;
-        let validated = validated.map_err(ApiError::InvalidUpdate)?;
+        let validated = validated.map_err(ApiError::of_update)?;
         // A file no newer than the one it replaces is refused now, as the store would refuse it, before the
         // record reads the stored one against it: for a large file, as much memory and a pass as long again.
         let previous = match previous {

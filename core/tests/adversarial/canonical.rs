@@ -39,7 +39,7 @@ fn non_canonical_signed_text_is_refused() {
     for text in cases {
         let targets = envelope_around(&text, &[&repo.targets]);
         match run(&state, &[("targets", &targets)]) {
-            Err(error) => assert_eq!(error, UpdateError::BadTargets(NOT_CANONICAL.into()), "{text}"),
+            Err(error) => assert_eq!(error, UpdateError::Malformed(NOT_CANONICAL.into()), "{text}"),
             Ok(stored) => panic!("accepted {text}: {stored:?}"),
         }
     }
@@ -72,7 +72,7 @@ fn integers_beyond_two_to_the_53_are_refused() {
     refused(
         &state,
         &[("targets", &targets)],
-        UpdateError::BadTargets(
+        UpdateError::Malformed(
             "targets: integer 9007199254740993 is beyond ±2^53, which notary clients cannot verify".into(),
         ),
     );

@@ -80,7 +80,7 @@ fn case_variants_are_refused_in_every_struct_notary_decodes() {
     refused(
         &state,
         &[("targets", shadowed.as_bytes())],
-        UpdateError::BadTargets(
+        UpdateError::Malformed(
             "targets: the envelope has the field \"\u{17F}igned\", which differs only in case from \"signed\"".into(),
         ),
     );
@@ -88,7 +88,7 @@ fn case_variants_are_refused_in_every_struct_notary_decodes() {
     refused(
         &state,
         &[("targets", renamed.as_bytes())],
-        UpdateError::BadTargets(
+        UpdateError::Malformed(
             "targets: a signature has the field \"KeyID\", which differs only in case from \"keyid\"".into(),
         ),
     );

@@ -21,7 +21,7 @@ fn a_repeated_key_in_signed_is_refused() {
     refused(
         &state,
         &[("targets", &targets)],
-        UpdateError::BadTargets("targets: metadata JSON is refused: an object repeats the key \"targets\"".into()),
+        UpdateError::Malformed("targets: metadata JSON is refused: an object repeats the key \"targets\"".into()),
     );
 }
 
@@ -36,7 +36,7 @@ fn a_repeated_key_in_the_envelope_or_a_map_is_refused() {
     refused(
         &state,
         &[("targets", doubled.as_bytes())],
-        UpdateError::BadTargets("targets: metadata JSON is refused: an object repeats the key \"signatures\"".into()),
+        UpdateError::Malformed("targets: metadata JSON is refused: an object repeats the key \"signatures\"".into()),
     );
     // The same target twice, the second spelled with an escape.
     let meta = serde_json::to_string(&target(b"a")).unwrap();
@@ -48,7 +48,7 @@ fn a_repeated_key_in_the_envelope_or_a_map_is_refused() {
     refused(
         &state,
         &[("targets", &targets)],
-        UpdateError::BadTargets("targets: metadata JSON is refused: an object repeats the key \"v1\"".into()),
+        UpdateError::Malformed("targets: metadata JSON is refused: an object repeats the key \"v1\"".into()),
     );
 }
 
@@ -65,8 +65,6 @@ fn nesting_beyond_the_bound_is_refused_without_exhausting_the_stack() {
     refused(
         &state,
         &[("targets", text.as_bytes())],
-        UpdateError::BadTargets(format!(
-            "targets: metadata JSON is refused: JSON nests deeper than {MAX_DEPTH} levels"
-        )),
+        UpdateError::Malformed(format!("targets: metadata JSON is refused: JSON nests deeper than {MAX_DEPTH} levels")),
     );
 }

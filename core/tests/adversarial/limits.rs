@@ -97,7 +97,7 @@ fn a_body_of_empty_arrays_is_refused_before_it_is_parsed() {
     refused(
         &state,
         &[("targets", body.as_bytes())],
-        UpdateError::BadTargets(format!(
+        UpdateError::Malformed(format!(
             "targets: metadata JSON is refused: 100005 JSON values in {} bytes is denser than metadata is (at most one per 8 bytes)",
             body.len()
         )),
