@@ -1,10 +1,13 @@
 //! upload-bench: what the worst uploads within tufa-server's limits cost the server, and what
-//! they do to other clients' reads. It starts a tufa-server, publishes one real repository, then
-//! sends each worst case (the most targets, delegations, paths, signatures, root keys, and 32 MiB of
-//! nesting the limits allow; correctly signed where signing matters, so the expensive checks run)
-//! and prints, per request, the server's CPU time (from /proc) and its peak memory growth (the
-//! high-water mark reset through /proc/PID/clear_refs before each request), next to the GET latency
-//! another client sees meanwhile. It measures; it never asserts a speed.
+//! they do to other clients' reads. It starts a tufa-server, publishes one real repository and
+//! stops it; then each worst case (the most targets, delegations, paths, signatures, root keys, and
+//! 32 MiB of nesting the limits allow; correctly signed where signing matters, so the expensive
+//! checks run) is sent to a server of its own started on a copy of that repository, so that no case
+//! is measured against what another left. It prints, per request, the server's CPU time (from
+//! /proc) and its peak memory growth (the high-water mark reset through /proc/PID/clear_refs before
+//! each request), both from a send with no other client (the CPU is the whole process's), then the
+//! CPU of the same send to another fresh server while a client reads `root.json`, and the GET
+//! latency that client saw. It measures; it never asserts a speed.
 //!
 //! Usage: `upload-bench [--repeat N]`. Environment: `TUFA_SERVER_BIN` (default: the `tufa-server`
 //! next to this binary; a wrapper script that `exec`s it, for example under a heap profiler, works
@@ -72,6 +75,12 @@ fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, Str
             setup: None,
         })
     };
+    // An empty targets file at `version`: published, unmeasured, before a case, so that the case
+    // replaces a file with nothing in it rather than whatever the case before it left.
+    let emptied = |version: i64| -> Result<Vec<(String, Vec<u8>)>, String> {
+        let targets = sign(&targets_body(version, Map::new(), no_delegations.clone()), &[&repo.targets])?;
+        Ok(with_snapshot("", version, targets)?.files)
+    };
     // The most targets one file may list, named `prefix/v<index>`.
     let most_targets = |prefix: &str| {
         let mut targets = Map::new();
@@ -116,15 +125,17 @@ fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, Str
             json!({"name": format!("targets/d{role}"), "keyids": [delegate.id()], "threshold": 1, "paths": paths})
         })
         .collect();
-    let body = sign(&targets_body(6, Map::new(), json!({"keys": keys, "roles": roles})), &[&repo.targets])?;
-    out.push(with_snapshot(&format!("{delegations} delegations x {paths_each} paths, signed"), 6, body)?);
+    let body = sign(&targets_body(7, Map::new(), json!({"keys": keys, "roles": roles})), &[&repo.targets])?;
+    let mut most_delegations = with_snapshot(&format!("{delegations} delegations x {paths_each} paths, signed"), 7, body)?;
+    most_delegations.setup = Some(emptied(6)?);
+    out.push(most_delegations);
 
     // One delegation with the most paths, and targets that must each be matched against them.
     let paths: Vec<String> = (0..limits.max_delegation_paths).map(|path| format!("zone{path}/")).collect();
     let role = json!({"name": "targets/wide", "keyids": [delegate.id()], "threshold": 1, "paths": paths});
     let mut keys = Map::new();
     keys.insert(delegate.id(), delegate.public.to_json());
-    let parent = sign(&targets_body(7, Map::new(), json!({"keys": keys, "roles": [role]})), &[&repo.targets])?;
+    let parent = sign(&targets_body(9, Map::new(), json!({"keys": keys, "roles": [role]})), &[&repo.targets])?;
     let mut child_targets = Map::new();
     let fit = (max_body / 2 / 130).min(limits.max_targets);
     for index in 0..fit {
@@ -133,18 +144,18 @@ fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, Str
     }
     let child = sign(&targets_body(1, child_targets, json!({"keys": {}, "roles": []})), &[&delegate])?;
     let snapshot = sign(
-        &json!({"_type": "Snapshot", "expires": expires(365), "version": 7,
+        &json!({"_type": "Snapshot", "expires": expires(365), "version": 9,
             "meta": {"root": meta(&repo.root), "targets": meta(&parent), "targets/wide": meta(&child)}}),
         &[&repo.snapshot],
     )?;
     out.push(Case {
         name: format!("{} paths x {fit} delegated targets, signed", limits.max_delegation_paths),
         files: vec![("targets".into(), parent), ("targets/wide".into(), child), ("snapshot".into(), snapshot)],
-        setup: None,
+        setup: Some(emptied(8)?),
     });
 
     // The most signatures, all by unknown keys: each is looked at, none verifies.
-    let canonical = to_canonical(&targets_body(8, Map::new(), no_delegations.clone())).map_err(|e| e.to_string())?;
+    let canonical = to_canonical(&targets_body(10, Map::new(), no_delegations.clone())).map_err(|e| e.to_string())?;
     let signatures: Vec<Signature> = (0..limits.max_signatures)
         .map(|index| Signature { keyid: format!("{index:064x}"), method: "ecdsa".into(), sig: vec![7; 64] })
         .collect();
@@ -227,7 +238,41 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
 
 struct ServerProcess {
     child: Child,
-    _dir: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    /// Starts `binary` on the data directory `data` (its log beside it); returns it with its URL.
+    fn start(binary: &Path, data: &Path) -> Result<(ServerProcess, String), String> {
+        let port = tufa_testkit::process::free_port()?;
+        let log = std::fs::File::create(data.with_extension("log")).map_err(|error| error.to_string())?;
+        let child = Command::new(binary)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--log-level", "warn", "--data-dir"])
+            .arg(data)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .map_err(|error| format!("cannot start {}: {error}", binary.display()))?;
+        Ok((ServerProcess { child }, format!("https://127.0.0.1:{port}")))
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the server as an operator would (SIGTERM), so that its database is closed cleanly.
+    fn stop(mut self) -> Result<(), String> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().map_err(|error| error.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.child.try_wait().map_err(|error| error.to_string())?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err("tufa-server did not stop within 30 s of SIGTERM".into())
+    }
 }
 
 impl Drop for ServerProcess {
@@ -239,6 +284,21 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Copies the directory `from` into `to` (which must not exist), files and subdirectories.
+fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(to).map_err(|error| format!("{}: {error}", to.display()))?;
+    for entry in std::fs::read_dir(from).map_err(|error| format!("{}: {error}", from.display()))? {
+        let entry = entry.map_err(|error| error.to_string())?;
+        let target = to.join(entry.file_name());
+        if entry.file_type().map_err(|error| error.to_string())?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target).map_err(|error| format!("{}: {error}", target.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn server_binary() -> PathBuf {
@@ -338,72 +398,139 @@ async fn reader(client: reqwest::Client, url: String, stop: Arc<AtomicBool>) -> 
     latencies
 }
 
-async fn bench(repeat: usize, verbose: bool, only: Option<String>) -> Result<(), String> {
-    let dir = tempfile::tempdir().map_err(|error| error.to_string())?;
-    let port = tufa_testkit::process::free_port()?;
-    let url = format!("https://127.0.0.1:{port}");
-    let binary = server_binary();
-    let log = std::fs::File::create(dir.path().join("server.log")).map_err(|error| error.to_string())?;
-    let child = Command::new(&binary)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--log-level", "warn", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .map_err(|error| format!("cannot start {}: {error}", binary.display()))?;
-    let pid = child.id();
-    let server = ServerProcess { child, _dir: dir };
-    let client = client_for(&server._dir.path().join("data/tls/ca.crt")).await?;
-    wait_healthy(&client, &url).await?;
-    let repo = publish_first(&client, &url).await?;
-    let limits = Limits::default();
-    let max_body = 32 << 20;
-    eprintln!("upload-bench: building the worst cases under {max_body} bytes");
-    let mut cases = cases(&repo, &limits, max_body)?;
-    if let Some(only) = &only {
-        cases.retain(|case| case.name.contains(only.as_str()));
+/// One measured upload.
+struct Measured {
+    name: String,
+    mib: f64,
+    status: u16,
+    cpu: Duration,
+    peak_mib: f64,
+    answer: String,
+}
+
+/// The repository every case starts from: a server's data directory holding its first version
+/// (stopped, to be copied), the CA its clients trust, and the cases signed for it.
+struct Template {
+    dir: tempfile::TempDir,
+    client: reqwest::Client,
+    cases: Vec<Case>,
+}
+
+impl Template {
+    async fn new(binary: &Path, only: Option<&str>) -> Result<Template, String> {
+        let dir = tempfile::tempdir().map_err(|error| error.to_string())?;
+        let data = dir.path().join("data");
+        let (server, url) = ServerProcess::start(binary, &data)?;
+        let client = client_for(&data.join("tls/ca.crt")).await?;
+        wait_healthy(&client, &url).await?;
+        let repo = publish_first(&client, &url).await?;
+        server.stop()?;
+        eprintln!("upload-bench: building the worst cases under {} bytes", MAX_BODY);
+        let mut cases = cases(&repo, &Limits::default(), MAX_BODY)?;
+        if let Some(only) = only {
+            cases.retain(|case| case.name.contains(only));
+        }
+        Ok(Template { dir, client, cases })
     }
 
+    /// A server of its own on a copy of the repository, healthy; with the copy's directory.
+    async fn server(&self, binary: &Path) -> Result<(ServerProcess, String, tempfile::TempDir), String> {
+        let copy = tempfile::tempdir().map_err(|error| error.to_string())?;
+        let data = copy.path().join("data");
+        copy_dir(&self.dir.path().join("data"), &data)?;
+        let (server, url) = ServerProcess::start(binary, &data)?;
+        wait_healthy(&self.client, &url).await?;
+        Ok((server, url, copy))
+    }
+}
+
+const MAX_BODY: usize = 32 << 20;
+
+/// Sends `case` (after its setup) `repeat` times to a fresh server on a copy of the template,
+/// measuring each send. With `reading`, a client reads `root.json` meanwhile; its latencies are
+/// returned too.
+async fn measure(
+    template: &Template,
+    binary: &Path,
+    case: &Case,
+    repeat: usize,
+    reading: bool,
+) -> Result<(Vec<Measured>, Vec<Duration>), String> {
+    let (server, url, _copy) = template.server(binary).await?;
+    let client = &template.client;
+    let pid = server.pid();
+    if let Some(setup) = &case.setup {
+        let (status, _, answer) = post(client, &url, setup).await?;
+        if status != 200 {
+            return Err(format!("the publish before \"{}\" got HTTP {status}: {answer}", case.name));
+        }
+    }
     let stop = Arc::new(AtomicBool::new(false));
-    let idle = tokio::spawn(reader(client.clone(), url.clone(), stop.clone()));
+    let reads = reading.then(|| tokio::spawn(reader(client.clone(), url.clone(), stop.clone())));
+    let mut measured = Vec::new();
+    for _ in 0..repeat {
+        reset_peak(pid)?;
+        let rss = status_kib(pid, "VmRSS:")?;
+        let cpu = cpu_time(pid)?;
+        let (status, size, answer) = post(client, &url, &case.files).await?;
+        let cpu = cpu_time(pid)?.saturating_sub(cpu);
+        let peak = status_kib(pid, "VmHWM:")?.saturating_sub(rss);
+        let mib = size as f64 / f64::from(1 << 20);
+        measured.push(Measured { name: case.name.clone(), mib, status, cpu, peak_mib: peak as f64 / 1024.0, answer });
+    }
+    stop.store(true, Ordering::Relaxed);
+    let latencies = match reads {
+        Some(task) => task.await.map_err(|error| error.to_string())?,
+        None => Vec::new(),
+    };
+    server.stop()?;
+    Ok((measured, latencies))
+}
+
+/// Each case is sent to a server of its own, started on a copy of one repository, so that no case
+/// is measured against what another left (a stored file it replaces, memory the allocator kept).
+/// Each is sent twice over: alone, for the CPU time and memory that are its own (the server's
+/// CPU is counted for the whole process, so a reader's GETs would be counted too), then while
+/// another client reads, for the latency that client sees and the CPU spent on both.
+async fn bench(repeat: usize, verbose: bool, only: Option<String>) -> Result<(), String> {
+    let binary = server_binary();
+    let template = Template::new(&binary, only.as_deref()).await?;
+    let (idle_server, idle_url, _idle_copy) = template.server(&binary).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let idle_reads = tokio::spawn(reader(template.client.clone(), idle_url, stop.clone()));
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
-    let idle = idle.await.map_err(|error| error.to_string())?;
+    let idle = idle_reads.await.map_err(|error| error.to_string())?;
+    idle_server.stop()?;
 
-    println!("upload-bench: tufa-server {} (pid {pid}), limits {limits:?}", binary.display());
-    println!("{:<48} {:>9} {:>6} {:>10} {:>12} {:>8}", "upload", "body MiB", "HTTP", "CPU ms", "peak +MiB", "x body");
-    let stop = Arc::new(AtomicBool::new(false));
-    let loaded = tokio::spawn(reader(client.clone(), url.clone(), stop.clone()));
-    for case in &cases {
-        if let Some(setup) = &case.setup {
-            let (status, _, answer) = post(&client, &url, setup).await?;
-            if status != 200 {
-                return Err(format!("the publish before \"{}\" got HTTP {status}: {answer}", case.name));
-            }
-        }
-        for _ in 0..repeat {
-            reset_peak(pid)?;
-            let rss = status_kib(pid, "VmRSS:")?;
-            let cpu = cpu_time(pid)?;
-            let (status, size, answer) = post(&client, &url, &case.files).await?;
-            let used = cpu_time(pid)?.saturating_sub(cpu);
-            let peak = status_kib(pid, "VmHWM:")?.saturating_sub(rss);
-            let mib = size as f64 / f64::from(1 << 20);
-            let peak_mib = peak as f64 / 1024.0;
+    println!("upload-bench: tufa-server {}, limits {:?}", binary.display(), Limits::default());
+    println!(
+        "{:<48} {:>9} {:>6} {:>10} {:>12} {:>8} {:>14}",
+        "upload", "body MiB", "HTTP", "CPU ms", "peak +MiB", "x body", "CPU ms +GETs"
+    );
+    let mut loaded = Vec::new();
+    for case in &template.cases {
+        let (alone, _) = measure(&template, &binary, case, repeat, false).await?;
+        let (beside, latencies) = measure(&template, &binary, case, repeat, true).await?;
+        loaded.extend(latencies);
+        for (index, upload) in alone.iter().enumerate() {
+            let with_reads = beside.get(index).map_or_else(|| "-".to_owned(), |other| other.cpu.as_millis().to_string());
             println!(
-                "{:<48} {mib:>9.2} {status:>6} {:>10} {peak_mib:>12.1} {:>8.2}",
-                case.name,
-                used.as_millis(),
-                peak_mib / mib.max(f64::EPSILON)
+                "{:<48} {:>9.2} {:>6} {:>10} {:>12.1} {:>8.2} {:>14}",
+                upload.name,
+                upload.mib,
+                upload.status,
+                upload.cpu.as_millis(),
+                upload.peak_mib,
+                upload.peak_mib / upload.mib.max(f64::EPSILON),
+                with_reads
             );
-            if verbose && status != 200 {
-                println!("    answer: {answer}");
+            if verbose && upload.status != 200 {
+                println!("    answer: {}", upload.answer);
             }
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    let loaded = loaded.await.map_err(|error| error.to_string())?;
+    loaded.sort();
     println!(
         "GET root.json meanwhile: p50 {:?} p99 {:?} ({} requests); idle: p50 {:?} p99 {:?} ({} requests)",
         percentile(&loaded, 0.5),
@@ -413,7 +540,6 @@ async fn bench(repeat: usize, verbose: bool, only: Option<String>) -> Result<(),
         percentile(&idle, 0.99),
         idle.len()
     );
-    drop(server);
     Ok(())
 }
 
