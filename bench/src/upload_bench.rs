@@ -126,7 +126,8 @@ fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, Str
         })
         .collect();
     let body = sign(&targets_body(7, Map::new(), json!({"keys": keys, "roles": roles})), &[&repo.targets])?;
-    let mut most_delegations = with_snapshot(&format!("{delegations} delegations x {paths_each} paths, signed"), 7, body)?;
+    let mut most_delegations =
+        with_snapshot(&format!("{delegations} delegations x {paths_each} paths, signed"), 7, body)?;
     most_delegations.setup = Some(emptied(6)?);
     out.push(most_delegations);
 
@@ -514,7 +515,8 @@ async fn bench(repeat: usize, verbose: bool, only: Option<String>) -> Result<(),
         let (beside, latencies) = measure(&template, &binary, case, repeat, true).await?;
         loaded.extend(latencies);
         for (index, upload) in alone.iter().enumerate() {
-            let with_reads = beside.get(index).map_or_else(|| "-".to_owned(), |other| other.cpu.as_millis().to_string());
+            let with_reads =
+                beside.get(index).map_or_else(|| "-".to_owned(), |other| other.cpu.as_millis().to_string());
             println!(
                 "{:<48} {:>9.2} {:>6} {:>10} {:>12.1} {:>8.2} {:>14}",
                 upload.name,
