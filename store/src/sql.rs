@@ -654,9 +654,10 @@ impl<D: Dialect> TargetEventRow<D> {
             })
         };
         let signer_keys = list(&self.signer_keys, "signer_keys")?;
+        // Left out when the same as the key IDs (see `canonical_ids_column`).
         let signer_canonical_ids = match &self.signer_canonical_ids {
             Some(text) => list(text, "signer_canonical_ids")?,
-            None => Vec::new(),
+            None => signer_keys.clone(),
         };
         Ok(TargetEvent {
             id: self.id,
@@ -1148,6 +1149,13 @@ macro_rules! insert_grants {
     }};
 }
 
+/// The stored `signer_canonical_ids` of a history row: `NULL` when the canonical IDs are the key IDs
+/// themselves (a key that is not a certificate is its own canonical ID), which is most rows; a
+/// large publish's rows would otherwise repeat a second list of 64-character IDs each.
+fn canonical_ids_column(keys: &[String], canonical: &[String]) -> Option<String> {
+    (keys != canonical).then(|| serde_json::to_string(canonical).unwrap_or_default())
+}
+
 /// Whether two target-history rows share everything but the target itself: the file (role,
 /// version, signer lists), who published it, its entry and when.
 fn same_run(a: &EventInsert<'_>, b: &EventInsert<'_>) -> bool {
@@ -1193,7 +1201,7 @@ macro_rules! push_history_rows {
                 $query.push(", v.column2, v.column3, v.column4, ");
                 $query.push_bind(list_json(&first.signer_keys));
                 $query.push(", ");
-                $query.push_bind(list_json(&first.signer_canonical_ids));
+                $query.push_bind(canonical_ids_column(&first.signer_keys, &first.signer_canonical_ids));
                 $query.push(", ");
                 $query.push_bind(principal.map(str::to_owned));
                 $query.push(", ");
@@ -1219,7 +1227,7 @@ macro_rules! push_history_rows {
                         .push_bind(event.sha256.clone())
                         .push_bind(event.length)
                         .push_bind(list_json(&event.signer_keys))
-                        .push_bind(list_json(&event.signer_canonical_ids))
+                        .push_bind(canonical_ids_column(&event.signer_keys, &event.signer_canonical_ids))
                         .push_bind(principal.map(str::to_owned))
                         .push_bind(*audit_seq)
                         .push_bind(<$d>::time(*at));

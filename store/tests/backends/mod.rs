@@ -26,6 +26,75 @@ fn expect_unavailable<T>(result: Result<T, StoreError>) -> String {
 mod sqlite {
     use super::*;
 
+    /// Rows recorded before version 9 of the schema, whose canonical IDs are `NULL` ("none"), read
+    /// as they did once `NULL` means "the same as the key IDs"; a new row whose canonical IDs are its
+    /// key IDs is stored without them.
+    #[tokio::test]
+    async fn history_rows_from_before_version_9_read_as_they_did() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("tufa.sqlite");
+        // The schema as version 8 left it, with one history row of that time.
+        let old = dir.path().join("migrations");
+        std::fs::create_dir(&old).expect("migrations dir");
+        let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/server/sqlite");
+        for entry in std::fs::read_dir(&all).expect("migrations") {
+            let entry = entry.expect("migration");
+            if entry.file_name().to_string_lossy().as_ref() < "0009" {
+                std::fs::copy(entry.path(), old.join(entry.file_name())).expect("copy migration");
+            }
+        }
+        let mut connection = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .connect()
+            .await
+            .expect("create the version 8 database");
+        sqlx::migrate::Migrator::new(old.as_path())
+            .await
+            .expect("migrator")
+            .run(&mut connection)
+            .await
+            .expect("migrate");
+        connection
+            .execute(
+                "INSERT INTO target_history (gun, name, role, version, change, sha256, length, signer_keys, \
+                 signer_canonical_ids, principal, audit_seq, created_at) \
+                 VALUES ('example.com/app', 'old', 'targets', 1, 'added', NULL, NULL, '[\"k1\"]', NULL, NULL, NULL, 0)",
+            )
+            .await
+            .expect("a version 8 history row");
+        connection.close().await.expect("close");
+
+        let store = tufa_store::open_sqlite(&path).await.expect("open and migrate to the current version");
+        let history = store.target_history(GUN, "old").await.expect("history");
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].event.signer_keys.to_vec(), vec!["k1".to_owned()]);
+        assert!(history[0].event.signer_canonical_ids.is_empty());
+
+        let mut update = Repo::new(1, "v1").first_publish(GUN);
+        let signers: std::sync::Arc<[String]> = vec!["k2".to_owned()].into();
+        update.record.history = vec![tufa_store::NewTargetEvent {
+            name: "new".into(),
+            role: "targets".into(),
+            version: 1,
+            change: "added".into(),
+            sha256: None,
+            length: None,
+            signer_keys: signers.clone(),
+            signer_canonical_ids: signers,
+        }];
+        store.update(update).await.expect("publish");
+        let history = store.target_history(GUN, "new").await.expect("history");
+        assert_eq!(history[0].event.signer_canonical_ids.to_vec(), vec!["k2".to_owned()]);
+        let mut connection = SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.expect("connect");
+        let stored: Vec<(String, Option<String>)> =
+            sqlx::query_as("SELECT name, signer_canonical_ids FROM target_history ORDER BY id")
+                .fetch_all(&mut connection)
+                .await
+                .expect("rows");
+        assert_eq!(stored, vec![("old".to_owned(), Some("[]".to_owned())), ("new".to_owned(), None)]);
+    }
+
     #[tokio::test]
     async fn url_forms_and_reopening() {
         let dir = tempfile::tempdir().expect("temp dir");

@@ -352,3 +352,31 @@ pub(crate) async fn account_changes_are_recorded_only_when_they_happen(store: Ar
         entries.iter().map(|stored| (stored.entry.kind.as_str(), stored.entry.principal.as_deref())).collect();
     assert_eq!(kinds, vec![("role.grant", Some("admin-cli:root")), ("role.revoke", Some("admin-cli:root"))]);
 }
+
+/// A history row's canonical IDs read back whether they are its key IDs (then the store leaves
+/// them out of the row) or differ from them, and the log still verifies.
+pub(crate) async fn history_canonical_ids_read_back_whether_or_not_they_differ(store: Arc<dyn Store>) {
+    let v1 = Repo::new(1, "v1");
+    let mut first = v1.first_publish(GUN);
+    let mut own = event("plain", 1, "added", "aa");
+    own.signer_keys = vec!["k9".to_owned(), "k8".to_owned()].into();
+    own.signer_canonical_ids = own.signer_keys.clone();
+    let mut none = event("unsigned", 1, "added", "bb");
+    none.signer_keys = Vec::new().into();
+    none.signer_canonical_ids = Vec::new().into();
+    first.record.history = vec![own, event("certified", 1, "added", "cc"), none];
+    store.update(first).await.expect("publish");
+    let lists = |name: &'static str| {
+        let store = store.clone();
+        async move {
+            let history = store.target_history(GUN, name).await.expect("history");
+            assert_eq!(history.len(), 1, "{name}");
+            (history[0].event.signer_keys.to_vec(), history[0].event.signer_canonical_ids.to_vec())
+        }
+    };
+    let strings = |list: &[&str]| list.iter().map(|key| (*key).to_owned()).collect::<Vec<_>>();
+    assert_eq!(lists("plain").await, (strings(&["k9", "k8"]), strings(&["k9", "k8"])));
+    assert_eq!(lists("certified").await, (strings(&["k1"]), strings(&["canonical-k1"])));
+    assert_eq!(lists("unsigned").await, (Vec::new(), Vec::new()));
+    assert!(verify_all(&store).await.problems.is_empty());
+}
