@@ -992,8 +992,36 @@ async fn rebuild(
     Ok((grants, history, versions.len()))
 }
 
+/// Whether the history rows of an entry say what the entry recorded of them: its repository,
+/// principal and time, and for each row's role the version and the signing keys (in order) the
+/// entry names. The rows' changes are checked against the entry's digest apart.
+fn attributed_as_recorded(
+    entry: &tufa_audit::Entry,
+    details: Option<&Value>,
+    rows: &[&tufa_store::TargetEvent],
+) -> bool {
+    let mut by_role: BTreeMap<&str, (Option<i64>, Vec<&str>)> = BTreeMap::new();
+    rows.iter().all(|row| {
+        let role = row.event.role.as_str();
+        let (version, signers) = by_role.entry(role).or_insert_with(|| {
+            let member = |name: &str| details.and_then(|details| details.get(name)).and_then(|member| member.get(role));
+            let signers = member("signers")
+                .and_then(Value::as_array)
+                .map(|list| list.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            (member("roles").and_then(Value::as_i64), signers)
+        });
+        Some(row.gun.as_str()) == entry.gun.as_deref()
+            && row.principal == entry.principal
+            && row.created_at == entry.time
+            && *version == Some(row.event.version)
+            && row.event.signer_keys.iter().map(String::as_str).eq(signers.iter().copied())
+    })
+}
+
 /// Checks the tag history rows of the publish entries of `entries` (one page, in order) against
-/// what each entry recorded: the changes themselves, or their counts and digest. `history` holds
+/// what each entry recorded: the changes themselves, or their counts and digest, and who signed
+/// them, in which version, by whom and when (see `attributed_as_recorded`). `history` holds
 /// the rows whose `audit_seq` lies in the page, ordered by entry, then as written. The same for
 /// grants: `grants` are the ones the page's entries made, checked against each entry's grant
 /// digest and for a consistent end; `ended` the ones they ended, checked against the entry that
@@ -1030,10 +1058,10 @@ pub fn check_history(
             ended_by_entry.entry(seq).or_default().push(grant);
         }
     }
-    let mut by_entry: BTreeMap<i64, Vec<NewTargetEvent>> = BTreeMap::new();
+    let mut by_entry: BTreeMap<i64, Vec<&tufa_store::TargetEvent>> = BTreeMap::new();
     for event in history {
         if let Some(seq) = event.audit_seq {
-            by_entry.entry(seq).or_default().push(event.event.clone());
+            by_entry.entry(seq).or_default().push(event);
         }
     }
     for stored in entries {
@@ -1077,6 +1105,17 @@ pub fn check_history(
         } else {
             Value::Array(Vec::new())
         };
+        if !attributed_as_recorded(entry, details.as_ref(), &rows) {
+            problems.push(record_mismatch(
+                entry.seq,
+                format!(
+                    "the tag history of the entry at position {} names other signing keys, another version, \
+                     principal, repository or time than the entry recorded: history rows were edited",
+                    entry.seq
+                ),
+            ));
+        }
+        let rows: Vec<NewTargetEvent> = rows.into_iter().map(|row| row.event.clone()).collect();
         if targets_details(&rows) != recorded {
             problems.push(record_mismatch(
                 entry.seq,

@@ -113,8 +113,31 @@ fn scenario(backend: Backend) {
     let size = log(&server).len();
     assert_eq!(size, entries.len());
 
-    // A tag-history row rewritten behind the server's back: the entry that wrote it disagrees.
+    // Who signed a tag, rewritten behind the server's back: the entry that recorded the publish
+    // names other signing keys for the delegate's file.
     let recorded_by = history[0]["audit_seq"].as_u64().expect("audit_seq");
+    let (code, report) = verify(&server, &vkey);
+    assert_eq!(code, 0, "{report}");
+    tamper(&server, "UPDATE target_history SET signer_keys = '[\"0000\"]' WHERE name = 'v1'");
+    let (code, report) = verify(&server, &vkey);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        report.contains(&format!(
+            "PROBLEM at {recorded_by}: the tag history of the entry at position {recorded_by} names other signing keys"
+        )),
+        "{report}"
+    );
+    // Put back, the log verifies again; then who published it, rewritten.
+    let signers = serde_json::to_string(&history[0]["signer_keys"]).expect("signer keys");
+    tamper(&server, &format!("UPDATE target_history SET signer_keys = '{signers}' WHERE name = 'v1'"));
+    let (code, report) = verify(&server, &vkey);
+    assert_eq!(code, 0, "{report}");
+    tamper(&server, "UPDATE target_history SET principal = 'mallory' WHERE name = 'v1'");
+    let (code, report) = verify(&server, &vkey);
+    assert_eq!(code, 1, "{report}");
+    assert!(report.contains(&format!("PROBLEM at {recorded_by}: the tag history of the entry")), "{report}");
+
+    // A tag-history row rewritten behind the server's back: the entry that wrote it disagrees.
     tamper(&server, "UPDATE target_history SET sha256 = '00' WHERE name = 'v1'");
     let (code, report) = verify(&server, &vkey);
     assert_eq!(code, 1, "{report}");
