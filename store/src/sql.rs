@@ -646,18 +646,8 @@ struct TargetEventRow<D: Dialect> {
     created_at: D::Time,
 }
 
-/// A history row read, and whether its signing key IDs (and so its canonical IDs, when they are the
-/// same) are still to be read from its audit entry ([`ENTRY_SIGNERS`]).
-struct ReadEvent {
-    event: TargetEvent,
-    keys_from_entry: bool,
-    canonical_same: bool,
-}
-
 impl<D: Dialect> TargetEventRow<D> {
-    fn into_event(self) -> Result<ReadEvent, StoreError> {
-        let keys_from_entry = self.signer_keys == ENTRY_SIGNERS && self.audit_seq.is_some();
-        let canonical_same = self.signer_canonical_ids.is_none();
+    fn into_event(self) -> Result<TargetEvent, StoreError> {
         let list = |text: &str, column: &str| {
             serde_json::from_str::<Vec<String>>(text).map_err(|error| {
                 StoreError::Internal(format!("target_history.{column} of row {} is not a list: {error}", self.id))
@@ -669,7 +659,7 @@ impl<D: Dialect> TargetEventRow<D> {
             Some(text) => list(text, "signer_canonical_ids")?,
             None => signer_keys.clone(),
         };
-        let event = TargetEvent {
+        Ok(TargetEvent {
             id: self.id,
             gun: self.gun,
             event: NewTargetEvent {
@@ -685,62 +675,8 @@ impl<D: Dialect> TargetEventRow<D> {
             principal: self.principal,
             audit_seq: self.audit_seq,
             created_at: D::read_time(self.created_at, "created_at")?,
-        };
-        Ok(ReadEvent { event, keys_from_entry, canonical_same })
+        })
     }
-}
-
-/// The history rows `$rows` (`TargetEventRow`s of dialect `$d`) as events, with the signing key
-/// IDs of the rows that leave them to their entry read from those entries (one query per
-/// [`INSERT_CHUNK`] entries, each entry's details parsed once, from pools `$pools`). Evaluates to
-/// `Result<Vec<TargetEvent>, StoreError>`.
-macro_rules! history_events {
-    ($d:ty, $pools:expr, $rows:expr) => {{
-        let read = convert($rows, TargetEventRow::<$d>::into_event)?;
-        let seqs: std::collections::BTreeSet<i64> =
-            read.iter().filter(|row| row.keys_from_entry).filter_map(|row| row.event.audit_seq).collect();
-        let seqs: Vec<i64> = seqs.into_iter().collect();
-        let mut signers: std::collections::BTreeMap<i64, std::collections::BTreeMap<String, Vec<String>>> =
-            std::collections::BTreeMap::new();
-        for chunk in seqs.chunks(INSERT_CHUNK) {
-            let mut query =
-                QueryBuilder::<<$d as Dialect>::Db>::new("SELECT seq, details FROM audit_log WHERE seq IN (");
-            let mut list = query.separated(", ");
-            for seq in chunk {
-                list.push_bind(*seq);
-            }
-            query.push(")");
-            let rows: Vec<(i64, String)> =
-                query.build_query_as().fetch_all(<$d>::reader($pools)).await.map_err(from_sqlx)?;
-            for (seq, details) in rows {
-                let details: serde_json::Value = serde_json::from_str(&details).map_err(|error| {
-                    StoreError::Internal(format!("audit_log.details of entry {seq} is not JSON: {error}"))
-                })?;
-                signers.insert(seq, entry_signers(&details));
-            }
-        }
-        let mut events = Vec::with_capacity(read.len());
-        for ReadEvent { mut event, keys_from_entry, canonical_same } in read {
-            if keys_from_entry {
-                let keys = event
-                    .audit_seq
-                    .and_then(|seq| signers.get(&seq))
-                    .and_then(|roles| roles.get(&event.event.role))
-                    .ok_or_else(|| {
-                        StoreError::Internal(format!(
-                            "target_history row {} leaves its signing keys to entry {:?}, which names none for {}",
-                            event.id, event.audit_seq, event.event.role
-                        ))
-                    })?;
-                event.event.signer_keys = keys.clone().into();
-                if canonical_same {
-                    event.event.signer_canonical_ids = event.event.signer_keys.clone();
-                }
-            }
-            events.push(event);
-        }
-        Ok::<Vec<TargetEvent>, StoreError>(events)
-    }};
 }
 
 /// Most rows one multi-row INSERT carries (each row binds at most 12 values; SQLite allows
@@ -1057,12 +993,8 @@ macro_rules! append_entry {
                 }
             }
             if history_batched && !record.history.is_empty() {
-                let signers = entry_signers(&record.entry.details);
-                let rows: Vec<EventInsert<'_>> = record
-                    .history
-                    .iter()
-                    .map(|event| (event, principal, Some(seq_i64), at, signed_as_entry_names(event, &signers)))
-                    .collect();
+                let rows: Vec<EventInsert<'_>> =
+                    record.history.iter().map(|event| (event, principal, Some(seq_i64), at)).collect();
                 let query = batch.part("history");
                 push_history_rows!($d, query, gun, &rows);
                 batch.end();
@@ -1124,16 +1056,12 @@ macro_rules! append_entry {
                 );
             }
             if !history_batched {
-                let signers = entry_signers(&record.entry.details);
                 for chunk in record.history.chunks(HISTORY_CHUNK) {
                     insert_history_chunk!(
                         $d,
                         $tx,
                         gun,
-                        chunk
-                            .iter()
-                            .map(|event| (event, principal, Some(seq_i64), at, signed_as_entry_names(event, &signers)))
-                            .collect()
+                        chunk.iter().map(|event| (event, principal, Some(seq_i64), at)).collect()
                     );
                 }
             }
@@ -1174,38 +1102,7 @@ macro_rules! push_superseded {
 type GrantInsert<'a> = (&'a NewGrant, Option<&'a str>, Option<i64>, DateTime<Utc>, Option<DateTime<Utc>>);
 
 /// One target-history row to insert: the event, who published it, its entry, and when.
-/// A history row to insert: the event, its principal, entry and time, and whether its signing
-/// key IDs are the ones its entry names for its role (then they are not repeated in the row; see
-/// [`ENTRY_SIGNERS`]).
-type EventInsert<'a> = (&'a NewTargetEvent, Option<&'a str>, Option<i64>, DateTime<Utc>, bool);
-
-/// The `signer_keys` of a history row whose signing key IDs are those its audit entry names for
-/// the row's role (`details.signers`): every row of a publish. Read back, it is replaced by the
-/// entry's list. It is JSON for an empty list, so an older binary reads such a row as naming no
-/// keys rather than failing; a genuinely empty list is stored as `[]`, which JSON writers give.
-const ENTRY_SIGNERS: &str = "[ ]";
-
-/// The signing key IDs an entry's details name for each role (`details.signers`); none when the
-/// details have no such member.
-fn entry_signers(details: &serde_json::Value) -> std::collections::BTreeMap<String, Vec<String>> {
-    let Some(signers) = details.get("signers").and_then(serde_json::Value::as_object) else {
-        return std::collections::BTreeMap::new();
-    };
-    signers
-        .iter()
-        .filter_map(|(role, keys)| {
-            let keys =
-                keys.as_array()?.iter().map(|key| key.as_str().map(str::to_owned)).collect::<Option<Vec<_>>>()?;
-            Some((role.clone(), keys))
-        })
-        .collect()
-}
-
-/// Whether `event`, recorded by an entry naming `signers`, has the signing keys the entry names
-/// for its role (and at least one: an empty list is stored as such).
-fn signed_as_entry_names(event: &NewTargetEvent, signers: &std::collections::BTreeMap<String, Vec<String>>) -> bool {
-    !event.signer_keys.is_empty() && signers.get(&event.role).is_some_and(|keys| keys[..] == event.signer_keys[..])
-}
+type EventInsert<'a> = (&'a NewTargetEvent, Option<&'a str>, Option<i64>, DateTime<Utc>);
 
 /// Inserts the grant rows `$rows` (a `Vec<GrantInsert>`) of `$gun` and then all their keys, in
 /// transaction `$tx` of dialect `$d`.
@@ -1262,8 +1159,8 @@ fn canonical_ids_column(keys: &[String], canonical: &[String]) -> Option<String>
 /// Whether two target-history rows share everything but the target itself: the file (role,
 /// version, signer lists), who published it, its entry and when.
 fn same_run(a: &EventInsert<'_>, b: &EventInsert<'_>) -> bool {
-    let (event, principal, audit_seq, at, as_entry) = a;
-    let (other, other_principal, other_seq, other_at, other_as_entry) = b;
+    let (event, principal, audit_seq, at) = a;
+    let (other, other_principal, other_seq, other_at) = b;
     event.role == other.role
         && event.version == other.version
         && event.signer_keys[..] == other.signer_keys[..]
@@ -1271,7 +1168,6 @@ fn same_run(a: &EventInsert<'_>, b: &EventInsert<'_>) -> bool {
         && principal == other_principal
         && audit_seq == other_seq
         && at == other_at
-        && as_entry == other_as_entry
 }
 
 /// Whether all of `rows` are [`same_run`]: the changes of one targets file, as a large publish
@@ -1289,16 +1185,13 @@ macro_rules! push_history_rows {
     ($d:ty, $query:expr, $gun:expr, $rows:expr) => {{
         let gun: &str = $gun;
         let rows: &[EventInsert<'_>] = $rows;
-        let keys_column = |list: &[String], as_entry: bool| match as_entry {
-            true => ENTRY_SIGNERS.to_owned(),
-            false => serde_json::to_string(list).unwrap_or_default(),
-        };
+        let list_json = |list: &[String]| serde_json::to_string(list).unwrap_or_default();
         $query.push(
             "INSERT INTO target_history (gun, name, role, version, change, sha256, length, signer_keys, \
              signer_canonical_ids, principal, audit_seq, created_at) ",
         );
         match rows.first() {
-            Some((first, principal, audit_seq, at, as_entry)) if one_run(rows) => {
+            Some((first, principal, audit_seq, at)) if one_run(rows) => {
                 $query.push("SELECT ");
                 $query.push_bind(gun.to_owned());
                 $query.push(", v.column1, ");
@@ -1306,7 +1199,7 @@ macro_rules! push_history_rows {
                 $query.push(", ");
                 $query.push_bind(first.version);
                 $query.push(", v.column2, v.column3, v.column4, ");
-                $query.push_bind(keys_column(&first.signer_keys, *as_entry));
+                $query.push_bind(list_json(&first.signer_keys));
                 $query.push(", ");
                 $query.push_bind(canonical_ids_column(&first.signer_keys, &first.signer_canonical_ids));
                 $query.push(", ");
@@ -1316,7 +1209,7 @@ macro_rules! push_history_rows {
                 $query.push(", ");
                 $query.push_bind(<$d>::time(*at));
                 $query.push(" FROM (");
-                $query.push_values(rows, |mut row, (event, _, _, _, _)| {
+                $query.push_values(rows, |mut row, (event, _, _, _)| {
                     row.push_bind(event.name.clone())
                         .push_bind(event.change.clone())
                         .push_bind(event.sha256.clone())
@@ -1325,7 +1218,7 @@ macro_rules! push_history_rows {
                 $query.push(") AS v");
             }
             _ => {
-                $query.push_values(rows, |mut row, (event, principal, audit_seq, at, as_entry)| {
+                $query.push_values(rows, |mut row, (event, principal, audit_seq, at)| {
                     row.push_bind(gun.to_owned())
                         .push_bind(event.name.clone())
                         .push_bind(event.role.clone())
@@ -1333,7 +1226,7 @@ macro_rules! push_history_rows {
                         .push_bind(event.change.clone())
                         .push_bind(event.sha256.clone())
                         .push_bind(event.length)
-                        .push_bind(keys_column(&event.signer_keys, *as_entry))
+                        .push_bind(list_json(&event.signer_keys))
                         .push_bind(canonical_ids_column(&event.signer_keys, &event.signer_canonical_ids))
                         .push_bind(principal.map(str::to_owned))
                         .push_bind(*audit_seq)
@@ -1553,7 +1446,6 @@ impl Store for SqlStore {
             // entry says of them (counts, digest) is known once they are written, in one pass.
             let streamed = update.record.streamed.clone();
             let principal = update.record.entry.principal.clone();
-            let signers = entry_signers(&update.record.entry.details);
             let next_seq = to_i64(position_after(reads.last_entry.as_ref().map(|(last, _)| *last))?, "audit position")?;
             if let Some(streamed) = &streamed {
                 loop {
@@ -1565,13 +1457,7 @@ impl Store for SqlStore {
                         D,
                         &mut tx,
                         gun,
-                        chunk
-                            .iter()
-                            .map(|event| {
-                                let as_entry = signed_as_entry_names(event, &signers);
-                                (event, principal.as_deref(), Some(next_seq), at, as_entry)
-                            })
-                            .collect()
+                        chunk.iter().map(|event| (event, principal.as_deref(), Some(next_seq), at)).collect()
                     );
                 }
                 streamed.finish_entry(&mut update.record.entry).map_err(StoreError::Internal)?;
@@ -2494,7 +2380,7 @@ impl Store for SqlStore {
                 .fetch_all(D::reader(pools))
                 .await
                 .map_err(from_sqlx)?;
-            history_events!(D, pools, rows)
+            convert(rows, TargetEventRow::into_event)
         })
     }
 
@@ -2508,7 +2394,7 @@ impl Store for SqlStore {
                 .fetch_all(D::reader(pools))
                 .await
                 .map_err(from_sqlx)?;
-            history_events!(D, pools, rows)
+            convert(rows, TargetEventRow::into_event)
         })
     }
 
@@ -2554,7 +2440,7 @@ impl Store for SqlStore {
                     D,
                     &mut tx,
                     gun,
-                    chunk.iter().map(|event| (&event.event, None, None, event.created_at, false)).collect()
+                    chunk.iter().map(|event| (&event.event, None, None, event.created_at)).collect()
                 );
             }
             if let Some((name, value)) = done {

@@ -27,8 +27,8 @@ mod sqlite {
     use super::*;
 
     /// Rows recorded before version 9 of the schema, whose canonical IDs are `NULL` ("none"), read
-    /// as they did once `NULL` means "the same as the key IDs"; a new row whose key IDs are those its
-    /// entry names and whose canonical IDs are its key IDs is stored without either list.
+    /// as they did once `NULL` means "the same as the key IDs"; a new row whose canonical IDs are its
+    /// key IDs is stored without them.
     #[tokio::test]
     async fn history_rows_from_before_version_9_read_as_they_did() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -72,13 +72,6 @@ mod sqlite {
         assert!(history[0].event.signer_canonical_ids.is_empty());
 
         let mut update = Repo::new(1, "v1").first_publish(GUN);
-        update
-            .record
-            .entry
-            .details
-            .as_object_mut()
-            .expect("details")
-            .insert("signers".into(), serde_json::json!({"targets": ["k2"]}));
         let signers: std::sync::Arc<[String]> = vec!["k2".to_owned()].into();
         update.record.history = vec![tufa_store::NewTargetEvent {
             name: "new".into(),
@@ -94,20 +87,12 @@ mod sqlite {
         let history = store.target_history(GUN, "new").await.expect("history");
         assert_eq!(history[0].event.signer_canonical_ids.to_vec(), vec!["k2".to_owned()]);
         let mut connection = SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.expect("connect");
-        assert_eq!(history[0].event.signer_keys.to_vec(), vec!["k2".to_owned()]);
-        // Neither list is repeated in the new row: its keys are the ones its entry names.
-        let stored: Vec<(String, String, Option<String>)> =
-            sqlx::query_as("SELECT name, signer_keys, signer_canonical_ids FROM target_history ORDER BY id")
+        let stored: Vec<(String, Option<String>)> =
+            sqlx::query_as("SELECT name, signer_canonical_ids FROM target_history ORDER BY id")
                 .fetch_all(&mut connection)
                 .await
                 .expect("rows");
-        assert_eq!(
-            stored,
-            vec![
-                ("old".to_owned(), "[\"k1\"]".to_owned(), Some("[]".to_owned())),
-                ("new".to_owned(), "[ ]".to_owned(), None)
-            ]
-        );
+        assert_eq!(stored, vec![("old".to_owned(), Some("[]".to_owned())), ("new".to_owned(), None)]);
     }
 
     #[tokio::test]
