@@ -371,20 +371,25 @@ impl GrantsDigest {
 
 /// The `targets` member of a publish entry's details: the changes themselves when there are
 /// few, else their counts and digest.
-fn targets_details(events: &[NewTargetEvent]) -> Value {
+fn targets_details<'a, I>(events: I) -> Value
+where
+    I: IntoIterator<Item = &'a NewTargetEvent>,
+    I::IntoIter: ExactSizeIterator,
+{
+    let events = events.into_iter();
     if events.len() <= INLINE_TARGET_CHANGES {
         return inline_targets(events);
     }
     let mut summary = ChangesSummary::default();
-    events.iter().for_each(|event| summary.add(event));
+    events.for_each(|event| summary.add(event));
     summary.details()
 }
 
 /// The changes themselves, as a publish entry lists up to [`INLINE_TARGET_CHANGES`] of them.
-fn inline_targets(events: &[NewTargetEvent]) -> Value {
+fn inline_targets<'a>(events: impl IntoIterator<Item = &'a NewTargetEvent>) -> Value {
     Value::Array(
         events
-            .iter()
+            .into_iter()
             .map(|event| {
                 json!({
                     "role": event.role,
@@ -1115,8 +1120,7 @@ pub fn check_history(
                 ),
             ));
         }
-        let rows: Vec<NewTargetEvent> = rows.into_iter().map(|row| row.event.clone()).collect();
-        if targets_details(&rows) != recorded {
+        if targets_details(rows.iter().map(|row| &row.event)) != recorded {
             problems.push(record_mismatch(
                 entry.seq,
                 format!(
