@@ -41,12 +41,12 @@ struct Repo {
     root: Vec<u8>,
 }
 
-/// One worst case: its name and its multipart files, and the files of a publish sent first and
-/// not measured (what the case replaces), if any.
+/// One worst case: its name and its multipart files, and the files of the publishes sent first,
+/// in order, and not measured (what the case replaces), if any.
 struct Case {
     name: String,
     files: Vec<(String, Vec<u8>)>,
-    setup: Option<Vec<(String, Vec<u8>)>>,
+    setup: Vec<Vec<(String, Vec<u8>)>>,
 }
 
 fn target_entry(prefix: &str, index: usize) -> (String, Value) {
@@ -72,7 +72,7 @@ fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, Str
         Ok(Case {
             name: name.into(),
             files: vec![("targets".into(), targets), ("snapshot".into(), snapshot)],
-            setup: None,
+            setup: Vec::new(),
         })
     };
     // An empty targets file at `version`: published, unmeasured, before a case, so that the case
@@ -108,7 +108,7 @@ fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, Str
         with_snapshot("", 4, sign(&targets_body(4, most_targets("old"), no_delegations.clone()), &[&repo.targets])?)?;
     let body = sign(&targets_body(5, most_targets("new"), no_delegations.clone()), &[&repo.targets])?;
     let mut replacing = with_snapshot(&format!("{count} targets replacing {count} others, signed"), 5, body)?;
-    replacing.setup = Some(setup.files);
+    replacing.setup = vec![setup.files];
     out.push(replacing);
 
     // The most delegations, each with the most paths that fit, signed: the path checks run.
@@ -128,7 +128,7 @@ fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, Str
     let body = sign(&targets_body(7, Map::new(), json!({"keys": keys, "roles": roles})), &[&repo.targets])?;
     let mut most_delegations =
         with_snapshot(&format!("{delegations} delegations x {paths_each} paths, signed"), 7, body)?;
-    most_delegations.setup = Some(emptied(6)?);
+    most_delegations.setup = vec![emptied(6)?];
     out.push(most_delegations);
 
     // One delegation with the most paths, and targets that must each be matched against them.
@@ -152,8 +152,18 @@ fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, Str
     out.push(Case {
         name: format!("{} paths x {fit} delegated targets, signed", limits.max_delegation_paths),
         files: vec![("targets".into(), parent), ("targets/wide".into(), child), ("snapshot".into(), snapshot)],
-        setup: Some(emptied(8)?),
+        setup: vec![emptied(8)?],
     });
+
+    // Delegated files of the most targets each in one upload: as many as the per-upload limit
+    // allows (accepted), then one more (refused when the files are counted, before anything is
+    // verified). Then the same files published one at a time and emptied by one small upload:
+    // what the record reads and removes is what the stored files hold, not what the upload
+    // carries (accepted at the limit; one more file is refused before the record reads them).
+    let fit = (limits.max_upload_targets / limits.max_targets).max(1);
+    for spread in [fit, fit + 1] {
+        out.extend(spread_cases(repo, limits, max_body, &delegate, spread)?);
+    }
 
     // The most signatures, all by unknown keys: each is looked at, none verifies.
     let canonical = to_canonical(&targets_body(10, Map::new(), no_delegations.clone())).map_err(|e| e.to_string())?;
@@ -163,7 +173,7 @@ fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, Str
     out.push(Case {
         name: format!("{} signatures by unknown keys", limits.max_signatures),
         files: vec![("targets".into(), envelope(&canonical, &signatures))],
-        setup: None,
+        setup: Vec::new(),
     });
 
     // A root with the most keys (certificates), signed by the real root key.
@@ -186,7 +196,7 @@ fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, Str
     out.push(Case {
         name: format!("root with {} certificate keys", limits.max_root_keys),
         files: vec![("root".into(), sign(&body, &[&repo.root_key])?)],
-        setup: None,
+        setup: Vec::new(),
     });
 
     // The largest body of empty arrays, and of deep nesting: refused by the parser.
@@ -194,13 +204,82 @@ fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, Str
     out.push(Case {
         name: format!("{} MiB of empty arrays", max_body >> 20),
         files: vec![("targets".into(), arrays.into_bytes())],
-        setup: None,
+        setup: Vec::new(),
     });
     let nested = format!("{}{}", "[".repeat(max_body / 2 - 1024), "]".repeat(max_body / 2 - 1024));
     out.push(Case {
         name: format!("{} MiB of nesting", max_body >> 20),
         files: vec![("targets".into(), nested.into_bytes())],
-        setup: None,
+        setup: Vec::new(),
+    });
+    Ok(out)
+}
+
+/// Two cases for `spread` delegated files (`targets/part<n>`, each under `part<n>/`) of the most
+/// targets each: all of them in one upload, and all of them, published one at a time beforehand,
+/// emptied by one upload.
+fn spread_cases(
+    repo: &Repo,
+    limits: &Limits,
+    max_body: usize,
+    delegate: &Key,
+    spread: usize,
+) -> Result<Vec<Case>, String> {
+    let no_delegations = json!({"keys": {}, "roles": []});
+    let parts: Vec<String> = (0..spread).map(|part| format!("targets/part{part}")).collect();
+    let roles: Vec<Value> = parts
+        .iter()
+        .enumerate()
+        .map(|(part, name)| json!({"name": name, "keyids": [delegate.id()], "threshold": 1, "paths": [format!("part{part}/")]}))
+        .collect();
+    let mut keys = Map::new();
+    keys.insert(delegate.id(), delegate.public.to_json());
+    let parent = sign(&targets_body(11, Map::new(), json!({"keys": keys, "roles": roles})), &[&repo.targets])?;
+    let per_file = limits.max_targets.min((max_body - 64 * 1024) / spread / 100);
+    let full: Vec<Vec<u8>> = (0..spread)
+        .map(|part| {
+            let targets: Map<String, Value> =
+                (0..per_file).map(|index| target_entry(&format!("part{part}"), index)).collect();
+            sign(&targets_body(1, targets, no_delegations.clone()), &[delegate])
+        })
+        .collect::<Result<_, _>>()?;
+    let snapshot_of = |version: usize, files: &[(&str, &[u8])]| {
+        let mut listed = Map::new();
+        listed.insert("root".into(), meta(&repo.root));
+        listed.insert("targets".into(), meta(&parent));
+        for (role, bytes) in files {
+            listed.insert((*role).to_owned(), meta(bytes));
+        }
+        let body = json!({"_type": "Snapshot", "expires": expires(365), "version": version, "meta": listed});
+        sign(&body, &[&repo.snapshot])
+    };
+    let mut out = Vec::new();
+    let mut files = vec![("targets".to_owned(), parent.clone())];
+    files.extend(parts.iter().cloned().zip(full.iter().cloned()));
+    let listed: Vec<(&str, &[u8])> = parts.iter().map(String::as_str).zip(full.iter().map(Vec::as_slice)).collect();
+    files.push(("snapshot".into(), snapshot_of(11, &listed)?));
+    out.push(Case {
+        name: format!("{spread} delegated files x {per_file} targets in one upload"),
+        files,
+        setup: Vec::new(),
+    });
+
+    let mut setup = Vec::new();
+    for (part, (name, bytes)) in parts.iter().zip(&full).enumerate() {
+        let mut publish = if part == 0 { vec![("targets".to_owned(), parent.clone())] } else { Vec::new() };
+        publish.push((name.clone(), bytes.clone()));
+        let so_far: Vec<(&str, &[u8])> = listed.iter().take(part + 1).copied().collect();
+        publish.push(("snapshot".into(), snapshot_of(11 + part, &so_far)?));
+        setup.push(publish);
+    }
+    let empty = sign(&targets_body(2, Map::new(), no_delegations), &[delegate])?;
+    let mut files: Vec<(String, Vec<u8>)> = parts.iter().map(|part| (part.clone(), empty.clone())).collect();
+    let listed: Vec<(&str, &[u8])> = parts.iter().map(|part| (part.as_str(), empty.as_slice())).collect();
+    files.push(("snapshot".into(), snapshot_of(11 + spread, &listed)?));
+    out.push(Case {
+        name: format!("{spread} stored delegated files x {per_file} targets emptied in one upload"),
+        files,
+        setup,
     });
     Ok(out)
 }
@@ -460,7 +539,7 @@ async fn measure(
     let (server, url, _copy) = template.server(binary).await?;
     let client = &template.client;
     let pid = server.pid();
-    if let Some(setup) = &case.setup {
+    for setup in &case.setup {
         let (status, _, answer) = post(client, &url, setup).await?;
         if status != 200 {
             return Err(format!("the publish before \"{}\" got HTTP {status}: {answer}", case.name));

@@ -239,6 +239,22 @@ fn from_json<'de, T: serde::Deserialize<'de>>(text: &'de (impl AsRef<[u8]> + ?Si
     serde_json::from_slice(text.as_ref()).map_err(|error| MetadataError::Json(error.to_string()))
 }
 
+/// How many targets a stored targets-type file lists, skimmed: the envelope's other members and
+/// every target entry are skipped, not read. 0 for a file that does not parse (a stored file
+/// passed the full parse when it was accepted).
+pub fn stored_targets_count(bytes: &[u8]) -> usize {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        signed: Body,
+    }
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(default)]
+        targets: Count,
+    }
+    serde_json::from_slice::<Envelope>(bytes).map_or(0, |envelope| envelope.signed.targets.0)
+}
+
 /// How many members or items `raw` has if it is an object or a list (0 for anything else or
 /// nothing), counted without keeping them.
 pub fn count(raw: Option<&RawValue>) -> usize {

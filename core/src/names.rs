@@ -57,6 +57,26 @@ fn is_format_character(character: char) -> bool {
     FORMAT_CHARACTERS.iter().any(|(first, last)| (*first..=*last).contains(&character))
 }
 
+/// `text` as one line of visible text for a log: control and format characters (line breaks,
+/// terminal escapes, bidirectional overrides) are written as escapes (`\n`, `\u{1b}`), a
+/// backslash as `\\`, and at most `max_chars` characters are kept (then `…`). For text a
+/// client chose, such as a user name, so that it cannot forge or hide log lines.
+pub fn printable(text: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_chars.saturating_mul(4)));
+    for (index, character) in text.chars().enumerate() {
+        if index == max_chars {
+            out.push('…');
+            break;
+        }
+        if character == '\\' || character.is_control() || (!character.is_ascii() && is_format_character(character)) {
+            out.extend(character.escape_debug());
+        } else {
+            out.push(character);
+        }
+    }
+    out
+}
+
 /// Checks the path-like rules shared by GUNs and target names; returns the reason on failure.
 fn path_problem(text: &str) -> Option<&'static str> {
     if text.is_empty() {
@@ -232,6 +252,18 @@ pub fn check_target_name(name: &str) -> Result<(), NameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_text_cannot_break_or_hide_a_log_line() {
+        assert_eq!(printable("alice", 64), "alice");
+        assert_eq!(printable("élise", 64), "élise");
+        assert_eq!(printable("eve\r\nINFO issued", 64), "eve\\r\\nINFO issued");
+        assert_eq!(printable("eve\u{1b}[2J", 64), "eve\\u{1b}[2J");
+        assert_eq!(printable("a\u{202e}b", 64), "a\\u{202e}b");
+        assert_eq!(printable("a\\nb", 64), "a\\\\nb");
+        assert_eq!(printable("abcdef", 3), "abc…");
+        assert_eq!(printable("", 3), "");
+    }
 
     #[test]
     fn guns() {

@@ -51,8 +51,17 @@ pub struct Limits {
     pub max_delegation_keys: usize,
     /// Most path prefixes one delegation may list. Default 1,000.
     pub max_delegation_paths: usize,
-    /// Most targets one targets or delegation file may list. Default 100,000.
+    /// Most targets one targets or delegation file may list. Default 50,000.
     pub max_targets: usize,
+    /// Most targets one update may touch: those its targets-type files list, plus those listed
+    /// by the stored files they replace (the server checks the second part; the verifier sees
+    /// only the upload). Every one of them is read, and each added or removed one is a history
+    /// row, so this bounds an update's work whatever the files it replaces hold. Default 100,000:
+    /// twice `max_targets`, so a file at the per-file limit can always be replaced.
+    pub max_upload_targets: usize,
+    /// Most bytes the stored files one update replaces may hold together: the server reads them
+    /// all to record what changed. The server sets it to its request body limit. Default 32 MiB.
+    pub max_replaced_bytes: usize,
 }
 
 impl Default for Limits {
@@ -65,7 +74,9 @@ impl Default for Limits {
             max_delegations: 1_000,
             max_delegation_keys: 2_000,
             max_delegation_paths: 1_000,
-            max_targets: 100_000,
+            max_targets: 50_000,
+            max_upload_targets: 100_000,
+            max_replaced_bytes: 32 << 20,
         }
     }
 }
@@ -199,6 +210,9 @@ pub struct Validated {
     /// Role name → what the audit record reads of each uploaded targets-type file, taken while it
     /// was parsed here.
     pub views: BTreeMap<String, TargetsView>,
+    /// How many targets the uploaded targets-type files list together (at most
+    /// [`Limits::max_upload_targets`]).
+    pub targets: usize,
 }
 
 fn parse_signed<'a>(bytes: &'a [u8], role: &str) -> Result<Signed<'a>, String> {
@@ -213,7 +227,7 @@ fn not_expired(role: &str, expires: DateTime<Utc>, now: DateTime<Utc>) -> Result
 }
 
 /// Refuses a count above its limit, naming the limit and both values.
-fn within(what: &str, count: usize, limit_name: &str, limit: usize) -> Result<(), String> {
+pub(crate) fn within(what: &str, count: usize, limit_name: &str, limit: usize) -> Result<(), String> {
     if count > limit {
         return Err(format!("{what}: {count} is more than the limit {limit_name} = {limit}"));
     }
@@ -246,8 +260,8 @@ fn root_counts(signed: &Signed<'_>, limits: &Limits) -> Result<(), String> {
 /// Checks an uploaded targets-type file's counts on the text of the body, before anything in it
 /// is parsed.
 fn targets_counts(role: &RoleName, signed: &Signed<'_>, limits: &Limits) -> Result<(), String> {
+    // The targets were counted with the other uploaded files' ([`upload_targets`]).
     signature_count(role.as_str(), signed, limits)?;
-    within(&format!("{role} targets"), signed.count("targets"), "max_targets", limits.max_targets)?;
     let Some(section) = signed.member("delegations").filter(|raw| raw.get().starts_with('{')) else {
         return Ok(());
     };
@@ -536,6 +550,7 @@ pub fn validate(
         snapshot_uploaded: checked.snapshot_uploaded,
         signers: checked.signers,
         views: checked.views,
+        targets: checked.targets,
     })
 }
 
@@ -559,6 +574,61 @@ struct Checked {
     snapshot_uploaded: bool,
     signers: BTreeMap<String, Vec<String>>,
     views: BTreeMap<String, TargetsView>,
+    targets: usize,
+}
+
+/// The targets the uploaded targets-type files list, counted on their text before anything in
+/// them is verified: each file within [`Limits::max_targets`], all of them together within
+/// [`Limits::max_upload_targets`].
+fn upload_targets(parsed: &BTreeMap<&RoleName, Signed<'_>>, limits: &Limits) -> Result<usize, UpdateError> {
+    let mut total = 0_usize;
+    for (role, signed) in parsed.iter().filter(|(role, _)| role.is_targets_type()) {
+        let count = signed.count("targets");
+        within(&format!("{role} targets"), count, "max_targets", limits.max_targets)
+            .map_err(UpdateError::BadTargets)?;
+        total = total.saturating_add(count);
+    }
+    within("the uploaded files' targets", total, "max_upload_targets", limits.max_upload_targets)
+        .map_err(UpdateError::BadTargets)?;
+    Ok(total)
+}
+
+/// Checks what an update replaces against the limits, once the server has read the stored
+/// targets-type files it replaces (`replaced`, their bytes): together with the `uploaded`
+/// targets ([`Validated::targets`]), their targets must stay within
+/// [`Limits::max_upload_targets`]. The stored files are only skimmed.
+pub fn check_replaced<'a>(
+    uploaded: usize,
+    replaced: impl IntoIterator<Item = &'a [u8]>,
+    limits: &Limits,
+) -> Result<(), UpdateError> {
+    let stored: usize = replaced.into_iter().map(crate::metadata::stored_targets_count).fold(0, usize::saturating_add);
+    if stored == 0 {
+        return Ok(());
+    }
+    let total = uploaded.saturating_add(stored);
+    if total > limits.max_upload_targets {
+        return Err(UpdateError::BadTargets(format!(
+            "the uploaded files list {uploaded} targets and the stored files they replace {stored}: {total} is more \
+             than the limit max_upload_targets = {}; replace them in separate updates",
+            limits.max_upload_targets
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the size of the stored files an update replaces, `sizes` (in bytes), before the server
+/// reads them: together at most [`Limits::max_replaced_bytes`].
+pub fn check_replaced_size(sizes: impl IntoIterator<Item = u64>, limits: &Limits) -> Result<(), UpdateError> {
+    let total = sizes.into_iter().fold(0_u64, u64::saturating_add);
+    let limit = u64::try_from(limits.max_replaced_bytes).unwrap_or(u64::MAX);
+    if total > limit {
+        return Err(UpdateError::BadTargets(format!(
+            "the stored files this update replaces hold {total} bytes, more than the limit of {limit} bytes one update \
+             may replace (the request body limit); replace them in separate updates"
+        )));
+    }
+    Ok(())
 }
 
 /// Judges the parsed uploads (`uploads` holds their bytes) against the stored `state`.
@@ -570,6 +640,7 @@ fn check_update(
     now: DateTime<Utc>,
     limits: &Limits,
 ) -> Result<Checked, UpdateError> {
+    let targets = upload_targets(&parsed, limits)?;
     let stored_root = load_stored_root(gun, state, now)?;
     let mut heads = Vec::new();
     let mut loaded: BTreeMap<String, FileMeta> = BTreeMap::new();
@@ -647,7 +718,7 @@ fn check_update(
             false
         }
     };
-    Ok(Checked { root, heads, loaded, snapshot_uploaded, signers, views })
+    Ok(Checked { root, heads, loaded, snapshot_uploaded, signers, views, targets })
 }
 
 /// The delegations whose declared paths validating `roles` consults: each of those roles and

@@ -357,6 +357,8 @@ fn each_limit_is_refused_by_name_with_its_value() {
         max_delegation_keys: 1,
         max_delegation_paths: 1,
         max_targets: 1,
+        max_upload_targets: 1,
+        max_replaced_bytes: 1,
     };
 
     // Keys per root: the repository's root has four; five is one too many.

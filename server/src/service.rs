@@ -259,6 +259,17 @@ impl Service {
         // after it is verified, so that the two never sit in memory beside the verification's own.
         let replaced: Vec<String> =
             uploads.keys().filter(|role| role.is_targets_type()).map(|role| role.as_str().to_owned()).collect();
+        // The stored files it replaces are read whole (below), however small the upload: their
+        // size is checked first, from the store, without reading them.
+        if !replaced.is_empty() {
+            let roles: Vec<&str> = replaced.iter().map(String::as_str).collect();
+            let sizes = self.store.current_sizes(gun.as_str(), &roles).await?;
+            update::check_replaced_size(
+                sizes.iter().map(|(_, size)| u64::try_from(*size).unwrap_or(0)),
+                &self.settings.limits,
+            )
+            .map_err(ApiError::InvalidUpdate)?;
+        }
         let small = uploads.values().map(Vec::len).sum::<usize>() <= INLINE_RECORD_BYTES;
         let (current, previous) =
             self.current_for_update(gun, &uploads, if small { replaced.as_slice() } else { &[] }).await?;
@@ -298,6 +309,13 @@ impl Service {
                 self.replaced_files(gun, &replaced).await?
             }
         };
+        // What the update touches is what it uploads and what the files it replaces hold.
+        update::check_replaced(
+            validated.targets,
+            previous.values().map(|(_, data)| data.as_slice()),
+            &self.settings.limits,
+        )
+        .map_err(ApiError::InvalidUpdate)?;
         let previous = previous.into_iter().map(|(role, (_, data))| (role, data)).collect();
         // The stored root and snapshot, read although an update may replace them, are not needed
         // any more once it is validated.

@@ -48,6 +48,15 @@ async fn harness_with(signer_override: Option<Arc<dyn OnlineSigner>>) -> Harness
 
 /// The harness, with `signer` instead of the in-process signer when given, taking bodies up to `max_body_bytes`.
 async fn harness_configured(signer_override: Option<Arc<dyn OnlineSigner>>, max_body_bytes: usize) -> Harness {
+    harness_limited(signer_override, max_body_bytes, Limits::default()).await
+}
+
+/// [`harness_configured`] with the verifier's `limits`.
+async fn harness_limited(
+    signer_override: Option<Arc<dyn OnlineSigner>>,
+    max_body_bytes: usize,
+    limits: Limits,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = tufa_store::open_sqlite(&dir.path().join("tufa.db")).await.unwrap();
     let signer = Arc::new(LocalSigner::new(store.clone(), SealingKey::new("test".into(), &[9; 32]).unwrap()));
@@ -55,7 +64,7 @@ async fn harness_configured(signer_override: Option<Arc<dyn OnlineSigner>>, max_
         service: Service::new(
             store.clone(),
             signer_override.unwrap_or_else(|| signer.clone()),
-            ServiceSettings { key_algorithm: Algorithm::Ecdsa, limits: Limits::default() },
+            ServiceSettings { key_algorithm: Algorithm::Ecdsa, limits },
         ),
         http: Arc::new(HttpSettings { max_body_bytes, ..HttpSettings::default() }),
         metrics: Arc::new(Metrics::default()),
@@ -80,6 +89,15 @@ impl Harness {
     async fn post_files(&self, files: &[(&str, &[u8])]) -> Reply {
         let (content_type, body) = multipart(files);
         self.call(Method::POST, &format!("/v2/{GUN}/_trust/tuf/"), Some(&content_type), body).await
+    }
+
+    /// The bodies of the current files of `roles`, as clients read them.
+    async fn current(&self, roles: &[&str]) -> Vec<Vec<u8>> {
+        let mut bodies = Vec::new();
+        for role in roles {
+            bodies.push(self.get(&format!("/v2/{GUN}/_trust/tuf/{role}.json")).await.body);
+        }
+        bodies
     }
 
     async fn server_key(&self, role: &str) -> PublicKey {
@@ -680,4 +698,113 @@ async fn updates_of_one_targets_file_keep_the_others_current() {
     let snapshot = repo.snapshot(5, &[("root", &root), ("targets", &targets), ("targets/releases", &outside)]);
     let reply = harness.post_files(&[("targets/releases", &outside), ("snapshot", &snapshot)]).await;
     assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "INVALID_UPDATE".into()));
+}
+
+/// What one update may touch is bounded by the targets its files list and those the stored files
+/// it replaces list, and by the stored files' size: a small upload that empties large stored
+/// files is refused before the server reads or removes what they hold, and changes nothing.
+#[tokio::test]
+async fn an_update_may_touch_only_so_many_stored_and_uploaded_targets() {
+    let limits = Limits { max_targets: 3, max_upload_targets: 6, ..Limits::default() };
+    let harness = harness_limited(None, 256 * 1024, limits).await;
+    let repo = Repo::new();
+    let root = root_with_server_keys(&harness, &repo, false).await;
+    let delegate = Key::ecdsa();
+    let parts = ["targets/a", "targets/b", "targets/c"];
+    let roles: Vec<Value> = parts
+        .iter()
+        .map(|part| {
+            let paths = [format!("{}/", part.trim_start_matches("targets/"))];
+            json!({"keyids": [delegate.id()], "name": part, "paths": paths, "threshold": 1})
+        })
+        .collect();
+    let targets =
+        repo.targets(2, json!({}), json!({"keys": {delegate.id(): delegate.public.to_json()}, "roles": roles}));
+    let delegated = |part: &str, version: i64, count: usize| {
+        let prefix = part.trim_start_matches("targets/");
+        let entries: serde_json::Map<String, Value> =
+            (0..count).map(|index| (format!("{prefix}/v{index}"), target(&[index as u8]))).collect();
+        sign(
+            &json!({"_type": "Targets", "delegations": no_delegations(), "expires": expires(30),
+                    "targets": entries, "version": version}),
+            &[&delegate],
+        )
+    };
+    let full: Vec<Vec<u8>> = parts.iter().map(|part| delegated(part, 1, 3)).collect();
+    let mut listed: Vec<(&str, &[u8])> = vec![("root", &root), ("targets", &targets)];
+    let snapshot = repo.snapshot(2, &listed);
+    let reply = harness.post_files(&[("root", &root), ("targets", &targets), ("snapshot", &snapshot)]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    // Three files of three targets, one at a time: each update is within the limits.
+    for (index, (part, bytes)) in parts.iter().zip(&full).enumerate() {
+        listed.push((part, bytes.as_slice()));
+        let snapshot = repo.snapshot(3 + index as i64, &listed);
+        let reply = harness.post_files(&[(part, bytes), ("snapshot", &snapshot)]).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    }
+    let roles: Vec<&str> = ["targets", "snapshot", "timestamp"].into_iter().chain(parts).collect();
+    let before = harness.current(&roles).await;
+    let refused = |reply: &Reply, what: &str| {
+        assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "INVALID_UPDATE".into()));
+        let body = String::from_utf8_lossy(&reply.body);
+        assert!(body.contains(what), "{body}");
+    };
+
+    // All three again in one upload: 9 targets uploaded.
+    let more: Vec<Vec<u8>> = parts.iter().map(|part| delegated(part, 2, 3)).collect();
+    let files: Vec<(&str, &[u8])> = parts.iter().copied().zip(more.iter().map(Vec::as_slice)).collect();
+    let mut upload = files.clone();
+    let snapshot = repo.snapshot(6, &[&listed[..2], &files[..]].concat());
+    upload.push(("snapshot", &snapshot));
+    refused(
+        &harness.post_files(&upload).await,
+        "the uploaded files' targets: 9 is more than the limit max_upload_targets = 6",
+    );
+    assert_eq!(harness.current(&roles).await, before);
+
+    // All three emptied by one small upload: nothing uploaded, but 9 stored targets replaced.
+    let empty: Vec<Vec<u8>> = parts.iter().map(|part| delegated(part, 2, 0)).collect();
+    let files: Vec<(&str, &[u8])> = parts.iter().copied().zip(empty.iter().map(Vec::as_slice)).collect();
+    let mut upload = files.clone();
+    let snapshot = repo.snapshot(6, &[&listed[..2], &files[..]].concat());
+    upload.push(("snapshot", &snapshot));
+    refused(
+        &harness.post_files(&upload).await,
+        "the stored files they replace 9: 9 is more than the limit max_upload_targets = 6",
+    );
+    assert_eq!(harness.current(&roles).await, before);
+
+    // Two of them: six targets replaced, within the limit.
+    let mut upload = files[..2].to_vec();
+    let snapshot = repo.snapshot(6, &[&listed[..2], &files[..2], &listed[4..]].concat());
+    upload.push(("snapshot", &snapshot));
+    let reply = harness.post_files(&upload).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(harness.get(&format!("/v2/{GUN}/_trust/tuf/targets/a.json")).await.body, empty[0]);
+}
+
+/// The stored files an update replaces are read whole, so their size is bounded before they are
+/// read: over it, the update is refused and changes nothing.
+#[tokio::test]
+async fn an_update_may_replace_only_so_many_stored_bytes() {
+    let repo = Repo::new();
+    // The limit: one byte less than the targets file of the first publish (its length does not
+    // depend on the signature, which is always 64 bytes).
+    let size = repo.targets(2, json!({"v1": target(b"hello")}), no_delegations()).len();
+    let limits = Limits { max_replaced_bytes: size - 1, ..Limits::default() };
+    let harness = harness_limited(None, 256 * 1024, limits).await;
+    let (root, targets, _) = first_publish(&harness, &repo).await;
+    assert_eq!(targets.len(), size);
+    let before = harness.get(&format!("/v2/{GUN}/_trust/tuf/targets.json")).await.body;
+    assert_eq!(before, targets);
+    let newer = repo.targets(3, json!({}), no_delegations());
+    let snapshot = repo.snapshot(3, &[("root", &root), ("targets", &newer)]);
+    let reply = harness.post_files(&[("targets", &newer), ("snapshot", &snapshot)]).await;
+    assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "INVALID_UPDATE".into()));
+    let body = String::from_utf8_lossy(&reply.body);
+    assert!(
+        body.contains(&format!("hold {} bytes, more than the limit of {} bytes", targets.len(), targets.len() - 1)),
+        "{body}"
+    );
+    assert_eq!(harness.get(&format!("/v2/{GUN}/_trust/tuf/targets.json")).await.body, before);
 }

@@ -1383,6 +1383,28 @@ impl Store for SqlStore {
         })
     }
 
+    async fn current_sizes(&self, gun: &str, roles: &[&str]) -> Result<Vec<(String, i64)>, StoreError> {
+        if roles.is_empty() {
+            return Ok(Vec::new());
+        }
+        per_dialect!(&self.pools, |pools, D| {
+            // `length` of a BLOB (SQLite) or `bytea` (PostgreSQL) is read from the value's header,
+            // without loading the value.
+            let mut query = QueryBuilder::<<D as Dialect>::Db>::new(concat!(
+                "SELECT c.role, CAST(length(f.data) AS BIGINT)",
+                current_join!(),
+                "WHERE c.gun = "
+            ));
+            query.push_bind(gun.to_owned()).push(" AND c.role IN (");
+            let mut list = query.separated(", ");
+            for role in roles {
+                list.push_bind((*role).to_owned());
+            }
+            query.push(") ORDER BY c.role");
+            query.build_query_as().fetch_all(D::reader(pools)).await.map_err(from_sqlx)
+        })
+    }
+
     async fn current_all(&self, gun: &str) -> Result<Vec<StoredFile>, StoreError> {
         const SQL: &str = concat!("SELECT ", file_columns!(), current_join!(), "WHERE c.gun = $1 ORDER BY c.role");
         per_dialect!(&self.pools, |pools, D| {

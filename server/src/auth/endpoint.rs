@@ -129,7 +129,7 @@ async fn authenticate(
                 return match builtin.api_token_principal(&password, Some(&user)).await {
                     Ok(Some(principal)) => Ok(Some(principal)),
                     Ok(None) => {
-                        tracing::warn!(user = %user, remote = ?remote, "token request with a bad API token");
+                        tracing::warn!(user = %logged(&user), remote = ?remote, "token request with a bad API token");
                         Err(unauthorized(realm))
                     }
                     Err(failure) => Err(failure.into_response()),
@@ -152,7 +152,7 @@ async fn authenticate(
                     Ok(Some(user))
                 }
                 Ok(false) => {
-                    tracing::warn!(user = %user, remote = ?remote, "failed login");
+                    tracing::warn!(user = %logged(&user), remote = ?remote, "failed login");
                     Err(unauthorized(realm))
                 }
                 Err(refusal) => Err(refused(refusal, &user, remote)),
@@ -161,10 +161,16 @@ async fn authenticate(
     }
 }
 
+/// A user name as the log shows it: a client chose it, so it must not be able to forge or hide
+/// log lines (see [`tufa_core::names::printable`]).
+fn logged(user: &str) -> String {
+    tufa_core::names::printable(user, 128)
+}
+
 fn refused(refusal: Refusal, user: &str, remote: Option<SocketAddr>) -> Response {
     match refusal {
         Refusal::Limited(wait) => {
-            tracing::warn!(user = %user, remote = ?remote, "login refused: too many failed logins");
+            tracing::debug!(user = %logged(user), remote = ?remote, "login refused: too many failed logins");
             let mut response =
                 error(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", "too many failed logins; try again later");
             if let Ok(value) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {

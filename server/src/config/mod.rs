@@ -128,8 +128,11 @@ pub struct LimitsConfig {
     pub max_delegation_keys: usize,
     /// Most path prefixes one delegation may list. Default 1,000.
     pub max_delegation_paths: usize,
-    /// Most targets one targets or delegation file may list. Default 100,000.
+    /// Most targets one targets or delegation file may list. Default 50,000.
     pub max_targets: usize,
+    /// Most targets one update may touch: those its files list plus those the stored files it
+    /// replaces list. Default twice `max_targets` (100,000).
+    pub max_upload_targets: usize,
 }
 
 impl Default for LimitsConfig {
@@ -146,6 +149,7 @@ impl Default for LimitsConfig {
             max_delegation_keys: update.max_delegation_keys,
             max_delegation_paths: update.max_delegation_paths,
             max_targets: update.max_targets,
+            max_upload_targets: update.max_upload_targets,
         }
     }
 }
@@ -162,6 +166,8 @@ impl LimitsConfig {
             max_delegation_keys: self.max_delegation_keys,
             max_delegation_paths: self.max_delegation_paths,
             max_targets: self.max_targets,
+            max_upload_targets: self.max_upload_targets,
+            max_replaced_bytes: self.max_body_bytes,
         }
     }
 }

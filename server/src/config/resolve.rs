@@ -159,6 +159,7 @@ struct FileLimits {
     max_delegation_keys: Option<usize>,
     max_delegation_paths: Option<usize>,
     max_targets: Option<usize>,
+    max_upload_targets: Option<usize>,
 }
 
 #[derive(Default, Deserialize)]
@@ -439,6 +440,10 @@ fn merge(
         max_delegation_keys: limits.max_delegation_keys.unwrap_or(limit_defaults.max_delegation_keys),
         max_delegation_paths: limits.max_delegation_paths.unwrap_or(limit_defaults.max_delegation_paths),
         max_targets: limits.max_targets.unwrap_or(limit_defaults.max_targets),
+        // Unset, it follows `max_targets`, so that a file at that limit can always be replaced.
+        max_upload_targets: limits.max_upload_targets.unwrap_or_else(|| {
+            limits.max_targets.map_or(limit_defaults.max_upload_targets, |max| max.saturating_mul(2))
+        }),
     };
     let as_u64 = |value: usize| u64::try_from(value).unwrap_or(u64::MAX);
     check("limits.max_body_bytes", as_u64(limits.max_body_bytes), 1, as_u64(MAX_BODY_LIMIT))?;
@@ -452,6 +457,7 @@ fn merge(
     check("limits.max_delegation_keys", as_u64(limits.max_delegation_keys), 1, 100_000)?;
     check("limits.max_delegation_paths", as_u64(limits.max_delegation_paths), 1, 100_000)?;
     check("limits.max_targets", as_u64(limits.max_targets), 1, 10_000_000)?;
+    check("limits.max_upload_targets", as_u64(limits.max_upload_targets), as_u64(limits.max_targets), 20_000_000)?;
 
     let connection_defaults = ConnectionsConfig::default();
     let handshake_timeout_secs =

@@ -64,7 +64,8 @@ fn defaults_apply_without_any_source() {
             max_delegations: 1_000,
             max_delegation_keys: 2_000,
             max_delegation_paths: 1_000,
-            max_targets: 100_000,
+            max_targets: 50_000,
+            max_upload_targets: 100_000,
         }
     );
     assert_eq!(config.timestamp.refresh_interval(), Duration::from_secs(300));
@@ -176,8 +177,11 @@ fn toml_only_sections_are_read_and_range_checked() {
     assert_eq!(config.limits.max_body_bytes, 1024);
     assert_eq!(config.limits.max_parts, 5);
     assert_eq!((config.limits.max_targets, config.limits.max_delegations), (500, 7));
+    // Unset, the per-update limit follows the per-file one.
+    assert_eq!(config.limits.max_upload_targets, 1000);
     let update = config.limits.update_limits();
     assert_eq!((update.max_targets, update.max_delegations, update.max_signatures), (500, 7, 64));
+    assert_eq!((update.max_upload_targets, update.max_replaced_bytes), (1000, 1024));
     assert_eq!(config.limits.max_delegation_depth, 16);
     assert_eq!(config.timestamp.refresh_interval_secs, 60);
     assert_eq!(config.audit.checkpoint_interval_secs, 5);
@@ -254,6 +258,7 @@ fn invalid_file_values_are_rejected_with_the_key_named() {
         ("[limits]\nmax_parts = 0\n", "`limits.max_parts` in"),
         ("[limits]\nmax_delegation_depth = 0\n", "`limits.max_delegation_depth` in"),
         ("[limits]\nmax_targets = 0\n", "`limits.max_targets` in"),
+        ("[limits]\nmax_targets = 500\nmax_upload_targets = 499\n", "`limits.max_upload_targets` in"),
         ("[limits]\nmax_root_keys = 3\n", "`limits.max_root_keys` in"),
         ("[limits]\nmax_signatures = 1001\n", "`limits.max_signatures` in"),
         ("[connections]\nhandshake_timeout_secs = 0\n", "`connections.handshake_timeout_secs` in"),
