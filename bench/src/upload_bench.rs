@@ -9,9 +9,14 @@
 //! CPU of the same send to another fresh server while a client reads `root.json`, and the GET
 //! latency that client saw. It measures; it never asserts a speed.
 //!
+//! Each case's server first serves one unmeasured publish of another repository (10,000 targets),
+//! as a running server has, so that what it keeps filled from then on (SQLite's page cache, the
+//! blocking pool's thread and its allocator arena) is not counted as the case's memory.
+//!
 //! Usage: `upload-bench [--repeat N]`. Environment: `TUFA_SERVER_BIN` (default: the `tufa-server`
 //! next to this binary; a wrapper script that `exec`s it, for example under a heap profiler, works
-//! too), `UPLOAD_BENCH_CASE` (only the cases whose name contains this text). Build both first: `cargo build --release -p tufa-server -p tufa-bench`.
+//! too), `UPLOAD_BENCH_CASE` (only the cases whose name contains this text), `UPLOAD_BENCH_COLD`
+//! (set: no warm-up publish, each case is its server's first). Build both first: `cargo build --release -p tufa-server -p tufa-bench`.
 
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -424,11 +429,21 @@ async fn post(
     url: &str,
     files: &[(String, Vec<u8>)],
 ) -> Result<(u16, usize, String), String> {
+    post_to(client, url, GUN, files).await
+}
+
+/// [`post`] to repository `gun`.
+async fn post_to(
+    client: &reqwest::Client,
+    url: &str,
+    gun: &str,
+    files: &[(String, Vec<u8>)],
+) -> Result<(u16, usize, String), String> {
     let refs: Vec<(&str, &[u8])> = files.iter().map(|(name, bytes)| (name.as_str(), bytes.as_slice())).collect();
     let (content_type, body) = multipart(&refs);
     let size = body.len();
     let response = client
-        .post(format!("{url}/v2/{GUN}/_trust/tuf/"))
+        .post(format!("{url}/v2/{gun}/_trust/tuf/"))
         .header("content-type", content_type)
         .body(body)
         .send()
@@ -441,10 +456,20 @@ async fn post(
 
 /// Publishes the repository's first version; returns it.
 async fn publish_first(client: &reqwest::Client, url: &str) -> Result<Repo, String> {
-    let timestamp = timestamp_key(client, url, GUN).await?;
-    let (root_key, targets, snapshot) = (Key::root_for(&new_private()?, GUN)?, Key::ecdsa()?, Key::ecdsa()?);
-    let root = first_root(&root_key, &targets.public, &snapshot.public, &timestamp)?;
-    let first_targets = sign(&targets_body(2, Map::new(), json!({"keys": {}, "roles": []})), &[&targets])?;
+    publish_repository(client, url, GUN, Map::new()).await
+}
+
+/// Creates repository `gun` with a first targets file listing `targets`.
+async fn publish_repository(
+    client: &reqwest::Client,
+    url: &str,
+    gun: &str,
+    targets: Map<String, Value>,
+) -> Result<Repo, String> {
+    let timestamp = timestamp_key(client, url, gun).await?;
+    let (root_key, targets_key, snapshot) = (Key::root_for(&new_private()?, gun)?, Key::ecdsa()?, Key::ecdsa()?);
+    let root = first_root(&root_key, &targets_key.public, &snapshot.public, &timestamp)?;
+    let first_targets = sign(&targets_body(2, targets, json!({"keys": {}, "roles": []})), &[&targets_key])?;
     let first_snapshot = sign(
         &json!({"_type": "Snapshot", "expires": expires(365), "version": 2,
             "meta": {"root": meta(&root), "targets": meta(&first_targets)}}),
@@ -455,12 +480,24 @@ async fn publish_first(client: &reqwest::Client, url: &str) -> Result<Repo, Stri
         ("targets".to_owned(), first_targets),
         ("snapshot".to_owned(), first_snapshot),
     ];
-    let (status, _, answer) = post(client, url, &files).await?;
+    let (status, _, answer) = post_to(client, url, gun, &files).await?;
     if status != 200 {
-        return Err(format!("the first publish got HTTP {status}: {answer}"));
+        return Err(format!("the first publish of {gun} got HTTP {status}: {answer}"));
     }
-    Ok(Repo { root_key, targets, snapshot, root })
+    Ok(Repo { root_key, targets: targets_key, snapshot, root })
 }
+
+/// Brings a fresh server to the state of one that has served publishes before: one unmeasured
+/// publish of another repository, of [`WARM_UP_TARGETS`] targets, fills what a running server
+/// keeps filled (SQLite's page cache of the writing connection, the blocking pool's thread and
+/// its allocator arena), so that a case's memory is its own and not that first fill.
+async fn warm_up(client: &reqwest::Client, url: &str) -> Result<(), String> {
+    let targets: Map<String, Value> = (0..WARM_UP_TARGETS).map(|index| target_entry("warm", index)).collect();
+    publish_repository(client, url, "bench.example/warm-up", targets).await.map(|_| ())
+}
+
+/// Targets of the warm-up publish: enough to write more pages than SQLite's default 2 MiB cache holds.
+const WARM_UP_TARGETS: usize = 10_000;
 
 /// GET latencies of `root.json` until `stop`.
 async fn reader(client: reqwest::Client, url: String, stop: Arc<AtomicBool>) -> Vec<Duration> {
@@ -535,10 +572,14 @@ async fn measure(
     case: &Case,
     repeat: usize,
     reading: bool,
+    cold: bool,
 ) -> Result<(Vec<Measured>, Vec<Duration>), String> {
     let (server, url, _copy) = template.server(binary).await?;
     let client = &template.client;
     let pid = server.pid();
+    if !cold {
+        warm_up(client, &url).await?;
+    }
     for setup in &case.setup {
         let (status, _, answer) = post(client, &url, setup).await?;
         if status != 200 {
@@ -572,7 +613,7 @@ async fn measure(
 /// Each is sent twice over: alone, for the CPU time and memory that are its own (the server's
 /// CPU is counted for the whole process, so a reader's GETs would be counted too), then while
 /// another client reads, for the latency that client sees and the CPU spent on both.
-async fn bench(repeat: usize, verbose: bool, only: Option<String>) -> Result<(), String> {
+async fn bench(repeat: usize, verbose: bool, only: Option<String>, cold: bool) -> Result<(), String> {
     let binary = server_binary();
     let template = Template::new(&binary, only.as_deref()).await?;
     let (idle_server, idle_url, _idle_copy) = template.server(&binary).await?;
@@ -590,8 +631,8 @@ async fn bench(repeat: usize, verbose: bool, only: Option<String>) -> Result<(),
     );
     let mut loaded = Vec::new();
     for case in &template.cases {
-        let (alone, _) = measure(&template, &binary, case, repeat, false).await?;
-        let (beside, latencies) = measure(&template, &binary, case, repeat, true).await?;
+        let (alone, _) = measure(&template, &binary, case, repeat, false, cold).await?;
+        let (beside, latencies) = measure(&template, &binary, case, repeat, true, cold).await?;
         loaded.extend(latencies);
         for (index, upload) in alone.iter().enumerate() {
             let with_reads =
@@ -653,7 +694,8 @@ fn main() -> ExitCode {
     };
     let verbose = std::env::var_os("UPLOAD_BENCH_VERBOSE").is_some();
     let only = std::env::var("UPLOAD_BENCH_CASE").ok();
-    match runtime.block_on(bench(repeat, verbose, only)) {
+    let cold = std::env::var_os("UPLOAD_BENCH_COLD").is_some();
+    match runtime.block_on(bench(repeat, verbose, only, cold)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("upload-bench: {error}");
