@@ -165,6 +165,35 @@ fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, Str
     // verified). Then the same files published one at a time and emptied by one small upload:
     // what the record reads and removes is what the stored files hold, not what the upload
     // carries (accepted at the limit; one more file is refused before the record reads them).
+    // A small update of a repository that holds a large delegated file it does not replace: the
+    // update reads its own files and their parents, not the repository's other files.
+    let mut keys = Map::new();
+    keys.insert(delegate.id(), delegate.public.to_json());
+    let role = json!({"name": "targets/big", "keyids": [delegate.id()], "threshold": 1, "paths": ["big/"]});
+    let delegations = json!({"keys": keys, "roles": [role]});
+    let parent = sign(&targets_body(11, Map::new(), delegations.clone()), &[&repo.targets])?;
+    let big_targets: Map<String, Value> = (0..limits.max_targets).map(|index| target_entry("big", index)).collect();
+    let big = sign(&targets_body(1, big_targets, no_delegations.clone()), &[&delegate])?;
+    let listing = |version: i64, parent: &[u8]| {
+        let body = json!({"_type": "Snapshot", "expires": expires(365), "version": version,
+            "meta": {"root": meta(&repo.root), "targets": meta(parent), "targets/big": meta(&big)}});
+        sign(&body, &[&repo.snapshot])
+    };
+    let setup = vec![
+        ("targets".to_owned(), parent.clone()),
+        ("targets/big".to_owned(), big.clone()),
+        ("snapshot".to_owned(), listing(11, &parent)?),
+    ];
+    let mut small = Map::new();
+    small.insert("v1".into(), meta(b"v1"));
+    let newer = sign(&targets_body(12, small, delegations), &[&repo.targets])?;
+    let snapshot = listing(12, &newer)?;
+    out.push(Case {
+        name: format!("1 target beside a stored delegated file of {} targets", limits.max_targets),
+        files: vec![("targets".into(), newer), ("snapshot".into(), snapshot)],
+        setup: vec![setup],
+    });
+
     let fit = (limits.max_upload_targets / limits.max_targets).max(1);
     for spread in [fit, fit + 1] {
         out.extend(spread_cases(repo, limits, max_body, &delegate, spread)?);

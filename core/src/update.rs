@@ -117,12 +117,49 @@ pub enum UpdateError {
 #[derive(Debug, Clone, Default)]
 pub struct RepoState {
     files: BTreeMap<String, Vec<u8>>,
+    /// Current files whose bytes were not read: role → lower-case hex SHA-256 of the file.
+    unread: BTreeMap<String, String>,
 }
 
 impl RepoState {
     /// Builds the state from the current files (role name → exact bytes).
     pub fn new(files: impl IntoIterator<Item = (String, Vec<u8>)>) -> Self {
-        Self { files: files.into_iter().collect() }
+        Self { files: files.into_iter().collect(), unread: BTreeMap::new() }
+    }
+
+    /// The state with current files whose bytes were not read, by role, each with the lower-case
+    /// hex SHA-256 of the current file. An update that does not replace such a file needs only to
+    /// know that its snapshot still describes it, which the stored snapshot's entry for it tells
+    /// (see [`RepoState::unchanged`]): a repository's other files, however large, are not read.
+    #[must_use]
+    pub fn with_unread(mut self, unread: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.unread.extend(unread.into_iter().filter(|(role, _)| !self.files.contains_key(role)));
+        self
+    }
+
+    /// The current files whose bytes were not read that a snapshot may keep listing unchanged:
+    /// role → (the stored snapshot's entry for it, the current file's hex SHA-256). A role is
+    /// current because the current snapshot's entry described its file when it became current,
+    /// and that file changes only with the snapshot, so an entry that agrees with the stored
+    /// snapshot's entry ([`FileMeta::matches_meta`]) describes it without reading it. Empty when
+    /// nothing was left unread or the stored snapshot cannot be read.
+    pub fn unchanged(&self) -> Unchanged {
+        if self.unread.is_empty() {
+            return Unchanged::default();
+        }
+        let Some(stored) = self
+            .file("snapshot")
+            .and_then(|bytes| Signed::parse(bytes).and_then(|signed| Snapshot::from_signed(&signed)).ok())
+        else {
+            return Unchanged::default();
+        };
+        let mut meta = stored.meta;
+        Unchanged(
+            self.unread
+                .iter()
+                .filter_map(|(role, sha256)| Some((role.clone(), (meta.remove(role)?, sha256.clone()))))
+                .collect(),
+        )
     }
 
     /// Every current file, by role.
@@ -139,6 +176,19 @@ impl RepoState {
     /// replaces are not needed any more, and each may be as large as an upload.
     pub fn forget(&mut self, role: &str) {
         self.files.remove(role);
+    }
+}
+
+/// Current files whose bytes were not read, that a new snapshot may list unchanged: role → (the
+/// stored snapshot's entry for it, the current file's hex SHA-256). See [`RepoState::unchanged`].
+#[derive(Debug, Clone, Default)]
+pub struct Unchanged(BTreeMap<String, (FileMeta, String)>);
+
+impl Unchanged {
+    /// The current file's hex SHA-256 when `entry` (a new snapshot's entry for `role`) describes
+    /// the unread current file of `role`.
+    pub fn current(&self, role: &str, entry: &FileMeta) -> Option<&str> {
+        self.0.get(role).filter(|(stored, _)| entry.matches_meta(stored)).map(|(_, sha256)| sha256.as_str())
     }
 }
 
@@ -859,12 +909,18 @@ fn validate_snapshot(
             return Err(format!("snapshot does not match the {role} metadata"));
         }
     }
-    // Strict: entries for roles not in this update must describe the server's current file.
+    // Strict: entries for roles not in this update must describe the server's current file,
+    // read or, when it was not read, described by the stored snapshot's entry for it.
+    let unchanged = state.unchanged();
     for (role, entry) in &snapshot.meta {
         if loaded.contains_key(role) {
             continue;
         }
-        if !state.file(role).is_some_and(|current| entry.matches(current)) {
+        let current = match state.file(role) {
+            Some(bytes) => entry.matches(bytes),
+            None => unchanged.current(role, entry).is_some(),
+        };
+        if !current {
             return Err(format!("snapshot lists {role} metadata that the server does not have"));
         }
     }
@@ -959,15 +1015,26 @@ pub fn current_set(
     timestamp: &NewFile,
     available: &BTreeMap<String, &[u8]>,
 ) -> Result<Vec<(String, String)>, UpdateError> {
+    current_set_with(snapshot, timestamp, available, &Unchanged::default())
+}
+
+/// [`current_set`], where the roles not among `available` keep their current file when the
+/// snapshot lists it as the stored snapshot did (`unchanged`, from [`RepoState::unchanged`]).
+pub fn current_set_with(
+    snapshot: &NewFile,
+    timestamp: &NewFile,
+    available: &BTreeMap<String, &[u8]>,
+    unchanged: &Unchanged,
+) -> Result<Vec<(String, String)>, UpdateError> {
     let parsed = Signed::parse(&snapshot.bytes)
         .and_then(|signed| Snapshot::from_signed(&signed))
         .map_err(|error| UpdateError::StoredState(format!("snapshot: {error}")))?;
     let mut set: Vec<(String, String)> = parsed
         .meta
         .iter()
-        .filter_map(|(role, entry)| {
-            let bytes = available.get(role.as_str()).filter(|bytes| entry.matches(bytes))?;
-            Some((role.clone(), hex::encode(sha256(bytes))))
+        .filter_map(|(role, entry)| match available.get(role.as_str()) {
+            Some(bytes) => entry.matches(bytes).then(|| (role.clone(), hex::encode(sha256(bytes)))),
+            None => unchanged.current(role, entry).map(|sha256| (role.clone(), sha256.to_owned())),
         })
         .collect();
     set.push(("snapshot".into(), snapshot.sha256_hex()));

@@ -271,7 +271,7 @@ impl Service {
             .map_err(ApiError::InvalidUpdate)?;
         }
         let small = uploads.values().map(Vec::len).sum::<usize>() <= INLINE_RECORD_BYTES;
-        let (current, previous) =
+        let (current, unread, previous) =
             self.current_for_update(gun, &uploads, if small { replaced.as_slice() } else { &[] }).await?;
         let previous = small.then_some(previous);
         let had_root = current.iter().any(|file| file.role == "root");
@@ -280,7 +280,7 @@ impl Service {
             Some(file) => Some(parse_root(&file.data)?),
             None => None,
         };
-        let state = RepoState::new(current.into_iter().map(|file| (file.role, file.data)));
+        let state = RepoState::new(current.into_iter().map(|file| (file.role, file.data))).with_unread(unread);
         // Verification is CPU-bound (parsing, canonical JSON, signatures): it runs on the blocking
         // pool so that it never holds up the async workers serving other requests.
         let verification = {
@@ -317,6 +317,9 @@ impl Service {
         )
         .map_err(ApiError::InvalidUpdate)?;
         let previous = previous.into_iter().map(|(role, (_, data))| (role, data)).collect();
+        // The current files left unread that the new snapshot keeps: told by the stored snapshot,
+        // which an update may replace.
+        let unchanged = state.unchanged();
         // The stored root and snapshot, read although an update may replace them, are not needed
         // any more once it is validated.
         let mut state = state;
@@ -370,7 +373,8 @@ impl Service {
         for file in &files {
             available.insert(file.role.to_string(), &file.bytes);
         }
-        let current = update::current_set(&snapshot, &timestamp, &available).map_err(ApiError::InvalidUpdate)?;
+        let current =
+            update::current_set_with(&snapshot, &timestamp, &available, &unchanged).map_err(ApiError::InvalidUpdate)?;
         let record = audit::publish_record(
             gun.as_str(),
             requester,
@@ -400,24 +404,26 @@ impl Service {
         Ok(())
     }
 
-    /// The current files of `gun` that validating `uploads` needs: all of them but those the
-    /// update replaces, whose bytes validation never reads (the root is always read: a new root
-    /// is checked against it). A stored targets file may be as large as an upload, and reading
-    /// one from the database costs it twice over while it is read. Beside them, by role, the
-    /// current versions and bytes of `replaced` (uploaded roles the caller wants, read in the
-    /// same query).
+    /// The current files of `gun` that validating `uploads` needs, the current files it leaves
+    /// unread (role and hex SHA-256), and beside them, by role, the current versions and bytes of
+    /// `replaced` (uploaded roles the caller wants, read in the same query).
     ///
-    /// The current files are the roles the current snapshot lists, plus snapshot and timestamp:
-    /// so root, snapshot and timestamp are read first, then the other listed roles not uploaded.
-    /// If the stored snapshot cannot be read, every current file is read, as before. The two reads
-    /// are not one transaction: an update committed between them makes this one fail, at the
-    /// latest on the store's timestamp-version check, as any concurrent update would.
+    /// Read: the root, snapshot and timestamp; the stored parents of uploaded delegations (their
+    /// signatures and paths judge the upload); and any other current file the uploaded snapshot
+    /// lists differently from the stored snapshot (its entry is then checked against the bytes).
+    /// Every other current file is left unread: the update does not replace it, and the stored
+    /// snapshot's entry for it, which the new snapshot repeats, describes it
+    /// ([`RepoState::unchanged`]). So an update of one file costs what that file and its parents
+    /// cost, not what the repository's other files hold. If the stored snapshot cannot be read,
+    /// every current file is read, as before. The reads are not one transaction: an update
+    /// committed between them makes this one fail, at the latest on the store's
+    /// timestamp-version check, as any concurrent update would.
     async fn current_for_update(
         &self,
         gun: &Gun,
         uploads: &BTreeMap<RoleName, Vec<u8>>,
         replaced: &[String],
-    ) -> Result<(Vec<StoredFile>, Replaced), ApiError> {
+    ) -> Result<(Vec<StoredFile>, Vec<(String, String)>, Replaced), ApiError> {
         const BASE: [&str; 3] = ["root", "snapshot", "timestamp"];
         let first: Vec<&str> = BASE
             .iter()
@@ -431,25 +437,60 @@ impl Service {
             .into_iter()
             .partition(|file| !replaced.contains(&file.role));
         let previous: Replaced = previous.into_iter().map(|file| (file.role, (file.version, file.data))).collect();
-        let listed = current
+        let stored = current
             .iter()
             .find(|file| file.role == "snapshot")
             .map(|file| Signed::parse(&file.data).and_then(|signed| Snapshot::from_signed(&signed)));
-        let listed = match listed {
-            None => return Ok((current, previous)),
-            Some(Ok(snapshot)) => snapshot.meta.into_keys().collect::<Vec<String>>(),
+        let stored = match stored {
+            None => return Ok((current, Vec::new(), previous)),
+            Some(Ok(snapshot)) => snapshot.meta,
             Some(Err(error)) => {
                 tracing::warn!(gun = %gun, %error, "the stored snapshot is unreadable; reading every current file");
-                return Ok((self.store.current_all(gun.as_str()).await?, previous));
+                return Ok((self.store.current_all(gun.as_str()).await?, Vec::new(), previous));
             }
         };
         let uploaded: BTreeSet<&str> = uploads.keys().map(RoleName::as_str).collect();
+        // The parents of every uploaded delegation, up to `targets`.
+        let mut needed: BTreeSet<String> = BTreeSet::new();
+        for role in uploads.keys() {
+            let mut parent = role.parent();
+            while let Some(role) = parent {
+                parent = role.parent();
+                needed.insert(role.as_str().to_owned());
+            }
+        }
+        // Entries of the uploaded snapshot that are not the stored snapshot's: checked on the bytes.
+        // (An upload that is not a readable snapshot is refused by validation; nothing more is read.)
+        let uploaded_snapshot = uploads
+            .get(&RoleName::base(BaseRole::Snapshot))
+            .and_then(|bytes| Signed::parse(bytes).and_then(|signed| Snapshot::from_signed(&signed)).ok());
+        if let Some(snapshot) = uploaded_snapshot {
+            for (role, entry) in snapshot.meta {
+                if !stored.get(&role).is_some_and(|stored| entry.matches_meta(stored)) {
+                    needed.insert(role);
+                }
+            }
+        }
+        let others = |role: &&str| !BASE.contains(role) && !uploaded.contains(role);
         let rest: Vec<&str> =
-            listed.iter().map(String::as_str).filter(|role| !BASE.contains(role) && !uploaded.contains(role)).collect();
+            stored.keys().map(String::as_str).filter(others).filter(|role| needed.contains(*role)).collect();
         if !rest.is_empty() {
             current.extend(self.store.current_many(gun.as_str(), &rest).await?);
         }
-        Ok((current, previous))
+        let unread: Vec<(String, String)> = if stored.keys().map(String::as_str).filter(others).count() > rest.len() {
+            let read: BTreeSet<&str> = current.iter().map(|file| file.role.as_str()).collect();
+            self.store
+                .current_digests(gun.as_str())
+                .await?
+                .into_iter()
+                .filter(|(role, _)| {
+                    stored.contains_key(role) && others(&role.as_str()) && !read.contains(role.as_str())
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok((current, unread, previous))
     }
 
     /// The stored versions of the targets files `roles` that an update replaces, by role: their version
@@ -566,7 +607,9 @@ impl Service {
     /// `deadline`. Returns whether anything was written. Losing a race to another writer is fine.
     pub async fn refresh(&self, gun: &Gun, deadline: DateTime<Utc>) -> Result<bool, ApiError> {
         let now = Utc::now();
-        let current = self.store.current_all(gun.as_str()).await?;
+        // Only the files it re-signs or signs with are read; the others stay current as the stored
+        // snapshot describes them (see `RepoState::unchanged`), however large they are.
+        let current = self.store.current_many(gun.as_str(), &["root", "snapshot", "timestamp"]).await?;
         let find = |role: &str| current.iter().find(|file| file.role == role);
         let (Some(timestamp), Some(snapshot), Some(root)) = (find("timestamp"), find("snapshot"), find("root")) else {
             return Ok(false);
@@ -608,9 +651,18 @@ impl Service {
         });
         let mut available: BTreeMap<String, &[u8]> =
             current.iter().map(|file| (file.role.clone(), file.data.as_slice())).collect();
+        let unchanged = RepoState::new([("snapshot".to_owned(), snapshot.data.clone())])
+            .with_unread(
+                self.store
+                    .current_digests(gun.as_str())
+                    .await?
+                    .into_iter()
+                    .filter(|(role, _)| !available.contains_key(role.as_str())),
+            )
+            .unchanged();
         available.insert("snapshot".into(), &new_snapshot.bytes);
-        let entries =
-            update::current_set(&new_snapshot, &new_timestamp, &available).map_err(ApiError::InvalidUpdate)?;
+        let entries = update::current_set_with(&new_snapshot, &new_timestamp, &available, &unchanged)
+            .map_err(ApiError::InvalidUpdate)?;
         files.push(new_timestamp);
         let record = audit::resign_record(gun.as_str(), &audit::stored_roles(&files), &online);
         let result = self

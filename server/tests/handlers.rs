@@ -808,3 +808,72 @@ async fn an_update_may_replace_only_so_many_stored_bytes() {
     );
     assert_eq!(harness.get(&format!("/v2/{GUN}/_trust/tuf/targets.json")).await.body, before);
 }
+
+/// An update leaves the current files it does not replace unread when its snapshot lists them as
+/// the stored snapshot did; an entry it lists otherwise is checked against the stored bytes:
+/// accepted when it still describes them (fewer hashes), refused when it does not, and the
+/// refusal changes nothing.
+#[tokio::test]
+async fn entries_for_files_an_update_leaves_alone_are_checked_however_they_are_written() {
+    let harness = harness().await;
+    let repo = Repo::new();
+    let root = root_with_server_keys(&harness, &repo, false).await;
+    let delegate = Key::ecdsa();
+    let delegations = json!({
+        "keys": {delegate.id(): delegate.public.to_json()},
+        "roles": [{"keyids": [delegate.id()], "name": "targets/releases", "paths": ["release/"], "threshold": 1}]
+    });
+    let releases = sign(
+        &json!({"_type": "Targets", "delegations": no_delegations(), "expires": expires(30),
+                "targets": {"release/v1": target(b"v1")}, "version": 1}),
+        &[&delegate],
+    );
+    let targets = repo.targets(2, json!({}), delegations.clone());
+    let snapshot = repo.snapshot(2, &[("root", &root), ("targets", &targets), ("targets/releases", &releases)]);
+    let files: [(&str, &[u8]); 4] =
+        [("root", &root), ("targets", &targets), ("targets/releases", &releases), ("snapshot", &snapshot)];
+    assert_eq!(harness.post_files(&files).await.status, StatusCode::OK);
+    let releases_path = format!("/v2/{GUN}/_trust/tuf/targets/releases.json");
+
+    // The delegated file listed with its SHA-256 alone: not the stored snapshot's entry, so it is
+    // checked on the stored bytes, and still describes them.
+    let sha256_only = |bytes: &[u8], length: usize| {
+        let mut entry = repo::meta(bytes);
+        entry["hashes"].as_object_mut().unwrap().remove("sha512");
+        entry["length"] = json!(length);
+        entry
+    };
+    let snapshot_with = |version: i64, targets: &[u8], releases_entry: Value| {
+        sign(
+            &json!({"_type": "Snapshot", "expires": expires(30), "version": version, "meta": {
+                "root": repo::meta(&root), "targets": repo::meta(targets), "targets/releases": releases_entry}}),
+            &[&repo.snapshot],
+        )
+    };
+    let targets = repo.targets(3, json!({"v": target(b"3")}), delegations.clone());
+    let snapshot = snapshot_with(3, &targets, sha256_only(&releases, releases.len()));
+    let reply = harness.post_files(&[("targets", &targets), ("snapshot", &snapshot)]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(harness.get(&releases_path).await.body, releases);
+    assert_eq!(harness.get(&format!("/v2/{GUN}/_trust/tuf/snapshot.json")).await.body, snapshot);
+
+    // An entry that does not describe the stored file is refused, and nothing changes.
+    let before = harness.current(&["targets", "snapshot", "timestamp", "targets/releases"]).await;
+    let newer = repo.targets(4, json!({"v": target(b"4")}), delegations);
+    let wrong = snapshot_with(4, &newer, sha256_only(&releases, releases.len() + 1));
+    let reply = harness.post_files(&[("targets", &newer), ("snapshot", &wrong)]).await;
+    assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "INVALID_UPDATE".into()));
+    assert!(
+        String::from_utf8_lossy(&reply.body).contains("targets/releases"),
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(harness.current(&["targets", "snapshot", "timestamp", "targets/releases"]).await, before);
+
+    // Listed as the stored snapshot lists it (the usual case): left unread, and still current.
+    let stored_entry = sha256_only(&releases, releases.len());
+    let snapshot = snapshot_with(4, &newer, stored_entry);
+    let reply = harness.post_files(&[("targets", &newer), ("snapshot", &snapshot)]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(harness.get(&releases_path).await.body, releases);
+}

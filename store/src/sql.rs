@@ -1383,6 +1383,13 @@ impl Store for SqlStore {
         })
     }
 
+    async fn current_digests(&self, gun: &str) -> Result<Vec<(String, String)>, StoreError> {
+        const SQL: &str = concat!("SELECT c.role, f.sha256", current_join!(), "WHERE c.gun = $1 ORDER BY c.role");
+        per_dialect!(&self.pools, |pools, D| {
+            sqlx::query_as::<_, (String, String)>(SQL).bind(gun).fetch_all(D::reader(pools)).await.map_err(from_sqlx)
+        })
+    }
+
     async fn current_sizes(&self, gun: &str, roles: &[&str]) -> Result<Vec<(String, i64)>, StoreError> {
         if roles.is_empty() {
             return Ok(Vec::new());
