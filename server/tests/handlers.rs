@@ -653,19 +653,24 @@ fn test_record() -> tufa_store::Record {
     tufa_store::Record::new(tufa_audit::NewEntry::new("publish", serde_json::json!({"test": true})))
 }
 
-/// An update reads only the stored files it does not replace: the delegated file stays current
-/// when targets alone is updated, and targets (not uploaded) is still read when the delegated
-/// file alone is updated.
+/// The `delegations` of a targets file that lets `delegate` sign `targets/releases` under `release/`.
+fn releases_by(delegate: &Key) -> Value {
+    json!({
+        "keys": {delegate.id(): delegate.public.to_json()},
+        "roles": [{"keyids": [delegate.id()], "name": "targets/releases", "paths": ["release/"], "threshold": 1}]
+    })
+}
+
+/// An update of one targets file keeps the others current: the delegated file stays current (and
+/// unread) when targets alone is updated, and targets, its stored parent, is read to judge the
+/// delegated file when that alone is updated.
 #[tokio::test]
 async fn updates_of_one_targets_file_keep_the_others_current() {
     let harness = harness().await;
     let repo = Repo::new();
     let root = root_with_server_keys(&harness, &repo, false).await;
     let delegate = Key::ecdsa();
-    let delegations = json!({
-        "keys": {delegate.id(): delegate.public.to_json()},
-        "roles": [{"keyids": [delegate.id()], "name": "targets/releases", "paths": ["release/"], "threshold": 1}]
-    });
+    let delegations = releases_by(&delegate);
     let delegated = |version: i64, name: &str| {
         sign(
             &json!({"_type": "Targets", "delegations": no_delegations(), "expires": expires(30),
@@ -750,29 +755,23 @@ async fn an_update_may_touch_only_so_many_stored_and_uploaded_targets() {
         assert!(body.contains(what), "{body}");
     };
 
-    // All three again in one upload: 9 targets uploaded.
+    // All three again in one upload: 9 targets uploaded. Then all three emptied by one small
+    // upload: nothing uploaded, but 9 stored targets replaced.
     let more: Vec<Vec<u8>> = parts.iter().map(|part| delegated(part, 2, 3)).collect();
-    let files: Vec<(&str, &[u8])> = parts.iter().copied().zip(more.iter().map(Vec::as_slice)).collect();
-    let mut upload = files.clone();
-    let snapshot = repo.snapshot(6, &[&listed[..2], &files[..]].concat());
-    upload.push(("snapshot", &snapshot));
-    refused(
-        &harness.post_files(&upload).await,
-        "the uploaded files' targets: 9 is more than the limit max_upload_targets = 6",
-    );
-    assert_eq!(harness.current(&roles).await, before);
-
-    // All three emptied by one small upload: nothing uploaded, but 9 stored targets replaced.
     let empty: Vec<Vec<u8>> = parts.iter().map(|part| delegated(part, 2, 0)).collect();
+    let cases = [
+        (&more, "the uploaded files' targets: 9 is more than the limit max_upload_targets = 6"),
+        (&empty, "the stored files they replace 9: 9 is more than the limit max_upload_targets = 6"),
+    ];
+    for (contents, what) in cases {
+        let files: Vec<(&str, &[u8])> = parts.iter().copied().zip(contents.iter().map(Vec::as_slice)).collect();
+        let snapshot = repo.snapshot(6, &[&listed[..2], &files[..]].concat());
+        let mut upload = files;
+        upload.push(("snapshot", &snapshot));
+        refused(&harness.post_files(&upload).await, what);
+        assert_eq!(harness.current(&roles).await, before);
+    }
     let files: Vec<(&str, &[u8])> = parts.iter().copied().zip(empty.iter().map(Vec::as_slice)).collect();
-    let mut upload = files.clone();
-    let snapshot = repo.snapshot(6, &[&listed[..2], &files[..]].concat());
-    upload.push(("snapshot", &snapshot));
-    refused(
-        &harness.post_files(&upload).await,
-        "the stored files they replace 9: 9 is more than the limit max_upload_targets = 6",
-    );
-    assert_eq!(harness.current(&roles).await, before);
 
     // Two of them: six targets replaced, within the limit.
     let mut upload = files[..2].to_vec();
@@ -819,10 +818,7 @@ async fn entries_for_files_an_update_leaves_alone_are_checked_however_they_are_w
     let repo = Repo::new();
     let root = root_with_server_keys(&harness, &repo, false).await;
     let delegate = Key::ecdsa();
-    let delegations = json!({
-        "keys": {delegate.id(): delegate.public.to_json()},
-        "roles": [{"keyids": [delegate.id()], "name": "targets/releases", "paths": ["release/"], "threshold": 1}]
-    });
+    let delegations = releases_by(&delegate);
     let releases = sign(
         &json!({"_type": "Targets", "delegations": no_delegations(), "expires": expires(30),
                 "targets": {"release/v1": target(b"v1")}, "version": 1}),
