@@ -138,11 +138,12 @@ impl RepoState {
     }
 
     /// The current files whose bytes were not read that a snapshot may keep listing unchanged:
-    /// role → (the stored snapshot's entry for it, the current file's hex SHA-256). A role is
-    /// current because the current snapshot's entry described its file when it became current,
-    /// and that file changes only with the snapshot, so an entry that agrees with the stored
-    /// snapshot's entry ([`FileMeta::matches_meta`]) describes it without reading it. Empty when
-    /// nothing was left unread or the stored snapshot cannot be read.
+    /// role → (the stored snapshot's entry for it, the current file's hex SHA-256), for the roles
+    /// whose stored entry names the current file's SHA-256 (a file becomes current only when the
+    /// snapshot's entry describes it, and changes only with the snapshot, so that is every role of
+    /// a consistent repository). An entry that agrees with such a stored entry
+    /// ([`FileMeta::matches_meta`]) describes the current file, as reading it would tell. Empty
+    /// when nothing was left unread or the stored snapshot cannot be read.
     pub fn unchanged(&self) -> Unchanged {
         if self.unread.is_empty() {
             return Unchanged::default();
@@ -154,10 +155,16 @@ impl RepoState {
             return Unchanged::default();
         };
         let mut meta = stored.meta;
+        // Only where the stored entry names the current file by its SHA-256: then agreeing with the
+        // entry is agreeing with the file, exactly as reading it would tell.
         Unchanged(
             self.unread
                 .iter()
-                .filter_map(|(role, sha256)| Some((role.clone(), (meta.remove(role)?, sha256.clone()))))
+                .filter_map(|(role, sha256)| {
+                    let entry =
+                        meta.remove(role).filter(|entry| entry.sha256().map(hex::encode).as_ref() == Some(sha256))?;
+                    Some((role.clone(), (entry, sha256.clone())))
+                })
                 .collect(),
         )
     }

@@ -459,6 +459,8 @@ impl Service {
                 needed.insert(role.as_str().to_owned());
             }
         }
+        // A stored entry without a SHA-256 cannot vouch for its file unread (`RepoState::unchanged`).
+        needed.extend(stored.iter().filter(|(_, entry)| entry.sha256().is_none()).map(|(role, _)| role.clone()));
         // Entries of the uploaded snapshot that are not the stored snapshot's: checked on the bytes.
         // (An upload that is not a readable snapshot is refused by validation; nothing more is read.)
         let uploaded_snapshot = uploads

@@ -873,3 +873,69 @@ async fn entries_for_files_an_update_leaves_alone_are_checked_however_they_are_w
     assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
     assert_eq!(harness.get(&releases_path).await.body, releases);
 }
+
+/// A current file that the stored snapshot does not describe (a state no update of this server
+/// makes, but an imported or hand-edited database may hold) is judged as reading it would judge
+/// it: a new snapshot that repeats the stored entry is refused, one that describes the file is
+/// accepted.
+#[tokio::test]
+async fn a_current_file_the_stored_snapshot_does_not_describe_is_judged_on_its_bytes() {
+    let harness = harness().await;
+    let repo = Repo::new();
+    let root = root_with_server_keys(&harness, &repo, false).await;
+    let delegate = Key::ecdsa();
+    let delegations = releases_by(&delegate);
+    let releases = |version: i64| {
+        sign(
+            &json!({"_type": "Targets", "delegations": no_delegations(), "expires": expires(30),
+                    "targets": {format!("release/v{version}"): target(b"v")}, "version": version}),
+            &[&delegate],
+        )
+    };
+    let (first, second) = (releases(1), releases(2));
+    let targets = repo.targets(2, json!({}), delegations.clone());
+    let snapshot = repo.snapshot(2, &[("root", &root), ("targets", &targets), ("targets/releases", &first)]);
+    let files: [(&str, &[u8]); 4] =
+        [("root", &root), ("targets", &targets), ("targets/releases", &first), ("snapshot", &snapshot)];
+    assert_eq!(harness.post_files(&files).await.status, StatusCode::OK);
+
+    // Behind the server's back: the second version of the delegated file made current, the
+    // snapshot still listing the first.
+    let current = harness.store.current_all(GUN).await.unwrap();
+    let timestamp = current.iter().find(|file| file.role == "timestamp").unwrap().version;
+    let second_sha256 = hex::encode(sha256(&second));
+    let entries = current
+        .iter()
+        .map(|file| CurrentEntry {
+            role: file.role.clone(),
+            sha256: if file.role == "targets/releases" { second_sha256.clone() } else { file.sha256.clone() },
+        })
+        .collect();
+    let file = tufa_store::NewFile {
+        role: "targets/releases".into(),
+        version: 2,
+        sha256: second_sha256,
+        data: second.clone(),
+        expires: None,
+    };
+    let update = Update {
+        gun: GUN.into(),
+        files: vec![file],
+        current: entries,
+        expected_timestamp_version: Some(timestamp),
+        record: test_record(),
+    };
+    harness.store.update(update).await.unwrap();
+
+    let newer = repo.targets(3, json!({"v": target(b"3")}), delegations);
+    let repeating = repo.snapshot(3, &[("root", &root), ("targets", &newer), ("targets/releases", &first)]);
+    let reply = harness.post_files(&[("targets", &newer), ("snapshot", &repeating)]).await;
+    assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "INVALID_UPDATE".into()));
+    let body = String::from_utf8_lossy(&reply.body);
+    assert!(body.contains("snapshot lists targets/releases metadata that the server does not have"), "{body}");
+
+    let describing = repo.snapshot(3, &[("root", &root), ("targets", &newer), ("targets/releases", &second)]);
+    let reply = harness.post_files(&[("targets", &newer), ("snapshot", &describing)]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(harness.get(&format!("/v2/{GUN}/_trust/tuf/targets/releases.json")).await.body, second);
+}
