@@ -190,7 +190,18 @@ fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, Str
     let snapshot = listing(12, &newer)?;
     out.push(Case {
         name: format!("1 target beside a stored delegated file of {} targets", limits.max_targets),
-        files: vec![("targets".into(), newer), ("snapshot".into(), snapshot)],
+        files: vec![("targets".into(), newer.clone()), ("snapshot".into(), snapshot)],
+        setup: vec![setup.clone()],
+    });
+    // The same, with a snapshot whose entry for the stored file is wrong (refused): judged by the
+    // stored snapshot's entry, not by reading the file.
+    let mut wrong = meta(&big);
+    wrong["length"] = json!(big.len() + 1);
+    let body = json!({"_type": "Snapshot", "expires": expires(365), "version": 12,
+        "meta": {"root": meta(&repo.root), "targets": meta(&newer), "targets/big": wrong}});
+    out.push(Case {
+        name: format!("a wrong snapshot entry for a stored delegated file of {} targets", limits.max_targets),
+        files: vec![("targets".into(), newer), ("snapshot".into(), sign(&body, &[&repo.snapshot])?)],
         setup: vec![setup],
     });
 

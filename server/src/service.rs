@@ -409,12 +409,13 @@ impl Service {
     /// `replaced` (uploaded roles the caller wants, read in the same query).
     ///
     /// Read: the root, snapshot and timestamp; the stored parents of uploaded delegations (their
-    /// signatures and paths judge the upload); and any other current file the uploaded snapshot
-    /// lists differently from the stored snapshot (its entry is then checked against the bytes).
-    /// Every other current file is left unread: the update does not replace it, and the stored
-    /// snapshot's entry for it, which the new snapshot repeats, describes it
-    /// ([`RepoState::unchanged`]). So an update of one file costs what that file and its parents
-    /// cost, not what the repository's other files hold. If the stored snapshot cannot be read,
+    /// signatures and paths judge the upload); and the rare current file that the stored
+    /// snapshot's entry cannot judge: one it does not name by its current SHA-256, or one the
+    /// uploaded snapshot lists with a hash that entry lacks. Every other current file is left
+    /// unread: the update does not replace it, and the stored snapshot's entry for it tells
+    /// whether the new snapshot's entry describes it ([`RepoState::unchanged`]), right or wrong,
+    /// exactly as its bytes would. So an update of one file costs what that file and its parents
+    /// cost, not what the repository's other files hold, whatever its snapshot lists. If the stored snapshot cannot be read,
     /// every current file is read, as before. The reads are not one transaction: an update
     /// committed between them makes this one fail, at the latest on the store's
     /// timestamp-version check, as any concurrent update would.
@@ -450,7 +451,13 @@ impl Service {
             }
         };
         let uploaded: BTreeSet<&str> = uploads.keys().map(RoleName::as_str).collect();
-        // The parents of every uploaded delegation, up to `targets`.
+        let others = |role: &&str| !BASE.contains(role) && !uploaded.contains(role);
+        let candidates: Vec<&str> = stored.keys().map(String::as_str).filter(others).collect();
+        if candidates.is_empty() {
+            return Ok((current, Vec::new(), previous));
+        }
+        let digests: BTreeMap<String, String> = self.store.current_digests(gun.as_str()).await?.into_iter().collect();
+        // The parents of every uploaded delegation, up to `targets`: validation reads them.
         let mut needed: BTreeSet<String> = BTreeSet::new();
         for role in uploads.keys() {
             let mut parent = role.parent();
@@ -459,39 +466,34 @@ impl Service {
                 needed.insert(role.as_str().to_owned());
             }
         }
-        // A stored entry without a SHA-256 cannot vouch for its file unread (`RepoState::unchanged`).
-        needed.extend(stored.iter().filter(|(_, entry)| entry.sha256().is_none()).map(|(role, _)| role.clone()));
-        // Entries of the uploaded snapshot that are not the stored snapshot's: checked on the bytes.
-        // (An upload that is not a readable snapshot is refused by validation; nothing more is read.)
+        // A file the stored snapshot does not name by its current SHA-256 cannot be judged unread
+        // (`RepoState::unchanged`); nor can one the uploaded snapshot lists with a hash the stored
+        // entry lacks. Any other entry is judged exactly by the stored entry, which has every
+        // hash it lists: one that differs (a wrong entry) is refused without reading the file.
         let uploaded_snapshot = uploads
             .get(&RoleName::base(BaseRole::Snapshot))
             .and_then(|bytes| Signed::parse(bytes).and_then(|signed| Snapshot::from_signed(&signed)).ok());
-        if let Some(snapshot) = uploaded_snapshot {
-            for (role, entry) in snapshot.meta {
-                if !stored.get(&role).is_some_and(|stored| entry.matches_meta(stored)) {
-                    needed.insert(role);
-                }
+        for (role, entry) in &stored {
+            let named = entry.sha256().map(hex::encode).is_some_and(|sha256| digests.get(role) == Some(&sha256));
+            let unknown_hash =
+                uploaded_snapshot.as_ref().and_then(|snapshot| snapshot.meta.get(role)).is_some_and(|new| {
+                    new.hashes.keys().any(|algorithm| {
+                        matches!(algorithm.as_str(), "sha256" | "sha512") && !entry.hashes.contains_key(algorithm)
+                    })
+                });
+            if !named || unknown_hash {
+                needed.insert(role.clone());
             }
         }
-        let others = |role: &&str| !BASE.contains(role) && !uploaded.contains(role);
-        let rest: Vec<&str> =
-            stored.keys().map(String::as_str).filter(others).filter(|role| needed.contains(*role)).collect();
+        let rest: Vec<&str> = candidates.iter().copied().filter(|role| needed.contains(*role)).collect();
         if !rest.is_empty() {
             current.extend(self.store.current_many(gun.as_str(), &rest).await?);
         }
-        let unread: Vec<(String, String)> = if stored.keys().map(String::as_str).filter(others).count() > rest.len() {
-            let read: BTreeSet<&str> = current.iter().map(|file| file.role.as_str()).collect();
-            self.store
-                .current_digests(gun.as_str())
-                .await?
-                .into_iter()
-                .filter(|(role, _)| {
-                    stored.contains_key(role) && others(&role.as_str()) && !read.contains(role.as_str())
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let read: BTreeSet<&str> = current.iter().map(|file| file.role.as_str()).collect();
+        let unread: Vec<(String, String)> = digests
+            .into_iter()
+            .filter(|(role, _)| candidates.contains(&role.as_str()) && !read.contains(role.as_str()))
+            .collect();
         Ok((current, unread, previous))
     }
 
