@@ -196,7 +196,9 @@ fn cases(repo: &Repo, limits: &Limits, max_body: usize) -> Result<Vec<Case>, Str
     // The same, with a snapshot whose entry for the stored file is wrong (refused): judged by the
     // stored snapshot's entry, not by reading the file.
     let mut wrong = meta(&big);
-    wrong["length"] = json!(big.len() + 1);
+    if let Some(length) = wrong.get_mut("length") {
+        *length = json!(big.len() + 1);
+    }
     let body = json!({"_type": "Snapshot", "expires": expires(365), "version": 12,
         "meta": {"root": meta(&repo.root), "targets": meta(&newer), "targets/big": wrong}});
     out.push(Case {
