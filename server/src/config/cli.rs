@@ -28,7 +28,7 @@ Config file (TOML):
   token_ttl and [[auth.builtin.registries]] service / host. Keys without a flag: gun_prefixes, [cache] current_max_age /
   consistent_max_age, [limits] max_body_bytes / max_delegation_depth / max_parts / max_signatures /
   max_root_keys / max_role_keyids / max_delegations / max_delegation_keys / max_delegation_paths /
-  max_targets, the [connections] and [uploads] keys, [timestamp]
+  max_targets / max_upload_targets, the [connections] and [uploads] keys, [timestamp]
   refresh_interval_secs / refresh_before_secs, [audit] checkpoint_interval_secs. See tufa-server.example.toml.
 
 Administration (users, API tokens, roles, tombstones; works while the server runs):
