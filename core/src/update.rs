@@ -117,56 +117,29 @@ pub enum UpdateError {
 #[derive(Debug, Clone, Default)]
 pub struct RepoState {
     files: BTreeMap<String, Vec<u8>>,
-    /// Current files whose bytes were not read: role → lower-case hex SHA-256 of the file.
-    unread: BTreeMap<String, String>,
+    /// Current files whose bytes were not read that a new snapshot may keep listing.
+    unchanged: Unchanged,
 }
 
 impl RepoState {
     /// Builds the state from the current files (role name → exact bytes).
     pub fn new(files: impl IntoIterator<Item = (String, Vec<u8>)>) -> Self {
-        Self { files: files.into_iter().collect(), unread: BTreeMap::new() }
+        Self { files: files.into_iter().collect(), unchanged: Unchanged::default() }
     }
 
-    /// The state with current files whose bytes were not read, by role, each with the lower-case
-    /// hex SHA-256 of the current file. An update that does not replace such a file needs only to
-    /// know that its snapshot still describes it, which the stored snapshot's entry for it tells
-    /// (see [`RepoState::unchanged`]): a repository's other files, however large, are not read.
+    /// The state with current files left unread ([`Unchanged`]): an update that does not replace
+    /// such a file needs only to know that its snapshot still describes it, which the stored
+    /// snapshot's entry for it tells, so a repository's other files, however large, are not read.
+    /// A file among the read ones is judged on its bytes.
     #[must_use]
-    pub fn with_unread(mut self, unread: impl IntoIterator<Item = (String, String)>) -> Self {
-        self.unread.extend(unread.into_iter().filter(|(role, _)| !self.files.contains_key(role)));
+    pub fn with_unchanged(mut self, unchanged: Unchanged) -> Self {
+        self.unchanged = unchanged;
         self
     }
 
-    /// The current files whose bytes were not read that a snapshot may keep listing unchanged:
-    /// role → (the stored snapshot's entry for it, the current file's hex SHA-256), for the roles
-    /// whose stored entry names the current file's SHA-256 (a file becomes current only when the
-    /// snapshot's entry describes it, and changes only with the snapshot, so that is every role of
-    /// a consistent repository). An entry that agrees with such a stored entry
-    /// ([`FileMeta::matches_meta`]) describes the current file, as reading it would tell. Empty
-    /// when nothing was left unread or the stored snapshot cannot be read.
-    pub fn unchanged(&self) -> Unchanged {
-        if self.unread.is_empty() {
-            return Unchanged::default();
-        }
-        let Some(stored) = self
-            .file("snapshot")
-            .and_then(|bytes| Signed::parse(bytes).and_then(|signed| Snapshot::from_signed(&signed)).ok())
-        else {
-            return Unchanged::default();
-        };
-        let mut meta = stored.meta;
-        // Only where the stored entry names the current file by its SHA-256: then agreeing with the
-        // entry is agreeing with the file, exactly as reading it would tell.
-        Unchanged(
-            self.unread
-                .iter()
-                .filter_map(|(role, sha256)| {
-                    let entry =
-                        meta.remove(role).filter(|entry| entry.sha256().map(hex::encode).as_ref() == Some(sha256))?;
-                    Some((role.clone(), (entry, sha256.clone())))
-                })
-                .collect(),
-        )
+    /// The current files left unread that a new snapshot may keep listing.
+    pub fn unchanged(&self) -> &Unchanged {
+        &self.unchanged
     }
 
     /// Every current file, by role.
@@ -187,11 +160,44 @@ impl RepoState {
 }
 
 /// Current files whose bytes were not read, that a new snapshot may list unchanged: role → (the
-/// stored snapshot's entry for it, the current file's hex SHA-256). See [`RepoState::unchanged`].
+/// stored snapshot's entry for it, the current file's hex SHA-256), for the roles whose stored
+/// entry names the current file's SHA-256. A file becomes current only when the snapshot's entry
+/// describes it, and changes only with the snapshot, so that is every role of a consistent
+/// repository; and an entry that agrees with such a stored entry ([`FileMeta::matches_meta`])
+/// describes the current file exactly as reading it would tell.
 #[derive(Debug, Clone, Default)]
 pub struct Unchanged(BTreeMap<String, (FileMeta, String)>);
 
 impl Unchanged {
+    /// From the stored snapshot's entries `stored` and the current files `current` (role, hex
+    /// SHA-256): the roles whose stored entry names the current file.
+    pub fn new<'a>(stored: &BTreeMap<String, FileMeta>, current: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self(
+            current
+                .into_iter()
+                .filter_map(|(role, sha256)| {
+                    let entry =
+                        stored.get(role).filter(|entry| entry.sha256().map(hex::encode).as_deref() == Some(sha256))?;
+                    Some((role.to_owned(), (entry.clone(), sha256.to_owned())))
+                })
+                .collect(),
+        )
+    }
+
+    /// [`Unchanged::new`] with the entries of the stored snapshot `snapshot` (its bytes); empty
+    /// when it cannot be read.
+    pub fn of_snapshot<'a>(snapshot: &[u8], current: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        match Signed::parse(snapshot).and_then(|signed| Snapshot::from_signed(&signed)) {
+            Ok(stored) => Self::new(&stored.meta, current),
+            Err(_) => Self::default(),
+        }
+    }
+
+    /// Whether the stored snapshot's entry can judge `role`'s current file unread.
+    pub fn contains(&self, role: &str) -> bool {
+        self.0.contains_key(role)
+    }
+
     /// The current file's hex SHA-256 when `entry` (a new snapshot's entry for `role`) describes
     /// the unread current file of `role`.
     pub fn current(&self, role: &str, entry: &FileMeta) -> Option<&str> {
@@ -284,7 +290,7 @@ fn not_expired(role: &str, expires: DateTime<Utc>, now: DateTime<Utc>) -> Result
 }
 
 /// Refuses a count above its limit, naming the limit and both values.
-pub(crate) fn within(what: &str, count: usize, limit_name: &str, limit: usize) -> Result<(), String> {
+fn within(what: &str, count: usize, limit_name: &str, limit: usize) -> Result<(), String> {
     if count > limit {
         return Err(format!("{what}: {count} is more than the limit {limit_name} = {limit}"));
     }
@@ -1026,7 +1032,7 @@ pub fn current_set(
 }
 
 /// [`current_set`], where the roles not among `available` keep their current file when the
-/// snapshot lists it as the stored snapshot did (`unchanged`, from [`RepoState::unchanged`]).
+/// snapshot lists it as the stored snapshot did (`unchanged`, see [`Unchanged`]).
 pub fn current_set_with(
     snapshot: &NewFile,
     timestamp: &NewFile,

@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use tufa_core::keys::{Algorithm, PrivateKey, sha256};
 use tufa_core::names::{Gun, RoleName};
 use tufa_core::update::{
-    Limits, RepoState, UpdateError, Validated, current_set, draft_snapshot, draft_timestamp, validate,
+    Limits, RepoState, UpdateError, Validated, check_replaced, check_replaced_size, current_set, draft_snapshot,
+    draft_timestamp, validate,
 };
 
 fn uploads(files: &[(&str, &[u8])]) -> BTreeMap<RoleName, Vec<u8>> {
@@ -490,4 +491,35 @@ fn a_key_signing_under_two_key_ids_is_named_once_by_its_first_counted_signature(
     );
     let validated = run(&RepoState::default(), &[("root", &root), ("targets", &targets)]).unwrap();
     assert_eq!(validated.signers.get("targets"), Some(&vec![certificate.id()]));
+}
+
+#[test]
+fn replaced_files_may_hold_up_to_the_limit_and_not_a_byte_more() {
+    let limits = Limits { max_replaced_bytes: 1000, ..Limits::default() };
+    assert_eq!(check_replaced_size([400, 600], &limits), Ok(()));
+    assert_eq!(check_replaced_size([], &limits), Ok(()));
+    match check_replaced_size([400, 601], &limits) {
+        Err(UpdateError::BadTargets(message)) => {
+            assert!(message.contains("hold 1001 bytes, more than the limit of 1000 bytes"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(check_replaced_size([u64::MAX, 1], &limits).is_err());
+}
+
+#[test]
+fn replaced_targets_count_with_the_uploaded_ones_up_to_the_limit() {
+    let repo = Repo::new();
+    let limits = Limits { max_upload_targets: 3, ..Limits::default() };
+    let two = repo.targets(2, json!({"a": target(b"a"), "b": target(b"b")}), no_delegations());
+    let none = repo.targets(2, json!({}), no_delegations());
+    assert_eq!(check_replaced(1, [two.as_slice()], &limits), Ok(()));
+    assert_eq!(check_replaced(3, [none.as_slice()], &limits), Ok(()));
+    match check_replaced(2, [two.as_slice()], &limits) {
+        Err(UpdateError::BadTargets(message)) => assert!(
+            message.contains("the uploaded files list 2 targets and the stored files they replace 2: 4 is more than the limit max_upload_targets = 3"),
+            "{message}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }

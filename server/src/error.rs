@@ -232,15 +232,16 @@ impl IntoResponse for ApiError {
             return response;
         }
         let (status, code, message, detail) = self.parts();
-        // Messages quote what a client sent (names, parse errors): escaped for the text log.
-        let logged = tufa_core::names::printable(&self.to_string(), 2048);
+        // Messages quote what a client sent (names, parse errors): escaped for the text log, and
+        // only when the line is logged (a field is evaluated only for an enabled level).
+        let logged = || tufa_core::names::printable(&self.to_string(), 2048);
         if let Self::Busy(_) = self {
             // Load shedding is expected under load; it is not a failure of the server.
-            tracing::info!(error = %logged, code, "request refused for now");
+            tracing::info!(error = %logged(), code, "request refused for now");
         } else if status.is_server_error() {
-            tracing::error!(error = %logged, code, "request failed");
+            tracing::error!(error = %logged(), code, "request failed");
         } else {
-            tracing::debug!(error = %logged, code, "request rejected");
+            tracing::debug!(error = %logged(), code, "request rejected");
         }
         let mut entry = json!({"code": code, "message": message});
         if let (Some(detail), Value::Object(map)) = (detail, &mut entry) {

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use tufa_core::keys::{Algorithm, PublicKey};
 use tufa_core::metadata::{Root, Signature, Signed, Snapshot};
 use tufa_core::names::{BaseRole, Gun, RoleName};
-use tufa_core::update::{self, Draft, Limits, NewFile, RepoState, UpdateError};
+use tufa_core::update::{self, Draft, Limits, NewFile, RepoState, Unchanged, UpdateError};
 use tufa_store::{CurrentEntry, Store, StoredFile, Update};
 
 use crate::audit::{self, OnlineSignatureRecord, Requester};
@@ -259,20 +259,23 @@ impl Service {
         // after it is verified, so that the two never sit in memory beside the verification's own.
         let replaced: Vec<String> =
             uploads.keys().filter(|role| role.is_targets_type()).map(|role| role.as_str().to_owned()).collect();
-        // The stored files it replaces are read whole (below), however small the upload: their
-        // size is checked first, from the store, without reading them.
-        if !replaced.is_empty() {
-            let roles: Vec<&str> = replaced.iter().map(String::as_str).collect();
-            let sizes = self.store.current_sizes(gun.as_str(), &roles).await?;
-            update::check_replaced_size(
-                sizes.iter().map(|(_, size)| u64::try_from(*size).unwrap_or(0)),
-                &self.settings.limits,
-            )
-            .map_err(ApiError::InvalidUpdate)?;
-        }
+        // What the current files are, without their bytes: the stored files the update replaces
+        // are read whole (below), however small the upload, so their size is checked first; and
+        // the files it leaves alone are named by their digests, not read.
+        let heads = self.store.current_heads(gun.as_str()).await?;
+        update::check_replaced_size(
+            heads
+                .iter()
+                .filter(|(role, _, _)| replaced.contains(role))
+                .map(|(_, _, size)| u64::try_from(*size).unwrap_or(0)),
+            &self.settings.limits,
+        )
+        .map_err(ApiError::InvalidUpdate)?;
+        let digests: BTreeMap<&str, &str> =
+            heads.iter().map(|(role, sha256, _)| (role.as_str(), sha256.as_str())).collect();
         let small = uploads.values().map(Vec::len).sum::<usize>() <= INLINE_RECORD_BYTES;
-        let (current, unread, previous) =
-            self.current_for_update(gun, &uploads, if small { replaced.as_slice() } else { &[] }).await?;
+        let (current, unchanged, previous) =
+            self.current_for_update(gun, &uploads, if small { replaced.as_slice() } else { &[] }, &digests).await?;
         let previous = small.then_some(previous);
         let had_root = current.iter().any(|file| file.role == "root");
         let expected_timestamp_version = current.iter().find(|file| file.role == "timestamp").map(|file| file.version);
@@ -280,7 +283,7 @@ impl Service {
             Some(file) => Some(parse_root(&file.data)?),
             None => None,
         };
-        let state = RepoState::new(current.into_iter().map(|file| (file.role, file.data))).with_unread(unread);
+        let state = RepoState::new(current.into_iter().map(|file| (file.role, file.data))).with_unchanged(unchanged);
         // Verification is CPU-bound (parsing, canonical JSON, signatures): it runs on the blocking
         // pool so that it never holds up the async workers serving other requests.
         let verification = {
@@ -317,9 +320,6 @@ impl Service {
         )
         .map_err(ApiError::InvalidUpdate)?;
         let previous = previous.into_iter().map(|(role, (_, data))| (role, data)).collect();
-        // The current files left unread that the new snapshot keeps: told by the stored snapshot,
-        // which an update may replace.
-        let unchanged = state.unchanged();
         // The stored root and snapshot, read although an update may replace them, are not needed
         // any more once it is validated.
         let mut state = state;
@@ -373,8 +373,8 @@ impl Service {
         for file in &files {
             available.insert(file.role.to_string(), &file.bytes);
         }
-        let current =
-            update::current_set_with(&snapshot, &timestamp, &available, &unchanged).map_err(ApiError::InvalidUpdate)?;
+        let current = update::current_set_with(&snapshot, &timestamp, &available, state.unchanged())
+            .map_err(ApiError::InvalidUpdate)?;
         let record = audit::publish_record(
             gun.as_str(),
             requester,
@@ -405,7 +405,7 @@ impl Service {
     }
 
     /// The current files of `gun` that validating `uploads` needs, the current files it leaves
-    /// unread (role and hex SHA-256), and beside them, by role, the current versions and bytes of
+    /// unread ([`Unchanged`], from `digests`: every current file's hex SHA-256 by role), and beside them, by role, the current versions and bytes of
     /// `replaced` (uploaded roles the caller wants, read in the same query).
     ///
     /// Read: the root, snapshot and timestamp; the stored parents of uploaded delegations (their
@@ -424,7 +424,8 @@ impl Service {
         gun: &Gun,
         uploads: &BTreeMap<RoleName, Vec<u8>>,
         replaced: &[String],
-    ) -> Result<(Vec<StoredFile>, Vec<(String, String)>, Replaced), ApiError> {
+        digests: &BTreeMap<&str, &str>,
+    ) -> Result<(Vec<StoredFile>, Unchanged, Replaced), ApiError> {
         const BASE: [&str; 3] = ["root", "snapshot", "timestamp"];
         let first: Vec<&str> = BASE
             .iter()
@@ -443,58 +444,52 @@ impl Service {
             .find(|file| file.role == "snapshot")
             .map(|file| Signed::parse(&file.data).and_then(|signed| Snapshot::from_signed(&signed)));
         let stored = match stored {
-            None => return Ok((current, Vec::new(), previous)),
+            None => return Ok((current, Unchanged::default(), previous)),
             Some(Ok(snapshot)) => snapshot.meta,
             Some(Err(error)) => {
                 tracing::warn!(gun = %gun, %error, "the stored snapshot is unreadable; reading every current file");
-                return Ok((self.store.current_all(gun.as_str()).await?, Vec::new(), previous));
+                return Ok((self.store.current_all(gun.as_str()).await?, Unchanged::default(), previous));
             }
         };
         let uploaded: BTreeSet<&str> = uploads.keys().map(RoleName::as_str).collect();
         let others = |role: &&str| !BASE.contains(role) && !uploaded.contains(role);
         let candidates: Vec<&str> = stored.keys().map(String::as_str).filter(others).collect();
-        if candidates.is_empty() {
-            return Ok((current, Vec::new(), previous));
-        }
-        let digests: BTreeMap<String, String> = self.store.current_digests(gun.as_str()).await?.into_iter().collect();
-        // The parents of every uploaded delegation, up to `targets`: validation reads them.
-        let mut needed: BTreeSet<String> = BTreeSet::new();
+        let unchanged =
+            Unchanged::new(&stored, candidates.iter().filter_map(|role| Some((*role, *digests.get(role)?))));
+        // Read besides: the parents of every uploaded delegation, up to `targets` (validation
+        // reads them); a file the stored snapshot's entry cannot judge unread (it does not name the
+        // current file's SHA-256); and one the uploaded snapshot lists with a hash the stored
+        // entry lacks. Any other entry is judged exactly by the stored entry, which has every hash
+        // it lists: one that differs (a wrong entry) is refused without reading the file.
+        let mut needed: BTreeSet<&str> = BTreeSet::new();
         for role in uploads.keys() {
             let mut parent = role.parent();
             while let Some(role) = parent {
                 parent = role.parent();
-                needed.insert(role.as_str().to_owned());
+                if let Some((name, _)) = stored.get_key_value(role.as_str()) {
+                    needed.insert(name.as_str());
+                }
             }
         }
-        // A file the stored snapshot does not name by its current SHA-256 cannot be judged unread
-        // (`RepoState::unchanged`); nor can one the uploaded snapshot lists with a hash the stored
-        // entry lacks. Any other entry is judged exactly by the stored entry, which has every
-        // hash it lists: one that differs (a wrong entry) is refused without reading the file.
         let uploaded_snapshot = uploads
             .get(&RoleName::base(BaseRole::Snapshot))
             .and_then(|bytes| Signed::parse(bytes).and_then(|signed| Snapshot::from_signed(&signed)).ok());
         for (role, entry) in &stored {
-            let named = entry.sha256().map(hex::encode).is_some_and(|sha256| digests.get(role) == Some(&sha256));
             let unknown_hash =
                 uploaded_snapshot.as_ref().and_then(|snapshot| snapshot.meta.get(role)).is_some_and(|new| {
                     new.hashes.keys().any(|algorithm| {
                         matches!(algorithm.as_str(), "sha256" | "sha512") && !entry.hashes.contains_key(algorithm)
                     })
                 });
-            if !named || unknown_hash {
-                needed.insert(role.clone());
+            if !unchanged.contains(role) || unknown_hash {
+                needed.insert(role.as_str());
             }
         }
-        let rest: Vec<&str> = candidates.iter().copied().filter(|role| needed.contains(*role)).collect();
+        let rest: Vec<&str> = candidates.iter().copied().filter(|role| needed.contains(role)).collect();
         if !rest.is_empty() {
             current.extend(self.store.current_many(gun.as_str(), &rest).await?);
         }
-        let read: BTreeSet<&str> = current.iter().map(|file| file.role.as_str()).collect();
-        let unread: Vec<(String, String)> = digests
-            .into_iter()
-            .filter(|(role, _)| candidates.contains(&role.as_str()) && !read.contains(role.as_str()))
-            .collect();
-        Ok((current, unread, previous))
+        Ok((current, unchanged, previous))
     }
 
     /// The stored versions of the targets files `roles` that an update replaces, by role: their version
@@ -655,15 +650,14 @@ impl Service {
         });
         let mut available: BTreeMap<String, &[u8]> =
             current.iter().map(|file| (file.role.clone(), file.data.as_slice())).collect();
-        let unchanged = RepoState::new([("snapshot".to_owned(), snapshot.data.clone())])
-            .with_unread(
-                self.store
-                    .current_digests(gun.as_str())
-                    .await?
-                    .into_iter()
-                    .filter(|(role, _)| !available.contains_key(role.as_str())),
-            )
-            .unchanged();
+        let heads = self.store.current_heads(gun.as_str()).await?;
+        let unchanged = Unchanged::of_snapshot(
+            &snapshot.data,
+            heads
+                .iter()
+                .filter(|(role, _, _)| !available.contains_key(role.as_str()))
+                .map(|(role, sha256, _)| (role.as_str(), sha256.as_str())),
+        );
         available.insert("snapshot".into(), &new_snapshot.bytes);
         let entries = update::current_set_with(&new_snapshot, &new_timestamp, &available, &unchanged)
             .map_err(ApiError::InvalidUpdate)?;

@@ -271,13 +271,9 @@ pub trait Store: Send + Sync + 'static {
     /// The role and version of every current file of `gun`, ordered by role, without their bytes.
     async fn current_versions(&self, gun: &str) -> Result<Vec<(String, i64)>, StoreError>;
 
-    /// The role and lower-case hex SHA-256 of every current file of `gun`, ordered by role,
-    /// without their bytes.
-    async fn current_digests(&self, gun: &str) -> Result<Vec<(String, String)>, StoreError>;
-
-    /// The role and size in bytes of the current files of `gun` among `roles` (those it has),
+    /// The role, lower-case hex SHA-256 and size in bytes of every current file of `gun`,
     /// ordered by role, without reading their bytes.
-    async fn current_sizes(&self, gun: &str, roles: &[&str]) -> Result<Vec<(String, i64)>, StoreError>;
+    async fn current_heads(&self, gun: &str) -> Result<Vec<(String, String, i64)>, StoreError>;
 
     /// The stored file of `gun` and `role` whose SHA-256 is `sha256_hex` (lowercase).
     async fn by_checksum(&self, gun: &str, role: &str, sha256_hex: &str) -> Result<Option<StoredFile>, StoreError>;

@@ -1383,32 +1383,20 @@ impl Store for SqlStore {
         })
     }
 
-    async fn current_digests(&self, gun: &str) -> Result<Vec<(String, String)>, StoreError> {
-        const SQL: &str = concat!("SELECT c.role, f.sha256", current_join!(), "WHERE c.gun = $1 ORDER BY c.role");
+    async fn current_heads(&self, gun: &str) -> Result<Vec<(String, String, i64)>, StoreError> {
+        // `length` of a BLOB (SQLite) or `bytea` (PostgreSQL) is read from the value's header,
+        // without loading the value.
+        const SQL: &str = concat!(
+            "SELECT c.role, f.sha256, CAST(length(f.data) AS BIGINT)",
+            current_join!(),
+            "WHERE c.gun = $1 ORDER BY c.role"
+        );
         per_dialect!(&self.pools, |pools, D| {
-            sqlx::query_as::<_, (String, String)>(SQL).bind(gun).fetch_all(D::reader(pools)).await.map_err(from_sqlx)
-        })
-    }
-
-    async fn current_sizes(&self, gun: &str, roles: &[&str]) -> Result<Vec<(String, i64)>, StoreError> {
-        if roles.is_empty() {
-            return Ok(Vec::new());
-        }
-        per_dialect!(&self.pools, |pools, D| {
-            // `length` of a BLOB (SQLite) or `bytea` (PostgreSQL) is read from the value's header,
-            // without loading the value.
-            let mut query = QueryBuilder::<<D as Dialect>::Db>::new(concat!(
-                "SELECT c.role, CAST(length(f.data) AS BIGINT)",
-                current_join!(),
-                "WHERE c.gun = "
-            ));
-            query.push_bind(gun.to_owned()).push(" AND c.role IN (");
-            let mut list = query.separated(", ");
-            for role in roles {
-                list.push_bind((*role).to_owned());
-            }
-            query.push(") ORDER BY c.role");
-            query.build_query_as().fetch_all(D::reader(pools)).await.map_err(from_sqlx)
+            sqlx::query_as::<_, (String, String, i64)>(SQL)
+                .bind(gun)
+                .fetch_all(D::reader(pools))
+                .await
+                .map_err(from_sqlx)
         })
     }
 
