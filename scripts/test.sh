@@ -132,6 +132,13 @@ run_step() {
   return "$step_status"
 }
 
+# run_logged <log> <command...>: runs the command with its output copied to <log>; keeps its status.
+run_logged() {
+  local log="$1"
+  shift
+  "$@" 2>&1 | tee "$log"
+}
+
 skip_step() {
   summary+=("skipped      $1 ($2)")
 }
@@ -143,8 +150,13 @@ test_timeout="${TUFA_TEST_TIMEOUT:-3000}"
 # --all-targets builds with the same feature set as the test run, so nothing is built twice.
 if run_step "build" cargo build --workspace --all-targets --locked; then
   if cargo nextest --version >/dev/null 2>&1; then
-    run_step "tests (nextest)" timeout --kill-after=30 "$test_timeout" \
+    # The test output goes to the terminal and to a log; the summary repeats the tests that
+    # failed, so they are named even where only the end of the output is kept (CI).
+    test_log="$(mktemp)"
+    run_step "tests (nextest)" run_logged "$test_log" timeout --kill-after=30 "$test_timeout" \
       cargo nextest run --workspace --locked --no-fail-fast || true
+    failed_tests="$(grep -aE '^[[:space:]]*(FAIL|TIMEOUT|SIGSEGV|SIGABRT|SIGKILL|SIGTERM|ABORT|LEAK-FAIL) \[' "$test_log" | sed 's/^[[:space:]]*//' | sort -u || true)"
+    rm -f "$test_log"
   else
     echo "cargo-nextest is not installed; falling back to cargo test"
     run_step "tests (cargo test)" timeout --kill-after=30 "$test_timeout" \
@@ -189,6 +201,12 @@ echo "==> summary (${database_note}; $((SECONDS - started))s in total)"
 for line in "${summary[@]}"; do
   echo "    $line"
 done
+if [ -n "${failed_tests:-}" ]; then
+  echo "==> tests that failed"
+  while IFS= read -r line; do
+    echo "    $line"
+  done <<<"$failed_tests"
+fi
 if [ "$status" -eq 0 ]; then
   echo "==> all steps passed"
 else
