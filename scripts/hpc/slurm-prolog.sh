@@ -22,7 +22,9 @@
 #   SCONTROL_BIN       scontrol (default: scontrol from PATH)
 #   TUFA_PROLOG_LOG    a file each message is also appended to
 #   TUFA_CANCEL_DENIED 1: cancel a denied job with scancel (Slurm requeues a batch job whose PrologSlurmctld failed,
-#                      and checks it again when it is next scheduled; cancelling ends it for good)
+#                      and checks it again when it is next scheduled; cancelling ends it for good). A cancel sent
+#                      while the prolog runs can be undone by that requeue, so a detached watcher cancels the job
+#                      again once it is pending, for up to TUFA_CANCEL_WAIT seconds (default 120)
 #   SCANCEL_BIN        scancel (default: scancel from PATH)
 set -uo pipefail
 PATH="${PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}"
@@ -55,14 +57,52 @@ image_in_comment() {
   done
 }
 
+# The job's state (JobState=...), empty when scontrol cannot show it.
+job_state() {
+  "${SCONTROL_BIN:-scontrol}" show job --oneliner "$1" 2>/dev/null | sed -n 's/.* JobState=\([A-Z_]*\).*/\1/p'
+}
+
+# Cancels job $1 once Slurm has requeued it (it is PENDING again), or gives up when it ends otherwise or after
+# TUFA_CANCEL_WAIT seconds (default 120).
+cancel_when_requeued() {
+  local waited=0 state
+  while [ "$waited" -lt "${TUFA_CANCEL_WAIT:-120}" ]; do
+    state="$(job_state "$1")"
+    case "$state" in
+      PENDING | REQUEUE_HOLD | SUSPENDED)
+        "${SCANCEL_BIN:-scancel}" "$1" >/dev/null 2>&1 || true
+        ;;
+      "" | CANCELLED | COMPLETED | FAILED | TIMEOUT | NODE_FAIL | PREEMPTED | BOOT_FAIL | DEADLINE | OUT_OF_MEMORY)
+        return 0
+        ;;
+    esac
+    sleep 1
+    waited=$((waited + 1))
+  done
+}
+
 # With TUFA_CANCEL_DENIED=1, cancels the denied job (a requeued batch job would otherwise be checked again later).
+# Slurm requeues a batch job after this prolog exits non-zero, and a cancel that reaches slurmctld while the prolog
+# still runs can be undone by that requeue (seen on a loaded machine: the job ended PENDING). So the job is cancelled
+# now, and again by a detached watcher once it is pending after the requeue.
 cancel_denied() {
   if [ "${TUFA_CANCEL_DENIED:-0}" = 1 ] && [ -n "$job" ]; then
     if ! cancelled="$("${SCANCEL_BIN:-scancel}" "$job" 2>&1)"; then
       say "could not cancel the denied job: $cancelled"
     fi
+    # Its own session and no inherited output, so slurmctld neither waits for it nor kills it with the prolog.
+    if command -v setsid >/dev/null 2>&1; then
+      setsid "$0" --cancel-when-requeued "$job" </dev/null >/dev/null 2>&1 &
+    else
+      "$0" --cancel-when-requeued "$job" </dev/null >/dev/null 2>&1 &
+    fi
   fi
 }
+
+if [ "${1:-}" = --cancel-when-requeued ] && [ -n "${2:-}" ]; then
+  cancel_when_requeued "$2"
+  exit 0
+fi
 
 image="${TUFA_IMAGE:-}"
 if [ -z "$image" ]; then

@@ -127,20 +127,24 @@ fn the_slurm_prolog_fails_jobs_with_untrusted_images() {
     fs::write(&wrapper, "#!/bin/sh\nexit 1\n").unwrap();
     Command::new("chmod").arg("755").arg(&wrapper).status().unwrap();
     let cluster = SlurmCluster::start(&wrapper);
-    fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexport TUFA_POLICY='{}' TUFA_SERVER_BIN='{}' TUFA_STATE_DIR='{}' TUFA_PROLOG_LOG='{}' \
-             TUFA_CANCEL_DENIED=1 SLURM_CONF='{}'\nexec '{}'\n",
-            policy.display(),
-            tufa_bin.display(),
-            state.path().display(),
-            prolog_log.display(),
-            cluster.conf().display(),
-            script("slurm-prolog.sh").display()
-        ),
-    )
-    .unwrap();
+    // `extra` is added to the wrapper's exports.
+    let configure = |extra: &str| {
+        fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nexport TUFA_POLICY='{}' TUFA_SERVER_BIN='{}' TUFA_STATE_DIR='{}' TUFA_PROLOG_LOG='{}' \
+                 TUFA_CANCEL_DENIED=1 SLURM_CONF='{}'{extra}\nexec '{}'\n",
+                policy.display(),
+                tufa_bin.display(),
+                state.path().display(),
+                prolog_log.display(),
+                cluster.conf().display(),
+                script("slurm-prolog.sh").display()
+            ),
+        )
+        .unwrap();
+    };
+    configure("");
 
     let trusted = format!("image={}", images.signed);
     let untrusted = format!("image={}", images.unsigned);
@@ -161,29 +165,49 @@ fn the_slurm_prolog_fails_jobs_with_untrusted_images() {
     assert_eq!(fs::read_to_string(&out).unwrap().trim(), "batch trusted");
     // Slurm requeues a batch job whose PrologSlurmctld failed; with TUFA_CANCEL_DENIED=1 the
     // prolog cancels it, so it ends without ever running.
-    let out = cluster.work_dir().join("untrusted.out");
-    let run = cluster.run(
-        "sbatch",
-        &[
-            "--wait",
-            "--parsable",
-            "--comment",
-            &untrusted,
-            "--output",
-            path_arg(&out),
-            "--wrap",
-            "echo batch untrusted",
-        ],
-    );
-    let job = run.stdout.trim().to_owned();
-    assert!(!job.is_empty() && job.bytes().all(|byte| byte.is_ascii_digit()), "{run}");
-    let shown = cluster.run("scontrol", &["show", "job", "--oneliner", &job]);
-    assert!(shown.stdout.contains(" JobState=CANCELLED "), "{shown}");
-    assert!(!out.exists(), "the untrusted batch job never ran: {run}");
+    let denied_batch = |name: &str| {
+        let out = cluster.work_dir().join(name);
+        let run = cluster.run(
+            "sbatch",
+            &[
+                "--wait",
+                "--parsable",
+                "--comment",
+                &untrusted,
+                "--output",
+                path_arg(&out),
+                "--wrap",
+                "echo batch untrusted",
+            ],
+        );
+        // Not cut by the command timeout: the job ended.
+        assert!(run.status.is_some(), "sbatch --wait did not return: {run}");
+        let job = run.stdout.trim().to_owned();
+        assert!(!job.is_empty() && job.bytes().all(|byte| byte.is_ascii_digit()), "{run}");
+        let shown = cluster.run("scontrol", &["show", "job", "--oneliner", &job]);
+        assert!(shown.stdout.contains(" JobState=CANCELLED "), "{shown}");
+        assert!(!out.exists(), "the untrusted batch job never ran: {run}");
+    };
+    denied_batch("untrusted.out");
+    // A cancel that reaches slurmctld while the prolog runs can be undone by the requeue that
+    // follows the prolog's failure (seen on a loaded machine). Here the prolog's own cancel is
+    // lost on purpose (an scancel that does nothing the first time): its watcher cancels the job
+    // once it is pending again.
+    let lossy = site_dir.path().join("lossy-scancel");
+    let lost = site_dir.path().join("lost-once");
+    fs::write(
+        &lossy,
+        format!("#!/bin/sh\nif [ ! -e '{0}' ]; then : > '{0}'; exit 0; fi\nexec scancel \"$@\"\n", lost.display()),
+    )
+    .unwrap();
+    Command::new("chmod").arg("755").arg(&lossy).status().unwrap();
+    configure(&format!(" SCANCEL_BIN='{}'", lossy.display()));
+    denied_batch("untrusted-lost-cancel.out");
+    assert!(lost.exists(), "the first cancel went through the lossy scancel");
 
     let log = fs::read_to_string(&prolog_log).unwrap();
     let denied = format!("denied: {}", not_signed(&images));
-    assert_eq!(log.lines().filter(|line| line.ends_with(&denied)).count(), 2, "{log}");
+    assert_eq!(log.lines().filter(|line| line.ends_with(&denied)).count(), 3, "{log}");
     assert_eq!(log.lines().filter(|line| line.contains(": trusted: ")).count(), 2, "{log}");
 }
 
