@@ -804,6 +804,31 @@ impl Checkpointer {
     }
 }
 
+/// How often the server moves the index rows small audit entries leave pending into their
+/// tables (see [`tufa_store::Store::flush_audit_index`]): a publish writes one row for them, and
+/// a batch of entries is written at once, which costs less than a row per key and target in each.
+pub const INDEX_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Moves pending index rows into their tables every `interval`, until the task is dropped.
+pub async fn flush_index_loop(store: std::sync::Arc<dyn tufa_store::Store>, interval: std::time::Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        ticker.tick().await;
+        match store.flush_audit_index().await {
+            Ok(_) => failing = false,
+            // Once per run of failures: the rows stay pending and are moved by the next try,
+            // and by any query that reads them.
+            Err(error) if !failing => {
+                failing = true;
+                tracing::warn!(%error, "could not move pending audit index rows; will retry");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// The verifying key of a recorded checkpoint key.
 pub fn stored_key(stored: &tufa_store::AuditSigningKey) -> Result<tufa_audit::CheckpointKey, CheckpointFailure> {
     let key = tufa_core::keys::PublicKey::new(tufa_core::keys::KeyType::parse(&stored.keytype), stored.public.clone());

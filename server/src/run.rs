@@ -391,10 +391,16 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         tracing::warn!(%error, "could not create the audit checkpoint key yet; the checkpointer will retry");
     }
     let checkpoints = tokio::spawn(checkpointer.clone().run(config.audit.checkpoint_interval()));
+    let store = state.service.store.clone();
+    let index = tokio::spawn(crate::audit::flush_index_loop(store.clone(), crate::audit::INDEX_FLUSH_INTERVAL));
     let connections = connection_settings(&config);
     let served = listener::serve(listener, Some(tls_config), router(state), connections, shutdown_signal()).await;
     refresher.abort();
     checkpoints.abort();
+    index.abort();
+    if let Err(error) = store.flush_audit_index().await {
+        tracing::warn!(%error, "could not move pending audit index rows at shutdown; the next start or query will");
+    }
     // A last checkpoint covers everything recorded before shutdown.
     match checkpointer.checkpoint().await {
         Ok(Some(size)) => tracing::info!(size, "signed the audit checkpoint at shutdown"),

@@ -482,6 +482,13 @@ pub trait Store: Send + Sync + 'static {
     /// canonical key ID), oldest first.
     async fn key_grants(&self, key_id: &str) -> Result<Vec<Grant>, StoreError>;
 
+    /// Moves the key-index and target-history rows of small audit entries, which their
+    /// transactions leave in `audit_pending`, into their tables (in the entries' order, in
+    /// transactions of up to a thousand entries). The queries that read those rows do it first;
+    /// the server also does it every fraction of a second and at shutdown. Returns the number of
+    /// entries whose rows moved.
+    async fn flush_audit_index(&self) -> Result<usize, StoreError>;
+
     /// Every recorded event of target `name` in `gun`, oldest first.
     async fn target_history(&self, gun: &str, name: &str) -> Result<Vec<TargetEvent>, StoreError>;
 

@@ -814,6 +814,141 @@ const BATCHED_GRANTS: usize = 64;
 /// See [`BATCHED_GRANTS`].
 const BATCHED_GRANT_KEYS: usize = 256;
 
+/// The `audit_pending` row of a small record: the entry's key-index rows and (for a change of a
+/// repository) its target-history rows, as one JSON object.
+fn pending_rows_json(
+    gun: Option<&str>,
+    principal: Option<&str>,
+    at: DateTime<Utc>,
+    keys: &std::collections::BTreeSet<&String>,
+    history: &[NewTargetEvent],
+) -> String {
+    let history: Vec<serde_json::Value> = history
+        .iter()
+        .map(|event| {
+            serde_json::json!([
+                event.name,
+                event.role,
+                event.version,
+                event.change,
+                event.sha256,
+                event.length,
+                &event.signer_keys[..],
+                &event.signer_canonical_ids[..],
+            ])
+        })
+        .collect();
+    serde_json::json!({
+        "gun": gun,
+        "principal": principal,
+        "at": at.timestamp_micros(),
+        "keys": keys,
+        "history": history,
+    })
+    .to_string()
+}
+
+/// The rows an `audit_pending` row holds.
+#[derive(Debug)]
+struct PendingRows {
+    gun: Option<String>,
+    principal: Option<String>,
+    at: DateTime<Utc>,
+    keys: Vec<String>,
+    history: Vec<NewTargetEvent>,
+}
+
+/// Reads the `audit_pending` row of entry `seq`; an unreadable one is an error that names it
+/// (nothing is moved, so `audit verify` still sees the entry's rows missing).
+fn parse_pending_rows(seq: i64, text: &str) -> Result<PendingRows, StoreError> {
+    type HistoryRow = (String, String, i64, String, Option<String>, Option<i64>, Vec<String>, Vec<String>);
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        gun: Option<String>,
+        principal: Option<String>,
+        at: i64,
+        keys: Vec<String>,
+        history: Vec<HistoryRow>,
+    }
+    let unreadable =
+        |why: String| StoreError::Internal(format!("audit_pending row of entry {seq} is unreadable: {why}"));
+    let stored: Stored = serde_json::from_str(text).map_err(|error| unreadable(error.to_string()))?;
+    let at = DateTime::from_timestamp_micros(stored.at).ok_or_else(|| unreadable(format!("time {}", stored.at)))?;
+    let history = stored
+        .history
+        .into_iter()
+        .map(|(name, role, version, change, sha256, length, keys, canonical)| NewTargetEvent {
+            name,
+            role,
+            version,
+            change,
+            sha256,
+            length,
+            signer_keys: keys.into(),
+            signer_canonical_ids: canonical.into(),
+        })
+        .collect();
+    Ok(PendingRows { gun: stored.gun, principal: stored.principal, at, keys: stored.keys, history })
+}
+
+/// Moves up to `$limit` pending rows (oldest entries first) into `audit_keys_used` and
+/// `target_history`, in transaction `$tx` of dialect `$d`, which holds the audit lock. Evaluates
+/// to the number of entries whose rows moved.
+macro_rules! flush_pending {
+    ($d:ty, $tx:expr, $limit:expr) => {{
+        let limit: i64 = $limit;
+        let pending: Vec<(i64, String)> = sqlx::query_as("SELECT seq, rows FROM audit_pending ORDER BY seq LIMIT $1")
+            .bind(limit)
+            .fetch_all(&mut **$tx)
+            .await
+            .map_err(from_sqlx)?;
+        let moved = pending.len();
+        if let Some(&(last, _)) = pending.last() {
+            let mut entries = Vec::with_capacity(pending.len());
+            for (seq, text) in &pending {
+                entries.push((*seq, parse_pending_rows(*seq, text)?));
+            }
+            drop(pending);
+            let keys: Vec<(&String, i64)> =
+                entries.iter().flat_map(|(seq, rows)| rows.keys.iter().map(move |key| (key, *seq))).collect();
+            for chunk in keys.chunks(INSERT_CHUNK) {
+                let mut query = QueryBuilder::<<$d as Dialect>::Db>::new("INSERT INTO audit_keys_used (key_id, seq) ");
+                query.push_values(chunk, |mut row, (key, seq)| {
+                    row.push_bind((*key).clone()).push_bind(*seq);
+                });
+                query.build().execute(&mut **$tx).await.map_err(from_sqlx)?;
+            }
+            // Consecutive entries of one repository share a statement, up to a chunk of rows.
+            let mut run: Vec<EventInsert<'_>> = Vec::new();
+            let mut run_gun: Option<&str> = None;
+            for (seq, rows) in &entries {
+                let Some(gun) = rows.gun.as_deref() else { continue };
+                for event in &rows.history {
+                    if run_gun != Some(gun) || run.len() >= HISTORY_CHUNK {
+                        if let Some(previous) = run_gun.filter(|_| !run.is_empty()) {
+                            insert_history_chunk!($d, $tx, previous, std::mem::take(&mut run));
+                        }
+                        run_gun = Some(gun);
+                    }
+                    run.push((event, rows.principal.as_deref(), Some(*seq), rows.at));
+                }
+            }
+            if let Some(gun) = run_gun.filter(|_| !run.is_empty()) {
+                insert_history_chunk!($d, $tx, gun, run);
+            }
+            sqlx::query("DELETE FROM audit_pending WHERE seq <= $1")
+                .bind(last)
+                .execute(&mut **$tx)
+                .await
+                .map_err(from_sqlx)?;
+        }
+        moved
+    }};
+}
+
+/// Most entries one transaction of [`Store::flush_audit_index`] moves the pending rows of.
+const FLUSH_ENTRIES: i64 = 1000;
+
 /// Appends `$record`'s audit entry in transaction `$tx` of dialect `$d` at `$at`, with its
 /// stored Merkle hashes and key index, holding the dialect's audit lock until the transaction
 /// ends; for a change of repository `$gun` (`Some`), also supersedes the grants of the roles it
@@ -911,20 +1046,38 @@ macro_rules! append_entry {
         });
         batch.end();
         let keys: std::collections::BTreeSet<&String> = record.keys.iter().collect();
-        if !keys.is_empty() {
-            let query = batch.part("keys");
-            query.push("INSERT INTO audit_keys_used (key_id, seq) ");
-            query.push_values(keys, |mut row, key| {
-                row.push_bind(key.clone()).push_bind(seq_i64);
-            });
-            batch.end();
-        }
         let gun: Option<&str> = $gun;
         let principal = record.entry.principal.as_deref();
         let grant_keys = record.grants.iter().map(|grant| grant.keys.len()).sum::<usize>();
         let grants_batched = record.grants.len() <= BATCHED_GRANTS && grant_keys <= BATCHED_GRANT_KEYS;
         let history_batched = record.history.len() <= INSERT_CHUNK;
         let superseded_batched = record.superseded.len() <= BATCHED_GRANTS;
+        // A small record's key-index and history rows go into `audit_pending` as one row, moved
+        // into their tables later in batches (see `flush_pending`); a large record writes its rows
+        // now, after the pending ones, so rows stay in the order of their entries.
+        let deferred = grants_batched && history_batched && record.streamed.is_none();
+        let history: &[NewTargetEvent] = if gun.is_some() { &record.history } else { &[] };
+        if deferred {
+            if !keys.is_empty() || !history.is_empty() {
+                let rows = pending_rows_json(gun, principal, at, &keys, history);
+                let query = batch.part("pending");
+                query.push("INSERT INTO audit_pending (seq, rows) ");
+                query.push_values([rows], |mut row, rows| {
+                    row.push_bind(seq_i64).push_bind(rows);
+                });
+                batch.end();
+            }
+        } else {
+            flush_pending!($d, $tx, i64::MAX);
+            if !keys.is_empty() {
+                let query = batch.part("keys");
+                query.push("INSERT INTO audit_keys_used (key_id, seq) ");
+                query.push_values(keys, |mut row, key| {
+                    row.push_bind(key.clone()).push_bind(seq_i64);
+                });
+                batch.end();
+            }
+        }
         if let Some(gun) = gun {
             if !record.superseded.is_empty() && superseded_batched {
                 let query = batch.part("superseded");
@@ -992,7 +1145,7 @@ macro_rules! append_entry {
                     batch.end();
                 }
             }
-            if history_batched && !record.history.is_empty() {
+            if !deferred && history_batched && !record.history.is_empty() {
                 let rows: Vec<EventInsert<'_>> =
                     record.history.iter().map(|event| (event, principal, Some(seq_i64), at)).collect();
                 let query = batch.part("history");
@@ -1465,6 +1618,8 @@ impl Store for SqlStore {
             let principal = update.record.entry.principal.clone();
             let next_seq = to_i64(position_after(reads.last_entry.as_ref().map(|(last, _)| *last))?, "audit position")?;
             if let Some(streamed) = &streamed {
+                // Rows of earlier entries still pending go first.
+                flush_pending!(D, &mut tx, i64::MAX);
                 loop {
                     let chunk = streamed.next_events(&update.files, HISTORY_CHUNK).map_err(StoreError::Internal)?;
                     if chunk.is_empty() {
@@ -2198,6 +2353,9 @@ impl Store for SqlStore {
     async fn audit_entries(&self, filter: &AuditFilter) -> Result<Vec<StoredEntry>, StoreError> {
         let after = filter.after.map(|after| to_i64(after, "audit position")).transpose()?.unwrap_or(-1);
         let limit = i64::from(filter.limit.max(1));
+        if filter.key.is_some() {
+            self.flush_audit_index().await?;
+        }
         per_dialect!(&self.pools, |pools, D| {
             let mut query = QueryBuilder::<<D as Dialect>::Db>::new(entry_columns!());
             query.push("WHERE seq > ").push_bind(after);
@@ -2388,8 +2546,32 @@ impl Store for SqlStore {
         })
     }
 
+    async fn flush_audit_index(&self) -> Result<usize, StoreError> {
+        per_dialect!(&self.pools, |pools, D| {
+            let any: Option<i64> = sqlx::query_scalar("SELECT seq FROM audit_pending LIMIT 1")
+                .fetch_optional(D::reader(pools))
+                .await
+                .map_err(from_sqlx)?;
+            if any.is_none() {
+                return Ok(0);
+            }
+            let mut total = 0;
+            loop {
+                let mut tx = D::begin_write(pools).await?;
+                D::lock_audit(&mut tx).await?;
+                let moved = flush_pending!(D, &mut tx, FLUSH_ENTRIES);
+                tx.commit().await.map_err(from_sqlx)?;
+                total += moved;
+                if i64::try_from(moved).unwrap_or(i64::MAX) < FLUSH_ENTRIES {
+                    return Ok(total);
+                }
+            }
+        })
+    }
+
     async fn target_history(&self, gun: &str, name: &str) -> Result<Vec<TargetEvent>, StoreError> {
         const SQL: &str = concat!(event_columns!(), "WHERE gun = $1 AND name = $2 ORDER BY id");
+        self.flush_audit_index().await?;
         per_dialect!(&self.pools, |pools, D| {
             let rows = sqlx::query_as::<_, TargetEventRow<D>>(SQL)
                 .bind(gun)
@@ -2404,6 +2586,7 @@ impl Store for SqlStore {
     async fn history_of_entries(&self, from: u64, to: u64) -> Result<Vec<TargetEvent>, StoreError> {
         const SQL: &str = concat!(event_columns!(), "WHERE audit_seq >= $1 AND audit_seq <= $2 ORDER BY audit_seq, id");
         let (from, to) = (to_i64(from, "audit position")?, to_i64(to, "audit position")?);
+        self.flush_audit_index().await?;
         per_dialect!(&self.pools, |pools, D| {
             let rows = sqlx::query_as::<_, TargetEventRow<D>>(SQL)
                 .bind(from)
@@ -2443,6 +2626,9 @@ impl Store for SqlStore {
     ) -> Result<(), StoreError> {
         per_dialect!(&self.pools, |pools, D| {
             let mut tx = D::begin_for_gun(pools, gun).await?;
+            // Rows of entries still pending go first (under the audit lock).
+            D::lock_audit(&mut tx).await?;
+            flush_pending!(D, &mut tx, i64::MAX);
             if let Some(record) = record {
                 append_entry!(D, &mut tx, record, now(), &self.tip);
             }

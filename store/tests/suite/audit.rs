@@ -313,6 +313,63 @@ pub(crate) async fn target_history_rows_keep_their_values_and_order(store: Arc<d
     assert!(written.iter().all(|row| row.gun == GUN));
 }
 
+/// A small record's key-index and history rows wait in `audit_pending` until they are moved in a
+/// batch: every query that reads them moves them first, a move takes each entry once, and rows of
+/// a large record written later still follow them.
+pub(crate) async fn small_records_index_rows_are_moved_in_order(store: Arc<dyn Store>) {
+    let v1 = Repo::new(1, "v1");
+    let mut first = v1.first_publish(GUN);
+    first.record.entry = first.record.entry.by(Some("alice"));
+    first.record.keys = vec!["key-a".to_owned(), "key-b".to_owned(), "key-a".to_owned()];
+    first.record.history = vec![event("v1.0", 1, "added", "aa"), event("v1.1", 1, "added", "bb")];
+    store.update(first).await.expect("first publish");
+    // The first move takes the one pending entry; nothing is left for a second.
+    assert_eq!(store.flush_audit_index().await.expect("move"), 1);
+    assert_eq!(store.flush_audit_index().await.expect("move again"), 0);
+    let history = store.target_history(GUN, "v1.1").await.expect("history");
+    assert_eq!(history.len(), 1);
+    assert_eq!(
+        (history[0].event.sha256.as_deref(), history[0].principal.as_deref(), history[0].audit_seq),
+        (Some("bb"), Some("alice"), Some(0))
+    );
+
+    // Unmoved rows are found by each query that reads them, without an explicit move.
+    let v2 = Repo::new(2, "v2");
+    let mut second = v2.next_publish(GUN, 1);
+    second.record.keys = vec!["key-c".to_owned()];
+    second.record.history = vec![event("v1.0", 2, "changed", "cc")];
+    store.update(second).await.expect("second publish");
+    let by_key = |key: &str| AuditFilter { key: Some(key.to_owned()), ..all(10) };
+    let found = store.audit_entries(&by_key("key-c")).await.expect("entries of key-c");
+    assert_eq!(found.iter().map(|stored| stored.entry.seq).collect::<Vec<_>>(), vec![1]);
+    let found = store.audit_entries(&by_key("key-a")).await.expect("entries of key-a");
+    assert_eq!(found.iter().map(|stored| stored.entry.seq).collect::<Vec<_>>(), vec![0]);
+    assert_eq!(store.flush_audit_index().await.expect("moved by the query"), 0);
+
+    // A small record, then a streamed one: the streamed rows come after the pending ones.
+    let v3 = Repo::new(3, "v3");
+    let mut third = v3.next_publish(GUN, 2);
+    third.record.history = vec![event("v1.0", 3, "changed", "dd")];
+    store.update(third).await.expect("third publish");
+    let v4 = Repo::new(4, "v4");
+    let mut fourth = v4.next_publish(GUN, 3);
+    fourth.record.streamed = Some(tufa_store::StreamedEvents::new(Box::new(TwoFiles { first: 600, given: 0 })));
+    store.update(fourth).await.expect("fourth publish");
+    let v5 = Repo::new(5, "v5");
+    let mut fifth = v5.next_publish(GUN, 4);
+    fifth.record.history = vec![event("v1.0", 5, "changed", "ee")];
+    store.update(fifth).await.expect("fifth publish");
+    let rows = store.history_of_entries(0, 4).await.expect("history");
+    let seqs: Vec<Option<i64>> = rows.iter().map(|row| row.audit_seq).collect();
+    assert!(seqs.windows(2).all(|pair| pair[0] <= pair[1]), "rows follow their entries: {seqs:?}");
+    assert!(rows.windows(2).all(|pair| pair[0].id < pair[1].id), "in id order");
+    assert_eq!(rows.iter().filter(|row| row.audit_seq == Some(3)).count(), 603);
+    let history = store.target_history(GUN, "v1.0").await.expect("v1.0");
+    let versions: Vec<i64> = history.iter().map(|row| row.event.version).collect();
+    assert_eq!(versions, vec![1, 2, 3, 5]);
+    assert!(verify_all(&store).await.problems.is_empty(), "the log verifies");
+}
+
 pub(crate) async fn checkpoints_and_signing_key(store: Arc<dyn Store>) {
     assert_eq!(store.audit_signing_key().await.expect("none"), None);
     let key = AuditSigningKey {
