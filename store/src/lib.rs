@@ -483,10 +483,10 @@ pub trait Store: Send + Sync + 'static {
     async fn key_grants(&self, key_id: &str) -> Result<Vec<Grant>, StoreError>;
 
     /// Moves the key-index and target-history rows of small audit entries, which their
-    /// transactions leave in `audit_pending`, into their tables (in the entries' order, in
-    /// transactions of up to a thousand entries). The queries that read those rows do it first;
-    /// the server also does it every fraction of a second and at shutdown. Returns the number of
-    /// entries whose rows moved.
+    /// transactions leave in `audit_pending`, into their tables: in the entries' order, in
+    /// transactions of at most 32 entries each, so publishes waiting for the lock go in between.
+    /// The queries that read those rows do it first; the server also does it every half second
+    /// and at shutdown. Returns the number of entries whose rows moved.
     async fn flush_audit_index(&self) -> Result<usize, StoreError>;
 
     /// Every recorded event of target `name` in `gun`, oldest first.

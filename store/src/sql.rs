@@ -946,8 +946,10 @@ macro_rules! flush_pending {
     }};
 }
 
-/// Most entries one transaction of [`Store::flush_audit_index`] moves the pending rows of.
-const FLUSH_ENTRIES: i64 = 1000;
+/// Most entries one transaction of [`Store::flush_audit_index`] moves the pending rows of: a move
+/// holds the write lock (SQLite) or the audit lock (PostgreSQL) for about 0.2 ms per entry here, and
+/// publishes waiting for it go in between two transactions.
+const FLUSH_ENTRIES: i64 = 32;
 
 /// Appends `$record`'s audit entry in transaction `$tx` of dialect `$d` at `$at`, with its
 /// stored Merkle hashes and key index, holding the dialect's audit lock until the transaction

@@ -71,6 +71,7 @@ conformance!(
     grants_and_target_history,
     target_history_rows_keep_their_values_and_order,
     small_records_index_rows_are_moved_in_order,
+    pending_index_rows_move_once_under_concurrency,
     history_canonical_ids_read_back_whether_or_not_they_differ,
     checkpoints_and_signing_key,
     account_changes_are_recorded_only_when_they_happen,

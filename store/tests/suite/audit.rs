@@ -370,6 +370,56 @@ pub(crate) async fn small_records_index_rows_are_moved_in_order(store: Arc<dyn S
     assert!(verify_all(&store).await.problems.is_empty(), "the log verifies");
 }
 
+/// Publishes and appends that leave index rows pending, racing with moves of those rows: every
+/// entry's rows end up in their tables exactly once.
+pub(crate) async fn pending_index_rows_move_once_under_concurrency(store: Arc<dyn Store>) {
+    let writers = 12;
+    let mut tasks = Vec::new();
+    for n in 0..writers {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let gun = format!("example.com/app-{n}");
+            let repo = Repo::new(1, &format!("r{n}"));
+            let mut publish = repo.first_publish(&gun);
+            publish.record.keys = vec![format!("publish-key-{n}")];
+            publish.record.history = vec![event("v1.0", 1, "added", &format!("{n:02x}"))];
+            store.update(publish).await.expect("publish");
+            let mut record = Record::new(NewEntry::new(kinds::KEY_CREATE, serde_json::json!({ "n": n })));
+            record.keys = vec![format!("online-key-{n}")];
+            store.append_audit(record).await.expect("append");
+        }));
+    }
+    let movers: Vec<_> = (0..3)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    store.flush_audit_index().await.expect("move");
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks.into_iter().chain(movers) {
+        task.await.expect("task");
+    }
+    let entries = u64::try_from(writers * 2).expect("small");
+    assert_eq!(store.audit_size().await.expect("size"), entries);
+    let rows = store.history_of_entries(0, entries - 1).await.expect("history");
+    assert_eq!(rows.len(), writers, "one history row per publish: {rows:?}");
+    for n in 0..writers {
+        let history = store.target_history(&format!("example.com/app-{n}"), "v1.0").await.expect("history");
+        assert_eq!(history.len(), 1, "app-{n}");
+        assert_eq!(history[0].event.sha256.as_deref(), Some(format!("{n:02x}").as_str()));
+        for key in [format!("publish-key-{n}"), format!("online-key-{n}")] {
+            let found = store.audit_entries(&AuditFilter { key: Some(key.clone()), ..all(10) }).await.expect("by key");
+            assert_eq!(found.len(), 1, "{key}");
+        }
+    }
+    assert_eq!(store.flush_audit_index().await.expect("nothing left"), 0);
+    assert!(verify_all(&store).await.ok(), "the log verifies");
+}
+
 pub(crate) async fn checkpoints_and_signing_key(store: Arc<dyn Store>) {
     assert_eq!(store.audit_signing_key().await.expect("none"), None);
     let key = AuditSigningKey {

@@ -13,8 +13,8 @@ mod keys_owned;
 pub(crate) use audit::{
     account_changes_are_recorded_only_when_they_happen, audit_appends_are_gapless_under_concurrency,
     audit_entries_are_written_with_their_change, checkpoints_and_signing_key, grants_and_target_history,
-    history_canonical_ids_read_back_whether_or_not_they_differ, small_records_index_rows_are_moved_in_order,
-    target_history_rows_keep_their_values_and_order,
+    history_canonical_ids_read_back_whether_or_not_they_differ, pending_index_rows_move_once_under_concurrency,
+    small_records_index_rows_are_moved_in_order, target_history_rows_keep_their_values_and_order,
 };
 pub(crate) use auth::{
     api_tokens, kek_ids_include_token_keys, principal_removal_cascades, principals, role_bindings, token_key_race,
