@@ -95,6 +95,53 @@ mod sqlite {
         assert_eq!(stored, vec![("old".to_owned(), Some("[]".to_owned())), ("new".to_owned(), None)]);
     }
 
+    async fn count_rows(connection: &mut SqliteConnection, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).fetch_one(connection).await.expect("count")
+    }
+
+    /// A small publish's index rows wait in `audit_pending`, in the database: a store reopened
+    /// without having moved them still finds them. A pending row that was edited so it no longer
+    /// parses stops the move with an error naming its entry, and nothing is moved.
+    #[tokio::test]
+    async fn pending_index_rows_survive_a_reopen_and_an_unreadable_one_is_named() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("tufa.sqlite");
+        let store = tufa_store::open_sqlite(&path).await.expect("open");
+        let mut first = Repo::new(1, "v1").first_publish(GUN);
+        let signers: std::sync::Arc<[String]> = vec!["k1".to_owned()].into();
+        let event = |name: &str, version: i64| tufa_store::NewTargetEvent {
+            name: name.into(),
+            role: "targets".into(),
+            version,
+            change: "added".into(),
+            sha256: None,
+            length: None,
+            signer_keys: signers.clone(),
+            signer_canonical_ids: signers.clone(),
+        };
+        first.record.history = vec![event("v1", 1)];
+        store.update(first).await.expect("publish");
+        drop(store);
+
+        let mut connection = SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.expect("connect");
+        assert_eq!(count_rows(&mut connection, "audit_pending").await, 1);
+        assert_eq!(count_rows(&mut connection, "target_history").await, 0);
+        let store = tufa_store::open_sqlite(&path).await.expect("reopen");
+        let history = store.target_history(GUN, "v1").await.expect("history");
+        assert_eq!((history.len(), history[0].audit_seq), (1, Some(0)));
+        assert_eq!(count_rows(&mut connection, "audit_pending").await, 0);
+
+        let mut second = Repo::new(2, "v2").next_publish(GUN, 1);
+        second.record.history = vec![event("v2", 2)];
+        store.update(second).await.expect("second publish");
+        connection.execute("UPDATE audit_pending SET rows = '{\"gun\": 1}'").await.expect("edit the pending row");
+        let error = store.target_history(GUN, "v2").await.expect_err("an unreadable pending row");
+        assert!(error.to_string().contains("audit_pending row of entry 1 is unreadable"), "{error}");
+        assert_eq!(count_rows(&mut connection, "audit_pending").await, 1);
+        assert_eq!(count_rows(&mut connection, "target_history").await, 1);
+    }
+
     #[tokio::test]
     async fn url_forms_and_reopening() {
         let dir = tempfile::tempdir().expect("temp dir");
