@@ -1457,6 +1457,10 @@ macro_rules! audited_statement {
 pub(crate) struct SqlStore {
     pools: Pools,
     tip: AuditTip,
+    /// Held while this process moves pending index rows: queries that arrive meanwhile wait for
+    /// that move and then find nothing left, instead of each queueing a write transaction (a
+    /// flood of reads must not fill the writer's queue ahead of publishes).
+    moving: tokio::sync::Mutex<()>,
 }
 
 /// The `SELECT` of the grants whose entry column `$column` (the entry that made them, or ended
@@ -1501,7 +1505,7 @@ impl SqlStore {
 
     /// A store over open, migrated pools.
     pub(crate) fn new(pools: Pools) -> SqlStore {
-        SqlStore { pools, tip: AuditTip::default() }
+        SqlStore { pools, tip: AuditTip::default(), moving: tokio::sync::Mutex::new(()) }
     }
 }
 
@@ -2550,10 +2554,14 @@ impl Store for SqlStore {
 
     async fn flush_audit_index(&self) -> Result<usize, StoreError> {
         per_dialect!(&self.pools, |pools, D| {
-            let any: Option<i64> = sqlx::query_scalar("SELECT seq FROM audit_pending LIMIT 1")
-                .fetch_optional(D::reader(pools))
-                .await
-                .map_err(from_sqlx)?;
+            const ANY: &str = "SELECT seq FROM audit_pending LIMIT 1";
+            let any: Option<i64> = sqlx::query_scalar(ANY).fetch_optional(D::reader(pools)).await.map_err(from_sqlx)?;
+            if any.is_none() {
+                return Ok(0);
+            }
+            let _moving = self.moving.lock().await;
+            // Another caller may have moved them while this one waited.
+            let any: Option<i64> = sqlx::query_scalar(ANY).fetch_optional(D::reader(pools)).await.map_err(from_sqlx)?;
             if any.is_none() {
                 return Ok(0);
             }
